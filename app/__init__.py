@@ -1,0 +1,1 @@
+"""The composition root: settings, database, telemetry, API, CLI, jobs."""

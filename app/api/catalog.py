@@ -1,0 +1,147 @@
+"""GraphQL of the catalog: meters and plan versions with their charges."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+
+import strawberry
+from strawberry.types import Info
+
+from app.api.common import Money
+from app.api.permissions import requires
+from app.auth import Capability
+from ledger.money import plain_decimal, quantize_major
+from pricing import service as catalog
+from pricing.models import Meter as MeterRow
+from pricing.models import Plan as PlanRow
+from pricing.models import PlanCharge, PlanVersion
+
+
+@strawberry.enum
+class Aggregation(Enum):
+    COUNT = "count"
+    SUM = "sum"
+    MAX = "max"
+    UNIQUE_COUNT = "unique_count"
+    LATEST = "latest"
+
+
+@strawberry.enum
+class ChargeModel(Enum):
+    PER_UNIT = "per_unit"
+    GRADUATED = "graduated"
+    VOLUME = "volume"
+    PACKAGE = "package"
+
+
+@strawberry.enum
+class BillingInterval(Enum):
+    MONTH = "month"
+    YEAR = "year"
+
+
+def _plain(value: Decimal | None) -> Decimal | None:
+    return plain_decimal(value) if value is not None else None
+
+
+@strawberry.type
+class Meter:
+    key: str
+    name: str
+    unit: str
+    event_type: str
+    aggregation: Aggregation
+    value_property: str | None
+    group_by: list[str]
+
+    @classmethod
+    def from_model(cls, meter: MeterRow) -> Meter:
+        return cls(
+            key=meter.key, name=meter.name, unit=meter.unit, event_type=meter.event_type,
+            aggregation=Aggregation(meter.aggregation), value_property=meter.value_property,
+            group_by=list(meter.group_by),
+        )
+
+
+@strawberry.type
+class Tier:
+    up_to: Decimal | None = strawberry.field(description="None: the last tier, with no upper bound.")
+    unit_price: Decimal
+
+
+@strawberry.type
+class Charge:
+    meter: Meter
+    model: ChargeModel
+    unit_price: Decimal | None
+    tiers: list[Tier]
+    package_size: Decimal | None
+    package_price: Decimal | None
+    included: Decimal
+    minimum: Decimal | None
+    limit: Decimal | None
+    where: strawberry.scalars.JSON
+
+    @classmethod
+    def from_model(cls, charge: PlanCharge, meter: MeterRow) -> Charge:
+        return cls(
+            meter=Meter.from_model(meter), model=ChargeModel(charge.model),
+            unit_price=_plain(charge.unit_price),
+            tiers=[
+                Tier(
+                    up_to=None if tier["up_to"] == "inf" else Decimal(tier["up_to"]),
+                    unit_price=Decimal(tier["unit_price"]),
+                )
+                for tier in charge.tiers
+            ],
+            package_size=_plain(charge.package_size), package_price=_plain(charge.package_price),
+            included=plain_decimal(charge.included), minimum=_plain(charge.minimum),
+            limit=_plain(charge.usage_limit),
+            where=dict(charge.where),
+        )
+
+
+@strawberry.type(description="One immutable version of a plan's pricing.")
+class Plan:
+    key: str
+    name: str
+    version: int
+    currency: str
+    interval: BillingInterval
+    created_at: datetime
+    version_id: strawberry.Private[uuid.UUID]
+    base_fee_amount: strawberry.Private[Decimal]
+
+    @strawberry.field
+    def base_fee(self) -> Money:
+        return Money(amount=quantize_major(self.base_fee_amount, self.currency), currency=self.currency)
+
+    @strawberry.field
+    async def charges(self, info: Info) -> list[Charge]:
+        rows = await info.context.loaders.charges_by_version.load(self.version_id)
+        return [Charge.from_model(charge, meter) for charge, meter in rows]
+
+    @classmethod
+    def from_model(cls, plan: PlanRow, version: PlanVersion) -> Plan:
+        return cls(
+            key=plan.key, name=plan.name, version=version.version, currency=version.currency,
+            interval=BillingInterval(version.interval), created_at=version.created_at,
+            version_id=version.id, base_fee_amount=version.base_fee,
+        )
+
+
+@strawberry.type
+class CatalogQuery:
+    @strawberry.field(permission_classes=[requires(Capability.READ_CATALOG)])
+    async def meters(self, info: Info) -> list[Meter]:
+        return [Meter.from_model(m) for m in await catalog.list_meters(info.context.session)]
+
+    @strawberry.field(
+        permission_classes=[requires(Capability.READ_CATALOG)],
+        description="Every plan at its newest version.",
+    )
+    async def plans(self, info: Info) -> list[Plan]:
+        return [Plan.from_model(v.plan, v.version) for v in await catalog.list_plans(info.context.session)]

@@ -1,0 +1,105 @@
+"""Shapes shared by every domain's GraphQL: Money, userErrors, Relay connections, cursors."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.types import Info
+
+from ledger.errors import TallyError
+
+T = TypeVar("T")
+Node = TypeVar("Node")
+
+
+@strawberry.type
+class Money:
+    amount: Decimal
+    currency: str
+
+
+@strawberry.type
+class UserError:
+    field: list[str] | None
+    code: str
+    message: str
+
+    @classmethod
+    def from_error(cls, error: TallyError) -> UserError:
+        return cls(field=[error.field] if error.field else None, code=error.code, message=error.message)
+
+
+async def run_mutation(info: Info, action: Callable[[], Awaitable[T]]) -> tuple[T | None, list[UserError]]:
+    """The request boundary of a mutation: commit on success; on a refusal roll back, so a
+    rejected mutation changes nothing, and report it as ``userErrors``."""
+    session = info.context.session
+    try:
+        result = await action()
+        await session.commit()
+    except TallyError as error:
+        await session.rollback()
+        return None, [UserError.from_error(error)]
+    except BaseException:
+        await session.rollback()
+        raise
+    return result, []
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[Node]):
+    cursor: str
+    node: Node
+
+
+@strawberry.type
+class Connection(Generic[Node]):
+    edges: list[Edge[Node]]
+    page_info: PageInfo
+
+
+def encode_cursor(*values: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> list[Any]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except ValueError:
+        raise GraphQLError("after: not a cursor returned by this API") from None
+    if not isinstance(values, list):
+        raise GraphQLError("after: not a cursor returned by this API")
+    return values
+
+
+def page_size(first: int | None, *, default: int, maximum: int) -> int:
+    if first is None:
+        return default
+    if not 1 <= first <= maximum:
+        raise GraphQLError(f"first: must be between 1 and {maximum}")
+    return first
+
+
+def connection(
+    rows: Sequence[T], limit: int, to_node: Callable[[T], Node], cursor_of: Callable[[T], str]
+) -> Connection[Node]:
+    """Build a page from ``limit + 1`` fetched rows: the extra row only says a next page exists."""
+    visible = rows[:limit]
+    edges = [Edge(cursor=cursor_of(row), node=to_node(row)) for row in visible]
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=len(rows) > limit, end_cursor=edges[-1].cursor if edges else None
+        ),
+    )

@@ -1,0 +1,74 @@
+"""The per-request GraphQL context: the session, the viewer, and per-request DataLoaders."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from functools import cached_property
+
+from strawberry.dataloader import DataLoader
+from strawberry.fastapi import BaseContext
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.auth import Viewer
+from app.settings import Settings
+from customers import service as customers
+from customers.models import Subscription
+from pricing import repository as catalog
+from pricing.models import Meter, Plan, PlanCharge, PlanVersion
+
+
+class Loaders:
+    """Batch the nested fields of a list into one query each (no N+1 on list pages)."""
+
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    @cached_property
+    def subscription_by_customer(self) -> DataLoader[uuid.UUID, Subscription | None]:
+        async def load(ids: list[uuid.UUID]) -> list[Subscription | None]:
+            found = await customers.subscriptions_of(self.session, ids)
+            return [found.get(i) for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    @cached_property
+    def plan_version(self) -> DataLoader[uuid.UUID, tuple[Plan, PlanVersion]]:
+        async def load(ids: list[uuid.UUID]) -> list[tuple[Plan, PlanVersion]]:
+            found = await catalog.plan_versions_by_id(self.session, ids)
+            return [found[i] for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    @cached_property
+    def charges_by_version(self) -> DataLoader[uuid.UUID, list[tuple[PlanCharge, Meter]]]:
+        async def load(ids: list[uuid.UUID]) -> list[list[tuple[PlanCharge, Meter]]]:
+            grouped: dict[uuid.UUID, list[tuple[PlanCharge, Meter]]] = {i: [] for i in ids}
+            for charge, meter in await catalog.charges_of(self.session, ids):
+                grouped[charge.plan_version_id].append((charge, meter))
+            return [grouped[i] for i in ids]
+
+        return DataLoader(load_fn=load)
+
+
+class TallyContext(BaseContext):
+    def __init__(self, *, session: AsyncSession, viewer: Viewer | None, settings: Settings):
+        super().__init__()
+        self.session = session
+        self._viewer = viewer
+        self.settings = settings
+        self.loaders = Loaders(session)
+
+    @property
+    def viewer(self) -> Viewer:
+        """The authenticated viewer; permission classes run before any resolver reads it."""
+        assert self._viewer is not None, "resolver reached without an authenticated viewer"
+        return self._viewer
+
+    @property
+    def authenticated(self) -> bool:
+        return self._viewer is not None
+
+    def now(self) -> datetime:
+        """The request's ``as_of``: the one place a GraphQL request reads the clock."""
+        return datetime.now(UTC)

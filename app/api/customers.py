@@ -1,0 +1,149 @@
+"""GraphQL of customers: lookup, keyset-paginated search, creation."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import Enum
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.types import Info
+
+from app.api.catalog import Plan
+from app.api.common import Connection, UserError, connection, decode_cursor, encode_cursor, page_size, run_mutation
+from app.api.permissions import requires
+from app.auth import Capability
+from customers import service as customers
+from customers.models import Customer as CustomerRow
+
+
+@strawberry.enum
+class CustomerStatus(Enum):
+    ACTIVE = "ACTIVE"
+    PAST_DUE = "PAST_DUE"
+    SUSPENDED = "SUSPENDED"
+
+
+@strawberry.type
+class Subscription:
+    started_at: datetime = strawberry.field(description="Billing periods are anchored on it.")
+    plan_version_id: strawberry.Private[uuid.UUID]
+
+    @strawberry.field
+    async def plan(self, info: Info) -> Plan:
+        plan, version = await info.context.loaders.plan_version.load(self.plan_version_id)
+        return Plan.from_model(plan, version)
+
+
+@strawberry.type
+class Customer:
+    id: strawberry.ID
+    external_id: str
+    name: str
+    email: str | None
+    currency: str
+    status: CustomerStatus
+    created_at: datetime
+    row_id: strawberry.Private[uuid.UUID]
+
+    @strawberry.field
+    async def subscription(self, info: Info) -> Subscription | None:
+        row = await info.context.loaders.subscription_by_customer.load(self.row_id)
+        if row is None:
+            return None
+        return Subscription(started_at=row.started_at, plan_version_id=row.plan_version_id)
+
+    @classmethod
+    def from_model(cls, row: CustomerRow) -> Customer:
+        return cls(
+            id=strawberry.ID(str(row.id)), external_id=row.external_id, name=row.name,
+            email=row.email, currency=row.currency, status=CustomerStatus(row.status),
+            created_at=row.created_at, row_id=row.id,
+        )
+
+
+@strawberry.input
+class CreateCustomerInput:
+    external_id: str = strawberry.field(description="Your id for the customer; unique.")
+    name: str
+    currency: str = strawberry.field(description="ISO 4217 code, e.g. USD.")
+    email: str | None = None
+    plan_key: str | None = strawberry.field(default=None, description="Subscribe to this plan's newest version.")
+    started_at: datetime | None = strawberry.field(
+        default=None, description="Defaults to now; the billing period is anchored on it."
+    )
+
+
+@strawberry.type
+class CreateCustomerPayload:
+    customer: Customer | None
+    user_errors: list[UserError]
+
+
+def _parse_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+@strawberry.type
+class CustomersQuery:
+    @strawberry.field(
+        permission_classes=[requires(Capability.READ_CUSTOMERS)],
+        description="One customer by id or external id; null when not found or not yours.",
+    )
+    async def customer(
+        self, info: Info, id: strawberry.ID | None = None, external_id: str | None = None
+    ) -> Customer | None:
+        if (id is None) == (external_id is None):
+            raise GraphQLError("customer: give exactly one of id or externalId")
+        customer_id = _parse_uuid(str(id)) if id is not None else None
+        if id is not None and customer_id is None:
+            return None
+        row = await customers.get_customer(
+            info.context.session, customer_id=customer_id, external_id=external_id
+        )
+        if row is None or not info.context.viewer.may_see_customer(row.id):
+            return None
+        return Customer.from_model(row)
+
+    @strawberry.field(
+        permission_classes=[requires(Capability.READ_CUSTOMERS)],
+        description="Newest first; search matches external id, name or email.",
+    )
+    async def customers(
+        self, info: Info, search: str | None = None, first: int | None = None, after: str | None = None
+    ) -> Connection[Customer]:
+        context = info.context
+        limit = page_size(first, default=25, maximum=context.settings.page_size_max)
+        position = None
+        if after is not None:
+            values = decode_cursor(after)
+            try:
+                position = (datetime.fromisoformat(values[0]), uuid.UUID(values[1]))
+            except (IndexError, TypeError, ValueError):
+                raise GraphQLError("after: not a cursor returned by this API") from None
+        rows = await customers.search_customers(
+            context.session, search=search, after=position, limit=limit + 1,
+            only_customer_id=context.viewer.customer_scope,
+        )
+        return connection(
+            rows, limit, Customer.from_model, lambda row: encode_cursor(row.created_at.isoformat(), row.id)
+        )
+
+
+@strawberry.type
+class CustomersMutation:
+    @strawberry.mutation(permission_classes=[requires(Capability.WRITE_CUSTOMERS)])
+    async def create_customer(self, info: Info, input: CreateCustomerInput) -> CreateCustomerPayload:
+        context = info.context
+        new = customers.NewCustomer(
+            external_id=input.external_id, name=input.name, currency=input.currency,
+            email=input.email, plan_key=input.plan_key, started_at=input.started_at,
+        )
+        row, errors = await run_mutation(
+            info, lambda: customers.create_customer(context.session, new, as_of=context.now())
+        )
+        return CreateCustomerPayload(customer=Customer.from_model(row) if row else None, user_errors=errors)

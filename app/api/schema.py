@@ -1,0 +1,68 @@
+"""The schema, merged from each domain's Query and Mutation types, with its limits."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions.tracing import OpenTelemetryExtension
+from strawberry.tools import merge_types
+
+from app.api.catalog import CatalogQuery
+from app.api.customers import CustomersMutation, CustomersQuery
+from app.api.scalars import SCALAR_OVERRIDES
+from app.api.traces import TracesQuery
+from app.settings import Settings
+from app.telemetry import current_trace_id
+
+logger = logging.getLogger("tally.graphql")
+SDL_PATH = Path(__file__).resolve().parents[2] / "graphql" / "schema.graphql"
+
+Query = merge_types("Query", (CustomersQuery, CatalogQuery, TracesQuery))
+Mutation = merge_types("Mutation", (CustomersMutation,))
+
+
+class MaskUnexpectedErrors(MaskErrors):
+    """Hide unexpected errors from clients, but give them the trace id to quote, and log it."""
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        trace_id = current_trace_id()
+        logger.error("unexpected error in %s (trace %s)", error.path, trace_id, exc_info=error.original_error)
+        return GraphQLError(
+            f"Unexpected error; quote trace id {trace_id or 'unknown'} when reporting it.",
+            nodes=error.nodes, source=error.source, positions=error.positions, path=error.path,
+            extensions={"code": "INTERNAL", "traceId": trace_id},
+        )
+
+
+def _unexpected(error: GraphQLError) -> bool:
+    original = error.original_error
+    return original is not None and not isinstance(original, GraphQLError)
+
+
+def _no_arguments(arguments: dict, info: object) -> dict:
+    """Resolver arguments may hold personal data (names, emails): keep them out of spans."""
+    return {}
+
+
+def build_schema(settings: Settings) -> strawberry.Schema:
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        scalar_overrides=SCALAR_OVERRIDES,  # type: ignore[arg-type]
+        extensions=[
+            QueryDepthLimiter(max_depth=settings.graphql_max_depth),
+            MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
+            MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
+            OpenTelemetryExtension(arg_filter=_no_arguments),
+            MaskUnexpectedErrors(should_mask_error=_unexpected),
+        ],
+    )
+
+
+def sdl() -> str:
+    """The schema's SDL as committed in graphql/schema.graphql (limits do not change it)."""
+    return build_schema(Settings()).as_str() + "\n"

@@ -1,0 +1,165 @@
+"""Who may do what: roles, their capabilities, bearer tokens, and the request's viewer.
+
+This module is the one place roles are mapped to capabilities. GraphQL permission classes
+(``app.api.permissions``) and the REST dependency ``app.dependencies.requires`` both ask
+:meth:`Viewer.can`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from sqlalchemy import select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.models import ApiToken
+from customers import service as customers
+from ledger.errors import InvalidInput, NotFound
+
+TOKEN_PREFIX = "tly_"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    FINANCE = "finance"
+    SUPPORT = "support"
+    VIEWER = "viewer"
+    INGEST = "ingest"
+    CUSTOMER = "customer"
+
+
+STAFF_ROLES = (Role.ADMIN, Role.FINANCE, Role.SUPPORT, Role.VIEWER)
+
+
+class Capability(StrEnum):
+    READ_CATALOG = "read_catalog"
+    READ_CUSTOMERS = "read_customers"
+    WRITE_CUSTOMERS = "write_customers"
+    INGEST_USAGE = "ingest_usage"
+    READ_TRACES = "read_traces"
+
+
+ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
+    Role.ADMIN: frozenset(Capability),
+    Role.FINANCE: frozenset({
+        Capability.READ_CATALOG, Capability.READ_CUSTOMERS, Capability.WRITE_CUSTOMERS,
+        Capability.READ_TRACES,
+    }),
+    Role.SUPPORT: frozenset({
+        Capability.READ_CATALOG, Capability.READ_CUSTOMERS, Capability.WRITE_CUSTOMERS,
+        Capability.READ_TRACES,
+    }),
+    Role.VIEWER: frozenset({Capability.READ_CATALOG, Capability.READ_CUSTOMERS, Capability.READ_TRACES}),
+    Role.INGEST: frozenset({Capability.INGEST_USAGE}),
+    # A customer token reads its own customer only: scoping is applied by Viewer.customer_scope.
+    Role.CUSTOMER: frozenset({Capability.READ_CATALOG, Capability.READ_CUSTOMERS}),
+}
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The caller of a request: a role, the customer a customer token is bound to, an actor."""
+
+    role: Role
+    actor: str
+    customer_id: uuid.UUID | None = None
+
+    def can(self, capability: Capability) -> bool:
+        return capability in ROLE_CAPABILITIES[self.role]
+
+    @property
+    def customer_scope(self) -> uuid.UUID | None:
+        """The only customer this viewer may see, or None when it may see all."""
+        return self.customer_id if self.role is Role.CUSTOMER else None
+
+    def may_see_customer(self, customer_id: uuid.UUID) -> bool:
+        return self.customer_scope is None or self.customer_scope == customer_id
+
+
+def parse_role(value: str, *, allowed: tuple[Role, ...] = tuple(Role)) -> Role:
+    try:
+        role = Role(value.strip().lower())
+    except ValueError:
+        role = None
+    if role is None or role not in allowed:
+        raise InvalidInput(
+            f"unknown role {value!r}: use one of {', '.join(r.value for r in allowed)}", field="role"
+        )
+    return role
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    id: uuid.UUID
+    token: str
+    role: Role
+    customer_external_id: str | None
+
+
+async def create_token(
+    session: AsyncSession, *, role: str, customer_external_id: str | None, label: str | None,
+    as_of: datetime,
+) -> IssuedToken:
+    """Create a token and return it once; only its hash is kept."""
+    parsed_role = parse_role(role)
+    customer_id = None
+    if parsed_role is Role.CUSTOMER:
+        if not customer_external_id:
+            raise InvalidInput("a customer token needs --customer EXTERNAL_ID", field="customer")
+        customer = await customers.get_customer(session, external_id=customer_external_id)
+        if customer is None:
+            raise NotFound(f"no customer with external id {customer_external_id!r}", field="customer")
+        customer_id = customer.id
+    elif customer_external_id:
+        raise InvalidInput("--customer applies only to --role customer", field="customer")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(
+        token_hash=hash_token(token), prefix=token[:12], role=parsed_role.value,
+        customer_id=customer_id, label=label, created_at=as_of,
+    )
+    session.add(row)
+    await session.flush()
+    return IssuedToken(row.id, token, parsed_role, customer_external_id)
+
+
+async def revoke_token(session: AsyncSession, token_or_id: str, *, as_of: datetime) -> uuid.UUID:
+    """Revoke by the token itself or by its id; revoking twice is harmless."""
+    condition = ApiToken.token_hash == hash_token(token_or_id)  # type: ignore[arg-type]
+    try:
+        condition = ApiToken.id == uuid.UUID(token_or_id)  # type: ignore[arg-type,assignment]
+    except ValueError:
+        pass
+    statement = (
+        update(ApiToken)
+        .where(condition)
+        .values(revoked_at=as_of)
+        .returning(ApiToken.id)  # type: ignore[arg-type]
+    )
+    row = (await session.execute(statement)).first()
+    if row is None:
+        raise NotFound("no such token (give the token or its id from `tally token list`)", field="token")
+    return row[0]  # type: ignore[no-any-return]
+
+
+async def list_tokens(session: AsyncSession) -> list[ApiToken]:
+    result = await session.exec(select(ApiToken).order_by(ApiToken.created_at))  # type: ignore[call-overload]
+    return list(result.scalars())
+
+
+async def viewer_for_token(session: AsyncSession, token: str) -> Viewer | None:
+    query = select(ApiToken).where(
+        ApiToken.token_hash == hash_token(token),  # type: ignore[arg-type]
+        ApiToken.revoked_at.is_(None),  # type: ignore[union-attr]
+    )
+    row = (await session.exec(query)).scalars().first()  # type: ignore[call-overload]
+    if row is None:
+        return None
+    return Viewer(role=Role(row.role), actor=f"token:{row.prefix}", customer_id=row.customer_id)

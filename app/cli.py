@@ -1,0 +1,239 @@
+"""The `tally` command line. Every command reads the same settings and exits non-zero with a
+one-line reason on bad input; `--json` gives scripts a stable shape."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import Progress
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app import auth, staff
+from app.database import create_engine, database_url, migrate, session_factory
+from app.settings import Settings
+from ledger.errors import TallyError
+from pricing.catalog import CatalogInvalid
+from pricing.service import apply_catalog
+
+T = TypeVar("T")
+cli = typer.Typer(help="Tally: usage-based billing.", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+token_cli = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
+user_cli = typer.Typer(help="Console staff users.", no_args_is_help=True)
+catalog_cli = typer.Typer(help="Meters and plans, declared in a TOML file.", no_args_is_help=True)
+cli.add_typer(token_cli, name="token")
+cli.add_typer(user_cli, name="user")
+cli.add_typer(catalog_cli, name="catalog")
+err = Console(stderr=True)
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def fail(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors()))
+
+
+def prepared_database(settings: Settings) -> str:
+    """The database URL, with the schema brought up to date."""
+    url = database_url(settings)
+    migrate(url)
+    return url
+
+
+def run_in_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]], *, commit: bool = True) -> T:
+    """Run ``work`` in one transaction: committed if it returns, rolled back if it raises."""
+    url = prepared_database(settings)
+
+    async def main() -> T:
+        engine = create_engine(url)
+        try:
+            async with session_factory(engine)() as session:
+                result = await work(session)
+                if commit:
+                    await session.commit()
+                return result
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except TallyError as error:
+        fail(f"{error.field}: {error.message}" if error.field else error.message)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the API, the console and the background jobs (migrates first)."""
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = load_settings()
+    url = prepared_database(settings)
+    application = create_app(settings, url, run_jobs=True)
+    err.print(f"Tally on http://{host}:{port}  console: http://{host}:{port}/console  "
+              f"GraphQL: http://{host}:{port}/graphql", highlight=False)
+    uvicorn.run(application, host=host, port=port, log_level="info", proxy_headers=False)
+
+
+@cli.command("migrate")
+def migrate_command() -> None:
+    """Bring the database schema up to date."""
+    prepared_database(load_settings())
+    err.print("database schema is up to date")
+
+
+@catalog_cli.command("apply")
+def catalog_apply(
+    file: Annotated[Path, typer.Argument(help="The catalog TOML file.", exists=True, dir_okay=False)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would change; change nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Declare meters and plans. Validates the whole file first; writes nothing on any problem."""
+    text = file.read_text()
+
+    async def work(session: AsyncSession) -> list[Any]:
+        return await apply_catalog(session, text, as_of=now(), dry_run=dry_run)
+
+    try:
+        changes = run_in_session(load_settings(), work, commit=not dry_run)
+    except CatalogInvalid as invalid:
+        if as_json:
+            print_json({"ok": False, "problems": [{"path": p.path, "message": p.message} for p in invalid.problems]})
+        for problem in invalid.problems:
+            err.print(f"[red]{problem.path}[/red]: {problem.message}", highlight=False, soft_wrap=True)
+        err.print(f"{len(invalid.problems)} problem(s); nothing was written.")
+        raise typer.Exit(1) from None
+    if as_json:
+        print_json({"ok": True, "dryRun": dry_run, "changes": [
+            {"kind": c.kind, "key": c.key, "action": c.action, "detail": c.detail} for c in changes
+        ]})
+        return
+    for change in changes:
+        typer.echo(str(change))
+    changed = sum(c.action != "unchanged" for c in changes)
+    typer.echo(f"{changed} change(s){' would be made (dry run: nothing written)' if dry_run else ' applied'}.")
+
+
+@token_cli.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help="admin, finance, support, viewer, ingest or customer.")],
+    customer: Annotated[str | None, typer.Option(help="External id of the customer (role customer).")] = None,
+    label: Annotated[str | None, typer.Option(help="A note on what the token is for.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print a new bearer token, and only the token. It is shown once; only its hash is kept."""
+
+    async def work(session: AsyncSession) -> auth.IssuedToken:
+        return await auth.create_token(session, role=role, customer_external_id=customer, label=label, as_of=now())
+
+    issued = run_in_session(load_settings(), work)
+    if as_json:
+        print_json({"id": issued.id, "token": issued.token, "role": issued.role.value, "customer": customer})
+    else:
+        typer.echo(issued.token)
+
+
+@token_cli.command("revoke")
+def token_revoke(token: Annotated[str, typer.Argument(help="The token itself, or its id.")]) -> None:
+    """Revoke a token at once."""
+
+    async def work(session: AsyncSession) -> Any:
+        return await auth.revoke_token(session, token, as_of=now())
+
+    token_id = run_in_session(load_settings(), work)
+    err.print(f"revoked token {token_id}")
+
+
+@token_cli.command("list")
+def token_list(as_json: JsonOption = False) -> None:
+    """List tokens (ids, prefixes, roles; never the tokens)."""
+
+    async def work(session: AsyncSession) -> list[dict[str, Any]]:
+        return [
+            {"id": t.id, "prefix": t.prefix, "role": t.role, "label": t.label,
+             "createdAt": t.created_at, "revokedAt": t.revoked_at}
+            for t in await auth.list_tokens(session)
+        ]
+
+    rows = run_in_session(load_settings(), work, commit=False)
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        state = f"revoked {row['revokedAt']:%Y-%m-%d}" if row["revokedAt"] else "active"
+        typer.echo(f"{row['id']}  {row['prefix']}…  {row['role']:<8}  {state}  {row['label'] or ''}")
+
+
+@user_cli.command("create")
+def user_create(
+    email: Annotated[str, typer.Option(help="The user's email, used to sign in.")],
+    role: Annotated[str, typer.Option(help="admin, finance, support or viewer.")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
+) -> None:
+    """Create a console user (the password is prompted for, or read with --password-stdin)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+    async def work(session: AsyncSession) -> Any:
+        return await staff.create_user(session, email=email, role=role, password=password, as_of=now())
+
+    user = run_in_session(load_settings(), work)
+    err.print(f"created {user.role} user {user.email}")
+
+
+@cli.command()
+def demo(as_json: JsonOption = False) -> None:
+    """Load the example catalog, 25 customers and a staff admin, once."""
+    from app.demo import DEMO_STEPS, load_demo
+
+    settings = load_settings()
+    with Progress(console=err, transient=True, disable=as_json) as progress:
+        task = progress.add_task("Loading demo data", total=DEMO_STEPS)
+
+        async def work(session: AsyncSession) -> Any:
+            return await load_demo(
+                session, as_of=now(), data_dir=settings.data_dir,
+                advance=lambda step: progress.update(task, advance=1, description=f"Loading {step}"),
+            )
+
+        result = run_in_session(settings, work)
+    if as_json:
+        print_json({"loaded": result.loaded, "customers": result.customers,
+                    "adminEmail": result.admin_email, "adminPassword": result.admin_password})
+        return
+    typer.echo("Demo loaded: example catalog, 25 customers." if result.loaded else "Demo data already loaded.")
+    password = result.admin_password or f"(set when the demo was first loaded; see {settings.data_dir}/demo-login)"
+    typer.echo(f"Console login: {result.admin_email} / {password}")
+
+
+def main() -> None:
+    cli()

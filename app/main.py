@@ -1,0 +1,102 @@
+"""The FastAPI factory: API, GraphQL, console and static files over one database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from asgi_csrf import asgi_csrf
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+from strawberry.fastapi import GraphQLRouter
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app import jobs
+from app.api.context import TallyContext
+from app.api.schema import build_schema
+from app.database import create_engine, libpq_url, session_factory
+from app.dependencies import authenticate, bearer_token, get_session
+from app.settings import Settings
+from app.telemetry import configure_tracing, instrument_app
+
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
+
+
+def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> Any:
+    """Build the ASGI application over the database at ``url`` (already migrated).
+
+    ``run_jobs`` starts the periodic jobs in the server's event loop (``tally serve``).
+    """
+    engine = create_engine(url)
+    provider = configure_tracing(settings, libpq_url(url))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        job_runner = asyncio.create_task(jobs.run_periodic(app.state.sessions, settings)) if run_jobs else None
+        yield
+        if job_runner is not None:
+            job_runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job_runner
+        if provider is not None:
+            provider.force_flush()
+        await engine.dispose()
+
+    app = FastAPI(
+        title="Tally", summary="Usage-based billing", lifespan=lifespan,
+        docs_url="/docs" if settings.development else None, redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.sessions = session_factory(engine)
+    app.state.schema = build_schema(settings)
+
+    @app.exception_handler(HTTPException)
+    async def json_error(request: Request, error: HTTPException) -> JSONResponse:
+        body = error.detail if isinstance(error.detail, dict) else {"code": "HTTP_ERROR", "message": str(error.detail)}
+        return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
+    async def graphql_context(request: Request, session: AsyncSession = Depends(get_session)) -> TallyContext:
+        if request.method == "GET" and bearer_token(request) is None:
+            # Only the GraphiQL page is served over GET (queries via GET are off).
+            return TallyContext(session=session, viewer=None, settings=settings)
+        viewer = await authenticate(request, session)
+        return TallyContext(session=session, viewer=viewer, settings=settings)
+
+    app.include_router(
+        GraphQLRouter(
+            app.state.schema, context_getter=graphql_context, allow_queries_via_get=False,
+            graphql_ide="graphiql" if settings.development else None,
+        ),
+        prefix="/graphql",
+    )
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/console", status_code=307)
+
+    from console.routes import install as install_console
+
+    install_console(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(
+        SessionMiddleware, secret_key=settings.session_secret, session_cookie="tally_session",
+        max_age=settings.session_max_age_seconds, same_site="lax", https_only=settings.cookie_secure,
+    )
+    instrument_app(app, provider)
+    return asgi_csrf(
+        app,
+        signing_secret=settings.session_secret,
+        always_protect={"/console/login"},
+        skip_if_scope=lambda scope: not scope["path"].startswith("/console"),
+        cookie_secure=settings.cookie_secure,
+        cookie_samesite="Strict",
+    )

@@ -1,0 +1,61 @@
+"""Tally's one settings class: every environment variable Tally reads is declared here."""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TALLY_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "TALLY_DATABASE_URL"),
+        description="Any PostgreSQL 14+; unset starts an embedded PostgreSQL under the data dir.",
+    )
+    data_dir: Path = Field(default=Path(".tally"), description="Embedded PostgreSQL data and secrets.")
+    env: Literal["development", "test", "production"] = "production"
+    secret_key: str | None = Field(
+        default=None, description="Signs console sessions; generated once under the data dir if unset."
+    )
+    span_retention_hours: int = Field(default=24, ge=1)
+    tracing: bool = Field(default=True, description="Record spans (OTLP or the PostgreSQL span store).")
+    otlp_endpoint: str | None = Field(
+        default=None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    )
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lockout_seconds: int = Field(default=900, ge=1)
+    cookie_secure: bool = Field(default=False, description="Send console cookies over HTTPS only.")
+    session_max_age_seconds: int = Field(default=12 * 3600, ge=60)
+    graphql_max_depth: int = Field(default=12, ge=2)
+    graphql_max_tokens: int = Field(default=3000, ge=100)
+    graphql_max_aliases: int = Field(default=30, ge=1)
+    page_size_max: int = Field(default=100, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+            raise ValueError("DATABASE_URL must be a postgresql:// URL (Tally runs on PostgreSQL only)")
+        return value
+
+    @cached_property
+    def session_secret(self) -> str:
+        """The configured secret, or one generated on first use and kept under the data dir."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    @property
+    def development(self) -> bool:
+        return self.env == "development"

@@ -1,0 +1,107 @@
+"""Console staff users: argon2 password hashes and a lockout after repeated failed logins."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.auth import STAFF_ROLES, Role, parse_role
+from app.models import StaffUser
+from customers.service import EMAIL_PATTERN
+from ledger.errors import InvalidInput, Taken
+
+MIN_PASSWORD_LENGTH = 10
+_hasher = PasswordHasher()
+# Verified against when the email is unknown, so a wrong email costs as long as a wrong password.
+_UNKNOWN_USER_HASH = _hasher.hash("tally-unknown-user-placeholder")
+
+
+async def create_user(
+    session: AsyncSession, *, email: str, role: str, password: str, as_of: datetime
+) -> StaffUser:
+    normalized = email.strip().lower()
+    if not EMAIL_PATTERN.match(normalized):
+        raise InvalidInput(f"{email!r} is not an email address", field="email")
+    parsed_role = parse_role(role, allowed=STAFF_ROLES)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"use at least {MIN_PASSWORD_LENGTH} characters", field="password")
+    user = StaffUser(
+        email=normalized, password_hash=_hasher.hash(password), role=parsed_role.value, created_at=as_of
+    )
+    statement = (
+        insert(StaffUser)
+        .values(
+            id=user.id, email=user.email, password_hash=user.password_hash, role=user.role,
+            failed_logins=0, created_at=as_of,
+        )
+        .on_conflict_do_nothing(index_elements=["email"])
+        .returning(StaffUser.id)  # type: ignore[arg-type]
+    )
+    if (await session.execute(statement)).first() is None:
+        raise Taken(f"a user {normalized!r} already exists", field="email")
+    return user
+
+
+async def get_user(session: AsyncSession, email: str) -> StaffUser | None:
+    query = select(StaffUser).where(StaffUser.email == email.strip().lower())  # type: ignore[arg-type]
+    return (await session.exec(query)).scalars().first()  # type: ignore[call-overload, no-any-return]
+
+
+async def get_user_by_id(session: AsyncSession, user_id: uuid.UUID) -> StaffUser | None:
+    return await session.get(StaffUser, user_id)
+
+
+@dataclass(frozen=True)
+class LoginPolicy:
+    max_failures: int
+    lockout: timedelta
+
+
+async def verify_login(
+    session: AsyncSession, *, email: str, password: str, as_of: datetime, policy: LoginPolicy
+) -> StaffUser | None:
+    """The user if the password is right and the account is not locked; None otherwise.
+
+    Callers show one generic message for every None, so an attacker learns nothing about which
+    emails exist. ``policy.max_failures`` wrong passwords lock the account for
+    ``policy.lockout``; the caller commits, so the count survives the failed request.
+    """
+    user = await get_user(session, email)
+    if user is None:
+        _matches(_UNKNOWN_USER_HASH, password)
+        return None
+    query = select(StaffUser).where(StaffUser.id == user.id).with_for_update()  # type: ignore[arg-type]
+    user = (await session.exec(query)).scalars().one()  # type: ignore[call-overload]
+    if user.locked_until is not None and user.locked_until > as_of:
+        return None
+    if not _matches(user.password_hash, password):
+        user.failed_logins += 1
+        if user.failed_logins >= policy.max_failures:
+            user.locked_until = as_of + policy.lockout
+            user.failed_logins = 0
+        session.add(user)
+        return None
+    user.failed_logins = 0
+    user.locked_until = None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    session.add(user)
+    return user
+
+
+def _matches(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def staff_role(user: StaffUser) -> Role:
+    return Role(user.role)

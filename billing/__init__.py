@@ -1,0 +1,1 @@
+"""Billing: the billing run, invoices, Stripe, dunning, reconciliation, anomalies."""

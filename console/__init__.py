@@ -1,0 +1,1 @@
+"""The htmx console: a server-rendered client of the GraphQL schema."""

@@ -1,0 +1,224 @@
+"""Console pages: one template per page; htmx requests get only the block they swap."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from jinja2_fragments.fastapi import Jinja2Blocks
+
+from app.api.context import TallyContext
+from app.auth import Role, Viewer
+from app.dependencies import SessionDep
+from app.staff import LoginPolicy, get_user_by_id, verify_login
+from console.graphql_client import ConsoleQueryFailed, run_operation
+from console.views import UPCOMING_SECTIONS, waterfall
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+templates = Jinja2Blocks(directory=str(Path(__file__).parent / "templates"))
+NAVIGATION = [
+    ("customers", "Customers"), ("promotions", "Promotions"), ("invoices", "Invoices"),
+    ("anomalies", "Anomalies"), ("reconciliation", "Reconciliation"), ("metering", "Metering"),
+    ("traces", "Traces"),
+]
+LOGIN_FAILED = "Wrong email or password. After repeated failures, sign-in is paused for a while."
+CSV_ROW_LIMIT = 10_000
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def render(
+    request: Request, template: str, context: dict[str, Any], *, block: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    """A full page, or only ``block`` for an htmx request; caches keep the two apart."""
+    context = {
+        "nav": NAVIGATION, "staff": getattr(request.state, "staff", None),
+        "csrftoken": request.scope["csrftoken"](), **context,
+    }
+    response = templates.TemplateResponse(
+        request, template, context, status_code=status_code,
+        block_name=block if block and is_htmx(request) else None,
+    )
+    response.headers["Vary"] = "HX-Request"
+    return response
+
+
+def login_redirect(request: Request) -> HTTPException:
+    target = f"/console/login?next={request.url.path}"
+    return HTTPException(303, detail="sign in first", headers={"Location": target, "HX-Redirect": target})
+
+
+async def console_context(request: Request, session: SessionDep) -> AsyncIterator[TallyContext]:
+    """The signed-in staff user as a GraphQL viewer; otherwise a redirect to the login page."""
+    staff_id = request.session.get("staff_id")
+    user = await get_user_by_id(session, uuid.UUID(staff_id)) if staff_id else None
+    if user is None:
+        request.session.clear()
+        raise login_redirect(request)
+    request.state.staff = {"email": user.email, "role": user.role}
+    viewer = Viewer(role=Role(user.role), actor=f"staff:{user.email}")
+    yield TallyContext(session=session, viewer=viewer, settings=request.app.state.settings)
+
+
+ContextDep = Annotated[TallyContext, Depends(console_context)]
+
+
+async def query(request: Request, name: str, variables: dict[str, Any], context: TallyContext) -> dict[str, Any]:
+    return await run_operation(request.app.state.schema, name, variables, context)
+
+
+@router.get("")
+async def console_home() -> RedirectResponse:
+    return RedirectResponse("/console/customers", status_code=307)
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str = "/console/customers") -> Response:
+    return render(request, "login.html", {"next": safe_next(next), "error": None, "email": ""})
+
+
+def safe_next(target: str) -> str:
+    """Only paths inside the console, so the login page cannot redirect anywhere else."""
+    return target if target.startswith("/console/") and "//" not in target else "/console/customers"
+
+
+@router.post("/login")
+async def login(
+    request: Request, session: SessionDep, email: Annotated[str, Form()], password: Annotated[str, Form()],
+    next: Annotated[str, Form()] = "/console/customers",
+) -> Response:
+    settings = request.app.state.settings
+    policy = LoginPolicy(settings.login_max_failures, timedelta(seconds=settings.login_lockout_seconds))
+    user = await verify_login(session, email=email, password=password, as_of=datetime.now(UTC), policy=policy)
+    await session.commit()
+    if user is None:
+        request.session.clear()
+        return render(
+            request, "login.html", {"next": safe_next(next), "error": LOGIN_FAILED, "email": email},
+            status_code=401,
+        )
+    request.session.clear()
+    request.session["staff_id"] = str(user.id)
+    return RedirectResponse(safe_next(next), status_code=303)
+
+
+@router.post("/logout")
+async def logout(request: Request) -> RedirectResponse:
+    request.session.clear()
+    return RedirectResponse("/console/login", status_code=303)
+
+
+@router.get("/customers")
+async def customers_page(
+    request: Request, context: ContextDep, search: str = "", after: str | None = None
+) -> Response:
+    data = await query(request, "ConsoleCustomers", {"search": search or None, "first": 25, "after": after}, context)
+    plans = (await query(request, "ConsolePlans", {}, context))["plans"]
+    return render(
+        request, "customers.html",
+        {"customers": data["customers"], "search": search, "plans": plans, "errors": {}, "form": {}},
+        block="rows",
+    )
+
+
+@router.get("/customers.csv")
+async def customers_csv(context: ContextDep, request: Request, search: str = "") -> StreamingResponse:
+    """Every customer matching the search, as CSV, paged through the same GraphQL query."""
+    output = io.StringIO()
+    writer = csv.writer(output)
+    writer.writerow(["id", "external_id", "name", "email", "currency", "status", "plan", "plan_version", "created_at"])
+    after, written = None, 0
+    while written < CSV_ROW_LIMIT:
+        page = (await query(request, "ConsoleCustomers", {"search": search or None, "first": 100, "after": after}, context))["customers"]
+        for edge in page["edges"]:
+            node = edge["node"]
+            plan = (node["subscription"] or {}).get("plan") or {}
+            writer.writerow([
+                node["id"], node["externalId"], node["name"], node["email"] or "", node["currency"],
+                node["status"], plan.get("key", ""), plan.get("version", ""), node["createdAt"],
+            ])
+            written += 1
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    return StreamingResponse(
+        iter([output.getvalue()]), media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="customers.csv"'},
+    )
+
+
+@router.post("/customers")
+async def create_customer(
+    request: Request, context: ContextDep,
+    external_id: Annotated[str, Form()] = "", name: Annotated[str, Form()] = "",
+    email: Annotated[str, Form()] = "", currency: Annotated[str, Form()] = "USD",
+    plan_key: Annotated[str, Form()] = "",
+) -> Response:
+    form = {"external_id": external_id, "name": name, "email": email, "currency": currency, "plan_key": plan_key}
+    payload = (await query(request, "ConsoleCreateCustomer", {"input": {
+        "externalId": external_id, "name": name, "email": email or None, "currency": currency,
+        "planKey": plan_key or None,
+    }}, context))["createCustomer"]
+    if not payload["userErrors"]:
+        return RedirectResponse(f"/console/customers/{payload['customer']['id']}", status_code=303)
+    errors = {(e["field"] or ["form"])[-1]: e["message"] for e in payload["userErrors"]}
+    data = await query(request, "ConsoleCustomers", {"first": 25}, context)
+    plans = (await query(request, "ConsolePlans", {}, context))["plans"]
+    return render(
+        request, "customers.html",
+        {"customers": data["customers"], "search": "", "plans": plans, "errors": errors, "form": form},
+        status_code=422,
+    )
+
+
+@router.get("/customers/{customer_id}")
+async def customer_page(request: Request, context: ContextDep, customer_id: str) -> Response:
+    customer = (await query(request, "ConsoleCustomer", {"id": customer_id}, context))["customer"]
+    if customer is None:
+        return render(request, "not_found.html", {"what": "customer"}, status_code=404)
+    return render(request, "customer.html", {"customer": customer})
+
+
+@router.get("/traces")
+async def traces_page(
+    request: Request, context: ContextDep, search: str = "", after: str | None = None
+) -> Response:
+    data = await query(request, "ConsoleTraces", {"search": search or None, "first": 50, "after": after}, context)
+    return render(request, "traces.html", {"traces": data["traces"], "search": search}, block="rows")
+
+
+@router.get("/traces/{trace_id}")
+async def trace_page(request: Request, context: ContextDep, trace_id: str) -> Response:
+    spans = (await query(request, "ConsoleTrace", {"traceId": trace_id}, context))["traceSpans"]
+    if not spans:
+        return render(request, "not_found.html", {"what": "trace"}, status_code=404)
+    return render(request, "trace.html", {"trace_id": trace_id, "rows": waterfall(spans)})
+
+
+@router.get("/{section}")
+async def upcoming_section(request: Request, context: ContextDep, section: str) -> Response:
+    if section not in UPCOMING_SECTIONS:
+        return render(request, "not_found.html", {"what": "page"}, status_code=404)
+    title, issue, what = UPCOMING_SECTIONS[section]
+    return render(request, "upcoming.html", {"section": section, "title": title, "issue": issue, "what": what})
+
+
+async def query_failed_page(request: Request, error: Exception) -> Response:
+    messages = error.messages if isinstance(error, ConsoleQueryFailed) else [str(error)]
+    return render(request, "error.html", {"messages": messages}, status_code=400)
+
+
+def install(app: FastAPI) -> None:
+    """Mount the console on the application."""
+    app.include_router(router)
+    app.add_exception_handler(ConsoleQueryFailed, query_failed_page)

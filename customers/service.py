@@ -1,0 +1,105 @@
+"""What the rest of Tally calls about customers."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from customers import repository
+from customers.errors import ExternalIdTaken, InvalidInput, PlanNotFound
+from customers.models import Customer, Subscription
+from ledger.money import normalize_currency
+from pricing import repository as catalog
+
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_EXTERNAL_ID_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class NewCustomer:
+    external_id: str
+    name: str
+    currency: str
+    email: str | None = None
+    plan_key: str | None = None
+    started_at: datetime | None = None
+
+
+async def create_customer(session: AsyncSession, new: NewCustomer, *, as_of: datetime) -> Customer:
+    """Create a customer and, with a plan key, subscribe them to that plan's newest version.
+
+    The external id is the retry key: a second create with the same id raises
+    :class:`ExternalIdTaken` and changes nothing.
+    """
+    external_id = new.external_id.strip()
+    if not external_id or len(external_id) > MAX_EXTERNAL_ID_LENGTH:
+        raise InvalidInput(f"must be 1 to {MAX_EXTERNAL_ID_LENGTH} characters", field="externalId")
+    name = new.name.strip()
+    if not name:
+        raise InvalidInput("must not be empty", field="name")
+    email = new.email.strip() if new.email else None
+    if email and not EMAIL_PATTERN.match(email):
+        raise InvalidInput(f"{email!r} is not an email address", field="email")
+    currency = normalize_currency(new.currency)
+    started_at = new.started_at or as_of
+    if started_at.tzinfo is None:
+        raise InvalidInput("must carry a time zone offset", field="startedAt")
+
+    plan_version = None
+    if new.plan_key:
+        found = await catalog.latest_version_of(session, new.plan_key)
+        if found is None:
+            raise PlanNotFound(new.plan_key)
+        plan_version = found[1]
+        if plan_version.currency != currency:
+            raise InvalidInput(
+                f"plan {new.plan_key!r} is priced in {plan_version.currency}, not {currency}",
+                field="currency",
+            )
+
+    customer = Customer(
+        external_id=external_id, name=name, email=email, currency=currency, created_at=as_of
+    )
+    if not await repository.insert_customer(session, customer):
+        raise ExternalIdTaken(external_id)
+    if plan_version is not None:
+        session.add(Subscription(
+            customer_id=customer.id, plan_version_id=plan_version.id,
+            started_at=started_at, created_at=as_of,
+        ))
+        await session.flush()
+    return customer
+
+
+async def get_customer(
+    session: AsyncSession, *, customer_id: uuid.UUID | None = None, external_id: str | None = None
+) -> Customer | None:
+    if customer_id is not None:
+        return (await repository.get_by_ids(session, [customer_id])).get(customer_id)
+    if external_id is not None:
+        return await repository.get_by_external_id(session, external_id)
+    return None
+
+
+async def customers_by_ids(session: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Customer]:
+    return await repository.get_by_ids(session, ids)
+
+
+async def search_customers(
+    session: AsyncSession, *, search: str | None, after: tuple[datetime, uuid.UUID] | None,
+    limit: int, only_customer_id: uuid.UUID | None = None,
+) -> list[Customer]:
+    return await repository.page(
+        session, search=search, after=after, limit=limit, only_customer_id=only_customer_id
+    )
+
+
+async def subscriptions_of(
+    session: AsyncSession, customer_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Subscription]:
+    return await repository.subscriptions_of(session, customer_ids)

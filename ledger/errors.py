@@ -1,0 +1,30 @@
+"""The one error type every Tally domain raises, so each boundary can report it the same way."""
+
+
+class TallyError(Exception):
+    """A refusal a user can act on: a stable ``code``, the offending ``field``, a message.
+
+    GraphQL turns it into a ``userErrors`` entry, the console into a message beside the field,
+    REST endpoints into JSON with the code, and the CLI into a one-line reason and exit code 1.
+    """
+
+    code = "INVALID"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code is not None:
+            self.code = code
+
+
+class InvalidInput(TallyError):
+    code = "INVALID"
+
+
+class NotFound(TallyError):
+    code = "NOT_FOUND"
+
+
+class Taken(TallyError):
+    code = "TAKEN"

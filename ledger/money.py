@@ -1,0 +1,120 @@
+"""Tally's one vocabulary of amounts, currencies and rounding.
+
+Ledger amounts are integers in the currency's minor unit; prices and quantities are
+``Decimal``. Nothing here ever touches ``float``. :func:`round_to_minor` is the one place
+where an exact amount becomes a payable one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from ledger.errors import InvalidInput
+
+# ISO 4217 codes Tally accepts, with the number of digits of their minor unit.
+MINOR_UNIT_DIGITS: dict[str, int] = {
+    "AUD": 2, "BRL": 2, "CAD": 2, "CHF": 2, "CNY": 2, "CZK": 2, "DKK": 2, "EUR": 2,
+    "GBP": 2, "HKD": 2, "HUF": 2, "IDR": 2, "ILS": 2, "INR": 2, "ISK": 0, "JPY": 0,
+    "KRW": 0, "KWD": 3, "MXN": 2, "MYR": 2, "NOK": 2, "NZD": 2, "PHP": 2, "PLN": 2,
+    "SEK": 2, "SGD": 2, "THB": 2, "TRY": 2, "TWD": 2, "USD": 2, "ZAR": 2, "BHD": 3,
+}
+
+#: Unit prices may carry up to this many decimal places (e.g. $0.000003 per token).
+MAX_PRICE_PLACES = 12
+
+
+def normalize_currency(code: str, *, field: str = "currency") -> str:
+    """The upper-case ISO 4217 code, or :class:`InvalidInput` naming ``field``."""
+    normalized = (code or "").strip().upper()
+    if normalized not in MINOR_UNIT_DIGITS:
+        raise InvalidInput(
+            f"unknown currency {code!r}: use an ISO 4217 code such as USD or EUR", field=field
+        )
+    return normalized
+
+
+def parse_decimal(value: object, *, field: str) -> Decimal:
+    """Read an exact decimal from a string or an integer; floats are refused, not rounded."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise InvalidInput(
+            f"write {value!r} as a decimal string (e.g. \"0.04\") so it stays exact", field=field
+        )
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int | str):
+        try:
+            result = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise InvalidInput(f"{value!r} is not a decimal number", field=field) from None
+    else:
+        raise InvalidInput(f"{value!r} is not a decimal number", field=field)
+    if not result.is_finite():
+        raise InvalidInput(f"{value!r} is not a finite decimal number", field=field)
+    return result
+
+
+def decimal_places(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def round_to_minor(amount: Decimal, currency: str) -> int:
+    """Round an exact amount in major units to an integer of minor units.
+
+    The rule: half away from zero (``ROUND_HALF_UP`` in ``decimal``), at the currency's minor
+    unit, applied once per invoice line after the line's exact amount is summed — never to
+    unit prices or partial sums.
+    """
+    digits = MINOR_UNIT_DIGITS[currency]
+    return int((amount * (Decimal(10) ** digits)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def to_major(amount_minor: int, currency: str) -> Decimal:
+    """Minor units back to an exact Decimal in major units, with the currency's digits."""
+    digits = MINOR_UNIT_DIGITS[currency]
+    return Decimal(amount_minor).scaleb(-digits).quantize(Decimal(1).scaleb(-digits))
+
+
+def fits_minor_unit(amount: Decimal, currency: str) -> bool:
+    """Whether an amount in major units is payable as it is (no fraction of a minor unit)."""
+    return decimal_places(amount.normalize()) <= MINOR_UNIT_DIGITS[currency] or amount == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """An amount in minor units with its currency; arithmetic refuses to mix currencies."""
+
+    amount_minor: int
+    currency: str
+
+    def __add__(self, other: Money) -> Money:
+        self._same_currency(other)
+        return Money(self.amount_minor + other.amount_minor, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._same_currency(other)
+        return Money(self.amount_minor - other.amount_minor, self.currency)
+
+    def _same_currency(self, other: Money) -> None:
+        if other.currency != self.currency:
+            raise ValueError(f"cannot mix {self.currency} and {other.currency}")
+
+    @property
+    def major(self) -> Decimal:
+        return to_major(self.amount_minor, self.currency)
+
+    @classmethod
+    def from_major(cls, amount: Decimal, currency: str) -> Money:
+        return cls(round_to_minor(amount, currency), currency)
+
+
+def quantize_major(amount: Decimal, currency: str) -> Decimal:
+    """An amount that fits the currency's minor unit, shown with exactly its digits ("20.00")."""
+    return amount.quantize(Decimal(1).scaleb(-MINOR_UNIT_DIGITS[currency]))
+
+
+def plain_decimal(value: Decimal) -> Decimal:
+    """A price or quantity without the storage's trailing zeros (0.040000000000 → 0.04)."""
+    normalized = value.normalize()
+    return normalized.quantize(Decimal(1)) if normalized == normalized.to_integral() else normalized

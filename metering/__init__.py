@@ -1,0 +1,1 @@
+"""Metering: usage ingestion, meters, rollups, entitlements."""

@@ -1,0 +1,1 @@
+"""The catalog (meters, plans, plan versions, charges) and rating."""

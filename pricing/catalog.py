@@ -1,0 +1,376 @@
+"""Read and validate a catalog file (meters and plans in TOML) without touching the database.
+
+Validation is complete before anything is written: every problem is collected with the path of
+the item and field it concerns (``plans[1].charges[0].tiers: up_to must increase``), so a user
+fixes a file in one pass. The result is a :class:`CatalogSpec` of exact values.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from ledger.errors import InvalidInput
+from ledger.money import (
+    MAX_PRICE_PLACES,
+    decimal_places,
+    fits_minor_unit,
+    normalize_currency,
+    parse_decimal,
+)
+
+AGGREGATIONS = ("count", "sum", "max", "unique_count", "latest")
+CHARGE_MODELS = ("per_unit", "graduated", "volume", "package")
+INTERVALS = ("month", "year")
+KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
+
+METER_FIELDS = {"key", "name", "unit", "event_type", "aggregation", "value_property", "group_by"}
+PLAN_FIELDS = {"key", "name", "currency", "interval", "base_fee", "charges"}
+CHARGE_FIELDS = {
+    "meter", "model", "unit_price", "tiers", "package_size", "package_price",
+    "included", "minimum", "limit", "where",
+}
+
+
+@dataclass(frozen=True)
+class MeterSpec:
+    key: str
+    name: str
+    unit: str
+    event_type: str
+    aggregation: str
+    value_property: str | None
+    group_by: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    up_to: Decimal | None  # None is "inf": the last tier has no upper bound
+    unit_price: Decimal
+
+
+@dataclass(frozen=True)
+class ChargeSpec:
+    meter: str
+    model: str
+    unit_price: Decimal | None = None
+    tiers: tuple[TierSpec, ...] = ()
+    package_size: Decimal | None = None
+    package_price: Decimal | None = None
+    included: Decimal = Decimal(0)
+    minimum: Decimal | None = None
+    limit: Decimal | None = None
+    where: tuple[tuple[str, str], ...] = ()
+
+    def pricing_document(self) -> dict[str, Any]:
+        """A canonical JSON-able form: equal documents mean equal pricing."""
+        return {
+            "meter": self.meter,
+            "model": self.model,
+            "unit_price": _text(self.unit_price),
+            "tiers": [
+                {"up_to": _text(t.up_to) if t.up_to is not None else "inf",
+                 "unit_price": _text(t.unit_price)}
+                for t in self.tiers
+            ],
+            "package_size": _text(self.package_size),
+            "package_price": _text(self.package_price),
+            "included": _text(self.included),
+            "minimum": _text(self.minimum),
+            "limit": _text(self.limit),
+            "where": dict(self.where),
+        }
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    key: str
+    name: str
+    currency: str
+    interval: str
+    base_fee: Decimal
+    charges: tuple[ChargeSpec, ...]
+
+    def pricing_document(self) -> dict[str, Any]:
+        """What a plan version freezes: a change here makes a new version (the name does not)."""
+        return {
+            "currency": self.currency,
+            "interval": self.interval,
+            "base_fee": _text(self.base_fee),
+            "charges": [c.pricing_document() for c in self.charges],
+        }
+
+
+@dataclass(frozen=True)
+class CatalogSpec:
+    meters: tuple[MeterSpec, ...]
+    plans: tuple[PlanSpec, ...]
+
+
+@dataclass(frozen=True)
+class CatalogProblem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class CatalogInvalid(InvalidInput):
+    """The file has problems; nothing was written."""
+
+    code = "CATALOG_INVALID"
+
+    def __init__(self, problems: list[CatalogProblem]):
+        super().__init__(f"{len(problems)} problem(s) in the catalog", field="catalog")
+        self.problems = problems
+
+
+def _text(value: Decimal | None) -> str | None:
+    """A canonical text for a decimal: 20, 20.0 and 20.00 are the same price."""
+    if value is None:
+        return None
+    normalized = value.normalize()
+    return format(normalized, "f") if normalized != 0 else "0"
+
+
+@dataclass
+class _Reader:
+    """Collects problems while reading values, so one pass reports them all."""
+
+    problems: list[CatalogProblem] = field(default_factory=list)
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(CatalogProblem(path, message))
+
+    def unknown_fields(self, item: dict[str, Any], allowed: set[str], path: str) -> None:
+        for name in sorted(set(item) - allowed):
+            self.problem(f"{path}.{name}", f"unknown field (expected one of: {', '.join(sorted(allowed))})")
+
+    def text(self, item: dict[str, Any], name: str, path: str, *, required: bool = True) -> str | None:
+        value = item.get(name)
+        if value is None:
+            if required:
+                self.problem(f"{path}.{name}", "is required")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.problem(f"{path}.{name}", "must be a non-empty string")
+            return None
+        return value.strip()
+
+    def key(self, item: dict[str, Any], name: str, path: str) -> str | None:
+        value = self.text(item, name, path)
+        if value is not None and not KEY_PATTERN.match(value):
+            self.problem(
+                f"{path}.{name}",
+                f"{value!r} must be lower case letters, digits, '_', '-' or '.', starting with a letter",
+            )
+            return None
+        return value
+
+    def decimal(
+        self, item: dict[str, Any], name: str, path: str, *, required: bool = False,
+        max_places: int = MAX_PRICE_PLACES, positive: bool = False,
+    ) -> Decimal | None:
+        if name not in item:
+            if required:
+                self.problem(f"{path}.{name}", "is required")
+            return None
+        try:
+            value = parse_decimal(item[name], field=name)
+        except InvalidInput as error:
+            self.problem(f"{path}.{name}", error.message)
+            return None
+        if value < 0 or (positive and value == 0):
+            self.problem(f"{path}.{name}", "must be greater than zero" if positive else "must not be negative")
+            return None
+        if decimal_places(value) > max_places:
+            self.problem(f"{path}.{name}", f"at most {max_places} decimal places")
+            return None
+        return value
+
+
+def parse_catalog(text: str, *, known_meter_keys: frozenset[str] = frozenset()) -> CatalogSpec:
+    """Parse and validate catalog TOML; raise :class:`CatalogInvalid` listing every problem.
+
+    ``known_meter_keys`` are meters already in the database, which charges may also refer to.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise CatalogInvalid([CatalogProblem("file", f"not valid TOML: {error}")]) from None
+    reader = _Reader()
+    reader.unknown_fields(document, {"meters", "plans"}, "catalog")
+    meters = _read_meters(reader, document.get("meters", []))
+    meter_keys = frozenset(m.key for m in meters) | known_meter_keys
+    plans = _read_plans(reader, document.get("plans", []), meter_keys)
+    if reader.problems:
+        raise CatalogInvalid(reader.problems)
+    return CatalogSpec(meters=tuple(meters), plans=tuple(plans))
+
+
+def _items(reader: _Reader, value: Any, path: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        reader.problem(path, "must be an array of tables ([[...]])")
+        return []
+    return value
+
+
+def _read_meters(reader: _Reader, raw: Any) -> list[MeterSpec]:
+    meters: list[MeterSpec] = []
+    seen: set[str] = set()
+    for index, item in enumerate(_items(reader, raw, "meters")):
+        path = f"meters[{index}]"
+        reader.unknown_fields(item, METER_FIELDS, path)
+        key = reader.key(item, "key", path)
+        if key is not None and key in seen:
+            reader.problem(f"{path}.key", f"{key!r} is declared twice")
+        name = reader.text(item, "name", path)
+        unit = reader.text(item, "unit", path)
+        event_type = reader.text(item, "event_type", path)
+        aggregation = reader.text(item, "aggregation", path)
+        if aggregation is not None and aggregation not in AGGREGATIONS:
+            reader.problem(f"{path}.aggregation", f"{aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
+            aggregation = None
+        value_property = reader.text(item, "value_property", path, required=False)
+        if aggregation == "count" and value_property is not None:
+            reader.problem(f"{path}.value_property", "a count meter counts events and reads no property")
+        elif aggregation not in (None, "count") and value_property is None:
+            reader.problem(f"{path}.value_property", f"is required for a {aggregation} meter")
+        group_by = item.get("group_by", [])
+        if not isinstance(group_by, list) or not all(isinstance(g, str) and g for g in group_by):
+            reader.problem(f"{path}.group_by", "must be a list of event property names")
+            group_by = []
+        elif len(set(group_by)) != len(group_by):
+            reader.problem(f"{path}.group_by", "names a property twice")
+        if key is None or None in (name, unit, event_type, aggregation):
+            continue
+        seen.add(key)
+        assert name and unit and event_type and aggregation
+        meters.append(MeterSpec(key, name, unit, event_type, aggregation, value_property, tuple(group_by)))
+    return meters
+
+
+def _read_plans(reader: _Reader, raw: Any, meter_keys: frozenset[str]) -> list[PlanSpec]:
+    plans: list[PlanSpec] = []
+    seen: set[str] = set()
+    for index, item in enumerate(_items(reader, raw, "plans")):
+        path = f"plans[{index}]"
+        reader.unknown_fields(item, PLAN_FIELDS, path)
+        key = reader.key(item, "key", path)
+        if key is not None and key in seen:
+            reader.problem(f"{path}.key", f"{key!r} is declared twice")
+        name = reader.text(item, "name", path)
+        currency: str | None = None
+        raw_currency = reader.text(item, "currency", path)
+        if raw_currency is not None:
+            try:
+                currency = normalize_currency(raw_currency)
+            except InvalidInput as error:
+                reader.problem(f"{path}.currency", error.message)
+        interval = reader.text(item, "interval", path)
+        if interval is not None and interval not in INTERVALS:
+            reader.problem(f"{path}.interval", f"{interval!r} is not one of {', '.join(INTERVALS)}")
+            interval = None
+        base_fee = reader.decimal(item, "base_fee", path, required=True)
+        if base_fee is not None and currency is not None and not fits_minor_unit(base_fee, currency):
+            reader.problem(f"{path}.base_fee", f"{base_fee} is not payable in {currency}: too many decimal places")
+            base_fee = None
+        charges = [
+            charge
+            for charge_index, charge_item in enumerate(_items(reader, item.get("charges", []), f"{path}.charges"))
+            if (charge := _read_charge(reader, charge_item, f"{path}.charges[{charge_index}]", meter_keys, currency))
+        ]
+        if key is None or name is None or currency is None or interval is None or base_fee is None:
+            continue
+        seen.add(key)
+        plans.append(PlanSpec(key, name, currency, interval, base_fee, tuple(charges)))
+    return plans
+
+
+def _read_charge(
+    reader: _Reader, item: dict[str, Any], path: str, meter_keys: frozenset[str], currency: str | None
+) -> ChargeSpec | None:
+    before = len(reader.problems)
+    reader.unknown_fields(item, CHARGE_FIELDS, path)
+    meter = reader.text(item, "meter", path)
+    if meter is not None and meter not in meter_keys:
+        reader.problem(f"{path}.meter", f"no meter {meter!r} is declared in this file or the database")
+    model = reader.text(item, "model", path)
+    if model is not None and model not in CHARGE_MODELS:
+        reader.problem(f"{path}.model", f"{model!r} is not one of {', '.join(CHARGE_MODELS)}")
+    unit_price = package_size = package_price = None
+    tiers: tuple[TierSpec, ...] = ()
+    needs = {
+        "per_unit": {"unit_price"},
+        "graduated": {"tiers"},
+        "volume": {"tiers"},
+        "package": {"package_size", "package_price"},
+    }.get(model or "", set())
+    for name in sorted({"unit_price", "tiers", "package_size", "package_price"} - needs):
+        if name in item and model in CHARGE_MODELS:
+            reader.problem(f"{path}.{name}", f"is not used by a {model} charge")
+    if model == "per_unit":
+        unit_price = reader.decimal(item, "unit_price", path, required=True)
+    elif model in ("graduated", "volume"):
+        tiers = _read_tiers(reader, item.get("tiers"), f"{path}.tiers")
+    elif model == "package":
+        package_size = reader.decimal(item, "package_size", path, required=True, max_places=0, positive=True)
+        package_price = reader.decimal(item, "package_price", path, required=True)
+    included = reader.decimal(item, "included", path) or Decimal(0)
+    minimum = reader.decimal(item, "minimum", path)
+    if minimum is not None and currency is not None and not fits_minor_unit(minimum, currency):
+        reader.problem(f"{path}.minimum", f"{minimum} is not payable in {currency}: too many decimal places")
+    limit = reader.decimal(item, "limit", path)
+    where_raw = item.get("where", {})
+    where: tuple[tuple[str, str], ...] = ()
+    if not isinstance(where_raw, dict) or not all(
+        isinstance(v, str | int | bool) and not isinstance(v, float) for v in where_raw.values()
+    ):
+        reader.problem(f"{path}.where", "must be a table of property = string, integer or boolean")
+    else:
+        where = tuple(sorted((str(k), _where_text(v)) for k, v in where_raw.items()))
+    if len(reader.problems) > before or meter is None or model is None:
+        return None
+    return ChargeSpec(
+        meter=meter, model=model, unit_price=unit_price, tiers=tiers, package_size=package_size,
+        package_price=package_price, included=included, minimum=minimum, limit=limit, where=where,
+    )
+
+
+def _where_text(value: str | int | bool) -> str:
+    """Event properties are matched by their JSON text: true, 42, or the string itself."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _read_tiers(reader: _Reader, raw: Any, path: str) -> tuple[TierSpec, ...]:
+    if not isinstance(raw, list) or not raw or not all(isinstance(t, dict) for t in raw):
+        reader.problem(path, "must be a non-empty list of { up_to, unit_price } tables")
+        return ()
+    tiers: list[TierSpec] = []
+    previous: Decimal | None = None
+    for index, tier in enumerate(raw):
+        tier_path = f"{path}[{index}]"
+        reader.unknown_fields(tier, {"up_to", "unit_price"}, tier_path)
+        unit_price = reader.decimal(tier, "unit_price", tier_path, required=True)
+        last = index == len(raw) - 1
+        up_to: Decimal | None
+        if tier.get("up_to") == "inf":
+            if not last:
+                reader.problem(path, "only the last tier may go up to \"inf\"")
+            up_to = None
+        else:
+            up_to = reader.decimal(tier, "up_to", tier_path, required=True, positive=True)
+            if last and up_to is not None:
+                reader.problem(path, "the last tier must go up to \"inf\" so every quantity is priced")
+            if up_to is not None and previous is not None and up_to <= previous:
+                reader.problem(path, "up_to must increase")
+            previous = up_to if up_to is not None else previous
+        if unit_price is not None:
+            tiers.append(TierSpec(up_to, unit_price))
+    return tuple(tiers)

@@ -1,0 +1,78 @@
+"""Catalog tables: meters, plans and their immutable versions with charges."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Column, DateTime, ForeignKey, Integer, Numeric, String, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+
+class Meter(SQLModel, table=True):
+    """A declared way to turn raw events into a quantity. What it counts never changes;
+    only its display name and unit may."""
+
+    __tablename__ = "meters"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    key: str = Field(sa_column=Column(String, nullable=False, unique=True))
+    name: str
+    unit: str
+    event_type: str = Field(sa_column=Column(String, nullable=False, index=True))
+    aggregation: str
+    value_property: str | None = None
+    group_by: list[str] = Field(sa_column=Column(JSONB, nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class Plan(SQLModel, table=True):
+    __tablename__ = "plans"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    key: str = Field(sa_column=Column(String, nullable=False, unique=True))
+    name: str
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class PlanVersion(SQLModel, table=True):
+    """One immutable pricing of a plan. Subscriptions point at a version, never at the plan,
+    so a price change applies to nobody until they are moved."""
+
+    __tablename__ = "plan_versions"
+    __table_args__ = (UniqueConstraint("plan_id", "version"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    plan_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plans.id"), nullable=False))
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    interval: str
+    base_fee: Decimal = Field(sa_column=Column(Numeric(30, 12), nullable=False))
+    pricing_hash: str
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class PlanCharge(SQLModel, table=True):
+    """A usage charge of a plan version; decimals stay exact (NUMERIC, tiers as strings)."""
+
+    __tablename__ = "plan_charges"
+    __table_args__ = (UniqueConstraint("plan_version_id", "position"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    plan_version_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("plan_versions.id"), nullable=False)
+    )
+    position: int
+    meter_id: uuid.UUID = Field(sa_column=Column(ForeignKey("meters.id"), nullable=False))
+    model: str
+    unit_price: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
+    tiers: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
+    package_size: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 0)))
+    package_price: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
+    included: Decimal = Field(sa_column=Column(Numeric(30, 12), nullable=False))
+    minimum: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
+    usage_limit: Decimal | None = Field(default=None, sa_column=Column("limit", Numeric(30, 12)))
+    where: dict[str, str] = Field(sa_column=Column(JSONB, nullable=False))

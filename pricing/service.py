@@ -1,0 +1,206 @@
+"""What the rest of Tally calls to declare and read the catalog."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from pricing import repository
+from pricing.catalog import (
+    CatalogInvalid,
+    CatalogProblem,
+    CatalogSpec,
+    ChargeSpec,
+    MeterSpec,
+    PlanSpec,
+    parse_catalog,
+)
+from pricing.models import Meter, Plan, PlanCharge, PlanVersion
+
+# A meter's identity: changing any of these would silently change what past usage meant.
+METER_IDENTITY = ("event_type", "aggregation", "value_property", "group_by")
+
+
+@dataclass(frozen=True)
+class CatalogChange:
+    kind: str  # "meter" or "plan"
+    key: str
+    action: str  # "create", "update", "new_version" or "unchanged"
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key}: {self.detail}"
+
+
+async def apply_catalog(
+    session: AsyncSession, catalog_text: str, *, as_of: datetime, dry_run: bool = False
+) -> list[CatalogChange]:
+    """Validate a catalog file against itself and the database, then write what changed.
+
+    Nothing is written when any problem is found (:class:`CatalogInvalid` lists them all) or
+    when ``dry_run`` is set. Re-applying an unchanged file changes nothing; a plan whose pricing
+    changed gets a new version, and subscriptions stay on the version they have.
+    """
+    await repository.lock_catalog(session)
+    meters = await repository.meters_by_key(session)
+    spec = parse_catalog(catalog_text, known_meter_keys=frozenset(meters))
+    _check_meter_identity(spec, meters)
+    plans = await repository.plans_by_key(session)
+    latest = await repository.latest_versions(session)
+
+    changes: list[CatalogChange] = []
+    for meter_spec in spec.meters:
+        changes.append(_meter_change(meter_spec, meters.get(meter_spec.key)))
+    for plan_spec in spec.plans:
+        plan = plans.get(plan_spec.key)
+        changes.append(_plan_change(plan_spec, plan, latest.get(plan.id) if plan else None))
+    if dry_run:
+        return changes
+
+    for meter_spec, change in zip(spec.meters, changes, strict=False):
+        _write_meter(session, meter_spec, meters, change, as_of)
+    await session.flush()
+    for plan_spec, change in zip(spec.plans, changes[len(spec.meters):], strict=True):
+        await _write_plan(session, plan_spec, plans, latest, meters, change, as_of)
+    return changes
+
+
+def _check_meter_identity(spec: CatalogSpec, existing: dict[str, Meter]) -> None:
+    problems = []
+    for index, meter_spec in enumerate(spec.meters):
+        meter = existing.get(meter_spec.key)
+        if meter is None:
+            continue
+        for name in METER_IDENTITY:
+            declared = getattr(meter_spec, name)
+            stored = getattr(meter, name)
+            if name == "group_by":
+                declared, stored = list(declared), list(stored)
+            if declared != stored:
+                problems.append(CatalogProblem(
+                    f"meters[{index}].{name}",
+                    f"meter {meter.key!r} already has {name} = {stored!r}; what a meter counts "
+                    "cannot change under its past usage, so declare a new meter key instead",
+                ))
+    if problems:
+        raise CatalogInvalid(problems)
+
+
+def _meter_change(spec: MeterSpec, meter: Meter | None) -> CatalogChange:
+    if meter is None:
+        return CatalogChange("meter", spec.key, "create", f"create ({spec.aggregation} of {spec.event_type})")
+    if (meter.name, meter.unit) != (spec.name, spec.unit):
+        return CatalogChange("meter", spec.key, "update", "update name or unit")
+    return CatalogChange("meter", spec.key, "unchanged", "unchanged")
+
+
+def pricing_hash(spec: PlanSpec) -> str:
+    document = json.dumps(spec.pricing_document(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(document.encode()).hexdigest()
+
+
+def _plan_change(spec: PlanSpec, plan: Plan | None, latest: PlanVersion | None) -> CatalogChange:
+    if plan is None or latest is None:
+        return CatalogChange("plan", spec.key, "create", "create version 1")
+    if latest.pricing_hash != pricing_hash(spec):
+        return CatalogChange(
+            "plan", spec.key, "new_version",
+            f"pricing changed: new version {latest.version + 1} (existing subscriptions stay on "
+            f"version {latest.version})",
+        )
+    if plan.name != spec.name:
+        return CatalogChange("plan", spec.key, "update", "rename (pricing unchanged)")
+    return CatalogChange("plan", spec.key, "unchanged", f"unchanged (version {latest.version})")
+
+
+def _write_meter(
+    session: AsyncSession, spec: MeterSpec, meters: dict[str, Meter], change: CatalogChange,
+    as_of: datetime,
+) -> None:
+    if change.action == "create":
+        meter = Meter(
+            key=spec.key, name=spec.name, unit=spec.unit, event_type=spec.event_type,
+            aggregation=spec.aggregation, value_property=spec.value_property,
+            group_by=list(spec.group_by), created_at=as_of,
+        )
+        session.add(meter)
+        meters[spec.key] = meter
+    elif change.action == "update":
+        meter = meters[spec.key]
+        meter.name, meter.unit = spec.name, spec.unit
+        session.add(meter)
+
+
+async def _write_plan(
+    session: AsyncSession, spec: PlanSpec, plans: dict[str, Plan],
+    latest: dict[uuid.UUID, PlanVersion], meters: dict[str, Meter], change: CatalogChange,
+    as_of: datetime,
+) -> None:
+    plan = plans.get(spec.key)
+    if plan is None:
+        plan = Plan(key=spec.key, name=spec.name, created_at=as_of)
+        session.add(plan)
+        await session.flush()
+    elif plan.name != spec.name:
+        plan.name = spec.name
+        session.add(plan)
+    if change.action not in ("create", "new_version"):
+        return
+    previous = latest.get(plan.id)
+    version = PlanVersion(
+        plan_id=plan.id, version=previous.version + 1 if previous else 1,
+        currency=spec.currency, interval=spec.interval, base_fee=spec.base_fee,
+        pricing_hash=pricing_hash(spec), created_at=as_of,
+    )
+    session.add(version)
+    await session.flush()  # rows have no ORM relationships, so write parents before children
+    for position, charge in enumerate(spec.charges):
+        session.add(_charge_row(version.id, position, charge, meters[charge.meter]))
+    await session.flush()
+
+
+def _charge_row(version_id: uuid.UUID, position: int, spec: ChargeSpec, meter: Meter) -> PlanCharge:
+    document = spec.pricing_document()
+    return PlanCharge(
+        plan_version_id=version_id, position=position, meter_id=meter.id, model=spec.model,
+        unit_price=spec.unit_price, tiers=document["tiers"], package_size=spec.package_size,
+        package_price=spec.package_price, included=spec.included, minimum=spec.minimum,
+        usage_limit=spec.limit, where=dict(spec.where),
+    )
+
+
+async def list_meters(session: AsyncSession) -> list[Meter]:
+    return list((await repository.meters_by_key(session)).values())
+
+
+@dataclass(frozen=True)
+class PlanView:
+    """A plan with its newest version and that version's charges, for the API."""
+
+    plan: Plan
+    version: PlanVersion
+    charges: list[tuple[PlanCharge, Meter]]
+
+    @property
+    def base_fee(self) -> Decimal:
+        return self.version.base_fee
+
+
+async def list_plans(session: AsyncSession) -> list[PlanView]:
+    plans = await repository.plans_by_key(session)
+    latest = await repository.latest_versions(session)
+    charges = await repository.charges_of(session, [v.id for v in latest.values()])
+    by_version: dict[uuid.UUID, list[tuple[PlanCharge, Meter]]] = {}
+    for charge, meter in charges:
+        by_version.setdefault(charge.plan_version_id, []).append((charge, meter))
+    return [
+        PlanView(plan, latest[plan.id], by_version.get(latest[plan.id].id, []))
+        for plan in plans.values()
+        if plan.id in latest
+    ]
