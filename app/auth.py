@@ -13,7 +13,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from sqlalchemy import select, update
+
+from sqlalchemy import func, update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.models import ApiToken
@@ -45,14 +47,22 @@ class Capability(StrEnum):
 
 ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.ADMIN: frozenset(Capability),
-    Role.FINANCE: frozenset({
-        Capability.READ_CATALOG, Capability.READ_CUSTOMERS, Capability.WRITE_CUSTOMERS,
-        Capability.READ_TRACES,
-    }),
-    Role.SUPPORT: frozenset({
-        Capability.READ_CATALOG, Capability.READ_CUSTOMERS, Capability.WRITE_CUSTOMERS,
-        Capability.READ_TRACES,
-    }),
+    Role.FINANCE: frozenset(
+        {
+            Capability.READ_CATALOG,
+            Capability.READ_CUSTOMERS,
+            Capability.WRITE_CUSTOMERS,
+            Capability.READ_TRACES,
+        }
+    ),
+    Role.SUPPORT: frozenset(
+        {
+            Capability.READ_CATALOG,
+            Capability.READ_CUSTOMERS,
+            Capability.WRITE_CUSTOMERS,
+            Capability.READ_TRACES,
+        }
+    ),
     Role.VIEWER: frozenset({Capability.READ_CATALOG, Capability.READ_CUSTOMERS, Capability.READ_TRACES}),
     Role.INGEST: frozenset({Capability.INGEST_USAGE}),
     # A customer token reads its own customer only: scoping is applied by Viewer.customer_scope.
@@ -105,7 +115,11 @@ class IssuedToken:
 
 
 async def create_token(
-    session: AsyncSession, *, role: str, customer_external_id: str | None, label: str | None,
+    session: AsyncSession,
+    *,
+    role: str,
+    customer_external_id: str | None,
+    label: str | None,
     as_of: datetime,
 ) -> IssuedToken:
     """Create a token and return it once; only its hash is kept."""
@@ -122,8 +136,12 @@ async def create_token(
         raise InvalidInput("--customer applies only to --role customer", field="customer")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
-        token_hash=hash_token(token), prefix=token[:12], role=parsed_role.value,
-        customer_id=customer_id, label=label, created_at=as_of,
+        token_hash=hash_token(token),
+        prefix=token[:12],
+        role=parsed_role.value,
+        customer_id=customer_id,
+        label=label,
+        created_at=as_of,
     )
     session.add(row)
     await session.flush()
@@ -131,35 +149,32 @@ async def create_token(
 
 
 async def revoke_token(session: AsyncSession, token_or_id: str, *, as_of: datetime) -> uuid.UUID:
-    """Revoke by the token itself or by its id; revoking twice is harmless."""
-    condition = ApiToken.token_hash == hash_token(token_or_id)  # type: ignore[arg-type]
+    """Revoke by the token itself or by its id; revoking twice keeps the first revocation time."""
     try:
-        condition = ApiToken.id == uuid.UUID(token_or_id)  # type: ignore[arg-type,assignment]
+        condition = col(ApiToken.id) == uuid.UUID(token_or_id)
     except ValueError:
-        pass
+        condition = col(ApiToken.token_hash) == hash_token(token_or_id)
     statement = (
         update(ApiToken)
         .where(condition)
-        .values(revoked_at=as_of)
-        .returning(ApiToken.id)  # type: ignore[arg-type]
+        .values(revoked_at=func.coalesce(col(ApiToken.revoked_at), as_of))
+        .returning(col(ApiToken.id))
     )
     row = (await session.execute(statement)).first()
     if row is None:
         raise NotFound("no such token (give the token or its id from `tally token list`)", field="token")
-    return row[0]  # type: ignore[no-any-return]
+    return row[0]
 
 
 async def list_tokens(session: AsyncSession) -> list[ApiToken]:
-    result = await session.exec(select(ApiToken).order_by(ApiToken.created_at))  # type: ignore[call-overload]
-    return list(result.scalars())
+    return list(await session.exec(select(ApiToken).order_by(col(ApiToken.created_at))))
 
 
 async def viewer_for_token(session: AsyncSession, token: str) -> Viewer | None:
     query = select(ApiToken).where(
-        ApiToken.token_hash == hash_token(token),  # type: ignore[arg-type]
-        ApiToken.revoked_at.is_(None),  # type: ignore[union-attr]
+        col(ApiToken.token_hash) == hash_token(token), col(ApiToken.revoked_at).is_(None)
     )
-    row = (await session.exec(query)).scalars().first()  # type: ignore[call-overload]
+    row = (await session.exec(query)).first()
     if row is None:
         return None
     return Viewer(role=Role(row.role), actor=f"token:{row.prefix}", customer_id=row.customer_id)

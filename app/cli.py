@@ -25,7 +25,12 @@ from pricing.catalog import CatalogInvalid
 from pricing.service import apply_catalog
 
 T = TypeVar("T")
-cli = typer.Typer(help="Tally: usage-based billing.", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+cli = typer.Typer(
+    help="Tally: usage-based billing.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
 token_cli = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
 user_cli = typer.Typer(help="Console staff users.", no_args_is_help=True)
 catalog_cli = typer.Typer(help="Meters and plans, declared in a TOML file.", no_args_is_help=True)
@@ -55,7 +60,9 @@ def prepared_database(settings: Settings) -> str:
     return url
 
 
-def run_in_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]], *, commit: bool = True) -> T:
+def run_in_session(
+    settings: Settings, work: Callable[[AsyncSession], Awaitable[T]], *, commit: bool = True
+) -> T:
     """Run ``work`` in one transaction: committed if it returns, rolled back if it raises."""
     url = prepared_database(settings)
 
@@ -97,8 +104,11 @@ def serve(
     settings = load_settings()
     url = prepared_database(settings)
     application = create_app(settings, url, run_jobs=True)
-    err.print(f"Tally on http://{host}:{port}  console: http://{host}:{port}/console  "
-              f"GraphQL: http://{host}:{port}/graphql", highlight=False)
+    err.print(
+        f"Tally on http://{host}:{port}  console: http://{host}:{port}/console  "
+        f"GraphQL: http://{host}:{port}/graphql",
+        highlight=False,
+    )
     uvicorn.run(application, host=host, port=port, log_level="info", proxy_headers=False)
 
 
@@ -112,7 +122,9 @@ def migrate_command() -> None:
 @catalog_cli.command("apply")
 def catalog_apply(
     file: Annotated[Path, typer.Argument(help="The catalog TOML file.", exists=True, dir_okay=False)],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would change; change nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would change; change nothing.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Declare meters and plans. Validates the whole file first; writes nothing on any problem."""
@@ -125,20 +137,30 @@ def catalog_apply(
         changes = run_in_session(load_settings(), work, commit=not dry_run)
     except CatalogInvalid as invalid:
         if as_json:
-            print_json({"ok": False, "problems": [{"path": p.path, "message": p.message} for p in invalid.problems]})
+            print_json(
+                {"ok": False, "problems": [{"path": p.path, "message": p.message} for p in invalid.problems]}
+            )
         for problem in invalid.problems:
             err.print(f"[red]{problem.path}[/red]: {problem.message}", highlight=False, soft_wrap=True)
         err.print(f"{len(invalid.problems)} problem(s); nothing was written.")
         raise typer.Exit(1) from None
     if as_json:
-        print_json({"ok": True, "dryRun": dry_run, "changes": [
-            {"kind": c.kind, "key": c.key, "action": c.action, "detail": c.detail} for c in changes
-        ]})
+        print_json(
+            {
+                "ok": True,
+                "dryRun": dry_run,
+                "changes": [
+                    {"kind": c.kind, "key": c.key, "action": c.action, "detail": c.detail} for c in changes
+                ],
+            }
+        )
         return
     for change in changes:
         typer.echo(str(change))
     changed = sum(c.action != "unchanged" for c in changes)
-    typer.echo(f"{changed} change(s){' would be made (dry run: nothing written)' if dry_run else ' applied'}.")
+    typer.echo(
+        f"{changed} change(s){' would be made (dry run: nothing written)' if dry_run else ' applied'}."
+    )
 
 
 @token_cli.command("create")
@@ -151,7 +173,9 @@ def token_create(
     """Print a new bearer token, and only the token. It is shown once; only its hash is kept."""
 
     async def work(session: AsyncSession) -> auth.IssuedToken:
-        return await auth.create_token(session, role=role, customer_external_id=customer, label=label, as_of=now())
+        return await auth.create_token(
+            session, role=role, customer_external_id=customer, label=label, as_of=now()
+        )
 
     issued = run_in_session(load_settings(), work)
     if as_json:
@@ -177,8 +201,14 @@ def token_list(as_json: JsonOption = False) -> None:
 
     async def work(session: AsyncSession) -> list[dict[str, Any]]:
         return [
-            {"id": t.id, "prefix": t.prefix, "role": t.role, "label": t.label,
-             "createdAt": t.created_at, "revokedAt": t.revoked_at}
+            {
+                "id": t.id,
+                "prefix": t.prefix,
+                "role": t.role,
+                "label": t.label,
+                "createdAt": t.created_at,
+                "revokedAt": t.revoked_at,
+            }
             for t in await auth.list_tokens(session)
         ]
 
@@ -195,7 +225,9 @@ def token_list(as_json: JsonOption = False) -> None:
 def user_create(
     email: Annotated[str, typer.Option(help="The user's email, used to sign in.")],
     role: Annotated[str, typer.Option(help="admin, finance, support or viewer.")],
-    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
 ) -> None:
     """Create a console user (the password is prompted for, or read with --password-stdin)."""
     if password_stdin:
@@ -221,18 +253,35 @@ def demo(as_json: JsonOption = False) -> None:
 
         async def work(session: AsyncSession) -> Any:
             return await load_demo(
-                session, as_of=now(), data_dir=settings.data_dir,
+                session,
+                as_of=now(),
                 advance=lambda step: progress.update(task, advance=1, description=f"Loading {step}"),
             )
 
         result = run_in_session(settings, work)
+    password_file = settings.data_dir / "demo-login"
+    password = result.admin_password
+    if password is not None:
+        password_file.parent.mkdir(parents=True, exist_ok=True)
+        password_file.write_text(password + "\n")
+        password_file.chmod(0o600)
+    elif password_file.exists():
+        password = password_file.read_text().strip()
     if as_json:
-        print_json({"loaded": result.loaded, "customers": result.customers,
-                    "adminEmail": result.admin_email, "adminPassword": result.admin_password})
+        print_json(
+            {
+                "loaded": result.loaded,
+                "customers": result.customers,
+                "adminEmail": result.admin_email,
+                "adminPassword": password,
+            }
+        )
         return
-    typer.echo("Demo loaded: example catalog, 25 customers." if result.loaded else "Demo data already loaded.")
-    password = result.admin_password or f"(set when the demo was first loaded; see {settings.data_dir}/demo-login)"
-    typer.echo(f"Console login: {result.admin_email} / {password}")
+    typer.echo(
+        "Demo loaded: example catalog, 25 customers." if result.loaded else "Demo data already loaded."
+    )
+    shown = password or "(set when the demo was first loaded; create another with `tally user create`)"
+    typer.echo(f"Console login: {result.admin_email} / {shown}")
 
 
 def main() -> None:

@@ -28,7 +28,8 @@ def bearer_token(request: Request) -> str | None:
 
 def unauthenticated(message: str) -> HTTPException:
     return HTTPException(
-        401, detail={"code": "UNAUTHENTICATED", "message": message},
+        401,
+        detail={"code": "UNAUTHENTICATED", "message": message},
         headers={"WWW-Authenticate": "Bearer"},
     )
 
@@ -52,7 +53,10 @@ def requires(capability: Capability) -> Callable[..., Awaitable[Viewer]]:
         if not viewer.can(capability):
             raise HTTPException(
                 403,
-                detail={"code": "FORBIDDEN", "message": f"the {viewer.role} role may not {capability.value.replace('_', ' ')}"},
+                detail={
+                    "code": "FORBIDDEN",
+                    "message": f"the {viewer.role} role may not {capability.value.replace('_', ' ')}",
+                },
             )
         return viewer
 

@@ -12,9 +12,10 @@ from asgi_csrf import asgi_csrf
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.sessions import SessionMiddleware
-from strawberry.fastapi import GraphQLRouter
 from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+from strawberry.fastapi import GraphQLRouter
 
 from app import jobs
 from app.api.context import TallyContext
@@ -27,7 +28,7 @@ from app.telemetry import configure_tracing, instrument_app
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 
 
-def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> Any:
+def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastAPI:
     """Build the ASGI application over the database at ``url`` (already migrated).
 
     ``run_jobs`` starts the periodic jobs in the server's event loop (``tally serve``).
@@ -37,7 +38,9 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        job_runner = asyncio.create_task(jobs.run_periodic(app.state.sessions, settings)) if run_jobs else None
+        job_runner = (
+            asyncio.create_task(jobs.run_periodic(app.state.sessions, settings)) if run_jobs else None
+        )
         yield
         if job_runner is not None:
             job_runner.cancel()
@@ -48,8 +51,11 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> Any:
         await engine.dispose()
 
     app = FastAPI(
-        title="Tally", summary="Usage-based billing", lifespan=lifespan,
-        docs_url="/docs" if settings.development else None, redoc_url=None,
+        title="Tally",
+        summary="Usage-based billing",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.development else None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.sessions = session_factory(engine)
@@ -57,7 +63,11 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> Any:
 
     @app.exception_handler(HTTPException)
     async def json_error(request: Request, error: HTTPException) -> JSONResponse:
-        body = error.detail if isinstance(error.detail, dict) else {"code": "HTTP_ERROR", "message": str(error.detail)}
+        body = (
+            error.detail
+            if isinstance(error.detail, dict)
+            else {"code": "HTTP_ERROR", "message": str(error.detail)}
+        )
         return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
     async def graphql_context(request: Request, session: AsyncSession = Depends(get_session)) -> TallyContext:
@@ -69,7 +79,9 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> Any:
 
     app.include_router(
         GraphQLRouter(
-            app.state.schema, context_getter=graphql_context, allow_queries_via_get=False,
+            app.state.schema,
+            context_getter=graphql_context,
+            allow_queries_via_get=False,
             graphql_ide="graphiql" if settings.development else None,
         ),
         prefix="/graphql",
@@ -88,15 +100,31 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> Any:
     install_console(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(
-        SessionMiddleware, secret_key=settings.session_secret, session_cookie="tally_session",
-        max_age=settings.session_max_age_seconds, same_site="lax", https_only=settings.cookie_secure,
+        SessionMiddleware,
+        secret_key=settings.session_secret,
+        session_cookie="tally_session",
+        max_age=settings.session_max_age_seconds,
+        same_site="lax",
+        https_only=settings.cookie_secure,
     )
-    instrument_app(app, provider)
-    return asgi_csrf(
-        app,
+    app.add_middleware(
+        CsrfProtection,
         signing_secret=settings.session_secret,
         always_protect={"/console/login"},
         skip_if_scope=lambda scope: not scope["path"].startswith("/console"),
         cookie_secure=settings.cookie_secure,
         cookie_samesite="Strict",
     )
+    instrument_app(app, provider)
+    return app
+
+
+class CsrfProtection:
+    """asgi-csrf as a Starlette middleware: console POSTs need the token of the csrftoken cookie
+    (a form field or the X-CSRFToken header). The API uses bearer tokens, not cookies."""
+
+    def __init__(self, app: ASGIApp, **options: Any):
+        self.protected = asgi_csrf(app, **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.protected(scope, receive, send)

@@ -15,7 +15,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TALLY_", extra="ignore")
 
     database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "TALLY_DATABASE_URL"),
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "TALLY_DATABASE_URL"),
         description="Any PostgreSQL 14+; unset starts an embedded PostgreSQL under the data dir.",
     )
     data_dir: Path = Field(default=Path(".tally"), description="Embedded PostgreSQL data and secrets.")
@@ -26,7 +27,8 @@ class Settings(BaseSettings):
     span_retention_hours: int = Field(default=24, ge=1)
     tracing: bool = Field(default=True, description="Record spans (OTLP or the PostgreSQL span store).")
     otlp_endpoint: str | None = Field(
-        default=None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        default=None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT"),
     )
     login_max_failures: int = Field(default=5, ge=1)
     login_lockout_seconds: int = Field(default=900, ge=1)

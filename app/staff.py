@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth import STAFF_ROLES, Role, parse_role
@@ -38,11 +38,15 @@ async def create_user(
     statement = (
         insert(StaffUser)
         .values(
-            id=user.id, email=user.email, password_hash=user.password_hash, role=user.role,
-            failed_logins=0, created_at=as_of,
+            id=user.id,
+            email=user.email,
+            password_hash=user.password_hash,
+            role=user.role,
+            failed_logins=0,
+            created_at=as_of,
         )
         .on_conflict_do_nothing(index_elements=["email"])
-        .returning(StaffUser.id)  # type: ignore[arg-type]
+        .returning(col(StaffUser.id))
     )
     if (await session.execute(statement)).first() is None:
         raise Taken(f"a user {normalized!r} already exists", field="email")
@@ -50,8 +54,8 @@ async def create_user(
 
 
 async def get_user(session: AsyncSession, email: str) -> StaffUser | None:
-    query = select(StaffUser).where(StaffUser.email == email.strip().lower())  # type: ignore[arg-type]
-    return (await session.exec(query)).scalars().first()  # type: ignore[call-overload, no-any-return]
+    query = select(StaffUser).where(col(StaffUser.email) == email.strip().lower())
+    return (await session.exec(query)).first()
 
 
 async def get_user_by_id(session: AsyncSession, user_id: uuid.UUID) -> StaffUser | None:
@@ -77,8 +81,8 @@ async def verify_login(
     if user is None:
         _matches(_UNKNOWN_USER_HASH, password)
         return None
-    query = select(StaffUser).where(StaffUser.id == user.id).with_for_update()  # type: ignore[arg-type]
-    user = (await session.exec(query)).scalars().one()  # type: ignore[call-overload]
+    locked = select(StaffUser).where(col(StaffUser.id) == user.id).with_for_update()
+    user = (await session.exec(locked)).one()
     if user.locked_until is not None and user.locked_until > as_of:
         return None
     if not _matches(user.password_hash, password):

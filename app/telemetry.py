@@ -36,7 +36,9 @@ INSERT_SPAN = """
 
 
 def _attributes(attributes: Any) -> dict[str, Any]:
-    return {key: list(value) if isinstance(value, tuple) else value for key, value in (attributes or {}).items()}
+    return {
+        key: list(value) if isinstance(value, tuple) else value for key, value in (attributes or {}).items()
+    }
 
 
 def _timestamp(nanoseconds: int) -> datetime:
@@ -59,13 +61,25 @@ def span_row(span: ReadableSpan) -> tuple[Any, ...]:
         (end - start) // 1000,
         json.dumps(_attributes(span.attributes), default=str),
         json.dumps(
-            [{"name": e.name, "at": _timestamp(e.timestamp).isoformat(), "attributes": _attributes(e.attributes)}
-             for e in span.events],
+            [
+                {
+                    "name": e.name,
+                    "at": _timestamp(e.timestamp).isoformat(),
+                    "attributes": _attributes(e.attributes),
+                }
+                for e in span.events
+            ],
             default=str,
         ),
         json.dumps(
-            [{"trace_id": format(link.context.trace_id, "032x"), "span_id": format(link.context.span_id, "016x"),
-              "attributes": _attributes(link.attributes)} for link in span.links],
+            [
+                {
+                    "trace_id": format(link.context.trace_id, "032x"),
+                    "span_id": format(link.context.span_id, "016x"),
+                    "attributes": _attributes(link.attributes),
+                }
+                for link in span.links
+            ],
             default=str,
         ),
     )
@@ -132,9 +146,7 @@ def configure_tracing(settings: Settings, conninfo: str) -> TracerProvider | Non
 
 def instrument_app(app: FastAPI, provider: TracerProvider | None) -> None:
     if provider is not None:
-        FastAPIInstrumentor.instrument_app(
-            app, tracer_provider=provider, excluded_urls="/static/.*,/healthz"
-        )
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls="/static/.*,/healthz")
 
 
 def current_trace_id() -> str | None:

@@ -47,13 +47,16 @@ async def recent_traces(
     """Newest first. ``search`` matches a trace id, a span name or any attribute value
     (a customer's external id, an event id)."""
     term = search.strip() if search and search.strip() else None
-    rows = await session.execute(RECENT_TRACES, {
-        "search": term,
-        "pattern": f"%{term}%" if term else None,
-        "before_time": before[0] if before else None,
-        "before_id": before[1] if before else "",
-        "limit": limit,
-    })
+    rows = await session.execute(
+        RECENT_TRACES,
+        {
+            "search": term,
+            "pattern": f"%{term}%" if term else None,
+            "before_time": before[0] if before else None,
+            "before_id": before[1] if before else "",
+            "limit": limit,
+        },
+    )
     return [TraceSummary(**row._mapping) for row in rows]
 
 
@@ -63,5 +66,7 @@ async def spans_of(session: AsyncSession, trace_id: str) -> list[StoredSpan]:
 
 
 async def prune_spans(session: AsyncSession, *, older_than: datetime) -> int:
-    result = await session.execute(text("DELETE FROM spans WHERE start_time < :cutoff"), {"cutoff": older_than})
+    result = await session.execute(
+        text("DELETE FROM spans WHERE start_time < :cutoff"), {"cutoff": older_than}
+    )
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -24,8 +24,12 @@ from console.views import UPCOMING_SECTIONS, waterfall
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Blocks(directory=str(Path(__file__).parent / "templates"))
 NAVIGATION = [
-    ("customers", "Customers"), ("promotions", "Promotions"), ("invoices", "Invoices"),
-    ("anomalies", "Anomalies"), ("reconciliation", "Reconciliation"), ("metering", "Metering"),
+    ("customers", "Customers"),
+    ("promotions", "Promotions"),
+    ("invoices", "Invoices"),
+    ("anomalies", "Anomalies"),
+    ("reconciliation", "Reconciliation"),
+    ("metering", "Metering"),
     ("traces", "Traces"),
 ]
 LOGIN_FAILED = "Wrong email or password. After repeated failures, sign-in is paused for a while."
@@ -37,16 +41,25 @@ def is_htmx(request: Request) -> bool:
 
 
 def render(
-    request: Request, template: str, context: dict[str, Any], *, block: str | None = None,
+    request: Request,
+    template: str,
+    context: dict[str, Any],
+    *,
+    block: str | None = None,
     status_code: int = 200,
 ) -> Response:
     """A full page, or only ``block`` for an htmx request; caches keep the two apart."""
     context = {
-        "nav": NAVIGATION, "staff": getattr(request.state, "staff", None),
-        "csrftoken": request.scope["csrftoken"](), **context,
+        "nav": NAVIGATION,
+        "staff": getattr(request.state, "staff", None),
+        "csrftoken": request.scope["csrftoken"](),
+        **context,
     }
     response = templates.TemplateResponse(
-        request, template, context, status_code=status_code,
+        request,
+        template,
+        context,
+        status_code=status_code,
         block_name=block if block and is_htmx(request) else None,
     )
     response.headers["Vary"] = "HX-Request"
@@ -73,7 +86,9 @@ async def console_context(request: Request, session: SessionDep) -> AsyncIterato
 ContextDep = Annotated[TallyContext, Depends(console_context)]
 
 
-async def query(request: Request, name: str, variables: dict[str, Any], context: TallyContext) -> dict[str, Any]:
+async def query(
+    request: Request, name: str, variables: dict[str, Any], context: TallyContext
+) -> dict[str, Any]:
     return await run_operation(request.app.state.schema, name, variables, context)
 
 
@@ -94,7 +109,10 @@ def safe_next(target: str) -> str:
 
 @router.post("/login")
 async def login(
-    request: Request, session: SessionDep, email: Annotated[str, Form()], password: Annotated[str, Form()],
+    request: Request,
+    session: SessionDep,
+    email: Annotated[str, Form()],
+    password: Annotated[str, Form()],
     next: Annotated[str, Form()] = "/console/customers",
 ) -> Response:
     settings = request.app.state.settings
@@ -104,7 +122,9 @@ async def login(
     if user is None:
         request.session.clear()
         return render(
-            request, "login.html", {"next": safe_next(next), "error": LOGIN_FAILED, "email": email},
+            request,
+            "login.html",
+            {"next": safe_next(next), "error": LOGIN_FAILED, "email": email},
             status_code=401,
         )
     request.session.clear()
@@ -122,10 +142,13 @@ async def logout(request: Request) -> RedirectResponse:
 async def customers_page(
     request: Request, context: ContextDep, search: str = "", after: str | None = None
 ) -> Response:
-    data = await query(request, "ConsoleCustomers", {"search": search or None, "first": 25, "after": after}, context)
+    data = await query(
+        request, "ConsoleCustomers", {"search": search or None, "first": 25, "after": after}, context
+    )
     plans = (await query(request, "ConsolePlans", {}, context))["plans"]
     return render(
-        request, "customers.html",
+        request,
+        "customers.html",
         {"customers": data["customers"], "search": search, "plans": plans, "errors": {}, "form": {}},
         block="rows",
     )
@@ -136,46 +159,84 @@ async def customers_csv(context: ContextDep, request: Request, search: str = "")
     """Every customer matching the search, as CSV, paged through the same GraphQL query."""
     output = io.StringIO()
     writer = csv.writer(output)
-    writer.writerow(["id", "external_id", "name", "email", "currency", "status", "plan", "plan_version", "created_at"])
+    writer.writerow(
+        ["id", "external_id", "name", "email", "currency", "status", "plan", "plan_version", "created_at"]
+    )
     after, written = None, 0
     while written < CSV_ROW_LIMIT:
-        page = (await query(request, "ConsoleCustomers", {"search": search or None, "first": 100, "after": after}, context))["customers"]
+        page = (
+            await query(
+                request, "ConsoleCustomers", {"search": search or None, "first": 100, "after": after}, context
+            )
+        )["customers"]
         for edge in page["edges"]:
             node = edge["node"]
             plan = (node["subscription"] or {}).get("plan") or {}
-            writer.writerow([
-                node["id"], node["externalId"], node["name"], node["email"] or "", node["currency"],
-                node["status"], plan.get("key", ""), plan.get("version", ""), node["createdAt"],
-            ])
+            writer.writerow(
+                [
+                    node["id"],
+                    node["externalId"],
+                    node["name"],
+                    node["email"] or "",
+                    node["currency"],
+                    node["status"],
+                    plan.get("key", ""),
+                    plan.get("version", ""),
+                    node["createdAt"],
+                ]
+            )
             written += 1
         if not page["pageInfo"]["hasNextPage"]:
             break
         after = page["pageInfo"]["endCursor"]
     return StreamingResponse(
-        iter([output.getvalue()]), media_type="text/csv",
+        iter([output.getvalue()]),
+        media_type="text/csv",
         headers={"Content-Disposition": 'attachment; filename="customers.csv"'},
     )
 
 
 @router.post("/customers")
 async def create_customer(
-    request: Request, context: ContextDep,
-    external_id: Annotated[str, Form()] = "", name: Annotated[str, Form()] = "",
-    email: Annotated[str, Form()] = "", currency: Annotated[str, Form()] = "USD",
+    request: Request,
+    context: ContextDep,
+    external_id: Annotated[str, Form()] = "",
+    name: Annotated[str, Form()] = "",
+    email: Annotated[str, Form()] = "",
+    currency: Annotated[str, Form()] = "USD",
     plan_key: Annotated[str, Form()] = "",
 ) -> Response:
-    form = {"external_id": external_id, "name": name, "email": email, "currency": currency, "plan_key": plan_key}
-    payload = (await query(request, "ConsoleCreateCustomer", {"input": {
-        "externalId": external_id, "name": name, "email": email or None, "currency": currency,
-        "planKey": plan_key or None,
-    }}, context))["createCustomer"]
+    form = {
+        "external_id": external_id,
+        "name": name,
+        "email": email,
+        "currency": currency,
+        "plan_key": plan_key,
+    }
+    payload = (
+        await query(
+            request,
+            "ConsoleCreateCustomer",
+            {
+                "input": {
+                    "externalId": external_id,
+                    "name": name,
+                    "email": email or None,
+                    "currency": currency,
+                    "planKey": plan_key or None,
+                }
+            },
+            context,
+        )
+    )["createCustomer"]
     if not payload["userErrors"]:
         return RedirectResponse(f"/console/customers/{payload['customer']['id']}", status_code=303)
     errors = {(e["field"] or ["form"])[-1]: e["message"] for e in payload["userErrors"]}
     data = await query(request, "ConsoleCustomers", {"first": 25}, context)
     plans = (await query(request, "ConsolePlans", {}, context))["plans"]
     return render(
-        request, "customers.html",
+        request,
+        "customers.html",
         {"customers": data["customers"], "search": "", "plans": plans, "errors": errors, "form": form},
         status_code=422,
     )
@@ -193,7 +254,9 @@ async def customer_page(request: Request, context: ContextDep, customer_id: str)
 async def traces_page(
     request: Request, context: ContextDep, search: str = "", after: str | None = None
 ) -> Response:
-    data = await query(request, "ConsoleTraces", {"search": search or None, "first": 50, "after": after}, context)
+    data = await query(
+        request, "ConsoleTraces", {"search": search or None, "first": 50, "after": after}, context
+    )
     return render(request, "traces.html", {"traces": data["traces"], "search": search}, block="rows")
 
 
@@ -210,7 +273,9 @@ async def upcoming_section(request: Request, context: ContextDep, section: str) 
     if section not in UPCOMING_SECTIONS:
         return render(request, "not_found.html", {"what": "page"}, status_code=404)
     title, issue, what = UPCOMING_SECTIONS[section]
-    return render(request, "upcoming.html", {"section": section, "title": title, "issue": issue, "what": what})
+    return render(
+        request, "upcoming.html", {"section": section, "title": title, "issue": issue, "what": what}
+    )
 
 
 async def query_failed_page(request: Request, error: Exception) -> Response:

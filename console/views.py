@@ -39,12 +39,15 @@ def waterfall(spans: list[dict[str, Any]]) -> list[WaterfallRow]:
     def visit(parent: str | None, depth: int) -> None:
         for span in sorted(children.get(parent, []), key=lambda s: starts[s["spanId"]]):
             offset_us = (starts[span["spanId"]] - trace_start).total_seconds() * 1e6
-            rows.append(WaterfallRow(
-                span=span, depth=depth,
-                offset_percent=round(100 * offset_us / total_us, 2),
-                width_percent=max(round(100 * span["durationUs"] / total_us, 2), 0.3),
-                duration_ms=f"{span['durationUs'] / 1000:.2f}",
-            ))
+            rows.append(
+                WaterfallRow(
+                    span=span,
+                    depth=depth,
+                    offset_percent=round(100 * offset_us / total_us, 2),
+                    width_percent=max(round(100 * span["durationUs"] / total_us, 2), 0.3),
+                    duration_ms=f"{span['durationUs'] / 1000:.2f}",
+                )
+            )
             visit(span["spanId"], depth + 1)
 
     visit(None, 0)

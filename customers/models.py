@@ -29,11 +29,7 @@ class Subscription(SQLModel, table=True):
     __tablename__ = "subscriptions"
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    customer_id: uuid.UUID = Field(
-        sa_column=Column(ForeignKey("customers.id"), nullable=False, unique=True)
-    )
-    plan_version_id: uuid.UUID = Field(
-        sa_column=Column(ForeignKey("plan_versions.id"), nullable=False)
-    )
+    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), nullable=False, unique=True))
+    plan_version_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_versions.id"), nullable=False))
     started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -62,16 +62,18 @@ async def create_customer(session: AsyncSession, new: NewCustomer, *, as_of: dat
                 field="currency",
             )
 
-    customer = Customer(
-        external_id=external_id, name=name, email=email, currency=currency, created_at=as_of
-    )
+    customer = Customer(external_id=external_id, name=name, email=email, currency=currency, created_at=as_of)
     if not await repository.insert_customer(session, customer):
         raise ExternalIdTaken(external_id)
     if plan_version is not None:
-        session.add(Subscription(
-            customer_id=customer.id, plan_version_id=plan_version.id,
-            started_at=started_at, created_at=as_of,
-        ))
+        session.add(
+            Subscription(
+                customer_id=customer.id,
+                plan_version_id=plan_version.id,
+                started_at=started_at,
+                created_at=as_of,
+            )
+        )
         await session.flush()
     return customer
 
@@ -91,8 +93,12 @@ async def customers_by_ids(session: AsyncSession, ids: Sequence[uuid.UUID]) -> d
 
 
 async def search_customers(
-    session: AsyncSession, *, search: str | None, after: tuple[datetime, uuid.UUID] | None,
-    limit: int, only_customer_id: uuid.UUID | None = None,
+    session: AsyncSession,
+    *,
+    search: str | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+    only_customer_id: uuid.UUID | None = None,
 ) -> list[Customer]:
     return await repository.page(
         session, search=search, after=after, limit=limit, only_customer_id=only_customer_id

@@ -14,10 +14,38 @@ from ledger.errors import InvalidInput
 
 # ISO 4217 codes Tally accepts, with the number of digits of their minor unit.
 MINOR_UNIT_DIGITS: dict[str, int] = {
-    "AUD": 2, "BRL": 2, "CAD": 2, "CHF": 2, "CNY": 2, "CZK": 2, "DKK": 2, "EUR": 2,
-    "GBP": 2, "HKD": 2, "HUF": 2, "IDR": 2, "ILS": 2, "INR": 2, "ISK": 0, "JPY": 0,
-    "KRW": 0, "KWD": 3, "MXN": 2, "MYR": 2, "NOK": 2, "NZD": 2, "PHP": 2, "PLN": 2,
-    "SEK": 2, "SGD": 2, "THB": 2, "TRY": 2, "TWD": 2, "USD": 2, "ZAR": 2, "BHD": 3,
+    "AUD": 2,
+    "BRL": 2,
+    "CAD": 2,
+    "CHF": 2,
+    "CNY": 2,
+    "CZK": 2,
+    "DKK": 2,
+    "EUR": 2,
+    "GBP": 2,
+    "HKD": 2,
+    "HUF": 2,
+    "IDR": 2,
+    "ILS": 2,
+    "INR": 2,
+    "ISK": 0,
+    "JPY": 0,
+    "KRW": 0,
+    "KWD": 3,
+    "MXN": 2,
+    "MYR": 2,
+    "NOK": 2,
+    "NZD": 2,
+    "PHP": 2,
+    "PLN": 2,
+    "SEK": 2,
+    "SGD": 2,
+    "THB": 2,
+    "TRY": 2,
+    "TWD": 2,
+    "USD": 2,
+    "ZAR": 2,
+    "BHD": 3,
 }
 
 #: Unit prices may carry up to this many decimal places (e.g. $0.000003 per token).
@@ -28,17 +56,15 @@ def normalize_currency(code: str, *, field: str = "currency") -> str:
     """The upper-case ISO 4217 code, or :class:`InvalidInput` naming ``field``."""
     normalized = (code or "").strip().upper()
     if normalized not in MINOR_UNIT_DIGITS:
-        raise InvalidInput(
-            f"unknown currency {code!r}: use an ISO 4217 code such as USD or EUR", field=field
-        )
+        raise InvalidInput(f"unknown currency {code!r}: use an ISO 4217 code such as USD or EUR", field=field)
     return normalized
 
 
 def parse_decimal(value: object, *, field: str) -> Decimal:
     """Read an exact decimal from a string or an integer; floats are refused, not rounded."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         raise InvalidInput(
-            f"write {value!r} as a decimal string (e.g. \"0.04\") so it stays exact", field=field
+            f'write {value!r} as a decimal string (e.g. "0.04") so it stays exact', field=field
         )
     if isinstance(value, Decimal):
         result = value

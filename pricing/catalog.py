@@ -30,8 +30,16 @@ KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 METER_FIELDS = {"key", "name", "unit", "event_type", "aggregation", "value_property", "group_by"}
 PLAN_FIELDS = {"key", "name", "currency", "interval", "base_fee", "charges"}
 CHARGE_FIELDS = {
-    "meter", "model", "unit_price", "tiers", "package_size", "package_price",
-    "included", "minimum", "limit", "where",
+    "meter",
+    "model",
+    "unit_price",
+    "tiers",
+    "package_size",
+    "package_price",
+    "included",
+    "minimum",
+    "limit",
+    "where",
 }
 
 
@@ -72,8 +80,7 @@ class ChargeSpec:
             "model": self.model,
             "unit_price": _text(self.unit_price),
             "tiers": [
-                {"up_to": _text(t.up_to) if t.up_to is not None else "inf",
-                 "unit_price": _text(t.unit_price)}
+                {"up_to": _text(t.up_to) if t.up_to is not None else "inf", "unit_price": _text(t.unit_price)}
                 for t in self.tiers
             ],
             "package_size": _text(self.package_size),
@@ -172,8 +179,14 @@ class _Reader:
         return value
 
     def decimal(
-        self, item: dict[str, Any], name: str, path: str, *, required: bool = False,
-        max_places: int = MAX_PRICE_PLACES, positive: bool = False,
+        self,
+        item: dict[str, Any],
+        name: str,
+        path: str,
+        *,
+        required: bool = False,
+        max_places: int = MAX_PRICE_PLACES,
+        positive: bool = False,
     ) -> Decimal | None:
         if name not in item:
             if required:
@@ -185,7 +198,9 @@ class _Reader:
             self.problem(f"{path}.{name}", error.message)
             return None
         if value < 0 or (positive and value == 0):
-            self.problem(f"{path}.{name}", "must be greater than zero" if positive else "must not be negative")
+            self.problem(
+                f"{path}.{name}", "must be greater than zero" if positive else "must not be negative"
+            )
             return None
         if decimal_places(value) > max_places:
             self.problem(f"{path}.{name}", f"at most {max_places} decimal places")
@@ -277,12 +292,20 @@ def _read_plans(reader: _Reader, raw: Any, meter_keys: frozenset[str]) -> list[P
             interval = None
         base_fee = reader.decimal(item, "base_fee", path, required=True)
         if base_fee is not None and currency is not None and not fits_minor_unit(base_fee, currency):
-            reader.problem(f"{path}.base_fee", f"{base_fee} is not payable in {currency}: too many decimal places")
+            reader.problem(
+                f"{path}.base_fee", f"{base_fee} is not payable in {currency}: too many decimal places"
+            )
             base_fee = None
         charges = [
             charge
-            for charge_index, charge_item in enumerate(_items(reader, item.get("charges", []), f"{path}.charges"))
-            if (charge := _read_charge(reader, charge_item, f"{path}.charges[{charge_index}]", meter_keys, currency))
+            for charge_index, charge_item in enumerate(
+                _items(reader, item.get("charges", []), f"{path}.charges")
+            )
+            if (
+                charge := _read_charge(
+                    reader, charge_item, f"{path}.charges[{charge_index}]", meter_keys, currency
+                )
+            )
         ]
         if key is None or name is None or currency is None or interval is None or base_fee is None:
             continue
@@ -336,8 +359,16 @@ def _read_charge(
     if len(reader.problems) > before or meter is None or model is None:
         return None
     return ChargeSpec(
-        meter=meter, model=model, unit_price=unit_price, tiers=tiers, package_size=package_size,
-        package_price=package_price, included=included, minimum=minimum, limit=limit, where=where,
+        meter=meter,
+        model=model,
+        unit_price=unit_price,
+        tiers=tiers,
+        package_size=package_size,
+        package_price=package_price,
+        included=included,
+        minimum=minimum,
+        limit=limit,
+        where=where,
     )
 
 
@@ -362,12 +393,12 @@ def _read_tiers(reader: _Reader, raw: Any, path: str) -> tuple[TierSpec, ...]:
         up_to: Decimal | None
         if tier.get("up_to") == "inf":
             if not last:
-                reader.problem(path, "only the last tier may go up to \"inf\"")
+                reader.problem(path, 'only the last tier may go up to "inf"')
             up_to = None
         else:
             up_to = reader.decimal(tier, "up_to", tier_path, required=True, positive=True)
             if last and up_to is not None:
-                reader.problem(path, "the last tier must go up to \"inf\" so every quantity is priced")
+                reader.problem(path, 'the last tier must go up to "inf" so every quantity is priced')
             if up_to is not None and previous is not None and up_to <= previous:
                 reader.problem(path, "up_to must increase")
             previous = up_to if up_to is not None else previous

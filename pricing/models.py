@@ -62,9 +62,7 @@ class PlanCharge(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("plan_version_id", "position"),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    plan_version_id: uuid.UUID = Field(
-        sa_column=Column(ForeignKey("plan_versions.id"), nullable=False)
-    )
+    plan_version_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_versions.id"), nullable=False))
     position: int
     meter_id: uuid.UUID = Field(sa_column=Column(ForeignKey("meters.id"), nullable=False))
     model: str

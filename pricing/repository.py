@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select, text
+from sqlalchemy import text
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from pricing.models import Meter, Plan, PlanCharge, PlanVersion
@@ -16,51 +17,43 @@ async def lock_catalog(session: AsyncSession) -> None:
 
 
 async def meters_by_key(session: AsyncSession) -> dict[str, Meter]:
-    result = await session.exec(select(Meter).order_by(Meter.key))  # type: ignore[call-overload]
-    return {meter.key: meter for meter in result.scalars()}
+    return {meter.key: meter for meter in await session.exec(select(Meter).order_by(col(Meter.key)))}
 
 
 async def plans_by_key(session: AsyncSession) -> dict[str, Plan]:
-    result = await session.exec(select(Plan).order_by(Plan.key))  # type: ignore[call-overload]
-    return {plan.key: plan for plan in result.scalars()}
+    return {plan.key: plan for plan in await session.exec(select(Plan).order_by(col(Plan.key)))}
 
 
 async def latest_versions(session: AsyncSession) -> dict[uuid.UUID, PlanVersion]:
     """The newest version of every plan, keyed by plan id."""
-    newest = (
-        select(PlanVersion.plan_id, func.max(PlanVersion.version).label("version"))
-        .group_by(PlanVersion.plan_id)
-        .subquery()
+    query = (
+        select(PlanVersion)
+        .distinct(col(PlanVersion.plan_id))
+        .order_by(col(PlanVersion.plan_id), col(PlanVersion.version).desc())
     )
-    query = select(PlanVersion).join(
-        newest,
-        (PlanVersion.plan_id == newest.c.plan_id) & (PlanVersion.version == newest.c.version),
-    )
-    result = await session.exec(query)  # type: ignore[call-overload]
-    return {version.plan_id: version for version in result.scalars()}
+    return {version.plan_id: version for version in await session.exec(query)}
 
 
 async def latest_version_of(session: AsyncSession, plan_key: str) -> tuple[Plan, PlanVersion] | None:
     query = (
         select(Plan, PlanVersion)
-        .join(PlanVersion, PlanVersion.plan_id == Plan.id)
-        .where(Plan.key == plan_key)
-        .order_by(PlanVersion.version.desc())  # type: ignore[attr-defined]
+        .join(PlanVersion, col(PlanVersion.plan_id) == col(Plan.id))
+        .where(col(Plan.key) == plan_key)
+        .order_by(col(PlanVersion.version).desc())
         .limit(1)
     )
-    row = (await session.exec(query)).first()  # type: ignore[call-overload]
+    row = (await session.exec(query)).first()
     return (row[0], row[1]) if row else None
 
 
 async def charges_of(session: AsyncSession, version_ids: list[uuid.UUID]) -> list[tuple[PlanCharge, Meter]]:
     query = (
         select(PlanCharge, Meter)
-        .join(Meter, Meter.id == PlanCharge.meter_id)
-        .where(PlanCharge.plan_version_id.in_(version_ids))  # type: ignore[attr-defined]
-        .order_by(PlanCharge.plan_version_id, PlanCharge.position)
+        .join(Meter, col(Meter.id) == col(PlanCharge.meter_id))
+        .where(col(PlanCharge.plan_version_id).in_(version_ids))
+        .order_by(col(PlanCharge.plan_version_id), col(PlanCharge.position))
     )
-    result = await session.exec(query)  # type: ignore[call-overload]
-    return [(row[0], row[1]) for row in result.all()]
+    return [(charge, meter) for charge, meter in await session.exec(query)]
 
 
 async def plan_versions_by_id(
@@ -68,8 +61,7 @@ async def plan_versions_by_id(
 ) -> dict[uuid.UUID, tuple[Plan, PlanVersion]]:
     query = (
         select(Plan, PlanVersion)
-        .join(PlanVersion, PlanVersion.plan_id == Plan.id)
-        .where(PlanVersion.id.in_(version_ids))  # type: ignore[attr-defined]
+        .join(PlanVersion, col(PlanVersion.plan_id) == col(Plan.id))
+        .where(col(PlanVersion.id).in_(version_ids))
     )
-    result = await session.exec(query)  # type: ignore[call-overload]
-    return {row[1].id: (row[0], row[1]) for row in result.all()}
+    return {version.id: (plan, version) for plan, version in await session.exec(query)}

@@ -66,7 +66,7 @@ async def apply_catalog(
     for meter_spec, change in zip(spec.meters, changes, strict=False):
         _write_meter(session, meter_spec, meters, change, as_of)
     await session.flush()
-    for plan_spec, change in zip(spec.plans, changes[len(spec.meters):], strict=True):
+    for plan_spec, change in zip(spec.plans, changes[len(spec.meters) :], strict=True):
         await _write_plan(session, plan_spec, plans, latest, meters, change, as_of)
     return changes
 
@@ -83,11 +83,13 @@ def _check_meter_identity(spec: CatalogSpec, existing: dict[str, Meter]) -> None
             if name == "group_by":
                 declared, stored = list(declared), list(stored)
             if declared != stored:
-                problems.append(CatalogProblem(
-                    f"meters[{index}].{name}",
-                    f"meter {meter.key!r} already has {name} = {stored!r}; what a meter counts "
-                    "cannot change under its past usage, so declare a new meter key instead",
-                ))
+                problems.append(
+                    CatalogProblem(
+                        f"meters[{index}].{name}",
+                        f"meter {meter.key!r} already has {name} = {stored!r}; what a meter counts "
+                        "cannot change under its past usage, so declare a new meter key instead",
+                    )
+                )
     if problems:
         raise CatalogInvalid(problems)
 
@@ -110,7 +112,9 @@ def _plan_change(spec: PlanSpec, plan: Plan | None, latest: PlanVersion | None) 
         return CatalogChange("plan", spec.key, "create", "create version 1")
     if latest.pricing_hash != pricing_hash(spec):
         return CatalogChange(
-            "plan", spec.key, "new_version",
+            "plan",
+            spec.key,
+            "new_version",
             f"pricing changed: new version {latest.version + 1} (existing subscriptions stay on "
             f"version {latest.version})",
         )
@@ -120,14 +124,22 @@ def _plan_change(spec: PlanSpec, plan: Plan | None, latest: PlanVersion | None) 
 
 
 def _write_meter(
-    session: AsyncSession, spec: MeterSpec, meters: dict[str, Meter], change: CatalogChange,
+    session: AsyncSession,
+    spec: MeterSpec,
+    meters: dict[str, Meter],
+    change: CatalogChange,
     as_of: datetime,
 ) -> None:
     if change.action == "create":
         meter = Meter(
-            key=spec.key, name=spec.name, unit=spec.unit, event_type=spec.event_type,
-            aggregation=spec.aggregation, value_property=spec.value_property,
-            group_by=list(spec.group_by), created_at=as_of,
+            key=spec.key,
+            name=spec.name,
+            unit=spec.unit,
+            event_type=spec.event_type,
+            aggregation=spec.aggregation,
+            value_property=spec.value_property,
+            group_by=list(spec.group_by),
+            created_at=as_of,
         )
         session.add(meter)
         meters[spec.key] = meter
@@ -138,8 +150,12 @@ def _write_meter(
 
 
 async def _write_plan(
-    session: AsyncSession, spec: PlanSpec, plans: dict[str, Plan],
-    latest: dict[uuid.UUID, PlanVersion], meters: dict[str, Meter], change: CatalogChange,
+    session: AsyncSession,
+    spec: PlanSpec,
+    plans: dict[str, Plan],
+    latest: dict[uuid.UUID, PlanVersion],
+    meters: dict[str, Meter],
+    change: CatalogChange,
     as_of: datetime,
 ) -> None:
     plan = plans.get(spec.key)
@@ -154,9 +170,13 @@ async def _write_plan(
         return
     previous = latest.get(plan.id)
     version = PlanVersion(
-        plan_id=plan.id, version=previous.version + 1 if previous else 1,
-        currency=spec.currency, interval=spec.interval, base_fee=spec.base_fee,
-        pricing_hash=pricing_hash(spec), created_at=as_of,
+        plan_id=plan.id,
+        version=previous.version + 1 if previous else 1,
+        currency=spec.currency,
+        interval=spec.interval,
+        base_fee=spec.base_fee,
+        pricing_hash=pricing_hash(spec),
+        created_at=as_of,
     )
     session.add(version)
     await session.flush()  # rows have no ORM relationships, so write parents before children
@@ -168,10 +188,18 @@ async def _write_plan(
 def _charge_row(version_id: uuid.UUID, position: int, spec: ChargeSpec, meter: Meter) -> PlanCharge:
     document = spec.pricing_document()
     return PlanCharge(
-        plan_version_id=version_id, position=position, meter_id=meter.id, model=spec.model,
-        unit_price=spec.unit_price, tiers=document["tiers"], package_size=spec.package_size,
-        package_price=spec.package_price, included=spec.included, minimum=spec.minimum,
-        usage_limit=spec.limit, where=dict(spec.where),
+        plan_version_id=version_id,
+        position=position,
+        meter_id=meter.id,
+        model=spec.model,
+        unit_price=spec.unit_price,
+        tiers=document["tiers"],
+        package_size=spec.package_size,
+        package_price=spec.package_price,
+        included=spec.included,
+        minimum=spec.minimum,
+        usage_limit=spec.limit,
+        where=dict(spec.where),
     )
 
 

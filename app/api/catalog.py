@@ -6,8 +6,10 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
+from typing import cast
 
 import strawberry
+from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from app.api.common import Money
@@ -60,8 +62,12 @@ class Meter:
     @classmethod
     def from_model(cls, meter: MeterRow) -> Meter:
         return cls(
-            key=meter.key, name=meter.name, unit=meter.unit, event_type=meter.event_type,
-            aggregation=Aggregation(meter.aggregation), value_property=meter.value_property,
+            key=meter.key,
+            name=meter.name,
+            unit=meter.unit,
+            event_type=meter.event_type,
+            aggregation=Aggregation(meter.aggregation),
+            value_property=meter.value_property,
             group_by=list(meter.group_by),
         )
 
@@ -83,12 +89,13 @@ class Charge:
     included: Decimal
     minimum: Decimal | None
     limit: Decimal | None
-    where: strawberry.scalars.JSON
+    where: JSON
 
     @classmethod
     def from_model(cls, charge: PlanCharge, meter: MeterRow) -> Charge:
         return cls(
-            meter=Meter.from_model(meter), model=ChargeModel(charge.model),
+            meter=Meter.from_model(meter),
+            model=ChargeModel(charge.model),
             unit_price=_plain(charge.unit_price),
             tiers=[
                 Tier(
@@ -97,10 +104,12 @@ class Charge:
                 )
                 for tier in charge.tiers
             ],
-            package_size=_plain(charge.package_size), package_price=_plain(charge.package_price),
-            included=plain_decimal(charge.included), minimum=_plain(charge.minimum),
+            package_size=_plain(charge.package_size),
+            package_price=_plain(charge.package_price),
+            included=plain_decimal(charge.included),
+            minimum=_plain(charge.minimum),
             limit=_plain(charge.usage_limit),
-            where=dict(charge.where),
+            where=cast(JSON, dict(charge.where)),
         )
 
 
@@ -127,9 +136,14 @@ class Plan:
     @classmethod
     def from_model(cls, plan: PlanRow, version: PlanVersion) -> Plan:
         return cls(
-            key=plan.key, name=plan.name, version=version.version, currency=version.currency,
-            interval=BillingInterval(version.interval), created_at=version.created_at,
-            version_id=version.id, base_fee_amount=version.base_fee,
+            key=plan.key,
+            name=plan.name,
+            version=version.version,
+            currency=version.currency,
+            interval=BillingInterval(version.interval),
+            created_at=version.created_at,
+            version_id=version.id,
+            base_fee_amount=version.base_fee,
         )
 
 

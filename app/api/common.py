@@ -9,9 +9,9 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.types import Info
 
+from graphql import GraphQLError
 from ledger.errors import TallyError
 
 T = TypeVar("T")
@@ -99,7 +99,5 @@ def connection(
     edges = [Edge(cursor=cursor_of(row), node=to_node(row)) for row in visible]
     return Connection(
         edges=edges,
-        page_info=PageInfo(
-            has_next_page=len(rows) > limit, end_cursor=edges[-1].cursor if edges else None
-        ),
+        page_info=PageInfo(has_next_page=len(rows) > limit, end_cursor=edges[-1].cursor if edges else None),
     )

@@ -6,9 +6,9 @@ import uuid
 from datetime import UTC, datetime
 from functools import cached_property
 
+from sqlmodel.ext.asyncio.session import AsyncSession
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth import Viewer
 from app.settings import Settings

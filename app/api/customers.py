@@ -7,15 +7,23 @@ from datetime import datetime
 from enum import Enum
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.types import Info
 
 from app.api.catalog import Plan
-from app.api.common import Connection, UserError, connection, decode_cursor, encode_cursor, page_size, run_mutation
+from app.api.common import (
+    Connection,
+    UserError,
+    connection,
+    decode_cursor,
+    encode_cursor,
+    page_size,
+    run_mutation,
+)
 from app.api.permissions import requires
 from app.auth import Capability
 from customers import service as customers
 from customers.models import Customer as CustomerRow
+from graphql import GraphQLError
 
 
 @strawberry.enum
@@ -57,9 +65,14 @@ class Customer:
     @classmethod
     def from_model(cls, row: CustomerRow) -> Customer:
         return cls(
-            id=strawberry.ID(str(row.id)), external_id=row.external_id, name=row.name,
-            email=row.email, currency=row.currency, status=CustomerStatus(row.status),
-            created_at=row.created_at, row_id=row.id,
+            id=strawberry.ID(str(row.id)),
+            external_id=row.external_id,
+            name=row.name,
+            email=row.email,
+            currency=row.currency,
+            status=CustomerStatus(row.status),
+            created_at=row.created_at,
+            row_id=row.id,
         )
 
 
@@ -69,7 +82,9 @@ class CreateCustomerInput:
     name: str
     currency: str = strawberry.field(description="ISO 4217 code, e.g. USD.")
     email: str | None = None
-    plan_key: str | None = strawberry.field(default=None, description="Subscribe to this plan's newest version.")
+    plan_key: str | None = strawberry.field(
+        default=None, description="Subscribe to this plan's newest version."
+    )
     started_at: datetime | None = strawberry.field(
         default=None, description="Defaults to now; the billing period is anchored on it."
     )
@@ -126,7 +141,10 @@ class CustomersQuery:
             except (IndexError, TypeError, ValueError):
                 raise GraphQLError("after: not a cursor returned by this API") from None
         rows = await customers.search_customers(
-            context.session, search=search, after=position, limit=limit + 1,
+            context.session,
+            search=search,
+            after=position,
+            limit=limit + 1,
             only_customer_id=context.viewer.customer_scope,
         )
         return connection(
@@ -140,8 +158,12 @@ class CustomersMutation:
     async def create_customer(self, info: Info, input: CreateCustomerInput) -> CreateCustomerPayload:
         context = info.context
         new = customers.NewCustomer(
-            external_id=input.external_id, name=input.name, currency=input.currency,
-            email=input.email, plan_key=input.plan_key, started_at=input.started_at,
+            external_id=input.external_id,
+            name=input.name,
+            currency=input.currency,
+            email=input.email,
+            plan_key=input.plan_key,
+            started_at=input.started_at,
         )
         row, errors = await run_mutation(
             info, lambda: customers.create_customer(context.session, new, as_of=context.now())

@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.extensions.tracing import OpenTelemetryExtension
 from strawberry.tools import merge_types
@@ -17,6 +16,7 @@ from app.api.scalars import SCALAR_OVERRIDES
 from app.api.traces import TracesQuery
 from app.settings import Settings
 from app.telemetry import current_trace_id
+from graphql import GraphQLError
 
 logger = logging.getLogger("tally.graphql")
 SDL_PATH = Path(__file__).resolve().parents[2] / "graphql" / "schema.graphql"
@@ -33,7 +33,10 @@ class MaskUnexpectedErrors(MaskErrors):
         logger.error("unexpected error in %s (trace %s)", error.path, trace_id, exc_info=error.original_error)
         return GraphQLError(
             f"Unexpected error; quote trace id {trace_id or 'unknown'} when reporting it.",
-            nodes=error.nodes, source=error.source, positions=error.positions, path=error.path,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
             extensions={"code": "INTERNAL", "traceId": trace_id},
         )
 
@@ -54,11 +57,11 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         mutation=Mutation,
         scalar_overrides=SCALAR_OVERRIDES,  # type: ignore[arg-type]
         extensions=[
-            QueryDepthLimiter(max_depth=settings.graphql_max_depth),
-            MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
-            MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
-            OpenTelemetryExtension(arg_filter=_no_arguments),
-            MaskUnexpectedErrors(should_mask_error=_unexpected),
+            lambda: QueryDepthLimiter(max_depth=settings.graphql_max_depth),
+            lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
+            lambda: MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
+            lambda: OpenTelemetryExtension(arg_filter=_no_arguments),
+            lambda: MaskUnexpectedErrors(should_mask_error=_unexpected),
         ],
     )
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
@@ -14,6 +14,7 @@ from app.api.common import Connection, connection, decode_cursor, encode_cursor,
 from app.api.permissions import requires
 from app.auth import Capability
 from app.models import StoredSpan
+from graphql import GraphQLError
 
 
 @strawberry.type
@@ -40,11 +41,20 @@ class Span:
     @classmethod
     def from_model(cls, span: StoredSpan) -> Span:
         return cls(
-            trace_id=span.trace_id, span_id=span.span_id, parent_span_id=span.parent_span_id,
-            name=span.name, kind=span.kind, status=span.status, start_time=span.start_time,
-            duration_us=span.duration_us, attributes=span.attributes, events=span.events,
-            links=[SpanLink(trace_id=lk["trace_id"], span_id=lk["span_id"], attributes=lk.get("attributes", {}))
-                   for lk in span.links],
+            trace_id=span.trace_id,
+            span_id=span.span_id,
+            parent_span_id=span.parent_span_id,
+            name=span.name,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            duration_us=span.duration_us,
+            attributes=cast(JSON, span.attributes),
+            events=cast(JSON, span.events),
+            links=[
+                SpanLink(trace_id=lk["trace_id"], span_id=lk["span_id"], attributes=lk.get("attributes", {}))
+                for lk in span.links
+            ],
         )
 
 
@@ -60,8 +70,12 @@ class Trace:
     @classmethod
     def from_summary(cls, summary: trace_store.TraceSummary) -> Trace:
         return cls(
-            trace_id=summary.trace_id, root_name=summary.root_name, started_at=summary.started_at,
-            duration_us=summary.duration_us, span_count=summary.span_count, has_error=summary.has_error,
+            trace_id=summary.trace_id,
+            root_name=summary.root_name,
+            started_at=summary.started_at,
+            duration_us=summary.duration_us,
+            span_count=summary.span_count,
+            has_error=summary.has_error,
         )
 
 
@@ -83,9 +97,14 @@ class TracesQuery:
                 before = (datetime.fromisoformat(values[0]), str(values[1]))
             except (IndexError, TypeError, ValueError):
                 raise GraphQLError("after: not a cursor returned by this API") from None
-        rows = await trace_store.recent_traces(info.context.session, search=search, before=before, limit=limit + 1)
+        rows = await trace_store.recent_traces(
+            info.context.session, search=search, before=before, limit=limit + 1
+        )
         return connection(
-            rows, limit, Trace.from_summary, lambda row: encode_cursor(row.started_at.isoformat(), row.trace_id)
+            rows,
+            limit,
+            Trace.from_summary,
+            lambda row: encode_cursor(row.started_at.isoformat(), row.trace_id),
         )
 
     @strawberry.field(
@@ -93,4 +112,7 @@ class TracesQuery:
         description="The spans of one trace, in start order.",
     )
     async def trace_spans(self, info: Info, trace_id: str) -> list[Span]:
-        return [Span.from_model(s) for s in await trace_store.spans_of(info.context.session, trace_id.strip().lower())]
+        return [
+            Span.from_model(s)
+            for s in await trace_store.spans_of(info.context.session, trace_id.strip().lower())
+        ]

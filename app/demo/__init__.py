@@ -5,6 +5,7 @@ Loading is idempotent: a second run finds the demo admin and changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,20 +59,17 @@ class DemoResult:
     admin_password: str | None
 
 
-def _password_file(data_dir: Path) -> Path:
-    return data_dir / "demo-login"
-
-
 async def load_demo(
-    session: AsyncSession, *, as_of: datetime, data_dir: Path,
-    advance: Callable[[str], None] = lambda step: None,
+    session: AsyncSession, *, as_of: datetime, advance: Callable[[str], None] = lambda step: None
 ) -> DemoResult:
-    """Load the demo unless it is there already. ``advance`` reports each step (a progress bar)."""
-    password_file = _password_file(data_dir)
+    """Load the demo unless it is there already. ``advance`` reports each step (a progress bar).
+
+    The admin's password is random and returned once; the CLI keeps it under the data dir.
+    """
     if await staff.get_user(session, DEMO_ADMIN_EMAIL) is not None:
-        stored = password_file.read_text().strip() if password_file.exists() else None
-        return DemoResult(False, 0, DEMO_ADMIN_EMAIL, stored)
-    await catalog.apply_catalog(session, CATALOG_PATH.read_text(), as_of=as_of)
+        return DemoResult(False, 0, DEMO_ADMIN_EMAIL, None)
+    catalog_text = await asyncio.to_thread(CATALOG_PATH.read_text)
+    await catalog.apply_catalog(session, catalog_text, as_of=as_of)
     advance("catalog")
     for index, (external_id, name, domain, plan_key) in enumerate(DEMO_CUSTOMERS):
         # Spread sign-ups over the past months so billing periods are anchored on different days.
@@ -79,17 +77,18 @@ async def load_demo(
         await customers.create_customer(
             session,
             customers.NewCustomer(
-                external_id=external_id, name=name, email=f"billing@{domain}", currency="USD",
-                plan_key=plan_key, started_at=created,
+                external_id=external_id,
+                name=name,
+                email=f"billing@{domain}",
+                currency="USD",
+                plan_key=plan_key,
+                started_at=created,
             ),
             as_of=created,
         )
         advance(external_id)
     password = secrets.token_urlsafe(12)
     await staff.create_user(session, email=DEMO_ADMIN_EMAIL, role="admin", password=password, as_of=as_of)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    password_file.write_text(password + "\n")
-    password_file.chmod(0o600)
     advance("admin")
     return DemoResult(True, len(DEMO_CUSTOMERS), DEMO_ADMIN_EMAIL, password)
 
