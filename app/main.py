@@ -123,7 +123,7 @@ class CsrfProtection:
     """asgi-csrf as a Starlette middleware: console POSTs need the token of the csrftoken cookie
     (a form field or the X-CSRFToken header). The API uses bearer tokens, not cookies."""
 
-    def __init__(self, app: ASGIApp, **options: Any):
+    def __init__(self, app: ASGIApp, *args: Any, **options: Any):
         self.protected = asgi_csrf(app, **options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

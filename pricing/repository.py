@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -28,7 +29,7 @@ async def latest_versions(session: AsyncSession) -> dict[uuid.UUID, PlanVersion]
     """The newest version of every plan, keyed by plan id."""
     query = (
         select(PlanVersion)
-        .distinct(col(PlanVersion.plan_id))
+        .ext(distinct_on(col(PlanVersion.plan_id)))
         .order_by(col(PlanVersion.plan_id), col(PlanVersion.version).desc())
     )
     return {version.plan_id: version for version in await session.exec(query)}

@@ -8,6 +8,7 @@ from typing import Any
 from strawberry.permission import BasePermission
 from strawberry.types import Info
 
+from app.api.context import TallyContext
 from app.auth import Capability
 
 
@@ -21,7 +22,7 @@ def requires(capability: Capability) -> type[BasePermission]:
 
         def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
             context = info.context
-            return bool(context.authenticated and context.viewer.can(capability))
+            return isinstance(context, TallyContext) and context.authenticated and context.viewer.can(capability)
 
     HasCapability.__name__ = f"Requires_{capability.value}"
     return HasCapability

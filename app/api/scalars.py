@@ -23,12 +23,11 @@ def _parse_decimal(value: object) -> Decimal:
     return parsed
 
 
-DecimalScalar = strawberry.scalar(
-    Decimal,
+DECIMAL_SCALAR = strawberry.scalar(
     name="Decimal",
     description='An exact decimal number, sent and returned as a JSON string such as "12.500000".',
     serialize=_serialize_decimal,
     parse_value=_parse_decimal,
 )
 
-SCALAR_OVERRIDES = {Decimal: DecimalScalar}
+SCALAR_MAP = {Decimal: DECIMAL_SCALAR}

@@ -8,11 +8,12 @@ from pathlib import Path
 import strawberry
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.extensions.tracing import OpenTelemetryExtension
+from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
 from app.api.catalog import CatalogQuery
 from app.api.customers import CustomersMutation, CustomersQuery
-from app.api.scalars import SCALAR_OVERRIDES
+from app.api.scalars import SCALAR_MAP
 from app.api.traces import TracesQuery
 from app.settings import Settings
 from app.telemetry import current_trace_id
@@ -55,7 +56,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
-        scalar_overrides=SCALAR_OVERRIDES,  # type: ignore[arg-type]
+        config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=[
             lambda: QueryDepthLimiter(max_depth=settings.graphql_max_depth),
             lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),

@@ -1,0 +1,128 @@
+"""One embedded PostgreSQL per test session; every test gets its own database, cloned from a
+template that the real migrations built, so tests are isolated and still run real SQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psycopg
+import pytest
+from fastapi import FastAPI
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.auth import create_token
+from app.database import create_engine, migrate, session_factory, start_embedded_postgres
+from app.main import create_app
+from app.settings import Settings
+from pricing.service import apply_catalog
+
+REPO = Path(__file__).resolve().parents[1]
+CONTRACT = REPO.parent / "shared" / "contract"
+DEMO_CATALOG = REPO / "app" / "demo" / "catalog.toml"
+TEMPLATE_DB = "tally_template"
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The PostgreSQL server: TALLY_TEST_DATABASE_URL if set (a superuser URL), else embedded."""
+    configured = os.environ.get("TALLY_TEST_DATABASE_URL")
+    if configured:
+        return configured
+    return start_embedded_postgres(tmp_path_factory.mktemp("tally-data"))
+
+
+def admin_execute(server_url: str, *statements: str) -> None:
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        for statement in statements:
+            connection.execute(statement)
+
+
+@pytest.fixture(scope="session")
+def template_url(server_url: str) -> str:
+    admin_execute(server_url, f"DROP DATABASE IF EXISTS {TEMPLATE_DB}", f"CREATE DATABASE {TEMPLATE_DB}")
+    url = with_database(server_url, TEMPLATE_DB)
+    migrate(url)
+    return url
+
+
+def clone_database(server_url: str, name: str) -> str:
+    admin_execute(server_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+    return with_database(server_url, name)
+
+
+@pytest.fixture
+def database_url(server_url: str, template_url: str) -> Iterator[str]:
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    yield clone_database(server_url, name)
+    admin_execute(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url, data_dir=tmp_path / "data", env="test", tracing=False,
+        secret_key="test-secret-key-for-signing-console-sessions",
+    )
+
+
+@pytest.fixture
+async def app(settings: Settings, database_url: str) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, database_url)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tally.test") as http:
+        yield http
+
+
+@pytest.fixture
+async def session(database_url: str) -> AsyncIterator[AsyncSession]:
+    engine = create_engine(database_url)
+    async with session_factory(engine)() as db_session:
+        yield db_session
+    await engine.dispose()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@pytest.fixture
+async def catalog(session: AsyncSession) -> None:
+    """The example catalog of the contract, applied and committed."""
+    await apply_catalog(session, DEMO_CATALOG.read_text(), as_of=now())
+    await session.commit()
+
+
+@pytest.fixture
+def token_for(session: AsyncSession):  # type: ignore[no-untyped-def]
+    """Make a bearer token of a role (and customer, for the customer role)."""
+
+    async def make(role: str, customer: str | None = None) -> str:
+        issued = await create_token(session, role=role, customer_external_id=customer, label=None, as_of=now())
+        await session.commit()
+        return issued.token
+
+    return make
+
+
+async def graphql(
+    client: httpx.AsyncClient, token: str | None, query: str, variables: dict | None = None
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return await client.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)

@@ -1,0 +1,91 @@
+"""Applying a catalog to the database: validated first, versioned, idempotent."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from pricing.catalog import CatalogInvalid
+from pricing.models import Meter, PlanCharge, PlanVersion
+from pricing.service import apply_catalog, list_plans
+from tests.conftest import CONTRACT, now
+
+EXAMPLE = (CONTRACT / "catalog.example.toml").read_text()
+
+
+async def count(session: AsyncSession, model: type) -> int:
+    return (await session.execute(select(func.count()).select_from(model))).scalar_one()
+
+
+async def test_the_contract_example_applies_cleanly(session: AsyncSession) -> None:
+    changes = await apply_catalog(session, EXAMPLE, as_of=now())
+    await session.commit()
+    assert [(c.kind, c.key, c.action) for c in changes] == [
+        ("meter", "requests", "create"), ("meter", "tokens", "create"), ("meter", "seats", "create"),
+        ("plan", "hobby", "create"), ("plan", "pro", "create"), ("plan", "team", "create"),
+    ]
+    plans = {view.plan.key: view for view in await list_plans(session)}
+    assert plans["pro"].version.version == 1
+    assert plans["pro"].base_fee == Decimal("20.00")
+    assert [charge.model for charge, _ in plans["pro"].charges] == ["graduated", "per_unit", "package"]
+    assert await count(session, PlanCharge) == 6
+
+
+async def test_reapplying_an_unchanged_file_changes_nothing(session: AsyncSession) -> None:
+    await apply_catalog(session, EXAMPLE, as_of=now())
+    await session.commit()
+    changes = await apply_catalog(session, EXAMPLE, as_of=now())
+    await session.commit()
+    assert {c.action for c in changes} == {"unchanged"}
+    assert await count(session, PlanVersion) == 3
+
+
+async def test_a_changed_price_is_a_new_version_and_the_old_one_stays(session: AsyncSession) -> None:
+    await apply_catalog(session, EXAMPLE, as_of=now())
+    await session.commit()
+    changed = EXAMPLE.replace('base_fee = "20.00"', 'base_fee = "25.00"')
+    changes = await apply_catalog(session, changed, as_of=now())
+    await session.commit()
+    assert [c.key for c in changes if c.action == "new_version"] == ["pro"]
+    fees = (await session.execute(text(
+        "SELECT v.version, v.base_fee FROM plan_versions v JOIN plans p ON p.id = v.plan_id "
+        "WHERE p.key = 'pro' ORDER BY v.version"
+    ))).all()
+    assert [(v, Decimal(f)) for v, f in fees] == [(1, Decimal("20.00")), (2, Decimal("25.00"))]
+
+
+async def test_dry_run_writes_nothing(session: AsyncSession) -> None:
+    changes = await apply_catalog(session, EXAMPLE, as_of=now(), dry_run=True)
+    await session.commit()
+    assert len(changes) == 6
+    assert await count(session, Meter) == 0
+
+
+async def test_an_invalid_file_writes_nothing(session: AsyncSession) -> None:
+    broken = EXAMPLE.replace('{ up_to = 2000, unit_price = "0.04" }', '{ up_to = 100, unit_price = "0.04" }')
+    with pytest.raises(CatalogInvalid) as raised:
+        await apply_catalog(session, broken, as_of=now())
+    assert [str(p) for p in raised.value.problems] == ["plans[1].charges[0].tiers: up_to must increase"]
+    await session.commit()
+    assert await count(session, Meter) == 0
+
+
+async def test_what_a_meter_counts_cannot_change_under_its_usage(session: AsyncSession) -> None:
+    await apply_catalog(session, EXAMPLE, as_of=now())
+    await session.commit()
+    changed = EXAMPLE.replace('aggregation = "sum"', 'aggregation = "max"')
+    with pytest.raises(CatalogInvalid) as raised:
+        await apply_catalog(session, changed, as_of=now())
+    assert [p.path for p in raised.value.problems] == ["meters[1].aggregation"]
+
+
+async def test_plan_versions_are_immutable_in_the_database(session: AsyncSession) -> None:
+    await apply_catalog(session, EXAMPLE, as_of=now())
+    await session.commit()
+    with pytest.raises(DBAPIError, match="immutable"):
+        await session.execute(text("UPDATE plan_versions SET base_fee = 1"))
+    await session.rollback()
