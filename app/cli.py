@@ -79,6 +79,8 @@ def run_in_session(
 
     try:
         return asyncio.run(main())
+    except CatalogInvalid:
+        raise  # `catalog apply` lists each problem itself
     except TallyError as error:
         fail(f"{error.field}: {error.message}" if error.field else error.message)
 

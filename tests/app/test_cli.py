@@ -1,0 +1,127 @@
+"""The `tally` command line against a real database: outputs, exit codes, one-line reasons."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import cli
+from tests.conftest import CONTRACT
+
+
+@pytest.fixture
+def run(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    runner = CliRunner()
+    env = {"DATABASE_URL": database_url, "TALLY_DATA_DIR": str(tmp_path / "data")}
+
+    def invoke(*args: str, stdin: str | None = None):  # type: ignore[no-untyped-def]
+        return runner.invoke(cli, list(args), env=env, input=stdin)
+
+    return invoke
+
+
+def scalar(database_url: str, sql: str) -> object:
+    with psycopg.connect(database_url) as connection:
+        row = connection.execute(sql).fetchone()
+        assert row is not None
+        return row[0]
+
+
+def test_every_command_has_help(run) -> None:
+    for command in [[], ["serve"], ["migrate"], ["demo"], ["catalog", "apply"], ["token", "create"],
+                    ["token", "revoke"], ["token", "list"], ["user", "create"]]:
+        result = run(*command, "--help")
+        assert result.exit_code == 0, command
+        assert "Usage:" in result.output
+
+
+def test_token_create_prints_only_the_token_and_stores_only_its_hash(run, database_url: str) -> None:
+    result = run("token", "create", "--role", "finance")
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()
+    assert token.startswith("tly_") and "\n" not in token
+    stored = scalar(database_url, "SELECT token_hash FROM api_tokens")
+    assert stored != token and len(str(stored)) == 64
+    listed = json.loads(run("token", "list", "--json").stdout)
+    assert [(t["role"], t["revokedAt"]) for t in listed] == [("finance", None)]
+    assert token not in json.dumps(listed)
+    revoked = run("token", "revoke", token)
+    assert revoked.exit_code == 0
+    assert scalar(database_url, "SELECT revoked_at IS NOT NULL FROM api_tokens") is True
+
+
+def test_bad_token_requests_exit_1_with_the_reason(run, database_url: str) -> None:
+    unknown_role = run("token", "create", "--role", "superuser")
+    assert unknown_role.exit_code == 1
+    assert "unknown role 'superuser'" in unknown_role.output
+    unknown_customer = run("token", "create", "--role", "customer", "--customer", "org_nobody")
+    assert unknown_customer.exit_code == 1
+    assert "no customer with external id 'org_nobody'" in unknown_customer.output
+    missing_customer = run("token", "create", "--role", "customer")
+    assert missing_customer.exit_code == 1
+    assert scalar(database_url, "SELECT count(*) FROM api_tokens") == 0
+
+
+def test_catalog_apply_dry_run_then_apply_then_unchanged(run, database_url: str) -> None:
+    example = str(CONTRACT / "catalog.example.toml")
+    dry = run("catalog", "apply", example, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "plan pro: create version 1" in dry.stdout
+    assert scalar(database_url, "SELECT count(*) FROM plans") == 0
+    applied = json.loads(run("catalog", "apply", example, "--json").stdout)
+    assert applied["ok"] and {c["action"] for c in applied["changes"]} == {"create"}
+    again = run("catalog", "apply", example)
+    assert "0 change(s) applied." in again.stdout
+
+
+def test_an_invalid_catalog_lists_every_problem_and_writes_nothing(run, database_url: str, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text(
+        (CONTRACT / "catalog.example.toml").read_text()
+        .replace('{ up_to = 2000, unit_price = "0.04" }', '{ up_to = 100, unit_price = "0.04" }')
+        .replace('currency = "USD"\ninterval = "month"\nbase_fee = "40.00"', 'currency = "USD"\ninterval = "week"\nbase_fee = "40.00"')
+    )
+    result = run("catalog", "apply", str(broken))
+    assert result.exit_code == 1
+    assert "plans[1].charges[0].tiers: up_to must increase" in result.output
+    assert "plans[2].interval: 'week' is not one of month, year" in result.output
+    assert "2 problem(s); nothing was written." in result.output
+    assert scalar(database_url, "SELECT count(*) FROM meters") == 0
+
+
+def test_user_create_from_stdin_hashes_with_argon2(run, database_url: str) -> None:
+    result = run("user", "create", "--email", "Ops@Example.com", "--role", "finance", "--password-stdin",
+                 stdin="correct horse battery\n")
+    assert result.exit_code == 0, result.output
+    stored = str(scalar(database_url, "SELECT password_hash FROM staff_users WHERE email = 'ops@example.com'"))
+    assert stored.startswith("$argon2id$")
+    short = run("user", "create", "--email", "b@example.com", "--role", "viewer", "--password-stdin", stdin="short\n")
+    assert short.exit_code == 1 and "password: use at least 10 characters" in short.output
+    bad_role = run("user", "create", "--email", "c@example.com", "--role", "ingest", "--password-stdin",
+                   stdin="long enough password\n")
+    assert bad_role.exit_code == 1 and "unknown role 'ingest'" in bad_role.output
+    again = run("user", "create", "--email", "ops@example.com", "--role", "viewer", "--password-stdin",
+                stdin="another long password\n")
+    assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_demo_loads_once(run, database_url: str) -> None:
+    first = json.loads(run("demo", "--json").stdout)
+    assert first["loaded"] is True and first["customers"] == 25
+    assert first["adminEmail"] == "admin@example.com" and len(first["adminPassword"]) >= 12
+    second = json.loads(run("demo", "--json").stdout)
+    assert second["loaded"] is False
+    assert second["adminPassword"] == first["adminPassword"], "the login is kept under the data dir"
+    assert scalar(database_url, "SELECT count(*) FROM customers") == 25
+    plans = scalar(database_url, "SELECT count(DISTINCT plan_version_id) FROM subscriptions")
+    assert plans == 3, "customers across all plans"
+
+
+def test_a_bad_database_url_is_a_one_line_reason(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["migrate"], env={"DATABASE_URL": "mysql://nope", "TALLY_DATA_DIR": str(tmp_path)})
+    assert result.exit_code == 1
+    assert "DATABASE_URL must be a postgresql:// URL" in result.output
