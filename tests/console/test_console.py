@@ -1,0 +1,147 @@
+"""The console in-process: sign-in, CSRF, lockout, htmx fragments, CSV export, forms."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import httpx
+import pytest
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.demo import load_demo
+from app.staff import create_user
+from tests.conftest import now
+
+PASSWORD = "a long enough password"
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrftoken" value="([^"]+)"', html)
+    assert match, "every console form carries the CSRF token"
+    return match.group(1)
+
+
+async def sign_in(client: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
+    page = await client.get("/console/login")
+    return await client.post(
+        "/console/login",
+        data={"email": email, "password": password, "csrftoken": csrf_of(page.text), "next": "/console/customers"},
+    )
+
+
+@pytest.fixture
+async def staff(session: AsyncSession) -> None:
+    await create_user(session, email="cs@example.com", role="support", password=PASSWORD, as_of=now())
+    await load_demo(session, as_of=now())
+    await session.commit()
+
+
+async def test_console_requires_sign_in(client: httpx.AsyncClient) -> None:
+    response = await client.get("/console/customers")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/login?next=/console/customers"
+
+
+async def test_sign_in_sets_an_httponly_samesite_session(client: httpx.AsyncClient, staff: None) -> None:
+    response = await sign_in(client, "CS@example.com", PASSWORD)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/customers"
+    cookie = next(h for h in response.headers.get_list("set-cookie") if h.startswith("tally_session="))
+    assert "httponly" in cookie.lower() and "samesite=lax" in cookie.lower()
+    page = await client.get("/console/customers")
+    assert page.status_code == 200
+    assert "Acme Robotics" in page.text and "cs@example.com · support" in page.text
+
+
+async def test_wrong_password_gives_a_generic_message_and_no_session(client: httpx.AsyncClient, staff: None) -> None:
+    for email in ("cs@example.com", "nobody@example.com"):
+        response = await sign_in(client, email, "wrong password!!")
+        assert response.status_code == 401
+        assert "Wrong email or password." in response.text
+        assert not any(h.startswith("tally_session=") and "staff_id" in h for h in response.headers.get_list("set-cookie"))
+        assert (await client.get("/console/customers")).status_code == 303
+
+
+async def test_repeated_failures_lock_the_account(client: httpx.AsyncClient, staff: None) -> None:
+    for _ in range(5):
+        assert (await sign_in(client, "cs@example.com", "wrong password!!")).status_code == 401
+    locked = await sign_in(client, "cs@example.com", PASSWORD)
+    assert locked.status_code == 401, "even the right password is refused while locked"
+
+
+async def test_console_posts_without_the_csrf_token_are_refused(client: httpx.AsyncClient, staff: None) -> None:
+    await client.get("/console/login")
+    forged = await client.post("/console/login", data={"email": "cs@example.com", "password": PASSWORD})
+    assert forged.status_code == 403
+    assert (await client.get("/console/customers")).status_code == 303
+    await sign_in(client, "cs@example.com", PASSWORD)
+    no_token = await client.post("/console/customers", data={"external_id": "x", "name": "X", "currency": "USD"})
+    assert no_token.status_code == 403
+
+
+async def test_live_search_renders_only_the_rows_block(client: httpx.AsyncClient, staff: None) -> None:
+    await sign_in(client, "cs@example.com", PASSWORD)
+    fragment = await client.get("/console/customers", params={"search": "acme"}, headers={"HX-Request": "true"})
+    assert fragment.status_code == 200
+    assert fragment.text.lstrip().startswith('<tbody id="customer-rows">')
+    assert "<html" not in fragment.text
+    assert "Acme Robotics" in fragment.text and "Globex" not in fragment.text
+    assert "HX-Request" in fragment.headers["vary"]
+    full = await client.get("/console/customers", params={"search": "acme"})
+    assert "<html" in full.text and "Acme Robotics" in full.text, "a pushed URL renders the whole page"
+
+
+async def test_customer_page_shows_the_overview(client: httpx.AsyncClient, staff: None) -> None:
+    await sign_in(client, "cs@example.com", PASSWORD)
+    listing = await client.get("/console/customers", params={"search": "org_globex"})
+    link = re.search(r'href="(/console/customers/[0-9a-f-]{36})"', listing.text)
+    assert link
+    page = await client.get(link.group(1))
+    assert page.status_code == 200
+    for text in ("Globex Analytics", "org_globex", "billing@globex.example", "Pro", "20.00 USD per month"):
+        assert text in page.text
+    missing = await client.get("/console/customers/00000000-0000-0000-0000-000000000000")
+    assert missing.status_code == 404
+
+
+async def test_customers_csv_export(client: httpx.AsyncClient, staff: None) -> None:
+    await sign_in(client, "cs@example.com", PASSWORD)
+    response = await client.get("/console/customers.csv")
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == 25
+    acme = next(row for row in rows if row["external_id"] == "org_acme")
+    assert (acme["plan"], acme["plan_version"], acme["currency"]) == ("team", "1", "USD")
+
+
+async def test_create_customer_form_shows_errors_beside_the_field(client: httpx.AsyncClient, staff: None) -> None:
+    await sign_in(client, "cs@example.com", PASSWORD)
+    page = await client.get("/console/customers")
+    token = csrf_of(page.text)
+    taken = await client.post(
+        "/console/customers", data={"external_id": "org_acme", "name": "Again", "currency": "USD", "csrftoken": token}
+    )
+    assert taken.status_code == 422
+    assert "a customer with external id &#39;org_acme&#39; already exists" in taken.text
+    created = await client.post(
+        "/console/customers",
+        data={"external_id": "org_new", "name": "New Co", "currency": "USD", "plan_key": "team", "csrftoken": token},
+    )
+    assert created.status_code == 303
+    assert "New Co" in (await client.get(created.headers["location"])).text
+
+
+async def test_pages_of_later_issues_say_so(client: httpx.AsyncClient, staff: None) -> None:
+    await sign_in(client, "cs@example.com", PASSWORD)
+    page = await client.get("/console/invoices")
+    assert page.status_code == 200 and "arrive with issue #5" in page.text
+    assert (await client.get("/console/nowhere")).status_code == 404
+
+
+async def test_sign_out_ends_the_session(client: httpx.AsyncClient, staff: None) -> None:
+    await sign_in(client, "cs@example.com", PASSWORD)
+    page = await client.get("/console/customers")
+    await client.post("/console/logout", data={"csrftoken": csrf_of(page.text)})
+    assert (await client.get("/console/customers")).status_code == 303
