@@ -1,0 +1,95 @@
+"""A real `tally serve` on a free port over its own database, and a real Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import admin_execute, clone_database
+
+TALLY = Path(sys.executable).with_name("tally")
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    base_url: str
+    admin_email: str
+    admin_password: str
+    env: dict[str, str]
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run([str(TALLY), *args], env=self.env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def live_server(server_url: str, template_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    url = clone_database(server_url, "tally_live")
+    data_dir = tmp_path_factory.mktemp("live-data")
+    env = {
+        **os.environ, "DATABASE_URL": url, "TALLY_DATA_DIR": str(data_dir), "TALLY_ENV": "test",
+        "TALLY_SECRET_KEY": "live-server-test-secret", "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+    }
+    demo = json.loads(subprocess.run(
+        [str(TALLY), "demo", "--json"], env=env, capture_output=True, text=True, timeout=120, check=True
+    ).stdout)
+    port = free_port()
+    log = (data_dir / "serve.log").open("w")
+    process = subprocess.Popen([str(TALLY), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"tally serve did not start:\n{(data_dir / 'serve.log').read_text()}")
+        time.sleep(0.2)
+    yield LiveServer(base_url, demo["adminEmail"], demo["adminPassword"], env)
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()
+    admin_execute(server_url, "DROP DATABASE IF EXISTS tally_live WITH (FORCE)")
+
+
+def chromium_executable() -> str | None:
+    """Debian's chromium (as CI installs it), or TALLY_CHROMIUM; None lets Playwright use its own."""
+    configured = os.environ.get("TALLY_CHROMIUM")
+    if configured:
+        return configured
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium_executable(),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        yield launched
+        launched.close()
