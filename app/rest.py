@@ -16,12 +16,18 @@ router = APIRouter(prefix="/v1")
 @router.get("/whoami", summary="The role and customer of the calling token")
 async def whoami(request: Request, session: SessionDep) -> dict[str, str | None]:
     viewer = await authenticate(request, session)
-    return {"role": viewer.role.value, "actor": viewer.actor, "customerId": str(viewer.customer_id or "") or None}
+    return {
+        "role": viewer.role.value,
+        "actor": viewer.actor,
+        "customerId": str(viewer.customer_id or "") or None,
+    }
 
 
 @router.get("/customers/{external_id}", summary="One customer by external id")
 async def get_customer(
-    external_id: str, session: SessionDep, viewer: Annotated[Viewer, Depends(requires(Capability.READ_CUSTOMERS))]
+    external_id: str,
+    session: SessionDep,
+    viewer: Annotated[Viewer, Depends(requires(Capability.READ_CUSTOMERS))],
 ) -> dict[str, str | None]:
     customer = await customers.get_customer(session, external_id=external_id)
     if customer is None or not viewer.may_see_customer(customer.id):

@@ -7,10 +7,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from graphql import OperationDefinitionNode, parse, print_ast
 from strawberry import Schema
 
 from app.api.context import TallyContext
-from graphql import OperationDefinitionNode, parse, print_ast
 
 OPERATIONS_DIR = Path(__file__).resolve().parents[1] / "graphql" / "operations"
 

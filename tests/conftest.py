@@ -71,7 +71,10 @@ def database_url(server_url: str, template_url: str) -> Iterator[str]:
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(
-        database_url=database_url, data_dir=tmp_path / "data", env="test", tracing=False,
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        env="test",
+        tracing=False,
         secret_key="test-secret-key-for-signing-console-sessions",
     )
 
@@ -114,7 +117,9 @@ def token_for(session: AsyncSession):  # type: ignore[no-untyped-def]
     """Make a bearer token of a role (and customer, for the customer role)."""
 
     async def make(role: str, customer: str | None = None) -> str:
-        issued = await create_token(session, role=role, customer_external_id=customer, label=None, as_of=now())
+        issued = await create_token(
+            session, role=role, customer_external_id=customer, label=None, as_of=now()
+        )
         await session.commit()
         return issued.token
 

@@ -9,9 +9,9 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.types import Info
 
-from graphql import GraphQLError
 from ledger.errors import TallyError
 
 T = TypeVar("T")

@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import Enum
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.types import Info
 
 from app.api.catalog import Plan
@@ -23,7 +24,6 @@ from app.api.permissions import requires
 from app.auth import Capability
 from customers import service as customers
 from customers.models import Customer as CustomerRow
-from graphql import GraphQLError
 
 
 @strawberry.enum

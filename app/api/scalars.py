@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 import strawberry
+from strawberry.types.scalar import ScalarDefinition
 
 
 def _serialize_decimal(value: Decimal) -> str:
@@ -30,4 +31,4 @@ DECIMAL_SCALAR = strawberry.scalar(
     parse_value=_parse_decimal,
 )
 
-SCALAR_MAP = {Decimal: DECIMAL_SCALAR}
+SCALAR_MAP: dict[object, ScalarDefinition] = {Decimal: DECIMAL_SCALAR}

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.extensions.tracing import OpenTelemetryExtension
 from strawberry.schema.config import StrawberryConfig
@@ -17,7 +18,6 @@ from app.api.scalars import SCALAR_MAP
 from app.api.traces import TracesQuery
 from app.settings import Settings
 from app.telemetry import current_trace_id
-from graphql import GraphQLError
 
 logger = logging.getLogger("tally.graphql")
 SDL_PATH = Path(__file__).resolve().parents[2] / "graphql" / "schema.graphql"

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import cast
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
@@ -14,7 +15,6 @@ from app.api.common import Connection, connection, decode_cursor, encode_cursor,
 from app.api.permissions import requires
 from app.auth import Capability
 from app.models import StoredSpan
-from graphql import GraphQLError
 
 
 @strawberry.type

@@ -1,4 +1,4 @@
-"""Who may do what: one matrix of role × operation, over GraphQL and REST, with real tokens."""
+"""Who may do what: one matrix of role by operation, over GraphQL and REST, with real tokens."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ async def two_customers(client: httpx.AsyncClient, token_for) -> None:
     admin = await token_for("admin")
     for external_id in ("org_mine", "org_other"):
         response = await graphql(
-            client, admin,
+            client,
+            admin,
             f'mutation {{ createCustomer(input: {{externalId: "{external_id}", name: "{external_id}", currency: "USD"}}) '
             "{ userErrors { code } } }",
         )
@@ -44,7 +45,9 @@ async def two_customers(client: httpx.AsyncClient, token_for) -> None:
 
 
 @pytest.mark.parametrize("role", list(ALLOWED))
-async def test_role_operation_matrix(client: httpx.AsyncClient, two_customers: None, token_for, role: str) -> None:
+async def test_role_operation_matrix(
+    client: httpx.AsyncClient, two_customers: None, token_for, role: str
+) -> None:
     token = await token_for(role, "org_mine" if role == "customer" else None)
     for name, (query, field) in OPERATIONS.items():
         body = (await graphql(client, token, query.replace("%s", role))).json()

@@ -32,8 +32,17 @@ def scalar(database_url: str, sql: str) -> object:
 
 
 def test_every_command_has_help(run) -> None:
-    for command in [[], ["serve"], ["migrate"], ["demo"], ["catalog", "apply"], ["token", "create"],
-                    ["token", "revoke"], ["token", "list"], ["user", "create"]]:
+    for command in [
+        [],
+        ["serve"],
+        ["migrate"],
+        ["demo"],
+        ["catalog", "apply"],
+        ["token", "create"],
+        ["token", "revoke"],
+        ["token", "list"],
+        ["user", "create"],
+    ]:
         result = run(*command, "--help")
         assert result.exit_code == 0, command
         assert "Usage:" in result.output
@@ -78,12 +87,18 @@ def test_catalog_apply_dry_run_then_apply_then_unchanged(run, database_url: str)
     assert "0 change(s) applied." in again.stdout
 
 
-def test_an_invalid_catalog_lists_every_problem_and_writes_nothing(run, database_url: str, tmp_path: Path) -> None:
+def test_an_invalid_catalog_lists_every_problem_and_writes_nothing(
+    run, database_url: str, tmp_path: Path
+) -> None:
     broken = tmp_path / "broken.toml"
     broken.write_text(
-        (CONTRACT / "catalog.example.toml").read_text()
+        (CONTRACT / "catalog.example.toml")
+        .read_text()
         .replace('{ up_to = 2000, unit_price = "0.04" }', '{ up_to = 100, unit_price = "0.04" }')
-        .replace('currency = "USD"\ninterval = "month"\nbase_fee = "40.00"', 'currency = "USD"\ninterval = "week"\nbase_fee = "40.00"')
+        .replace(
+            'currency = "USD"\ninterval = "month"\nbase_fee = "40.00"',
+            'currency = "USD"\ninterval = "week"\nbase_fee = "40.00"',
+        )
     )
     result = run("catalog", "apply", str(broken))
     assert result.exit_code == 1
@@ -94,18 +109,46 @@ def test_an_invalid_catalog_lists_every_problem_and_writes_nothing(run, database
 
 
 def test_user_create_from_stdin_hashes_with_argon2(run, database_url: str) -> None:
-    result = run("user", "create", "--email", "Ops@Example.com", "--role", "finance", "--password-stdin",
-                 stdin="correct horse battery\n")
+    result = run(
+        "user",
+        "create",
+        "--email",
+        "Ops@Example.com",
+        "--role",
+        "finance",
+        "--password-stdin",
+        stdin="correct horse battery\n",
+    )
     assert result.exit_code == 0, result.output
-    stored = str(scalar(database_url, "SELECT password_hash FROM staff_users WHERE email = 'ops@example.com'"))
+    stored = str(
+        scalar(database_url, "SELECT password_hash FROM staff_users WHERE email = 'ops@example.com'")
+    )
     assert stored.startswith("$argon2id$")
-    short = run("user", "create", "--email", "b@example.com", "--role", "viewer", "--password-stdin", stdin="short\n")
+    short = run(
+        "user", "create", "--email", "b@example.com", "--role", "viewer", "--password-stdin", stdin="short\n"
+    )
     assert short.exit_code == 1 and "password: use at least 10 characters" in short.output
-    bad_role = run("user", "create", "--email", "c@example.com", "--role", "ingest", "--password-stdin",
-                   stdin="long enough password\n")
+    bad_role = run(
+        "user",
+        "create",
+        "--email",
+        "c@example.com",
+        "--role",
+        "ingest",
+        "--password-stdin",
+        stdin="long enough password\n",
+    )
     assert bad_role.exit_code == 1 and "unknown role 'ingest'" in bad_role.output
-    again = run("user", "create", "--email", "ops@example.com", "--role", "viewer", "--password-stdin",
-                stdin="another long password\n")
+    again = run(
+        "user",
+        "create",
+        "--email",
+        "ops@example.com",
+        "--role",
+        "viewer",
+        "--password-stdin",
+        stdin="another long password\n",
+    )
     assert again.exit_code == 1 and "already exists" in again.output
 
 
@@ -122,6 +165,8 @@ def test_demo_loads_once(run, database_url: str) -> None:
 
 
 def test_a_bad_database_url_is_a_one_line_reason(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["migrate"], env={"DATABASE_URL": "mysql://nope", "TALLY_DATA_DIR": str(tmp_path)})
+    result = CliRunner().invoke(
+        cli, ["migrate"], env={"DATABASE_URL": "mysql://nope", "TALLY_DATA_DIR": str(tmp_path)}
+    )
     assert result.exit_code == 1
     assert "DATABASE_URL must be a postgresql:// URL" in result.output

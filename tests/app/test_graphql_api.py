@@ -35,21 +35,30 @@ async def create(client: httpx.AsyncClient, token: str, **fields: object) -> dic
 async def test_create_customer_then_find_it(client: httpx.AsyncClient, catalog: None, token_for) -> None:
     token = await token_for("admin")
     payload = await create(
-        client, token, externalId="org_1", name="Org One", email="a@org.example", currency="usd", planKey="pro"
+        client,
+        token,
+        externalId="org_1",
+        name="Org One",
+        email="a@org.example",
+        currency="usd",
+        planKey="pro",
     )
     assert payload["userErrors"] == []
     assert payload["customer"]["externalId"] == "org_1"
     assert payload["customer"]["currency"] == "USD"
     assert payload["customer"]["status"] == "ACTIVE"
     found = await graphql(
-        client, token,
+        client,
+        token,
         "query($e: String) { customer(externalId: $e) { name subscription { plan { key version baseFee { amount currency } } } } }",
         {"e": "org_1"},
     )
     customer = found.json()["data"]["customer"]
     assert customer["name"] == "Org One"
     assert customer["subscription"]["plan"] == {
-        "key": "pro", "version": 1, "baseFee": {"amount": "20.00", "currency": "USD"},
+        "key": "pro",
+        "version": 1,
+        "baseFee": {"amount": "20.00", "currency": "USD"},
     }
 
 
@@ -61,13 +70,19 @@ async def test_duplicate_external_id_is_taken_and_changes_nothing(
     second = await create(client, token, externalId="org_dup", name="Second", currency="EUR")
     assert second["customer"] is None
     assert second["userErrors"] == [
-        {"field": ["externalId"], "code": "TAKEN", "message": "a customer with external id 'org_dup' already exists"}
+        {
+            "field": ["externalId"],
+            "code": "TAKEN",
+            "message": "a customer with external id 'org_dup' already exists",
+        }
     ]
     listed = (await graphql(client, token, LIST, {"search": "org_dup"})).json()["data"]["customers"]["edges"]
     assert [edge["node"]["name"] for edge in listed] == ["First"]
 
 
-async def test_bad_customer_input_names_the_field(client: httpx.AsyncClient, catalog: None, token_for) -> None:
+async def test_bad_customer_input_names_the_field(
+    client: httpx.AsyncClient, catalog: None, token_for
+) -> None:
     token = await token_for("admin")
     cases = [
         ({"currency": "ZZZ"}, "currency", "INVALID"),
@@ -90,8 +105,12 @@ async def test_customers_search_and_keyset_pages(client: httpx.AsyncClient, toke
     token = await token_for("admin")
     for index in range(7):
         await create(
-            client, token, externalId=f"acct_{index}", name=f"Zebra {index}",
-            email=f"billing{index}@zebra.example", currency="USD",
+            client,
+            token,
+            externalId=f"acct_{index}",
+            name=f"Zebra {index}",
+            email=f"billing{index}@zebra.example",
+            currency="USD",
         )
     await create(client, token, externalId="other", name="Other Co", currency="USD")
     seen: list[str] = []
@@ -120,12 +139,18 @@ async def test_page_size_and_cursor_errors_are_graphql_errors(client: httpx.Asyn
 
 async def test_malformed_graphql_is_an_error_never_a_500(client: httpx.AsyncClient, token_for) -> None:
     token = await token_for("admin")
-    for query in ["{ customers(first: ", "{ nope }", "query { customers { edges { node { id } } } } trailing"]:
+    for query in [
+        "{ customers(first: ",
+        "{ nope }",
+        "query { customers { edges { node { id } } } } trailing",
+    ]:
         response = await graphql(client, token, query)
         assert response.status_code in (200, 400), response.text
         assert response.json()["errors"]
     not_json = await client.post(
-        "/graphql", content=b"{{{", headers={"Authorization": f"Bearer {token}", "content-type": "application/json"}
+        "/graphql",
+        content=b"{{{",
+        headers={"Authorization": f"Bearer {token}", "content-type": "application/json"},
     )
     assert not_json.status_code == 400
 
@@ -149,19 +174,24 @@ async def test_depth_limit_rejects_before_anything_runs() -> None:
 
 async def test_meters_and_plans(client: httpx.AsyncClient, catalog: None, token_for) -> None:
     token = await token_for("viewer")
-    data = (await graphql(
-        client, token,
-        "{ meters { key aggregation valueProperty groupBy } plans { key version currency "
-        "baseFee { amount currency } charges { model unitPrice included minimum limit where "
-        "tiers { upTo unitPrice } packageSize packagePrice meter { key } } } }",
-    )).json()["data"]
+    data = (
+        await graphql(
+            client,
+            token,
+            "{ meters { key aggregation valueProperty groupBy } plans { key version currency "
+            "baseFee { amount currency } charges { model unitPrice included minimum limit where "
+            "tiers { upTo unitPrice } packageSize packagePrice meter { key } } } }",
+        )
+    ).json()["data"]
     assert [m["key"] for m in data["meters"]] == ["requests", "seats", "tokens"]
     assert {m["key"]: m["aggregation"] for m in data["meters"]}["seats"] == "UNIQUE_COUNT"
     plans = {p["key"]: p for p in data["plans"]}
     assert plans["hobby"]["charges"][0]["limit"] == "50"
     pro = plans["pro"]["charges"]
     assert pro[0]["tiers"] == [
-        {"upTo": "500", "unitPrice": "0"}, {"upTo": "2000", "unitPrice": "0.04"}, {"upTo": None, "unitPrice": "0.03"},
+        {"upTo": "500", "unitPrice": "0"},
+        {"upTo": "2000", "unitPrice": "0.04"},
+        {"upTo": None, "unitPrice": "0.03"},
     ]
     assert (pro[1]["unitPrice"], pro[1]["where"]) == ("0.000003", {"model": "large-1"})
     assert (pro[2]["packageSize"], pro[2]["packagePrice"]) == ("1000000", "0.5")

@@ -41,19 +41,29 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def live_server(server_url: str, template_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live_server(
+    server_url: str, template_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     url = clone_database(server_url, "tally_live")
     data_dir = tmp_path_factory.mktemp("live-data")
     env = {
-        **os.environ, "DATABASE_URL": url, "TALLY_DATA_DIR": str(data_dir), "TALLY_ENV": "test",
-        "TALLY_SECRET_KEY": "live-server-test-secret", "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+        **os.environ,
+        "DATABASE_URL": url,
+        "TALLY_DATA_DIR": str(data_dir),
+        "TALLY_ENV": "test",
+        "TALLY_SECRET_KEY": "live-server-test-secret",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "",
     }
-    demo = json.loads(subprocess.run(
-        [str(TALLY), "demo", "--json"], env=env, capture_output=True, text=True, timeout=120, check=True
-    ).stdout)
+    demo = json.loads(
+        subprocess.run(
+            [str(TALLY), "demo", "--json"], env=env, capture_output=True, text=True, timeout=120, check=True
+        ).stdout
+    )
     port = free_port()
     log = (data_dir / "serve.log").open("w")
-    process = subprocess.Popen([str(TALLY), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(TALLY), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -80,16 +90,24 @@ def chromium_executable() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """Module-scoped: Playwright's sync API holds an event loop while it runs, which async tests
+    in other modules must not find running."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=chromium_executable(),
             headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         yield launched
         launched.close()

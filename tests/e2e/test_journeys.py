@@ -30,15 +30,35 @@ def post_graphql(server: LiveServer, token: str, operation: str, variables: dict
 
 def test_contract_create_customer_and_customers_on_a_running_server(live_server: LiveServer) -> None:
     token = live_server.cli("token", "create", "--role", "support").strip()
-    created = post_graphql(live_server, token, "CreateCustomer", {"input": {
-        "externalId": "org_e2e", "name": "End To End Ltd", "email": "ap@e2e.example", "currency": "USD",
-        "planKey": "pro", "startedAt": "2026-11-01T00:00:00Z",
-    }})
+    created = post_graphql(
+        live_server,
+        token,
+        "CreateCustomer",
+        {
+            "input": {
+                "externalId": "org_e2e",
+                "name": "End To End Ltd",
+                "email": "ap@e2e.example",
+                "currency": "USD",
+                "planKey": "pro",
+                "startedAt": "2026-11-01T00:00:00Z",
+            }
+        },
+    )
     assert created["data"]["createCustomer"]["userErrors"] == []
     assert created["data"]["createCustomer"]["customer"]["externalId"] == "org_e2e"
-    again = post_graphql(live_server, token, "CreateCustomer", {"input": {
-        "externalId": "org_e2e", "name": "Again", "currency": "USD",
-    }})
+    again = post_graphql(
+        live_server,
+        token,
+        "CreateCustomer",
+        {
+            "input": {
+                "externalId": "org_e2e",
+                "name": "Again",
+                "currency": "USD",
+            }
+        },
+    )
     assert again["data"]["createCustomer"]["userErrors"][0]["code"] == "TAKEN"
     listed = post_graphql(live_server, token, "Customers", {"search": "e2e", "first": 10})
     assert [e["node"]["name"] for e in listed["data"]["customers"]["edges"]] == ["End To End Ltd"]
@@ -56,8 +76,10 @@ def test_a_producer_traceparent_becomes_the_parent_of_the_request_span(live_serv
     while not spans and time.monotonic() < deadline:
         time.sleep(0.5)
         answer = httpx.post(
-            f"{live_server.base_url}/graphql", json={"query": query, "variables": {"t": trace_id}},
-            headers={"Authorization": f"Bearer {token}"}, timeout=10,
+            f"{live_server.base_url}/graphql",
+            json={"query": query, "variables": {"t": trace_id}},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
         ).json()
         spans = answer["data"]["traceSpans"]
     assert spans, "spans reach the PostgreSQL span store in batches"
@@ -68,7 +90,9 @@ def test_a_producer_traceparent_becomes_the_parent_of_the_request_span(live_serv
     assert all("password" not in str(span["attributes"]).lower() for span in spans)
 
 
-def test_browser_journey_sign_in_search_open_customer(live_server: LiveServer, browser, tmp_path: Path) -> None:
+def test_browser_journey_sign_in_search_open_customer(
+    live_server: LiveServer, browser, tmp_path: Path
+) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(f"{live_server.base_url}/console")
     assert "/console/login" in page.url

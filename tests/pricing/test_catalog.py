@@ -27,7 +27,9 @@ def test_the_contract_example_reads_exactly() -> None:
     assert pro.base_fee == Decimal("20.00")
     graduated = pro.charges[0]
     assert [(t.up_to, t.unit_price) for t in graduated.tiers] == [
-        (Decimal(500), Decimal(0)), (Decimal(2000), Decimal("0.04")), (None, Decimal("0.03")),
+        (Decimal(500), Decimal(0)),
+        (Decimal(2000), Decimal("0.04")),
+        (None, Decimal("0.03")),
     ]
     assert pro.charges[1].unit_price == Decimal("0.000003")
     assert dict(pro.charges[2].where) == {"model": "fast-1"}
@@ -88,8 +90,14 @@ base_fee = 20.0
     ("charge", "expected"),
     [
         ('model = "per_unit"\nunit_price = "0.0000000000001"', "unit_price: at most 12 decimal places"),
-        ('model = "package"\npackage_size = 0\npackage_price = "1"', "package_size: must be greater than zero"),
-        ('model = "volume"\ntiers = [{ up_to = 10, unit_price = "1" }]', 'tiers: the last tier must go up to "inf"'),
+        (
+            'model = "package"\npackage_size = 0\npackage_price = "1"',
+            "package_size: must be greater than zero",
+        ),
+        (
+            'model = "volume"\ntiers = [{ up_to = 10, unit_price = "1" }]',
+            'tiers: the last tier must go up to "inf"',
+        ),
         ('model = "per_unit"\nunit_price = "-1"', "unit_price: must not be negative"),
         ('model = "per_unit"\nunit_price = "1"\ntiers = []', "tiers: is not used by a per_unit charge"),
         ('model = "per_unit"\nunit_price = "1"\nminimum = "0.001"', "minimum: 0.001 is not payable in USD"),
@@ -119,7 +127,9 @@ base_fee = "0"
 
 
 def test_sum_meter_needs_its_value_property() -> None:
-    problems = problems_of('[[meters]]\nkey = "t"\nname = "T"\nunit = "t"\nevent_type = "e"\naggregation = "sum"\n')
+    problems = problems_of(
+        '[[meters]]\nkey = "t"\nname = "T"\nunit = "t"\nevent_type = "e"\naggregation = "sum"\n'
+    )
     assert problems == ["meters[0].value_property: is required for a sum meter"]
 
 
@@ -154,15 +164,21 @@ base_fee = "{fee}"
     price=st.decimals(min_value=0, max_value=1000, places=6, allow_nan=False),
     trailing=st.integers(min_value=0, max_value=6),
 )
-def test_the_same_prices_spelled_differently_are_the_same_version(cents: int, price: Decimal, trailing: int) -> None:
+def test_the_same_prices_spelled_differently_are_the_same_version(
+    cents: int, price: Decimal, trailing: int
+) -> None:
     """20, 20.0 and 20.00 must not create a new plan version; a different price must."""
     fee = Decimal(cents).scaleb(-2)
     plain = parse_catalog(PLAN_TEMPLATE.format(name="P", fee=f"{fee}", price=f"{price}")).plans[0]
     padded = parse_catalog(
         PLAN_TEMPLATE.format(
-            name="Renamed", fee=f"{fee:.2f}", price=f"{price:.{max(6, -price.as_tuple().exponent) + trailing}f}"
+            name="Renamed",
+            fee=f"{fee:.2f}",
+            price=f"{price:.{max(6, -price.as_tuple().exponent) + trailing}f}",
         )
     ).plans[0]
     assert pricing_hash(plain) == pricing_hash(padded)
-    dearer = parse_catalog(PLAN_TEMPLATE.format(name="P", fee=f"{fee + Decimal('0.01')}", price=f"{price}")).plans[0]
+    dearer = parse_catalog(
+        PLAN_TEMPLATE.format(name="P", fee=f"{fee + Decimal('0.01')}", price=f"{price}")
+    ).plans[0]
     assert pricing_hash(dearer) != pricing_hash(plain)

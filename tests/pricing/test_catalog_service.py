@@ -25,8 +25,12 @@ async def test_the_contract_example_applies_cleanly(session: AsyncSession) -> No
     changes = await apply_catalog(session, EXAMPLE, as_of=now())
     await session.commit()
     assert [(c.kind, c.key, c.action) for c in changes] == [
-        ("meter", "requests", "create"), ("meter", "tokens", "create"), ("meter", "seats", "create"),
-        ("plan", "hobby", "create"), ("plan", "pro", "create"), ("plan", "team", "create"),
+        ("meter", "requests", "create"),
+        ("meter", "tokens", "create"),
+        ("meter", "seats", "create"),
+        ("plan", "hobby", "create"),
+        ("plan", "pro", "create"),
+        ("plan", "team", "create"),
     ]
     plans = {view.plan.key: view for view in await list_plans(session)}
     assert plans["pro"].version.version == 1
@@ -51,10 +55,14 @@ async def test_a_changed_price_is_a_new_version_and_the_old_one_stays(session: A
     changes = await apply_catalog(session, changed, as_of=now())
     await session.commit()
     assert [c.key for c in changes if c.action == "new_version"] == ["pro"]
-    fees = (await session.execute(text(
-        "SELECT v.version, v.base_fee FROM plan_versions v JOIN plans p ON p.id = v.plan_id "
-        "WHERE p.key = 'pro' ORDER BY v.version"
-    ))).all()
+    fees = (
+        await session.execute(
+            text(
+                "SELECT v.version, v.base_fee FROM plan_versions v JOIN plans p ON p.id = v.plan_id "
+                "WHERE p.key = 'pro' ORDER BY v.version"
+            )
+        )
+    ).all()
     assert [(v, Decimal(f)) for v, f in fees] == [(1, Decimal("20.00")), (2, Decimal("25.00"))]
 
 
