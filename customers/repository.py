@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, literal_column, tuple_
+from sqlalchemy import ColumnElement, bindparam, literal_column, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -51,7 +51,10 @@ async def page(
     if only_customer_id is not None:
         query = query.where(col(Customer.id) == only_customer_id)
     if search and search.strip():
-        query = query.where(SEARCH_TEXT.ilike(f"%{_escape_like(search.strip())}%"))
+        # Rendered as a literal at execution: a prepared (generic) plan cannot use the trigram
+        # index for a parameter pattern, and was measured 25x slower on 100k customers.
+        pattern = bindparam("search_pattern", f"%{_escape_like(search.strip())}%", literal_execute=True)
+        query = query.where(SEARCH_TEXT.ilike(pattern))
     if after is not None:
         query = query.where(tuple_(col(Customer.created_at), col(Customer.id)) < tuple_(after[0], after[1]))
     query = query.order_by(col(Customer.created_at).desc(), col(Customer.id).desc()).limit(limit)
