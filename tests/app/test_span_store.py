@@ -1,0 +1,51 @@
+"""The PostgreSQL span store: what the exporter writes, and the retention job."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from sqlalchemy import text
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app import jobs
+from app.database import create_engine, libpq_url, session_factory
+from app.settings import Settings
+from app.telemetry import PostgresSpanExporter
+from app.trace_store import recent_traces, spans_of
+from tests.conftest import now
+
+
+async def test_exported_spans_are_stored_and_searchable(database_url: str, session: AsyncSession) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(PostgresSpanExporter(libpq_url(database_url))))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("billing run", attributes={"customer": "org_acme"}) as root:
+        with tracer.start_as_current_span("rate invoice"):
+            pass
+    provider.shutdown()
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    spans = await spans_of(session, trace_id)
+    assert [span.name for span in spans] == ["billing run", "rate invoice"]
+    assert spans[1].parent_span_id == spans[0].span_id
+    found = await recent_traces(session, search="org_acme", before=None, limit=10)
+    assert [(t.trace_id, t.root_name, t.span_count) for t in found] == [(trace_id, "billing run", 2)]
+
+
+async def test_retention_prunes_only_old_spans(database_url: str, session: AsyncSession) -> None:
+    for name, age in (("old", timedelta(hours=30)), ("recent", timedelta(hours=1))):
+        await session.execute(
+            text(
+                "INSERT INTO spans (trace_id, span_id, name, kind, status, start_time, duration_us, "
+                "attributes, events, links) VALUES (:t, :s, :n, 'INTERNAL', 'UNSET', :at, 5, '{}', '[]', '[]')"
+            ),
+            {"t": name.ljust(32, "0"), "s": name.ljust(16, "0"), "n": name, "at": now() - age},
+        )
+    await session.commit()
+    engine = create_engine(database_url)
+    removed = await jobs.prune_spans(session_factory(engine), Settings(span_retention_hours=24), as_of=now())
+    await engine.dispose()
+    assert removed == 1
+    left = (await session.execute(text("SELECT name FROM spans"))).scalars().all()
+    assert left == ["recent"]
