@@ -37,9 +37,13 @@ RAW_SEARCH = """SELECT c.id, c.external_id, c.name, c.status, s.plan_version_id 
 def copy_customers(url: str, rows: int) -> float:
     started = time.perf_counter()
     now = datetime.now(UTC)
-    with psycopg.connect(libpq_url(url)) as connection, connection.cursor() as cursor, cursor.copy(
-        "COPY customers (id, external_id, name, email, currency, status, created_at) FROM STDIN"
-    ) as copy:
+    with (
+        psycopg.connect(libpq_url(url)) as connection,
+        connection.cursor() as cursor,
+        cursor.copy(
+            "COPY customers (id, external_id, name, email, currency, status, created_at) FROM STDIN"
+        ) as copy,
+    ):
         for index in range(rows):
             copy.write_row(
                 (

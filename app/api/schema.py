@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from inspect import isawaitable
 from pathlib import Path
+from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLResolveInfo
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.extensions.tracing import OpenTelemetryExtension
 from strawberry.schema.config import StrawberryConfig
@@ -42,6 +45,20 @@ class MaskUnexpectedErrors(MaskErrors):
         )
 
 
+class RootFieldTracing(OpenTelemetryExtension):
+    """Spans for the operation and its root fields only: one span per nested field of every row
+    of a list drowned traces (25 customers → 50 spans) and slowed the page it traced. Nested
+    fields' SQL still shows, under the operation's span."""
+
+    async def resolve(
+        self, _next: Callable[..., Any], root: Any, info: GraphQLResolveInfo, *args: str, **kwargs: Any
+    ) -> Any:
+        if info.path.prev is None:
+            return await super().resolve(_next, root, info, *args, **kwargs)
+        result = _next(root, info, *args, **kwargs)
+        return await result if isawaitable(result) else result
+
+
 def _unexpected(error: GraphQLError) -> bool:
     original = error.original_error
     return original is not None and not isinstance(original, GraphQLError)
@@ -61,7 +78,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             lambda: QueryDepthLimiter(max_depth=settings.graphql_max_depth),
             lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
             lambda: MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
-            lambda: OpenTelemetryExtension(arg_filter=_no_arguments),
+            lambda: RootFieldTracing(arg_filter=_no_arguments),
             lambda: MaskUnexpectedErrors(should_mask_error=_unexpected),
         ],
     )

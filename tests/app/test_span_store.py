@@ -21,9 +21,11 @@ async def test_exported_spans_are_stored_and_searchable(database_url: str, sessi
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(PostgresSpanExporter(libpq_url(database_url))))
     tracer = provider.get_tracer("test")
-    with tracer.start_as_current_span("billing run", attributes={"customer": "org_acme"}) as root:
-        with tracer.start_as_current_span("rate invoice"):
-            pass
+    with (
+        tracer.start_as_current_span("billing run", attributes={"customer": "org_acme"}) as root,
+        tracer.start_as_current_span("rate invoice"),
+    ):
+        pass
     provider.shutdown()
     trace_id = format(root.get_span_context().trace_id, "032x")
     spans = await spans_of(session, trace_id)
