@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from rich.progress import Progress
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import auth, staff
-from app.database import create_engine, database_url, migrate, session_factory
+from app.database import create_engine, database_url, latest_revision, migrate, session_factory
 from app.settings import Settings
 from ledger.errors import TallyError
 from pricing.catalog import CatalogInvalid
@@ -106,6 +107,9 @@ def serve(
     settings = load_settings()
     url = prepared_database(settings)
     application = create_app(settings, url, run_jobs=True)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found before it
+    # started: exiting through SystemExit lets atexit stop the embedded PostgreSQL.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     err.print(
         f"Tally on http://{host}:{port}  console: http://{host}:{port}/console  "
         f"GraphQL: http://{host}:{port}/graphql",
@@ -117,8 +121,9 @@ def serve(
 @cli.command("migrate")
 def migrate_command() -> None:
     """Bring the database schema up to date."""
-    prepared_database(load_settings())
-    err.print("database schema is up to date")
+    settings = load_settings()
+    prepared_database(settings)
+    err.print(f"database schema is at the latest revision ({latest_revision()})")
 
 
 @catalog_cli.command("apply")

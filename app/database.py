@@ -5,6 +5,7 @@ Tally needs PostgreSQL itself (NUMERIC, jsonb, triggers, SKIP LOCKED); there is 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,10 +25,13 @@ _embedded_servers: dict[Path, Any] = {}
 def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or attach to) the embedded server under ``data_dir/postgres``; return its URL.
 
-    The server outlives nothing: it stops when the last process attached to it exits.
+    embedded-postgres stops the server when the last attached process exits normally. It keeps
+    the attached pids in a file; a process killed outright (``kill -9``, a crash) stays listed
+    and the server would then never stop, so dead pids are dropped from that list first.
     """
     pgdata = (data_dir / "postgres").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    _forget_dead_attachments(pgdata / ".handle_pids.json")
     runtime_dir = data_dir.resolve() / "run"
     runtime_dir.mkdir(mode=0o700, exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime_dir))
@@ -37,6 +41,20 @@ def start_embedded_postgres(data_dir: Path) -> str:
         _embedded_servers[pgdata] = get_server(pgdata)
     uri: str = _embedded_servers[pgdata].get_uri()
     return uri
+
+
+def _forget_dead_attachments(pid_file: Path) -> None:
+    import psutil
+
+    if not pid_file.exists():
+        return
+    try:
+        pids = json.loads(pid_file.read_text())
+    except ValueError:
+        return
+    alive = [pid for pid in pids if psutil.pid_exists(pid)]
+    if alive != pids:
+        pid_file.write_text(json.dumps(alive))
 
 
 def database_url(settings: Settings) -> str:
@@ -70,9 +88,20 @@ async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncItera
         yield session
 
 
-def migrate(url: str) -> None:
-    """Bring the schema up to date (Alembic, hand-reviewed migrations)."""
+def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def latest_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return str(ScriptDirectory.from_config(_alembic_config()).get_current_head())
+
+
+def migrate(url: str) -> None:
+    """Bring the schema up to date (Alembic, hand-reviewed migrations)."""
+    config = _alembic_config()
     config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
     command.upgrade(config, "head")

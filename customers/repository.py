@@ -72,3 +72,10 @@ async def subscriptions_of(
 ) -> dict[uuid.UUID, Subscription]:
     query = select(Subscription).where(col(Subscription.customer_id).in_(customer_ids))
     return {s.customer_id: s for s in await session.exec(query)}
+
+
+async def ids_by_external_id(session: AsyncSession, external_ids: list[str]) -> dict[str, uuid.UUID]:
+    if not external_ids:
+        return {}
+    query = select(Customer.external_id, Customer.id).where(col(Customer.external_id).in_(external_ids))
+    return {external_id: customer_id for external_id, customer_id in await session.exec(query)}

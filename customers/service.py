@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -109,3 +109,7 @@ async def subscriptions_of(
     session: AsyncSession, customer_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, Subscription]:
     return await repository.subscriptions_of(session, customer_ids)
+
+
+async def ids_by_external_id(session: AsyncSession, external_ids: Iterable[str]) -> dict[str, uuid.UUID]:
+    return await repository.ids_by_external_id(session, list(external_ids))

@@ -1,0 +1,42 @@
+"""Billing periods: anchored on the subscription's start, half-open ``[start, end)``, in UTC.
+
+Monthly periods keep the anchor's day of month, clamped to the month's last day (an anchor on
+Jan 31 gives Feb 28 or 29, then Mar 31), and its time of day. Pure: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import UTC, datetime
+
+
+def _add_months(anchor: datetime, months: int) -> datetime:
+    month_index = anchor.month - 1 + months
+    year, month = anchor.year + month_index // 12, month_index % 12 + 1
+    day = min(anchor.day, calendar.monthrange(year, month)[1])
+    return anchor.replace(year=year, month=month, day=day)
+
+
+def period_containing(anchor: datetime, interval: str, as_of: datetime) -> tuple[datetime, datetime]:
+    """The period of a subscription started at ``anchor`` that contains ``as_of``.
+
+    Before the anchor, the first period is returned.
+    """
+    anchor = anchor.astimezone(UTC)
+    step = 12 if interval == "year" else 1
+    months = max(0, ((as_of.year - anchor.year) * 12 + as_of.month - anchor.month) // step * step)
+    start = _add_months(anchor, months)
+    while start > as_of and months > 0:
+        months -= step
+        start = _add_months(anchor, months)
+    end = _add_months(anchor, months + step)
+    while end <= as_of:
+        months += step
+        start, end = end, _add_months(anchor, months + step)
+    return start, end
+
+
+def calendar_month(as_of: datetime) -> tuple[datetime, datetime]:
+    """The UTC calendar month containing ``as_of``: the period of a customer with no plan."""
+    start = as_of.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return start, _add_months(start, 1)
