@@ -42,31 +42,26 @@ class Capability(StrEnum):
     READ_CUSTOMERS = "read_customers"
     WRITE_CUSTOMERS = "write_customers"
     INGEST_USAGE = "ingest_usage"
+    CHECK_ENTITLEMENTS = "check_entitlements"
+    MANAGE_QUARANTINE = "manage_quarantine"
     READ_TRACES = "read_traces"
 
 
+_STAFF_READ = {
+    Capability.READ_CATALOG,
+    Capability.READ_CUSTOMERS,
+    Capability.READ_TRACES,
+    Capability.CHECK_ENTITLEMENTS,
+}
 ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.ADMIN: frozenset(Capability),
-    Role.FINANCE: frozenset(
-        {
-            Capability.READ_CATALOG,
-            Capability.READ_CUSTOMERS,
-            Capability.WRITE_CUSTOMERS,
-            Capability.READ_TRACES,
-        }
-    ),
-    Role.SUPPORT: frozenset(
-        {
-            Capability.READ_CATALOG,
-            Capability.READ_CUSTOMERS,
-            Capability.WRITE_CUSTOMERS,
-            Capability.READ_TRACES,
-        }
-    ),
-    Role.VIEWER: frozenset({Capability.READ_CATALOG, Capability.READ_CUSTOMERS, Capability.READ_TRACES}),
-    Role.INGEST: frozenset({Capability.INGEST_USAGE}),
+    Role.FINANCE: frozenset({*_STAFF_READ, Capability.WRITE_CUSTOMERS, Capability.MANAGE_QUARANTINE}),
+    Role.SUPPORT: frozenset({*_STAFF_READ, Capability.WRITE_CUSTOMERS, Capability.MANAGE_QUARANTINE}),
+    Role.VIEWER: frozenset(_STAFF_READ),
+    # The edge sends usage and asks whether a customer may use more, nothing else.
+    Role.INGEST: frozenset({Capability.INGEST_USAGE, Capability.CHECK_ENTITLEMENTS}),
     # A customer token reads its own customer only: scoping is applied by Viewer.customer_scope.
-    Role.CUSTOMER: frozenset({Capability.READ_CATALOG, Capability.READ_CUSTOMERS}),
+    Role.CUSTOMER: frozenset({Capability.READ_CATALOG, Capability.READ_CUSTOMERS, Capability.CHECK_ENTITLEMENTS}),
 }
 
 
@@ -96,9 +91,7 @@ def parse_role(value: str, *, allowed: tuple[Role, ...] = tuple(Role)) -> Role:
     except ValueError:
         role = None
     if role is None or role not in allowed:
-        raise InvalidInput(
-            f"unknown role {value!r}: use one of {', '.join(r.value for r in allowed)}", field="role"
-        )
+        raise InvalidInput(f"unknown role {value!r}: use one of {', '.join(r.value for r in allowed)}", field="role")
     return role
 
 
@@ -171,9 +164,7 @@ async def list_tokens(session: AsyncSession) -> list[ApiToken]:
 
 
 async def viewer_for_token(session: AsyncSession, token: str) -> Viewer | None:
-    query = select(ApiToken).where(
-        col(ApiToken.token_hash) == hash_token(token), col(ApiToken.revoked_at).is_(None)
-    )
+    query = select(ApiToken).where(col(ApiToken.token_hash) == hash_token(token), col(ApiToken.revoked_at).is_(None))
     row = (await session.exec(query)).first()
     if row is None:
         return None

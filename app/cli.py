@@ -61,9 +61,7 @@ def prepared_database(settings: Settings) -> str:
     return url
 
 
-def run_in_session(
-    settings: Settings, work: Callable[[AsyncSession], Awaitable[T]], *, commit: bool = True
-) -> T:
+def run_in_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]], *, commit: bool = True) -> T:
     """Run ``work`` in one transaction: committed if it returns, rolled back if it raises."""
     url = prepared_database(settings)
 
@@ -111,8 +109,7 @@ def serve(
     # started: exiting through SystemExit lets atexit stop the embedded PostgreSQL.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     err.print(
-        f"Tally on http://{host}:{port}  console: http://{host}:{port}/console  "
-        f"GraphQL: http://{host}:{port}/graphql",
+        f"Tally on http://{host}:{port}  console: http://{host}:{port}/console  GraphQL: http://{host}:{port}/graphql",
         highlight=False,
     )
     uvicorn.run(application, host=host, port=port, log_level="info", proxy_headers=False)
@@ -129,9 +126,7 @@ def migrate_command() -> None:
 @catalog_cli.command("apply")
 def catalog_apply(
     file: Annotated[Path, typer.Argument(help="The catalog TOML file.", exists=True, dir_okay=False)],
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print what would change; change nothing.")
-    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would change; change nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Declare meters and plans. Validates the whole file first; writes nothing on any problem."""
@@ -144,9 +139,7 @@ def catalog_apply(
         changes = run_in_session(load_settings(), work, commit=not dry_run)
     except CatalogInvalid as invalid:
         if as_json:
-            print_json(
-                {"ok": False, "problems": [{"path": p.path, "message": p.message} for p in invalid.problems]}
-            )
+            print_json({"ok": False, "problems": [{"path": p.path, "message": p.message} for p in invalid.problems]})
         for problem in invalid.problems:
             err.print(f"[red]{problem.path}[/red]: {problem.message}", highlight=False, soft_wrap=True)
         err.print(f"{len(invalid.problems)} problem(s); nothing was written.")
@@ -156,18 +149,14 @@ def catalog_apply(
             {
                 "ok": True,
                 "dryRun": dry_run,
-                "changes": [
-                    {"kind": c.kind, "key": c.key, "action": c.action, "detail": c.detail} for c in changes
-                ],
+                "changes": [{"kind": c.kind, "key": c.key, "action": c.action, "detail": c.detail} for c in changes],
             }
         )
         return
     for change in changes:
         typer.echo(str(change))
     changed = sum(c.action != "unchanged" for c in changes)
-    typer.echo(
-        f"{changed} change(s){' would be made (dry run: nothing written)' if dry_run else ' applied'}."
-    )
+    typer.echo(f"{changed} change(s){' would be made (dry run: nothing written)' if dry_run else ' applied'}.")
 
 
 @token_cli.command("create")
@@ -180,9 +169,7 @@ def token_create(
     """Print a new bearer token, and only the token. It is shown once; only its hash is kept."""
 
     async def work(session: AsyncSession) -> auth.IssuedToken:
-        return await auth.create_token(
-            session, role=role, customer_external_id=customer, label=label, as_of=now()
-        )
+        return await auth.create_token(session, role=role, customer_external_id=customer, label=label, as_of=now())
 
     issued = run_in_session(load_settings(), work)
     if as_json:
@@ -284,9 +271,7 @@ def demo(as_json: JsonOption = False) -> None:
             }
         )
         return
-    typer.echo(
-        "Demo loaded: example catalog, 25 customers." if result.loaded else "Demo data already loaded."
-    )
+    typer.echo("Demo loaded: example catalog, 25 customers." if result.loaded else "Demo data already loaded.")
     shown = password or "(set when the demo was first loaded; create another with `tally user create`)"
     typer.echo(f"Console login: {result.admin_email} / {shown}")
 

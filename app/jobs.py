@@ -17,9 +17,7 @@ logger = logging.getLogger("tally.jobs")
 TICK_SECONDS = 300
 
 
-async def prune_spans(
-    sessions: async_sessionmaker[AsyncSession], settings: Settings, *, as_of: datetime
-) -> int:
+async def prune_spans(sessions: async_sessionmaker[AsyncSession], settings: Settings, *, as_of: datetime) -> int:
     """Keep the span store bounded to ``TALLY_SPAN_RETENTION_HOURS``."""
     async with sessions() as session:
         removed = await trace_store.prune_spans(

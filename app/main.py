@@ -38,9 +38,7 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        job_runner = (
-            asyncio.create_task(jobs.run_periodic(app.state.sessions, settings)) if run_jobs else None
-        )
+        job_runner = asyncio.create_task(jobs.run_periodic(app.state.sessions, settings)) if run_jobs else None
         yield
         if job_runner is not None:
             job_runner.cancel()
@@ -63,11 +61,7 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
 
     @app.exception_handler(HTTPException)
     async def json_error(request: Request, error: HTTPException) -> JSONResponse:
-        body = (
-            error.detail
-            if isinstance(error.detail, dict)
-            else {"code": "HTTP_ERROR", "message": str(error.detail)}
-        )
+        body = error.detail if isinstance(error.detail, dict) else {"code": "HTTP_ERROR", "message": str(error.detail)}
         return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
     async def graphql_context(request: Request, session: AsyncSession = Depends(get_session)) -> TallyContext:

@@ -20,9 +20,7 @@ class ApiToken(SQLModel, table=True):
     token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
     prefix: str = Field(sa_column=Column(String(16), nullable=False))
     role: str
-    customer_id: uuid.UUID | None = Field(
-        default=None, sa_column=Column(ForeignKey("customers.id"), nullable=True)
-    )
+    customer_id: uuid.UUID | None = Field(default=None, sa_column=Column(ForeignKey("customers.id"), nullable=True))
     label: str | None = None
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
 from app.auth import Capability, Viewer
 from app.dependencies import SessionDep, authenticate, requires
+from app.usage_ingest import ingest_and_commit
 from customers import service as customers
+from metering import service as metering
+from metering.events import BodyNotEvents, parse_body
 
 router = APIRouter(prefix="/v1")
 
@@ -40,4 +44,67 @@ async def get_customer(
         "currency": customer.currency,
         "status": customer.status,
         "createdAt": customer.created_at.isoformat(),
+    }
+
+
+@router.post("/events", summary="Send usage events (a JSON array, or NDJSON)")
+async def post_events(
+    request: Request,
+    session: SessionDep,
+    viewer: Annotated[Viewer, Depends(requires(Capability.INGEST_USAGE))],
+) -> dict[str, object]:
+    settings = request.app.state.settings
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.events_max_body_bytes:
+        raise too_large(settings.events_max_body_bytes)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > settings.events_max_body_bytes:
+            raise too_large(settings.events_max_body_bytes)
+    ndjson = request.headers.get("content-type", "").split(";")[0].strip() == "application/x-ndjson"
+    try:
+        items = parse_body(bytes(body), ndjson=ndjson)
+    except BodyNotEvents as error:
+        raise HTTPException(400, detail={"code": error.code, "message": error.message}) from None
+    if len(items) > settings.events_max_per_request:
+        raise HTTPException(
+            413,
+            detail={
+                "code": "TOO_MANY_EVENTS",
+                "message": f"at most {settings.events_max_per_request} events a request; split the batch",
+            },
+        )
+    result = await ingest_and_commit(session, items, settings)
+    return {
+        "accepted": result.accepted,
+        "duplicates": result.duplicates,
+        "rejected": [{"index": r.index, "code": r.code, "message": r.message} for r in result.rejected],
+    }
+
+
+def too_large(limit: int) -> HTTPException:
+    return HTTPException(
+        413, detail={"code": "BODY_TOO_LARGE", "message": f"the body exceeds {limit} bytes; send smaller batches"}
+    )
+
+
+@router.get("/customers/{external_id}/entitlements/{meter_key}", summary="May the customer use more of a meter?")
+async def get_entitlement(
+    external_id: str,
+    meter_key: str,
+    session: SessionDep,
+    viewer: Annotated[Viewer, Depends(requires(Capability.CHECK_ENTITLEMENTS))],
+) -> dict[str, object]:
+    customer = await customers.get_customer(session, external_id=external_id)
+    if customer is None or not viewer.may_see_customer(customer.id):
+        raise HTTPException(404, detail={"code": "NOT_FOUND", "message": f"no customer {external_id!r}"})
+    found = await metering.entitlement(session, customer, meter_key, as_of=datetime.now(UTC))
+    if found is None:
+        raise HTTPException(404, detail={"code": "UNKNOWN_METER", "message": f"no meter {meter_key!r}"})
+    return {
+        "allowed": found.allowed,
+        "used": format(found.used, "f"),
+        "limit": format(found.limit, "f") if found.limit is not None else None,
+        "remaining": format(found.remaining, "f") if found.remaining is not None else None,
     }

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     graphql_max_tokens: int = Field(default=3000, ge=100)
     graphql_max_aliases: int = Field(default=30, ge=1)
     page_size_max: int = Field(default=100, ge=1)
+    event_max_age_days: int = Field(default=35, ge=1, description="Older events are TIMESTAMP_OUT_OF_RANGE.")
+    events_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
+    events_max_per_request: int = Field(default=10_000, ge=1, description="More events in one request get 413.")
+    event_properties_max_bytes: int = Field(default=16 * 1024, ge=64, description="PROPERTIES_TOO_LARGE past it.")
 
     @field_validator("database_url")
     @classmethod

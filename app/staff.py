@@ -23,18 +23,14 @@ _hasher = PasswordHasher()
 _UNKNOWN_USER_HASH = _hasher.hash("tally-unknown-user-placeholder")
 
 
-async def create_user(
-    session: AsyncSession, *, email: str, role: str, password: str, as_of: datetime
-) -> StaffUser:
+async def create_user(session: AsyncSession, *, email: str, role: str, password: str, as_of: datetime) -> StaffUser:
     normalized = email.strip().lower()
     if not EMAIL_PATTERN.match(normalized):
         raise InvalidInput(f"{email!r} is not an email address", field="email")
     parsed_role = parse_role(role, allowed=STAFF_ROLES)
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidInput(f"use at least {MIN_PASSWORD_LENGTH} characters", field="password")
-    user = StaffUser(
-        email=normalized, password_hash=_hasher.hash(password), role=parsed_role.value, created_at=as_of
-    )
+    user = StaffUser(email=normalized, password_hash=_hasher.hash(password), role=parsed_role.value, created_at=as_of)
     statement = (
         insert(StaffUser)
         .values(

@@ -36,9 +36,7 @@ INSERT_SPAN = """
 
 
 def _attributes(attributes: Any) -> dict[str, Any]:
-    return {
-        key: list(value) if isinstance(value, tuple) else value for key, value in (attributes or {}).items()
-    }
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in (attributes or {}).items()}
 
 
 def _timestamp(nanoseconds: int) -> datetime:

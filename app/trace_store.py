@@ -66,7 +66,5 @@ async def spans_of(session: AsyncSession, trace_id: str) -> list[StoredSpan]:
 
 
 async def prune_spans(session: AsyncSession, *, older_than: datetime) -> int:
-    result = await session.execute(
-        text("DELETE FROM spans WHERE start_time < :cutoff"), {"cutoff": older_than}
-    )
+    result = await session.execute(text("DELETE FROM spans WHERE start_time < :cutoff"), {"cutoff": older_than})
     return int(result.rowcount)  # type: ignore[attr-defined]

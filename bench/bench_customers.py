@@ -40,9 +40,7 @@ def copy_customers(url: str, rows: int) -> float:
     with (
         psycopg.connect(libpq_url(url)) as connection,
         connection.cursor() as cursor,
-        cursor.copy(
-            "COPY customers (id, external_id, name, email, currency, status, created_at) FROM STDIN"
-        ) as copy,
+        cursor.copy("COPY customers (id, external_id, name, email, currency, status, created_at) FROM STDIN") as copy,
     ):
         for index in range(rows):
             copy.write_row(
@@ -81,9 +79,7 @@ async def graphql_searches(url: str, terms: list[str]) -> list[float]:
     schema = build_schema(Settings(tracing=False))
     timings = []
     async with session_factory(engine)() as session:
-        context = TallyContext(
-            session=session, viewer=Viewer(Role.ADMIN, "bench"), settings=Settings(tracing=False)
-        )
+        context = TallyContext(session=session, viewer=Viewer(Role.ADMIN, "bench"), settings=Settings(tracing=False))
         for term in terms:
             started = time.perf_counter()
             result = await schema.execute(SEARCH, variable_values={"s": term}, context_value=context)

@@ -34,9 +34,7 @@ def operation_documents() -> dict[str, str]:
     return documents
 
 
-async def run_operation(
-    schema: Schema, name: str, variables: dict[str, Any], context: TallyContext
-) -> dict[str, Any]:
+async def run_operation(schema: Schema, name: str, variables: dict[str, Any], context: TallyContext) -> dict[str, Any]:
     result = await schema.execute(
         operation_documents()[name], variable_values=variables, context_value=context, operation_name=name
     )

@@ -86,9 +86,7 @@ async def console_context(request: Request, session: SessionDep) -> AsyncIterato
 ContextDep = Annotated[TallyContext, Depends(console_context)]
 
 
-async def query(
-    request: Request, name: str, variables: dict[str, Any], context: TallyContext
-) -> dict[str, Any]:
+async def query(request: Request, name: str, variables: dict[str, Any], context: TallyContext) -> dict[str, Any]:
     return await run_operation(request.app.state.schema, name, variables, context)
 
 
@@ -139,12 +137,8 @@ async def logout(request: Request) -> RedirectResponse:
 
 
 @router.get("/customers")
-async def customers_page(
-    request: Request, context: ContextDep, search: str = "", after: str | None = None
-) -> Response:
-    data = await query(
-        request, "ConsoleCustomers", {"search": search or None, "first": 25, "after": after}, context
-    )
+async def customers_page(request: Request, context: ContextDep, search: str = "", after: str | None = None) -> Response:
+    data = await query(request, "ConsoleCustomers", {"search": search or None, "first": 25, "after": after}, context)
     plans = (await query(request, "ConsolePlans", {}, context))["plans"]
     return render(
         request,
@@ -159,15 +153,11 @@ async def customers_csv(context: ContextDep, request: Request, search: str = "")
     """Every customer matching the search, as CSV, paged through the same GraphQL query."""
     output = io.StringIO()
     writer = csv.writer(output)
-    writer.writerow(
-        ["id", "external_id", "name", "email", "currency", "status", "plan", "plan_version", "created_at"]
-    )
+    writer.writerow(["id", "external_id", "name", "email", "currency", "status", "plan", "plan_version", "created_at"])
     after, written = None, 0
     while written < CSV_ROW_LIMIT:
         page = (
-            await query(
-                request, "ConsoleCustomers", {"search": search or None, "first": 100, "after": after}, context
-            )
+            await query(request, "ConsoleCustomers", {"search": search or None, "first": 100, "after": after}, context)
         )["customers"]
         for edge in page["edges"]:
             node = edge["node"]
@@ -251,12 +241,8 @@ async def customer_page(request: Request, context: ContextDep, customer_id: str)
 
 
 @router.get("/traces")
-async def traces_page(
-    request: Request, context: ContextDep, search: str = "", after: str | None = None
-) -> Response:
-    data = await query(
-        request, "ConsoleTraces", {"search": search or None, "first": 50, "after": after}, context
-    )
+async def traces_page(request: Request, context: ContextDep, search: str = "", after: str | None = None) -> Response:
+    data = await query(request, "ConsoleTraces", {"search": search or None, "first": 50, "after": after}, context)
     return render(request, "traces.html", {"traces": data["traces"], "search": search}, block="rows")
 
 
@@ -273,9 +259,7 @@ async def upcoming_section(request: Request, context: ContextDep, section: str) 
     if section not in UPCOMING_SECTIONS:
         return render(request, "not_found.html", {"what": "page"}, status_code=404)
     title, issue, what = UPCOMING_SECTIONS[section]
-    return render(
-        request, "upcoming.html", {"section": section, "title": title, "issue": issue, "what": what}
-    )
+    return render(request, "upcoming.html", {"section": section, "title": title, "issue": issue, "what": what})
 
 
 async def query_failed_page(request: Request, error: Exception) -> Response:

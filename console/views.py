@@ -25,9 +25,7 @@ def waterfall(spans: list[dict[str, Any]]) -> list[WaterfallRow]:
         return []
     starts = {s["spanId"]: datetime.fromisoformat(s["startTime"]) for s in spans}
     trace_start = min(starts.values())
-    trace_end = max(
-        (starts[s["spanId"]].timestamp() - trace_start.timestamp()) * 1e6 + s["durationUs"] for s in spans
-    )
+    trace_end = max((starts[s["spanId"]].timestamp() - trace_start.timestamp()) * 1e6 + s["durationUs"] for s in spans)
     total_us = max(trace_end, 1)
     known = {s["spanId"] for s in spans}
     children: dict[str | None, list[dict[str, Any]]] = {}

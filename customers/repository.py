@@ -67,9 +67,7 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def subscriptions_of(
-    session: AsyncSession, customer_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, Subscription]:
+async def subscriptions_of(session: AsyncSession, customer_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Subscription]:
     query = select(Subscription).where(col(Subscription.customer_id).in_(customer_ids))
     return {s.customer_id: s for s in await session.exec(query)}
 

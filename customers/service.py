@@ -100,14 +100,10 @@ async def search_customers(
     limit: int,
     only_customer_id: uuid.UUID | None = None,
 ) -> list[Customer]:
-    return await repository.page(
-        session, search=search, after=after, limit=limit, only_customer_id=only_customer_id
-    )
+    return await repository.page(session, search=search, after=after, limit=limit, only_customer_id=only_customer_id)
 
 
-async def subscriptions_of(
-    session: AsyncSession, customer_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, Subscription]:
+async def subscriptions_of(session: AsyncSession, customer_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Subscription]:
     return await repository.subscriptions_of(session, customer_ids)
 
 

@@ -63,9 +63,7 @@ def normalize_currency(code: str, *, field: str = "currency") -> str:
 def parse_decimal(value: object, *, field: str) -> Decimal:
     """Read an exact decimal from a string or an integer; floats are refused, not rounded."""
     if isinstance(value, bool | float):
-        raise InvalidInput(
-            f'write {value!r} as a decimal string (e.g. "0.04") so it stays exact', field=field
-        )
+        raise InvalidInput(f'write {value!r} as a decimal string (e.g. "0.04") so it stays exact', field=field)
     if isinstance(value, Decimal):
         result = value
     elif isinstance(value, int | str):

@@ -198,9 +198,7 @@ class _Reader:
             self.problem(f"{path}.{name}", error.message)
             return None
         if value < 0 or (positive and value == 0):
-            self.problem(
-                f"{path}.{name}", "must be greater than zero" if positive else "must not be negative"
-            )
+            self.problem(f"{path}.{name}", "must be greater than zero" if positive else "must not be negative")
             return None
         if decimal_places(value) > max_places:
             self.problem(f"{path}.{name}", f"at most {max_places} decimal places")
@@ -208,10 +206,11 @@ class _Reader:
         return value
 
 
-def parse_catalog(text: str, *, known_meter_keys: frozenset[str] = frozenset()) -> CatalogSpec:
+def parse_catalog(text: str, *, known_meters: dict[str, tuple[str, ...]] | None = None) -> CatalogSpec:
     """Parse and validate catalog TOML; raise :class:`CatalogInvalid` listing every problem.
 
-    ``known_meter_keys`` are meters already in the database, which charges may also refer to.
+    ``known_meters`` are meters already in the database (key → group_by), which charges may
+    also refer to.
     """
     try:
         document = tomllib.loads(text)
@@ -220,8 +219,8 @@ def parse_catalog(text: str, *, known_meter_keys: frozenset[str] = frozenset()) 
     reader = _Reader()
     reader.unknown_fields(document, {"meters", "plans"}, "catalog")
     meters = _read_meters(reader, document.get("meters", []))
-    meter_keys = frozenset(m.key for m in meters) | known_meter_keys
-    plans = _read_plans(reader, document.get("plans", []), meter_keys)
+    meter_dimensions = {**(known_meters or {}), **{m.key: m.group_by for m in meters}}
+    plans = _read_plans(reader, document.get("plans", []), meter_dimensions)
     if reader.problems:
         raise CatalogInvalid(reader.problems)
     return CatalogSpec(meters=tuple(meters), plans=tuple(plans))
@@ -269,7 +268,7 @@ def _read_meters(reader: _Reader, raw: Any) -> list[MeterSpec]:
     return meters
 
 
-def _read_plans(reader: _Reader, raw: Any, meter_keys: frozenset[str]) -> list[PlanSpec]:
+def _read_plans(reader: _Reader, raw: Any, meter_keys: dict[str, tuple[str, ...]]) -> list[PlanSpec]:
     plans: list[PlanSpec] = []
     seen: set[str] = set()
     for index, item in enumerate(_items(reader, raw, "plans")):
@@ -292,20 +291,12 @@ def _read_plans(reader: _Reader, raw: Any, meter_keys: frozenset[str]) -> list[P
             interval = None
         base_fee = reader.decimal(item, "base_fee", path, required=True)
         if base_fee is not None and currency is not None and not fits_minor_unit(base_fee, currency):
-            reader.problem(
-                f"{path}.base_fee", f"{base_fee} is not payable in {currency}: too many decimal places"
-            )
+            reader.problem(f"{path}.base_fee", f"{base_fee} is not payable in {currency}: too many decimal places")
             base_fee = None
         charges = [
             charge
-            for charge_index, charge_item in enumerate(
-                _items(reader, item.get("charges", []), f"{path}.charges")
-            )
-            if (
-                charge := _read_charge(
-                    reader, charge_item, f"{path}.charges[{charge_index}]", meter_keys, currency
-                )
-            )
+            for charge_index, charge_item in enumerate(_items(reader, item.get("charges", []), f"{path}.charges"))
+            if (charge := _read_charge(reader, charge_item, f"{path}.charges[{charge_index}]", meter_keys, currency))
         ]
         if key is None or name is None or currency is None or interval is None or base_fee is None:
             continue
@@ -315,7 +306,7 @@ def _read_plans(reader: _Reader, raw: Any, meter_keys: frozenset[str]) -> list[P
 
 
 def _read_charge(
-    reader: _Reader, item: dict[str, Any], path: str, meter_keys: frozenset[str], currency: str | None
+    reader: _Reader, item: dict[str, Any], path: str, meter_keys: dict[str, tuple[str, ...]], currency: str | None
 ) -> ChargeSpec | None:
     before = len(reader.problems)
     reader.unknown_fields(item, CHARGE_FIELDS, path)
@@ -356,6 +347,13 @@ def _read_charge(
         reader.problem(f"{path}.where", "must be a table of property = string, integer or boolean")
     else:
         where = tuple(sorted((str(k), _where_text(v)) for k, v in where_raw.items()))
+        dimensions = meter_keys.get(meter or "", ())
+        for key, _ in where:
+            if meter in meter_keys and key not in dimensions:
+                reader.problem(
+                    f"{path}.where.{key}",
+                    f"meter {meter!r} does not split usage by {key!r}; add it to the meter's group_by",
+                )
     if len(reader.problems) > before or meter is None or model is None:
         return None
     return ChargeSpec(

@@ -22,6 +22,7 @@ from pricing.catalog import (
     parse_catalog,
 )
 from pricing.models import Meter, Plan, PlanCharge, PlanVersion
+from pricing.rating import ChargeTerms, Tier
 
 # A meter's identity: changing any of these would silently change what past usage meant.
 METER_IDENTITY = ("event_type", "aggregation", "value_property", "group_by")
@@ -49,7 +50,7 @@ async def apply_catalog(
     """
     await repository.lock_catalog(session)
     meters = await repository.meters_by_key(session)
-    spec = parse_catalog(catalog_text, known_meter_keys=frozenset(meters))
+    spec = parse_catalog(catalog_text, known_meters={key: tuple(m.group_by) for key, m in meters.items()})
     _check_meter_identity(spec, meters)
     plans = await repository.plans_by_key(session)
     latest = await repository.latest_versions(session)
@@ -232,3 +233,27 @@ async def list_plans(session: AsyncSession) -> list[PlanView]:
         for plan in plans.values()
         if plan.id in latest
     ]
+
+
+def charge_terms(charge: PlanCharge) -> ChargeTerms:
+    """The rating terms of a stored charge (tiers are kept as exact decimal strings)."""
+    return ChargeTerms(
+        model=charge.model,
+        unit_price=charge.unit_price,
+        tiers=tuple(
+            Tier(None if tier["up_to"] == "inf" else Decimal(tier["up_to"]), Decimal(tier["unit_price"]))
+            for tier in charge.tiers
+        ),
+        package_size=charge.package_size,
+        package_price=charge.package_price,
+        included=charge.included,
+        minimum=charge.minimum,
+    )
+
+
+async def charges_of_version(session: AsyncSession, version_id: uuid.UUID) -> list[tuple[PlanCharge, Meter]]:
+    return await repository.charges_of(session, [version_id])
+
+
+async def meter_by_key(session: AsyncSession, key: str) -> Meter | None:
+    return (await repository.meters_by_key(session)).get(key)

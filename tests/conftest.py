@@ -117,9 +117,7 @@ def token_for(session: AsyncSession):  # type: ignore[no-untyped-def]
     """Make a bearer token of a role (and customer, for the customer role)."""
 
     async def make(role: str, customer: str | None = None) -> str:
-        issued = await create_token(
-            session, role=role, customer_external_id=customer, label=None, as_of=now()
-        )
+        issued = await create_token(session, role=role, customer_external_id=customer, label=None, as_of=now())
         await session.commit()
         return issued.token
 

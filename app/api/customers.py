@@ -20,6 +20,15 @@ from app.api.common import (
     page_size,
     run_mutation,
 )
+from app.api.metering import (
+    Entitlement,
+    MeterUsage,
+    UsagePoint,
+    resolve_entitlement,
+    resolve_usage,
+    resolve_usage_series,
+    resolve_usage_watermark,
+)
 from app.api.permissions import requires
 from app.auth import Capability
 from customers import service as customers
@@ -55,6 +64,11 @@ class Customer:
     created_at: datetime
     row_id: strawberry.Private[uuid.UUID]
 
+    usage: list[MeterUsage] = strawberry.field(resolver=resolve_usage)
+    usage_series: list[UsagePoint] = strawberry.field(resolver=resolve_usage_series)
+    entitlement: Entitlement | None = strawberry.field(resolver=resolve_entitlement)
+    usage_watermark: datetime | None = strawberry.field(resolver=resolve_usage_watermark)
+
     @strawberry.field
     async def subscription(self, info: Info) -> Subscription | None:
         row = await info.context.loaders.subscription_by_customer.load(self.row_id)
@@ -82,9 +96,7 @@ class CreateCustomerInput:
     name: str
     currency: str = strawberry.field(description="ISO 4217 code, e.g. USD.")
     email: str | None = None
-    plan_key: str | None = strawberry.field(
-        default=None, description="Subscribe to this plan's newest version."
-    )
+    plan_key: str | None = strawberry.field(default=None, description="Subscribe to this plan's newest version.")
     started_at: datetime | None = strawberry.field(
         default=None, description="Defaults to now; the billing period is anchored on it."
     )
@@ -117,9 +129,7 @@ class CustomersQuery:
         customer_id = _parse_uuid(str(id)) if id is not None else None
         if id is not None and customer_id is None:
             return None
-        row = await customers.get_customer(
-            info.context.session, customer_id=customer_id, external_id=external_id
-        )
+        row = await customers.get_customer(info.context.session, customer_id=customer_id, external_id=external_id)
         if row is None or not info.context.viewer.may_see_customer(row.id):
             return None
         return Customer.from_model(row)

@@ -22,9 +22,7 @@ def requires(capability: Capability) -> type[BasePermission]:
 
         def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
             context = info.context
-            return (
-                isinstance(context, TallyContext) and context.authenticated and context.viewer.can(capability)
-            )
+            return isinstance(context, TallyContext) and context.authenticated and context.viewer.can(capability)
 
     HasCapability.__name__ = f"Requires_{capability.value}"
     return HasCapability

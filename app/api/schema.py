@@ -17,6 +17,7 @@ from strawberry.tools import merge_types
 
 from app.api.catalog import CatalogQuery
 from app.api.customers import CustomersMutation, CustomersQuery
+from app.api.metering import MeteringMutation
 from app.api.scalars import SCALAR_MAP
 from app.api.traces import TracesQuery
 from app.settings import Settings
@@ -26,7 +27,7 @@ logger = logging.getLogger("tally.graphql")
 SDL_PATH = Path(__file__).resolve().parents[2] / "graphql" / "schema.graphql"
 
 Query = merge_types("Query", (CustomersQuery, CatalogQuery, TracesQuery))
-Mutation = merge_types("Mutation", (CustomersMutation,))
+Mutation = merge_types("Mutation", (CustomersMutation, MeteringMutation))
 
 
 class MaskUnexpectedErrors(MaskErrors):

@@ -97,9 +97,7 @@ class TracesQuery:
                 before = (datetime.fromisoformat(values[0]), str(values[1]))
             except (IndexError, TypeError, ValueError):
                 raise GraphQLError("after: not a cursor returned by this API") from None
-        rows = await trace_store.recent_traces(
-            info.context.session, search=search, before=before, limit=limit + 1
-        )
+        rows = await trace_store.recent_traces(info.context.session, search=search, before=before, limit=limit + 1)
         return connection(
             rows,
             limit,
@@ -112,7 +110,4 @@ class TracesQuery:
         description="The spans of one trace, in start order.",
     )
     async def trace_spans(self, info: Info, trace_id: str) -> list[Span]:
-        return [
-            Span.from_model(s)
-            for s in await trace_store.spans_of(info.context.session, trace_id.strip().lower())
-        ]
+        return [Span.from_model(s) for s in await trace_store.spans_of(info.context.session, trace_id.strip().lower())]

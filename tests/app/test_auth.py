@@ -45,9 +45,7 @@ async def two_customers(client: httpx.AsyncClient, token_for) -> None:
 
 
 @pytest.mark.parametrize("role", list(ALLOWED))
-async def test_role_operation_matrix(
-    client: httpx.AsyncClient, two_customers: None, token_for, role: str
-) -> None:
+async def test_role_operation_matrix(client: httpx.AsyncClient, two_customers: None, token_for, role: str) -> None:
     token = await token_for(role, "org_mine" if role == "customer" else None)
     for name, (query, field) in OPERATIONS.items():
         body = (await graphql(client, token, query.replace("%s", role))).json()
@@ -59,9 +57,7 @@ async def test_role_operation_matrix(
             assert body["errors"][0]["message"].startswith("Forbidden: your role may not"), (role, name)
 
 
-async def test_customer_token_sees_only_its_customer(
-    client: httpx.AsyncClient, two_customers: None, token_for
-) -> None:
+async def test_customer_token_sees_only_its_customer(client: httpx.AsyncClient, two_customers: None, token_for) -> None:
     token = await token_for("customer", "org_mine")
     listed = (await graphql(client, token, OPERATIONS["customers"][0])).json()["data"]["customers"]["edges"]
     assert [edge["node"]["externalId"] for edge in listed] == ["org_mine"]

@@ -87,9 +87,7 @@ def test_catalog_apply_dry_run_then_apply_then_unchanged(run, database_url: str)
     assert "0 change(s) applied." in again.stdout
 
 
-def test_an_invalid_catalog_lists_every_problem_and_writes_nothing(
-    run, database_url: str, tmp_path: Path
-) -> None:
+def test_an_invalid_catalog_lists_every_problem_and_writes_nothing(run, database_url: str, tmp_path: Path) -> None:
     broken = tmp_path / "broken.toml"
     broken.write_text(
         (CONTRACT / "catalog.example.toml")
@@ -120,13 +118,9 @@ def test_user_create_from_stdin_hashes_with_argon2(run, database_url: str) -> No
         stdin="correct horse battery\n",
     )
     assert result.exit_code == 0, result.output
-    stored = str(
-        scalar(database_url, "SELECT password_hash FROM staff_users WHERE email = 'ops@example.com'")
-    )
+    stored = str(scalar(database_url, "SELECT password_hash FROM staff_users WHERE email = 'ops@example.com'"))
     assert stored.startswith("$argon2id$")
-    short = run(
-        "user", "create", "--email", "b@example.com", "--role", "viewer", "--password-stdin", stdin="short\n"
-    )
+    short = run("user", "create", "--email", "b@example.com", "--role", "viewer", "--password-stdin", stdin="short\n")
     assert short.exit_code == 1 and "password: use at least 10 characters" in short.output
     bad_role = run(
         "user",
@@ -165,8 +159,6 @@ def test_demo_loads_once(run, database_url: str) -> None:
 
 
 def test_a_bad_database_url_is_a_one_line_reason(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        cli, ["migrate"], env={"DATABASE_URL": "mysql://nope", "TALLY_DATA_DIR": str(tmp_path)}
-    )
+    result = CliRunner().invoke(cli, ["migrate"], env={"DATABASE_URL": "mysql://nope", "TALLY_DATA_DIR": str(tmp_path)})
     assert result.exit_code == 1
     assert "DATABASE_URL must be a postgresql:// URL" in result.output

@@ -36,9 +36,7 @@ async def test_an_unexpected_error_is_masked_and_logged(
 
 async def test_graphiql_is_served_only_in_development(database_url: str, tmp_path: Path) -> None:
     for env, expected in (("development", 200), ("production", 404)):
-        settings = Settings(
-            database_url=database_url, data_dir=tmp_path, env=env, tracing=False, secret_key="s" * 32
-        )
+        settings = Settings(database_url=database_url, data_dir=tmp_path, env=env, tracing=False, secret_key="s" * 32)
         application = create_app(settings, database_url)
         async with (
             application.router.lifespan_context(application),

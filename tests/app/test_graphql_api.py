@@ -62,9 +62,7 @@ async def test_create_customer_then_find_it(client: httpx.AsyncClient, catalog: 
     }
 
 
-async def test_duplicate_external_id_is_taken_and_changes_nothing(
-    client: httpx.AsyncClient, token_for
-) -> None:
+async def test_duplicate_external_id_is_taken_and_changes_nothing(client: httpx.AsyncClient, token_for) -> None:
     token = await token_for("admin")
     await create(client, token, externalId="org_dup", name="First", currency="EUR")
     second = await create(client, token, externalId="org_dup", name="Second", currency="EUR")
@@ -80,9 +78,7 @@ async def test_duplicate_external_id_is_taken_and_changes_nothing(
     assert [edge["node"]["name"] for edge in listed] == ["First"]
 
 
-async def test_bad_customer_input_names_the_field(
-    client: httpx.AsyncClient, catalog: None, token_for
-) -> None:
+async def test_bad_customer_input_names_the_field(client: httpx.AsyncClient, catalog: None, token_for) -> None:
     token = await token_for("admin")
     cases = [
         ({"currency": "ZZZ"}, "currency", "INVALID"),

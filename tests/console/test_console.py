@@ -60,16 +60,13 @@ async def test_sign_in_sets_an_httponly_samesite_session(client: httpx.AsyncClie
     assert "Acme Robotics" in page.text and "cs@example.com · support" in page.text
 
 
-async def test_wrong_password_gives_a_generic_message_and_no_session(
-    client: httpx.AsyncClient, staff: None
-) -> None:
+async def test_wrong_password_gives_a_generic_message_and_no_session(client: httpx.AsyncClient, staff: None) -> None:
     for email in ("cs@example.com", "nobody@example.com"):
         response = await sign_in(client, email, "wrong password!!")
         assert response.status_code == 401
         assert "Wrong email or password." in response.text
         assert not any(
-            h.startswith("tally_session=") and "staff_id" in h
-            for h in response.headers.get_list("set-cookie")
+            h.startswith("tally_session=") and "staff_id" in h for h in response.headers.get_list("set-cookie")
         )
         assert (await client.get("/console/customers")).status_code == 303
 
@@ -81,25 +78,19 @@ async def test_repeated_failures_lock_the_account(client: httpx.AsyncClient, sta
     assert locked.status_code == 401, "even the right password is refused while locked"
 
 
-async def test_console_posts_without_the_csrf_token_are_refused(
-    client: httpx.AsyncClient, staff: None
-) -> None:
+async def test_console_posts_without_the_csrf_token_are_refused(client: httpx.AsyncClient, staff: None) -> None:
     await client.get("/console/login")
     forged = await client.post("/console/login", data={"email": "cs@example.com", "password": PASSWORD})
     assert forged.status_code == 403
     assert (await client.get("/console/customers")).status_code == 303
     await sign_in(client, "cs@example.com", PASSWORD)
-    no_token = await client.post(
-        "/console/customers", data={"external_id": "x", "name": "X", "currency": "USD"}
-    )
+    no_token = await client.post("/console/customers", data={"external_id": "x", "name": "X", "currency": "USD"})
     assert no_token.status_code == 403
 
 
 async def test_live_search_renders_only_the_rows_block(client: httpx.AsyncClient, staff: None) -> None:
     await sign_in(client, "cs@example.com", PASSWORD)
-    fragment = await client.get(
-        "/console/customers", params={"search": "acme"}, headers={"HX-Request": "true"}
-    )
+    fragment = await client.get("/console/customers", params={"search": "acme"}, headers={"HX-Request": "true"})
     assert fragment.status_code == 200
     assert fragment.text.lstrip().startswith('<tbody id="customer-rows">')
     assert "<html" not in fragment.text
@@ -132,9 +123,7 @@ async def test_customers_csv_export(client: httpx.AsyncClient, staff: None) -> N
     assert (acme["plan"], acme["plan_version"], acme["currency"]) == ("team", "1", "USD")
 
 
-async def test_create_customer_form_shows_errors_beside_the_field(
-    client: httpx.AsyncClient, staff: None
-) -> None:
+async def test_create_customer_form_shows_errors_beside_the_field(client: httpx.AsyncClient, staff: None) -> None:
     await sign_in(client, "cs@example.com", PASSWORD)
     page = await client.get("/console/customers")
     token = csrf_of(page.text)

@@ -44,15 +44,11 @@ def test_yearly_and_calendar_month() -> None:
 
 
 @given(
-    anchor=st.datetimes(
-        min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
-    ),
+    anchor=st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)),
     offset_hours=st.integers(min_value=0, max_value=24 * 365 * 3),
     interval=st.sampled_from(["month", "year"]),
 )
-def test_the_period_contains_as_of_and_periods_tile(
-    anchor: datetime, offset_hours: int, interval: str
-) -> None:
+def test_the_period_contains_as_of_and_periods_tile(anchor: datetime, offset_hours: int, interval: str) -> None:
     as_of = anchor + timedelta(hours=offset_hours)
     start, end = period_containing(anchor, interval, as_of)
     assert start <= as_of < end

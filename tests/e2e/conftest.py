@@ -41,9 +41,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def live_server(
-    server_url: str, template_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveServer]:
+def live_server(server_url: str, template_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     url = clone_database(server_url, "tally_live")
     data_dir = tmp_path_factory.mktemp("live-data")
     env = {

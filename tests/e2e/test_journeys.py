@@ -90,9 +90,7 @@ def test_a_producer_traceparent_becomes_the_parent_of_the_request_span(live_serv
     assert all("password" not in str(span["attributes"]).lower() for span in spans)
 
 
-def test_browser_journey_sign_in_search_open_customer(
-    live_server: LiveServer, browser, tmp_path: Path
-) -> None:
+def test_browser_journey_sign_in_search_open_customer(live_server: LiveServer, browser, tmp_path: Path) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(f"{live_server.base_url}/console")
     assert "/console/login" in page.url

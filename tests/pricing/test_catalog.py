@@ -127,9 +127,7 @@ base_fee = "0"
 
 
 def test_sum_meter_needs_its_value_property() -> None:
-    problems = problems_of(
-        '[[meters]]\nkey = "t"\nname = "T"\nunit = "t"\nevent_type = "e"\naggregation = "sum"\n'
-    )
+    problems = problems_of('[[meters]]\nkey = "t"\nname = "T"\nunit = "t"\nevent_type = "e"\naggregation = "sum"\n')
     assert problems == ["meters[0].value_property: is required for a sum meter"]
 
 
@@ -164,9 +162,7 @@ base_fee = "{fee}"
     price=st.decimals(min_value=0, max_value=1000, places=6, allow_nan=False),
     trailing=st.integers(min_value=0, max_value=6),
 )
-def test_the_same_prices_spelled_differently_are_the_same_version(
-    cents: int, price: Decimal, trailing: int
-) -> None:
+def test_the_same_prices_spelled_differently_are_the_same_version(cents: int, price: Decimal, trailing: int) -> None:
     """20, 20.0 and 20.00 must not create a new plan version; a different price must."""
     fee = Decimal(cents).scaleb(-2)
     plain = parse_catalog(PLAN_TEMPLATE.format(name="P", fee=f"{fee}", price=f"{price}")).plans[0]
@@ -178,7 +174,17 @@ def test_the_same_prices_spelled_differently_are_the_same_version(
         )
     ).plans[0]
     assert pricing_hash(plain) == pricing_hash(padded)
-    dearer = parse_catalog(
-        PLAN_TEMPLATE.format(name="P", fee=f"{fee + Decimal('0.01')}", price=f"{price}")
-    ).plans[0]
+    dearer = parse_catalog(PLAN_TEMPLATE.format(name="P", fee=f"{fee + Decimal('0.01')}", price=f"{price}")).plans[0]
     assert pricing_hash(dearer) != pricing_hash(plain)
+
+
+def test_a_where_filter_must_name_a_dimension_of_the_meter() -> None:
+    text = (
+        (CONTRACT / "catalog.example.toml")
+        .read_text()
+        .replace('where = { model = "large-1" }', 'where = { region = "eu" }')
+    )
+    assert problems_of(text) == [
+        "plans[1].charges[1].where.region: meter 'tokens' does not split usage by 'region'; "
+        "add it to the meter's group_by"
+    ]

@@ -1,0 +1,216 @@
+"""GraphQL of metering: ingestion, a customer's usage, usage series and entitlements."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Annotated, Any, cast
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from app.api.catalog import Meter
+from app.api.common import Money
+from app.api.permissions import requires
+from app.auth import Capability
+from app.usage_ingest import ingest_and_commit
+from customers import service as customers
+from customers.models import Customer as CustomerRow
+from ledger.money import round_to_minor, to_major
+from metering import service as metering
+from pricing.models import PlanCharge
+from pricing.service import charges_of_version, list_meters
+
+MAX_SERIES_POINTS = 2000
+
+
+def money(amount: Decimal, currency: str) -> Money:
+    """A preview amount shown as a payable one: rounded by the one rounding rule of the ledger."""
+    return Money(amount=to_major(round_to_minor(amount, currency), currency), currency=currency)
+
+
+@strawberry.input
+class UsageEventInput:
+    id: str
+    customer: str
+    type: str
+    timestamp: datetime
+    properties: JSON | None = None
+
+
+@strawberry.type
+class EventRejection:
+    index: int
+    code: str
+    message: str
+
+
+@strawberry.type
+class IngestUsagePayload:
+    accepted: int
+    duplicates: int
+    rejected: list[EventRejection]
+
+
+@strawberry.type
+class DimensionUsage:
+    dimensions: JSON
+    quantity: Decimal
+    cost: Money
+
+
+@strawberry.type
+class MeterUsage:
+    meter: Meter
+    quantity: Decimal
+    included: Decimal
+    limit: Decimal | None
+    remaining: Decimal | None
+    cost: Money
+    by_dimension: list[DimensionUsage]
+
+
+@strawberry.enum
+class Granularity(Enum):
+    HOUR = "HOUR"
+    DAY = "DAY"
+
+
+@strawberry.type
+class UsagePoint:
+    start: datetime
+    quantity: Decimal
+
+
+@strawberry.type
+class Entitlement:
+    allowed: bool
+    used: Decimal
+    limit: Decimal | None
+    remaining: Decimal | None
+
+    @classmethod
+    def from_result(cls, found: metering.Entitlement) -> Entitlement:
+        return cls(allowed=found.allowed, used=found.used, limit=found.limit, remaining=found.remaining)
+
+
+def _exact_json(value: Any) -> Any:
+    """GraphQL variables arrive through a float-reading JSON parser: give floats back their
+    shortest exact decimal text (send decimal strings for full control)."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {key: _exact_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_exact_json(item) for item in value]
+    return value
+
+
+async def _customer_row(info: Info, root: Any) -> CustomerRow:
+    row = await customers.get_customer(info.context.session, customer_id=root.row_id)
+    assert row is not None
+    return row
+
+
+async def resolve_usage(
+    root: strawberry.Parent[Any],
+    info: Info,
+    from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+    to: datetime | None = None,
+) -> list[MeterUsage]:
+    """Usage of each meter the customer's plan charges (every meter without a plan), over the
+    current billing period unless ``from``/``to`` say otherwise."""
+    session = info.context.session
+    customer = await _customer_row(info, root)
+    period, version_id = await metering.current_period(session, customer, info.context.now())
+    start, end = from_ or period.start, to or period.end
+    if start >= end:
+        raise GraphQLError("to: must be after from")
+    charged = await charges_of_version(session, version_id) if version_id else []
+    meters = list({m.id: m for _, m in charged}.values()) if charged else await list_meters(session)
+    currency = customer.currency
+    results = []
+    for meter_usage in await metering.usage(session, customer.id, meters, start, end):
+        charges: list[PlanCharge] = [c for c, m in charged if m.id == meter_usage.meter.id]
+        limits = metering.entitlement_of(meter_usage, charges, suspended=False)
+        cost = metering.cost_of(meter_usage, charges)
+        aggregation = meter_usage.meter.aggregation
+        results.append(
+            MeterUsage(
+                meter=Meter.from_model(meter_usage.meter),
+                quantity=meter_usage.quantity(),
+                included=sum((c.included for c in charges), Decimal(0)),
+                limit=limits.limit,
+                remaining=limits.remaining,
+                cost=money(cost.total, currency),
+                by_dimension=[
+                    DimensionUsage(
+                        dimensions=cast(JSON, json.loads(dimensions)),
+                        quantity=partial.quantity(aggregation),
+                        cost=money(cost.by_dimensions[dimensions], currency),
+                    )
+                    for dimensions, partial in sorted(meter_usage.by_dimensions.items())
+                ],
+            )
+        )
+    return results
+
+
+async def resolve_usage_series(
+    root: strawberry.Parent[Any],
+    info: Info,
+    meter: str,
+    from_: Annotated[datetime, strawberry.argument(name="from")],
+    to: datetime,
+    granularity: Granularity,
+) -> list[UsagePoint]:
+    session = info.context.session
+    found = await metering.meter_by_key(session, meter)
+    if found is None:
+        raise GraphQLError(f"meter: no meter {meter!r}")
+    step_hours = 24 if granularity is Granularity.DAY else 1
+    if from_ >= to:
+        raise GraphQLError("to: must be after from")
+    if (to - from_).total_seconds() / 3600 / step_hours > MAX_SERIES_POINTS:
+        raise GraphQLError(f"from/to: at most {MAX_SERIES_POINTS} points; use DAY or a shorter range")
+    points = await metering.usage_series(session, root.row_id, found, from_, to, granularity.value)
+    return [UsagePoint(start=p.start, quantity=p.quantity) for p in points]
+
+
+async def resolve_entitlement(root: strawberry.Parent[Any], info: Info, meter: str) -> Entitlement | None:
+    customer = await _customer_row(info, root)
+    found = await metering.entitlement(info.context.session, customer, meter, as_of=info.context.now())
+    return Entitlement.from_result(found) if found else None
+
+
+async def resolve_usage_watermark(root: strawberry.Parent[Any], info: Info) -> datetime | None:
+    """Usage is complete through this time: the latest event time counted for the customer."""
+    found = await metering.watermark(info.context.session, root.row_id)
+    return found.watermark if found else None
+
+
+@strawberry.type
+class MeteringMutation:
+    @strawberry.mutation(permission_classes=[requires(Capability.INGEST_USAGE)])
+    async def ingest_usage(self, info: Info, events: list[UsageEventInput]) -> IngestUsagePayload:
+        """The same ingestion as `POST /v1/events`: per-event results, valid events kept."""
+        items = [
+            {
+                "id": event.id,
+                "customer": event.customer,
+                "type": event.type,
+                "timestamp": event.timestamp.isoformat(),
+                "properties": _exact_json(event.properties) if event.properties is not None else {},
+            }
+            for event in events
+        ]
+        result = await ingest_and_commit(info.context.session, items, info.context.settings)
+        return IngestUsagePayload(
+            accepted=result.accepted,
+            duplicates=result.duplicates,
+            rejected=[EventRejection(index=r.index, code=r.code, message=r.message) for r in result.rejected],
+        )

@@ -1,0 +1,55 @@
+"""The request boundary of usage ingestion, shared by `POST /v1/events` and `ingestUsage`:
+one transaction per batch, committed before answering, retried whole on a deadlock or a
+serialization failure (safe: the event ids make a retried batch count nothing twice)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg import errors as pg_errors
+from sqlalchemy.exc import DBAPIError
+from sqlmodel.ext.asyncio.session import AsyncSession
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from app.settings import Settings
+from app.telemetry import current_trace_id
+from metering.service import IngestLimits, IngestResult, ingest
+
+RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+
+
+def ingest_limits(settings: Settings) -> IngestLimits:
+    return IngestLimits(
+        max_age=timedelta(days=settings.event_max_age_days),
+        max_properties_bytes=settings.event_properties_max_bytes,
+    )
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, DBAPIError) and isinstance(error.orig, RETRIED)
+
+
+async def ingest_and_commit(session: AsyncSession, items: list[Any], settings: Settings) -> IngestResult:
+    """Ingest and commit; a 200 after this means every accepted event is durable and counted."""
+    received_at = datetime.now(UTC)
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(_transient),
+        stop=stop_after_attempt(5),
+        wait=wait_random_exponential(multiplier=0.02, max=1),
+        reraise=True,
+    ):
+        with attempt:
+            try:
+                result = await ingest(
+                    session,
+                    items,
+                    received_at=received_at,
+                    limits=ingest_limits(settings),
+                    trace_id=current_trace_id(),
+                )
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+    return result

@@ -1,0 +1,96 @@
+"""Metering tables: raw events (the dedup key), hourly rollups, distinct values, quarantine,
+watermarks and per-batch ingestion statistics. ``customer_id`` leads every high-volume key."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, Integer, Numeric, String, Text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlmodel import Field, SQLModel
+
+
+class UsageEvent(SQLModel, table=True):
+    """A raw event, stored once: its id is the producer's idempotency key."""
+
+    __tablename__ = "events"
+
+    event_id: str = Field(sa_column=Column(Text, primary_key=True))
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    event_type: str = Field(sa_column=Column(Text, nullable=False))
+    occurred_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    properties: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    trace_id: str | None = Field(default=None, sa_column=Column(String(32)))
+
+
+class UsageRollup(SQLModel, table=True):
+    """What every meter needs of one (customer, meter, hour, dimensions), kept exact."""
+
+    __tablename__ = "usage_rollups"
+
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    meter_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    hour: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    dimensions: dict[str, Any] = Field(sa_column=Column(JSONB, primary_key=True))
+    event_count: int = Field(sa_column=Column(BigInteger, nullable=False))
+    value_sum: Decimal | None = Field(default=None, sa_column=Column(Numeric))
+    value_max: Decimal | None = Field(default=None, sa_column=Column(Numeric))
+    latest_value: Decimal | None = Field(default=None, sa_column=Column(Numeric))
+    latest_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    latest_event_id: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class UsageUniqueValue(SQLModel, table=True):
+    """Distinct values a unique_count meter saw in an hour, so a period's count stays exact."""
+
+    __tablename__ = "usage_unique_values"
+
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    meter_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    hour: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    dimensions: dict[str, Any] = Field(sa_column=Column(JSONB, primary_key=True))
+    value: str = Field(sa_column=Column(Text, primary_key=True))
+
+
+class QuarantinedEvent(SQLModel, table=True):
+    """An event refused for an unknown customer or event type, kept to be replayed."""
+
+    __tablename__ = "quarantined_events"
+
+    event_id: str = Field(sa_column=Column(Text, primary_key=True))
+    code: str
+    message: str
+    payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    replayed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    replay_outcome: str | None = None
+
+
+class CustomerWatermark(SQLModel, table=True):
+    """Usage is complete through ``watermark``: the latest event time counted for the customer."""
+
+    __tablename__ = "customer_watermarks"
+
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    watermark: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    last_received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class IngestBatch(SQLModel, table=True):
+    """One accepted request of events: counts and lags behind the Metering page."""
+
+    __tablename__ = "ingest_batches"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    accepted: int = Field(sa_column=Column(Integer, nullable=False))
+    duplicates: int = Field(sa_column=Column(Integer, nullable=False))
+    rejected: dict[str, int] = Field(sa_column=Column(JSONB, nullable=False))
+    ingest_lag_p50_ms: int | None = Field(default=None, sa_column=Column(BigInteger))
+    ingest_lag_max_ms: int | None = Field(default=None, sa_column=Column(BigInteger))
+    processing_ms: int = Field(sa_column=Column(Integer, nullable=False))
+    trace_id: str | None = Field(default=None, sa_column=Column(String(32)))

@@ -1,0 +1,282 @@
+"""SQL of metering. The ingestion path talks to psycopg directly (COPY into per-connection
+temporary tables, then set-based inserts), inside the session's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from sqlalchemy import text
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from metering.events import Rejection, ValidEvent, canonical_json
+from metering.models import CustomerWatermark, IngestBatch, QuarantinedEvent
+
+PREPARE_TEMP_TABLES = """
+CREATE TEMP TABLE IF NOT EXISTS incoming_events (
+  event_id text, customer_id uuid, event_type text, occurred_at timestamptz, properties jsonb,
+  received_at timestamptz, trace_id text) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS incoming_usage (
+  event_id text, customer_id uuid, meter_id uuid, hour timestamptz, dimensions jsonb,
+  value numeric, unique_value text, occurred_at timestamptz) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS new_event_ids (event_id text PRIMARY KEY) ON COMMIT DELETE ROWS;
+"""
+
+INSERT_NEW_EVENTS = """
+WITH inserted AS (
+  INSERT INTO events (event_id, customer_id, event_type, occurred_at, properties, received_at, trace_id)
+  SELECT event_id, customer_id, event_type, occurred_at, properties, received_at, trace_id
+  FROM incoming_events
+  ON CONFLICT (event_id) DO NOTHING
+  RETURNING event_id)
+INSERT INTO new_event_ids SELECT event_id FROM inserted
+"""
+
+# Only events new to Tally reach the rollups; keys are upserted in one sorted order, so two
+# concurrent batches lock shared rows in the same order and cannot deadlock on them.
+UPSERT_ROLLUPS = """
+INSERT INTO usage_rollups AS r (customer_id, meter_id, hour, dimensions, event_count, value_sum,
+                                value_max, latest_value, latest_at, latest_event_id)
+SELECT u.customer_id, u.meter_id, u.hour, u.dimensions, count(*), sum(u.value), max(u.value),
+       (array_agg(u.value ORDER BY u.occurred_at DESC, u.event_id DESC))[1],
+       max(u.occurred_at),
+       (array_agg(u.event_id ORDER BY u.occurred_at DESC, u.event_id DESC))[1]
+FROM incoming_usage u JOIN new_event_ids USING (event_id)
+GROUP BY u.customer_id, u.meter_id, u.hour, u.dimensions
+ORDER BY u.customer_id, u.meter_id, u.hour, u.dimensions
+ON CONFLICT (customer_id, meter_id, hour, dimensions) DO UPDATE SET
+  event_count = r.event_count + excluded.event_count,
+  value_sum = CASE WHEN excluded.value_sum IS NULL THEN r.value_sum
+                   ELSE coalesce(r.value_sum, 0) + excluded.value_sum END,
+  value_max = greatest(r.value_max, excluded.value_max),
+  latest_value = CASE WHEN (excluded.latest_at, excluded.latest_event_id) > (r.latest_at, r.latest_event_id)
+                      THEN excluded.latest_value ELSE r.latest_value END,
+  latest_event_id = CASE WHEN (excluded.latest_at, excluded.latest_event_id) > (r.latest_at, r.latest_event_id)
+                         THEN excluded.latest_event_id ELSE r.latest_event_id END,
+  latest_at = greatest(r.latest_at, excluded.latest_at)
+"""
+
+INSERT_UNIQUE_VALUES = """
+INSERT INTO usage_unique_values (customer_id, meter_id, hour, dimensions, value)
+SELECT DISTINCT u.customer_id, u.meter_id, u.hour, u.dimensions, u.unique_value
+FROM incoming_usage u JOIN new_event_ids USING (event_id)
+WHERE u.unique_value IS NOT NULL
+ORDER BY 1, 2, 3, 4, 5
+ON CONFLICT DO NOTHING
+"""
+
+ADVANCE_WATERMARKS = """
+INSERT INTO customer_watermarks AS w (customer_id, watermark, last_received_at)
+SELECT e.customer_id, max(e.occurred_at), max(e.received_at)
+FROM incoming_events e JOIN new_event_ids USING (event_id)
+GROUP BY e.customer_id
+ORDER BY e.customer_id
+ON CONFLICT (customer_id) DO UPDATE SET
+  watermark = greatest(w.watermark, excluded.watermark),
+  last_received_at = greatest(w.last_received_at, excluded.last_received_at)
+"""
+
+NEW_EVENT_LAGS = """
+SELECT e.occurred_at FROM incoming_events e JOIN new_event_ids USING (event_id)
+"""
+
+
+async def _driver_connection(session: AsyncSession) -> psycopg.AsyncConnection[Any]:
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+    return driver
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+async def store_events(
+    session: AsyncSession, events: Sequence[ValidEvent], *, received_at: datetime, trace_id: str | None
+) -> list[datetime]:
+    """Store the events new to Tally and add them to the rollups, in the caller's transaction.
+
+    Returns the event times of the events that were new (the others were already counted).
+    """
+    if not events:
+        return []
+    connection = await _driver_connection(session)
+    async with connection.cursor() as cursor:
+        await cursor.execute(PREPARE_TEMP_TABLES)
+        async with cursor.copy(
+            "COPY incoming_events (event_id, customer_id, event_type, occurred_at, properties, "
+            "received_at, trace_id) FROM STDIN"
+        ) as copy:
+            for event in events:
+                await copy.write_row(
+                    (
+                        event.event_id,
+                        event.customer_id,
+                        event.event_type,
+                        event.occurred_at,
+                        event.properties_json,
+                        received_at,
+                        trace_id,
+                    )
+                )
+        async with cursor.copy(
+            "COPY incoming_usage (event_id, customer_id, meter_id, hour, dimensions, value, "
+            "unique_value, occurred_at) FROM STDIN"
+        ) as copy:
+            for event in events:
+                hour = _hour(event.occurred_at.astimezone(UTC))
+                for measurement in event.measurements:
+                    await copy.write_row(
+                        (
+                            event.event_id,
+                            event.customer_id,
+                            measurement.meter_id,
+                            hour,
+                            measurement.dimensions,
+                            measurement.value,
+                            measurement.unique_value,
+                            event.occurred_at,
+                        )
+                    )
+        await cursor.execute(INSERT_NEW_EVENTS)
+        await cursor.execute(UPSERT_ROLLUPS)
+        await cursor.execute(INSERT_UNIQUE_VALUES)
+        await cursor.execute(ADVANCE_WATERMARKS)
+        await cursor.execute(NEW_EVENT_LAGS)
+        return [row[0] for row in await cursor.fetchall()]
+
+
+async def quarantine(session: AsyncSession, rejections: Sequence[Rejection], *, received_at: datetime) -> None:
+    """Keep events refused for an unknown customer or type; a retried one is kept once."""
+    rows = [r for r in rejections if r.quarantined and r.event_id]
+    if not rows:
+        return
+    await session.execute(
+        text(
+            "INSERT INTO quarantined_events (event_id, code, message, payload, received_at) "
+            "VALUES (:event_id, :code, :message, CAST(:payload AS jsonb), :received_at) "
+            "ON CONFLICT (event_id) DO NOTHING"
+        ),
+        [
+            {
+                "event_id": r.event_id,
+                "code": r.code,
+                "message": r.message,
+                "payload": canonical_json(r.payload),
+                "received_at": received_at,
+            }
+            for r in rows
+        ],
+    )
+
+
+async def record_batch(session: AsyncSession, batch: IngestBatch) -> None:
+    session.add(batch)
+    await session.flush()
+
+
+async def waiting_in_quarantine(session: AsyncSession, *, limit: int) -> list[QuarantinedEvent]:
+    """Events not yet replayed, oldest first, locked so two replays never take the same one."""
+    query = (
+        select(QuarantinedEvent)
+        .where(col(QuarantinedEvent.replayed_at).is_(None))
+        .order_by(col(QuarantinedEvent.received_at), col(QuarantinedEvent.event_id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(await session.exec(query))
+
+
+async def quarantine_page(session: AsyncSession, *, limit: int) -> list[QuarantinedEvent]:
+    query = (
+        select(QuarantinedEvent)
+        .where(col(QuarantinedEvent.replayed_at).is_(None))
+        .order_by(col(QuarantinedEvent.received_at).desc())
+        .limit(limit)
+    )
+    return list(await session.exec(query))
+
+
+async def watermark_of(session: AsyncSession, customer_id: uuid.UUID) -> CustomerWatermark | None:
+    return await session.get(CustomerWatermark, customer_id)
+
+
+ROLLUP_PARTIALS = text("""
+SELECT meter_id, dimensions::text AS dimensions, sum(event_count) AS count, sum(value_sum) AS total,
+       max(value_max) AS maximum,
+       (array_agg(latest_value ORDER BY latest_at DESC, latest_event_id DESC))[1] AS latest_value,
+       max(latest_at) AS latest_at,
+       (array_agg(latest_event_id ORDER BY latest_at DESC, latest_event_id DESC))[1] AS latest_event_id
+FROM usage_rollups
+WHERE customer_id = :customer_id AND meter_id = ANY(:meter_ids) AND hour >= :start AND hour < :end
+GROUP BY meter_id, dimensions
+""")
+
+UNIQUE_VALUES = text("""
+SELECT DISTINCT meter_id, dimensions::text AS dimensions, value
+FROM usage_unique_values
+WHERE customer_id = :customer_id AND meter_id = ANY(:meter_ids) AND hour >= :start AND hour < :end
+""")
+
+RAW_EVENTS = text("""
+SELECT event_id, event_type, occurred_at, properties::text AS properties
+FROM events
+WHERE customer_id = :customer_id AND event_type = ANY(:event_types)
+  AND occurred_at >= :start AND occurred_at < :end
+""")
+
+SERIES = text("""
+SELECT date_trunc(:unit, hour, 'UTC') AS bucket, sum(event_count) AS count, sum(value_sum) AS total,
+       max(value_max) AS maximum,
+       (array_agg(latest_value ORDER BY latest_at DESC, latest_event_id DESC))[1] AS latest_value
+FROM usage_rollups
+WHERE customer_id = :customer_id AND meter_id = :meter_id AND hour >= :start AND hour < :end
+GROUP BY bucket
+""")
+
+UNIQUE_SERIES = text("""
+SELECT date_trunc(:unit, hour, 'UTC') AS bucket, count(DISTINCT value) AS distinct_values
+FROM usage_unique_values
+WHERE customer_id = :customer_id AND meter_id = :meter_id AND hour >= :start AND hour < :end
+GROUP BY bucket
+""")
+
+
+async def rollup_partials(
+    session: AsyncSession, customer_id: uuid.UUID, meter_ids: list[uuid.UUID], start: datetime, end: datetime
+) -> list[Any]:
+    params = {"customer_id": customer_id, "meter_ids": meter_ids, "start": start, "end": end}
+    return list((await session.execute(ROLLUP_PARTIALS, params)).mappings())
+
+
+async def unique_values(
+    session: AsyncSession, customer_id: uuid.UUID, meter_ids: list[uuid.UUID], start: datetime, end: datetime
+) -> list[Any]:
+    params = {"customer_id": customer_id, "meter_ids": meter_ids, "start": start, "end": end}
+    return list((await session.execute(UNIQUE_VALUES, params)).mappings())
+
+
+async def raw_events(
+    session: AsyncSession, customer_id: uuid.UUID, event_types: list[str], start: datetime, end: datetime
+) -> list[Any]:
+    params = {"customer_id": customer_id, "event_types": event_types, "start": start, "end": end}
+    return list((await session.execute(RAW_EVENTS, params)).mappings())
+
+
+async def series(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    meter_id: uuid.UUID,
+    unit: str,
+    start: datetime,
+    end: datetime,
+    *,
+    unique: bool,
+) -> list[Any]:
+    params = {"customer_id": customer_id, "meter_id": meter_id, "unit": unit, "start": start, "end": end}
+    return list((await session.execute(UNIQUE_SERIES if unique else SERIES, params)).mappings())
