@@ -16,6 +16,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from metering.events import Rejection, ValidEvent, canonical_json
 from metering.models import CustomerWatermark, IngestBatch, QuarantinedEvent
 
+# Per-connection scratch tables, emptied at the start of every batch: one transaction may
+# ingest several batches (a quarantine replay), and none may see another's rows.
 PREPARE_TEMP_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS incoming_events (
   event_id text, customer_id uuid, event_type text, occurred_at timestamptz, properties jsonb,
@@ -24,6 +26,7 @@ CREATE TEMP TABLE IF NOT EXISTS incoming_usage (
   event_id text, customer_id uuid, meter_id uuid, hour timestamptz, dimensions jsonb,
   value numeric, unique_value text, occurred_at timestamptz) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS new_event_ids (event_id text PRIMARY KEY) ON COMMIT DELETE ROWS;
+TRUNCATE incoming_events, incoming_usage, new_event_ids;
 """
 
 INSERT_NEW_EVENTS = """

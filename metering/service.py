@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from customers import service as customers
 from customers.models import Customer
 from customers.periods import calendar_month, period_containing
+from ledger.money import plain_decimal
 from metering import repository
 from metering.aggregation import Partial, merge_all
 from metering.events import (
@@ -330,7 +331,7 @@ def entitlement_of(meter_usage: MeterUsage, charges: list[PlanCharge], *, suspen
     the tightest charge is reported. No limit: always allowed. A suspended customer: never."""
     limited = [charge for charge in charges if charge.usage_limit is not None]
     if not limited:
-        return Entitlement(not suspended, meter_usage.quantity(), None, None)
+        return Entitlement(not suspended, plain_decimal(meter_usage.quantity()), None, None)
     tightest = min(
         ((meter_usage.quantity(dict(charge.where)), charge) for charge in limited),
         key=lambda pair: pair[1].usage_limit - pair[0],  # type: ignore[operator]
@@ -338,7 +339,8 @@ def entitlement_of(meter_usage: MeterUsage, charges: list[PlanCharge], *, suspen
     used, charge = tightest
     assert charge.usage_limit is not None
     allowed = not suspended and all(meter_usage.quantity(dict(c.where)) < c.usage_limit for c in limited)  # type: ignore[operator]
-    return Entitlement(allowed, used, charge.usage_limit, max(charge.usage_limit - used, Decimal(0)))
+    limit = plain_decimal(charge.usage_limit)
+    return Entitlement(allowed, plain_decimal(used), limit, plain_decimal(max(limit - used, Decimal(0))))
 
 
 @dataclass(frozen=True)

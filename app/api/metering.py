@@ -20,7 +20,7 @@ from app.auth import Capability
 from app.usage_ingest import ingest_and_commit
 from customers import service as customers
 from customers.models import Customer as CustomerRow
-from ledger.money import round_to_minor, to_major
+from ledger.money import plain_decimal, round_to_minor, to_major
 from metering import service as metering
 from pricing.models import PlanCharge
 from pricing.service import charges_of_version, list_meters
@@ -150,7 +150,7 @@ async def resolve_usage(
                 by_dimension=[
                     DimensionUsage(
                         dimensions=cast(JSON, json.loads(dimensions)),
-                        quantity=partial.quantity(aggregation),
+                        quantity=plain_decimal(partial.quantity(aggregation)),
                         cost=money(cost.by_dimensions[dimensions], currency),
                     )
                     for dimensions, partial in sorted(meter_usage.by_dimensions.items())
