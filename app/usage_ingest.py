@@ -27,7 +27,9 @@ def ingest_limits(settings: Settings) -> IngestLimits:
 
 
 def _transient(error: BaseException) -> bool:
-    return isinstance(error, DBAPIError) and isinstance(error.orig, RETRIED)
+    """Deadlocks and serialization failures, raised by psycopg itself on the COPY path or
+    wrapped by SQLAlchemy elsewhere."""
+    return isinstance(error, RETRIED) or (isinstance(error, DBAPIError) and isinstance(error.orig, RETRIED))
 
 
 async def ingest_and_commit(session: AsyncSession, items: list[Any], settings: Settings) -> IngestResult:

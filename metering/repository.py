@@ -29,11 +29,14 @@ CREATE TEMP TABLE IF NOT EXISTS new_event_ids (event_id text PRIMARY KEY) ON COM
 TRUNCATE incoming_events, incoming_usage, new_event_ids;
 """
 
+# Ids are inserted in sorted order so that concurrent batches sharing ids wait on each other
+# in one order instead of deadlocking.
 INSERT_NEW_EVENTS = """
 WITH inserted AS (
   INSERT INTO events (event_id, customer_id, event_type, occurred_at, properties, received_at, trace_id)
   SELECT event_id, customer_id, event_type, occurred_at, properties, received_at, trace_id
   FROM incoming_events
+  ORDER BY event_id
   ON CONFLICT (event_id) DO NOTHING
   RETURNING event_id)
 INSERT INTO new_event_ids SELECT event_id FROM inserted
