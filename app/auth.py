@@ -44,6 +44,7 @@ class Capability(StrEnum):
     INGEST_USAGE = "ingest_usage"
     CHECK_ENTITLEMENTS = "check_entitlements"
     MANAGE_QUARANTINE = "manage_quarantine"
+    READ_METERING = "read_metering"
     READ_TRACES = "read_traces"
 
 
@@ -52,6 +53,7 @@ _STAFF_READ = {
     Capability.READ_CUSTOMERS,
     Capability.READ_TRACES,
     Capability.CHECK_ENTITLEMENTS,
+    Capability.READ_METERING,
 }
 ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.ADMIN: frozenset(Capability),

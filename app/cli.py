@@ -30,7 +30,7 @@ cli = typer.Typer(
     help="Tally: usage-based billing.",
     no_args_is_help=True,
     add_completion=False,
-    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
 )
 token_cli = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
 user_cli = typer.Typer(help="Console staff users.", no_args_is_help=True)
@@ -38,6 +38,8 @@ catalog_cli = typer.Typer(help="Meters and plans, declared in a TOML file.", no_
 cli.add_typer(token_cli, name="token")
 cli.add_typer(user_cli, name="user")
 cli.add_typer(catalog_cli, name="catalog")
+events_cli = typer.Typer(help="Usage events: the quarantine and its replay.", no_args_is_help=True)
+cli.add_typer(events_cli, name="events")
 err = Console(stderr=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -271,9 +273,72 @@ def demo(as_json: JsonOption = False) -> None:
             }
         )
         return
-    typer.echo("Demo loaded: example catalog, 25 customers." if result.loaded else "Demo data already loaded.")
+    typer.echo(
+        "Demo loaded: example catalog, 25 customers, a month of usage."
+        if result.loaded
+        else "Demo data already loaded."
+    )
     shown = password or "(set when the demo was first loaded; create another with `tally user create`)"
     typer.echo(f"Console login: {result.admin_email} / {shown}")
+
+
+@events_cli.command("quarantine")
+def events_quarantine(
+    limit: Annotated[int, typer.Option(help="How many to list, newest first.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List events waiting in quarantine for their customer or meter to exist."""
+    from metering.service import quarantined
+
+    async def work(session: AsyncSession) -> list[dict[str, Any]]:
+        return [
+            {
+                "eventId": q.event_id,
+                "code": q.code,
+                "message": q.message,
+                "receivedAt": q.received_at,
+                "payload": q.payload,
+            }
+            for q in await quarantined(session, limit=limit)
+        ]
+
+    rows = run_in_session(load_settings(), work, commit=False)
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        typer.echo(f"{row['receivedAt']:%Y-%m-%d %H:%M:%S}  {row['eventId']}  {row['code']}  {row['message']}")
+    typer.echo(f"{len(rows)} event(s) shown.")
+
+
+@events_cli.command("replay")
+def events_replay(
+    limit: Annotated[int, typer.Option(help="At most this many events, oldest first.")] = 10_000,
+    as_json: JsonOption = False,
+) -> None:
+    """Ingest quarantined events again, now that their customers or meters may exist."""
+    from app.usage_ingest import ingest_limits
+    from metering.service import replay_quarantine
+
+    settings = load_settings()
+
+    async def work(session: AsyncSession) -> Any:
+        return await replay_quarantine(session, limits=ingest_limits(settings), batch_size=limit)
+
+    report = run_in_session(settings, work)
+    figures = {
+        "accepted": report.accepted,
+        "duplicates": report.duplicates,
+        "stillWaiting": report.still_waiting,
+        "rejected": report.rejected,
+    }
+    if as_json:
+        print_json(figures)
+        return
+    typer.echo(
+        f"replayed: {report.accepted} accepted, {report.duplicates} duplicate(s), {report.rejected} rejected; "
+        f"{report.still_waiting} still waiting for their customer or meter"
+    )
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -19,10 +20,11 @@ from app.auth import Role, Viewer
 from app.dependencies import SessionDep
 from app.staff import LoginPolicy, get_user_by_id, verify_login
 from console.graphql_client import ConsoleQueryFailed, run_operation
-from console.views import UPCOMING_SECTIONS, waterfall
+from console.views import UPCOMING_SECTIONS, bar_chart, readable_duration, waterfall
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Blocks(directory=str(Path(__file__).parent / "templates"))
+templates.env.filters["duration"] = readable_duration
 NAVIGATION = [
     ("customers", "Customers"),
     ("promotions", "Promotions"),
@@ -232,12 +234,79 @@ async def create_customer(
     )
 
 
+# Points a chart shows, ending with the current hour or day.
+CHART_POINTS = {"HOUR": 48, "DAY": 30}
+
+
 @router.get("/customers/{customer_id}")
-async def customer_page(request: Request, context: ContextDep, customer_id: str) -> Response:
+async def customer_page(
+    request: Request, context: ContextDep, customer_id: str, meter: str | None = None, granularity: str = "DAY"
+) -> Response:
     customer = (await query(request, "ConsoleCustomer", {"id": customer_id}, context))["customer"]
     if customer is None:
         return render(request, "not_found.html", {"what": "customer"}, status_code=404)
-    return render(request, "customer.html", {"customer": customer})
+    usage = (await query(request, "ConsoleCustomerUsage", {"id": customer_id}, context))["customer"]
+    chart_meter = meter or (usage["usage"][0]["meter"]["key"] if usage["usage"] else None)
+    granularity = granularity if granularity in CHART_POINTS else "DAY"
+    chart = None
+    if chart_meter:
+        until = datetime.now(UTC)
+        step = timedelta(days=1) if granularity == "DAY" else timedelta(hours=1)
+        current = until.replace(minute=0, second=0, microsecond=0)
+        if granularity == "DAY":
+            current = current.replace(hour=0)
+        series = await query(
+            request,
+            "ConsoleUsageSeries",
+            {
+                "id": customer_id,
+                "meter": chart_meter,
+                "from": (current - step * (CHART_POINTS[granularity] - 1)).isoformat(),
+                "to": until.isoformat(),
+                "granularity": granularity,
+            },
+            context,
+        )
+        chart = bar_chart(series["customer"]["usageSeries"])
+    return render(
+        request,
+        "customer.html",
+        {"customer": customer, "usage": usage, "chart": chart, "chart_meter": chart_meter, "granularity": granularity},
+        block="usage_chart",
+    )
+
+
+@router.get("/metering")
+async def metering_page(request: Request, context: ContextDep, replayed: str | None = None) -> Response:
+    data = await query(request, "ConsoleMetering", {}, context)
+    return render(request, "metering.html", {**data, "replayed": replayed})
+
+
+@router.get("/metering/quarantine.csv")
+async def quarantine_csv(request: Request, context: ContextDep) -> StreamingResponse:
+    data = await query(request, "ConsoleMetering", {}, context)
+    output = io.StringIO()
+    writer = csv.writer(output)
+    writer.writerow(["event_id", "code", "message", "received_at", "payload"])
+    for row in data["quarantinedEvents"]:
+        writer.writerow([row["eventId"], row["code"], row["message"], row["receivedAt"], json.dumps(row["payload"])])
+    return StreamingResponse(
+        iter([output.getvalue()]),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="quarantine.csv"'},
+    )
+
+
+@router.post("/metering/replay")
+async def replay_quarantine(request: Request, context: ContextDep) -> Response:
+    payload = (await query(request, "ConsoleReplayQuarantine", {"input": {"limit": 10_000}}, context))[
+        "replayQuarantine"
+    ]
+    summary = (
+        f"{payload['accepted']} accepted, {payload['duplicates']} duplicate(s), {payload['rejected']} rejected, "
+        f"{payload['stillWaiting']} still waiting"
+    )
+    return RedirectResponse(f"/console/metering?replayed={summary}", status_code=303)
 
 
 @router.get("/traces")

@@ -286,3 +286,43 @@ async def series(
 ) -> list[Any]:
     params = {"customer_id": customer_id, "meter_id": meter_id, "unit": unit, "start": start, "end": end}
     return list((await session.execute(UNIQUE_SERIES if unique else SERIES, params)).mappings())
+
+
+BATCH_STATISTICS = text("""
+SELECT count(*) AS batches, coalesce(sum(accepted), 0) AS accepted, coalesce(sum(duplicates), 0) AS duplicates,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY ingest_lag_p50_ms) AS ingest_lag_p50_ms,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY ingest_lag_max_ms) AS ingest_lag_p99_ms,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY processing_ms) AS processing_p50_ms,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY processing_ms) AS processing_p99_ms
+FROM ingest_batches WHERE received_at >= :since
+""")
+
+REJECTIONS_BY_CODE = text("""
+SELECT rejected.key AS code, sum(rejected.value::bigint) AS count
+FROM ingest_batches, jsonb_each_text(ingest_batches.rejected) AS rejected
+WHERE received_at >= :since
+GROUP BY rejected.key ORDER BY count DESC
+""")
+
+OLDEST_WATERMARKS = text("""
+SELECT c.external_id, w.watermark, w.last_received_at
+FROM customer_watermarks w JOIN customers c ON c.id = w.customer_id
+ORDER BY w.watermark ASC LIMIT :limit
+""")
+
+
+async def batch_statistics(session: AsyncSession, since: datetime) -> Any:
+    return (await session.execute(BATCH_STATISTICS, {"since": since})).mappings().one()
+
+
+async def rejections_by_code(session: AsyncSession, since: datetime) -> list[Any]:
+    return list((await session.execute(REJECTIONS_BY_CODE, {"since": since})).mappings())
+
+
+async def oldest_watermarks(session: AsyncSession, limit: int) -> list[Any]:
+    return list((await session.execute(OLDEST_WATERMARKS, {"limit": limit})).mappings())
+
+
+async def quarantine_count(session: AsyncSession) -> int:
+    found = await session.execute(text("SELECT count(*) FROM quarantined_events WHERE replayed_at IS NULL"))
+    return int(found.scalar_one())

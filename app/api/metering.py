@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from typing import Annotated, Any, cast
@@ -14,10 +14,10 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from app.api.catalog import Meter
-from app.api.common import Money
+from app.api.common import Money, UserError, page_size, run_mutation
 from app.api.permissions import requires
 from app.auth import Capability
-from app.usage_ingest import ingest_and_commit
+from app.usage_ingest import ingest_and_commit, ingest_limits
 from customers import service as customers
 from customers.models import Customer as CustomerRow
 from ledger.money import plain_decimal, round_to_minor, to_major
@@ -142,8 +142,8 @@ async def resolve_usage(
         results.append(
             MeterUsage(
                 meter=Meter.from_model(meter_usage.meter),
-                quantity=meter_usage.quantity(),
-                included=sum((c.included for c in charges), Decimal(0)),
+                quantity=plain_decimal(meter_usage.quantity()),
+                included=plain_decimal(sum((c.included for c in charges), Decimal(0))),
                 limit=limits.limit,
                 remaining=limits.remaining,
                 cost=money(cost.total, currency),
@@ -213,4 +213,126 @@ class MeteringMutation:
             accepted=result.accepted,
             duplicates=result.duplicates,
             rejected=[EventRejection(index=r.index, code=r.code, message=r.message) for r in result.rejected],
+        )
+
+
+@strawberry.type
+class CodeCount:
+    code: str
+    count: int
+
+
+@strawberry.type
+class WatermarkRow:
+    customer_external_id: str
+    watermark: datetime
+    last_received_at: datetime
+
+
+@strawberry.type
+class MeteringOverview:
+    since: datetime
+    batches: int
+    accepted: int
+    duplicates: int
+    accepted_per_second: Decimal
+    rejected_by_code: list[CodeCount]
+    ingest_lag_p50_ms: Decimal | None
+    ingest_lag_p99_ms: Decimal | None
+    processing_p50_ms: Decimal | None
+    processing_p99_ms: Decimal | None
+    oldest_watermarks: list[WatermarkRow]
+    quarantined: int
+
+
+@strawberry.type
+class QuarantinedEvent:
+    event_id: str
+    code: str
+    message: str
+    payload: JSON
+    received_at: datetime
+
+
+@strawberry.input
+class ReplayQuarantineInput:
+    limit: int = 1000
+
+
+@strawberry.type
+class ReplayQuarantinePayload:
+    accepted: int
+    duplicates: int
+    still_waiting: int
+    rejected: int
+    user_errors: list[UserError]
+
+
+def _ms(value: float | None) -> Decimal | None:
+    return Decimal(str(round(value, 1))) if value is not None else None
+
+
+@strawberry.type
+class MeteringQuery:
+    @strawberry.field(permission_classes=[requires(Capability.READ_METERING)])
+    async def metering_overview(self, info: Info, since: datetime | None = None) -> MeteringOverview:
+        """Ingestion since ``since`` (default: the last hour)."""
+        until = info.context.now()
+        found = await metering.overview(info.context.session, since=since or until - timedelta(hours=1), until=until)
+        return MeteringOverview(
+            since=found.since,
+            batches=found.batches,
+            accepted=found.accepted,
+            duplicates=found.duplicates,
+            accepted_per_second=Decimal(str(round(found.accepted_per_second, 1))),
+            rejected_by_code=[CodeCount(code=c, count=n) for c, n in found.rejected_by_code.items()],
+            ingest_lag_p50_ms=_ms(found.ingest_lag_p50_ms),
+            ingest_lag_p99_ms=_ms(found.ingest_lag_p99_ms),
+            processing_p50_ms=_ms(found.processing_p50_ms),
+            processing_p99_ms=_ms(found.processing_p99_ms),
+            oldest_watermarks=[
+                WatermarkRow(customer_external_id=e, watermark=w, last_received_at=r)
+                for e, w, r in found.oldest_watermarks
+            ],
+            quarantined=found.quarantined,
+        )
+
+    @strawberry.field(permission_classes=[requires(Capability.READ_METERING)])
+    async def quarantined_events(self, info: Info, first: int | None = None) -> list[QuarantinedEvent]:
+        """Events waiting for their customer or meter to exist, newest first."""
+        limit = page_size(first, default=50, maximum=info.context.settings.page_size_max)
+        return [
+            QuarantinedEvent(
+                event_id=row.event_id,
+                code=row.code,
+                message=row.message,
+                payload=cast(JSON, json.loads(json.dumps(row.payload, default=str))),
+                received_at=row.received_at,
+            )
+            for row in await metering.quarantined(info.context.session, limit=limit)
+        ]
+
+
+@strawberry.type
+class QuarantineMutation:
+    @strawberry.mutation(permission_classes=[requires(Capability.MANAGE_QUARANTINE)])
+    async def replay_quarantine(self, info: Info, input: ReplayQuarantineInput) -> ReplayQuarantinePayload:
+        """Send quarantined events through ingestion again, now that customers or meters exist."""
+        settings = info.context.settings
+        if not 1 <= input.limit <= 100_000:
+            error = UserError(field=["limit"], code="INVALID", message="must be between 1 and 100000")
+            return ReplayQuarantinePayload(accepted=0, duplicates=0, still_waiting=0, rejected=0, user_errors=[error])
+        report, errors = await run_mutation(
+            info,
+            lambda: metering.replay_quarantine(
+                info.context.session, limits=ingest_limits(settings), batch_size=input.limit
+            ),
+        )
+        assert report is not None
+        return ReplayQuarantinePayload(
+            accepted=report.accepted,
+            duplicates=report.duplicates,
+            still_waiting=report.still_waiting,
+            rejected=report.rejected,
+            user_errors=errors,
         )

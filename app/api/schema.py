@@ -17,7 +17,7 @@ from strawberry.tools import merge_types
 
 from app.api.catalog import CatalogQuery
 from app.api.customers import CustomersMutation, CustomersQuery
-from app.api.metering import MeteringMutation
+from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
 from app.api.scalars import SCALAR_MAP
 from app.api.traces import TracesQuery
 from app.settings import Settings
@@ -26,8 +26,8 @@ from app.telemetry import current_trace_id
 logger = logging.getLogger("tally.graphql")
 SDL_PATH = Path(__file__).resolve().parents[2] / "graphql" / "schema.graphql"
 
-Query = merge_types("Query", (CustomersQuery, CatalogQuery, TracesQuery))
-Mutation = merge_types("Mutation", (CustomersMutation, MeteringMutation))
+Query = merge_types("Query", (CustomersQuery, CatalogQuery, MeteringQuery, TracesQuery))
+Mutation = merge_types("Mutation", (CustomersMutation, MeteringMutation, QuarantineMutation))
 
 
 class MaskUnexpectedErrors(MaskErrors):

@@ -6,16 +6,19 @@ Loading is idempotent: a second run finds the demo admin and changes nothing.
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import staff
 from customers import service as customers
+from metering.service import IngestLimits, ingest
 from pricing import service as catalog
 
 CATALOG_PATH = Path(__file__).with_name("catalog.toml")
@@ -60,7 +63,11 @@ class DemoResult:
 
 
 async def load_demo(
-    session: AsyncSession, *, as_of: datetime, advance: Callable[[str], None] = lambda step: None
+    session: AsyncSession,
+    *,
+    as_of: datetime,
+    advance: Callable[[str], None] = lambda step: None,
+    with_usage: bool = True,
 ) -> DemoResult:
     """Load the demo unless it is there already. ``advance`` reports each step (a progress bar).
 
@@ -87,10 +94,102 @@ async def load_demo(
             as_of=created,
         )
         advance(external_id)
+    if with_usage:
+        await send_demo_usage(session, as_of=as_of, advance=advance)
     password = secrets.token_urlsafe(12)
     await staff.create_user(session, email=DEMO_ADMIN_EMAIL, role="admin", password=password, as_of=as_of)
     advance("admin")
     return DemoResult(True, len(DEMO_CUSTOMERS), DEMO_ADMIN_EMAIL, password)
 
 
-DEMO_STEPS = len(DEMO_CUSTOMERS) + 2
+USAGE_DAYS = 30
+DEMO_STEPS = len(DEMO_CUSTOMERS) + USAGE_DAYS + 2
+MODELS = ("fast-1", "large-1")
+
+
+def demo_events(day_start: datetime, day: int, rng: random.Random) -> list[dict[str, Any]]:
+    """One day of plausible usage for every demo customer: requests and tokens by model on
+    Pro, requests and active seats on Team, a light trickle on Hobby (some reach its limit)."""
+    events: list[dict[str, Any]] = []
+
+    def add(customer: str, event_type: str, at: datetime, properties: dict[str, Any]) -> None:
+        events.append(
+            {
+                "id": f"demo-{customer}-{event_type}-{day}-{len(events)}",
+                "customer": customer,
+                "type": event_type,
+                "timestamp": at.isoformat(),
+                "properties": properties,
+            }
+        )
+
+    for external_id, _, _, plan_key in DEMO_CUSTOMERS:
+        scale = 0.5 + (sum(map(ord, external_id)) % 10) / 5
+        if plan_key == "hobby":
+            for _ in range(rng.randint(0, 3)):
+                add(
+                    external_id,
+                    "request.completed",
+                    day_start + timedelta(seconds=rng.randint(0, 86_399)),
+                    {"model": "fast-1"},
+                )
+            continue
+        for _ in range(int(rng.randint(20, 60) * scale)):
+            at = day_start + timedelta(seconds=rng.randint(0, 86_399))
+            model = rng.choice(MODELS)
+            add(external_id, "request.completed", at, {"model": model})
+            if plan_key == "pro":
+                add(external_id, "llm.tokens", at, {"model": model, "tokens": rng.randint(200, 60_000)})
+        if plan_key == "team":
+            for seat in rng.sample(range(16), rng.randint(6, 14)):
+                add(
+                    external_id,
+                    "seat.active",
+                    day_start + timedelta(hours=rng.randint(8, 18)),
+                    {"user_id": f"user-{seat}"},
+                )
+    return events
+
+
+async def send_demo_usage(
+    session: AsyncSession, *, as_of: datetime, advance: Callable[[str], None] = lambda step: None
+) -> int:
+    """A month of usage through the real ingestion function: past days as daily backfills, today
+    as a live feed (each batch received seconds after its last event), plus three events for a
+    customer that does not exist yet, left in quarantine."""
+    rng = random.Random(42)
+    limits = IngestLimits(max_age=timedelta(days=35), max_properties_bytes=16 * 1024)
+    accepted = 0
+    today = as_of.replace(hour=0, minute=0, second=0, microsecond=0)
+    for day in range(USAGE_DAYS, 0, -1):
+        day_start = today - timedelta(days=day - 1)
+        events = sorted(
+            (e for e in demo_events(day_start, day, rng) if e["timestamp"] < as_of.isoformat()),
+            key=lambda e: e["timestamp"],
+        )
+        # Past days arrive as one backfill batch; today arrives as a live feed in 5-minute batches.
+        window = timedelta(minutes=5) if day == 1 else timedelta(days=1)
+        while events:
+            window_end = datetime.fromisoformat(events[0]["timestamp"]) + window
+            batch = [e for e in events if datetime.fromisoformat(e["timestamp"]) < window_end]
+            events = events[len(batch) :]
+            latest = datetime.fromisoformat(batch[-1]["timestamp"])
+            received_at = min(latest + timedelta(seconds=rng.randint(1, 5)), as_of)
+            for offset in range(0, len(batch), 1000):
+                result = await ingest(
+                    session, batch[offset : offset + 1000], received_at=received_at, limits=limits, trace_id=None
+                )
+                accepted += result.accepted
+        advance(f"usage {day_start:%Y-%m-%d}")
+    newcomer = [
+        {
+            "id": f"demo-newco-{i}",
+            "customer": "org_newco",
+            "type": "request.completed",
+            "timestamp": (as_of - timedelta(minutes=10 * i)).isoformat(),
+            "properties": {"model": "fast-1"},
+        }
+        for i in range(3)
+    ]
+    await ingest(session, newcomer, received_at=as_of, limits=limits, trace_id=None)
+    return accepted

@@ -37,9 +37,10 @@ async def sign_in(client: httpx.AsyncClient, email: str, password: str) -> httpx
 
 
 @pytest.fixture
-async def staff(session: AsyncSession) -> None:
+async def staff(session: AsyncSession, request: pytest.FixtureRequest) -> None:
+    """A support user and the demo customers; with usage only for tests marked ``demo_usage``."""
     await create_user(session, email="cs@example.com", role="support", password=PASSWORD, as_of=now())
-    await load_demo(session, as_of=now())
+    await load_demo(session, as_of=now(), with_usage=request.node.get_closest_marker("demo_usage") is not None)
     await session.commit()
 
 
@@ -159,3 +160,41 @@ async def test_sign_out_ends_the_session(client: httpx.AsyncClient, staff: None)
     page = await client.get("/console/customers")
     await client.post("/console/logout", data={"csrftoken": csrf_of(page.text)})
     assert (await client.get("/console/customers")).status_code == 303
+
+
+@pytest.mark.demo_usage
+async def test_customer_page_shows_usage_cards_and_a_chart_that_htmx_swaps(
+    client: httpx.AsyncClient, staff: None
+) -> None:
+    await sign_in(client, "cs@example.com", PASSWORD)
+    listing = await client.get("/console/customers", params={"search": "org_acme"})
+    link = re.search(r'href="(/console/customers/[0-9a-f-]{36})"', listing.text)
+    assert link
+    page = await client.get(link.group(1))
+    assert "Usage this period" in page.text and "Active seats" in page.text
+    assert '<svg class="chart"' in page.text and page.text.count('class="bar"') == 30
+    hourly = await client.get(
+        link.group(1), params={"meter": "seats", "granularity": "HOUR"}, headers={"HX-Request": "true"}
+    )
+    assert hourly.text.lstrip().startswith('<section class="card" id="usage-chart">')
+    assert hourly.text.count('class="bar"') == 48 and "<html" not in hourly.text
+
+
+@pytest.mark.demo_usage
+async def test_metering_page_quarantine_and_replay(client: httpx.AsyncClient, staff: None) -> None:
+    await sign_in(client, "cs@example.com", PASSWORD)
+    page = await client.get("/console/metering")
+    assert page.status_code == 200
+    assert page.text.count("demo-newco-") == 3 and "UNKNOWN_CUSTOMER" in page.text
+    exported = await client.get("/console/metering/quarantine.csv")
+    assert len(list(csv.DictReader(io.StringIO(exported.text)))) == 3
+    token = csrf_of(page.text)
+    waiting = await client.post("/console/metering/replay", data={"csrftoken": token})
+    assert waiting.status_code == 303 and "3 still waiting" in (await client.get(waiting.headers["location"])).text
+    await client.post(
+        "/console/customers",
+        data={"external_id": "org_newco", "name": "NewCo", "currency": "USD", "plan_key": "hobby", "csrftoken": token},
+    )
+    replayed = await client.post("/console/metering/replay", data={"csrftoken": token})
+    after = await client.get(replayed.headers["location"])
+    assert "3 accepted" in after.text and "Nothing waiting." in after.text
