@@ -27,6 +27,7 @@ class LiveServer:
     admin_email: str
     admin_password: str
     env: dict[str, str]
+    database_url: str
 
     def cli(self, *args: str) -> str:
         result = subprocess.run([str(TALLY), *args], env=self.env, capture_output=True, text=True, timeout=60)
@@ -40,25 +41,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def live_server(server_url: str, template_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    url = clone_database(server_url, "tally_live")
-    data_dir = tmp_path_factory.mktemp("live-data")
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "TALLY_DATA_DIR": str(data_dir),
-        "TALLY_ENV": "test",
-        "TALLY_SECRET_KEY": "live-server-test-secret",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": "",
-    }
-    demo = json.loads(
-        subprocess.run(
-            [str(TALLY), "demo", "--json"], env=env, capture_output=True, text=True, timeout=120, check=True
-        ).stdout
-    )
+def start_server(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`tally serve` on a free port, once it answers /healthz."""
     port = free_port()
-    log = (data_dir / "serve.log").open("w")
+    log = log_path.open("a")
     process = subprocess.Popen(
         [str(TALLY), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
     )
@@ -67,16 +53,39 @@ def live_server(server_url: str, template_url: str, tmp_path_factory: pytest.Tem
     while True:
         try:
             if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                break
+                return process, base_url
         except httpx.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"tally serve did not start:\n{(data_dir / 'serve.log').read_text()}")
+            raise RuntimeError(f"tally serve did not start:\n{log_path.read_text()}")
         time.sleep(0.2)
-    yield LiveServer(base_url, demo["adminEmail"], demo["adminPassword"], env)
+
+
+def server_env(database_url: str, data_dir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "TALLY_DATA_DIR": str(data_dir),
+        "TALLY_ENV": "test",
+        "TALLY_SECRET_KEY": "live-server-test-secret",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+    }
+
+
+@pytest.fixture(scope="session")
+def live_server(server_url: str, template_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    url = clone_database(server_url, "tally_live")
+    data_dir = tmp_path_factory.mktemp("live-data")
+    env = server_env(url, data_dir)
+    demo = json.loads(
+        subprocess.run(
+            [str(TALLY), "demo", "--json"], env=env, capture_output=True, text=True, timeout=300, check=True
+        ).stdout
+    )
+    process, base_url = start_server(env, data_dir / "serve.log")
+    yield LiveServer(base_url, demo["adminEmail"], demo["adminPassword"], env, url)
     process.terminate()
     process.wait(timeout=20)
-    log.close()
     admin_execute(server_url, "DROP DATABASE IF EXISTS tally_live WITH (FORCE)")
 
 
