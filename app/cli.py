@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -98,15 +99,13 @@ def print_json(value: Any) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (one per core suits ingestion).")] = 1,
 ) -> None:
     """Run the API, the console and the background jobs (migrates first)."""
     import uvicorn
 
-    from app.main import create_app
-
     settings = load_settings()
     url = prepared_database(settings)
-    application = create_app(settings, url, run_jobs=True)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found before it
     # started: exiting through SystemExit lets atexit stop the embedded PostgreSQL.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
@@ -114,7 +113,15 @@ def serve(
         f"Tally on http://{host}:{port}  console: http://{host}:{port}/console  GraphQL: http://{host}:{port}/graphql",
         highlight=False,
     )
-    uvicorn.run(application, host=host, port=port, log_level="info", proxy_headers=False)
+    if workers == 1:
+        from app.main import create_app
+
+        uvicorn.run(create_app(settings, url, run_jobs=True), host=host, port=port, log_level="info")
+        return
+    # Worker processes build their own app from the environment; they share this process's
+    # (possibly embedded) database through DATABASE_URL.
+    os.environ["DATABASE_URL"] = url
+    uvicorn.run("app.main:app_from_environment", factory=True, host=host, port=port, workers=workers, log_level="info")
 
 
 @cli.command("migrate")

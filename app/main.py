@@ -115,6 +115,14 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
     return app
 
 
+def app_from_environment() -> FastAPI:
+    """The app of a worker process started by `tally serve --workers N` (DATABASE_URL is set)."""
+    from app.database import database_url
+
+    settings = Settings()
+    return create_app(settings, database_url(settings), run_jobs=True)
+
+
 class CsrfProtection:
     """asgi-csrf as a Starlette middleware: console POSTs need the token of the csrftoken cookie
     (a form field or the X-CSRFToken header). The API uses bearer tokens, not cookies."""
