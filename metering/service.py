@@ -33,7 +33,7 @@ from metering.models import CustomerWatermark, IngestBatch, QuarantinedEvent
 from pricing import repository as catalog
 from pricing.models import Meter, PlanCharge
 from pricing.rating import allocate, rate
-from pricing.service import charge_terms, charges_of_version, meter_by_key
+from pricing.service import charge_terms, charges_of_version, meter_by_key, plan_version
 
 _meter = metrics.get_meter("tally.metering")
 INGEST_LAG = _meter.create_histogram("tally.metering.ingest_lag", unit="ms", description="received - event time")
@@ -253,7 +253,10 @@ async def _add_rollups(
         )
         by_dimensions = partials[row["meter_id"]]
         by_dimensions[dimensions] = by_dimensions.get(dimensions, Partial()).merge(found)
-    for row in await repository.unique_values(session, customer_id, meter_ids, start, end):
+    unique_meters = [meter.id for meter in meters if meter.aggregation == "unique_count"]
+    if not unique_meters:
+        return
+    for row in await repository.unique_values(session, customer_id, unique_meters, start, end):
         dimensions = canonical_json(loads_exact(row["dimensions"]))
         partials[row["meter_id"]].setdefault(dimensions, Partial()).uniques.add(row["value"])
 
@@ -315,8 +318,7 @@ async def current_period(session: AsyncSession, customer: Customer, as_of: datet
     if subscription is None:
         start, end = calendar_month(as_of)
         return Period(start, end), None
-    versions = await catalog.plan_versions_by_id(session, [subscription.plan_version_id])
-    _, version = versions[subscription.plan_version_id]
+    version = await plan_version(session, subscription.plan_version_id)
     start, end = period_containing(subscription.started_at, version.interval, as_of)
     return Period(start, end), version.id
 

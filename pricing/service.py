@@ -251,8 +251,23 @@ def charge_terms(charge: PlanCharge) -> ChargeTerms:
     )
 
 
+# Plan versions and their charges never change (a trigger refuses it) and their ids are UUIDs,
+# so they are cached for the life of the process: the entitlement hot path reads them each call.
+_versions: dict[uuid.UUID, PlanVersion] = {}
+_charges: dict[uuid.UUID, list[tuple[PlanCharge, Meter]]] = {}
+
+
 async def charges_of_version(session: AsyncSession, version_id: uuid.UUID) -> list[tuple[PlanCharge, Meter]]:
-    return await repository.charges_of(session, [version_id])
+    if version_id not in _charges:
+        _charges[version_id] = await repository.charges_of(session, [version_id])
+    return _charges[version_id]
+
+
+async def plan_version(session: AsyncSession, version_id: uuid.UUID) -> PlanVersion:
+    if version_id not in _versions:
+        found = await repository.plan_versions_by_id(session, [version_id])
+        _versions[version_id] = found[version_id][1]
+    return _versions[version_id]
 
 
 async def meter_by_key(session: AsyncSession, key: str) -> Meter | None:

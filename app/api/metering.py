@@ -131,7 +131,8 @@ async def resolve_usage(
     if start >= end:
         raise GraphQLError("to: must be after from")
     charged = await charges_of_version(session, version_id) if version_id else []
-    meters = list({m.id: m for _, m in charged}.values()) if charged else await list_meters(session)
+    every_meter = {meter.id: meter for meter in await list_meters(session)}  # fresh names and units
+    meters = list({m.id: every_meter[m.id] for _, m in charged}.values()) if charged else list(every_meter.values())
     currency = customer.currency
     results = []
     for meter_usage in await metering.usage(session, customer.id, meters, start, end):
