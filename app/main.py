@@ -23,7 +23,7 @@ from app.api.schema import build_schema
 from app.database import create_engine, libpq_url, session_factory
 from app.dependencies import authenticate, bearer_token, get_session
 from app.settings import Settings
-from app.telemetry import configure_tracing, instrument_app
+from app.telemetry import configure_metrics, configure_tracing, instrument_app
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 
@@ -35,6 +35,7 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
     """
     engine = create_engine(url)
     provider = configure_tracing(settings, libpq_url(url))
+    configure_metrics(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

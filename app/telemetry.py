@@ -142,6 +142,27 @@ def configure_tracing(settings: Settings, conninfo: str) -> TracerProvider | Non
     return provider
 
 
+_metrics_configured = False
+
+
+def configure_metrics(settings: Settings) -> None:
+    """Export Tally's metrics (events by outcome, ingest and processing lag histograms) by OTLP
+    when an endpoint is set; without one the instruments stay no-ops (issue #7 adds /metrics)."""
+    global _metrics_configured
+    if _metrics_configured or not settings.otlp_endpoint:
+        return
+    from opentelemetry import metrics
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+    metrics.set_meter_provider(
+        MeterProvider(resource=Resource.create({"service.name": "tally"}), metric_readers=[reader])
+    )
+    _metrics_configured = True
+
+
 def instrument_app(app: FastAPI, provider: TracerProvider | None) -> None:
     if provider is not None:
         FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls="/static/.*,/healthz")
