@@ -233,7 +233,7 @@ RAW_EVENTS = text("""
 SELECT event_id, event_type, occurred_at, properties::text AS properties
 FROM events
 WHERE customer_id = :customer_id AND event_type = ANY(:event_types)
-  AND occurred_at >= :start AND occurred_at < :end
+  AND ((occurred_at >= :start1 AND occurred_at < :end1) OR (occurred_at >= :start2 AND occurred_at < :end2))
 """)
 
 SERIES = text("""
@@ -268,9 +268,19 @@ async def unique_values(
 
 
 async def raw_events(
-    session: AsyncSession, customer_id: uuid.UUID, event_types: list[str], start: datetime, end: datetime
+    session: AsyncSession, customer_id: uuid.UUID, event_types: list[str], ranges: list[tuple[datetime, datetime]]
 ) -> list[Any]:
-    params = {"customer_id": customer_id, "event_types": event_types, "start": start, "end": end}
+    """Raw events in one or two half-open ranges (the partial hours at both ends of a period),
+    in one round trip."""
+    (start1, end1), (start2, end2) = ranges[0], ranges[-1]
+    params = {
+        "customer_id": customer_id,
+        "event_types": event_types,
+        "start1": start1,
+        "end1": end1,
+        "start2": start2,
+        "end2": end2,
+    }
     return list((await session.execute(RAW_EVENTS, params)).mappings())
 
 

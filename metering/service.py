@@ -219,10 +219,9 @@ async def usage(
         raw_ranges = [(start, interior_start), (interior_end, end)]
         await _add_rollups(session, customer_id, meters, interior_start, interior_end, partials)
     rules = {meter.event_type: [_rule(m) for m in meters if m.event_type == meter.event_type] for meter in meters}
-    for range_start, range_end in raw_ranges:
-        if range_start >= range_end:
-            continue
-        for row in await repository.raw_events(session, customer_id, list(rules), range_start, range_end):
+    ranges = [(range_start, range_end) for range_start, range_end in raw_ranges if range_start < range_end]
+    if ranges:
+        for row in await repository.raw_events(session, customer_id, list(rules), ranges):
             properties = loads_exact(row["properties"])
             for rule in rules[row["event_type"]]:
                 measured = measure(properties, rule)

@@ -32,8 +32,13 @@ async def test_ingest_lag_processing_lag_and_outcomes_are_recorded(session: Asyn
     await session.commit()
     ten_minutes_ago = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
     events = [
-        {"id": f"lag-{i}", "customer": "org_lag", "type": "request.completed", "timestamp": ten_minutes_ago,
-         "properties": {"model": "fast-1"}}
+        {
+            "id": f"lag-{i}",
+            "customer": "org_lag",
+            "type": "request.completed",
+            "timestamp": ten_minutes_ago,
+            "properties": {"model": "fast-1"},
+        }
         for i in range(4)
     ]
     await ingest_and_commit(session, [*events, events[0], {"id": ""}], Settings())
@@ -41,7 +46,9 @@ async def test_ingest_lag_processing_lag_and_outcomes_are_recorded(session: Asyn
     [ingest_lag] = found["tally.metering.ingest_lag"]
     assert ingest_lag.count == 4 and ingest_lag.min >= 10 * 60 * 1000
     assert found["tally.metering.processing_lag"][0].count == 1
-    outcomes = {(p.attributes.get("outcome"), p.attributes.get("code")): p.value for p in found["tally.metering.events"]}
+    outcomes = {
+        (p.attributes.get("outcome"), p.attributes.get("code")): p.value for p in found["tally.metering.events"]
+    }
     assert outcomes[("accepted", None)] == 4
     assert outcomes[("duplicate", None)] == 1
     assert outcomes[("rejected", "INVALID_ID")] == 1
