@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
@@ -81,6 +82,22 @@ def decode_cursor(cursor: str) -> list[Any]:
     if not isinstance(values, list):
         raise GraphQLError("after: not a cursor returned by this API")
     return values
+
+
+def time_cursor(moment: datetime, tie_breaker: object) -> str:
+    """The cursor of a newest-first list ordered by (time, id)."""
+    return encode_cursor(moment.isoformat(), tie_breaker)
+
+
+def decode_time_cursor(after: str | None) -> tuple[datetime, str] | None:
+    """The (time, id) position an ``after`` cursor of :func:`time_cursor` stands for."""
+    if after is None:
+        return None
+    values = decode_cursor(after)
+    try:
+        return datetime.fromisoformat(values[0]), str(values[1])
+    except (IndexError, TypeError, ValueError):
+        raise GraphQLError("after: not a cursor returned by this API") from None
 
 
 def page_size(first: int | None, *, default: int, maximum: int) -> int:

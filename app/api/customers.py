@@ -15,10 +15,10 @@ from app.api.common import (
     Connection,
     UserError,
     connection,
-    decode_cursor,
-    encode_cursor,
+    decode_time_cursor,
     page_size,
     run_mutation,
+    time_cursor,
 )
 from app.api.metering import (
     Entitlement,
@@ -143,23 +143,19 @@ class CustomersQuery:
     ) -> Connection[Customer]:
         context = info.context
         limit = page_size(first, default=25, maximum=context.settings.page_size_max)
-        position = None
-        if after is not None:
-            values = decode_cursor(after)
-            try:
-                position = (datetime.fromisoformat(values[0]), uuid.UUID(values[1]))
-            except (IndexError, TypeError, ValueError):
-                raise GraphQLError("after: not a cursor returned by this API") from None
+        position = decode_time_cursor(after)
+        try:
+            keyset = (position[0], uuid.UUID(position[1])) if position else None
+        except ValueError:
+            raise GraphQLError("after: not a cursor returned by this API") from None
         rows = await customers.search_customers(
             context.session,
             search=search,
-            after=position,
+            after=keyset,
             limit=limit + 1,
             only_customer_id=context.viewer.customer_scope,
         )
-        return connection(
-            rows, limit, Customer.from_model, lambda row: encode_cursor(row.created_at.isoformat(), row.id)
-        )
+        return connection(rows, limit, Customer.from_model, lambda row: time_cursor(row.created_at, row.id))
 
 
 @strawberry.type

@@ -6,12 +6,11 @@ from datetime import datetime
 from typing import cast
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from app import trace_store
-from app.api.common import Connection, connection, decode_cursor, encode_cursor, page_size
+from app.api.common import Connection, connection, decode_time_cursor, page_size, time_cursor
 from app.api.permissions import requires
 from app.auth import Capability
 from app.models import StoredSpan
@@ -90,19 +89,13 @@ class TracesQuery:
         self, info: Info, search: str | None = None, first: int | None = None, after: str | None = None
     ) -> Connection[Trace]:
         limit = page_size(first, default=50, maximum=info.context.settings.page_size_max)
-        before = None
-        if after is not None:
-            values = decode_cursor(after)
-            try:
-                before = (datetime.fromisoformat(values[0]), str(values[1]))
-            except (IndexError, TypeError, ValueError):
-                raise GraphQLError("after: not a cursor returned by this API") from None
+        before = decode_time_cursor(after)
         rows = await trace_store.recent_traces(info.context.session, search=search, before=before, limit=limit + 1)
         return connection(
             rows,
             limit,
             Trace.from_summary,
-            lambda row: encode_cursor(row.started_at.isoformat(), row.trace_id),
+            lambda row: time_cursor(row.started_at, row.trace_id),
         )
 
     @strawberry.field(
