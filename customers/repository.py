@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import BindParameter, ColumnElement, bindparam, literal_column, tuple_
+from sqlalchemy import BindParameter, ColumnElement, bindparam, literal_column, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -75,5 +75,9 @@ async def subscriptions_of(session: AsyncSession, customer_ids: Sequence[uuid.UU
 async def ids_by_external_id(session: AsyncSession, external_ids: list[str]) -> dict[str, uuid.UUID]:
     if not external_ids:
         return {}
-    query = select(Customer.external_id, Customer.id).where(col(Customer.external_id).in_(external_ids))
-    return {external_id: customer_id for external_id, customer_id in await session.exec(query)}
+    # One array parameter, not one bind per id: a batch names up to thousands of customers.
+    rows = await session.execute(
+        text("SELECT external_id, id FROM customers WHERE external_id = ANY(:external_ids)"),
+        {"external_ids": external_ids},
+    )
+    return {external_id: customer_id for external_id, customer_id in rows}

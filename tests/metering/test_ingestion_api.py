@@ -221,3 +221,20 @@ async def test_usage_with_cost_by_dimension(client: httpx.AsyncClient, customers
     assert usage["requests"]["cost"]["amount"] == "4.00", "500 free, then 100 × 0.04"
     assert sum(int(d["quantity"]) for d in usage["requests"]["byDimension"]) == 600
     assert data["usageWatermark"] is not None
+
+
+async def test_awkward_text_is_stored_exactly(
+    client: httpx.AsyncClient, customers_on_plans: str, session: AsyncSession
+) -> None:
+    awkward = 'tab\there, new\nline, back\\slash, \\N, quote" and ünïcode'
+    event = request_event("awk\tward\\id", model=awkward, note=awkward, amount=0.1)
+    assert (await send(client, customers_on_plans, [event])).json()["accepted"] == 1
+    row = (
+        await session.execute(
+            text("SELECT event_id, properties->>'note', properties->'amount' FROM events WHERE event_id = :id"),
+            {"id": "awk\tward\\id"},
+        )
+    ).one()
+    assert tuple(row) == ("awk\tward\\id", awkward, 0.1)
+    dims = (await session.execute(text("SELECT dimensions->>'model' FROM usage_rollups"))).scalars().all()
+    assert awkward in dims
