@@ -60,8 +60,8 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.FINANCE: frozenset({*_STAFF_READ, Capability.WRITE_CUSTOMERS, Capability.MANAGE_QUARANTINE}),
     Role.SUPPORT: frozenset({*_STAFF_READ, Capability.WRITE_CUSTOMERS, Capability.MANAGE_QUARANTINE}),
     Role.VIEWER: frozenset(_STAFF_READ),
-    # The edge sends usage and asks whether a customer may use more, nothing else.
-    Role.INGEST: frozenset({Capability.INGEST_USAGE, Capability.CHECK_ENTITLEMENTS}),
+    # The contract: `ingest` only sends usage. The edge checks entitlements with a viewer token.
+    Role.INGEST: frozenset({Capability.INGEST_USAGE}),
     # A customer token reads its own customer only: scoping is applied by Viewer.customer_scope.
     Role.CUSTOMER: frozenset({Capability.READ_CATALOG, Capability.READ_CUSTOMERS, Capability.CHECK_ENTITLEMENTS}),
 }

@@ -134,11 +134,13 @@ def migrate_command() -> None:
 
 @catalog_cli.command("apply")
 def catalog_apply(
-    file: Annotated[Path, typer.Argument(help="The catalog TOML file.", exists=True, dir_okay=False)],
+    file: Annotated[Path, typer.Argument(help="The catalog TOML file.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would change; change nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Declare meters and plans. Validates the whole file first; writes nothing on any problem."""
+    if not file.is_file():
+        fail(f"{file}: no such file (give the path of a catalog TOML file)")
     text = file.read_text()
 
     async def work(session: AsyncSession) -> list[Any]:
@@ -247,7 +249,7 @@ def user_create(
 
 @cli.command()
 def demo(as_json: JsonOption = False) -> None:
-    """Load the example catalog, 25 customers and a staff admin, once."""
+    """Load the example catalog, 25 customers, a month of their usage and a staff admin, once."""
     from app.demo import DEMO_STEPS, load_demo
 
     settings = load_settings()

@@ -77,9 +77,10 @@ def test_contract_usage_operations_on_a_running_server(live_server: LiveServer) 
         live_server, customer, "Entitlement", {"externalId": "org_piedpiper", "meter": "requests"}
     )
     assert entitlement["customer"]["entitlement"]["used"] == requests["quantity"]
+    edge = live_server.cli("token", "create", "--role", "viewer").strip()
     rest = httpx.get(
         f"{live_server.base_url}/v1/customers/org_piedpiper/entitlements/requests",
-        headers={"Authorization": f"Bearer {ingest}"},
+        headers={"Authorization": f"Bearer {edge}"},
         timeout=10,
     ).json()
     assert rest["used"] == requests["quantity"] and rest["limit"] == "50"
@@ -174,7 +175,9 @@ def test_kill_9_during_ingestion_loses_nothing_and_counts_nothing_twice(
             for batch in batches:
                 assert client.post("/v1/events", json=batch).status_code == 200
             again = [client.post("/v1/events", json=batch).json()["accepted"] for batch in batches[:20]]
-            entitlement = client.get("/v1/customers/org_crash/entitlements/requests").json()
+            entitlement = client.get(
+                "/v1/customers/org_crash/entitlements/requests", headers={"Authorization": f"Bearer {admin_token}"}
+            ).json()
         assert again == [0] * 20, "re-sending adds nothing"
         distinct = {e["id"] for batch in batches for e in batch}
         with psycopg.connect(url) as connection:

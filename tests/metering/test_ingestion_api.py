@@ -172,7 +172,11 @@ async def test_quarantine_and_replay(
 async def test_entitlement_below_at_and_past_the_limit(
     client: httpx.AsyncClient, customers_on_plans: str, token_for
 ) -> None:
-    headers = {"Authorization": f"Bearer {customers_on_plans}"}
+    headers = {"Authorization": f"Bearer {await token_for('viewer')}"}
+    refused = await client.get(
+        "/v1/customers/org_hobby/entitlements/requests", headers={"Authorization": f"Bearer {customers_on_plans}"}
+    )
+    assert refused.status_code == 403, "an ingest token only sends usage"
 
     async def entitlement() -> dict:
         return (await client.get("/v1/customers/org_hobby/entitlements/requests", headers=headers)).json()
