@@ -28,3 +28,16 @@ class NotFound(TallyError):
 
 class Taken(TallyError):
     code = "TAKEN"
+
+
+class IdempotencyKeyReused(TallyError):
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this idempotency key was already used for a different request; use a new key", field="idempotencyKey"
+        )
+
+
+class LimitExceeded(TallyError):
+    code = "LIMIT_EXCEEDED"

@@ -9,17 +9,19 @@ from sqlmodel import SQLModel
 
 import app.models
 import customers.models
+import ledger.models
 import metering.models
 import pricing.models
 from app.database import sqlalchemy_url
 
-MODEL_MODULES = (app.models, customers.models, metering.models, pricing.models)
+MODEL_MODULES = (app.models, customers.models, ledger.models, metering.models, pricing.models)
 # Indexes that exist for queries the ORM never declares (newest-first lists, trigram search).
 QUERY_ONLY_INDEXES = {
     "customers_newest_first",
     "customers_search_trgm",
     "spans_newest_first",
     "events_by_customer_time",
+    "ledger_accounts_one_per_owner",
 }
 
 

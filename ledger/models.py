@@ -1,0 +1,96 @@
+"""Ledger tables: accounts, immutable transactions and postings, credit grants.
+
+Amounts are integers in the currency's minor unit. A posting's amount is signed: debits are
+positive, credits negative; every transaction's postings sum to zero (a deferred constraint
+trigger enforces it at commit). An account's balance is the sum of its postings.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy.dialects.postgresql import UUID
+from sqlmodel import Field, SQLModel
+
+CUSTOMER_ACCOUNT_KINDS = ("credits", "receivable")
+SYSTEM_ACCOUNT_KINDS = (
+    "usage_revenue",
+    "subscription_revenue",
+    "promotions",
+    "breakage",
+    "stripe_clearing",
+    "refunds",
+    "adjustments",
+)
+
+
+class Account(SQLModel, table=True):
+    """A customer's credits (a liability: credit-normal) or receivable (an asset), or a system
+    account. System accounts keep no cached balance, so postings never lock their row."""
+
+    __tablename__ = "ledger_accounts"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    customer_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    kind: str
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    balance: int | None = Field(default=None, sa_column=Column(BigInteger))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class LedgerTransaction(SQLModel, table=True):
+    __tablename__ = "ledger_transactions"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    kind: str
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    customer_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True), index=True))
+    effective_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    actor: str
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    trace_id: str | None = Field(default=None, sa_column=Column(String(32)))
+    idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    request_hash: str
+    reverses_id: uuid.UUID | None = Field(
+        default=None, sa_column=Column(ForeignKey("ledger_transactions.id"), unique=True)
+    )
+
+
+class Posting(SQLModel, table=True):
+    __tablename__ = "ledger_postings"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    transaction_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("ledger_transactions.id"), nullable=False, index=True)
+    )
+    account_id: uuid.UUID = Field(sa_column=Column(ForeignKey("ledger_accounts.id"), nullable=False, index=True))
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    grant_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True), index=True))
+
+
+class CreditGrant(SQLModel, table=True):
+    """Credit a customer holds: consumed by priority, then earliest expiry (never last), then age.
+
+    ``remaining`` is a cache of minus the sum of the grant's postings on the credits account;
+    `tally ledger verify` recomputes it.
+    """
+
+    __tablename__ = "credit_grants"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False, index=True))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    remaining: int = Field(sa_column=Column(BigInteger, nullable=False))
+    priority: int = Field(sa_column=Column(Integer, nullable=False))
+    effective_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    expires_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    source: str
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    actor: str
+    status: str
+    transaction_id: uuid.UUID = Field(sa_column=Column(ForeignKey("ledger_transactions.id"), nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -1,0 +1,177 @@
+"""SQL of the ledger."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from ledger.models import Account, CreditGrant, LedgerTransaction
+
+NO_CUSTOMER = uuid.UUID(int=0)
+
+
+async def account(
+    session: AsyncSession, *, customer_id: uuid.UUID | None, kind: str, currency: str, as_of: datetime
+) -> Account:
+    """The account, created on first use (concurrent first uses create it once)."""
+    await session.execute(
+        text(
+            "INSERT INTO ledger_accounts (id, customer_id, kind, currency, balance, created_at) "
+            "VALUES (:id, :customer_id, :kind, :currency, :balance, :created_at) "
+            "ON CONFLICT ((coalesce(customer_id, '00000000-0000-0000-0000-000000000000'::uuid)), kind, currency) "
+            "DO NOTHING"
+        ),
+        {
+            "id": uuid.uuid4(),
+            "customer_id": customer_id,
+            "kind": kind,
+            "currency": currency,
+            "balance": 0 if customer_id else None,
+            "created_at": as_of,
+        },
+    )
+    query = select(Account).where(
+        col(Account.kind) == kind,
+        col(Account.currency) == currency,
+        col(Account.customer_id).is_(None) if customer_id is None else col(Account.customer_id) == customer_id,
+    )
+    return (await session.exec(query)).one()
+
+
+async def claim_idempotency_key(session: AsyncSession, transaction: LedgerTransaction) -> bool:
+    """Insert the transaction row unless its key exists; the unique index decides (and waits for
+    a concurrent holder of the key to commit or roll back)."""
+    row = await session.execute(
+        text(
+            "INSERT INTO ledger_transactions (id, kind, currency, customer_id, effective_at, recorded_at, actor, "
+            "reason, trace_id, idempotency_key, request_hash, reverses_id) VALUES (:id, :kind, :currency, "
+            ":customer_id, :effective_at, :recorded_at, :actor, :reason, :trace_id, :idempotency_key, "
+            ":request_hash, :reverses_id) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+        ),
+        transaction.model_dump(),
+    )
+    return row.first() is not None
+
+
+async def transaction_by_key(session: AsyncSession, key: str) -> LedgerTransaction:
+    query = select(LedgerTransaction).where(col(LedgerTransaction.idempotency_key) == key)
+    return (await session.exec(query)).one()
+
+
+async def lock_customer_accounts(session: AsyncSession, account_ids: Sequence[uuid.UUID]) -> None:
+    """One sorted FOR UPDATE over the accounts whose cached balances change: a fixed lock order
+    means two transactions on the same accounts wait rather than deadlock."""
+    await session.execute(
+        text("SELECT id FROM ledger_accounts WHERE id = ANY(:ids) AND customer_id IS NOT NULL ORDER BY id FOR UPDATE"),
+        {"ids": sorted(account_ids)},
+    )
+
+
+async def write_postings(session: AsyncSession, transaction_id: uuid.UUID, legs: Sequence[dict[str, Any]]) -> None:
+    await session.execute(
+        text(
+            "INSERT INTO ledger_postings (transaction_id, account_id, amount, grant_id) "
+            "VALUES (:transaction_id, :account_id, :amount, :grant_id)"
+        ),
+        [{"transaction_id": transaction_id, **leg} for leg in legs],
+    )
+    deltas: dict[uuid.UUID, int] = {}
+    for leg in legs:
+        deltas[leg["account_id"]] = deltas.get(leg["account_id"], 0) + leg["amount"]
+    await session.execute(
+        text("UPDATE ledger_accounts SET balance = balance + :delta WHERE id = :id AND customer_id IS NOT NULL"),
+        [{"id": account_id, "delta": delta} for account_id, delta in sorted(deltas.items())],
+    )
+
+
+async def grants_for_update(
+    session: AsyncSession, customer_id: uuid.UUID, currency: str, as_of: datetime
+) -> list[CreditGrant]:
+    """Grants that can be drawn at ``as_of``, locked in id order."""
+    query = (
+        select(CreditGrant)
+        .where(
+            col(CreditGrant.customer_id) == customer_id,
+            col(CreditGrant.currency) == currency,
+            col(CreditGrant.status) == "active",
+            col(CreditGrant.remaining) > 0,
+            col(CreditGrant.effective_at) <= as_of,
+        )
+        .order_by(col(CreditGrant.id))
+        .with_for_update()
+    )
+    return [g for g in await session.exec(query) if g.expires_at is None or g.expires_at > as_of]
+
+
+async def grant(session: AsyncSession, grant_id: uuid.UUID, *, lock: bool = False) -> CreditGrant | None:
+    query = select(CreditGrant).where(col(CreditGrant.id) == grant_id)
+    if lock:
+        query = query.with_for_update()
+    return (await session.exec(query)).first()
+
+
+async def grant_of_transaction(session: AsyncSession, transaction_id: uuid.UUID) -> CreditGrant:
+    query = select(CreditGrant).where(col(CreditGrant.transaction_id) == transaction_id)
+    return (await session.exec(query)).one()
+
+
+async def expiring_grants(session: AsyncSession, as_of: datetime) -> list[CreditGrant]:
+    query = (
+        select(CreditGrant)
+        .where(col(CreditGrant.status) == "active", col(CreditGrant.expires_at) <= as_of)
+        .order_by(col(CreditGrant.id))
+        .with_for_update(skip_locked=True)
+    )
+    return list(await session.exec(query))
+
+
+async def grants_page(
+    session: AsyncSession, customer_id: uuid.UUID, *, after: tuple[datetime, str] | None, limit: int
+) -> list[CreditGrant]:
+    query = select(CreditGrant).where(col(CreditGrant.customer_id) == customer_id)
+    if after is not None:
+        query = query.where(
+            text("(credit_grants.created_at, credit_grants.id::text) < (:after_at, :after_id)").bindparams(
+                after_at=after[0], after_id=after[1]
+            )
+        )
+    query = query.order_by(col(CreditGrant.created_at).desc(), col(CreditGrant.id).desc()).limit(limit)
+    return list(await session.exec(query))
+
+
+ENTRIES = text("""
+SELECT t.id, t.kind, t.effective_at, t.recorded_at, t.actor, t.reason, t.currency,
+       (SELECT sum(p.amount) FROM ledger_postings p WHERE p.transaction_id = t.id AND p.amount > 0) AS size
+FROM ledger_transactions t
+WHERE t.customer_id = :customer_id
+  AND (CAST(:after_at AS timestamptz) IS NULL
+       OR (t.recorded_at, t.id::text) < (CAST(:after_at AS timestamptz), :after_id))
+ORDER BY t.recorded_at DESC, t.id DESC
+LIMIT :limit
+""")
+
+
+async def entries_page(
+    session: AsyncSession, customer_id: uuid.UUID, *, after: tuple[datetime, str] | None, limit: int
+) -> list[Any]:
+    params = {
+        "customer_id": customer_id,
+        "limit": limit,
+        "after_at": after[0] if after else None,
+        "after_id": after[1] if after else "",
+    }
+    return list((await session.execute(ENTRIES, params)).mappings())
+
+
+async def customer_balances(session: AsyncSession, customer_id: uuid.UUID) -> dict[tuple[str, str], int]:
+    rows = await session.execute(
+        text("SELECT kind, currency, balance FROM ledger_accounts WHERE customer_id = :customer_id"),
+        {"customer_id": customer_id},
+    )
+    return {(kind, currency): balance for kind, currency, balance in rows}
