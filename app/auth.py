@@ -45,6 +45,9 @@ class Capability(StrEnum):
     CHECK_ENTITLEMENTS = "check_entitlements"
     MANAGE_QUARANTINE = "manage_quarantine"
     READ_METERING = "read_metering"
+    READ_LEDGER = "read_ledger"
+    GRANT_CREDITS = "grant_credits"
+    ADJUST_BALANCES = "adjust_balances"
     READ_TRACES = "read_traces"
 
 
@@ -54,16 +57,30 @@ _STAFF_READ = {
     Capability.READ_TRACES,
     Capability.CHECK_ENTITLEMENTS,
     Capability.READ_METERING,
+    Capability.READ_LEDGER,
 }
 ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.ADMIN: frozenset(Capability),
-    Role.FINANCE: frozenset({*_STAFF_READ, Capability.WRITE_CUSTOMERS, Capability.MANAGE_QUARANTINE}),
-    Role.SUPPORT: frozenset({*_STAFF_READ, Capability.WRITE_CUSTOMERS, Capability.MANAGE_QUARANTINE}),
+    Role.FINANCE: frozenset(
+        {
+            *_STAFF_READ,
+            Capability.WRITE_CUSTOMERS,
+            Capability.MANAGE_QUARANTINE,
+            Capability.GRANT_CREDITS,
+            Capability.ADJUST_BALANCES,
+        }
+    ),
+    # Support grants credits up to TALLY_SUPPORT_GRANT_LIMIT a grant (checked where grants are made).
+    Role.SUPPORT: frozenset(
+        {*_STAFF_READ, Capability.WRITE_CUSTOMERS, Capability.MANAGE_QUARANTINE, Capability.GRANT_CREDITS}
+    ),
     Role.VIEWER: frozenset(_STAFF_READ),
     # The contract: `ingest` only sends usage. The edge checks entitlements with a viewer token.
     Role.INGEST: frozenset({Capability.INGEST_USAGE}),
     # A customer token reads its own customer only: scoping is applied by Viewer.customer_scope.
-    Role.CUSTOMER: frozenset({Capability.READ_CATALOG, Capability.READ_CUSTOMERS, Capability.CHECK_ENTITLEMENTS}),
+    Role.CUSTOMER: frozenset(
+        {Capability.READ_CATALOG, Capability.READ_CUSTOMERS, Capability.CHECK_ENTITLEMENTS, Capability.READ_LEDGER}
+    ),
 }
 
 

@@ -40,6 +40,8 @@ cli.add_typer(token_cli, name="token")
 cli.add_typer(user_cli, name="user")
 cli.add_typer(catalog_cli, name="catalog")
 events_cli = typer.Typer(help="Usage events: the quarantine and its replay.", no_args_is_help=True)
+ledger_cli = typer.Typer(help="The double-entry ledger: verification and credit expiry.", no_args_is_help=True)
+cli.add_typer(ledger_cli, name="ledger")
 cli.add_typer(events_cli, name="events")
 err = Console(stderr=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -348,6 +350,47 @@ def events_replay(
         f"replayed: {report.accepted} accepted, {report.duplicates} duplicate(s), {report.rejected} rejected; "
         f"{report.still_waiting} still waiting for their customer or meter"
     )
+
+
+@ledger_cli.command("verify")
+def ledger_verify(as_json: JsonOption = False) -> None:
+    """Recompute every balance from the postings and check every invariant; exit 1 on any violation."""
+    from ledger.verify import verify
+
+    async def work(session: AsyncSession) -> Any:
+        return await verify(session)
+
+    violations = run_in_session(load_settings(), work, commit=False)
+    if as_json:
+        print_json({"ok": not violations, "violations": [v.__dict__ for v in violations]})
+    else:
+        for violation in violations:
+            err.print(f"[red]{violation}[/red]", highlight=False, soft_wrap=True)
+        typer.echo(f"{len(violations)} violation(s)" if violations else "ledger verified: every invariant holds")
+    if violations:
+        raise typer.Exit(1)
+
+
+@ledger_cli.command("expire")
+def ledger_expire(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 time (default: now).")] = None,
+) -> None:
+    """Post what remains of every credit grant past its expiry to breakage (safe to rerun)."""
+    from ledger.service import expire_grants
+
+    moment = now()
+    if as_of is not None:
+        try:
+            moment = datetime.fromisoformat(as_of)
+        except ValueError:
+            fail(f"--as-of: {as_of!r} is not an ISO 8601 time, e.g. 2026-12-01T00:00:00Z")
+        if moment.tzinfo is None:
+            fail("--as-of: give a time zone offset, e.g. 2026-12-01T00:00:00Z")
+
+    async def work(session: AsyncSession) -> int:
+        return await expire_grants(session, as_of=moment)
+
+    typer.echo(f"{run_in_session(load_settings(), work)} grant(s) expired")
 
 
 def main() -> None:

@@ -43,6 +43,16 @@ def start_embedded_postgres(data_dir: Path) -> str:
     return uri
 
 
+def is_transient_failure(error: BaseException) -> bool:
+    """A deadlock or serialization failure: the whole transaction may simply be run again.
+    psycopg raises them itself on raw-connection paths; SQLAlchemy wraps them elsewhere."""
+    from psycopg import errors as pg_errors
+    from sqlalchemy.exc import DBAPIError
+
+    retried = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+    return isinstance(error, retried) or (isinstance(error, DBAPIError) and isinstance(error.orig, retried))
+
+
 def _forget_dead_attachments(pid_file: Path) -> None:
     import psutil
 

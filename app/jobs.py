@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import trace_store
 from app.settings import Settings
+from ledger.service import expire_grants
 
 logger = logging.getLogger("tally.jobs")
 TICK_SECONDS = 300
@@ -27,10 +28,21 @@ async def prune_spans(sessions: async_sessionmaker[AsyncSession], settings: Sett
     return removed
 
 
+async def expire_credit_grants(sessions: async_sessionmaker[AsyncSession], *, as_of: datetime) -> int:
+    async with sessions() as session:
+        expired = await expire_grants(session, as_of=as_of)
+        await session.commit()
+    return expired
+
+
 async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
     while True:
-        try:
-            await prune_spans(sessions, settings, as_of=datetime.now(UTC))
-        except Exception:
-            logger.exception("span pruning failed; retrying at the next tick")
+        for name, job in (
+            ("span pruning", lambda: prune_spans(sessions, settings, as_of=datetime.now(UTC))),
+            ("credit expiry", lambda: expire_credit_grants(sessions, as_of=datetime.now(UTC))),
+        ):
+            try:
+                await job()
+            except Exception:
+                logger.exception("%s failed; retrying at the next tick", name)
         await asyncio.sleep(TICK_SECONDS)

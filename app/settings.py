@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -38,6 +39,9 @@ class Settings(BaseSettings):
     graphql_max_tokens: int = Field(default=3000, ge=100)
     graphql_max_aliases: int = Field(default=30, ge=1)
     page_size_max: int = Field(default=100, ge=1)
+    support_grant_limit: Decimal = Field(
+        default=Decimal(100), gt=0, description="Largest credit grant the support role may make, in major units."
+    )
     event_max_age_days: int = Field(default=35, ge=1, description="Older events are TIMESTAMP_OUT_OF_RANGE.")
     events_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
     events_max_per_request: int = Field(default=10_000, ge=1, description="More events in one request get 413.")

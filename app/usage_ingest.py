@@ -7,16 +7,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from psycopg import errors as pg_errors
-from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from app.database import is_transient_failure
 from app.settings import Settings
 from app.telemetry import current_trace_id
 from metering.service import IngestLimits, IngestResult, ingest
-
-RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 
 def ingest_limits(settings: Settings) -> IngestLimits:
@@ -26,17 +23,11 @@ def ingest_limits(settings: Settings) -> IngestLimits:
     )
 
 
-def _transient(error: BaseException) -> bool:
-    """Deadlocks and serialization failures, raised by psycopg itself on the COPY path or
-    wrapped by SQLAlchemy elsewhere."""
-    return isinstance(error, RETRIED) or (isinstance(error, DBAPIError) and isinstance(error.orig, RETRIED))
-
-
 async def ingest_and_commit(session: AsyncSession, items: list[Any], settings: Settings) -> IngestResult:
     """Ingest and commit; a 200 after this means every accepted event is durable and counted."""
     received_at = datetime.now(UTC)
     async for attempt in AsyncRetrying(
-        retry=retry_if_exception(_transient),
+        retry=retry_if_exception(is_transient_failure),
         stop=stop_after_attempt(5),
         wait=wait_random_exponential(multiplier=0.02, max=1),
         reraise=True,

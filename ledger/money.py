@@ -142,3 +142,14 @@ def plain_decimal(value: Decimal) -> Decimal:
     """A price or quantity without the storage's trailing zeros (0.040000000000 → 0.04)."""
     normalized = value.normalize()
     return normalized.quantize(Decimal(1)) if normalized == normalized.to_integral() else normalized
+
+
+def to_minor_exact(amount: Decimal, currency: str, *, field: str = "amount") -> int:
+    """Minor units of an amount that must already be payable (no fraction of a minor unit)."""
+    if not fits_minor_unit(amount, currency):
+        raise InvalidInput(
+            f"{amount} has a fraction of the smallest {currency} unit; use at most "
+            f"{MINOR_UNIT_DIGITS[currency]} decimal places",
+            field=field,
+        )
+    return round_to_minor(amount, currency)

@@ -12,7 +12,9 @@ from typing import Any, Generic, TypeVar
 import strawberry
 from graphql import GraphQLError
 from strawberry.types import Info
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from app.database import is_transient_failure
 from ledger.errors import TallyError
 
 T = TypeVar("T")
@@ -38,17 +40,25 @@ class UserError:
 
 async def run_mutation(info: Info, action: Callable[[], Awaitable[T]]) -> tuple[T | None, list[UserError]]:
     """The request boundary of a mutation: commit on success; on a refusal roll back, so a
-    rejected mutation changes nothing, and report it as ``userErrors``."""
+    rejected mutation changes nothing, and report it as ``userErrors``. A deadlock or
+    serialization failure reruns the whole action (mutations are idempotent by their keys)."""
     session = info.context.session
-    try:
-        result = await action()
-        await session.commit()
-    except TallyError as error:
-        await session.rollback()
-        return None, [UserError.from_error(error)]
-    except BaseException:
-        await session.rollback()
-        raise
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(is_transient_failure),
+        stop=stop_after_attempt(5),
+        wait=wait_random_exponential(multiplier=0.02, max=1),
+        reraise=True,
+    ):
+        with attempt:
+            try:
+                result = await action()
+                await session.commit()
+            except TallyError as error:
+                await session.rollback()
+                return None, [UserError.from_error(error)]
+            except BaseException:
+                await session.rollback()
+                raise
     return result, []
 
 

@@ -20,6 +20,14 @@ from app.api.common import (
     run_mutation,
     time_cursor,
 )
+from app.api.ledger import (
+    Balance,
+    CreditGrant,
+    LedgerEntry,
+    resolve_balance,
+    resolve_credit_grants,
+    resolve_ledger_entries,
+)
 from app.api.metering import (
     Entitlement,
     MeterUsage,
@@ -33,6 +41,7 @@ from app.api.permissions import requires
 from app.auth import Capability
 from customers import service as customers
 from customers.models import Customer as CustomerRow
+from customers.periods import period_containing
 
 
 @strawberry.enum
@@ -52,6 +61,18 @@ class Subscription:
         plan, version = await info.context.loaders.plan_version.load(self.plan_version_id)
         return Plan.from_model(plan, version)
 
+    async def _current_period(self, info: Info) -> tuple[datetime, datetime]:
+        _, version = await info.context.loaders.plan_version.load(self.plan_version_id)
+        return period_containing(self.started_at, version.interval, info.context.now())
+
+    @strawberry.field(description="Start of the billing period in progress (periods are half-open).")
+    async def current_period_start(self, info: Info) -> datetime:
+        return (await self._current_period(info))[0]
+
+    @strawberry.field(description="End of the billing period in progress: the next one starts here.")
+    async def current_period_end(self, info: Info) -> datetime:
+        return (await self._current_period(info))[1]
+
 
 @strawberry.type
 class Customer:
@@ -65,6 +86,13 @@ class Customer:
     row_id: strawberry.Private[uuid.UUID]
 
     usage: list[MeterUsage] = strawberry.field(resolver=resolve_usage)
+    balance: Balance = strawberry.field(resolver=resolve_balance, permission_classes=[requires(Capability.READ_LEDGER)])
+    credit_grants: Connection[CreditGrant] = strawberry.field(
+        resolver=resolve_credit_grants, permission_classes=[requires(Capability.READ_LEDGER)]
+    )
+    ledger_entries: Connection[LedgerEntry] = strawberry.field(
+        resolver=resolve_ledger_entries, permission_classes=[requires(Capability.READ_LEDGER)]
+    )
     usage_series: list[UsagePoint] = strawberry.field(resolver=resolve_usage_series)
     entitlement: Entitlement | None = strawberry.field(resolver=resolve_entitlement)
     usage_watermark: datetime | None = strawberry.field(resolver=resolve_usage_watermark)

@@ -17,6 +17,7 @@ from strawberry.tools import merge_types
 
 from app.api.catalog import CatalogQuery
 from app.api.customers import CustomersMutation, CustomersQuery
+from app.api.ledger import LedgerMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
 from app.api.scalars import SCALAR_MAP
 from app.api.traces import TracesQuery
@@ -27,7 +28,7 @@ logger = logging.getLogger("tally.graphql")
 SDL_PATH = Path(__file__).resolve().parents[2] / "graphql" / "schema.graphql"
 
 Query = merge_types("Query", (CustomersQuery, CatalogQuery, MeteringQuery, TracesQuery))
-Mutation = merge_types("Mutation", (CustomersMutation, MeteringMutation, QuarantineMutation))
+Mutation = merge_types("Mutation", (CustomersMutation, MeteringMutation, QuarantineMutation, LedgerMutation))
 
 
 class MaskUnexpectedErrors(MaskErrors):

@@ -162,3 +162,18 @@ def test_a_bad_database_url_is_a_one_line_reason(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["migrate"], env={"DATABASE_URL": "mysql://nope", "TALLY_DATA_DIR": str(tmp_path)})
     assert result.exit_code == 1
     assert "DATABASE_URL must be a postgresql:// URL" in result.output
+
+
+def test_ledger_verify_passes_then_reports_a_planted_corruption(run, database_url: str) -> None:
+    assert run("ledger", "verify").exit_code == 0
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        account = connection.execute(
+            "INSERT INTO ledger_accounts (id, customer_id, kind, currency, balance, created_at) "
+            "VALUES (gen_random_uuid(), gen_random_uuid(), 'credits', 'USD', 5, now()) RETURNING id"
+        ).fetchone()
+    assert account is not None
+    result = run("ledger", "verify", "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert [v["check"] for v in report["violations"]] == ["cached balance differs from postings"]

@@ -1,0 +1,232 @@
+"""GraphQL of the ledger: balances, credit grants, ledger entries, grants and adjustments."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import strawberry
+from strawberry.types import Info
+
+from app.api.common import (
+    Connection,
+    Money,
+    UserError,
+    connection,
+    decode_time_cursor,
+    page_size,
+    run_mutation,
+    time_cursor,
+)
+from app.api.permissions import requires
+from app.auth import Capability, Role
+from customers import service as customers
+from ledger import service as ledger
+from ledger.errors import LimitExceeded, NotFound
+from ledger.models import CreditGrant as GrantRow
+from ledger.money import to_major, to_minor_exact
+
+
+def _money(minor: int, currency: str) -> Money:
+    return Money(amount=to_major(minor, currency), currency=currency)
+
+
+@strawberry.enum
+class GrantStatus(Enum):
+    ACTIVE = "ACTIVE"
+    DEPLETED = "DEPLETED"
+    EXPIRED = "EXPIRED"
+    VOIDED = "VOIDED"
+
+
+@strawberry.type
+class CreditGrant:
+    id: strawberry.ID
+    amount: Money
+    remaining: Money
+    priority: int
+    effective_at: datetime
+    expires_at: datetime | None
+    reason: str
+    source: str
+    actor: str
+    status: GrantStatus
+    created_at: datetime
+
+    @classmethod
+    def from_model(cls, grant: GrantRow) -> CreditGrant:
+        status = GrantStatus(grant.status.upper())
+        if status is GrantStatus.ACTIVE and grant.remaining == 0:
+            status = GrantStatus.DEPLETED
+        return cls(
+            id=strawberry.ID(str(grant.id)),
+            amount=_money(grant.amount, grant.currency),
+            remaining=_money(grant.remaining, grant.currency),
+            priority=grant.priority,
+            effective_at=grant.effective_at,
+            expires_at=grant.expires_at,
+            reason=grant.reason,
+            source=grant.source,
+            actor=grant.actor,
+            status=status,
+            created_at=grant.created_at,
+        )
+
+
+@strawberry.type
+class LedgerEntry:
+    id: strawberry.ID
+    kind: str
+    effective_at: datetime
+    recorded_at: datetime
+    description: str
+    amount: Money = strawberry.field(description="The transaction's size: the sum of its debits.")
+    actor: str
+
+
+@strawberry.type
+class Balance:
+    credits: Money = strawberry.field(description="Credit the customer holds, from the ledger.")
+    unbilled: Money = strawberry.field(description="Usage and fees not yet invoiced (zero until invoicing exists).")
+    outstanding: Money = strawberry.field(description="What the customer owes: the receivable's balance.")
+
+
+async def resolve_balance(root: strawberry.Parent[Any], info: Info) -> Balance:
+    found = await ledger.balances(info.context.session, root.row_id, root.currency)
+    return Balance(
+        credits=_money(found.credits, root.currency),
+        unbilled=_money(0, root.currency),
+        outstanding=_money(found.outstanding, root.currency),
+    )
+
+
+async def resolve_credit_grants(
+    root: strawberry.Parent[Any], info: Info, first: int | None = None, after: str | None = None
+) -> Connection[CreditGrant]:
+    limit = page_size(first, default=25, maximum=info.context.settings.page_size_max)
+    rows = await ledger.grants(info.context.session, root.row_id, after=decode_time_cursor(after), limit=limit + 1)
+    return connection(rows, limit, CreditGrant.from_model, lambda g: time_cursor(g.created_at, g.id))
+
+
+async def resolve_ledger_entries(
+    root: strawberry.Parent[Any], info: Info, first: int | None = None, after: str | None = None
+) -> Connection[LedgerEntry]:
+    limit = page_size(first, default=25, maximum=info.context.settings.page_size_max)
+    rows = await ledger.entries(info.context.session, root.row_id, after=decode_time_cursor(after), limit=limit + 1)
+    return connection(
+        rows,
+        limit,
+        lambda r: LedgerEntry(
+            id=strawberry.ID(str(r["id"])),
+            kind=r["kind"],
+            effective_at=r["effective_at"],
+            recorded_at=r["recorded_at"],
+            description=f"{r['kind'].replace('_', ' ')}: {r['reason']}",
+            amount=_money(int(r["size"] or 0), r["currency"]),
+            actor=r["actor"],
+        ),
+        lambda r: time_cursor(r["recorded_at"], r["id"]),
+    )
+
+
+@strawberry.input
+class GrantCreditsInput:
+    customer_id: strawberry.ID
+    amount: Decimal
+    reason: str
+    idempotency_key: str
+    expires_at: datetime | None = None
+    priority: int | None = strawberry.field(default=None, description="Lower is consumed first; default 100.")
+
+
+@strawberry.type
+class GrantCreditsPayload:
+    grant: CreditGrant | None
+    user_errors: list[UserError]
+
+
+@strawberry.input
+class AdjustBalanceInput:
+    customer_id: strawberry.ID
+    amount: Decimal = strawberry.field(
+        description="Positive debits the customer (they owe more); negative credits them."
+    )
+    reason: str
+    idempotency_key: str
+
+
+@strawberry.type
+class AdjustBalancePayload:
+    entry_id: strawberry.ID | None
+    user_errors: list[UserError]
+
+
+async def _customer(info: Info, customer_id: str) -> Any:
+    try:
+        parsed = uuid.UUID(customer_id)
+    except ValueError:
+        parsed = None
+    found = await customers.get_customer(info.context.session, customer_id=parsed) if parsed else None
+    if found is None:
+        raise NotFound("no such customer", field="customerId")
+    return found
+
+
+@strawberry.type
+class LedgerMutation:
+    @strawberry.mutation(permission_classes=[requires(Capability.GRANT_CREDITS)])
+    async def grant_credits(self, info: Info, input: GrantCreditsInput) -> GrantCreditsPayload:
+        """Credit a customer. The support role may grant at most TALLY_SUPPORT_GRANT_LIMIT at a time."""
+        context = info.context
+
+        async def grant() -> GrantRow:
+            customer = await _customer(info, str(input.customer_id))
+            amount = to_minor_exact(input.amount, customer.currency)
+            limit = context.settings.support_grant_limit
+            if context.viewer.role is Role.SUPPORT and input.amount > limit:
+                raise LimitExceeded(
+                    f"the support role may grant at most {limit} {customer.currency}; ask finance", field="amount"
+                )
+            return await ledger.grant_credits(
+                context.session,
+                customer_id=customer.id,
+                currency=customer.currency,
+                amount=amount,
+                reason=input.reason,
+                actor=context.viewer.actor,
+                idempotency_key=input.idempotency_key,
+                as_of=context.now(),
+                priority=100 if input.priority is None else input.priority,
+                expires_at=input.expires_at,
+            )
+
+        row, errors = await run_mutation(info, grant)
+        return GrantCreditsPayload(grant=CreditGrant.from_model(row) if row else None, user_errors=errors)
+
+    @strawberry.mutation(permission_classes=[requires(Capability.ADJUST_BALANCES)])
+    async def adjust_balance(self, info: Info, input: AdjustBalanceInput) -> AdjustBalancePayload:
+        """Debit or credit a customer's receivable, with a reason (finance)."""
+        context = info.context
+
+        async def adjust() -> Any:
+            customer = await _customer(info, str(input.customer_id))
+            sign = -1 if input.amount < 0 else 1
+            amount = sign * to_minor_exact(abs(input.amount), customer.currency)
+            return await ledger.adjust_balance(
+                context.session,
+                customer_id=customer.id,
+                currency=customer.currency,
+                amount=amount,
+                reason=input.reason,
+                actor=context.viewer.actor,
+                idempotency_key=input.idempotency_key,
+                as_of=context.now(),
+            )
+
+        transaction, errors = await run_mutation(info, adjust)
+        return AdjustBalancePayload(
+            entry_id=strawberry.ID(str(transaction.id)) if transaction else None, user_errors=errors
+        )
