@@ -48,6 +48,8 @@ class Capability(StrEnum):
     READ_LEDGER = "read_ledger"
     GRANT_CREDITS = "grant_credits"
     ADJUST_BALANCES = "adjust_balances"
+    MANAGE_PROMOTIONS = "manage_promotions"
+    REDEEM_PROMOTIONS = "redeem_promotions"
     READ_TRACES = "read_traces"
 
 
@@ -68,11 +70,20 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.MANAGE_QUARANTINE,
             Capability.GRANT_CREDITS,
             Capability.ADJUST_BALANCES,
+            Capability.MANAGE_PROMOTIONS,
+            Capability.REDEEM_PROMOTIONS,
         }
     ),
     # Support grants credits up to TALLY_SUPPORT_GRANT_LIMIT a grant (checked where grants are made).
     Role.SUPPORT: frozenset(
-        {*_STAFF_READ, Capability.WRITE_CUSTOMERS, Capability.MANAGE_QUARANTINE, Capability.GRANT_CREDITS}
+        {
+            *_STAFF_READ,
+            Capability.WRITE_CUSTOMERS,
+            Capability.MANAGE_QUARANTINE,
+            Capability.GRANT_CREDITS,
+            Capability.MANAGE_PROMOTIONS,
+            Capability.REDEEM_PROMOTIONS,
+        }
     ),
     Role.VIEWER: frozenset(_STAFF_READ),
     # The contract: `ingest` only sends usage. The edge checks entitlements with a viewer token.

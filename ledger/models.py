@@ -94,3 +94,34 @@ class CreditGrant(SQLModel, table=True):
     status: str
     transaction_id: uuid.UUID = Field(sa_column=Column(ForeignKey("ledger_transactions.id"), nullable=False))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class Promotion(SQLModel, table=True):
+    """A code customers redeem once each for a credit grant; ``redemptions`` never passes
+    ``max_redemptions`` (a conditional increment, not a read-then-write)."""
+
+    __tablename__ = "promotions"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    code: str
+    code_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    description: str
+    credit_amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    credit_expires_in_days: int | None = None
+    max_redemptions: int | None = None
+    redemptions: int = 0
+    expires_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    active: bool = True
+    actor: str
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class PromotionRedemption(SQLModel, table=True):
+    __tablename__ = "promotion_redemptions"
+
+    promotion_id: uuid.UUID = Field(sa_column=Column(ForeignKey("promotions.id"), primary_key=True))
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    idempotency_key: str = Field(sa_column=Column(Text, nullable=False))
+    grant_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    redeemed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -164,7 +164,7 @@ class AdjustBalancePayload:
     user_errors: list[UserError]
 
 
-async def _customer(info: Info, customer_id: str) -> Any:
+async def customer_of(info: Info, customer_id: str) -> Any:
     try:
         parsed = uuid.UUID(customer_id)
     except ValueError:
@@ -183,7 +183,7 @@ class LedgerMutation:
         context = info.context
 
         async def grant() -> GrantRow:
-            customer = await _customer(info, str(input.customer_id))
+            customer = await customer_of(info, str(input.customer_id))
             amount = to_minor_exact(input.amount, customer.currency)
             limit = context.settings.support_grant_limit
             if context.viewer.role is Role.SUPPORT and input.amount > limit:
@@ -212,7 +212,7 @@ class LedgerMutation:
         context = info.context
 
         async def adjust() -> Any:
-            customer = await _customer(info, str(input.customer_id))
+            customer = await customer_of(info, str(input.customer_id))
             sign = -1 if input.amount < 0 else 1
             amount = sign * to_minor_exact(abs(input.amount), customer.currency)
             return await ledger.adjust_balance(

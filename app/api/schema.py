@@ -19,6 +19,7 @@ from app.api.catalog import CatalogQuery
 from app.api.customers import CustomersMutation, CustomersQuery
 from app.api.ledger import LedgerMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
+from app.api.promotions import PromotionsMutation, PromotionsQuery
 from app.api.scalars import SCALAR_MAP
 from app.api.traces import TracesQuery
 from app.settings import Settings
@@ -27,8 +28,10 @@ from app.telemetry import current_trace_id
 logger = logging.getLogger("tally.graphql")
 SDL_PATH = Path(__file__).resolve().parents[2] / "graphql" / "schema.graphql"
 
-Query = merge_types("Query", (CustomersQuery, CatalogQuery, MeteringQuery, TracesQuery))
-Mutation = merge_types("Mutation", (CustomersMutation, MeteringMutation, QuarantineMutation, LedgerMutation))
+Query = merge_types("Query", (CustomersQuery, CatalogQuery, MeteringQuery, PromotionsQuery, TracesQuery))
+Mutation = merge_types(
+    "Mutation", (CustomersMutation, MeteringMutation, QuarantineMutation, LedgerMutation, PromotionsMutation)
+)
 
 
 class MaskUnexpectedErrors(MaskErrors):

@@ -1,0 +1,138 @@
+"""GraphQL of promotions: create, list, redeem."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+import strawberry
+from strawberry.types import Info
+
+from app.api.common import Money, UserError, run_mutation
+from app.api.ledger import CreditGrant, customer_of
+from app.api.permissions import requires
+from app.auth import Capability, Role
+from ledger import promotions
+from ledger.errors import LimitExceeded
+from ledger.models import CreditGrant as GrantRow
+from ledger.models import Promotion as PromotionRow
+from ledger.money import normalize_currency, to_major, to_minor_exact
+
+
+@strawberry.type
+class Promotion:
+    id: strawberry.ID
+    code: str
+    description: str
+    credit: Money
+    credit_expires_in_days: int | None
+    max_redemptions: int | None
+    redemptions: int
+    expires_at: datetime | None
+    active: bool
+    created_at: datetime
+
+    @classmethod
+    def from_model(cls, row: PromotionRow) -> Promotion:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            code=row.code,
+            description=row.description,
+            credit=Money(amount=to_major(row.credit_amount, row.currency), currency=row.currency),
+            credit_expires_in_days=row.credit_expires_in_days,
+            max_redemptions=row.max_redemptions,
+            redemptions=row.redemptions,
+            expires_at=row.expires_at,
+            active=row.active,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.input
+class CreatePromotionInput:
+    code: str = strawberry.field(description="Case-insensitive and unique.")
+    description: str
+    credit_amount: Decimal
+    currency: str
+    credit_expires_in_days: int | None = None
+    max_redemptions: int | None = None
+    expires_at: datetime | None = None
+
+
+@strawberry.type
+class CreatePromotionPayload:
+    promotion: Promotion | None
+    user_errors: list[UserError]
+
+
+@strawberry.input
+class RedeemPromotionInput:
+    customer_id: strawberry.ID
+    code: str
+    idempotency_key: str
+
+
+@strawberry.type
+class RedeemPromotionPayload:
+    grant: CreditGrant | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class PromotionsQuery:
+    @strawberry.field(permission_classes=[requires(Capability.READ_LEDGER)])
+    async def promotions(self, info: Info) -> list[Promotion]:
+        """Every promotion, newest first, with how often it was redeemed."""
+        return [Promotion.from_model(row) for row in await promotions.promotions(info.context.session)]
+
+
+@strawberry.type
+class PromotionsMutation:
+    @strawberry.mutation(permission_classes=[requires(Capability.MANAGE_PROMOTIONS)])
+    async def create_promotion(self, info: Info, input: CreatePromotionInput) -> CreatePromotionPayload:
+        context = info.context
+
+        async def create() -> PromotionRow:
+            currency = normalize_currency(input.currency)
+            return await promotions.create_promotion(
+                context.session,
+                code=input.code,
+                description=input.description,
+                credit_amount=to_minor_exact(input.credit_amount, currency, field="creditAmount"),
+                currency=currency,
+                actor=context.viewer.actor,
+                as_of=context.now(),
+                credit_expires_in_days=input.credit_expires_in_days,
+                max_redemptions=input.max_redemptions,
+                expires_at=input.expires_at,
+            )
+
+        row, errors = await run_mutation(info, create)
+        return CreatePromotionPayload(promotion=Promotion.from_model(row) if row else None, user_errors=errors)
+
+    @strawberry.mutation(permission_classes=[requires(Capability.REDEEM_PROMOTIONS)])
+    async def redeem_promotion(self, info: Info, input: RedeemPromotionInput) -> RedeemPromotionPayload:
+        """Redeem a code for a customer: once per customer; a retry with the same key is harmless."""
+        context = info.context
+
+        async def redeem() -> GrantRow:
+            customer = await customer_of(info, str(input.customer_id))
+            if context.viewer.role is Role.SUPPORT:
+                limit = context.settings.support_grant_limit
+                found = await promotions.promotion_by_code(context.session, input.code)
+                if found is not None and to_major(found.credit_amount, found.currency) > limit:
+                    raise LimitExceeded(
+                        f"the support role may grant at most {limit} {found.currency}; ask finance", field="code"
+                    )
+            return await promotions.redeem(
+                context.session,
+                code=input.code,
+                customer_id=customer.id,
+                currency=customer.currency,
+                actor=context.viewer.actor,
+                idempotency_key=input.idempotency_key,
+                as_of=context.now(),
+            )
+
+        grant, errors = await run_mutation(info, redeem)
+        return RedeemPromotionPayload(grant=CreditGrant.from_model(grant) if grant else None, user_errors=errors)

@@ -1,0 +1,146 @@
+"""Promotions: codes that grant credit, each redeemed at most once per customer and never more
+than ``max_redemptions`` times in all, whatever the concurrency."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import insert
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from ledger import service as ledger
+from ledger.errors import InvalidInput, NotFound, Taken, TallyError
+from ledger.models import CreditGrant, Promotion, PromotionRedemption
+
+CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
+
+
+class PromotionUnavailable(TallyError):
+    code = "PROMOTION_UNAVAILABLE"
+
+
+class AlreadyRedeemed(TallyError):
+    code = "ALREADY_REDEEMED"
+
+
+async def create_promotion(
+    session: AsyncSession,
+    *,
+    code: str,
+    description: str,
+    credit_amount: int,
+    currency: str,
+    actor: str,
+    as_of: datetime,
+    credit_expires_in_days: int | None = None,
+    max_redemptions: int | None = None,
+    expires_at: datetime | None = None,
+) -> Promotion:
+    code = code.strip()
+    if not CODE_PATTERN.match(code):
+        raise InvalidInput("3 to 64 letters, digits, '-' or '_'", field="code")
+    if not description.strip():
+        raise InvalidInput("must not be empty", field="description")
+    ledger.check_amount(credit_amount, field="creditAmount")
+    if credit_expires_in_days is not None and not 1 <= credit_expires_in_days <= 3650:
+        raise InvalidInput("must be between 1 and 3650", field="creditExpiresInDays")
+    if max_redemptions is not None and max_redemptions < 1:
+        raise InvalidInput("must be at least 1", field="maxRedemptions")
+    if expires_at is not None and expires_at <= as_of:
+        raise InvalidInput("must be in the future", field="expiresAt")
+    promotion = Promotion(
+        code=code,
+        code_key=code.lower(),
+        description=description.strip(),
+        credit_amount=credit_amount,
+        currency=currency,
+        credit_expires_in_days=credit_expires_in_days,
+        max_redemptions=max_redemptions,
+        expires_at=expires_at,
+        actor=actor,
+        created_at=as_of,
+    )
+    statement = (
+        insert(Promotion)
+        .values(promotion.model_dump())
+        .on_conflict_do_nothing(index_elements=["code_key"])
+        .returning(col(Promotion.id))
+    )
+    if (await session.execute(statement)).first() is None:
+        raise Taken(f"a promotion {code!r} already exists (codes ignore case)", field="code")
+    return promotion
+
+
+async def promotion_by_code(session: AsyncSession, code: str) -> Promotion | None:
+    query = select(Promotion).where(col(Promotion.code_key) == code.strip().lower())
+    return (await session.exec(query)).first()
+
+
+async def promotions(session: AsyncSession) -> list[Promotion]:
+    return list(await session.exec(select(Promotion).order_by(col(Promotion.created_at).desc())))
+
+
+async def redeem(
+    session: AsyncSession,
+    *,
+    code: str,
+    customer_id: uuid.UUID,
+    currency: str,
+    actor: str,
+    idempotency_key: str,
+    as_of: datetime,
+) -> CreditGrant:
+    """Redeem a code for a customer: once per customer (a retry with the same key returns the
+    same grant), and only while the promotion is active, unexpired and not exhausted."""
+    promotion = await promotion_by_code(session, code)
+    if promotion is None:
+        raise NotFound(f"no promotion {code!r}", field="code")
+    if promotion.currency != currency:
+        raise InvalidInput(
+            f"this promotion credits {promotion.currency}, the customer pays in {currency}", field="code"
+        )
+    claimed = await session.execute(
+        insert(PromotionRedemption)
+        .values(promotion_id=promotion.id, customer_id=customer_id, idempotency_key=idempotency_key, redeemed_at=as_of)
+        .on_conflict_do_nothing()
+        .returning(col(PromotionRedemption.customer_id))
+    )
+    if claimed.first() is None:
+        earlier = await session.get(PromotionRedemption, (promotion.id, customer_id))
+        if earlier is None or earlier.idempotency_key != idempotency_key or earlier.grant_id is None:
+            raise AlreadyRedeemed("this customer has already redeemed this code", field="code")
+        grant = await session.get(CreditGrant, earlier.grant_id)
+        assert grant is not None
+        return grant
+    counted = await session.execute(
+        text(
+            "UPDATE promotions SET redemptions = redemptions + 1 WHERE id = :id AND active "
+            "AND (max_redemptions IS NULL OR redemptions < max_redemptions) "
+            "AND (expires_at IS NULL OR expires_at > :as_of) RETURNING redemptions"
+        ),
+        {"id": promotion.id, "as_of": as_of},
+    )
+    if counted.first() is None:
+        raise PromotionUnavailable("this code is inactive, expired or fully redeemed", field="code")
+    expires = as_of + timedelta(days=promotion.credit_expires_in_days) if promotion.credit_expires_in_days else None
+    grant = await ledger.grant_credits(
+        session,
+        customer_id=customer_id,
+        currency=currency,
+        amount=promotion.credit_amount,
+        reason=f"promotion {promotion.code}",
+        actor=actor,
+        idempotency_key=idempotency_key,
+        as_of=as_of,
+        expires_at=expires,
+        source="promotion",
+    )
+    await session.execute(
+        text("UPDATE promotion_redemptions SET grant_id = :grant WHERE promotion_id = :p AND customer_id = :c"),
+        {"grant": grant.id, "p": promotion.id, "c": customer_id},
+    )
+    return grant
