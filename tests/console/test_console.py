@@ -198,3 +198,70 @@ async def test_metering_page_quarantine_and_replay(client: httpx.AsyncClient, st
     replayed = await client.post("/console/metering/replay", data={"csrftoken": token})
     after = await client.get(replayed.headers["location"])
     assert "3 accepted" in after.text and "Nothing waiting." in after.text
+
+
+async def customer_link(client: httpx.AsyncClient, external_id: str) -> str:
+    listing = await client.get("/console/customers", params={"search": external_id})
+    link = re.search(r'href="(/console/customers/[0-9a-f-]{36})"', listing.text)
+    assert link
+    return link.group(1)
+
+
+async def test_grant_credits_with_a_confirmation_step_and_a_harmless_double_submit(
+    client: httpx.AsyncClient, staff: None
+) -> None:
+    await sign_in(client, "cs@example.com", PASSWORD)
+    base = await customer_link(client, "org_acme")
+    page = await client.get(f"{base}/credits")
+    key = re.search(r'name="idempotency_key" value="([^"]+)"', page.text)
+    assert key
+    form = {
+        "csrftoken": csrf_of(page.text),
+        "amount": "25.00",
+        "reason": "outage apology",
+        "expires_at": "2030-01-31",
+        "priority": "10",
+        "idempotency_key": key.group(1),
+    }
+    confirm = await client.post(f"{base}/grants/confirm", data=form)
+    assert "Grant 25.00 USD to Acme Robotics?" in confirm.text
+    first = await client.post(f"{base}/grants", data=form)
+    second = await client.post(f"{base}/grants", data=form)
+    assert first.status_code == second.status_code == 303
+    credits = await client.get(first.headers["location"])
+    assert "Granted 25.00 USD" in credits.text
+    assert credits.text.count("outage apology") == 2, "one grant row and one ledger row, not two of each"
+    too_much = await client.post(f"{base}/grants", data={**form, "amount": "150", "idempotency_key": "other"})
+    assert too_much.status_code == 422 and "the support role may grant at most 100 USD" in too_much.text
+
+
+async def test_promotions_page_and_redeeming_from_the_customer_page(client: httpx.AsyncClient, staff: None) -> None:
+    await sign_in(client, "cs@example.com", PASSWORD)
+    page = await client.get("/console/promotions")
+    token = csrf_of(page.text)
+    created = await client.post(
+        "/console/promotions",
+        data={
+            "csrftoken": token,
+            "code": "SPRING",
+            "description": "Spring credit",
+            "credit_amount": "15",
+            "currency": "USD",
+            "credit_expires_in_days": "60",
+            "max_redemptions": "5",
+        },
+    )
+    assert created.status_code == 303
+    listed = await client.get("/console/promotions")
+    assert "SPRING" in listed.text and "0 / 5" in listed.text
+    base = await customer_link(client, "org_globex")
+    redeemed = await client.post(
+        f"{base}/redemptions", data={"csrftoken": token, "code": "spring", "idempotency_key": "r1"}
+    )
+    assert redeemed.status_code == 303
+    assert "Redeemed spring: 15.00 USD" in (await client.get(redeemed.headers["location"])).text
+    again = await client.post(
+        f"{base}/redemptions", data={"csrftoken": token, "code": "spring", "idempotency_key": "r2"}
+    )
+    assert again.status_code == 422 and "already redeemed" in again.text
+    assert "1 / 5" in (await client.get("/console/promotions")).text
