@@ -251,7 +251,7 @@ def user_create(
 
 @cli.command()
 def demo(as_json: JsonOption = False) -> None:
-    """Load the example catalog, 25 customers, a month of their usage and a staff admin, once."""
+    """Load the example catalog, 25 customers, a month of their usage, credits, promotions and a staff admin, once."""
     from app.demo import DEMO_STEPS, load_demo
 
     settings = load_settings()
@@ -285,7 +285,7 @@ def demo(as_json: JsonOption = False) -> None:
         )
         return
     typer.echo(
-        "Demo loaded: example catalog, 25 customers, a month of usage."
+        "Demo loaded: example catalog, 25 customers, a month of usage, credits and promotions."
         if result.loaded
         else "Demo data already loaded."
     )

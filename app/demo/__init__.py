@@ -18,6 +18,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import staff
 from customers import service as customers
+from ledger import promotions
+from ledger.service import grant_credits
 from metering.service import IngestLimits, ingest
 from pricing import service as catalog
 
@@ -94,12 +96,67 @@ async def load_demo(
             as_of=created,
         )
         advance(external_id)
+    await add_demo_credits(session, as_of=as_of)
     if with_usage:
         await send_demo_usage(session, as_of=as_of, advance=advance)
     password = secrets.token_urlsafe(12)
     await staff.create_user(session, email=DEMO_ADMIN_EMAIL, role="admin", password=password, as_of=as_of)
     advance("admin")
     return DemoResult(True, len(DEMO_CUSTOMERS), DEMO_ADMIN_EMAIL, password)
+
+
+async def add_demo_credits(session: AsyncSession, *, as_of: datetime) -> None:
+    """Goodwill grants for a few customers, a welcome promotion redeemed by some, and a launch
+    promotion with a hard cap: what customer success sees on a typical day."""
+    by_external_id = await customers.ids_by_external_id(session, [c[0] for c in DEMO_CUSTOMERS])
+    for external_id, amount, days, reason in (
+        ("org_acme", 5000, 90, "outage credit, incident 2026-10-14"),
+        ("org_globex", 2500, None, "annual contract bonus"),
+        ("org_initech", 1000, 30, "migration help"),
+    ):
+        await grant_credits(
+            session,
+            customer_id=by_external_id[external_id],
+            currency="USD",
+            amount=amount,
+            reason=reason,
+            actor="staff:admin@example.com",
+            idempotency_key=f"demo-grant-{external_id}",
+            as_of=as_of,
+            expires_at=as_of + timedelta(days=days) if days else None,
+        )
+    await promotions.create_promotion(
+        session,
+        code="WELCOME10",
+        description="Welcome credit for new teams",
+        credit_amount=1000,
+        currency="USD",
+        actor="staff:admin@example.com",
+        as_of=as_of,
+        credit_expires_in_days=60,
+        max_redemptions=100,
+    )
+    await promotions.create_promotion(
+        session,
+        code="LAUNCH50",
+        description="Launch week: 50 USD, first 20 customers",
+        credit_amount=5000,
+        currency="USD",
+        actor="staff:admin@example.com",
+        as_of=as_of,
+        credit_expires_in_days=30,
+        max_redemptions=20,
+    )
+    for external_id in ("org_piedpiper", "org_wonka", "org_hooli"):
+        await promotions.redeem(
+            session,
+            code="WELCOME10",
+            customer_id=by_external_id[external_id],
+            currency="USD",
+            actor="staff:admin@example.com",
+            idempotency_key=f"demo-redeem-{external_id}",
+            as_of=as_of,
+        )
 
 
 USAGE_DAYS = 30
