@@ -19,7 +19,16 @@ NO_CUSTOMER = uuid.UUID(int=0)
 async def account(
     session: AsyncSession, *, customer_id: uuid.UUID | None, kind: str, currency: str, as_of: datetime
 ) -> Account:
-    """The account, created on first use (concurrent first uses create it once)."""
+    """The account, created on first use (concurrent first uses create it once). Accounts are
+    read far more often than created, so the read comes first."""
+    query = select(Account).where(
+        col(Account.kind) == kind,
+        col(Account.currency) == currency,
+        col(Account.customer_id).is_(None) if customer_id is None else col(Account.customer_id) == customer_id,
+    )
+    found = (await session.exec(query)).first()
+    if found is not None:
+        return found
     await session.execute(
         text(
             "INSERT INTO ledger_accounts (id, customer_id, kind, currency, balance, created_at) "
@@ -35,11 +44,6 @@ async def account(
             "balance": 0 if customer_id else None,
             "created_at": as_of,
         },
-    )
-    query = select(Account).where(
-        col(Account.kind) == kind,
-        col(Account.currency) == currency,
-        col(Account.customer_id).is_(None) if customer_id is None else col(Account.customer_id) == customer_id,
     )
     return (await session.exec(query)).one()
 
