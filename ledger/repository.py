@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from ledger.models import Account, CreditGrant, LedgerTransaction
+from ledger.models import Account, CreditGrant, LedgerTransaction, Posting
 
 NO_CUSTOMER = uuid.UUID(int=0)
 
@@ -49,23 +49,23 @@ async def account(
 
 
 async def claim_idempotency_key(session: AsyncSession, transaction: LedgerTransaction) -> bool:
-    """Insert the transaction row unless its key exists; the unique index decides (and waits for
-    a concurrent holder of the key to commit or roll back)."""
+    """Insert the transaction row unless its key (or, for a reversal, its original's reversal)
+    exists; the unique indexes decide, waiting for a concurrent holder to commit or roll back."""
     row = await session.execute(
         text(
             "INSERT INTO ledger_transactions (id, kind, currency, customer_id, effective_at, recorded_at, actor, "
             "reason, trace_id, idempotency_key, request_hash, reverses_id) VALUES (:id, :kind, :currency, "
             ":customer_id, :effective_at, :recorded_at, :actor, :reason, :trace_id, :idempotency_key, "
-            ":request_hash, :reverses_id) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+            ":request_hash, :reverses_id) ON CONFLICT DO NOTHING RETURNING id"
         ),
         transaction.model_dump(),
     )
     return row.first() is not None
 
 
-async def transaction_by_key(session: AsyncSession, key: str) -> LedgerTransaction:
+async def transaction_by_key(session: AsyncSession, key: str) -> LedgerTransaction | None:
     query = select(LedgerTransaction).where(col(LedgerTransaction.idempotency_key) == key)
-    return (await session.exec(query)).one()
+    return (await session.exec(query)).first()
 
 
 async def lock_customer_accounts(session: AsyncSession, account_ids: Sequence[uuid.UUID]) -> None:
@@ -179,3 +179,21 @@ async def customer_balances(session: AsyncSession, customer_id: uuid.UUID) -> di
         {"customer_id": customer_id},
     )
     return {(kind, currency): balance for kind, currency, balance in rows}
+
+
+async def transaction(session: AsyncSession, transaction_id: uuid.UUID) -> LedgerTransaction | None:
+    return await session.get(LedgerTransaction, transaction_id)
+
+
+async def postings_of(session: AsyncSession, transaction_id: uuid.UUID) -> list[Posting]:
+    query = select(Posting).where(col(Posting.transaction_id) == transaction_id).order_by(col(Posting.id))
+    return list(await session.exec(query))
+
+
+async def accounts_by_id(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Account]:
+    return list(await session.exec(select(Account).where(col(Account.id).in_(list(ids)))))
+
+
+async def reversal_of(session: AsyncSession, transaction_id: uuid.UUID) -> LedgerTransaction | None:
+    query = select(LedgerTransaction).where(col(LedgerTransaction.reverses_id) == transaction_id)
+    return (await session.exec(query)).first()

@@ -86,6 +86,8 @@ async def claim(session: AsyncSession, entry: Entry, *, as_of: datetime) -> tupl
     if await repository.claim_idempotency_key(session, transaction):
         return transaction, True
     original = await repository.transaction_by_key(session, entry.idempotency_key)
+    if original is None:
+        raise InvalidInput("this transaction has already been reversed", field="transactionId")
     if original.request_hash != transaction.request_hash:
         raise IdempotencyKeyReused()
     return original, False
@@ -381,3 +383,68 @@ async def entries(
     session: AsyncSession, customer_id: uuid.UUID, *, after: tuple[datetime, str] | None, limit: int
 ) -> list[Any]:
     return await repository.entries_page(session, customer_id, after=after, limit=limit)
+
+
+async def reverse_transaction(
+    session: AsyncSession,
+    *,
+    transaction_id: uuid.UUID,
+    reason: str,
+    actor: str,
+    idempotency_key: str,
+    as_of: datetime,
+) -> LedgerTransaction:
+    """Undo a transaction with its mirror image, never by editing it. A transaction is reversed
+    at most once (a unique reference); a grant's remaining credit moves back with it, and a
+    reversal that would take a grant below zero (its credit already spent) is refused."""
+    original = await repository.transaction(session, transaction_id)
+    if original is None:
+        raise NotFound("no such ledger transaction", field="transactionId")
+    if original.reverses_id is not None:
+        raise InvalidInput("a reversal cannot itself be reversed; post a new transaction", field="transactionId")
+    entry = Entry(
+        kind="reversal",
+        currency=original.currency,
+        customer_id=original.customer_id,
+        effective_at=as_of,
+        actor=actor,
+        reason=reason,
+        idempotency_key=idempotency_key,
+        reverses_id=original.id,
+        request={"transaction": str(original.id)},
+    )
+    existing = await repository.reversal_of(session, original.id)
+    if existing is not None:
+        if existing.idempotency_key == idempotency_key:
+            return existing
+        raise InvalidInput("this transaction has already been reversed", field="transactionId")
+    postings = await repository.postings_of(session, original.id)
+    grant_changes: dict[uuid.UUID, int] = {}
+    for posting in postings:
+        if posting.grant_id is not None:
+            grant_changes[posting.grant_id] = grant_changes.get(posting.grant_id, 0) + posting.amount
+    grants_touched = {}
+    for grant_id in sorted(grant_changes):
+        grant = await repository.grant(session, grant_id, lock=True)
+        assert grant is not None
+        if grant.status != "active":
+            raise InvalidInput(
+                f"the credit grant this transaction moved is {grant.status}; grant new credit instead",
+                field="transactionId",
+            )
+        restored = grant.remaining + grant_changes[grant_id]
+        if not 0 <= restored <= grant.amount:
+            raise InvalidInput("the credit this transaction granted has already been used", field="transactionId")
+        grants_touched[grant_id] = (grant, restored)
+    transaction, created = await claim(session, entry, as_of=as_of)
+    if not created:
+        return transaction
+    accounts = {a.id: a for a in await repository.accounts_by_id(session, [p.account_id for p in postings])}
+    await post(session, transaction, [Leg(accounts[p.account_id], -p.amount, p.grant_id) for p in postings])
+    for grant, restored in grants_touched.values():
+        grant.remaining = restored
+        if original.kind == "credit_grant" and restored == 0:
+            grant.status = "voided"
+        session.add(grant)
+    await session.flush()
+    return transaction

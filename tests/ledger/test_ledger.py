@@ -241,3 +241,75 @@ async def test_fifty_concurrent_consumptions_never_overdraw(database_url: str) -
         remaining = (await session.execute(text("SELECT remaining FROM credit_grants"))).scalar_one()
     await engine.dispose()
     assert sum(consumed) == 1000 and remaining == 0
+
+
+async def test_a_reversal_mirrors_the_original_once(session: AsyncSession) -> None:
+    found = await grant(session, 1000, "g-1")
+    spent = await consume(session, 300, "c-1")
+    assert spent.transaction_id is not None
+    await ledger.reverse_transaction(
+        session,
+        transaction_id=spent.transaction_id,
+        reason="charged by mistake",
+        actor="finance",
+        idempotency_key="r-1",
+        as_of=NOW,
+    )
+    await session.commit()
+    assert (await ledger.balances(session, CUSTOMER, "USD")) == ledger.Balances(credits=1000, outstanding=0)
+    with pytest.raises(InvalidInput, match="already been reversed"):
+        await ledger.reverse_transaction(
+            session,
+            transaction_id=spent.transaction_id,
+            reason="again",
+            actor="finance",
+            idempotency_key="r-2",
+            as_of=NOW,
+        )
+    await session.rollback()
+    await consume(session, 1000, "c-2")
+    with pytest.raises(InvalidInput, match="already been used"):
+        await ledger.reverse_transaction(
+            session,
+            transaction_id=found.transaction_id,
+            reason="undo grant",
+            actor="finance",
+            idempotency_key="r-3",
+            as_of=NOW,
+        )
+    await session.rollback()
+
+
+async def test_rings_of_transfers_never_surface_a_deadlock(database_url: str) -> None:
+    """A→B, B→C, C→A at once, many times: sorted locks (and retries) keep every call whole."""
+    engine = create_engine(database_url)
+    sessions = session_factory(engine)
+    owners = [uuid.uuid4() for _ in range(3)]
+    async with sessions() as session:
+        accounts = [await ledger.account(session, "receivable", "USD", NOW, owner) for owner in owners]
+        await session.commit()
+
+    async def transfer(number: int) -> None:
+        source, target = accounts[number % 3], accounts[(number + 1) % 3]
+        async with sessions() as session:
+            entry = ledger.Entry(
+                kind="transfer",
+                currency="USD",
+                customer_id=None,
+                effective_at=NOW,
+                actor="test",
+                reason="ring",
+                idempotency_key=f"ring-{number}",
+                request={"n": number},
+            )
+            transaction, _ = await ledger.claim(session, entry, as_of=NOW)
+            await ledger.post(session, transaction, [ledger.Leg(target, 7), ledger.Leg(source, -7)])
+            await session.commit()
+
+    await asyncio.gather(*(transfer(n) for n in range(60)))
+    async with sessions() as session:
+        found = (
+            await session.execute(text("SELECT count(*) FROM ledger_transactions WHERE kind = 'transfer'"))
+        ).scalar_one()
+    await engine.dispose()
+    assert found == 60

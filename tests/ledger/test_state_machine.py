@@ -37,6 +37,7 @@ class ModelGrant:
 def machine_for(database_url: str) -> type[RuleBasedStateMachine]:
     class LedgerMachine(RuleBasedStateMachine):
         grants = Bundle("grants")
+        consumptions = Bundle("consumptions")
 
         def __init__(self) -> None:
             super().__init__()
@@ -50,6 +51,7 @@ def machine_for(database_url: str) -> type[RuleBasedStateMachine]:
             self.keys = 0
             self.code = f"P{self.customer.hex[:10]}"
             self.redeemed = False
+            self.reversed: set[uuid.UUID] = set()
             self.call(
                 lambda s: promotions.create_promotion(
                     s,
@@ -119,8 +121,8 @@ def machine_for(database_url: str) -> type[RuleBasedStateMachine]:
             self.model[found.id] = ModelGrant(amount, amount, priority, expires, len(self.model))
             return found.id
 
-        @rule(amount=st.integers(1, 1500))
-        def consume(self, amount: int) -> None:
+        @rule(target=consumptions, amount=st.integers(1, 1500))
+        def consume(self, amount: int) -> tuple[uuid.UUID | None, dict[uuid.UUID, int]]:
             usable = [
                 g
                 for g in self.model.values()
