@@ -124,16 +124,26 @@ def machine_for(database_url: str) -> type[RuleBasedStateMachine]:
         @rule(target=consumptions, amount=st.integers(1, 1500))
         def consume(self, amount: int) -> tuple[uuid.UUID | None, dict[uuid.UUID, int]]:
             usable = [
-                g
-                for g in self.model.values()
+                (grant_id, g)
+                for grant_id, g in self.model.items()
                 if g.status == "active" and g.remaining and (g.expires_at is None or g.expires_at > self.clock)
             ]
-            usable.sort(key=lambda g: (g.priority, g.expires_at is None, g.expires_at or START, g.created))
+            usable.sort(
+                key=lambda pair: (
+                    pair[1].priority,
+                    pair[1].expires_at is None,
+                    pair[1].expires_at or START,
+                    pair[1].created,
+                )
+            )
             left = amount
-            for g in usable:
+            taken: dict[uuid.UUID, int] = {}
+            for grant_id, g in usable:
                 take = min(left, g.remaining)
-                g.remaining -= take
-                left -= take
+                if take:
+                    g.remaining -= take
+                    taken[grant_id] = take
+                    left -= take
             self.receivable -= amount - left
             result = self.call(
                 lambda s: ledger.consume_credits(
@@ -148,6 +158,27 @@ def machine_for(database_url: str) -> type[RuleBasedStateMachine]:
                 )
             )
             assert (result.consumed, result.uncovered) == (amount - left, left)
+            return result.transaction_id, taken
+
+        @rule(consumption=consumptions)
+        def reverse(self, consumption: tuple[uuid.UUID | None, dict[uuid.UUID, int]]) -> None:
+            transaction_id, taken = consumption
+            if transaction_id is None:
+                return
+            action = lambda s: ledger.reverse_transaction(  # noqa: E731
+                s, transaction_id=transaction_id, reason="m", actor="m", idempotency_key=self.key(), as_of=self.clock
+            )
+            reversible = transaction_id not in self.reversed and all(
+                self.model[grant_id].status == "active" for grant_id in taken
+            )
+            if not reversible:
+                self.refused(action)
+                return
+            self.call(action)
+            self.reversed.add(transaction_id)
+            for grant_id, take in taken.items():
+                self.model[grant_id].remaining += take
+            self.receivable += sum(taken.values())
 
         @rule(hours=st.integers(1, 48))
         def advance(self, hours: int) -> None:
