@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Identity, Integer, String, Text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlmodel import Field, SQLModel
 
@@ -94,6 +94,11 @@ class CreditGrant(SQLModel, table=True):
     status: str
     transaction_id: uuid.UUID = Field(sa_column=Column(ForeignKey("ledger_transactions.id"), nullable=False))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    # Creation order, assigned by the database: "oldest first" must not depend on a random id
+    # when two grants share a timestamp.
+    sequence: int | None = Field(
+        default=None, sa_column=Column(BigInteger, Identity(always=True), nullable=False, unique=True)
+    )
 
 
 class Promotion(SQLModel, table=True):

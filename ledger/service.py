@@ -191,7 +191,7 @@ def consumption_order(grant: CreditGrant) -> tuple[Any, ...]:
         grant.expires_at is None,
         grant.expires_at or grant.effective_at,
         grant.effective_at,
-        grant.id,
+        grant.sequence,  # creation order; a random id would make ties a coin flip
     )
 
 

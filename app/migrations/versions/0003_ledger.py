@@ -78,6 +78,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String, nullable=False),
         sa.Column("transaction_id", UUID(as_uuid=True), sa.ForeignKey("ledger_transactions.id"), nullable=False),
         _timestamp("created_at"),
+        sa.Column("sequence", sa.BigInteger, sa.Identity(always=True), nullable=False, unique=True),
         sa.CheckConstraint("amount > 0 AND remaining BETWEEN 0 AND amount", name="credit_grants_remaining_in_range"),
         sa.CheckConstraint("status IN ('active', 'expired', 'voided')", name="credit_grants_status_known"),
     )
