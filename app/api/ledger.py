@@ -230,3 +230,43 @@ class LedgerMutation:
         return AdjustBalancePayload(
             entry_id=strawberry.ID(str(transaction.id)) if transaction else None, user_errors=errors
         )
+
+
+@strawberry.input
+class ReverseTransactionInput:
+    transaction_id: strawberry.ID
+    reason: str
+    idempotency_key: str
+
+
+@strawberry.type
+class ReverseTransactionPayload:
+    entry_id: strawberry.ID | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class CorrectionsMutation:
+    @strawberry.mutation(permission_classes=[requires(Capability.ADJUST_BALANCES)])
+    async def reverse_transaction(self, info: Info, input: ReverseTransactionInput) -> ReverseTransactionPayload:
+        """Correct a ledger entry by posting its mirror image (at most once; finance)."""
+        context = info.context
+
+        async def reverse() -> Any:
+            try:
+                transaction_id = uuid.UUID(str(input.transaction_id))
+            except ValueError:
+                raise NotFound("no such ledger transaction", field="transactionId") from None
+            return await ledger.reverse_transaction(
+                context.session,
+                transaction_id=transaction_id,
+                reason=input.reason,
+                actor=context.viewer.actor,
+                idempotency_key=input.idempotency_key,
+                as_of=context.now(),
+            )
+
+        transaction, errors = await run_mutation(info, reverse)
+        return ReverseTransactionPayload(
+            entry_id=strawberry.ID(str(transaction.id)) if transaction else None, user_errors=errors
+        )

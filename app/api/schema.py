@@ -17,7 +17,7 @@ from strawberry.tools import merge_types
 
 from app.api.catalog import CatalogQuery
 from app.api.customers import CustomersMutation, CustomersQuery
-from app.api.ledger import LedgerMutation
+from app.api.ledger import CorrectionsMutation, LedgerMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
 from app.api.promotions import PromotionsMutation, PromotionsQuery
 from app.api.scalars import SCALAR_MAP
@@ -30,7 +30,8 @@ SDL_PATH = Path(__file__).resolve().parents[2] / "graphql" / "schema.graphql"
 
 Query = merge_types("Query", (CustomersQuery, CatalogQuery, MeteringQuery, PromotionsQuery, TracesQuery))
 Mutation = merge_types(
-    "Mutation", (CustomersMutation, MeteringMutation, QuarantineMutation, LedgerMutation, PromotionsMutation)
+    "Mutation",
+    (CustomersMutation, MeteringMutation, QuarantineMutation, LedgerMutation, CorrectionsMutation, PromotionsMutation),
 )
 
 

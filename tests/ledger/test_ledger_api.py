@@ -120,3 +120,41 @@ async def test_adjustments_are_for_finance(client: httpx.AsyncClient, customer_i
     viewer = await token_for("viewer")
     overview = (await run(client, viewer, "CustomerOverview", {"externalId": "org_credit"}))["customer"]
     assert overview["balance"]["outstanding"] == {"amount": "-12.34", "currency": "EUR"}
+
+
+REVERSE = """mutation($i: ReverseTransactionInput!) { reverseTransaction(input: $i) { entryId userErrors { field code message } } }"""
+
+
+async def test_finance_reverses_an_entry_once(client: httpx.AsyncClient, customer_id: str, token_for) -> None:
+    finance = await token_for("finance")
+    adjusted = (
+        await graphql(
+            client,
+            finance,
+            ADJUST,
+            {"i": {"customerId": customer_id, "amount": "40", "reason": "wrong fee", "idempotencyKey": "adj"}},
+        )
+    ).json()
+    entry = adjusted["data"]["adjustBalance"]["entryId"]
+    first = (
+        await graphql(
+            client, finance, REVERSE, {"i": {"transactionId": entry, "reason": "fee waived", "idempotencyKey": "rev-1"}}
+        )
+    ).json()["data"]["reverseTransaction"]
+    assert first["userErrors"] == [] and first["entryId"] != entry
+    again = (
+        await graphql(
+            client, finance, REVERSE, {"i": {"transactionId": entry, "reason": "twice", "idempotencyKey": "rev-2"}}
+        )
+    ).json()["data"]["reverseTransaction"]
+    assert [e["code"] for e in again["userErrors"]] == ["INVALID"]
+    viewer = await token_for("viewer")
+    overview = (await run(client, viewer, "CustomerOverview", {"externalId": "org_credit"}))["customer"]
+    assert overview["balance"]["outstanding"]["amount"] == "0.00"
+    support = await token_for("support")
+    refused = (
+        await graphql(
+            client, support, REVERSE, {"i": {"transactionId": entry, "reason": "x", "idempotencyKey": "rev-3"}}
+        )
+    ).json()
+    assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
