@@ -20,6 +20,7 @@ from app.auth import create_token
 from app.database import create_engine, migrate, session_factory, start_embedded_postgres
 from app.main import create_app
 from app.settings import Settings
+from ledger.verify import CHECKS as LEDGER_CHECKS
 from pricing.service import apply_catalog
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,11 +62,21 @@ def clone_database(server_url: str, name: str) -> str:
     return with_database(server_url, name)
 
 
+def ledger_violations(url: str) -> list[str]:
+    """What `tally ledger verify` would report, read with plain SQL."""
+    with psycopg.connect(url) as connection:
+        return [f"{check}: {row}" for check, sql in LEDGER_CHECKS.items() for row in connection.execute(sql)]
+
+
 @pytest.fixture
 def database_url(server_url: str, template_url: str) -> Iterator[str]:
+    """A fresh database for one test; when the test is done, every ledger invariant must hold."""
     name = f"test_{uuid.uuid4().hex[:16]}"
-    yield clone_database(server_url, name)
+    url = clone_database(server_url, name)
+    yield url
+    violations = ledger_violations(url)
     admin_execute(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    assert violations == [], violations
 
 
 @pytest.fixture

@@ -177,3 +177,5 @@ def test_ledger_verify_passes_then_reports_a_planted_corruption(run, database_ur
     report = json.loads(result.stdout)
     assert report["ok"] is False
     assert [v["check"] for v in report["violations"]] == ["cached balance differs from postings"]
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("DELETE FROM ledger_accounts")

@@ -313,3 +313,23 @@ async def test_rings_of_transfers_never_surface_a_deadlock(database_url: str) ->
         ).scalar_one()
     await engine.dispose()
     assert found == 60
+
+
+async def test_mixing_currencies_is_refused(session: AsyncSession) -> None:
+    usd = await ledger.account(session, "receivable", "USD", NOW, CUSTOMER)
+    eur = await ledger.account(session, "adjustments", "EUR", NOW)
+    entry = ledger.Entry(
+        kind="transfer",
+        currency="USD",
+        customer_id=CUSTOMER,
+        effective_at=NOW,
+        actor="t",
+        reason="mixed",
+        idempotency_key="mixed",
+    )
+    transaction, _ = await ledger.claim(session, entry, as_of=NOW)
+    with pytest.raises(InvalidInput) as raised:
+        await ledger.post(session, transaction, [ledger.Leg(usd, 100), ledger.Leg(eur, -100)])
+    assert raised.value.field == "currency"
+    await session.rollback()
+    assert (await session.execute(text("SELECT count(*) FROM ledger_transactions"))).scalar_one() == 0
