@@ -144,3 +144,12 @@ async def redeem(
         {"grant": grant.id, "p": promotion.id, "c": customer_id},
     )
     return grant
+
+
+async def redemptions_of(session: AsyncSession, promotion_ids: list[uuid.UUID]) -> list[PromotionRedemption]:
+    query = (
+        select(PromotionRedemption)
+        .where(col(PromotionRedemption.promotion_id).in_(promotion_ids), col(PromotionRedemption.grant_id).isnot(None))
+        .order_by(col(PromotionRedemption.redeemed_at).desc())
+    )
+    return list(await session.exec(query))

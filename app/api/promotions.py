@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from decimal import Decimal
 
@@ -12,11 +13,19 @@ from app.api.common import Money, UserError, run_mutation
 from app.api.ledger import CreditGrant, customer_of
 from app.api.permissions import requires
 from app.auth import Capability, Role
+from customers import service as customers
 from ledger import promotions
 from ledger.errors import LimitExceeded
 from ledger.models import CreditGrant as GrantRow
 from ledger.models import Promotion as PromotionRow
 from ledger.money import normalize_currency, to_major, to_minor_exact
+
+
+@strawberry.type
+class Redemption:
+    customer_id: strawberry.ID
+    customer_external_id: str
+    redeemed_at: datetime
 
 
 @strawberry.type
@@ -31,6 +40,20 @@ class Promotion:
     expires_at: datetime | None
     active: bool
     created_at: datetime
+    row_id: strawberry.Private[uuid.UUID]
+
+    @strawberry.field(description="Who redeemed it, newest first.")
+    async def redeemed_by(self, info: Info) -> list[Redemption]:
+        rows = await promotions.redemptions_of(info.context.session, [self.row_id])
+        found = await customers.customers_by_ids(info.context.session, [r.customer_id for r in rows])
+        return [
+            Redemption(
+                customer_id=strawberry.ID(str(r.customer_id)),
+                customer_external_id=found[r.customer_id].external_id if r.customer_id in found else "",
+                redeemed_at=r.redeemed_at,
+            )
+            for r in rows
+        ]
 
     @classmethod
     def from_model(cls, row: PromotionRow) -> Promotion:
@@ -45,6 +68,7 @@ class Promotion:
             expires_at=row.expires_at,
             active=row.active,
             created_at=row.created_at,
+            row_id=row.id,
         )
 
 

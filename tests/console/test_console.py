@@ -264,4 +264,5 @@ async def test_promotions_page_and_redeeming_from_the_customer_page(client: http
         f"{base}/redemptions", data={"csrftoken": token, "code": "spring", "idempotency_key": "r2"}
     )
     assert again.status_code == 422 and "already redeemed" in again.text
-    assert "1 / 5" in (await client.get("/console/promotions")).text
+    listed = (await client.get("/console/promotions")).text
+    assert "1 / 5" in listed and "org_globex" in listed, "who redeemed it is listed"
