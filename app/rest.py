@@ -11,7 +11,7 @@ from app.auth import Capability, Viewer
 from app.dependencies import SessionDep, authenticate, requires
 from app.usage_ingest import ingest_and_commit
 from customers import service as customers
-from metering import service as metering
+from metering import usage as usage_service
 from metering.events import BodyNotEvents, parse_body
 
 router = APIRouter(prefix="/v1")
@@ -99,7 +99,7 @@ async def get_entitlement(
     customer = await customers.get_customer(session, external_id=external_id)
     if customer is None or not viewer.may_see_customer(customer.id):
         raise HTTPException(404, detail={"code": "NOT_FOUND", "message": f"no customer {external_id!r}"})
-    found = await metering.entitlement(session, customer, meter_key, as_of=datetime.now(UTC))
+    found = await usage_service.entitlement(session, customer, meter_key, as_of=datetime.now(UTC))
     if found is None:
         raise HTTPException(404, detail={"code": "UNKNOWN_METER", "message": f"no meter {meter_key!r}"})
     return {

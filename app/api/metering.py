@@ -22,8 +22,9 @@ from customers import service as customers
 from customers.models import Customer as CustomerRow
 from ledger.money import plain_decimal, round_to_minor, to_major
 from metering import service as metering
+from metering import usage as usage_service
 from pricing.models import PlanCharge
-from pricing.service import charges_of_version, list_meters
+from pricing.service import charges_of_version, list_meters, meter_by_key
 
 MAX_SERIES_POINTS = 2000
 
@@ -94,7 +95,7 @@ class Entitlement:
     remaining: Decimal | None
 
     @classmethod
-    def from_result(cls, found: metering.Entitlement) -> Entitlement:
+    def from_result(cls, found: usage_service.Entitlement) -> Entitlement:
         return cls(allowed=found.allowed, used=found.used, limit=found.limit, remaining=found.remaining)
 
 
@@ -126,7 +127,7 @@ async def resolve_usage(
     current billing period unless ``from``/``to`` say otherwise."""
     session = info.context.session
     customer = await _customer_row(info, root)
-    period, version_id = await metering.current_period(session, customer, info.context.now())
+    period, version_id = await usage_service.current_period(session, customer, info.context.now())
     start, end = from_ or period.start, to or period.end
     if start >= end:
         raise GraphQLError("to: must be after from")
@@ -135,10 +136,10 @@ async def resolve_usage(
     meters = list({m.id: every_meter[m.id] for _, m in charged}.values()) if charged else list(every_meter.values())
     currency = customer.currency
     results = []
-    for meter_usage in await metering.usage(session, customer.id, meters, start, end):
+    for meter_usage in await usage_service.usage(session, customer.id, meters, start, end):
         charges: list[PlanCharge] = [c for c, m in charged if m.id == meter_usage.meter.id]
-        limits = metering.entitlement_of(meter_usage, charges, suspended=False)
-        cost = metering.cost_of(meter_usage, charges)
+        limits = usage_service.entitlement_of(meter_usage, charges, suspended=False)
+        cost = usage_service.cost_of(meter_usage, charges)
         aggregation = meter_usage.meter.aggregation
         results.append(
             MeterUsage(
@@ -170,7 +171,7 @@ async def resolve_usage_series(
     granularity: Granularity,
 ) -> list[UsagePoint]:
     session = info.context.session
-    found = await metering.meter_by_key(session, meter)
+    found = await meter_by_key(session, meter)
     if found is None:
         raise GraphQLError(f"meter: no meter {meter!r}")
     step_hours = 24 if granularity is Granularity.DAY else 1
@@ -178,19 +179,19 @@ async def resolve_usage_series(
         raise GraphQLError("to: must be after from")
     if (to - from_).total_seconds() / 3600 / step_hours > MAX_SERIES_POINTS:
         raise GraphQLError(f"from/to: at most {MAX_SERIES_POINTS} points; use DAY or a shorter range")
-    points = await metering.usage_series(session, root.row_id, found, from_, to, granularity.value)
+    points = await usage_service.usage_series(session, root.row_id, found, from_, to, granularity.value)
     return [UsagePoint(start=p.start, quantity=p.quantity) for p in points]
 
 
 async def resolve_entitlement(root: strawberry.Parent[Any], info: Info, meter: str) -> Entitlement | None:
     customer = await _customer_row(info, root)
-    found = await metering.entitlement(info.context.session, customer, meter, as_of=info.context.now())
+    found = await usage_service.entitlement(info.context.session, customer, meter, as_of=info.context.now())
     return Entitlement.from_result(found) if found else None
 
 
 async def resolve_usage_watermark(root: strawberry.Parent[Any], info: Info) -> datetime | None:
     """Usage is complete through this time: the latest event time counted for the customer."""
-    found = await metering.watermark(info.context.session, root.row_id)
+    found = await usage_service.watermark(info.context.session, root.row_id)
     return found.watermark if found else None
 
 

@@ -19,7 +19,7 @@ from app.database import create_engine, session_factory
 from app.settings import Settings
 from app.usage_ingest import ingest_and_commit
 from customers.service import NewCustomer, create_customer
-from metering import service as metering
+from metering import usage as usage_service
 from pricing.service import apply_catalog, list_meters
 
 CATALOG = """
@@ -163,7 +163,7 @@ def test_usage_equals_a_direct_computation_from_distinct_events(
                     await ingest_and_commit(session, items[offset : offset + batch_size], Settings())
             async with sessions() as session:
                 meters = await list_meters(session)
-                usages = await metering.usage(session, customer.id, meters, start, end)
+                usages = await usage_service.usage(session, customer.id, meters, start, end)
             return {
                 u.meter.key: {
                     __import__("json").loads(d)["region"]: p.quantity(u.meter.aggregation)
@@ -217,7 +217,7 @@ def test_concurrent_overlapping_batches_count_each_id_once(metered_database: str
                 await session.execute(text("SELECT count(*) FROM events WHERE customer_id = :c"), {"c": customer.id})
             ).scalar_one()
             meters = [m for m in await list_meters(session) if m.key == "calls"]
-            [calls] = await metering.usage(
+            [calls] = await usage_service.usage(
                 session, customer.id, meters, NOW - timedelta(days=1), NOW + timedelta(hours=1)
             )
         await engine.dispose()

@@ -1,0 +1,245 @@
+"""Reading usage: exact quantities over any range, series for charts, the billing period,
+entitlements and the cost of usage under a plan."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from customers import service as customers
+from customers.models import Customer
+from customers.periods import calendar_month, period_containing
+from ledger.money import plain_decimal
+from metering import repository
+from metering.aggregation import Partial, merge_all
+from metering.events import MeterRule, canonical_json, dimension_text, loads_exact, measure
+from metering.models import CustomerWatermark
+from pricing.models import Meter, PlanCharge
+from pricing.rating import allocate, rate
+from pricing.service import charge_terms, charges_of_version, meter_by_key, plan_version
+
+
+def _ceil_hour(moment: datetime) -> datetime:
+    floor = _floor_hour(moment)
+    return floor if floor == moment else floor + timedelta(hours=1)
+
+
+def _floor_hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _rule(meter: Meter) -> MeterRule:
+    return MeterRule(meter.id, meter.aggregation, meter.value_property, tuple(meter.group_by))
+
+
+@dataclass(frozen=True)
+class MeterUsage:
+    """A meter's usage over a range: in total and for each combination of its dimensions."""
+
+    meter: Meter
+    by_dimensions: dict[str, Partial]  # canonical JSON of the dimensions → aggregate
+
+    @property
+    def total(self) -> Partial:
+        return merge_all(list(self.by_dimensions.values()))
+
+    def quantity(self, where: dict[str, str] | None = None) -> Decimal:
+        """The quantity, optionally of only the dimensions a charge's ``where`` selects."""
+        selected = [
+            partial
+            for dimensions, partial in self.by_dimensions.items()
+            if not where or _matches(loads_exact(dimensions), where)
+        ]
+        return merge_all(selected).quantity(self.meter.aggregation)
+
+
+def _matches(dimensions: dict[str, Any], where: dict[str, str]) -> bool:
+    return all(key in dimensions and dimension_text(dimensions[key]) == value for key, value in where.items())
+
+
+async def usage(
+    session: AsyncSession, customer_id: uuid.UUID, meters: list[Meter], start: datetime, end: datetime
+) -> list[MeterUsage]:
+    """Exact usage over ``[start, end)``: whole hours from the rollups, the partial hours at
+    either end from the raw events, merged per meter and dimensions."""
+    partials: dict[uuid.UUID, dict[str, Partial]] = {meter.id: {} for meter in meters}
+    interior_start, interior_end = _ceil_hour(start), _floor_hour(end)
+    raw_ranges = [(start, end)]
+    if interior_start < interior_end:
+        raw_ranges = [(start, interior_start), (interior_end, end)]
+        await _add_rollups(session, customer_id, meters, interior_start, interior_end, partials)
+    rules = {meter.event_type: [_rule(m) for m in meters if m.event_type == meter.event_type] for meter in meters}
+    ranges = [(range_start, range_end) for range_start, range_end in raw_ranges if range_start < range_end]
+    if ranges:
+        for row in await repository.raw_events(session, customer_id, list(rules), ranges):
+            properties = loads_exact(row["properties"])
+            for rule in rules[row["event_type"]]:
+                measured = measure(properties, rule)
+                if isinstance(measured, str):
+                    continue  # stored events were validated; a meter declared later may not read them
+                partials[rule.meter_id].setdefault(measured.dimensions, Partial()).add_event(
+                    row["occurred_at"], row["event_id"], measured.value, measured.unique_value
+                )
+    return [MeterUsage(meter, partials[meter.id]) for meter in meters]
+
+
+async def _add_rollups(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    meters: list[Meter],
+    start: datetime,
+    end: datetime,
+    partials: dict[uuid.UUID, dict[str, Partial]],
+) -> None:
+    meter_ids = [meter.id for meter in meters]
+    for row in await repository.rollup_partials(session, customer_id, meter_ids, start, end):
+        dimensions = canonical_json(loads_exact(row["dimensions"]))
+        found = Partial(
+            count=int(row["count"]),
+            total=row["total"],
+            maximum=row["maximum"],
+            latest=(row["latest_at"], row["latest_event_id"], row["latest_value"]),
+        )
+        by_dimensions = partials[row["meter_id"]]
+        by_dimensions[dimensions] = by_dimensions.get(dimensions, Partial()).merge(found)
+    unique_meters = [meter.id for meter in meters if meter.aggregation == "unique_count"]
+    if not unique_meters:
+        return
+    for row in await repository.unique_values(session, customer_id, unique_meters, start, end):
+        dimensions = canonical_json(loads_exact(row["dimensions"]))
+        partials[row["meter_id"]].setdefault(dimensions, Partial()).uniques.add(row["value"])
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    start: datetime
+    quantity: Decimal
+
+
+async def usage_series(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    meter: Meter,
+    start: datetime,
+    end: datetime,
+    granularity: str,
+) -> list[SeriesPoint]:
+    """One point per hour or day (UTC) from the bucket containing ``start`` to ``end``; empty
+    buckets are zero, so a chart shows gaps as zero rather than skipping them."""
+    unit = "day" if granularity == "DAY" else "hour"
+    step = timedelta(days=1) if unit == "day" else timedelta(hours=1)
+    first = _floor_hour(start)
+    if unit == "day":
+        first = first.replace(hour=0)
+    unique = meter.aggregation == "unique_count"
+    rows = await repository.series(session, customer_id, meter.id, unit, first, end, unique=unique)
+    by_bucket = {row["bucket"]: row for row in rows}
+    points, bucket = [], first
+    while bucket < end:
+        row = by_bucket.get(bucket)
+        points.append(SeriesPoint(bucket, _series_quantity(meter.aggregation, row) if row else Decimal(0)))
+        bucket += step
+    return points
+
+
+def _series_quantity(aggregation: str, row: Any) -> Decimal:
+    if aggregation == "unique_count":
+        return Decimal(row["distinct_values"])
+    value = {
+        "count": row["count"],
+        "sum": row["total"],
+        "max": row["maximum"],
+        "latest": row["latest_value"],
+    }[aggregation]
+    return Decimal(value) if value is not None else Decimal(0)
+
+
+@dataclass(frozen=True)
+class Period:
+    start: datetime
+    end: datetime
+
+
+async def current_period(session: AsyncSession, customer: Customer, as_of: datetime) -> tuple[Period, uuid.UUID | None]:
+    """The billing period containing ``as_of`` and the plan version that prices it; a customer
+    with no subscription is measured by calendar month."""
+    subscription = (await customers.subscriptions_of(session, [customer.id])).get(customer.id)
+    if subscription is None:
+        start, end = calendar_month(as_of)
+        return Period(start, end), None
+    version = await plan_version(session, subscription.plan_version_id)
+    start, end = period_containing(subscription.started_at, version.interval, as_of)
+    return Period(start, end), version.id
+
+
+@dataclass(frozen=True)
+class Entitlement:
+    allowed: bool
+    used: Decimal
+    limit: Decimal | None
+    remaining: Decimal | None
+
+
+def entitlement_of(meter_usage: MeterUsage, charges: list[PlanCharge], *, suspended: bool) -> Entitlement:
+    """Allowed while every limited charge of the meter is below its limit (``used < limit``);
+    the tightest charge is reported. No limit: always allowed. A suspended customer: never."""
+    limited = [charge for charge in charges if charge.usage_limit is not None]
+    if not limited:
+        return Entitlement(not suspended, plain_decimal(meter_usage.quantity()), None, None)
+    tightest = min(
+        ((meter_usage.quantity(dict(charge.where)), charge) for charge in limited),
+        key=lambda pair: pair[1].usage_limit - pair[0],  # type: ignore[operator]
+    )
+    used, charge = tightest
+    assert charge.usage_limit is not None
+    allowed = not suspended and all(meter_usage.quantity(dict(c.where)) < c.usage_limit for c in limited)  # type: ignore[operator]
+    limit = plain_decimal(charge.usage_limit)
+    return Entitlement(allowed, plain_decimal(used), limit, plain_decimal(max(limit - used, Decimal(0))))
+
+
+@dataclass(frozen=True)
+class UsageCost:
+    """The exact cost of a meter's usage under a plan, in total and by dimensions."""
+
+    total: Decimal
+    by_dimensions: dict[str, Decimal]
+
+
+def cost_of(meter_usage: MeterUsage, charges: list[PlanCharge]) -> UsageCost:
+    """Each charge rates the quantity its ``where`` selects; its amount is shared among those
+    dimensions in proportion to their quantities, so the parts add up to the total exactly."""
+    total = Decimal(0)
+    by_dimensions = dict.fromkeys(meter_usage.by_dimensions, Decimal(0))
+    for charge in charges:
+        where = dict(charge.where)
+        amount = rate(charge_terms(charge), meter_usage.quantity(where))
+        total += amount
+        covered = [d for d in meter_usage.by_dimensions if not where or _matches(loads_exact(d), where)]
+        weights = [meter_usage.by_dimensions[d].quantity(meter_usage.meter.aggregation) for d in covered]
+        for dimensions, share in zip(covered, allocate(amount, weights), strict=True):
+            by_dimensions[dimensions] += share
+    return UsageCost(total, by_dimensions)
+
+
+async def entitlement(
+    session: AsyncSession, customer: Customer, meter_key: str, *, as_of: datetime
+) -> Entitlement | None:
+    """The customer's entitlement to a meter in the current period; None for an unknown meter."""
+    meter = await meter_by_key(session, meter_key)
+    if meter is None:
+        return None
+    period, version_id = await current_period(session, customer, as_of)
+    charges = []
+    if version_id is not None:
+        charges = [charge for charge, m in await charges_of_version(session, version_id) if m.id == meter.id]
+    [meter_usage] = await usage(session, customer.id, [meter], period.start, period.end)
+    return entitlement_of(meter_usage, charges, suspended=customer.status == "SUSPENDED")
+
+
+async def watermark(session: AsyncSession, customer_id: uuid.UUID) -> CustomerWatermark | None:
+    return await repository.watermark_of(session, customer_id)
