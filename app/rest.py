@@ -99,7 +99,9 @@ async def get_entitlement(
     customer = await customers.get_customer(session, external_id=external_id)
     if customer is None or not viewer.may_see_customer(customer.id):
         raise HTTPException(404, detail={"code": "NOT_FOUND", "message": f"no customer {external_id!r}"})
-    found = await usage_service.entitlement(session, customer, meter_key, as_of=datetime.now(UTC))
+    found = await usage_service.entitlement(
+        session, customer.id, meter_key, suspended=customer.status == "SUSPENDED", as_of=datetime.now(UTC)
+    )
     if found is None:
         raise HTTPException(404, detail={"code": "UNKNOWN_METER", "message": f"no meter {meter_key!r}"})
     return {

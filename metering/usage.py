@@ -12,7 +12,6 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import service as customers
-from customers.models import Customer
 from customers.periods import calendar_month, period_containing
 from ledger.money import plain_decimal
 from metering import repository
@@ -165,10 +164,12 @@ class Period:
     end: datetime
 
 
-async def current_period(session: AsyncSession, customer: Customer, as_of: datetime) -> tuple[Period, uuid.UUID | None]:
+async def current_period(
+    session: AsyncSession, customer_id: uuid.UUID, as_of: datetime
+) -> tuple[Period, uuid.UUID | None]:
     """The billing period containing ``as_of`` and the plan version that prices it; a customer
     with no subscription is measured by calendar month."""
-    subscription = (await customers.subscriptions_of(session, [customer.id])).get(customer.id)
+    subscription = (await customers.subscriptions_of(session, [customer_id])).get(customer_id)
     if subscription is None:
         start, end = calendar_month(as_of)
         return Period(start, end), None
@@ -227,18 +228,18 @@ def cost_of(meter_usage: MeterUsage, charges: list[PlanCharge]) -> UsageCost:
 
 
 async def entitlement(
-    session: AsyncSession, customer: Customer, meter_key: str, *, as_of: datetime
+    session: AsyncSession, customer_id: uuid.UUID, meter_key: str, *, suspended: bool, as_of: datetime
 ) -> Entitlement | None:
     """The customer's entitlement to a meter in the current period; None for an unknown meter."""
     meter = await meter_by_key(session, meter_key)
     if meter is None:
         return None
-    period, version_id = await current_period(session, customer, as_of)
+    period, version_id = await current_period(session, customer_id, as_of)
     charges = []
     if version_id is not None:
         charges = [charge for charge, m in await charges_of_version(session, version_id) if m.id == meter.id]
-    [meter_usage] = await usage(session, customer.id, [meter], period.start, period.end)
-    return entitlement_of(meter_usage, charges, suspended=customer.status == "SUSPENDED")
+    [meter_usage] = await usage(session, customer_id, [meter], period.start, period.end)
+    return entitlement_of(meter_usage, charges, suspended=suspended)
 
 
 async def watermark(session: AsyncSession, customer_id: uuid.UUID) -> CustomerWatermark | None:

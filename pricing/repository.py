@@ -21,6 +21,10 @@ async def meters_by_key(session: AsyncSession) -> dict[str, Meter]:
     return {meter.key: meter for meter in await session.exec(select(Meter).order_by(col(Meter.key)))}
 
 
+async def meter_by_key(session: AsyncSession, key: str) -> Meter | None:
+    return (await session.exec(select(Meter).where(col(Meter.key) == key))).first()
+
+
 async def plans_by_key(session: AsyncSession) -> dict[str, Plan]:
     return {plan.key: plan for plan in await session.exec(select(Plan).order_by(col(Plan.key)))}
 

@@ -271,4 +271,4 @@ async def plan_version(session: AsyncSession, version_id: uuid.UUID) -> PlanVers
 
 
 async def meter_by_key(session: AsyncSession, key: str) -> Meter | None:
-    return (await repository.meters_by_key(session)).get(key)
+    return await repository.meter_by_key(session, key)

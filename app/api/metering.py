@@ -18,8 +18,6 @@ from app.api.common import Money, UserError, page_size, run_mutation
 from app.api.permissions import requires
 from app.auth import Capability
 from app.usage_ingest import ingest_and_commit, ingest_limits
-from customers import service as customers
-from customers.models import Customer as CustomerRow
 from ledger.money import plain_decimal, round_to_minor, to_major
 from metering import service as metering
 from metering import usage as usage_service
@@ -111,12 +109,6 @@ def _exact_json(value: Any) -> Any:
     return value
 
 
-async def _customer_row(info: Info, root: Any) -> CustomerRow:
-    row = await customers.get_customer(info.context.session, customer_id=root.row_id)
-    assert row is not None
-    return row
-
-
 async def resolve_usage(
     root: strawberry.Parent[Any],
     info: Info,
@@ -126,17 +118,16 @@ async def resolve_usage(
     """Usage of each meter the customer's plan charges (every meter without a plan), over the
     current billing period unless ``from``/``to`` say otherwise."""
     session = info.context.session
-    customer = await _customer_row(info, root)
-    period, version_id = await usage_service.current_period(session, customer, info.context.now())
+    period, version_id = await usage_service.current_period(session, root.row_id, info.context.now())
     start, end = from_ or period.start, to or period.end
     if start >= end:
         raise GraphQLError("to: must be after from")
     charged = await charges_of_version(session, version_id) if version_id else []
     every_meter = {meter.id: meter for meter in await list_meters(session)}  # fresh names and units
     meters = list({m.id: every_meter[m.id] for _, m in charged}.values()) if charged else list(every_meter.values())
-    currency = customer.currency
+    currency = root.currency
     results = []
-    for meter_usage in await usage_service.usage(session, customer.id, meters, start, end):
+    for meter_usage in await usage_service.usage(session, root.row_id, meters, start, end):
         charges: list[PlanCharge] = [c for c, m in charged if m.id == meter_usage.meter.id]
         limits = usage_service.entitlement_of(meter_usage, charges, suspended=False)
         cost = usage_service.cost_of(meter_usage, charges)
@@ -184,8 +175,9 @@ async def resolve_usage_series(
 
 
 async def resolve_entitlement(root: strawberry.Parent[Any], info: Info, meter: str) -> Entitlement | None:
-    customer = await _customer_row(info, root)
-    found = await usage_service.entitlement(info.context.session, customer, meter, as_of=info.context.now())
+    found = await usage_service.entitlement(
+        info.context.session, root.row_id, meter, suspended=root.status.value == "SUSPENDED", as_of=info.context.now()
+    )
     return Entitlement.from_result(found) if found else None
 
 
