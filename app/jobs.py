@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import trace_store
 from app.settings import Settings
-from ledger.service import expire_grants
+from ledger.grants import expire_grants
 
 logger = logging.getLogger("tally.jobs")
 TICK_SECONDS = 300

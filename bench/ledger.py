@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.database import create_engine, libpq_url, session_factory
 from bench._database import scratch_database
+from ledger import grants as credit
 from ledger import service as ledger
 
 WORKERS = 8
@@ -34,7 +35,7 @@ async def seed(sessions, customers: list[uuid.UUID]) -> None:  # type: ignore[no
     async with sessions() as session:
         for index, customer in enumerate(customers):
             for grant in range(3):
-                await ledger.grant_credits(
+                await credit.grant_credits(
                     session,
                     customer_id=customer,
                     currency="USD",
@@ -85,7 +86,7 @@ async def main_async(url: str, customer_count: int, count: int) -> None:
 
     async def consume(number: int) -> None:
         async with sessions() as session:
-            await ledger.consume_credits(
+            await credit.consume_credits(
                 session,
                 customer_id=rng.choice(customers),
                 currency="USD",

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from ledger import grants as credit
 from ledger import service as ledger
 from ledger.errors import InvalidInput, NotFound, Taken, TallyError
 from ledger.models import CreditGrant, Promotion, PromotionRedemption
@@ -127,7 +128,7 @@ async def redeem(
     if counted.first() is None:
         raise PromotionUnavailable("this code is inactive, expired or fully redeemed", field="code")
     expires = as_of + timedelta(days=promotion.credit_expires_in_days) if promotion.credit_expires_in_days else None
-    grant = await ledger.grant_credits(
+    grant = await credit.grant_credits(
         session,
         customer_id=customer_id,
         currency=currency,

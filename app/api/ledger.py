@@ -24,6 +24,7 @@ from app.api.common import (
 from app.api.permissions import requires
 from app.auth import Capability, Role
 from customers import service as customers
+from ledger import grants as credit
 from ledger import service as ledger
 from ledger.errors import LimitExceeded, NotFound
 from ledger.models import CreditGrant as GrantRow
@@ -107,7 +108,7 @@ async def resolve_credit_grants(
     root: strawberry.Parent[Any], info: Info, first: int | None = None, after: str | None = None
 ) -> Connection[CreditGrant]:
     limit = page_size(first, default=25, maximum=info.context.settings.page_size_max)
-    rows = await ledger.grants(info.context.session, root.row_id, after=decode_time_cursor(after), limit=limit + 1)
+    rows = await credit.grants(info.context.session, root.row_id, after=decode_time_cursor(after), limit=limit + 1)
     return connection(rows, limit, CreditGrant.from_model, lambda g: time_cursor(g.created_at, g.id))
 
 
@@ -190,7 +191,7 @@ class LedgerMutation:
                 raise LimitExceeded(
                     f"the support role may grant at most {limit} {customer.currency}; ask finance", field="amount"
                 )
-            return await ledger.grant_credits(
+            return await credit.grant_credits(
                 context.session,
                 customer_id=customer.id,
                 currency=customer.currency,

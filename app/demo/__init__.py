@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app import staff
 from customers import service as customers
 from ledger import promotions
-from ledger.service import grant_credits
+from ledger.grants import grant_credits
 from metering.service import IngestLimits, ingest
 from pricing import service as catalog
 

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.database import create_engine, session_factory
+from ledger import grants as credit
 from ledger import service as ledger
 from ledger.errors import IdempotencyKeyReused, InvalidInput
 from ledger.verify import verify
@@ -22,7 +23,7 @@ CUSTOMER = uuid.UUID("00000000-0000-0000-0000-0000000000c1")
 
 
 async def grant(session: AsyncSession, amount: int, key: str, **options: object):  # type: ignore[no-untyped-def]
-    found = await ledger.grant_credits(
+    found = await credit.grant_credits(
         session,
         customer_id=CUSTOMER,
         currency="USD",
@@ -37,8 +38,8 @@ async def grant(session: AsyncSession, amount: int, key: str, **options: object)
     return found
 
 
-async def consume(session: AsyncSession, amount: int, key: str, as_of: datetime = NOW) -> ledger.Consumption:
-    result = await ledger.consume_credits(
+async def consume(session: AsyncSession, amount: int, key: str, as_of: datetime = NOW) -> credit.Consumption:
+    result = await credit.consume_credits(
         session,
         customer_id=CUSTOMER,
         currency="USD",
@@ -59,7 +60,7 @@ async def test_consumption_follows_priority_then_expiry_then_age(session: AsyncS
     first = await grant(session, 500, "g-first", priority=1)
     result = await consume(session, 2200, "c-1")
     assert (result.consumed, result.uncovered) == (2200, 0)
-    remaining = {g.id: g.remaining for g in await ledger.grants(session, CUSTOMER, after=None, limit=10)}
+    remaining = {g.id: g.remaining for g in await credit.grants(session, CUSTOMER, after=None, limit=10)}
     assert remaining == {first.id: 0, soon.id: 0, later.id: 300, late.id: 1000}
     assert (await ledger.balances(session, CUSTOMER, "USD")) == ledger.Balances(credits=1300, outstanding=-2200)
 
@@ -68,7 +69,7 @@ async def test_consumption_returns_what_it_could_not_cover(session: AsyncSession
     await grant(session, 700, "g-1")
     result = await consume(session, 1000, "c-1")
     assert (result.consumed, result.uncovered) == (700, 300)
-    assert await consume(session, 50, "c-2") == ledger.Consumption(None, 0, 50)
+    assert await consume(session, 50, "c-2") == credit.Consumption(None, 0, 50)
 
 
 async def test_same_key_same_request_returns_the_first_result(session: AsyncSession) -> None:
@@ -85,11 +86,11 @@ async def test_expiry_posts_the_remainder_to_breakage_once(session: AsyncSession
     expiring = await grant(session, 1000, "g-1", expires_at=NOW + timedelta(days=1))
     await consume(session, 400, "c-1")
     later = NOW + timedelta(days=2)
-    assert await ledger.expire_grants(session, as_of=later) == 1
+    assert await credit.expire_grants(session, as_of=later) == 1
     await session.commit()
-    assert await ledger.expire_grants(session, as_of=later) == 0
+    assert await credit.expire_grants(session, as_of=later) == 0
     await session.commit()
-    [found] = await ledger.grants(session, CUSTOMER, after=None, limit=5)
+    [found] = await credit.grants(session, CUSTOMER, after=None, limit=5)
     assert (found.id, found.status, found.remaining) == (expiring.id, "expired", 0)
     breakage = (
         await session.execute(
@@ -106,7 +107,7 @@ async def test_expiry_posts_the_remainder_to_breakage_once(session: AsyncSession
 async def test_void_takes_back_only_what_remains(session: AsyncSession) -> None:
     found = await grant(session, 1000, "g-1")
     await consume(session, 250, "c-1")
-    voided = await ledger.void_grant(
+    voided = await credit.void_grant(
         session, grant_id=found.id, reason="granted by mistake", actor="test", idempotency_key="v-1", as_of=NOW
     )
     await session.commit()
@@ -162,7 +163,7 @@ async def test_bad_input_names_the_field_and_changes_nothing(session: AsyncSessi
         **options,
     }
     with pytest.raises(InvalidInput) as raised:
-        await ledger.grant_credits(session, **arguments)
+        await credit.grant_credits(session, **arguments)
     assert raised.value.field == field
     await session.rollback()
     assert (await session.execute(text("SELECT count(*) FROM ledger_transactions"))).scalar_one() == 0

@@ -16,6 +16,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 from sqlalchemy import text
 
 from app.database import create_engine, session_factory
+from ledger import grants as credit
 from ledger import promotions
 from ledger import service as ledger
 from ledger.errors import TallyError
@@ -102,7 +103,7 @@ def machine_for(database_url: str) -> type[RuleBasedStateMachine]:
         )
         def grant(self, amount: int, priority: int, expires_in: int | None) -> uuid.UUID | None:
             expires = self.clock + timedelta(hours=expires_in) if expires_in else None
-            action = lambda s: ledger.grant_credits(  # noqa: E731
+            action = lambda s: credit.grant_credits(  # noqa: E731
                 s,
                 customer_id=self.customer,
                 currency="USD",
@@ -146,7 +147,7 @@ def machine_for(database_url: str) -> type[RuleBasedStateMachine]:
                     left -= take
             self.receivable -= amount - left
             result = self.call(
-                lambda s: ledger.consume_credits(
+                lambda s: credit.consume_credits(
                     s,
                     customer_id=self.customer,
                     currency="USD",
@@ -186,7 +187,7 @@ def machine_for(database_url: str) -> type[RuleBasedStateMachine]:
 
         @rule()
         def expire(self) -> None:
-            self.call(lambda s: ledger.expire_grants(s, as_of=self.clock))
+            self.call(lambda s: credit.expire_grants(s, as_of=self.clock))
             for g in self.model.values():
                 if g.status == "active" and g.expires_at is not None and g.expires_at <= self.clock:
                     g.status, g.remaining = "expired", 0
@@ -195,7 +196,7 @@ def machine_for(database_url: str) -> type[RuleBasedStateMachine]:
         def void(self, grant_id: uuid.UUID | None) -> None:
             if grant_id is None:
                 return
-            action = lambda s: ledger.void_grant(  # noqa: E731
+            action = lambda s: credit.void_grant(  # noqa: E731
                 s, grant_id=grant_id, reason="m", actor="m", idempotency_key=self.key(), as_of=self.clock
             )
             modelled = self.model[grant_id]

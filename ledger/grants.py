@@ -1,0 +1,246 @@
+"""Credit grants: granted, consumed in order, expired to breakage, voided.
+
+Consumption order: lower priority first, then the earliest expiry (never-expiring last), then
+the oldest grant. Grants are locked in id order before any is drawn.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from ledger import repository
+from ledger.errors import InvalidInput, NotFound
+from ledger.models import CreditGrant
+from ledger.service import Entry, Leg, account, check_amount, claim, post
+
+# Who funds a grant, and where what remains of a voided one goes back to.
+GRANT_COUNTERPARTY = {"manual": "adjustments", "promotion": "promotions", "purchase": "receivable"}
+VOID_TARGET = {"manual": "adjustments", "promotion": "promotions", "purchase": "adjustments"}
+
+
+async def grant_credits(
+    session: AsyncSession,
+    *,
+    customer_id: uuid.UUID,
+    currency: str,
+    amount: int,
+    reason: str,
+    actor: str,
+    idempotency_key: str,
+    as_of: datetime,
+    priority: int = 100,
+    expires_at: datetime | None = None,
+    effective_at: datetime | None = None,
+    source: str = "manual",
+    trace_id: str | None = None,
+) -> CreditGrant:
+    """Credit the customer: a liability to them, funded by the source's account."""
+    check_amount(amount)
+    if expires_at is not None and expires_at <= as_of:
+        raise InvalidInput("must be in the future", field="expiresAt")
+    if not 0 <= priority <= 1_000_000:
+        raise InvalidInput("must be between 0 and 1000000", field="priority")
+    starts = effective_at or as_of
+    entry = Entry(
+        kind="credit_grant",
+        currency=currency,
+        customer_id=customer_id,
+        effective_at=starts,
+        actor=actor,
+        reason=reason,
+        idempotency_key=idempotency_key,
+        trace_id=trace_id,
+        request={
+            "customer": str(customer_id),
+            "currency": currency,
+            "amount": amount,
+            "priority": priority,
+            "expires_at": expires_at,
+            "source": source,
+            "reason": reason,
+        },
+    )
+    transaction, created = await claim(session, entry, as_of=as_of)
+    if not created:
+        return await repository.grant_of_transaction(session, transaction.id)
+    credits = await account(session, "credits", currency, as_of, customer_id)
+    counterparty_kind = GRANT_COUNTERPARTY[source]
+    funded_by = await account(
+        session, counterparty_kind, currency, as_of, customer_id if counterparty_kind == "receivable" else None
+    )
+    grant = CreditGrant(
+        customer_id=customer_id,
+        currency=currency,
+        amount=amount,
+        remaining=amount,
+        priority=priority,
+        effective_at=starts,
+        expires_at=expires_at,
+        source=source,
+        reason=transaction.reason,
+        actor=actor,
+        status="active",
+        transaction_id=transaction.id,
+        created_at=as_of,
+    )
+    session.add(grant)
+    await session.flush()
+    await post(session, transaction, [Leg(funded_by, amount), Leg(credits, -amount, grant.id)])
+    return grant
+
+
+def consumption_order(grant: CreditGrant) -> tuple[Any, ...]:
+    """Lower priority first, then earliest expiry (never-expiring last), then oldest."""
+    return (
+        grant.priority,
+        grant.expires_at is None,
+        grant.expires_at or grant.effective_at,
+        grant.effective_at,
+        grant.sequence,  # creation order; a random id would make ties a coin flip
+    )
+
+
+@dataclass(frozen=True)
+class Consumption:
+    transaction_id: uuid.UUID | None
+    consumed: int
+    uncovered: int
+
+
+async def consume_credits(
+    session: AsyncSession,
+    *,
+    customer_id: uuid.UUID,
+    currency: str,
+    amount: int,
+    reason: str,
+    actor: str,
+    idempotency_key: str,
+    as_of: datetime,
+    trace_id: str | None = None,
+) -> Consumption:
+    """Draw ``amount`` from the customer's grants in consumption order against their receivable;
+    return what was consumed and what the grants could not cover."""
+    check_amount(amount)
+    grants = await repository.grants_for_update(session, customer_id, currency, as_of)
+    entry = Entry(
+        kind="credit_consumption",
+        currency=currency,
+        customer_id=customer_id,
+        effective_at=as_of,
+        actor=actor,
+        reason=reason,
+        idempotency_key=idempotency_key,
+        trace_id=trace_id,
+        request={"customer": str(customer_id), "currency": currency, "amount": amount},
+    )
+    drawn: list[tuple[CreditGrant, int]] = []
+    left = amount
+    for grant in sorted(grants, key=consumption_order):
+        take = min(left, grant.remaining)
+        if take:
+            drawn.append((grant, take))
+            left -= take
+    consumed = amount - left
+    if not consumed:
+        return Consumption(None, 0, amount)
+    transaction, created = await claim(session, entry, as_of=as_of)
+    if not created:
+        return Consumption(transaction.id, consumed, left)
+    credits = await account(session, "credits", currency, as_of, customer_id)
+    receivable = await account(session, "receivable", currency, as_of, customer_id)
+    legs = [Leg(credits, take, grant.id) for grant, take in drawn] + [Leg(receivable, -consumed)]
+    await post(session, transaction, legs)
+    for grant, take in drawn:
+        grant.remaining -= take
+        session.add(grant)
+    await session.flush()
+    return Consumption(transaction.id, consumed, left)
+
+
+async def _release_grant(
+    session: AsyncSession,
+    grant: CreditGrant,
+    *,
+    kind: str,
+    to_account_kind: str,
+    status: str,
+    reason: str,
+    actor: str,
+    idempotency_key: str,
+    as_of: datetime,
+) -> CreditGrant:
+    """Post what remains of a grant away (breakage at expiry, back to its source when voided)."""
+    remaining = grant.remaining
+    entry = Entry(
+        kind=kind,
+        currency=grant.currency,
+        customer_id=grant.customer_id,
+        effective_at=as_of,
+        actor=actor,
+        reason=reason,
+        idempotency_key=idempotency_key,
+        request={"grant": str(grant.id)},
+    )
+    if remaining:
+        transaction, created = await claim(session, entry, as_of=as_of)
+        if created:
+            credits = await account(session, "credits", grant.currency, as_of, grant.customer_id)
+            target = await account(session, to_account_kind, grant.currency, as_of)
+            await post(session, transaction, [Leg(credits, remaining, grant.id), Leg(target, -remaining)])
+    grant.remaining = 0
+    grant.status = status
+    session.add(grant)
+    await session.flush()
+    return grant
+
+
+async def expire_grants(session: AsyncSession, *, as_of: datetime) -> int:
+    """Post what remains of every grant past its expiry to breakage; safe to run again."""
+    expired = await repository.expiring_grants(session, as_of)
+    for grant in expired:
+        await _release_grant(
+            session,
+            grant,
+            kind="credit_expiry",
+            to_account_kind="breakage",
+            status="expired",
+            reason="credit grant expired",
+            actor="job:expire-grants",
+            idempotency_key=f"expire:{grant.id}",
+            as_of=as_of,
+        )
+    return len(expired)
+
+
+async def void_grant(
+    session: AsyncSession, *, grant_id: uuid.UUID, reason: str, actor: str, idempotency_key: str, as_of: datetime
+) -> CreditGrant:
+    """Void what remains of a grant (what was consumed stays consumed)."""
+    grant = await repository.grant(session, grant_id, lock=True)
+    if grant is None:
+        raise NotFound("no such credit grant", field="grantId")
+    if grant.status != "active":
+        raise InvalidInput(f"the grant is already {grant.status}", field="grantId")
+    return await _release_grant(
+        session,
+        grant,
+        kind="credit_void",
+        to_account_kind=VOID_TARGET[grant.source],
+        status="voided",
+        reason=reason,
+        actor=actor,
+        idempotency_key=idempotency_key,
+        as_of=as_of,
+    )
+
+
+async def grants(
+    session: AsyncSession, customer_id: uuid.UUID, *, after: tuple[datetime, str] | None, limit: int
+) -> list[CreditGrant]:
+    return await repository.grants_page(session, customer_id, after=after, limit=limit)
