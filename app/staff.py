@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.auth import STAFF_ROLES, Role, parse_role
+from app.auth import STAFF_ROLES, parse_role
 from app.models import StaffUser
 from customers.service import EMAIL_PATTERN
 from ledger.errors import InvalidInput, Taken
@@ -101,7 +101,3 @@ def _matches(password_hash: str, password: str) -> bool:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
-
-
-def staff_role(user: StaffUser) -> Role:
-    return Role(user.role)

@@ -7,7 +7,6 @@ where an exact amount becomes a payable one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from ledger.errors import InvalidInput
@@ -103,34 +102,6 @@ def to_major(amount_minor: int, currency: str) -> Decimal:
 def fits_minor_unit(amount: Decimal, currency: str) -> bool:
     """Whether an amount in major units is payable as it is (no fraction of a minor unit)."""
     return decimal_places(amount.normalize()) <= MINOR_UNIT_DIGITS[currency] or amount == 0
-
-
-@dataclass(frozen=True, slots=True)
-class Money:
-    """An amount in minor units with its currency; arithmetic refuses to mix currencies."""
-
-    amount_minor: int
-    currency: str
-
-    def __add__(self, other: Money) -> Money:
-        self._same_currency(other)
-        return Money(self.amount_minor + other.amount_minor, self.currency)
-
-    def __sub__(self, other: Money) -> Money:
-        self._same_currency(other)
-        return Money(self.amount_minor - other.amount_minor, self.currency)
-
-    def _same_currency(self, other: Money) -> None:
-        if other.currency != self.currency:
-            raise ValueError(f"cannot mix {self.currency} and {other.currency}")
-
-    @property
-    def major(self) -> Decimal:
-        return to_major(self.amount_minor, self.currency)
-
-    @classmethod
-    def from_major(cls, amount: Decimal, currency: str) -> Money:
-        return cls(round_to_minor(amount, currency), currency)
 
 
 def quantize_major(amount: Decimal, currency: str) -> Decimal:
