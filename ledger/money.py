@@ -7,7 +7,7 @@ where an exact amount becomes a payable one.
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 
 from ledger.errors import InvalidInput
 
@@ -90,7 +90,8 @@ def round_to_minor(amount: Decimal, currency: str) -> int:
     unit prices or partial sums.
     """
     digits = MINOR_UNIT_DIGITS[currency]
-    return int((amount * (Decimal(10) ** digits)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    with localcontext(prec=80):  # never round before the one rounding below
+        return int(amount.scaleb(digits).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def to_major(amount_minor: int, currency: str) -> Decimal:

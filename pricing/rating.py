@@ -15,9 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, Decimal, localcontext
 
 ZERO = Decimal(0)
+# Significant digits of every rating operation: a 30-digit price times a 10^12 quantity with
+# decimals stays exact (Python's default of 28 would round it silently).
+RATING_PRECISION = 80
+SHARE_QUANTUM = Decimal(1).scaleb(-12)
 
 
 @dataclass(frozen=True)
@@ -38,9 +42,10 @@ class ChargeTerms:
 
 
 def rate(terms: ChargeTerms, quantity: Decimal) -> Decimal:
-    billable = max(quantity - terms.included, ZERO)
-    amount = _usage_amount(terms, billable)
-    return max(amount, terms.minimum) if terms.minimum is not None else amount
+    with localcontext(prec=RATING_PRECISION):
+        billable = max(quantity - terms.included, ZERO)
+        amount = _usage_amount(terms, billable)
+        return max(amount, terms.minimum) if terms.minimum is not None else amount
 
 
 def _usage_amount(terms: ChargeTerms, billable: Decimal) -> Decimal:
@@ -71,11 +76,13 @@ def _usage_amount(terms: ChargeTerms, billable: Decimal) -> Decimal:
 
 def allocate(amount: Decimal, weights: Sequence[Decimal]) -> list[Decimal]:
     """Split an exact amount across parts in proportion to their weights, so that the parts
-    add up to the amount exactly (the last part takes what division left over)."""
-    total = sum(weights, ZERO)
+    add up to the amount exactly: each share is cut to 12 decimal places (a price's precision,
+    which also keeps later sums exact in any decimal context) and the last part takes the rest."""
     if not weights:
         return []
-    if total == 0:
-        return [ZERO] * (len(weights) - 1) + [amount]
-    shares = [amount * weight / total for weight in weights[:-1]]
-    return [*shares, amount - sum(shares, ZERO)]
+    with localcontext(prec=RATING_PRECISION):
+        total = sum(weights, ZERO)
+        if total == 0:
+            return [ZERO] * (len(weights) - 1) + [amount]
+        shares = [(amount * weight / total).quantize(SHARE_QUANTUM, rounding=ROUND_DOWN) for weight in weights[:-1]]
+        return [*shares, amount - sum(shares, ZERO)]
