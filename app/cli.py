@@ -43,6 +43,8 @@ events_cli = typer.Typer(help="Usage events: the quarantine and its replay.", no
 ledger_cli = typer.Typer(help="The double-entry ledger: verification and credit expiry.", no_args_is_help=True)
 cli.add_typer(ledger_cli, name="ledger")
 cli.add_typer(events_cli, name="events")
+billing_cli = typer.Typer(help="Billing runs: close periods and issue invoices.", no_args_is_help=True)
+cli.add_typer(billing_cli, name="billing")
 err = Console(stderr=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -91,6 +93,19 @@ def run_in_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def parse_as_of(value: str | None) -> datetime:
+    """The ``--as-of`` option: an ISO 8601 time with its offset, or now."""
+    if value is None:
+        return now()
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--as-of: {value!r} is not an ISO 8601 time, e.g. 2026-12-01T00:00:00Z")
+    if moment.tzinfo is None:
+        fail("--as-of: give a time zone offset, e.g. 2026-12-01T00:00:00Z")
+    return moment.astimezone(UTC)
 
 
 def print_json(value: Any) -> None:
@@ -378,19 +393,63 @@ def ledger_expire(
     """Post what remains of every credit grant past its expiry to breakage (safe to rerun)."""
     from ledger.grants import expire_grants
 
-    moment = now()
-    if as_of is not None:
-        try:
-            moment = datetime.fromisoformat(as_of)
-        except ValueError:
-            fail(f"--as-of: {as_of!r} is not an ISO 8601 time, e.g. 2026-12-01T00:00:00Z")
-        if moment.tzinfo is None:
-            fail("--as-of: give a time zone offset, e.g. 2026-12-01T00:00:00Z")
+    moment = parse_as_of(as_of)
 
     async def work(session: AsyncSession) -> int:
         return await expire_grants(session, as_of=moment)
 
     typer.echo(f"{run_in_session(load_settings(), work)} grant(s) expired")
+
+
+@billing_cli.command("run")
+def billing_run(
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="ISO 8601 time (default: now): bill periods ended by then.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Close every billing period that ended (plus the grace period for late events) by --as-of
+    and issue its invoice; safe to run twice or concurrently: nothing is issued twice."""
+    from app.billing_run import run_billing
+    from ledger.money import to_major
+
+    settings = load_settings()
+    moment = parse_as_of(as_of)
+    url = prepared_database(settings)
+
+    async def main() -> Any:
+        engine = create_engine(url)
+        try:
+            with Progress(console=err, transient=True, disable=as_json) as progress:
+                task = progress.add_task("Billing customers", total=None)
+                return await run_billing(
+                    session_factory(engine),
+                    settings,
+                    as_of=moment,
+                    on_start=lambda total: progress.update(task, total=total),
+                    on_customer_done=lambda issued: progress.update(task, advance=1),
+                )
+        finally:
+            await engine.dispose()
+
+    report = asyncio.run(main())
+    totals = {currency: str(to_major(amount, currency)) for currency, amount in sorted(report.totals_minor.items())}
+    if as_json:
+        print_json(
+            {
+                "asOf": moment.isoformat(),
+                "customersConsidered": report.customers_considered,
+                "invoicesIssued": report.invoices_issued,
+                "totals": totals,
+                "seconds": round(report.seconds, 3),
+            }
+        )
+        return
+    summary = ", ".join(f"{amount} {currency}" for currency, amount in totals.items()) or "nothing"
+    typer.echo(
+        f"{report.invoices_issued} invoice(s) issued for {report.customers_considered} customer(s) due by "
+        f"{moment.isoformat()}: {summary} in {report.seconds:.1f} s"
+    )
 
 
 def main() -> None:

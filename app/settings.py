@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     events_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
     events_max_per_request: int = Field(default=10_000, ge=1, description="More events in one request get 413.")
     event_properties_max_bytes: int = Field(default=16 * 1024, ge=64, description="PROPERTIES_TOO_LARGE past it.")
+    billing_grace_minutes: int = Field(
+        default=60, ge=0, description="A period is invoiced this long after it ends, so late events still count."
+    )
+    billing_concurrency: int = Field(default=2, ge=1, le=32, description="Customers invoiced at once by a run.")
 
     @field_validator("database_url")
     @classmethod

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Column, DateTime, ForeignKey, String
+from sqlalchemy import Column, DateTime, ForeignKey, String, Text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
 CUSTOMER_STATUSES = ("ACTIVE", "PAST_DUE", "SUSPENDED")
@@ -24,7 +26,13 @@ class Customer(SQLModel, table=True):
 
 
 class Subscription(SQLModel, table=True):
-    """A customer's plan version; billing periods are anchored on ``started_at``."""
+    """A customer's plan version; billing periods are anchored on ``started_at``.
+
+    The full history of versions lives in :class:`SubscriptionPhase`; this row keeps what the
+    hot paths need in one read: the version in effect and a change scheduled for a period end.
+    ``invoiced_through`` is the billing run's cursor: the boundary up to which invoices exist
+    (NULL until the opening invoice is issued).
+    """
 
     __tablename__ = "subscriptions"
 
@@ -33,3 +41,51 @@ class Subscription(SQLModel, table=True):
     plan_version_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_versions.id"), nullable=False))
     started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    pending_plan_version_id: uuid.UUID | None = Field(
+        default=None, sa_column=Column(ForeignKey("plan_versions.id"), nullable=True)
+    )
+    pending_change_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    invoiced_through: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+    def version_at(self, as_of: datetime) -> uuid.UUID:
+        """The plan version pricing ``as_of``: a scheduled change counts from its moment on."""
+        pending, moment = self.pending_plan_version_id, self.pending_change_at
+        if pending is not None and moment is not None and as_of >= moment:
+            return pending
+        return self.plan_version_id
+
+
+class SubscriptionPhase(SQLModel, table=True):
+    """From ``starts_at`` until the next phase starts, ``plan_version_id`` prices the customer.
+
+    Billing reads the phases overlapping a period to rate each part on its own version.
+    """
+
+    __tablename__ = "subscription_phases"
+
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    starts_at: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    plan_version_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_versions.id"), nullable=False))
+    plan_change_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+
+
+class PlanChange(SQLModel, table=True):
+    """An audited plan change: who moved the customer, from what to what, when, with which
+    prorations. Its idempotency key makes a retried change harmless."""
+
+    __tablename__ = "plan_changes"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False, index=True))
+    from_plan_version_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_versions.id"), nullable=False))
+    to_plan_version_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_versions.id"), nullable=False))
+    timing: str
+    effective_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    period_start: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    period_end: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    prorations: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
+    status: str
+    actor: str
+    idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    request_hash: str
+    requested_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from customers.models import Customer, Subscription
+from customers.models import Customer, PlanChange, Subscription, SubscriptionPhase
 
 # The same expression as the trigram index customers_search_trgm, so searches use it.
 SEARCH_TEXT: ColumnElement[str] = literal_column("(external_id || ' ' || name || ' ' || coalesce(email, ''))")
@@ -81,3 +81,74 @@ async def ids_by_external_id(session: AsyncSession, external_ids: list[str]) -> 
         {"external_ids": external_ids},
     )
     return {external_id: customer_id for external_id, customer_id in rows}
+
+
+async def lock_subscription(
+    session: AsyncSession, customer_id: uuid.UUID, *, skip_locked: bool = False
+) -> Subscription | None:
+    """The customer's subscription, locked for this transaction: plan changes and the billing
+    run of one customer take turns. With ``skip_locked``, a row another runner holds reads as None."""
+    query = select(Subscription).where(col(Subscription.customer_id) == customer_id)
+    query = query.with_for_update(skip_locked=skip_locked)
+    return (await session.exec(query.execution_options(populate_existing=True))).first()
+
+
+async def phases_of(session: AsyncSession, customer_id: uuid.UUID) -> list[SubscriptionPhase]:
+    query = (
+        select(SubscriptionPhase)
+        .where(col(SubscriptionPhase.customer_id) == customer_id)
+        .order_by(col(SubscriptionPhase.starts_at))
+    )
+    return list(await session.exec(query))
+
+
+async def drop_phases_from(session: AsyncSession, customer_id: uuid.UUID, starts_at: datetime) -> list[uuid.UUID]:
+    """Delete the phases starting at or after ``starts_at``; return the plan changes they came from."""
+    rows = await session.execute(
+        text(
+            "DELETE FROM subscription_phases WHERE customer_id = :customer_id AND starts_at >= :starts_at "
+            "RETURNING plan_change_id"
+        ),
+        {"customer_id": customer_id, "starts_at": starts_at},
+    )
+    return [change_id for (change_id,) in rows if change_id is not None]
+
+
+async def cancel_plan_changes(session: AsyncSession, change_ids: Sequence[uuid.UUID]) -> None:
+    if change_ids:
+        await session.execute(
+            text("UPDATE plan_changes SET status = 'canceled' WHERE id = ANY(:ids)"), {"ids": list(change_ids)}
+        )
+
+
+async def plan_change_by_key(session: AsyncSession, idempotency_key: str) -> PlanChange | None:
+    query = select(PlanChange).where(col(PlanChange.idempotency_key) == idempotency_key)
+    return (await session.exec(query)).first()
+
+
+async def plan_changes_of(session: AsyncSession, customer_id: uuid.UUID, *, limit: int) -> list[PlanChange]:
+    query = (
+        select(PlanChange)
+        .where(col(PlanChange.customer_id) == customer_id)
+        .order_by(col(PlanChange.requested_at).desc())
+        .limit(limit)
+    )
+    return list(await session.exec(query))
+
+
+async def applied_changes_between(
+    session: AsyncSession, customer_id: uuid.UUID, start: datetime, end: datetime
+) -> list[PlanChange]:
+    """Immediate changes effective in ``[start, end)``: their prorations belong to that period."""
+    query = (
+        select(PlanChange)
+        .where(
+            col(PlanChange.customer_id) == customer_id,
+            col(PlanChange.timing) == "IMMEDIATELY",
+            col(PlanChange.status) == "applied",
+            col(PlanChange.effective_at) >= start,
+            col(PlanChange.effective_at) < end,
+        )
+        .order_by(col(PlanChange.effective_at))
+    )
+    return list(await session.exec(query))

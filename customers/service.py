@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import repository
 from customers.errors import ExternalIdTaken, InvalidInput, PlanNotFound
-from customers.models import Customer, Subscription
+from customers.models import Customer, Subscription, SubscriptionPhase
 from ledger.money import normalize_currency
 from pricing import repository as catalog
 
@@ -74,6 +74,7 @@ async def create_customer(session: AsyncSession, new: NewCustomer, *, as_of: dat
                 created_at=as_of,
             )
         )
+        session.add(SubscriptionPhase(customer_id=customer.id, starts_at=started_at, plan_version_id=plan_version.id))
         await session.flush()
     return customer
 
@@ -109,3 +110,9 @@ async def subscriptions_of(session: AsyncSession, customer_ids: Sequence[uuid.UU
 
 async def ids_by_external_id(session: AsyncSession, external_ids: Iterable[str]) -> dict[str, uuid.UUID]:
     return await repository.ids_by_external_id(session, list(external_ids))
+
+
+async def lock_subscription(
+    session: AsyncSession, customer_id: uuid.UUID, *, skip_locked: bool = False
+) -> Subscription | None:
+    return await repository.lock_subscription(session, customer_id, skip_locked=skip_locked)

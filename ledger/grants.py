@@ -19,8 +19,15 @@ from ledger.models import CreditGrant
 from ledger.service import Entry, Leg, account, check_amount, claim, post
 
 # Who funds a grant, and where what remains of a voided one goes back to.
-GRANT_COUNTERPARTY = {"manual": "adjustments", "promotion": "promotions", "purchase": "receivable"}
-VOID_TARGET = {"manual": "adjustments", "promotion": "promotions", "purchase": "adjustments"}
+# An "invoice" grant is the credit of an invoice whose total is negative (a downgrade's proration):
+# the invoice debited the receivable below zero, the grant moves that to the customer's credits.
+GRANT_COUNTERPARTY = {
+    "manual": "adjustments",
+    "promotion": "promotions",
+    "purchase": "receivable",
+    "invoice": "receivable",
+}
+VOID_TARGET = {"manual": "adjustments", "promotion": "promotions", "purchase": "adjustments", "invoice": "adjustments"}
 
 
 async def grant_credits(
@@ -161,6 +168,12 @@ async def consume_credits(
         session.add(grant)
     await session.flush()
     return Consumption(transaction.id, consumed, left)
+
+
+async def drawable_credits(session: AsyncSession, *, customer_id: uuid.UUID, currency: str, as_of: datetime) -> int:
+    """What ``consume_credits`` could draw at ``as_of``, read without locking (for previews)."""
+    grants = await repository.grants_for_update(session, customer_id, currency, as_of, lock=False)
+    return sum(grant.remaining for grant in grants)
 
 
 async def _release_grant(

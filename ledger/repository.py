@@ -95,9 +95,9 @@ async def write_postings(session: AsyncSession, transaction_id: uuid.UUID, legs:
 
 
 async def grants_for_update(
-    session: AsyncSession, customer_id: uuid.UUID, currency: str, as_of: datetime
+    session: AsyncSession, customer_id: uuid.UUID, currency: str, as_of: datetime, *, lock: bool = True
 ) -> list[CreditGrant]:
-    """Grants that can be drawn at ``as_of``, locked in id order."""
+    """Grants that can be drawn at ``as_of``, locked in id order (unless only previewed)."""
     query = (
         select(CreditGrant)
         .where(
@@ -108,8 +108,9 @@ async def grants_for_update(
             col(CreditGrant.effective_at) <= as_of,
         )
         .order_by(col(CreditGrant.id))
-        .with_for_update()
     )
+    if lock:
+        query = query.with_for_update()
     return [g for g in await session.exec(query) if g.expires_at is None or g.expires_at > as_of]
 
 

@@ -19,7 +19,7 @@ from metering.aggregation import Partial, merge_all
 from metering.events import MeterRule, canonical_json, dimension_text, loads_exact, measure
 from metering.models import CustomerWatermark
 from pricing.models import Meter, PlanCharge
-from pricing.rating import allocate, rate
+from pricing.rating import ChargeTerms, allocate, rate
 from pricing.service import charge_terms, charges_of_version, meter_by_key, plan_version
 
 
@@ -52,12 +52,12 @@ class MeterUsage:
         selected = [
             partial
             for dimensions, partial in self.by_dimensions.items()
-            if not where or _matches(loads_exact(dimensions), where)
+            if not where or dimensions_match(loads_exact(dimensions), where)
         ]
         return merge_all(selected).quantity(self.meter.aggregation)
 
 
-def _matches(dimensions: dict[str, Any], where: dict[str, str]) -> bool:
+def dimensions_match(dimensions: dict[str, Any], where: dict[str, str]) -> bool:
     return all(key in dimensions and dimension_text(dimensions[key]) == value for key, value in where.items())
 
 
@@ -173,7 +173,7 @@ async def current_period(
     if subscription is None:
         start, end = calendar_month(as_of)
         return Period(start, end), None
-    version = await plan_version(session, subscription.plan_version_id)
+    version = await plan_version(session, subscription.version_at(as_of))
     start, end = period_containing(subscription.started_at, version.interval, as_of)
     return Period(start, end), version.id
 
@@ -204,6 +204,26 @@ def entitlement_of(meter_usage: MeterUsage, charges: list[PlanCharge], *, suspen
 
 
 @dataclass(frozen=True)
+class RatedCharge:
+    """A charge rated on a meter's usage: the quantity its ``where`` selects, the exact amount,
+    and that amount shared among the dimensions in proportion to their quantities (the parts add
+    up to the amount exactly)."""
+
+    quantity: Decimal
+    amount: Decimal
+    parts: list[tuple[str, Decimal, Decimal]]  # (canonical JSON of the dimensions, quantity, share)
+
+
+def rate_charge(meter_usage: MeterUsage, charge: PlanCharge, terms: ChargeTerms | None = None) -> RatedCharge:
+    where = dict(charge.where)
+    quantity = meter_usage.quantity(where)
+    amount = rate(terms or charge_terms(charge), quantity)
+    covered = [d for d in meter_usage.by_dimensions if not where or dimensions_match(loads_exact(d), where)]
+    weights = [meter_usage.by_dimensions[d].quantity(meter_usage.meter.aggregation) for d in covered]
+    return RatedCharge(quantity, amount, list(zip(covered, weights, allocate(amount, weights), strict=True)))
+
+
+@dataclass(frozen=True)
 class UsageCost:
     """The exact cost of a meter's usage under a plan, in total and by dimensions."""
 
@@ -212,17 +232,12 @@ class UsageCost:
 
 
 def cost_of(meter_usage: MeterUsage, charges: list[PlanCharge]) -> UsageCost:
-    """Each charge rates the quantity its ``where`` selects; its amount is shared among those
-    dimensions in proportion to their quantities, so the parts add up to the total exactly."""
     total = Decimal(0)
     by_dimensions = dict.fromkeys(meter_usage.by_dimensions, Decimal(0))
     for charge in charges:
-        where = dict(charge.where)
-        amount = rate(charge_terms(charge), meter_usage.quantity(where))
-        total += amount
-        covered = [d for d in meter_usage.by_dimensions if not where or _matches(loads_exact(d), where)]
-        weights = [meter_usage.by_dimensions[d].quantity(meter_usage.meter.aggregation) for d in covered]
-        for dimensions, share in zip(covered, allocate(amount, weights), strict=True):
+        rated = rate_charge(meter_usage, charge)
+        total += rated.amount
+        for dimensions, _, share in rated.parts:
             by_dimensions[dimensions] += share
     return UsageCost(total, by_dimensions)
 

@@ -255,6 +255,7 @@ def charge_terms(charge: PlanCharge) -> ChargeTerms:
 # so they are cached for the life of the process: the entitlement hot path reads them each call.
 _versions: dict[uuid.UUID, PlanVersion] = {}
 _charges: dict[uuid.UUID, list[tuple[PlanCharge, Meter]]] = {}
+_plan_names: dict[uuid.UUID, str] = {}
 
 
 async def charges_of_version(session: AsyncSession, version_id: uuid.UUID) -> list[tuple[PlanCharge, Meter]]:
@@ -266,8 +267,15 @@ async def charges_of_version(session: AsyncSession, version_id: uuid.UUID) -> li
 async def plan_version(session: AsyncSession, version_id: uuid.UUID) -> PlanVersion:
     if version_id not in _versions:
         found = await repository.plan_versions_by_id(session, [version_id])
+        _plan_names[version_id] = found[version_id][0].name
         _versions[version_id] = found[version_id][1]
     return _versions[version_id]
+
+
+async def plan_name_of_version(session: AsyncSession, version_id: uuid.UUID) -> str:
+    """The plan's name as invoices print it: "Pro v2". Names may change; invoices keep theirs."""
+    version = await plan_version(session, version_id)
+    return f"{_plan_names[version_id]} v{version.version}"
 
 
 async def meter_by_key(session: AsyncSession, key: str) -> Meter | None:

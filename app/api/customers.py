@@ -102,7 +102,7 @@ class Customer:
         row = await info.context.loaders.subscription_by_customer.load(self.row_id)
         if row is None:
             return None
-        return Subscription(started_at=row.started_at, plan_version_id=row.plan_version_id)
+        return Subscription(started_at=row.started_at, plan_version_id=row.version_at(info.context.now()))
 
     @classmethod
     def from_model(cls, row: CustomerRow) -> Customer:

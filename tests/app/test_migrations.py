@@ -8,13 +8,14 @@ from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
 import app.models
+import billing.models
 import customers.models
 import ledger.models
 import metering.models
 import pricing.models
 from app.database import sqlalchemy_url
 
-MODEL_MODULES = (app.models, customers.models, ledger.models, metering.models, pricing.models)
+MODEL_MODULES = (app.models, billing.models, customers.models, ledger.models, metering.models, pricing.models)
 # Indexes that exist for queries the ORM never declares (newest-first lists, trigram search).
 QUERY_ONLY_INDEXES = {
     "customers_newest_first",
@@ -22,6 +23,7 @@ QUERY_ONLY_INDEXES = {
     "spans_newest_first",
     "events_by_customer_time",
     "ledger_accounts_one_per_owner",
+    "invoices_newest_first",
 }
 
 

@@ -1,0 +1,422 @@
+"""Invoices: composed from the plan's phases, the usage and the plan changes of a period, then
+issued with their ledger transactions in the caller's database transaction.
+
+What a ``period`` invoice for ``[start, end)`` holds (Stripe's model: fees in advance, usage in
+arrears): the usage of the period, each part rated on the plan version of its phase, one line per
+charge and dimensions; the prorations of immediate plan changes made in the period; late usage of
+earlier periods (events that arrived after those periods were invoiced, rated on their own
+period's versions, billed as the difference); and the base fee of the next period. An
+``opening`` invoice bills the first period's base fee when the subscription starts.
+
+Each line is rounded once (:func:`ledger.money.round_to_minor`) from its exact amount, which the
+line keeps; the invoice total is the sum of the rounded lines. Credits are drawn through the
+ledger's ``consume_credits``; a negative total (a downgrade's credit) becomes a credit grant.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing import repository
+from billing.models import Invoice, InvoiceLine
+from customers.models import Subscription, SubscriptionPhase
+from customers.periods import period_containing
+from customers.subscriptions import applied_changes_between, parts_of, version_on
+from ledger.grants import consume_credits, grant_credits
+from ledger.money import plain_decimal, round_to_minor
+from ledger.service import Entry, Leg, account, claim, post
+from metering.events import canonical_json, loads_exact
+from metering.usage import MeterUsage, rate_charge, usage
+from pricing.models import Meter, PlanCharge, PlanVersion
+from pricing.proration import prorated_terms, share_of_period
+from pricing.service import charge_terms, charges_of_version, plan_name_of_version, plan_version
+
+SUBSCRIPTION_LINE_KINDS = ("base_fee", "proration")
+
+
+@dataclass(frozen=True)
+class DraftLine:
+    kind: str
+    description: str
+    amount_exact: Decimal
+    service_start: datetime
+    service_end: datetime
+    plan_version_id: uuid.UUID | None = None
+    plan_charge_id: uuid.UUID | None = None
+    meter_id: uuid.UUID | None = None
+    dimensions: dict[str, Any] = field(default_factory=dict)
+    quantity: Decimal | None = None
+    unit_price: Decimal | None = None
+
+    def amount(self, currency: str) -> int:
+        return round_to_minor(self.amount_exact, currency)
+
+
+@dataclass(frozen=True)
+class DraftInvoice:
+    customer_id: uuid.UUID
+    currency: str
+    kind: str
+    period_start: datetime
+    period_end: datetime
+    lines: list[DraftLine]
+    # What was rated, so the next invoices can see late usage: (start, end, event count).
+    rated: list[tuple[datetime, datetime, int]] = field(default_factory=list)
+
+    @property
+    def subtotal(self) -> int:
+        return sum(line.amount(self.currency) for line in self.lines)
+
+
+def _fmt(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d")
+
+
+def _dimension_label(dimensions: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in sorted(dimensions.items()))
+
+
+def usage_lines(
+    meter_usage: MeterUsage,
+    charge: PlanCharge,
+    version: PlanVersion,
+    *,
+    share: Decimal,
+    start: datetime,
+    end: datetime,
+    label: str = "",
+) -> list[DraftLine]:
+    """One line per dimensions the charge covers (one line for a meter without dimensions), or a
+    single line when nothing was used but a minimum applies. Lines of zero are left out."""
+    meter: Meter = meter_usage.meter
+    terms = prorated_terms(charge_terms(charge), share)
+    rated = rate_charge(meter_usage, charge, terms)
+    unit_price = (
+        plain_decimal(charge.unit_price) if charge.model == "per_unit" and charge.unit_price is not None else None
+    )
+    common = {
+        "kind": "usage",
+        "service_start": start,
+        "service_end": end,
+        "plan_version_id": version.id,
+        "plan_charge_id": charge.id,
+        "meter_id": meter.id,
+        "unit_price": unit_price,
+    }
+    name = f"{meter.name}{label}"
+    if meter.group_by and rated.parts:
+        lines = []
+        for dimensions_text, quantity, amount in rated.parts:
+            dimensions = loads_exact(dimensions_text)
+            suffix = f" ({_dimension_label(dimensions)})" if dimensions else ""
+            lines.append(
+                DraftLine(
+                    description=f"{name}{suffix}",
+                    amount_exact=amount,
+                    dimensions=dimensions,
+                    quantity=plain_decimal(quantity),
+                    **common,  # type: ignore[arg-type]
+                )
+            )
+        return [line for line in lines if line.quantity or line.amount_exact]
+    if not rated.quantity and not rated.amount:
+        return []
+    where = dict(charge.where)
+    suffix = f" ({_dimension_label(where)})" if where else ""
+    return [
+        DraftLine(
+            description=f"{name}{suffix}",
+            amount_exact=rated.amount,
+            dimensions=where,
+            quantity=plain_decimal(rated.quantity),
+            **common,  # type: ignore[arg-type]
+        )
+    ]
+
+
+async def _rated_usage(
+    session: AsyncSession, customer_id: uuid.UUID, phases: list[SubscriptionPhase], start: datetime, end: datetime
+) -> list[DraftLine]:
+    """The usage of ``[start, end)``, each phase's part on its own plan version, allowances and
+    minimums scaled by the part's share of the period."""
+    parts = parts_of(phases, start, end)
+    lines: list[DraftLine] = []
+    for part_start, part_end, version_id in parts:
+        version = await plan_version(session, version_id)
+        charges = await charges_of_version(session, version_id)
+        meters = list({meter.id: meter for _, meter in charges}.values())
+        usages = {u.meter.id: u for u in await usage(session, customer_id, meters, part_start, part_end)}
+        share = share_of_period(part_start, part_end, start, end)
+        label = f" from {_fmt(part_start)} to {_fmt(part_end)}" if len(parts) > 1 else ""
+        for charge, meter in charges:
+            lines += usage_lines(
+                usages[meter.id], charge, version, share=share, start=part_start, end=part_end, label=label
+            )
+    return lines
+
+
+async def _event_types(session: AsyncSession, phases: list[SubscriptionPhase]) -> list[str]:
+    types: set[str] = set()
+    for version_id in {phase.plan_version_id for phase in phases}:
+        types |= {meter.event_type for _, meter in await charges_of_version(session, version_id)}
+    return sorted(types)
+
+
+async def _base_fee_line(
+    session: AsyncSession, subscription: Subscription, phases: list[SubscriptionPhase], period_start: datetime
+) -> list[DraftLine]:
+    """The base fee of the period starting at ``period_start``, billed in advance."""
+    version_id = version_on(phases, period_start)
+    version = await plan_version(session, version_id)
+    if not version.base_fee:
+        return []
+    start, end = period_containing(subscription.started_at, version.interval, period_start)
+    plan_name = await plan_name_of_version(session, version_id)
+    return [
+        DraftLine(
+            kind="base_fee",
+            description=f"{plan_name} base fee, {_fmt(start)} to {_fmt(end)}",
+            amount_exact=version.base_fee,
+            service_start=start,
+            service_end=end,
+            plan_version_id=version_id,
+            quantity=Decimal(1),
+            unit_price=plain_decimal(version.base_fee),
+        )
+    ]
+
+
+async def compose_opening(
+    session: AsyncSession, subscription: Subscription, phases: list[SubscriptionPhase], currency: str
+) -> DraftInvoice:
+    lines = await _base_fee_line(session, subscription, phases, subscription.started_at)
+    version = await plan_version(session, version_on(phases, subscription.started_at))
+    start, end = period_containing(subscription.started_at, version.interval, subscription.started_at)
+    return DraftInvoice(subscription.customer_id, currency, "opening", start, end, lines)
+
+
+async def compose_period(
+    session: AsyncSession,
+    subscription: Subscription,
+    phases: list[SubscriptionPhase],
+    currency: str,
+    start: datetime,
+    end: datetime,
+    *,
+    late_since: datetime | None,
+    count_events: bool = True,
+) -> DraftInvoice:
+    """The invoice closing ``[start, end)``. With ``late_since``, earlier periods that ended after
+    it are checked for late usage. Events are counted before usage is read, so an event that
+    commits in between is seen as late by the next invoice rather than missed."""
+    customer_id = subscription.customer_id
+    event_types = await _event_types(session, phases)
+    rated = []
+    if count_events:
+        rated.append((start, end, await repository.event_count(session, customer_id, event_types, start, end)))
+    late_lines: list[DraftLine] = []
+    if late_since is not None:
+        for period in await repository.rated_periods_since(session, customer_id, late_since):
+            if period.period_start >= start:
+                continue
+            count = await repository.event_count(
+                session, customer_id, event_types, period.period_start, period.period_end
+            )
+            if count > period.event_count:
+                late_lines += await _late_usage(session, customer_id, phases, period.period_start, period.period_end)
+                rated.append((period.period_start, period.period_end, count))
+    lines = await _rated_usage(session, customer_id, phases, start, end)
+    for change in await applied_changes_between(session, customer_id, start, end):
+        lines += [
+            DraftLine(
+                kind="proration",
+                description=proration["description"],
+                amount_exact=Decimal(proration["amount"]),
+                service_start=change.effective_at,
+                service_end=end,
+                plan_version_id=change.to_plan_version_id,
+            )
+            for proration in change.prorations
+        ]
+    lines += late_lines
+    lines += await _base_fee_line(session, subscription, phases, end)
+    return DraftInvoice(customer_id, currency, "period", start, end, lines, rated)
+
+
+async def _late_usage(
+    session: AsyncSession, customer_id: uuid.UUID, phases: list[SubscriptionPhase], start: datetime, end: datetime
+) -> list[DraftLine]:
+    """Re-rate an invoiced period on its own versions and bill what changed since it was billed."""
+    billed = {
+        (charge_id, canonical_json(loads_exact(dimensions))): totals
+        for (charge_id, dimensions), totals in (await repository.billed_usage(session, customer_id, start, end)).items()
+    }
+    late = []
+    for line in await _rated_usage(session, customer_id, phases, start, end):
+        billed_quantity, billed_amount = billed.get((line.plan_charge_id, canonical_json(line.dimensions)), (0, 0))
+        quantity = (line.quantity or Decimal(0)) - billed_quantity
+        amount = line.amount_exact - billed_amount
+        if quantity or amount:
+            late.append(
+                DraftLine(
+                    kind="late_usage",
+                    description=f"Late usage for {_fmt(start)} to {_fmt(end)}: {line.description}",
+                    amount_exact=amount,
+                    service_start=line.service_start,
+                    service_end=line.service_end,
+                    plan_version_id=line.plan_version_id,
+                    plan_charge_id=line.plan_charge_id,
+                    meter_id=line.meter_id,
+                    dimensions=line.dimensions,
+                    quantity=plain_decimal(quantity),
+                    unit_price=line.unit_price,
+                )
+            )
+    return late
+
+
+def _idempotency_key(draft: DraftInvoice, purpose: str) -> str:
+    return f"{purpose}:{draft.customer_id}:{draft.kind}:{draft.period_start.isoformat()}"
+
+
+async def issue(session: AsyncSession, draft: DraftInvoice, *, as_of: datetime, trace_id: str | None = None) -> Invoice:
+    """Write the invoice, its lines and its ledger transactions; the caller commits. The ledger
+    keys derive from the customer, kind and period, like the invoice's own unique key, so a
+    crashed and re-run billing can never post an invoice twice."""
+    currency, customer_id = draft.currency, draft.customer_id
+    amounts = [line.amount(currency) for line in draft.lines]
+    total = sum(amounts)
+    subscription_revenue = sum(
+        a for a, line in zip(amounts, draft.lines, strict=True) if line.kind in SUBSCRIPTION_LINE_KINDS
+    )
+    usage_revenue = total - subscription_revenue
+    reason = f"invoice for {_fmt(draft.period_start)} to {_fmt(draft.period_end)}"
+    ledger_transaction_id = None
+    if any(amounts):
+        entry = Entry(
+            kind="invoice",
+            currency=currency,
+            customer_id=customer_id,
+            effective_at=as_of,
+            actor="billing",
+            reason=reason,
+            idempotency_key=_idempotency_key(draft, "invoice"),
+            request={"total": total, "subscription": subscription_revenue, "usage": usage_revenue},
+            trace_id=trace_id,
+        )
+        transaction, created = await claim(session, entry, as_of=as_of)
+        ledger_transaction_id = transaction.id
+        if created:
+            legs = [
+                Leg(await account(session, "receivable", currency, as_of, customer_id), total),
+                Leg(await account(session, "subscription_revenue", currency, as_of), -subscription_revenue),
+                Leg(await account(session, "usage_revenue", currency, as_of), -usage_revenue),
+            ]
+            await post(session, transaction, [leg for leg in legs if leg.amount])
+    credits_applied, credits_transaction_id = 0, None
+    if total > 0:
+        consumption = await consume_credits(
+            session,
+            customer_id=customer_id,
+            currency=currency,
+            amount=total,
+            reason=f"credits applied to the {reason}",
+            actor="billing",
+            idempotency_key=_idempotency_key(draft, "invoice-credits"),
+            as_of=as_of,
+            trace_id=trace_id,
+        )
+        credits_applied, credits_transaction_id = consumption.consumed, consumption.transaction_id
+    elif total < 0:
+        grant = await grant_credits(
+            session,
+            customer_id=customer_id,
+            currency=currency,
+            amount=-total,
+            reason=f"credit from the {reason}",
+            actor="billing",
+            idempotency_key=_idempotency_key(draft, "invoice-credit-note"),
+            as_of=as_of,
+            source="invoice",
+            trace_id=trace_id,
+        )
+        credits_transaction_id = grant.transaction_id
+    amount_due = max(total - credits_applied, 0)
+    invoice = Invoice(
+        id=uuid.uuid4(),
+        customer_id=customer_id,
+        number=await repository.next_invoice_number(session),
+        kind=draft.kind,
+        status="issued" if amount_due else "paid",
+        currency=currency,
+        period_start=draft.period_start,
+        period_end=draft.period_end,
+        subtotal=total,
+        credits_applied=credits_applied,
+        total=total,
+        amount_due=amount_due,
+        issued_at=as_of,
+        ledger_transaction_id=ledger_transaction_id,
+        credits_transaction_id=credits_transaction_id,
+        trace_id=trace_id,
+    )
+    lines = [
+        InvoiceLine(
+            invoice_id=invoice.id,
+            position=position,
+            kind=line.kind,
+            description=line.description,
+            plan_version_id=line.plan_version_id,
+            plan_charge_id=line.plan_charge_id,
+            meter_id=line.meter_id,
+            dimensions=line.dimensions,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+            amount_exact=line.amount_exact,
+            amount=amount,
+            service_start=line.service_start,
+            service_end=line.service_end,
+        )
+        for position, (line, amount) in enumerate(zip(draft.lines, amounts, strict=True))
+    ]
+    await repository.insert_invoice(session, invoice, lines)
+    for start, end, count in draft.rated:
+        await repository.record_rated_period(session, customer_id, start, end, count, as_of)
+    return invoice
+
+
+@dataclass(frozen=True)
+class NextInvoice:
+    draft: DraftInvoice
+    invoiced_through: datetime
+
+
+async def next_due(
+    session: AsyncSession,
+    subscription: Subscription,
+    phases: list[SubscriptionPhase],
+    currency: str,
+    *,
+    as_of: datetime,
+    grace: timedelta,
+    late_window: timedelta,
+) -> NextInvoice | None:
+    """The next invoice the subscription is due, if any: the opening one once it has started,
+    then each period that ended ``grace`` before ``as_of`` (late events still trickle in)."""
+    if subscription.invoiced_through is None:
+        if subscription.started_at > as_of:
+            return None
+        return NextInvoice(await compose_opening(session, subscription, phases, currency), subscription.started_at)
+    start = subscription.invoiced_through
+    version = await plan_version(session, version_on(phases, start))
+    _, end = period_containing(subscription.started_at, version.interval, start)
+    if end + grace > as_of:
+        return None
+    draft = await compose_period(session, subscription, phases, currency, start, end, late_since=as_of - late_window)
+    return NextInvoice(draft, end)

@@ -1,0 +1,93 @@
+"""Invoices and their lines, the gapless invoice number, and what each billed period was rated on.
+
+Amounts are integers in the currency's minor unit; each line also keeps its exact amount
+(``amount_exact``) so that rounding is always reportable. An issued invoice never changes: a
+trigger refuses any update of an invoice other than its collection status, and any update or
+delete of a line.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlmodel import Field, SQLModel
+
+INVOICE_KINDS = ("opening", "period")
+INVOICE_STATUSES = ("issued", "paid", "void", "uncollectible")
+LINE_KINDS = ("base_fee", "usage", "proration", "late_usage")
+
+
+class Invoice(SQLModel, table=True):
+    """One per customer and billing boundary: ``opening`` bills the first period's base fee when
+    the subscription starts; ``period`` closes ``[period_start, period_end)`` (usage in arrears)
+    and bills the next period's base fee in advance. The unique key makes a re-run harmless."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (UniqueConstraint("customer_id", "kind", "period_start"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    number: int = Field(sa_column=Column(BigInteger, nullable=False, unique=True))
+    kind: str
+    status: str
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    period_start: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    period_end: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    subtotal: int = Field(sa_column=Column(BigInteger, nullable=False))
+    credits_applied: int = Field(sa_column=Column(BigInteger, nullable=False))
+    total: int = Field(sa_column=Column(BigInteger, nullable=False))
+    amount_due: int = Field(sa_column=Column(BigInteger, nullable=False))
+    issued_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    ledger_transaction_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    credits_transaction_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    trace_id: str | None = Field(default=None, sa_column=Column(String(32)))
+
+
+class InvoiceLine(SQLModel, table=True):
+    """A priced line. ``service_start``/``service_end`` say what time it pays for: the next period
+    for a base fee, the original period for late usage."""
+
+    __tablename__ = "invoice_lines"
+
+    invoice_id: uuid.UUID = Field(sa_column=Column(ForeignKey("invoices.id"), primary_key=True))
+    position: int = Field(sa_column=Column(Integer, primary_key=True))
+    kind: str
+    description: str = Field(sa_column=Column(Text, nullable=False))
+    plan_version_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    plan_charge_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    meter_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    dimensions: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    quantity: Decimal | None = Field(default=None, sa_column=Column(Numeric))
+    unit_price: Decimal | None = Field(default=None, sa_column=Column(Numeric))
+    amount_exact: Decimal = Field(sa_column=Column(Numeric, nullable=False))
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    service_start: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    service_end: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class InvoiceNumberCounter(SQLModel, table=True):
+    """The last invoice number issued. Taken with ``UPDATE … RETURNING`` in the invoice's own
+    transaction, so a rolled-back invoice gives its number back: numbers have no gaps."""
+
+    __tablename__ = "invoice_number_counter"
+
+    id: int = Field(sa_column=Column(Integer, primary_key=True))
+    last_number: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class RatedPeriod(SQLModel, table=True):
+    """How many events a billed period held when it was last rated. More events now means late
+    usage arrived: the next invoice re-rates the period and bills the difference."""
+
+    __tablename__ = "rated_periods"
+
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    period_start: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    period_end: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    event_count: int = Field(sa_column=Column(BigInteger, nullable=False))
+    rated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -1,0 +1,132 @@
+"""What the rest of Tally calls about invoices: issue the next one due, preview the upcoming one,
+list and read them. Services never commit: the billing run commits one invoice at a time."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing import repository
+from billing.invoicing import DraftInvoice, compose_period, issue, next_due
+from billing.models import Invoice, InvoiceLine
+from customers import service as customers
+from customers.periods import period_containing
+from customers.subscriptions import phases_of, version_on
+from ledger.grants import drawable_credits
+from pricing.service import plan_version
+
+
+@dataclass(frozen=True)
+class BillingWindow:
+    """When periods close: ``grace`` after their end (late events still arrive), and how far back
+    a closed period can still receive late events (the ingestion's maximum event age)."""
+
+    grace: timedelta
+    late_window: timedelta
+
+
+async def due_customers(session: AsyncSession, *, as_of: datetime, window: BillingWindow) -> list[uuid.UUID]:
+    shortest_period = timedelta(days=28)
+    return await repository.due_customers(
+        session, opening_by=as_of, closing_from=as_of - window.grace - shortest_period
+    )
+
+
+async def issue_next_invoice(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    *,
+    as_of: datetime,
+    window: BillingWindow,
+    trace_id: str | None = None,
+) -> Invoice | None:
+    """Issue the customer's next due invoice and move their billing cursor past it, or return
+    None when nothing is due or another billing run holds the customer right now. The
+    subscription row lock (taken with SKIP LOCKED) and the invoice's unique (customer, kind,
+    period) key make concurrent and repeated runs issue each invoice once."""
+    subscription = await customers.lock_subscription(session, customer_id, skip_locked=True)
+    if subscription is None:
+        return None
+    customer = await customers.get_customer(session, customer_id=customer_id)
+    assert customer is not None
+    phases = await phases_of(session, customer_id)
+    due = await next_due(
+        session,
+        subscription,
+        phases,
+        customer.currency,
+        as_of=as_of,
+        grace=window.grace,
+        late_window=window.late_window,
+    )
+    if due is None:
+        return None
+    invoice = await issue(session, due.draft, as_of=as_of, trace_id=trace_id)
+    subscription.invoiced_through = due.invoiced_through
+    session.add(subscription)
+    await session.flush()
+    return invoice
+
+
+@dataclass(frozen=True)
+class UpcomingInvoice:
+    draft: DraftInvoice
+    credits_applied: int
+
+    @property
+    def total(self) -> int:
+        return self.draft.subtotal
+
+    @property
+    def unbilled(self) -> int:
+        """Accrued so far and not invoiced yet: everything but the next period's fee in advance."""
+        return sum(line.amount(self.draft.currency) for line in self.draft.lines if line.kind != "base_fee")
+
+
+async def upcoming_invoice(
+    session: AsyncSession, customer_id: uuid.UUID, *, as_of: datetime, window: BillingWindow
+) -> UpcomingInvoice | None:
+    """The invoice that will close the current period, as it stands now, with the credits that
+    would apply to it. Nothing is written."""
+    subscription = (await customers.subscriptions_of(session, [customer_id])).get(customer_id)
+    if subscription is None:
+        return None
+    customer = await customers.get_customer(session, customer_id=customer_id)
+    assert customer is not None
+    phases = await phases_of(session, customer_id)
+    version = await plan_version(session, version_on(phases, as_of))
+    start, end = period_containing(subscription.started_at, version.interval, as_of)
+    draft = await compose_period(
+        session,
+        subscription,
+        phases,
+        customer.currency,
+        start,
+        end,
+        late_since=as_of - window.late_window,
+        count_events=False,
+    )
+    available = await drawable_credits(session, customer_id=customer_id, currency=customer.currency, as_of=as_of)
+    return UpcomingInvoice(draft, min(max(draft.subtotal, 0), available))
+
+
+async def invoices(
+    session: AsyncSession, customer_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[Invoice]:
+    return await repository.invoices_page(session, customer_id, after=after, limit=limit)
+
+
+async def invoices_by_id(session: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Invoice]:
+    return await repository.invoices_by_id(session, ids)
+
+
+async def lines_of(session: AsyncSession, invoice_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[InvoiceLine]]:
+    return await repository.lines_of(session, invoice_ids)
+
+
+async def invoice_by_number(session: AsyncSession, number: int) -> Invoice | None:
+    return await repository.invoice_by_number(session, number)

@@ -1,0 +1,231 @@
+"""Plan changes: immediately (prorated to the microsecond) or at the period's end, audited, idempotent.
+
+A change writes a :class:`PlanChange` row (the audit: who, when, from what, to what, at what cost)
+and a :class:`SubscriptionPhase` from its effective moment; the billing run reads the phases to rate
+each part of a period on its own version, and bills the prorations on the period's invoice.
+An immediate change cancels a change scheduled for the period's end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from customers import repository
+from customers.errors import CustomerNotFound, InvalidInput, PlanNotFound
+from customers.models import PlanChange, Subscription, SubscriptionPhase
+from customers.periods import period_containing
+from ledger.errors import IdempotencyKeyReused
+from pricing import repository as catalog
+from pricing.models import Plan, PlanVersion
+from pricing.proration import Proration, base_fee_prorations
+from pricing.service import plan_version
+
+TIMINGS = ("IMMEDIATELY", "PERIOD_END")
+
+
+@dataclass(frozen=True)
+class PlanChangeRequest:
+    customer_id: uuid.UUID
+    plan_key: str
+    timing: str
+    idempotency_key: str
+    actor: str
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PlanChangeOutcome:
+    subscription: Subscription
+    prorations: list[Proration]
+    currency: str
+    effective_at: datetime
+    change: PlanChange | None  # None for a dry run
+
+
+def _request_hash(request: PlanChangeRequest, at: datetime) -> str:
+    document = {"customer": str(request.customer_id), "plan": request.plan_key, "timing": request.timing}
+    if request.timing == "IMMEDIATELY":
+        document["at"] = at.isoformat()
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+async def change_plan(
+    session: AsyncSession, request: PlanChangeRequest, *, as_of: datetime, dry_run: bool = False
+) -> PlanChangeOutcome:
+    """Move a customer to the newest version of ``plan_key``; ``dry_run`` computes the same
+    outcome and writes nothing. The same idempotency key with the same request returns the first
+    outcome; with another request it is refused."""
+    if request.timing not in TIMINGS:
+        raise InvalidInput(f"must be one of {', '.join(TIMINGS)}", field="effective")
+    if not dry_run and not (request.idempotency_key or "").strip():
+        raise InvalidInput("is required", field="idempotencyKey")
+    at = request.at or as_of
+    if at.tzinfo is None:
+        raise InvalidInput("must carry a time zone offset", field="at")
+    subscription = await repository.lock_subscription(session, request.customer_id)
+    if subscription is None:
+        if await repository.get_by_ids(session, [request.customer_id]):
+            raise InvalidInput("the customer has no subscription to change; subscribe them first", field="customerId")
+        raise CustomerNotFound()
+    request_hash = _request_hash(request, at)
+    if not dry_run:
+        existing = await repository.plan_change_by_key(session, request.idempotency_key)
+        if existing is not None:
+            if existing.request_hash != request_hash:
+                raise IdempotencyKeyReused()
+            return await _outcome_of(session, subscription, existing)
+
+    found = await catalog.latest_version_of(session, request.plan_key)
+    if found is None:
+        raise PlanNotFound(request.plan_key)
+    new_plan, new_version = found
+    current_version = await plan_version(session, subscription.version_at(as_of))
+    period_start, period_end = period_containing(subscription.started_at, current_version.interval, as_of)
+    _check_change(new_plan, new_version, current_version, at, period_start, period_end)
+    if request.timing == "PERIOD_END":
+        effective_at, prorations = period_end, []
+    else:
+        effective_at = at
+        version_at_change = await plan_version(session, subscription.version_at(at))
+        old_plan = (await catalog.plan_versions_by_id(session, [version_at_change.id]))[version_at_change.id][0]
+        prorations = base_fee_prorations(
+            old_plan=f"{old_plan.name} v{version_at_change.version}",
+            old_fee=version_at_change.base_fee,
+            new_plan=f"{new_plan.name} v{new_version.version}",
+            new_fee=new_version.base_fee,
+            period_start=period_start,
+            period_end=period_end,
+            at=at,
+        )
+    phases = await repository.phases_of(session, request.customer_id)
+    if phases and effective_at <= phases[0].starts_at:
+        raise InvalidInput("must be after the subscription started", field="at")
+    if dry_run:
+        return PlanChangeOutcome(subscription, prorations, new_version.currency, effective_at, None)
+
+    change = PlanChange(
+        customer_id=request.customer_id,
+        from_plan_version_id=subscription.version_at(at if request.timing == "IMMEDIATELY" else as_of),
+        to_plan_version_id=new_version.id,
+        timing=request.timing,
+        effective_at=effective_at,
+        period_start=period_start,
+        period_end=period_end,
+        prorations=[{"kind": p.kind, "description": p.description, "amount": str(p.amount)} for p in prorations],
+        status="scheduled" if request.timing == "PERIOD_END" else "applied",
+        actor=request.actor,
+        idempotency_key=request.idempotency_key,
+        request_hash=request_hash,
+        requested_at=as_of,
+    )
+    session.add(change)
+    await session.flush()
+    await repository.cancel_plan_changes(
+        session, await repository.drop_phases_from(session, request.customer_id, effective_at)
+    )
+    session.add(
+        SubscriptionPhase(
+            customer_id=request.customer_id,
+            starts_at=effective_at,
+            plan_version_id=new_version.id,
+            plan_change_id=change.id,
+        )
+    )
+    _apply_to_subscription(subscription, new_version.id, effective_at, as_of)
+    session.add(subscription)
+    await session.flush()
+    return PlanChangeOutcome(subscription, prorations, new_version.currency, effective_at, change)
+
+
+def _check_change(
+    new_plan: Plan,
+    new_version: PlanVersion,
+    current: PlanVersion,
+    at: datetime,
+    period_start: datetime,
+    period_end: datetime,
+) -> None:
+    if new_version.id == current.id:
+        raise InvalidInput(
+            f"the customer is already on {new_plan.key} version {new_version.version}",
+            field="planKey",
+            code="SAME_VERSION",
+        )
+    if new_version.currency != current.currency:
+        raise InvalidInput(
+            f"plan {new_plan.key!r} is priced in {new_version.currency}, the customer in {current.currency}",
+            field="planKey",
+        )
+    if new_version.interval != current.interval:
+        raise InvalidInput(
+            f"plan {new_plan.key!r} is billed every {new_version.interval}, the customer every {current.interval}; "
+            "changing the billing interval is not supported yet",
+            field="planKey",
+        )
+    if not period_start <= at < period_end:
+        raise InvalidInput(
+            f"must be inside the current billing period [{period_start.isoformat()}, {period_end.isoformat()})",
+            field="at",
+        )
+
+
+def _apply_to_subscription(
+    subscription: Subscription, version_id: uuid.UUID, effective_at: datetime, as_of: datetime
+) -> None:
+    """Keep the subscription row's one-read view in step with the phases: a scheduled change whose
+    moment has passed is folded in; one after ``effective_at`` was dropped with its phase."""
+    subscription.plan_version_id = subscription.version_at(as_of)
+    subscription.pending_plan_version_id = subscription.pending_change_at = None
+    if effective_at <= as_of:
+        subscription.plan_version_id = version_id
+    else:
+        subscription.pending_plan_version_id, subscription.pending_change_at = version_id, effective_at
+
+
+async def _outcome_of(session: AsyncSession, subscription: Subscription, change: PlanChange) -> PlanChangeOutcome:
+    version = await plan_version(session, change.to_plan_version_id)
+    prorations = [Proration(p["kind"], p["description"], Decimal(p["amount"])) for p in change.prorations]
+    return PlanChangeOutcome(subscription, prorations, version.currency, change.effective_at, change)
+
+
+async def phases_of(session: AsyncSession, customer_id: uuid.UUID) -> list[SubscriptionPhase]:
+    return await repository.phases_of(session, customer_id)
+
+
+def parts_of(
+    phases: list[SubscriptionPhase], start: datetime, end: datetime
+) -> list[tuple[datetime, datetime, uuid.UUID]]:
+    """The parts of ``[start, end)`` and the plan version pricing each (phases sorted by start)."""
+    parts = []
+    for index, phase in enumerate(phases):
+        phase_end = phases[index + 1].starts_at if index + 1 < len(phases) else end
+        part_start, part_end = max(phase.starts_at, start), min(phase_end, end)
+        if part_start < part_end:
+            parts.append((part_start, part_end, phase.plan_version_id))
+    return parts
+
+
+def version_on(phases: list[SubscriptionPhase], moment: datetime) -> uuid.UUID:
+    """The plan version in effect at ``moment`` (the first phase's before the subscription began)."""
+    current = phases[0].plan_version_id
+    for phase in phases:
+        if phase.starts_at <= moment:
+            current = phase.plan_version_id
+    return current
+
+
+async def applied_changes_between(
+    session: AsyncSession, customer_id: uuid.UUID, start: datetime, end: datetime
+) -> list[PlanChange]:
+    return await repository.applied_changes_between(session, customer_id, start, end)
+
+
+async def plan_changes(session: AsyncSession, customer_id: uuid.UUID, *, limit: int = 20) -> list[PlanChange]:
+    return await repository.plan_changes_of(session, customer_id, limit=limit)
