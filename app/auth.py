@@ -51,6 +51,9 @@ class Capability(StrEnum):
     MANAGE_PROMOTIONS = "manage_promotions"
     REDEEM_PROMOTIONS = "redeem_promotions"
     READ_TRACES = "read_traces"
+    READ_INVOICES = "read_invoices"
+    CHANGE_PLANS = "change_plans"
+    SIMULATE_PRICING = "simulate_pricing"
 
 
 _STAFF_READ = {
@@ -60,6 +63,7 @@ _STAFF_READ = {
     Capability.CHECK_ENTITLEMENTS,
     Capability.READ_METERING,
     Capability.READ_LEDGER,
+    Capability.READ_INVOICES,
 }
 ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.ADMIN: frozenset(Capability),
@@ -72,6 +76,8 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.ADJUST_BALANCES,
             Capability.MANAGE_PROMOTIONS,
             Capability.REDEEM_PROMOTIONS,
+            Capability.CHANGE_PLANS,
+            Capability.SIMULATE_PRICING,
         }
     ),
     # Support grants credits up to TALLY_SUPPORT_GRANT_LIMIT a grant (checked where grants are made).
@@ -83,6 +89,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.GRANT_CREDITS,
             Capability.MANAGE_PROMOTIONS,
             Capability.REDEEM_PROMOTIONS,
+            Capability.CHANGE_PLANS,
         }
     ),
     Role.VIEWER: frozenset(_STAFF_READ),
@@ -90,7 +97,13 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.INGEST: frozenset({Capability.INGEST_USAGE}),
     # A customer token reads its own customer only: scoping is applied by Viewer.customer_scope.
     Role.CUSTOMER: frozenset(
-        {Capability.READ_CATALOG, Capability.READ_CUSTOMERS, Capability.CHECK_ENTITLEMENTS, Capability.READ_LEDGER}
+        {
+            Capability.READ_CATALOG,
+            Capability.READ_CUSTOMERS,
+            Capability.CHECK_ENTITLEMENTS,
+            Capability.READ_LEDGER,
+            Capability.READ_INVOICES,
+        }
     ),
 }
 

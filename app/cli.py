@@ -300,7 +300,7 @@ def demo(as_json: JsonOption = False) -> None:
         )
         return
     typer.echo(
-        "Demo loaded: example catalog, 25 customers, a month of usage, credits and promotions."
+        "Demo loaded: example catalog, 25 customers, a month of usage, credits, promotions, plan changes and invoices."
         if result.loaded
         else "Demo data already loaded."
     )

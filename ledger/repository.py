@@ -174,6 +174,18 @@ async def entries_page(
     return list((await session.execute(ENTRIES, params)).mappings())
 
 
+async def entries_by_ids(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Any]:
+    rows = await session.execute(
+        text(
+            "SELECT t.id, t.kind, t.effective_at, t.recorded_at, t.actor, t.reason, t.currency, "
+            "(SELECT sum(p.amount) FROM ledger_postings p WHERE p.transaction_id = t.id AND p.amount > 0) AS size "
+            "FROM ledger_transactions t WHERE t.id = ANY(:ids) ORDER BY t.recorded_at, t.id"
+        ),
+        {"ids": list(ids)},
+    )
+    return list(rows.mappings())
+
+
 async def customer_balances(session: AsyncSession, customer_id: uuid.UUID) -> dict[tuple[str, str], int]:
     rows = await session.execute(
         text("SELECT kind, currency, balance FROM ledger_accounts WHERE customer_id = :customer_id"),

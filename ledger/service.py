@@ -159,6 +159,10 @@ async def entries(
     return await repository.entries_page(session, customer_id, after=after, limit=limit)
 
 
+async def entries_by_ids(session: AsyncSession, ids: list[uuid.UUID]) -> list[Any]:
+    return await repository.entries_by_ids(session, ids)
+
+
 async def reverse_transaction(
     session: AsyncSession,
     *,

@@ -16,6 +16,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from app.database import is_transient_failure
 from ledger.errors import TallyError
+from ledger.money import to_major
 
 T = TypeVar("T")
 Node = TypeVar("Node")
@@ -25,6 +26,11 @@ Node = TypeVar("Node")
 class Money:
     amount: Decimal
     currency: str
+
+
+def money(minor: int, currency: str) -> Money:
+    """A ledger amount (minor units) as the API shows it: a Decimal in major units."""
+    return Money(amount=to_major(minor, currency), currency=currency)
 
 
 @strawberry.type
@@ -38,10 +44,13 @@ class UserError:
         return cls(field=[error.field] if error.field else None, code=error.code, message=error.message)
 
 
-async def run_mutation(info: Info, action: Callable[[], Awaitable[T]]) -> tuple[T | None, list[UserError]]:
-    """The request boundary of a mutation: commit on success; on a refusal roll back, so a
-    rejected mutation changes nothing, and report it as ``userErrors``. A deadlock or
-    serialization failure reruns the whole action (mutations are idempotent by their keys)."""
+async def run_mutation(
+    info: Info, action: Callable[[], Awaitable[T]], *, commit: bool = True
+) -> tuple[T | None, list[UserError]]:
+    """The request boundary of a mutation: commit on success (roll back instead for a dry run);
+    on a refusal roll back, so a rejected mutation changes nothing, and report it as
+    ``userErrors``. A deadlock or serialization failure reruns the whole action (mutations are
+    idempotent by their keys)."""
     session = info.context.session
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(is_transient_failure),
@@ -52,7 +61,7 @@ async def run_mutation(info: Info, action: Callable[[], Awaitable[T]]) -> tuple[
         with attempt:
             try:
                 result = await action()
-                await session.commit()
+                await (session.commit() if commit else session.rollback())
             except TallyError as error:
                 await session.rollback()
                 return None, [UserError.from_error(error)]

@@ -12,6 +12,8 @@ from strawberry.fastapi import BaseContext
 
 from app.auth import Viewer
 from app.settings import Settings
+from billing import service as billing
+from billing.models import InvoiceLine
 from customers import service as customers
 from customers.models import Subscription
 from pricing import repository as catalog
@@ -47,6 +49,14 @@ class Loaders:
             for charge, meter in await catalog.charges_of(self.session, ids):
                 grouped[charge.plan_version_id].append((charge, meter))
             return [grouped[i] for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    @cached_property
+    def invoice_lines(self) -> DataLoader[uuid.UUID, list[InvoiceLine]]:
+        async def load(ids: list[uuid.UUID]) -> list[list[InvoiceLine]]:
+            found = await billing.lines_of(self.session, ids)
+            return [found[i] for i in ids]
 
         return DataLoader(load_fn=load)
 

@@ -10,6 +10,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.types import Info
 
+from app.api.billing import Invoice, UpcomingInvoice, resolve_invoices, resolve_upcoming_invoice
 from app.api.catalog import Plan
 from app.api.common import (
     Connection,
@@ -95,6 +96,14 @@ class Customer:
     )
     usage_series: list[UsagePoint] = strawberry.field(resolver=resolve_usage_series)
     entitlement: Entitlement | None = strawberry.field(resolver=resolve_entitlement)
+    invoices: Connection[Invoice] = strawberry.field(
+        resolver=resolve_invoices, permission_classes=[requires(Capability.READ_INVOICES)]
+    )
+    upcoming_invoice: UpcomingInvoice | None = strawberry.field(
+        resolver=resolve_upcoming_invoice,
+        permission_classes=[requires(Capability.READ_INVOICES)],
+        description="The invoice that will close the current period, as it stands now.",
+    )
     usage_watermark: datetime | None = strawberry.field(resolver=resolve_usage_watermark)
 
     @strawberry.field

@@ -17,22 +17,21 @@ from app.api.common import (
     UserError,
     connection,
     decode_time_cursor,
+    money,
     page_size,
     run_mutation,
     time_cursor,
 )
 from app.api.permissions import requires
 from app.auth import Capability, Role
+from app.billing_run import billing_window
+from billing import service as billing
 from customers import service as customers
 from ledger import grants as credit
 from ledger import service as ledger
 from ledger.errors import LimitExceeded, NotFound
 from ledger.models import CreditGrant as GrantRow
-from ledger.money import to_major, to_minor_exact
-
-
-def _money(minor: int, currency: str) -> Money:
-    return Money(amount=to_major(minor, currency), currency=currency)
+from ledger.money import to_minor_exact
 
 
 @strawberry.enum
@@ -64,8 +63,8 @@ class CreditGrant:
             status = GrantStatus.DEPLETED
         return cls(
             id=strawberry.ID(str(grant.id)),
-            amount=_money(grant.amount, grant.currency),
-            remaining=_money(grant.remaining, grant.currency),
+            amount=money(grant.amount, grant.currency),
+            remaining=money(grant.remaining, grant.currency),
             priority=grant.priority,
             effective_at=grant.effective_at,
             expires_at=grant.expires_at,
@@ -87,20 +86,38 @@ class LedgerEntry:
     amount: Money = strawberry.field(description="The transaction's size: the sum of its debits.")
     actor: str
 
+    @classmethod
+    def from_row(cls, row: Any) -> LedgerEntry:
+        return cls(
+            id=strawberry.ID(str(row["id"])),
+            kind=row["kind"],
+            effective_at=row["effective_at"],
+            recorded_at=row["recorded_at"],
+            description=f"{row['kind'].replace('_', ' ')}: {row['reason']}",
+            amount=money(int(row["size"] or 0), row["currency"]),
+            actor=row["actor"],
+        )
+
 
 @strawberry.type
 class Balance:
     credits: Money = strawberry.field(description="Credit the customer holds, from the ledger.")
-    unbilled: Money = strawberry.field(description="Usage and fees not yet invoiced (zero until invoicing exists).")
+    unbilled: Money = strawberry.field(
+        description="Accrued in the current period and not invoiced yet: usage, prorations, late usage."
+    )
     outstanding: Money = strawberry.field(description="What the customer owes: the receivable's balance.")
 
 
 async def resolve_balance(root: strawberry.Parent[Any], info: Info) -> Balance:
-    found = await ledger.balances(info.context.session, root.row_id, root.currency)
+    context = info.context
+    found = await ledger.balances(context.session, root.row_id, root.currency)
+    upcoming = await billing.upcoming_invoice(
+        context.session, root.row_id, as_of=context.now(), window=billing_window(context.settings)
+    )
     return Balance(
-        credits=_money(found.credits, root.currency),
-        unbilled=_money(0, root.currency),
-        outstanding=_money(found.outstanding, root.currency),
+        credits=money(found.credits, root.currency),
+        unbilled=money(upcoming.unbilled if upcoming else 0, root.currency),
+        outstanding=money(found.outstanding, root.currency),
     )
 
 
@@ -117,20 +134,7 @@ async def resolve_ledger_entries(
 ) -> Connection[LedgerEntry]:
     limit = page_size(first, default=25, maximum=info.context.settings.page_size_max)
     rows = await ledger.entries(info.context.session, root.row_id, after=decode_time_cursor(after), limit=limit + 1)
-    return connection(
-        rows,
-        limit,
-        lambda r: LedgerEntry(
-            id=strawberry.ID(str(r["id"])),
-            kind=r["kind"],
-            effective_at=r["effective_at"],
-            recorded_at=r["recorded_at"],
-            description=f"{r['kind'].replace('_', ' ')}: {r['reason']}",
-            amount=_money(int(r["size"] or 0), r["currency"]),
-            actor=r["actor"],
-        ),
-        lambda r: time_cursor(r["recorded_at"], r["id"]),
-    )
+    return connection(rows, limit, LedgerEntry.from_row, lambda r: time_cursor(r["recorded_at"], r["id"]))
 
 
 @strawberry.input

@@ -15,6 +15,7 @@ from strawberry.extensions.tracing import OpenTelemetryExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from app.api.billing import BillingMutation, BillingQuery
 from app.api.catalog import CatalogQuery
 from app.api.customers import CustomersMutation, CustomersQuery
 from app.api.ledger import CorrectionsMutation, LedgerMutation
@@ -28,10 +29,18 @@ from app.telemetry import current_trace_id
 logger = logging.getLogger("tally.graphql")
 SDL_PATH = Path(__file__).resolve().parents[2] / "graphql" / "schema.graphql"
 
-Query = merge_types("Query", (CustomersQuery, CatalogQuery, MeteringQuery, PromotionsQuery, TracesQuery))
+Query = merge_types("Query", (CustomersQuery, CatalogQuery, MeteringQuery, PromotionsQuery, TracesQuery, BillingQuery))
 Mutation = merge_types(
     "Mutation",
-    (CustomersMutation, MeteringMutation, QuarantineMutation, LedgerMutation, CorrectionsMutation, PromotionsMutation),
+    (
+        CustomersMutation,
+        MeteringMutation,
+        QuarantineMutation,
+        LedgerMutation,
+        CorrectionsMutation,
+        PromotionsMutation,
+        BillingMutation,
+    ),
 )
 
 

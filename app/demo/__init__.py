@@ -17,7 +17,10 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import staff
+from billing import service as billing
+from billing.service import BillingWindow
 from customers import service as customers
+from customers.subscriptions import PlanChangeRequest, change_plan
 from ledger import promotions
 from ledger.grants import grant_credits
 from metering.service import IngestLimits, ingest
@@ -99,10 +102,33 @@ async def load_demo(
     await add_demo_credits(session, as_of=as_of)
     if with_usage:
         await send_demo_usage(session, as_of=as_of, advance=advance)
+    await change_demo_plans(session, as_of=as_of)
+    await bill_demo_customers(session, as_of=as_of)
+    advance("invoices")
     password = secrets.token_urlsafe(12)
     await staff.create_user(session, email=DEMO_ADMIN_EMAIL, role="admin", password=password, as_of=as_of)
     advance("admin")
     return DemoResult(True, len(DEMO_CUSTOMERS), DEMO_ADMIN_EMAIL, password)
+
+
+async def change_demo_plans(session: AsyncSession, *, as_of: datetime) -> None:
+    """Hooli moved to Team today (prorated); Wayne moves to Team when its period ends."""
+    for external_id, timing in (("org_hooli", "IMMEDIATELY"), ("org_wayne", "PERIOD_END")):
+        customer = await customers.get_customer(session, external_id=external_id)
+        assert customer is not None
+        request = PlanChangeRequest(customer.id, "team", timing, f"demo-change-{external_id}", actor=DEMO_ADMIN_EMAIL)
+        await change_plan(session, request, as_of=as_of)
+
+
+async def bill_demo_customers(session: AsyncSession, *, as_of: datetime) -> int:
+    """Every period closed by now, invoiced as `tally billing run` would, in the demo's one
+    transaction: the console shows real invoices, with usage, prorations and credits applied."""
+    window = BillingWindow(grace=timedelta(hours=1), late_window=timedelta(days=35))
+    issued = 0
+    for customer_id in await billing.due_customers(session, as_of=as_of, window=window):
+        while await billing.issue_next_invoice(session, customer_id, as_of=as_of, window=window) is not None:
+            issued += 1
+    return issued
 
 
 async def add_demo_credits(session: AsyncSession, *, as_of: datetime) -> None:
@@ -160,7 +186,7 @@ async def add_demo_credits(session: AsyncSession, *, as_of: datetime) -> None:
 
 
 USAGE_DAYS = 30
-DEMO_STEPS = len(DEMO_CUSTOMERS) + USAGE_DAYS + 2
+DEMO_STEPS = len(DEMO_CUSTOMERS) + USAGE_DAYS + 3
 MODELS = ("fast-1", "large-1")
 
 

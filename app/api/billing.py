@@ -1,0 +1,281 @@
+"""GraphQL of invoices, the upcoming invoice and plan changes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from app.api.common import (
+    Connection,
+    Money,
+    UserError,
+    connection,
+    decode_time_cursor,
+    money,
+    page_size,
+    run_mutation,
+    time_cursor,
+)
+from app.api.ledger import LedgerEntry, customer_of
+from app.api.permissions import requires
+from app.auth import Capability
+from app.billing_run import billing_window
+from billing import service as billing
+from billing.invoicing import DraftLine
+from billing.models import Invoice as InvoiceRow
+from billing.models import InvoiceLine as InvoiceLineRow
+from customers.subscriptions import PlanChangeRequest, change_plan
+from ledger import service as ledger
+from ledger.money import round_to_minor
+
+if TYPE_CHECKING:
+    from app.api.customers import Subscription
+
+
+@strawberry.enum
+class InvoiceStatus(Enum):
+    ISSUED = "issued"
+    PAID = "paid"
+    VOID = "void"
+    UNCOLLECTIBLE = "uncollectible"
+
+
+@strawberry.enum
+class InvoiceLineKind(Enum):
+    BASE_FEE = "base_fee"
+    USAGE = "usage"
+    PRORATION = "proration"
+    LATE_USAGE = "late_usage"
+
+
+@strawberry.type
+class InvoiceLine:
+    kind: InvoiceLineKind
+    description: str
+    quantity: Decimal | None
+    unit_price: Decimal | None = strawberry.field(description="Per unit, for per-unit charges and base fees.")
+    amount: Money = strawberry.field(description="Rounded once from amountExact, half away from zero.")
+    amount_exact: Decimal = strawberry.field(description="The exact amount before rounding.")
+    dimensions: JSON
+    service_start: datetime = strawberry.field(description="What time the line pays for, half-open.")
+    service_end: datetime
+
+    @classmethod
+    def from_draft(cls, line: DraftLine | InvoiceLineRow, currency: str, amount_minor: int) -> InvoiceLine:
+        return cls(
+            kind=InvoiceLineKind(line.kind),
+            description=line.description,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+            amount=money(amount_minor, currency),
+            amount_exact=line.amount_exact,
+            dimensions=cast(JSON, line.dimensions),
+            service_start=line.service_start,
+            service_end=line.service_end,
+        )
+
+
+@strawberry.type
+class Invoice:
+    id: strawberry.ID
+    number: str = strawberry.field(description="Gapless and sequential across Tally, e.g. INV-000042.")
+    status: InvoiceStatus
+    kind: str = strawberry.field(description="opening (first base fee) or period (a closed period).")
+    period_start: datetime
+    period_end: datetime
+    issued_at: datetime
+    subtotal: Money
+    credits_applied: Money
+    total: Money
+    amount_due: Money
+    collection: str = strawberry.field(description="How the amount due is collected.")
+    row: strawberry.Private[InvoiceRow]
+
+    @strawberry.field
+    async def customer_id(self) -> strawberry.ID:
+        return strawberry.ID(str(self.row.customer_id))
+
+    @strawberry.field
+    async def lines(self, info: Info) -> list[InvoiceLine]:
+        rows = await info.context.loaders.invoice_lines.load(self.row.id)
+        return [InvoiceLine.from_draft(line, self.row.currency, line.amount) for line in rows]
+
+    @strawberry.field(description="The ledger transactions this invoice posted: the charge and the credits.")
+    async def ledger_entries(self, info: Info) -> list[LedgerEntry]:
+        ids = [i for i in (self.row.ledger_transaction_id, self.row.credits_transaction_id) if i is not None]
+        return [LedgerEntry.from_row(row) for row in await ledger.entries_by_ids(info.context.session, ids)]
+
+    @classmethod
+    def from_model(cls, row: InvoiceRow) -> Invoice:
+        currency = row.currency
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            number=invoice_number(row.number),
+            status=InvoiceStatus(row.status),
+            kind=row.kind,
+            period_start=row.period_start,
+            period_end=row.period_end,
+            issued_at=row.issued_at,
+            subtotal=money(row.subtotal, currency),
+            credits_applied=money(row.credits_applied, currency),
+            total=money(row.total, currency),
+            amount_due=money(row.amount_due, currency),
+            collection="not collected: no payment rail configured" if row.amount_due else "nothing due",
+            row=row,
+        )
+
+
+def invoice_number(number: int) -> str:
+    return f"INV-{number:06d}"
+
+
+@strawberry.type
+class UpcomingInvoice:
+    period_start: datetime
+    period_end: datetime
+    subtotal: Money
+    credits_applied: Money
+    total: Money
+    amount_due: Money
+    lines: list[InvoiceLine]
+
+    @classmethod
+    def from_preview(cls, preview: billing.UpcomingInvoice) -> UpcomingInvoice:
+        draft, currency = preview.draft, preview.draft.currency
+        return cls(
+            period_start=draft.period_start,
+            period_end=draft.period_end,
+            subtotal=money(draft.subtotal, currency),
+            credits_applied=money(preview.credits_applied, currency),
+            total=money(draft.subtotal, currency),
+            amount_due=money(max(draft.subtotal - preview.credits_applied, 0), currency),
+            lines=[InvoiceLine.from_draft(line, currency, line.amount(currency)) for line in draft.lines],
+        )
+
+
+async def resolve_invoices(
+    root: strawberry.Parent[Any], info: Info, first: int | None = None, after: str | None = None
+) -> Connection[Invoice]:
+    limit = page_size(first, default=25, maximum=info.context.settings.page_size_max)
+    position = decode_time_cursor(after)
+    try:
+        keyset = (position[0], uuid.UUID(position[1])) if position else None
+    except ValueError:
+        raise GraphQLError("after: not a cursor returned by this API") from None
+    rows = await billing.invoices(info.context.session, root.row_id, after=keyset, limit=limit + 1)
+    return connection(rows, limit, Invoice.from_model, lambda row: time_cursor(row.issued_at, row.id))
+
+
+async def resolve_upcoming_invoice(root: strawberry.Parent[Any], info: Info) -> UpcomingInvoice | None:
+    context = info.context
+    preview = await billing.upcoming_invoice(
+        context.session, root.row_id, as_of=context.now(), window=billing_window(context.settings)
+    )
+    return UpcomingInvoice.from_preview(preview) if preview else None
+
+
+@strawberry.type
+class BillingQuery:
+    @strawberry.field(
+        permission_classes=[requires(Capability.READ_INVOICES)],
+        description="One invoice by id or number (INV-000042); null when not found or not yours.",
+    )
+    async def invoice(self, info: Info, id: strawberry.ID | None = None, number: str | None = None) -> Invoice | None:
+        if (id is None) == (number is None):
+            raise GraphQLError("invoice: give exactly one of id or number")
+        session = info.context.session
+        row: InvoiceRow | None = None
+        if id is not None:
+            try:
+                row = (await billing.invoices_by_id(session, [uuid.UUID(str(id))])).get(uuid.UUID(str(id)))
+            except ValueError:
+                return None
+        elif number is not None:
+            digits = number.upper().removeprefix("INV-")
+            row = await billing.invoice_by_number(session, int(digits)) if digits.isdigit() else None
+        if row is None or not info.context.viewer.may_see_customer(row.customer_id):
+            return None
+        return Invoice.from_model(row)
+
+
+@strawberry.enum
+class PlanChangeTiming(Enum):
+    IMMEDIATELY = "IMMEDIATELY"
+    PERIOD_END = "PERIOD_END"
+
+
+@strawberry.input
+class ChangePlanInput:
+    customer_id: strawberry.ID
+    plan_key: str
+    effective: PlanChangeTiming
+    idempotency_key: str
+    at: datetime | None = strawberry.field(default=None, description="Defaults to now; inside the current period.")
+    dry_run: bool = strawberry.field(default=False, description="Return the prorations; change nothing.")
+
+
+@strawberry.type
+class Proration:
+    description: str
+    amount: Money = strawberry.field(description="Rounded as the invoice will round it; a credit is negative.")
+    amount_exact: Decimal
+
+
+@strawberry.type
+class ChangePlanPayload:
+    subscription: Annotated[Subscription, strawberry.lazy("app.api.customers")] | None
+    prorations: list[Proration]
+    effective_at: datetime | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class BillingMutation:
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.CHANGE_PLANS)],
+        description="Move a customer to a plan's newest version, now (prorated) or at the period's end.",
+    )
+    async def change_plan(self, info: Info, input: ChangePlanInput) -> ChangePlanPayload:
+        from app.api.customers import Subscription
+
+        context = info.context
+
+        async def move() -> Any:
+            customer = await customer_of(info, str(input.customer_id))
+            request = PlanChangeRequest(
+                customer_id=customer.id,
+                plan_key=input.plan_key,
+                timing=input.effective.value,
+                idempotency_key=input.idempotency_key,
+                actor=context.viewer.actor,
+                at=input.at,
+            )
+            return await change_plan(context.session, request, as_of=context.now(), dry_run=input.dry_run)
+
+        outcome, errors = await run_mutation(info, move, commit=not input.dry_run)
+        if outcome is None:
+            return ChangePlanPayload(subscription=None, prorations=[], effective_at=None, user_errors=errors)
+        subscription = outcome.subscription
+        return ChangePlanPayload(
+            subscription=Subscription(
+                started_at=subscription.started_at, plan_version_id=subscription.version_at(context.now())
+            ),
+            prorations=[
+                Proration(
+                    description=p.description,
+                    amount=money(round_to_minor(p.amount, outcome.currency), outcome.currency),
+                    amount_exact=p.amount,
+                )
+                for p in outcome.prorations
+            ],
+            effective_at=outcome.effective_at,
+            user_errors=[],
+        )
