@@ -153,15 +153,31 @@ def migrate_command() -> None:
 def catalog_apply(
     file: Annotated[Path, typer.Argument(help="The catalog TOML file.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would change; change nothing.")] = False,
+    simulate_periods: Annotated[
+        int | None,
+        typer.Option(
+            "--simulate-periods",
+            min=1,
+            max=24,
+            help="With --dry-run: re-rate each affected customer's last N closed periods under the file's plans.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Declare meters and plans. Validates the whole file first; writes nothing on any problem."""
     if not file.is_file():
         fail(f"{file}: no such file (give the path of a catalog TOML file)")
+    if simulate_periods is not None and not dry_run:
+        fail("--simulate-periods: add --dry-run (a simulation never writes the catalog)")
     text = file.read_text()
+    simulation: list[Any] = []
 
     async def work(session: AsyncSession) -> list[Any]:
-        return await apply_catalog(session, text, as_of=now(), dry_run=dry_run)
+        moment = now()
+        changes = await apply_catalog(session, text, as_of=moment, dry_run=dry_run)
+        if simulate_periods is not None:
+            simulation.append(await _simulate(session, text, simulate_periods, moment, quiet=as_json))
+        return changes
 
     try:
         changes = run_in_session(load_settings(), work, commit=not dry_run)
@@ -173,18 +189,96 @@ def catalog_apply(
         err.print(f"{len(invalid.problems)} problem(s); nothing was written.")
         raise typer.Exit(1) from None
     if as_json:
-        print_json(
-            {
-                "ok": True,
-                "dryRun": dry_run,
-                "changes": [{"kind": c.kind, "key": c.key, "action": c.action, "detail": c.detail} for c in changes],
-            }
-        )
+        document: dict[str, Any] = {
+            "ok": True,
+            "dryRun": dry_run,
+            "changes": [{"kind": c.kind, "key": c.key, "action": c.action, "detail": c.detail} for c in changes],
+        }
+        if simulation:
+            document["simulation"] = _simulation_document(simulation[0])
+        print_json(document)
         return
     for change in changes:
         typer.echo(str(change))
     changed = sum(c.action != "unchanged" for c in changes)
     typer.echo(f"{changed} change(s){' would be made (dry run: nothing written)' if dry_run else ' applied'}.")
+    if simulation:
+        _print_simulation(simulation[0], simulate_periods or 0)
+
+
+async def _simulate(session: AsyncSession, text: str, periods: int, as_of: datetime, *, quiet: bool) -> Any:
+    from billing.simulation import PeriodSelection, simulate_pricing
+
+    with Progress(console=err, transient=True, disable=quiet) as progress:
+        task = progress.add_task("Simulating customers", total=None)
+        return await simulate_pricing(
+            session,
+            catalog_text=text,
+            selection=PeriodSelection(start=None, end=as_of, last=periods),
+            as_of=as_of,
+            on_start=lambda total: progress.update(task, total=total),
+            on_customer=lambda: progress.update(task, advance=1),
+        )
+
+
+def _simulation_document(summary: Any) -> dict[str, Any]:
+    from ledger.money import to_major
+
+    def row(o: Any) -> dict[str, Any]:
+        return {
+            "customer": o.customer_key,
+            "plan": o.plan_key,
+            "periods": o.periods,
+            "currency": o.currency,
+            "current": str(to_major(o.current, o.currency)),
+            "simulated": str(to_major(o.simulated, o.currency)),
+            "difference": str(to_major(o.difference, o.currency)),
+            "changePercent": str(o.change_percent) if o.change_percent is not None else None,
+        }
+
+    return {
+        "customers": [row(o) for o in summary.outcomes],
+        "totals": {
+            currency: {
+                "current": str(to_major(current, currency)),
+                "simulated": str(to_major(summary.simulated_by_currency[currency], currency)),
+                "difference": str(to_major(summary.simulated_by_currency[currency] - current, currency)),
+            }
+            for currency, current in sorted(summary.current_by_currency.items())
+        },
+        "distribution": summary.distribution,
+        "biggestMovers": [row(o) for o in summary.biggest_movers],
+    }
+
+
+def _print_simulation(summary: Any, periods: int) -> None:
+    from rich.table import Table
+
+    from ledger.money import to_major
+
+    out = Console()
+    document = _simulation_document(summary)
+    table = Table(title=f"Biggest movers over each customer's last {periods} closed period(s)")
+    for column in ("customer", "plan", "periods", "current", "simulated", "difference", "change"):
+        table.add_column(column, justify="right" if column not in ("customer", "plan") else "left")
+    for o in summary.biggest_movers:
+        table.add_row(
+            o.customer_key,
+            o.plan_key,
+            str(o.periods),
+            f"{to_major(o.current, o.currency)} {o.currency}",
+            f"{to_major(o.simulated, o.currency)} {o.currency}",
+            f"{to_major(o.difference, o.currency):+} {o.currency}",
+            f"{o.change_percent:+}%" if o.change_percent is not None else "new",
+        )
+    out.print(table)
+    for currency, totals in document["totals"].items():
+        out.print(
+            f"Revenue {currency}: {totals['current']} now, {totals['simulated']} under the draft "
+            f"({totals['difference']} change) across {len(summary.outcomes)} customer(s)",
+            highlight=False,
+        )
+    out.print("Distribution: " + ", ".join(f"{label}: {count}" for label, count in summary.distribution.items()))
 
 
 @token_cli.command("create")

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import trace_store
+from app.billing_run import run_billing
 from app.settings import Settings
 from ledger.grants import expire_grants
 
@@ -40,6 +41,7 @@ async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Set
         for name, job in (
             ("span pruning", lambda: prune_spans(sessions, settings, as_of=datetime.now(UTC))),
             ("credit expiry", lambda: expire_credit_grants(sessions, as_of=datetime.now(UTC))),
+            ("billing run", lambda: run_billing(sessions, settings, as_of=datetime.now(UTC))),
         ):
             try:
                 await job()

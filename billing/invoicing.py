@@ -33,7 +33,7 @@ from ledger.money import plain_decimal, round_to_minor
 from ledger.service import Entry, Leg, account, claim, post
 from metering.events import canonical_json, loads_exact
 from metering.usage import MeterUsage, rate_charge, usage
-from pricing.models import Meter, PlanCharge, PlanVersion
+from pricing.models import Meter, PlanCharge
 from pricing.proration import prorated_terms, share_of_period
 from pricing.service import charge_terms, charges_of_version, plan_name_of_version, plan_version
 
@@ -85,7 +85,7 @@ def _dimension_label(dimensions: dict[str, Any]) -> str:
 def usage_lines(
     meter_usage: MeterUsage,
     charge: PlanCharge,
-    version: PlanVersion,
+    version_id: uuid.UUID | None,
     *,
     share: Decimal,
     start: datetime,
@@ -104,7 +104,7 @@ def usage_lines(
         "kind": "usage",
         "service_start": start,
         "service_end": end,
-        "plan_version_id": version.id,
+        "plan_version_id": version_id,
         "plan_charge_id": charge.id,
         "meter_id": meter.id,
         "unit_price": unit_price,
@@ -148,7 +148,6 @@ async def _rated_usage(
     parts = parts_of(phases, start, end)
     lines: list[DraftLine] = []
     for part_start, part_end, version_id in parts:
-        version = await plan_version(session, version_id)
         charges = await charges_of_version(session, version_id)
         meters = list({meter.id: meter for _, meter in charges}.values())
         usages = {u.meter.id: u for u in await usage(session, customer_id, meters, part_start, part_end)}
@@ -156,7 +155,7 @@ async def _rated_usage(
         label = f" from {_fmt(part_start)} to {_fmt(part_end)}" if len(parts) > 1 else ""
         for charge, meter in charges:
             lines += usage_lines(
-                usages[meter.id], charge, version, share=share, start=part_start, end=part_end, label=label
+                usages[meter.id], charge, version_id, share=share, start=part_start, end=part_end, label=label
             )
     return lines
 

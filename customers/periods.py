@@ -40,3 +40,16 @@ def calendar_month(as_of: datetime) -> tuple[datetime, datetime]:
     """The UTC calendar month containing ``as_of``: the period of a customer with no plan."""
     start = as_of.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     return start, _add_months(start, 1)
+
+
+def periods_ending_within(
+    anchor: datetime, interval: str, start: datetime, end: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The whole billing periods that end in ``(start, end]``, oldest first."""
+    periods = []
+    period_start, period_end = period_containing(anchor, interval, start)
+    while period_end <= end:
+        if period_end > start:
+            periods.append((period_start, period_end))
+        period_start, period_end = period_containing(anchor, interval, period_end)
+    return periods

@@ -152,3 +152,27 @@ async def applied_changes_between(
         .order_by(col(PlanChange.effective_at))
     )
     return list(await session.exec(query))
+
+
+async def subscribed(session: AsyncSession, external_ids: Sequence[str] | None) -> list[tuple[Customer, Subscription]]:
+    query = select(Customer, Subscription).join(Subscription, col(Subscription.customer_id) == col(Customer.id))
+    if external_ids is not None:
+        query = query.where(col(Customer.external_id).in_(list(external_ids)))
+    return [
+        (customer, subscription)
+        for customer, subscription in await session.exec(query.order_by(col(Customer.external_id)))
+    ]
+
+
+async def phases_of_customers(
+    session: AsyncSession, customer_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[SubscriptionPhase]]:
+    query = (
+        select(SubscriptionPhase)
+        .where(col(SubscriptionPhase.customer_id).in_(list(customer_ids)))
+        .order_by(col(SubscriptionPhase.customer_id), col(SubscriptionPhase.starts_at))
+    )
+    grouped: dict[uuid.UUID, list[SubscriptionPhase]] = {customer_id: [] for customer_id in customer_ids}
+    for phase in await session.exec(query):
+        grouped[phase.customer_id].append(phase)
+    return grouped

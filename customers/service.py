@@ -116,3 +116,16 @@ async def lock_subscription(
     session: AsyncSession, customer_id: uuid.UUID, *, skip_locked: bool = False
 ) -> Subscription | None:
     return await repository.lock_subscription(session, customer_id, skip_locked=skip_locked)
+
+
+async def subscribed_customers(
+    session: AsyncSession, external_ids: Sequence[str] | None = None
+) -> list[tuple[Customer, Subscription]]:
+    """Every subscribed customer (or those named), with their subscription."""
+    return await repository.subscribed(session, external_ids)
+
+
+async def phases_of_customers(
+    session: AsyncSession, customer_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[SubscriptionPhase]]:
+    return await repository.phases_of_customers(session, customer_ids)

@@ -50,8 +50,7 @@ async def apply_catalog(
     """
     await repository.lock_catalog(session)
     meters = await repository.meters_by_key(session)
-    spec = parse_catalog(catalog_text, known_meters={key: tuple(m.group_by) for key, m in meters.items()})
-    _check_meter_identity(spec, meters)
+    spec = _validated(catalog_text, meters)
     plans = await repository.plans_by_key(session)
     latest = await repository.latest_versions(session)
 
@@ -70,6 +69,58 @@ async def apply_catalog(
     for plan_spec, change in zip(spec.plans, changes[len(spec.meters) :], strict=True):
         await _write_plan(session, plan_spec, plans, latest, meters, change, as_of)
     return changes
+
+
+def _validated(catalog_text: str, meters: dict[str, Meter]) -> CatalogSpec:
+    spec = parse_catalog(catalog_text, known_meters={key: tuple(m.group_by) for key, m in meters.items()})
+    _check_meter_identity(spec, meters)
+    return spec
+
+
+@dataclass(frozen=True)
+class DraftPlan:
+    """A plan of a draft catalog, priced in memory (never written): what a simulation rates."""
+
+    key: str
+    name: str
+    version: PlanVersion
+    charges: list[tuple[PlanCharge, Meter]]
+
+
+async def draft_plans(session: AsyncSession, catalog_text: str, *, as_of: datetime) -> dict[str, DraftPlan]:
+    """Validate a draft catalog as `catalog apply` would (:class:`CatalogInvalid` lists every
+    problem) and price its plans in memory. Meters new in the draft have no stored usage yet."""
+    meters = await repository.meters_by_key(session)
+    spec = _validated(catalog_text, meters)
+    for meter_spec in spec.meters:
+        if meter_spec.key not in meters:
+            meters[meter_spec.key] = Meter(
+                key=meter_spec.key,
+                name=meter_spec.name,
+                unit=meter_spec.unit,
+                event_type=meter_spec.event_type,
+                aggregation=meter_spec.aggregation,
+                value_property=meter_spec.value_property,
+                group_by=list(meter_spec.group_by),
+                created_at=as_of,
+            )
+    drafts = {}
+    for plan_spec in spec.plans:
+        version = PlanVersion(
+            plan_id=uuid.uuid4(),
+            version=0,
+            currency=plan_spec.currency,
+            interval=plan_spec.interval,
+            base_fee=plan_spec.base_fee,
+            pricing_hash=pricing_hash(plan_spec),
+            created_at=as_of,
+        )
+        charges = [
+            (_charge_row(version.id, position, charge, meters[charge.meter]), meters[charge.meter])
+            for position, charge in enumerate(plan_spec.charges)
+        ]
+        drafts[plan_spec.key] = DraftPlan(plan_spec.key, plan_spec.name, version, charges)
+    return drafts
 
 
 def _check_meter_identity(spec: CatalogSpec, existing: dict[str, Meter]) -> None:
@@ -255,7 +306,7 @@ def charge_terms(charge: PlanCharge) -> ChargeTerms:
 # so they are cached for the life of the process: the entitlement hot path reads them each call.
 _versions: dict[uuid.UUID, PlanVersion] = {}
 _charges: dict[uuid.UUID, list[tuple[PlanCharge, Meter]]] = {}
-_plan_names: dict[uuid.UUID, str] = {}
+_plans: dict[uuid.UUID, Plan] = {}  # the plan of each version (its key never changes)
 
 
 async def charges_of_version(session: AsyncSession, version_id: uuid.UUID) -> list[tuple[PlanCharge, Meter]]:
@@ -267,15 +318,19 @@ async def charges_of_version(session: AsyncSession, version_id: uuid.UUID) -> li
 async def plan_version(session: AsyncSession, version_id: uuid.UUID) -> PlanVersion:
     if version_id not in _versions:
         found = await repository.plan_versions_by_id(session, [version_id])
-        _plan_names[version_id] = found[version_id][0].name
-        _versions[version_id] = found[version_id][1]
+        _plans[version_id], _versions[version_id] = found[version_id]
     return _versions[version_id]
+
+
+async def plan_of_version(session: AsyncSession, version_id: uuid.UUID) -> Plan:
+    await plan_version(session, version_id)
+    return _plans[version_id]
 
 
 async def plan_name_of_version(session: AsyncSession, version_id: uuid.UUID) -> str:
     """The plan's name as invoices print it: "Pro v2". Names may change; invoices keep theirs."""
     version = await plan_version(session, version_id)
-    return f"{_plan_names[version_id]} v{version.version}"
+    return f"{_plans[version_id].name} v{version.version}"
 
 
 async def meter_by_key(session: AsyncSession, key: str) -> Meter | None:

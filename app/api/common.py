@@ -17,6 +17,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from app.database import is_transient_failure
 from ledger.errors import TallyError
 from ledger.money import to_major
+from pricing.catalog import CatalogInvalid
 
 T = TypeVar("T")
 Node = TypeVar("Node")
@@ -40,8 +41,11 @@ class UserError:
     message: str
 
     @classmethod
-    def from_error(cls, error: TallyError) -> UserError:
-        return cls(field=[error.field] if error.field else None, code=error.code, message=error.message)
+    def from_error(cls, error: TallyError) -> list[UserError]:
+        """One entry per refusal; a catalog lists each of its problems with its path."""
+        if isinstance(error, CatalogInvalid):
+            return [cls(field=["catalog", p.path], code=error.code, message=p.message) for p in error.problems]
+        return [cls(field=[error.field] if error.field else None, code=error.code, message=error.message)]
 
 
 async def run_mutation(
@@ -64,7 +68,7 @@ async def run_mutation(
                 await (session.commit() if commit else session.rollback())
             except TallyError as error:
                 await session.rollback()
-                return None, [UserError.from_error(error)]
+                return None, UserError.from_error(error)
             except BaseException:
                 await session.rollback()
                 raise

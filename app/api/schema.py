@@ -22,6 +22,7 @@ from app.api.ledger import CorrectionsMutation, LedgerMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
 from app.api.promotions import PromotionsMutation, PromotionsQuery
 from app.api.scalars import SCALAR_MAP
+from app.api.simulation import SimulationMutation
 from app.api.traces import TracesQuery
 from app.settings import Settings
 from app.telemetry import current_trace_id
@@ -40,6 +41,7 @@ Mutation = merge_types(
         CorrectionsMutation,
         PromotionsMutation,
         BillingMutation,
+        SimulationMutation,
     ),
 )
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -10,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import cli
-from tests.conftest import CONTRACT
+from tests.conftest import CONTRACT, DEMO_CATALOG
 
 
 @pytest.fixture
@@ -42,6 +44,9 @@ def test_every_command_has_help(run) -> None:
         ["token", "revoke"],
         ["token", "list"],
         ["user", "create"],
+        ["billing", "run"],
+        ["ledger", "verify"],
+        ["events", "replay"],
     ]:
         result = run(*command, "--help")
         assert result.exit_code == 0, command
@@ -156,6 +161,50 @@ def test_demo_loads_once(run, database_url: str) -> None:
     assert scalar(database_url, "SELECT count(*) FROM customers") == 25
     plans = scalar(database_url, "SELECT count(DISTINCT plan_version_id) FROM subscriptions")
     assert plans == 3, "customers across all plans"
+    assert scalar(database_url, "SELECT count(DISTINCT customer_id) FROM invoices") == 25, "every customer invoiced"
+    assert scalar(database_url, "SELECT count(*) FROM plan_changes") == 2
+
+
+def test_billing_run_issues_what_is_due_once_and_reports_it(run, database_url: str) -> None:
+    assert run("demo", "--json").exit_code == 0
+    issued_by_demo = scalar(database_url, "SELECT count(*) FROM invoices")
+    nothing_new = json.loads(run("billing", "run", "--json").stdout)
+    assert nothing_new["invoicesIssued"] == 0, "the demo billed every period closed by now"
+    ahead = (datetime.now(UTC) + timedelta(days=40)).isoformat()
+    result = run("billing", "run", "--as-of", ahead, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["invoicesIssued"] >= 25 and report["customersConsidered"] == 25
+    assert Decimal(report["totals"]["USD"]) > 0
+    assert json.loads(run("billing", "run", "--as-of", ahead, "--json").stdout)["invoicesIssued"] == 0
+    numbers = scalar(database_url, "SELECT array_agg(number ORDER BY number) FROM invoices")
+    assert numbers == list(range(1, issued_by_demo + report["invoicesIssued"] + 1)), "gapless"
+    bad = run("billing", "run", "--as-of", "next tuesday")
+    assert bad.exit_code == 1 and "--as-of" in bad.output
+
+
+def test_a_dry_run_can_simulate_a_price_change_on_real_usage(run, database_url: str, tmp_path: Path) -> None:
+    assert run("demo", "--json").exit_code == 0
+    draft = tmp_path / "draft.toml"
+    draft.write_text(DEMO_CATALOG.read_text().replace('base_fee = "20.00"', 'base_fee = "25.00"'))
+    result = run("catalog", "apply", str(draft), "--dry-run", "--simulate-periods", "2", "--json")
+    assert result.exit_code == 0, result.output
+    simulation = json.loads(result.stdout)["simulation"]
+    pro_customers = scalar(
+        database_url,
+        "SELECT count(*) FROM subscriptions s JOIN plan_versions v ON v.id = coalesce("
+        "CASE WHEN s.pending_change_at <= now() THEN s.pending_plan_version_id END, s.plan_version_id) "
+        "JOIN plans p ON p.id = v.plan_id WHERE p.key = 'pro'",
+    )
+    assert len(simulation["customers"]) == pro_customers
+    # A 5.00 higher base fee over up to two periods: every difference is 5.00 per period simulated.
+    for row in simulation["customers"]:
+        assert Decimal(row["difference"]) == 5 * row["periods"], row
+    assert scalar(database_url, "SELECT count(*) FROM plan_versions") == 3, "a dry run writes nothing"
+    human = run("catalog", "apply", str(draft), "--dry-run", "--simulate-periods", "2")
+    assert "Biggest movers" in human.stdout and "Revenue USD" in human.stdout
+    refused = run("catalog", "apply", str(draft), "--simulate-periods", "2")
+    assert refused.exit_code == 1 and "--dry-run" in refused.output
 
 
 def test_a_bad_database_url_is_a_one_line_reason(tmp_path: Path) -> None:
