@@ -248,7 +248,7 @@ class BillingMutation:
 
         context = info.context
 
-        async def move() -> Any:
+        async def move() -> ChangePlanPayload:
             customer = await customer_of(info, str(input.customer_id))
             request = PlanChangeRequest(
                 customer_id=customer.id,
@@ -258,24 +258,24 @@ class BillingMutation:
                 actor=context.viewer.actor,
                 at=input.at,
             )
-            return await change_plan(context.session, request, as_of=context.now(), dry_run=input.dry_run)
+            outcome = await change_plan(context.session, request, as_of=context.now(), dry_run=input.dry_run)
+            subscription, currency = outcome.subscription, outcome.currency
+            # Built before the transaction ends: a dry run rolls back, which expires the rows.
+            return ChangePlanPayload(
+                subscription=Subscription(
+                    started_at=subscription.started_at, plan_version_id=subscription.version_at(context.now())
+                ),
+                prorations=[
+                    Proration(
+                        description=p.description,
+                        amount=money(round_to_minor(p.amount, currency), currency),
+                        amount_exact=p.amount,
+                    )
+                    for p in outcome.prorations
+                ],
+                effective_at=outcome.effective_at,
+                user_errors=[],
+            )
 
-        outcome, errors = await run_mutation(info, move, commit=not input.dry_run)
-        if outcome is None:
-            return ChangePlanPayload(subscription=None, prorations=[], effective_at=None, user_errors=errors)
-        subscription = outcome.subscription
-        return ChangePlanPayload(
-            subscription=Subscription(
-                started_at=subscription.started_at, plan_version_id=subscription.version_at(context.now())
-            ),
-            prorations=[
-                Proration(
-                    description=p.description,
-                    amount=money(round_to_minor(p.amount, outcome.currency), outcome.currency),
-                    amount_exact=p.amount,
-                )
-                for p in outcome.prorations
-            ],
-            effective_at=outcome.effective_at,
-            user_errors=[],
-        )
+        payload, errors = await run_mutation(info, move, commit=not input.dry_run)
+        return payload or ChangePlanPayload(subscription=None, prorations=[], effective_at=None, user_errors=errors)
