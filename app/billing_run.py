@@ -27,7 +27,7 @@ from app.database import is_transient_failure
 from app.settings import Settings
 from app.telemetry import current_trace_id
 from billing.models import Invoice
-from billing.service import BillingWindow, due_customers, issue_next_invoice
+from billing.service import BillingWindow, IssuedInvoice, due_customers, issue_next_invoice
 
 tracer = trace.get_tracer("tally.billing")
 
@@ -54,7 +54,7 @@ class BillingRunReport:
 
 async def _issue_one(
     sessions: async_sessionmaker[AsyncSession], customer_id: uuid.UUID, as_of: datetime, window: BillingWindow
-) -> Invoice | None:
+) -> IssuedInvoice | None:
     async with sessions() as session:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(is_transient_failure),
@@ -101,10 +101,12 @@ async def run_billing(
             while not queue.empty():
                 customer_id = queue.get_nowait()
                 issued = []
-                while (invoice := await _issue_one(sessions, customer_id, as_of, window)) is not None:
-                    issued.append(invoice)
+                while (found := await _issue_one(sessions, customer_id, as_of, window)) is not None:
+                    issued.append(found.invoice)
                     report.invoices_issued += 1
-                    report.totals_minor[invoice.currency] += invoice.total
+                    report.totals_minor[found.invoice.currency] += found.invoice.total
+                    if not found.more_due:
+                        break
                 if on_customer_done:
                     on_customer_done(issued)
 

@@ -36,6 +36,12 @@ async def due_customers(session: AsyncSession, *, as_of: datetime, window: Billi
     )
 
 
+@dataclass(frozen=True)
+class IssuedInvoice:
+    invoice: Invoice
+    more_due: bool  # another period of this customer closed by ``as_of`` too (after downtime)
+
+
 async def issue_next_invoice(
     session: AsyncSession,
     customer_id: uuid.UUID,
@@ -43,7 +49,7 @@ async def issue_next_invoice(
     as_of: datetime,
     window: BillingWindow,
     trace_id: str | None = None,
-) -> Invoice | None:
+) -> IssuedInvoice | None:
     """Issue the customer's next due invoice and move their billing cursor past it, or return
     None when nothing is due or another billing run holds the customer right now. The
     subscription row lock (taken with SKIP LOCKED) and the invoice's unique (customer, kind,
@@ -69,7 +75,9 @@ async def issue_next_invoice(
     subscription.invoiced_through = due.invoiced_through
     session.add(subscription)
     await session.flush()
-    return invoice
+    version = await plan_version(session, version_on(phases, due.invoiced_through))
+    _, next_end = period_containing(subscription.started_at, version.interval, due.invoiced_through)
+    return IssuedInvoice(invoice, more_due=next_end + window.grace <= as_of)
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,17 @@ from app.auth import Role, Viewer
 from app.dependencies import SessionDep
 from app.staff import LoginPolicy, get_user_by_id, verify_login
 from console.graphql_client import ConsoleQueryFailed, run_operation
-from console.views import UPCOMING_SECTIONS, bar_chart, readable_duration, waterfall
+from console.views import UPCOMING_SECTIONS, bar_chart, readable_duration, utc_minute, waterfall
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Blocks(directory=str(Path(__file__).parent / "templates"))
 templates.env.filters["duration"] = readable_duration
+templates.env.filters["minute"] = utc_minute
 NAVIGATION = [
     ("customers", "Customers"),
     ("promotions", "Promotions"),
     ("invoices", "Invoices"),
+    ("pricing", "Pricing"),
     ("anomalies", "Anomalies"),
     ("reconciliation", "Reconciliation"),
     ("metering", "Metering"),
@@ -338,8 +340,12 @@ async def query_failed_page(request: Request, error: Exception) -> Response:
 
 def install(app: FastAPI) -> None:
     """Mount the console on the application (its catch-all section route last)."""
+    from console.billing import router as billing_router
     from console.credits import router as credits_router
+    from console.pricing import router as pricing_router
 
     app.include_router(credits_router)
+    app.include_router(billing_router)
+    app.include_router(pricing_router)
     app.include_router(router)
     app.add_exception_handler(ConsoleQueryFailed, query_failed_page)

@@ -55,7 +55,6 @@ def waterfall(spans: list[dict[str, Any]]) -> list[WaterfallRow]:
 
 # Pages in the navigation that later issues build; each says which issue fills it.
 UPCOMING_SECTIONS = {
-    "invoices": ("Invoices", 5, "billing runs and invoices"),
     "anomalies": ("Anomalies", 7, "finance anomaly detection"),
     "reconciliation": ("Reconciliation", 6, "daily reconciliation of the ledger with Stripe"),
 }
@@ -118,3 +117,60 @@ def readable_duration(milliseconds: object) -> str:
         if value >= size:
             return f"{value / size:.1f} {unit}"
     return f"{value:.0f} ms"
+
+
+def utc_minute(timestamp: object) -> str:
+    """``"2026-01-31 14:00"`` from an ISO timestamp of the API (always UTC); billing periods are
+    anchored on the minute a subscription started, so the date alone would hide the boundary."""
+    if not timestamp:
+        return "—"
+    return str(timestamp)[:16].replace("T", " ")
+
+
+@dataclass(frozen=True)
+class DistributionBar:
+    x: float
+    y: float
+    width: float
+    height: float
+    label: str
+    customers: int
+    direction: str  # "down", "flat" or "up": the bar's colour
+
+
+@dataclass(frozen=True)
+class DistributionChart:
+    width: int
+    height: int
+    bars: list[DistributionBar]
+    customers: int
+
+
+def distribution_chart(buckets: list[dict[str, Any]], *, width: int = 720, height: int = 160) -> DistributionChart:
+    """One bar per change bucket of a pricing simulation, in the API's order (a lot less to a lot
+    more). Floats are pixel positions only; the counts shown are the API's integers."""
+    peak = max((b["customers"] for b in buckets), default=0)
+    slot = width / max(len(buckets), 1)
+    bars = []
+    for index, bucket in enumerate(buckets):
+        bar_height = round(bucket["customers"] / peak * height, 2) if peak else 0.0
+        label = bucket["label"]
+        direction = "flat" if label == "-5% to +5%" else "down" if label.startswith(("below", "-")) else "up"
+        bars.append(
+            DistributionBar(
+                x=round(index * slot + slot * 0.15, 2),
+                y=round(height - bar_height, 2),
+                width=round(slot * 0.7, 2),
+                height=bar_height,
+                label=label,
+                customers=bucket["customers"],
+                direction=direction,
+            )
+        )
+    return DistributionChart(width, height, bars, sum(b["customers"] for b in buckets))
+
+
+def biggest_movers_first(customers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Simulated customers by the size of their change (either way), then by external id, as the
+    API orders its own ``biggestMovers``; amounts compare as exact decimals."""
+    return sorted(customers, key=lambda c: (-abs(Decimal(c["difference"]["amount"])), c["externalId"]))

@@ -10,7 +10,7 @@ import calendar
 from datetime import UTC, datetime
 
 
-def _add_months(anchor: datetime, months: int) -> datetime:
+def add_months(anchor: datetime, months: int) -> datetime:
     month_index = anchor.month - 1 + months
     year, month = anchor.year + month_index // 12, month_index % 12 + 1
     day = min(anchor.day, calendar.monthrange(year, month)[1])
@@ -25,21 +25,21 @@ def period_containing(anchor: datetime, interval: str, as_of: datetime) -> tuple
     anchor = anchor.astimezone(UTC)
     step = 12 if interval == "year" else 1
     months = max(0, ((as_of.year - anchor.year) * 12 + as_of.month - anchor.month) // step * step)
-    start = _add_months(anchor, months)
+    start = add_months(anchor, months)
     while start > as_of and months > 0:
         months -= step
-        start = _add_months(anchor, months)
-    end = _add_months(anchor, months + step)
+        start = add_months(anchor, months)
+    end = add_months(anchor, months + step)
     while end <= as_of:
         months += step
-        start, end = end, _add_months(anchor, months + step)
+        start, end = end, add_months(anchor, months + step)
     return start, end
 
 
 def calendar_month(as_of: datetime) -> tuple[datetime, datetime]:
     """The UTC calendar month containing ``as_of``: the period of a customer with no plan."""
     start = as_of.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    return start, _add_months(start, 1)
+    return start, add_months(start, 1)
 
 
 def periods_ending_within(

@@ -126,8 +126,10 @@ async def bill_demo_customers(session: AsyncSession, *, as_of: datetime) -> int:
     window = BillingWindow(grace=timedelta(hours=1), late_window=timedelta(days=35))
     issued = 0
     for customer_id in await billing.due_customers(session, as_of=as_of, window=window):
-        while await billing.issue_next_invoice(session, customer_id, as_of=as_of, window=window) is not None:
+        while (found := await billing.issue_next_invoice(session, customer_id, as_of=as_of, window=window)) is not None:
             issued += 1
+            if not found.more_due:
+                break
     return issued
 
 
