@@ -1,0 +1,67 @@
+"""Invoicing against a real server with the demo loaded: the contract's CustomerInvoices,
+CustomerOverview and ChangePlan operations over HTTP, and `tally billing run` beside it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from tests.e2e.conftest import LiveServer
+from tests.e2e.test_metering_journeys import run_contract
+
+pytestmark = pytest.mark.e2e
+
+
+def test_contract_invoice_operations_on_a_running_server(live_server: LiveServer) -> None:
+    customer = live_server.cli("token", "create", "--role", "customer", "--customer", "org_initech").strip()
+    found = run_contract(live_server, customer, "CustomerInvoices", {"externalId": "org_initech", "first": 50})
+    invoices = [edge["node"] for edge in found["customer"]["invoices"]["edges"]]
+    assert invoices, "the demo issues invoices for every closed period"
+    numbers = sorted(int(invoice["number"].removeprefix("INV-")) for invoice in invoices)
+    assert len(set(numbers)) == len(numbers)
+    for invoice in invoices:
+        lines_total = sum(Decimal(line["amount"]["amount"]) for line in invoice["lines"])
+        assert Decimal(invoice["subtotal"]["amount"]) == lines_total, invoice["number"]
+        assert Decimal(invoice["amountDue"]["amount"]) == max(
+            Decimal(invoice["total"]["amount"]) - Decimal(invoice["creditsApplied"]["amount"]), Decimal(0)
+        )
+    upcoming = found["customer"]["upcomingInvoice"]
+    assert upcoming["periodEnd"] > max(invoice["periodEnd"] for invoice in invoices)
+    assert any(line["description"].startswith("Pro v1 base fee") for line in upcoming["lines"])
+    overview = run_contract(live_server, customer, "CustomerOverview", {"externalId": "org_initech"})["customer"]
+    assert Decimal(overview["balance"]["outstanding"]["amount"]) > 0
+    assert Decimal(overview["balance"]["unbilled"]["amount"]) >= 0
+
+    report = json.loads(live_server.cli("billing", "run", "--json"))
+    assert report["invoicesIssued"] == 0, "the demo billed everything closed; a second run issues nothing"
+
+
+def test_contract_change_plan_on_a_running_server(live_server: LiveServer) -> None:
+    finance = live_server.cli("token", "create", "--role", "finance").strip()
+    overview = run_contract(live_server, finance, "CustomerOverview", {"externalId": "org_initech"})["customer"]
+    change = {
+        "customerId": overview["id"],
+        "planKey": "team",
+        "effective": "PERIOD_END",
+        "idempotencyKey": f"e2e-{uuid.uuid4()}",
+    }
+    preview = run_contract(live_server, finance, "ChangePlan", {"input": {**change, "dryRun": True}})["changePlan"]
+    assert preview == {
+        "subscription": {
+            "plan": {"key": "pro", "version": 1},
+            "currentPeriodStart": overview["subscription"]["currentPeriodStart"],
+            "currentPeriodEnd": overview["subscription"]["currentPeriodEnd"],
+        },
+        "prorations": [],
+        "userErrors": [],
+    }
+    scheduled = run_contract(live_server, finance, "ChangePlan", {"input": change})["changePlan"]
+    assert scheduled["userErrors"] == [] and scheduled["subscription"]["plan"]["key"] == "pro", "until the period ends"
+    reused = run_contract(live_server, finance, "ChangePlan", {"input": {**change, "planKey": "hobby"}})["changePlan"]
+    assert reused["userErrors"][0]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    unknown = {**change, "planKey": "gold", "idempotencyKey": f"e2e-{uuid.uuid4()}"}
+    unknown = run_contract(live_server, finance, "ChangePlan", {"input": unknown})["changePlan"]
+    assert unknown["userErrors"][0]["field"] == ["planKey"] and unknown["subscription"] is None
