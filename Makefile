@@ -54,7 +54,7 @@ pytest: $(VENV)/.installed-dev
 	$(BIN)/pytest
 
 bench: $(VENV)/.installed-dev
-	@for b in bench/bench_customers.py bench/ingest.py bench/usage_query.py bench/ledger.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/bench_customers.py bench/ingest.py bench/usage_query.py bench/ledger.py bench/billing_run.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .tally .pytest_cache .mypy_cache .ruff_cache
