@@ -64,10 +64,20 @@ async def customer_invoices(
 async def invoices_page(
     request: Request, context: TallyContext, customer_id: str, *, first: int, after: str | None
 ) -> dict[str, Any] | None:
-    found = (await query(request, "ConsoleCustomerInvoices", {"id": customer_id, "first": first, "after": after}, context))[
-        "customer"
-    ]
-    return found["invoices"] if found else None
+    found = (
+        await query(request, "ConsoleCustomerInvoices", {"id": customer_id, "first": first, "after": after}, context)
+    )["customer"]
+    if found is None:
+        return None
+    invoices: dict[str, Any] = found["invoices"]
+    invoices["edges"].sort(key=lambda edge: number_order(edge["node"]), reverse=True)
+    return invoices
+
+
+def number_order(invoice: dict[str, Any]) -> int:
+    """Newest first by number: numbers are gapless in the order of issue, while one billing run
+    issues several invoices of a customer at the same ``issuedAt`` (the API's order then ties)."""
+    return int(invoice["number"].removeprefix("INV-"))
 
 
 async def _invoices_tab(
@@ -82,22 +92,22 @@ async def _invoices_tab(
     status_code: int = 200,
 ) -> Response:
     """The whole tab; ``plan_change`` carries a preview or the refused form into its block."""
-    data = await query(request, "ConsoleCustomerBilling", {"id": customer_id}, context)
-    customer = data["customer"]
+    customer = (await query(request, "ConsoleCustomerBilling", {"id": customer_id}, context))["customer"]
     if customer is None:
         return render(request, "not_found.html", {"what": "customer"}, status_code=404)
+    plans = (await query(request, "ConsolePlanChoices", {}, context))["plans"]
     invoices = await invoices_page(request, context, customer_id, first=first, after=after)
     return render(
         request,
         "customer_invoices.html",
         {
             "customer": customer,
-            "plans": data["plans"],
+            "plans": plans,
             "invoices": invoices,
             "first": first,
             "after": after,
             "notice": notice,
-            "plan_change": plan_change or new_plan_change(customer, data["plans"]),
+            "plan_change": plan_change or new_plan_change(customer, plans),
             "timings": TIMINGS,
             "may_change_plans": context.viewer.can(Capability.CHANGE_PLANS),
         },
@@ -139,35 +149,35 @@ async def customer_invoices_csv(request: Request, context: ContextDep, customer_
             "amount_due",
         ]
     )
-    after, written, external_id = None, 0, None
-    while written < CSV_ROW_LIMIT:
+    invoices: list[dict[str, Any]] = []
+    after, external_id = None, None
+    while len(invoices) < CSV_ROW_LIMIT:
         found = (
             await query(request, "ConsoleCustomerInvoices", {"id": customer_id, "first": 100, "after": after}, context)
         )["customer"]
         if found is None:
             return render(request, "not_found.html", {"what": "customer"}, status_code=404)
         external_id, page = found["externalId"], found["invoices"]
-        for edge in page["edges"]:
-            invoice = edge["node"]
-            writer.writerow(
-                [
-                    invoice["number"],
-                    invoice["status"],
-                    invoice["kind"],
-                    invoice["periodStart"],
-                    invoice["periodEnd"],
-                    invoice["issuedAt"],
-                    invoice["total"]["currency"],
-                    invoice["subtotal"]["amount"],
-                    invoice["creditsApplied"]["amount"],
-                    invoice["total"]["amount"],
-                    invoice["amountDue"]["amount"],
-                ]
-            )
-            written += 1
+        invoices.extend(edge["node"] for edge in page["edges"])
         if not page["pageInfo"]["hasNextPage"]:
             break
         after = page["pageInfo"]["endCursor"]
+    for invoice in sorted(invoices, key=number_order, reverse=True):
+        writer.writerow(
+            [
+                invoice["number"],
+                invoice["status"],
+                invoice["kind"],
+                invoice["periodStart"],
+                invoice["periodEnd"],
+                invoice["issuedAt"],
+                invoice["total"]["currency"],
+                invoice["subtotal"]["amount"],
+                invoice["creditsApplied"]["amount"],
+                invoice["total"]["amount"],
+                invoice["amountDue"]["amount"],
+            ]
+        )
     return StreamingResponse(
         iter([output.getvalue()]),
         media_type="text/csv",
@@ -212,7 +222,7 @@ async def preview_plan_change(request: Request, context: ContextDep, customer_id
         customer = (await query(request, "ConsoleCustomerHeader", {"id": customer_id}, context))["customer"]
         if customer is None:
             return render(request, "not_found.html", {"what": "customer"}, status_code=404)
-        plans = (await query(request, "ConsolePlans", {}, context))["plans"]
+        plans = (await query(request, "ConsolePlanChoices", {}, context))["plans"]
         return render(
             request,
             "customer_invoices.html",

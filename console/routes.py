@@ -20,12 +20,13 @@ from app.auth import Role, Viewer
 from app.dependencies import SessionDep
 from app.staff import LoginPolicy, get_user_by_id, verify_login
 from console.graphql_client import ConsoleQueryFailed, run_operation
-from console.views import UPCOMING_SECTIONS, bar_chart, readable_duration, utc_minute, waterfall
+from console.views import UPCOMING_SECTIONS, bar_chart, exact_amount, readable_duration, utc_minute, waterfall
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Blocks(directory=str(Path(__file__).parent / "templates"))
 templates.env.filters["duration"] = readable_duration
 templates.env.filters["minute"] = utc_minute
+templates.env.filters["exact"] = exact_amount
 NAVIGATION = [
     ("customers", "Customers"),
     ("promotions", "Promotions"),

@@ -174,3 +174,13 @@ def biggest_movers_first(customers: list[dict[str, Any]]) -> list[dict[str, Any]
     """Simulated customers by the size of their change (either way), then by external id, as the
     API orders its own ``biggestMovers``; amounts compare as exact decimals."""
     return sorted(customers, key=lambda c: (-abs(Decimal(c["difference"]["amount"])), c["externalId"]))
+
+
+def exact_amount(amount: object) -> str:
+    """An exact decimal string without its trailing zeros (``"20.000000000000"`` → ``"20"``), never
+    in exponent notation: display only, the value is unchanged."""
+    if amount is None:
+        return "—"
+    value = Decimal(str(amount))
+    text = f"{value:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
