@@ -231,7 +231,9 @@ async def compose_period(
                 late_lines += await _late_usage(session, customer_id, phases, period.period_start, period.period_end)
                 rated.append((period.period_start, period.period_end, count))
     lines = await _rated_usage(session, customer_id, phases, start, end)
-    for change in await applied_changes_between(session, customer_id, start, end):
+    # Prorations come from immediate changes, and every change starts a phase: none, no query.
+    changed_within = any(start <= phase.starts_at < end and phase.plan_change_id for phase in phases)
+    for change in await applied_changes_between(session, customer_id, start, end) if changed_within else []:
         lines += [
             DraftLine(
                 kind="proration",

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text, tuple_
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -103,12 +103,13 @@ async def billed_usage(
 
 
 async def invoices_page(
-    session: AsyncSession, customer_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+    session: AsyncSession, customer_id: uuid.UUID, *, before_number: int | None, limit: int
 ) -> list[Invoice]:
+    """Newest first: numbers grow in the order invoices are issued, so they are the keyset."""
     query = select(Invoice).where(col(Invoice.customer_id) == customer_id)
-    if after is not None:
-        query = query.where(tuple_(col(Invoice.issued_at), col(Invoice.id)) < tuple_(after[0], after[1]))
-    query = query.order_by(col(Invoice.issued_at).desc(), col(Invoice.id).desc()).limit(limit)
+    if before_number is not None:
+        query = query.where(col(Invoice.number) < before_number)
+    query = query.order_by(col(Invoice.number).desc()).limit(limit)
     return list(await session.exec(query))
 
 

@@ -57,14 +57,14 @@ async def issue_next_invoice(
     subscription = await customers.lock_subscription(session, customer_id, skip_locked=True)
     if subscription is None:
         return None
-    customer = await customers.get_customer(session, customer_id=customer_id)
-    assert customer is not None
     phases = await phases_of(session, customer_id)
+    # A subscription's plans are priced in the customer's currency (checked when subscribing).
+    currency = (await plan_version(session, subscription.plan_version_id)).currency
     due = await next_due(
         session,
         subscription,
         phases,
-        customer.currency,
+        currency,
         as_of=as_of,
         grace=window.grace,
         late_window=window.late_window,
@@ -123,9 +123,10 @@ async def upcoming_invoice(
 
 
 async def invoices(
-    session: AsyncSession, customer_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+    session: AsyncSession, customer_id: uuid.UUID, *, before_number: int | None = None, limit: int
 ) -> list[Invoice]:
-    return await repository.invoices_page(session, customer_id, after=after, limit=limit)
+    """A customer's invoices, newest first, those numbered below ``before_number``."""
+    return await repository.invoices_page(session, customer_id, before_number=before_number, limit=limit)
 
 
 async def invoices_by_id(session: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Invoice]:

@@ -98,14 +98,16 @@ async def _add_rollups(
     meter_ids = [meter.id for meter in meters]
     for row in await repository.rollup_partials(session, customer_id, meter_ids, start, end):
         dimensions = canonical_json(loads_exact(row["dimensions"]))
-        found = Partial(
-            count=int(row["count"]),
-            total=row["total"],
-            maximum=row["maximum"],
-            latest=(row["latest_at"], row["latest_event_id"], row["latest_value"]),
-        )
+        found = Partial(count=int(row["count"]), total=row["total"], maximum=row["maximum"])
         by_dimensions = partials[row["meter_id"]]
         by_dimensions[dimensions] = by_dimensions.get(dimensions, Partial()).merge(found)
+    latest_meters = [meter.id for meter in meters if meter.aggregation == "latest"]
+    if latest_meters:
+        for row in await repository.rollup_latest(session, customer_id, latest_meters, start, end):
+            dimensions = canonical_json(loads_exact(row["dimensions"]))
+            found = Partial(latest=(row["latest_at"], row["latest_event_id"], row["latest_value"]))
+            by_dimensions = partials[row["meter_id"]]
+            by_dimensions[dimensions] = by_dimensions.get(dimensions, Partial()).merge(found)
     unique_meters = [meter.id for meter in meters if meter.aggregation == "unique_count"]
     if not unique_meters:
         return

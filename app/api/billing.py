@@ -18,11 +18,9 @@ from app.api.common import (
     Money,
     UserError,
     connection,
-    decode_time_cursor,
     money,
     page_size,
     run_mutation,
-    time_cursor,
 )
 from app.api.ledger import LedgerEntry, customer_of
 from app.api.permissions import requires
@@ -165,13 +163,14 @@ async def resolve_invoices(
     root: strawberry.Parent[Any], info: Info, first: int | None = None, after: str | None = None
 ) -> Connection[Invoice]:
     limit = page_size(first, default=25, maximum=info.context.settings.page_size_max)
-    position = decode_time_cursor(after)
-    try:
-        keyset = (position[0], uuid.UUID(position[1])) if position else None
-    except ValueError:
-        raise GraphQLError("after: not a cursor returned by this API") from None
-    rows = await billing.invoices(info.context.session, root.row_id, after=keyset, limit=limit + 1)
-    return connection(rows, limit, Invoice.from_model, lambda row: time_cursor(row.issued_at, row.id))
+    before_number = None
+    if after is not None:
+        digits = after.removeprefix("INV-")
+        if not digits.isdigit():
+            raise GraphQLError("after: not a cursor returned by this API")
+        before_number = int(digits)
+    rows = await billing.invoices(info.context.session, root.row_id, before_number=before_number, limit=limit + 1)
+    return connection(rows, limit, Invoice.from_model, lambda row: invoice_number(row.number))
 
 
 async def resolve_upcoming_invoice(root: strawberry.Parent[Any], info: Info) -> UpcomingInvoice | None:

@@ -102,7 +102,7 @@ async def send_calls(
 
 
 async def invoices_of(session: AsyncSession, customer_id: uuid.UUID) -> list[Any]:
-    found = await billing.invoices(session, customer_id, after=None, limit=100)
+    found = await billing.invoices(session, customer_id, limit=100)
     return sorted(found, key=lambda invoice: invoice.number)
 
 

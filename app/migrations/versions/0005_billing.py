@@ -84,7 +84,7 @@ def upgrade() -> None:
             name="invoices_totals_add_up",
         ),
     )
-    op.create_index("invoices_newest_first", "invoices", ["customer_id", sa.text("issued_at DESC"), "id"])
+    op.create_index("invoices_newest_first", "invoices", ["customer_id", sa.text("number DESC")])
     op.create_table(
         "invoice_lines",
         sa.Column("invoice_id", UUID(as_uuid=True), sa.ForeignKey("invoices.id"), primary_key=True),
