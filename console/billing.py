@@ -67,17 +67,7 @@ async def invoices_page(
     found = (
         await query(request, "ConsoleCustomerInvoices", {"id": customer_id, "first": first, "after": after}, context)
     )["customer"]
-    if found is None:
-        return None
-    invoices: dict[str, Any] = found["invoices"]
-    invoices["edges"].sort(key=lambda edge: number_order(edge["node"]), reverse=True)
-    return invoices
-
-
-def number_order(invoice: dict[str, Any]) -> int:
-    """Newest first by number: numbers are gapless in the order of issue, while one billing run
-    issues several invoices of a customer at the same ``issuedAt`` (the API's order then ties)."""
-    return int(invoice["number"].removeprefix("INV-"))
+    return found["invoices"] if found else None
 
 
 async def _invoices_tab(
@@ -149,35 +139,35 @@ async def customer_invoices_csv(request: Request, context: ContextDep, customer_
             "amount_due",
         ]
     )
-    invoices: list[dict[str, Any]] = []
-    after, external_id = None, None
-    while len(invoices) < CSV_ROW_LIMIT:
+    after, external_id, written = None, None, 0
+    while written < CSV_ROW_LIMIT:
         found = (
             await query(request, "ConsoleCustomerInvoices", {"id": customer_id, "first": 100, "after": after}, context)
         )["customer"]
         if found is None:
             return render(request, "not_found.html", {"what": "customer"}, status_code=404)
         external_id, page = found["externalId"], found["invoices"]
-        invoices.extend(edge["node"] for edge in page["edges"])
+        for edge in page["edges"]:
+            invoice = edge["node"]
+            writer.writerow(
+                [
+                    invoice["number"],
+                    invoice["status"],
+                    invoice["kind"],
+                    invoice["periodStart"],
+                    invoice["periodEnd"],
+                    invoice["issuedAt"],
+                    invoice["total"]["currency"],
+                    invoice["subtotal"]["amount"],
+                    invoice["creditsApplied"]["amount"],
+                    invoice["total"]["amount"],
+                    invoice["amountDue"]["amount"],
+                ]
+            )
+            written += 1
         if not page["pageInfo"]["hasNextPage"]:
             break
         after = page["pageInfo"]["endCursor"]
-    for invoice in sorted(invoices, key=number_order, reverse=True):
-        writer.writerow(
-            [
-                invoice["number"],
-                invoice["status"],
-                invoice["kind"],
-                invoice["periodStart"],
-                invoice["periodEnd"],
-                invoice["issuedAt"],
-                invoice["total"]["currency"],
-                invoice["subtotal"]["amount"],
-                invoice["creditsApplied"]["amount"],
-                invoice["total"]["amount"],
-                invoice["amountDue"]["amount"],
-            ]
-        )
     return StreamingResponse(
         iter([output.getvalue()]),
         media_type="text/csv",

@@ -64,7 +64,7 @@ async def test_invoices_tab_shows_balance_subscription_upcoming_and_issued_invoi
     assert page.status_code == 200
     html = page.text
     assert 'aria-current="page">Invoices</a>' in html
-    closing, opening = invoice_numbers(html)  # newest first, though one run issued both at one moment
+    closing, opening = invoice_numbers(html)  # newest first
     assert int(closing.removeprefix("INV-")) == int(opening.removeprefix("INV-")) + 1
     assert html.count("20.00 USD") >= 2 and html.count('class="status status-issued"') == 2
     assert 'Pro <span class="muted">(pro, version 1)</span>' in html and "Current period" in html
