@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -302,6 +303,15 @@ def charge_terms(charge: PlanCharge) -> ChargeTerms:
     )
 
 
+Row = TypeVar("Row", PlanVersion, PlanCharge, Meter, Plan)
+
+
+def _detached(row: Row) -> Row:
+    """A copy belonging to no session: a cached row must outlive the request that read it (a
+    rollback expires the rows of its session, which would then try to reload)."""
+    return type(row)(**row.model_dump())
+
+
 # Plan versions and their charges never change (a trigger refuses it) and their ids are UUIDs,
 # so they are cached for the life of the process: the entitlement hot path reads them each call.
 _versions: dict[uuid.UUID, PlanVersion] = {}
@@ -311,14 +321,16 @@ _plans: dict[uuid.UUID, Plan] = {}  # the plan of each version (its key never ch
 
 async def charges_of_version(session: AsyncSession, version_id: uuid.UUID) -> list[tuple[PlanCharge, Meter]]:
     if version_id not in _charges:
-        _charges[version_id] = await repository.charges_of(session, [version_id])
+        found = await repository.charges_of(session, [version_id])
+        _charges[version_id] = [(_detached(charge), _detached(meter)) for charge, meter in found]
     return _charges[version_id]
 
 
 async def plan_version(session: AsyncSession, version_id: uuid.UUID) -> PlanVersion:
     if version_id not in _versions:
         found = await repository.plan_versions_by_id(session, [version_id])
-        _plans[version_id], _versions[version_id] = found[version_id]
+        plan, version = found[version_id]
+        _plans[version_id], _versions[version_id] = _detached(plan), _detached(version)
     return _versions[version_id]
 
 

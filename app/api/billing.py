@@ -199,7 +199,9 @@ class BillingQuery:
                 return None
         elif number is not None:
             digits = number.upper().removeprefix("INV-")
-            row = await billing.invoice_by_number(session, int(digits)) if digits.isdigit() else None
+            row = (
+                await billing.invoice_by_number(session, int(digits)) if digits.isdigit() and len(digits) < 19 else None
+            )
         if row is None or not info.context.viewer.may_see_customer(row.customer_id):
             return None
         return Invoice.from_model(row)
@@ -261,9 +263,7 @@ class BillingMutation:
             subscription, currency = outcome.subscription, outcome.currency
             # Built before the transaction ends: a dry run rolls back, which expires the rows.
             return ChangePlanPayload(
-                subscription=Subscription(
-                    started_at=subscription.started_at, plan_version_id=subscription.version_at(context.now())
-                ),
+                subscription=Subscription.from_model(subscription, context.now()),
                 prorations=[
                     Proration(
                         description=p.description,

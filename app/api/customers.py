@@ -42,6 +42,7 @@ from app.api.permissions import requires
 from app.auth import Capability
 from customers import service as customers
 from customers.models import Customer as CustomerRow
+from customers.models import Subscription as SubscriptionRow
 from customers.periods import period_containing
 
 
@@ -53,9 +54,23 @@ class CustomerStatus(Enum):
 
 
 @strawberry.type
+class ScheduledPlanChange:
+    effective_at: datetime
+    plan_version_id: strawberry.Private[uuid.UUID]
+
+    @strawberry.field
+    async def plan(self, info: Info) -> Plan:
+        plan, version = await info.context.loaders.plan_version.load(self.plan_version_id)
+        return Plan.from_model(plan, version)
+
+
+@strawberry.type
 class Subscription:
     started_at: datetime = strawberry.field(description="Billing periods are anchored on it.")
     plan_version_id: strawberry.Private[uuid.UUID]
+    scheduled_change: ScheduledPlanChange | None = strawberry.field(
+        default=None, description="A plan change waiting for the end of the current period."
+    )
 
     @strawberry.field
     async def plan(self, info: Info) -> Plan:
@@ -65,6 +80,14 @@ class Subscription:
     async def _current_period(self, info: Info) -> tuple[datetime, datetime]:
         _, version = await info.context.loaders.plan_version.load(self.plan_version_id)
         return period_containing(self.started_at, version.interval, info.context.now())
+
+    @classmethod
+    def from_model(cls, row: SubscriptionRow, as_of: datetime) -> Subscription:
+        scheduled = None
+        pending, moment = row.pending_plan_version_id, row.pending_change_at
+        if pending is not None and moment is not None and moment > as_of:
+            scheduled = ScheduledPlanChange(effective_at=moment, plan_version_id=pending)
+        return cls(started_at=row.started_at, plan_version_id=row.version_at(as_of), scheduled_change=scheduled)
 
     @strawberry.field(description="Start of the billing period in progress (periods are half-open).")
     async def current_period_start(self, info: Info) -> datetime:
@@ -111,7 +134,7 @@ class Customer:
         row = await info.context.loaders.subscription_by_customer.load(self.row_id)
         if row is None:
             return None
-        return Subscription(started_at=row.started_at, plan_version_id=row.version_at(info.context.now()))
+        return Subscription.from_model(row, info.context.now())
 
     @classmethod
     def from_model(cls, row: CustomerRow) -> Customer:

@@ -151,3 +151,18 @@ async def test_simulate_pricing_through_graphql(client: httpx.AsyncClient, bille
     refused = (await graphql(client, finance, SIMULATE, {"i": {"catalog": broken, "from": since}})).json()
     assert refused["data"]["simulatePricing"]["simulation"] is None
     assert [e["field"] for e in refused["data"]["simulatePricing"]["userErrors"]] == [["catalog", "plans[0].interval"]]
+
+
+async def test_a_simulation_leaves_the_cached_plan_versions_usable(
+    client: httpx.AsyncClient, catalog: None, token_for
+) -> None:
+    """A simulation is the first to read the Team plan's version, then rolls back: the versions it
+    cached for the whole process must still serve the next request."""
+    admin = await token_for("admin")
+    team = {"externalId": "org_team", "name": "Team Co", "currency": "USD", "planKey": "team"}
+    await run(client, admin, "CreateCustomer", {"input": team})
+    draft = DEMO_CATALOG.read_text().replace('base_fee = "40.00"', 'base_fee = "45.00"')
+    body = (await graphql(client, admin, SIMULATE, {"i": {"catalog": draft, "periods": 1}})).json()
+    assert body["data"]["simulatePricing"]["userErrors"] == []
+    usage = await run(client, admin, "CustomerUsage", {"externalId": "org_team"})
+    assert {meter["meter"]["key"] for meter in usage["customer"]["usage"]} == {"seats", "requests"}

@@ -1,47 +1,18 @@
-"""The console's billing pages in a real browser, against a running server with the demo loaded:
-a customer's invoices, an invoice, a plan-change preview swapped in by htmx, a price simulation.
-
-These journeys run on servers of their own rather than the shared ``live_server``: a price
-simulation rolls its session back, and today that leaves plan versions cached by
-``pricing.service`` expired and detached for the rest of the server process, so later usage reads
-fail ("Unexpected error"). ``test_customer_pages_still_load_after_a_price_simulation`` shows it;
-once it passes, drop its xfail and move the journey to ``live_server``."""
+"""The console's billing pages in a real browser, against the running server with the demo
+loaded: a customer's invoices, an invoice, a plan-change preview swapped in by htmx, a price
+simulation, and the customer pages still working after it (a simulation's rollback once
+poisoned the process-wide plan-version cache)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEMO_CATALOG, admin_execute, clone_database
-from tests.e2e.conftest import TALLY, LiveServer, server_env, start_server
+from tests.conftest import DEMO_CATALOG
+from tests.e2e.conftest import LiveServer
 
 pytestmark = pytest.mark.e2e
-
-
-@contextmanager
-def demo_server(server_url: str, name: str, data_dir: Path) -> Iterator[LiveServer]:
-    """A `tally serve` of its own over a fresh database with the demo, as ``live_server`` builds it."""
-    url = clone_database(server_url, name)
-    try:
-        env = server_env(url, data_dir)
-        demo = json.loads(
-            subprocess.run(
-                [str(TALLY), "demo", "--json"], env=env, capture_output=True, text=True, timeout=300, check=True
-            ).stdout
-        )
-        process, base_url = start_server(env, data_dir / "serve.log")
-        try:
-            yield LiveServer(base_url, demo["adminEmail"], demo["adminPassword"], env, url)
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
-    finally:
-        admin_execute(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def signed_in_page(browser, server: LiveServer):  # type: ignore[no-untyped-def]
@@ -65,66 +36,58 @@ def simulate_a_base_fee_change(page) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_browser_journey_invoices_plan_change_preview_and_pricing(
-    server_url: str, template_url: str, browser, tmp_path: Path
+    live_server: LiveServer, browser, tmp_path: Path
 ) -> None:
-    with demo_server(server_url, "tally_billing_journey", tmp_path) as server:
-        page = signed_in_page(browser, server)
-        page.fill("input[type=search]", "hooli")
-        page.wait_for_function("document.querySelectorAll('#customer-rows tr').length === 1")
-        page.click("#customer-rows a")
-        page.wait_for_selector("h1:has-text('Hooli Search')")
-        page.click("nav.tabs >> text=Invoices")
-        page.wait_for_url("**/invoices")
-        assert page.locator("#invoice-rows a").count() >= 1, "the demo issued Hooli's invoices"
-        upcoming = page.inner_text("#upcoming-invoice")
-        assert "Credits that would apply" in upcoming and "Amount due" in upcoming
-        main = page.text_content("main") or ""
-        assert "Current period" in main and "Outstanding" in main, "the subscription and the balance"
-        tab_url = page.url
-        page.screenshot(path=str(tmp_path / "invoices-tab.png"), full_page=True)
+    page = signed_in_page(browser, live_server)
+    page.fill("input[type=search]", "hooli")
+    page.wait_for_function("document.querySelectorAll('#customer-rows tr').length === 1")
+    page.click("#customer-rows a")
+    page.wait_for_selector("h1:has-text('Hooli Search')")
+    page.click("nav.tabs >> text=Invoices")
+    page.wait_for_url("**/invoices")
+    assert page.locator("#invoice-rows a").count() >= 1, "the demo issued Hooli's invoices"
+    upcoming = page.inner_text("#upcoming-invoice")
+    assert "Credits that would apply" in upcoming and "Amount due" in upcoming
+    main = page.text_content("main") or ""
+    assert "Current period" in main and "Outstanding" in main, "the subscription and the balance"
+    tab_url = page.url
+    page.screenshot(path=str(tmp_path / "invoices-tab.png"), full_page=True)
 
-        number = page.locator("#invoice-rows a").first.inner_text()
-        page.locator("#invoice-rows a").first.click()
-        page.wait_for_selector(f"h1:has-text('Invoice {number}')")
-        assert page.locator(".invoice-lines tbody tr").count() >= 1
-        assert page.locator(".ledger-entries tbody tr").count() >= 1
-        assert "Amount due" in page.inner_text("main")
-        page.screenshot(path=str(tmp_path / "invoice.png"), full_page=True)
+    number = page.locator("#invoice-rows a").first.inner_text()
+    page.locator("#invoice-rows a").first.click()
+    page.wait_for_selector(f"h1:has-text('Invoice {number}')")
+    assert page.locator(".invoice-lines tbody tr").count() >= 1
+    assert page.locator(".ledger-entries tbody tr").count() >= 1
+    assert "Amount due" in page.inner_text("main")
+    page.screenshot(path=str(tmp_path / "invoice.png"), full_page=True)
 
-        page.goto(tab_url)
-        page.select_option("select[name=plan_key]", "pro")
-        page.check("input[name=effective][value=IMMEDIATELY]")
-        page.evaluate("window.stillTheSamePage = true")
-        page.click("#plan-change button:has-text('Preview')")
-        page.wait_for_selector(".prorations tbody tr td.num")
-        assert page.evaluate("window.stillTheSamePage === true"), "htmx swapped the preview in; no navigation"
-        prorations = page.inner_text(".prorations tbody")
-        assert "USD" in prorations and "-" in prorations, "a credit for the rest of the Team period"
-        assert page.locator("#plan-change button:has-text('Confirm change')").is_visible()
-        assert page.url == tab_url
-        page.screenshot(path=str(tmp_path / "plan-change-preview.png"), full_page=True)
+    page.goto(tab_url)
+    page.select_option("select[name=plan_key]", "pro")
+    page.check("input[name=effective][value=IMMEDIATELY]")
+    page.evaluate("window.stillTheSamePage = true")
+    page.click("#plan-change button:has-text('Preview')")
+    page.wait_for_selector(".prorations tbody tr td.num")
+    assert page.evaluate("window.stillTheSamePage === true"), "htmx swapped the preview in; no navigation"
+    prorations = page.inner_text(".prorations tbody")
+    assert "USD" in prorations and "-" in prorations, "a credit for the rest of the Team period"
+    assert page.locator("#plan-change button:has-text('Confirm change')").is_visible()
+    assert page.url == tab_url
+    page.screenshot(path=str(tmp_path / "plan-change-preview.png"), full_page=True)
 
-        simulate_a_base_fee_change(page)
-        assert page.locator("svg.distribution rect.bar").count() == 6
-        customers = page.inner_text(".simulated-customers")
-        assert "org_globex" in customers and "Globex Analytics" in customers
-        assert "USD" in page.inner_text(".totals-table")
-        page.screenshot(path=str(tmp_path / "pricing.png"), full_page=True)
-        page.close()
+    simulate_a_base_fee_change(page)
+    assert page.locator("svg.distribution rect.bar").count() == 6
+    customers = page.inner_text(".simulated-customers")
+    assert "org_globex" in customers and "Globex Analytics" in customers
+    assert "USD" in page.inner_text(".totals-table")
+    page.screenshot(path=str(tmp_path / "pricing.png"), full_page=True)
+    page.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pricing.service caches PlanVersion rows of a request's session; a simulation's rollback expires them",
-)
-def test_customer_pages_still_load_after_a_price_simulation(
-    server_url: str, template_url: str, browser, tmp_path: Path
-) -> None:
-    with demo_server(server_url, "tally_billing_cache", tmp_path) as server:
-        page = signed_in_page(browser, server)
-        simulate_a_base_fee_change(page)
-        page.goto(f"{server.base_url}/console/customers?search=globex")
-        overview = page.goto(server.base_url + (page.get_attribute("#customer-rows a", "href") or ""))
-        assert overview is not None and overview.status == 200, page.inner_text("main")
-        assert "Usage this period" in page.inner_text("main")
-        page.close()
+def test_customer_pages_still_load_after_a_price_simulation(live_server: LiveServer, browser) -> None:
+    page = signed_in_page(browser, live_server)
+    simulate_a_base_fee_change(page)
+    page.goto(f"{live_server.base_url}/console/customers?search=globex")
+    overview = page.goto(live_server.base_url + (page.get_attribute("#customer-rows a", "href") or ""))
+    assert overview is not None and overview.status == 200, page.inner_text("main")
+    assert "Usage this period" in page.inner_text("main")
+    page.close()

@@ -7,6 +7,7 @@ import json
 import uuid
 from decimal import Decimal
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import LiveServer
@@ -60,6 +61,19 @@ def test_contract_change_plan_on_a_running_server(live_server: LiveServer) -> No
     }
     scheduled = run_contract(live_server, finance, "ChangePlan", {"input": change})["changePlan"]
     assert scheduled["userErrors"] == [] and scheduled["subscription"]["plan"]["key"] == "pro", "until the period ends"
+    finance_view = (
+        """query($id: ID!) { customer(id: $id) { subscription { scheduledChange { effectiveAt plan { key } } } } }"""
+    )
+    response = httpx.post(
+        f"{live_server.base_url}/graphql",
+        json={"query": finance_view, "variables": {"id": overview["id"]}},
+        headers={"Authorization": f"Bearer {finance}"},
+        timeout=10,
+    ).json()
+    assert response["data"]["customer"]["subscription"]["scheduledChange"] == {
+        "effectiveAt": overview["subscription"]["currentPeriodEnd"],
+        "plan": {"key": "team"},
+    }
     reused = run_contract(live_server, finance, "ChangePlan", {"input": {**change, "planKey": "hobby"}})["changePlan"]
     assert reused["userErrors"][0]["code"] == "IDEMPOTENCY_KEY_REUSED"
     unknown = {**change, "planKey": "gold", "idempotencyKey": f"e2e-{uuid.uuid4()}"}
