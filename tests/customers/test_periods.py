@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from customers.periods import calendar_month, period_containing
+from customers.periods import calendar_month, period_containing, periods_ending_within
 
 
 def at(text: str) -> datetime:
@@ -54,3 +54,21 @@ def test_the_period_contains_as_of_and_periods_tile(anchor: datetime, offset_hou
     assert start <= as_of < end
     assert period_containing(anchor, interval, end)[0] == end, "the next period starts where this one ends"
     assert (end - start) >= timedelta(days=28 if interval == "month" else 365)
+
+
+def test_a_yearly_plan_anchored_on_feb_29_comes_back_to_it_in_leap_years() -> None:
+    anchor = at("2024-02-29T00:00:00")
+    assert period_containing(anchor, "year", at("2028-03-01T00:00:00")) == (
+        at("2028-02-29T00:00:00"),
+        at("2029-02-28T00:00:00"),
+    )
+
+
+def test_the_whole_periods_ending_in_a_window() -> None:
+    anchor = at("2026-01-31T00:00:00")
+    assert periods_ending_within(anchor, "month", at("2026-02-01T00:00:00"), at("2026-04-30T00:00:00")) == [
+        (at("2026-01-31T00:00:00"), at("2026-02-28T00:00:00")),
+        (at("2026-02-28T00:00:00"), at("2026-03-31T00:00:00")),
+        (at("2026-03-31T00:00:00"), at("2026-04-30T00:00:00")),
+    ]
+    assert periods_ending_within(anchor, "month", at("2026-02-28T00:00:00"), at("2026-03-30T00:00:00")) == []
