@@ -108,7 +108,7 @@ async def grant_some_credits(url: str, anchor: datetime) -> int:
     engine = create_engine(url)
     async with session_factory(engine)() as session:
         query = text("SELECT id FROM customers WHERE split_part(external_id, '_', 2)::int % 10 = 0")
-        ids = [row[0] for row in (await session.execute(query)).all()]
+        ids = [row[0] for row in (await (await session.connection()).execute(query)).all()]
         for customer_id in ids:
             await grant_credits(
                 session,

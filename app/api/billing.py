@@ -13,6 +13,7 @@ from graphql import GraphQLError
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from app.api.catalog import Plan
 from app.api.common import (
     Connection,
     Money,
@@ -30,7 +31,8 @@ from billing import service as billing
 from billing.invoicing import DraftLine
 from billing.models import Invoice as InvoiceRow
 from billing.models import InvoiceLine as InvoiceLineRow
-from customers.subscriptions import PlanChangeRequest, change_plan
+from customers.models import PlanChange as PlanChangeRow
+from customers.subscriptions import PlanChangeRequest, change_plan, plan_changes
 from ledger import service as ledger
 from ledger.money import round_to_minor
 
@@ -231,6 +233,55 @@ class Proration:
 
 
 @strawberry.type
+class PlanChange:
+    """The audit of a plan change: who, when, from what, to what, and its prorations."""
+
+    id: strawberry.ID
+    timing: PlanChangeTiming
+    status: str = strawberry.field(description="applied, scheduled or canceled (by a later immediate change).")
+    effective_at: datetime
+    requested_at: datetime
+    actor: str
+    prorations: list[Proration]
+    row: strawberry.Private[PlanChangeRow]
+
+    @strawberry.field
+    async def from_plan(self, info: Info) -> Plan:
+        plan, version = await info.context.loaders.plan_version.load(self.row.from_plan_version_id)
+        return Plan.from_model(plan, version)
+
+    @strawberry.field
+    async def to_plan(self, info: Info) -> Plan:
+        plan, version = await info.context.loaders.plan_version.load(self.row.to_plan_version_id)
+        return Plan.from_model(plan, version)
+
+    @classmethod
+    def from_model(cls, row: PlanChangeRow, currency: str, as_of: datetime) -> PlanChange:
+        came_into_effect = row.status == "scheduled" and row.effective_at <= as_of
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            timing=PlanChangeTiming(row.timing),
+            status="applied" if came_into_effect else row.status,
+            effective_at=row.effective_at,
+            requested_at=row.requested_at,
+            actor=row.actor,
+            prorations=[proration_of(p["description"], Decimal(p["amount"]), currency) for p in row.prorations],
+            row=row,
+        )
+
+
+def proration_of(description: str, amount: Decimal, currency: str) -> Proration:
+    return Proration(
+        description=description, amount=money(round_to_minor(amount, currency), currency), amount_exact=amount
+    )
+
+
+async def resolve_plan_changes(root: strawberry.Parent[Any], info: Info, first: int = 20) -> list[PlanChange]:
+    rows = await plan_changes(info.context.session, root.row_id, limit=page_size(first, default=20, maximum=100))
+    return [PlanChange.from_model(row, root.currency, info.context.now()) for row in rows]
+
+
+@strawberry.type
 class ChangePlanPayload:
     subscription: Annotated[Subscription, strawberry.lazy("app.api.customers")] | None
     prorations: list[Proration]
@@ -264,14 +315,7 @@ class BillingMutation:
             # Built before the transaction ends: a dry run rolls back, which expires the rows.
             return ChangePlanPayload(
                 subscription=Subscription.from_model(subscription, context.now()),
-                prorations=[
-                    Proration(
-                        description=p.description,
-                        amount=money(round_to_minor(p.amount, currency), currency),
-                        amount_exact=p.amount,
-                    )
-                    for p in outcome.prorations
-                ],
+                prorations=[proration_of(p.description, p.amount, currency) for p in outcome.prorations],
                 effective_at=outcome.effective_at,
                 user_errors=[],
             )

@@ -10,7 +10,14 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.types import Info
 
-from app.api.billing import Invoice, UpcomingInvoice, resolve_invoices, resolve_upcoming_invoice
+from app.api.billing import (
+    Invoice,
+    PlanChange,
+    UpcomingInvoice,
+    resolve_invoices,
+    resolve_plan_changes,
+    resolve_upcoming_invoice,
+)
 from app.api.catalog import Plan
 from app.api.common import (
     Connection,
@@ -121,6 +128,11 @@ class Customer:
     entitlement: Entitlement | None = strawberry.field(resolver=resolve_entitlement)
     invoices: Connection[Invoice] = strawberry.field(
         resolver=resolve_invoices, permission_classes=[requires(Capability.READ_INVOICES)]
+    )
+    plan_changes: list[PlanChange] = strawberry.field(
+        resolver=resolve_plan_changes,
+        permission_classes=[requires(Capability.READ_INVOICES)],
+        description="Plan changes, newest first, with who made them.",
     )
     upcoming_invoice: UpcomingInvoice | None = strawberry.field(
         resolver=resolve_upcoming_invoice,

@@ -183,6 +183,8 @@ async def test_plan_change_preview_changes_nothing_and_confirm_changes_the_plan(
     assert (await session.execute(text("SELECT count(*) FROM plan_changes"))).scalar_one() == 1
     upcoming = tab.text[tab.text.index('id="upcoming-invoice"') : tab.text.index("Issued invoices")]
     assert "proration · service" in upcoming, "the prorations land on the upcoming invoice"
+    audit = tab.text[tab.text.index('id="plan-changes"') : tab.text.index('id="upcoming-invoice"')]
+    assert "cs@example.com" in audit and "Pro v1" in audit and "Team v1" in audit and "immediately" in audit
 
 
 async def test_plan_change_errors_are_shown_beside_the_field(client: httpx.AsyncClient, billed: str) -> None:
