@@ -14,6 +14,7 @@ import httpx
 import psycopg
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth import create_token
@@ -109,6 +110,14 @@ async def session(database_url: str) -> AsyncIterator[AsyncSession]:
     engine = create_engine(database_url)
     async with session_factory(engine)() as db_session:
         yield db_session
+    await engine.dispose()
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A session factory, for code that opens its own transactions (the billing run)."""
+    engine = create_engine(database_url)
+    yield session_factory(engine)
     await engine.dispose()
 
 

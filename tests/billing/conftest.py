@@ -1,3 +1,3 @@
-from tests.billing.scenario import billing_catalog, sessions
+from tests.billing.scenario import billing_catalog
 
-__all__ = ["billing_catalog", "sessions"]
+__all__ = ["billing_catalog"]

@@ -4,15 +4,12 @@ customers subscribed at chosen moments, usage sent through real ingestion."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.database import create_engine, session_factory
 from billing import service as billing
 from customers.service import NewCustomer, create_customer
 from metering.service import IngestLimits, ingest
@@ -56,13 +53,6 @@ JAN_31 = datetime(2026, 1, 31, tzinfo=UTC)
 FEB_28 = datetime(2026, 2, 28, tzinfo=UTC)
 MAR_31 = datetime(2026, 3, 31, tzinfo=UTC)
 LIMITS = IngestLimits(max_age=timedelta(days=35), max_properties_bytes=16384)
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url)
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
@@ -16,19 +15,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
-from app.database import create_engine, session_factory
 from app.settings import Settings
 from app.staff import create_user
 from customers.service import NewCustomer, create_customer
 from tests.conftest import DEMO_CATALOG, now
 from tests.console.test_console import PASSWORD, csrf_of, sign_in
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url)
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 @pytest.fixture
