@@ -68,29 +68,20 @@ async def transaction_by_key(session: AsyncSession, key: str) -> LedgerTransacti
     return (await session.exec(query)).first()
 
 
-async def lock_customer_accounts(session: AsyncSession, account_ids: Sequence[uuid.UUID]) -> None:
-    """One sorted FOR UPDATE over the accounts whose cached balances change: a fixed lock order
-    means two transactions on the same accounts wait rather than deadlock."""
-    await session.execute(
-        text("SELECT id FROM ledger_accounts WHERE id = ANY(:ids) AND customer_id IS NOT NULL ORDER BY id FOR UPDATE"),
-        {"ids": sorted(account_ids)},
-    )
-
-
 async def write_postings(session: AsyncSession, transaction_id: uuid.UUID, legs: Sequence[dict[str, Any]]) -> None:
+    """Lock the customer accounts moved (one sorted FOR UPDATE), write the postings and move the
+    cached balances: one round trip, through the ``ledger_post`` function (migration 0006)."""
     await session.execute(
         text(
-            "INSERT INTO ledger_postings (transaction_id, account_id, amount, grant_id) "
-            "VALUES (:transaction_id, :account_id, :amount, :grant_id)"
+            "SELECT ledger_post(:transaction_id, CAST(:accounts AS uuid[]), CAST(:amounts AS bigint[]), "
+            "CAST(:grants AS uuid[]))"
         ),
-        [{"transaction_id": transaction_id, **leg} for leg in legs],
-    )
-    deltas: dict[uuid.UUID, int] = {}
-    for leg in legs:
-        deltas[leg["account_id"]] = deltas.get(leg["account_id"], 0) + leg["amount"]
-    await session.execute(
-        text("UPDATE ledger_accounts SET balance = balance + :delta WHERE id = :id AND customer_id IS NOT NULL"),
-        [{"id": account_id, "delta": delta} for account_id, delta in sorted(deltas.items())],
+        {
+            "transaction_id": transaction_id,
+            "accounts": [leg["account_id"] for leg in legs],
+            "amounts": [leg["amount"] for leg in legs],
+            "grants": [leg["grant_id"] for leg in legs],
+        },
     )
 
 

@@ -96,7 +96,6 @@ async def post(session: AsyncSession, transaction: LedgerTransaction, legs: list
         raise ValueError("a transaction needs two or more postings that sum to zero")
     if any(leg.account.currency != transaction.currency for leg in legs):
         raise InvalidInput(f"every amount must be in {transaction.currency}", field="currency")
-    await repository.lock_customer_accounts(session, [leg.account.id for leg in legs])
     await repository.write_postings(
         session,
         transaction.id,
