@@ -16,7 +16,7 @@ from customers.periods import calendar_month, period_containing
 from ledger.money import plain_decimal
 from metering import repository
 from metering.aggregation import Partial, merge_all
-from metering.events import MeterRule, canonical_json, dimension_text, loads_exact, measure
+from metering.events import FUTURE_TOLERANCE, MeterRule, canonical_json, dimension_text, loads_exact, measure
 from metering.models import CustomerWatermark
 from pricing.models import Meter, PlanCharge
 from pricing.rating import ChargeTerms, allocate, rate
@@ -62,10 +62,22 @@ def dimensions_match(dimensions: dict[str, Any], where: dict[str, str]) -> bool:
 
 
 async def usage(
-    session: AsyncSession, customer_id: uuid.UUID, meters: list[Meter], start: datetime, end: datetime
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    meters: list[Meter],
+    start: datetime,
+    end: datetime,
+    *,
+    as_of: datetime | None = None,
 ) -> list[MeterUsage]:
     """Exact usage over ``[start, end)``: whole hours from the rollups, the partial hours at
-    either end from the raw events, merged per meter and dimensions."""
+    either end from the raw events, merged per meter and dimensions.
+
+    With ``as_of``, a range reaching into the future is read only up to the end of the hour of
+    ``as_of`` plus the accepted clock skew (no later event can exist yet): the same usage, without
+    reading raw events for a partial hour that is still to come."""
+    if as_of is not None:
+        end = min(end, _ceil_hour(as_of + FUTURE_TOLERANCE))
     partials: dict[uuid.UUID, dict[str, Partial]] = {meter.id: {} for meter in meters}
     interior_start, interior_end = _ceil_hour(start), _floor_hour(end)
     raw_ranges = [(start, end)]
@@ -255,7 +267,7 @@ async def entitlement(
     charges = []
     if version_id is not None:
         charges = [charge for charge, m in await charges_of_version(session, version_id) if m.id == meter.id]
-    [meter_usage] = await usage(session, customer_id, [meter], period.start, period.end)
+    [meter_usage] = await usage(session, customer_id, [meter], period.start, period.end, as_of=as_of)
     return entitlement_of(meter_usage, charges, suspended=suspended)
 
 

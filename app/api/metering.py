@@ -127,7 +127,8 @@ async def resolve_usage(
     meters = list({m.id: every_meter[m.id] for _, m in charged}.values()) if charged else list(every_meter.values())
     currency = root.currency
     results = []
-    for meter_usage in await usage_service.usage(session, root.row_id, meters, start, end):
+    now = info.context.now()
+    for meter_usage in await usage_service.usage(session, root.row_id, meters, start, end, as_of=now):
         charges: list[PlanCharge] = [c for c, m in charged if m.id == meter_usage.meter.id]
         limits = usage_service.entitlement_of(meter_usage, charges, suspended=False)
         cost = usage_service.cost_of(meter_usage, charges)
