@@ -93,6 +93,45 @@ async def test_a_run_that_dies_half_way_is_finished_by_the_next(
     assert numbers == list(range(1, 11))
 
 
+async def test_an_invoice_that_fails_inside_its_transaction_leaves_nothing_behind(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], settings: Settings, billing_catalog: None
+) -> None:
+    for i in range(4):
+        await subscribe(session, f"c{i}", "basic", JAN_31)
+    # The database fails c2's invoice after its ledger postings and its number were taken.
+    await session.execute(
+        text("""
+        CREATE FUNCTION fail_c2() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF (SELECT external_id FROM customers WHERE id = NEW.customer_id) = 'c2' THEN
+            RAISE EXCEPTION 'disk full';
+          END IF;
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER fail_c2 BEFORE INSERT ON invoices FOR EACH ROW EXECUTE FUNCTION fail_c2();
+        """)
+    )
+    await session.commit()
+    with pytest.raises(DBAPIError):
+        await run_billing(
+            sessions, settings.model_copy(update={"billing_concurrency": 1}), as_of=JAN_31 + timedelta(minutes=1)
+        )
+    rows = (
+        await session.execute(text("SELECT c.external_id FROM invoices i JOIN customers c ON c.id = i.customer_id"))
+    ).all()
+    assert "c2" not in {external_id for (external_id,) in rows}
+    ledger_rows = (
+        await session.execute(text("SELECT count(*) FROM ledger_transactions WHERE reason LIKE 'invoice%'"))
+    ).scalar_one()
+    assert ledger_rows == len(rows), "no ledger transaction without its invoice"
+    await session.execute(text("DROP TRIGGER fail_c2 ON invoices"))
+    await session.commit()
+    finished = await run_billing(sessions, settings, as_of=JAN_31 + timedelta(minutes=1))
+    assert finished.invoices_issued == 4 - len(rows)
+    numbers = [n for (n,) in await session.execute(text("SELECT number FROM invoices ORDER BY number"))]
+    assert numbers == [1, 2, 3, 4], "the failed invoice gave its number back"
+
+
 async def test_late_usage_is_billed_on_the_next_invoice_naming_its_period(
     session: AsyncSession, sessions: async_sessionmaker[AsyncSession], settings: Settings, billing_catalog: None
 ) -> None:
