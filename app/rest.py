@@ -96,12 +96,10 @@ async def get_entitlement(
     session: SessionDep,
     viewer: Annotated[Viewer, Depends(requires(Capability.CHECK_ENTITLEMENTS))],
 ) -> dict[str, object]:
-    customer = await customers.get_customer(session, external_id=external_id)
-    if customer is None or not viewer.may_see_customer(customer.id):
+    answer = await usage_service.entitlement_by_external_id(session, external_id, meter_key, as_of=datetime.now(UTC))
+    if answer is None or not viewer.may_see_customer(answer.customer_id):
         raise HTTPException(404, detail={"code": "NOT_FOUND", "message": f"no customer {external_id!r}"})
-    found = await usage_service.entitlement(
-        session, customer.id, meter_key, suspended=customer.status == "SUSPENDED", as_of=datetime.now(UTC)
-    )
+    found = answer.entitlement
     if found is None:
         raise HTTPException(404, detail={"code": "UNKNOWN_METER", "message": f"no meter {meter_key!r}"})
     return {

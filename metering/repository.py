@@ -369,3 +369,20 @@ async def oldest_watermarks(session: AsyncSession, limit: int) -> list[Any]:
 async def quarantine_count(session: AsyncSession) -> int:
     found = await session.execute(text("SELECT count(*) FROM quarantined_events WHERE replayed_at IS NULL"))
     return int(found.scalar_one())
+
+
+EDGE_LOOKUP = text("""
+SELECT c.id AS customer_id, c.status, s.started_at, s.plan_version_id, s.pending_plan_version_id,
+       s.pending_change_at, m.id AS meter_id, m.key, m.name, m.unit, m.event_type, m.aggregation,
+       m.value_property, m.group_by, m.created_at
+FROM customers c
+LEFT JOIN subscriptions s ON s.customer_id = c.id
+LEFT JOIN meters m ON m.key = :meter_key
+WHERE c.external_id = :external_id
+""")
+
+
+async def edge_lookup(session: AsyncSession, external_id: str, meter_key: str) -> Any | None:
+    """The customer, their subscription and the meter an edge asks about, in one round trip."""
+    rows = await session.execute(EDGE_LOOKUP, {"external_id": external_id, "meter_key": meter_key})
+    return rows.mappings().first()

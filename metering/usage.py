@@ -12,6 +12,7 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import service as customers
+from customers.models import Subscription
 from customers.periods import calendar_month, period_containing
 from ledger.money import plain_decimal
 from metering import repository
@@ -264,11 +265,78 @@ async def entitlement(
     if meter is None:
         return None
     period, version_id = await current_period(session, customer_id, as_of)
+    return await _entitlement_in(session, customer_id, meter, period, version_id, suspended=suspended, as_of=as_of)
+
+
+async def _entitlement_in(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    meter: Meter,
+    period: Period,
+    version_id: uuid.UUID | None,
+    *,
+    suspended: bool,
+    as_of: datetime,
+) -> Entitlement:
     charges = []
     if version_id is not None:
         charges = [charge for charge, m in await charges_of_version(session, version_id) if m.id == meter.id]
     [meter_usage] = await usage(session, customer_id, [meter], period.start, period.end, as_of=as_of)
     return entitlement_of(meter_usage, charges, suspended=suspended)
+
+
+@dataclass(frozen=True)
+class EdgeEntitlement:
+    customer_id: uuid.UUID
+    entitlement: Entitlement | None  # None: no such meter
+
+
+async def entitlement_by_external_id(
+    session: AsyncSession, external_id: str, meter_key: str, *, as_of: datetime
+) -> EdgeEntitlement | None:
+    """The edge's question, in as few round trips as it can be (customer, subscription and meter
+    in one, then the period's usage): None for an unknown customer."""
+    row = await repository.edge_lookup(session, external_id, meter_key)
+    if row is None:
+        return None
+    if row["meter_id"] is None:
+        return EdgeEntitlement(row["customer_id"], None)
+    meter = Meter(
+        id=row["meter_id"],
+        key=row["key"],
+        name=row["name"],
+        unit=row["unit"],
+        event_type=row["event_type"],
+        aggregation=row["aggregation"],
+        value_property=row["value_property"],
+        group_by=row["group_by"],
+        created_at=row["created_at"],
+    )
+    version_id: uuid.UUID | None = None
+    if row["started_at"] is None:
+        start, end = calendar_month(as_of)
+    else:
+        subscription = Subscription(
+            customer_id=row["customer_id"],
+            plan_version_id=row["plan_version_id"],
+            started_at=row["started_at"],
+            created_at=row["started_at"],
+            pending_plan_version_id=row["pending_plan_version_id"],
+            pending_change_at=row["pending_change_at"],
+        )
+        version_id = subscription.version_at(as_of)
+        version = await plan_version(session, version_id)
+        start, end = period_containing(row["started_at"], version.interval, as_of)
+    found = await _entitlement_in(
+        session,
+        row["customer_id"],
+        meter,
+        Period(start, end),
+        version_id,
+        suspended=row["status"] == "SUSPENDED",
+        as_of=as_of,
+    )
+    return EdgeEntitlement(row["customer_id"], found)
 
 
 async def watermark(session: AsyncSession, customer_id: uuid.UUID) -> CustomerWatermark | None:
