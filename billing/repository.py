@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
@@ -131,11 +130,3 @@ async def lines_of(session: AsyncSession, invoice_ids: Sequence[uuid.UUID]) -> d
 
 async def invoice_by_number(session: AsyncSession, number: int) -> Invoice | None:
     return (await session.exec(select(Invoice).where(col(Invoice.number) == number))).first()
-
-
-async def numbers_issued(session: AsyncSession) -> list[dict[str, Any]]:
-    """Every invoice's number, customer, kind and period: what the billing run's checks compare."""
-    rows = await session.execute(
-        text("SELECT number, customer_id, kind, period_start, period_end FROM invoices ORDER BY number")
-    )
-    return [dict(row._mapping) for row in rows]
