@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     billing_grace_minutes: int = Field(
         default=60, ge=0, description="A period is invoiced this long after it ends, so late events still count."
     )
+    stripe_webhook_secret: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET", "TALLY_STRIPE_WEBHOOK_SECRET"),
+        description="The webhook endpoint's signing secret (whsec_…); unset refuses every webhook.",
+    )
     billing_concurrency: int = Field(default=2, ge=1, le=32, description="Customers invoiced at once by a run.")
 
     @field_validator("database_url")

@@ -91,3 +91,24 @@ class RatedPeriod(SQLModel, table=True):
     period_end: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     event_count: int = Field(sa_column=Column(BigInteger, nullable=False))
     rated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+STRIPE_EVENT_STATUSES = ("received", "processed", "ignored", "failed")
+
+
+class StripeEvent(SQLModel, table=True):
+    """A Stripe webhook event, stored once by its id before anything acts on it: Stripe retries
+    deliveries, sends them in any order, and a duplicate must have no second effect."""
+
+    __tablename__ = "stripe_events"
+
+    id: str = Field(sa_column=Column(Text, primary_key=True))
+    type: str = Field(sa_column=Column(Text, nullable=False))
+    object_id: str | None = Field(default=None, sa_column=Column(Text))
+    created: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    livemode: bool
+    payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    deliveries: int = Field(sa_column=Column(Integer, nullable=False))
+    status: str
+    processed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

@@ -1,0 +1,140 @@
+"""Stripe webhook intake over HTTP: signatures and their timestamps verified, events stored once
+by id, other types kept and marked ignored, Stripe's own example objects read without error.
+
+The events are signed here with the endpoint secret, exactly as Stripe signs them (HMAC-SHA256 of
+"timestamp.payload"): localstripe is not needed to test the intake itself."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import REPO
+
+SECRET = "whsec_test_tally_endpoint_secret"
+FIXTURES = json.loads((REPO.parent / "shared" / "stripe" / "fixtures3.json").read_text())["resources"]
+
+
+def signed(payload: bytes, *, secret: str = SECRET, at: int | None = None) -> str:
+    timestamp = int(time.time()) if at is None else at
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def event_of(kind: str, obj: dict[str, Any], event_id: str = "evt_test_1") -> bytes:
+    event = copy.deepcopy(FIXTURES["event"])
+    event.update({"id": event_id, "type": kind, "data": {"object": obj}})
+    return json.dumps(event).encode()
+
+
+@pytest.fixture
+async def webhook_client(settings: Settings, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    app: FastAPI = create_app(settings.model_copy(update={"stripe_webhook_secret": SECRET}), database_url)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        yield http
+
+
+async def post(client: httpx.AsyncClient, payload: bytes, signature: str | None) -> httpx.Response:
+    headers = {"content-type": "application/json", **({"Stripe-Signature": signature} if signature else {})}
+    return await client.post("/webhooks/stripe", content=payload, headers=headers)
+
+
+async def stored(session: AsyncSession) -> list[tuple[str, str, int]]:
+    rows = await session.execute(text("SELECT id, status, deliveries FROM stripe_events ORDER BY id"))
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+async def test_a_signed_event_is_stored_once_however_often_it_arrives(
+    webhook_client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    payload = event_of("payment_intent.succeeded", FIXTURES["payment_intent"])
+    answers = [await post(webhook_client, payload, signed(payload)) for _ in range(5)]
+    assert [a.status_code for a in answers] == [200] * 5
+    assert [a.json()["duplicate"] for a in answers] == [False, True, True, True, True]
+    assert await stored(session) == [("evt_test_1", "received", 5)]
+    object_id = (await session.execute(text("SELECT object_id FROM stripe_events"))).scalar_one()
+    assert object_id == FIXTURES["payment_intent"]["id"]
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        None,
+        "t=1,v1=deadbeef",
+        "garbage",
+        "forged with another secret",
+        "stale: signed 301 seconds ago",
+        "signed over another body",
+    ],
+)
+async def test_a_missing_forged_or_stale_signature_is_400_and_stores_nothing(
+    webhook_client: httpx.AsyncClient, session: AsyncSession, signature: str | None
+) -> None:
+    payload = event_of("payment_intent.succeeded", FIXTURES["payment_intent"])
+    header = {
+        "forged with another secret": signed(payload, secret="whsec_someone_else"),
+        "stale: signed 301 seconds ago": signed(payload, at=int(time.time()) - 301),
+        "signed over another body": signed(payload.replace(b"evt_test_1", b"evt_test_2")),
+    }.get(signature or "", signature)
+    answer = await post(webhook_client, payload, header)
+    assert answer.status_code == 400
+    assert answer.json()["code"] == "SIGNATURE_INVALID"
+    assert await stored(session) == []
+
+
+async def test_webhooks_are_refused_while_no_secret_is_configured(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    payload = event_of("payment_intent.succeeded", FIXTURES["payment_intent"])
+    answer = await post(client, payload, signed(payload))
+    assert answer.status_code == 400 and "STRIPE_WEBHOOK_SECRET" in answer.json()["message"]
+    assert await stored(session) == []
+
+
+async def test_other_event_types_are_kept_and_marked_ignored(
+    webhook_client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    payload = event_of("price.updated", FIXTURES["price"], "evt_price")
+    assert (await post(webhook_client, payload, signed(payload))).json()["status"] == "ignored"
+    assert await stored(session) == [("evt_price", "ignored", 1)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "resource"),
+    [
+        ("payment_intent.succeeded", "payment_intent"),
+        ("payment_intent.payment_failed", "payment_intent"),
+        ("charge.refunded", "charge"),
+        ("charge.refund.updated", "refund"),
+        ("charge.dispute.created", "dispute"),
+        ("customer.updated", "customer"),
+    ],
+)
+async def test_stripes_own_example_objects_are_read(
+    webhook_client: httpx.AsyncClient, session: AsyncSession, kind: str, resource: str
+) -> None:
+    payload = event_of(kind, FIXTURES[resource], f"evt_{resource}")
+    answer = await post(webhook_client, payload, signed(payload))
+    assert answer.status_code == 200, answer.text
+    row = (await session.execute(text("SELECT type, object_id, livemode FROM stripe_events"))).one()
+    assert tuple(row) == (kind, FIXTURES[resource]["id"], FIXTURES["event"]["livemode"])
+
+
+def test_the_fixtures_are_stripes_published_objects() -> None:
+    assert Path(REPO.parent / "shared" / "stripe" / "fixtures3.json").is_file()
+    assert {"event", "payment_intent", "charge", "refund", "dispute"} <= set(FIXTURES)
