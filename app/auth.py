@@ -54,6 +54,7 @@ class Capability(StrEnum):
     READ_INVOICES = "read_invoices"
     CHANGE_PLANS = "change_plans"
     SIMULATE_PRICING = "simulate_pricing"
+    MANAGE_PAYMENT_METHODS = "manage_payment_methods"
 
 
 _STAFF_READ = {
@@ -78,6 +79,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.REDEEM_PROMOTIONS,
             Capability.CHANGE_PLANS,
             Capability.SIMULATE_PRICING,
+            Capability.MANAGE_PAYMENT_METHODS,
         }
     ),
     # Support grants credits up to TALLY_SUPPORT_GRANT_LIMIT a grant (checked where grants are made).
@@ -90,6 +92,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.MANAGE_PROMOTIONS,
             Capability.REDEEM_PROMOTIONS,
             Capability.CHANGE_PLANS,
+            Capability.MANAGE_PAYMENT_METHODS,
         }
     ),
     Role.VIEWER: frozenset(_STAFF_READ),
@@ -103,6 +106,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.CHECK_ENTITLEMENTS,
             Capability.READ_LEDGER,
             Capability.READ_INVOICES,
+            Capability.MANAGE_PAYMENT_METHODS,
         }
     ),
 }

@@ -49,6 +49,18 @@ class Settings(BaseSettings):
     billing_grace_minutes: int = Field(
         default=60, ge=0, description="A period is invoiced this long after it ends, so late events still count."
     )
+    stripe_api_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_API_KEY", "TALLY_STRIPE_API_KEY"),
+        description="A Stripe secret key; unset turns collection off (invoices say they are not collected).",
+    )
+    stripe_api_base: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_API_BASE", "TALLY_STRIPE_API_BASE"),
+        description="Stripe's API address, e.g. a localstripe at http://localhost:8420; unset is Stripe's own.",
+    )
+    stripe_timeout_seconds: float = Field(default=10.0, gt=0, description="Per Stripe request.")
+    stripe_max_network_retries: int = Field(default=2, ge=0, le=10, description="Stripe's own retries.")
     stripe_webhook_secret: str | None = Field(
         default=None,
         validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET", "TALLY_STRIPE_WEBHOOK_SECRET"),

@@ -112,3 +112,14 @@ class StripeEvent(SQLModel, table=True):
     deliveries: int = Field(sa_column=Column(Integer, nullable=False))
     status: str
     processed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class StripeCustomer(SQLModel, table=True):
+    """The Stripe customer of a Tally customer, created on demand, and their default card."""
+
+    __tablename__ = "stripe_customers"
+
+    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), primary_key=True))
+    stripe_customer_id: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    default_payment_method: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
