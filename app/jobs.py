@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app import trace_store
 from app.billing_run import run_billing
 from app.settings import Settings
+from billing.webhooks import process_next
 from ledger.grants import expire_grants
 
 logger = logging.getLogger("tally.jobs")
@@ -36,12 +37,24 @@ async def expire_credit_grants(sessions: async_sessionmaker[AsyncSession], *, as
     return expired
 
 
+async def process_stripe_events(sessions: async_sessionmaker[AsyncSession], *, as_of: datetime) -> int:
+    """Act on every stored Stripe event a handler exists for, one committed transaction each."""
+    processed = 0
+    async with sessions() as session:
+        while await process_next(session, as_of=as_of) is not None:
+            await session.commit()
+            processed += 1
+        await session.commit()
+    return processed
+
+
 async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
     while True:
         for name, job in (
             ("span pruning", lambda: prune_spans(sessions, settings, as_of=datetime.now(UTC))),
             ("credit expiry", lambda: expire_credit_grants(sessions, as_of=datetime.now(UTC))),
             ("billing run", lambda: run_billing(sessions, settings, as_of=datetime.now(UTC))),
+            ("stripe events", lambda: process_stripe_events(sessions, as_of=datetime.now(UTC))),
         ):
             try:
                 await job()

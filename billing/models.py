@@ -112,6 +112,7 @@ class StripeEvent(SQLModel, table=True):
     deliveries: int = Field(sa_column=Column(Integer, nullable=False))
     status: str
     processed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    error: str | None = Field(default=None, sa_column=Column(Text))  # why it failed or was ignored
 
 
 class StripeCustomer(SQLModel, table=True):

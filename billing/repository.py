@@ -130,3 +130,15 @@ async def lines_of(session: AsyncSession, invoice_ids: Sequence[uuid.UUID]) -> d
 
 async def invoice_by_number(session: AsyncSession, number: int) -> Invoice | None:
     return (await session.exec(select(Invoice).where(col(Invoice.number) == number))).first()
+
+
+async def invoice_for_update(session: AsyncSession, invoice_id: uuid.UUID) -> Invoice | None:
+    query = select(Invoice).where(col(Invoice.id) == invoice_id).with_for_update()
+    return (await session.exec(query.execution_options(populate_existing=True))).first()
+
+
+async def mark_paid(session: AsyncSession, invoice_id: uuid.UUID) -> None:
+    """The one change an issued invoice allows: its status (the immutability trigger checks)."""
+    await session.execute(
+        text("UPDATE invoices SET status = 'paid' WHERE id = :id AND status = 'issued'"), {"id": invoice_id}
+    )

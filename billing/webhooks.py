@@ -1,11 +1,14 @@
-"""Stripe webhooks, the intake: verify the signature and its timestamp, store the event once by
-its id, answer at once. Acting on events (payments, failures, refunds, disputes) happens apart
-from the request, from the stored rows, so a duplicate or out-of-order delivery does no harm.
+"""Stripe webhooks: the intake verifies the signature and its timestamp, stores the event once by
+its id and answers at once; processing acts on stored events apart from the request (a job), each
+effect keyed in the ledger by Stripe's object id, so a duplicate delivery has no second effect.
+Processed so far: ``payment_intent.succeeded`` (the payment of a Tally invoice).
 """
 
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +17,9 @@ import stripe
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from ledger.errors import InvalidInput
+from billing import repository
+from ledger.errors import InvalidInput, TallyError
+from ledger.service import Entry, Leg, account, claim, post
 
 SIGNATURE_TOLERANCE_SECONDS = 300
 # The event types collection acts on; any other type is stored and marked ignored.
@@ -98,3 +103,80 @@ async def receive(session: AsyncSession, event: dict[str, Any], *, as_of: dateti
     )
     stored_status, deliveries = row.one()
     return ReceivedEvent(event["id"], event["type"], duplicate=deliveries > 1, status=stored_status)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # processed, ignored or failed
+    error: str | None = None
+
+
+async def process_next(session: AsyncSession, *, as_of: datetime) -> str | None:
+    """Act on the oldest stored event a handler exists for (SKIP LOCKED: workers share the queue);
+    return its id, or None when none waits. The caller commits."""
+    row = (
+        await session.execute(
+            text(
+                "SELECT id, type, payload FROM stripe_events WHERE status = 'received' AND type = ANY(:types) "
+                "ORDER BY created, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+            ),
+            {"types": sorted(HANDLERS)},
+        )
+    ).first()
+    if row is None:
+        return None
+    event_id, event_type, payload = row
+    try:
+        outcome = await HANDLERS[event_type](session, payload, as_of)
+    except TallyError as error:
+        outcome = Outcome("failed", error.message)
+    await session.execute(
+        text("UPDATE stripe_events SET status = :status, error = :error, processed_at = :at WHERE id = :id"),
+        {"status": outcome.status, "error": outcome.error, "at": as_of, "id": event_id},
+    )
+    return str(event_id)
+
+
+async def _payment_succeeded(session: AsyncSession, event: dict[str, Any], as_of: datetime) -> Outcome:
+    """Post the payment (Stripe clearing debited, the receivable credited) and mark the invoice
+    paid. The ledger key is the PaymentIntent's id: its payment is posted once, whatever arrives."""
+    intent = event["data"]["object"]
+    invoice_ref = (intent.get("metadata") or {}).get("tally_invoice_id")
+    if not invoice_ref:
+        return Outcome("ignored", "not the payment of a Tally invoice (no tally_invoice_id in its metadata)")
+    try:
+        invoice = await repository.invoice_for_update(session, uuid.UUID(invoice_ref))
+    except ValueError:
+        invoice = None
+    if invoice is None:
+        return Outcome("failed", f"no invoice {invoice_ref}")
+    currency = str(intent.get("currency", "")).upper()
+    amount = intent.get("amount_received") or intent.get("amount")
+    if currency != invoice.currency or amount != invoice.amount_due:
+        return Outcome(
+            "failed",
+            f"paid {amount} {currency} for invoice {invoice.number}, "
+            f"which is due {invoice.amount_due} {invoice.currency}",
+        )
+    entry = Entry(
+        kind="payment",
+        currency=currency,
+        customer_id=invoice.customer_id,
+        effective_at=datetime.fromtimestamp(intent.get("created") or as_of.timestamp(), UTC),
+        actor="stripe",
+        reason=f"payment {intent['id']} of invoice {invoice.number}",
+        idempotency_key=f"stripe:payment:{intent['id']}",
+        request={"invoice": str(invoice.id), "amount": amount},
+    )
+    transaction, created = await claim(session, entry, as_of=as_of)
+    if created:
+        clearing = await account(session, "stripe_clearing", currency, as_of)
+        receivable = await account(session, "receivable", currency, as_of, invoice.customer_id)
+        await post(session, transaction, [Leg(clearing, amount), Leg(receivable, -amount)])
+    await repository.mark_paid(session, invoice.id)
+    return Outcome("processed")
+
+
+HANDLERS: dict[str, Callable[[AsyncSession, dict[str, Any], datetime], Awaitable[Outcome]]] = {
+    "payment_intent.succeeded": _payment_succeeded,
+}

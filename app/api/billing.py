@@ -128,9 +128,17 @@ class Invoice:
             credits_applied=money(row.credits_applied, currency),
             total=money(row.total, currency),
             amount_due=money(row.amount_due, currency),
-            collection="not collected: no payment rail configured" if row.amount_due else "nothing due",
+            collection=collection_note(row),
             row=row,
         )
+
+
+def collection_note(row: InvoiceRow) -> str:
+    if not row.amount_due:
+        return "nothing due"
+    if row.status == "paid":
+        return "paid"
+    return "awaiting payment: automatic collection through Stripe is not built yet"
 
 
 def invoice_number(number: int) -> str:

@@ -12,6 +12,7 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,13 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.billing_run import run_billing
+from app.jobs import process_stripe_events
 from app.main import create_app
 from app.settings import Settings
+from ledger import service as ledger
+from pricing.service import apply_catalog
+from tests.billing.scenario import CATALOG, JAN_31, invoices_of, subscribe
 from tests.conftest import REPO
 
 SECRET = "whsec_test_tally_endpoint_secret"
@@ -138,3 +144,60 @@ async def test_stripes_own_example_objects_are_read(
 def test_the_fixtures_are_stripes_published_objects() -> None:
     assert Path(REPO.parent / "shared" / "stripe" / "fixtures3.json").is_file()
     assert {"event", "payment_intent", "charge", "refund", "dispute"} <= set(FIXTURES)
+
+
+async def issued_invoice(session: AsyncSession, sessions: Any, settings: Settings) -> Any:
+    """A real invoice: the opening invoice of a Basic customer, 10.00 due."""
+    await apply_catalog(session, CATALOG, as_of=JAN_31 - timedelta(days=1))
+    await session.commit()
+    customer_id = await subscribe(session, "acme", "basic", JAN_31)
+    await run_billing(sessions, settings, as_of=JAN_31 + timedelta(minutes=1))
+    [invoice] = await invoices_of(session, customer_id)
+    return invoice
+
+
+def payment_of(invoice: Any, amount: int, intent_id: str = "pi_tally_1") -> dict[str, Any]:
+    intent = copy.deepcopy(FIXTURES["payment_intent"])
+    intent.update(
+        {
+            "id": intent_id,
+            "amount": amount,
+            "amount_received": amount,
+            "currency": "usd",
+            "status": "succeeded",
+            "metadata": {"tally_invoice_id": str(invoice.id)},
+        }
+    )
+    return intent
+
+
+async def test_a_succeeded_payment_is_posted_once_and_pays_the_invoice(
+    webhook_client: httpx.AsyncClient, session: AsyncSession, sessions: Any, settings: Settings
+) -> None:
+    invoice = await issued_invoice(session, sessions, settings)
+    payload = event_of("payment_intent.succeeded", payment_of(invoice, 1000), "evt_paid")
+    for _ in range(3):
+        assert (await post(webhook_client, payload, signed(payload))).status_code == 200
+    assert await process_stripe_events(sessions, as_of=JAN_31 + timedelta(minutes=2)) == 1
+    assert await process_stripe_events(sessions, as_of=JAN_31 + timedelta(minutes=3)) == 0
+    assert (await session.execute(text("SELECT status FROM invoices"))).scalar_one() == "paid"
+    balances = await ledger.balances(session, invoice.customer_id, "USD")
+    assert balances.outstanding == 0
+    payments = (
+        await session.execute(text("SELECT count(*) FROM ledger_transactions WHERE kind = 'payment'"))
+    ).scalar_one()
+    assert payments == 1
+    assert await stored(session) == [("evt_paid", "processed", 3)]
+
+
+async def test_a_payment_that_does_not_match_the_invoice_changes_nothing_and_says_why(
+    webhook_client: httpx.AsyncClient, session: AsyncSession, sessions: Any, settings: Settings
+) -> None:
+    invoice = await issued_invoice(session, sessions, settings)
+    payload = event_of("payment_intent.succeeded", payment_of(invoice, 999), "evt_short")
+    await post(webhook_client, payload, signed(payload))
+    await process_stripe_events(sessions, as_of=JAN_31 + timedelta(minutes=2))
+    assert (await session.execute(text("SELECT status FROM invoices"))).scalar_one() == "issued"
+    status, error = (await session.execute(text("SELECT status, error FROM stripe_events"))).one()
+    assert status == "failed" and "paid 999 USD" in error and "due 1000 USD" in error
+    assert (await ledger.balances(session, invoice.customer_id, "USD")).outstanding == 1000

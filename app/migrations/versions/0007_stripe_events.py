@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("deliveries", sa.Integer, nullable=False),
         sa.Column("status", sa.String, nullable=False),
         sa.Column("processed_at", sa.DateTime(timezone=True)),
+        sa.Column("error", sa.Text),
         sa.CheckConstraint(
             "status IN ('received', 'processed', 'ignored', 'failed')", name="stripe_events_status_known"
         ),
