@@ -43,6 +43,8 @@ events_cli = typer.Typer(help="Usage events: the quarantine and its replay.", no
 ledger_cli = typer.Typer(help="The double-entry ledger: verification and credit expiry.", no_args_is_help=True)
 cli.add_typer(ledger_cli, name="ledger")
 cli.add_typer(events_cli, name="events")
+jobs_cli = typer.Typer(help="Run a background job of `tally serve` once, now.", no_args_is_help=True)
+cli.add_typer(jobs_cli, name="jobs")
 billing_cli = typer.Typer(help="Billing runs: close periods and issue invoices.", no_args_is_help=True)
 cli.add_typer(billing_cli, name="billing")
 err = Console(stderr=True)
@@ -544,6 +546,36 @@ def billing_run(
         f"{report.invoices_issued} invoice(s) issued for {report.customers_considered} customer(s) due by "
         f"{moment.isoformat()}: {summary} in {report.seconds:.1f} s"
     )
+
+
+@jobs_cli.command("run")
+def jobs_run(
+    job: Annotated[str, typer.Argument(help="outbox (collect invoices through Stripe) or stripe-events.")],
+    as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 time (default: now).")] = None,
+) -> None:
+    """Run one job until it has nothing left to do, and say how much it did."""
+    from app import jobs
+
+    if job not in ("outbox", "stripe-events"):
+        fail(f"{job!r}: not a job; run `outbox` or `stripe-events`")
+    settings = load_settings()
+    moment = parse_as_of(as_of)
+    url = prepared_database(settings)
+
+    async def main() -> int:
+        engine = create_engine(url)
+        try:
+            sessions = session_factory(engine)
+            if job == "outbox":
+                return await jobs.collect_invoices(sessions, settings, as_of=moment)
+            return await jobs.process_stripe_events(sessions, as_of=moment)
+        finally:
+            await engine.dispose()
+
+    done = asyncio.run(main())
+    what = "invoice collection attempt(s)" if job == "outbox" else "Stripe event(s) processed"
+    suffix = " (collection is off: set STRIPE_API_KEY)" if job == "outbox" and not settings.stripe_api_key else ""
+    typer.echo(f"{done} {what}{suffix}")
 
 
 def main() -> None:

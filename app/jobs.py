@@ -12,7 +12,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import trace_store
 from app.billing_run import run_billing
+from app.collection import stripe_gateway
 from app.settings import Settings
+from billing.outbox import charge, claim_next, record, retry_later
+from billing.stripe_gateway import StripeUnavailable
 from billing.webhooks import process_next
 from ledger.grants import expire_grants
 
@@ -48,6 +51,26 @@ async def process_stripe_events(sessions: async_sessionmaker[AsyncSession], *, a
     return processed
 
 
+async def collect_invoices(sessions: async_sessionmaker[AsyncSession], settings: Settings, *, as_of: datetime) -> int:
+    """Work the collection outbox until no invoice is due; 0 when collection is off (no key)."""
+    gateway = stripe_gateway(settings)
+    if gateway is None:
+        return 0
+    attempted = 0
+    async with sessions() as session:
+        while (claimed := await claim_next(session, as_of=as_of)) is not None:
+            await session.commit()  # the attempt number is durable before Stripe hears of it
+            try:
+                charged = await charge(session, gateway, claimed, as_of=as_of)
+            except StripeUnavailable as error:
+                await retry_later(session, claimed, error, as_of=as_of)
+            else:
+                await record(session, claimed, charged, as_of=as_of)
+            await session.commit()
+            attempted += 1
+    return attempted
+
+
 async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
     while True:
         for name, job in (
@@ -55,6 +78,7 @@ async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Set
             ("credit expiry", lambda: expire_credit_grants(sessions, as_of=datetime.now(UTC))),
             ("billing run", lambda: run_billing(sessions, settings, as_of=datetime.now(UTC))),
             ("stripe events", lambda: process_stripe_events(sessions, as_of=datetime.now(UTC))),
+            ("collection", lambda: collect_invoices(sessions, settings, as_of=datetime.now(UTC))),
         ):
             try:
                 await job()

@@ -387,6 +387,8 @@ async def issue(session: AsyncSession, draft: DraftInvoice, *, as_of: datetime, 
         for position, (line, amount) in enumerate(zip(draft.lines, amounts, strict=True))
     ]
     await repository.insert_invoice(session, invoice, lines)
+    if amount_due:
+        await repository.queue_collection(session, invoice, as_of=as_of)
     for start, end, count in draft.rated:
         await repository.record_rated_period(session, customer_id, start, end, count, as_of)
     return invoice

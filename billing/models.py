@@ -124,3 +124,31 @@ class StripeCustomer(SQLModel, table=True):
     stripe_customer_id: str = Field(sa_column=Column(Text, nullable=False, unique=True))
     default_payment_method: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class CollectionOutbox(SQLModel, table=True):
+    """An invoice with an amount due, to collect through Stripe. Written in the invoice's own
+    transaction, so no issued invoice is ever forgotten; a worker claims rows with SKIP LOCKED."""
+
+    __tablename__ = "collection_outbox"
+
+    invoice_id: uuid.UUID = Field(sa_column=Column(ForeignKey("invoices.id"), primary_key=True))
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    attempts: int = Field(sa_column=Column(Integer, nullable=False))
+    status: str
+    next_attempt_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class PaymentAttempt(SQLModel, table=True):
+    """One try at collecting an invoice: its PaymentIntent (key ``invoice:<id>:attempt:<n>``)."""
+
+    __tablename__ = "payment_attempts"
+
+    invoice_id: uuid.UUID = Field(sa_column=Column(ForeignKey("invoices.id"), primary_key=True))
+    attempt: int = Field(sa_column=Column(Integer, primary_key=True))
+    payment_intent_id: str | None = Field(default=None, sa_column=Column(Text))
+    status: str
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -13,6 +13,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.models import Invoice, InvoiceLine, RatedPeriod
+from billing.stripe_gateway import Charge
 from customers.models import Subscription
 
 
@@ -141,4 +142,53 @@ async def mark_paid(session: AsyncSession, invoice_id: uuid.UUID) -> None:
     """The one change an issued invoice allows: its status (the immutability trigger checks)."""
     await session.execute(
         text("UPDATE invoices SET status = 'paid' WHERE id = :id AND status = 'issued'"), {"id": invoice_id}
+    )
+
+
+async def queue_collection(session: AsyncSession, invoice: Invoice, *, as_of: datetime) -> None:
+    """The outbox row of an invoice to collect, in the invoice's own transaction."""
+    await session.execute(
+        text(
+            "INSERT INTO collection_outbox (invoice_id, customer_id, attempts, status, next_attempt_at, created_at) "
+            "VALUES (:invoice_id, :customer_id, 0, 'pending', :at, :at)"
+        ),
+        {"invoice_id": invoice.id, "customer_id": invoice.customer_id, "at": as_of},
+    )
+
+
+async def record_attempt(
+    session: AsyncSession, invoice_id: uuid.UUID, attempt: int, charged: Charge, *, as_of: datetime
+) -> None:
+    await session.execute(
+        text(
+            "INSERT INTO payment_attempts (invoice_id, attempt, payment_intent_id, status, error, created_at) "
+            "VALUES (:invoice_id, :attempt, :intent, :status, :error, :at) ON CONFLICT (invoice_id, attempt) "
+            "DO UPDATE SET payment_intent_id = EXCLUDED.payment_intent_id, status = EXCLUDED.status, "
+            "error = EXCLUDED.error"
+        ),
+        {
+            "invoice_id": invoice_id,
+            "attempt": attempt,
+            "intent": charged.payment_intent_id,
+            "status": charged.status,
+            "error": charged.error,
+            "at": as_of,
+        },
+    )
+
+
+async def settle_outbox(session: AsyncSession, invoice_id: uuid.UUID, status: str, error: str | None) -> None:
+    await session.execute(
+        text("UPDATE collection_outbox SET status = :status, last_error = :error WHERE invoice_id = :invoice_id"),
+        {"status": status, "error": error, "invoice_id": invoice_id},
+    )
+
+
+async def retry_outbox(session: AsyncSession, invoice_id: uuid.UUID, at: datetime, error: str) -> None:
+    await session.execute(
+        text(
+            "UPDATE collection_outbox SET status = 'pending', next_attempt_at = :at, last_error = :error "
+            "WHERE invoice_id = :invoice_id"
+        ),
+        {"at": at, "error": error, "invoice_id": invoice_id},
     )

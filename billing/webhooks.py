@@ -138,34 +138,57 @@ async def process_next(session: AsyncSession, *, as_of: datetime) -> str | None:
 
 
 async def _payment_succeeded(session: AsyncSession, event: dict[str, Any], as_of: datetime) -> Outcome:
-    """Post the payment (Stripe clearing debited, the receivable credited) and mark the invoice
-    paid. The ledger key is the PaymentIntent's id: its payment is posted once, whatever arrives."""
     intent = event["data"]["object"]
     invoice_ref = (intent.get("metadata") or {}).get("tally_invoice_id")
     if not invoice_ref:
         return Outcome("ignored", "not the payment of a Tally invoice (no tally_invoice_id in its metadata)")
     try:
-        invoice = await repository.invoice_for_update(session, uuid.UUID(invoice_ref))
+        invoice_id = uuid.UUID(invoice_ref)
     except ValueError:
-        invoice = None
-    if invoice is None:
         return Outcome("failed", f"no invoice {invoice_ref}")
-    currency = str(intent.get("currency", "")).upper()
+    paid_at = datetime.fromtimestamp(intent.get("created") or as_of.timestamp(), UTC)
     amount = intent.get("amount_received") or intent.get("amount")
+    error = await post_invoice_payment(
+        session,
+        invoice_id,
+        payment_intent_id=intent["id"],
+        amount=amount,
+        currency=str(intent.get("currency", "")).upper(),
+        paid_at=paid_at,
+        as_of=as_of,
+    )
+    return Outcome("failed", error) if error else Outcome("processed")
+
+
+async def post_invoice_payment(
+    session: AsyncSession,
+    invoice_id: uuid.UUID,
+    *,
+    payment_intent_id: str,
+    amount: int,
+    currency: str,
+    paid_at: datetime,
+    as_of: datetime,
+) -> str | None:
+    """Post a payment (Stripe clearing debited, the receivable credited) and mark the invoice
+    paid; the ledger key is the PaymentIntent's id, so the collection worker and the webhook can
+    both report it and it is posted once. Returns why it could not be posted, or None."""
+    invoice = await repository.invoice_for_update(session, invoice_id)
+    if invoice is None:
+        return f"no invoice {invoice_id}"
     if currency != invoice.currency or amount != invoice.amount_due:
-        return Outcome(
-            "failed",
+        return (
             f"paid {amount} {currency} for invoice {invoice.number}, "
-            f"which is due {invoice.amount_due} {invoice.currency}",
+            f"which is due {invoice.amount_due} {invoice.currency}"
         )
     entry = Entry(
         kind="payment",
         currency=currency,
         customer_id=invoice.customer_id,
-        effective_at=datetime.fromtimestamp(intent.get("created") or as_of.timestamp(), UTC),
+        effective_at=paid_at,
         actor="stripe",
-        reason=f"payment {intent['id']} of invoice {invoice.number}",
-        idempotency_key=f"stripe:payment:{intent['id']}",
+        reason=f"payment {payment_intent_id} of invoice {invoice.number}",
+        idempotency_key=f"stripe:payment:{payment_intent_id}",
         request={"invoice": str(invoice.id), "amount": amount},
     )
     transaction, created = await claim(session, entry, as_of=as_of)
@@ -174,7 +197,7 @@ async def _payment_succeeded(session: AsyncSession, event: dict[str, Any], as_of
         receivable = await account(session, "receivable", currency, as_of, invoice.customer_id)
         await post(session, transaction, [Leg(clearing, amount), Leg(receivable, -amount)])
     await repository.mark_paid(session, invoice.id)
-    return Outcome("processed")
+    return None
 
 
 HANDLERS: dict[str, Callable[[AsyncSession, dict[str, Any], datetime], Awaitable[Outcome]]] = {

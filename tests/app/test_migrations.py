@@ -24,6 +24,7 @@ QUERY_ONLY_INDEXES = {
     "events_by_customer_time",
     "ledger_accounts_one_per_owner",
     "invoices_newest_first",
+    "collection_outbox_due",
 }
 
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,8 +21,15 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.billing_run import run_billing
+from app.collection import stripe_gateway
+from app.jobs import collect_invoices
 from app.main import create_app
 from app.settings import Settings
+from billing.collection import stripe_customer_id
+from ledger import service as ledger
+from pricing.service import apply_catalog
+from tests.billing.scenario import CATALOG, JAN_31, subscribe
 from tests.conftest import graphql
 from tests.e2e.conftest import free_port
 
@@ -103,3 +113,85 @@ async def test_without_a_stripe_key_collection_is_off(client: httpx.AsyncClient,
     body = (await graphql(client, admin, SETUP, {"i": {"customerId": customer_id, "idempotencyKey": "k"}})).json()
     [error] = body["data"]["createSetupIntent"]["userErrors"]
     assert error["code"] == "COLLECTION_OFF" and "STRIPE_API_KEY" in error["message"]
+
+
+def card_for(localstripe: str, stripe_customer: str, number: str) -> None:
+    """What Stripe.js does on the customer's page: a card saved to their Stripe customer."""
+    client = stripe.StripeClient("sk_test_tally", base_addresses={"api": localstripe})
+    card = {"number": number, "exp_month": 12, "exp_year": 2031, "cvc": "123"}
+    method = client.v1.payment_methods.create(params={"type": "card", "card": card})  # type: ignore[typeddict-item]
+    client.v1.payment_methods.attach(method.id, params={"customer": stripe_customer})
+
+
+async def billed_with_card(
+    session: AsyncSession, sessions: Any, settings: Settings, external_id: str, card: str | None, localstripe: str
+) -> tuple[uuid.UUID, Settings]:
+    """A Basic customer whose opening invoice (10.00) is issued, with a card saved (or none)."""
+    configured = settings.model_copy(update={"stripe_api_key": "sk_test_tally", "stripe_api_base": localstripe})
+    await apply_catalog(session, CATALOG, as_of=JAN_31 - timedelta(days=1))
+    await session.commit()
+    customer_id = await subscribe(session, external_id, "basic", JAN_31)
+    gateway = stripe_gateway(configured)
+    assert gateway is not None
+    stripe_customer = await stripe_customer_id(session, gateway, customer_id, as_of=JAN_31)
+    await session.commit()
+    if card:
+        card_for(localstripe, stripe_customer, card)
+    await run_billing(sessions, configured, as_of=JAN_31 + timedelta(minutes=1))
+    return customer_id, configured
+
+
+async def outbox_and_attempts(session: AsyncSession) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    outbox = (await session.execute(text("SELECT status, attempts, last_error FROM collection_outbox"))).all()
+    attempts = (
+        await session.execute(text("SELECT attempt, status, error FROM payment_attempts ORDER BY attempt"))
+    ).all()
+    return [tuple(r) for r in outbox], [tuple(r) for r in attempts]
+
+
+async def test_an_issued_invoice_is_collected_from_the_saved_card_once(
+    session: AsyncSession, sessions: Any, settings: Settings, localstripe: str
+) -> None:
+    customer_id, configured = await billed_with_card(
+        session, sessions, settings, "org_pays", "4242424242424242", localstripe
+    )
+    assert await collect_invoices(sessions, configured, as_of=JAN_31 + timedelta(minutes=2)) == 1
+    assert await collect_invoices(sessions, configured, as_of=JAN_31 + timedelta(minutes=3)) == 0
+    outbox, attempts = await outbox_and_attempts(session)
+    assert outbox == [("collected", 1, None)] and [a[:2] for a in attempts] == [(1, "succeeded")]
+    assert (await session.execute(text("SELECT status FROM invoices"))).scalar_one() == "paid"
+    assert (await ledger.balances(session, customer_id, "USD")).outstanding == 0
+    intent_id = (await session.execute(text("SELECT payment_intent_id FROM payment_attempts"))).scalar_one()
+    client = stripe.StripeClient("sk_test_tally", base_addresses={"api": localstripe})
+    intent = client.v1.payment_intents.retrieve(intent_id)
+    assert (intent.amount, intent.currency, intent.status) == (1000, "usd", "succeeded")
+
+
+async def test_a_declined_card_leaves_the_invoice_open_and_says_why(
+    session: AsyncSession, sessions: Any, settings: Settings, localstripe: str
+) -> None:
+    customer_id, configured = await billed_with_card(
+        session, sessions, settings, "org_declines", "4000000000000341", localstripe
+    )
+    await collect_invoices(sessions, configured, as_of=JAN_31 + timedelta(minutes=2))
+    outbox, attempts = await outbox_and_attempts(session)
+    assert outbox[0][:2] == ("failed", 1) and attempts[0][1] == "failed" and "declined" in attempts[0][2]
+    assert (await session.execute(text("SELECT status FROM invoices"))).scalar_one() == "issued"
+    assert (await ledger.balances(session, customer_id, "USD")).outstanding == 1000
+
+
+async def test_stripe_unreachable_is_retried_with_backoff_and_charges_once_when_back(
+    session: AsyncSession, sessions: Any, settings: Settings, localstripe: str
+) -> None:
+    _, configured = await billed_with_card(session, sessions, settings, "org_later", "4242424242424242", localstripe)
+    down = configured.model_copy(
+        update={"stripe_api_base": f"http://127.0.0.1:{free_port()}", "stripe_max_network_retries": 0}
+    )
+    assert await collect_invoices(sessions, down, as_of=JAN_31 + timedelta(minutes=2)) == 1
+    outbox, attempts = await outbox_and_attempts(session)
+    assert outbox[0][:2] == ("pending", 1) and attempts == [], "nothing reached Stripe, nothing recorded"
+    assert await collect_invoices(sessions, configured, as_of=JAN_31 + timedelta(minutes=2, seconds=30)) == 0, "backoff"
+    assert await collect_invoices(sessions, configured, as_of=JAN_31 + timedelta(minutes=5)) == 1
+    outbox, attempts = await outbox_and_attempts(session)
+    assert outbox[0][:2] == ("collected", 2) and [a[:2] for a in attempts] == [(2, "succeeded")]
+    assert (await session.execute(text("SELECT status FROM invoices"))).scalar_one() == "paid"
