@@ -65,7 +65,8 @@ async def collect_invoices(sessions: async_sessionmaker[AsyncSession], settings:
             except StripeUnavailable as error:
                 await retry_later(session, claimed, error, as_of=as_of)
             else:
-                await record(session, claimed, charged, as_of=as_of)
+                retry_after = tuple(timedelta(days=days) for days in settings.dunning_retry_days)
+                await record(session, claimed, charged, as_of=as_of, retry_after=retry_after)
             await session.commit()
             attempted += 1
     return attempted

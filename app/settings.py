@@ -61,12 +61,22 @@ class Settings(BaseSettings):
     )
     stripe_timeout_seconds: float = Field(default=10.0, gt=0, description="Per Stripe request.")
     stripe_max_network_retries: int = Field(default=2, ge=0, le=10, description="Stripe's own retries.")
+    dunning_retry_days: list[int] = Field(
+        default=[3, 5, 7], description="Retries of a declined payment, in days after the first failure."
+    )
     stripe_webhook_secret: str | None = Field(
         default=None,
         validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET", "TALLY_STRIPE_WEBHOOK_SECRET"),
         description="The webhook endpoint's signing secret (whsec_…); unset refuses every webhook.",
     )
     billing_concurrency: int = Field(default=2, ge=1, le=32, description="Customers invoiced at once by a run.")
+
+    @field_validator("dunning_retry_days")
+    @classmethod
+    def _increasing_days(cls, value: list[int]) -> list[int]:
+        if any(day <= 0 for day in value) or value != sorted(set(value)):
+            raise ValueError("give increasing positive days after the first failure, e.g. [3, 5, 7]")
+        return value
 
     @field_validator("database_url")
     @classmethod

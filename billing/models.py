@@ -138,6 +138,7 @@ class CollectionOutbox(SQLModel, table=True):
     status: str
     next_attempt_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     last_error: str | None = Field(default=None, sa_column=Column(Text))
+    first_failed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 

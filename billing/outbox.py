@@ -4,8 +4,8 @@ A worker claims a row (SKIP LOCKED) and commits the attempt number before callin
 the key ``invoice:<id>:attempt:<n>``; a claim is a lease: a row left in flight by a crash is
 claimed again after the lease, with the same attempt number and so the same key, and Stripe
 answers with the PaymentIntent it already made rather than charging twice. No ledger lock is held
-during the call. A declined card ends the row as failed (dunning takes it from there); Stripe
-unreachable puts it back with exponential backoff.
+during the call. A declined card starts dunning (retries on a schedule, the customer PAST_DUE, then SUSPENDED);
+Stripe unreachable puts the row back with exponential backoff.
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ from billing import repository
 from billing.collection import stripe_customer_id
 from billing.stripe_gateway import Charge, StripeGateway, StripeUnavailable, charge_off_session, saved_card
 from billing.webhooks import post_invoice_payment
+from customers import service as customers
 
 LEASE = timedelta(minutes=10)
+# Retries after a declined payment, counted from the first failure (TALLY_DUNNING_RETRY_DAYS).
+DUNNING_SCHEDULE = (timedelta(days=3), timedelta(days=5), timedelta(days=7))
 MAX_BACKOFF = timedelta(hours=6)
 
 
@@ -80,8 +83,18 @@ async def charge(session: AsyncSession, gateway: StripeGateway, claimed: Claimed
     )
 
 
-async def record(session: AsyncSession, claimed: Claimed, charged: Charge, *, as_of: datetime) -> None:
-    """Keep the attempt and its outcome; a success posts the payment (keyed by the PaymentIntent)."""
+async def record(
+    session: AsyncSession,
+    claimed: Claimed,
+    charged: Charge,
+    *,
+    as_of: datetime,
+    retry_after: tuple[timedelta, ...] = DUNNING_SCHEDULE,
+) -> None:
+    """Keep the attempt and act on its outcome. A success posts the payment (keyed by the
+    PaymentIntent) and, with nothing else overdue, makes the customer ACTIVE again. A failure
+    makes them PAST_DUE and schedules the next retry, ``retry_after`` the first failure; when the
+    last retry fails too, they are SUSPENDED (entitlements answer no)."""
     await repository.record_attempt(session, claimed.invoice_id, claimed.attempt, charged, as_of=as_of)
     if charged.status == "succeeded" and charged.payment_intent_id:
         error = await post_invoice_payment(
@@ -94,10 +107,26 @@ async def record(session: AsyncSession, claimed: Claimed, charged: Charge, *, as
             as_of=as_of,
         )
         await repository.settle_outbox(session, claimed.invoice_id, "collected" if error is None else "failed", error)
-    elif charged.status in ("requires_action", "processing"):
+        if error is None and not await repository.customers_with_failed_collection(session, claimed.customer_id):
+            await customers.set_status(session, claimed.customer_id, "ACTIVE")
+        return
+    if charged.status in ("requires_action", "processing"):
         await repository.settle_outbox(session, claimed.invoice_id, "collected", f"payment {charged.status}")
+        return
+    failures = await repository.failed_attempts(session, claimed.invoice_id)
+    first_failed_at = await repository.first_failure(session, claimed.invoice_id) or as_of
+    if failures <= len(retry_after):
+        await repository.schedule_retry_after_failure(
+            session,
+            claimed.invoice_id,
+            failed_at=first_failed_at,
+            retry_at=first_failed_at + retry_after[failures - 1],
+            error=charged.error,
+        )
+        await customers.set_status(session, claimed.customer_id, "PAST_DUE")
     else:
         await repository.settle_outbox(session, claimed.invoice_id, "failed", charged.error)
+        await customers.set_status(session, claimed.customer_id, "SUSPENDED")
 
 
 async def retry_later(session: AsyncSession, claimed: Claimed, error: StripeUnavailable, *, as_of: datetime) -> None:

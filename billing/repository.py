@@ -192,3 +192,41 @@ async def retry_outbox(session: AsyncSession, invoice_id: uuid.UUID, at: datetim
         ),
         {"at": at, "error": error, "invoice_id": invoice_id},
     )
+
+
+async def schedule_retry_after_failure(
+    session: AsyncSession, invoice_id: uuid.UUID, *, failed_at: datetime, retry_at: datetime, error: str | None
+) -> None:
+    await session.execute(
+        text(
+            "UPDATE collection_outbox SET status = 'pending', next_attempt_at = :retry_at, last_error = :error, "
+            "first_failed_at = coalesce(first_failed_at, :failed_at) WHERE invoice_id = :invoice_id"
+        ),
+        {"retry_at": retry_at, "error": error, "failed_at": failed_at, "invoice_id": invoice_id},
+    )
+
+
+async def first_failure(session: AsyncSession, invoice_id: uuid.UUID) -> datetime | None:
+    row = await session.execute(
+        text("SELECT first_failed_at FROM collection_outbox WHERE invoice_id = :id"), {"id": invoice_id}
+    )
+    return row.scalar_one_or_none()
+
+
+async def failed_attempts(session: AsyncSession, invoice_id: uuid.UUID) -> int:
+    row = await session.execute(
+        text("SELECT count(*) FROM payment_attempts WHERE invoice_id = :id AND status = 'failed'"), {"id": invoice_id}
+    )
+    return int(row.scalar_one())
+
+
+async def customers_with_failed_collection(session: AsyncSession, customer_id: uuid.UUID) -> int:
+    """Invoices of the customer still being dunned or given up on."""
+    row = await session.execute(
+        text(
+            "SELECT count(*) FROM collection_outbox WHERE customer_id = :id "
+            "AND (status = 'failed' OR first_failed_at IS NOT NULL AND status <> 'collected')"
+        ),
+        {"id": customer_id},
+    )
+    return int(row.scalar_one())

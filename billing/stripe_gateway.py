@@ -79,7 +79,8 @@ async def _call(call: Awaitable[T]) -> T:
 
 
 async def saved_card(gateway: StripeGateway, stripe_customer_id: str) -> str | None:
-    """The card to charge: the customer's default for invoices, else the card saved last."""
+    """The card to charge: the customer's default for invoices, else their only card (with several
+    and no default, which one the customer meant is not ours to guess)."""
     customer = await _call(gateway.client.v1.customers.retrieve_async(stripe_customer_id))
     default = customer.invoice_settings.default_payment_method if customer.invoice_settings else None
     if default:
@@ -87,7 +88,7 @@ async def saved_card(gateway: StripeGateway, stripe_customer_id: str) -> str | N
     cards = await _call(
         gateway.client.v1.payment_methods.list_async(params={"customer": stripe_customer_id, "type": "card"})
     )
-    return cards.data[-1].id if cards.data else None
+    return cards.data[0].id if len(cards.data) == 1 else None
 
 
 async def charge_off_session(

@@ -176,3 +176,9 @@ async def phases_of_customers(
     for phase in await session.exec(query):
         grouped[phase.customer_id].append(phase)
     return grouped
+
+
+async def set_status(session: AsyncSession, customer_id: uuid.UUID, status: str) -> None:
+    await session.execute(
+        text("UPDATE customers SET status = :status WHERE id = :id"), {"status": status, "id": customer_id}
+    )

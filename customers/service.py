@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import repository
 from customers.errors import ExternalIdTaken, InvalidInput, PlanNotFound
-from customers.models import Customer, Subscription, SubscriptionPhase
+from customers.models import CUSTOMER_STATUSES, Customer, Subscription, SubscriptionPhase
 from ledger.money import normalize_currency
 from pricing import repository as catalog
 
@@ -129,3 +129,11 @@ async def phases_of_customers(
     session: AsyncSession, customer_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, list[SubscriptionPhase]]:
     return await repository.phases_of_customers(session, customer_ids)
+
+
+async def set_status(session: AsyncSession, customer_id: uuid.UUID, status: str) -> None:
+    """ACTIVE, PAST_DUE (a payment failed; retries are scheduled) or SUSPENDED (they all failed:
+    entitlements answer no)."""
+    if status not in CUSTOMER_STATUSES:
+        raise InvalidInput(f"must be one of {', '.join(CUSTOMER_STATUSES)}", field="status")
+    await repository.set_status(session, customer_id, status)

@@ -116,11 +116,13 @@ async def test_without_a_stripe_key_collection_is_off(client: httpx.AsyncClient,
 
 
 def card_for(localstripe: str, stripe_customer: str, number: str) -> None:
-    """What Stripe.js does on the customer's page: a card saved to their Stripe customer."""
+    """What the frontend does with a SetupIntent: a card saved to the Stripe customer, made the
+    default for invoices."""
     client = stripe.StripeClient("sk_test_tally", base_addresses={"api": localstripe})
     card = {"number": number, "exp_month": 12, "exp_year": 2031, "cvc": "123"}
     method = client.v1.payment_methods.create(params={"type": "card", "card": card})  # type: ignore[typeddict-item]
     client.v1.payment_methods.attach(method.id, params={"customer": stripe_customer})
+    client.v1.customers.update(stripe_customer, params={"invoice_settings": {"default_payment_method": method.id}})
 
 
 async def billed_with_card(
@@ -167,17 +169,54 @@ async def test_an_issued_invoice_is_collected_from_the_saved_card_once(
     assert (intent.amount, intent.currency, intent.status) == (1000, "usd", "succeeded")
 
 
-async def test_a_declined_card_leaves_the_invoice_open_and_says_why(
+async def customer_status(session: AsyncSession, customer_id: uuid.UUID) -> str:
+    return str((await session.execute(text(f"SELECT status FROM customers WHERE id = '{customer_id}'"))).scalar_one())
+
+
+async def test_a_declined_card_makes_the_customer_past_due_and_a_new_card_pays_at_the_retry(
     session: AsyncSession, sessions: Any, settings: Settings, localstripe: str
 ) -> None:
     customer_id, configured = await billed_with_card(
         session, sessions, settings, "org_declines", "4000000000000341", localstripe
     )
-    await collect_invoices(sessions, configured, as_of=JAN_31 + timedelta(minutes=2))
+    failed_at = JAN_31 + timedelta(minutes=2)
+    await collect_invoices(sessions, configured, as_of=failed_at)
     outbox, attempts = await outbox_and_attempts(session)
-    assert outbox[0][:2] == ("failed", 1) and attempts[0][1] == "failed" and "declined" in attempts[0][2]
+    assert outbox[0][:2] == ("pending", 1) and attempts[0][1] == "failed" and "declined" in attempts[0][2]
+    assert await customer_status(session, customer_id) == "PAST_DUE"
     assert (await session.execute(text("SELECT status FROM invoices"))).scalar_one() == "issued"
-    assert (await ledger.balances(session, customer_id, "USD")).outstanding == 1000
+    assert await collect_invoices(sessions, configured, as_of=failed_at + timedelta(days=2)) == 0, "not yet"
+    stripe_customer = (await session.execute(text("SELECT stripe_customer_id FROM stripe_customers"))).scalar_one()
+    card_for(localstripe, stripe_customer, "4242424242424242")  # the customer saves a working card
+    assert await collect_invoices(sessions, configured, as_of=failed_at + timedelta(days=3)) == 1
+    outbox, attempts = await outbox_and_attempts(session)
+    assert outbox[0][:2] == ("collected", 2) and [a[:2] for a in attempts] == [(1, "failed"), (2, "succeeded")]
+    assert await customer_status(session, customer_id) == "ACTIVE"
+    assert (await ledger.balances(session, customer_id, "USD")).outstanding == 0
+
+
+async def test_when_every_retry_fails_the_customer_is_suspended_and_entitlements_deny(
+    session: AsyncSession,
+    sessions: Any,
+    settings: Settings,
+    localstripe: str,
+    token_for,
+    stripe_client: httpx.AsyncClient,
+) -> None:
+    customer_id, configured = await billed_with_card(
+        session, sessions, settings, "org_never", "4000000000000341", localstripe
+    )
+    failed_at = JAN_31 + timedelta(minutes=2)
+    for days in (0, 3, 5):
+        await collect_invoices(sessions, configured, as_of=failed_at + timedelta(days=days))
+        assert await customer_status(session, customer_id) == "PAST_DUE"
+    await collect_invoices(sessions, configured, as_of=failed_at + timedelta(days=7))
+    outbox, attempts = await outbox_and_attempts(session)
+    assert outbox[0][:2] == ("failed", 4) and [a[1] for a in attempts] == ["failed"] * 4
+    assert await customer_status(session, customer_id) == "SUSPENDED"
+    viewer = {"Authorization": f"Bearer {await token_for('viewer')}"}
+    answer = await stripe_client.get("/v1/customers/org_never/entitlements/calls", headers=viewer)
+    assert answer.json()["allowed"] is False
 
 
 async def test_stripe_unreachable_is_retried_with_backoff_and_charges_once_when_back(
