@@ -55,6 +55,7 @@ class Capability(StrEnum):
     CHANGE_PLANS = "change_plans"
     SIMULATE_PRICING = "simulate_pricing"
     MANAGE_PAYMENT_METHODS = "manage_payment_methods"
+    MANAGE_COLLECTION = "manage_collection"
 
 
 _STAFF_READ = {
@@ -80,6 +81,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.CHANGE_PLANS,
             Capability.SIMULATE_PRICING,
             Capability.MANAGE_PAYMENT_METHODS,
+            Capability.MANAGE_COLLECTION,
         }
     ),
     # Support grants credits up to TALLY_SUPPORT_GRANT_LIMIT a grant (checked where grants are made).

@@ -230,3 +230,21 @@ async def customers_with_failed_collection(session: AsyncSession, customer_id: u
         {"id": customer_id},
     )
     return int(row.scalar_one())
+
+
+async def set_invoice_status(session: AsyncSession, invoice_id: uuid.UUID, status: str) -> None:
+    await session.execute(
+        text("UPDATE invoices SET status = :status WHERE id = :id"), {"status": status, "id": invoice_id}
+    )
+
+
+async def retry_now(session: AsyncSession, invoice_id: uuid.UUID, as_of: datetime) -> bool:
+    """Put an invoice's collection back in the queue now; False when there is nothing to retry."""
+    row = await session.execute(
+        text(
+            "UPDATE collection_outbox SET status = 'pending', next_attempt_at = :at "
+            "WHERE invoice_id = :id AND status IN ('pending', 'failed') RETURNING invoice_id"
+        ),
+        {"at": as_of, "id": invoice_id},
+    )
+    return row.first() is not None

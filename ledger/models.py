@@ -23,6 +23,7 @@ SYSTEM_ACCOUNT_KINDS = (
     "stripe_clearing",
     "refunds",
     "adjustments",
+    "bad_debt",
 )
 
 

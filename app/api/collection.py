@@ -1,15 +1,20 @@
-"""GraphQL of collection: SetupIntents for the frontend to save a card."""
+"""GraphQL of collection: SetupIntents for the frontend to save a card, and finance's actions on
+an unpaid invoice (retry now, write off as uncollectible, void)."""
 
 from __future__ import annotations
+
+import uuid
 
 import strawberry
 from strawberry.types import Info
 
+from app.api.billing import Invoice
 from app.api.common import UserError, run_mutation
 from app.api.ledger import customer_of
 from app.api.permissions import requires
 from app.auth import Capability
 from app.collection import stripe_gateway
+from billing import finance
 from billing.collection import create_setup_intent
 from billing.stripe_gateway import SetupIntent
 from ledger.errors import NotFound
@@ -55,3 +60,80 @@ class CollectionMutation:
             client_secret=intent.client_secret if intent else None,
             user_errors=errors,
         )
+
+
+@strawberry.input
+class RetryPaymentInput:
+    invoice_id: strawberry.ID
+
+
+@strawberry.input
+class CloseInvoiceInput:
+    invoice_id: strawberry.ID
+    reason: str
+    idempotency_key: str
+
+
+@strawberry.type
+class InvoicePayload:
+    invoice: Invoice | None
+    user_errors: list[UserError]
+
+
+def _invoice_id(value: strawberry.ID) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise NotFound("no such invoice", field="invoiceId") from None
+
+
+@strawberry.type
+class FinanceMutation:
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.MANAGE_COLLECTION)],
+        description="Collect an unpaid invoice now rather than at its next scheduled retry.",
+    )
+    async def retry_payment(self, info: Info, input: RetryPaymentInput) -> InvoicePayload:
+        context = info.context
+        row, errors = await run_mutation(
+            info, lambda: finance.retry_payment(context.session, _invoice_id(input.invoice_id), as_of=context.now())
+        )
+        return InvoicePayload(invoice=Invoice.from_model(row) if row else None, user_errors=errors)
+
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.MANAGE_COLLECTION)],
+        description="Write an unpaid invoice off to bad debt; it stays, marked uncollectible.",
+    )
+    async def mark_invoice_uncollectible(self, info: Info, input: CloseInvoiceInput) -> InvoicePayload:
+        context = info.context
+        row, errors = await run_mutation(
+            info,
+            lambda: finance.mark_uncollectible(
+                context.session,
+                _invoice_id(input.invoice_id),
+                reason=input.reason,
+                actor=context.viewer.actor,
+                idempotency_key=input.idempotency_key,
+                as_of=context.now(),
+            ),
+        )
+        return InvoicePayload(invoice=Invoice.from_model(row) if row else None, user_errors=errors)
+
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.MANAGE_COLLECTION)],
+        description="Void an unpaid invoice: what it posted is reversed in the ledger.",
+    )
+    async def void_invoice(self, info: Info, input: CloseInvoiceInput) -> InvoicePayload:
+        context = info.context
+        row, errors = await run_mutation(
+            info,
+            lambda: finance.void_invoice(
+                context.session,
+                _invoice_id(input.invoice_id),
+                reason=input.reason,
+                actor=context.viewer.actor,
+                idempotency_key=input.idempotency_key,
+                as_of=context.now(),
+            ),
+        )
+        return InvoicePayload(invoice=Invoice.from_model(row) if row else None, user_errors=errors)

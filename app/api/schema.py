@@ -17,7 +17,7 @@ from strawberry.tools import merge_types
 
 from app.api.billing import BillingMutation, BillingQuery
 from app.api.catalog import CatalogQuery
-from app.api.collection import CollectionMutation
+from app.api.collection import CollectionMutation, FinanceMutation
 from app.api.customers import CustomersMutation, CustomersQuery
 from app.api.ledger import CorrectionsMutation, LedgerMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
@@ -44,6 +44,7 @@ Mutation = merge_types(
         BillingMutation,
         SimulationMutation,
         CollectionMutation,
+        FinanceMutation,
     ),
 )
 

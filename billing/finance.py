@@ -1,0 +1,87 @@
+"""What finance does with an unpaid invoice: retry the payment now, write it off as
+uncollectible (receivable → bad debt), or void it (its ledger transactions reversed). The
+invoice itself never changes but for its status; every money movement is a ledger transaction."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing import repository
+from billing.models import Invoice
+from ledger.errors import InvalidInput, NotFound
+from ledger.service import Entry, Leg, account, check_reason, claim, post, reverse_transaction
+
+
+async def _open_invoice(session: AsyncSession, invoice_id: uuid.UUID) -> Invoice:
+    invoice = await repository.invoice_for_update(session, invoice_id)
+    if invoice is None:
+        raise NotFound("no such invoice", field="invoiceId")
+    if invoice.status != "issued":
+        raise InvalidInput(f"the invoice is {invoice.status}; only an unpaid invoice can be", field="invoiceId")
+    return invoice
+
+
+async def _reread(session: AsyncSession, invoice_id: uuid.UUID) -> Invoice:
+    invoice = await repository.invoice_for_update(session, invoice_id)
+    assert invoice is not None
+    return invoice
+
+
+async def retry_payment(session: AsyncSession, invoice_id: uuid.UUID, *, as_of: datetime) -> Invoice:
+    invoice = await _open_invoice(session, invoice_id)
+    if not await repository.retry_now(session, invoice.id, as_of):
+        raise InvalidInput("a payment of this invoice is in flight or there is nothing to collect", field="invoiceId")
+    return await _reread(session, invoice.id)
+
+
+async def mark_uncollectible(
+    session: AsyncSession, invoice_id: uuid.UUID, *, reason: str, actor: str, idempotency_key: str, as_of: datetime
+) -> Invoice:
+    """Write what is due off to bad debt; the invoice stays, marked uncollectible."""
+    invoice = await _open_invoice(session, invoice_id)
+    entry = Entry(
+        kind="write_off",
+        currency=invoice.currency,
+        customer_id=invoice.customer_id,
+        effective_at=as_of,
+        actor=actor,
+        reason=check_reason(reason),
+        idempotency_key=idempotency_key,
+        request={"invoice": str(invoice.id), "amount": invoice.amount_due},
+    )
+    transaction, created = await claim(session, entry, as_of=as_of)
+    if created:
+        bad_debt = await account(session, "bad_debt", invoice.currency, as_of)
+        receivable = await account(session, "receivable", invoice.currency, as_of, invoice.customer_id)
+        await post(session, transaction, [Leg(bad_debt, invoice.amount_due), Leg(receivable, -invoice.amount_due)])
+    await repository.set_invoice_status(session, invoice.id, "uncollectible")
+    await repository.settle_outbox(session, invoice.id, "failed", "marked uncollectible")
+    return await _reread(session, invoice.id)
+
+
+async def void_invoice(
+    session: AsyncSession, invoice_id: uuid.UUID, *, reason: str, actor: str, idempotency_key: str, as_of: datetime
+) -> Invoice:
+    """Reverse what the invoice posted (its charge, and the credits it drew, which go back to
+    their grants) and mark it void. A credit the invoice drew that has since expired or been voided
+    makes the void refuse (the ledger says why)."""
+    invoice = await _open_invoice(session, invoice_id)
+    for purpose, transaction_id in (
+        ("charge", invoice.ledger_transaction_id),
+        ("credits", invoice.credits_transaction_id),
+    ):
+        if transaction_id is not None:
+            await reverse_transaction(
+                session,
+                transaction_id=transaction_id,
+                reason=check_reason(reason),
+                actor=actor,
+                idempotency_key=f"{idempotency_key}:{purpose}",
+                as_of=as_of,
+            )
+    await repository.set_invoice_status(session, invoice.id, "void")
+    await repository.settle_outbox(session, invoice.id, "failed", "voided")
+    return await _reread(session, invoice.id)
