@@ -21,9 +21,8 @@ from datetime import datetime, timedelta
 from opentelemetry import trace
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from app.database import is_transient_failure
+from app.database import in_transaction
 from app.settings import Settings
 from app.telemetry import current_trace_id
 from billing.models import Invoice
@@ -56,22 +55,10 @@ async def _issue_one(
     sessions: async_sessionmaker[AsyncSession], customer_id: uuid.UUID, as_of: datetime, window: BillingWindow
 ) -> IssuedInvoice | None:
     async with sessions() as session:
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(is_transient_failure),
-            stop=stop_after_attempt(5),
-            wait=wait_random_exponential(multiplier=0.02, max=1),
-            reraise=True,
-        ):
-            with attempt:
-                try:
-                    invoice = await issue_next_invoice(
-                        session, customer_id, as_of=as_of, window=window, trace_id=current_trace_id()
-                    )
-                    await session.commit()
-                except BaseException:
-                    await session.rollback()
-                    raise
-    return invoice
+        return await in_transaction(
+            session,
+            lambda: issue_next_invoice(session, customer_id, as_of=as_of, window=window, trace_id=current_trace_id()),
+        )
 
 
 async def run_billing(

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from app.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+T = TypeVar("T")
 _embedded_servers: dict[Path, Any] = {}
 
 
@@ -50,6 +53,27 @@ def is_transient_failure(error: BaseException) -> bool:
 
     retried = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
     return isinstance(error, retried) or (isinstance(error, DBAPIError) and isinstance(error.orig, retried))
+
+
+async def in_transaction(session: AsyncSession, action: Callable[[], Awaitable[T]], *, commit: bool = True) -> T:
+    """Run ``action`` as one transaction: committed when it returns (rolled back instead when
+    ``commit`` is false, for a dry run), rolled back when it raises. A deadlock or serialization
+    failure reruns the whole action, a few times with jittered backoff: every retried write in
+    Tally is idempotent by its key."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(is_transient_failure),
+        stop=stop_after_attempt(5),
+        wait=wait_random_exponential(multiplier=0.02, max=1),
+        reraise=True,
+    ):
+        with attempt:
+            try:
+                result = await action()
+                await (session.commit() if commit else session.rollback())
+            except BaseException:
+                await session.rollback()
+                raise
+    return result
 
 
 def _forget_dead_attachments(pid_file: Path) -> None:

@@ -8,9 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from app.database import is_transient_failure
+from app.database import in_transaction
 from app.settings import Settings
 from app.telemetry import current_trace_id
 from metering.service import IngestLimits, IngestResult, ingest
@@ -26,23 +25,9 @@ def ingest_limits(settings: Settings) -> IngestLimits:
 async def ingest_and_commit(session: AsyncSession, items: list[Any], settings: Settings) -> IngestResult:
     """Ingest and commit; a 200 after this means every accepted event is durable and counted."""
     received_at = datetime.now(UTC)
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(is_transient_failure),
-        stop=stop_after_attempt(5),
-        wait=wait_random_exponential(multiplier=0.02, max=1),
-        reraise=True,
-    ):
-        with attempt:
-            try:
-                result = await ingest(
-                    session,
-                    items,
-                    received_at=received_at,
-                    limits=ingest_limits(settings),
-                    trace_id=current_trace_id(),
-                )
-                await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
-    return result
+    return await in_transaction(
+        session,
+        lambda: ingest(
+            session, items, received_at=received_at, limits=ingest_limits(settings), trace_id=current_trace_id()
+        ),
+    )

@@ -4,6 +4,8 @@ an unpaid invoice (retry now, write off as uncollectible, void)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import strawberry
 from strawberry.types import Info
@@ -105,35 +107,28 @@ class FinanceMutation:
         description="Write an unpaid invoice off to bad debt; it stays, marked uncollectible.",
     )
     async def mark_invoice_uncollectible(self, info: Info, input: CloseInvoiceInput) -> InvoicePayload:
-        context = info.context
-        row, errors = await run_mutation(
-            info,
-            lambda: finance.mark_uncollectible(
-                context.session,
-                _invoice_id(input.invoice_id),
-                reason=input.reason,
-                actor=context.viewer.actor,
-                idempotency_key=input.idempotency_key,
-                as_of=context.now(),
-            ),
-        )
-        return InvoicePayload(invoice=Invoice.from_model(row) if row else None, user_errors=errors)
+        return await _close_invoice(info, input, finance.mark_uncollectible)
 
     @strawberry.mutation(
         permission_classes=[requires(Capability.MANAGE_COLLECTION)],
         description="Void an unpaid invoice: what it posted is reversed in the ledger.",
     )
     async def void_invoice(self, info: Info, input: CloseInvoiceInput) -> InvoicePayload:
-        context = info.context
-        row, errors = await run_mutation(
-            info,
-            lambda: finance.void_invoice(
-                context.session,
-                _invoice_id(input.invoice_id),
-                reason=input.reason,
-                actor=context.viewer.actor,
-                idempotency_key=input.idempotency_key,
-                as_of=context.now(),
-            ),
-        )
-        return InvoicePayload(invoice=Invoice.from_model(row) if row else None, user_errors=errors)
+        return await _close_invoice(info, input, finance.void_invoice)
+
+
+async def _close_invoice(info: Info, input: CloseInvoiceInput, close: Callable[..., Awaitable[Any]]) -> InvoicePayload:
+    """Write off or void: the same input, the same payload, a different ledger movement."""
+    context = info.context
+    row, errors = await run_mutation(
+        info,
+        lambda: close(
+            context.session,
+            _invoice_id(input.invoice_id),
+            reason=input.reason,
+            actor=context.viewer.actor,
+            idempotency_key=input.idempotency_key,
+            as_of=context.now(),
+        ),
+    )
+    return InvoicePayload(invoice=Invoice.from_model(row) if row else None, user_errors=errors)

@@ -12,9 +12,8 @@ from typing import Any, Generic, TypeVar
 import strawberry
 from graphql import GraphQLError
 from strawberry.types import Info
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from app.database import is_transient_failure
+from app.database import in_transaction
 from ledger.errors import TallyError
 from ledger.money import to_major
 from pricing.catalog import CatalogInvalid
@@ -55,24 +54,10 @@ async def run_mutation(
     on a refusal roll back, so a rejected mutation changes nothing, and report it as
     ``userErrors``. A deadlock or serialization failure reruns the whole action (mutations are
     idempotent by their keys)."""
-    session = info.context.session
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(is_transient_failure),
-        stop=stop_after_attempt(5),
-        wait=wait_random_exponential(multiplier=0.02, max=1),
-        reraise=True,
-    ):
-        with attempt:
-            try:
-                result = await action()
-                await (session.commit() if commit else session.rollback())
-            except TallyError as error:
-                await session.rollback()
-                return None, UserError.from_error(error)
-            except BaseException:
-                await session.rollback()
-                raise
-    return result, []
+    try:
+        return await in_transaction(info.context.session, action, commit=commit), []
+    except TallyError as error:
+        return None, UserError.from_error(error)
 
 
 @strawberry.type

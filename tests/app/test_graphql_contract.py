@@ -4,6 +4,7 @@ each turns into a failure the moment it starts passing, so its mark must then be
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from graphql import OperationDefinitionNode, parse, print_ast, validate
 
@@ -67,3 +68,16 @@ def test_console_operations_validate_against_the_schema() -> None:
     assert "ConsoleCustomers" in documents
     for name, document in documents.items():
         assert validate(SCHEMA._schema, parse(document)) == [], name
+
+
+async def run_contract_operation(client: httpx.AsyncClient, token: str, name: str, variables: dict) -> dict:
+    """Run one of the contract's operations by name; it must succeed without GraphQL errors."""
+    body = (
+        await client.post(
+            "/graphql",
+            json={"query": dict(contract_operations())[name], "operationName": name, "variables": variables},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    ).json()
+    assert "errors" not in body, body
+    return body["data"]

@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.billing_run import run_billing
 from app.settings import Settings
 from tests.app.test_graphql_contract import contract_operations
+from tests.app.test_graphql_contract import run_contract_operation as run
 from tests.conftest import DEMO_CATALOG, graphql
 
 OPS = dict(contract_operations())
@@ -22,18 +23,6 @@ SIMULATE = """mutation($i: SimulatePricingInput!) { simulatePricing(input: $i) {
   simulation { customers { externalId current { amount } simulated { amount } difference { amount } changePercent }
                totals { difference { amount currency } } distribution { label customers } }
   userErrors { field code message } } }"""
-
-
-async def run(client: httpx.AsyncClient, token: str, name: str, variables: dict) -> dict:
-    body = (
-        await client.post(
-            "/graphql",
-            json={"query": OPS[name], "operationName": name, "variables": variables},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-    ).json()
-    assert "errors" not in body, body
-    return body["data"]
 
 
 @pytest.fixture

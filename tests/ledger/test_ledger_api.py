@@ -7,25 +7,12 @@ import pytest
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from tests.app.test_graphql_contract import contract_operations
+from tests.app.test_graphql_contract import run_contract_operation as run
 from tests.conftest import graphql
 
-OPS = dict(contract_operations())
 ADJUST = (
     """mutation($i: AdjustBalanceInput!) { adjustBalance(input: $i) { entryId userErrors { field code message } } }"""
 )
-
-
-async def run(client: httpx.AsyncClient, token: str, name: str, variables: dict) -> dict:
-    body = (
-        await client.post(
-            "/graphql",
-            json={"query": OPS[name], "operationName": name, "variables": variables},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-    ).json()
-    assert "errors" not in body, body
-    return body["data"]
 
 
 @pytest.fixture

@@ -13,22 +13,9 @@ from sqlalchemy import text
 from app.database import create_engine, session_factory
 from ledger import promotions
 from ledger.errors import TallyError
-from tests.app.test_graphql_contract import contract_operations
+from tests.app.test_graphql_contract import run_contract_operation as run
 
-OPS = dict(contract_operations())
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-
-
-async def run(client: httpx.AsyncClient, token: str, name: str, variables: dict) -> dict:
-    body = (
-        await client.post(
-            "/graphql",
-            json={"query": OPS[name], "operationName": name, "variables": variables},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-    ).json()
-    assert "errors" not in body, body
-    return body["data"]
 
 
 async def test_create_and_redeem_through_graphql(client: httpx.AsyncClient, token_for) -> None:
