@@ -26,7 +26,6 @@ from app.api.common import (
 from app.api.ledger import LedgerEntry, customer_of
 from app.api.permissions import requires
 from app.auth import Capability
-from app.billing_run import billing_window
 from billing import service as billing
 from billing.invoicing import DraftLine
 from billing.models import Invoice as InvoiceRow
@@ -184,10 +183,7 @@ async def resolve_invoices(
 
 
 async def resolve_upcoming_invoice(root: strawberry.Parent[Any], info: Info) -> UpcomingInvoice | None:
-    context = info.context
-    preview = await billing.upcoming_invoice(
-        context.session, root.row_id, as_of=context.now(), window=billing_window(context.settings)
-    )
+    preview = await info.context.upcoming_invoice(root.row_id)
     return UpcomingInvoice.from_preview(preview) if preview else None
 
 

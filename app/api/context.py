@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from functools import cached_property
@@ -11,6 +12,7 @@ from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
 from app.auth import Viewer
+from app.billing_run import billing_window
 from app.settings import Settings
 from billing import service as billing
 from billing.models import InvoiceLine
@@ -68,6 +70,18 @@ class TallyContext(BaseContext):
         self._viewer = viewer
         self.settings = settings
         self.loaders = Loaders(session)
+        self._upcoming: dict[uuid.UUID, asyncio.Future[billing.UpcomingInvoice | None]] = {}
+
+    async def upcoming_invoice(self, customer_id: uuid.UUID) -> billing.UpcomingInvoice | None:
+        """The customer's upcoming invoice, composed once per request: the balance's unbilled
+        amount and the upcomingInvoice field read the same preview."""
+        if customer_id not in self._upcoming:
+            self._upcoming[customer_id] = asyncio.ensure_future(
+                billing.upcoming_invoice(
+                    self.session, customer_id, as_of=self.now(), window=billing_window(self.settings)
+                )
+            )
+        return await self._upcoming[customer_id]
 
     @property
     def viewer(self) -> Viewer:

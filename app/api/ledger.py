@@ -24,8 +24,6 @@ from app.api.common import (
 )
 from app.api.permissions import requires
 from app.auth import Capability, Role
-from app.billing_run import billing_window
-from billing import service as billing
 from customers import service as customers
 from ledger import grants as credit
 from ledger import service as ledger
@@ -111,9 +109,7 @@ class Balance:
 async def resolve_balance(root: strawberry.Parent[Any], info: Info) -> Balance:
     context = info.context
     found = await ledger.balances(context.session, root.row_id, root.currency)
-    upcoming = await billing.upcoming_invoice(
-        context.session, root.row_id, as_of=context.now(), window=billing_window(context.settings)
-    )
+    upcoming = await context.upcoming_invoice(root.row_id)
     return Balance(
         credits=money(found.credits, root.currency),
         unbilled=money(upcoming.unbilled if upcoming else 0, root.currency),
