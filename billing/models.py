@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
@@ -153,3 +153,106 @@ class PaymentAttempt(SQLModel, table=True):
     status: str
     error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class StripePayment(SQLModel, table=True):
+    """A payment of a Tally invoice that succeeded in Stripe, posted once, with what has since been
+    refunded and disputed: what reconciliation compares with Stripe's PaymentIntent and charge."""
+
+    __tablename__ = "stripe_payments"
+    __table_args__ = (Index("stripe_payments_by_customer", "customer_id", "paid_at"),)
+
+    payment_intent_id: str = Field(sa_column=Column(Text, primary_key=True))
+    invoice_id: uuid.UUID = Field(sa_column=Column(ForeignKey("invoices.id"), nullable=False))
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    charge_id: str | None = Field(default=None, sa_column=Column(Text, unique=True))
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    refunded: int = Field(sa_column=Column(BigInteger, nullable=False))
+    disputed: int = Field(sa_column=Column(BigInteger, nullable=False))
+    paid_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    ledger_transaction_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+
+
+class StripeDispute(SQLModel, table=True):
+    """A dispute opened on a payment: the disputed amount leaves Stripe clearing at once."""
+
+    __tablename__ = "stripe_disputes"
+
+    dispute_id: str = Field(sa_column=Column(Text, primary_key=True))
+    payment_intent_id: str = Field(sa_column=Column(ForeignKey("stripe_payments.payment_intent_id"), nullable=False))
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    status: str = Field(sa_column=Column(Text, nullable=False))
+    opened_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    ledger_transaction_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+
+
+class ReconciliationRun(SQLModel, table=True):
+    __tablename__ = "reconciliation_runs"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    as_of: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    checked: int = Field(sa_column=Column(Integer, nullable=False))
+    discrepancies: int = Field(sa_column=Column(Integer, nullable=False))
+
+
+DISCREPANCY_KINDS = (
+    "MISSING_IN_TALLY",
+    "MISSING_IN_STRIPE",
+    "AMOUNT_MISMATCH",
+    "CURRENCY_MISMATCH",
+    "STATUS_MISMATCH",
+    "DUPLICATE",
+)
+
+
+class ReconciliationDiscrepancy(SQLModel, table=True):
+    """A difference between the ledger and Stripe about one object, with both sides as they were
+    seen; found again by a later run, it is the same row (kind, object)."""
+
+    __tablename__ = "reconciliation_discrepancies"
+    __table_args__ = (UniqueConstraint("kind", "object_id"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    kind: str
+    object_id: str = Field(sa_column=Column(Text, nullable=False))
+    invoice_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    customer_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    summary: str = Field(sa_column=Column(Text, nullable=False))
+    tally_side: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    stripe_side: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    detected_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    last_seen_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    status: str
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    resolved_by: str | None = Field(default=None, sa_column=Column(Text))
+    resolved_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+ANOMALY_SEVERITIES = ("low", "medium", "high", "critical")
+ANOMALY_STATUSES = ("open", "acknowledged", "resolved")
+
+
+class Anomaly(SQLModel, table=True):
+    """Something that looks wrong, stored once per (kind, customer, window): a detector that finds
+    it again updates nothing, so an acknowledged or resolved anomaly stays so."""
+
+    __tablename__ = "anomalies"
+    __table_args__ = (UniqueConstraint("kind", "customer_id", "window_start", postgresql_nulls_not_distinct=True),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    kind: str
+    customer_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    window_start: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    window_end: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    severity: str
+    summary: str = Field(sa_column=Column(Text, nullable=False))
+    numbers: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    detected_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    status: str
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    status_by: str | None = Field(default=None, sa_column=Column(Text))
+    status_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

@@ -24,6 +24,7 @@ SYSTEM_ACCOUNT_KINDS = (
     "refunds",
     "adjustments",
     "bad_debt",
+    "disputes",
 )
 
 

@@ -25,6 +25,7 @@ QUERY_ONLY_INDEXES = {
     "ledger_accounts_one_per_owner",
     "invoices_newest_first",
     "collection_outbox_due",
+    "anomalies_newest_first",
 }
 
 
