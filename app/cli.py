@@ -568,7 +568,7 @@ def jobs_run(
             sessions = session_factory(engine)
             if job == "outbox":
                 return await jobs.collect_invoices(sessions, settings, as_of=moment)
-            return await jobs.process_stripe_events(sessions, as_of=moment)
+            return await jobs.process_stripe_events(sessions, settings, as_of=moment)
         finally:
             await engine.dispose()
 

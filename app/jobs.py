@@ -14,9 +14,10 @@ from app import trace_store
 from app.billing_run import run_billing
 from app.collection import stripe_gateway
 from app.settings import Settings
-from billing.outbox import charge, claim_next, record, retry_later
+from billing.outbox import charge, claim_next, retry_later
+from billing.payments import record_outcome
 from billing.stripe_gateway import StripeUnavailable
-from billing.webhooks import process_next
+from billing.webhooks import Processing, process_next
 from ledger.grants import expire_grants
 
 logger = logging.getLogger("tally.jobs")
@@ -40,11 +41,18 @@ async def expire_credit_grants(sessions: async_sessionmaker[AsyncSession], *, as
     return expired
 
 
-async def process_stripe_events(sessions: async_sessionmaker[AsyncSession], *, as_of: datetime) -> int:
+def dunning_schedule(settings: Settings) -> tuple[timedelta, ...]:
+    return tuple(timedelta(days=days) for days in settings.dunning_retry_days)
+
+
+async def process_stripe_events(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, *, as_of: datetime
+) -> int:
     """Act on every stored Stripe event a handler exists for, one committed transaction each."""
+    processing = Processing(stripe_gateway(settings), dunning_schedule(settings))
     processed = 0
     async with sessions() as session:
-        while await process_next(session, as_of=as_of) is not None:
+        while await process_next(session, processing, as_of=as_of) is not None:
             await session.commit()
             processed += 1
         await session.commit()
@@ -65,8 +73,9 @@ async def collect_invoices(sessions: async_sessionmaker[AsyncSession], settings:
             except StripeUnavailable as error:
                 await retry_later(session, claimed, error, as_of=as_of)
             else:
-                retry_after = tuple(timedelta(days=days) for days in settings.dunning_retry_days)
-                await record(session, claimed, charged, as_of=as_of, retry_after=retry_after)
+                await record_outcome(
+                    session, claimed.attempt, charged, as_of=as_of, retry_after=dunning_schedule(settings)
+                )
             await session.commit()
             attempted += 1
     return attempted
@@ -78,7 +87,7 @@ async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Set
             ("span pruning", lambda: prune_spans(sessions, settings, as_of=datetime.now(UTC))),
             ("credit expiry", lambda: expire_credit_grants(sessions, as_of=datetime.now(UTC))),
             ("billing run", lambda: run_billing(sessions, settings, as_of=datetime.now(UTC))),
-            ("stripe events", lambda: process_stripe_events(sessions, as_of=datetime.now(UTC))),
+            ("stripe events", lambda: process_stripe_events(sessions, settings, as_of=datetime.now(UTC))),
             ("collection", lambda: collect_invoices(sessions, settings, as_of=datetime.now(UTC))),
         ):
             try:

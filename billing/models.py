@@ -139,6 +139,7 @@ class CollectionOutbox(SQLModel, table=True):
     next_attempt_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     first_failed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    unavailable_retries: int = Field(sa_column=Column(Integer, nullable=False))  # Stripe unreachable: backoff
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 

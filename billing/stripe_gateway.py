@@ -64,9 +64,23 @@ class StripeUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Charge:
+    """What Stripe answered about one attempt: its PaymentIntent and, once it has one, its charge."""
+
     status: str  # succeeded, requires_action, processing, failed
     payment_intent_id: str | None
     error: str | None = None
+    charge_id: str | None = None
+
+
+def charge_of_intent(intent: stripe.PaymentIntent) -> Charge:
+    status = intent.status if intent.status in ("succeeded", "requires_action", "processing") else "failed"
+    latest = intent.latest_charge
+    charge_id = latest if isinstance(latest, str) or latest is None else latest.id
+    error = None
+    if status == "failed":
+        last_error = intent.last_payment_error
+        error = (last_error.message if last_error is not None else None) or f"payment intent {intent.status}"
+    return Charge(status, intent.id, error, charge_id)
 
 
 async def _call(call: Awaitable[T]) -> T:
@@ -78,13 +92,19 @@ async def _call(call: Awaitable[T]) -> T:
         raise StripeUnavailable(str(error.user_message or error)) from error
 
 
+async def default_payment_method(gateway: StripeGateway, stripe_customer_id: str) -> str | None:
+    """The customer's default payment method for invoices, as Stripe has it now."""
+    customer = await _call(gateway.client.v1.customers.retrieve_async(stripe_customer_id))
+    default = customer.invoice_settings.default_payment_method if customer.invoice_settings else None
+    return default if isinstance(default, str) or default is None else default.id
+
+
 async def saved_card(gateway: StripeGateway, stripe_customer_id: str) -> str | None:
     """The card to charge: the customer's default for invoices, else their only card (with several
     and no default, which one the customer meant is not ours to guess)."""
-    customer = await _call(gateway.client.v1.customers.retrieve_async(stripe_customer_id))
-    default = customer.invoice_settings.default_payment_method if customer.invoice_settings else None
+    default = await default_payment_method(gateway, stripe_customer_id)
     if default:
-        return default if isinstance(default, str) else default.id
+        return default
     cards = await _call(
         gateway.client.v1.payment_methods.list_async(params={"customer": stripe_customer_id, "type": "card"})
     )
@@ -99,10 +119,11 @@ async def charge_off_session(
     amount: int,
     currency: str,
     invoice_id: uuid.UUID,
-    idempotency_key: str,
+    attempt: int,
 ) -> Charge:
-    """Create and confirm an off-session PaymentIntent for an invoice; a declined card is an
-    answer (``failed``), Stripe being unreachable is :class:`StripeUnavailable`."""
+    """Create and confirm an off-session PaymentIntent for an invoice, keyed
+    ``invoice:<id>:attempt:<n>``; a declined card is an answer (``failed``), Stripe being
+    unreachable is :class:`StripeUnavailable`."""
     params: PaymentIntentCreateParams = {
         "amount": amount,
         "currency": currency.lower(),
@@ -110,14 +131,42 @@ async def charge_off_session(
         "payment_method": payment_method,
         "off_session": True,
         "confirm": True,
-        "metadata": {"tally_invoice_id": str(invoice_id)},
+        "metadata": {"tally_invoice_id": str(invoice_id), "tally_attempt": str(attempt)},
     }
+    key = f"invoice:{invoice_id}:attempt:{attempt}"
     try:
         intent = await _call(
-            gateway.client.v1.payment_intents.create_async(params=params, options={"idempotency_key": idempotency_key})
+            gateway.client.v1.payment_intents.create_async(params=params, options={"idempotency_key": key})
         )
     except stripe.CardError as error:
         declined = getattr(error.error, "payment_intent", None)
-        return Charge("failed", declined.id if declined is not None else None, error.user_message or "card declined")
-    status = intent.status if intent.status in ("succeeded", "requires_action", "processing") else "failed"
-    return Charge(status, intent.id, None if status != "failed" else f"payment intent {intent.status}")
+        charge_id = getattr(error.error, "charge", None)
+        return Charge(
+            "failed", declined.id if declined is not None else None, error.user_message or "card declined", charge_id
+        )
+    return charge_of_intent(intent)
+
+
+async def attempt_already_made(
+    gateway: StripeGateway, *, stripe_customer_id: str, invoice_id: uuid.UUID, attempt: int
+) -> Charge | None:
+    """What became of an attempt whose outcome Tally never recorded (a crash between Stripe's
+    answer and the commit): the charge it made, found among the customer's charges by the
+    PaymentIntent's metadata. Idempotency keys alone would cover this for 24 hours on Stripe;
+    this also covers a longer outage and stand-ins that ignore keys. An attempt that never made a
+    charge (it waits for authentication) is not found, and a new attempt moves no money twice."""
+    charges = await _call(gateway.client.v1.charges.list_async(params={"customer": stripe_customer_id, "limit": 100}))
+    for charge in charges.data:
+        intent_id = charge.payment_intent if isinstance(charge.payment_intent, str) else None
+        if intent_id is None:
+            continue
+        intent = await _call(gateway.client.v1.payment_intents.retrieve_async(intent_id))
+        metadata = intent.metadata.to_dict() if intent.metadata else {}
+        if metadata.get("tally_invoice_id") == str(invoice_id) and metadata.get("tally_attempt") == str(attempt):
+            return charge_of_intent(intent)
+    return None
+
+
+async def current_intent(gateway: StripeGateway, payment_intent_id: str) -> Charge:
+    """A PaymentIntent's state now, for events that may arrive out of order."""
+    return charge_of_intent(await _call(gateway.client.v1.payment_intents.retrieve_async(payment_intent_id)))

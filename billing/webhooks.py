@@ -1,7 +1,7 @@
 """Stripe webhooks: the intake verifies the signature and its timestamp, stores the event once by
 its id and answers at once; processing acts on stored events apart from the request (a job), each
-effect keyed in the ledger by Stripe's object id, so a duplicate delivery has no second effect.
-Processed so far: ``payment_intent.succeeded`` (the payment of a Tally invoice).
+effect keyed by Stripe's object id, so a duplicate delivery has no second effect, and reading the
+object's current state from Stripe where the order of events matters.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stripe
@@ -18,22 +18,11 @@ from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import repository
+from billing.payments import Attempt, post_dispute, post_refunds, record_outcome, settle_payment
+from billing.stripe_gateway import StripeGateway, charge_of_intent, current_intent, default_payment_method
 from ledger.errors import InvalidInput, TallyError
-from ledger.service import Entry, Leg, account, claim, post
 
 SIGNATURE_TOLERANCE_SECONDS = 300
-# The event types collection acts on; any other type is stored and marked ignored.
-HANDLED_TYPES = frozenset(
-    {
-        "payment_intent.succeeded",
-        "payment_intent.payment_failed",
-        "payment_intent.requires_action",
-        "charge.refunded",
-        "charge.dispute.created",
-        "payment_method.attached",
-        "customer.updated",
-    }
-)
 
 
 class SignatureInvalid(InvalidInput):
@@ -81,7 +70,7 @@ def _object_id(event: dict[str, Any]) -> str | None:
 
 async def receive(session: AsyncSession, event: dict[str, Any], *, as_of: datetime) -> ReceivedEvent:
     """Store a verified event once by its id (a redelivery only counts as one more delivery)."""
-    status = "received" if event["type"] in HANDLED_TYPES else "ignored"
+    status = "received" if event["type"] in HANDLERS else "ignored"
     created = event.get("created")
     row = await session.execute(
         text(
@@ -111,7 +100,20 @@ class Outcome:
     error: str | None = None
 
 
-async def process_next(session: AsyncSession, *, as_of: datetime) -> str | None:
+@dataclass(frozen=True)
+class Processing:
+    """What handlers need beyond the event: Stripe, to read an object's current state where the
+    order of events matters (None when collection is off: the payload is then all there is), and
+    the dunning schedule (TALLY_DUNNING_RETRY_DAYS)."""
+
+    gateway: StripeGateway | None
+    retry_after: tuple[timedelta, ...]
+
+
+Handler = Callable[[AsyncSession, dict[str, Any], Processing, datetime], Awaitable[Outcome]]
+
+
+async def process_next(session: AsyncSession, processing: Processing, *, as_of: datetime) -> str | None:
     """Act on the oldest stored event a handler exists for (SKIP LOCKED: workers share the queue);
     return its id, or None when none waits. The caller commits."""
     row = (
@@ -127,7 +129,7 @@ async def process_next(session: AsyncSession, *, as_of: datetime) -> str | None:
         return None
     event_id, event_type, payload = row
     try:
-        outcome = await HANDLERS[event_type](session, payload, as_of)
+        outcome = await HANDLERS[event_type](session, payload["data"]["object"], processing, as_of)
     except TallyError as error:
         outcome = Outcome("failed", error.message)
     await session.execute(
@@ -137,69 +139,130 @@ async def process_next(session: AsyncSession, *, as_of: datetime) -> str | None:
     return str(event_id)
 
 
-async def _payment_succeeded(session: AsyncSession, event: dict[str, Any], as_of: datetime) -> Outcome:
-    intent = event["data"]["object"]
-    invoice_ref = (intent.get("metadata") or {}).get("tally_invoice_id")
+def _timestamp(value: Any, default: datetime) -> datetime:
+    return datetime.fromtimestamp(value, UTC) if isinstance(value, int) else default
+
+
+def _id_of(value: Any) -> str | None:
+    """An id Stripe sends either bare or as an expanded object."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) else None
+
+
+async def _attempt_of(session: AsyncSession, intent: dict[str, Any]) -> Attempt | Outcome:
+    """The Tally attempt a PaymentIntent was made for, from its metadata."""
+    metadata = intent.get("metadata") or {}
+    invoice_ref, attempt_ref = metadata.get("tally_invoice_id"), metadata.get("tally_attempt")
     if not invoice_ref:
         return Outcome("ignored", "not the payment of a Tally invoice (no tally_invoice_id in its metadata)")
     try:
         invoice_id = uuid.UUID(invoice_ref)
     except ValueError:
         return Outcome("failed", f"no invoice {invoice_ref}")
-    paid_at = datetime.fromtimestamp(intent.get("created") or as_of.timestamp(), UTC)
-    amount = intent.get("amount_received") or intent.get("amount")
-    error = await post_invoice_payment(
+    invoice = await repository.invoice_by_id(session, invoice_id)
+    if invoice is None:
+        return Outcome("failed", f"no invoice {invoice_ref}")
+    number = int(attempt_ref) if isinstance(attempt_ref, str) and attempt_ref.isdigit() else 0
+    return Attempt(invoice.id, invoice.customer_id, number, invoice.amount_due, invoice.currency)
+
+
+async def _payment_intent_changed(
+    session: AsyncSession, intent: dict[str, Any], processing: Processing, as_of: datetime
+) -> Outcome:
+    """``succeeded``, ``payment_failed`` and ``requires_action`` alike: the PaymentIntent's state
+    now (fetched from Stripe when it can be, since events arrive in any order) is the attempt's
+    outcome, acted on once. A PaymentIntent made outside the outbox (no attempt number) can only
+    pay: it is posted by its own id."""
+    attempt = await _attempt_of(session, intent)
+    if isinstance(attempt, Outcome):
+        return attempt
+    if processing.gateway is not None:
+        charged = await current_intent(processing.gateway, intent["id"])
+    else:
+        charged = charge_of_intent(stripe.PaymentIntent.construct_from(intent, None))
+    if attempt.number == 0:
+        if charged.status != "succeeded":
+            return Outcome("ignored", f"a payment made outside Tally's collection is {charged.status}")
+        error = await settle_payment(
+            session,
+            attempt.invoice_id,
+            payment_intent_id=intent["id"],
+            charge_id=charged.charge_id,
+            amount=int(intent.get("amount_received") or intent.get("amount") or 0),
+            currency=str(intent.get("currency", "")).upper(),
+            paid_at=_timestamp(intent.get("created"), as_of),
+            as_of=as_of,
+        )
+        return Outcome("failed", error) if error else Outcome("processed")
+    amount = int(intent.get("amount") or 0)
+    currency = str(intent.get("currency", "")).upper()
+    if (amount, currency) != (attempt.amount, attempt.currency):
+        return Outcome("failed", f"paid {amount} {currency} for an invoice due {attempt.amount} {attempt.currency}")
+    acted = await record_outcome(session, attempt, charged, as_of=as_of, retry_after=processing.retry_after)
+    return Outcome("processed" if acted else "ignored", None if acted else f"attempt already {charged.status}")
+
+
+async def _charge_refunded(
+    session: AsyncSession, charge: dict[str, Any], processing: Processing, as_of: datetime
+) -> Outcome:
+    error = await post_refunds(
         session,
-        invoice_id,
-        payment_intent_id=intent["id"],
-        amount=amount,
-        currency=str(intent.get("currency", "")).upper(),
-        paid_at=paid_at,
+        payment_intent_id=_id_of(charge.get("payment_intent")),
+        charge_id=charge["id"],
+        amount_refunded=int(charge.get("amount_refunded") or 0),
+        currency=str(charge.get("currency", "")).upper(),
+        refunded_at=as_of,
         as_of=as_of,
     )
     return Outcome("failed", error) if error else Outcome("processed")
 
 
-async def post_invoice_payment(
-    session: AsyncSession,
-    invoice_id: uuid.UUID,
-    *,
-    payment_intent_id: str,
-    amount: int,
-    currency: str,
-    paid_at: datetime,
-    as_of: datetime,
-) -> str | None:
-    """Post a payment (Stripe clearing debited, the receivable credited) and mark the invoice
-    paid; the ledger key is the PaymentIntent's id, so the collection worker and the webhook can
-    both report it and it is posted once. Returns why it could not be posted, or None."""
-    invoice = await repository.invoice_for_update(session, invoice_id)
-    if invoice is None:
-        return f"no invoice {invoice_id}"
-    if currency != invoice.currency or amount != invoice.amount_due:
-        return (
-            f"paid {amount} {currency} for invoice {invoice.number}, "
-            f"which is due {invoice.amount_due} {invoice.currency}"
-        )
-    entry = Entry(
-        kind="payment",
-        currency=currency,
-        customer_id=invoice.customer_id,
-        effective_at=paid_at,
-        actor="stripe",
-        reason=f"payment {payment_intent_id} of invoice {invoice.number}",
-        idempotency_key=f"stripe:payment:{payment_intent_id}",
-        request={"invoice": str(invoice.id), "amount": amount},
+async def _dispute_created(
+    session: AsyncSession, dispute: dict[str, Any], processing: Processing, as_of: datetime
+) -> Outcome:
+    charge_id = _id_of(dispute.get("charge"))
+    if charge_id is None:
+        return Outcome("failed", "the dispute names no charge")
+    error = await post_dispute(
+        session,
+        dispute_id=dispute["id"],
+        payment_intent_id=_id_of(dispute.get("payment_intent")),
+        charge_id=charge_id,
+        amount=int(dispute.get("amount") or 0),
+        currency=str(dispute.get("currency", "")).upper(),
+        reason=dispute.get("reason"),
+        status=str(dispute.get("status") or "needs_response"),
+        opened_at=_timestamp(dispute.get("created"), as_of),
+        as_of=as_of,
     )
-    transaction, created = await claim(session, entry, as_of=as_of)
-    if created:
-        clearing = await account(session, "stripe_clearing", currency, as_of)
-        receivable = await account(session, "receivable", currency, as_of, invoice.customer_id)
-        await post(session, transaction, [Leg(clearing, amount), Leg(receivable, -amount)])
-    await repository.mark_paid(session, invoice.id)
-    return None
+    return Outcome("failed", error) if error else Outcome("processed")
 
 
-HANDLERS: dict[str, Callable[[AsyncSession, dict[str, Any], datetime], Awaitable[Outcome]]] = {
-    "payment_intent.succeeded": _payment_succeeded,
+async def _default_payment_method_changed(
+    session: AsyncSession, obj: dict[str, Any], processing: Processing, as_of: datetime
+) -> Outcome:
+    """``customer.updated`` and ``payment_method.attached``: keep the customer's default card as
+    Stripe has it now (read back when possible: an older event may arrive after a newer one)."""
+    stripe_customer = obj["id"] if obj.get("object") == "customer" else _id_of(obj.get("customer"))
+    if stripe_customer is None or not await repository.is_stripe_customer(session, stripe_customer):
+        return Outcome("ignored", "not the Stripe customer of a Tally customer")
+    if processing.gateway is not None:
+        default = await default_payment_method(processing.gateway, stripe_customer)
+    elif obj.get("object") == "customer":
+        default = _id_of((obj.get("invoice_settings") or {}).get("default_payment_method"))
+    else:
+        return Outcome("ignored", "without Stripe to ask, an attached card says nothing of the default")
+    await repository.set_default_payment_method(session, stripe_customer, default)
+    return Outcome("processed")
+
+
+HANDLERS: dict[str, Handler] = {
+    "payment_intent.succeeded": _payment_intent_changed,
+    "payment_intent.payment_failed": _payment_intent_changed,
+    "payment_intent.requires_action": _payment_intent_changed,
+    "charge.refunded": _charge_refunded,
+    "charge.dispute.created": _dispute_created,
+    "customer.updated": _default_payment_method_changed,
+    "payment_method.attached": _default_payment_method_changed,
 }

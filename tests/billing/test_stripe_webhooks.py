@@ -7,9 +7,6 @@ The events are signed here with the endpoint secret, exactly as Stripe signs the
 from __future__ import annotations
 
 import copy
-import hashlib
-import hmac
-import json
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -29,27 +26,13 @@ from app.settings import Settings
 from ledger import service as ledger
 from pricing.service import apply_catalog
 from tests.billing.scenario import CATALOG, JAN_31, invoices_of, subscribe
+from tests.billing.stripe_support import FIXTURES, WEBHOOK_SECRET, event_of, signed
 from tests.conftest import REPO
-
-SECRET = "whsec_test_tally_endpoint_secret"
-FIXTURES = json.loads((REPO.parent / "shared" / "stripe" / "fixtures3.json").read_text())["resources"]
-
-
-def signed(payload: bytes, *, secret: str = SECRET, at: int | None = None) -> str:
-    timestamp = int(time.time()) if at is None else at
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
-
-
-def event_of(kind: str, obj: dict[str, Any], event_id: str = "evt_test_1") -> bytes:
-    event = copy.deepcopy(FIXTURES["event"])
-    event.update({"id": event_id, "type": kind, "data": {"object": obj}})
-    return json.dumps(event).encode()
 
 
 @pytest.fixture
 async def webhook_client(settings: Settings, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(settings.model_copy(update={"stripe_webhook_secret": SECRET}), database_url)
+    app: FastAPI = create_app(settings.model_copy(update={"stripe_webhook_secret": WEBHOOK_SECRET}), database_url)
     transport = httpx.ASGITransport(app=app)
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         yield http
@@ -178,8 +161,8 @@ async def test_a_succeeded_payment_is_posted_once_and_pays_the_invoice(
     payload = event_of("payment_intent.succeeded", payment_of(invoice, 1000), "evt_paid")
     for _ in range(3):
         assert (await post(webhook_client, payload, signed(payload))).status_code == 200
-    assert await process_stripe_events(sessions, as_of=JAN_31 + timedelta(minutes=2)) == 1
-    assert await process_stripe_events(sessions, as_of=JAN_31 + timedelta(minutes=3)) == 0
+    assert await process_stripe_events(sessions, settings, as_of=JAN_31 + timedelta(minutes=2)) == 1
+    assert await process_stripe_events(sessions, settings, as_of=JAN_31 + timedelta(minutes=3)) == 0
     assert (await session.execute(text("SELECT status FROM invoices"))).scalar_one() == "paid"
     balances = await ledger.balances(session, invoice.customer_id, "USD")
     assert balances.outstanding == 0
@@ -196,7 +179,7 @@ async def test_a_payment_that_does_not_match_the_invoice_changes_nothing_and_say
     invoice = await issued_invoice(session, sessions, settings)
     payload = event_of("payment_intent.succeeded", payment_of(invoice, 999), "evt_short")
     await post(webhook_client, payload, signed(payload))
-    await process_stripe_events(sessions, as_of=JAN_31 + timedelta(minutes=2))
+    await process_stripe_events(sessions, settings, as_of=JAN_31 + timedelta(minutes=2))
     assert (await session.execute(text("SELECT status FROM invoices"))).scalar_one() == "issued"
     status, error = (await session.execute(text("SELECT status, error FROM stripe_events"))).one()
     assert status == "failed" and "paid 999 USD" in error and "due 1000 USD" in error

@@ -94,15 +94,20 @@ def upgrade() -> None:
         sa.CheckConstraint("status IN ('open', 'acknowledged', 'resolved')", name="anomaly_status"),
     )
     op.create_index("anomalies_newest_first", "anomalies", [sa.text("detected_at DESC")])
+    op.add_column(
+        "collection_outbox", sa.Column("unavailable_retries", sa.Integer, nullable=False, server_default="0")
+    )
+    op.alter_column("collection_outbox", "unavailable_retries", server_default=None)
     op.drop_constraint("collection_outbox_status", "collection_outbox")
     op.create_check_constraint(
         "collection_outbox_status",
         "collection_outbox",
-        "status IN ('pending', 'in_flight', 'action_required', 'collected', 'failed')",
+        "status IN ('pending', 'in_flight', 'action_required', 'processing', 'collected', 'failed')",
     )
 
 
 def downgrade() -> None:
+    op.drop_column("collection_outbox", "unavailable_retries")
     op.drop_constraint("collection_outbox_status", "collection_outbox")
     op.create_check_constraint(
         "collection_outbox_status", "collection_outbox", "status IN ('pending', 'in_flight', 'collected', 'failed')"

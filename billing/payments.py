@@ -1,0 +1,280 @@
+"""What Stripe's answers do to Tally: a payment attempt's outcome (from the collection worker or a
+webhook, whichever comes first, acted on once), payments, refunds and disputes posted to the
+ledger once each, keyed by Stripe's object ids.
+
+The ledger moves: a payment debits Stripe clearing and credits the customer's receivable; a refund
+debits ``refunds`` (revenue given back) and credits clearing; a dispute debits ``disputes`` and
+credits clearing (Stripe withdraws the disputed amount at once).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing import repository
+from billing.anomalies import Finding, raise_anomaly
+from billing.stripe_gateway import Charge
+from customers import service as customers
+from ledger.service import Entry, Leg, account, claim, post
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try at collecting an invoice, as the outbox numbered it (key ``invoice:<id>:attempt:<n>``)."""
+
+    invoice_id: uuid.UUID
+    customer_id: uuid.UUID
+    number: int
+    amount: int
+    currency: str
+
+
+async def record_outcome(
+    session: AsyncSession,
+    attempt: Attempt,
+    charged: Charge,
+    *,
+    as_of: datetime,
+    retry_after: tuple[timedelta, ...],
+) -> bool:
+    """Keep an attempt's outcome and act on it, once: the worker that made the call and the
+    webhook that reports it may both get here, in either order; the second finds the outcome known
+    and does nothing (False). An outcome never goes back: a stale ``requires_action`` does not
+    undo a success. A success posts the payment and, with nothing else overdue, makes the
+    customer ACTIVE; a failure of an unpaid invoice makes them PAST_DUE and schedules the next
+    retry ``retry_after`` the first failure; when the last retry fails too, they are SUSPENDED."""
+    if not await repository.record_attempt(session, attempt.invoice_id, attempt.number, charged, as_of=as_of):
+        return False
+    if charged.status == "succeeded" and charged.payment_intent_id:
+        await settle_payment(
+            session,
+            attempt.invoice_id,
+            payment_intent_id=charged.payment_intent_id,
+            charge_id=charged.charge_id,
+            amount=attempt.amount,
+            currency=attempt.currency,
+            paid_at=as_of,
+            as_of=as_of,
+        )
+        return True
+    if charged.status in ("requires_action", "processing"):
+        status = "action_required" if charged.status == "requires_action" else "processing"
+        why = "the customer must authenticate the payment" if status == "action_required" else "Stripe is processing"
+        await repository.settle_outbox(session, attempt.invoice_id, status, why)
+        return True
+    invoice = await repository.invoice_for_update(session, attempt.invoice_id)
+    if invoice is None or invoice.status != "issued":
+        return True  # a late failure of an invoice since paid, voided or written off: history only
+    failures = await repository.failed_attempts(session, attempt.invoice_id)
+    first_failed_at = await repository.first_failure(session, attempt.invoice_id) or as_of
+    if failures <= len(retry_after):
+        await repository.schedule_retry_after_failure(
+            session,
+            attempt.invoice_id,
+            failed_at=first_failed_at,
+            retry_at=first_failed_at + retry_after[failures - 1],
+            error=charged.error,
+        )
+        await customers.set_status(session, attempt.customer_id, "PAST_DUE")
+    else:
+        await repository.settle_outbox(session, attempt.invoice_id, "failed", charged.error)
+        await customers.set_status(session, attempt.customer_id, "SUSPENDED")
+    return True
+
+
+async def settle_payment(
+    session: AsyncSession,
+    invoice_id: uuid.UUID,
+    *,
+    payment_intent_id: str,
+    charge_id: str | None,
+    amount: int,
+    currency: str,
+    paid_at: datetime,
+    as_of: datetime,
+) -> str | None:
+    """Post the payment, close the invoice's collection and, with nothing else overdue, make the
+    customer ACTIVE. Returns why it could not be posted, or None."""
+    error = await post_invoice_payment(
+        session,
+        invoice_id,
+        payment_intent_id=payment_intent_id,
+        charge_id=charge_id,
+        amount=amount,
+        currency=currency,
+        paid_at=paid_at,
+        as_of=as_of,
+    )
+    await repository.settle_outbox(session, invoice_id, "collected" if error is None else "failed", error)
+    invoice = await repository.invoice_for_update(session, invoice_id)
+    overdue = invoice is None or await repository.customers_with_failed_collection(session, invoice.customer_id)
+    if error is None and invoice is not None and not overdue:
+        await customers.set_status(session, invoice.customer_id, "ACTIVE")
+    return error
+
+
+async def post_invoice_payment(
+    session: AsyncSession,
+    invoice_id: uuid.UUID,
+    *,
+    payment_intent_id: str,
+    charge_id: str | None,
+    amount: int,
+    currency: str,
+    paid_at: datetime,
+    as_of: datetime,
+) -> str | None:
+    """Post a payment (Stripe clearing debited, the receivable credited), remember it for
+    reconciliation, and mark the invoice paid; the ledger key is the PaymentIntent's id, so the
+    worker and the webhook can both report it and it is posted once. Returns why it could not
+    be posted, or None."""
+    invoice = await repository.invoice_for_update(session, invoice_id)
+    if invoice is None:
+        return f"no invoice {invoice_id}"
+    if currency != invoice.currency or amount != invoice.amount_due:
+        return (
+            f"paid {amount} {currency} for invoice {invoice.number}, "
+            f"which is due {invoice.amount_due} {invoice.currency}"
+        )
+    entry = Entry(
+        kind="payment",
+        currency=currency,
+        customer_id=invoice.customer_id,
+        effective_at=paid_at,
+        actor="stripe",
+        reason=f"payment {payment_intent_id} of invoice {invoice.number}",
+        idempotency_key=f"stripe:payment:{payment_intent_id}",
+        request={"invoice": str(invoice.id), "amount": amount},
+    )
+    transaction, created = await claim(session, entry, as_of=as_of)
+    if created:
+        clearing = await account(session, "stripe_clearing", currency, as_of)
+        receivable = await account(session, "receivable", currency, as_of, invoice.customer_id)
+        await post(session, transaction, [Leg(clearing, amount), Leg(receivable, -amount)])
+    await repository.remember_payment(
+        session,
+        payment_intent_id=payment_intent_id,
+        invoice=invoice,
+        charge_id=charge_id,
+        amount=amount,
+        paid_at=paid_at,
+        ledger_transaction_id=transaction.id,
+    )
+    await repository.mark_paid(session, invoice.id)
+    return None
+
+
+async def post_refunds(
+    session: AsyncSession,
+    *,
+    payment_intent_id: str | None,
+    charge_id: str,
+    amount_refunded: int,
+    currency: str,
+    refunded_at: datetime,
+    as_of: datetime,
+) -> str | None:
+    """Bring what Tally has posted as refunded up to the charge's ``amount_refunded`` (Stripe's
+    running total): a refund event seen twice, or an older one seen after a newer, posts nothing.
+    Returns why nothing could be posted, or None."""
+    payment = await repository.payment_for_update(session, payment_intent_id=payment_intent_id, charge_id=charge_id)
+    if payment is None:
+        return f"charge {charge_id} is not the payment of a Tally invoice"
+    if currency != payment.currency:
+        return f"refunded in {currency}, paid in {payment.currency}"
+    newly_refunded = amount_refunded - payment.refunded
+    if newly_refunded <= 0:
+        return None
+    entry = Entry(
+        kind="refund",
+        currency=currency,
+        customer_id=payment.customer_id,
+        effective_at=refunded_at,
+        actor="stripe",
+        reason=f"refund of {newly_refunded} on charge {charge_id} (payment {payment.payment_intent_id})",
+        idempotency_key=f"stripe:refund:{charge_id}:{amount_refunded}",
+        request={"charge": charge_id, "amount_refunded": amount_refunded},
+    )
+    transaction, created = await claim(session, entry, as_of=as_of)
+    if created:
+        refunds = await account(session, "refunds", currency, as_of)
+        clearing = await account(session, "stripe_clearing", currency, as_of)
+        await post(session, transaction, [Leg(refunds, newly_refunded), Leg(clearing, -newly_refunded)])
+    await repository.set_refunded(session, payment.payment_intent_id, amount_refunded)
+    return None
+
+
+async def post_dispute(
+    session: AsyncSession,
+    *,
+    dispute_id: str,
+    payment_intent_id: str | None,
+    charge_id: str,
+    amount: int,
+    currency: str,
+    reason: str | None,
+    status: str,
+    opened_at: datetime,
+    as_of: datetime,
+) -> str | None:
+    """Post a dispute once (clearing credited: Stripe has taken the amount back) and raise a
+    ``DISPUTE`` anomaly for finance. Returns why nothing could be posted, or None."""
+    payment = await repository.payment_for_update(session, payment_intent_id=payment_intent_id, charge_id=charge_id)
+    if payment is None:
+        return f"charge {charge_id} is not the payment of a Tally invoice"
+    if currency != payment.currency:
+        return f"disputed in {currency}, paid in {payment.currency}"
+    entry = Entry(
+        kind="dispute",
+        currency=currency,
+        customer_id=payment.customer_id,
+        effective_at=opened_at,
+        actor="stripe",
+        reason=f"dispute {dispute_id} ({reason or 'no reason given'}) on payment {payment.payment_intent_id}",
+        idempotency_key=f"stripe:dispute:{dispute_id}",
+        request={"charge": charge_id, "amount": amount},
+    )
+    transaction, created = await claim(session, entry, as_of=as_of)
+    if not created:
+        return None
+    disputes = await account(session, "disputes", currency, as_of)
+    clearing = await account(session, "stripe_clearing", currency, as_of)
+    await post(session, transaction, [Leg(disputes, amount), Leg(clearing, -amount)])
+    await repository.remember_dispute(
+        session,
+        dispute_id=dispute_id,
+        payment_intent_id=payment.payment_intent_id,
+        amount=amount,
+        currency=currency,
+        reason=reason,
+        status=status,
+        opened_at=opened_at,
+        ledger_transaction_id=transaction.id,
+    )
+    invoice = await repository.invoice_for_update(session, payment.invoice_id)
+    number = invoice.number if invoice is not None else "?"
+    await raise_anomaly(
+        session,
+        Finding(
+            kind="DISPUTE",
+            customer_id=payment.customer_id,
+            window_start=opened_at,
+            window_end=opened_at,
+            severity="high",
+            summary=f"dispute {dispute_id} for {amount} {currency} on invoice {number} ({reason or 'no reason'})",
+            numbers={
+                "dispute": dispute_id,
+                "payment_intent": payment.payment_intent_id,
+                "charge": charge_id,
+                "amount": amount,
+                "currency": currency,
+                "invoice_number": number,
+            },
+        ),
+        as_of=as_of,
+    )
+    return None
