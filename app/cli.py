@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -546,6 +547,46 @@ def billing_run(
         f"{report.invoices_issued} invoice(s) issued for {report.customers_considered} customer(s) due by "
         f"{moment.isoformat()}: {summary} in {report.seconds:.1f} s"
     )
+
+
+@cli.command("reconcile")
+def reconcile(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 time (default: now).")] = None,
+    days: Annotated[int, typer.Option("--days", min=1, help="How many days of payments to compare.")] = 35,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare the ledger's payments and refunds with Stripe's and record every difference;
+    exit 1 when any is found (they are listed in the console's Reconciliation page)."""
+    from datetime import timedelta
+
+    from app.collection import stripe_gateway
+    from billing.reconciliation import reconcile as reconcile_payments
+
+    settings = load_settings()
+    gateway = stripe_gateway(settings)
+    if gateway is None:
+        fail("collection is off: set STRIPE_API_KEY (and STRIPE_API_BASE for a stand-in) to reconcile with Stripe")
+    moment = parse_as_of(as_of)
+
+    async def work(session: AsyncSession) -> Any:
+        return await reconcile_payments(session, gateway, as_of=moment, window=timedelta(days=days))
+
+    with err.status("Comparing the ledger with Stripe…", spinner="dots") if not as_json else nullcontext():
+        report = run_in_session(settings, work)
+    found = [
+        {"kind": d.kind, "object": d.object_id, "summary": d.summary, "tally": d.tally_side, "stripe": d.stripe_side}
+        for d in report.discrepancies
+    ]
+    if as_json:
+        print_json({"checked": report.checked, "new": report.new, "discrepancies": found})
+    else:
+        for discrepancy in report.discrepancies:
+            err.print(f"[red]{discrepancy.kind}[/red] {discrepancy.summary}", highlight=False, soft_wrap=True)
+        compared = f"{report.checked} payment(s) compared since {report.since.date().isoformat()}"
+        verdict = f"{len(found)} discrepancy(ies), {report.new} new" if found else "ledger and Stripe agree"
+        typer.echo(f"{compared}: {verdict}")
+    if found:
+        raise typer.Exit(1)
 
 
 @jobs_cli.command("run")

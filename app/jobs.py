@@ -16,6 +16,7 @@ from app.collection import stripe_gateway
 from app.settings import Settings
 from billing.outbox import charge, claim_next, retry_later
 from billing.payments import record_outcome
+from billing.reconciliation import last_reconciled_at, reconcile
 from billing.stripe_gateway import StripeUnavailable
 from billing.webhooks import Processing, process_next
 from ledger.grants import expire_grants
@@ -81,6 +82,19 @@ async def collect_invoices(sessions: async_sessionmaker[AsyncSession], settings:
     return attempted
 
 
+async def reconcile_daily(sessions: async_sessionmaker[AsyncSession], settings: Settings, *, as_of: datetime) -> int:
+    """Reconcile with Stripe when the last run is a day old; the number of discrepancies found."""
+    gateway = stripe_gateway(settings)
+    if gateway is None:
+        return 0
+    async with sessions() as session:
+        if await last_reconciled_at(session) > as_of - timedelta(days=1):
+            return 0
+        report = await reconcile(session, gateway, as_of=as_of)
+        await session.commit()
+    return len(report.discrepancies)
+
+
 async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
     while True:
         for name, job in (
@@ -89,6 +103,7 @@ async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Set
             ("billing run", lambda: run_billing(sessions, settings, as_of=datetime.now(UTC))),
             ("stripe events", lambda: process_stripe_events(sessions, settings, as_of=datetime.now(UTC))),
             ("collection", lambda: collect_invoices(sessions, settings, as_of=datetime.now(UTC))),
+            ("reconciliation", lambda: reconcile_daily(sessions, settings, as_of=datetime.now(UTC))),
         ):
             try:
                 await job()

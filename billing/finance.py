@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import repository
+from billing import collection_repository, repository
 from billing.models import Invoice
 from ledger.errors import InvalidInput, NotFound
 from ledger.service import Entry, Leg, account, check_reason, claim, post, reverse_transaction
@@ -32,7 +32,7 @@ async def _reread(session: AsyncSession, invoice_id: uuid.UUID) -> Invoice:
 
 async def retry_payment(session: AsyncSession, invoice_id: uuid.UUID, *, as_of: datetime) -> Invoice:
     invoice = await _open_invoice(session, invoice_id)
-    if not await repository.retry_now(session, invoice.id, as_of):
+    if not await collection_repository.retry_now(session, invoice.id, as_of):
         raise InvalidInput("a payment of this invoice is in flight or there is nothing to collect", field="invoiceId")
     return await _reread(session, invoice.id)
 
@@ -58,7 +58,7 @@ async def mark_uncollectible(
         receivable = await account(session, "receivable", invoice.currency, as_of, invoice.customer_id)
         await post(session, transaction, [Leg(bad_debt, invoice.amount_due), Leg(receivable, -invoice.amount_due)])
     await repository.set_invoice_status(session, invoice.id, "uncollectible")
-    await repository.settle_outbox(session, invoice.id, "failed", "marked uncollectible")
+    await collection_repository.settle_outbox(session, invoice.id, "failed", "marked uncollectible")
     return await _reread(session, invoice.id)
 
 
@@ -83,5 +83,5 @@ async def void_invoice(
                 as_of=as_of,
             )
     await repository.set_invoice_status(session, invoice.id, "void")
-    await repository.settle_outbox(session, invoice.id, "failed", "voided")
+    await collection_repository.settle_outbox(session, invoice.id, "failed", "voided")
     return await _reread(session, invoice.id)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import repository
+from billing import collection_repository
 from billing.collection import stripe_customer_id
 from billing.payments import Attempt
 from billing.stripe_gateway import (
@@ -94,7 +94,9 @@ async def charge(session: AsyncSession, gateway: StripeGateway, claimed: Claimed
 
 
 async def retry_later(session: AsyncSession, claimed: Claimed, error: StripeUnavailable, *, as_of: datetime) -> None:
-    await repository.retry_outbox(session, claimed.attempt.invoice_id, as_of=as_of, backoff=_backoff, error=str(error))
+    await collection_repository.retry_outbox(
+        session, claimed.attempt.invoice_id, as_of=as_of, backoff=_backoff, error=str(error)
+    )
 
 
 def _backoff(retries: int) -> timedelta:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import repository
+from billing import collection_repository, repository
 from billing.anomalies import Finding, raise_anomaly
 from billing.stripe_gateway import Charge
 from customers import service as customers
@@ -47,7 +47,9 @@ async def record_outcome(
     undo a success. A success posts the payment and, with nothing else overdue, makes the
     customer ACTIVE; a failure of an unpaid invoice makes them PAST_DUE and schedules the next
     retry ``retry_after`` the first failure; when the last retry fails too, they are SUSPENDED."""
-    if not await repository.record_attempt(session, attempt.invoice_id, attempt.number, charged, as_of=as_of):
+    if not await collection_repository.record_attempt(
+        session, attempt.invoice_id, attempt.number, charged, as_of=as_of
+    ):
         return False
     if charged.status == "succeeded" and charged.payment_intent_id:
         await settle_payment(
@@ -64,15 +66,15 @@ async def record_outcome(
     if charged.status in ("requires_action", "processing"):
         status = "action_required" if charged.status == "requires_action" else "processing"
         why = "the customer must authenticate the payment" if status == "action_required" else "Stripe is processing"
-        await repository.settle_outbox(session, attempt.invoice_id, status, why)
+        await collection_repository.settle_outbox(session, attempt.invoice_id, status, why)
         return True
     invoice = await repository.invoice_for_update(session, attempt.invoice_id)
     if invoice is None or invoice.status != "issued":
         return True  # a late failure of an invoice since paid, voided or written off: history only
-    failures = await repository.failed_attempts(session, attempt.invoice_id)
-    first_failed_at = await repository.first_failure(session, attempt.invoice_id) or as_of
+    failures = await collection_repository.failed_attempts(session, attempt.invoice_id)
+    first_failed_at = await collection_repository.first_failure(session, attempt.invoice_id) or as_of
     if failures <= len(retry_after):
-        await repository.schedule_retry_after_failure(
+        await collection_repository.schedule_retry_after_failure(
             session,
             attempt.invoice_id,
             failed_at=first_failed_at,
@@ -81,7 +83,7 @@ async def record_outcome(
         )
         await customers.set_status(session, attempt.customer_id, "PAST_DUE")
     else:
-        await repository.settle_outbox(session, attempt.invoice_id, "failed", charged.error)
+        await collection_repository.settle_outbox(session, attempt.invoice_id, "failed", charged.error)
         await customers.set_status(session, attempt.customer_id, "SUSPENDED")
     return True
 
@@ -109,9 +111,11 @@ async def settle_payment(
         paid_at=paid_at,
         as_of=as_of,
     )
-    await repository.settle_outbox(session, invoice_id, "collected" if error is None else "failed", error)
+    await collection_repository.settle_outbox(session, invoice_id, "collected" if error is None else "failed", error)
     invoice = await repository.invoice_for_update(session, invoice_id)
-    overdue = invoice is None or await repository.customers_with_failed_collection(session, invoice.customer_id)
+    overdue = invoice is None or await collection_repository.customers_with_failed_collection(
+        session, invoice.customer_id
+    )
     if error is None and invoice is not None and not overdue:
         await customers.set_status(session, invoice.customer_id, "ACTIVE")
     return error
@@ -155,7 +159,7 @@ async def post_invoice_payment(
         clearing = await account(session, "stripe_clearing", currency, as_of)
         receivable = await account(session, "receivable", currency, as_of, invoice.customer_id)
         await post(session, transaction, [Leg(clearing, amount), Leg(receivable, -amount)])
-    await repository.remember_payment(
+    await collection_repository.remember_payment(
         session,
         payment_intent_id=payment_intent_id,
         invoice=invoice,
@@ -181,7 +185,9 @@ async def post_refunds(
     """Bring what Tally has posted as refunded up to the charge's ``amount_refunded`` (Stripe's
     running total): a refund event seen twice, or an older one seen after a newer, posts nothing.
     Returns why nothing could be posted, or None."""
-    payment = await repository.payment_for_update(session, payment_intent_id=payment_intent_id, charge_id=charge_id)
+    payment = await collection_repository.payment_for_update(
+        session, payment_intent_id=payment_intent_id, charge_id=charge_id
+    )
     if payment is None:
         return f"charge {charge_id} is not the payment of a Tally invoice"
     if currency != payment.currency:
@@ -204,7 +210,7 @@ async def post_refunds(
         refunds = await account(session, "refunds", currency, as_of)
         clearing = await account(session, "stripe_clearing", currency, as_of)
         await post(session, transaction, [Leg(refunds, newly_refunded), Leg(clearing, -newly_refunded)])
-    await repository.set_refunded(session, payment.payment_intent_id, amount_refunded)
+    await collection_repository.set_refunded(session, payment.payment_intent_id, amount_refunded)
     return None
 
 
@@ -223,7 +229,9 @@ async def post_dispute(
 ) -> str | None:
     """Post a dispute once (clearing credited: Stripe has taken the amount back) and raise a
     ``DISPUTE`` anomaly for finance. Returns why nothing could be posted, or None."""
-    payment = await repository.payment_for_update(session, payment_intent_id=payment_intent_id, charge_id=charge_id)
+    payment = await collection_repository.payment_for_update(
+        session, payment_intent_id=payment_intent_id, charge_id=charge_id
+    )
     if payment is None:
         return f"charge {charge_id} is not the payment of a Tally invoice"
     if currency != payment.currency:
@@ -244,7 +252,7 @@ async def post_dispute(
     disputes = await account(session, "disputes", currency, as_of)
     clearing = await account(session, "stripe_clearing", currency, as_of)
     await post(session, transaction, [Leg(disputes, amount), Leg(clearing, -amount)])
-    await repository.remember_dispute(
+    await collection_repository.remember_dispute(
         session,
         dispute_id=dispute_id,
         payment_intent_id=payment.payment_intent_id,

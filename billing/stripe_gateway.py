@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 import stripe
@@ -170,3 +171,72 @@ async def attempt_already_made(
 async def current_intent(gateway: StripeGateway, payment_intent_id: str) -> Charge:
     """A PaymentIntent's state now, for events that may arrive out of order."""
     return charge_of_intent(await _call(gateway.client.v1.payment_intents.retrieve_async(payment_intent_id)))
+
+
+@dataclass(frozen=True)
+class StripeSidePayment:
+    """A PaymentIntent made for a Tally invoice, as Stripe has it, with its charge."""
+
+    payment_intent_id: str
+    invoice_id: str
+    status: str
+    amount: int
+    currency: str
+    charge_id: str | None
+    amount_refunded: int
+    disputed: bool
+
+    def as_seen(self) -> dict[str, object]:
+        return {
+            "payment_intent": self.payment_intent_id,
+            "status": self.status,
+            "amount": self.amount,
+            "currency": self.currency,
+            "charge": self.charge_id,
+            "amount_refunded": self.amount_refunded,
+            "disputed": self.disputed,
+        }
+
+
+def _side_payment(intent: stripe.PaymentIntent, charge: stripe.Charge | None) -> StripeSidePayment:
+    metadata = intent.metadata.to_dict() if intent.metadata else {}
+    return StripeSidePayment(
+        payment_intent_id=intent.id,
+        invoice_id=str(metadata.get("tally_invoice_id", "")),
+        status=intent.status,
+        amount=charge.amount if charge is not None else intent.amount,
+        currency=(charge.currency if charge is not None else intent.currency).upper(),
+        charge_id=charge.id if charge is not None else None,
+        amount_refunded=charge.amount_refunded if charge is not None else 0,
+        disputed=bool(getattr(charge, "disputed", False)) if charge is not None else False,  # localstripe omits it
+    )
+
+
+async def tally_payments_in_stripe(gateway: StripeGateway, *, since: datetime) -> list[StripeSidePayment]:
+    """Every successful charge since ``since`` whose PaymentIntent was made for a Tally invoice."""
+    listed = await _call(
+        gateway.client.v1.charges.list_async(params={"created": {"gt": int(since.timestamp())}, "limit": 100})
+    )
+    found = []
+    async for charge in listed.auto_paging_iter():
+        intent_id = charge.payment_intent if isinstance(charge.payment_intent, str) else None
+        if charge.status != "succeeded" or intent_id is None:
+            continue
+        intent = await _call(gateway.client.v1.payment_intents.retrieve_async(intent_id))
+        if intent.metadata and "tally_invoice_id" in intent.metadata:
+            found.append(_side_payment(intent, charge))
+    return found
+
+
+async def payment_in_stripe(gateway: StripeGateway, payment_intent_id: str) -> StripeSidePayment | None:
+    """One PaymentIntent and its latest charge; None when Stripe has no such PaymentIntent."""
+    try:
+        intent = await _call(gateway.client.v1.payment_intents.retrieve_async(payment_intent_id))
+    except stripe.InvalidRequestError as error:
+        if error.http_status == 404:
+            return None
+        raise
+    latest = intent.latest_charge
+    charge_id = latest if isinstance(latest, str) or latest is None else latest.id
+    charge = await _call(gateway.client.v1.charges.retrieve_async(charge_id)) if charge_id else None
+    return _side_payment(intent, charge)

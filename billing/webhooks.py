@@ -17,7 +17,7 @@ import stripe
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import repository
+from billing import collection_repository, repository
 from billing.payments import Attempt, post_dispute, post_refunds, record_outcome, settle_payment
 from billing.stripe_gateway import StripeGateway, charge_of_intent, current_intent, default_payment_method
 from ledger.errors import InvalidInput, TallyError
@@ -245,7 +245,7 @@ async def _default_payment_method_changed(
     """``customer.updated`` and ``payment_method.attached``: keep the customer's default card as
     Stripe has it now (read back when possible: an older event may arrive after a newer one)."""
     stripe_customer = obj["id"] if obj.get("object") == "customer" else _id_of(obj.get("customer"))
-    if stripe_customer is None or not await repository.is_stripe_customer(session, stripe_customer):
+    if stripe_customer is None or not await collection_repository.is_stripe_customer(session, stripe_customer):
         return Outcome("ignored", "not the Stripe customer of a Tally customer")
     if processing.gateway is not None:
         default = await default_payment_method(processing.gateway, stripe_customer)
@@ -253,7 +253,7 @@ async def _default_payment_method_changed(
         default = _id_of((obj.get("invoice_settings") or {}).get("default_payment_method"))
     else:
         return Outcome("ignored", "without Stripe to ask, an attached card says nothing of the default")
-    await repository.set_default_payment_method(session, stripe_customer, default)
+    await collection_repository.set_default_payment_method(session, stripe_customer, default)
     return Outcome("processed")
 
 

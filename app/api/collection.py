@@ -1,23 +1,27 @@
-"""GraphQL of collection: SetupIntents for the frontend to save a card, and finance's actions on
-an unpaid invoice (retry now, write off as uncollectible, void)."""
+"""GraphQL of collection: SetupIntents for the frontend to save a card, a customer's collection
+(invoices being collected and their attempts, payments, refunds, disputes), finance's actions on
+an unpaid invoice (retry now, write off as uncollectible, void), and reconciliation with Stripe."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
 import strawberry
+from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from app.api.billing import Invoice
-from app.api.common import UserError, run_mutation
+from app.api.billing import Invoice, invoice_number
+from app.api.common import Money, UserError, money, run_mutation
 from app.api.ledger import customer_of
 from app.api.permissions import requires
 from app.auth import Capability
 from app.collection import stripe_gateway
-from billing import finance
-from billing.collection import create_setup_intent
+from billing import collection_repository, finance, reconciliation
+from billing.collection import CollectionOff, create_setup_intent
+from billing.models import ReconciliationDiscrepancy, StripeDispute, StripePayment
 from billing.stripe_gateway import SetupIntent
 from ledger.errors import NotFound
 
@@ -82,11 +86,15 @@ class InvoicePayload:
     user_errors: list[UserError]
 
 
-def _invoice_id(value: strawberry.ID) -> uuid.UUID:
+def _uuid(value: strawberry.ID, field: str, missing: str) -> uuid.UUID:
     try:
         return uuid.UUID(str(value))
     except ValueError:
-        raise NotFound("no such invoice", field="invoiceId") from None
+        raise NotFound(missing, field=field) from None
+
+
+def _invoice_id(value: strawberry.ID) -> uuid.UUID:
+    return _uuid(value, "invoiceId", "no such invoice")
 
 
 @strawberry.type
@@ -132,3 +140,271 @@ async def _close_invoice(info: Info, input: CloseInvoiceInput, close: Callable[.
         ),
     )
     return InvoicePayload(invoice=Invoice.from_model(row) if row else None, user_errors=errors)
+
+
+@strawberry.type
+class PaymentAttempt:
+    number: int
+    payment_intent_id: str | None
+    status: str = strawberry.field(
+        description="succeeded, failed, requires_action (the customer must act) or processing."
+    )
+    error: str | None
+    attempted_at: datetime
+
+
+@strawberry.type
+class InvoiceCollection:
+    invoice_id: strawberry.ID
+    invoice_number: str
+    invoice_status: str
+    amount_due: Money
+    status: str = strawberry.field(
+        description="pending, in_flight, action_required (waiting for the customer to authenticate), "
+        "processing, collected or failed (retries exhausted, written off or voided)."
+    )
+    attempts: list[PaymentAttempt]
+    next_attempt_at: datetime | None = strawberry.field(description="When the next try is due, if one is.")
+    first_failed_at: datetime | None = strawberry.field(description="Dunning retries are counted from here.")
+    last_error: str | None
+
+
+@strawberry.type
+class Payment:
+    payment_intent_id: str
+    charge_id: str | None
+    invoice_number: str
+    amount: Money
+    refunded: Money
+    disputed: Money
+    paid_at: datetime
+
+
+@strawberry.type
+class Dispute:
+    dispute_id: str
+    payment_intent_id: str
+    amount: Money
+    reason: str | None
+    status: str
+    opened_at: datetime
+
+
+@strawberry.type
+class CustomerCollection:
+    collection_on: bool = strawberry.field(description="False when no STRIPE_API_KEY is set: nothing is collected.")
+    stripe_customer_id: str | None
+    default_payment_method: str | None = strawberry.field(description="As Stripe's events last reported it.")
+    invoices: list[InvoiceCollection]
+    payments: list[Payment]
+    disputes: list[Dispute]
+
+
+@strawberry.type
+class Discrepancy:
+    id: strawberry.ID
+    kind: str = strawberry.field(
+        description="MISSING_IN_TALLY, MISSING_IN_STRIPE, AMOUNT_MISMATCH, CURRENCY_MISMATCH, STATUS_MISMATCH "
+        "or DUPLICATE."
+    )
+    object_id: str = strawberry.field(description="The Stripe object (or invoice) it is about.")
+    summary: str
+    invoice_id: strawberry.ID | None
+    customer_external_id: str | None
+    tally_side: JSON | None = strawberry.field(description="The ledger's side as it was seen.")
+    stripe_side: JSON | None = strawberry.field(description="Stripe's side as it was seen.")
+    detected_at: datetime
+    last_seen_at: datetime
+    status: str = strawberry.field(description="open or resolved.")
+    note: str | None
+    resolved_by: str | None
+    resolved_at: datetime | None
+
+    @classmethod
+    def from_model(cls, row: ReconciliationDiscrepancy, external_id: str | None) -> Discrepancy:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            kind=row.kind,
+            object_id=row.object_id,
+            summary=row.summary,
+            invoice_id=strawberry.ID(str(row.invoice_id)) if row.invoice_id else None,
+            customer_external_id=external_id,
+            tally_side=cast(JSON, row.tally_side),
+            stripe_side=cast(JSON, row.stripe_side),
+            detected_at=row.detected_at,
+            last_seen_at=row.last_seen_at,
+            status=row.status,
+            note=row.note,
+            resolved_by=row.resolved_by,
+            resolved_at=row.resolved_at,
+        )
+
+
+@strawberry.type
+class ReconciliationRun:
+    as_of: datetime
+    checked: int = strawberry.field(description="Payments compared, on both sides.")
+    discrepancies: int
+
+
+def _customer_collection(
+    settings_on: bool,
+    stripe_customer: tuple[str, str | None] | None,
+    collections: list[dict[str, Any]],
+    payments: list[tuple[StripePayment, int]],
+    disputes: list[StripeDispute],
+) -> CustomerCollection:
+    return CustomerCollection(
+        collection_on=settings_on,
+        stripe_customer_id=stripe_customer[0] if stripe_customer else None,
+        default_payment_method=stripe_customer[1] if stripe_customer else None,
+        invoices=[
+            InvoiceCollection(
+                invoice_id=strawberry.ID(str(row["invoice_id"])),
+                invoice_number=invoice_number(row["number"]),
+                invoice_status=row["invoice_status"],
+                amount_due=money(row["amount_due"], row["currency"]),
+                status=row["status"],
+                attempts=[
+                    PaymentAttempt(
+                        number=attempt["number"],
+                        payment_intent_id=attempt["payment_intent_id"],
+                        status=attempt["status"],
+                        error=attempt["error"],
+                        attempted_at=datetime.fromisoformat(attempt["attempted_at"]),
+                    )
+                    for attempt in row["tries"]
+                ],
+                next_attempt_at=row["next_attempt_at"] if row["status"] in ("pending", "in_flight") else None,
+                first_failed_at=row["first_failed_at"],
+                last_error=row["last_error"],
+            )
+            for row in collections
+        ],
+        payments=[
+            Payment(
+                payment_intent_id=payment.payment_intent_id,
+                charge_id=payment.charge_id,
+                invoice_number=invoice_number(number),
+                amount=money(payment.amount, payment.currency),
+                refunded=money(payment.refunded, payment.currency),
+                disputed=money(payment.disputed, payment.currency),
+                paid_at=payment.paid_at,
+            )
+            for payment, number in payments
+        ],
+        disputes=[
+            Dispute(
+                dispute_id=dispute.dispute_id,
+                payment_intent_id=dispute.payment_intent_id,
+                amount=money(dispute.amount, dispute.currency),
+                reason=dispute.reason,
+                status=dispute.status,
+                opened_at=dispute.opened_at,
+            )
+            for dispute in disputes
+        ],
+    )
+
+
+@strawberry.type
+class CollectionQuery:
+    @strawberry.field(
+        permission_classes=[requires(Capability.READ_INVOICES)],
+        description="How a customer's invoices are being collected: attempts, dunning, payments, refunds, disputes.",
+    )
+    async def customer_collection(self, info: Info, customer_id: strawberry.ID) -> CustomerCollection | None:
+        context = info.context
+        try:
+            customer = await customer_of(info, str(customer_id))
+        except NotFound:
+            return None
+        if not context.viewer.may_see_customer(customer.id):
+            return None
+        session = context.session
+        return _customer_collection(
+            stripe_gateway(context.settings) is not None,
+            await collection_repository.stripe_customer_of(session, customer.id),
+            await collection_repository.collections_of(session, customer.id),
+            await collection_repository.payments_of(session, customer.id),
+            await collection_repository.disputes_of(session, customer.id),
+        )
+
+    @strawberry.field(
+        permission_classes=[requires(Capability.MANAGE_COLLECTION)],
+        description="Differences between the ledger and Stripe, newest first (status open, resolved, or null: all).",
+    )
+    async def reconciliation_discrepancies(
+        self, info: Info, status: str | None = "open", first: int = 100
+    ) -> list[Discrepancy]:
+        rows = await collection_repository.discrepancies(info.context.session, status=status, limit=min(first, 500))
+        return [Discrepancy.from_model(row, external_id) for row, external_id in rows]
+
+    @strawberry.field(
+        permission_classes=[requires(Capability.MANAGE_COLLECTION)], description="The latest reconciliation runs."
+    )
+    async def reconciliation_runs(self, info: Info, first: int = 10) -> list[ReconciliationRun]:
+        runs = await collection_repository.reconciliation_runs(info.context.session, limit=min(first, 100))
+        return [
+            ReconciliationRun(as_of=run.as_of, checked=run.checked, discrepancies=run.discrepancies) for run in runs
+        ]
+
+
+@strawberry.input
+class ResolveDiscrepancyInput:
+    discrepancy_id: strawberry.ID
+    note: str = strawberry.field(description="What was found or done about it; required.")
+
+
+@strawberry.type
+class ResolveDiscrepancyPayload:
+    discrepancy: Discrepancy | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class RunReconciliationPayload:
+    run: ReconciliationRun | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class ReconciliationMutation:
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.MANAGE_COLLECTION)],
+        description="Close a discrepancy with a note saying what was found or done.",
+    )
+    async def resolve_discrepancy(self, info: Info, input: ResolveDiscrepancyInput) -> ResolveDiscrepancyPayload:
+        context = info.context
+
+        async def close() -> Discrepancy:
+            discrepancy_id = _uuid(input.discrepancy_id, "discrepancyId", "no such discrepancy")
+            await reconciliation.resolve(
+                context.session, discrepancy_id, note=input.note, actor=context.viewer.actor, as_of=context.now()
+            )
+            [(row, external_id)] = await collection_repository.discrepancies(
+                context.session, status=None, limit=1, discrepancy_id=discrepancy_id
+            )
+            return Discrepancy.from_model(row, external_id)
+
+        discrepancy, errors = await run_mutation(info, close)
+        return ResolveDiscrepancyPayload(discrepancy=discrepancy, user_errors=errors)
+
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.MANAGE_COLLECTION)],
+        description="Reconcile the last 35 days with Stripe now (the daily job does the same).",
+    )
+    async def run_reconciliation(self, info: Info) -> RunReconciliationPayload:
+        context = info.context
+
+        async def run() -> ReconciliationRun:
+            gateway = stripe_gateway(context.settings)
+            if gateway is None:
+                raise CollectionOff()
+            report = await reconciliation.reconcile(context.session, gateway, as_of=context.now())
+            return ReconciliationRun(
+                as_of=report.as_of, checked=report.checked, discrepancies=len(report.discrepancies)
+            )
+
+        found, errors = await run_mutation(info, run)
+        return RunReconciliationPayload(run=found, user_errors=errors)

@@ -17,7 +17,7 @@ from strawberry.tools import merge_types
 
 from app.api.billing import BillingMutation, BillingQuery
 from app.api.catalog import CatalogQuery
-from app.api.collection import CollectionMutation, FinanceMutation
+from app.api.collection import CollectionMutation, CollectionQuery, FinanceMutation, ReconciliationMutation
 from app.api.customers import CustomersMutation, CustomersQuery
 from app.api.ledger import CorrectionsMutation, LedgerMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
@@ -31,7 +31,10 @@ from app.telemetry import current_trace_id
 logger = logging.getLogger("tally.graphql")
 SDL_PATH = Path(__file__).resolve().parents[2] / "graphql" / "schema.graphql"
 
-Query = merge_types("Query", (CustomersQuery, CatalogQuery, MeteringQuery, PromotionsQuery, TracesQuery, BillingQuery))
+Query = merge_types(
+    "Query",
+    (CustomersQuery, CatalogQuery, MeteringQuery, PromotionsQuery, TracesQuery, BillingQuery, CollectionQuery),
+)
 Mutation = merge_types(
     "Mutation",
     (
@@ -45,6 +48,7 @@ Mutation = merge_types(
         SimulationMutation,
         CollectionMutation,
         FinanceMutation,
+        ReconciliationMutation,
     ),
 )
 

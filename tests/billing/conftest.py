@@ -1,11 +1,15 @@
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
+from app.main import create_app
+from app.settings import Settings
 from tests.billing.scenario import billing_catalog
 from tests.billing.stripe_support import LocalStripe, start_localstripe
 
-__all__ = ["billing_catalog", "localstripe"]
+__all__ = ["billing_catalog", "localstripe", "stripe_app"]
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +19,14 @@ def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStrip
     yield server
     server.process.terminate()
     server.process.wait(timeout=10)
+
+
+@pytest.fixture
+async def stripe_app(
+    settings: Settings, database_url: str, localstripe: LocalStripe
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with collection on (localstripe) and webhooks accepted."""
+    app: FastAPI = create_app(localstripe.settings(settings), database_url)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        yield http

@@ -9,19 +9,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.collection import stripe_gateway
 from app.jobs import collect_invoices, process_stripe_events
-from app.main import create_app
 from app.settings import Settings
 from billing.outbox import claim_next
 from billing.stripe_gateway import attempt_already_made, charge_off_session
@@ -44,16 +41,6 @@ from tests.billing.stripe_support import (
 )
 
 PAID_AT = JAN_31 + timedelta(minutes=2)
-
-
-@pytest.fixture
-async def stripe_app(
-    settings: Settings, database_url: str, localstripe: LocalStripe
-) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(localstripe.settings(settings), database_url)
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-        yield http
 
 
 async def deliver(client: httpx.AsyncClient, kind: str, obj: dict[str, Any], event_id: str | None = None) -> None:
