@@ -80,10 +80,14 @@ class LocalStripe:
 
 
 def start_localstripe(log_path: Path) -> LocalStripe:
+    """A fresh localstripe: without --from-scratch it would load /tmp/localstripe.pickle, the
+    objects of every other localstripe on the machine."""
     port = free_port()
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("localstripe")), "--port", str(port)], stdout=log, stderr=log
+        [str(Path(sys.executable).with_name("localstripe")), "--port", str(port), "--from-scratch"],
+        stdout=log,
+        stderr=log,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
