@@ -203,9 +203,21 @@ async def _payment_intent_changed(
     return Outcome("processed" if acted else "ignored", None if acted else f"attempt already {charged.status}")
 
 
+NOT_OURS = Outcome("ignored", "not the payment of a Tally invoice")
+
+
+async def _is_ours(session: AsyncSession, payment_intent_id: str | None, charge_id: str) -> bool:
+    found = await collection_repository.payment_for_update(
+        session, payment_intent_id=payment_intent_id, charge_id=charge_id
+    )
+    return found is not None
+
+
 async def _charge_refunded(
     session: AsyncSession, charge: dict[str, Any], processing: Processing, as_of: datetime
 ) -> Outcome:
+    if not await _is_ours(session, _id_of(charge.get("payment_intent")), charge["id"]):
+        return NOT_OURS
     error = await post_refunds(
         session,
         payment_intent_id=_id_of(charge.get("payment_intent")),
@@ -222,8 +234,8 @@ async def _dispute_created(
     session: AsyncSession, dispute: dict[str, Any], processing: Processing, as_of: datetime
 ) -> Outcome:
     charge_id = _id_of(dispute.get("charge"))
-    if charge_id is None:
-        return Outcome("failed", "the dispute names no charge")
+    if charge_id is None or not await _is_ours(session, _id_of(dispute.get("payment_intent")), charge_id):
+        return NOT_OURS
     error = await post_dispute(
         session,
         dispute_id=dispute["id"],

@@ -103,25 +103,40 @@ async def test_other_event_types_are_kept_and_marked_ignored(
     assert await stored(session) == [("evt_price", "ignored", 1)]
 
 
+NOT_A_TALLY_PAYMENT = ("ignored", "not the payment of a Tally invoice")
+NO_METADATA = ("ignored", "not the payment of a Tally invoice (no tally_invoice_id in its metadata)")
+
+
 @pytest.mark.parametrize(
-    ("kind", "resource"),
+    ("kind", "resource", "expected"),
     [
-        ("payment_intent.succeeded", "payment_intent"),
-        ("payment_intent.payment_failed", "payment_intent"),
-        ("charge.refunded", "charge"),
-        ("charge.refund.updated", "refund"),
-        ("charge.dispute.created", "dispute"),
-        ("customer.updated", "customer"),
+        ("payment_intent.succeeded", "payment_intent", NO_METADATA),
+        ("payment_intent.payment_failed", "payment_intent", NO_METADATA),
+        ("payment_intent.requires_action", "payment_intent", NO_METADATA),
+        ("charge.refunded", "charge", NOT_A_TALLY_PAYMENT),
+        ("charge.refund.updated", "refund", ("ignored", None)),
+        ("charge.dispute.created", "dispute", NOT_A_TALLY_PAYMENT),
+        ("customer.updated", "customer", ("ignored", "not the Stripe customer of a Tally customer")),
+        ("payment_method.attached", "payment_method", ("ignored", "not the Stripe customer of a Tally customer")),
     ],
 )
 async def test_stripes_own_example_objects_are_read(
-    webhook_client: httpx.AsyncClient, session: AsyncSession, kind: str, resource: str
+    webhook_client: httpx.AsyncClient,
+    session: AsyncSession,
+    sessions: Any,
+    settings: Settings,
+    kind: str,
+    resource: str,
+    expected: tuple[str, str | None],
 ) -> None:
     payload = event_of(kind, FIXTURES[resource], f"evt_{resource}")
     answer = await post(webhook_client, payload, signed(payload))
     assert answer.status_code == 200, answer.text
     row = (await session.execute(text("SELECT type, object_id, livemode FROM stripe_events"))).one()
     assert tuple(row) == (kind, FIXTURES[resource]["id"], FIXTURES["event"]["livemode"])
+    await process_stripe_events(sessions, settings, as_of=JAN_31)
+    status, error = (await session.execute(text("SELECT status, error FROM stripe_events"))).one()
+    assert (status, error) == expected, "read, and left alone: Stripe's examples are about no Tally invoice"
 
 
 def test_the_fixtures_are_stripes_published_objects() -> None:
