@@ -21,8 +21,9 @@ from rich.progress import Progress
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import auth, staff
-from app.database import create_engine, database_url, latest_revision, migrate, session_factory
+from app.database import create_engine, database_url, latest_revision, libpq_url, migrate, session_factory
 from app.settings import Settings
+from app.telemetry import configure_tracing
 from ledger.errors import TallyError
 from pricing.catalog import CatalogInvalid
 from pricing.service import apply_catalog
@@ -71,9 +72,19 @@ def prepared_database(settings: Settings) -> str:
     return url
 
 
-def run_in_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]], *, commit: bool = True) -> T:
-    """Run ``work`` in one transaction: committed if it returns, rolled back if it raises."""
+def traced_database(settings: Settings) -> str:
+    """``prepared_database`` for a command doing a server's background work: its spans are kept as
+    the server's would be (and flushed when the command exits), so the Traces page shows them."""
     url = prepared_database(settings)
+    configure_tracing(settings, libpq_url(url))
+    return url
+
+
+def run_in_session(
+    settings: Settings, work: Callable[[AsyncSession], Awaitable[T]], *, commit: bool = True, traced: bool = False
+) -> T:
+    """Run ``work`` in one transaction: committed if it returns, rolled back if it raises."""
+    url = traced_database(settings) if traced else prepared_database(settings)
 
     async def main() -> T:
         engine = create_engine(url)
@@ -512,7 +523,7 @@ def billing_run(
 
     settings = load_settings()
     moment = parse_as_of(as_of)
-    url = prepared_database(settings)
+    url = traced_database(settings)
 
     async def main() -> Any:
         engine = create_engine(url)
@@ -572,7 +583,7 @@ def reconcile(
         return await reconcile_payments(session, gateway, as_of=moment, window=timedelta(days=days))
 
     with err.status("Comparing the ledger with Stripe…", spinner="dots") if not as_json else nullcontext():
-        report = run_in_session(settings, work)
+        report = run_in_session(settings, work, traced=True)
     found = [
         {"kind": d.kind, "object": d.object_id, "summary": d.summary, "tally": d.tally_side, "stripe": d.stripe_side}
         for d in report.discrepancies
@@ -601,7 +612,7 @@ def jobs_run(
         fail(f"{job!r}: not a job; run `outbox` or `stripe-events`")
     settings = load_settings()
     moment = parse_as_of(as_of)
-    url = prepared_database(settings)
+    url = traced_database(settings)
 
     async def main() -> int:
         engine = create_engine(url)

@@ -14,10 +14,8 @@ from app import trace_store
 from app.billing_run import run_billing
 from app.collection import stripe_gateway
 from app.settings import Settings
-from billing.outbox import charge, claim_next, retry_later
-from billing.payments import record_outcome
+from billing.outbox import claim_next, collect
 from billing.reconciliation import last_reconciled_at, reconcile
-from billing.stripe_gateway import StripeUnavailable
 from billing.webhooks import Processing, process_next
 from ledger.grants import expire_grants
 
@@ -69,14 +67,7 @@ async def collect_invoices(sessions: async_sessionmaker[AsyncSession], settings:
     async with sessions() as session:
         while (claimed := await claim_next(session, as_of=as_of)) is not None:
             await session.commit()  # the attempt number is durable before Stripe hears of it
-            try:
-                charged = await charge(session, gateway, claimed, as_of=as_of)
-            except StripeUnavailable as error:
-                await retry_later(session, claimed, error, as_of=as_of)
-            else:
-                await record_outcome(
-                    session, claimed.attempt, charged, as_of=as_of, retry_after=dunning_schedule(settings)
-                )
+            await collect(session, gateway, claimed, as_of=as_of, retry_after=dunning_schedule(settings))
             await session.commit()
             attempted += 1
     return attempted

@@ -17,6 +17,7 @@ import psycopg
 from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.resources import Resource
@@ -138,6 +139,7 @@ def configure_tracing(settings: Settings, conninfo: str) -> TracerProvider | Non
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
     trace.set_tracer_provider(provider)
     PsycopgInstrumentor().instrument(enable_commenter=False, skip_dep_check=True)
+    HTTPXClientInstrumentor().instrument()  # Stripe calls (the SDK speaks httpx) become spans
     _provider = provider
     return provider
 

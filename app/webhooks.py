@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, HTTPException, Request
 
 from app.dependencies import SessionDep
+from app.telemetry import current_trace_id
 from billing.webhooks import receive, verified_event
 from ledger.errors import TallyError
 
@@ -25,6 +26,6 @@ async def stripe_webhook(request: Request, session: SessionDep) -> dict[str, obj
         )
     except TallyError as error:
         raise HTTPException(400, detail={"code": error.code, "message": error.message}) from None
-    received = await receive(session, event, as_of=datetime.now(UTC))
+    received = await receive(session, event, as_of=datetime.now(UTC), trace_id=current_trace_id())
     await session.commit()
     return {"received": True, "id": received.id, "duplicate": received.duplicate, "status": received.status}

@@ -113,6 +113,7 @@ class StripeEvent(SQLModel, table=True):
     status: str
     processed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     error: str | None = Field(default=None, sa_column=Column(Text))  # why it failed or was ignored
+    trace_id: str | None = Field(default=None, sa_column=Column(String(32)))  # the delivery's request
 
 
 class StripeCustomer(SQLModel, table=True):

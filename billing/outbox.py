@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import collection_repository
 from billing.collection import stripe_customer_id
-from billing.payments import Attempt
+from billing.payments import Attempt, record_outcome
 from billing.stripe_gateway import (
     Charge,
     StripeGateway,
@@ -29,6 +29,7 @@ from billing.stripe_gateway import (
     charge_off_session,
     saved_card,
 )
+from billing.tracing import linked_to, tracer
 
 LEASE = timedelta(minutes=10)
 MAX_BACKOFF = timedelta(hours=6)
@@ -38,6 +39,7 @@ MAX_BACKOFF = timedelta(hours=6)
 class Claimed:
     attempt: Attempt
     reclaimed: bool  # the lease of an earlier claim of this attempt ran out: it may have reached Stripe
+    invoice_trace_id: str | None  # the trace that issued the invoice
 
 
 async def claim_next(session: AsyncSession, *, as_of: datetime) -> Claimed | None:
@@ -45,7 +47,7 @@ async def claim_next(session: AsyncSession, *, as_of: datetime) -> Claimed | Non
     row = (
         await session.execute(
             text(
-                "SELECT o.invoice_id, o.customer_id, o.attempts, o.status, i.amount_due, i.currency "
+                "SELECT o.invoice_id, o.customer_id, o.attempts, o.status, i.amount_due, i.currency, i.trace_id "
                 "FROM collection_outbox o JOIN invoices i ON i.id = o.invoice_id "
                 "WHERE o.status IN ('pending', 'in_flight') AND o.next_attempt_at <= :as_of "
                 "ORDER BY o.next_attempt_at LIMIT 1 FOR UPDATE OF o SKIP LOCKED"
@@ -55,7 +57,7 @@ async def claim_next(session: AsyncSession, *, as_of: datetime) -> Claimed | Non
     ).first()
     if row is None:
         return None
-    invoice_id, customer_id, attempts, status, amount, currency = row
+    invoice_id, customer_id, attempts, status, amount, currency, invoice_trace_id = row
     reclaimed = status == "in_flight"
     number = attempts if reclaimed else attempts + 1
     await session.execute(
@@ -65,7 +67,7 @@ async def claim_next(session: AsyncSession, *, as_of: datetime) -> Claimed | Non
         ),
         {"attempt": number, "lease": as_of + LEASE, "invoice_id": invoice_id},
     )
-    return Claimed(Attempt(invoice_id, customer_id, number, amount, currency), reclaimed)
+    return Claimed(Attempt(invoice_id, customer_id, number, amount, currency), reclaimed, invoice_trace_id)
 
 
 async def charge(session: AsyncSession, gateway: StripeGateway, claimed: Claimed, *, as_of: datetime) -> Charge:
@@ -91,6 +93,36 @@ async def charge(session: AsyncSession, gateway: StripeGateway, claimed: Claimed
         invoice_id=attempt.invoice_id,
         attempt=attempt.number,
     )
+
+
+async def collect(
+    session: AsyncSession,
+    gateway: StripeGateway,
+    claimed: Claimed,
+    *,
+    as_of: datetime,
+    retry_after: tuple[timedelta, ...],
+) -> None:
+    """Charge a claimed invoice and act on the answer, in a span linked to the invoice's issuance;
+    Stripe's HTTP calls are spans under it. The caller commits."""
+    attempt = claimed.attempt
+    attributes: dict[str, str | int] = {
+        "tally.invoice_id": str(attempt.invoice_id),
+        "tally.customer_id": str(attempt.customer_id),
+        "tally.attempt": attempt.number,
+        "tally.amount_minor": attempt.amount,
+        "tally.currency": attempt.currency,
+    }
+    links = linked_to(claimed.invoice_trace_id, "invoice issuance")
+    with tracer.start_as_current_span("collection.attempt", attributes=attributes, links=links) as span:
+        try:
+            charged = await charge(session, gateway, claimed, as_of=as_of)
+        except StripeUnavailable as error:
+            span.set_attribute("tally.outcome", "stripe unavailable")
+            await retry_later(session, claimed, error, as_of=as_of)
+            return
+        span.set_attribute("tally.outcome", charged.status)
+        await record_outcome(session, attempt, charged, as_of=as_of, retry_after=retry_after)
 
 
 async def retry_later(session: AsyncSession, claimed: Claimed, error: StripeUnavailable, *, as_of: datetime) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.stripe_gateway import StripeGateway, StripeSidePayment, payment_in_stripe, tally_payments_in_stripe
+from billing.tracing import tracer
 from ledger.errors import InvalidInput, NotFound
 
 WINDOW = timedelta(days=35)
@@ -74,6 +75,17 @@ async def reconcile(
 ) -> ReconciliationReport:
     """Compare the last ``window`` of payments on both sides and record what differs. Stripe is
     read before anything is written, and no ledger row is locked. The caller commits."""
+    with tracer.start_as_current_span("reconciliation.run", attributes={"tally.as_of": as_of.isoformat()}) as span:
+        report = await _reconcile(session, gateway, as_of=as_of, window=window)
+        span.set_attribute("tally.checked", report.checked)
+        span.set_attribute("tally.discrepancies", len(report.discrepancies))
+        span.set_attribute("tally.new_discrepancies", report.new)
+    return report
+
+
+async def _reconcile(
+    session: AsyncSession, gateway: StripeGateway, *, as_of: datetime, window: timedelta
+) -> ReconciliationReport:
     report = ReconciliationReport(as_of=as_of, since=as_of - window)
     in_stripe = await tally_payments_in_stripe(gateway, since=report.since)
     in_tally = await _tally_payments(session, since=report.since)

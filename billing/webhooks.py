@@ -20,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing import collection_repository, repository
 from billing.payments import Attempt, post_dispute, post_refunds, record_outcome, settle_payment
 from billing.stripe_gateway import StripeGateway, charge_of_intent, current_intent, default_payment_method
+from billing.tracing import linked_to, tracer
 from ledger.errors import InvalidInput, TallyError
 
 SIGNATURE_TOLERANCE_SECONDS = 300
@@ -68,16 +69,18 @@ def _object_id(event: dict[str, Any]) -> str | None:
     return object_id if isinstance(object_id, str) else None
 
 
-async def receive(session: AsyncSession, event: dict[str, Any], *, as_of: datetime) -> ReceivedEvent:
+async def receive(
+    session: AsyncSession, event: dict[str, Any], *, as_of: datetime, trace_id: str | None = None
+) -> ReceivedEvent:
     """Store a verified event once by its id (a redelivery only counts as one more delivery)."""
     status = "received" if event["type"] in HANDLERS else "ignored"
     created = event.get("created")
     row = await session.execute(
         text(
             "INSERT INTO stripe_events (id, type, object_id, created, livemode, payload, received_at, deliveries, "
-            "status) VALUES (:id, :type, :object_id, :created, :livemode, CAST(:payload AS jsonb), :received_at, 1, "
-            ":status) ON CONFLICT (id) DO UPDATE SET deliveries = stripe_events.deliveries + 1 "
-            "RETURNING status, deliveries"
+            "status, trace_id) VALUES (:id, :type, :object_id, :created, :livemode, CAST(:payload AS jsonb), "
+            ":received_at, 1, :status, :trace_id) "
+            "ON CONFLICT (id) DO UPDATE SET deliveries = stripe_events.deliveries + 1 RETURNING status, deliveries"
         ),
         {
             "id": event["id"],
@@ -88,6 +91,7 @@ async def receive(session: AsyncSession, event: dict[str, Any], *, as_of: dateti
             "payload": json.dumps(event),
             "received_at": as_of,
             "status": status,
+            "trace_id": trace_id,
         },
     )
     stored_status, deliveries = row.one()
@@ -119,19 +123,25 @@ async def process_next(session: AsyncSession, processing: Processing, *, as_of: 
     row = (
         await session.execute(
             text(
-                "SELECT id, type, payload FROM stripe_events WHERE status = 'received' AND type = ANY(:types) "
-                "ORDER BY created, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+                "SELECT id, type, payload, trace_id FROM stripe_events "
+                "WHERE status = 'received' AND type = ANY(:types) ORDER BY created, id LIMIT 1 FOR UPDATE SKIP LOCKED"
             ),
             {"types": sorted(HANDLERS)},
         )
     ).first()
     if row is None:
         return None
-    event_id, event_type, payload = row
-    try:
-        outcome = await HANDLERS[event_type](session, payload["data"]["object"], processing, as_of)
-    except TallyError as error:
-        outcome = Outcome("failed", error.message)
+    event_id, event_type, payload, delivery_trace = row
+    obj = payload["data"]["object"]
+    attributes = {"stripe.event_id": event_id, "stripe.event_type": event_type, "stripe.object_id": obj.get("id", "")}
+    with tracer.start_as_current_span(
+        "stripe.event", attributes=attributes, links=linked_to(delivery_trace, "webhook delivery")
+    ) as span:
+        try:
+            outcome = await HANDLERS[event_type](session, obj, processing, as_of)
+        except TallyError as error:
+            outcome = Outcome("failed", error.message)
+        span.set_attribute("tally.outcome", outcome.status)
     await session.execute(
         text("UPDATE stripe_events SET status = :status, error = :error, processed_at = :at WHERE id = :id"),
         {"status": outcome.status, "error": outcome.error, "at": as_of, "id": event_id},

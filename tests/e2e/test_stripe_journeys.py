@@ -41,7 +41,7 @@ pytestmark = pytest.mark.e2e
 ISSUED_AT = JAN_31 + timedelta(minutes=1)
 COLLECTED_AT = JAN_31 + timedelta(minutes=2)
 COLLECTION = """query($id: ID!) { customerCollection(customerId: $id) { stripeCustomerId
-  invoices { invoiceNumber invoiceStatus status lastError attempts { number status paymentIntentId } }
+  invoices { invoiceId invoiceNumber invoiceStatus status lastError attempts { number status paymentIntentId } }
   payments { paymentIntentId amount { amount currency } } } }"""
 CREATE = (
     """mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { customer { id } userErrors { message } } }"""
@@ -150,6 +150,21 @@ def stored_events(database_url: str, payment_intent: str) -> list[tuple[str, str
         return [(str(kind), str(status)) for kind, status in rows]
 
 
+def spans_named(database_url: str, name: str) -> list[dict[str, Any]]:
+    with psycopg.connect(database_url) as connection:
+        rows = connection.execute(
+            "SELECT trace_id, span_id, parent_span_id, attributes, links FROM spans WHERE name = %s", (name,)
+        )
+        keys = ("trace_id", "span_id", "parent_span_id", "attributes", "links")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def children_of(database_url: str, span_id: str) -> list[str]:
+    with psycopg.connect(database_url) as connection:
+        rows = connection.execute("SELECT name FROM spans WHERE parent_span_id = %s", (span_id,))
+        return [str(name) for (name,) in rows]
+
+
 def test_a_payment_reported_only_by_stripes_webhook_pays_the_invoice_once(collecting_server: CollectingServer) -> None:
     server = collecting_server
     customer_id, stripe_customer = customer_with_card(server, "org_live_pays", CARD_SUCCEEDS)
@@ -175,6 +190,18 @@ def test_a_payment_reported_only_by_stripes_webhook_pays_the_invoice_once(collec
     verified = server.cli("ledger", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
+    with psycopg.connect(server.database_url) as connection:
+        [(delivery_trace,)] = connection.execute(
+            "SELECT trace_id FROM stripe_events WHERE object_id = %s", (payment_intent,)
+        ).fetchall()
+    [processing] = [
+        span
+        for span in spans_named(server.database_url, "stripe.event")
+        if span["attributes"]["stripe.object_id"] == payment_intent
+    ]
+    assert [link["trace_id"] for link in processing["links"]] == [delivery_trace], "processing links to delivery"
+    assert processing["attributes"]["tally.outcome"] == "processed"
+
     later = (COLLECTED_AT + timedelta(hours=1)).isoformat()
     assert server.cli("jobs", "run", "outbox", "--as-of", later).stdout.startswith("0 invoice collection")
     charges = server.localstripe.client().v1.charges.list(params={"customer": stripe_customer}).data
@@ -194,6 +221,18 @@ def test_a_card_that_needs_authentication_is_surfaced_on_a_running_server(
     assert invoice["lastError"] == "the customer must authenticate the payment"
     assert [a["status"] for a in invoice["attempts"]] == ["requires_action"]
     assert invoice["invoiceStatus"] == "issued"
+    [attempt_span] = [
+        span
+        for span in spans_named(server.database_url, "collection.attempt")
+        if span["attributes"]["tally.invoice_id"] == invoice["invoiceId"]
+    ]
+    with psycopg.connect(server.database_url) as connection:
+        [(issued_in,)] = connection.execute(
+            "SELECT trace_id FROM invoices WHERE id = %s", (invoice["invoiceId"],)
+        ).fetchall()
+    assert [link["trace_id"] for link in attempt_span["links"]] == [issued_in], "collection links to issuance"
+    assert attempt_span["attributes"]["tally.outcome"] == "requires_action"
+    assert "POST" in " ".join(children_of(server.database_url, attempt_span["span_id"])), "Stripe calls are spans"
     reconciled = server.cli("reconcile", "--as-of", (COLLECTED_AT + timedelta(days=1)).isoformat(), "--json")
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
 

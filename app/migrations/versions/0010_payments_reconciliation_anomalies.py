@@ -94,6 +94,7 @@ def upgrade() -> None:
         sa.CheckConstraint("status IN ('open', 'acknowledged', 'resolved')", name="anomaly_status"),
     )
     op.create_index("anomalies_newest_first", "anomalies", [sa.text("detected_at DESC")])
+    op.add_column("stripe_events", sa.Column("trace_id", sa.String(32)))
     op.add_column(
         "collection_outbox", sa.Column("unavailable_retries", sa.Integer, nullable=False, server_default="0")
     )
@@ -108,6 +109,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_column("collection_outbox", "unavailable_retries")
+    op.drop_column("stripe_events", "trace_id")
     op.drop_constraint("collection_outbox_status", "collection_outbox")
     op.create_check_constraint(
         "collection_outbox_status", "collection_outbox", "status IN ('pending', 'in_flight', 'collected', 'failed')"
