@@ -18,6 +18,7 @@ from billing.outbox import claim_next, collect
 from billing.reconciliation import last_reconciled_at, reconcile
 from billing.webhooks import Processing, process_next
 from ledger.grants import expire_grants
+from metering.service import take_snapshot
 
 logger = logging.getLogger("tally.jobs")
 TICK_SECONDS = 300
@@ -86,10 +87,17 @@ async def reconcile_daily(sessions: async_sessionmaker[AsyncSession], settings: 
     return len(report.discrepancies)
 
 
+async def snapshot_metering(sessions: async_sessionmaker[AsyncSession], *, as_of: datetime) -> None:
+    async with sessions() as session:
+        await take_snapshot(session, as_of=as_of)
+        await session.commit()
+
+
 async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
     while True:
         for name, job in (
             ("span pruning", lambda: prune_spans(sessions, settings, as_of=datetime.now(UTC))),
+            ("metering snapshot", lambda: snapshot_metering(sessions, as_of=datetime.now(UTC))),
             ("credit expiry", lambda: expire_credit_grants(sessions, as_of=datetime.now(UTC))),
             ("billing run", lambda: run_billing(sessions, settings, as_of=datetime.now(UTC))),
             ("stripe events", lambda: process_stripe_events(sessions, settings, as_of=datetime.now(UTC))),

@@ -19,6 +19,7 @@ from app.api.context import TallyContext
 from app.auth import Role, Viewer
 from app.dependencies import SessionDep
 from app.staff import LoginPolicy, get_user_by_id, verify_login
+from console.charts import line_chart
 from console.graphql_client import ConsoleQueryFailed, run_operation
 from console.views import UPCOMING_SECTIONS, bar_chart, exact_amount, readable_duration, utc_minute, waterfall
 
@@ -282,7 +283,29 @@ async def customer_page(
 @router.get("/metering")
 async def metering_page(request: Request, context: ContextDep, replayed: str | None = None) -> Response:
     data = await query(request, "ConsoleMetering", {}, context)
-    return render(request, "metering.html", {**data, "replayed": replayed})
+    history = data["meteringHistory"]
+    hours = [point["start"][11:16] for point in history["points"]]
+    lag_chart = line_chart(
+        hours,
+        {
+            "ingest lag p50": ("p50", [p["ingestLagP50Ms"] for p in history["points"]]),
+            "ingest lag p99": ("p99", [p["ingestLagP99Ms"] for p in history["points"]]),
+            "processing p99": ("processing", [p["processingP99Ms"] for p in history["points"]]),
+        },
+    )
+    snapshots = history["watermarks"]
+    watermark_chart = line_chart(
+        [snapshot["takenAt"][11:16] for snapshot in snapshots],
+        {
+            "median": ("p50", [s["watermarkAgeP50Ms"] for s in snapshots]),
+            "oldest": ("p99", [s["watermarkAgeMaxMs"] for s in snapshots]),
+        },
+    )
+    return render(
+        request,
+        "metering.html",
+        {**data, "replayed": replayed, "lag_chart": lag_chart, "watermark_chart": watermark_chart},
+    )
 
 
 @router.get("/metering/quarantine.csv")

@@ -94,3 +94,17 @@ class IngestBatch(SQLModel, table=True):
     ingest_lag_max_ms: int | None = Field(default=None, sa_column=Column(BigInteger))
     processing_ms: int = Field(sa_column=Column(Integer, nullable=False))
     trace_id: str | None = Field(default=None, sa_column=Column(String(32)))
+
+
+class MeteringSnapshot(SQLModel, table=True):
+    """How complete usage was at a moment, taken by a job every few minutes: the watermarks of the
+    customers who sent events in the hour before, and the quarantine's depth. Kept so the console
+    can chart them over time (batches already record volumes and lags)."""
+
+    __tablename__ = "metering_snapshots"
+
+    taken_at: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    active_customers: int = Field(sa_column=Column(Integer, nullable=False))
+    watermark_age_p50_ms: int | None = Field(default=None, sa_column=Column(BigInteger))
+    watermark_age_max_ms: int | None = Field(default=None, sa_column=Column(BigInteger))
+    quarantined: int = Field(sa_column=Column(Integer, nullable=False))

@@ -354,6 +354,46 @@ ORDER BY w.watermark ASC LIMIT :limit
 """)
 
 
+BATCH_HISTORY = text("""
+SELECT date_bin(make_interval(mins => :minutes), received_at, :since) AS bucket,
+       coalesce(sum(accepted), 0) AS accepted, coalesce(sum(duplicates), 0) AS duplicates,
+       coalesce(sum((SELECT sum(value::bigint) FROM jsonb_each_text(rejected))), 0) AS rejected,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY ingest_lag_p50_ms) AS ingest_lag_p50_ms,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY ingest_lag_max_ms) AS ingest_lag_p99_ms,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY processing_ms) AS processing_p99_ms
+FROM ingest_batches WHERE received_at >= :since AND received_at < :until
+GROUP BY bucket ORDER BY bucket
+""")
+
+TAKE_SNAPSHOT = text("""
+INSERT INTO metering_snapshots (taken_at, active_customers, watermark_age_p50_ms, watermark_age_max_ms, quarantined)
+SELECT :as_of, count(*),
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM :as_of - watermark) * 1000)::bigint,
+       max(extract(epoch FROM :as_of - watermark) * 1000)::bigint,
+       (SELECT count(*) FROM quarantined_events WHERE replayed_at IS NULL)
+FROM customer_watermarks WHERE last_received_at >= :as_of - interval '1 hour'
+ON CONFLICT (taken_at) DO NOTHING
+""")
+
+SNAPSHOTS = text("""
+SELECT taken_at, active_customers, watermark_age_p50_ms, watermark_age_max_ms, quarantined
+FROM metering_snapshots WHERE taken_at >= :since AND taken_at < :until ORDER BY taken_at
+""")
+
+
+async def batch_history(session: AsyncSession, *, since: datetime, until: datetime, minutes: int) -> list[Any]:
+    params = {"since": since, "until": until, "minutes": minutes}
+    return list((await session.execute(BATCH_HISTORY, params)).mappings())
+
+
+async def take_snapshot(session: AsyncSession, as_of: datetime) -> None:
+    await session.execute(TAKE_SNAPSHOT, {"as_of": as_of})
+
+
+async def snapshots(session: AsyncSession, *, since: datetime, until: datetime) -> list[Any]:
+    return list((await session.execute(SNAPSHOTS, {"since": since, "until": until})).mappings())
+
+
 async def batch_statistics(session: AsyncSession, since: datetime) -> Any:
     return (await session.execute(BATCH_STATISTICS, {"since": since})).mappings().one()
 

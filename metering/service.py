@@ -203,5 +203,69 @@ async def overview(session: AsyncSession, *, since: datetime, until: datetime) -
     )
 
 
+@dataclass(frozen=True)
+class HistoryPoint:
+    """Ingestion in one bucket of time: volumes from its batches, lags as percentiles over them."""
+
+    start: datetime
+    accepted: int
+    duplicates: int
+    rejected: int
+    ingest_lag_p50_ms: float | None
+    ingest_lag_p99_ms: float | None
+    processing_p99_ms: float | None
+
+
+@dataclass(frozen=True)
+class WatermarkPoint:
+    taken_at: datetime
+    active_customers: int
+    watermark_age_p50_ms: int | None
+    watermark_age_max_ms: int | None
+    quarantined: int
+
+
+async def history(
+    session: AsyncSession, *, since: datetime, until: datetime, bucket: timedelta
+) -> tuple[list[HistoryPoint], list[WatermarkPoint]]:
+    """Ingestion per bucket since ``since`` (empty buckets included, as zero volumes and no lag),
+    and the watermark snapshots taken meanwhile."""
+    minutes = max(int(bucket.total_seconds() // 60), 1)
+    rows = {
+        row["bucket"]: row for row in await repository.batch_history(session, since=since, until=until, minutes=minutes)
+    }
+    points, start = [], since
+    while start < until:
+        row = rows.get(start)
+        points.append(
+            HistoryPoint(
+                start=start,
+                accepted=int(row["accepted"]) if row else 0,
+                duplicates=int(row["duplicates"]) if row else 0,
+                rejected=int(row["rejected"]) if row else 0,
+                ingest_lag_p50_ms=row["ingest_lag_p50_ms"] if row else None,
+                ingest_lag_p99_ms=row["ingest_lag_p99_ms"] if row else None,
+                processing_p99_ms=row["processing_p99_ms"] if row else None,
+            )
+        )
+        start += timedelta(minutes=minutes)
+    watermarks = [
+        WatermarkPoint(
+            taken_at=row["taken_at"],
+            active_customers=int(row["active_customers"]),
+            watermark_age_p50_ms=row["watermark_age_p50_ms"],
+            watermark_age_max_ms=row["watermark_age_max_ms"],
+            quarantined=int(row["quarantined"]),
+        )
+        for row in await repository.snapshots(session, since=since, until=until)
+    ]
+    return points, watermarks
+
+
+async def take_snapshot(session: AsyncSession, *, as_of: datetime) -> None:
+    """Record how complete usage is now (the console charts it over time)."""
+    await repository.take_snapshot(session, as_of)
+
+
 async def quarantined(session: AsyncSession, *, limit: int) -> list[QuarantinedEvent]:
     return await repository.quarantine_page(session, limit=limit)

@@ -241,6 +241,32 @@ class MeteringOverview:
 
 
 @strawberry.type
+class MeteringHistoryPoint:
+    start: datetime
+    accepted: int
+    duplicates: int
+    rejected: int
+    ingest_lag_p50_ms: Decimal | None = strawberry.field(description="Median of the bucket's batch medians.")
+    ingest_lag_p99_ms: Decimal | None = strawberry.field(description="99th percentile of the batch maxima.")
+    processing_p99_ms: Decimal | None
+
+
+@strawberry.type
+class WatermarkSnapshot:
+    taken_at: datetime
+    active_customers: int = strawberry.field(description="Customers who sent events in the hour before.")
+    watermark_age_p50_ms: int | None = strawberry.field(description="How far behind now their usage is complete.")
+    watermark_age_max_ms: int | None
+    quarantined: int
+
+
+@strawberry.type
+class MeteringHistory:
+    points: list[MeteringHistoryPoint]
+    watermarks: list[WatermarkSnapshot]
+
+
+@strawberry.type
 class QuarantinedEvent:
     event_id: str
     code: str
@@ -290,6 +316,44 @@ class MeteringQuery:
                 for e, w, r in found.oldest_watermarks
             ],
             quarantined=found.quarantined,
+        )
+
+    @strawberry.field(permission_classes=[requires(Capability.READ_METERING)])
+    async def metering_history(
+        self, info: Info, since: datetime | None = None, bucket_minutes: int = 60
+    ) -> MeteringHistory:
+        """Ingestion volumes and lag percentiles per bucket since ``since`` (default: the last 24
+        hours), and the watermark snapshots taken meanwhile: for charts."""
+        until = info.context.now()
+        start = since or until - timedelta(hours=24)
+        if bucket_minutes < 1 or (until - start) / timedelta(minutes=bucket_minutes) > 1000:
+            raise GraphQLError("bucketMinutes: between 1 and a size that gives at most 1,000 buckets")
+        points, watermarks = await metering.history(
+            info.context.session, since=start, until=until, bucket=timedelta(minutes=bucket_minutes)
+        )
+        return MeteringHistory(
+            points=[
+                MeteringHistoryPoint(
+                    start=p.start,
+                    accepted=p.accepted,
+                    duplicates=p.duplicates,
+                    rejected=p.rejected,
+                    ingest_lag_p50_ms=_ms(p.ingest_lag_p50_ms),
+                    ingest_lag_p99_ms=_ms(p.ingest_lag_p99_ms),
+                    processing_p99_ms=_ms(p.processing_p99_ms),
+                )
+                for p in points
+            ],
+            watermarks=[
+                WatermarkSnapshot(
+                    taken_at=w.taken_at,
+                    active_customers=w.active_customers,
+                    watermark_age_p50_ms=w.watermark_age_p50_ms,
+                    watermark_age_max_ms=w.watermark_age_max_ms,
+                    quarantined=w.quarantined,
+                )
+                for w in watermarks
+            ],
         )
 
     @strawberry.field(permission_classes=[requires(Capability.READ_METERING)])

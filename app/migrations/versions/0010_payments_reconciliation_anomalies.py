@@ -1,5 +1,6 @@
 """Payments Tally knows of (with what was refunded and disputed), disputes, reconciliation runs and
-their discrepancies, and anomalies; the outbox learns that a payment can wait for the customer.
+their discrepancies, anomalies, metering snapshots; the outbox learns that a payment can wait for
+the customer; Stripe events keep the trace of their delivery.
 
 Revision ID: 0010
 Revises: 0009
@@ -94,6 +95,14 @@ def upgrade() -> None:
         sa.CheckConstraint("status IN ('open', 'acknowledged', 'resolved')", name="anomaly_status"),
     )
     op.create_index("anomalies_newest_first", "anomalies", [sa.text("detected_at DESC")])
+    op.create_table(
+        "metering_snapshots",
+        sa.Column("taken_at", sa.DateTime(timezone=True), primary_key=True),
+        sa.Column("active_customers", sa.Integer, nullable=False),
+        sa.Column("watermark_age_p50_ms", sa.BigInteger),
+        sa.Column("watermark_age_max_ms", sa.BigInteger),
+        sa.Column("quarantined", sa.Integer, nullable=False),
+    )
     op.add_column("stripe_events", sa.Column("trace_id", sa.String(32)))
     op.add_column(
         "collection_outbox", sa.Column("unavailable_retries", sa.Integer, nullable=False, server_default="0")
@@ -110,6 +119,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_column("collection_outbox", "unavailable_retries")
     op.drop_column("stripe_events", "trace_id")
+    op.drop_table("metering_snapshots")
     op.drop_constraint("collection_outbox_status", "collection_outbox")
     op.create_check_constraint(
         "collection_outbox_status", "collection_outbox", "status IN ('pending', 'in_flight', 'collected', 'failed')"
