@@ -15,6 +15,7 @@ from strawberry.extensions.tracing import OpenTelemetryExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from app.api.anomalies import AnomaliesMutation, AnomaliesQuery
 from app.api.billing import BillingMutation, BillingQuery
 from app.api.catalog import CatalogQuery
 from app.api.collection import CollectionMutation, FinanceMutation
@@ -31,7 +32,10 @@ from app.telemetry import current_trace_id
 logger = logging.getLogger("tally.graphql")
 SDL_PATH = Path(__file__).resolve().parents[2] / "graphql" / "schema.graphql"
 
-Query = merge_types("Query", (CustomersQuery, CatalogQuery, MeteringQuery, PromotionsQuery, TracesQuery, BillingQuery))
+Query = merge_types(
+    "Query",
+    (CustomersQuery, CatalogQuery, MeteringQuery, PromotionsQuery, TracesQuery, BillingQuery, AnomaliesQuery),
+)
 Mutation = merge_types(
     "Mutation",
     (
@@ -45,6 +49,7 @@ Mutation = merge_types(
         SimulationMutation,
         CollectionMutation,
         FinanceMutation,
+        AnomaliesMutation,
     ),
 )
 
