@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -86,7 +87,7 @@ async def usage_spikes(session: AsyncSession, as_of: datetime, thresholds: Thres
     for row in rows:
         series.setdefault((row["customer_id"], row["meter_id"]), {})[row["day"]] = Decimal(row["quantity"] or 0)
         meters[row["meter_id"]] = (row["meter_key"], row["unit"])
-    spikes: dict[tuple[uuid.UUID, datetime], list[dict[str, str]]] = {}
+    spikes: dict[tuple[uuid.UUID, datetime], list[dict[str, Any]]] = {}
     for (customer_id, meter_id), by_day in series.items():
         for day in days:
             quantity = by_day.get(day)
@@ -104,7 +105,7 @@ async def usage_spikes(session: AsyncSession, as_of: datetime, thresholds: Thres
                     "quantity": str(plain_decimal(quantity)),
                     "median": str(plain_decimal(median)),
                     "ratio": _ratio(quantity, median),
-                    "historyDays": str(len(history)),
+                    "historyDays": len(history),
                 }
             )
     findings = []

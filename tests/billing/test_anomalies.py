@@ -56,7 +56,7 @@ async def test_usage_spike_above_three_times_the_14_day_median(session: AsyncSes
     assert spike.window_start == datetime(2026, 2, 15, tzinfo=UTC)
     assert spike.window_end - spike.window_start == timedelta(days=1)
     assert spike.numbers["meters"] == [
-        {"meter": "calls", "unit": "call", "quantity": "40", "median": "11", "ratio": "3.64", "historyDays": "14"}
+        {"meter": "calls", "unit": "call", "quantity": "40", "median": "11", "ratio": "3.64", "historyDays": 14}
     ]
     assert "calls on 2026-02-15: 40 call, 3.64x the 14-day median of 11" in spike.summary
     assert spike.severity == "medium" and spike.status == "open"
