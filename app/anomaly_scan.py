@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.settings import Settings
-from billing.anomaly_detectors import ScanReport, Thresholds, scan
+from billing.anomalies import Thresholds
+from billing.anomaly_detectors import ScanReport, scan
 
 
 def thresholds(settings: Settings) -> Thresholds:

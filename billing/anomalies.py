@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
@@ -16,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing import anomaly_repository as repository
 from billing.models import ANOMALY_SEVERITIES, ANOMALY_STATUSES, Anomaly
 from ledger.errors import InvalidInput, NotFound
+from ledger.money import plain_decimal
 
 ANOMALY_KINDS = (
     "LEDGER_INVARIANT",
@@ -40,6 +42,41 @@ class Finding:
     severity: str
     summary: str
     numbers: dict[str, Any]
+
+
+DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The detectors' settings (``TALLY_ANOMALY_*``), as plain values for the billing layer."""
+
+    spike_factor: Decimal = Decimal(3)
+    duplicate_factor: Decimal = Decimal(3)
+    duplicate_min_events: int = 100
+    metering_lag: timedelta = timedelta(hours=1)
+    late_usage_share: Decimal = Decimal("0.10")
+    lookback: timedelta = timedelta(days=7)
+    grace: timedelta = timedelta(hours=1)
+
+
+def day_start(moment: datetime) -> datetime:
+    """The UTC day a window starts on: the same for every scan that day."""
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def hour_start(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def ratio(numerator: Decimal, denominator: Decimal) -> str:
+    """A ratio for a summary or the numbers: a decimal string to two places, never a float."""
+    return str(plain_decimal((numerator / denominator).quantize(Decimal("0.01"))))
+
+
+def percent(share: Decimal) -> str:
+    return f"{ratio(share * 100, Decimal(1))}%"
 
 
 async def raise_anomaly(session: AsyncSession, finding: Finding, *, as_of: datetime) -> bool:
