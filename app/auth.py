@@ -56,6 +56,8 @@ class Capability(StrEnum):
     SIMULATE_PRICING = "simulate_pricing"
     MANAGE_PAYMENT_METHODS = "manage_payment_methods"
     MANAGE_COLLECTION = "manage_collection"
+    READ_ANOMALIES = "read_anomalies"
+    MANAGE_ANOMALIES = "manage_anomalies"
 
 
 _STAFF_READ = {
@@ -66,6 +68,7 @@ _STAFF_READ = {
     Capability.READ_METERING,
     Capability.READ_LEDGER,
     Capability.READ_INVOICES,
+    Capability.READ_ANOMALIES,
 }
 ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.ADMIN: frozenset(Capability),
@@ -82,6 +85,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.SIMULATE_PRICING,
             Capability.MANAGE_PAYMENT_METHODS,
             Capability.MANAGE_COLLECTION,
+            Capability.MANAGE_ANOMALIES,
         }
     ),
     # Support grants credits up to TALLY_SUPPORT_GRANT_LIMIT a grant (checked where grants are made).

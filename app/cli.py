@@ -49,6 +49,8 @@ jobs_cli = typer.Typer(help="Run a background job of `tally serve` once, now.", 
 cli.add_typer(jobs_cli, name="jobs")
 billing_cli = typer.Typer(help="Billing runs: close periods and issue invoices.", no_args_is_help=True)
 cli.add_typer(billing_cli, name="billing")
+anomalies_cli = typer.Typer(help="Finance anomalies: what looks wrong.", no_args_is_help=True)
+cli.add_typer(anomalies_cli, name="anomalies")
 err = Console(stderr=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -598,6 +600,45 @@ def reconcile(
         typer.echo(f"{compared}: {verdict}")
     if found:
         raise typer.Exit(1)
+
+
+@anomalies_cli.command("scan")
+def anomalies_scan(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 time (default: now).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run every anomaly detector and store what it finds; scanning again stores nothing twice."""
+    from app.anomaly_scan import scan_anomalies
+    from billing.anomaly_detectors import DETECTORS
+
+    settings = load_settings()
+    moment = parse_as_of(as_of)
+    url = prepared_database(settings)
+
+    async def main() -> Any:
+        engine = create_engine(url)
+        try:
+            with Progress(console=err, transient=True, disable=as_json) as progress:
+                task = progress.add_task("Scanning for anomalies", total=len(DETECTORS))
+                return await scan_anomalies(
+                    session_factory(engine),
+                    settings,
+                    as_of=moment,
+                    on_detector=lambda kind: progress.update(task, advance=1, description=f"Checked {kind}"),
+                )
+        finally:
+            await engine.dispose()
+
+    report = asyncio.run(main())
+    if as_json:
+        print_json({"asOf": moment.isoformat(), "found": report.found, "new": report.new})
+        return
+    for kind, found in report.found.items():
+        if found:
+            typer.echo(f"{kind}: {found} found, {report.new[kind]} new")
+    typer.echo(
+        f"{sum(report.new.values())} new anomaly(ies) of {sum(report.found.values())} found as of {moment.isoformat()}"
+    )
 
 
 @jobs_cli.command("run")

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import trace_store
+from app.anomaly_scan import scan_anomalies
 from app.billing_run import run_billing
 from app.collection import stripe_gateway
 from app.settings import Settings
@@ -94,6 +95,7 @@ async def snapshot_metering(sessions: async_sessionmaker[AsyncSession], *, as_of
 
 
 async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    next_anomaly_scan = datetime.now(UTC)
     while True:
         for name, job in (
             ("span pruning", lambda: prune_spans(sessions, settings, as_of=datetime.now(UTC))),
@@ -108,4 +110,11 @@ async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Set
                 await job()
             except Exception:
                 logger.exception("%s failed; retrying at the next tick", name)
+        if datetime.now(UTC) >= next_anomaly_scan:
+            try:
+                await scan_anomalies(sessions, settings, as_of=datetime.now(UTC))
+            except Exception:
+                logger.exception("anomaly scan failed; retrying at the next tick")
+            else:
+                next_anomaly_scan = datetime.now(UTC) + timedelta(minutes=settings.anomaly_scan_minutes)
         await asyncio.sleep(TICK_SECONDS)

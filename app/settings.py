@@ -70,6 +70,25 @@ class Settings(BaseSettings):
         description="The webhook endpoint's signing secret (whsec_…); unset refuses every webhook.",
     )
     billing_concurrency: int = Field(default=2, ge=1, le=32, description="Customers invoiced at once by a run.")
+    anomaly_scan_minutes: int = Field(default=60, ge=1, description="How often `tally serve` scans for anomalies.")
+    anomaly_lookback_days: int = Field(
+        default=7, ge=1, le=35, description="Closed periods and invoices a scan looks back over (covers downtime)."
+    )
+    anomaly_spike_factor: Decimal = Field(
+        default=Decimal(3), gt=1, description="USAGE_SPIKE: a day above this many times the trailing 14-day median."
+    )
+    anomaly_duplicate_factor: Decimal = Field(
+        default=Decimal(3), gt=1, description="DUPLICATE_RATE: the last hour's duplicate share over its 7-day baseline."
+    )
+    anomaly_duplicate_min_events: int = Field(
+        default=100, ge=1, description="DUPLICATE_RATE: hours with fewer events from the edge are not judged."
+    )
+    anomaly_metering_lag_minutes: int = Field(
+        default=60, ge=1, description="METERING_LAG: a customer's watermark this far behind what the edge sends."
+    )
+    anomaly_late_usage_share: Decimal = Field(
+        default=Decimal("0.10"), gt=0, le=1, description="LATE_USAGE: late-usage lines above this share of a subtotal."
+    )
 
     @field_validator("dunning_retry_days")
     @classmethod

@@ -364,6 +364,7 @@ async def query_failed_page(request: Request, error: Exception) -> Response:
 
 def install(app: FastAPI) -> None:
     """Mount the console on the application (its catch-all section route last)."""
+    from console.anomalies import router as anomalies_router
     from console.billing import router as billing_router
     from console.credits import router as credits_router
     from console.pricing import router as pricing_router
@@ -371,5 +372,6 @@ def install(app: FastAPI) -> None:
     app.include_router(credits_router)
     app.include_router(billing_router)
     app.include_router(pricing_router)
+    app.include_router(anomalies_router)
     app.include_router(router)
     app.add_exception_handler(ConsoleQueryFailed, query_failed_page)

@@ -55,7 +55,6 @@ def waterfall(spans: list[dict[str, Any]]) -> list[WaterfallRow]:
 
 # Pages in the navigation that later issues build; each says which issue fills it.
 UPCOMING_SECTIONS = {
-    "anomalies": ("Anomalies", 7, "finance anomaly detection"),
     "reconciliation": ("Reconciliation", 6, "daily reconciliation of the ledger with Stripe"),
 }
 

@@ -17,7 +17,7 @@ from app.settings import Settings
 from billing import service as billing
 from billing.models import InvoiceLine
 from customers import service as customers
-from customers.models import Subscription
+from customers.models import Customer, Subscription
 from pricing import repository as catalog
 from pricing.models import Meter, Plan, PlanCharge, PlanVersion
 
@@ -32,6 +32,14 @@ class Loaders:
     def subscription_by_customer(self) -> DataLoader[uuid.UUID, Subscription | None]:
         async def load(ids: list[uuid.UUID]) -> list[Subscription | None]:
             found = await customers.subscriptions_of(self.session, ids)
+            return [found.get(i) for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    @cached_property
+    def customer(self) -> DataLoader[uuid.UUID, Customer | None]:
+        async def load(ids: list[uuid.UUID]) -> list[Customer | None]:
+            found = await customers.customers_by_ids(self.session, ids)
             return [found.get(i) for i in ids]
 
         return DataLoader(load_fn=load)

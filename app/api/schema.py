@@ -15,6 +15,7 @@ from strawberry.extensions.tracing import OpenTelemetryExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from app.api.anomalies import AnomaliesMutation, AnomaliesQuery
 from app.api.billing import BillingMutation, BillingQuery
 from app.api.catalog import CatalogQuery
 from app.api.collection import CollectionMutation, CollectionQuery, FinanceMutation, ReconciliationMutation
@@ -33,7 +34,16 @@ SDL_PATH = Path(__file__).resolve().parents[2] / "graphql" / "schema.graphql"
 
 Query = merge_types(
     "Query",
-    (CustomersQuery, CatalogQuery, MeteringQuery, PromotionsQuery, TracesQuery, BillingQuery, CollectionQuery),
+    (
+        CustomersQuery,
+        CatalogQuery,
+        MeteringQuery,
+        PromotionsQuery,
+        TracesQuery,
+        BillingQuery,
+        CollectionQuery,
+        AnomaliesQuery,
+    ),
 )
 Mutation = merge_types(
     "Mutation",
@@ -49,6 +59,7 @@ Mutation = merge_types(
         CollectionMutation,
         FinanceMutation,
         ReconciliationMutation,
+        AnomaliesMutation,
     ),
 )
 

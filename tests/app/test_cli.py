@@ -49,6 +49,7 @@ def test_every_command_has_help(run) -> None:
         ["jobs", "run"],
         ["ledger", "verify"],
         ["events", "replay"],
+        ["anomalies", "scan"],
     ]:
         result = run(*command, "--help")
         assert result.exit_code == 0, command
@@ -183,6 +184,25 @@ def test_billing_run_issues_what_is_due_once_and_reports_it(run, database_url: s
     assert numbers == list(range(1, issued_by_demo + report["invoicesIssued"] + 1)), "gapless"
     bad = run("billing", "run", "--as-of", "next tuesday")
     assert bad.exit_code == 1 and "--as-of" in bad.output
+
+
+def test_anomaly_scan_stores_what_it_finds_once(run, database_url: str) -> None:
+    with psycopg.connect(database_url) as connection:
+        connection.execute(
+            "INSERT INTO quarantined_events (event_id, code, message, payload, received_at) "
+            "VALUES ('evt-ghost', 'UNKNOWN_CUSTOMER', 'no customer org_ghost', '{}', now() - interval '2 hours')"
+        )
+    first = run("anomalies", "scan", "--json")
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.stdout)
+    assert (report["found"]["QUARANTINE"], report["new"]["QUARANTINE"]) == (1, 1)
+    assert sum(report["new"].values()) == 1
+    again = run("anomalies", "scan")
+    assert again.exit_code == 0, again.output
+    assert "QUARANTINE: 1 found, 0 new" in again.stdout and "0 new anomaly(ies) of 1 found" in again.stdout
+    assert scalar(database_url, "SELECT count(*) FROM anomalies") == 1
+    bad = run("anomalies", "scan", "--as-of", "2026-12-01T00:00:00")
+    assert bad.exit_code == 1 and "--as-of: give a time zone offset" in bad.output
 
 
 def test_a_dry_run_can_simulate_a_price_change_on_real_usage(run, database_url: str, tmp_path: Path) -> None:
