@@ -18,7 +18,8 @@ from tests.conftest import CONTRACT, DEMO_CATALOG
 @pytest.fixture
 def run(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     runner = CliRunner()
-    env = {"DATABASE_URL": database_url, "TALLY_DATA_DIR": str(tmp_path / "data")}
+    # In-process: a command that records spans would install this test process's tracer provider.
+    env = {"DATABASE_URL": database_url, "TALLY_DATA_DIR": str(tmp_path / "data"), "TALLY_TRACING": "false"}
 
     def invoke(*args: str, stdin: str | None = None):  # type: ignore[no-untyped-def]
         return runner.invoke(cli, list(args), env=env, input=stdin)
