@@ -54,9 +54,7 @@ def waterfall(spans: list[dict[str, Any]]) -> list[WaterfallRow]:
 
 
 # Pages in the navigation that later issues build; each says which issue fills it.
-UPCOMING_SECTIONS = {
-    "reconciliation": ("Reconciliation", 6, "daily reconciliation of the ledger with Stripe"),
-}
+UPCOMING_SECTIONS: dict[str, tuple[str, int, str]] = {}
 
 
 @dataclass(frozen=True)
