@@ -69,6 +69,7 @@ async def _payments_tab(
             "customer": customer,
             "collection": collection,
             "dunning": [i for i in collection["invoices"] if i["firstFailedAt"] and i["status"] in DUNNING],
+            "attempts": attempts_of(collection),
             "notice": notice,
             "invoice_errors": invoice_errors or {},
             "forms": {i["invoiceId"]: forms.get(i["invoiceId"]) or new_action_form() for i in collection["invoices"]},
@@ -77,6 +78,11 @@ async def _payments_tab(
         },
         status_code=status_code,
     )
+
+
+def attempts_of(collection: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Every attempt with its invoice: newest invoice first, each invoice's attempts in order."""
+    return [(invoice, attempt) for invoice in collection["invoices"] for attempt in invoice["attempts"]]
 
 
 def new_action_form() -> dict[str, str]:
@@ -96,8 +102,7 @@ async def customer_attempts_csv(request: Request, context: ContextDep, customer_
     writer.writerow(
         ["invoice", "amount_due", "currency", "collection_status", "attempt", "payment_intent", "status", "error", "at"]
     )
-    rows = [(invoice, attempt) for invoice in collection["invoices"] for attempt in invoice["attempts"]]
-    for invoice, attempt in rows[:CSV_ROW_LIMIT]:
+    for invoice, attempt in attempts_of(collection)[:CSV_ROW_LIMIT]:
         writer.writerow(
             [
                 invoice["invoiceNumber"],

@@ -206,6 +206,34 @@ async def test_a_confirmed_write_off_happens_once_however_often_it_is_submitted(
     assert "nothing to do" in section(again.text, "collected-invoices"), "no more actions on a closed invoice"
 
 
+async def test_retry_now_requeues_the_invoice_and_void_reverses_it(
+    console: httpx.AsyncClient, declined: tuple[uuid.UUID, Settings], session: AsyncSession
+) -> None:
+    customer_id, _ = declined
+    invoice_id = await scalar(session, "SELECT id FROM invoices")
+    await sign_in(console, "fin@example.com", PASSWORD)
+    form = action_form((await console.get(f"/console/customers/{customer_id}/payments")).text, invoice_id)
+    fields = {"csrftoken": form["csrftoken"], "idempotency_key": form["idempotency_key"]}
+    retry = await console.post(form["action"], data={**fields, "action": "retry", "reason": ""})
+    assert retry.status_code == 200 and "Charge 10.00 USD for INV-000001 now, from the customer&#39;s saved card?" in (
+        retry.text
+    )
+    retried = await console.post(f"/console/customers/{customer_id}/payments/{invoice_id}/retry", data=fields)
+    assert retried.status_code == 303
+    due = await scalar(session, "SELECT next_attempt_at FROM collection_outbox")
+    assert abs(due - now()) < timedelta(minutes=1), "due now, not at the scheduled retry"
+    assert "Retry now: INV-000001 is issued" in (await console.get(retried.headers["location"])).text
+
+    void = await console.post(form["action"], data={**fields, "action": "void", "reason": "billed by mistake"})
+    assert "Void INV-000001: its 10.00 USD and the credits it drew are reversed in the ledger?" in void.text
+    voided = await console.post(
+        f"/console/customers/{customer_id}/payments/{invoice_id}/void", data={**fields, "reason": "billed by mistake"}
+    )
+    assert voided.status_code == 303
+    assert await scalar(session, "SELECT status FROM invoices") == "void"
+    assert await scalar(session, "SELECT status FROM collection_outbox") == "failed", "no more retries"
+
+
 async def test_a_viewer_sees_no_finance_actions_and_no_reconciliation(
     console: httpx.AsyncClient, declined: tuple[uuid.UUID, Settings], session: AsyncSession
 ) -> None:
@@ -236,6 +264,9 @@ async def test_without_a_stripe_key_the_tab_says_collection_is_off(
     await sign_in(client, "fin@example.com", PASSWORD)
     page = await client.get(f"/console/customers/{customer_id}/payments")
     assert page.status_code == 200 and "Collection is off: set STRIPE_API_KEY" in page.text
+    assert "No attempt yet." in section(page.text, "attempts")
+    actions = section(page.text, "collected-invoices")
+    assert "Mark uncollectible" in actions and "Retry now" not in actions, "nothing would collect a retry"
     reconciliation = await client.get("/console/reconciliation")
     assert "No run yet" in reconciliation.text and "the ledger and Stripe agree" in reconciliation.text
     run = await client.post("/console/reconciliation/run", data={"csrftoken": csrf_of(reconciliation.text)})
