@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import httpx
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -15,6 +16,7 @@ from billing import service as billing
 from billing.provenance import explain_line
 from metering.service import ingest
 from tests.billing.scenario import FEB_28, JAN_31, LIMITS, MAR_31, invoices_of, send_calls, subscribe
+from tests.conftest import graphql
 
 
 async def send_region_calls(session: AsyncSession, external_id: str, region: str, count: int, at: datetime) -> None:
@@ -116,3 +118,40 @@ async def test_a_base_fee_is_explained_by_its_plan_version_and_period(
     assert (explained.plan.plan_name, explained.plan.base_fee, explained.plan.share) == ("Basic", 10, 1)
     assert (explained.plan.start, explained.plan.end) == (JAN_31, FEB_28)
     assert explained.summary == "Basic v1, 100.00% of the period"
+
+
+PROVENANCE = """query($number: String!, $position: Int!) { invoice(number: $number) { line(position: $position) {
+  kind quantity provenance { summary plan { planKey version shareOfPeriod }
+    usage { meterKey where rollups { dimensions hours eventCount quantity } rollupQuantity previouslyBilled
+            arrivedLater events { count quantity firstEventAt lastEventAt samples { eventId traceId } } } } } } }"""
+
+
+async def test_provenance_through_graphql_for_the_customer_and_not_for_another(
+    client: httpx.AsyncClient,
+    token_for,
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    billing_catalog: None,
+) -> None:
+    customer_id = await subscribe(session, "acme", "basic", JAN_31)
+    await subscribe(session, "other", "basic", JAN_31)
+    await send_region_calls(session, "acme", "eu", 12, datetime(2026, 2, 10, 9, tzinfo=UTC))
+    await run_billing(sessions, settings, as_of=FEB_28 + timedelta(hours=1))
+    closing = (await invoices_of(session, customer_id))[-1]
+    variables = {"number": str(closing.number), "position": 0}
+
+    found = await graphql(client, await token_for("customer", "acme"), PROVENANCE, variables)
+
+    line = found.json()["data"]["invoice"]["line"]
+    usage = line["provenance"]["usage"]
+    assert (line["kind"], line["quantity"]) == ("USAGE", "12")
+    assert usage["rollups"] == [{"dimensions": {"region": "eu"}, "hours": 1, "eventCount": 12, "quantity": "12"}]
+    assert usage["events"]["count"] == 12 and usage["events"]["quantity"] == "12"
+    assert usage["events"]["samples"][0] == {
+        "eventId": "acme-eu-2026-02-10T09:00:00+00:00-0",
+        "traceId": "eu".ljust(32, "a"),
+    }
+    assert line["provenance"]["plan"] == {"planKey": "basic", "version": 1, "shareOfPeriod": None}
+    stranger = await graphql(client, await token_for("customer", "other"), PROVENANCE, variables)
+    assert stranger.json()["data"]["invoice"] is None
