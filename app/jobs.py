@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app import trace_store
 from app.billing_run import run_billing
 from app.collection import stripe_gateway
+from app.metrics import refresh_gauges
 from app.settings import Settings
 from billing.outbox import charge, claim_next, record, retry_later
 from billing.stripe_gateway import StripeUnavailable
@@ -72,6 +73,12 @@ async def collect_invoices(sessions: async_sessionmaker[AsyncSession], settings:
     return attempted
 
 
+async def snapshot_gauges(sessions: async_sessionmaker[AsyncSession], *, as_of: datetime) -> None:
+    """Refresh the database gauges for the OTLP export (a Prometheus scrape refreshes them itself)."""
+    async with sessions() as session:
+        await refresh_gauges(session, as_of=as_of)
+
+
 async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
     while True:
         for name, job in (
@@ -80,6 +87,7 @@ async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Set
             ("billing run", lambda: run_billing(sessions, settings, as_of=datetime.now(UTC))),
             ("stripe events", lambda: process_stripe_events(sessions, as_of=datetime.now(UTC))),
             ("collection", lambda: collect_invoices(sessions, settings, as_of=datetime.now(UTC))),
+            ("metrics snapshot", lambda: snapshot_gauges(sessions, as_of=datetime.now(UTC))),
         ):
             try:
                 await job()
