@@ -13,8 +13,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app import trace_store
 from app.billing_run import run_billing
 from app.collection import stripe_gateway
-from app.metrics import refresh_gauges
+from app.metrics import INVOICE_ACCURACY_DIFFERENCES, refresh_gauges
 from app.settings import Settings
+from billing.accuracy import AccuracyReport, verify_invoices
 from billing.outbox import charge, claim_next, record, retry_later
 from billing.stripe_gateway import StripeUnavailable
 from billing.webhooks import process_next
@@ -79,16 +80,35 @@ async def snapshot_gauges(sessions: async_sessionmaker[AsyncSession], *, as_of: 
         await refresh_gauges(session, as_of=as_of)
 
 
+async def verify_invoice_accuracy(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, *, as_of: datetime, sample: int | None = None
+) -> AccuracyReport:
+    """Re-rate a sample of issued invoices from raw events; commit the anomalies it raises and
+    report the differing lines as ``tally_invoice_accuracy_differences`` (target: 0)."""
+    async with sessions() as session:
+        report = await verify_invoices(session, sample=sample or settings.invoice_accuracy_sample, as_of=as_of)
+        await session.commit()
+    INVOICE_ACCURACY_DIFFERENCES.set(report.differences)
+    return report
+
+
 async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    accuracy_due = datetime.now(UTC)  # at start, then every TALLY_INVOICE_ACCURACY_INTERVAL_HOURS
     while True:
-        for name, job in (
+        jobs = [
             ("span pruning", lambda: prune_spans(sessions, settings, as_of=datetime.now(UTC))),
             ("credit expiry", lambda: expire_credit_grants(sessions, as_of=datetime.now(UTC))),
             ("billing run", lambda: run_billing(sessions, settings, as_of=datetime.now(UTC))),
             ("stripe events", lambda: process_stripe_events(sessions, as_of=datetime.now(UTC))),
             ("collection", lambda: collect_invoices(sessions, settings, as_of=datetime.now(UTC))),
             ("metrics snapshot", lambda: snapshot_gauges(sessions, as_of=datetime.now(UTC))),
-        ):
+        ]
+        if datetime.now(UTC) >= accuracy_due:
+            accuracy_due += timedelta(hours=settings.invoice_accuracy_interval_hours)
+            jobs.append(
+                ("invoice accuracy", lambda: verify_invoice_accuracy(sessions, settings, as_of=datetime.now(UTC)))
+            )
+        for name, job in jobs:
             try:
                 await job()
             except Exception:

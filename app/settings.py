@@ -70,6 +70,10 @@ class Settings(BaseSettings):
         description="The webhook endpoint's signing secret (whsec_…); unset refuses every webhook.",
     )
     billing_concurrency: int = Field(default=2, ge=1, le=32, description="Customers invoiced at once by a run.")
+    invoice_accuracy_sample: int = Field(
+        default=50, ge=1, description="Issued invoices re-rated from raw events by each accuracy check."
+    )
+    invoice_accuracy_interval_hours: int = Field(default=24, ge=1, description="How often `tally serve` checks.")
 
     @field_validator("dunning_retry_days")
     @classmethod

@@ -45,6 +45,7 @@ def test_every_command_has_help(run) -> None:
         ["token", "list"],
         ["user", "create"],
         ["billing", "run"],
+        ["invoices", "verify"],
         ["jobs", "run"],
         ["ledger", "verify"],
         ["events", "replay"],
