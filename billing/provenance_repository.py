@@ -150,3 +150,20 @@ async def earlier_billing(
     )
     found = row.mappings().one()
     return EarlierBilling(Decimal(found["quantity"]), found["last_rated_at"])
+
+
+async def ingest_traces(
+    session: AsyncSession, customer_id: uuid.UUID, start: datetime, end: datetime, received_by: datetime, *, limit: int
+) -> list[Any]:
+    """The first traces (by arrival) that ingested the customer's events of ``[start, end)``
+    received by ``received_by``: each with its event count and one of its event ids."""
+    rows = await session.execute(
+        text(
+            "SELECT trace_id, count(*) AS events, min(event_id) AS event_id FROM events "
+            "WHERE customer_id = :customer_id AND occurred_at >= :start AND occurred_at < :end "
+            "AND received_at <= :received_by AND trace_id ~ '^[0-9a-f]{32}$' "
+            "GROUP BY trace_id ORDER BY min(received_at), trace_id LIMIT :limit"
+        ),
+        {"customer_id": customer_id, "start": start, "end": end, "received_by": received_by, "limit": limit},
+    )
+    return list(rows.mappings())
