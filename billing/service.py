@@ -91,7 +91,10 @@ async def _trace_issuance(
 ) -> None:
     """Name the invoice on its span and link the ingest traces of the usage it rated (its period's
     and any late period's), so one trace leads to the next. Only the trace id of an ingest is
-    kept with its events, so a link names the trace (span id 0) and carries its event count."""
+    kept with its events, so a link names the trace (span id 0) and carries its event count.
+    Nothing is queried when the span is not recorded (tracing off): the billing run is a hot path."""
+    if not span.is_recording():
+        return
     span.set_attributes(
         {
             "tally.customer_id": str(invoice.customer_id),
