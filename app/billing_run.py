@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.database import in_transaction
+from app.metrics import BILLING_RUN_DURATION, INVOICES_ISSUED
 from app.settings import Settings
 from app.telemetry import current_trace_id
 from billing.models import Invoice
@@ -92,6 +93,7 @@ async def run_billing(
                     issued.append(found.invoice)
                     report.invoices_issued += 1
                     report.totals_minor[found.invoice.currency] += found.invoice.total
+                    INVOICES_ISSUED.add(1, {"currency": found.invoice.currency, "kind": found.invoice.kind})
                     if not found.more_due:
                         break
                 if on_customer_done:
@@ -99,6 +101,7 @@ async def run_billing(
 
         await asyncio.gather(*(worker() for _ in range(settings.billing_concurrency)))
         report.seconds = time.perf_counter() - started
+        BILLING_RUN_DURATION.record(report.seconds)
         span.set_attribute("tally.invoices_issued", report.invoices_issued)
         span.set_attribute("tally.customers", report.customers_considered)
     return report

@@ -51,6 +51,8 @@ billing_cli = typer.Typer(help="Billing runs: close periods and issue invoices."
 cli.add_typer(billing_cli, name="billing")
 anomalies_cli = typer.Typer(help="Finance anomalies: what looks wrong.", no_args_is_help=True)
 cli.add_typer(anomalies_cli, name="anomalies")
+invoices_cli = typer.Typer(help="Issued invoices: the accuracy check.", no_args_is_help=True)
+cli.add_typer(invoices_cli, name="invoices")
 err = Console(stderr=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -599,6 +601,61 @@ def reconcile(
         verdict = f"{len(found)} discrepancy(ies), {report.new} new" if found else "ledger and Stripe agree"
         typer.echo(f"{compared}: {verdict}")
     if found:
+        raise typer.Exit(1)
+
+
+@invoices_cli.command("verify")
+def invoices_verify(
+    sample: Annotated[
+        int | None, typer.Option("--sample", min=1, help="How many issued invoices to re-rate (default 50).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-rate a random sample of issued invoices from the raw events (not the rollups) and report
+    every line that differs; each such invoice becomes an INVOICE_ACCURACY anomaly. Exit 1 on any."""
+    from app import jobs
+
+    settings = load_settings()
+    url = prepared_database(settings)
+
+    async def main() -> Any:
+        engine = create_engine(url)
+        try:
+            return await jobs.verify_invoice_accuracy(session_factory(engine), settings, sample=sample, as_of=now())
+        finally:
+            await engine.dispose()
+
+    report = asyncio.run(main())
+    if as_json:
+        print_json(
+            {
+                "checked": len(report.checked),
+                "differences": report.differences,
+                "anomaliesRaised": report.anomalies_raised,
+                "invoices": [
+                    {
+                        "number": f"INV-{check.invoice.number:06d}",
+                        "differences": [difference.as_dict() for difference in check.differences],
+                    }
+                    for check in report.checked
+                    if check.differences
+                ],
+            }
+        )
+    else:
+        for check in report.checked:
+            for d in check.differences:
+                err.print(
+                    f"[red]INV-{check.invoice.number:06d}[/red] {d.description}: billed {d.billed_quantity} "
+                    f"for {d.billed_amount}, raw events give {d.rerated_quantity} for {d.rerated_amount}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+        typer.echo(
+            f"{len(report.checked)} invoice(s) re-rated from raw events: {report.differences} line(s) differ"
+            + (f", {report.anomalies_raised} new anomaly(ies)" if report.anomalies_raised else "")
+        )
+    if report.differences:
         raise typer.Exit(1)
 
 

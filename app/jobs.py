@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -14,7 +15,9 @@ from app import trace_store
 from app.anomaly_scan import scan_anomalies
 from app.billing_run import run_billing
 from app.collection import stripe_gateway
+from app.metrics import INVOICE_ACCURACY_DIFFERENCES, refresh_gauges
 from app.settings import Settings
+from billing.accuracy import AccuracyReport, verify_invoices
 from billing.outbox import claim_next, collect
 from billing.reconciliation import last_reconciled_at, reconcile
 from billing.webhooks import Processing, process_next
@@ -94,10 +97,34 @@ async def snapshot_metering(sessions: async_sessionmaker[AsyncSession], *, as_of
         await session.commit()
 
 
+async def snapshot_gauges(sessions: async_sessionmaker[AsyncSession], *, as_of: datetime) -> None:
+    """Refresh the database gauges for the OTLP export (a Prometheus scrape refreshes them itself)."""
+    async with sessions() as session:
+        await refresh_gauges(session, as_of=as_of)
+
+
+async def verify_invoice_accuracy(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, *, as_of: datetime, sample: int | None = None
+) -> AccuracyReport:
+    """Re-rate a sample of issued invoices from raw events; commit the anomalies it raises and
+    report the differing lines as ``tally_invoice_accuracy_differences`` (target: 0)."""
+    async with sessions() as session:
+        report = await verify_invoices(session, sample=sample or settings.invoice_accuracy_sample, as_of=as_of)
+        await session.commit()
+    INVOICE_ACCURACY_DIFFERENCES.set(report.differences)
+    return report
+
+
 async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
-    next_anomaly_scan = datetime.now(UTC)
+    """Every tick, the jobs that keep Tally current; the anomaly scan and the invoice accuracy
+    check at their own intervals (each first at start)."""
+    due = {"anomaly scan": datetime.now(UTC), "invoice accuracy": datetime.now(UTC)}
+    intervals = {
+        "anomaly scan": timedelta(minutes=settings.anomaly_scan_minutes),
+        "invoice accuracy": timedelta(hours=settings.invoice_accuracy_interval_hours),
+    }
     while True:
-        for name, job in (
+        jobs: list[tuple[str, Callable[[], Awaitable[object]]]] = [
             ("span pruning", lambda: prune_spans(sessions, settings, as_of=datetime.now(UTC))),
             ("metering snapshot", lambda: snapshot_metering(sessions, as_of=datetime.now(UTC))),
             ("credit expiry", lambda: expire_credit_grants(sessions, as_of=datetime.now(UTC))),
@@ -105,16 +132,19 @@ async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Set
             ("stripe events", lambda: process_stripe_events(sessions, settings, as_of=datetime.now(UTC))),
             ("collection", lambda: collect_invoices(sessions, settings, as_of=datetime.now(UTC))),
             ("reconciliation", lambda: reconcile_daily(sessions, settings, as_of=datetime.now(UTC))),
-        ):
+            ("metrics snapshot", lambda: snapshot_gauges(sessions, as_of=datetime.now(UTC))),
+        ]
+        periodic = {
+            "anomaly scan": lambda: scan_anomalies(sessions, settings, as_of=datetime.now(UTC)),
+            "invoice accuracy": lambda: verify_invoice_accuracy(sessions, settings, as_of=datetime.now(UTC)),
+        }
+        jobs += [(name, job) for name, job in periodic.items() if datetime.now(UTC) >= due[name]]
+        for name, job in jobs:
             try:
                 await job()
             except Exception:
                 logger.exception("%s failed; retrying at the next tick", name)
-        if datetime.now(UTC) >= next_anomaly_scan:
-            try:
-                await scan_anomalies(sessions, settings, as_of=datetime.now(UTC))
-            except Exception:
-                logger.exception("anomaly scan failed; retrying at the next tick")
             else:
-                next_anomaly_scan = datetime.now(UTC) + timedelta(minutes=settings.anomaly_scan_minutes)
+                if name in due:
+                    due[name] = datetime.now(UTC) + intervals[name]
         await asyncio.sleep(TICK_SECONDS)

@@ -17,7 +17,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.fastapi import GraphQLRouter
 
-from app import jobs, rest, webhooks
+from app import jobs, metrics, rest, webhooks
 from app.api.context import TallyContext
 from app.api.schema import build_schema
 from app.database import create_engine, libpq_url, session_factory
@@ -84,6 +84,7 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
 
     app.include_router(rest.router)
     app.include_router(webhooks.router)
+    app.include_router(metrics.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     anomaly_late_usage_share: Decimal = Field(
         default=Decimal("0.10"), gt=0, le=1, description="LATE_USAGE: late-usage lines above this share of a subtotal."
     )
+    invoice_accuracy_sample: int = Field(
+        default=50, ge=1, description="Issued invoices re-rated from raw events by each accuracy check."
+    )
+    invoice_accuracy_interval_hours: int = Field(default=24, ge=1, description="How often `tally serve` checks.")
 
     @field_validator("dunning_retry_days")
     @classmethod

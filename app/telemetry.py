@@ -148,26 +148,33 @@ _metrics_configured = False
 
 
 def configure_metrics(settings: Settings) -> None:
-    """Export Tally's metrics (events by outcome, ingest and processing lag histograms) by OTLP
-    when an endpoint is set; without one the instruments stay no-ops (issue #7 adds /metrics)."""
+    """Install the process's meter provider once: read on ``GET /metrics`` (Prometheus) and, when
+    an OTLP endpoint is set, exported there every minute too. Instruments made before this (at
+    import) are bound to it by the API's proxy meters."""
     global _metrics_configured
-    if _metrics_configured or not settings.otlp_endpoint:
+    if _metrics_configured:
         return
     from opentelemetry import metrics
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 
-    reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+    from app.metrics import REGISTRY
+
+    readers: list[MetricReader] = [PrometheusMetricReader(registry=REGISTRY)]
+    if settings.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     metrics.set_meter_provider(
-        MeterProvider(resource=Resource.create({"service.name": "tally"}), metric_readers=[reader])
+        MeterProvider(resource=Resource.create({"service.name": "tally"}), metric_readers=readers)
     )
     _metrics_configured = True
 
 
 def instrument_app(app: FastAPI, provider: TracerProvider | None) -> None:
     if provider is not None:
-        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls="/static/.*,/healthz")
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls="/static/.*,/healthz,/metrics")
 
 
 def current_trace_id() -> str | None:

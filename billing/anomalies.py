@@ -30,6 +30,7 @@ ANOMALY_KINDS = (
     "LATE_USAGE",
     "UNRECONCILED",
     "DISPUTE",
+    "INVOICE_ACCURACY",
 )
 
 

@@ -16,6 +16,7 @@ ledger's ``consume_credits``; a negative total (a downgrade's credit) becomes a 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -140,17 +141,27 @@ def usage_lines(
     ]
 
 
-async def _rated_usage(
-    session: AsyncSession, customer_id: uuid.UUID, phases: list[SubscriptionPhase], start: datetime, end: datetime
+UsageReader = Callable[[AsyncSession, uuid.UUID, list[Meter], datetime, datetime], Awaitable[list[MeterUsage]]]
+
+
+async def rated_usage(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    phases: list[SubscriptionPhase],
+    start: datetime,
+    end: datetime,
+    *,
+    read_usage: UsageReader = usage,
 ) -> list[DraftLine]:
     """The usage of ``[start, end)``, each phase's part on its own plan version, allowances and
-    minimums scaled by the part's share of the period."""
+    minimums scaled by the part's share of the period. ``read_usage`` is the rollups' reading;
+    the invoice accuracy check passes one from the raw events alone."""
     parts = parts_of(phases, start, end)
     lines: list[DraftLine] = []
     for part_start, part_end, version_id in parts:
         charges = await charges_of_version(session, version_id)
         meters = list({meter.id: meter for _, meter in charges}.values())
-        usages = {u.meter.id: u for u in await usage(session, customer_id, meters, part_start, part_end)}
+        usages = {u.meter.id: u for u in await read_usage(session, customer_id, meters, part_start, part_end)}
         share = share_of_period(part_start, part_end, start, end)
         label = f" from {_fmt(part_start)} to {_fmt(part_end)}" if len(parts) > 1 else ""
         for charge, meter in charges:
@@ -230,7 +241,7 @@ async def compose_period(
             if count > period.event_count:
                 late_lines += await _late_usage(session, customer_id, phases, period.period_start, period.period_end)
                 rated.append((period.period_start, period.period_end, count))
-    lines = await _rated_usage(session, customer_id, phases, start, end)
+    lines = await rated_usage(session, customer_id, phases, start, end)
     # Prorations come from immediate changes, and every change starts a phase: none, no query.
     changed_within = any(start <= phase.starts_at < end and phase.plan_change_id for phase in phases)
     for change in await applied_changes_between(session, customer_id, start, end) if changed_within else []:
@@ -259,7 +270,7 @@ async def _late_usage(
         for (charge_id, dimensions), totals in (await repository.billed_usage(session, customer_id, start, end)).items()
     }
     late = []
-    for line in await _rated_usage(session, customer_id, phases, start, end):
+    for line in await rated_usage(session, customer_id, phases, start, end):
         billed_quantity, billed_amount = billed.get((line.plan_charge_id, canonical_json(line.dimensions)), (0, 0))
         quantity = (line.quantity or Decimal(0)) - billed_quantity
         amount = line.amount_exact - billed_amount

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from opentelemetry import trace
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import repository
+from billing import provenance_repository, repository
 from billing.invoicing import DraftInvoice, compose_period, issue, next_due
 from billing.models import Invoice, InvoiceLine
 from customers import service as customers
@@ -18,6 +19,9 @@ from customers.periods import period_containing
 from customers.subscriptions import phases_of, version_on
 from ledger.grants import drawable_credits
 from pricing.service import plan_version
+
+tracer = trace.get_tracer("tally.billing")
+INGEST_LINKS_PER_PERIOD = 10
 
 
 @dataclass(frozen=True)
@@ -71,13 +75,51 @@ async def issue_next_invoice(
     )
     if due is None:
         return None
-    invoice = await issue(session, due.draft, as_of=as_of, trace_id=trace_id)
+    with tracer.start_as_current_span("billing.invoice.issue") as span:
+        invoice = await issue(session, due.draft, as_of=as_of, trace_id=trace_id)
+        await _trace_issuance(session, span, invoice, due.draft, as_of=as_of)
     subscription.invoiced_through = due.invoiced_through
     session.add(subscription)
     await session.flush()
     version = await plan_version(session, version_on(phases, due.invoiced_through))
     _, next_end = period_containing(subscription.started_at, version.interval, due.invoiced_through)
     return IssuedInvoice(invoice, more_due=next_end + window.grace <= as_of)
+
+
+async def _trace_issuance(
+    session: AsyncSession, span: trace.Span, invoice: Invoice, draft: DraftInvoice, *, as_of: datetime
+) -> None:
+    """Name the invoice on its span and link the ingest traces of the usage it rated (its period's
+    and any late period's), so one trace leads to the next. Only the trace id of an ingest is
+    kept with its events, so a link names the trace (span id 0) and carries its event count.
+    Nothing is queried when the span is not recorded (tracing off): the billing run is a hot path."""
+    if not span.is_recording():
+        return
+    span.set_attributes(
+        {
+            "tally.customer_id": str(invoice.customer_id),
+            "tally.invoice.number": invoice.number,
+            "tally.invoice.kind": invoice.kind,
+            "tally.invoice.lines": len(draft.lines),
+            "tally.invoice.total_minor": invoice.total,
+            "tally.invoice.currency": invoice.currency,
+            "tally.events_rated": sum(count for _, _, count in draft.rated),
+        }
+    )
+    for start, end, _ in draft.rated:
+        for row in await provenance_repository.ingest_traces(
+            session, invoice.customer_id, start, end, as_of, limit=INGEST_LINKS_PER_PERIOD
+        ):
+            context = trace.SpanContext(int(row["trace_id"], 16), trace.INVALID_SPAN_ID, is_remote=True)
+            span.add_link(
+                context,
+                {
+                    "tally.link": "ingest",
+                    "tally.period_start": start.isoformat(),
+                    "tally.events": int(row["events"]),
+                    "tally.event_id": row["event_id"],
+                },
+            )
 
 
 @dataclass(frozen=True)

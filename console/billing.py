@@ -270,3 +270,15 @@ async def invoice_page(request: Request, context: ContextDep, reference: str) ->
         return render(request, "not_found.html", {"what": "invoice"}, status_code=404)
     customer = (await query(request, "ConsoleCustomerHeader", {"id": invoice["customerId"]}, context))["customer"]
     return render(request, "invoice.html", {"invoice": invoice, "customer": customer})
+
+
+@router.get("/invoices/{reference}/lines/{position}")
+async def invoice_line_page(request: Request, context: ContextDep, reference: str, position: int) -> Response:
+    """Why a line has its amount. The invoice page expands it in place with htmx (the block
+    alone); without JavaScript the link opens it as a page of its own."""
+    found = (
+        await query(request, "ConsoleInvoiceLine", {**invoice_reference(reference), "position": position}, context)
+    )["invoice"]
+    if found is None or found["line"] is None:
+        return render(request, "not_found.html", {"what": "invoice line"}, status_code=404)
+    return render(request, "invoice_line.html", {"invoice": found, "line": found["line"]}, block="provenance")

@@ -317,6 +317,33 @@ async def raw_events(
     return list((await session.execute(RAW_EVENTS, params)).mappings())
 
 
+RAW_EVENTS_RECEIVED_BY = text("""
+SELECT event_id, event_type, occurred_at, properties::text AS properties
+FROM events
+WHERE customer_id = :customer_id AND event_type = ANY(:event_types)
+  AND occurred_at >= :start AND occurred_at < :end AND received_at <= :received_by
+""")
+
+
+async def raw_events_received_by(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    event_types: list[str],
+    start: datetime,
+    end: datetime,
+    received_by: datetime,
+) -> list[Any]:
+    """Every raw event of ``[start, end)`` that had arrived by ``received_by``."""
+    params = {
+        "customer_id": customer_id,
+        "event_types": event_types,
+        "start": start,
+        "end": end,
+        "received_by": received_by,
+    }
+    return list((await session.execute(RAW_EVENTS_RECEIVED_BY, params)).mappings())
+
+
 async def series(
     session: AsyncSession,
     customer_id: uuid.UUID,

@@ -25,8 +25,20 @@ from metering.models import IngestBatch, QuarantinedEvent
 from pricing import repository as catalog
 
 _meter = metrics.get_meter("tally.metering")
-INGEST_LAG = _meter.create_histogram("tally.metering.ingest_lag", unit="ms", description="received - event time")
-PROCESSING_LAG = _meter.create_histogram("tally.metering.processing_lag", unit="ms", description="counted - received")
+# Buckets for what these lags are: an edge's delay runs from milliseconds to the days a late event
+# may take; counting a batch, from a millisecond to seconds.
+INGEST_LAG = _meter.create_histogram(
+    "tally.metering.ingest_lag",
+    unit="ms",
+    description="received - event time",
+    explicit_bucket_boundaries_advisory=[100, 1000, 5000, 30_000, 60_000, 300_000, 3_600_000, 86_400_000, 604_800_000],
+)
+PROCESSING_LAG = _meter.create_histogram(
+    "tally.metering.processing_lag",
+    unit="ms",
+    description="counted - received",
+    explicit_bucket_boundaries_advisory=[1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000],
+)
 EVENTS = _meter.create_counter("tally.metering.events", description="events by outcome")
 
 

@@ -32,6 +32,7 @@ class AnomalyKind(Enum):
     LATE_USAGE = "LATE_USAGE"
     UNRECONCILED = "UNRECONCILED"
     DISPUTE = "DISPUTE"
+    INVOICE_ACCURACY = "INVOICE_ACCURACY"
 
 
 @strawberry.enum

@@ -25,11 +25,13 @@ from app.api.common import (
 )
 from app.api.ledger import LedgerEntry, customer_of
 from app.api.permissions import requires
+from app.api.provenance import InvoiceLineProvenance
 from app.auth import Capability
 from billing import service as billing
 from billing.invoicing import DraftLine
 from billing.models import Invoice as InvoiceRow
 from billing.models import InvoiceLine as InvoiceLineRow
+from billing.provenance import explain_line
 from customers.models import PlanChange as PlanChangeRow
 from customers.subscriptions import PlanChangeRequest, change_plan, plan_changes
 from ledger import service as ledger
@@ -66,10 +68,31 @@ class InvoiceLine:
     dimensions: JSON
     service_start: datetime = strawberry.field(description="What time the line pays for, half-open.")
     service_end: datetime
+    position: int = strawberry.field(description="The line's place on its invoice, from 0.")
+    issued: strawberry.Private[tuple[InvoiceRow, InvoiceLineRow] | None]
+
+    @strawberry.field(
+        description="Why this amount: the plan version, and for usage the rollups and raw events that fed the "
+        "line. Null on the upcoming invoice. Reads events: ask for it on one invoice, not on lists."
+    )
+    async def provenance(self, info: Info) -> InvoiceLineProvenance | None:
+        if self.issued is None:
+            return None
+        invoice, line = self.issued
+        return InvoiceLineProvenance.from_model(await explain_line(info.context.session, invoice, line))
 
     @classmethod
-    def from_draft(cls, line: DraftLine | InvoiceLineRow, currency: str, amount_minor: int) -> InvoiceLine:
+    def from_draft(
+        cls,
+        line: DraftLine | InvoiceLineRow,
+        currency: str,
+        amount_minor: int,
+        position: int,
+        issued: tuple[InvoiceRow, InvoiceLineRow] | None = None,
+    ) -> InvoiceLine:
         return cls(
+            position=position,
+            issued=issued,
             kind=InvoiceLineKind(line.kind),
             description=line.description,
             quantity=line.quantity,
@@ -105,7 +128,15 @@ class Invoice:
     @strawberry.field
     async def lines(self, info: Info) -> list[InvoiceLine]:
         rows = await info.context.loaders.invoice_lines.load(self.row.id)
-        return [InvoiceLine.from_draft(line, self.row.currency, line.amount) for line in rows]
+        return [self._line(row) for row in rows]
+
+    @strawberry.field(description="One line by its position; null when there is none.")
+    async def line(self, info: Info, position: int) -> InvoiceLine | None:
+        rows = await info.context.loaders.invoice_lines.load(self.row.id)
+        return next((self._line(row) for row in rows if row.position == position), None)
+
+    def _line(self, row: InvoiceLineRow) -> InvoiceLine:
+        return InvoiceLine.from_draft(row, self.row.currency, row.amount, row.position, issued=(self.row, row))
 
     @strawberry.field(description="The ledger transactions this invoice posted: the charge and the credits.")
     async def ledger_entries(self, info: Info) -> list[LedgerEntry]:
@@ -164,7 +195,10 @@ class UpcomingInvoice:
             credits_applied=money(preview.credits_applied, currency),
             total=money(draft.subtotal, currency),
             amount_due=money(max(draft.subtotal - preview.credits_applied, 0), currency),
-            lines=[InvoiceLine.from_draft(line, currency, line.amount(currency)) for line in draft.lines],
+            lines=[
+                InvoiceLine.from_draft(line, currency, line.amount(currency), position)
+                for position, line in enumerate(draft.lines)
+            ],
         )
 
 

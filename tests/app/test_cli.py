@@ -47,6 +47,7 @@ def test_every_command_has_help(run) -> None:
         ["user", "create"],
         ["billing", "run"],
         ["reconcile"],
+        ["invoices", "verify"],
         ["jobs", "run"],
         ["ledger", "verify"],
         ["events", "replay"],

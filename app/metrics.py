@@ -1,0 +1,86 @@
+"""Tally's metrics, as OpenTelemetry instruments: on ``GET /metrics`` in Prometheus' text format,
+and by OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
+
+Counters and histograms are recorded where things happen: ingestion (``metering.service``), the
+billing run, the invoice accuracy check. The gauges that live in the database (collection outbox,
+failed webhooks, open discrepancies and anomalies, the oldest watermark) come from one snapshot
+query (:func:`billing.gauges.gauge_snapshot`), taken on each scrape of ``/metrics`` and by the
+periodic jobs (for OTLP); the gauges' callbacks only read the last snapshot. Callbacks run
+synchronously, in the exporter's thread, out of reach of the async database; and one query per
+scrape, whatever the number of series, keeps a scrape cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.dependencies import SessionDep
+from billing.gauges import GaugeSnapshot, gauge_snapshot
+
+#: What ``GET /metrics`` serves: Tally's instruments only (not the Python process collectors).
+REGISTRY = CollectorRegistry()
+
+_meter = metrics.get_meter("tally")
+BILLING_RUN_DURATION = _meter.create_histogram(
+    "tally.billing.run.duration",
+    unit="s",
+    description="How long a billing run took",
+    explicit_bucket_boundaries_advisory=[0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600],
+)
+INVOICES_ISSUED = _meter.create_counter("tally.billing.invoices_issued", description="Invoices issued, by currency")
+INVOICE_ACCURACY_DIFFERENCES = _meter.create_gauge(
+    "tally.invoice_accuracy_differences",
+    description="Lines that differ when the last sample of issued invoices was re-rated from raw events; target 0",
+)
+
+_snapshot: GaugeSnapshot | None = None
+
+
+async def refresh_gauges(session: AsyncSession, *, as_of: datetime) -> GaugeSnapshot:
+    global _snapshot
+    _snapshot = await gauge_snapshot(session, as_of=as_of)
+    return _snapshot
+
+
+def _observe(read: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def callback(options: CallbackOptions) -> Iterable[Observation]:
+        if _snapshot is None:
+            return []
+        value = getattr(_snapshot, read)
+        if value is None:
+            return []
+        if isinstance(value, dict):
+            label = "kind" if read == "anomalies_open" else "status"
+            return [Observation(v, {label: k}) for k, v in sorted(value.items())]
+        return [Observation(value)]
+
+    return callback
+
+
+for name, read, unit, description in (
+    ("tally.collection.outbox.depth", "outbox_depth", "", "Invoices waiting in the collection outbox, by status"),
+    ("tally.collection.outbox.oldest_age", "outbox_oldest_age_seconds", "s", "Age of the oldest row, by status"),
+    ("tally.stripe.webhooks.failed", "webhooks_failed", "", "Stored Stripe events whose processing failed"),
+    ("tally.reconciliation.discrepancies.open", "discrepancies_open", "", "Open ledger-vs-Stripe discrepancies"),
+    ("tally.anomalies.open", "anomalies_open", "", "Open anomalies, by kind"),
+    ("tally.metering.watermark_age", "watermark_age_seconds", "s", "Age of the oldest customer watermark"),
+):
+    _meter.create_observable_gauge(name, callbacks=[_observe(read)], unit=unit, description=description)
+
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/metrics")
+async def prometheus_metrics(session: SessionDep) -> Response:
+    """Prometheus' scrape: the database gauges are refreshed first (one query)."""
+    await refresh_gauges(session, as_of=datetime.now(UTC))
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

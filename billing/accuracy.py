@@ -1,0 +1,135 @@
+"""Invoice accuracy: re-rate a sample of issued invoices from the raw events, not the rollups, and
+count the lines that differ. The target is zero; each invoice that differs is an anomaly of kind
+``INVOICE_ACCURACY`` (severity high), stored once per customer and period.
+
+What is compared: the ``usage`` lines of ``period`` invoices, by charge, dimensions and service
+period, quantity and exact amount, against the same periods rated on the same plan versions from
+the events received by the invoice's issue (later arrivals are late usage, billed by a later
+invoice). Both sides share the rating (``pricing``): this check catches rollups that drifted from
+the events, events stored without reaching the rollups, and usage read wrongly, not a wrong price.
+Late-usage lines are not re-rated. Nothing is written but the anomalies.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing.anomalies import Finding, raise_anomaly
+from billing.invoicing import rated_usage
+from billing.models import Invoice, InvoiceLine
+from billing.repository import lines_of
+from customers.subscriptions import phases_of
+from metering.events import canonical_json
+from metering.usage import usage_from_events
+
+ANOMALY_KIND = "INVOICE_ACCURACY"
+
+LineKey = tuple[uuid.UUID | None, str, datetime]  # charge, canonical dimensions, service start
+
+
+@dataclass(frozen=True)
+class LineDifference:
+    description: str
+    billed_quantity: Decimal | None
+    rerated_quantity: Decimal | None
+    billed_amount: Decimal | None  # exact, before rounding
+    rerated_amount: Decimal | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {key: str(value) if isinstance(value, Decimal) else value for key, value in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class InvoiceCheck:
+    invoice: Invoice
+    differences: list[LineDifference]
+
+
+@dataclass(frozen=True)
+class AccuracyReport:
+    checked: list[InvoiceCheck]
+    anomalies_raised: int
+
+    @property
+    def differences(self) -> int:
+        return sum(len(check.differences) for check in self.checked)
+
+
+async def sample_invoices(session: AsyncSession, size: int) -> list[Invoice]:
+    """A random sample of the issued ``period`` invoices that are not void."""
+    ids = [
+        row[0]
+        for row in await session.execute(
+            text("SELECT id FROM invoices WHERE kind = 'period' AND status <> 'void' ORDER BY random() LIMIT :size"),
+            {"size": size},
+        )
+    ]
+    found = await session.exec(select(Invoice).where(col(Invoice.id).in_(ids)).order_by(col(Invoice.number)))
+    return list(found)
+
+
+def _key(charge_id: uuid.UUID | None, dimensions: dict[str, Any], service_start: datetime) -> LineKey:
+    return (charge_id, canonical_json(dimensions), service_start)
+
+
+async def check_invoice(session: AsyncSession, invoice: Invoice) -> InvoiceCheck:
+    billed: dict[LineKey, InvoiceLine] = {
+        _key(line.plan_charge_id, line.dimensions, line.service_start): line
+        for line in (await lines_of(session, [invoice.id]))[invoice.id]
+        if line.kind == "usage"
+    }
+    from_events = functools.partial(usage_from_events, received_by=invoice.issued_at)
+    phases = await phases_of(session, invoice.customer_id)
+    rerated = {
+        _key(line.plan_charge_id, line.dimensions, line.service_start): line
+        for line in await rated_usage(
+            session, invoice.customer_id, phases, invoice.period_start, invoice.period_end, read_usage=from_events
+        )
+    }
+    differences = []
+    for key in sorted(billed.keys() | rerated.keys(), key=lambda k: (str(k[0]), k[1], k[2])):
+        was, now = billed.get(key), rerated.get(key)
+        if was and now and (was.quantity, was.amount_exact) == (now.quantity, now.amount_exact):
+            continue
+        either = was or now
+        assert either is not None
+        differences.append(
+            LineDifference(
+                description=either.description,
+                billed_quantity=was.quantity if was else None,
+                rerated_quantity=now.quantity if now else None,
+                billed_amount=was.amount_exact if was else None,
+                rerated_amount=now.amount_exact if now else None,
+            )
+        )
+    return InvoiceCheck(invoice, differences)
+
+
+async def verify_invoices(session: AsyncSession, *, sample: int, as_of: datetime) -> AccuracyReport:
+    """Check ``sample`` random issued invoices and raise an anomaly for each one that differs."""
+    checked = [await check_invoice(session, invoice) for invoice in await sample_invoices(session, sample)]
+    raised = 0
+    for check in checked:
+        if not check.differences:
+            continue
+        invoice = check.invoice
+        finding = Finding(
+            kind=ANOMALY_KIND,
+            customer_id=invoice.customer_id,
+            window_start=invoice.period_start,
+            window_end=invoice.period_end,
+            severity="high",
+            summary=f"Invoice INV-{invoice.number:06d} differs from its raw events on {len(check.differences)} line(s)",
+            numbers={"invoice": invoice.number, "lines": [d.as_dict() for d in check.differences]},
+        )
+        raised += await raise_anomaly(session, finding, as_of=as_of)
+    return AccuracyReport(checked, raised)

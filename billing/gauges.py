@@ -1,0 +1,55 @@
+"""What the operational gauges read from the database, in one query: the collection outbox, failed
+Stripe webhooks, open reconciliation discrepancies, open anomalies and the oldest watermark."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+OUTBOX_WAITING = ("pending", "in_flight", "action_required")
+
+SNAPSHOT = text("""
+SELECT 'outbox' AS family, status AS label, count(*)::float8 AS value,
+       extract(epoch FROM CAST(:as_of AS timestamptz) - min(created_at))::float8 AS age
+FROM collection_outbox WHERE status IN ('pending', 'in_flight', 'action_required') GROUP BY status
+UNION ALL
+SELECT 'webhooks_failed', NULL, count(*)::float8, NULL FROM stripe_events WHERE status = 'failed'
+UNION ALL
+SELECT 'discrepancies_open', NULL, count(*)::float8, NULL FROM reconciliation_discrepancies WHERE status = 'open'
+UNION ALL
+SELECT 'anomalies_open', kind, count(*)::float8, NULL FROM anomalies WHERE status = 'open' GROUP BY kind
+UNION ALL
+SELECT 'watermark_age', NULL, extract(epoch FROM CAST(:as_of AS timestamptz) - min(watermark))::float8, NULL
+FROM customer_watermarks
+""")
+
+
+@dataclass(frozen=True)
+class GaugeSnapshot:
+    """The gauges as of ``as_of``. An outbox status with nothing waiting is 0, with no age."""
+
+    as_of: datetime
+    outbox_depth: dict[str, int] = field(default_factory=dict)
+    outbox_oldest_age_seconds: dict[str, float] = field(default_factory=dict)
+    webhooks_failed: int = 0
+    discrepancies_open: int = 0
+    anomalies_open: dict[str, int] = field(default_factory=dict)
+    watermark_age_seconds: float | None = None  # the customer whose usage is least complete
+
+
+async def gauge_snapshot(session: AsyncSession, *, as_of: datetime) -> GaugeSnapshot:
+    rows = list(await session.execute(SNAPSHOT, {"as_of": as_of}))
+    single = {family: value for family, _, value, _ in rows if family not in ("outbox", "anomalies_open")}
+    outbox = [(status, value, age) for family, status, value, age in rows if family == "outbox"]
+    return GaugeSnapshot(
+        as_of=as_of,
+        outbox_depth=dict.fromkeys(OUTBOX_WAITING, 0) | {status: int(value) for status, value, _ in outbox},
+        outbox_oldest_age_seconds={status: max(age, 0.0) for status, _, age in outbox},
+        webhooks_failed=int(single["webhooks_failed"]),
+        discrepancies_open=int(single["discrepancies_open"]),
+        anomalies_open={kind: int(value) for family, kind, value, _ in rows if family == "anomalies_open"},
+        watermark_age_seconds=None if single["watermark_age"] is None else max(single["watermark_age"], 0.0),
+    )
