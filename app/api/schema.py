@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from inspect import isawaitable
 from pathlib import Path
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError, GraphQLResolveInfo
-from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.extensions.tracing import OpenTelemetryExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
@@ -94,6 +94,16 @@ class RootFieldTracing(OpenTelemetryExtension):
         return await result if isawaitable(result) else result
 
 
+class ConnectionFirst(SchemaExtension):
+    """Root fields resolve concurrently on the request's one AsyncSession. A session holding no
+    connection (a fresh one, or one whose mutation just committed) would then have each root field
+    provision one at the same moment, which SQLAlchemy refuses; so the connection comes first."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        await self.execution_context.context.session.connection()
+        yield
+
+
 def _unexpected(error: GraphQLError) -> bool:
     original = error.original_error
     return original is not None and not isinstance(original, GraphQLError)
@@ -115,6 +125,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             lambda: MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
             lambda: RootFieldTracing(arg_filter=_no_arguments),
             lambda: MaskUnexpectedErrors(should_mask_error=_unexpected),
+            ConnectionFirst,
         ],
     )
 

@@ -221,3 +221,20 @@ async def test_customer_list_costs_the_same_queries_for_any_page_size(
         event.remove(engine, "before_cursor_execute", record)
     assert counts[0] == counts[1], counts
     assert counts[0] <= 6, counts
+
+
+async def test_root_fields_on_a_session_without_a_connection_yet(sessions, settings: Settings) -> None:
+    """Root fields resolve concurrently on one session; on a session that holds no connection (a
+    fresh one, or one whose mutation has just committed) they must not race to provision one."""
+    from app.api.context import TallyContext
+    from app.auth import Role, Viewer
+
+    schema = build_schema(settings)
+    async with sessions() as fresh:
+        context = TallyContext(session=fresh, viewer=Viewer(role=Role.ADMIN, actor="test"), settings=settings)
+        result = await schema.execute(
+            "{ reconciliationRuns { checked } reconciliationDiscrepancies { id } plans { key } }",
+            context_value=context,
+        )
+    assert result.errors is None
+    assert result.data == {"reconciliationRuns": [], "reconciliationDiscrepancies": [], "plans": []}
