@@ -12,16 +12,26 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing import collection_repository, repository
 from billing.models import Invoice
 from ledger.errors import InvalidInput, NotFound
-from ledger.service import Entry, Leg, account, check_reason, claim, post, reverse_transaction
+from ledger.service import Entry, Leg, account, check_reason, claim, post, reverse_transaction, transaction_by_key
 
 
-async def _open_invoice(session: AsyncSession, invoice_id: uuid.UUID) -> Invoice:
+async def _open_invoice(
+    session: AsyncSession, invoice_id: uuid.UUID, *, closing_as: str | None = None, keys: tuple[str, ...] = ()
+) -> tuple[Invoice, bool]:
+    """The unpaid invoice, locked, and whether this is a retry of the request that already closed
+    it ``closing_as`` (a ledger transaction of this customer carries one of ``keys``): a retry
+    answers with the invoice as it is, and changes nothing."""
     invoice = await repository.invoice_for_update(session, invoice_id)
     if invoice is None:
         raise NotFound("no such invoice", field="invoiceId")
+    if invoice.status == closing_as:
+        for key in keys:
+            done = await transaction_by_key(session, key)
+            if done is not None and done.customer_id == invoice.customer_id:
+                return invoice, True
     if invoice.status != "issued":
         raise InvalidInput(f"the invoice is {invoice.status}; only an unpaid invoice can be", field="invoiceId")
-    return invoice
+    return invoice, False
 
 
 async def _reread(session: AsyncSession, invoice_id: uuid.UUID) -> Invoice:
@@ -31,7 +41,7 @@ async def _reread(session: AsyncSession, invoice_id: uuid.UUID) -> Invoice:
 
 
 async def retry_payment(session: AsyncSession, invoice_id: uuid.UUID, *, as_of: datetime) -> Invoice:
-    invoice = await _open_invoice(session, invoice_id)
+    invoice, _ = await _open_invoice(session, invoice_id)
     if not await collection_repository.retry_now(session, invoice.id, as_of):
         raise InvalidInput("a payment of this invoice is in flight or there is nothing to collect", field="invoiceId")
     return await _reread(session, invoice.id)
@@ -41,7 +51,9 @@ async def mark_uncollectible(
     session: AsyncSession, invoice_id: uuid.UUID, *, reason: str, actor: str, idempotency_key: str, as_of: datetime
 ) -> Invoice:
     """Write what is due off to bad debt; the invoice stays, marked uncollectible."""
-    invoice = await _open_invoice(session, invoice_id)
+    invoice, retried = await _open_invoice(session, invoice_id, closing_as="uncollectible", keys=(idempotency_key,))
+    if retried:
+        return invoice
     entry = Entry(
         kind="write_off",
         currency=invoice.currency,
@@ -68,7 +80,11 @@ async def void_invoice(
     """Reverse what the invoice posted (its charge, and the credits it drew, which go back to
     their grants) and mark it void. A credit the invoice drew that has since expired or been voided
     makes the void refuse (the ledger says why)."""
-    invoice = await _open_invoice(session, invoice_id)
+    invoice, retried = await _open_invoice(
+        session, invoice_id, closing_as="void", keys=(f"{idempotency_key}:charge", f"{idempotency_key}:credits")
+    )
+    if retried:
+        return invoice
     for purpose, transaction_id in (
         ("charge", invoice.ledger_transaction_id),
         ("credits", invoice.credits_transaction_id),

@@ -63,6 +63,11 @@ def check_reason(reason: str) -> str:
     return reason.strip()
 
 
+async def transaction_by_key(session: AsyncSession, idempotency_key: str) -> LedgerTransaction | None:
+    """The transaction an idempotency key made, if any: how a retried request finds its effect."""
+    return await repository.transaction_by_key(session, idempotency_key)
+
+
 async def claim(session: AsyncSession, entry: Entry, *, as_of: datetime) -> tuple[LedgerTransaction, bool]:
     """The transaction row for ``entry``: (new row, True), or (the original, False) on a retry."""
     if not entry.idempotency_key or not entry.idempotency_key.strip():

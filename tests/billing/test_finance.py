@@ -67,6 +67,11 @@ async def test_voiding_reverses_the_charge_and_gives_the_drawn_credits_back(
     assert voided.status == "void" and await status_of(session) == ("void", "failed")
     balances = await ledger.balances(session, invoice.customer_id, "USD")
     assert (balances.credits, balances.outstanding) == (300, 0)
+    again = await finance.void_invoice(  # the same request retried: its answer again, nothing more
+        session, invoice.id, reason="billed by mistake", actor="fin", idempotency_key="v1", as_of=LATER
+    )
+    await session.commit()
+    assert again.status == "void" and (await ledger.balances(session, invoice.customer_id, "USD")).credits == 300
     with pytest.raises(InvalidInput):  # a second void is refused: the invoice is no longer open
         await finance.void_invoice(session, invoice.id, reason="twice", actor="fin", idempotency_key="v2", as_of=LATER)
     await session.rollback()
@@ -90,6 +95,20 @@ async def test_writing_off_moves_what_is_due_to_bad_debt_once(
         )
     ).scalar_one()
     assert bad_debt == 1000
+    again = await finance.mark_uncollectible(  # the same request retried: its answer again, nothing more
+        session, invoice.id, reason="customer gone", actor="fin", idempotency_key="w1", as_of=LATER
+    )
+    await session.commit()
+    assert again.status == "uncollectible"
+    write_offs = (
+        await session.execute(text("SELECT count(*) FROM ledger_transactions WHERE kind = 'write_off'"))
+    ).scalar_one()
+    assert write_offs == 1
+    with pytest.raises(InvalidInput):  # another write-off of a closed invoice is refused
+        await finance.mark_uncollectible(
+            session, invoice.id, reason="again", actor="fin", idempotency_key="w2", as_of=LATER
+        )
+    await session.rollback()
 
 
 async def test_retry_now_puts_the_collection_back_in_the_queue_and_refuses_a_paid_invoice(
