@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -32,7 +33,10 @@ RECENT_TRACES = text("""
     FROM spans
     WHERE (CAST(:pattern AS text) IS NULL OR trace_id IN (
               SELECT trace_id FROM spans
-              WHERE trace_id = :search OR name ILIKE :pattern OR attributes::text ILIKE :pattern))
+              WHERE trace_id = :search OR name ILIKE :pattern OR attributes::text ILIKE :pattern
+              UNION ALL SELECT trace_id FROM events WHERE event_id = :search
+              UNION ALL SELECT trace_id FROM stripe_events WHERE id = :search
+              UNION ALL SELECT trace_id FROM invoices WHERE number = CAST(:invoice_number AS bigint)))
     GROUP BY trace_id
     HAVING (CAST(:before_time AS timestamptz) IS NULL
             OR (min(start_time), trace_id) < (CAST(:before_time AS timestamptz), :before_id))
@@ -44,13 +48,15 @@ RECENT_TRACES = text("""
 async def recent_traces(
     session: AsyncSession, *, search: str | None, before: tuple[datetime, str] | None, limit: int
 ) -> list[TraceSummary]:
-    """Newest first. ``search`` matches a trace id, a span name or any attribute value
-    (a customer's external id, an event id)."""
+    """Newest first. ``search`` matches a trace id, a span name, any attribute value (a
+    customer's external id), or the id of something that keeps its trace: a usage event (the trace
+    that ingested it), a Stripe event (its delivery), an invoice number (its issuance)."""
     term = search.strip() if search and search.strip() else None
     rows = await session.execute(
         RECENT_TRACES,
         {
             "search": term,
+            "invoice_number": int(term[4:]) if term and re.fullmatch(r"(?i)INV-\d{1,18}", term) else None,
             "pattern": f"%{term}%" if term else None,
             "before_time": before[0] if before else None,
             "before_id": before[1] if before else "",

@@ -82,8 +82,8 @@ class Trace:
 class TracesQuery:
     @strawberry.field(
         permission_classes=[requires(Capability.READ_TRACES)],
-        description="Recent traces in the span store, newest first; search by trace id, span name "
-        "or attribute value (customer, event id).",
+        description="Recent traces in the span store, newest first; search by trace id, span name, "
+        "attribute value (a customer's external id), usage event id, Stripe event id or invoice number.",
     )
     async def traces(
         self, info: Info, search: str | None = None, first: int | None = None, after: str | None = None

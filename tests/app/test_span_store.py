@@ -35,6 +35,36 @@ async def test_exported_spans_are_stored_and_searchable(database_url: str, sessi
     assert [(t.trace_id, t.root_name, t.span_count) for t in found] == [(trace_id, "billing run", 2)]
 
 
+async def test_a_trace_is_found_by_the_id_of_what_it_carried(database_url: str, session: AsyncSession) -> None:
+    """A usage event, a Stripe event and an invoice keep the trace that made them: searching their
+    id finds it."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(PostgresSpanExporter(libpq_url(database_url))))
+    traces = {}
+    for name in ("ingest", "webhook", "issue"):
+        with provider.get_tracer("test").start_as_current_span(name) as span:
+            traces[name] = format(span.get_span_context().trace_id, "032x")
+    provider.shutdown()
+    await session.execute(
+        text(
+            "INSERT INTO events (event_id, customer_id, event_type, occurred_at, properties, received_at, trace_id) "
+            "VALUES ('evt-carried', gen_random_uuid(), 'api.call', now(), '{}', now(), :trace)"
+        ),
+        {"trace": traces["ingest"]},
+    )
+    await session.execute(
+        text(
+            "INSERT INTO stripe_events (id, type, created, livemode, payload, received_at, deliveries, status, "
+            "trace_id) VALUES ('evt_stripe_carried', 'charge.refunded', now(), false, '{}', now(), 1, 'ignored', :trace)"
+        ),
+        {"trace": traces["webhook"]},
+    )
+    await session.commit()
+    for search, expected in (("evt-carried", "ingest"), ("evt_stripe_carried", "webhook"), ("nothing", None)):
+        found = await recent_traces(session, search=search, before=None, limit=10)
+        assert [t.root_name for t in found] == ([expected] if expected else []), search
+
+
 async def test_retention_prunes_only_old_spans(database_url: str, session: AsyncSession) -> None:
     for name, age in (("old", timedelta(hours=30)), ("recent", timedelta(hours=1))):
         await session.execute(
