@@ -17,6 +17,7 @@ from billing.models import (
     ReconciliationDiscrepancy,
     ReconciliationRun,
     StripeDispute,
+    StripeEvent,
     StripePayment,
 )
 from billing.stripe_gateway import Charge
@@ -289,4 +290,12 @@ async def discrepancies(
 
 async def reconciliation_runs(session: AsyncSession, *, limit: int) -> list[ReconciliationRun]:
     query = select(ReconciliationRun).order_by(col(ReconciliationRun.as_of).desc()).limit(limit)
+    return list((await session.exec(query)).all())
+
+
+async def stripe_events(session: AsyncSession, *, status: str | None, limit: int) -> list[StripeEvent]:
+    """Stored Stripe events, newest first (their payloads stay out of lists)."""
+    query = select(StripeEvent).order_by(col(StripeEvent.received_at).desc(), col(StripeEvent.id)).limit(limit)
+    if status:
+        query = query.where(col(StripeEvent.status) == status)
     return list((await session.exec(query)).all())

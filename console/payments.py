@@ -260,11 +260,13 @@ async def _reconciliation(
     status_code: int = 200,
 ) -> Response:
     runs = (await query(request, "ConsoleReconciliationRuns", {}, context))["reconciliationRuns"]
+    webhooks = (await query(request, "ConsoleStripeEvents", {}, context))["stripeEvents"]
     return render(
         request,
         "reconciliation.html",
         {
             "runs": runs,
+            "webhooks": webhooks,
             "rows": await _discrepancies(request, context, status),
             "status": status,
             "statuses": STATUS_FILTERS,

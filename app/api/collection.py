@@ -241,6 +241,19 @@ class Discrepancy:
 
 
 @strawberry.type
+class StripeEventRow:
+    id: str
+    type: str
+    object_id: str | None
+    status: str = strawberry.field(description="received (waiting), processed, ignored or failed.")
+    error: str | None = strawberry.field(description="Why it failed or was ignored.")
+    deliveries: int = strawberry.field(description="How many times Stripe delivered it (stored once).")
+    received_at: datetime
+    processed_at: datetime | None
+    trace_id: str | None = strawberry.field(description="The trace of its first delivery.")
+
+
+@strawberry.type
 class ReconciliationRun:
     as_of: datetime
     checked: int = strawberry.field(description="Payments compared, on both sides.")
@@ -339,6 +352,27 @@ class CollectionQuery:
     ) -> list[Discrepancy]:
         rows = await collection_repository.discrepancies(info.context.session, status=status, limit=min(first, 500))
         return [Discrepancy.from_model(row, external_id) for row, external_id in rows]
+
+    @strawberry.field(
+        permission_classes=[requires(Capability.MANAGE_COLLECTION)],
+        description="Stripe's webhook events as stored, newest first (status: received, processed, ignored, failed).",
+    )
+    async def stripe_events(self, info: Info, status: str | None = None, first: int = 50) -> list[StripeEventRow]:
+        rows = await collection_repository.stripe_events(info.context.session, status=status, limit=min(first, 500))
+        return [
+            StripeEventRow(
+                id=row.id,
+                type=row.type,
+                object_id=row.object_id,
+                status=row.status,
+                error=row.error,
+                deliveries=row.deliveries,
+                received_at=row.received_at,
+                processed_at=row.processed_at,
+                trace_id=row.trace_id,
+            )
+            for row in rows
+        ]
 
     @strawberry.field(
         permission_classes=[requires(Capability.MANAGE_COLLECTION)], description="The latest reconciliation runs."

@@ -374,3 +374,22 @@ async def test_reconciliation_compares_both_sides_resolves_with_a_note_and_expor
     assert run.status_code == 303
     after_run = (await console.get(run.headers["location"])).text
     assert "Reconciled as of" in after_run and "checked" in after_run
+
+
+async def test_the_reconciliation_page_lists_stripe_events_with_their_delivery_traces(
+    console: httpx.AsyncClient, declined: tuple[uuid.UUID, Settings], session: AsyncSession
+) -> None:
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    await session.execute(
+        text(
+            "INSERT INTO stripe_events (id, type, object_id, created, livemode, payload, received_at, deliveries, "
+            "status, error, trace_id) VALUES ('evt_console_1', 'charge.refunded', 'ch_console_1', :at, false, '{}', "
+            ":at, 3, 'failed', 'refunded in EUR, paid in USD', :trace)"
+        ),
+        {"at": JAN_31, "trace": trace},
+    )
+    await session.commit()
+    await sign_in(console, "fin@example.com", PASSWORD)
+    events = section((await console.get("/console/reconciliation")).text, "stripe-events")
+    assert "charge.refunded" in events and "refunded in EUR, paid in USD" in events
+    assert f'href="/console/traces/{trace}"' in events and '<td class="num">3</td>' in events
