@@ -23,6 +23,17 @@ from ledger.service import Entry, Leg, account, claim, post
 
 
 @dataclass(frozen=True)
+class Paid:
+    """A payment as Stripe reports it."""
+
+    payment_intent_id: str
+    charge_id: str | None
+    amount: int
+    currency: str
+    paid_at: datetime
+
+
+@dataclass(frozen=True)
 class Attempt:
     """One try at collecting an invoice, as the outbox numbered it (key ``invoice:<id>:attempt:<n>``)."""
 
@@ -52,16 +63,8 @@ async def record_outcome(
     ):
         return False
     if charged.status == "succeeded" and charged.payment_intent_id:
-        await settle_payment(
-            session,
-            attempt.invoice_id,
-            payment_intent_id=charged.payment_intent_id,
-            charge_id=charged.charge_id,
-            amount=attempt.amount,
-            currency=attempt.currency,
-            paid_at=as_of,
-            as_of=as_of,
-        )
+        paid = Paid(charged.payment_intent_id, charged.charge_id, attempt.amount, attempt.currency, paid_at=as_of)
+        await settle_payment(session, attempt.invoice_id, paid, as_of=as_of)
         return True
     if charged.status in ("requires_action", "processing"):
         status = "action_required" if charged.status == "requires_action" else "processing"
@@ -91,26 +94,13 @@ async def record_outcome(
 async def settle_payment(
     session: AsyncSession,
     invoice_id: uuid.UUID,
+    paid: Paid,
     *,
-    payment_intent_id: str,
-    charge_id: str | None,
-    amount: int,
-    currency: str,
-    paid_at: datetime,
     as_of: datetime,
 ) -> str | None:
     """Post the payment, close the invoice's collection and, with nothing else overdue, make the
     customer ACTIVE. Returns why it could not be posted, or None."""
-    error = await post_invoice_payment(
-        session,
-        invoice_id,
-        payment_intent_id=payment_intent_id,
-        charge_id=charge_id,
-        amount=amount,
-        currency=currency,
-        paid_at=paid_at,
-        as_of=as_of,
-    )
+    error = await post_invoice_payment(session, invoice_id, paid, as_of=as_of)
     await collection_repository.settle_outbox(session, invoice_id, "collected" if error is None else "failed", error)
     invoice = await repository.invoice_for_update(session, invoice_id)
     overdue = invoice is None or await collection_repository.customers_with_failed_collection(
@@ -124,12 +114,8 @@ async def settle_payment(
 async def post_invoice_payment(
     session: AsyncSession,
     invoice_id: uuid.UUID,
+    paid: Paid,
     *,
-    payment_intent_id: str,
-    charge_id: str | None,
-    amount: int,
-    currency: str,
-    paid_at: datetime,
     as_of: datetime,
 ) -> str | None:
     """Post a payment (Stripe clearing debited, the receivable credited), remember it for
@@ -139,33 +125,33 @@ async def post_invoice_payment(
     invoice = await repository.invoice_for_update(session, invoice_id)
     if invoice is None:
         return f"no invoice {invoice_id}"
-    if currency != invoice.currency or amount != invoice.amount_due:
+    if paid.currency != invoice.currency or paid.amount != invoice.amount_due:
         return (
-            f"paid {amount} {currency} for invoice {invoice.number}, "
+            f"paid {paid.amount} {paid.currency} for invoice {invoice.number}, "
             f"which is due {invoice.amount_due} {invoice.currency}"
         )
     entry = Entry(
         kind="payment",
-        currency=currency,
+        currency=paid.currency,
         customer_id=invoice.customer_id,
-        effective_at=paid_at,
+        effective_at=paid.paid_at,
         actor="stripe",
-        reason=f"payment {payment_intent_id} of invoice {invoice.number}",
-        idempotency_key=f"stripe:payment:{payment_intent_id}",
-        request={"invoice": str(invoice.id), "amount": amount},
+        reason=f"payment {paid.payment_intent_id} of invoice {invoice.number}",
+        idempotency_key=f"stripe:payment:{paid.payment_intent_id}",
+        request={"invoice": str(invoice.id), "amount": paid.amount},
     )
     transaction, created = await claim(session, entry, as_of=as_of)
     if created:
-        clearing = await account(session, "stripe_clearing", currency, as_of)
-        receivable = await account(session, "receivable", currency, as_of, invoice.customer_id)
-        await post(session, transaction, [Leg(clearing, amount), Leg(receivable, -amount)])
+        clearing = await account(session, "stripe_clearing", paid.currency, as_of)
+        receivable = await account(session, "receivable", paid.currency, as_of, invoice.customer_id)
+        await post(session, transaction, [Leg(clearing, paid.amount), Leg(receivable, -paid.amount)])
     await collection_repository.remember_payment(
         session,
-        payment_intent_id=payment_intent_id,
+        payment_intent_id=paid.payment_intent_id,
         invoice=invoice,
-        charge_id=charge_id,
-        amount=amount,
-        paid_at=paid_at,
+        charge_id=paid.charge_id,
+        amount=paid.amount,
+        paid_at=paid.paid_at,
         ledger_transaction_id=transaction.id,
     )
     await repository.mark_paid(session, invoice.id)

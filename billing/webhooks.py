@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import collection_repository, repository
-from billing.payments import Attempt, post_dispute, post_refunds, record_outcome, settle_payment
+from billing.payments import Attempt, Paid, post_dispute, post_refunds, record_outcome, settle_payment
 from billing.stripe_gateway import StripeGateway, charge_of_intent, current_intent, default_payment_method
 from billing.tracing import linked_to, tracer
 from ledger.errors import InvalidInput, TallyError
@@ -194,16 +194,14 @@ async def _payment_intent_changed(
     if attempt.number == 0:
         if charged.status != "succeeded":
             return Outcome("ignored", f"a payment made outside Tally's collection is {charged.status}")
-        error = await settle_payment(
-            session,
-            attempt.invoice_id,
+        paid = Paid(
             payment_intent_id=intent["id"],
             charge_id=charged.charge_id,
             amount=int(intent.get("amount_received") or intent.get("amount") or 0),
             currency=str(intent.get("currency", "")).upper(),
             paid_at=_timestamp(intent.get("created"), as_of),
-            as_of=as_of,
         )
+        error = await settle_payment(session, attempt.invoice_id, paid, as_of=as_of)
         return Outcome("failed", error) if error else Outcome("processed")
     amount = int(intent.get("amount") or 0)
     currency = str(intent.get("currency", "")).upper()

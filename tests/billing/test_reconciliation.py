@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.collection import stripe_gateway
 from app.jobs import collect_invoices, process_stripe_events
 from app.settings import Settings
-from billing.payments import post_invoice_payment
+from billing.payments import Paid, post_invoice_payment
 from billing.reconciliation import reconcile
 from billing.stripe_gateway import StripeGateway, attempt_already_made, charge_off_session, saved_card
 from tests.billing.scenario import JAN_31
@@ -129,16 +129,7 @@ async def test_planted_discrepancies_are_exactly_the_ones_reported(
     cent = await charged_in_stripe(gateway, invoices["org_cent"][1], invoices["org_cent"][0], attempt=1, amount=1001)
     second = await charged_in_stripe(gateway, invoices["org_twice"][1], invoices["org_twice"][0], attempt=2)
     for invoice_id, intent in ((invoices["org_phantom"][0], "pi_never_in_stripe"), (invoices["org_cent"][0], cent)):
-        error = await post_invoice_payment(
-            session,
-            invoice_id,
-            payment_intent_id=intent,
-            charge_id=None,
-            amount=1000,
-            currency="USD",
-            paid_at=PAID_AT,
-            as_of=PAID_AT,
-        )
+        error = await post_invoice_payment(session, invoice_id, Paid(intent, None, 1000, "USD", PAID_AT), as_of=PAID_AT)
         assert error is None
     await session.commit()
 
