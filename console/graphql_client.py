@@ -7,7 +7,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from graphql import OperationDefinitionNode, parse, print_ast
+from graphql import FragmentDefinitionNode, OperationDefinitionNode, parse, print_ast
 from strawberry import Schema
 
 from app.api.context import TallyContext
@@ -25,12 +25,17 @@ class ConsoleQueryFailed(Exception):
 
 @cache
 def operation_documents() -> dict[str, str]:
-    """Every named operation in graphql/operations/*.graphql, by name."""
+    """Every named operation in graphql/operations/*.graphql, by name, with the fragments of its
+    file that it spreads."""
     documents: dict[str, str] = {}
     for path in sorted(OPERATIONS_DIR.glob("*.graphql")):
-        for definition in parse(path.read_text()).definitions:
+        definitions = parse(path.read_text()).definitions
+        fragments = {d.name.value: print_ast(d) for d in definitions if isinstance(d, FragmentDefinitionNode)}
+        for definition in definitions:
             if isinstance(definition, OperationDefinitionNode) and definition.name:
-                documents[definition.name.value] = print_ast(definition)
+                printed = print_ast(definition)
+                used = [text for name, text in fragments.items() if f"...{name}" in printed]
+                documents[definition.name.value] = "\n\n".join([printed, *used])
     return documents
 
 

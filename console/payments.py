@@ -366,10 +366,8 @@ async def _discrepancy_page(
     note: str = "",
     status_code: int = 200,
 ) -> Response:
-    """One discrepancy, both sides key by key; for htmx only the comparison that expands its row.
-    GraphQL has no query for one discrepancy, so it is found among all of them."""
-    rows = await _discrepancies(request, context, "all")
-    row = next((r for r in rows if r["id"] == discrepancy_id), None)
+    """One discrepancy, both sides key by key; for htmx only the comparison that expands its row."""
+    row = (await query(request, "ConsoleDiscrepancy", {"id": discrepancy_id}, context))["reconciliationDiscrepancy"]
     if row is None:
         return render(request, "not_found.html", {"what": "discrepancy"}, status_code=404)
     return render(

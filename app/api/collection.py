@@ -354,6 +354,19 @@ class CollectionQuery:
         return [Discrepancy.from_model(row, external_id) for row, external_id in rows]
 
     @strawberry.field(
+        permission_classes=[requires(Capability.MANAGE_COLLECTION)], description="One discrepancy; null when none."
+    )
+    async def reconciliation_discrepancy(self, info: Info, id: strawberry.ID) -> Discrepancy | None:
+        try:
+            discrepancy_id = uuid.UUID(str(id))
+        except ValueError:
+            return None
+        rows = await collection_repository.discrepancies(
+            info.context.session, status=None, limit=1, discrepancy_id=discrepancy_id
+        )
+        return Discrepancy.from_model(*rows[0]) if rows else None
+
+    @strawberry.field(
         permission_classes=[requires(Capability.MANAGE_COLLECTION)],
         description="Stripe's webhook events as stored, newest first (status: received, processed, ignored, failed).",
     )
