@@ -125,6 +125,10 @@ class Invoice:
     async def customer_id(self) -> strawberry.ID:
         return strawberry.ID(str(self.row.customer_id))
 
+    @strawberry.field(description="The trace that issued it (its spans link the ingest traces it rated).")
+    async def trace_id(self) -> str | None:
+        return self.row.trace_id
+
     @strawberry.field
     async def lines(self, info: Info) -> list[InvoiceLine]:
         rows = await info.context.loaders.invoice_lines.load(self.row.id)

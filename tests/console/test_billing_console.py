@@ -99,6 +99,7 @@ async def test_invoice_page_shows_lines_totals_and_ledger_transactions(client: h
     assert re.search(r'<td class="num">1</td>\s*<td class="num">20</td>', lines), "quantity and unit price"
     assert "20.00 USD" in lines and 'class="exact"' in lines
     assert "awaiting payment" in html
+    assert '<dt>Issued in</dt><dd>— <span class="muted">(issued with tracing off)</span>' in html
     ledger = html[html.index("<h2>Ledger transactions</h2>") :]
     assert "<code>invoice</code>" in ledger and "20.00 USD" in ledger
     by_digits = await client.get(f"/console/invoices/{int(opening.removeprefix('INV-'))}")
