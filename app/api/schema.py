@@ -100,7 +100,9 @@ class ConnectionFirst(SchemaExtension):
     provision one at the same moment, which SQLAlchemy refuses; so the connection comes first."""
 
     async def on_execute(self) -> AsyncIterator[None]:
-        await self.execution_context.context.session.connection()
+        session = getattr(self.execution_context.context, "session", None)  # absent: nothing to resolve on
+        if session is not None:
+            await session.connection()
         yield
 
 
