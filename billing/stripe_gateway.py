@@ -168,6 +168,11 @@ async def attempt_already_made(
     return None
 
 
+async def client_secret_of(gateway: StripeGateway, payment_intent_id: str) -> str | None:
+    """What the customer's browser needs to complete a PaymentIntent that waits for them."""
+    return (await _call(gateway.client.v1.payment_intents.retrieve_async(payment_intent_id))).client_secret
+
+
 async def current_intent(gateway: StripeGateway, payment_intent_id: str) -> Charge:
     """A PaymentIntent's state now, for events that may arrive out of order."""
     return charge_of_intent(await _call(gateway.client.v1.payment_intents.retrieve_async(payment_intent_id)))

@@ -22,7 +22,7 @@ from app.collection import stripe_gateway
 from billing import collection_repository, finance, reconciliation
 from billing.collection import CollectionOff, create_setup_intent
 from billing.models import ReconciliationDiscrepancy, StripeDispute, StripePayment
-from billing.stripe_gateway import SetupIntent
+from billing.stripe_gateway import SetupIntent, client_secret_of
 from ledger.errors import NotFound
 
 
@@ -151,6 +151,16 @@ class PaymentAttempt:
     )
     error: str | None
     attempted_at: datetime
+
+    @strawberry.field(
+        description="While the attempt requires action: the PaymentIntent's client secret, for Stripe.js to "
+        "let the customer authenticate (handleNextAction). Read from Stripe when asked; null otherwise."
+    )
+    async def client_secret(self, info: Info) -> str | None:
+        gateway = stripe_gateway(info.context.settings)
+        if self.status != "requires_action" or not self.payment_intent_id or gateway is None:
+            return None
+        return await client_secret_of(gateway, self.payment_intent_id)
 
 
 @strawberry.type

@@ -39,8 +39,11 @@ from tests.billing.stripe_support import (
     outbox_and_attempts,
     signed,
 )
+from tests.conftest import graphql
 
 PAID_AT = JAN_31 + timedelta(minutes=2)
+WAITING = """query($id: ID!) { customerCollection(customerId: $id) {
+  invoices { status attempts { status clientSecret } } } }"""
 
 
 async def deliver(client: httpx.AsyncClient, kind: str, obj: dict[str, Any], event_id: str | None = None) -> None:
@@ -92,7 +95,12 @@ async def amounts_of(session: AsyncSession, kind: str) -> list[int]:
 
 
 async def test_a_payment_that_needs_authentication_waits_for_the_customer_then_pays(
-    session: AsyncSession, sessions: Any, settings: Settings, localstripe: LocalStripe, stripe_app: httpx.AsyncClient
+    session: AsyncSession,
+    sessions: Any,
+    settings: Settings,
+    localstripe: LocalStripe,
+    stripe_app: httpx.AsyncClient,
+    token_for: Any,
 ) -> None:
     customer_id, configured = await billed_with_card(
         session, sessions, settings, "org_3ds", CARD_NEEDS_AUTHENTICATION, localstripe
@@ -107,6 +115,11 @@ async def test_a_payment_that_needs_authentication_waits_for_the_customer_then_p
     intent_id = (await session.execute(text("SELECT payment_intent_id FROM payment_attempts"))).scalar_one()
     client = localstripe.client()
     waiting = stripe_object(client.v1.payment_intents.retrieve(intent_id))
+    frontend_token = await token_for("customer", "org_3ds")
+    shown = await graphql(stripe_app, frontend_token, WAITING, {"id": str(customer_id)})
+    [invoice] = shown.json()["data"]["customerCollection"]["invoices"]
+    assert invoice["status"] == "action_required"
+    assert invoice["attempts"] == [{"status": "requires_action", "clientSecret": waiting["client_secret"]}]
     async with httpx.AsyncClient() as frontend:  # the customer completes 3-D Secure
         authenticated = await frontend.post(
             f"{localstripe.base}/v1/payment_intents/{intent_id}/_authenticate",
