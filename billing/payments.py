@@ -4,7 +4,9 @@ ledger once each, keyed by Stripe's object ids.
 
 The ledger moves: a payment debits Stripe clearing and credits the customer's receivable; a refund
 debits ``refunds`` (revenue given back) and credits clearing; a dispute debits ``disputes`` and
-credits clearing (Stripe withdraws the disputed amount at once).
+credits clearing (Stripe withdraws the disputed amount at once); a payout debits ``bank`` and
+credits clearing (what Stripe held reaches the bank: clearing comes back to zero), and a payout
+that fails after all is reversed.
 """
 
 from __future__ import annotations
@@ -272,3 +274,40 @@ async def post_dispute(
         as_of=as_of,
     )
     return None
+
+
+async def post_payout(
+    session: AsyncSession, *, payout_id: str, amount: int, currency: str, failed: bool, at: datetime, as_of: datetime
+) -> None:
+    """Post a payout once (clearing → bank); one that failed is posted and reversed, whichever of
+    ``payout.paid`` and ``payout.failed`` came first, so both orders end at the same balances."""
+    paid = Entry(
+        kind="payout",
+        currency=currency,
+        customer_id=None,
+        effective_at=at,
+        actor="stripe",
+        reason=f"payout {payout_id} to the bank",
+        idempotency_key=f"stripe:payout:{payout_id}",
+        request={"payout": payout_id, "amount": amount},
+    )
+    transaction, created = await claim(session, paid, as_of=as_of)
+    bank = await account(session, "bank", currency, as_of)
+    clearing = await account(session, "stripe_clearing", currency, as_of)
+    if created:
+        await post(session, transaction, [Leg(bank, amount), Leg(clearing, -amount)])
+    if not failed:
+        return
+    returned = Entry(
+        kind="payout_failed",
+        currency=currency,
+        customer_id=None,
+        effective_at=at,
+        actor="stripe",
+        reason=f"payout {payout_id} failed: the amount is back with Stripe",
+        idempotency_key=f"stripe:payout_failed:{payout_id}",
+        request={"payout": payout_id, "amount": amount},
+    )
+    transaction, created = await claim(session, returned, as_of=as_of)
+    if created:
+        await post(session, transaction, [Leg(clearing, amount), Leg(bank, -amount)])

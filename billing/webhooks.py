@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import collection_repository, repository
-from billing.payments import Attempt, Paid, post_dispute, post_refunds, record_outcome, settle_payment
+from billing.payments import Attempt, Paid, post_dispute, post_payout, post_refunds, record_outcome, settle_payment
 from billing.stripe_gateway import StripeGateway, charge_of_intent, current_intent, default_payment_method
 from billing.tracing import linked_to, tracer
 from ledger.errors import InvalidInput, TallyError
@@ -277,6 +277,25 @@ async def _default_payment_method_changed(
     return Outcome("processed")
 
 
+async def _payout(session: AsyncSession, payout: dict[str, Any], processing: Processing, as_of: datetime) -> Outcome:
+    """``payout.paid`` and ``payout.failed``: the account's money leaving Stripe for the bank. The
+    payload decides (a failed payout is final), so no order of the two events needs Stripe's state."""
+    status = str(payout.get("status") or "")
+    amount = int(payout.get("amount") or 0)
+    if status not in ("paid", "failed") or amount <= 0:
+        return Outcome("ignored", f"a payout of {amount} that is {status or 'of no status'}")
+    await post_payout(
+        session,
+        payout_id=payout["id"],
+        amount=amount,
+        currency=str(payout.get("currency", "")).upper(),
+        failed=status == "failed",
+        at=_timestamp(payout.get("arrival_date"), as_of),
+        as_of=as_of,
+    )
+    return Outcome("processed")
+
+
 HANDLERS: dict[str, Handler] = {
     "payment_intent.succeeded": _payment_intent_changed,
     "payment_intent.payment_failed": _payment_intent_changed,
@@ -285,4 +304,6 @@ HANDLERS: dict[str, Handler] = {
     "charge.dispute.created": _dispute_created,
     "customer.updated": _default_payment_method_changed,
     "payment_method.attached": _default_payment_method_changed,
+    "payout.paid": _payout,
+    "payout.failed": _payout,
 }

@@ -25,6 +25,7 @@ SYSTEM_ACCOUNT_KINDS = (
     "adjustments",
     "bad_debt",
     "disputes",
+    "bank",
 )
 
 

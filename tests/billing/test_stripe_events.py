@@ -250,3 +250,43 @@ async def test_the_default_card_follows_stripe_whatever_order_the_events_come_in
     await process_stripe_events(sessions, configured, as_of=PAID_AT)
     stored = (await session.execute(text("SELECT default_payment_method FROM stripe_customers"))).scalar_one()
     assert stored == newer_card
+
+
+async def balance_of(session: AsyncSession, kind: str) -> int:
+    row = await session.execute(
+        text(
+            "SELECT coalesce(sum(p.amount), 0) FROM ledger_postings p JOIN ledger_accounts a ON a.id = p.account_id "
+            "WHERE a.kind = :kind"
+        ),
+        {"kind": kind},
+    )
+    return int(row.scalar_one())
+
+
+@pytest.mark.parametrize("order", ["paid then failed", "failed then paid"])
+async def test_a_payout_brings_clearing_back_to_zero_and_a_failed_one_returns_the_money(
+    session: AsyncSession,
+    sessions: Any,
+    settings: Settings,
+    localstripe: LocalStripe,
+    stripe_app: httpx.AsyncClient,
+    order: str,
+) -> None:
+    """localstripe only pays out in EUR: the payouts here are Stripe's example object, made about
+    this payment's amount and currency, and delivered signed."""
+    _, configured, _, _ = await paid_invoice(session, sessions, settings, localstripe, f"org_payout_{order[:4]}")
+    assert await clearing_balance(session) == 1000, "Stripe holds the payment"
+    paid = fixture_with("payout", id="po_tally_1", amount=1000, currency="usd", status="paid")
+    failed = {**paid, "status": "failed", "failure_code": "could_not_process"}
+    deliveries = [("payout.paid", paid), ("payout.paid", paid), ("payout.failed", failed)]
+    if order == "failed then paid":
+        deliveries.reverse()
+    seen = []
+    for kind, payout in deliveries:
+        await deliver(stripe_app, kind, payout)
+        await process_stripe_events(sessions, configured, as_of=PAID_AT + timedelta(days=2))
+        seen.append((await clearing_balance(session), await balance_of(session, "bank")))
+    if order == "paid then failed":
+        assert seen == [(0, 1000), (0, 1000), (1000, 0)], "paid once to the bank, then back with Stripe"
+    else:
+        assert seen == [(1000, 0)] * 3, "a payout known to have failed never leaves clearing"

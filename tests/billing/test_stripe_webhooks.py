@@ -118,6 +118,7 @@ NO_METADATA = ("ignored", "not the payment of a Tally invoice (no tally_invoice_
         ("charge.dispute.created", "dispute", NOT_A_TALLY_PAYMENT),
         ("customer.updated", "customer", ("ignored", "not the Stripe customer of a Tally customer")),
         ("payment_method.attached", "payment_method", ("ignored", "not the Stripe customer of a Tally customer")),
+        ("payout.paid", "payout", ("ignored", "a payout of 1100 that is in_transit")),
     ],
 )
 async def test_stripes_own_example_objects_are_read(
