@@ -251,7 +251,7 @@ def entitlement_of(meter_usage: MeterUsage, charges: list[PlanCharge], *, suspen
 class RatedCharge:
     """A charge rated on a meter's usage: the quantity its ``where`` selects, the exact amount,
     and that amount shared among the dimensions in proportion to their quantities (the parts add
-    up to the amount exactly)."""
+    up to the amount exactly), dimensions in the order of their canonical JSON."""
 
     quantity: Decimal
     amount: Decimal
@@ -262,7 +262,9 @@ def rate_charge(meter_usage: MeterUsage, charge: PlanCharge, terms: ChargeTerms 
     where = dict(charge.where)
     quantity = meter_usage.quantity(where)
     amount = rate(terms or charge_terms(charge), quantity)
-    covered = [d for d in meter_usage.by_dimensions if not where or dimensions_match(loads_exact(d), where)]
+    # In one order whatever order the usage was read in (rollups and raw events differ): the last
+    # part takes the remainder of the split, so the order decides the twelfth decimal of each share.
+    covered = sorted(d for d in meter_usage.by_dimensions if not where or dimensions_match(loads_exact(d), where))
     weights = [meter_usage.by_dimensions[d].quantity(meter_usage.meter.aggregation) for d in covered]
     return RatedCharge(quantity, amount, list(zip(covered, weights, allocate(amount, weights), strict=True)))
 
