@@ -527,6 +527,11 @@ def billing_run(
 
     settings = load_settings()
     moment = parse_as_of(as_of)
+    if moment > now():
+        fail(
+            f"--as-of: {moment.isoformat()} is in the future; invoices are final once issued, so only periods "
+            "that have already ended are billed (leave --as-of out to bill up to now)"
+        )
     url = traced_database(settings)
 
     async def main() -> Any:

@@ -118,8 +118,18 @@ class Invoice:
     credits_applied: Money
     total: Money
     amount_due: Money
-    collection: str = strawberry.field(description="How the amount due is collected.")
     row: strawberry.Private[InvoiceRow]
+
+    @strawberry.field(description="How the amount due is collected, in a sentence.")
+    def collection(self, info: Info) -> str:
+        if not self.row.amount_due:
+            return "nothing due"
+        closed = {"paid": "paid", "void": "voided", "uncollectible": "written off as uncollectible"}
+        if self.row.status in closed:
+            return closed[self.row.status]
+        if not info.context.settings.stripe_api_key:
+            return "awaiting payment: collection is off (set STRIPE_API_KEY to collect through Stripe)"
+        return "awaiting payment: collected through Stripe (see the customer's Payments tab)"
 
     @strawberry.field
     async def customer_id(self) -> strawberry.ID:
@@ -162,17 +172,8 @@ class Invoice:
             credits_applied=money(row.credits_applied, currency),
             total=money(row.total, currency),
             amount_due=money(row.amount_due, currency),
-            collection=collection_note(row),
             row=row,
         )
-
-
-def collection_note(row: InvoiceRow) -> str:
-    if not row.amount_due:
-        return "nothing due"
-    if row.status == "paid":
-        return "paid"
-    return "awaiting payment: automatic collection through Stripe is not built yet"
 
 
 def invoice_number(number: int) -> str:

@@ -176,12 +176,21 @@ def test_billing_run_issues_what_is_due_once_and_reports_it(run, database_url: s
     nothing_new = json.loads(run("billing", "run", "--json").stdout)
     assert nothing_new["invoicesIssued"] == 0, "the demo billed every period closed by now"
     ahead = (datetime.now(UTC) + timedelta(days=40)).isoformat()
-    result = run("billing", "run", "--as-of", ahead, "--json")
+    refused = run("billing", "run", "--as-of", ahead, "--json")
+    assert refused.exit_code == 1 and "is in the future; invoices are final" in refused.output
+    assert scalar(database_url, "SELECT count(*) FROM invoices") == issued_by_demo, "nothing issued"
+    with psycopg.connect(database_url, autocommit=True) as connection:  # as if the demo ran 40 days ago
+        connection.execute(
+            "UPDATE subscriptions SET started_at = started_at - interval '40 days', "
+            "invoiced_through = invoiced_through - interval '40 days'"
+        )
+        connection.execute("UPDATE subscription_phases SET starts_at = starts_at - interval '40 days'")
+    result = run("billing", "run", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["invoicesIssued"] >= 25 and report["customersConsidered"] == 25
     assert Decimal(report["totals"]["USD"]) > 0
-    assert json.loads(run("billing", "run", "--as-of", ahead, "--json").stdout)["invoicesIssued"] == 0
+    assert json.loads(run("billing", "run", "--json").stdout)["invoicesIssued"] == 0
     numbers = scalar(database_url, "SELECT array_agg(number ORDER BY number) FROM invoices")
     assert numbers == list(range(1, issued_by_demo + report["invoicesIssued"] + 1)), "gapless"
     bad = run("billing", "run", "--as-of", "next tuesday")
