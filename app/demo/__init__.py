@@ -14,9 +14,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import staff
+from app.telemetry import current_trace_id
 from billing import service as billing
 from billing.service import BillingWindow
 from customers import service as customers
@@ -25,6 +27,8 @@ from ledger import promotions
 from ledger.grants import grant_credits
 from metering.service import IngestLimits, ingest
 from pricing import service as catalog
+
+tracer = trace.get_tracer("tally.demo")
 
 CATALOG_PATH = Path(__file__).with_name("catalog.toml")
 DEMO_ADMIN_EMAIL = "admin@example.com"
@@ -125,11 +129,16 @@ async def bill_demo_customers(session: AsyncSession, *, as_of: datetime) -> int:
     transaction: the console shows real invoices, with usage, prorations and credits applied."""
     window = BillingWindow(grace=timedelta(hours=1), late_window=timedelta(days=35))
     issued = 0
-    for customer_id in await billing.due_customers(session, as_of=as_of, window=window):
-        while (found := await billing.issue_next_invoice(session, customer_id, as_of=as_of, window=window)) is not None:
-            issued += 1
-            if not found.more_due:
-                break
+    with tracer.start_as_current_span("demo.billing", attributes={"tally.as_of": as_of.isoformat()}):
+        for customer_id in await billing.due_customers(session, as_of=as_of, window=window):
+            while (
+                found := await billing.issue_next_invoice(
+                    session, customer_id, as_of=as_of, window=window, trace_id=current_trace_id()
+                )
+            ) is not None:
+                issued += 1
+                if not found.more_due:
+                    break
     return issued
 
 
@@ -261,9 +270,11 @@ async def send_demo_usage(
             latest = datetime.fromisoformat(batch[-1]["timestamp"])
             received_at = min(latest + timedelta(seconds=rng.randint(1, 5)), as_of)
             for offset in range(0, len(batch), 1000):
-                result = await ingest(
-                    session, batch[offset : offset + 1000], received_at=received_at, limits=limits, trace_id=None
-                )
+                part = batch[offset : offset + 1000]
+                with tracer.start_as_current_span("demo.ingest", attributes={"tally.events": len(part)}):
+                    result = await ingest(
+                        session, part, received_at=received_at, limits=limits, trace_id=current_trace_id()
+                    )
                 accepted += result.accepted
         advance(f"usage {day_start:%Y-%m-%d}")
     newcomer = [
@@ -276,5 +287,6 @@ async def send_demo_usage(
         }
         for i in range(3)
     ]
-    await ingest(session, newcomer, received_at=as_of, limits=limits, trace_id=None)
+    with tracer.start_as_current_span("demo.ingest", attributes={"tally.events": len(newcomer)}):
+        await ingest(session, newcomer, received_at=as_of, limits=limits, trace_id=current_trace_id())
     return accepted

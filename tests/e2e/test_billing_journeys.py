@@ -8,6 +8,7 @@ import uuid
 from decimal import Decimal
 
 import httpx
+import psycopg
 import pytest
 
 from tests.e2e.conftest import LiveServer
@@ -79,3 +80,22 @@ def test_contract_change_plan_on_a_running_server(live_server: LiveServer) -> No
     unknown = {**change, "planKey": "gold", "idempotencyKey": f"e2e-{uuid.uuid4()}"}
     unknown = run_contract(live_server, finance, "ChangePlan", {"input": unknown})["changePlan"]
     assert unknown["userErrors"][0]["field"] == ["planKey"] and unknown["subscription"] is None
+
+
+def test_the_demo_leaves_traces_from_its_events_to_its_invoices(live_server: LiveServer) -> None:
+    """`tally demo` records its own spans: each usage event keeps the trace of the batch that
+    ingested it, each invoice the trace that issued it, and issuance links the ingest traces."""
+    with psycopg.connect(live_server.database_url) as connection:
+        untraced_events = connection.execute("SELECT count(*) FROM events WHERE trace_id IS NULL").fetchone()
+        untraced_invoices = connection.execute("SELECT count(*) FROM invoices WHERE trace_id IS NULL").fetchone()
+        ingest_traces = connection.execute(
+            "SELECT count(DISTINCT e.trace_id) FROM events e JOIN spans s ON s.trace_id = e.trace_id "
+            "WHERE s.name = 'demo.ingest'"
+        ).fetchone()
+        linked = connection.execute(
+            "SELECT count(*) FROM spans s, jsonb_array_elements(s.links) link "
+            "JOIN events e ON e.trace_id = link->>'trace_id' WHERE s.name = 'billing.invoice.issue'"
+        ).fetchone()
+    assert untraced_events == (0,) and untraced_invoices == (0,)
+    assert ingest_traces is not None and ingest_traces[0] > 20, "a trace per ingested batch"
+    assert linked is not None and linked[0] > 0, "issuance links the traces of the usage it rated"
