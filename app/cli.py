@@ -128,7 +128,8 @@ def parse_as_of(value: str | None) -> datetime:
 
 
 def print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, default=str))
+    """Stable JSON for scripts: times in ISO 8601 (with the "T"), anything else as its text."""
+    typer.echo(json.dumps(value, indent=2, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
 
 
 @cli.command()

@@ -67,6 +67,7 @@ def test_token_create_prints_only_the_token_and_stores_only_its_hash(run, databa
     assert stored != token and len(str(stored)) == 64
     listed = json.loads(run("token", "list", "--json").stdout)
     assert [(t["role"], t["revokedAt"]) for t in listed] == [("finance", None)]
+    assert datetime.fromisoformat(listed[0]["createdAt"]).tzinfo is not None and "T" in listed[0]["createdAt"]
     assert token not in json.dumps(listed)
     revoked = run("token", "revoke", token)
     assert revoked.exit_code == 0
