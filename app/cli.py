@@ -289,7 +289,7 @@ def _print_simulation(summary: Any, periods: int) -> None:
             f"{to_major(o.current, o.currency)} {o.currency}",
             f"{to_major(o.simulated, o.currency)} {o.currency}",
             f"{to_major(o.difference, o.currency):+} {o.currency}",
-            f"{o.change_percent:+}%" if o.change_percent is not None else "new",
+            f"{o.change_percent:+}%" if o.change_percent is not None else "new" if o.difference else "none",
         )
     out.print(table)
     for currency, totals in document["totals"].items():
