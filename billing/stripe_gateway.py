@@ -5,13 +5,13 @@ so a retried call never creates a second object. Callers never hold a ledger loc
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
 import stripe
-from stripe.params import CustomerCreateParams, PaymentIntentCreateParams, SetupIntentCreateParams
+from stripe.params import ChargeListParams, CustomerCreateParams, PaymentIntentCreateParams, SetupIntentCreateParams
 
 T = TypeVar("T")
 
@@ -73,10 +73,19 @@ class Charge:
     charge_id: str | None = None
 
 
+def _latest_charge_id(intent: stripe.PaymentIntent) -> str | None:
+    latest = intent.latest_charge
+    return latest if isinstance(latest, str) or latest is None else latest.id
+
+
+def _tally_metadata(intent: stripe.PaymentIntent) -> dict[str, str]:
+    """The Tally invoice (``tally_invoice_id``) and attempt (``tally_attempt``) a PaymentIntent is for."""
+    return intent.metadata.to_dict() if intent.metadata else {}
+
+
 def charge_of_intent(intent: stripe.PaymentIntent) -> Charge:
     status = intent.status if intent.status in ("succeeded", "requires_action", "processing") else "failed"
-    latest = intent.latest_charge
-    charge_id = latest if isinstance(latest, str) or latest is None else latest.id
+    charge_id = _latest_charge_id(intent)
     error = None
     if status == "failed":
         last_error = intent.last_payment_error
@@ -156,16 +165,24 @@ async def attempt_already_made(
     PaymentIntent's metadata. Idempotency keys alone would cover this for 24 hours on Stripe;
     this also covers a longer outage and stand-ins that ignore keys. An attempt that never made a
     charge (it waits for authentication) is not found, and a new attempt moves no money twice."""
-    charges = await _call(gateway.client.v1.charges.list_async(params={"customer": stripe_customer_id, "limit": 100}))
-    for charge in charges.data:
-        intent_id = charge.payment_intent if isinstance(charge.payment_intent, str) else None
-        if intent_id is None:
-            continue
-        intent = await _call(gateway.client.v1.payment_intents.retrieve_async(intent_id))
-        metadata = intent.metadata.to_dict() if intent.metadata else {}
+    async for _, intent in _charges_with_intents(gateway, {"customer": stripe_customer_id}):
+        metadata = _tally_metadata(intent)
         if metadata.get("tally_invoice_id") == str(invoice_id) and metadata.get("tally_attempt") == str(attempt):
             return charge_of_intent(intent)
     return None
+
+
+async def _charges_with_intents(
+    gateway: StripeGateway, params: ChargeListParams
+) -> AsyncIterator[tuple[stripe.Charge, stripe.PaymentIntent]]:
+    """Charges made by PaymentIntents, with the PaymentIntent expanded: one request a page of 100,
+    not one more for each charge."""
+    listed = await _call(
+        gateway.client.v1.charges.list_async(params={**params, "limit": 100, "expand": ["data.payment_intent"]})
+    )
+    async for charge in listed.auto_paging_iter():
+        if isinstance(charge.payment_intent, stripe.PaymentIntent):
+            yield charge, charge.payment_intent
 
 
 async def client_secret_of(gateway: StripeGateway, payment_intent_id: str) -> str | None:
@@ -204,7 +221,7 @@ class StripeSidePayment:
 
 
 def _side_payment(intent: stripe.PaymentIntent, charge: stripe.Charge | None) -> StripeSidePayment:
-    metadata = intent.metadata.to_dict() if intent.metadata else {}
+    metadata = _tally_metadata(intent)
     return StripeSidePayment(
         payment_intent_id=intent.id,
         invoice_id=str(metadata.get("tally_invoice_id", "")),
@@ -219,18 +236,11 @@ def _side_payment(intent: stripe.PaymentIntent, charge: stripe.Charge | None) ->
 
 async def tally_payments_in_stripe(gateway: StripeGateway, *, since: datetime) -> list[StripeSidePayment]:
     """Every successful charge since ``since`` whose PaymentIntent was made for a Tally invoice."""
-    listed = await _call(
-        gateway.client.v1.charges.list_async(params={"created": {"gt": int(since.timestamp())}, "limit": 100})
-    )
-    found = []
-    async for charge in listed.auto_paging_iter():
-        intent_id = charge.payment_intent if isinstance(charge.payment_intent, str) else None
-        if charge.status != "succeeded" or intent_id is None:
-            continue
-        intent = await _call(gateway.client.v1.payment_intents.retrieve_async(intent_id))
-        if intent.metadata and "tally_invoice_id" in intent.metadata:
-            found.append(_side_payment(intent, charge))
-    return found
+    return [
+        _side_payment(intent, charge)
+        async for charge, intent in _charges_with_intents(gateway, {"created": {"gt": int(since.timestamp())}})
+        if charge.status == "succeeded" and "tally_invoice_id" in _tally_metadata(intent)
+    ]
 
 
 async def payment_in_stripe(gateway: StripeGateway, payment_intent_id: str) -> StripeSidePayment | None:
@@ -241,7 +251,6 @@ async def payment_in_stripe(gateway: StripeGateway, payment_intent_id: str) -> S
         if error.http_status == 404:
             return None
         raise
-    latest = intent.latest_charge
-    charge_id = latest if isinstance(latest, str) or latest is None else latest.id
+    charge_id = _latest_charge_id(intent)
     charge = await _call(gateway.client.v1.charges.retrieve_async(charge_id)) if charge_id else None
     return _side_payment(intent, charge)
