@@ -19,8 +19,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import collection_repository, repository
 from billing.anomalies import Finding, raise_anomaly
+from billing.models import Invoice, StripePayment
 from billing.stripe_gateway import Charge
 from customers import service as customers
+from ledger.models import LedgerTransaction
 from ledger.service import Entry, Leg, account, claim, post
 
 
@@ -102,15 +104,14 @@ async def settle_payment(
 ) -> str | None:
     """Post the payment, close the invoice's collection and, with nothing else overdue, make the
     customer ACTIVE. Returns why it could not be posted, or None."""
-    error = await post_invoice_payment(session, invoice_id, paid, as_of=as_of)
-    await collection_repository.settle_outbox(session, invoice_id, "collected" if error is None else "failed", error)
     invoice = await repository.invoice_for_update(session, invoice_id)
-    overdue = invoice is None or await collection_repository.customers_with_failed_collection(
-        session, invoice.customer_id
-    )
-    if error is None and invoice is not None and not overdue:
+    error = await _post_payment(session, invoice, paid, as_of=as_of) if invoice else f"no invoice {invoice_id}"
+    await collection_repository.settle_outbox(session, invoice_id, "collected" if error is None else "failed", error)
+    if invoice is None or error is not None:
+        return error
+    if not await collection_repository.customers_with_failed_collection(session, invoice.customer_id):
         await customers.set_status(session, invoice.customer_id, "ACTIVE")
-    return error
+    return None
 
 
 async def post_invoice_payment(
@@ -125,8 +126,10 @@ async def post_invoice_payment(
     worker and the webhook can both report it and it is posted once. Returns why it could not
     be posted, or None."""
     invoice = await repository.invoice_for_update(session, invoice_id)
-    if invoice is None:
-        return f"no invoice {invoice_id}"
+    return await _post_payment(session, invoice, paid, as_of=as_of) if invoice else f"no invoice {invoice_id}"
+
+
+async def _post_payment(session: AsyncSession, invoice: Invoice, paid: Paid, *, as_of: datetime) -> str | None:
     if paid.currency != invoice.currency or paid.amount != invoice.amount_due:
         return (
             f"paid {paid.amount} {paid.currency} for invoice {invoice.number}, "
@@ -160,24 +163,32 @@ async def post_invoice_payment(
     return None
 
 
+async def _through_clearing(
+    session: AsyncSession, entry: Entry, account_kind: str, amount: int, *, as_of: datetime
+) -> tuple[LedgerTransaction, bool]:
+    """Claim ``entry`` and, the first time only, move ``amount`` out of Stripe clearing into
+    ``account_kind`` (a negative amount moves it back): refunds, disputes and payouts all do."""
+    transaction, created = await claim(session, entry, as_of=as_of)
+    if created:
+        other = await account(session, account_kind, entry.currency, as_of)
+        clearing = await account(session, "stripe_clearing", entry.currency, as_of)
+        await post(session, transaction, [Leg(other, amount), Leg(clearing, -amount)])
+    return transaction, created
+
+
 async def post_refunds(
     session: AsyncSession,
+    payment: StripePayment,
     *,
-    payment_intent_id: str | None,
     charge_id: str,
     amount_refunded: int,
     currency: str,
     refunded_at: datetime,
     as_of: datetime,
 ) -> str | None:
-    """Bring what Tally has posted as refunded up to the charge's ``amount_refunded`` (Stripe's
-    running total): a refund event seen twice, or an older one seen after a newer, posts nothing.
-    Returns why nothing could be posted, or None."""
-    payment = await collection_repository.payment_for_update(
-        session, payment_intent_id=payment_intent_id, charge_id=charge_id
-    )
-    if payment is None:
-        return f"charge {charge_id} is not the payment of a Tally invoice"
+    """Bring what Tally has posted as refunded on ``payment`` (locked by the caller) up to the
+    charge's ``amount_refunded`` (Stripe's running total): a refund event seen twice, or an older
+    one seen after a newer, posts nothing. Returns why nothing could be posted, or None."""
     if currency != payment.currency:
         return f"refunded in {currency}, paid in {payment.currency}"
     newly_refunded = amount_refunded - payment.refunded
@@ -193,20 +204,16 @@ async def post_refunds(
         idempotency_key=f"stripe:refund:{charge_id}:{amount_refunded}",
         request={"charge": charge_id, "amount_refunded": amount_refunded},
     )
-    transaction, created = await claim(session, entry, as_of=as_of)
-    if created:
-        refunds = await account(session, "refunds", currency, as_of)
-        clearing = await account(session, "stripe_clearing", currency, as_of)
-        await post(session, transaction, [Leg(refunds, newly_refunded), Leg(clearing, -newly_refunded)])
+    await _through_clearing(session, entry, "refunds", newly_refunded, as_of=as_of)
     await collection_repository.set_refunded(session, payment.payment_intent_id, amount_refunded)
     return None
 
 
 async def post_dispute(
     session: AsyncSession,
+    payment: StripePayment,
     *,
     dispute_id: str,
-    payment_intent_id: str | None,
     charge_id: str,
     amount: int,
     currency: str,
@@ -215,13 +222,9 @@ async def post_dispute(
     opened_at: datetime,
     as_of: datetime,
 ) -> str | None:
-    """Post a dispute once (clearing credited: Stripe has taken the amount back) and raise a
-    ``DISPUTE`` anomaly for finance. Returns why nothing could be posted, or None."""
-    payment = await collection_repository.payment_for_update(
-        session, payment_intent_id=payment_intent_id, charge_id=charge_id
-    )
-    if payment is None:
-        return f"charge {charge_id} is not the payment of a Tally invoice"
+    """Post a dispute of ``payment`` (locked by the caller) once, clearing credited (Stripe has
+    taken the amount back), and raise a ``DISPUTE`` anomaly for finance. Returns why nothing could
+    be posted, or None."""
     if currency != payment.currency:
         return f"disputed in {currency}, paid in {payment.currency}"
     entry = Entry(
@@ -234,12 +237,9 @@ async def post_dispute(
         idempotency_key=f"stripe:dispute:{dispute_id}",
         request={"charge": charge_id, "amount": amount},
     )
-    transaction, created = await claim(session, entry, as_of=as_of)
+    transaction, created = await _through_clearing(session, entry, "disputes", amount, as_of=as_of)
     if not created:
         return None
-    disputes = await account(session, "disputes", currency, as_of)
-    clearing = await account(session, "stripe_clearing", currency, as_of)
-    await post(session, transaction, [Leg(disputes, amount), Leg(clearing, -amount)])
     await collection_repository.remember_dispute(
         session,
         dispute_id=dispute_id,
@@ -291,11 +291,7 @@ async def post_payout(
         idempotency_key=f"stripe:payout:{payout_id}",
         request={"payout": payout_id, "amount": amount},
     )
-    transaction, created = await claim(session, paid, as_of=as_of)
-    bank = await account(session, "bank", currency, as_of)
-    clearing = await account(session, "stripe_clearing", currency, as_of)
-    if created:
-        await post(session, transaction, [Leg(bank, amount), Leg(clearing, -amount)])
+    await _through_clearing(session, paid, "bank", amount, as_of=as_of)
     if not failed:
         return
     returned = Entry(
@@ -308,6 +304,4 @@ async def post_payout(
         idempotency_key=f"stripe:payout_failed:{payout_id}",
         request={"payout": payout_id, "amount": amount},
     )
-    transaction, created = await claim(session, returned, as_of=as_of)
-    if created:
-        await post(session, transaction, [Leg(clearing, amount), Leg(bank, -amount)])
+    await _through_clearing(session, returned, "bank", -amount, as_of=as_of)

@@ -214,21 +214,17 @@ async def _payment_intent_changed(
 NOT_OURS = Outcome("ignored", "not the payment of a Tally invoice")
 
 
-async def _is_ours(session: AsyncSession, payment_intent_id: str | None, charge_id: str) -> bool:
-    found = await collection_repository.payment_for_update(
-        session, payment_intent_id=payment_intent_id, charge_id=charge_id
-    )
-    return found is not None
-
-
 async def _charge_refunded(
     session: AsyncSession, charge: dict[str, Any], processing: Processing, as_of: datetime
 ) -> Outcome:
-    if not await _is_ours(session, _id_of(charge.get("payment_intent")), charge["id"]):
+    payment = await collection_repository.payment_for_update(
+        session, payment_intent_id=_id_of(charge.get("payment_intent")), charge_id=charge["id"]
+    )
+    if payment is None:
         return NOT_OURS
     error = await post_refunds(
         session,
-        payment_intent_id=_id_of(charge.get("payment_intent")),
+        payment,
         charge_id=charge["id"],
         amount_refunded=int(charge.get("amount_refunded") or 0),
         currency=str(charge.get("currency", "")).upper(),
@@ -242,12 +238,17 @@ async def _dispute_created(
     session: AsyncSession, dispute: dict[str, Any], processing: Processing, as_of: datetime
 ) -> Outcome:
     charge_id = _id_of(dispute.get("charge"))
-    if charge_id is None or not await _is_ours(session, _id_of(dispute.get("payment_intent")), charge_id):
+    if charge_id is None:
+        return NOT_OURS
+    payment = await collection_repository.payment_for_update(
+        session, payment_intent_id=_id_of(dispute.get("payment_intent")), charge_id=charge_id
+    )
+    if payment is None:
         return NOT_OURS
     error = await post_dispute(
         session,
+        payment,
         dispute_id=dispute["id"],
-        payment_intent_id=_id_of(dispute.get("payment_intent")),
         charge_id=charge_id,
         amount=int(dispute.get("amount") or 0),
         currency=str(dispute.get("currency", "")).upper(),
