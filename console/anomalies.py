@@ -4,8 +4,6 @@ with a note (finance), and the filtered table as CSV."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -13,13 +11,13 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi.responses import RedirectResponse, Response
 
 from app.api.anomalies import AnomalyKind, AnomalySeverity, AnomalyStatus
 from app.api.context import TallyContext
 from app.auth import Capability
 from console.billing import field_errors
-from console.routes import CSV_ROW_LIMIT, ContextDep, query, render
+from console.routes import CSV_ROW_LIMIT, ContextDep, csv_download, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -129,24 +127,21 @@ async def _page(
 async def anomalies_csv(request: Request, context: ContextDep) -> Response:
     """The filtered table, in the page's order, paged through the same GraphQL query."""
     filters = Filters.parse(dict(request.query_params))
-    output = io.StringIO()
-    writer = csv.writer(output)
-    writer.writerow(
-        [
-            "detected_at",
-            "kind",
-            "severity",
-            "status",
-            "customer",
-            "summary",
-            "window_start",
-            "window_end",
-            "numbers",
-            "note",
-            "status_by",
-            "status_at",
-        ]
-    )
+    header = [
+        "detected_at",
+        "kind",
+        "severity",
+        "status",
+        "customer",
+        "summary",
+        "window_start",
+        "window_end",
+        "numbers",
+        "note",
+        "status_by",
+        "status_at",
+    ]
+    rows: list[list[Any]] = []
     after, written = None, 0
     while written < CSV_ROW_LIMIT:
         page = (
@@ -154,7 +149,7 @@ async def anomalies_csv(request: Request, context: ContextDep) -> Response:
         )["anomalies"]
         for edge in page["edges"]:
             row = edge["node"]
-            writer.writerow(
+            rows.append(
                 [
                     row["detectedAt"],
                     row["kind"],
@@ -174,11 +169,7 @@ async def anomalies_csv(request: Request, context: ContextDep) -> Response:
         if not page["pageInfo"]["hasNextPage"]:
             break
         after = page["pageInfo"]["endCursor"]
-    return StreamingResponse(
-        iter([output.getvalue()]),
-        media_type="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="anomalies.csv"'},
-    )
+    return csv_download("anomalies.csv", header, rows)
 
 
 async def _submitted(request: Request) -> tuple[Filters, dict[str, str]]:

@@ -4,19 +4,17 @@ the invoice lookup."""
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
 from app.auth import Capability
-from console.routes import CSV_ROW_LIMIT, ContextDep, is_htmx, query, render
+from console.routes import CSV_ROW_LIMIT, ContextDep, csv_download, is_htmx, query, render
 from console.views import utc_minute
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -122,23 +120,20 @@ def new_plan_change(customer: dict[str, Any], plans: list[dict[str, Any]]) -> di
 @router.get("/customers/{customer_id}/invoices.csv")
 async def customer_invoices_csv(request: Request, context: ContextDep, customer_id: str) -> Response:
     """Every issued invoice of the customer, newest first, paged through the same GraphQL query."""
-    output = io.StringIO()
-    writer = csv.writer(output)
-    writer.writerow(
-        [
-            "number",
-            "status",
-            "kind",
-            "period_start",
-            "period_end",
-            "issued_at",
-            "currency",
-            "subtotal",
-            "credits_applied",
-            "total",
-            "amount_due",
-        ]
-    )
+    header = [
+        "number",
+        "status",
+        "kind",
+        "period_start",
+        "period_end",
+        "issued_at",
+        "currency",
+        "subtotal",
+        "credits_applied",
+        "total",
+        "amount_due",
+    ]
+    rows: list[list[Any]] = []
     after, external_id, written = None, None, 0
     while written < CSV_ROW_LIMIT:
         found = (
@@ -149,7 +144,7 @@ async def customer_invoices_csv(request: Request, context: ContextDep, customer_
         external_id, page = found["externalId"], found["invoices"]
         for edge in page["edges"]:
             invoice = edge["node"]
-            writer.writerow(
+            rows.append(
                 [
                     invoice["number"],
                     invoice["status"],
@@ -168,11 +163,7 @@ async def customer_invoices_csv(request: Request, context: ContextDep, customer_
         if not page["pageInfo"]["hasNextPage"]:
             break
         after = page["pageInfo"]["endCursor"]
-    return StreamingResponse(
-        iter([output.getvalue()]),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="invoices-{external_id}.csv"'},
-    )
+    return csv_download(f"invoices-{external_id}.csv", header, rows)
 
 
 async def plan_change_form(request: Request) -> dict[str, str]:

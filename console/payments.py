@@ -4,8 +4,6 @@ Reconciliation page (runs, discrepancies with both sides compared key by key, re
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import uuid
 from dataclasses import dataclass
@@ -13,12 +11,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
 from app.auth import Capability
 from console.billing import field_errors, refusal_status
-from console.routes import CSV_ROW_LIMIT, ContextDep, query, render
+from console.routes import CSV_ROW_LIMIT, ContextDep, csv_download, query, render
 from console.views import utc_minute
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -97,13 +95,20 @@ async def customer_attempts_csv(request: Request, context: ContextDep, customer_
     collection = (await query(request, "ConsoleCustomerCollection", {"id": customer_id}, context))["customerCollection"]
     if customer is None or collection is None:
         return render(request, "not_found.html", {"what": "customer"}, status_code=404)
-    output = io.StringIO()
-    writer = csv.writer(output)
-    writer.writerow(
-        ["invoice", "amount_due", "currency", "collection_status", "attempt", "payment_intent", "status", "error", "at"]
-    )
+    header = [
+        "invoice",
+        "amount_due",
+        "currency",
+        "collection_status",
+        "attempt",
+        "payment_intent",
+        "status",
+        "error",
+        "at",
+    ]
+    rows: list[list[Any]] = []
     for invoice, attempt in attempts_of(collection)[:CSV_ROW_LIMIT]:
-        writer.writerow(
+        rows.append(
             [
                 invoice["invoiceNumber"],
                 invoice["amountDue"]["amount"],
@@ -116,11 +121,7 @@ async def customer_attempts_csv(request: Request, context: ContextDep, customer_
                 attempt["attemptedAt"],
             ]
         )
-    return StreamingResponse(
-        iter([output.getvalue()]),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="payment-attempts-{customer["externalId"]}.csv"'},
-    )
+    return csv_download(f"payment-attempts-{customer['externalId']}.csv", header, rows)
 
 
 async def _action_form(request: Request) -> tuple[str, dict[str, str]]:
@@ -284,51 +285,43 @@ async def reconciliation_csv(request: Request, context: ContextDep, status: str 
     if not context.viewer.can(Capability.MANAGE_COLLECTION):
         return _forbidden(request)
     status = status_filter(status)
-    rows = await _discrepancies(request, context, status)
-    output = io.StringIO()
-    writer = csv.writer(output)
-    writer.writerow(
+    discrepancies = await _discrepancies(request, context, status)
+    header = [
+        "id",
+        "kind",
+        "object",
+        "invoice_id",
+        "customer",
+        "summary",
+        "detected_at",
+        "last_seen_at",
+        "status",
+        "note",
+        "resolved_by",
+        "resolved_at",
+        "tally_side",
+        "stripe_side",
+    ]
+    rows = [
         [
-            "id",
-            "kind",
-            "object",
-            "invoice_id",
-            "customer",
-            "summary",
-            "detected_at",
-            "last_seen_at",
-            "status",
-            "note",
-            "resolved_by",
-            "resolved_at",
-            "tally_side",
-            "stripe_side",
+            row["id"],
+            row["kind"],
+            row["objectId"],
+            row["invoiceId"] or "",
+            row["customerExternalId"] or "",
+            row["summary"],
+            row["detectedAt"],
+            row["lastSeenAt"],
+            row["status"],
+            row["note"] or "",
+            row["resolvedBy"] or "",
+            row["resolvedAt"] or "",
+            json.dumps(row["tallySide"], sort_keys=True) if row["tallySide"] is not None else "",
+            json.dumps(row["stripeSide"], sort_keys=True) if row["stripeSide"] is not None else "",
         ]
-    )
-    for row in rows:
-        writer.writerow(
-            [
-                row["id"],
-                row["kind"],
-                row["objectId"],
-                row["invoiceId"] or "",
-                row["customerExternalId"] or "",
-                row["summary"],
-                row["detectedAt"],
-                row["lastSeenAt"],
-                row["status"],
-                row["note"] or "",
-                row["resolvedBy"] or "",
-                row["resolvedAt"] or "",
-                json.dumps(row["tallySide"], sort_keys=True) if row["tallySide"] is not None else "",
-                json.dumps(row["stripeSide"], sort_keys=True) if row["stripeSide"] is not None else "",
-            ]
-        )
-    return StreamingResponse(
-        iter([output.getvalue()]),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="reconciliation-{status}.csv"'},
-    )
+        for row in discrepancies
+    ]
+    return csv_download(f"reconciliation-{status}.csv", header, rows)
 
 
 @router.post("/reconciliation/run")

@@ -3,19 +3,17 @@ totals, the distribution of changes as an SVG chart, every customer's change, an
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
 from app.api.context import TallyContext
 from app.auth import Capability
-from console.routes import ContextDep, is_htmx, query, render
+from console.routes import ContextDep, csv_download, is_htmx, query, render
 from console.views import biggest_movers_first, distribution_chart
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -160,11 +158,10 @@ async def simulation_csv(request: Request, context: ContextDep) -> Response:
     simulation = await simulate(request, context, form) if not form.errors else None
     if simulation is None:
         return page(request, context, form, None)
-    output = io.StringIO()
-    writer = csv.writer(output)
-    writer.writerow(CSV_COLUMNS)
+    header = CSV_COLUMNS
+    rows: list[list[Any]] = []
     for row in biggest_movers_first(simulation["customers"]):
-        writer.writerow(
+        rows.append(
             [
                 row["externalId"],
                 row["name"],
@@ -177,8 +174,4 @@ async def simulation_csv(request: Request, context: ContextDep) -> Response:
                 row["changePercent"] if row["changePercent"] is not None else "",
             ]
         )
-    return StreamingResponse(
-        iter([output.getvalue()]),
-        media_type="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="pricing-simulation.csv"'},
-    )
+    return csv_download("pricing-simulation.csv", header, rows)

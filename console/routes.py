@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi.responses import RedirectResponse, Response
 from jinja2_fragments.fastapi import Jinja2Blocks
 
 from app.api.context import TallyContext
@@ -40,6 +40,19 @@ NAVIGATION = [
 ]
 LOGIN_FAILED = "Wrong email or password. After repeated failures, sign-in is paused for a while."
 CSV_ROW_LIMIT = 10_000
+
+
+def csv_download(filename: str, header: list[str], rows: list[list[Any]]) -> Response:
+    """A console table as a CSV attachment."""
+    output = io.StringIO()
+    writer = csv.writer(output)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return Response(
+        output.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 def is_htmx(request: Request) -> bool:
@@ -155,11 +168,10 @@ async def customers_page(request: Request, context: ContextDep, search: str = ""
 
 
 @router.get("/customers.csv")
-async def customers_csv(context: ContextDep, request: Request, search: str = "") -> StreamingResponse:
+async def customers_csv(context: ContextDep, request: Request, search: str = "") -> Response:
     """Every customer matching the search, as CSV, paged through the same GraphQL query."""
-    output = io.StringIO()
-    writer = csv.writer(output)
-    writer.writerow(["id", "external_id", "name", "email", "currency", "status", "plan", "plan_version", "created_at"])
+    header = ["id", "external_id", "name", "email", "currency", "status", "plan", "plan_version", "created_at"]
+    rows: list[list[Any]] = []
     after, written = None, 0
     while written < CSV_ROW_LIMIT:
         page = (
@@ -168,7 +180,7 @@ async def customers_csv(context: ContextDep, request: Request, search: str = "")
         for edge in page["edges"]:
             node = edge["node"]
             plan = (node["subscription"] or {}).get("plan") or {}
-            writer.writerow(
+            rows.append(
                 [
                     node["id"],
                     node["externalId"],
@@ -185,11 +197,7 @@ async def customers_csv(context: ContextDep, request: Request, search: str = "")
         if not page["pageInfo"]["hasNextPage"]:
             break
         after = page["pageInfo"]["endCursor"]
-    return StreamingResponse(
-        iter([output.getvalue()]),
-        media_type="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="customers.csv"'},
-    )
+    return csv_download("customers.csv", header, rows)
 
 
 @router.post("/customers")
@@ -309,18 +317,13 @@ async def metering_page(request: Request, context: ContextDep, replayed: str | N
 
 
 @router.get("/metering/quarantine.csv")
-async def quarantine_csv(request: Request, context: ContextDep) -> StreamingResponse:
+async def quarantine_csv(request: Request, context: ContextDep) -> Response:
     data = await query(request, "ConsoleMetering", {}, context)
-    output = io.StringIO()
-    writer = csv.writer(output)
-    writer.writerow(["event_id", "code", "message", "received_at", "payload"])
+    header = ["event_id", "code", "message", "received_at", "payload"]
+    rows: list[list[Any]] = []
     for row in data["quarantinedEvents"]:
-        writer.writerow([row["eventId"], row["code"], row["message"], row["receivedAt"], json.dumps(row["payload"])])
-    return StreamingResponse(
-        iter([output.getvalue()]),
-        media_type="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="quarantine.csv"'},
-    )
+        rows.append([row["eventId"], row["code"], row["message"], row["receivedAt"], json.dumps(row["payload"])])
+    return csv_download("quarantine.csv", header, rows)
 
 
 @router.post("/metering/replay")
