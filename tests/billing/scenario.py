@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.billing_run import run_billing
+from app.settings import Settings
 from billing import service as billing
 from customers.service import NewCustomer, create_customer
+from ledger.grants import grant_credits
 from metering.service import IngestLimits, ingest
 from pricing.service import apply_catalog
 
@@ -99,3 +102,23 @@ async def invoices_of(session: AsyncSession, customer_id: uuid.UUID) -> list[Any
 async def lines_of(session: AsyncSession, invoice_id: uuid.UUID) -> list[tuple[str, str, Any, int]]:
     lines = (await billing.lines_of(session, [invoice_id]))[invoice_id]
     return [(line.kind, line.description, line.quantity, line.amount) for line in lines]
+
+
+async def opening_invoice(session: AsyncSession, sessions: Any, settings: Settings, credits: int = 0) -> Any:
+    """A Basic customer's opening invoice: 10.00, less the credits they hold."""
+    customer_id = await subscribe(session, "acme", "basic", JAN_31)
+    if credits:
+        await grant_credits(
+            session,
+            customer_id=customer_id,
+            currency="USD",
+            amount=credits,
+            reason="welcome",
+            actor="test",
+            idempotency_key="welcome",
+            as_of=JAN_31 - timedelta(days=1),
+        )
+        await session.commit()
+    await run_billing(sessions, settings, as_of=JAN_31 + timedelta(minutes=1))
+    [invoice] = await invoices_of(session, customer_id)
+    return invoice

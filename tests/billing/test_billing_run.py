@@ -19,7 +19,7 @@ from app.settings import Settings
 from billing import service as billing
 from ledger import grants as credit
 from ledger import service as ledger
-from tests.billing.scenario import FEB_28, JAN_31, MAR_31, invoices_of, lines_of, send_calls, subscribe
+from tests.billing.scenario import FEB_28, JAN_31, MAR_31, invoices_of, lines_of, opening_invoice, send_calls, subscribe
 
 
 async def test_opening_then_closing_invoice_worked_out_by_hand(
@@ -171,21 +171,8 @@ async def test_credits_cover_none_part_or_all_of_an_invoice(
     due: int,
     status: str,
 ) -> None:
-    customer_id = await subscribe(session, "acme", "basic", JAN_31)
-    if granted:
-        await credit.grant_credits(
-            session,
-            customer_id=customer_id,
-            currency="USD",
-            amount=granted,
-            reason="welcome",
-            actor="test",
-            idempotency_key="welcome",
-            as_of=JAN_31 - timedelta(days=1),
-        )
-        await session.commit()
-    await run_billing(sessions, settings, as_of=JAN_31 + timedelta(minutes=1))
-    [opening] = await invoices_of(session, customer_id)
+    opening = await opening_invoice(session, sessions, settings, credits=granted)
+    customer_id = opening.customer_id
     assert (opening.total, opening.credits_applied, opening.amount_due, opening.status) == (1000, applied, due, status)
     balances = await ledger.balances(session, customer_id, "USD")
     assert (balances.credits, balances.outstanding) == (granted - applied, due)

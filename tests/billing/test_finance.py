@@ -12,38 +12,16 @@ import pytest
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.billing_run import run_billing
 from app.settings import Settings
 from billing import finance
-from ledger import grants as credit
 from ledger import service as ledger
 from ledger.errors import InvalidInput
-from tests.billing.scenario import JAN_31, invoices_of, subscribe
+from tests.billing.scenario import JAN_31, opening_invoice
 from tests.conftest import graphql
 
 LATER = JAN_31 + timedelta(days=2)
 VOID = """mutation($i: CloseInvoiceInput!) { voidInvoice(input: $i) {
   invoice { status amountDue { amount } } userErrors { field code message } } }"""
-
-
-async def opening_invoice(session: AsyncSession, sessions: Any, settings: Settings, credits: int = 0) -> Any:
-    """A Basic customer's opening invoice: 10.00, less the credits they hold."""
-    customer_id = await subscribe(session, "acme", "basic", JAN_31)
-    if credits:
-        await credit.grant_credits(
-            session,
-            customer_id=customer_id,
-            currency="USD",
-            amount=credits,
-            reason="welcome",
-            actor="test",
-            idempotency_key="welcome",
-            as_of=JAN_31 - timedelta(days=1),
-        )
-        await session.commit()
-    await run_billing(sessions, settings, as_of=JAN_31 + timedelta(minutes=1))
-    [invoice] = await invoices_of(session, customer_id)
-    return invoice
 
 
 async def status_of(session: AsyncSession) -> tuple[str, str]:
