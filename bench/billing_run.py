@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.billing_run import run_billing
 from app.database import create_engine, libpq_url, session_factory
 from app.settings import Settings
-from bench._database import scratch_database
+from bench._database import derive_daily_rollups, rollup_aggregation, scratch_database
 from bench._server import cli, running_server
 from billing.simulation import PeriodSelection, simulate_pricing
 from customers.periods import add_months, period_containing
@@ -40,8 +40,6 @@ from ledger.grants import grant_credits
 CATALOG = Path(__file__).resolve().parents[1] / "app" / "demo" / "catalog.toml"
 UPCOMING = """query($id: String!) { customer(externalId: $id) { upcomingInvoice {
   total { amount } creditsApplied { amount } lines { description quantity amount { amount } } } } }"""
-BASELINE = """SELECT meter_id, dimensions::text, sum(event_count), sum(value_sum), max(value_max)
-  FROM usage_rollups WHERE customer_id = %s AND hour >= %s AND hour < %s GROUP BY meter_id, dimensions"""
 
 
 def load(url: str, customers: int, anchor: datetime, usage_end: datetime) -> None:
@@ -96,6 +94,7 @@ def load(url: str, customers: int, anchor: datetime, usage_end: datetime) -> Non
             """,
             {"anchor": anchor, "end": usage_end},
         )
+        derive_daily_rollups(connection)
         connection.execute("ANALYZE")
         rollups = connection.execute("SELECT count(*) FROM usage_rollups").fetchone()
         print(
@@ -130,7 +129,7 @@ def baseline(url: str, anchor: datetime, end: datetime) -> float:
         ids = [row[0] for row in connection.execute("SELECT id FROM customers ORDER BY id").fetchall()]
         started = time.perf_counter()
         for customer_id in ids:
-            connection.execute(BASELINE, (customer_id, anchor, end)).fetchall()
+            rollup_aggregation(connection, customer_id, anchor, end)
         return len(ids) / (time.perf_counter() - started)
 
 

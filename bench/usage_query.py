@@ -24,15 +24,13 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.database import libpq_url
-from bench._database import scratch_database
+from bench._database import derive_daily_rollups, rollup_aggregation, scratch_database
 from bench._server import cli, running_server
 
 CATALOG = Path(__file__).resolve().parents[1] / "app" / "demo" / "catalog.toml"
 USAGE = """query CustomerUsage($externalId: String!) { customer(externalId: $externalId) { id
   usage { meter { key name unit } quantity included limit remaining cost { amount currency }
           byDimension { dimensions quantity cost { amount currency } } } } }"""
-RAW = """SELECT meter_id, dimensions, sum(event_count), sum(value_sum) FROM usage_rollups
-  WHERE customer_id = %s AND hour >= %s AND hour < %s GROUP BY meter_id, dimensions"""
 
 
 def load(url: str, events: int, customers: int) -> tuple[list[str], datetime]:
@@ -80,6 +78,7 @@ def load(url: str, events: int, customers: int) -> tuple[list[str], datetime]:
             FROM events e JOIN meters m ON m.event_type = e.event_type
             GROUP BY 1, 2, 3, 4, m.aggregation
         """)
+        derive_daily_rollups(connection)
         connection.execute("ANALYZE")
         print(
             f"loaded {events:,} events for {customers:,} customers and their rollups "
@@ -119,7 +118,7 @@ def main() -> None:
         with psycopg.connect(libpq_url(url)) as connection:
             ids = dict(connection.execute("SELECT external_id, id FROM customers").fetchall())
             end = datetime.now(UTC) + timedelta(hours=1)
-            raw = timed(args.requests, lambda i: connection.execute(RAW, (ids[picks[i]], start, end)).fetchall())
+            raw = timed(args.requests, lambda i: rollup_aggregation(connection, ids[picks[i]], start, end))
         with (
             running_server(url, Path(data_dir), TALLY_TRACING="false") as base_url,
             httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,

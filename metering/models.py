@@ -56,6 +56,35 @@ class UsageUniqueValue(SQLModel, table=True):
     value: str = Field(sa_column=Column(Text, primary_key=True))
 
 
+class UsageDailyRollup(SQLModel, table=True):
+    """The same aggregate as :class:`UsageRollup` over one UTC day: a period reads a row a day."""
+
+    __tablename__ = "usage_daily_rollups"
+
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    meter_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    day: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    dimensions: dict[str, Any] = Field(sa_column=Column(JSONB, primary_key=True))
+    event_count: int = Field(sa_column=Column(BigInteger, nullable=False))
+    value_sum: Decimal | None = Field(default=None, sa_column=Column(Numeric))
+    value_max: Decimal | None = Field(default=None, sa_column=Column(Numeric))
+    latest_value: Decimal | None = Field(default=None, sa_column=Column(Numeric))
+    latest_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    latest_event_id: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class UsageDailyUniqueValue(SQLModel, table=True):
+    """Distinct values a unique_count meter saw in a UTC day."""
+
+    __tablename__ = "usage_daily_unique_values"
+
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    meter_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    day: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    dimensions: dict[str, Any] = Field(sa_column=Column(JSONB, primary_key=True))
+    value: str = Field(sa_column=Column(Text, primary_key=True))
+
+
 class QuarantinedEvent(SQLModel, table=True):
     """An event refused for an unknown customer or event type, kept to be replayed."""
 

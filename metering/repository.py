@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -42,19 +42,8 @@ WITH inserted AS (
 INSERT INTO new_event_ids SELECT event_id FROM inserted
 """
 
-# Only events new to Tally reach the rollups; keys are upserted in one sorted order, so two
-# concurrent batches lock shared rows in the same order and cannot deadlock on them.
-UPSERT_ROLLUPS = """
-INSERT INTO usage_rollups AS r (customer_id, meter_id, hour, dimensions, event_count, value_sum,
-                                value_max, latest_value, latest_at, latest_event_id)
-SELECT u.customer_id, u.meter_id, u.hour, u.dimensions, count(*), sum(u.value), max(u.value),
-       (array_agg(u.value ORDER BY u.occurred_at DESC, u.event_id DESC))[1],
-       max(u.occurred_at),
-       (array_agg(u.event_id ORDER BY u.occurred_at DESC, u.event_id DESC))[1]
-FROM incoming_usage u JOIN new_event_ids USING (event_id)
-GROUP BY u.customer_id, u.meter_id, u.hour, u.dimensions
-ORDER BY u.customer_id, u.meter_id, u.hour, u.dimensions
-ON CONFLICT (customer_id, meter_id, hour, dimensions) DO UPDATE SET
+# How a new aggregate (`excluded`) joins a stored rollup row `r`, hourly or daily alike.
+MERGE_ROLLUP = """
   event_count = r.event_count + excluded.event_count,
   value_sum = CASE WHEN excluded.value_sum IS NULL THEN r.value_sum
                    ELSE coalesce(r.value_sum, 0) + excluded.value_sum END,
@@ -66,11 +55,46 @@ ON CONFLICT (customer_id, meter_id, hour, dimensions) DO UPDATE SET
   latest_at = greatest(r.latest_at, excluded.latest_at)
 """
 
+# Only events new to Tally reach the rollups: each hour's aggregate is computed once and merged
+# into the hourly rows and, summed by UTC day, into the daily ones. Keys are upserted in one
+# sorted order, and every batch runs this same statement, so two concurrent batches lock shared
+# rows in the same order and cannot deadlock on them.
+UPSERT_ROLLUPS = f"""
+WITH hourly AS (
+  SELECT u.customer_id, u.meter_id, u.hour, u.dimensions, count(*) AS event_count, sum(u.value) AS value_sum,
+         max(u.value) AS value_max,
+         (array_agg(u.value ORDER BY u.occurred_at DESC, u.event_id DESC))[1] AS latest_value,
+         max(u.occurred_at) AS latest_at,
+         (array_agg(u.event_id ORDER BY u.occurred_at DESC, u.event_id DESC))[1] AS latest_event_id
+  FROM incoming_usage u JOIN new_event_ids USING (event_id)
+  GROUP BY u.customer_id, u.meter_id, u.hour, u.dimensions),
+hourly_rows AS (
+  INSERT INTO usage_rollups AS r (customer_id, meter_id, hour, dimensions, event_count, value_sum, value_max,
+                                  latest_value, latest_at, latest_event_id)
+  SELECT * FROM hourly ORDER BY customer_id, meter_id, hour, dimensions
+  ON CONFLICT (customer_id, meter_id, hour, dimensions) DO UPDATE SET {MERGE_ROLLUP})
+INSERT INTO usage_daily_rollups AS r (customer_id, meter_id, day, dimensions, event_count, value_sum, value_max,
+                                      latest_value, latest_at, latest_event_id)
+SELECT customer_id, meter_id, date_trunc('day', hour, 'UTC') AS day, dimensions, sum(event_count), sum(value_sum),
+       max(value_max), (array_agg(latest_value ORDER BY latest_at DESC, latest_event_id DESC))[1], max(latest_at),
+       (array_agg(latest_event_id ORDER BY latest_at DESC, latest_event_id DESC))[1]
+FROM hourly
+GROUP BY customer_id, meter_id, day, dimensions
+ORDER BY customer_id, meter_id, day, dimensions
+ON CONFLICT (customer_id, meter_id, day, dimensions) DO UPDATE SET {MERGE_ROLLUP}
+"""
+
 INSERT_UNIQUE_VALUES = """
-INSERT INTO usage_unique_values (customer_id, meter_id, hour, dimensions, value)
-SELECT DISTINCT u.customer_id, u.meter_id, u.hour, u.dimensions, u.unique_value
-FROM incoming_usage u JOIN new_event_ids USING (event_id)
-WHERE u.unique_value IS NOT NULL
+WITH seen AS (
+  SELECT DISTINCT u.customer_id, u.meter_id, u.hour, u.dimensions, u.unique_value AS value
+  FROM incoming_usage u JOIN new_event_ids USING (event_id)
+  WHERE u.unique_value IS NOT NULL),
+hourly_values AS (
+  INSERT INTO usage_unique_values (customer_id, meter_id, hour, dimensions, value)
+  SELECT * FROM seen ORDER BY 1, 2, 3, 4, 5
+  ON CONFLICT DO NOTHING)
+INSERT INTO usage_daily_unique_values (customer_id, meter_id, day, dimensions, value)
+SELECT DISTINCT customer_id, meter_id, date_trunc('day', hour, 'UTC'), dimensions, value FROM seen
 ORDER BY 1, 2, 3, 4, 5
 ON CONFLICT DO NOTHING
 """
@@ -230,28 +254,39 @@ async def watermark_of(session: AsyncSession, customer_id: uuid.UUID) -> Custome
     return await session.get(CustomerWatermark, customer_id)
 
 
-ROLLUP_PARTIALS = text("""
+def _hours_and_days(hourly: str, daily: str, columns: str) -> str:
+    """The rows of a range of whole hours: the whole UTC days inside it from the daily table, the
+    hours before the first and after the last whole day from the hourly one."""
+    return f"""
+  SELECT hour AS at, {columns} FROM {hourly}
+  WHERE customer_id = :customer_id AND meter_id = ANY(:meter_ids)
+    AND ((hour >= :head_start AND hour < :head_end) OR (hour >= :tail_start AND hour < :tail_end))
+  UNION ALL
+  SELECT day AS at, {columns} FROM {daily}
+  WHERE customer_id = :customer_id AND meter_id = ANY(:meter_ids) AND day >= :days_start AND day < :days_end"""
+
+
+ROLLUP_COLUMNS = "meter_id, dimensions, event_count, value_sum, value_max, latest_value, latest_at, latest_event_id"
+
+ROLLUP_PARTIALS = text(f"""
 SELECT meter_id, dimensions::text AS dimensions, sum(event_count) AS count, sum(value_sum) AS total,
        max(value_max) AS maximum
-FROM usage_rollups
-WHERE customer_id = :customer_id AND meter_id = ANY(:meter_ids) AND hour >= :start AND hour < :end
+FROM ({_hours_and_days("usage_rollups", "usage_daily_rollups", ROLLUP_COLUMNS)}) AS rollups
 GROUP BY meter_id, dimensions
 """)
 
 # Kept apart from ROLLUP_PARTIALS: an ordered aggregate there made PostgreSQL sort every row of
 # the period (3.7x slower) for a value only `latest` meters read.
-ROLLUP_LATEST = text("""
+ROLLUP_LATEST = text(f"""
 SELECT DISTINCT ON (meter_id, dimensions) meter_id, dimensions::text AS dimensions, latest_value, latest_at,
        latest_event_id
-FROM usage_rollups
-WHERE customer_id = :customer_id AND meter_id = ANY(:meter_ids) AND hour >= :start AND hour < :end
+FROM ({_hours_and_days("usage_rollups", "usage_daily_rollups", ROLLUP_COLUMNS)}) AS rollups
 ORDER BY meter_id, dimensions, latest_at DESC, latest_event_id DESC
 """)
 
-UNIQUE_VALUES = text("""
+UNIQUE_VALUES = text(f"""
 SELECT DISTINCT meter_id, dimensions::text AS dimensions, value
-FROM usage_unique_values
-WHERE customer_id = :customer_id AND meter_id = ANY(:meter_ids) AND hour >= :start AND hour < :end
+FROM ({_hours_and_days("usage_unique_values", "usage_daily_unique_values", "meter_id, dimensions, value")}) AS seen
 """)
 
 RAW_EVENTS = text("""
@@ -261,27 +296,54 @@ WHERE customer_id = :customer_id AND event_type = ANY(:event_types)
   AND ((occurred_at >= :start1 AND occurred_at < :end1) OR (occurred_at >= :start2 AND occurred_at < :end2))
 """)
 
-SERIES = text("""
-SELECT date_trunc(:unit, hour, 'UTC') AS bucket, sum(event_count) AS count, sum(value_sum) AS total,
+SERIES = text(f"""
+SELECT date_trunc(:unit, at, 'UTC') AS bucket, sum(event_count) AS count, sum(value_sum) AS total,
        max(value_max) AS maximum,
        (array_agg(latest_value ORDER BY latest_at DESC, latest_event_id DESC))[1] AS latest_value
-FROM usage_rollups
-WHERE customer_id = :customer_id AND meter_id = :meter_id AND hour >= :start AND hour < :end
+FROM ({_hours_and_days("usage_rollups", "usage_daily_rollups", ROLLUP_COLUMNS)}) AS rollups
 GROUP BY bucket
 """)
 
-UNIQUE_SERIES = text("""
-SELECT date_trunc(:unit, hour, 'UTC') AS bucket, count(DISTINCT value) AS distinct_values
-FROM usage_unique_values
-WHERE customer_id = :customer_id AND meter_id = :meter_id AND hour >= :start AND hour < :end
+UNIQUE_SERIES = text(f"""
+SELECT date_trunc(:unit, at, 'UTC') AS bucket, count(DISTINCT value) AS distinct_values
+FROM ({_hours_and_days("usage_unique_values", "usage_daily_unique_values", "meter_id, dimensions, value")}) AS seen
 GROUP BY bucket
 """)
+
+
+def _day_floor(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def whole_hours_params(
+    customer_id: uuid.UUID, meter_ids: list[uuid.UUID], start: datetime, end: datetime
+) -> dict[str, Any]:
+    """Parameters of :func:`_hours_and_days` for the whole hours ``[start, end)``."""
+    days_start = _day_floor(start)
+    if days_start < start:
+        days_start += timedelta(days=1)
+    days_end = _day_floor(end)
+    if days_start >= days_end:  # no whole day inside: every hour from the hourly table
+        days_start = days_end = start
+        head_end = tail_start = end
+    else:
+        head_end, tail_start = days_start, days_end
+    return {
+        "customer_id": customer_id,
+        "meter_ids": meter_ids,
+        "head_start": start,
+        "head_end": head_end,
+        "tail_start": tail_start,
+        "tail_end": end,
+        "days_start": days_start,
+        "days_end": days_end,
+    }
 
 
 async def rollup_partials(
     session: AsyncSession, customer_id: uuid.UUID, meter_ids: list[uuid.UUID], start: datetime, end: datetime
 ) -> list[Any]:
-    params = {"customer_id": customer_id, "meter_ids": meter_ids, "start": start, "end": end}
+    params = whole_hours_params(customer_id, meter_ids, start, end)
     return list((await session.execute(ROLLUP_PARTIALS, params)).mappings())
 
 
@@ -289,14 +351,14 @@ async def rollup_latest(
     session: AsyncSession, customer_id: uuid.UUID, meter_ids: list[uuid.UUID], start: datetime, end: datetime
 ) -> list[Any]:
     """The latest value per meter and dimensions over whole hours (for ``latest`` meters)."""
-    params = {"customer_id": customer_id, "meter_ids": meter_ids, "start": start, "end": end}
+    params = whole_hours_params(customer_id, meter_ids, start, end)
     return list((await session.execute(ROLLUP_LATEST, params)).mappings())
 
 
 async def unique_values(
     session: AsyncSession, customer_id: uuid.UUID, meter_ids: list[uuid.UUID], start: datetime, end: datetime
 ) -> list[Any]:
-    params = {"customer_id": customer_id, "meter_ids": meter_ids, "start": start, "end": end}
+    params = whole_hours_params(customer_id, meter_ids, start, end)
     return list((await session.execute(UNIQUE_VALUES, params)).mappings())
 
 
@@ -354,7 +416,12 @@ async def series(
     *,
     unique: bool,
 ) -> list[Any]:
-    params = {"customer_id": customer_id, "meter_id": meter_id, "unit": unit, "start": start, "end": end}
+    """Hourly buckets from the hourly rollups alone; daily ones from the daily rollups where a
+    day is whole inside the range."""
+    params = whole_hours_params(customer_id, [meter_id], start, end)
+    if unit == "hour":
+        params |= {"head_end": end, "tail_start": end, "days_start": start, "days_end": start}
+    params["unit"] = unit
     return list((await session.execute(UNIQUE_SERIES if unique else SERIES, params)).mappings())
 
 

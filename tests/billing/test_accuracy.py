@@ -53,7 +53,8 @@ async def test_rollups_that_drifted_from_the_events_are_an_anomaly_and_a_metric(
 ) -> None:
     customer_id = await subscribe(session, "acme", "basic", JAN_31)
     await send_calls(session, "acme", 150, datetime(2026, 2, 10, tzinfo=UTC))
-    await session.execute(text("UPDATE usage_rollups SET event_count = event_count + 5"))
+    for rollups in ("usage_rollups", "usage_daily_rollups"):
+        await session.execute(text(f"UPDATE {rollups} SET event_count = event_count + 5"))
     await session.commit()
     await run_billing(sessions, settings, as_of=FEB_28 + timedelta(hours=1))
     configure_metrics(Settings())
