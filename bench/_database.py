@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -50,14 +49,10 @@ def derive_daily_rollups(connection: psycopg.Connection[Any]) -> None:
         FROM usage_unique_values""")
 
 
-# The app's own period aggregate, with psycopg's placeholders instead of SQLAlchemy's.
-_ROLLUP_PARTIALS = re.sub(r"(?<!:):(\w+)", r"%(\1)s", str(repository.ROLLUP_PARTIALS))
-
-
 def rollup_aggregation(
     connection: psycopg.Connection[Any], customer_id: uuid.UUID, start: datetime, end: datetime
 ) -> list[Any]:
     """The period aggregate every usage query and invoice runs, alone: a benchmark's baseline."""
     meter_ids = [row[0] for row in connection.execute("SELECT id FROM meters")]
     params = repository.whole_hours_params(customer_id, meter_ids, start, end)
-    return connection.execute(_ROLLUP_PARTIALS, params).fetchall()
+    return connection.execute(repository.ROLLUP_PARTIALS, params).fetchall()

@@ -297,10 +297,18 @@ def _idempotency_key(draft: DraftInvoice, purpose: str) -> str:
     return f"{purpose}:{draft.customer_id}:{draft.kind}:{draft.period_start.isoformat()}"
 
 
-async def issue(session: AsyncSession, draft: DraftInvoice, *, as_of: datetime, trace_id: str | None = None) -> Invoice:
-    """Write the invoice, its lines and its ledger transactions; the caller commits. The ledger
-    keys derive from the customer, kind and period, like the invoice's own unique key, so a
-    crashed and re-run billing can never post an invoice twice."""
+async def issue(
+    session: AsyncSession,
+    draft: DraftInvoice,
+    *,
+    as_of: datetime,
+    invoiced_through: datetime | None = None,
+    trace_id: str | None = None,
+) -> Invoice:
+    """Write the invoice, its lines and its ledger transactions, and move the subscription's
+    billing cursor to ``invoiced_through``; the caller commits. The ledger keys derive from the
+    customer, kind and period, like the invoice's own unique key, so a crashed and re-run billing
+    can never post an invoice twice."""
     currency, customer_id = draft.currency, draft.customer_id
     amounts = [line.amount(currency) for line in draft.lines]
     total = sum(amounts)
@@ -360,27 +368,26 @@ async def issue(session: AsyncSession, draft: DraftInvoice, *, as_of: datetime, 
         )
         credits_transaction_id = grant.transaction_id
     amount_due = max(total - credits_applied, 0)
-    invoice = Invoice(
-        id=uuid.uuid4(),
-        customer_id=customer_id,
-        number=await repository.next_invoice_number(session),
-        kind=draft.kind,
-        status="issued" if amount_due else "paid",
-        currency=currency,
-        period_start=draft.period_start,
-        period_end=draft.period_end,
-        subtotal=total,
-        credits_applied=credits_applied,
-        total=total,
-        amount_due=amount_due,
-        issued_at=as_of,
-        ledger_transaction_id=ledger_transaction_id,
-        credits_transaction_id=credits_transaction_id,
-        trace_id=trace_id,
-    )
+    row: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "customer_id": customer_id,
+        "kind": draft.kind,
+        "status": "issued" if amount_due else "paid",
+        "currency": currency,
+        "period_start": draft.period_start,
+        "period_end": draft.period_end,
+        "subtotal": total,
+        "credits_applied": credits_applied,
+        "total": total,
+        "amount_due": amount_due,
+        "issued_at": as_of,
+        "ledger_transaction_id": ledger_transaction_id,
+        "credits_transaction_id": credits_transaction_id,
+        "trace_id": trace_id,
+    }
     lines = [
         InvoiceLine(
-            invoice_id=invoice.id,
+            invoice_id=row["id"],
             position=position,
             kind=line.kind,
             description=line.description,
@@ -397,12 +404,10 @@ async def issue(session: AsyncSession, draft: DraftInvoice, *, as_of: datetime, 
         )
         for position, (line, amount) in enumerate(zip(draft.lines, amounts, strict=True))
     ]
-    await repository.insert_invoice(session, invoice, lines)
-    if amount_due:
-        await repository.queue_collection(session, invoice, as_of=as_of)
-    for start, end, count in draft.rated:
-        await repository.record_rated_period(session, customer_id, start, end, count, as_of)
-    return invoice
+    number = await repository.write_invoice(
+        session, repository.InvoiceToWrite(row, lines, draft.rated, invoiced_through)
+    )
+    return Invoice(number=number, **row)
 
 
 @dataclass(frozen=True)

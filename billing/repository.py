@@ -4,31 +4,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.models import Invoice, InvoiceLine, RatedPeriod
 from customers.models import Subscription
-
-
-async def next_invoice_number(session: AsyncSession) -> int:
-    """Take the next number. The counter row stays locked until this transaction ends, so take
-    it last: issuing is serialized only for the few statements that follow."""
-    row = await session.execute(
-        text("UPDATE invoice_number_counter SET last_number = last_number + 1 WHERE id = 1 RETURNING last_number")
-    )
-    return int(row.scalar_one())
-
-
-async def insert_invoice(session: AsyncSession, invoice: Invoice, lines: Sequence[InvoiceLine]) -> None:
-    await session.execute(insert(Invoice).values(invoice.model_dump()))
-    if lines:
-        await session.execute(insert(InvoiceLine), [line.model_dump() for line in lines])
+from metering.events import canonical_json
+from metering.repository import driver_connection
 
 
 async def due_customers(session: AsyncSession, *, opening_by: datetime, closing_from: datetime) -> list[uuid.UUID]:
@@ -45,41 +33,146 @@ async def due_customers(session: AsyncSession, *, opening_by: datetime, closing_
     return list(await session.exec(query))
 
 
+async def subscription_to_bill(session: AsyncSession, customer_id: uuid.UUID) -> Subscription | None:
+    """The customer's subscription, locked for this transaction unless another billing run or a
+    plan change holds it (then None: SKIP LOCKED). Not attached to the session: the billing run
+    moves ``invoiced_through`` with the invoice's own statement."""
+    connection = await driver_connection(session)
+    cursor = await connection.execute(LOCK_SUBSCRIPTION, (customer_id,))
+    row = await cursor.fetchone()
+    return None if row is None else Subscription(**dict(zip(SUBSCRIPTION_COLUMNS, row, strict=True)))
+
+
+SUBSCRIPTION_COLUMNS = (
+    "id",
+    "customer_id",
+    "plan_version_id",
+    "started_at",
+    "created_at",
+    "pending_plan_version_id",
+    "pending_change_at",
+    "invoiced_through",
+)
+LOCK_SUBSCRIPTION = (
+    f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM subscriptions WHERE customer_id = %s FOR UPDATE SKIP LOCKED"
+)
+
+
 async def event_count(
     session: AsyncSession, customer_id: uuid.UUID, event_types: Sequence[str], start: datetime, end: datetime
 ) -> int:
-    row = await session.execute(
-        text(
-            "SELECT count(*) FROM events WHERE customer_id = :customer_id AND event_type = ANY(:event_types) "
-            "AND occurred_at >= :start AND occurred_at < :end"
-        ),
-        {"customer_id": customer_id, "event_types": list(event_types), "start": start, "end": end},
+    connection = await driver_connection(session)
+    cursor = await connection.execute(
+        "SELECT count(*) FROM events WHERE customer_id = %s AND event_type = ANY(%s) "
+        "AND occurred_at >= %s AND occurred_at < %s",
+        (customer_id, list(event_types), start, end),
     )
-    return int(row.scalar_one())
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 async def rated_periods_since(
     session: AsyncSession, customer_id: uuid.UUID, ended_after: datetime
 ) -> list[RatedPeriod]:
-    query = (
-        select(RatedPeriod)
-        .where(col(RatedPeriod.customer_id) == customer_id, col(RatedPeriod.period_end) > ended_after)
-        .order_by(col(RatedPeriod.period_start))
+    connection = await driver_connection(session)
+    cursor = await connection.execute(
+        "SELECT period_start, period_end, event_count, rated_at FROM rated_periods "
+        "WHERE customer_id = %s AND period_end > %s ORDER BY period_start",
+        (customer_id, ended_after),
     )
-    return list(await session.exec(query))
+    return [
+        RatedPeriod(customer_id=customer_id, period_start=start, period_end=end, event_count=count, rated_at=rated_at)
+        for start, end, count, rated_at in await cursor.fetchall()
+    ]
 
 
-async def record_rated_period(
-    session: AsyncSession, customer_id: uuid.UUID, start: datetime, end: datetime, event_count: int, as_of: datetime
-) -> None:
-    statement = insert(RatedPeriod).values(
-        customer_id=customer_id, period_start=start, period_end=end, event_count=event_count, rated_at=as_of
-    )
-    statement = statement.on_conflict_do_update(
-        index_elements=["customer_id", "period_start"],
-        set_={"event_count": statement.excluded.event_count, "rated_at": statement.excluded.rated_at},
-    )
-    await session.execute(statement)
+# Everything an issued invoice writes besides its ledger transactions, in one statement: its
+# rated periods, the subscription's billing cursor, the invoice and its lines, the outbox row
+# when there is an amount to collect, and the gapless number. The counter row stays locked until
+# the transaction ends, so this is the last statement before the commit.
+WRITE_INVOICE = """
+WITH rated AS (
+  INSERT INTO rated_periods AS r (customer_id, period_start, period_end, event_count, rated_at)
+  SELECT %(customer_id)s, rated.period_start, rated.period_end, rated.event_count, %(issued_at)s
+  FROM unnest(%(rated_starts)s::timestamptz[], %(rated_ends)s::timestamptz[], %(rated_counts)s::bigint[])
+       AS rated(period_start, period_end, event_count)
+  ON CONFLICT (customer_id, period_start)
+  DO UPDATE SET event_count = excluded.event_count, rated_at = excluded.rated_at),
+cursor_moved AS (
+  UPDATE subscriptions SET invoiced_through = %(invoiced_through)s
+  WHERE customer_id = %(customer_id)s AND %(invoiced_through)s::timestamptz IS NOT NULL),
+number AS (
+  UPDATE invoice_number_counter SET last_number = last_number + 1 WHERE id = 1 RETURNING last_number),
+invoice AS (
+  INSERT INTO invoices (id, customer_id, number, kind, status, currency, period_start, period_end, subtotal,
+                        credits_applied, total, amount_due, issued_at, ledger_transaction_id, credits_transaction_id,
+                        trace_id)
+  SELECT %(id)s, %(customer_id)s, number.last_number, %(kind)s, %(status)s, %(currency)s, %(period_start)s,
+         %(period_end)s, %(subtotal)s, %(credits_applied)s, %(total)s, %(amount_due)s, %(issued_at)s,
+         %(ledger_transaction_id)s, %(credits_transaction_id)s, %(trace_id)s
+  FROM number
+  RETURNING number),
+lines AS (
+  INSERT INTO invoice_lines (invoice_id, position, kind, description, plan_version_id, plan_charge_id, meter_id,
+                             dimensions, quantity, unit_price, amount_exact, amount, service_start, service_end)
+  SELECT %(id)s, line.position, line.kind, line.description, line.plan_version_id, line.plan_charge_id,
+         line.meter_id, line.dimensions::jsonb, line.quantity, line.unit_price, line.amount_exact, line.amount,
+         line.service_start, line.service_end
+  FROM unnest(%(positions)s::int[], %(kinds)s::text[], %(descriptions)s::text[], %(plan_version_ids)s::uuid[],
+              %(plan_charge_ids)s::uuid[], %(meter_ids)s::uuid[], %(dimensions)s::text[], %(quantities)s::numeric[],
+              %(unit_prices)s::numeric[], %(amounts_exact)s::numeric[], %(amounts)s::bigint[],
+              %(service_starts)s::timestamptz[], %(service_ends)s::timestamptz[])
+       AS line(position, kind, description, plan_version_id, plan_charge_id, meter_id, dimensions, quantity,
+               unit_price, amount_exact, amount, service_start, service_end)),
+outbox AS (
+  INSERT INTO collection_outbox (invoice_id, customer_id, attempts, status, next_attempt_at, unavailable_retries,
+                                 created_at)
+  SELECT %(id)s, %(customer_id)s, 0, 'pending', %(issued_at)s, 0, %(issued_at)s WHERE %(amount_due)s > 0)
+SELECT number FROM invoice
+"""
+
+
+@dataclass(frozen=True)
+class InvoiceToWrite:
+    """An invoice's row without its number (taken when it is written), its lines, the periods
+    whose events it rated (start, end, event count) and where the billing cursor moves."""
+
+    invoice: dict[str, Any]
+    lines: list[InvoiceLine]
+    rated: list[tuple[datetime, datetime, int]]
+    invoiced_through: datetime | None
+
+
+async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:
+    """Write the invoice (queued for collection when something is due) and return its number."""
+    await session.flush()  # the ledger's rows first: the number's lock is the last one taken
+    lines, rated = written.lines, written.rated
+    params = {
+        **written.invoice,
+        "invoiced_through": written.invoiced_through,
+        "rated_starts": [start for start, _, _ in rated],
+        "rated_ends": [end for _, end, _ in rated],
+        "rated_counts": [count for _, _, count in rated],
+        "positions": [line.position for line in lines],
+        "kinds": [line.kind for line in lines],
+        "descriptions": [line.description for line in lines],
+        "plan_version_ids": [line.plan_version_id for line in lines],
+        "plan_charge_ids": [line.plan_charge_id for line in lines],
+        "meter_ids": [line.meter_id for line in lines],
+        "dimensions": [canonical_json(line.dimensions) for line in lines],
+        "quantities": [line.quantity for line in lines],
+        "unit_prices": [line.unit_price for line in lines],
+        "amounts_exact": [line.amount_exact for line in lines],
+        "amounts": [line.amount for line in lines],
+        "service_starts": [line.service_start for line in lines],
+        "service_ends": [line.service_end for line in lines],
+    }
+    connection = await driver_connection(session)
+    cursor = await connection.execute(WRITE_INVOICE, params)
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 async def billed_usage(
@@ -145,17 +238,6 @@ async def mark_paid(session: AsyncSession, invoice_id: uuid.UUID) -> None:
     """The one change an issued invoice allows: its status (the immutability trigger checks)."""
     await session.execute(
         text("UPDATE invoices SET status = 'paid' WHERE id = :id AND status = 'issued'"), {"id": invoice_id}
-    )
-
-
-async def queue_collection(session: AsyncSession, invoice: Invoice, *, as_of: datetime) -> None:
-    """The outbox row of an invoice to collect, in the invoice's own transaction."""
-    await session.execute(
-        text(
-            "INSERT INTO collection_outbox (invoice_id, customer_id, attempts, status, next_attempt_at, "
-            "unavailable_retries, created_at) VALUES (:invoice_id, :customer_id, 0, 'pending', :at, 0, :at)"
-        ),
-        {"invoice_id": invoice.id, "customer_id": invoice.customer_id, "at": as_of},
     )
 
 

@@ -58,7 +58,7 @@ async def issue_next_invoice(
     None when nothing is due or another billing run holds the customer right now. The
     subscription row lock (taken with SKIP LOCKED) and the invoice's unique (customer, kind,
     period) key make concurrent and repeated runs issue each invoice once."""
-    subscription = await customers.lock_subscription(session, customer_id, skip_locked=True)
+    subscription = await repository.subscription_to_bill(session, customer_id)
     if subscription is None:
         return None
     phases = await phases_of(session, customer_id)
@@ -76,11 +76,8 @@ async def issue_next_invoice(
     if due is None:
         return None
     with tracer.start_as_current_span("billing.invoice.issue") as span:
-        invoice = await issue(session, due.draft, as_of=as_of, trace_id=trace_id)
+        invoice = await issue(session, due.draft, as_of=as_of, invoiced_through=due.invoiced_through, trace_id=trace_id)
         await _trace_issuance(session, span, invoice, due.draft, as_of=as_of)
-    subscription.invoiced_through = due.invoiced_through
-    session.add(subscription)
-    await session.flush()
     version = await plan_version(session, version_on(phases, due.invoiced_through))
     _, next_end = period_containing(subscription.started_at, version.interval, due.invoiced_through)
     return IssuedInvoice(invoice, more_due=next_end + window.grace <= as_of)
