@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app import auth
 from app.auth import revoke_token
 from tests.conftest import graphql, now
 
@@ -84,6 +88,18 @@ async def test_no_token_bad_token_and_revoked_token_are_401_json(
     await session.commit()
     assert (await graphql(client, token, "{ meters { key } }")).status_code == 401
     assert (await client.get("/v1/whoami")).status_code == 401
+
+
+async def test_a_token_revoked_by_another_process_stops_working_within_the_cache_time(
+    client: httpx.AsyncClient, session: AsyncSession, token_for
+) -> None:
+    token = await token_for("admin")
+    assert (await graphql(client, token, "{ meters { key } }")).status_code == 200
+    await session.execute(text("UPDATE api_tokens SET revoked_at = now()"))  # as `tally token revoke` does
+    await session.commit()
+    assert (await graphql(client, token, "{ meters { key } }")).status_code == 200, "remembered for a while"
+    auth._viewers.expire(time.monotonic() + auth.TOKEN_CACHE_SECONDS)
+    assert (await graphql(client, token, "{ meters { key } }")).status_code == 401
 
 
 async def test_wrong_role_on_rest_is_403_json(client: httpx.AsyncClient, token_for) -> None:
