@@ -1,5 +1,5 @@
-"""SQL of metering. The ingestion path talks to psycopg directly (COPY into per-connection
-temporary tables, then set-based inserts), inside the session's transaction."""
+"""SQL of metering. The ingestion path and the usage reads talk to psycopg directly, inside the
+session's transaction."""
 
 from __future__ import annotations
 
@@ -17,32 +17,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from metering.events import Rejection, ValidEvent, canonical_json
 from metering.models import CustomerWatermark, IngestBatch, QuarantinedEvent
 
-# Per-connection scratch tables, emptied at the start of every batch: one transaction may
-# ingest several batches (a quarantine replay), and none may see another's rows.
-PREPARE_TEMP_TABLES = """
-CREATE TEMP TABLE IF NOT EXISTS incoming_events (
-  event_id text, customer_id uuid, event_type text, occurred_at timestamptz, properties jsonb,
-  received_at timestamptz, trace_id text) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS incoming_usage (
-  event_id text, customer_id uuid, meter_id uuid, hour timestamptz, dimensions jsonb,
-  value numeric, unique_value text, occurred_at timestamptz) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS new_event_ids (event_id text PRIMARY KEY) ON COMMIT DELETE ROWS;
-TRUNCATE incoming_events, incoming_usage, new_event_ids;
-"""
-
-# Ids are inserted in sorted order so that concurrent batches sharing ids wait on each other
-# in one order instead of deadlocking.
-INSERT_NEW_EVENTS = """
-WITH inserted AS (
-  INSERT INTO events (event_id, customer_id, event_type, occurred_at, properties, received_at, trace_id)
-  SELECT event_id, customer_id, event_type, occurred_at, properties, received_at, trace_id
-  FROM incoming_events
-  ORDER BY event_id
-  ON CONFLICT (event_id) DO NOTHING
-  RETURNING event_id)
-INSERT INTO new_event_ids SELECT event_id FROM inserted
-"""
-
 # How a new aggregate (`excluded`) joins a stored rollup row `r`, hourly or daily alike.
 MERGE_ROLLUP = """
   event_count = r.event_count + excluded.event_count,
@@ -56,63 +30,70 @@ MERGE_ROLLUP = """
   latest_at = greatest(r.latest_at, excluded.latest_at)
 """
 
-# Only events new to Tally reach the rollups: each hour's aggregate is computed once and merged
-# into the hourly rows and, summed by UTC day, into the daily ones. Keys are upserted in one
-# sorted order, and every batch runs this same statement, so two concurrent batches lock shared
-# rows in the same order and cannot deadlock on them.
-UPSERT_ROLLUPS = f"""
-WITH hourly AS (
-  SELECT u.customer_id, u.meter_id, u.hour, u.dimensions, count(*) AS event_count, sum(u.value) AS value_sum,
-         max(u.value) AS value_max,
-         (array_agg(u.value ORDER BY u.occurred_at DESC, u.event_id DESC))[1] AS latest_value,
-         max(u.occurred_at) AS latest_at,
-         (array_agg(u.event_id ORDER BY u.occurred_at DESC, u.event_id DESC))[1] AS latest_event_id
-  FROM incoming_usage u JOIN new_event_ids USING (event_id)
-  GROUP BY u.customer_id, u.meter_id, u.hour, u.dimensions),
+# A batch in one statement, from array parameters sent in binary (no scratch tables, no quoting,
+# one round trip): the events
+# new to Tally are stored, and only they reach the rollups (each hour's aggregate merged into the
+# hourly rows and, summed by UTC day, into the daily ones), the distinct values and the watermarks;
+# the statement returns their event times. Every batch runs this same statement and each part
+# takes its keys in sorted order (ids, then rollups, then values, then watermarks), so concurrent
+# batches sharing ids or rows wait on each other in one order instead of deadlocking.
+STORE_EVENTS = f"""
+WITH incoming AS (
+  SELECT * FROM unnest(%(event_ids)b::text[], %(customer_ids)b::uuid[], %(event_types)b::text[],
+                       %(occurred_at)b::timestamptz[], %(properties)b::text[])
+    AS e(event_id, customer_id, event_type, occurred_at, properties)),
+inserted AS (
+  INSERT INTO events (event_id, customer_id, event_type, occurred_at, properties, received_at, trace_id)
+  SELECT event_id, customer_id, event_type, occurred_at, properties::jsonb, %(received_at)s, %(trace_id)s
+  FROM incoming ORDER BY event_id
+  ON CONFLICT (event_id) DO NOTHING
+  RETURNING event_id, customer_id, occurred_at),
+usage AS (
+  SELECT i.event_id, i.customer_id, m.meter_id, date_trunc('hour', i.occurred_at, 'UTC') AS hour,
+         m.dimensions::jsonb AS dimensions, m.value, m.unique_value, i.occurred_at
+  FROM unnest(%(measured_ids)b::text[], %(meter_ids)b::uuid[], %(dimensions)b::text[], %(values)b::numeric[],
+              %(unique_values)b::text[]) AS m(event_id, meter_id, dimensions, value, unique_value)
+  JOIN inserted i USING (event_id)),
+hourly AS (
+  SELECT customer_id, meter_id, hour, dimensions, count(*) AS event_count, sum(value) AS value_sum,
+         max(value) AS value_max, (array_agg(value ORDER BY occurred_at DESC, event_id DESC))[1] AS latest_value,
+         max(occurred_at) AS latest_at,
+         (array_agg(event_id ORDER BY occurred_at DESC, event_id DESC))[1] AS latest_event_id
+  FROM usage GROUP BY customer_id, meter_id, hour, dimensions),
 hourly_rows AS (
   INSERT INTO usage_rollups AS r (customer_id, meter_id, hour, dimensions, event_count, value_sum, value_max,
                                   latest_value, latest_at, latest_event_id)
   SELECT * FROM hourly ORDER BY customer_id, meter_id, hour, dimensions
-  ON CONFLICT (customer_id, meter_id, hour, dimensions) DO UPDATE SET {MERGE_ROLLUP})
-INSERT INTO usage_daily_rollups AS r (customer_id, meter_id, day, dimensions, event_count, value_sum, value_max,
-                                      latest_value, latest_at, latest_event_id)
-SELECT customer_id, meter_id, date_trunc('day', hour, 'UTC') AS day, dimensions, sum(event_count), sum(value_sum),
-       max(value_max), (array_agg(latest_value ORDER BY latest_at DESC, latest_event_id DESC))[1], max(latest_at),
-       (array_agg(latest_event_id ORDER BY latest_at DESC, latest_event_id DESC))[1]
-FROM hourly
-GROUP BY customer_id, meter_id, day, dimensions
-ORDER BY customer_id, meter_id, day, dimensions
-ON CONFLICT (customer_id, meter_id, day, dimensions) DO UPDATE SET {MERGE_ROLLUP}
-"""
-
-INSERT_UNIQUE_VALUES = """
-WITH seen AS (
-  SELECT DISTINCT u.customer_id, u.meter_id, u.hour, u.dimensions, u.unique_value AS value
-  FROM incoming_usage u JOIN new_event_ids USING (event_id)
-  WHERE u.unique_value IS NOT NULL),
+  ON CONFLICT (customer_id, meter_id, hour, dimensions) DO UPDATE SET {MERGE_ROLLUP}),
+daily_rows AS (
+  INSERT INTO usage_daily_rollups AS r (customer_id, meter_id, day, dimensions, event_count, value_sum, value_max,
+                                        latest_value, latest_at, latest_event_id)
+  SELECT customer_id, meter_id, date_trunc('day', hour, 'UTC') AS day, dimensions, sum(event_count), sum(value_sum),
+         max(value_max), (array_agg(latest_value ORDER BY latest_at DESC, latest_event_id DESC))[1], max(latest_at),
+         (array_agg(latest_event_id ORDER BY latest_at DESC, latest_event_id DESC))[1]
+  FROM hourly GROUP BY customer_id, meter_id, day, dimensions
+  ORDER BY customer_id, meter_id, day, dimensions
+  ON CONFLICT (customer_id, meter_id, day, dimensions) DO UPDATE SET {MERGE_ROLLUP}),
+seen AS (
+  SELECT DISTINCT customer_id, meter_id, hour, dimensions, unique_value AS value FROM usage
+  WHERE unique_value IS NOT NULL),
 hourly_values AS (
   INSERT INTO usage_unique_values (customer_id, meter_id, hour, dimensions, value)
   SELECT * FROM seen ORDER BY 1, 2, 3, 4, 5
-  ON CONFLICT DO NOTHING)
-INSERT INTO usage_daily_unique_values (customer_id, meter_id, day, dimensions, value)
-SELECT DISTINCT customer_id, meter_id, date_trunc('day', hour, 'UTC'), dimensions, value FROM seen
-ORDER BY 1, 2, 3, 4, 5
-ON CONFLICT DO NOTHING
-"""
-
-ADVANCE_WATERMARKS = """
-INSERT INTO customer_watermarks AS w (customer_id, watermark, last_received_at)
-SELECT e.customer_id, max(e.occurred_at), max(e.received_at)
-FROM incoming_events e JOIN new_event_ids USING (event_id)
-GROUP BY e.customer_id
-ORDER BY e.customer_id
-ON CONFLICT (customer_id) DO UPDATE SET
-  watermark = greatest(w.watermark, excluded.watermark),
-  last_received_at = greatest(w.last_received_at, excluded.last_received_at)
-"""
-
-NEW_EVENT_LAGS = """
-SELECT e.occurred_at FROM incoming_events e JOIN new_event_ids USING (event_id)
+  ON CONFLICT DO NOTHING),
+daily_values AS (
+  INSERT INTO usage_daily_unique_values (customer_id, meter_id, day, dimensions, value)
+  SELECT DISTINCT customer_id, meter_id, date_trunc('day', hour, 'UTC'), dimensions, value FROM seen
+  ORDER BY 1, 2, 3, 4, 5
+  ON CONFLICT DO NOTHING),
+watermarks AS (
+  INSERT INTO customer_watermarks AS w (customer_id, watermark, last_received_at)
+  SELECT customer_id, max(occurred_at), %(received_at)s FROM inserted
+  GROUP BY customer_id ORDER BY customer_id
+  ON CONFLICT (customer_id) DO UPDATE SET
+    watermark = greatest(w.watermark, excluded.watermark),
+    last_received_at = greatest(w.last_received_at, excluded.last_received_at))
+SELECT occurred_at FROM inserted
 """
 
 
@@ -125,29 +106,6 @@ async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection[An
     return driver
 
 
-# COPY's text format: one line a row, tab-separated, \N for NULL, with these characters escaped.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_row(*values: object) -> str:
-    """One row of COPY text, built in one pass: cheaper than a call per row into the driver."""
-    fields = []
-    for value in values:
-        if value is None:
-            fields.append("\\N")
-        elif isinstance(value, str):
-            fields.append(value.translate(_COPY_ESCAPES))
-        elif isinstance(value, datetime):
-            fields.append(value.isoformat())
-        else:
-            fields.append(str(value))  # UUID, Decimal: their text is what PostgreSQL reads
-    return "\t".join(fields) + "\n"
-
-
-def _hour(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
-
-
 async def store_events(
     session: AsyncSession, events: Sequence[ValidEvent], *, received_at: datetime, trace_id: str | None
 ) -> list[datetime]:
@@ -157,43 +115,24 @@ async def store_events(
     """
     if not events:
         return []
+    measured = [(e.event_id, m) for e in events for m in e.measurements]
+    params = {
+        "event_ids": [e.event_id for e in events],
+        "customer_ids": [e.customer_id for e in events],
+        "event_types": [e.event_type for e in events],
+        "occurred_at": [e.occurred_at for e in events],
+        "properties": [e.properties_json for e in events],
+        "received_at": received_at,
+        "trace_id": trace_id,
+        "measured_ids": [event_id for event_id, _ in measured],
+        "meter_ids": [m.meter_id for _, m in measured],
+        "dimensions": [m.dimensions for _, m in measured],
+        "values": [m.value for _, m in measured],
+        "unique_values": [m.unique_value for _, m in measured],
+    }
     connection = await driver_connection(session)
-    async with connection.cursor() as cursor:
-        await cursor.execute(PREPARE_TEMP_TABLES)
-        event_rows = [
-            _copy_row(e.event_id, e.customer_id, e.event_type, e.occurred_at, e.properties_json, received_at, trace_id)
-            for e in events
-        ]
-        usage_rows = [
-            _copy_row(
-                e.event_id,
-                e.customer_id,
-                m.meter_id,
-                _hour(e.occurred_at.astimezone(UTC)),
-                m.dimensions,
-                m.value,
-                m.unique_value,
-                e.occurred_at,
-            )
-            for e in events
-            for m in e.measurements
-        ]
-        async with cursor.copy(
-            "COPY incoming_events (event_id, customer_id, event_type, occurred_at, properties, "
-            "received_at, trace_id) FROM STDIN"
-        ) as copy:
-            await copy.write("".join(event_rows))
-        async with cursor.copy(
-            "COPY incoming_usage (event_id, customer_id, meter_id, hour, dimensions, value, "
-            "unique_value, occurred_at) FROM STDIN"
-        ) as copy:
-            await copy.write("".join(usage_rows))
-        await cursor.execute(INSERT_NEW_EVENTS)
-        await cursor.execute(UPSERT_ROLLUPS)
-        await cursor.execute(INSERT_UNIQUE_VALUES)
-        await cursor.execute(ADVANCE_WATERMARKS)
-        await cursor.execute(NEW_EVENT_LAGS)
-        return [row[0] for row in await cursor.fetchall()]
+    cursor = await connection.execute(STORE_EVENTS, params)
+    return [row[0] for row in await cursor.fetchall()]
 
 
 async def quarantine(session: AsyncSession, rejections: Sequence[Rejection], *, received_at: datetime) -> None:
