@@ -15,7 +15,18 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from ledger import repository
 from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.models import CreditGrant
-from ledger.service import Entry, Leg, account, check_amount, claim, new_transaction, post, replayed
+from ledger.service import (
+    Entry,
+    Leg,
+    account,
+    check_amount,
+    check_reason,
+    claim,
+    new_transaction,
+    post,
+    replayed,
+    request_hash,
+)
 
 # Who funds a grant, and where what remains of a voided one goes back to.
 # An "invoice" grant is the credit of an invoice whose total is negative (a downgrade's proration):
@@ -132,7 +143,17 @@ async def consume_credits(
         request={"customer": str(customer_id), "currency": currency, "amount": amount},
     )
     outcome, transaction_id, consumed = await repository.consume_credits(
-        session, new_transaction(entry, as_of=as_of), amount
+        session,
+        transaction_id=uuid.uuid4(),
+        customer_id=customer_id,
+        currency=currency,
+        amount=amount,
+        reason=check_reason(reason),
+        actor=actor,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(entry),
+        trace_id=trace_id,
+        as_of=as_of,
     )
     if outcome == "key reused":
         raise IdempotencyKeyReused()

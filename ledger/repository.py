@@ -71,22 +71,34 @@ CONSUME_CREDITS = (
 
 
 async def consume_credits(
-    session: AsyncSession, transaction: LedgerTransaction, amount: int
+    session: AsyncSession,
+    *,
+    transaction_id: uuid.UUID,
+    customer_id: uuid.UUID,
+    currency: str,
+    amount: int,
+    reason: str,
+    actor: str,
+    idempotency_key: str,
+    request_hash: str,
+    trace_id: str | None,
+    as_of: datetime,
 ) -> tuple[str, uuid.UUID | None, int]:
-    """Draw ``amount`` from the customer's grants for ``transaction`` in one round trip (the
-    ``ledger_consume_credits`` function, migration 0011): (outcome, transaction id, consumed)."""
+    """Draw ``amount`` from the customer's grants in one round trip (the ``ledger_consume_credits``
+    function, migration 0011): (outcome, transaction id, consumed). No ORM object is built: this
+    is the hot path of invoicing."""
     driver = await driver_connection(session)
     parameters = (
-        transaction.id,
-        transaction.customer_id,
-        transaction.currency,
+        transaction_id,
+        customer_id,
+        currency,
         amount,
-        transaction.reason,
-        transaction.actor,
-        transaction.idempotency_key,
-        transaction.request_hash,
-        transaction.trace_id,
-        transaction.recorded_at,
+        reason,
+        actor,
+        idempotency_key,
+        request_hash,
+        trace_id,
+        as_of,
     )
     row = await (await driver.execute(CONSUME_CREDITS, parameters)).fetchone()
     assert row is not None

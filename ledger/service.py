@@ -68,10 +68,17 @@ async def transaction_by_key(session: AsyncSession, idempotency_key: str) -> Led
     return await repository.transaction_by_key(session, idempotency_key)
 
 
-def new_transaction(entry: Entry, *, as_of: datetime) -> LedgerTransaction:
-    """The transaction row ``entry`` would write, its key and reason checked and its request hashed."""
+def request_hash(entry: Entry) -> str:
+    """Check the entry's key and reason and hash what its key protects."""
     if not entry.idempotency_key or not entry.idempotency_key.strip():
         raise InvalidInput("is required", field="idempotencyKey")
+    check_reason(entry.reason)
+    return _request_hash(entry)
+
+
+def new_transaction(entry: Entry, *, as_of: datetime) -> LedgerTransaction:
+    """The transaction row ``entry`` would write, its key and reason checked and its request hashed."""
+    hashed = request_hash(entry)
     return LedgerTransaction(
         kind=entry.kind,
         currency=entry.currency,
@@ -82,7 +89,7 @@ def new_transaction(entry: Entry, *, as_of: datetime) -> LedgerTransaction:
         reason=check_reason(entry.reason),
         trace_id=entry.trace_id,
         idempotency_key=entry.idempotency_key,
-        request_hash=_request_hash(entry),
+        request_hash=hashed,
         reverses_id=entry.reverses_id,
     )
 
