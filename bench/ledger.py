@@ -39,6 +39,7 @@ from app.database import create_engine, in_transaction, libpq_url, session_facto
 from bench._database import scratch_database
 from ledger import grants as credit
 from ledger import service as ledger
+from ledger.verify import verify
 
 WORKERS = 8
 NOW = datetime.now(UTC)
@@ -171,6 +172,9 @@ SELECT touched, count(*) FROM (
 """
 
 
+WRITTEN = "SELECT kind, count(*) FROM ledger_transactions GROUP BY kind ORDER BY kind"
+
+
 async def main_async(url: str, customer_count: int, count: int) -> None:
     engine = create_engine(url)
     sessions = session_factory(engine)
@@ -284,6 +288,11 @@ async def main_async(url: str, customer_count: int, count: int) -> None:
         )
     touched = await (await connections[0].execute(GRANTS_TOUCHED)).fetchall()
     print(" consumptions by grants drawn: " + ", ".join(f"{n} grant(s) {found:,}" for n, found in touched))
+    kinds = await (await connections[0].execute(WRITTEN)).fetchall()
+    print(" committed: " + ", ".join(f"{kind} {found:,}" for kind, found in kinds))
+    async with sessions() as session:
+        violations = await verify(session)
+    print(f" ledger verify: {len(violations)} violations" + "".join(f"\n  {v}" for v in violations[:10]))
     print(" goals: ≥ 3,000/s, ≥ 1,500/s with the hot account, p99 < 50 ms")
     for connection in connections:
         await connection.close()
