@@ -9,14 +9,24 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ledger import repository
-from ledger.errors import InvalidInput, NotFound
+from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.models import CreditGrant
-from ledger.service import Entry, Leg, account, check_amount, claim, post
+from ledger.service import (
+    Entry,
+    Leg,
+    account,
+    check_amount,
+    check_reason,
+    claim,
+    new_transaction,
+    post,
+    replayed,
+    request_hash,
+)
 
 # Who funds a grant, and where what remains of a voided one goes back to.
 # An "invoice" grant is the credit of an invoice whose total is negative (a downgrade's proration):
@@ -72,14 +82,7 @@ async def grant_credits(
             "reason": reason,
         },
     )
-    transaction, created = await claim(session, entry, as_of=as_of)
-    if not created:
-        return await repository.grant_of_transaction(session, transaction.id)
-    credits = await account(session, "credits", currency, as_of, customer_id)
-    counterparty_kind = GRANT_COUNTERPARTY[source]
-    funded_by = await account(
-        session, counterparty_kind, currency, as_of, customer_id if counterparty_kind == "receivable" else None
-    )
+    transaction = new_transaction(entry, as_of=as_of)
     grant = CreditGrant(
         customer_id=customer_id,
         currency=currency,
@@ -95,21 +98,13 @@ async def grant_credits(
         transaction_id=transaction.id,
         created_at=as_of,
     )
-    session.add(grant)
-    await session.flush()
-    await post(session, transaction, [Leg(funded_by, amount), Leg(credits, -amount, grant.id)])
-    return grant
-
-
-def consumption_order(grant: CreditGrant) -> tuple[Any, ...]:
-    """Lower priority first, then earliest expiry (never-expiring last), then oldest."""
-    return (
-        grant.priority,
-        grant.expires_at is None,
-        grant.expires_at or grant.effective_at,
-        grant.effective_at,
-        grant.sequence,  # creation order; a random id would make ties a coin flip
+    outcome, transaction_id, grant.sequence = await repository.grant_credits(
+        session, transaction, grant, GRANT_COUNTERPARTY[source]
     )
+    if outcome == "created":
+        return grant
+    original = await replayed(session, outcome, transaction_id)
+    return await repository.grant_of_transaction(session, original.id)
 
 
 @dataclass(frozen=True)
@@ -132,9 +127,10 @@ async def consume_credits(
     trace_id: str | None = None,
 ) -> Consumption:
     """Draw ``amount`` from the customer's grants in consumption order against their receivable;
-    return what was consumed and what the grants could not cover."""
+    return what was consumed and what the grants could not cover (a retry returns what the first
+    call drew). One round trip: the ``ledger_consume_credits`` function locks the drawable grants
+    in id order, then the customer's two accounts, and draws from what remains after the locks."""
     check_amount(amount)
-    grants = await repository.grants_for_update(session, customer_id, currency, as_of)
     entry = Entry(
         kind="credit_consumption",
         currency=currency,
@@ -146,33 +142,27 @@ async def consume_credits(
         trace_id=trace_id,
         request={"customer": str(customer_id), "currency": currency, "amount": amount},
     )
-    drawn: list[tuple[CreditGrant, int]] = []
-    left = amount
-    for grant in sorted(grants, key=consumption_order):
-        take = min(left, grant.remaining)
-        if take:
-            drawn.append((grant, take))
-            left -= take
-    consumed = amount - left
-    if not consumed:
-        return Consumption(None, 0, amount)
-    transaction, created = await claim(session, entry, as_of=as_of)
-    if not created:
-        return Consumption(transaction.id, consumed, left)
-    credits = await account(session, "credits", currency, as_of, customer_id)
-    receivable = await account(session, "receivable", currency, as_of, customer_id)
-    legs = [Leg(credits, take, grant.id) for grant, take in drawn] + [Leg(receivable, -consumed)]
-    await post(session, transaction, legs)
-    for grant, take in drawn:
-        grant.remaining -= take
-        session.add(grant)
-    await session.flush()
-    return Consumption(transaction.id, consumed, left)
+    outcome, transaction_id, consumed = await repository.consume_credits(
+        session,
+        transaction_id=uuid.uuid4(),
+        customer_id=customer_id,
+        currency=currency,
+        amount=amount,
+        reason=check_reason(reason),
+        actor=actor,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(entry),
+        trace_id=trace_id,
+        as_of=as_of,
+    )
+    if outcome == "key reused":
+        raise IdempotencyKeyReused()
+    return Consumption(transaction_id, consumed, amount - consumed)
 
 
 async def drawable_credits(session: AsyncSession, *, customer_id: uuid.UUID, currency: str, as_of: datetime) -> int:
     """What ``consume_credits`` could draw at ``as_of``, read without locking (for previews)."""
-    grants = await repository.grants_for_update(session, customer_id, currency, as_of, lock=False)
+    grants = await repository.drawable_grants(session, customer_id, currency, as_of)
     return sum(grant.remaining for grant in grants)
 
 

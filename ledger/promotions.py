@@ -114,7 +114,7 @@ async def redeem(
         earlier = await session.get(PromotionRedemption, (promotion.id, customer_id))
         if earlier is None or earlier.idempotency_key != idempotency_key or earlier.grant_id is None:
             raise AlreadyRedeemed("this customer has already redeemed this code", field="code")
-        grant = await session.get(CreditGrant, earlier.grant_id)
+        grant = await session.get(CreditGrant, earlier.grant_id, populate_existing=True)
         assert grant is not None
         return grant
     counted = await session.execute(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -16,36 +17,154 @@ from ledger.models import Account, CreditGrant, LedgerTransaction, Posting
 NO_CUSTOMER = uuid.UUID(int=0)
 
 
+async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection[Any]:
+    """The session's own psycopg connection, inside its transaction: the hot paths call the ledger
+    functions through it, without the ORM's per-statement cost."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+    return driver
+
+
+# Which database a pooled connection is attached to: its server, name, oid and the server's start
+# time, so that a database dropped and created again under the same name is another database.
+DATABASE_IDENTITY = "SELECT d.oid, pg_postmaster_start_time() FROM pg_database d WHERE d.datname = current_database()"
+
+
+async def database_identity(session: AsyncSession) -> tuple[Any, ...]:
+    """The identity of the session's database, asked once per pooled connection (it lives as long
+    as the connection does, in the pool's record of it)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    identity = raw.info.get("tally_database")
+    if identity is None:
+        driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+        row = await (await driver.execute(DATABASE_IDENTITY)).fetchone()
+        assert row is not None
+        identity = (driver.info.host, driver.info.port, driver.info.dbname, *row)
+        raw.info["tally_database"] = identity
+    return tuple(identity)
+
+
+ACCOUNT = "SELECT * FROM ledger_account_row(%s, %s, %s, %s)"
+
+
 async def account(
     session: AsyncSession, *, customer_id: uuid.UUID | None, kind: str, currency: str, as_of: datetime
-) -> Account:
-    """The account, created on first use (concurrent first uses create it once). Accounts are
-    read far more often than created, so the read comes first."""
-    query = select(Account).where(
-        col(Account.kind) == kind,
-        col(Account.currency) == currency,
-        col(Account.customer_id).is_(None) if customer_id is None else col(Account.customer_id) == customer_id,
+) -> tuple[Account, bool]:
+    """The account, created on first use (concurrent first uses create it once), and whether it
+    was created by the current transaction."""
+    driver = await driver_connection(session)
+    row = await (await driver.execute(ACCOUNT, (customer_id, kind, currency, as_of))).fetchone()
+    assert row is not None
+    account_id, balance, created_at, uncommitted = row
+    found = Account(
+        id=account_id, customer_id=customer_id, kind=kind, currency=currency, balance=balance, created_at=created_at
     )
-    found = (await session.exec(query)).first()
-    if found is not None:
-        return found
-    await session.execute(
-        text(
-            "INSERT INTO ledger_accounts (id, customer_id, kind, currency, balance, created_at) "
-            "VALUES (:id, :customer_id, :kind, :currency, :balance, :created_at) "
-            "ON CONFLICT ((coalesce(customer_id, '00000000-0000-0000-0000-000000000000'::uuid)), kind, currency) "
-            "DO NOTHING"
-        ),
-        {
-            "id": uuid.uuid4(),
-            "customer_id": customer_id,
-            "kind": kind,
-            "currency": currency,
-            "balance": 0 if customer_id else None,
-            "created_at": as_of,
-        },
+    return found, uncommitted
+
+
+CONSUME_CREDITS = (
+    "SELECT outcome, ledger_transaction, consumed FROM ledger_consume_credits"
+    "(%s, %s, %s, %s::bigint, %s, %s, %s, %s, %s, %s)"
+)
+
+
+async def consume_credits(
+    session: AsyncSession,
+    *,
+    transaction_id: uuid.UUID,
+    customer_id: uuid.UUID,
+    currency: str,
+    amount: int,
+    reason: str,
+    actor: str,
+    idempotency_key: str,
+    request_hash: str,
+    trace_id: str | None,
+    as_of: datetime,
+) -> tuple[str, uuid.UUID | None, int]:
+    """Draw ``amount`` from the customer's grants in one round trip (the ``ledger_consume_credits``
+    function, migration 0011): (outcome, transaction id, consumed). No ORM object is built: this
+    is the hot path of invoicing."""
+    driver = await driver_connection(session)
+    parameters = (
+        transaction_id,
+        customer_id,
+        currency,
+        amount,
+        reason,
+        actor,
+        idempotency_key,
+        request_hash,
+        trace_id,
+        as_of,
     )
-    return (await session.exec(query)).one()
+    row = await (await driver.execute(CONSUME_CREDITS, parameters)).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+ADJUST_BALANCE = (
+    "SELECT outcome, ledger_transaction FROM ledger_adjust_balance(%s, %s, %s, %s::bigint, %s, %s, %s, %s, %s)"
+)
+
+
+async def adjust_balance(
+    session: AsyncSession, transaction: LedgerTransaction, amount: int
+) -> tuple[str, uuid.UUID | None]:
+    """Move the customer's receivable against adjustments in one round trip (the
+    ``ledger_adjust_balance`` function, migration 0011): (outcome, transaction id)."""
+    driver = await driver_connection(session)
+    parameters = (
+        transaction.id,
+        transaction.customer_id,
+        transaction.currency,
+        amount,
+        transaction.reason,
+        transaction.actor,
+        transaction.idempotency_key,
+        transaction.request_hash,
+        transaction.recorded_at,
+    )
+    row = await (await driver.execute(ADJUST_BALANCE, parameters)).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+GRANT_CREDITS = (
+    "SELECT outcome, ledger_transaction, grant_sequence FROM ledger_grant_credits"
+    "(%s, %s, %s, %s, %s::bigint, %s::integer, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+async def grant_credits(
+    session: AsyncSession, transaction: LedgerTransaction, grant: CreditGrant, funded_by: str
+) -> tuple[str, uuid.UUID | None, int | None]:
+    """Write ``grant`` and its transaction, funded by the ``funded_by`` account, in one round trip
+    (the ``ledger_grant_credits`` function, migration 0011): (outcome, transaction id, sequence)."""
+    driver = await driver_connection(session)
+    parameters = (
+        transaction.id,
+        grant.id,
+        grant.customer_id,
+        grant.currency,
+        grant.amount,
+        grant.priority,
+        grant.effective_at,
+        grant.expires_at,
+        grant.source,
+        funded_by,
+        transaction.reason,
+        transaction.actor,
+        transaction.idempotency_key,
+        transaction.request_hash,
+        transaction.trace_id,
+        transaction.recorded_at,
+    )
+    row = await (await driver.execute(GRANT_CREDITS, parameters)).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
 
 
 async def claim_idempotency_key(session: AsyncSession, transaction: LedgerTransaction) -> bool:
@@ -85,10 +204,12 @@ async def write_postings(session: AsyncSession, transaction_id: uuid.UUID, legs:
     )
 
 
-async def grants_for_update(
-    session: AsyncSession, customer_id: uuid.UUID, currency: str, as_of: datetime, *, lock: bool = True
+# Grant rows change through the ledger functions' SQL, not through ORM objects: every read of a
+# grant refreshes any copy the session already holds (``populate_existing``).
+async def drawable_grants(
+    session: AsyncSession, customer_id: uuid.UUID, currency: str, as_of: datetime
 ) -> list[CreditGrant]:
-    """Grants that can be drawn at ``as_of``, locked in id order (unless only previewed)."""
+    """Grants that could be drawn at ``as_of``, read without locking (for previews)."""
     query = (
         select(CreditGrant)
         .where(
@@ -98,22 +219,24 @@ async def grants_for_update(
             col(CreditGrant.remaining) > 0,
             col(CreditGrant.effective_at) <= as_of,
         )
-        .order_by(col(CreditGrant.id))
+        .execution_options(populate_existing=True)
     )
-    if lock:
-        query = query.with_for_update()
     return [g for g in await session.exec(query) if g.expires_at is None or g.expires_at > as_of]
 
 
 async def grant(session: AsyncSession, grant_id: uuid.UUID, *, lock: bool = False) -> CreditGrant | None:
-    query = select(CreditGrant).where(col(CreditGrant.id) == grant_id)
+    query = select(CreditGrant).where(col(CreditGrant.id) == grant_id).execution_options(populate_existing=True)
     if lock:
         query = query.with_for_update()
     return (await session.exec(query)).first()
 
 
 async def grant_of_transaction(session: AsyncSession, transaction_id: uuid.UUID) -> CreditGrant:
-    query = select(CreditGrant).where(col(CreditGrant.transaction_id) == transaction_id)
+    query = (
+        select(CreditGrant)
+        .where(col(CreditGrant.transaction_id) == transaction_id)
+        .execution_options(populate_existing=True)
+    )
     return (await session.exec(query)).one()
 
 
@@ -123,6 +246,7 @@ async def expiring_grants(session: AsyncSession, as_of: datetime) -> list[Credit
         .where(col(CreditGrant.status) == "active", col(CreditGrant.expires_at) <= as_of)
         .order_by(col(CreditGrant.id))
         .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
     )
     return list(await session.exec(query))
 
@@ -130,7 +254,9 @@ async def expiring_grants(session: AsyncSession, as_of: datetime) -> list[Credit
 async def grants_page(
     session: AsyncSession, customer_id: uuid.UUID, *, after: tuple[datetime, str] | None, limit: int
 ) -> list[CreditGrant]:
-    query = select(CreditGrant).where(col(CreditGrant.customer_id) == customer_id)
+    query = (
+        select(CreditGrant).where(col(CreditGrant.customer_id) == customer_id).execution_options(populate_existing=True)
+    )
     if after is not None:
         query = query.where(
             text("(credit_grants.created_at, credit_grants.id::text) < (:after_at, :after_id)").bindparams(

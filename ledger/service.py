@@ -68,11 +68,18 @@ async def transaction_by_key(session: AsyncSession, idempotency_key: str) -> Led
     return await repository.transaction_by_key(session, idempotency_key)
 
 
-async def claim(session: AsyncSession, entry: Entry, *, as_of: datetime) -> tuple[LedgerTransaction, bool]:
-    """The transaction row for ``entry``: (new row, True), or (the original, False) on a retry."""
+def request_hash(entry: Entry) -> str:
+    """Check the entry's key and reason and hash what its key protects."""
     if not entry.idempotency_key or not entry.idempotency_key.strip():
         raise InvalidInput("is required", field="idempotencyKey")
-    transaction = LedgerTransaction(
+    check_reason(entry.reason)
+    return _request_hash(entry)
+
+
+def new_transaction(entry: Entry, *, as_of: datetime) -> LedgerTransaction:
+    """The transaction row ``entry`` would write, its key and reason checked and its request hashed."""
+    hashed = request_hash(entry)
+    return LedgerTransaction(
         kind=entry.kind,
         currency=entry.currency,
         customer_id=entry.customer_id,
@@ -82,9 +89,14 @@ async def claim(session: AsyncSession, entry: Entry, *, as_of: datetime) -> tupl
         reason=check_reason(entry.reason),
         trace_id=entry.trace_id,
         idempotency_key=entry.idempotency_key,
-        request_hash=_request_hash(entry),
+        request_hash=hashed,
         reverses_id=entry.reverses_id,
     )
+
+
+async def claim(session: AsyncSession, entry: Entry, *, as_of: datetime) -> tuple[LedgerTransaction, bool]:
+    """The transaction row for ``entry``: (new row, True), or (the original, False) on a retry."""
+    transaction = new_transaction(entry, as_of=as_of)
     if await repository.claim_idempotency_key(session, transaction):
         return transaction, True
     original = await repository.transaction_by_key(session, entry.idempotency_key)
@@ -93,6 +105,16 @@ async def claim(session: AsyncSession, entry: Entry, *, as_of: datetime) -> tupl
     if original.request_hash != transaction.request_hash:
         raise IdempotencyKeyReused()
     return original, False
+
+
+async def replayed(session: AsyncSession, outcome: str, transaction_id: uuid.UUID | None) -> LedgerTransaction:
+    """The original transaction a ledger function found for a retried request, or the refusal of a
+    key used before for another request."""
+    if outcome == "key reused" or transaction_id is None:
+        raise IdempotencyKeyReused()
+    original = await repository.transaction(session, transaction_id)
+    assert original is not None, outcome
+    return original
 
 
 async def post(session: AsyncSession, transaction: LedgerTransaction, legs: list[Leg]) -> None:
@@ -108,10 +130,29 @@ async def post(session: AsyncSession, transaction: LedgerTransaction, legs: list
     )
 
 
+# System accounts never change once created, and billing needs some on every invoice: their ids
+# are remembered for the life of the process, per database (a test's fresh database, or one
+# dropped and made again under the same name, never sees another's ids), and only once the row
+# is committed (an account created by a transaction that rolls back does not exist).
+_system_accounts: dict[tuple[Any, ...], Account] = {}
+
+
 async def account(
     session: AsyncSession, kind: str, currency: str, as_of: datetime, customer_id: uuid.UUID | None = None
 ) -> Account:
-    return await repository.account(session, customer_id=customer_id, kind=kind, currency=currency, as_of=as_of)
+    """The account (a system account when ``customer_id`` is None), created on first use."""
+    if customer_id is not None:
+        found, _ = await repository.account(session, customer_id=customer_id, kind=kind, currency=currency, as_of=as_of)
+        return found
+    key = (await repository.database_identity(session), kind, currency)
+    cached = _system_accounts.get(key)
+    if cached is None:
+        cached, uncommitted = await repository.account(
+            session, customer_id=None, kind=kind, currency=currency, as_of=as_of
+        )
+        if not uncommitted:
+            _system_accounts[key] = cached
+    return cached
 
 
 async def adjust_balance(
@@ -125,7 +166,8 @@ async def adjust_balance(
     idempotency_key: str,
     as_of: datetime,
 ) -> LedgerTransaction:
-    """Debit (positive) or credit (negative) the customer's receivable against adjustments."""
+    """Debit (positive) or credit (negative) the customer's receivable against adjustments, in one
+    round trip (claim, accounts, lock of the receivable, postings, balance)."""
     if amount == 0 or abs(amount) > MAX_AMOUNT:
         raise InvalidInput("must not be zero and at most 2^63-1 minor units", field="amount")
     entry = Entry(
@@ -138,12 +180,11 @@ async def adjust_balance(
         idempotency_key=idempotency_key,
         request={"customer": str(customer_id), "currency": currency, "amount": amount, "reason": reason},
     )
-    transaction, created = await claim(session, entry, as_of=as_of)
-    if created:
-        receivable = await account(session, "receivable", currency, as_of, customer_id)
-        adjustments = await account(session, "adjustments", currency, as_of)
-        await post(session, transaction, [Leg(receivable, amount), Leg(adjustments, -amount)])
-    return transaction
+    transaction = new_transaction(entry, as_of=as_of)
+    outcome, transaction_id = await repository.adjust_balance(session, transaction, amount)
+    if outcome == "created":
+        return transaction
+    return await replayed(session, outcome, transaction_id)
 
 
 @dataclass(frozen=True)
