@@ -25,9 +25,11 @@ def ingest_limits(settings: Settings) -> IngestLimits:
 async def ingest_and_commit(session: AsyncSession, items: list[Any], settings: Settings) -> IngestResult:
     """Ingest and commit; a 200 after this means every accepted event is durable and counted."""
     received_at = datetime.now(UTC)
-    return await in_transaction(
+    result = await in_transaction(
         session,
         lambda: ingest(
             session, items, received_at=received_at, limits=ingest_limits(settings), trace_id=current_trace_id()
         ),
     )
+    result.observe()
+    return result

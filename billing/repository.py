@@ -15,8 +15,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.models import Invoice, InvoiceLine, RatedPeriod
 from customers.models import Subscription
+from ledger.repository import driver_connection
 from metering.events import canonical_json
-from metering.repository import driver_connection
 
 
 async def due_customers(session: AsyncSession, *, opening_by: datetime, closing_from: datetime) -> list[uuid.UUID]:

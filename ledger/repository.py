@@ -18,8 +18,9 @@ NO_CUSTOMER = uuid.UUID(int=0)
 
 
 async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection[Any]:
-    """The session's own psycopg connection, inside its transaction: the hot paths call the ledger
-    functions through it, without the ORM's per-statement cost."""
+    """The session's own psycopg connection, inside its transaction: hot paths (the ledger's
+    functions, ingestion, usage reads, the billing run) talk to it directly, without the ORM's
+    per-statement cost (about three times the Python time of a statement through psycopg)."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
@@ -85,7 +86,7 @@ async def consume_credits(
     as_of: datetime,
 ) -> tuple[str, uuid.UUID | None, int]:
     """Draw ``amount`` from the customer's grants in one round trip (the ``ledger_consume_credits``
-    function, migration 0011): (outcome, transaction id, consumed). No ORM object is built: this
+    function, migration 0012): (outcome, transaction id, consumed). No ORM object is built: this
     is the hot path of invoicing."""
     driver = await driver_connection(session)
     parameters = (
@@ -114,7 +115,7 @@ async def adjust_balance(
     session: AsyncSession, transaction: LedgerTransaction, amount: int
 ) -> tuple[str, uuid.UUID | None]:
     """Move the customer's receivable against adjustments in one round trip (the
-    ``ledger_adjust_balance`` function, migration 0011): (outcome, transaction id)."""
+    ``ledger_adjust_balance`` function, migration 0012): (outcome, transaction id)."""
     driver = await driver_connection(session)
     parameters = (
         transaction.id,
@@ -142,7 +143,7 @@ async def grant_credits(
     session: AsyncSession, transaction: LedgerTransaction, grant: CreditGrant, funded_by: str
 ) -> tuple[str, uuid.UUID | None, int | None]:
     """Write ``grant`` and its transaction, funded by the ``funded_by`` account, in one round trip
-    (the ``ledger_grant_credits`` function, migration 0011): (outcome, transaction id, sequence)."""
+    (the ``ledger_grant_credits`` function, migration 0012): (outcome, transaction id, sequence)."""
     driver = await driver_connection(session)
     parameters = (
         transaction.id,

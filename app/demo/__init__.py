@@ -275,6 +275,7 @@ async def send_demo_usage(
                     result = await ingest(
                         session, part, received_at=received_at, limits=limits, trace_id=current_trace_id()
                     )
+                    result.observe()
                 accepted += result.accepted
         advance(f"usage {day_start:%Y-%m-%d}")
     newcomer = [
@@ -288,5 +289,5 @@ async def send_demo_usage(
         for i in range(3)
     ]
     with tracer.start_as_current_span("demo.ingest", attributes={"tally.events": len(newcomer)}):
-        await ingest(session, newcomer, received_at=as_of, limits=limits, trace_id=current_trace_id())
+        (await ingest(session, newcomer, received_at=as_of, limits=limits, trace_id=current_trace_id())).observe()
     return accepted

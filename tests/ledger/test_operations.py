@@ -1,4 +1,4 @@
-"""The ledger's one-round-trip operations (migration 0011): retries return the first result,
+"""The ledger's one-round-trip operations (migration 0012): retries return the first result,
 refusals leave the caller's transaction usable, the functions refuse what no caller may ask for;
 and system account ids, remembered per process, never cross from one database to another."""
 

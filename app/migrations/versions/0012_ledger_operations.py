@@ -7,14 +7,14 @@ the cached balances and grants, inside the caller's transaction. A refusal the c
 transaction stays usable; what no caller may ask for (an unbalanced posting, a non-positive
 amount) raises.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 """
 
 from alembic import op
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
