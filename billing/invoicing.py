@@ -25,13 +25,13 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import repository
-from billing.models import Invoice, InvoiceLine
+from billing.models import Invoice
 from customers.models import Subscription, SubscriptionPhase
 from customers.periods import period_containing
 from customers.subscriptions import applied_changes_between, parts_of, version_on
 from ledger.grants import consume_credits, grant_credits
 from ledger.money import plain_decimal, round_to_minor
-from ledger.service import Entry, Leg, account, claim, post
+from ledger.service import Entry, post_entry
 from metering.events import canonical_json, loads_exact
 from metering.usage import MeterUsage, rate_charge, usage
 from pricing.models import Meter, PlanCharge
@@ -330,15 +330,12 @@ async def issue(
             request={"total": total, "subscription": subscription_revenue, "usage": usage_revenue},
             trace_id=trace_id,
         )
-        transaction, created = await claim(session, entry, as_of=as_of)
-        ledger_transaction_id = transaction.id
-        if created:
-            legs = [
-                Leg(await account(session, "receivable", currency, as_of, customer_id), total),
-                Leg(await account(session, "subscription_revenue", currency, as_of), -subscription_revenue),
-                Leg(await account(session, "usage_revenue", currency, as_of), -usage_revenue),
-            ]
-            await post(session, transaction, [leg for leg in legs if leg.amount])
+        legs = [
+            (customer_id, "receivable", total),
+            (None, "subscription_revenue", -subscription_revenue),
+            (None, "usage_revenue", -usage_revenue),
+        ]
+        ledger_transaction_id = await post_entry(session, entry, legs, as_of=as_of)
     credits_applied, credits_transaction_id = 0, None
     if total > 0:
         consumption = await consume_credits(
@@ -386,22 +383,21 @@ async def issue(
         "trace_id": trace_id,
     }
     lines = [
-        InvoiceLine(
-            invoice_id=row["id"],
-            position=position,
-            kind=line.kind,
-            description=line.description,
-            plan_version_id=line.plan_version_id,
-            plan_charge_id=line.plan_charge_id,
-            meter_id=line.meter_id,
-            dimensions=line.dimensions,
-            quantity=line.quantity,
-            unit_price=line.unit_price,
-            amount_exact=line.amount_exact,
-            amount=amount,
-            service_start=line.service_start,
-            service_end=line.service_end,
-        )
+        {
+            "position": position,
+            "kind": line.kind,
+            "description": line.description,
+            "plan_version_id": line.plan_version_id,
+            "plan_charge_id": line.plan_charge_id,
+            "meter_id": line.meter_id,
+            "dimensions": line.dimensions,
+            "quantity": line.quantity,
+            "unit_price": line.unit_price,
+            "amount_exact": line.amount_exact,
+            "amount": amount,
+            "service_start": line.service_start,
+            "service_end": line.service_end,
+        }
         for position, (line, amount) in enumerate(zip(draft.lines, amounts, strict=True))
     ]
     number = await repository.write_invoice(

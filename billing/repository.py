@@ -119,10 +119,11 @@ lines AS (
   SELECT %(id)s, line.position, line.kind, line.description, line.plan_version_id, line.plan_charge_id,
          line.meter_id, line.dimensions::jsonb, line.quantity, line.unit_price, line.amount_exact, line.amount,
          line.service_start, line.service_end
-  FROM unnest(%(positions)s::int[], %(kinds)s::text[], %(descriptions)s::text[], %(plan_version_ids)s::uuid[],
-              %(plan_charge_ids)s::uuid[], %(meter_ids)s::uuid[], %(dimensions)s::text[], %(quantities)s::numeric[],
-              %(unit_prices)s::numeric[], %(amounts_exact)s::numeric[], %(amounts)s::bigint[],
-              %(service_starts)s::timestamptz[], %(service_ends)s::timestamptz[])
+  FROM unnest(%(line_position)b::int[], %(line_kind)b::text[], %(line_description)b::text[],
+              %(line_plan_version_id)b::uuid[], %(line_plan_charge_id)b::uuid[], %(line_meter_id)b::uuid[],
+              %(line_dimensions)b::text[], %(line_quantity)b::numeric[], %(line_unit_price)b::numeric[],
+              %(line_amount_exact)b::numeric[], %(line_amount)b::bigint[], %(line_service_start)b::timestamptz[],
+              %(line_service_end)b::timestamptz[])
        AS line(position, kind, description, plan_version_id, plan_charge_id, meter_id, dimensions, quantity,
                unit_price, amount_exact, amount, service_start, service_end)),
 outbox AS (
@@ -133,13 +134,31 @@ SELECT number FROM invoice
 """
 
 
+LINE_COLUMNS = (
+    "position",
+    "kind",
+    "description",
+    "plan_version_id",
+    "plan_charge_id",
+    "meter_id",
+    "dimensions",
+    "quantity",
+    "unit_price",
+    "amount_exact",
+    "amount",
+    "service_start",
+    "service_end",
+)
+
+
 @dataclass(frozen=True)
 class InvoiceToWrite:
-    """An invoice's row without its number (taken when it is written), its lines, the periods
-    whose events it rated (start, end, event count) and where the billing cursor moves."""
+    """An invoice's row without its number (taken when it is written), its lines' columns
+    (``invoice_lines`` without the invoice id), the periods whose events it rated (start, end,
+    event count) and where the billing cursor moves."""
 
     invoice: dict[str, Any]
-    lines: list[InvoiceLine]
+    lines: list[dict[str, Any]]
     rated: list[tuple[datetime, datetime, int]]
     invoiced_through: datetime | None
 
@@ -154,19 +173,8 @@ async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:
         "rated_starts": [start for start, _, _ in rated],
         "rated_ends": [end for _, end, _ in rated],
         "rated_counts": [count for _, _, count in rated],
-        "positions": [line.position for line in lines],
-        "kinds": [line.kind for line in lines],
-        "descriptions": [line.description for line in lines],
-        "plan_version_ids": [line.plan_version_id for line in lines],
-        "plan_charge_ids": [line.plan_charge_id for line in lines],
-        "meter_ids": [line.meter_id for line in lines],
-        "dimensions": [canonical_json(line.dimensions) for line in lines],
-        "quantities": [line.quantity for line in lines],
-        "unit_prices": [line.unit_price for line in lines],
-        "amounts_exact": [line.amount_exact for line in lines],
-        "amounts": [line.amount for line in lines],
-        "service_starts": [line.service_start for line in lines],
-        "service_ends": [line.service_end for line in lines],
+        **{f"line_{column}": [line[column] for line in lines] for column in LINE_COLUMNS},
+        "line_dimensions": [canonical_json(line["dimensions"]) for line in lines],
     }
     connection = await driver_connection(session)
     cursor = await connection.execute(WRITE_INVOICE, params)

@@ -99,12 +99,18 @@ async def lock_subscription(
 
 
 async def phases_of(session: AsyncSession, customer_id: uuid.UUID) -> list[SubscriptionPhase]:
-    query = (
-        select(SubscriptionPhase)
-        .where(col(SubscriptionPhase.customer_id) == customer_id)
-        .order_by(col(SubscriptionPhase.starts_at))
+    """The customer's phases in order, read through psycopg (the billing run reads them for every
+    invoice); they belong to no session."""
+    connection = await driver_connection(session)
+    cursor = await connection.execute(
+        "SELECT starts_at, plan_version_id, plan_change_id FROM subscription_phases "
+        "WHERE customer_id = %s ORDER BY starts_at",
+        (customer_id,),
     )
-    return list(await session.exec(query))
+    return [
+        SubscriptionPhase(customer_id=customer_id, starts_at=starts_at, plan_version_id=version, plan_change_id=change)
+        for starts_at, version, change in await cursor.fetchall()
+    ]
 
 
 async def drop_phases_from(session: AsyncSession, customer_id: uuid.UUID, starts_at: datetime) -> list[uuid.UUID]:

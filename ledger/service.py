@@ -187,6 +187,22 @@ async def adjust_balance(
     return await replayed(session, outcome, transaction_id)
 
 
+async def post_entry(
+    session: AsyncSession, entry: Entry, legs: list[tuple[uuid.UUID | None, str, int]], *, as_of: datetime
+) -> uuid.UUID:
+    """Claim ``entry`` and post its legs (owner, or None for a system account; account kind;
+    amount; legs of zero are left out) in one round trip, accounts created on first use. A retry
+    with the same key and request returns the original transaction's id."""
+    legs = [leg for leg in legs if leg[2]]
+    if len(legs) < 2 or sum(amount for _, _, amount in legs) != 0:
+        raise ValueError("a transaction needs two or more postings that sum to zero")
+    transaction = new_transaction(entry, as_of=as_of)
+    outcome, transaction_id = await repository.post_entry(session, transaction, legs)
+    if outcome == "created":
+        return transaction.id
+    return (await replayed(session, outcome, transaction_id)).id
+
+
 @dataclass(frozen=True)
 class Balances:
     credits: int  # what the customer holds in credit (the credits account's credit balance)

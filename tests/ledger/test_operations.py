@@ -92,6 +92,32 @@ async def test_a_retried_adjustment_returns_the_original_and_a_reused_key_is_ref
     assert (await ledger.balances(session, CUSTOMER, "USD")).outstanding == 1234
 
 
+async def test_an_entry_posts_its_legs_once_and_a_reused_key_is_refused(session: AsyncSession) -> None:
+    def invoice(total: int) -> ledger.Entry:
+        return ledger.Entry(
+            kind="invoice",
+            currency="USD",
+            customer_id=CUSTOMER,
+            effective_at=NOW,
+            actor="billing",
+            reason="invoice for November",
+            idempotency_key="invoice-1",
+            request={"total": total},
+        )
+
+    legs = [(CUSTOMER, "receivable", 1500), (None, "subscription_revenue", -1000), (None, "usage_revenue", -500)]
+    first = await ledger.post_entry(session, invoice(1500), [*legs, (None, "promotions", 0)], as_of=NOW)
+    await session.commit()
+    assert await ledger.post_entry(session, invoice(1500), legs, as_of=NOW) == first
+    with pytest.raises(IdempotencyKeyReused):
+        await ledger.post_entry(session, invoice(1600), legs, as_of=NOW)
+    with pytest.raises(ValueError):
+        await ledger.post_entry(session, invoice(1500), legs[:2], as_of=NOW)
+    await session.commit()
+    assert await _scalar(session, "SELECT count(*) FROM ledger_postings") == 3, "the leg of zero is left out"
+    assert (await ledger.balances(session, CUSTOMER, "USD")).outstanding == 1500
+
+
 async def test_a_retried_grant_returns_the_same_grant(session: AsyncSession) -> None:
     await _grant(session, 500, "g-1")
     await session.commit()

@@ -1,4 +1,5 @@
-"""Ledger: one round trip per hot operation (consume credits, adjust a balance, grant credits).
+"""Ledger: one round trip per hot operation (consume credits, adjust a balance, grant credits,
+post an entry such as an invoice's).
 
 Each function claims the idempotency key, creates the accounts it needs, locks the customer rows
 it moves in a fixed order, checks what it may draw after the locks, writes the postings and moves
@@ -278,9 +279,38 @@ FUNCTIONS = [
       outcome := 'created';
     END $$
     """,
+    # Any balanced entry between accounts named by (owner, kind), NULL owners being system
+    # accounts: how an invoice posts its receivable and revenues in one round trip.
+    """
+    CREATE OR REPLACE FUNCTION ledger_post_entry(
+      p_transaction uuid, p_kind text, p_currency text, p_customer uuid, p_effective_at timestamptz,
+      p_recorded_at timestamptz, p_actor text, p_reason text, p_trace_id text, p_key text, p_hash text,
+      p_owners uuid[], p_account_kinds text[], p_amounts bigint[],
+      OUT outcome text, OUT ledger_transaction uuid)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+      accounts uuid[];
+    BEGIN
+      ledger_transaction := ledger_claim(p_transaction, p_kind, p_currency, p_customer, p_effective_at,
+                                         p_recorded_at, p_actor, p_reason, p_trace_id, p_key, p_hash);
+      IF ledger_transaction IS NULL THEN
+        outcome := 'key reused';
+      ELSIF ledger_transaction <> p_transaction THEN
+        outcome := 'replayed';
+      ELSE
+        SELECT array_agg(ledger_account(leg.owner, leg.kind, p_currency, p_recorded_at) ORDER BY leg.n)
+          INTO accounts
+          FROM unnest(p_owners, p_account_kinds) WITH ORDINALITY AS leg(owner, kind, n);
+        PERFORM ledger_post(p_transaction, accounts, p_amounts, array_fill(NULL::uuid, ARRAY[cardinality(accounts)]));
+        outcome := 'created';
+      END IF;
+    END $$
+    """,
 ]
 
 SIGNATURES = [
+    "ledger_post_entry(uuid, text, text, uuid, timestamptz, timestamptz, text, text, text, text, text, uuid[], text[], "
+    "bigint[])",
     "ledger_grant_credits(uuid, uuid, uuid, text, bigint, integer, timestamptz, timestamptz, text, text, text, text, "
     "text, text, text, timestamptz)",
     "ledger_adjust_balance(uuid, uuid, text, bigint, text, text, text, text, timestamptz)",
