@@ -160,8 +160,10 @@ def test_kill_9_during_ingestion_loses_nothing_and_counts_nothing_twice(
 
         sender = threading.Thread(target=send_until_the_server_dies)
         sender.start()
-        while len(answered) < 5:
+        deadline = time.monotonic() + 60
+        while len(answered) < 5 and sender.is_alive() and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert len(answered) >= 5, "the server answered too few batches with a 200 before the kill"
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
         sender.join(timeout=30)
