@@ -14,8 +14,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ledger.models import Account, CreditGrant, LedgerTransaction, Posting
 
-NO_CUSTOMER = uuid.UUID(int=0)
-
 
 async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection[Any]:
     """The session's own psycopg connection, inside its transaction: hot paths (the ledger's

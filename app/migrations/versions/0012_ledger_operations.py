@@ -49,7 +49,8 @@ FUNCTIONS = [
     END $$
     """,
     # The account as the Python services see it, and whether the current transaction wrote its
-    # row: a system account is remembered beyond the transaction only once committed.
+    # row: a system account is remembered beyond the transaction only once committed. (Tally uses
+    # no savepoints: a row written inside one would carry the subtransaction's id, not this one.)
     """
     CREATE OR REPLACE FUNCTION ledger_account_row(
       p_customer uuid, p_kind text, p_currency text, p_as_of timestamptz,
