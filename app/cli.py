@@ -137,11 +137,22 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (one per core suits ingestion).")] = 1,
+    jobs: Annotated[
+        bool | None,
+        typer.Option(
+            "--jobs/--no-jobs",
+            help="Run the background jobs here (default: TALLY_SERVE_JOBS, on). Off for API processes that "
+            "serve the edge while one other `tally serve` runs them.",
+        ),
+    ] = None,
 ) -> None:
     """Run the API, the console and the background jobs (migrates first)."""
     import uvicorn
 
     settings = load_settings()
+    if jobs is not None:
+        settings = settings.model_copy(update={"serve_jobs": jobs})
+        os.environ["TALLY_SERVE_JOBS"] = str(jobs).lower()  # worker processes read it too
     url = prepared_database(settings)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found before it
     # started: exiting through SystemExit lets atexit stop the embedded PostgreSQL.
@@ -153,7 +164,7 @@ def serve(
     if workers == 1:
         from app.main import create_app
 
-        uvicorn.run(create_app(settings, url, run_jobs=True), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(settings, url, run_jobs=settings.serve_jobs), host=host, port=port, log_level="info")
         return
     # Worker processes build their own app from the environment; they share this process's
     # (possibly embedded) database through DATABASE_URL.

@@ -123,7 +123,7 @@ def app_from_environment() -> FastAPI:
     from app.database import database_url
 
     settings = Settings()
-    return create_app(settings, database_url(settings), run_jobs=True)
+    return create_app(settings, database_url(settings), run_jobs=settings.serve_jobs)
 
 
 class CsrfProtection:

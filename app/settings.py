@@ -70,6 +70,10 @@ class Settings(BaseSettings):
         description="The webhook endpoint's signing secret (whsec_…); unset refuses every webhook.",
     )
     billing_concurrency: int = Field(default=2, ge=1, le=32, description="Customers invoiced at once by a run.")
+    serve_jobs: bool = Field(
+        default=True,
+        description="Whether `tally serve` runs the background jobs (off for API processes beside one that does).",
+    )
     anomaly_scan_minutes: int = Field(default=60, ge=1, description="How often `tally serve` scans for anomalies.")
     anomaly_lookback_days: int = Field(
         default=7, ge=1, le=35, description="Closed periods and invoices a scan looks back over (covers downtime)."

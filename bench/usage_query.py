@@ -4,7 +4,9 @@ against the same rollup query in raw SQL in the same run.
     .venv/bin/python bench/usage_query.py [--events 10000000] [--customers 1000]
 
 Events and their rollups are generated in SQL (this measures reading, not ingestion; see
-bench/ingest.py for that).
+bench/ingest.py for that). The server is an API process for the edge (`tally serve --no-jobs`):
+its jobs, the anomaly scan and the accuracy check over the 10 million events first of all, would
+otherwise run in the process being measured as it starts.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from app.database import libpq_url
 from bench._database import derive_daily_rollups, rollup_aggregation, scratch_database
 from bench._server import cli, running_server
 
+SERVE_ARGS = ("--no-jobs",)
 CATALOG = Path(__file__).resolve().parents[1] / "app" / "demo" / "catalog.toml"
 USAGE = """query CustomerUsage($externalId: String!) { customer(externalId: $externalId) { id
   usage { meter { key name unit } quantity included limit remaining cost { amount currency }
@@ -120,7 +123,7 @@ def main() -> None:
             end = datetime.now(UTC) + timedelta(hours=1)
             raw = timed(args.requests, lambda i: rollup_aggregation(connection, ids[picks[i]], start, end))
         with (
-            running_server(url, Path(data_dir), TALLY_TRACING="false") as base_url,
+            running_server(url, Path(data_dir), *SERVE_ARGS, TALLY_TRACING="false") as base_url,
             httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
         ):
             for i in range(20):  # warm up

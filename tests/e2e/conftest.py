@@ -41,12 +41,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(env: dict[str, str], log_path: Path, *serve_args: str) -> tuple[subprocess.Popen[bytes], str]:
     """`tally serve` on a free port, once it answers /healthz."""
     port = free_port()
     log = log_path.open("a")
     process = subprocess.Popen(
-        [str(TALLY), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+        [str(TALLY), "serve", "--port", str(port), *serve_args], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
