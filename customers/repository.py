@@ -88,13 +88,11 @@ async def ids_by_external_id(session: AsyncSession, external_ids: list[str]) -> 
     return {external_id: customer_id for external_id, customer_id in await cursor.fetchall()}
 
 
-async def lock_subscription(
-    session: AsyncSession, customer_id: uuid.UUID, *, skip_locked: bool = False
-) -> Subscription | None:
+async def lock_subscription(session: AsyncSession, customer_id: uuid.UUID) -> Subscription | None:
     """The customer's subscription, locked for this transaction: plan changes and the billing
-    run of one customer take turns. With ``skip_locked``, a row another runner holds reads as None."""
+    run of one customer take turns (the billing run takes the lock with SKIP LOCKED)."""
     query = select(Subscription).where(col(Subscription.customer_id) == customer_id)
-    query = query.with_for_update(skip_locked=skip_locked)
+    query = query.with_for_update()
     return (await session.exec(query.execution_options(populate_existing=True))).first()
 
 

@@ -112,12 +112,6 @@ async def ids_by_external_id(session: AsyncSession, external_ids: Iterable[str])
     return await repository.ids_by_external_id(session, list(external_ids))
 
 
-async def lock_subscription(
-    session: AsyncSession, customer_id: uuid.UUID, *, skip_locked: bool = False
-) -> Subscription | None:
-    return await repository.lock_subscription(session, customer_id, skip_locked=skip_locked)
-
-
 async def subscribed_customers(
     session: AsyncSession, external_ids: Sequence[str] | None = None
 ) -> list[tuple[Customer, Subscription]]:
