@@ -318,7 +318,12 @@ async def issue(
     usage_revenue = total - subscription_revenue
     reason = f"invoice for {_fmt(draft.period_start)} to {_fmt(draft.period_end)}"
     ledger_transaction_id = None
-    if any(amounts):
+    legs = [
+        (customer_id, "receivable", total),
+        (None, "subscription_revenue", -subscription_revenue),
+        (None, "usage_revenue", -usage_revenue),
+    ]
+    if any(amount for _, _, amount in legs):  # lines that cancel out within a kind move nothing
         entry = Entry(
             kind="invoice",
             currency=currency,
@@ -330,11 +335,6 @@ async def issue(
             request={"total": total, "subscription": subscription_revenue, "usage": usage_revenue},
             trace_id=trace_id,
         )
-        legs = [
-            (customer_id, "receivable", total),
-            (None, "subscription_revenue", -subscription_revenue),
-            (None, "usage_revenue", -usage_revenue),
-        ]
         ledger_transaction_id = await post_entry(session, entry, legs, as_of=as_of)
     credits_applied, credits_transaction_id = 0, None
     if total > 0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -18,6 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.billing_run import billing_window, run_billing
 from app.settings import Settings
 from billing import service as billing
+from billing.invoicing import DraftInvoice, DraftLine, issue
 from ledger import grants as credit
 from ledger import service as ledger
 from tests.billing.scenario import FEB_28, JAN_31, MAR_31, invoices_of, lines_of, opening_invoice, send_calls, subscribe
@@ -221,3 +223,26 @@ async def test_upcoming_invoice_previews_the_period_so_far_with_the_credits_that
     assert [(line.kind, line.amount("USD")) for line in upcoming.draft.lines] == [("usage", 300), ("base_fee", 1000)]
     assert (upcoming.total, upcoming.credits_applied, upcoming.unbilled) == (1300, 200, 300)
     assert (await session.execute(text("SELECT count(*) FROM invoices"))).scalar_one() == 0
+
+
+async def test_an_invoice_whose_lines_cancel_out_posts_nothing_and_is_paid(
+    session: AsyncSession, billing_catalog: None
+) -> None:
+    """Usage of +5.00 and a late correction of -5.00: nothing moves in the ledger, the invoice is 0."""
+    customer_id = await subscribe(session, "even", "basic", JAN_31)
+    usage = {"service_start": JAN_31, "service_end": FEB_28}
+    draft = DraftInvoice(
+        customer_id,
+        "USD",
+        "period",
+        JAN_31,
+        FEB_28,
+        [
+            DraftLine(kind="usage", description="API calls", amount_exact=Decimal("5"), **usage),
+            DraftLine(kind="late_usage", description="Late usage: API calls", amount_exact=Decimal("-5"), **usage),
+        ],
+    )
+    invoice = await issue(session, draft, as_of=FEB_28 + timedelta(hours=1))
+    await session.commit()
+    assert (invoice.total, invoice.amount_due, invoice.status, invoice.ledger_transaction_id) == (0, 0, "paid", None)
+    assert [amount for *_, amount in await lines_of(session, invoice.id)] == [500, -500]
