@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     event_max_age_days: int = Field(default=35, ge=1, description="Older events are TIMESTAMP_OUT_OF_RANGE.")
     events_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
     events_max_per_request: int = Field(default=10_000, ge=1, description="More events in one request get 413.")
+    ingest_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Batches a server process writes at once; more wait their turn.",
+    )
     event_properties_max_bytes: int = Field(default=16 * 1024, ge=64, description="PROPERTIES_TOO_LARGE past it.")
     billing_grace_minutes: int = Field(
         default=60, ge=0, description="A period is invoiced this long after it ends, so late events still count."

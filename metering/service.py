@@ -16,6 +16,7 @@ from customers import service as customers
 from metering import repository
 from metering.events import (
     MeterRule,
+    ReadBatch,
     Rejection,
     canonical_json,
     loads_exact,
@@ -91,6 +92,33 @@ async def meter_rules(session: AsyncSession) -> dict[str, list[MeterRule]]:
     return rules
 
 
+@dataclass(frozen=True)
+class ReadIngest:
+    """A batch validated against the catalog and the customers, not yet stored."""
+
+    batch: ReadBatch
+    received_at: datetime
+    started: float  # perf_counter when ingestion began, for the processing lag
+
+
+async def read_batch(
+    session: AsyncSession, items: list[Any], *, received_at: datetime, limits: IngestLimits
+) -> ReadIngest:
+    """Validate a batch: the first half of :func:`ingest`, which takes no lock."""
+    started = time.perf_counter()
+    external_ids = {i["customer"] for i in items if isinstance(i, dict) and isinstance(i.get("customer"), str)}
+    known = await customers.ids_by_external_id(session, external_ids)
+    batch = read_events(
+        items,
+        customers=known,
+        meters_by_event_type=await meter_rules(session),
+        received_at=received_at,
+        max_age=limits.max_age,
+        max_properties_bytes=limits.max_properties_bytes,
+    )
+    return ReadIngest(batch, received_at, started)
+
+
 async def ingest(
     session: AsyncSession,
     items: list[Any],
@@ -105,17 +133,14 @@ async def ingest(
     transaction as the rollups: when the caller commits, the batch is durable and counted;
     when it fails, nothing of it is. Unknown customers and event types go to quarantine.
     """
-    started = time.perf_counter()
-    external_ids = {i["customer"] for i in items if isinstance(i, dict) and isinstance(i.get("customer"), str)}
-    known = await customers.ids_by_external_id(session, external_ids)
-    batch = read_events(
-        items,
-        customers=known,
-        meters_by_event_type=await meter_rules(session),
-        received_at=received_at,
-        max_age=limits.max_age,
-        max_properties_bytes=limits.max_properties_bytes,
-    )
+    read = await read_batch(session, items, received_at=received_at, limits=limits)
+    return await count_batch(session, read, trace_id=trace_id)
+
+
+async def count_batch(session: AsyncSession, read: ReadIngest, *, trace_id: str | None) -> IngestResult:
+    """Store a validated batch and count its new events (the second half of :func:`ingest`): the
+    part that takes the rollup rows' locks, held until the caller commits."""
+    batch, received_at, started = read.batch, read.received_at, read.started
     new_event_times = await repository.store_events(session, batch.valid, received_at=received_at, trace_id=trace_id)
     await repository.quarantine(session, batch.rejected, received_at=received_at)
     accepted = len(new_event_times)
