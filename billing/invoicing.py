@@ -302,7 +302,7 @@ async def issue(
     draft: DraftInvoice,
     *,
     as_of: datetime,
-    invoiced_through: datetime | None = None,
+    invoiced_through: datetime,
     trace_id: str | None = None,
 ) -> Invoice:
     """Write the invoice, its lines and its ledger transactions, and move the subscription's

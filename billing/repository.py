@@ -33,16 +33,6 @@ async def due_customers(session: AsyncSession, *, opening_by: datetime, closing_
     return list(await session.exec(query))
 
 
-async def subscription_to_bill(session: AsyncSession, customer_id: uuid.UUID) -> Subscription | None:
-    """The customer's subscription, locked for this transaction unless another billing run or a
-    plan change holds it (then None: SKIP LOCKED). Not attached to the session: the billing run
-    moves ``invoiced_through`` with the invoice's own statement."""
-    connection = await driver_connection(session)
-    cursor = await connection.execute(LOCK_SUBSCRIPTION, (customer_id,))
-    row = await cursor.fetchone()
-    return None if row is None else Subscription(**dict(zip(SUBSCRIPTION_COLUMNS, row, strict=True)))
-
-
 SUBSCRIPTION_COLUMNS = (
     "id",
     "customer_id",
@@ -56,6 +46,16 @@ SUBSCRIPTION_COLUMNS = (
 LOCK_SUBSCRIPTION = (
     f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM subscriptions WHERE customer_id = %s FOR UPDATE SKIP LOCKED"
 )
+
+
+async def subscription_to_bill(session: AsyncSession, customer_id: uuid.UUID) -> Subscription | None:
+    """The customer's subscription, locked for this transaction unless another billing run or a
+    plan change holds it (then None: SKIP LOCKED). Not attached to the session: the billing run
+    moves ``invoiced_through`` with the invoice's own statement."""
+    connection = await driver_connection(session)
+    cursor = await connection.execute(LOCK_SUBSCRIPTION, (customer_id,))
+    row = await cursor.fetchone()
+    return None if row is None else Subscription(**dict(zip(SUBSCRIPTION_COLUMNS, row, strict=True)))
 
 
 async def event_count(
@@ -100,8 +100,7 @@ WITH rated AS (
   ON CONFLICT (customer_id, period_start)
   DO UPDATE SET event_count = excluded.event_count, rated_at = excluded.rated_at),
 cursor_moved AS (
-  UPDATE subscriptions SET invoiced_through = %(invoiced_through)s
-  WHERE customer_id = %(customer_id)s AND %(invoiced_through)s::timestamptz IS NOT NULL),
+  UPDATE subscriptions SET invoiced_through = %(invoiced_through)s WHERE customer_id = %(customer_id)s),
 number AS (
   UPDATE invoice_number_counter SET last_number = last_number + 1 WHERE id = 1 RETURNING last_number),
 invoice AS (
@@ -160,7 +159,7 @@ class InvoiceToWrite:
     invoice: dict[str, Any]
     lines: list[dict[str, Any]]
     rated: list[tuple[datetime, datetime, int]]
-    invoiced_through: datetime | None
+    invoiced_through: datetime
 
 
 async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:

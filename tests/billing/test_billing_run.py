@@ -242,7 +242,7 @@ async def test_an_invoice_whose_lines_cancel_out_posts_nothing_and_is_paid(
             DraftLine(kind="late_usage", description="Late usage: API calls", amount_exact=Decimal("-5"), **usage),
         ],
     )
-    invoice = await issue(session, draft, as_of=FEB_28 + timedelta(hours=1))
+    invoice = await issue(session, draft, as_of=FEB_28 + timedelta(hours=1), invoiced_through=FEB_28)
     await session.commit()
     assert (invoice.total, invoice.amount_due, invoice.status, invoice.ledger_transaction_id) == (0, 0, "paid", None)
     assert [amount for *_, amount in await lines_of(session, invoice.id)] == [500, -500]

@@ -213,33 +213,21 @@ FUNCTIONS = [
     END $$
     """,
     # Debit (positive) or credit (negative) the customer's receivable against the adjustments
-    # system account, which keeps no cached balance and so is never locked.
+    # system account, which keeps no cached balance and so is never locked: an entry of two legs.
     """
     CREATE OR REPLACE FUNCTION ledger_adjust_balance(
       p_transaction uuid, p_customer uuid, p_currency text, p_amount bigint, p_reason text, p_actor text,
       p_key text, p_hash text, p_as_of timestamptz,
       OUT outcome text, OUT ledger_transaction uuid)
     LANGUAGE plpgsql AS $$
-    DECLARE
-      receivable uuid;
-      adjustments uuid;
     BEGIN
       IF p_amount IS NULL OR p_amount = 0 THEN
         RAISE EXCEPTION 'an adjustment must not be zero' USING ERRCODE = 'check_violation';
       END IF;
-      ledger_transaction := ledger_claim(p_transaction, 'adjustment', p_currency, p_customer, p_as_of, p_as_of,
-                                         p_actor, p_reason, NULL, p_key, p_hash);
-      IF ledger_transaction IS NULL THEN
-        outcome := 'key reused';
-      ELSIF ledger_transaction <> p_transaction THEN
-        outcome := 'replayed';
-      ELSE
-        receivable := ledger_account(p_customer, 'receivable', p_currency, p_as_of);
-        adjustments := ledger_account(NULL, 'adjustments', p_currency, p_as_of);
-        PERFORM ledger_post(p_transaction, ARRAY[receivable, adjustments], ARRAY[p_amount, -p_amount],
-                            ARRAY[NULL, NULL]::uuid[]);
-        outcome := 'created';
-      END IF;
+      SELECT entry.outcome, entry.ledger_transaction INTO outcome, ledger_transaction
+        FROM ledger_post_entry(p_transaction, 'adjustment', p_currency, p_customer, p_as_of, p_as_of, p_actor,
+                               p_reason, NULL, p_key, p_hash, ARRAY[p_customer, NULL]::uuid[],
+                               ARRAY['receivable', 'adjustments'], ARRAY[p_amount, -p_amount]) AS entry;
     END $$
     """,
     # Credit the customer with a new grant funded by p_funded_by (a system account, or the
