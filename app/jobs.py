@@ -22,7 +22,7 @@ from billing.outbox import claim_next, collect
 from billing.reconciliation import last_reconciled_at, reconcile
 from billing.webhooks import Processing, process_next
 from ledger.grants import expire_grants
-from metering.service import take_snapshot
+from metering.service import ROLL_UP_LIMIT, roll_up, take_snapshot
 
 logger = logging.getLogger("tally.jobs")
 TICK_SECONDS = 300
@@ -113,6 +113,29 @@ async def verify_invoice_accuracy(
         await session.commit()
     INVOICE_ACCURACY_DIFFERENCES.set(report.differences)
     return report
+
+
+async def roll_up_usage(sessions: async_sessionmaker[AsyncSession], *, limit: int = ROLL_UP_LIMIT) -> int:
+    """Fold what waits into the rollups, a committed transaction of at most ``limit`` measurements
+    per go, until nothing is left (or another process has the turn); how many were folded."""
+    folded_in_all = 0
+    while True:
+        async with sessions() as session:
+            folded = await roll_up(session, limit=limit)
+            await session.commit()
+        folded_in_all += folded or 0
+        if folded is None or folded < limit:
+            return folded_in_all
+
+
+async def run_roller(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    """Keep the rollups close behind ingestion, every ``TALLY_ROLLUP_INTERVAL_SECONDS``."""
+    while True:
+        try:
+            await roll_up_usage(sessions)
+        except Exception:
+            logger.exception("usage roll-up failed; retrying")
+        await asyncio.sleep(settings.rollup_interval_seconds)
 
 
 async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:

@@ -31,7 +31,8 @@ STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastAPI:
     """Build the ASGI application over the database at ``url`` (already migrated).
 
-    ``run_jobs`` starts the periodic jobs in the server's event loop (``tally serve``).
+    ``run_jobs`` starts the periodic jobs and the usage roller in the server's event loop
+    (``tally serve``).
     """
     engine = create_engine(url)
     provider = configure_tracing(settings, libpq_url(url))
@@ -39,12 +40,19 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        job_runner = asyncio.create_task(jobs.run_periodic(app.state.sessions, settings)) if run_jobs else None
+        runners = (
+            [
+                asyncio.create_task(jobs.run_periodic(app.state.sessions, settings)),
+                asyncio.create_task(jobs.run_roller(app.state.sessions, settings)),
+            ]
+            if run_jobs
+            else []
+        )
         yield
-        if job_runner is not None:
-            job_runner.cancel()
+        for runner in runners:
+            runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await job_runner
+                await runner
         if provider is not None:
             provider.force_flush()
         await engine.dispose()

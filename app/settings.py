@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         le=64,
         description="Batches a server process writes at once; more wait their turn.",
     )
+    rollup_interval_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="How often the roller folds counted usage into the rollups (reads include what waits).",
+    )
     event_properties_max_bytes: int = Field(default=16 * 1024, ge=64, description="PROPERTIES_TOO_LARGE past it.")
     billing_grace_minutes: int = Field(
         default=60, ge=0, description="A period is invoiced this long after it ends, so late events still count."

@@ -92,12 +92,18 @@ async def sample_events(session: AsyncSession, events: EventFilter, *, limit: in
 async def rollup_hours(
     session: AsyncSession, customer_id: uuid.UUID, meter_id: uuid.UUID, start: datetime, end: datetime
 ) -> dict[str, int]:
-    """Hours with usage wholly inside ``[start, end)``, by canonical dimensions text."""
+    """Hours with usage wholly inside ``[start, end)``, by canonical dimensions text: rolled up
+    or still waiting to be."""
     rows = await session.execute(
         text(
-            "SELECT dimensions::text AS dimensions, count(*) AS hours FROM usage_rollups "
+            "SELECT dimensions::text AS dimensions, count(*) AS hours FROM ("
+            "SELECT dimensions, hour FROM usage_rollups WHERE customer_id = :customer_id AND meter_id = :meter_id "
+            "AND hour >= :start AND hour + interval '1 hour' <= :end "
+            "UNION SELECT dimensions, date_trunc('hour', occurred_at, 'UTC') FROM usage_pending "
             "WHERE customer_id = :customer_id AND meter_id = :meter_id "
-            "AND hour >= :start AND hour + interval '1 hour' <= :end GROUP BY dimensions"
+            "AND date_trunc('hour', occurred_at, 'UTC') >= :start "
+            "AND date_trunc('hour', occurred_at, 'UTC') + interval '1 hour' <= :end"
+            ") AS hours GROUP BY dimensions"
         ),
         {"customer_id": customer_id, "meter_id": meter_id, "start": start, "end": end},
     )

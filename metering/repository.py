@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ledger.repository import driver_connection
 from metering.events import Rejection, ValidEvent, canonical_json
-from metering.models import CustomerWatermark, IngestBatch, QuarantinedEvent
+from metering.models import IngestBatch, QuarantinedEvent
 
 # How a new aggregate (`excluded`) joins a stored rollup row `r`, hourly or daily alike.
 MERGE_ROLLUP = """
@@ -31,13 +31,10 @@ MERGE_ROLLUP = """
 """
 
 # A batch in one statement, from array parameters sent in binary (no scratch tables, no quoting,
-# one round trip): the events
-# new to Tally are stored, and only they reach the rollups (each hour's aggregate merged into the
-# hourly rows and, summed by UTC day, into the daily ones), the distinct values and the watermarks;
-# the statement returns their event times. Every batch runs this same statement and each part
-# takes its keys in sorted order (ids, then rollups, then values, then watermarks), so concurrent
-# batches sharing ids or rows wait on each other in one order instead of deadlocking.
-STORE_EVENTS = f"""
+# one round trip): the events new to Tally are stored and their measurements appended to
+# `usage_pending`; the statement returns their event times. Nothing here updates a row another
+# batch may hold, so concurrent batches wait on each other only for a shared event id.
+STORE_EVENTS = """
 WITH incoming AS (
   SELECT * FROM unnest(%(event_ids)b::text[], %(customer_ids)b::uuid[], %(event_types)b::text[],
                        %(occurred_at)b::timestamptz[], %(properties)b::text[])
@@ -48,18 +45,33 @@ inserted AS (
   FROM incoming ORDER BY event_id
   ON CONFLICT (event_id) DO NOTHING
   RETURNING event_id, customer_id, occurred_at),
-usage AS (
-  SELECT i.event_id, i.customer_id, m.meter_id, date_trunc('hour', i.occurred_at, 'UTC') AS hour,
-         m.dimensions::jsonb AS dimensions, m.value, m.unique_value, i.occurred_at
+pending AS (
+  INSERT INTO usage_pending (customer_id, meter_id, occurred_at, dimensions, value, unique_value, event_id,
+                             received_at)
+  SELECT i.customer_id, m.meter_id, i.occurred_at, m.dimensions::jsonb, m.value, m.unique_value, i.event_id,
+         %(received_at)s
   FROM unnest(%(measured_ids)b::text[], %(meter_ids)b::uuid[], %(dimensions)b::text[], %(values)b::numeric[],
               %(unique_values)b::text[]) AS m(event_id, meter_id, dimensions, value, unique_value)
-  JOIN inserted i USING (event_id)),
+  JOIN inserted i USING (event_id))
+SELECT occurred_at FROM inserted
+"""
+
+# The roller: takes what waits (at most `limit` measurements) and merges each hour's aggregate
+# into the hourly rows and, summed by UTC day, into the daily ones, with the distinct values and
+# the watermarks, in one statement; returns how many measurements it folded. Deleting and merging
+# in one transaction counts each measurement once, and a read sees it on one side or the other.
+ROLL_UP = f"""
+WITH taken AS (
+  DELETE FROM usage_pending
+  WHERE ctid = ANY(ARRAY(SELECT ctid FROM usage_pending LIMIT %(limit)s))
+  RETURNING customer_id, meter_id, date_trunc('hour', occurred_at, 'UTC') AS hour, dimensions, value, unique_value,
+            occurred_at, event_id, received_at),
 hourly AS (
   SELECT customer_id, meter_id, hour, dimensions, count(*) AS event_count, sum(value) AS value_sum,
          max(value) AS value_max, (array_agg(value ORDER BY occurred_at DESC, event_id DESC))[1] AS latest_value,
          max(occurred_at) AS latest_at,
          (array_agg(event_id ORDER BY occurred_at DESC, event_id DESC))[1] AS latest_event_id
-  FROM usage GROUP BY customer_id, meter_id, hour, dimensions),
+  FROM taken GROUP BY customer_id, meter_id, hour, dimensions),
 hourly_rows AS (
   INSERT INTO usage_rollups AS r (customer_id, meter_id, hour, dimensions, event_count, value_sum, value_max,
                                   latest_value, latest_at, latest_event_id)
@@ -75,7 +87,7 @@ daily_rows AS (
   ORDER BY customer_id, meter_id, day, dimensions
   ON CONFLICT (customer_id, meter_id, day, dimensions) DO UPDATE SET {MERGE_ROLLUP}),
 seen AS (
-  SELECT DISTINCT customer_id, meter_id, hour, dimensions, unique_value AS value FROM usage
+  SELECT DISTINCT customer_id, meter_id, hour, dimensions, unique_value AS value FROM taken
   WHERE unique_value IS NOT NULL),
 hourly_values AS (
   INSERT INTO usage_unique_values (customer_id, meter_id, hour, dimensions, value)
@@ -88,19 +100,23 @@ daily_values AS (
   ON CONFLICT DO NOTHING),
 watermarks AS (
   INSERT INTO customer_watermarks AS w (customer_id, watermark, last_received_at)
-  SELECT customer_id, max(occurred_at), %(received_at)s FROM inserted
+  SELECT customer_id, max(occurred_at), max(received_at) FROM taken
   GROUP BY customer_id ORDER BY customer_id
   ON CONFLICT (customer_id) DO UPDATE SET
     watermark = greatest(w.watermark, excluded.watermark),
     last_received_at = greatest(w.last_received_at, excluded.last_received_at))
-SELECT occurred_at FROM inserted
+SELECT count(*) FROM taken
 """
+
+# One roller at a time across every process: a second one would wait on the first's rows.
+ROLLER_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('tally.metering.roll_up'))"
 
 
 async def store_events(
     session: AsyncSession, events: Sequence[ValidEvent], *, received_at: datetime, trace_id: str | None
 ) -> list[datetime]:
-    """Store the events new to Tally and add them to the rollups, in the caller's transaction.
+    """Store the events new to Tally and their measurements, waiting to be rolled up, in the
+    caller's transaction.
 
     Returns the event times of the events that were new (the others were already counted).
     """
@@ -124,6 +140,17 @@ async def store_events(
     connection = await driver_connection(session)
     cursor = await connection.execute(STORE_EVENTS, params)
     return [row[0] for row in await cursor.fetchall()]
+
+
+async def roll_up(session: AsyncSession, *, limit: int) -> int | None:
+    """Fold at most ``limit`` waiting measurements into the rollups; None when another roller
+    holds the turn."""
+    connection = await driver_connection(session)
+    taken = await (await connection.execute(ROLLER_LOCK)).fetchone()
+    if not taken or not taken[0]:
+        return None
+    folded = await (await connection.execute(ROLL_UP, {"limit": limit})).fetchone()
+    return int(folded[0]) if folded else 0
 
 
 async def quarantine(session: AsyncSession, rejections: Sequence[Rejection], *, received_at: datetime) -> None:
@@ -183,8 +210,19 @@ async def quarantine_page(session: AsyncSession, *, limit: int) -> list[Quaranti
     return list(await session.exec(query))
 
 
-async def watermark_of(session: AsyncSession, customer_id: uuid.UUID) -> CustomerWatermark | None:
-    return await session.get(CustomerWatermark, customer_id)
+WATERMARK = """
+SELECT max(watermark) AS watermark FROM (
+  SELECT watermark FROM customer_watermarks WHERE customer_id = %(customer_id)s
+  UNION ALL
+  SELECT max(occurred_at) FROM usage_pending WHERE customer_id = %(customer_id)s) AS counted
+"""
+
+
+async def watermark_of(session: AsyncSession, customer_id: uuid.UUID) -> datetime | None:
+    """The latest event time counted for the customer, rolled up or still waiting."""
+    rows = await _rows(session, WATERMARK, {"customer_id": customer_id})
+    found: datetime | None = rows[0]["watermark"]
+    return found
 
 
 async def _rows(session: AsyncSession, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -195,9 +233,11 @@ async def _rows(session: AsyncSession, query: str, params: dict[str, Any]) -> li
         return await cursor.fetchall()
 
 
-def _hours_and_days(hourly: str, daily: str, columns: str) -> str:
+def _hours_and_days(hourly: str, daily: str, columns: str, pending: str) -> str:
     """The rows of a range of whole hours: the whole UTC days inside it from the daily table, the
-    hours before the first and after the last whole day from the hourly one."""
+    hours before the first and after the last whole day from the hourly one, and the measurements
+    of the range still waiting to be rolled up (``pending``: their columns, named as ``columns``).
+    One statement, so a roll-up committing meanwhile is seen whole or not at all."""
     return f"""
   SELECT hour AS at, {columns} FROM {hourly}
   WHERE customer_id = %(customer_id)s AND meter_id = ANY(%(meter_ids)s)
@@ -205,15 +245,24 @@ def _hours_and_days(hourly: str, daily: str, columns: str) -> str:
   UNION ALL
   SELECT day AS at, {columns} FROM {daily}
   WHERE customer_id = %(customer_id)s AND meter_id = ANY(%(meter_ids)s)
-    AND day >= %(days_start)s AND day < %(days_end)s"""
+    AND day >= %(days_start)s AND day < %(days_end)s
+  UNION ALL
+  SELECT date_trunc('hour', occurred_at, 'UTC') AS at, {pending} FROM usage_pending
+  WHERE customer_id = %(customer_id)s AND meter_id = ANY(%(meter_ids)s)
+    AND occurred_at >= %(head_start)s AND occurred_at < %(tail_end)s"""
 
 
 ROLLUP_COLUMNS = "meter_id, dimensions, event_count, value_sum, value_max, latest_value, latest_at, latest_event_id"
+PENDING_AS_ROLLUP = "meter_id, dimensions, 1, value, value, value, occurred_at, event_id"
+UNIQUE_COLUMNS = "meter_id, dimensions, value"
+PENDING_AS_UNIQUE = "meter_id, dimensions, unique_value"
+ROLLUPS = _hours_and_days("usage_rollups", "usage_daily_rollups", ROLLUP_COLUMNS, PENDING_AS_ROLLUP)
+SEEN_VALUES = _hours_and_days("usage_unique_values", "usage_daily_unique_values", UNIQUE_COLUMNS, PENDING_AS_UNIQUE)
 
 ROLLUP_PARTIALS = f"""
 SELECT meter_id, dimensions::text AS dimensions, sum(event_count) AS count, sum(value_sum) AS total,
        max(value_max) AS maximum
-FROM ({_hours_and_days("usage_rollups", "usage_daily_rollups", ROLLUP_COLUMNS)}) AS rollups
+FROM ({ROLLUPS}) AS rollups
 GROUP BY meter_id, dimensions
 """
 
@@ -222,13 +271,13 @@ GROUP BY meter_id, dimensions
 ROLLUP_LATEST = f"""
 SELECT DISTINCT ON (meter_id, dimensions) meter_id, dimensions::text AS dimensions, latest_value, latest_at,
        latest_event_id
-FROM ({_hours_and_days("usage_rollups", "usage_daily_rollups", ROLLUP_COLUMNS)}) AS rollups
+FROM ({ROLLUPS}) AS rollups
 ORDER BY meter_id, dimensions, latest_at DESC, latest_event_id DESC
 """
 
 UNIQUE_VALUES = f"""
 SELECT DISTINCT meter_id, dimensions::text AS dimensions, value
-FROM ({_hours_and_days("usage_unique_values", "usage_daily_unique_values", "meter_id, dimensions, value")}) AS seen
+FROM ({SEEN_VALUES}) AS seen WHERE value IS NOT NULL
 """
 
 RAW_EVENTS = """
@@ -242,13 +291,13 @@ SERIES = f"""
 SELECT date_trunc(%(unit)s, at, 'UTC') AS bucket, sum(event_count) AS count, sum(value_sum) AS total,
        max(value_max) AS maximum,
        (array_agg(latest_value ORDER BY latest_at DESC, latest_event_id DESC))[1] AS latest_value
-FROM ({_hours_and_days("usage_rollups", "usage_daily_rollups", ROLLUP_COLUMNS)}) AS rollups
+FROM ({ROLLUPS}) AS rollups
 GROUP BY bucket
 """
 
 UNIQUE_SERIES = f"""
 SELECT date_trunc(%(unit)s, at, 'UTC') AS bucket, count(DISTINCT value) AS distinct_values
-FROM ({_hours_and_days("usage_unique_values", "usage_daily_unique_values", "meter_id, dimensions, value")}) AS seen
+FROM ({SEEN_VALUES}) AS seen WHERE value IS NOT NULL
 GROUP BY bucket
 """
 

@@ -130,8 +130,9 @@ async def ingest(
     """Count every valid event new to Tally exactly once, in the caller's transaction.
 
     The event id is the key, enforced by the events table's primary key in the same
-    transaction as the rollups: when the caller commits, the batch is durable and counted;
-    when it fails, nothing of it is. Unknown customers and event types go to quarantine.
+    transaction as the measurements: when the caller commits, the batch is durable and counted
+    (usage reads what waits to be rolled up); when it fails, nothing of it is. Unknown customers
+    and event types go to quarantine.
     """
     read = await read_batch(session, items, received_at=received_at, limits=limits)
     return await count_batch(session, read, trace_id=trace_id)
@@ -139,7 +140,7 @@ async def ingest(
 
 async def count_batch(session: AsyncSession, read: ReadIngest, *, trace_id: str | None) -> IngestResult:
     """Store a validated batch and count its new events (the second half of :func:`ingest`): the
-    part that takes the rollup rows' locks, held until the caller commits."""
+    part that writes, holding its event ids' locks until the caller commits."""
     batch, received_at, started = read.batch, read.received_at, read.started
     new_event_times = await repository.store_events(session, batch.valid, received_at=received_at, trace_id=trace_id)
     await repository.quarantine(session, batch.rejected, received_at=received_at)
@@ -164,6 +165,16 @@ async def count_batch(session: AsyncSession, read: ReadIngest, *, trace_id: str 
         ),
     )
     return IngestResult(accepted, duplicates, batch.rejected, lags, processing_ms)
+
+
+ROLL_UP_LIMIT = 100_000
+
+
+async def roll_up(session: AsyncSession, *, limit: int = ROLL_UP_LIMIT) -> int | None:
+    """Fold up to ``limit`` counted measurements into the hourly and daily rollups and the
+    watermarks, in the caller's transaction; None when another roller has the turn. Usage is the
+    same before and after: reads add what waits."""
+    return await repository.roll_up(session, limit=limit)
 
 
 @dataclass(frozen=True)

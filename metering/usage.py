@@ -18,7 +18,6 @@ from ledger.money import plain_decimal
 from metering import repository
 from metering.aggregation import Partial, merge_all
 from metering.events import FUTURE_TOLERANCE, MeterRule, canonical_json, dimension_text, loads_exact, measure
-from metering.models import CustomerWatermark
 from pricing.models import Meter, PlanCharge
 from pricing.rating import ChargeTerms, allocate, rate
 from pricing.service import charge_terms, charges_of_version, meter_by_key, plan_version
@@ -370,5 +369,6 @@ async def entitlement_by_external_id(
     return EdgeEntitlement(row["customer_id"], found)
 
 
-async def watermark(session: AsyncSession, customer_id: uuid.UUID) -> CustomerWatermark | None:
+async def watermark(session: AsyncSession, customer_id: uuid.UUID) -> datetime | None:
+    """Usage is complete through this event time: the latest one counted for the customer."""
     return await repository.watermark_of(session, customer_id)

@@ -184,8 +184,7 @@ async def resolve_entitlement(root: strawberry.Parent[Any], info: Info, meter: s
 
 async def resolve_usage_watermark(root: strawberry.Parent[Any], info: Info) -> datetime | None:
     """Usage is complete through this time: the latest event time counted for the customer."""
-    found = await usage_service.watermark(info.context.session, root.row_id)
-    return found.watermark if found else None
+    return await usage_service.watermark(info.context.session, root.row_id)
 
 
 @strawberry.type

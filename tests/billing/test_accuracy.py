@@ -23,6 +23,7 @@ from app.metrics import REGISTRY
 from app.settings import Settings
 from app.telemetry import configure_metrics
 from billing.accuracy import verify_invoices
+from metering.service import roll_up
 from tests.app.test_metrics import parse, value
 from tests.billing.scenario import FEB_28, JAN_31, MAR_31, send_calls, subscribe
 
@@ -53,6 +54,7 @@ async def test_rollups_that_drifted_from_the_events_are_an_anomaly_and_a_metric(
 ) -> None:
     customer_id = await subscribe(session, "acme", "basic", JAN_31)
     await send_calls(session, "acme", 150, datetime(2026, 2, 10, tzinfo=UTC))
+    await roll_up(session)
     for rollups in ("usage_rollups", "usage_daily_rollups"):
         await session.execute(text(f"UPDATE {rollups} SET event_count = event_count + 5"))
     await session.commit()

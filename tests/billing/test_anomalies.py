@@ -18,14 +18,16 @@ from billing.anomalies import AnomalyFilter, Thresholds, anomalies
 from billing.anomaly_detectors import scan
 from billing.models import Anomaly
 from ledger.grants import grant_credits
-from metering.service import ingest
+from metering.service import ingest, roll_up
 from tests.billing.scenario import FEB_28, JAN_31, LIMITS, MAR_31, send_calls, subscribe
 
 THRESHOLDS = Thresholds()
 
 
 async def scanned(session: AsyncSession, as_of: datetime, kind: str | None = None) -> list[Anomaly]:
-    """Scan as of then and return what is stored (of one kind), committed like the job does."""
+    """Scan as of then and return what is stored (of one kind), committed like the job does, once
+    the roller has folded the usage counted so far (it runs every half second in `tally serve`)."""
+    await roll_up(session)
     await scan(session, as_of=as_of, thresholds=THRESHOLDS)
     await session.commit()
     rows = await anomalies(

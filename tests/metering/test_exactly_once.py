@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from app.database import create_engine, session_factory
+from app.jobs import roll_up_usage
 from app.settings import Settings
 from app.usage_ingest import ingest_and_commit
 from customers.service import NewCustomer, create_customer
@@ -127,10 +128,18 @@ def expected_usage(sent: list[dict], start: datetime, end: datetime) -> dict[str
     batch_size=st.integers(min_value=1, max_value=25),
     range_minutes=st.tuples(st.integers(0, 3 * 24 * 60), st.integers(0, 3 * 24 * 60)),
     shuffle_seed=st.integers(0, 1000),
+    roll_up_every=st.integers(0, 3),
 )
 def test_usage_equals_a_direct_computation_from_distinct_events(
-    metered_database: str, sent: list[dict], batch_size: int, range_minutes: tuple[int, int], shuffle_seed: int
+    metered_database: str,
+    sent: list[dict],
+    batch_size: int,
+    range_minutes: tuple[int, int],
+    shuffle_seed: int,
+    roll_up_every: int,
 ) -> None:
+    """Whatever part of the usage the roller has folded (never, or after every first, second or
+    third batch), usage reads the same."""
     for event in sent:
         event["at"] = START + timedelta(minutes=event["minute"], seconds=event["second"])
     random.Random(shuffle_seed).shuffle(sent)
@@ -158,9 +167,11 @@ def test_usage_equals_a_direct_computation_from_distinct_events(
                 }
                 for e in sent
             ]
-            for offset in range(0, len(items), batch_size):
+            for number, offset in enumerate(range(0, len(items), batch_size), start=1):
                 async with sessions() as session:
                     await ingest_and_commit(session, items[offset : offset + batch_size], Settings())
+                if roll_up_every and number % roll_up_every == 0:
+                    await roll_up_usage(sessions)
             async with sessions() as session:
                 meters = await list_meters(session)
                 usages = await usage_service.usage(session, customer.id, meters, start, end)

@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app import usage_ingest
 from app.settings import Settings
 from customers.service import NewCustomer, create_customer
+from metering.service import roll_up
 from tests.conftest import now
 
 
@@ -56,5 +57,6 @@ async def test_at_most_the_configured_batches_are_counted_at_once(
     accepted = await asyncio.gather(*(send(n) for n in range(6)))
     assert accepted == [10] * 6
     assert most == turns
+    assert await roll_up(session) == 60, "every batch's measurements wait for the roller once"
     counted = await session.execute(text("SELECT sum(event_count) FROM usage_rollups"))
     assert counted.scalar_one() == 60

@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.main import create_app
 from app.settings import Settings
 from app.usage_ingest import ingest_limits
-from metering.service import replay_quarantine
+from metering.service import replay_quarantine, roll_up
 from tests.conftest import graphql
 
 
@@ -240,5 +240,6 @@ async def test_awkward_text_is_stored_exactly(
         )
     ).one()
     assert tuple(row) == ("awk\tward\\id", awkward, 0.1)
+    await roll_up(session)
     dims = (await session.execute(text("SELECT dimensions->>'model' FROM usage_rollups"))).scalars().all()
     assert awkward in dims

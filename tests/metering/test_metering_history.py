@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.jobs import snapshot_metering
+from app.jobs import roll_up_usage, snapshot_metering
 from app.settings import Settings
 from app.usage_ingest import ingest_and_commit
 from customers.service import NewCustomer, create_customer
@@ -42,6 +42,7 @@ async def test_history_buckets_volumes_and_lags_and_the_job_snapshots_watermarks
 ) -> None:
     sent_at = await send_late_usage(session)
     current_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    await roll_up_usage(sessions)
     await snapshot_metering(sessions, as_of=datetime.now(UTC))
     points, watermarks = await history(
         session,
