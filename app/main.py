@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,11 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # What exists at start (modules, the schema, the app) lives as long as the process: frozen,
+        # the garbage collector stops scanning it at every collection, which a batch of events
+        # triggers many times while decoding (measured: 2.2 ms to decode a batch, 0.5 ms frozen).
+        gc.collect()
+        gc.freeze()
         runners = (
             [
                 asyncio.create_task(jobs.run_periodic(app.state.sessions, settings)),

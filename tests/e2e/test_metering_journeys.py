@@ -132,8 +132,8 @@ def test_kill_9_during_ingestion_loses_nothing_and_counts_nothing_twice(
 ) -> None:
     url = clone_database(server_url, "tally_crash")
     env = server_env(url, tmp_path)
+    process, base_url = start_server(env, tmp_path / "serve.log")
     try:
-        process, base_url = start_server(env, tmp_path / "serve.log")
         admin_token = _cli(env, "token", "create", "--role", "admin")
         httpx.post(
             f"{base_url}/graphql",
@@ -192,9 +192,9 @@ def test_kill_9_during_ingestion_loses_nothing_and_counts_nothing_twice(
             ).fetchall()
         assert count == len(distinct) == counted, "each event counted exactly once, rolled up or waiting for it"
         assert entitlement["used"] == str(len(distinct))
+    finally:
         process.terminate()
         process.wait(timeout=20)
-    finally:
         admin_execute(server_url, "DROP DATABASE IF EXISTS tally_crash WITH (FORCE)")
 
 
