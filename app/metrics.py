@@ -3,8 +3,8 @@ and by OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
 
 Counters and histograms are recorded where things happen: ingestion (``metering.service``), the
 billing run, the invoice accuracy check. The gauges that live in the database (collection outbox,
-failed webhooks, open discrepancies and anomalies, the oldest watermark) come from one snapshot
-query (:func:`billing.gauges.gauge_snapshot`), taken on each scrape of ``/metrics`` and by the
+failed webhooks, open discrepancies and anomalies, the oldest watermark, the roller's backlog) come
+from one snapshot query (:func:`billing.gauges.gauge_snapshot`), taken on each scrape of ``/metrics`` and by the
 periodic jobs (for OTLP); the gauges' callbacks only read the last snapshot. Callbacks run
 synchronously, in the exporter's thread, out of reach of the async database; and one query per
 scrape, whatever the number of series, keeps a scrape cheap.
@@ -72,6 +72,8 @@ for name, read, unit, description in (
     ("tally.reconciliation.discrepancies.open", "discrepancies_open", "", "Open ledger-vs-Stripe discrepancies"),
     ("tally.anomalies.open", "anomalies_open", "", "Open anomalies, by kind"),
     ("tally.metering.watermark_age", "watermark_age_seconds", "s", "Age of the oldest customer watermark"),
+    ("tally.metering.rollup.waiting", "rollup_waiting", "", "Counted measurements not yet folded into the rollups"),
+    ("tally.metering.rollup.oldest_wait", "rollup_oldest_wait_seconds", "s", "How long the oldest of them has waited"),
 ):
     _meter.create_observable_gauge(name, callbacks=[_observe(read)], unit=unit, description=description)
 

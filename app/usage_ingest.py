@@ -2,11 +2,11 @@
 one transaction per batch, committed before answering, retried whole on a deadlock or a
 serialization failure (safe: the event ids make a retried batch count nothing twice).
 
-Batches of the same customers update the same rollup rows, so concurrent batches wait on each
-other's commits: a process stores and commits at most ``TALLY_INGEST_CONCURRENCY`` batches at
-once (2 by default); the others are validated meanwhile and wait for their turn rather than pile
-up behind row locks (measured in-process with the ingestion benchmark's batches: 2 at once
-26,700–27,500 events/s, 4 at once 24,700/s)."""
+A process stores and commits at most ``TALLY_INGEST_CONCURRENCY`` batches at once (2 by
+default); the others are validated meanwhile and wait for their turn. Chosen when batches still
+merged into shared rollup rows and waited on each other's locks (in-process: 2 at once
+26,700–27,500 events/s, 4 at once 24,700/s); since batches only append, 2 and 8 at once measure
+alike over HTTP on two cores (docs/performance.md), and fewer writers hold fewer connections."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """What the operational gauges read from the database, in one query: the collection outbox, failed
-Stripe webhooks, open reconciliation discrepancies, open anomalies and the oldest watermark."""
+Stripe webhooks, open reconciliation discrepancies, open anomalies, the oldest watermark and the
+usage waiting for the roller."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ SELECT 'anomalies_open', kind, count(*)::float8, NULL FROM anomalies WHERE statu
 UNION ALL
 SELECT 'watermark_age', NULL, extract(epoch FROM CAST(:as_of AS timestamptz) - min(watermark))::float8, NULL
 FROM customer_watermarks
+UNION ALL
+SELECT 'rollup_waiting', NULL, count(*)::float8,
+       extract(epoch FROM CAST(:as_of AS timestamptz) - min(received_at))::float8
+FROM usage_pending
 """)
 
 
@@ -38,11 +43,14 @@ class GaugeSnapshot:
     discrepancies_open: int = 0
     anomalies_open: dict[str, int] = field(default_factory=dict)
     watermark_age_seconds: float | None = None  # the customer whose usage is least complete
+    rollup_waiting: int = 0  # counted measurements the roller has not folded yet
+    rollup_oldest_wait_seconds: float | None = None  # how long the oldest of them has waited
 
 
 async def gauge_snapshot(session: AsyncSession, *, as_of: datetime) -> GaugeSnapshot:
     rows = list(await session.execute(SNAPSHOT, {"as_of": as_of}))
     single = {family: value for family, _, value, _ in rows if family not in ("outbox", "anomalies_open")}
+    oldest_wait = next(age for family, _, _, age in rows if family == "rollup_waiting")
     outbox = [(status, value, age) for family, status, value, age in rows if family == "outbox"]
     return GaugeSnapshot(
         as_of=as_of,
@@ -52,4 +60,6 @@ async def gauge_snapshot(session: AsyncSession, *, as_of: datetime) -> GaugeSnap
         discrepancies_open=int(single["discrepancies_open"]),
         anomalies_open={kind: int(value) for family, kind, value, _ in rows if family == "anomalies_open"},
         watermark_age_seconds=None if single["watermark_age"] is None else max(single["watermark_age"], 0.0),
+        rollup_waiting=int(single["rollup_waiting"]),
+        rollup_oldest_wait_seconds=None if oldest_wait is None else max(oldest_wait, 0.0),
     )

@@ -1,5 +1,6 @@
-"""Metering tables: raw events (the dedup key), hourly rollups, distinct values, quarantine,
-watermarks and per-batch ingestion statistics. ``customer_id`` leads every high-volume key."""
+"""Metering tables: raw events (the dedup key), usage waiting to be rolled up, hourly and daily
+rollups, distinct values, quarantine, watermarks and per-batch ingestion statistics.
+``customer_id`` leads every high-volume key."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, Numeric, String, Text
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Numeric, String, Table, Text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
@@ -25,6 +26,23 @@ class UsageEvent(SQLModel, table=True):
     properties: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     trace_id: str | None = Field(default=None, sa_column=Column(String(32)))
+
+
+# The measurements of counted events until the roller folds them into the rollups. Written and
+# read only by statements (no key to load a row by: rows are appended, then deleted in bulk).
+usage_pending = Table(
+    "usage_pending",
+    SQLModel.metadata,
+    Column("customer_id", UUID(as_uuid=True), nullable=False),
+    Column("meter_id", UUID(as_uuid=True), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("dimensions", JSONB, nullable=False),
+    Column("value", Numeric),
+    Column("unique_value", Text),
+    Column("event_id", Text, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Index("usage_pending_customer", "customer_id"),
+)
 
 
 class UsageRollup(SQLModel, table=True):

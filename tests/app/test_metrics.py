@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
+from app.jobs import roll_up_usage
 from app.settings import Settings
 from billing.anomalies import Finding, raise_anomaly
 from customers.service import NewCustomer, create_customer
@@ -136,5 +137,11 @@ async def test_metrics_after_ingesting_and_billing(
     assert value(after, "tally_stripe_webhooks_failed") == 1
     assert value(after, "tally_reconciliation_discrepancies_open") == 1
     assert value(after, "tally_anomalies_open", kind="INVOICE_DELTA") == 1
-    watermark_age = value(after, "tally_metering_watermark_age_seconds")
+    assert value(after, "tally_metering_rollup_waiting") == 3, "no roller runs in this app"
+    assert 0 <= value(after, "tally_metering_rollup_oldest_wait_seconds") < 60
+    await roll_up_usage(sessions)
+    async with httpx.AsyncClient(base_url=live_url) as http:
+        rolled = parse((await http.get("/metrics")).text)
+    assert rolled[("tally_metering_rollup_waiting", frozenset())] == 0
+    watermark_age = value(rolled, "tally_metering_watermark_age_seconds")
     assert 20 * 86400 <= watermark_age < 20 * 86400 + 60
