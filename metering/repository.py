@@ -491,6 +491,12 @@ async def oldest_watermarks(session: AsyncSession, limit: int) -> list[Any]:
     return list((await session.execute(OLDEST_WATERMARKS, {"limit": limit})).mappings())
 
 
+async def rollup_backlog(session: AsyncSession) -> Any:
+    """How many counted measurements wait for the roller, and since when the oldest has."""
+    found = await session.execute(text("SELECT count(*) AS waiting, min(received_at) AS oldest FROM usage_pending"))
+    return found.mappings().one()
+
+
 async def quarantine_count(session: AsyncSession) -> int:
     found = await session.execute(text("SELECT count(*) FROM quarantined_events WHERE replayed_at IS NULL"))
     return int(found.scalar_one())

@@ -225,6 +225,8 @@ class MeteringOverview:
     processing_p99_ms: float | None
     oldest_watermarks: list[tuple[str, datetime, datetime]]
     quarantined: int
+    waiting_to_roll_up: int  # counted measurements the roller has not folded yet (usage reads them)
+    waiting_since: datetime | None  # when the oldest of them was received
 
     @property
     def accepted_per_second(self) -> float:
@@ -235,6 +237,7 @@ async def overview(session: AsyncSession, *, since: datetime, until: datetime) -
     """How ingestion went since ``since``: volumes, rejections by code, lags, and the customers
     whose usage is least complete."""
     stats = await repository.batch_statistics(session, since)
+    backlog = await repository.rollup_backlog(session)
     return MeteringOverview(
         since=since,
         until=until,
@@ -253,6 +256,8 @@ async def overview(session: AsyncSession, *, since: datetime, until: datetime) -
             for row in await repository.oldest_watermarks(session, 10)
         ],
         quarantined=await repository.quarantine_count(session),
+        waiting_to_roll_up=int(backlog["waiting"]),
+        waiting_since=backlog["oldest"],
     )
 
 

@@ -237,6 +237,10 @@ class MeteringOverview:
     processing_p99_ms: Decimal | None
     oldest_watermarks: list[WatermarkRow]
     quarantined: int
+    waiting_to_roll_up: int = strawberry.field(
+        description="Counted measurements the roller has not folded into the rollups yet (usage includes them)."
+    )
+    roll_up_lag_ms: Decimal | None = strawberry.field(description="How long the oldest of them has waited.")
 
 
 @strawberry.type
@@ -315,6 +319,10 @@ class MeteringQuery:
                 for e, w, r in found.oldest_watermarks
             ],
             quarantined=found.quarantined,
+            waiting_to_roll_up=found.waiting_to_roll_up,
+            roll_up_lag_ms=None
+            if found.waiting_since is None
+            else _ms(max((until - found.waiting_since) / timedelta(milliseconds=1), 0.0)),
         )
 
     @strawberry.field(permission_classes=[requires(Capability.READ_METERING)])
