@@ -162,9 +162,9 @@ def serve(
         highlight=False,
     )
     if workers == 1:
-        from app.main import serving_app
+        from app.main import create_app
 
-        uvicorn.run(serving_app(settings, url), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(settings, url, run_jobs=settings.serve_jobs), host=host, port=port, log_level="info")
         return
     # Worker processes build their own app from the environment; they share this process's
     # (possibly embedded) database through DATABASE_URL.

@@ -32,7 +32,8 @@ MERGE_ROLLUP = """
 
 # A batch in one statement, from array parameters sent in binary (no scratch tables, no quoting,
 # one round trip): the events new to Tally are stored and their measurements appended to
-# `usage_pending`; the statement returns their event times. Nothing here updates a row another
+# `usage_pending`; the statement returns their ingest lags (received - event time, in ms), sorted.
+# Nothing here updates a row another
 # batch may hold, so concurrent batches wait on each other only for a shared event id.
 STORE_EVENTS = """
 WITH incoming AS (
@@ -53,7 +54,7 @@ pending AS (
   FROM unnest(%(measured_ids)b::text[], %(meter_ids)b::uuid[], %(dimensions)b::text[], %(values)b::numeric[],
               %(unique_values)b::text[]) AS m(event_id, meter_id, dimensions, value, unique_value)
   JOIN inserted i USING (event_id))
-SELECT occurred_at FROM inserted
+SELECT (extract(epoch FROM %(received_at)s - occurred_at) * 1000)::float8 AS lag_ms FROM inserted ORDER BY 1
 """
 
 # The roller: takes what waits (at most `limit` measurements) and merges each hour's aggregate
@@ -114,11 +115,12 @@ ROLLER_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('tally.metering.roll_up
 
 async def store_events(
     session: AsyncSession, events: Sequence[ValidEvent], *, received_at: datetime, trace_id: str | None
-) -> list[datetime]:
+) -> list[float]:
     """Store the events new to Tally and their measurements, waiting to be rolled up, in the
     caller's transaction.
 
-    Returns the event times of the events that were new (the others were already counted).
+    Returns the ingest lags in milliseconds of the events that were new (the others were already
+    counted), sorted.
     """
     if not events:
         return []

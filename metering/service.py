@@ -142,11 +142,10 @@ async def count_batch(session: AsyncSession, read: ReadIngest, *, trace_id: str 
     """Store a validated batch and count its new events (the second half of :func:`ingest`): the
     part that writes, holding its event ids' locks until the caller commits."""
     batch, received_at, started = read.batch, read.received_at, read.started
-    new_event_times = await repository.store_events(session, batch.valid, received_at=received_at, trace_id=trace_id)
+    lags = await repository.store_events(session, batch.valid, received_at=received_at, trace_id=trace_id)
     await repository.quarantine(session, batch.rejected, received_at=received_at)
-    accepted = len(new_event_times)
+    accepted = len(lags)
     duplicates = len(batch.valid) - accepted + batch.duplicates_in_batch
-    lags = sorted((received_at - at) / timedelta(milliseconds=1) for at in new_event_times)
     # Processing lag: from the batch reaching ingestion to its events being counted (a
     # monotonic clock, so replays of old batches measure their own work, not their age).
     processing_ms = int((time.perf_counter() - started) * 1000)
