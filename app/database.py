@@ -46,20 +46,38 @@ def start_embedded_postgres(data_dir: Path) -> str:
 
 
 def is_transient_failure(error: BaseException) -> bool:
-    """A deadlock or serialization failure: the whole transaction may simply be run again.
-    psycopg raises them itself on raw-connection paths; SQLAlchemy wraps them elsewhere."""
+    """A deadlock, a serialization failure or a connection the server has dropped: the whole
+    transaction may simply be run again. psycopg raises them itself on raw-connection paths;
+    SQLAlchemy wraps them elsewhere (and then discards the dropped connection from its pool)."""
     from psycopg import errors as pg_errors
     from sqlalchemy.exc import DBAPIError
 
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        error = error.orig or error
     retried = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
-    return isinstance(error, retried) or (isinstance(error, DBAPIError) and isinstance(error.orig, retried))
+    return isinstance(error, retried) or _connection_lost(error)
+
+
+def _connection_lost(error: BaseException) -> bool:
+    """Lost on the client's side (no SQLSTATE), a connection exception (class 08), or the server
+    ending the session (shutdown, crash, an administrator's `pg_terminate_backend`)."""
+    import psycopg
+
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    sqlstate = error.sqlstate
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03")
 
 
 async def in_transaction(session: AsyncSession, action: Callable[[], Awaitable[T]], *, commit: bool = True) -> T:
     """Run ``action`` as one transaction: committed when it returns (rolled back instead when
     ``commit`` is false, for a dry run), rolled back when it raises. A deadlock or serialization
-    failure reruns the whole action, a few times with jittered backoff: every retried write in
-    Tally is idempotent by its key."""
+    failure, or a connection the server has dropped, reruns the whole action, a few times with
+    jittered backoff: every retried write in Tally is idempotent by its key (a batch of events
+    whose commit was answered by a dropped connection reports its events as duplicates when run
+    again, having counted them once)."""
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(is_transient_failure),
         stop=stop_after_attempt(5),
@@ -109,7 +127,11 @@ def libpq_url(url: str) -> str:
 
 
 def create_engine(url: str) -> AsyncEngine:
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    """No ping before lending a pooled connection: it cost a round trip on every request (a
+    fifth of a ledger transaction's Python time). A connection the server has dropped is found by
+    the transaction that uses it, which ``in_transaction`` runs again on a fresh one; SQLAlchemy
+    then discards every connection pooled before (one failed try per process after a restart)."""
+    return create_async_engine(url, pool_size=10, max_overflow=10)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -5,8 +5,8 @@ rows in the same run.
 Each worker runs what a request does: a session of its own, the service function, a commit.
 Besides transactions/s and latencies (noisy on a shared machine), each run prints what varies
 little with other load: the CPU time per transaction of this Python process and of the
-PostgreSQL server, and the statements sent per transaction (BEGIN, COMMIT and the pool's
-pre-ping included: one statement is one round trip).
+PostgreSQL server, and the statements sent per transaction (BEGIN and COMMIT included: one
+statement is one round trip).
 
     .venv/bin/python bench/ledger.py [--customers 10000] [--transactions 8000]
 """
@@ -48,8 +48,8 @@ Operation = Callable[[AsyncSession, int], Awaitable[None]]
 
 
 def count_statements() -> None:
-    """Count what psycopg sends: every cursor execute (the ORM's, the ledger functions', the pool's
-    pre-ping) and every BEGIN, COMMIT and ROLLBACK. Each is one round trip (psycopg's executemany
+    """Count what psycopg sends: every cursor execute (the ORM's, the ledger functions') and
+    every BEGIN, COMMIT and ROLLBACK. Each is one round trip (psycopg's executemany
     pipelines its rows into one)."""
     execute = AsyncCursor.execute
     executemany = AsyncCursor.executemany
