@@ -1,6 +1,7 @@
 """The request boundary of usage ingestion, shared by `POST /v1/events` and `ingestUsage`:
-one transaction per batch, committed before answering, retried whole on a deadlock or a
-serialization failure (safe: the event ids make a retried batch count nothing twice).
+one transaction per batch, committed before answering, retried whole on a deadlock, a
+serialization failure or a dropped connection (safe: the event ids make a retried batch count
+nothing twice).
 
 A process stores and commits at most ``TALLY_INGEST_CONCURRENCY`` batches at once (2 by
 default); the others are validated meanwhile and wait for their turn. Chosen when batches still

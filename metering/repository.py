@@ -33,8 +33,8 @@ MERGE_ROLLUP = """
 # A batch in one statement, from array parameters sent in binary (no scratch tables, no quoting,
 # one round trip): the events new to Tally are stored and their measurements appended to
 # `usage_pending`; the statement returns their ingest lags (received - event time, in ms), sorted.
-# Nothing here updates a row another
-# batch may hold, so concurrent batches wait on each other only for a shared event id.
+# Nothing here updates a row another batch may hold, so concurrent batches wait on each other only
+# for a shared event id.
 STORE_EVENTS = """
 WITH incoming AS (
   SELECT * FROM unnest(%(event_ids)b::text[], %(customer_ids)b::uuid[], %(event_types)b::text[],
