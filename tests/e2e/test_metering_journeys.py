@@ -192,6 +192,13 @@ def test_kill_9_during_ingestion_loses_nothing_and_counts_nothing_twice(
             ).fetchall()
         assert count == len(distinct) == counted, "each event counted exactly once, rolled up or waiting for it"
         assert entitlement["used"] == str(len(distinct))
+        deadline = time.monotonic() + 30
+        with psycopg.connect(url, autocommit=True) as connection:
+            while connection.execute("SELECT count(*) FROM usage_pending").fetchone() != (0,):
+                assert time.monotonic() < deadline, "the server's roller folds what waits within seconds"
+                time.sleep(0.2)
+            [(rolled_up,)] = connection.execute("SELECT sum(event_count) FROM usage_rollups").fetchall()
+        assert rolled_up == len(distinct), "the roller folded each event once"
     finally:
         process.terminate()
         process.wait(timeout=20)
