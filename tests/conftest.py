@@ -149,3 +149,23 @@ async def graphql(
 ) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return await client.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+
+
+@pytest.fixture
+def sent_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement this process sends to PostgreSQL from here on, however it is sent: through
+    SQLAlchemy or on a session's own psycopg connection (the hot paths). One is one round trip."""
+    sent: list[str] = []
+    execute, executemany = psycopg.AsyncCursor.execute, psycopg.AsyncCursor.executemany
+
+    async def counted_execute(self, query, params=None, **kwargs):  # type: ignore[no-untyped-def]
+        sent.append(str(query))
+        return await execute(self, query, params, **kwargs)
+
+    async def counted_executemany(self, query, params_seq, **kwargs):  # type: ignore[no-untyped-def]
+        sent.append(str(query))
+        return await executemany(self, query, params_seq, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", counted_execute)
+    monkeypatch.setattr(psycopg.AsyncCursor, "executemany", counted_executemany)
+    return sent

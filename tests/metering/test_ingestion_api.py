@@ -243,3 +243,22 @@ async def test_awkward_text_is_stored_exactly(
     await roll_up(session)
     dims = (await session.execute(text("SELECT dimensions->>'model' FROM usage_rollups"))).scalars().all()
     assert awkward in dims
+
+
+async def test_the_edge_entitlement_check_is_three_round_trips_once_its_token_is_known(
+    client: httpx.AsyncClient, customers_on_plans: str, token_for, sent_statements: list[str]
+) -> None:
+    """The customer, subscription and meter in one statement, the period's rollups (with what
+    waits for the roller) in another, the partial hours' raw events in a third: no pool ping,
+    no token lookup, no plan lookup (plan versions are immutable and kept in memory)."""
+    await send(client, customers_on_plans, [request_event("rt-1")])
+    headers = {"Authorization": f"Bearer {await token_for('viewer')}"}
+    path = "/v1/customers/org_hobby/entitlements/requests"
+    assert (await client.get(path, headers=headers)).json()["used"] == "1"
+    sent_statements.clear()
+
+    assert (await client.get(path, headers=headers)).json()["used"] == "1"
+
+    assert len(sent_statements) == 3, sent_statements
+    assert "FROM customers c" in sent_statements[0]
+    assert "usage_pending" in sent_statements[1] and "FROM events" in sent_statements[2]
