@@ -189,9 +189,11 @@ def test_usage_equals_a_direct_computation_from_distinct_events(
 
 
 def test_concurrent_overlapping_batches_count_each_id_once(metered_database: str) -> None:
-    """8 clients at once, sharing ids; the database's key decides, and deadlocks are retried."""
+    """8 clients at once, sharing ids; the database's key decides, and deadlocks are retried.
+    Meanwhile the roller folds small goes and a reader reads usage over and over: no read sees an
+    event twice or loses one it saw (usage never goes down, never exceeds what was sent)."""
 
-    async def scenario() -> tuple[int, int, int, Decimal]:
+    async def scenario() -> tuple[int, int, int, Decimal, list[Decimal], int]:
         engine = create_engine(metered_database)
         sessions = session_factory(engine)
         async with sessions() as session:
@@ -221,19 +223,50 @@ def test_concurrent_overlapping_batches_count_each_id_once(metered_database: str
             async with sessions() as session:
                 return (await ingest_and_commit(session, items, Settings())).accepted
 
+        async with sessions() as session:
+            meters = [m for m in await list_meters(session) if m.key == "calls"]
+
+        async def calls_counted() -> Decimal:
+            async with sessions() as session:
+                [calls] = await usage_service.usage(
+                    session, customer.id, meters, NOW - timedelta(days=1), NOW + timedelta(hours=1)
+                )
+            return calls.quantity()
+
+        ingesting = True
+        reads: list[Decimal] = []
+
+        async def roller() -> None:
+            while ingesting:
+                await roll_up_usage(sessions, limit=50)
+                await asyncio.sleep(0)
+
+        async def reader() -> None:
+            while ingesting:
+                reads.append(await calls_counted())
+
+        background = [asyncio.create_task(roller()), asyncio.create_task(reader())]
         accepted = sum(await asyncio.gather(*(client(b) for b in batches)))
+        ingesting = False
+        await asyncio.gather(*background)
+        await roll_up_usage(sessions)
         distinct = len({e["id"] for b in batches for e in b})
         async with sessions() as session:
             stored = (
                 await session.execute(text("SELECT count(*) FROM events WHERE customer_id = :c"), {"c": customer.id})
             ).scalar_one()
-            meters = [m for m in await list_meters(session) if m.key == "calls"]
-            [calls] = await usage_service.usage(
-                session, customer.id, meters, NOW - timedelta(days=1), NOW + timedelta(hours=1)
-            )
+            rolled_up = (
+                await session.execute(
+                    text("SELECT sum(event_count) FROM usage_rollups WHERE customer_id = :c AND meter_id = :m"),
+                    {"c": customer.id, "m": meters[0].id},
+                )
+            ).scalar_one()
+        counted = await calls_counted()
         await engine.dispose()
-        return accepted, distinct, stored, calls.quantity()
+        return accepted, distinct, stored, counted, reads, rolled_up
 
-    accepted, distinct, stored, counted = run(scenario)
+    accepted, distinct, stored, counted, reads, rolled_up = run(scenario)
     assert accepted == distinct == stored
-    assert counted == Decimal(distinct)
+    assert counted == Decimal(distinct) == rolled_up
+    assert reads, "usage was read while ingesting"
+    assert reads == sorted(reads) and reads[-1] <= distinct, reads
