@@ -238,7 +238,9 @@ async def _rows(session: AsyncSession, query: str, params: dict[str, Any]) -> li
 def _hours_and_days(hourly: str, daily: str, columns: str, pending: str) -> str:
     """The rows of a range of whole hours: the whole UTC days inside it from the daily table, the
     hours before the first and after the last whole day from the hourly one, and the measurements
-    of the range still waiting to be rolled up (``pending``: their columns, named as ``columns``).
+    of those hours still waiting to be rolled up (``pending``: their columns, named as ``columns``;
+    chosen by their hour as the rollups are, so an hourly series ending mid-hour reads the same
+    before and after a roll-up).
     One statement, so a roll-up committing meanwhile is seen whole or not at all."""
     return f"""
   SELECT hour AS at, {columns} FROM {hourly}
@@ -249,9 +251,10 @@ def _hours_and_days(hourly: str, daily: str, columns: str, pending: str) -> str:
   WHERE customer_id = %(customer_id)s AND meter_id = ANY(%(meter_ids)s)
     AND day >= %(days_start)s AND day < %(days_end)s
   UNION ALL
-  SELECT date_trunc('hour', occurred_at, 'UTC') AS at, {pending} FROM usage_pending
-  WHERE customer_id = %(customer_id)s AND meter_id = ANY(%(meter_ids)s)
-    AND occurred_at >= %(head_start)s AND occurred_at < %(tail_end)s"""
+  SELECT * FROM (
+    SELECT date_trunc('hour', occurred_at, 'UTC') AS at, {pending} FROM usage_pending
+    WHERE customer_id = %(customer_id)s AND meter_id = ANY(%(meter_ids)s)) AS waiting
+  WHERE at >= %(head_start)s AND at < %(tail_end)s"""
 
 
 ROLLUP_COLUMNS = "meter_id, dimensions, event_count, value_sum, value_max, latest_value, latest_at, latest_event_id"

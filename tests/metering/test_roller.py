@@ -21,13 +21,18 @@ from tests.conftest import now
 
 
 async def what_usage_reads(session: AsyncSession, customer_id, start: datetime, end: datetime) -> tuple:  # type: ignore[no-untyped-def]
+    """Usage, and series by day and by hour, the last also to a moment inside an hour that has
+    an event after it (a series' buckets are whole hours)."""
     meters = await list_meters(session)
     usages = await usage_service.usage(session, customer_id, meters, start, end)
     by_meter = {u.meter.key: {d: p.quantity(u.meter.aggregation) for d, p in u.by_dimensions.items()} for u in usages}
     seats = next(m for m in meters if m.key == "seats")
+    requests = next(m for m in meters if m.key == "requests")
     daily = await usage_service.usage_series(session, customer_id, seats, start, end, "DAY")
     hourly = await usage_service.usage_series(session, customer_id, seats, start, end, "HOUR")
-    return by_meter, daily, hourly, await usage_service.watermark(session, customer_id)
+    mid_hour = start.replace(minute=0) + timedelta(hours=47, minutes=30)
+    to_mid_hour = await usage_service.usage_series(session, customer_id, requests, start, mid_hour, "HOUR")
+    return by_meter, daily, hourly, to_mid_hour, await usage_service.watermark(session, customer_id)
 
 
 async def test_usage_reads_the_same_before_and_after_the_roller_folds_it_in_bounded_goes(
@@ -61,7 +66,8 @@ async def test_usage_reads_the_same_before_and_after_the_roller_folds_it_in_boun
     assert waiting.scalar_one() == 0
     after = await what_usage_reads(session, customer.id, start, end)
     assert after == before
-    by_meter, _, _, watermark = after
+    by_meter, _, _, to_mid_hour, watermark = after
+    assert to_mid_hour[-1].quantity == 1, "the last hour's bucket holds its event at :37, after the :30 asked"
     assert by_meter["requests"] == {'{"model":"fast-1"}': 15, '{"model":"large-1"}': 15}
     assert by_meter["tokens"] == {'{"model":"fast-1"}': sum(Decimal(f"{i}.5") for i in range(30))}
     assert list(by_meter["seats"].values()) == [7]
