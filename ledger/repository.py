@@ -30,6 +30,14 @@ async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection[An
     return driver
 
 
+async def call_function(session: AsyncSession, query: str, parameters: Sequence[Any]) -> tuple[Any, ...]:
+    """The one row a ledger function returns, called on the session's own psycopg connection."""
+    driver = await driver_connection(session)
+    row = await (await driver.execute(query, parameters)).fetchone()
+    assert row is not None, "a ledger function returns one row"
+    return row
+
+
 # Which database a pooled connection is attached to: its server, name, oid and the server's start
 # time, so that a database dropped and created again under the same name is another database.
 DATABASE_IDENTITY = "SELECT d.oid, pg_postmaster_start_time() FROM pg_database d WHERE d.datname = current_database()"
@@ -58,10 +66,9 @@ async def account(
 ) -> tuple[Account, bool]:
     """The account, created on first use (concurrent first uses create it once), and whether it
     was created by the current transaction."""
-    driver = await driver_connection(session)
-    row = await (await driver.execute(ACCOUNT, (customer_id, kind, currency, as_of))).fetchone()
-    assert row is not None
-    account_id, balance, created_at, uncommitted = row
+    account_id, balance, created_at, uncommitted = await call_function(
+        session, ACCOUNT, (customer_id, kind, currency, as_of)
+    )
     found = Account(
         id=account_id, customer_id=customer_id, kind=kind, currency=currency, balance=balance, created_at=created_at
     )
@@ -91,7 +98,6 @@ async def consume_credits(
     """Draw ``amount`` from the customer's grants in one round trip (the ``ledger_consume_credits``
     function, migration 0012): (outcome, transaction id, consumed). No ORM object is built: this
     is the hot path of invoicing."""
-    driver = await driver_connection(session)
     parameters = (
         transaction_id,
         customer_id,
@@ -104,8 +110,7 @@ async def consume_credits(
         trace_id,
         as_of,
     )
-    row = await (await driver.execute(CONSUME_CREDITS, parameters)).fetchone()
-    assert row is not None
+    row = await call_function(session, CONSUME_CREDITS, parameters)
     return row[0], row[1], row[2]
 
 
@@ -119,7 +124,6 @@ async def adjust_balance(
 ) -> tuple[str, uuid.UUID | None]:
     """Move the customer's receivable against adjustments in one round trip (the
     ``ledger_adjust_balance`` function, migration 0012): (outcome, transaction id)."""
-    driver = await driver_connection(session)
     parameters = (
         transaction.id,
         transaction.customer_id,
@@ -131,8 +135,7 @@ async def adjust_balance(
         transaction.request_hash,
         transaction.recorded_at,
     )
-    row = await (await driver.execute(ADJUST_BALANCE, parameters)).fetchone()
-    assert row is not None
+    row = await call_function(session, ADJUST_BALANCE, parameters)
     return row[0], row[1]
 
 
@@ -148,7 +151,6 @@ async def post_entry(
     """Claim ``transaction`` and post ``legs`` (owner or None for a system account, account kind,
     amount) in one round trip (the ``ledger_post_entry`` function, migration 0012): (outcome,
     transaction id)."""
-    driver = await driver_connection(session)
     parameters = (
         transaction.id,
         transaction.kind,
@@ -165,8 +167,7 @@ async def post_entry(
         [kind for _, kind, _ in legs],
         [amount for _, _, amount in legs],
     )
-    row = await (await driver.execute(POST_ENTRY, parameters)).fetchone()
-    assert row is not None
+    row = await call_function(session, POST_ENTRY, parameters)
     return row[0], row[1]
 
 
@@ -181,7 +182,6 @@ async def grant_credits(
 ) -> tuple[str, uuid.UUID | None, int | None]:
     """Write ``grant`` and its transaction, funded by the ``funded_by`` account, in one round trip
     (the ``ledger_grant_credits`` function, migration 0012): (outcome, transaction id, sequence)."""
-    driver = await driver_connection(session)
     parameters = (
         transaction.id,
         grant.id,
@@ -200,8 +200,7 @@ async def grant_credits(
         transaction.trace_id,
         transaction.recorded_at,
     )
-    row = await (await driver.execute(GRANT_CREDITS, parameters)).fetchone()
-    assert row is not None
+    row = await call_function(session, GRANT_CREDITS, parameters)
     return row[0], row[1], row[2]
 
 
