@@ -58,6 +58,16 @@ class Settings(BaseSettings):
         description="How often the roller folds counted usage into the rollups (reads include what waits).",
     )
     event_properties_max_bytes: int = Field(default=16 * 1024, ge=64, description="PROPERTIES_TOO_LARGE past it.")
+    backdate_max_days: int = Field(
+        default=35,
+        ge=0,
+        le=3660,
+        description="How far in the past a subscription may start or a plan change take effect (a start "
+        "in 1800 would issue centuries of invoices).",
+    )
+    start_ahead_max_days: int = Field(
+        default=366, ge=0, le=3660, description="How far in the future a subscription may start."
+    )
     billing_grace_minutes: int = Field(
         default=60, ge=0, description="A period is invoiced this long after it ends, so late events still count."
     )

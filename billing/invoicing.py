@@ -3,7 +3,8 @@ issued with their ledger transactions in the caller's database transaction.
 
 What a ``period`` invoice for ``[start, end)`` holds (Stripe's model: fees in advance, usage in
 arrears): the usage of the period, each part rated on the plan version of its phase, one line per
-charge and dimensions; the prorations of immediate plan changes made in the period; late usage of
+charge and dimensions; the base-fee prorations of the plan changes effective in the period (worked
+out from its phases and the fee billed in advance, :mod:`billing.plan_changes`); late usage of
 earlier periods (events that arrived after those periods were invoiced, rated on their own
 period's versions, billed as the difference); and the base fee of the next period. An
 ``opening`` invoice bills the first period's base fee when the subscription starts.
@@ -26,9 +27,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import repository
 from billing.models import Invoice
+from billing.plan_changes import period_prorations
 from customers.models import Subscription, SubscriptionPhase
 from customers.periods import period_containing
-from customers.subscriptions import applied_changes_between, parts_of, version_on
+from customers.subscriptions import parts_of, version_on
 from ledger.grants import consume_credits, grant_credits
 from ledger.money import plain_decimal, round_to_minor
 from ledger.service import Entry, post_entry
@@ -243,18 +245,17 @@ async def compose_period(
                 rated.append((period.period_start, period.period_end, count))
     lines = await rated_usage(session, customer_id, phases, start, end)
     # Prorations come from immediate changes, and every change starts a phase: none, no query.
-    changed_within = any(start <= phase.starts_at < end and phase.plan_change_id for phase in phases)
-    for change in await applied_changes_between(session, customer_id, start, end) if changed_within else []:
+    if any(start <= phase.starts_at < end and phase.plan_change_id for phase in phases):
         lines += [
             DraftLine(
                 kind="proration",
-                description=proration["description"],
-                amount_exact=Decimal(proration["amount"]),
-                service_start=change.effective_at,
+                description=proration.description,
+                amount_exact=proration.amount,
+                service_start=proration.starts_at or start,
                 service_end=end,
-                plan_version_id=change.to_plan_version_id,
+                plan_version_id=proration.plan_version_id,
             )
-            for proration in change.prorations
+            for proration in await period_prorations(session, subscription, phases, start, end)
         ]
     lines += late_lines
     lines += await _base_fee_line(session, subscription, phases, end)

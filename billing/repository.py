@@ -201,6 +201,23 @@ async def billed_usage(
     }
 
 
+async def base_fee_billed(
+    session: AsyncSession, customer_id: uuid.UUID, period_start: datetime
+) -> tuple[uuid.UUID | None, Decimal]:
+    """The plan version and exact base fee billed in advance for the period starting at
+    ``period_start`` (None and 0 when no fee was billed). Void invoices count too: voiding an
+    invoice forgives it, it does not make its fee billable again."""
+    connection = await driver_connection(session)
+    cursor = await connection.execute(
+        "SELECT l.plan_version_id, l.amount_exact FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id "
+        "WHERE i.customer_id = %s AND l.kind = 'base_fee' AND l.service_start = %s "
+        "ORDER BY i.issued_at LIMIT 1",
+        (customer_id, period_start),
+    )
+    row = await cursor.fetchone()
+    return (row[0], row[1]) if row else (None, Decimal(0))
+
+
 async def invoices_page(
     session: AsyncSession, customer_id: uuid.UUID, *, before_number: int | None, limit: int
 ) -> list[Invoice]:

@@ -145,24 +145,6 @@ async def plan_changes_of(session: AsyncSession, customer_id: uuid.UUID, *, limi
     return list(await session.exec(query))
 
 
-async def applied_changes_between(
-    session: AsyncSession, customer_id: uuid.UUID, start: datetime, end: datetime
-) -> list[PlanChange]:
-    """Immediate changes effective in ``[start, end)``: their prorations belong to that period."""
-    query = (
-        select(PlanChange)
-        .where(
-            col(PlanChange.customer_id) == customer_id,
-            col(PlanChange.timing) == "IMMEDIATELY",
-            col(PlanChange.status) == "applied",
-            col(PlanChange.effective_at) >= start,
-            col(PlanChange.effective_at) < end,
-        )
-        .order_by(col(PlanChange.effective_at))
-    )
-    return list(await session.exec(query))
-
-
 async def subscribed(session: AsyncSession, external_ids: Sequence[str] | None) -> list[tuple[Customer, Subscription]]:
     query = select(Customer, Subscription).join(Subscription, col(Subscription.customer_id) == col(Customer.id))
     if external_ids is not None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -20,6 +21,49 @@ EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_EXTERNAL_ID_LENGTH = 255
 
 
+# Control, format (zero-width, bidirectional overrides) and line/paragraph separators: invisible
+# characters that would make two external ids look alike.
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def normalize_external_id(raw: str) -> str:
+    """An external id as Tally keeps and looks it up: NFKC-normalised (a full-width ``ｏｒｇ`` is
+    ``org``) and trimmed, so look-alike spellings name one customer."""
+    return unicodedata.normalize("NFKC", raw).strip()
+
+
+def check_external_id(raw: str) -> str:
+    external_id = normalize_external_id(raw)
+    if not external_id or len(external_id) > MAX_EXTERNAL_ID_LENGTH:
+        raise InvalidInput(f"must be 1 to {MAX_EXTERNAL_ID_LENGTH} characters", field="externalId")
+    invisible = next((c for c in external_id if unicodedata.category(c) in INVISIBLE_CATEGORIES), None)
+    if invisible is not None:
+        raise InvalidInput(
+            f"must not contain control or invisible characters (found U+{ord(invisible):04X})", field="externalId"
+        )
+    return external_id
+
+
+@dataclass(frozen=True)
+class StartBounds:
+    """How far from now a subscription may start: a start in 1800 would issue centuries of
+    invoices at the next billing run, one in 9999 has no period the jobs could compute
+    (TALLY_BACKDATE_MAX_DAYS, TALLY_START_AHEAD_MAX_DAYS)."""
+
+    backdate: timedelta
+    ahead: timedelta
+
+    def check(self, started_at: datetime, *, as_of: datetime) -> None:
+        if started_at < as_of - self.backdate:
+            raise InvalidInput(
+                f"must be at most {self.backdate.days} days in the past (TALLY_BACKDATE_MAX_DAYS)", field="startedAt"
+            )
+        if started_at > as_of + self.ahead:
+            raise InvalidInput(
+                f"must be at most {self.ahead.days} days in the future (TALLY_START_AHEAD_MAX_DAYS)", field="startedAt"
+            )
+
+
 @dataclass(frozen=True)
 class NewCustomer:
     external_id: str
@@ -30,15 +74,16 @@ class NewCustomer:
     started_at: datetime | None = None
 
 
-async def create_customer(session: AsyncSession, new: NewCustomer, *, as_of: datetime) -> Customer:
+async def create_customer(
+    session: AsyncSession, new: NewCustomer, *, as_of: datetime, start_bounds: StartBounds | None = None
+) -> Customer:
     """Create a customer and, with a plan key, subscribe them to that plan's newest version.
 
     The external id is the retry key: a second create with the same id raises
-    :class:`ExternalIdTaken` and changes nothing.
+    :class:`ExternalIdTaken` and changes nothing. The API bounds the start by ``start_bounds``
+    (from the settings); trusted callers (the demo, tests) may leave it out.
     """
-    external_id = new.external_id.strip()
-    if not external_id or len(external_id) > MAX_EXTERNAL_ID_LENGTH:
-        raise InvalidInput(f"must be 1 to {MAX_EXTERNAL_ID_LENGTH} characters", field="externalId")
+    external_id = check_external_id(new.external_id)
     name = new.name.strip()
     if not name:
         raise InvalidInput("must not be empty", field="name")
@@ -49,6 +94,8 @@ async def create_customer(session: AsyncSession, new: NewCustomer, *, as_of: dat
     started_at = new.started_at or as_of
     if started_at.tzinfo is None:
         raise InvalidInput("must carry a time zone offset", field="startedAt")
+    if new.plan_key and start_bounds is not None:
+        start_bounds.check(started_at, as_of=as_of)
 
     plan_version = None
     if new.plan_key:
@@ -85,7 +132,7 @@ async def get_customer(
     if customer_id is not None:
         return (await repository.get_by_ids(session, [customer_id])).get(customer_id)
     if external_id is not None:
-        return await repository.get_by_external_id(session, external_id)
+        return await repository.get_by_external_id(session, normalize_external_id(external_id))
     return None
 
 

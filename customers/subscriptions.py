@@ -2,8 +2,11 @@
 
 A change writes a :class:`PlanChange` row (the audit: who, when, from what, to what, at what cost)
 and a :class:`SubscriptionPhase` from its effective moment; the billing run reads the phases to rate
-each part of a period on its own version, and bills the prorations on the period's invoice.
-An immediate change cancels a change scheduled for the period's end.
+each part of a period on its own version, and works out the period's prorations from the phases as
+they stand when it is invoiced. A change replaces the phases from its moment on: an immediate change
+cancels a change scheduled for the period's end, and a back-dated one the changes after it.
+What a change costs is worked out by the caller's ``prorate`` (billing knows what was billed in
+advance), from the phases the change leaves, so the dry run and the invoice agree.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -24,10 +28,13 @@ from customers.periods import period_containing
 from ledger.errors import IdempotencyKeyReused
 from pricing import repository as catalog
 from pricing.models import Plan, PlanVersion
-from pricing.proration import Proration, base_fee_prorations
+from pricing.proration import Proration
 from pricing.service import plan_version
 
 TIMINGS = ("IMMEDIATELY", "PERIOD_END")
+
+#: The base-fee prorations of the period ``[start, end)`` of a subscription with these phases.
+ProrationsOf = Callable[[Subscription, list[SubscriptionPhase], datetime, datetime], Awaitable[list[Proration]]]
 
 
 @dataclass(frozen=True)
@@ -57,11 +64,19 @@ def _request_hash(request: PlanChangeRequest, at: datetime) -> str:
 
 
 async def change_plan(
-    session: AsyncSession, request: PlanChangeRequest, *, as_of: datetime, dry_run: bool = False
+    session: AsyncSession,
+    request: PlanChangeRequest,
+    *,
+    as_of: datetime,
+    prorate: ProrationsOf,
+    backdate_limit: timedelta | None = None,
+    dry_run: bool = False,
 ) -> PlanChangeOutcome:
     """Move a customer to the newest version of ``plan_key``; ``dry_run`` computes the same
     outcome and writes nothing. The same idempotency key with the same request returns the first
-    outcome; with another request it is refused."""
+    outcome; with another request it is refused. The outcome's prorations are those of the whole
+    current period once the change is made (a back-dated change replaces the changes after it).
+    ``at`` may lie at most ``backdate_limit`` before ``as_of`` (the API's TALLY_BACKDATE_MAX_DAYS)."""
     if request.timing not in TIMINGS:
         raise InvalidInput(f"must be one of {', '.join(TIMINGS)}", field="effective")
     if not dry_run and not (request.idempotency_key or "").strip():
@@ -69,6 +84,10 @@ async def change_plan(
     at = request.at or as_of
     if at.tzinfo is None:
         raise InvalidInput("must carry a time zone offset", field="at")
+    if backdate_limit is not None and at < as_of - backdate_limit:
+        raise InvalidInput(
+            f"must be at most {backdate_limit.days} days in the past (TALLY_BACKDATE_MAX_DAYS)", field="at"
+        )
     subscription = await repository.lock_subscription(session, request.customer_id)
     if subscription is None:
         if await repository.get_by_ids(session, [request.customer_id]):
@@ -89,36 +108,31 @@ async def change_plan(
     current_version = await plan_version(session, subscription.version_at(as_of))
     period_start, period_end = period_containing(subscription.started_at, current_version.interval, as_of)
     _check_change(new_plan, new_version, current_version, at, period_start, period_end)
-    if request.timing == "PERIOD_END":
-        effective_at, prorations = period_end, []
-    else:
-        effective_at = at
-        version_at_change = await plan_version(session, subscription.version_at(at))
-        old_plan = (await catalog.plan_versions_by_id(session, [version_at_change.id]))[version_at_change.id][0]
-        prorations = base_fee_prorations(
-            old_plan=f"{old_plan.name} v{version_at_change.version}",
-            old_fee=version_at_change.base_fee,
-            new_plan=f"{new_plan.name} v{new_version.version}",
-            new_fee=new_version.base_fee,
-            period_start=period_start,
-            period_end=period_end,
-            at=at,
-        )
+    effective_at = period_end if request.timing == "PERIOD_END" else at
     phases = await repository.phases_of(session, request.customer_id)
     if phases and effective_at <= phases[0].starts_at:
         raise InvalidInput("must be after the subscription started", field="at")
+    phases_before = [phase for phase in phases if phase.starts_at < effective_at]
+    from_version_id = phases_before[-1].plan_version_id if phases_before else subscription.version_at(as_of)
+    phases_after = [
+        *phases_before,
+        SubscriptionPhase(customer_id=request.customer_id, starts_at=effective_at, plan_version_id=new_version.id),
+    ]
+    prorations = (
+        [] if request.timing == "PERIOD_END" else await prorate(subscription, phases_after, period_start, period_end)
+    )
     if dry_run:
         return PlanChangeOutcome(subscription, prorations, new_version.currency, effective_at, None)
 
     change = PlanChange(
         customer_id=request.customer_id,
-        from_plan_version_id=subscription.version_at(at if request.timing == "IMMEDIATELY" else as_of),
+        from_plan_version_id=from_version_id,
         to_plan_version_id=new_version.id,
         timing=request.timing,
         effective_at=effective_at,
         period_start=period_start,
         period_end=period_end,
-        prorations=[{"kind": p.kind, "description": p.description, "amount": str(p.amount)} for p in prorations],
+        prorations=[proration_record(p) for p in prorations],
         status="scheduled" if request.timing == "PERIOD_END" else "applied",
         actor=request.actor,
         idempotency_key=request.idempotency_key,
@@ -189,9 +203,31 @@ def _apply_to_subscription(
         subscription.pending_plan_version_id, subscription.pending_change_at = version_id, effective_at
 
 
+def proration_record(proration: Proration) -> dict[str, str | None]:
+    """A proration as the change's audit keeps it (JSON)."""
+    return {
+        "kind": proration.kind,
+        "description": proration.description,
+        "amount": str(proration.amount),
+        "starts_at": proration.starts_at.isoformat() if proration.starts_at else None,
+        "plan_version_id": str(proration.plan_version_id) if proration.plan_version_id else None,
+    }
+
+
+def _proration_of_record(record: dict[str, str | None]) -> Proration:
+    starts_at, version_id = record.get("starts_at"), record.get("plan_version_id")
+    return Proration(
+        str(record["kind"]),
+        str(record["description"]),
+        Decimal(str(record["amount"])),
+        datetime.fromisoformat(starts_at) if starts_at else None,
+        uuid.UUID(version_id) if version_id else None,
+    )
+
+
 async def _outcome_of(session: AsyncSession, subscription: Subscription, change: PlanChange) -> PlanChangeOutcome:
     version = await plan_version(session, change.to_plan_version_id)
-    prorations = [Proration(p["kind"], p["description"], Decimal(p["amount"])) for p in change.prorations]
+    prorations = [_proration_of_record(p) for p in change.prorations]
     return PlanChangeOutcome(subscription, prorations, version.currency, change.effective_at, change)
 
 
@@ -219,12 +255,6 @@ def version_on(phases: list[SubscriptionPhase], moment: datetime) -> uuid.UUID:
         if phase.starts_at <= moment:
             current = phase.plan_version_id
     return current
-
-
-async def applied_changes_between(
-    session: AsyncSession, customer_id: uuid.UUID, start: datetime, end: datetime
-) -> list[PlanChange]:
-    return await repository.applied_changes_between(session, customer_id, start, end)
 
 
 async def plan_changes(session: AsyncSession, customer_id: uuid.UUID, *, limit: int = 20) -> list[PlanChange]:

@@ -3,9 +3,15 @@
 The rules, written down once:
 - Time is measured to the microsecond, as the share of the period ``[start, end)`` that a part of
   it covers (``covered / whole``), exactly, as a Decimal.
-- Base fees (billed in advance): an immediate change at ``at`` credits the unused part of the old
-  fee, ``-old_fee × (end - at) / (end - start)``, and charges the rest of the period at the new
-  fee, ``new_fee × (end - at) / (end - start)``. Both lines are rounded once, on the invoice.
+- Base fees (billed in advance): a period costs the sum over its phases of ``fee × share``. The
+  period's prorations are worked out from the phases as they stand and from the fee that was
+  actually billed in advance for it, never from what a change assumed when it was made: at each
+  change at ``at`` the unused part of the fee before it is credited, ``-old_fee × (end - at) /
+  (end - start)``, and the rest of the period is charged at the new fee, ``new_fee × (end - at) /
+  (end - start)``; and when the fee billed in advance is not the first phase's (a change exactly at
+  the period's start, recorded after that fee was billed), the billed fee is credited whole and the
+  first phase's charged whole. The lines telescope to ``Σ fee × share − billed``, whatever the
+  order in which changes and invoices happened. Each line is rounded once, on the invoice.
 - Usage: events before ``at`` are rated on the old version, events from ``at`` on the new one,
   each on its own. A charge's ``included`` allowance and its ``minimum`` are scaled by the share of
   the period its version covered; tier bounds are not (a tier is a volume, not a rate per day).
@@ -13,6 +19,7 @@ The rules, written down once:
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -50,31 +57,61 @@ class Proration:
     kind: str  # "credit_unused" or "charge_remaining"
     description: str
     amount: Decimal  # exact, in major units; a credit is negative
+    starts_at: datetime | None = None  # the line covers [starts_at, period end)
+    plan_version_id: uuid.UUID | None = None  # the version whose fee the line credits or charges
 
 
-def base_fee_prorations(
-    *,
-    old_plan: str,
-    old_fee: Decimal,
-    new_plan: str,
-    new_fee: Decimal,
-    period_start: datetime,
-    period_end: datetime,
-    at: datetime,
+@dataclass(frozen=True)
+class FeePhase:
+    """From ``starts_at`` on, ``plan`` (its version ``version_id``) prices the period at ``fee``."""
+
+    starts_at: datetime
+    version_id: uuid.UUID | None
+    plan: str
+    fee: Decimal
+
+
+def period_fee_prorations(
+    *, billed: FeePhase | None, phases: list[FeePhase], period_start: datetime, period_end: datetime
 ) -> list[Proration]:
-    """What an immediate change at ``at`` costs in base fees; nothing for a zero fee."""
-    if not period_start <= at < period_end:
-        raise ValueError("a change must happen inside the period it prorates")
-    remaining = share_of_period(at, period_end, period_start, period_end)
+    """The base-fee prorations of ``[period_start, period_end)``.
+
+    ``billed`` is the fee billed in advance for the period (None: nothing was, or it will be billed
+    at the first phase's fee); ``phases`` are the phases in effect during the period, oldest first,
+    the first one in effect at its start. Lines of a zero fee are left out.
+    """
+    if not phases or phases[0].starts_at > period_start:
+        raise ValueError("the phases must cover the period from its start")
     until = period_end.strftime("%Y-%m-%d %H:%M UTC")
-    since = at.strftime("%Y-%m-%d %H:%M UTC")
-    prorations = []
-    if old_fee:
-        prorations.append(
-            Proration("credit_unused", f"Unused time on {old_plan} ({since} to {until})", -old_fee * remaining)
-        )
-    if new_fee:
-        prorations.append(
-            Proration("charge_remaining", f"Remaining time on {new_plan} ({since} to {until})", new_fee * remaining)
-        )
+    prorations: list[Proration] = []
+    previous = billed if billed is not None else phases[0]
+    for index, phase in enumerate(phases):
+        at = max(phase.starts_at, period_start)
+        if not at < period_end:
+            raise ValueError("a phase must start inside the period it prorates")
+        if index == 0 and previous.version_id == phase.version_id:
+            continue
+        remaining = share_of_period(at, period_end, period_start, period_end)
+        since = at.strftime("%Y-%m-%d %H:%M UTC")
+        if previous.fee:
+            prorations.append(
+                Proration(
+                    "credit_unused",
+                    f"Unused time on {previous.plan} ({since} to {until})",
+                    -previous.fee * remaining,
+                    at,
+                    previous.version_id,
+                )
+            )
+        if phase.fee:
+            prorations.append(
+                Proration(
+                    "charge_remaining",
+                    f"Remaining time on {phase.plan} ({since} to {until})",
+                    phase.fee * remaining,
+                    at,
+                    phase.version_id,
+                )
+            )
+        previous = phase
     return prorations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -31,9 +31,10 @@ from billing import service as billing
 from billing.invoicing import DraftLine
 from billing.models import Invoice as InvoiceRow
 from billing.models import InvoiceLine as InvoiceLineRow
+from billing.plan_changes import change_plan
 from billing.provenance import explain_line
 from customers.models import PlanChange as PlanChangeRow
-from customers.subscriptions import PlanChangeRequest, change_plan, plan_changes
+from customers.subscriptions import PlanChangeRequest, plan_changes
 from ledger import service as ledger
 from ledger.money import round_to_minor
 
@@ -353,7 +354,13 @@ class BillingMutation:
                 actor=context.viewer.actor,
                 at=input.at,
             )
-            outcome = await change_plan(context.session, request, as_of=context.now(), dry_run=input.dry_run)
+            outcome = await change_plan(
+                context.session,
+                request,
+                as_of=context.now(),
+                backdate_limit=timedelta(days=context.settings.backdate_max_days),
+                dry_run=input.dry_run,
+            )
             subscription, currency = outcome.subscription, outcome.currency
             # Built before the transaction ends: a dry run rolls back, which expires the rows.
             return ChangePlanPayload(

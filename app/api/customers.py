@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 
 import strawberry
@@ -243,7 +243,11 @@ class CustomersMutation:
             plan_key=input.plan_key,
             started_at=input.started_at,
         )
+        bounds = customers.StartBounds(
+            backdate=timedelta(days=context.settings.backdate_max_days),
+            ahead=timedelta(days=context.settings.start_ahead_max_days),
+        )
         row, errors = await run_mutation(
-            info, lambda: customers.create_customer(context.session, new, as_of=context.now())
+            info, lambda: customers.create_customer(context.session, new, as_of=context.now(), start_bounds=bounds)
         )
         return CreateCustomerPayload(customer=Customer.from_model(row) if row else None, user_errors=errors)

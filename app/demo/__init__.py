@@ -20,9 +20,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app import staff
 from app.telemetry import current_trace_id
 from billing import service as billing
+from billing.plan_changes import change_plan
 from billing.service import BillingWindow
 from customers import service as customers
-from customers.subscriptions import PlanChangeRequest, change_plan
+from customers.subscriptions import PlanChangeRequest
 from ledger import promotions
 from ledger.grants import grant_credits
 from metering.service import ROLL_UP_LIMIT, IngestLimits, ingest, roll_up

@@ -14,8 +14,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
 from app.settings import Settings
+from billing.plan_changes import change_plan
 from customers.errors import InvalidInput, PlanNotFound
-from customers.subscriptions import PlanChangeOutcome, PlanChangeRequest, change_plan
+from customers.subscriptions import PlanChangeOutcome, PlanChangeRequest
 from ledger import service as ledger
 from ledger.errors import IdempotencyKeyReused
 from pricing.service import apply_catalog
