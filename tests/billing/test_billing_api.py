@@ -30,6 +30,7 @@ async def billed_customer(
     client: httpx.AsyncClient, catalog: None, token_for, sessions: async_sessionmaker[AsyncSession], settings: Settings
 ) -> str:
     """A Pro customer who started 40 days ago: an opening and a closing invoice are issued."""
+    settings.backdate_max_days = 45
     admin = await token_for("admin")
     started = (datetime.now(UTC) - timedelta(days=40)).isoformat()
     created = await run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -41,7 +42,7 @@ def test_contract_create_customer_and_customers_on_a_running_server(live_server:
                 "email": "ap@e2e.example",
                 "currency": "USD",
                 "planKey": "pro",
-                "startedAt": "2026-11-01T00:00:00Z",
+                "startedAt": (datetime.now(UTC) - timedelta(days=30)).isoformat(),
             }
         },
     )

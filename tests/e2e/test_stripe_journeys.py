@@ -86,6 +86,8 @@ def collecting_server(
         "STRIPE_API_KEY": API_KEY,
         "STRIPE_API_BASE": localstripe.base,
         "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        # The journeys bill customers who started on Jan 31 with `tally billing run --as-of`.
+        "TALLY_BACKDATE_MAX_DAYS": "3650",
     }
     process, base_url = start_server(env, data_dir / "serve.log")
     localstripe.send_webhooks_to(f"{base_url}/webhooks/stripe")
