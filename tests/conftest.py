@@ -25,7 +25,8 @@ from ledger.verify import CHECKS as LEDGER_CHECKS
 from pricing.service import apply_catalog
 
 REPO = Path(__file__).resolve().parents[1]
-CONTRACT = REPO.parent / "shared" / "contract"
+# The contract lives beside the repository; a git worktree elsewhere names it in TALLY_CONTRACT_DIR.
+CONTRACT = Path(os.environ.get("TALLY_CONTRACT_DIR") or REPO.parent / "shared" / "contract")
 DEMO_CATALOG = REPO / "app" / "demo" / "catalog.toml"
 TEMPLATE_DB = "tally_template"
 
