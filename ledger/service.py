@@ -19,8 +19,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from ledger import repository
 from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.models import Account, LedgerTransaction
+from ledger.money import MAX_MINOR_UNITS
 
-MAX_AMOUNT = 2**63 - 1
+MAX_AMOUNT = MAX_MINOR_UNITS
 
 
 @dataclass(frozen=True)
