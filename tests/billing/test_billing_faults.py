@@ -5,6 +5,7 @@ billed once the data is repaired; every other due customer is billed in the same
 
 from __future__ import annotations
 
+import html
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -22,8 +23,11 @@ from app.billing_run import run_billing
 from app.cli import BILLING_INCOMPLETE, cli
 from app.metrics import refresh_gauges
 from app.settings import Settings
+from app.staff import create_user
 from tests.app.test_metrics import parse, value
 from tests.billing.scenario import FEB_28, JAN_31, invoices_of, send_calls, subscribe
+from tests.conftest import now
+from tests.console.test_console import PASSWORD, sign_in
 
 CLOSED = FEB_28 + timedelta(hours=1)
 HUGE_COUNT = 2**63 - 1  # a rollup's count at BIGINT's limit: rated at 0.10 a call, beyond what a ledger amount holds
@@ -86,6 +90,15 @@ async def test_a_poisoned_customer_fails_alone_and_every_other_due_customer_is_b
     assert failure.attempts == 1 and failure.next_attempt_at == CLOSED + timedelta(minutes=15)
     assert failure.error == report.failed[poisoned] and failure.error, "the error is kept for finance"
     assert await billing_failed_anomalies(session) == [(poisoned, "open", None)]
+    # Finance sees it where they look: the customer's Invoices tab and the Anomalies page.
+    await create_user(session, email="fin@example.com", role="finance", password=PASSWORD, as_of=now())
+    await session.commit()
+    await sign_in(client, "fin@example.com", PASSWORD)
+    tab = (await client.get(f"/console/customers/{poisoned}/invoices")).text
+    assert 'id="billing-failure"' in tab and failure.error in html.unescape(tab)
+    assert 'id="billing-failure"' not in (await client.get(f"/console/customers/{customers['c1']}/invoices")).text
+    listed = (await client.get("/console/anomalies?kind=BILLING_FAILED")).text
+    assert "BILLING_FAILED" in listed and "could not be issued" in listed
     after = parse((await client.get("/metrics")).text)
     assert value(after, "tally_billing_failures_total") - value(before, "tally_billing_failures_total") == 1
     assert value(after, "tally_billing_customers_failing") == 1
@@ -109,6 +122,7 @@ async def test_a_poisoned_customer_fails_alone_and_every_other_due_customer_is_b
     assert (await session.execute(text("SELECT count(*) FROM billing_failures"))).scalar_one() == 0
     assert await billing_failed_anomalies(session) == [(poisoned, "resolved", "billed after 2 failed attempt(s)")]
     assert (await refresh_gauges(session, as_of=CLOSED)).customers_failing == 0
+    assert 'id="billing-failure"' not in (await client.get(f"/console/customers/{poisoned}/invoices")).text
 
 
 @pytest.fixture
