@@ -529,15 +529,30 @@ def ledger_expire(
     typer.echo(f"{run_in_session(load_settings(), work)} grant(s) expired")
 
 
-@billing_cli.command("run")
+BILLING_INCOMPLETE = 3
+
+
+@billing_cli.command(
+    "run",
+    epilog=(
+        "Exit codes: 0, every due customer is billed; 1, bad input; 3, the others are billed but some "
+        "customers' invoices failed or wait for their retry (each has a BILLING_FAILED anomaly; the "
+        "summary line says how many)."
+    ),
+)
 def billing_run(
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="ISO 8601 time (default: now): bill periods ended by then.")
     ] = None,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="Try customers whose invoice failed now, without waiting for backoff."),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Close every billing period that ended (plus the grace period for late events) by --as-of
-    and issue its invoice; safe to run twice or concurrently: nothing is issued twice."""
+    and issue its invoice; safe to run twice or concurrently: nothing is issued twice. A customer
+    whose invoice fails is recorded and retried later with backoff; everyone else is billed."""
     from app.billing_run import run_billing
     from ledger.money import to_major
 
@@ -559,6 +574,7 @@ def billing_run(
                     session_factory(engine),
                     settings,
                     as_of=moment,
+                    retry_failed=retry_failed,
                     on_start=lambda total: progress.update(task, total=total),
                     on_customer_done=lambda issued: progress.update(task, advance=1),
                 )
@@ -575,14 +591,29 @@ def billing_run(
                 "invoicesIssued": report.invoices_issued,
                 "totals": totals,
                 "seconds": round(report.seconds, 3),
+                "customersFailed": [
+                    {"customerId": str(customer_id), "error": error} for customer_id, error in report.failed.items()
+                ],
+                "customersWaitingRetry": [
+                    {"customerId": str(customer_id), "nextAttemptAt": at.isoformat()}
+                    for customer_id, at in report.waiting.items()
+                ],
             }
         )
-        return
-    summary = ", ".join(f"{amount} {currency}" for currency, amount in totals.items()) or "nothing"
-    typer.echo(
-        f"{report.invoices_issued} invoice(s) issued for {report.customers_considered} customer(s) due by "
-        f"{moment.isoformat()}: {summary} in {report.seconds:.1f} s"
-    )
+    else:
+        summary = ", ".join(f"{amount} {currency}" for currency, amount in totals.items()) or "nothing"
+        typer.echo(
+            f"{report.invoices_issued} invoice(s) issued for {report.customers_considered} customer(s) due by "
+            f"{moment.isoformat()}: {summary} in {report.seconds:.1f} s"
+        )
+    if not report.complete:
+        err.print(
+            f"[red]error:[/red] {len(report.failed)} customer(s) failed and {len(report.waiting)} wait for a retry "
+            "after failing before; everyone else is billed (see BILLING_FAILED on the console's Anomalies page)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(BILLING_INCOMPLETE)
 
 
 @cli.command("reconcile")

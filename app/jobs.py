@@ -15,9 +15,10 @@ from app import trace_store
 from app.anomaly_scan import scan_anomalies
 from app.billing_run import run_billing
 from app.collection import stripe_gateway
-from app.metrics import INVOICE_ACCURACY_DIFFERENCES, refresh_gauges
+from app.metrics import INVOICE_ACCURACY_DIFFERENCES, STRIPE_EVENT_FAILURES, refresh_gauges
 from app.settings import Settings
 from billing.accuracy import AccuracyReport, verify_invoices
+from billing.failures import Backoff
 from billing.outbox import claim_next, collect
 from billing.reconciliation import last_reconciled_at, reconcile
 from billing.webhooks import Processing, process_next
@@ -49,16 +50,30 @@ def dunning_schedule(settings: Settings) -> tuple[timedelta, ...]:
     return tuple(timedelta(days=days) for days in settings.dunning_retry_days)
 
 
+def stripe_event_processing(settings: Settings) -> Processing:
+    return Processing(
+        stripe_gateway(settings),
+        dunning_schedule(settings),
+        backoff=Backoff(first=timedelta(minutes=settings.stripe_event_retry_minutes), longest=timedelta(hours=24)),
+        max_attempts=settings.stripe_event_max_attempts,
+    )
+
+
 async def process_stripe_events(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, *, as_of: datetime
 ) -> int:
-    """Act on every stored Stripe event a handler exists for, one committed transaction each."""
-    processing = Processing(stripe_gateway(settings), dunning_schedule(settings))
+    """Act on every stored Stripe event a handler exists for (and every failed one whose retry is
+    due), one committed transaction each; an event that fails is parked and counted, never in the
+    way of the next. How many were acted on."""
+    processing = stripe_event_processing(settings)
     processed = 0
     async with sessions() as session:
-        while await process_next(session, processing, as_of=as_of) is not None:
+        while (event := await process_next(session, processing, as_of=as_of)) is not None:
             await session.commit()
             processed += 1
+            if event.status == "failed":
+                STRIPE_EVENT_FAILURES.add(1, {"type": event.type})
+                logger.warning("Stripe event %s (%s) failed, attempt %d", event.id, event.type, event.attempts)
         await session.commit()
     return processed
 

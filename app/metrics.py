@@ -36,6 +36,13 @@ BILLING_RUN_DURATION = _meter.create_histogram(
     explicit_bucket_boundaries_advisory=[0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600],
 )
 INVOICES_ISSUED = _meter.create_counter("tally.billing.invoices_issued", description="Invoices issued, by currency")
+BILLING_FAILURES = _meter.create_counter(
+    "tally.billing.failures",
+    description="Tries at a customer's invoice that raised; each customer is retried with backoff",
+)
+STRIPE_EVENT_FAILURES = _meter.create_counter(
+    "tally.stripe.events.failures", description="Tries at processing a Stripe event that failed, by event type"
+)
 INVOICE_ACCURACY_DIFFERENCES = _meter.create_gauge(
     "tally.invoice_accuracy_differences",
     description="Lines that differ when the last sample of issued invoices was re-rated from raw events; target 0",
@@ -69,6 +76,7 @@ for name, read, unit, description in (
     ("tally.collection.outbox.depth", "outbox_depth", "", "Invoices waiting in the collection outbox, by status"),
     ("tally.collection.outbox.oldest_age", "outbox_oldest_age_seconds", "s", "Age of the oldest row, by status"),
     ("tally.stripe.webhooks.failed", "webhooks_failed", "", "Stored Stripe events whose processing failed"),
+    ("tally.billing.customers_failing", "customers_failing", "", "Customers whose invoice could not be issued"),
     ("tally.reconciliation.discrepancies.open", "discrepancies_open", "", "Open ledger-vs-Stripe discrepancies"),
     ("tally.anomalies.open", "anomalies_open", "", "Open anomalies, by kind"),
     ("tally.metering.watermark_age", "watermark_age_seconds", "s", "Age of the oldest customer watermark"),

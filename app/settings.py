@@ -92,6 +92,22 @@ class Settings(BaseSettings):
         description="The webhook endpoint's signing secret (whsec_…); unset refuses every webhook.",
     )
     billing_concurrency: int = Field(default=2, ge=1, le=32, description="Customers invoiced at once by a run.")
+    billing_retry_minutes: int = Field(
+        default=15,
+        ge=1,
+        description="A customer whose invoice could not be issued is tried again after this, doubling each time.",
+    )
+    billing_retry_max_hours: int = Field(
+        default=24, ge=1, description="The longest wait between two tries at a failing customer's invoice."
+    )
+    stripe_event_retry_minutes: int = Field(
+        default=5,
+        ge=1,
+        description="A Stripe event whose processing raised is tried again after this, doubling each time.",
+    )
+    stripe_event_max_attempts: int = Field(
+        default=8, ge=1, description="Tries at a Stripe event before it stays failed until retried by hand."
+    )
     serve_jobs: bool = Field(
         default=True,
         description="Whether `tally serve` runs the background jobs (off for API processes beside one that does).",

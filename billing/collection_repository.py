@@ -299,3 +299,8 @@ async def stripe_events(session: AsyncSession, *, status: str | None, limit: int
     if status:
         query = query.where(col(StripeEvent.status) == status)
     return list((await session.exec(query)).all())
+
+
+async def stripe_events_by_id(session: AsyncSession, ids: list[str]) -> list[StripeEvent]:
+    query = select(StripeEvent).where(col(StripeEvent.id).in_(ids)).execution_options(populate_existing=True)
+    return list((await session.exec(query)).all())

@@ -1,6 +1,6 @@
 """What the operational gauges read from the database, in one query: the collection outbox, failed
-Stripe webhooks, open reconciliation discrepancies, open anomalies, the oldest watermark and the
-usage waiting for the roller."""
+Stripe webhooks, customers whose billing fails, open reconciliation discrepancies, open anomalies,
+the oldest watermark and the usage waiting for the roller."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ SELECT 'outbox' AS family, status AS label, count(*)::float8 AS value,
 FROM collection_outbox WHERE status IN ('pending', 'in_flight', 'action_required') GROUP BY status
 UNION ALL
 SELECT 'webhooks_failed', NULL, count(*)::float8, NULL FROM stripe_events WHERE status = 'failed'
+UNION ALL
+SELECT 'customers_failing', NULL, count(*)::float8, NULL FROM billing_failures
 UNION ALL
 SELECT 'discrepancies_open', NULL, count(*)::float8, NULL FROM reconciliation_discrepancies WHERE status = 'open'
 UNION ALL
@@ -40,6 +42,7 @@ class GaugeSnapshot:
     outbox_depth: dict[str, int] = field(default_factory=dict)
     outbox_oldest_age_seconds: dict[str, float] = field(default_factory=dict)
     webhooks_failed: int = 0
+    customers_failing: int = 0  # whose invoice could not be issued (billing_failures)
     discrepancies_open: int = 0
     anomalies_open: dict[str, int] = field(default_factory=dict)
     watermark_age_seconds: float | None = None  # the customer whose usage is least complete
@@ -57,6 +60,7 @@ async def gauge_snapshot(session: AsyncSession, *, as_of: datetime) -> GaugeSnap
         outbox_depth=dict.fromkeys(OUTBOX_WAITING, 0) | {status: int(value) for status, value, _ in outbox},
         outbox_oldest_age_seconds={status: max(age, 0.0) for status, _, age in outbox},
         webhooks_failed=int(single["webhooks_failed"]),
+        customers_failing=int(single["customers_failing"]),
         discrepancies_open=int(single["discrepancies_open"]),
         anomalies_open={kind: int(value) for family, kind, value, _ in rows if family == "anomalies_open"},
         watermark_age_seconds=None if single["watermark_age"] is None else max(single["watermark_age"], 0.0),

@@ -114,6 +114,25 @@ class StripeEvent(SQLModel, table=True):
     processed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     error: str | None = Field(default=None, sa_column=Column(Text))  # why it failed or was ignored
     trace_id: str | None = Field(default=None, sa_column=Column(String(32)))  # the delivery's request
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    # A failed event is tried again then; None: not again until someone retries it by hand.
+    next_attempt_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class BillingFailure(SQLModel, table=True):
+    """A customer whose next invoice could not be issued: the error, how many runs tried, and
+    when the next one may try again (backoff). Deleted when their invoice is issued at last; the
+    billing run bills every other customer meanwhile."""
+
+    __tablename__ = "billing_failures"
+
+    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), primary_key=True))
+    attempts: int = Field(sa_column=Column(Integer, nullable=False))
+    first_failed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    last_failed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    next_attempt_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    error: str = Field(sa_column=Column(Text, nullable=False))
+    trace_id: str | None = Field(default=None, sa_column=Column(String(32)))
 
 
 class StripeCustomer(SQLModel, table=True):

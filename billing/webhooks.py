@@ -2,6 +2,13 @@
 its id and answers at once; processing acts on stored events apart from the request (a job), each
 effect keyed by Stripe's object id, so a duplicate delivery has no second effect, and reading the
 object's current state from Stripe where the order of events matters.
+
+One event never blocks the others. Each is acted on inside a savepoint: when its handler refuses
+it (an unknown currency, an amount beyond BIGINT, a payment that does not match its invoice) or
+raises anything unexpected, what it did is rolled back and the event is parked ``failed`` with
+its error and its attempt count, and the queue moves on. A refusal would be refused again, so it
+waits for someone to retry it by hand (:func:`retry_by_hand`); an unexpected error is tried again
+with exponential backoff, up to a number of attempts, then waits for a hand too.
 """
 
 from __future__ import annotations
@@ -18,12 +25,15 @@ from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import collection_repository, repository
+from billing.failures import Backoff, failure_summary
 from billing.payments import Attempt, Paid, post_dispute, post_payout, post_refunds, record_outcome, settle_payment
 from billing.stripe_gateway import StripeGateway, charge_of_intent, current_intent, default_payment_method
 from billing.tracing import linked_to, tracer
-from ledger.errors import InvalidInput, TallyError
+from ledger.errors import InvalidInput, NotFound, TallyError
+from ledger.money import MAX_MINOR_UNITS, normalize_currency
 
 SIGNATURE_TOLERANCE_SECONDS = 300
+DEFAULT_BACKOFF = Backoff(first=timedelta(minutes=5), longest=timedelta(hours=24))
 
 
 class SignatureInvalid(InvalidInput):
@@ -108,45 +118,112 @@ class Outcome:
 class Processing:
     """What handlers need beyond the event: Stripe, to read an object's current state where the
     order of events matters (None when collection is off: the payload is then all there is), and
-    the dunning schedule (TALLY_DUNNING_RETRY_DAYS)."""
+    the dunning schedule (TALLY_DUNNING_RETRY_DAYS); and how an event whose processing raised is
+    retried (TALLY_STRIPE_EVENT_RETRY_MINUTES, TALLY_STRIPE_EVENT_MAX_ATTEMPTS)."""
 
     gateway: StripeGateway | None
     retry_after: tuple[timedelta, ...]
+    backoff: Backoff = DEFAULT_BACKOFF
+    max_attempts: int = 8
+
+
+@dataclass(frozen=True)
+class ProcessedEvent:
+    id: str
+    type: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None  # when a failed event is tried again; None: only by hand
 
 
 Handler = Callable[[AsyncSession, dict[str, Any], Processing, datetime], Awaitable[Outcome]]
 
+# Waiting events, and failed ones whose retry is due, oldest first.
+NEXT_EVENT = text("""
+SELECT id, type, payload, trace_id, attempts FROM stripe_events
+WHERE type = ANY(:types) AND (status = 'received' OR (status = 'failed' AND next_attempt_at <= :as_of))
+ORDER BY created, id LIMIT 1 FOR UPDATE SKIP LOCKED
+""")
 
-async def process_next(session: AsyncSession, processing: Processing, *, as_of: datetime) -> str | None:
-    """Act on the oldest stored event a handler exists for (SKIP LOCKED: workers share the queue);
-    return its id, or None when none waits. The caller commits."""
-    row = (
-        await session.execute(
-            text(
-                "SELECT id, type, payload, trace_id FROM stripe_events "
-                "WHERE status = 'received' AND type = ANY(:types) ORDER BY created, id LIMIT 1 FOR UPDATE SKIP LOCKED"
-            ),
-            {"types": sorted(HANDLERS)},
-        )
-    ).first()
+
+async def process_next(session: AsyncSession, processing: Processing, *, as_of: datetime) -> ProcessedEvent | None:
+    """Act on the oldest stored event a handler exists for, or a failed one due for its retry
+    (SKIP LOCKED: workers share the queue); None when none waits. Whatever the handler raises
+    is rolled back to a savepoint and parks the event ``failed``: it never stops the queue. The
+    caller commits."""
+    row = (await session.execute(NEXT_EVENT, {"types": sorted(HANDLERS), "as_of": as_of})).first()
     if row is None:
         return None
-    event_id, event_type, payload, delivery_trace = row
-    obj = payload["data"]["object"]
-    attributes = {"stripe.event_id": event_id, "stripe.event_type": event_type, "stripe.object_id": obj.get("id", "")}
+    event_id, event_type, payload, delivery_trace, attempts = row
+    attempts += 1
+    retry_at: datetime | None = None
+    attributes = {"stripe.event_id": event_id, "stripe.event_type": event_type, "stripe.attempt": attempts}
     with tracer.start_as_current_span(
         "stripe.event", attributes=attributes, links=linked_to(delivery_trace, "webhook delivery")
     ) as span:
+        savepoint = await session.begin_nested()
         try:
+            obj = payload["data"]["object"]
+            span.set_attribute("stripe.object_id", str(obj.get("id", "")))
             outcome = await HANDLERS[event_type](session, obj, processing, as_of)
-        except TallyError as error:
+        except TallyError as error:  # refused: the same event would be refused again
+            await savepoint.rollback()
             outcome = Outcome("failed", error.message)
+        except Exception as error:  # anything else may pass another time: retried with backoff
+            await savepoint.rollback()
+            span.record_exception(error)
+            outcome = Outcome("failed", failure_summary(error))
+            if attempts < processing.max_attempts:
+                retry_at = as_of + processing.backoff.delay(attempts)
+        else:  # a handler's own "failed" keeps what it recorded about the failure (the outbox's status)
+            await savepoint.commit()
         span.set_attribute("tally.outcome", outcome.status)
     await session.execute(
-        text("UPDATE stripe_events SET status = :status, error = :error, processed_at = :at WHERE id = :id"),
-        {"status": outcome.status, "error": outcome.error, "at": as_of, "id": event_id},
+        text(
+            "UPDATE stripe_events SET status = :status, error = :error, processed_at = :at, attempts = :attempts, "
+            "next_attempt_at = :retry_at WHERE id = :id"
+        ),
+        {
+            "status": outcome.status,
+            "error": outcome.error,
+            "at": as_of,
+            "attempts": attempts,
+            "retry_at": retry_at,
+            "id": event_id,
+        },
     )
-    return str(event_id)
+    return ProcessedEvent(str(event_id), event_type, outcome.status, attempts, retry_at)
+
+
+async def retry_by_hand(session: AsyncSession, event_id: str) -> None:
+    """Queue a failed event again, now (someone fixed what made it fail); the caller commits."""
+    result = await session.execute(
+        text(
+            "UPDATE stripe_events SET status = 'received', next_attempt_at = NULL "
+            "WHERE id = :id AND status = 'failed' AND type = ANY(:types) RETURNING id"
+        ),
+        {"id": event_id, "types": sorted(HANDLERS)},
+    )
+    if result.first() is None:
+        raise NotFound("no failed Stripe event with this id", field="eventId")
+
+
+def _minor_units(obj: dict[str, Any], key: str) -> int:
+    """An amount Stripe sends in minor units: an integer the ledger can hold (BIGINT), else refused
+    before anything is posted. Missing is 0."""
+    value = obj.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{key} {value!r} is not an integer amount of minor units", field=key)
+    if abs(value) > MAX_MINOR_UNITS:
+        raise InvalidInput(f"{key} {value} is beyond what the ledger holds (2^63-1 minor units)", field=key)
+    return value
+
+
+def _currency(obj: dict[str, Any]) -> str:
+    """The object's ISO 4217 currency, upper case; one Tally does not know is refused before anything is posted."""
+    return normalize_currency(str(obj.get("currency") or ""))
 
 
 def _timestamp(value: Any, default: datetime) -> datetime:
@@ -197,14 +274,13 @@ async def _payment_intent_changed(
         paid = Paid(
             payment_intent_id=intent["id"],
             charge_id=charged.charge_id,
-            amount=int(intent.get("amount_received") or intent.get("amount") or 0),
-            currency=str(intent.get("currency", "")).upper(),
+            amount=_minor_units(intent, "amount_received") or _minor_units(intent, "amount"),
+            currency=_currency(intent),
             paid_at=_timestamp(intent.get("created"), as_of),
         )
         error = await settle_payment(session, attempt.invoice_id, paid, as_of=as_of)
         return Outcome("failed", error) if error else Outcome("processed")
-    amount = int(intent.get("amount") or 0)
-    currency = str(intent.get("currency", "")).upper()
+    amount, currency = _minor_units(intent, "amount"), _currency(intent)
     if (amount, currency) != (attempt.amount, attempt.currency):
         return Outcome("failed", f"paid {amount} {currency} for an invoice due {attempt.amount} {attempt.currency}")
     acted = await record_outcome(session, attempt, charged, as_of=as_of, retry_after=processing.retry_after)
@@ -226,8 +302,8 @@ async def _charge_refunded(
         session,
         payment,
         charge_id=charge["id"],
-        amount_refunded=int(charge.get("amount_refunded") or 0),
-        currency=str(charge.get("currency", "")).upper(),
+        amount_refunded=_minor_units(charge, "amount_refunded"),
+        currency=_currency(charge),
         refunded_at=as_of,
         as_of=as_of,
     )
@@ -250,8 +326,8 @@ async def _dispute_created(
         payment,
         dispute_id=dispute["id"],
         charge_id=charge_id,
-        amount=int(dispute.get("amount") or 0),
-        currency=str(dispute.get("currency", "")).upper(),
+        amount=_minor_units(dispute, "amount"),
+        currency=_currency(dispute),
         reason=dispute.get("reason"),
         status=str(dispute.get("status") or "needs_response"),
         opened_at=_timestamp(dispute.get("created"), as_of),
@@ -282,14 +358,14 @@ async def _payout(session: AsyncSession, payout: dict[str, Any], processing: Pro
     """``payout.paid`` and ``payout.failed``: the account's money leaving Stripe for the bank. The
     payload decides (a failed payout is final), so no order of the two events needs Stripe's state."""
     status = str(payout.get("status") or "")
-    amount = int(payout.get("amount") or 0)
+    amount = _minor_units(payout, "amount")
     if status not in ("paid", "failed") or amount <= 0:
         return Outcome("ignored", f"a payout of {amount} that is {status or 'of no status'}")
     await post_payout(
         session,
         payout_id=payout["id"],
         amount=amount,
-        currency=str(payout.get("currency", "")).upper(),
+        currency=_currency(payout),
         failed=status == "failed",
         at=_timestamp(payout.get("arrival_date"), as_of),
         as_of=as_of,

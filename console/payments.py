@@ -262,12 +262,14 @@ async def _reconciliation(
 ) -> Response:
     runs = (await query(request, "ConsoleReconciliationRuns", {}, context))["reconciliationRuns"]
     webhooks = (await query(request, "ConsoleStripeEvents", {}, context))["stripeEvents"]
+    failed_webhooks = (await query(request, "ConsoleFailedStripeEvents", {}, context))["stripeEvents"]
     return render(
         request,
         "reconciliation.html",
         {
             "runs": runs,
             "webhooks": webhooks,
+            "failed_webhooks": failed_webhooks,
             "rows": await _discrepancies(request, context, status),
             "status": status,
             "statuses": STATUS_FILTERS,
@@ -338,6 +340,20 @@ async def run_reconciliation(request: Request, context: ContextDep) -> Response:
         f"{run['discrepancies']} discrepancies"
     )
     return RedirectResponse(f"/console/reconciliation?{urlencode({'notice': notice})}", status_code=303)
+
+
+@router.post("/reconciliation/stripe-events/{event_id}/retry")
+async def retry_stripe_event(request: Request, context: ContextDep, event_id: str) -> Response:
+    """Queue a failed Stripe event again; the next run of the job acts on it."""
+    if not context.viewer.can(Capability.MANAGE_COLLECTION):
+        return _forbidden(request)
+    variables = {"input": {"eventId": event_id}}
+    payload = (await query(request, "ConsoleRetryStripeEvent", variables, context))["retryStripeEvent"]
+    if payload["userErrors"]:
+        error = "; ".join(e["message"] for e in payload["userErrors"])
+        return await _reconciliation(request, context, "open", error=error, status_code=422)
+    notice = f"Stripe event {event_id} is queued again"
+    return RedirectResponse(f"/console/reconciliation?{urlencode({'notice': notice})}#stripe-events", status_code=303)
 
 
 @router.get("/reconciliation/customers/{external_id}")

@@ -50,6 +50,9 @@ MINOR_UNIT_DIGITS: dict[str, int] = {
 #: Unit prices may carry up to this many decimal places (e.g. $0.000003 per token).
 MAX_PRICE_PLACES = 12
 
+#: The most minor units one ledger amount can hold (PostgreSQL's BIGINT).
+MAX_MINOR_UNITS = 2**63 - 1
+
 
 def normalize_currency(code: str, *, field: str = "currency") -> str:
     """The upper-case ISO 4217 code, or :class:`InvalidInput` naming ``field``."""
@@ -100,9 +103,22 @@ def to_major(amount_minor: int, currency: str) -> Decimal:
     return Decimal(amount_minor).scaleb(-digits).quantize(Decimal(1).scaleb(-digits))
 
 
+def places_needed(value: Decimal) -> int:
+    """The decimal places ``value`` needs, its trailing zeros dropped (``1.500`` needs 1). Read
+    from its digits, exactly: ``normalize()`` would first round to the context's 28 significant
+    digits, and ``1.0000000000000000000000000001`` would pass for ``1``."""
+    _, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):
+        return 0
+    significant = "".join(map(str, digits)).rstrip("0")
+    if not significant:
+        return 0
+    return max(0, -(exponent + len(digits) - len(significant)))
+
+
 def fits_minor_unit(amount: Decimal, currency: str) -> bool:
     """Whether an amount in major units is payable as it is (no fraction of a minor unit)."""
-    return decimal_places(amount.normalize()) <= MINOR_UNIT_DIGITS[currency] or amount == 0
+    return places_needed(amount) <= MINOR_UNIT_DIGITS[currency]
 
 
 def quantize_major(amount: Decimal, currency: str) -> Decimal:
@@ -117,11 +133,17 @@ def plain_decimal(value: Decimal) -> Decimal:
 
 
 def to_minor_exact(amount: Decimal, currency: str, *, field: str = "amount") -> int:
-    """Minor units of an amount that must already be payable (no fraction of a minor unit)."""
+    """Minor units of an amount given by a user, which must already be payable: a fraction of the
+    minor unit, however far down (any number of significant digits), is refused, never rounded;
+    so is an amount beyond what the ledger holds (checked before any arithmetic, so a huge
+    exponent costs nothing)."""
     if not fits_minor_unit(amount, currency):
         raise InvalidInput(
             f"{amount} has a fraction of the smallest {currency} unit; use at most "
             f"{MINOR_UNIT_DIGITS[currency]} decimal places",
             field=field,
         )
+    largest = to_major(MAX_MINOR_UNITS, currency)
+    if amount.copy_abs() > largest:  # copy_abs and comparison are exact; abs() would round
+        raise InvalidInput(f"{amount} is more than Tally holds in one amount (at most {largest})", field=field)
     return round_to_minor(amount, currency)

@@ -19,8 +19,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from ledger import repository
 from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.models import Account, LedgerTransaction
+from ledger.money import MAX_MINOR_UNITS, MINOR_UNIT_DIGITS
 
-MAX_AMOUNT = 2**63 - 1
+MAX_AMOUNT = MAX_MINOR_UNITS
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,18 @@ def request_hash(entry: Entry) -> str:
     return _request_hash(entry)
 
 
+def check_legs(currency: str, amounts: list[int]) -> None:
+    """Refuse, before anything is posted, a currency Tally does not know (it has no minor unit to
+    count in) and an amount beyond what a posting holds (BIGINT)."""
+    if currency not in MINOR_UNIT_DIGITS:
+        raise InvalidInput(f"unknown currency {currency!r}: nothing is posted in it", field="currency")
+    if any(abs(amount) > MAX_AMOUNT for amount in amounts):
+        raise InvalidInput("an amount is beyond what the ledger holds (2^63-1 minor units)", field="amount")
+
+
 def new_transaction(entry: Entry, *, as_of: datetime) -> LedgerTransaction:
     """The transaction row ``entry`` would write, its key and reason checked and its request hashed."""
+    check_legs(entry.currency, [])
     hashed = request_hash(entry)
     return LedgerTransaction(
         kind=entry.kind,
@@ -121,6 +132,7 @@ async def post(session: AsyncSession, transaction: LedgerTransaction, legs: list
     """Write balanced postings for a claimed transaction, locking the customer balances it moves."""
     if len(legs) < 2 or sum(leg.amount for leg in legs) != 0:
         raise ValueError("a transaction needs two or more postings that sum to zero")
+    check_legs(transaction.currency, [leg.amount for leg in legs])
     if any(leg.account.currency != transaction.currency for leg in legs):
         raise InvalidInput(f"every amount must be in {transaction.currency}", field="currency")
     await repository.write_postings(
@@ -196,6 +208,7 @@ async def post_entry(
     legs = [leg for leg in legs if leg[2]]
     if len(legs) < 2 or sum(amount for _, _, amount in legs) != 0:
         raise ValueError("a transaction needs two or more postings that sum to zero")
+    check_legs(entry.currency, [amount for _, _, amount in legs])
     transaction = new_transaction(entry, as_of=as_of)
     outcome, transaction_id = await repository.post_entry(session, transaction, legs)
     if outcome == "created":

@@ -25,7 +25,10 @@ from ledger.verify import CHECKS as LEDGER_CHECKS
 from pricing.service import apply_catalog
 
 REPO = Path(__file__).resolve().parents[1]
-CONTRACT = REPO.parent / "shared" / "contract"
+# The contract and Stripe's fixtures live beside the repository; a git worktree elsewhere names
+# their folder in TALLY_SHARED_DIR.
+SHARED = Path(os.environ.get("TALLY_SHARED_DIR") or REPO.parent / "shared")
+CONTRACT = SHARED / "contract"
 DEMO_CATALOG = REPO / "app" / "demo" / "catalog.toml"
 TEMPLATE_DB = "tally_template"
 

@@ -33,6 +33,7 @@ class AnomalyKind(Enum):
     UNRECONCILED = "UNRECONCILED"
     DISPUTE = "DISPUTE"
     INVOICE_ACCURACY = "INVOICE_ACCURACY"
+    BILLING_FAILED = "BILLING_FAILED"
 
 
 @strawberry.enum

@@ -222,6 +222,32 @@ async def resolve_invoices(
     return connection(rows, limit, Invoice.from_model, lambda row: invoice_number(row.number))
 
 
+@strawberry.type(description="Why the customer's next invoice could not be issued; the billing job retries it.")
+class BillingFailure:
+    error: str = strawberry.field(description="What the last try raised: its type and first line.")
+    attempts: int = strawberry.field(description="Tries that failed since the first.")
+    first_failed_at: datetime
+    last_failed_at: datetime
+    next_attempt_at: datetime = strawberry.field(
+        description="When the billing job tries again (backoff); `tally billing run --retry-failed` tries at once."
+    )
+    trace_id: str | None = strawberry.field(description="The trace of the last failed try.")
+
+
+async def resolve_billing_failure(root: strawberry.Parent[Any], info: Info) -> BillingFailure | None:
+    found = await info.context.loaders.billing_failure.load(root.row_id)
+    if found is None:
+        return None
+    return BillingFailure(
+        error=found.error,
+        attempts=found.attempts,
+        first_failed_at=found.first_failed_at,
+        last_failed_at=found.last_failed_at,
+        next_attempt_at=found.next_attempt_at,
+        trace_id=found.trace_id,
+    )
+
+
 async def resolve_upcoming_invoice(root: strawberry.Parent[Any], info: Info) -> UpcomingInvoice | None:
     preview = await info.context.upcoming_invoice(root.row_id)
     return UpcomingInvoice.from_preview(preview) if preview else None

@@ -21,8 +21,9 @@ from app.auth import Capability
 from app.collection import stripe_gateway
 from billing import collection_repository, finance, reconciliation
 from billing.collection import CollectionOff, create_setup_intent
-from billing.models import ReconciliationDiscrepancy, StripeDispute, StripePayment
+from billing.models import ReconciliationDiscrepancy, StripeDispute, StripeEvent, StripePayment
 from billing.stripe_gateway import SetupIntent, client_secret_of
+from billing.webhooks import retry_by_hand
 from ledger.errors import NotFound
 
 
@@ -259,8 +260,28 @@ class StripeEventRow:
     error: str | None = strawberry.field(description="Why it failed or was ignored.")
     deliveries: int = strawberry.field(description="How many times Stripe delivered it (stored once).")
     received_at: datetime
-    processed_at: datetime | None
+    processed_at: datetime | None = strawberry.field(description="When it was last acted on.")
     trace_id: str | None = strawberry.field(description="The trace of its first delivery.")
+    attempts: int = strawberry.field(description="How many times processing it was tried.")
+    next_attempt_at: datetime | None = strawberry.field(
+        description="When a failed event is tried again by itself; null: only when retried by hand."
+    )
+
+    @classmethod
+    def from_model(cls, row: StripeEvent) -> StripeEventRow:
+        return cls(
+            id=row.id,
+            type=row.type,
+            object_id=row.object_id,
+            status=row.status,
+            error=row.error,
+            deliveries=row.deliveries,
+            received_at=row.received_at,
+            processed_at=row.processed_at,
+            trace_id=row.trace_id,
+            attempts=row.attempts,
+            next_attempt_at=row.next_attempt_at,
+        )
 
 
 @strawberry.type
@@ -382,20 +403,7 @@ class CollectionQuery:
     )
     async def stripe_events(self, info: Info, status: str | None = None, first: int = 50) -> list[StripeEventRow]:
         rows = await collection_repository.stripe_events(info.context.session, status=status, limit=min(first, 500))
-        return [
-            StripeEventRow(
-                id=row.id,
-                type=row.type,
-                object_id=row.object_id,
-                status=row.status,
-                error=row.error,
-                deliveries=row.deliveries,
-                received_at=row.received_at,
-                processed_at=row.processed_at,
-                trace_id=row.trace_id,
-            )
-            for row in rows
-        ]
+        return [StripeEventRow.from_model(row) for row in rows]
 
     @strawberry.field(
         permission_classes=[requires(Capability.MANAGE_COLLECTION)], description="The latest reconciliation runs."
@@ -416,6 +424,17 @@ class ResolveDiscrepancyInput:
 @strawberry.type
 class ResolveDiscrepancyPayload:
     discrepancy: Discrepancy | None
+    user_errors: list[UserError]
+
+
+@strawberry.input
+class RetryStripeEventInput:
+    event_id: str = strawberry.field(description="The id of a failed Stripe event (evt_…).")
+
+
+@strawberry.type
+class RetryStripeEventPayload:
+    event: StripeEventRow | None
     user_errors: list[UserError]
 
 
@@ -446,6 +465,21 @@ class ReconciliationMutation:
 
         discrepancy, errors = await run_mutation(info, close)
         return ResolveDiscrepancyPayload(discrepancy=discrepancy, user_errors=errors)
+
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.MANAGE_COLLECTION)],
+        description="Queue a failed Stripe event again now, once what made it fail is fixed.",
+    )
+    async def retry_stripe_event(self, info: Info, input: RetryStripeEventInput) -> RetryStripeEventPayload:
+        context = info.context
+
+        async def retry() -> StripeEventRow:
+            await retry_by_hand(context.session, input.event_id)
+            [row] = await collection_repository.stripe_events_by_id(context.session, [input.event_id])
+            return StripeEventRow.from_model(row)
+
+        event, errors = await run_mutation(info, retry)
+        return RetryStripeEventPayload(event=event, user_errors=errors)
 
     @strawberry.mutation(
         permission_classes=[requires(Capability.MANAGE_COLLECTION)],

@@ -14,8 +14,9 @@ from strawberry.fastapi import BaseContext
 from app.auth import Viewer
 from app.billing_run import billing_window
 from app.settings import Settings
+from billing import failures
 from billing import service as billing
-from billing.models import InvoiceLine
+from billing.models import BillingFailure, InvoiceLine
 from customers import service as customers
 from customers.models import Customer, Subscription
 from pricing import repository as catalog
@@ -59,6 +60,14 @@ class Loaders:
             for charge, meter in await catalog.charges_of(self.session, ids):
                 grouped[charge.plan_version_id].append((charge, meter))
             return [grouped[i] for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    @cached_property
+    def billing_failure(self) -> DataLoader[uuid.UUID, BillingFailure | None]:
+        async def load(ids: list[uuid.UUID]) -> list[BillingFailure | None]:
+            found = await failures.failures_of(self.session, ids)
+            return [found.get(i) for i in ids]
 
         return DataLoader(load_fn=load)
 

@@ -11,9 +11,11 @@ from graphql import GraphQLError
 from strawberry.types import Info
 
 from app.api.billing import (
+    BillingFailure,
     Invoice,
     PlanChange,
     UpcomingInvoice,
+    resolve_billing_failure,
     resolve_invoices,
     resolve_plan_changes,
     resolve_upcoming_invoice,
@@ -140,6 +142,11 @@ class Customer:
         description="The invoice that will close the current period, as it stands now.",
     )
     usage_watermark: datetime | None = strawberry.field(resolver=resolve_usage_watermark)
+    billing_failure: BillingFailure | None = strawberry.field(
+        resolver=resolve_billing_failure,
+        permission_classes=[requires(Capability.READ_INVOICES)],
+        description="Set while the customer's next invoice cannot be issued (the others are billed regardless).",
+    )
 
     @strawberry.field
     async def subscription(self, info: Info) -> Subscription | None:

@@ -215,7 +215,7 @@ class LedgerMutation:
         async def adjust() -> Any:
             customer = await customer_of(info, str(input.customer_id))
             sign = -1 if input.amount < 0 else 1
-            amount = sign * to_minor_exact(abs(input.amount), customer.currency)
+            amount = sign * to_minor_exact(input.amount.copy_abs(), customer.currency)  # abs() would round
             return await ledger.adjust_balance(
                 context.session,
                 customer_id=customer.id,

@@ -33,12 +33,12 @@ from app.settings import Settings
 from billing.collection import stripe_customer_id
 from pricing.service import apply_catalog
 from tests.billing.scenario import CATALOG, JAN_31, subscribe
-from tests.conftest import REPO
+from tests.conftest import SHARED
 from tests.e2e.conftest import free_port
 
 API_KEY = "sk_test_tally"
 WEBHOOK_SECRET = "whsec_test_tally_endpoint_secret"
-FIXTURES: dict[str, Any] = json.loads((REPO.parent / "shared" / "stripe" / "fixtures3.json").read_text())["resources"]
+FIXTURES: dict[str, Any] = json.loads((SHARED / "stripe" / "fixtures3.json").read_text())["resources"]
 CARD_SUCCEEDS = "4242424242424242"
 CARD_DECLINED = "4000000000000341"
 CARD_NEEDS_AUTHENTICATION = "4000002500003155"

@@ -27,7 +27,7 @@ from ledger import service as ledger
 from pricing.service import apply_catalog
 from tests.billing.scenario import CATALOG, JAN_31, invoices_of, subscribe
 from tests.billing.stripe_support import FIXTURES, WEBHOOK_SECRET, event_of, signed
-from tests.conftest import REPO
+from tests.conftest import SHARED
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ async def test_stripes_own_example_objects_are_read(
 
 
 def test_the_fixtures_are_stripes_published_objects() -> None:
-    assert Path(REPO.parent / "shared" / "stripe" / "fixtures3.json").is_file()
+    assert Path(SHARED / "stripe" / "fixtures3.json").is_file()
     assert {"event", "payment_intent", "charge", "refund", "dispute"} <= set(FIXTURES)
 
 

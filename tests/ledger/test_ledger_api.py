@@ -145,3 +145,58 @@ async def test_finance_reverses_an_entry_once(client: httpx.AsyncClient, custome
         )
     ).json()
     assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        "1.0000000000000000000000000001",  # 29 significant digits: normalize() used to round it to 1
+        "-12.3400000000000000000000000000001",
+        "0.00000000000000000000000000000000001",
+        "1E+400",  # used to fail the rounding (a 500), never reaching a field error
+    ],
+)
+async def test_money_beyond_the_currency_is_refused_never_rounded(
+    client: httpx.AsyncClient, catalog: None, token_for, session: AsyncSession, amount: str
+) -> None:
+    """Every mutation that turns a major-unit amount into minor units refuses what the currency
+    cannot hold, however many significant digits it takes to see it, and writes nothing."""
+    finance = await token_for("finance")
+    created = await graphql(
+        client,
+        await token_for("admin"),
+        "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { customer { id } } }",
+        {"i": {"externalId": "org_digits", "name": "Digits", "currency": "EUR"}},
+    )
+    customer_id = created.json()["data"]["createCustomer"]["customer"]["id"]
+    grant = (
+        await graphql(
+            client,
+            finance,
+            "mutation($input: GrantCreditsInput!) { grantCredits(input: $input) { userErrors { field code } } }",
+            grant_input(customer_id, amount.lstrip("-"), "g"),
+        )
+    ).json()["data"]
+    adjust = (
+        await graphql(
+            client,
+            finance,
+            ADJUST,
+            {"i": {"customerId": customer_id, "amount": amount, "reason": "fee", "idempotencyKey": "a"}},
+        )
+    ).json()["data"]
+    promotion = (
+        await graphql(
+            client,
+            await token_for("admin"),
+            "mutation($i: CreatePromotionInput!) { createPromotion(input: $i) { userErrors { field code } } }",
+            {"i": {"code": "DIGITS", "description": "x", "creditAmount": amount.lstrip("-"), "currency": "EUR"}},
+        )
+    ).json()["data"]
+    assert [(e["code"], e["field"]) for e in grant["grantCredits"]["userErrors"]] == [("INVALID", ["amount"])]
+    assert [(e["code"], e["field"]) for e in adjust["adjustBalance"]["userErrors"]] == [("INVALID", ["amount"])]
+    assert [(e["code"], e["field"]) for e in promotion["createPromotion"]["userErrors"]] == [
+        ("INVALID", ["creditAmount"])
+    ]
+    assert (await session.execute(text("SELECT count(*) FROM ledger_transactions"))).scalar_one() == 0
+    assert (await session.execute(text("SELECT count(*) FROM promotions"))).scalar_one() == 0
