@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,8 +16,9 @@ from jinja2_fragments.fastapi import Jinja2Blocks
 
 from app.api.context import TallyContext
 from app.auth import Role, Viewer
+from app.console_sessions import SESSION_KEY, active_session, end_session, start_session, touch_session
 from app.dependencies import SessionDep
-from app.staff import LoginPolicy, get_user_by_id, verify_login
+from app.staff import LoginPolicy, verify_login
 from console.charts import line_chart
 from console.graphql_client import ConsoleQueryFailed, run_operation
 from console.views import UPCOMING_SECTIONS, bar_chart, exact_amount, readable_duration, utc_minute, waterfall
@@ -91,12 +91,17 @@ def login_redirect(request: Request) -> HTTPException:
 
 
 async def console_context(request: Request, session: SessionDep) -> AsyncIterator[TallyContext]:
-    """The signed-in staff user as a GraphQL viewer; otherwise a redirect to the login page."""
-    staff_id = request.session.get("staff_id")
-    user = await get_user_by_id(session, uuid.UUID(staff_id)) if staff_id else None
-    if user is None:
+    """The signed-in staff user as a GraphQL viewer, while the server-side session the cookie
+    names is live; otherwise a redirect to the login page."""
+    lifetime = timedelta(seconds=request.app.state.settings.session_max_age_seconds)
+    now = datetime.now(UTC)
+    signed_in = await active_session(session, request.session.get(SESSION_KEY), as_of=now, lifetime=lifetime)
+    if signed_in is None:
         request.session.clear()
         raise login_redirect(request)
+    console_session, user = signed_in
+    if await touch_session(session, console_session, as_of=now):
+        await session.commit()
     request.state.staff = {"email": user.email, "role": user.role}
     viewer = Viewer(role=Role(user.role), actor=f"staff:{user.email}")
     yield TallyContext(session=session, viewer=viewer, settings=request.app.state.settings)
@@ -144,13 +149,18 @@ async def login(
             {"next": safe_next(next), "error": LOGIN_FAILED, "email": email},
             status_code=401,
         )
+    console_session = await start_session(session, staff_user_id=user.id, as_of=datetime.now(UTC))
+    await session.commit()
     request.session.clear()
-    request.session["staff_id"] = str(user.id)
+    request.session[SESSION_KEY] = str(console_session.id)
     return RedirectResponse(safe_next(next), status_code=303)
 
 
 @router.post("/logout")
-async def logout(request: Request) -> RedirectResponse:
+async def logout(request: Request, session: SessionDep) -> RedirectResponse:
+    """Ends the session server-side, so a copy of the cookie signs nobody in any more."""
+    await end_session(session, request.session.get(SESSION_KEY), as_of=datetime.now(UTC))
+    await session.commit()
     request.session.clear()
     return RedirectResponse("/console/login", status_code=303)
 
