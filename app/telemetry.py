@@ -1,7 +1,8 @@
 """OpenTelemetry, set up once per process: FastAPI, Strawberry and psycopg are instrumented.
 
 Spans go by OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; otherwise, in batches, to the
-``spans`` table, which the console's Traces page reads and a job prunes to the retention.
+``spans`` table, which the console's Traces page reads and a job prunes to the retention. Either
+way they are redacted first (``app.span_redaction``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from app.settings import Settings
+from app.span_redaction import RedactingSpanExporter
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +138,7 @@ def configure_tracing(settings: Settings, conninfo: str) -> TracerProvider | Non
         exporter = OTLPSpanExporter()
     else:
         exporter = PostgresSpanExporter(conninfo)
-    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
+    provider.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(exporter), schedule_delay_millis=1000))
     trace.set_tracer_provider(provider)
     PsycopgInstrumentor().instrument(enable_commenter=False, skip_dep_check=True)
     HTTPXClientInstrumentor().instrument()  # Stripe calls (the SDK speaks httpx) become spans
