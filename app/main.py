@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import Receive, Scope, Send
 from strawberry.fastapi import GraphQLRouter
 
 from app import jobs, metrics, rest, webhooks
@@ -23,8 +24,20 @@ from app.database import create_engine, libpq_url, session_factory
 from app.dependencies import authenticate, bearer_token, get_session
 from app.settings import Settings
 from app.telemetry import configure_metrics, configure_tracing, instrument_app
+from app.trace_trust import carries_trace_context, distrust_anonymous_trace_context
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
+
+
+class TallyApp(FastAPI):
+    """FastAPI, deciding whether a request may join the caller's trace before anything reads the
+    trace context: once instrumented, the OpenTelemetry middleware is outside every middleware
+    added here, so this decision is taken in the application's own entry point."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and carries_trace_context(scope):
+            scope = await distrust_anonymous_trace_context(self, scope)
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastAPI:
@@ -56,7 +69,7 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
             provider.force_flush()
         await engine.dispose()
 
-    app = FastAPI(
+    app = TallyApp(
         title="Tally",
         summary="Usage-based billing",
         lifespan=lifespan,

@@ -2,7 +2,8 @@
 
 Spans go by OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; otherwise, in batches, to the
 ``spans`` table, which the console's Traces page reads and a job prunes to the retention. Either
-way they are redacted first (``app.span_redaction``).
+way they are redacted first (``app.span_redaction``), and a request joins the caller's trace only
+when the caller is authenticated (``app.trace_trust``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from app.settings import Settings
 from app.span_redaction import RedactingSpanExporter
+from app.trace_trust import link_untrusted_parent
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +178,12 @@ def configure_metrics(settings: Settings) -> None:
 
 def instrument_app(app: FastAPI, provider: TracerProvider | None) -> None:
     if provider is not None:
-        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls="/static/.*,/healthz,/metrics")
+        FastAPIInstrumentor.instrument_app(
+            app,
+            tracer_provider=provider,
+            excluded_urls="/static/.*,/healthz,/metrics",
+            server_request_hook=link_untrusted_parent,
+        )
 
 
 def current_trace_id() -> str | None:

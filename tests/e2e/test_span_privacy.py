@@ -1,4 +1,5 @@
-"""What a running server's span store keeps: no personal data."""
+"""What a running server's span store keeps: no personal data, and no spans written under a trace
+id an unauthenticated caller chose."""
 
 from __future__ import annotations
 
@@ -97,3 +98,42 @@ def test_no_personal_data_reaches_the_span_store(live_server: LiveServer) -> Non
     operations = stored(live_server, "SELECT attributes FROM spans WHERE attributes->>'component' = 'graphql'")
     assert operations and all("query" not in attributes for (attributes,) in operations), "no GraphQL documents"
     assert stored(live_server, "SELECT 1 FROM spans WHERE attributes ? 'net.peer.ip'") == [], "no client addresses"
+
+
+def test_an_unauthenticated_traceparent_is_linked_not_adopted(live_server: LiveServer) -> None:
+    chosen = {"console page": uuid.uuid4().hex, "graphql": uuid.uuid4().hex, "events": uuid.uuid4().hex}
+    httpx.get(f"{live_server.base_url}/console/login", headers={"traceparent": traceparent(chosen["console page"])})
+    refused = httpx.post(
+        f"{live_server.base_url}/graphql",
+        json={"query": "{ plans { key } }"},
+        headers={"traceparent": traceparent(chosen["graphql"])},
+    )
+    assert refused.status_code == 401
+    wrong_token = httpx.post(
+        f"{live_server.base_url}/v1/events",
+        json=[],
+        headers={"Authorization": "Bearer tally_not_a_token", "traceparent": traceparent(chosen["events"])},
+    )
+    assert wrong_token.status_code == 401
+    signed_in_trace, token_trace = uuid.uuid4().hex, uuid.uuid4().hex
+    with signed_in_console(live_server) as console:
+        page = console.get("/console/customers", headers={"traceparent": traceparent(signed_in_trace)})
+        assert page.status_code == 200
+    token = live_server.cli("token", "create", "--role", "viewer").strip()
+    answered = httpx.post(
+        f"{live_server.base_url}/graphql",
+        json={"query": "{ plans { key } }"},
+        headers={"Authorization": f"Bearer {token}", "traceparent": traceparent(token_trace)},
+    )
+    assert answered.status_code == 200
+    # Authenticated callers' trace contexts are adopted: a live console session's, a token's.
+    wait_for_trace(live_server, signed_in_trace)
+    wait_for_trace(live_server, token_trace)
+    for what, trace_id in chosen.items():
+        assert stored(live_server, "SELECT name FROM spans WHERE trace_id = %s", trace_id) == [], what
+        linked = stored(
+            live_server,
+            "SELECT name FROM spans WHERE parent_span_id IS NULL AND links @> %s::jsonb",
+            f'[{{"trace_id": "{trace_id}"}}]',
+        )
+        assert len(linked) == 1, what
