@@ -6,26 +6,38 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-from asgi_csrf import asgi_csrf
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 from strawberry.fastapi import GraphQLRouter
 
 from app import jobs, metrics, rest, webhooks
 from app.api.context import TallyContext
 from app.api.schema import build_schema
+from app.console_security import ConsoleCsrf, SecurityHeaders
+from app.console_sessions import SESSION_COOKIE
 from app.database import create_engine, libpq_url, session_factory
 from app.dependencies import authenticate, bearer_token, get_session
 from app.settings import Settings
 from app.telemetry import configure_metrics, configure_tracing, instrument_app
+from app.trace_trust import carries_trace_context, distrust_anonymous_trace_context
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
+
+
+class TallyApp(FastAPI):
+    """FastAPI, deciding whether a request may join the caller's trace before anything reads the
+    trace context: once instrumented, the OpenTelemetry middleware is outside every middleware
+    added here, so this decision is taken in the application's own entry point."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and carries_trace_context(scope):
+            scope = await distrust_anonymous_trace_context(self, scope)
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastAPI:
@@ -57,7 +69,7 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
             provider.force_flush()
         await engine.dispose()
 
-    app = FastAPI(
+    app = TallyApp(
         title="Tally",
         summary="Usage-based billing",
         lifespan=lifespan,
@@ -106,22 +118,18 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
 
     install_console(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # The last added runs first: headers on every answer (a CSRF refusal too), then the signed
+    # session cookie, then the CSRF check, which needs the session.
+    app.add_middleware(ConsoleCsrf, secret=settings.session_secret)
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.session_secret,
-        session_cookie="tally_session",
+        session_cookie=SESSION_COOKIE,
         max_age=settings.session_max_age_seconds,
         same_site="lax",
         https_only=settings.cookie_secure,
     )
-    app.add_middleware(
-        CsrfProtection,
-        signing_secret=settings.session_secret,
-        always_protect={"/console/login"},
-        skip_if_scope=lambda scope: not scope["path"].startswith("/console"),
-        cookie_secure=settings.cookie_secure,
-        cookie_samesite="Strict",
-    )
+    app.add_middleware(SecurityHeaders, hsts_always=settings.cookie_secure)
     instrument_app(app, provider)
     return app
 
@@ -132,14 +140,3 @@ def app_from_environment() -> FastAPI:
 
     settings = Settings()
     return create_app(settings, database_url(settings), run_jobs=settings.serve_jobs)
-
-
-class CsrfProtection:
-    """asgi-csrf as a Starlette middleware: console POSTs need the token of the csrftoken cookie
-    (a form field or the X-CSRFToken header). The API uses bearer tokens, not cookies."""
-
-    def __init__(self, app: ASGIApp, *args: Any, **options: Any):
-        self.protected = asgi_csrf(app, **options)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.protected(scope, receive, send)

@@ -1,4 +1,4 @@
-"""Tables of the composition root: API tokens, console staff users, the span store."""
+"""Tables of the composition root: API tokens, console staff users and their sessions, the span store."""
 
 from __future__ import annotations
 
@@ -38,6 +38,19 @@ class StaffUser(SQLModel, table=True):
     failed_logins: int = 0
     locked_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A console sign-in, kept server-side: the signed session cookie carries only this id, so
+    ending the row (sign-out) ends every copy of the cookie at once."""
+
+    __tablename__ = "console_sessions"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    staff_user_id: uuid.UUID = Field(sa_column=Column(ForeignKey("staff_users.id"), nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    last_seen_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    ended_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
 class StoredSpan(SQLModel, table=True):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -52,10 +51,6 @@ async def create_user(session: AsyncSession, *, email: str, role: str, password:
 async def get_user(session: AsyncSession, email: str) -> StaffUser | None:
     query = select(StaffUser).where(col(StaffUser.email) == email.strip().lower())
     return (await session.exec(query)).first()
-
-
-async def get_user_by_id(session: AsyncSession, user_id: uuid.UUID) -> StaffUser | None:
-    return await session.get(StaffUser, user_id)
 
 
 @dataclass(frozen=True)

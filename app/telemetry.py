@@ -1,7 +1,9 @@
 """OpenTelemetry, set up once per process: FastAPI, Strawberry and psycopg are instrumented.
 
 Spans go by OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; otherwise, in batches, to the
-``spans`` table, which the console's Traces page reads and a job prunes to the retention.
+``spans`` table, which the console's Traces page reads and a job prunes to the retention. Either
+way they are redacted first (``app.span_redaction``), and a request joins the caller's trace only
+when the caller is authenticated (``app.trace_trust``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from app.settings import Settings
+from app.span_redaction import RedactingSpanExporter
+from app.trace_trust import link_untrusted_parent
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +140,7 @@ def configure_tracing(settings: Settings, conninfo: str) -> TracerProvider | Non
         exporter = OTLPSpanExporter()
     else:
         exporter = PostgresSpanExporter(conninfo)
-    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
+    provider.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(exporter), schedule_delay_millis=1000))
     trace.set_tracer_provider(provider)
     PsycopgInstrumentor().instrument(enable_commenter=False, skip_dep_check=True)
     HTTPXClientInstrumentor().instrument()  # Stripe calls (the SDK speaks httpx) become spans
@@ -174,7 +178,12 @@ def configure_metrics(settings: Settings) -> None:
 
 def instrument_app(app: FastAPI, provider: TracerProvider | None) -> None:
     if provider is not None:
-        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls="/static/.*,/healthz,/metrics")
+        FastAPIInstrumentor.instrument_app(
+            app,
+            tracer_provider=provider,
+            excluded_urls="/static/.*,/healthz,/metrics",
+            server_request_hook=link_untrusted_parent,
+        )
 
 
 def current_trace_id() -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import uuid
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,8 +17,9 @@ from jinja2_fragments.fastapi import Jinja2Blocks
 
 from app.api.context import TallyContext
 from app.auth import Role, Viewer
+from app.console_sessions import SESSION_KEY, active_session, end_session, start_session, touch_session
 from app.dependencies import SessionDep
-from app.staff import LoginPolicy, get_user_by_id, verify_login
+from app.staff import LoginPolicy, verify_login
 from console.charts import line_chart
 from console.graphql_client import ConsoleQueryFailed, run_operation
 from console.views import UPCOMING_SECTIONS, bar_chart, exact_amount, readable_duration, utc_minute, waterfall
@@ -42,16 +43,31 @@ LOGIN_FAILED = "Wrong email or password. After repeated failures, sign-in is pau
 CSV_ROW_LIMIT = 10_000
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP's list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+PLAIN_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
+# A download's name may carry a customer's external id, which may be any text.
+UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def spreadsheet_safe(cell: Any) -> Any:
+    """The cell, with a ``'`` before text a spreadsheet would run as a formula (a customer named
+    ``=HYPERLINK(…)``), as OWASP recommends; a plain number such as a credit's ``-5.00`` stays one."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) and not PLAIN_NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
 def csv_download(filename: str, header: list[str], rows: list[list[Any]]) -> Response:
-    """A console table as a CSV attachment."""
+    """A console table as a CSV attachment, every cell safe to open in a spreadsheet."""
     output = io.StringIO()
     writer = csv.writer(output)
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerow([spreadsheet_safe(cell) for cell in header])
+    writer.writerows([spreadsheet_safe(cell) for cell in row] for row in rows)
     return Response(
         output.getvalue(),
         media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        headers={"Content-Disposition": f'attachment; filename="{UNSAFE_IN_FILENAME.sub("_", filename)}"'},
     )
 
 
@@ -91,12 +107,17 @@ def login_redirect(request: Request) -> HTTPException:
 
 
 async def console_context(request: Request, session: SessionDep) -> AsyncIterator[TallyContext]:
-    """The signed-in staff user as a GraphQL viewer; otherwise a redirect to the login page."""
-    staff_id = request.session.get("staff_id")
-    user = await get_user_by_id(session, uuid.UUID(staff_id)) if staff_id else None
-    if user is None:
+    """The signed-in staff user as a GraphQL viewer, while the server-side session the cookie
+    names is live; otherwise a redirect to the login page."""
+    lifetime = timedelta(seconds=request.app.state.settings.session_max_age_seconds)
+    now = datetime.now(UTC)
+    signed_in = await active_session(session, request.session.get(SESSION_KEY), as_of=now, lifetime=lifetime)
+    if signed_in is None:
         request.session.clear()
         raise login_redirect(request)
+    console_session, user = signed_in
+    if await touch_session(session, console_session, as_of=now):
+        await session.commit()
     request.state.staff = {"email": user.email, "role": user.role}
     viewer = Viewer(role=Role(user.role), actor=f"staff:{user.email}")
     yield TallyContext(session=session, viewer=viewer, settings=request.app.state.settings)
@@ -144,13 +165,18 @@ async def login(
             {"next": safe_next(next), "error": LOGIN_FAILED, "email": email},
             status_code=401,
         )
+    console_session = await start_session(session, staff_user_id=user.id, as_of=datetime.now(UTC))
+    await session.commit()
     request.session.clear()
-    request.session["staff_id"] = str(user.id)
+    request.session[SESSION_KEY] = str(console_session.id)
     return RedirectResponse(safe_next(next), status_code=303)
 
 
 @router.post("/logout")
-async def logout(request: Request) -> RedirectResponse:
+async def logout(request: Request, session: SessionDep) -> RedirectResponse:
+    """Ends the session server-side, so a copy of the cookie signs nobody in any more."""
+    await end_session(session, request.session.get(SESSION_KEY), as_of=datetime.now(UTC))
+    await session.commit()
     request.session.clear()
     return RedirectResponse("/console/login", status_code=303)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -12,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app import jobs
 from app.database import create_engine, libpq_url, session_factory
 from app.settings import Settings
+from app.span_redaction import RedactingSpanExporter
 from app.telemetry import PostgresSpanExporter
 from app.trace_store import recent_traces, spans_of
 from tests.conftest import now
@@ -81,3 +83,43 @@ async def test_retention_prunes_only_old_spans(database_url: str, session: Async
     assert removed == 1
     left = (await session.execute(text("SELECT name FROM spans"))).scalars().all()
     assert left == ["recent"]
+
+
+async def test_spans_are_stored_without_personal_data(database_url: str, session: AsyncSession) -> None:
+    """URLs lose their query, SQL its literals, GraphQL operations their document, errors their
+    message; ids, shapes and placeholders stay."""
+    provider = TracerProvider()
+    redacting = RedactingSpanExporter(PostgresSpanExporter(libpq_url(database_url)))
+    provider.add_span_processor(SimpleSpanProcessor(redacting))
+    tracer = provider.get_tracer("test")
+    request_attributes = {
+        "http.url": "http://tally.test/console/customers?search=ana%40example.com#top",
+        "http.target": "/console/customers?search=ana",
+        "net.peer.ip": "203.0.113.9",
+        "tally.customer": "org_acme",
+    }
+    statement = (
+        "SELECT * FROM customers WHERE email = 'ana@example.com' AND note = E'it\\'s ana' "
+        'AND memo = $m$ana$m$ AND n = 42 AND "Name" = %(name)s AND id = %s'
+    )
+    with tracer.start_as_current_span("GET /console/customers", attributes=request_attributes) as root:
+        with tracer.start_as_current_span("SELECT", attributes={"db.statement": statement}):
+            pass
+        graphql = {"component": "graphql", "query": '{ customers(search: "ana") { edges { node { id } } } }'}
+        with contextlib.suppress(ValueError), tracer.start_as_current_span("GraphQL Query", attributes=graphql):
+            raise ValueError("duplicate key: (email)=(ana@example.com)")
+    provider.shutdown()
+    spans = {span.name: span for span in await spans_of(session, format(root.get_span_context().trace_id, "032x"))}
+    assert "ana" not in str([(span.attributes, span.events) for span in spans.values()])
+    assert spans["GET /console/customers"].attributes == {
+        "http.url": "http://tally.test/console/customers",
+        "http.target": "/console/customers",
+        "tally.customer": "org_acme",
+    }
+    assert spans["SELECT"].attributes["db.statement"] == (
+        'SELECT * FROM customers WHERE email = ? AND note = E? AND memo = ? AND n = ? AND "Name" = %(name)s AND id = %s'
+    )
+    assert spans["GraphQL Query"].attributes == {"component": "graphql"}
+    assert [event["attributes"] for event in spans["GraphQL Query"].events] == [
+        {"exception.type": "ValueError", "exception.escaped": "False"}
+    ]

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.e2e.conftest import LiveServer
 from tests.e2e.test_billing_console import signed_in_page
@@ -28,7 +29,7 @@ def test_browser_journey_scan_filter_and_resolve(live_server: LiveServer, browse
     page.evaluate("window.stillTheSamePage = true")
     page.select_option("select[name=kind]", "QUARANTINE")
     page.wait_for_url("**/console/anomalies?kind=QUARANTINE&*")
-    page.wait_for_function("document.querySelectorAll('#anomaly-rows tr').length === 1")
+    expect(page.locator("#anomaly-rows tr")).to_have_count(1, timeout=30_000)
     assert page.evaluate("window.stillTheSamePage === true"), "htmx swapped the rows in; no navigation"
     row = page.locator("#anomaly-rows tr").first
     assert "3 event(s) waiting in quarantine" in row.inner_text()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import DEMO_CATALOG
 from tests.e2e.conftest import LiveServer
@@ -40,7 +41,7 @@ def test_browser_journey_invoices_plan_change_preview_and_pricing(
 ) -> None:
     page = signed_in_page(browser, live_server)
     page.fill("input[type=search]", "hooli")
-    page.wait_for_function("document.querySelectorAll('#customer-rows tr').length === 1")
+    expect(page.locator("#customer-rows tr")).to_have_count(1, timeout=30_000)
     page.click("#customer-rows a")
     page.wait_for_selector("h1:has-text('Hooli Search')")
     page.click("nav.tabs >> text=Invoices")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.app.test_graphql_contract import contract_operations
 from tests.e2e.conftest import LiveServer
@@ -104,7 +105,7 @@ def test_browser_journey_sign_in_search_open_customer(live_server: LiveServer, b
     page.wait_for_url("**/console/customers")
     assert page.locator("#customer-rows tr").count() >= 25
     page.fill("input[type=search]", "globex")
-    page.wait_for_function("document.querySelectorAll('#customer-rows tr').length === 1")
+    expect(page.locator("#customer-rows tr")).to_have_count(1, timeout=30_000)
     assert "search=globex" in page.url, "the search is in the address bar, so it can be shared"
     page.click("#customer-rows a")
     page.wait_for_selector("h1:has-text('Globex Analytics')")

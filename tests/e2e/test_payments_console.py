@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from playwright.sync_api import expect
 
 from tests.e2e.conftest import LiveServer
 from tests.e2e.test_billing_console import signed_in_page
@@ -40,7 +41,7 @@ def test_browser_journey_payments_tab_and_a_discrepancy_resolved(
     discrepancy_id = plant_discrepancy(live_server)
     page = signed_in_page(browser, live_server)
     page.fill("input[type=search]", "hooli")
-    page.wait_for_function("document.querySelectorAll('#customer-rows tr').length === 1")
+    expect(page.locator("#customer-rows tr")).to_have_count(1, timeout=30_000)
     page.click("#customer-rows a")
     page.wait_for_selector("h1:has-text('Hooli Search')")
     page.click("nav.tabs >> text=Payments")

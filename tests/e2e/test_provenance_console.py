@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.e2e.conftest import LiveServer
 from tests.e2e.test_billing_console import signed_in_page
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.e2e
 def test_browser_journey_why_this_amount(live_server: LiveServer, browser, tmp_path: Path) -> None:
     page = signed_in_page(browser, live_server)
     page.fill("input[type=search]", "hooli")
-    page.wait_for_function("document.querySelectorAll('#customer-rows tr').length === 1")
+    expect(page.locator("#customer-rows tr")).to_have_count(1, timeout=30_000)
     page.click("#customer-rows a")
     page.click("nav.tabs >> text=Invoices")
     page.wait_for_url("**/invoices")
