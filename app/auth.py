@@ -39,6 +39,7 @@ class Role(StrEnum):
     VIEWER = "viewer"
     INGEST = "ingest"
     CUSTOMER = "customer"
+    EDGE = "edge"
 
 
 STAFF_ROLES = (Role.ADMIN, Role.FINANCE, Role.SUPPORT, Role.VIEWER)
@@ -111,8 +112,11 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
         }
     ),
     Role.VIEWER: frozenset(_STAFF_READ),
-    # The contract: `ingest` only sends usage. The edge checks entitlements with a viewer token.
+    # The contract: `ingest` only sends usage.
     Role.INGEST: frozenset({Capability.INGEST_USAGE}),
+    # The edge's one token: it sends usage and asks whether a customer may use more, and reads
+    # nothing else (a viewer token, which the edge used before, reads every customer's data).
+    Role.EDGE: frozenset({Capability.INGEST_USAGE, Capability.CHECK_ENTITLEMENTS}),
     # A customer token reads its own customer only: every resolver of customer-owned data asks
     # app.api.scope, which applies Viewer.customer_scope; staff-only fields read as null.
     Role.CUSTOMER: frozenset(
