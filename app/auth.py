@@ -39,6 +39,7 @@ class Role(StrEnum):
     VIEWER = "viewer"
     INGEST = "ingest"
     CUSTOMER = "customer"
+    EDGE = "edge"
 
 
 STAFF_ROLES = (Role.ADMIN, Role.FINANCE, Role.SUPPORT, Role.VIEWER)
@@ -53,6 +54,7 @@ class Capability(StrEnum):
     MANAGE_QUARANTINE = "manage_quarantine"
     READ_METERING = "read_metering"
     READ_LEDGER = "read_ledger"
+    READ_PROMOTIONS = "read_promotions"
     GRANT_CREDITS = "grant_credits"
     ADJUST_BALANCES = "adjust_balances"
     MANAGE_PROMOTIONS = "manage_promotions"
@@ -74,6 +76,7 @@ _STAFF_READ = {
     Capability.CHECK_ENTITLEMENTS,
     Capability.READ_METERING,
     Capability.READ_LEDGER,
+    Capability.READ_PROMOTIONS,
     Capability.READ_INVOICES,
     Capability.READ_ANOMALIES,
 }
@@ -109,9 +112,13 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
         }
     ),
     Role.VIEWER: frozenset(_STAFF_READ),
-    # The contract: `ingest` only sends usage. The edge checks entitlements with a viewer token.
+    # The contract: `ingest` only sends usage.
     Role.INGEST: frozenset({Capability.INGEST_USAGE}),
-    # A customer token reads its own customer only: scoping is applied by Viewer.customer_scope.
+    # The edge's one token: it sends usage and asks whether a customer may use more, and reads
+    # nothing else (a viewer token, which the edge used before, reads every customer's data).
+    Role.EDGE: frozenset({Capability.INGEST_USAGE, Capability.CHECK_ENTITLEMENTS}),
+    # A customer token reads its own customer only: every resolver of customer-owned data asks
+    # app.api.scope, which applies Viewer.customer_scope; staff-only fields read as null.
     Role.CUSTOMER: frozenset(
         {
             Capability.READ_CATALOG,
@@ -133,6 +140,10 @@ class Viewer:
     actor: str
     customer_id: uuid.UUID | None = None
 
+    def __post_init__(self) -> None:
+        if self.role is Role.CUSTOMER and self.customer_id is None:
+            raise ValueError("a customer viewer is bound to one customer")  # else it would see every customer
+
     def can(self, capability: Capability) -> bool:
         return capability in ROLE_CAPABILITIES[self.role]
 
@@ -143,6 +154,11 @@ class Viewer:
 
     def may_see_customer(self, customer_id: uuid.UUID) -> bool:
         return self.customer_scope is None or self.customer_scope == customer_id
+
+    @property
+    def is_staff(self) -> bool:
+        """Staff read staff-only fields (who did it, internal reasons); every other role reads null."""
+        return self.role in STAFF_ROLES
 
 
 def parse_role(value: str, *, allowed: tuple[Role, ...] = tuple(Role)) -> Role:

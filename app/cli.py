@@ -314,7 +314,13 @@ def _print_simulation(summary: Any, periods: int) -> None:
 
 @token_cli.command("create")
 def token_create(
-    role: Annotated[str, typer.Option(help="admin, finance, support, viewer, ingest or customer.")],
+    role: Annotated[
+        str,
+        typer.Option(
+            help="admin, finance, support, viewer, ingest, customer, or edge (sends usage and checks "
+            "entitlements, nothing else)."
+        ),
+    ],
     customer: Annotated[str | None, typer.Option(help="External id of the customer (role customer).")] = None,
     label: Annotated[str | None, typer.Option(help="A note on what the token is for.")] = None,
     as_json: JsonOption = False,

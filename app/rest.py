@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
+from app.api.scope import find_visible_customer, may_see
 from app.auth import Capability, Viewer
 from app.dependencies import SessionDep, authenticate, requires
 from app.usage_ingest import ingest_and_commit
-from customers import service as customers
 from metering import usage as usage_service
 from metering.events import BodyNotEvents, parse_body
 
@@ -33,8 +33,8 @@ async def get_customer(
     session: SessionDep,
     viewer: Annotated[Viewer, Depends(requires(Capability.READ_CUSTOMERS))],
 ) -> dict[str, str | None]:
-    customer = await customers.get_customer(session, external_id=external_id)
-    if customer is None or not viewer.may_see_customer(customer.id):
+    customer = await find_visible_customer(session, viewer, external_id=external_id)
+    if customer is None:
         raise HTTPException(404, detail={"code": "NOT_FOUND", "message": f"no customer {external_id!r}"})
     return {
         "id": str(customer.id),
@@ -97,7 +97,7 @@ async def get_entitlement(
     viewer: Annotated[Viewer, Depends(requires(Capability.CHECK_ENTITLEMENTS))],
 ) -> dict[str, object]:
     answer = await usage_service.entitlement_by_external_id(session, external_id, meter_key, as_of=datetime.now(UTC))
-    if answer is None or not viewer.may_see_customer(answer.customer_id):
+    if answer is None or not may_see(viewer, answer.customer_id):
         raise HTTPException(404, detail={"code": "NOT_FOUND", "message": f"no customer {external_id!r}"})
     found = answer.entitlement
     if found is None:

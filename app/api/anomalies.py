@@ -14,6 +14,7 @@ from strawberry.types import Info
 from app.api.common import Connection, UserError, connection, decode_cursor, encode_cursor, page_size, run_mutation
 from app.api.customers import Customer
 from app.api.permissions import requires
+from app.api.scope import STAFF_ONLY, load_visible_customer, staff_only
 from app.auth import Capability
 from billing import anomalies as service
 from billing.models import Anomaly as AnomalyRow
@@ -66,7 +67,7 @@ class Anomaly:
     window_start: datetime = strawberry.field(description="What time it is about, half-open.")
     window_end: datetime
     note: str | None = strawberry.field(description="Why it was resolved.")
-    status_by: str | None = strawberry.field(description="Who acknowledged or resolved it.")
+    status_by: str | None = staff_only("Who acknowledged or resolved it. " + STAFF_ONLY)
     status_at: datetime | None
     customer_id: strawberry.Private[uuid.UUID | None]
 
@@ -74,7 +75,7 @@ class Anomaly:
     async def customer(self, info: Info) -> Customer | None:
         if self.customer_id is None:
             return None
-        row = await info.context.loaders.customer.load(self.customer_id)
+        row = await load_visible_customer(info, self.customer_id)
         return Customer.from_model(row) if row else None
 
     @classmethod

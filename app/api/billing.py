@@ -23,9 +23,10 @@ from app.api.common import (
     page_size,
     run_mutation,
 )
-from app.api.ledger import LedgerEntry, customer_of
+from app.api.ledger import LedgerEntry
 from app.api.permissions import requires
 from app.api.provenance import InvoiceLineProvenance
+from app.api.scope import STAFF_ONLY, customer_of, may_see, staff_only
 from app.auth import Capability
 from billing import service as billing
 from billing.invoicing import DraftLine
@@ -274,7 +275,7 @@ class BillingQuery:
             row = (
                 await billing.invoice_by_number(session, int(digits)) if digits.isdigit() and len(digits) < 19 else None
             )
-        if row is None or not info.context.viewer.may_see_customer(row.customer_id):
+        if row is None or not may_see(info.context.viewer, row.customer_id):
             return None
         return Invoice.from_model(row)
 
@@ -311,7 +312,7 @@ class PlanChange:
     status: str = strawberry.field(description="applied, scheduled or canceled (by a later immediate change).")
     effective_at: datetime
     requested_at: datetime
-    actor: str
+    actor: str | None = staff_only("Who asked for it. " + STAFF_ONLY)
     prorations: list[Proration]
     row: strawberry.Private[PlanChangeRow]
 
@@ -371,7 +372,7 @@ class BillingMutation:
         context = info.context
 
         async def move() -> ChangePlanPayload:
-            customer = await customer_of(info, str(input.customer_id))
+            customer = await customer_of(info, input.customer_id)
             request = PlanChangeRequest(
                 customer_id=customer.id,
                 plan_key=input.plan_key,

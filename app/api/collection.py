@@ -15,11 +15,12 @@ from strawberry.types import Info
 
 from app.api.billing import Invoice, invoice_number
 from app.api.common import Money, UserError, money, run_mutation
-from app.api.ledger import customer_of
 from app.api.permissions import requires
+from app.api.scope import STAFF_ONLY, customer_of, find_visible_customer, may_see, staff_only
 from app.auth import Capability
 from app.collection import stripe_gateway
 from billing import collection_repository, finance, reconciliation
+from billing import service as billing
 from billing.collection import CollectionOff, create_setup_intent
 from billing.models import ReconciliationDiscrepancy, StripeDispute, StripeEvent, StripePayment
 from billing.stripe_gateway import SetupIntent, client_secret_of
@@ -50,9 +51,7 @@ class CollectionMutation:
         context = info.context
 
         async def create() -> SetupIntent:
-            customer = await customer_of(info, str(input.customer_id))
-            if not context.viewer.may_see_customer(customer.id):
-                raise NotFound("no such customer", field="customerId")
+            customer = await customer_of(info, input.customer_id)
             return await create_setup_intent(
                 context.session,
                 stripe_gateway(context.settings),
@@ -87,6 +86,9 @@ class InvoicePayload:
     user_errors: list[UserError]
 
 
+NO_SUCH_INVOICE = "no such invoice"
+
+
 def _uuid(value: strawberry.ID, field: str, missing: str) -> uuid.UUID:
     try:
         return uuid.UUID(str(value))
@@ -94,8 +96,13 @@ def _uuid(value: strawberry.ID, field: str, missing: str) -> uuid.UUID:
         raise NotFound(missing, field=field) from None
 
 
-def _invoice_id(value: strawberry.ID) -> uuid.UUID:
-    return _uuid(value, "invoiceId", "no such invoice")
+async def _invoice_id(info: Info, value: strawberry.ID) -> uuid.UUID:
+    """The invoice a mutation names, when the viewer may see its customer; else NOT_FOUND."""
+    invoice_id = _uuid(value, "invoiceId", NO_SUCH_INVOICE)
+    found = (await billing.invoices_by_id(info.context.session, [invoice_id])).get(invoice_id)
+    if found is None or not may_see(info.context.viewer, found.customer_id):
+        raise NotFound(NO_SUCH_INVOICE, field="invoiceId")
+    return invoice_id
 
 
 @strawberry.type
@@ -106,9 +113,13 @@ class FinanceMutation:
     )
     async def retry_payment(self, info: Info, input: RetryPaymentInput) -> InvoicePayload:
         context = info.context
-        row, errors = await run_mutation(
-            info, lambda: finance.retry_payment(context.session, _invoice_id(input.invoice_id), as_of=context.now())
-        )
+
+        async def retry() -> Any:
+            return await finance.retry_payment(
+                context.session, await _invoice_id(info, input.invoice_id), as_of=context.now()
+            )
+
+        row, errors = await run_mutation(info, retry)
         return InvoicePayload(invoice=Invoice.from_model(row) if row else None, user_errors=errors)
 
     @strawberry.mutation(
@@ -129,17 +140,18 @@ class FinanceMutation:
 async def _close_invoice(info: Info, input: CloseInvoiceInput, close: Callable[..., Awaitable[Any]]) -> InvoicePayload:
     """Write off or void: the same input, the same payload, a different ledger movement."""
     context = info.context
-    row, errors = await run_mutation(
-        info,
-        lambda: close(
+
+    async def run() -> Any:
+        return await close(
             context.session,
-            _invoice_id(input.invoice_id),
+            await _invoice_id(info, input.invoice_id),
             reason=input.reason,
             actor=context.viewer.actor,
             idempotency_key=input.idempotency_key,
             as_of=context.now(),
-        ),
-    )
+        )
+
+    row, errors = await run_mutation(info, run)
     return InvoicePayload(invoice=Invoice.from_model(row) if row else None, user_errors=errors)
 
 
@@ -228,7 +240,7 @@ class Discrepancy:
     last_seen_at: datetime
     status: str = strawberry.field(description="open or resolved.")
     note: str | None
-    resolved_by: str | None
+    resolved_by: str | None = staff_only("Who resolved it. " + STAFF_ONLY)
     resolved_at: datetime | None
 
     @classmethod
@@ -359,11 +371,8 @@ class CollectionQuery:
     )
     async def customer_collection(self, info: Info, customer_id: strawberry.ID) -> CustomerCollection | None:
         context = info.context
-        try:
-            customer = await customer_of(info, str(customer_id))
-        except NotFound:
-            return None
-        if not context.viewer.may_see_customer(customer.id):
+        customer = await find_visible_customer(context.session, context.viewer, customer_id=customer_id)
+        if customer is None:
             return None
         session = context.session
         return _customer_collection(

@@ -48,6 +48,7 @@ from app.api.metering import (
     resolve_usage_watermark,
 )
 from app.api.permissions import requires
+from app.api.scope import customer_scope, find_visible_customer
 from app.auth import Capability
 from customers import service as customers
 from customers.models import Customer as CustomerRow
@@ -187,13 +188,6 @@ class CreateCustomerPayload:
     user_errors: list[UserError]
 
 
-def _parse_uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
-
-
 @strawberry.type
 class CustomersQuery:
     @strawberry.field(
@@ -205,13 +199,10 @@ class CustomersQuery:
     ) -> Customer | None:
         if (id is None) == (external_id is None):
             raise GraphQLError("customer: give exactly one of id or externalId")
-        customer_id = _parse_uuid(str(id)) if id is not None else None
-        if id is not None and customer_id is None:
-            return None
-        row = await customers.get_customer(info.context.session, customer_id=customer_id, external_id=external_id)
-        if row is None or not info.context.viewer.may_see_customer(row.id):
-            return None
-        return Customer.from_model(row)
+        row = await find_visible_customer(
+            info.context.session, info.context.viewer, customer_id=id, external_id=external_id
+        )
+        return Customer.from_model(row) if row else None
 
     @strawberry.field(
         permission_classes=[requires(Capability.READ_CUSTOMERS)],
@@ -232,7 +223,7 @@ class CustomersQuery:
             search=search,
             after=keyset,
             limit=limit + 1,
-            only_customer_id=context.viewer.customer_scope,
+            only_customer_id=customer_scope(context.viewer),
         )
         return connection(rows, limit, Customer.from_model, lambda row: time_cursor(row.created_at, row.id))
 

@@ -23,8 +23,8 @@ from app.api.common import (
     time_cursor,
 )
 from app.api.permissions import requires
+from app.api.scope import STAFF_ONLY, StaffOnly, customer_of, staff_only, written_by_tally
 from app.auth import Capability, Role
-from customers import service as customers
 from ledger import grants as credit
 from ledger import service as ledger
 from ledger.errors import LimitExceeded, NotFound
@@ -40,6 +40,34 @@ class GrantStatus(Enum):
     VOIDED = "VOIDED"
 
 
+# What a customer reads of a ledger movement, by its kind: staff read the reason as it was written.
+PUBLIC_ENTRY_LABELS = {
+    "credit_grant": "Credits granted",
+    "credit_consumption": "Credits applied",
+    "credit_expiry": "Credits expired",
+    "credit_void": "Credits withdrawn",
+    "adjustment": "Balance adjustment",
+    "reversal": "Correction",
+    "write_off": "Written off as uncollectible",
+    "invoice": "Invoice",
+    "payment": "Payment",
+    "refund": "Refund",
+    "dispute": "Dispute",
+}
+PUBLIC_GRANT_LABELS = {
+    "manual": "Credits granted",
+    "promotion": "Promotional credits",
+    "purchase": "Credits purchased",
+    "invoice": "Credit note",
+}
+
+
+def public_description(label: str, reason: str, actor: str) -> str:
+    """The customer's view of a reason: Tally's own wording as it stands (an invoice's period, a
+    payment's id), and for what a person wrote (a support ticket, a dispute note) the label alone."""
+    return f"{label}: {reason}" if written_by_tally(actor) else label
+
+
 @strawberry.type
 class CreditGrant:
     id: strawberry.ID
@@ -48,9 +76,13 @@ class CreditGrant:
     priority: int
     effective_at: datetime
     expires_at: datetime | None
-    reason: str
+    description: str = strawberry.field(description="What the grant is, in words fit for the customer.")
+    reason: str = strawberry.field(
+        description="Staff read the reason as it was written; any other role reads the description.",
+        extensions=[StaffOnly(otherwise="description")],
+    )
     source: str
-    actor: str
+    actor: str | None = staff_only("Who granted it. " + STAFF_ONLY)
     status: GrantStatus
     created_at: datetime
 
@@ -59,6 +91,7 @@ class CreditGrant:
         status = GrantStatus(grant.status.upper())
         if status is GrantStatus.ACTIVE and grant.remaining == 0:
             status = GrantStatus.DEPLETED
+        label = PUBLIC_GRANT_LABELS.get(grant.source, "Credits granted")
         return cls(
             id=strawberry.ID(str(grant.id)),
             amount=money(grant.amount, grant.currency),
@@ -66,6 +99,7 @@ class CreditGrant:
             priority=grant.priority,
             effective_at=grant.effective_at,
             expires_at=grant.expires_at,
+            description=public_description(label, grant.reason, grant.actor),
             reason=grant.reason,
             source=grant.source,
             actor=grant.actor,
@@ -80,20 +114,29 @@ class LedgerEntry:
     kind: str
     effective_at: datetime
     recorded_at: datetime
-    description: str
+    description: str = strawberry.field(
+        description="Staff read the kind and the reason as it was written; any other role reads a public "
+        "description (Tally's own wording, or only what kind of movement it is).",
+        extensions=[StaffOnly(otherwise="public_description")],
+    )
+    public_description: strawberry.Private[str]
     amount: Money = strawberry.field(description="The transaction's size: the sum of its debits.")
-    actor: str
+    actor: str | None = staff_only("Who made it. " + STAFF_ONLY)
 
     @classmethod
     def from_row(cls, row: Any) -> LedgerEntry:
+        kind, reason, actor = row["kind"], row["reason"], row["actor"]
         return cls(
             id=strawberry.ID(str(row["id"])),
-            kind=row["kind"],
+            kind=kind,
             effective_at=row["effective_at"],
             recorded_at=row["recorded_at"],
-            description=f"{row['kind'].replace('_', ' ')}: {row['reason']}",
+            description=f"{kind.replace('_', ' ')}: {reason}",
+            public_description=public_description(
+                PUBLIC_ENTRY_LABELS.get(kind, kind.replace("_", " ").capitalize()), reason, actor
+            ),
             amount=money(int(row["size"] or 0), row["currency"]),
-            actor=row["actor"],
+            actor=actor,
         )
 
 
@@ -163,17 +206,6 @@ class AdjustBalanceInput:
 class AdjustBalancePayload:
     entry_id: strawberry.ID | None
     user_errors: list[UserError]
-
-
-async def customer_of(info: Info, customer_id: str) -> Any:
-    try:
-        parsed = uuid.UUID(customer_id)
-    except ValueError:
-        parsed = None
-    found = await customers.get_customer(info.context.session, customer_id=parsed) if parsed else None
-    if found is None:
-        raise NotFound("no such customer", field="customerId")
-    return found
 
 
 @strawberry.type

@@ -10,8 +10,9 @@ import strawberry
 from strawberry.types import Info
 
 from app.api.common import Money, UserError, run_mutation
-from app.api.ledger import CreditGrant, customer_of
+from app.api.ledger import CreditGrant
 from app.api.permissions import requires
+from app.api.scope import customer_of, only_visible
 from app.auth import Capability, Role
 from customers import service as customers
 from ledger import promotions
@@ -45,6 +46,7 @@ class Promotion:
     @strawberry.field(description="Who redeemed it, newest first.")
     async def redeemed_by(self, info: Info) -> list[Redemption]:
         rows = await promotions.redemptions_of(info.context.session, [self.row_id])
+        rows = only_visible(info.context.viewer, rows, lambda r: r.customer_id)
         found = await customers.customers_by_ids(info.context.session, [r.customer_id for r in rows])
         return [
             Redemption(
@@ -104,9 +106,10 @@ class RedeemPromotionPayload:
 
 @strawberry.type
 class PromotionsQuery:
-    @strawberry.field(permission_classes=[requires(Capability.READ_LEDGER)])
+    @strawberry.field(permission_classes=[requires(Capability.READ_PROMOTIONS)])
     async def promotions(self, info: Info) -> list[Promotion]:
-        """Every promotion, newest first, with how often it was redeemed."""
+        """Every promotion, newest first, with how often it was redeemed (staff: codes are secrets
+        that customers are given, and redemptions name customers)."""
         return [Promotion.from_model(row) for row in await promotions.promotions(info.context.session)]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -32,6 +33,7 @@ ALLOWED = {
     "viewer": {"customers", "customer", "meters", "plans", "traces"},
     "ingest": set(),
     "customer": {"customers", "customer", "meters", "plans"},
+    "edge": set(),
 }
 
 
@@ -117,3 +119,35 @@ async def test_a_forbidden_mutation_changes_nothing(client: httpx.AsyncClient, t
     admin = await token_for("admin")
     found = await graphql(client, admin, '{ customer(externalId: "new_sneaky") { id } }')
     assert found.json()["data"]["customer"] is None
+
+
+async def test_the_edge_role_sends_usage_and_checks_entitlements_and_reads_nothing_else(
+    client: httpx.AsyncClient, catalog: None, token_for
+) -> None:
+    admin = await token_for("admin")
+    created = await graphql(
+        client,
+        admin,
+        'mutation { createCustomer(input: {externalId: "org_edge", name: "Edge Co", email: "a@edge.example", '
+        'currency: "USD", planKey: "hobby"}) { userErrors { code } } }',
+    )
+    assert created.json()["data"]["createCustomer"]["userErrors"] == []
+    headers = {"Authorization": f"Bearer {await token_for('edge')}"}
+    event = {"id": "evt-edge-1", "customer": "org_edge", "type": "request.completed", "timestamp": now().isoformat()}
+    sent = await client.post("/v1/events", json=[event], headers=headers)
+    assert (sent.status_code, sent.json()["accepted"]) == (200, 1)
+    entitlement = await client.get("/v1/customers/org_edge/entitlements/requests", headers=headers)
+    assert entitlement.status_code == 200 and entitlement.json()["used"] == "1"
+    assert (await client.get("/v1/customers/org_nobody/entitlements/requests", headers=headers)).status_code == 404
+    assert (await client.get("/v1/whoami", headers=headers)).json()["role"] == "edge"
+    customer = await client.get("/v1/customers/org_edge", headers=headers)
+    assert (customer.status_code, customer.json()["code"]) == (403, "FORBIDDEN")
+    for query in (
+        '{ customer(externalId: "org_edge") { name email } }',
+        "{ customers { edges { node { externalId } } } }",
+        "{ promotions { code } }",
+        '{ invoice(number: "INV-000001") { id } }',
+    ):
+        body = (await client.post("/graphql", json={"query": query}, headers=headers)).json()
+        assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN", query
+        assert "Edge Co" not in json.dumps(body)

@@ -79,13 +79,29 @@ def test_contract_usage_operations_on_a_running_server(live_server: LiveServer) 
         live_server, customer, "Entitlement", {"externalId": "org_piedpiper", "meter": "requests"}
     )
     assert entitlement["customer"]["entitlement"]["used"] == requests["quantity"]
-    edge = live_server.cli("token", "create", "--role", "viewer").strip()
+    edge = live_server.cli("token", "create", "--role", "edge").strip()
     rest = httpx.get(
         f"{live_server.base_url}/v1/customers/org_piedpiper/entitlements/requests",
         headers={"Authorization": f"Bearer {edge}"},
         timeout=10,
     ).json()
     assert rest["used"] == requests["quantity"] and rest["limit"] == "50"
+    sent = httpx.post(
+        f"{live_server.base_url}/v1/events",
+        json=[{**events[0], "id": f"e2e-{uuid.uuid4()}"}],
+        headers={"Authorization": f"Bearer {edge}"},
+        timeout=10,
+    )
+    assert (sent.status_code, sent.json()["accepted"]) == (200, 1), "the edge's token sends usage"
+    for refused in (
+        httpx.get(f"{live_server.base_url}/v1/customers/org_piedpiper", headers={"Authorization": f"Bearer {edge}"}),
+        httpx.post(
+            f"{live_server.base_url}/graphql",
+            json={"query": '{ customer(externalId: "org_piedpiper") { name } }'},
+            headers={"Authorization": f"Bearer {edge}"},
+        ),
+    ):
+        assert "FORBIDDEN" in refused.text and "org_piedpiper" not in refused.text, refused.text
 
 
 def test_each_stored_event_keeps_the_producers_trace_id(live_server: LiveServer) -> None:

@@ -50,12 +50,16 @@ async def test_grant_credits_then_read_grants_entries_and_balance(
     customer = await token_for("customer", "org_credit")
     grants = (await run(client, customer, "CreditGrants", {"externalId": "org_credit"}))["customer"]["creditGrants"]
     assert [(g["node"]["remaining"]["amount"], g["node"]["status"]) for g in grants["edges"]] == [("25.50", "ACTIVE")]
+    assert grants["edges"][0]["node"]["reason"] == "Credits granted", "the customer reads the public description"
     overview = (await run(client, customer, "CustomerOverview", {"externalId": "org_credit"}))["customer"]
     assert overview["balance"]["credits"] == {"amount": "25.50", "currency": "EUR"}
     assert overview["balance"]["outstanding"]["amount"] == "0.00"
     entries = (await run(client, customer, "LedgerEntries", {"externalId": "org_credit", "first": 10}))["customer"]
     [entry] = entries["ledgerEntries"]["edges"]
     assert entry["node"]["kind"] == "credit_grant" and entry["node"]["amount"]["amount"] == "25.50"
+    assert (entry["node"]["actor"], entry["node"]["description"]) == (None, "Credits granted"), "staff-only"
+    staff = (await run(client, support, "LedgerEntries", {"externalId": "org_credit", "first": 10}))["customer"]
+    [entry] = staff["ledgerEntries"]["edges"]
     assert entry["node"]["actor"].startswith("token:") and "onboarding" in entry["node"]["description"]
 
 
