@@ -58,6 +58,24 @@ class Settings(BaseSettings):
         description="How often the roller folds counted usage into the rollups (reads include what waits).",
     )
     event_properties_max_bytes: int = Field(default=16 * 1024, ge=64, description="PROPERTIES_TOO_LARGE past it.")
+    event_properties_max_depth: int = Field(
+        default=32,
+        ge=1,
+        le=256,
+        description="Properties nested deeper (objects and arrays in one another) are PROPERTIES_TOO_DEEP.",
+    )
+    quantity_max: Decimal = Field(
+        default=Decimal(10) ** 15,
+        gt=0,
+        le=Decimal(10) ** 30,
+        description="The largest magnitude of a value a meter reads from an event; larger ones are INVALID_VALUE.",
+    )
+    quantity_max_places: int = Field(
+        default=12,
+        ge=0,
+        le=30,
+        description="The most decimal places of a value a meter reads from an event; more are INVALID_VALUE.",
+    )
     billing_grace_minutes: int = Field(
         default=60, ge=0, description="A period is invoiced this long after it ends, so late events still count."
     )
