@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any
@@ -230,6 +230,11 @@ def text_problem(text: str) -> str | None:
     return None
 
 
+def _plain_text(text: str) -> bool:
+    """ASCII without NUL: storable at a glance (the common case of ingestion's hot path)."""
+    return text.isascii() and "\x00" not in text
+
+
 def _number_problem(value: int | Decimal) -> str | None:
     """Why a number in properties cannot be stored, or None (see PROPERTY_NUMBER_DIGITS)."""
     if isinstance(value, int):
@@ -255,7 +260,10 @@ def _path_text(path: tuple[str | int, ...]) -> str:
 def properties_problem(properties: dict[str, Any], *, max_depth: int) -> tuple[str, str] | None:
     """Why PostgreSQL could not store these properties as they are (a code and a message naming
     the place), or None. Walked without recursion, so no nesting exhausts the stack; objects and
-    arrays deeper than ``max_depth`` (the properties object is depth 1) are refused."""
+    arrays deeper than ``max_depth`` (the properties object is depth 1) are refused. A quick pass
+    answers for almost every event; only one it doubts is walked again to name the place."""
+    if _storable_at_a_glance(properties, max_depth):
+        return None
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(properties, ())]
     while stack:
         value, path = stack.pop()
@@ -281,6 +289,39 @@ def properties_problem(properties: dict[str, Any], *, max_depth: int) -> tuple[s
         if problem:
             return Code.INVALID_PROPERTIES, f"{_path_text(path)}: {problem}"
     return None
+
+
+def _storable_at_a_glance(properties: dict[str, Any], max_depth: int) -> bool:
+    """True when nothing in ``properties`` needs a closer look: the same rules as
+    :func:`properties_problem`, without paths, exact types first (ingestion's hot path)."""
+    pending: list[tuple[dict[str, Any] | list[Any], int]] = [(properties, 1)]
+    while pending:
+        container, depth = pending.pop()
+        if depth > max_depth:
+            return False
+        if type(container) is dict:
+            for key in container:
+                if type(key) is not str or "\x00" in key or (not key.isascii() and text_problem(key)):
+                    return False
+            values: Any = container.values()
+        else:
+            values = container
+        for value in values:
+            kind = type(value)
+            if kind is str:
+                if "\x00" in value or (not value.isascii() and text_problem(value)):
+                    return False
+            elif kind is int:
+                if not -_PROPERTY_INT_BOUND < value < _PROPERTY_INT_BOUND:
+                    return False
+            elif kind is dict or kind is list:
+                pending.append((value, depth + 1))
+            elif kind is Decimal:
+                if _number_problem(value):
+                    return False
+            elif value is not None and kind is not bool:
+                return False
+    return True
 
 
 def json_size(value: Any) -> int:
@@ -329,7 +370,7 @@ def read_value(raw: Any) -> Decimal | None:
 
 
 def _parse_timestamp(raw: Any) -> datetime | None:
-    if not isinstance(raw, str) or text_problem(raw):  # fromisoformat lets a trailing NUL through
+    if not isinstance(raw, str) or not _plain_text(raw):  # fromisoformat lets a trailing NUL through
         return None
     try:
         parsed = datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
@@ -338,8 +379,10 @@ def _parse_timestamp(raw: Any) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
-def measure(properties: dict[str, Any], rule: MeterRule) -> Measurement | str:
-    """What a meter reads of an event's properties, or why it cannot (an INVALID_VALUE message)."""
+def measure(properties: dict[str, Any], rule: MeterRule, limits: IngestLimits | None = None) -> Measurement | str:
+    """What a meter reads of an event's properties, or why it cannot (an INVALID_VALUE message).
+    With ``limits`` (ingestion), a value must be within their range and scale; without (events
+    already stored, measured again), it is read as it is."""
     dimensions = canonical_json({key: _plain_number(properties.get(key)) for key in rule.group_by})
     value = unique_value = None
     if rule.aggregation in ("sum", "max", "latest"):
@@ -347,6 +390,11 @@ def measure(properties: dict[str, Any], rule: MeterRule) -> Measurement | str:
         value = read_value(properties.get(rule.value_property))
         if value is None:
             return f"properties.{rule.value_property} must be a number or a decimal string"
+        if limits is not None:
+            bounded = bounded_quantity(value, rule, limits)
+            if isinstance(bounded, str):
+                return bounded
+            value = bounded
     elif rule.aggregation == "unique_count":
         assert rule.value_property is not None
         raw = properties.get(rule.value_property)
@@ -361,25 +409,29 @@ def dimension_text(value: Any) -> str:
     return value if isinstance(value, str) else canonical_json(value)
 
 
-def quantity_problem(value: Decimal, rule: MeterRule, limits: IngestLimits) -> Decimal | str:
-    """A value a meter reads, within the declared range and scale (its trailing zeros dropped,
-    so that the stored scale is at most ``quantity_max_places``), or why it is not."""
-    name = f"properties.{rule.value_property}"
-    if value < 0 and not rule.allow_negative:
-        return f"{name} must not be negative (the meter does not set allow_negative)"
-    if value == 0:
-        return Decimal(0)
-    _, digits, exponent = value.as_tuple()
+def bounded_quantity(value: Decimal, rule: MeterRule, limits: IngestLimits) -> Decimal | str:
+    """A value a meter reads, within the declared range and scale, without trailing zeros (so
+    the stored scale is at most ``quantity_max_places``); or why it is not (a message)."""
+    sign, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)  # finite: read_value refuses NaN and Infinity
-    significant = "".join(map(str, digits)).rstrip("0")
-    places = max(0, -(exponent + len(digits) - len(significant)))
-    if abs(value) > limits.quantity_max or places > limits.quantity_max_places:
+    if digits[0] == 0:  # zero: -0, 0.000 and 0E+3 alike (a coefficient has no other leading zero)
+        return Decimal(0)
+    if sign and not rule.allow_negative:
+        return f"properties.{rule.value_property} must not be negative (the meter does not set allow_negative)"
+    trailing_zeros = places = 0
+    if exponent < 0:
+        if digits[-1] == 0:
+            trailing_zeros = min(len(digits) - len("".join(map(str, digits)).rstrip("0")), -exponent)
+        places = -exponent - trailing_zeros
+    if places > limits.quantity_max_places or value.copy_abs() > limits.quantity_max:
         return (
-            f"{name} must be at most {format(limits.quantity_max, 'f')} in magnitude, "
+            f"properties.{rule.value_property} must be at most {format(limits.quantity_max, 'f')} in magnitude, "
             f"with at most {limits.quantity_max_places} decimal places"
         )
-    with localcontext(prec=MAX_QUANTITY_DIGITS):
-        return value.quantize(Decimal(1).scaleb(-places))
+    if exponent > 0 or (trailing_zeros and exponent < 0):  # 1E+3, 1.50: written out as 1000, 1.5
+        with localcontext(prec=MAX_QUANTITY_DIGITS):
+            return value.quantize(Decimal(1).scaleb(-places))
+    return value
 
 
 def read_events(
@@ -426,12 +478,13 @@ def _read_event(
             Code.INVALID_ID,
             f"id must be a non-empty string of at most {MAX_EVENT_ID_LENGTH} characters",
         )
-    if problem := text_problem(event_id):
+    if not _plain_text(event_id) and (problem := text_problem(event_id)):
         return Rejection(index, Code.INVALID_ID, f"id {problem}")
     for name in ("customer", "type"):
-        if not isinstance(item.get(name), str) or not item[name].strip():
+        text = item.get(name)
+        if not isinstance(text, str) or not text.strip():
             return Rejection(index, Code.INVALID_EVENT, f"{name} must be a non-empty string", event_id)
-        if problem := text_problem(item[name]):
+        if not _plain_text(text) and (problem := text_problem(text)):
             return Rejection(index, Code.INVALID_EVENT, f"{name} {problem}", event_id)
     properties = item.get("properties", {})
     if properties is None:
@@ -460,27 +513,25 @@ def _read_event(
             f"timestamp must be within the last {limits.max_age.days} days and at most 5 minutes ahead",
             event_id,
         )
-    # What quarantine keeps: the event's own fields, each checked above (never other keys).
-    payload = {name: item[name] for name in EVENT_FIELDS if name in item}
     rules = meters_by_event_type.get(item["type"])
     if not rules:
         return Rejection(
-            index, Code.UNKNOWN_EVENT_TYPE, f"no meter reads events of type {item['type']!r}", event_id, payload
+            index, Code.UNKNOWN_EVENT_TYPE, f"no meter reads events of type {item['type']!r}", event_id, _held(item)
         )
     measurements = []
     for rule in rules:
-        measured = measure(properties, rule)
+        measured = measure(properties, rule, limits)
         if isinstance(measured, str):
             return Rejection(index, Code.INVALID_VALUE, measured, event_id)
-        if measured.value is not None:
-            quantity = quantity_problem(measured.value, rule, limits)
-            if isinstance(quantity, str):
-                return Rejection(index, Code.INVALID_VALUE, quantity, event_id)
-            measured = replace(measured, value=quantity)
         measurements.append(measured)
     customer_id = customers.get(item["customer"])
     if customer_id is None:
         return Rejection(
-            index, Code.UNKNOWN_CUSTOMER, f"no customer with external id {item['customer']!r}", event_id, payload
+            index, Code.UNKNOWN_CUSTOMER, f"no customer with external id {item['customer']!r}", event_id, _held(item)
         )
     return ValidEvent(index, event_id, customer_id, item["type"], occurred_at, properties_json, tuple(measurements))
+
+
+def _held(item: dict[str, Any]) -> dict[str, Any]:
+    """What quarantine keeps of an event: its own fields, each checked by then (never others)."""
+    return {name: item[name] for name in EVENT_FIELDS if name in item}
