@@ -68,6 +68,24 @@ class Settings(BaseSettings):
     start_ahead_max_days: int = Field(
         default=366, ge=0, le=3660, description="How far in the future a subscription may start."
     )
+    event_properties_max_depth: int = Field(
+        default=32,
+        ge=1,
+        le=256,
+        description="Properties nested deeper (objects and arrays in one another) are PROPERTIES_TOO_DEEP.",
+    )
+    quantity_max: Decimal = Field(
+        default=Decimal(10) ** 15,
+        gt=0,
+        le=Decimal(10) ** 30,
+        description="The largest magnitude of a value a meter reads from an event; larger ones are INVALID_VALUE.",
+    )
+    quantity_max_places: int = Field(
+        default=12,
+        ge=0,
+        le=30,
+        description="The most decimal places of a value a meter reads from an event; more are INVALID_VALUE.",
+    )
     billing_grace_minutes: int = Field(
         default=60, ge=0, description="A period is invoiced this long after it ends, so late events still count."
     )

@@ -21,13 +21,17 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.database import in_transaction
 from app.settings import Settings
 from app.telemetry import current_trace_id
-from metering.service import IngestLimits, IngestResult, count_batch, read_batch
+from metering.events import IngestLimits
+from metering.service import IngestResult, count_batch, read_batch
 
 
 def ingest_limits(settings: Settings) -> IngestLimits:
     return IngestLimits(
         max_age=timedelta(days=settings.event_max_age_days),
         max_properties_bytes=settings.event_properties_max_bytes,
+        max_properties_depth=settings.event_properties_max_depth,
+        quantity_max=settings.quantity_max,
+        quantity_max_places=settings.quantity_max_places,
     )
 
 

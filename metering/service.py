@@ -15,12 +15,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from customers import service as customers
 from metering import repository
 from metering.events import (
+    IngestLimits,
     MeterRule,
     ReadBatch,
     Rejection,
     canonical_json,
     loads_exact,
     read_events,
+    text_problem,
 )
 from metering.models import IngestBatch, QuarantinedEvent
 from pricing import repository as catalog
@@ -41,12 +43,6 @@ PROCESSING_LAG = _meter.create_histogram(
     explicit_bucket_boundaries_advisory=[1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000],
 )
 EVENTS = _meter.create_counter("tally.metering.events", description="events by outcome")
-
-
-@dataclass(frozen=True)
-class IngestLimits:
-    max_age: timedelta
-    max_properties_bytes: int
 
 
 @dataclass(frozen=True)
@@ -87,7 +83,7 @@ async def meter_rules(session: AsyncSession) -> dict[str, list[MeterRule]]:
     rules: dict[str, list[MeterRule]] = {}
     for meter in (await catalog.meters_by_key(session)).values():
         rules.setdefault(meter.event_type, []).append(
-            MeterRule(meter.id, meter.aggregation, meter.value_property, tuple(meter.group_by))
+            MeterRule(meter.id, meter.aggregation, meter.value_property, tuple(meter.group_by), meter.allow_negative)
         )
     return rules
 
@@ -106,15 +102,18 @@ async def read_batch(
 ) -> ReadIngest:
     """Validate a batch: the first half of :func:`ingest`, which takes no lock."""
     started = time.perf_counter()
-    external_ids = {i["customer"] for i in items if isinstance(i, dict) and isinstance(i.get("customer"), str)}
+    external_ids = {
+        i["customer"]
+        for i in items
+        if isinstance(i, dict) and isinstance(i.get("customer"), str) and not text_problem(i["customer"])
+    }
     known = await customers.ids_by_external_id(session, external_ids)
     batch = read_events(
         items,
         customers=known,
         meters_by_event_type=await meter_rules(session),
         received_at=received_at,
-        max_age=limits.max_age,
-        max_properties_bytes=limits.max_properties_bytes,
+        limits=limits,
     )
     return ReadIngest(batch, received_at, started)
 

@@ -33,7 +33,7 @@ def _floor_hour(moment: datetime) -> datetime:
 
 
 def _rule(meter: Meter) -> MeterRule:
-    return MeterRule(meter.id, meter.aggregation, meter.value_property, tuple(meter.group_by))
+    return MeterRule(meter.id, meter.aggregation, meter.value_property, tuple(meter.group_by), meter.allow_negative)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ CHARGE_MODELS = ("per_unit", "graduated", "volume", "package")
 INTERVALS = ("month", "year")
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 
-METER_FIELDS = {"key", "name", "unit", "event_type", "aggregation", "value_property", "group_by"}
+METER_FIELDS = {"key", "name", "unit", "event_type", "aggregation", "value_property", "group_by", "allow_negative"}
+VALUE_AGGREGATIONS = ("sum", "max", "latest")
 PLAN_FIELDS = {"key", "name", "currency", "interval", "base_fee", "charges"}
 CHARGE_FIELDS = {
     "meter",
@@ -52,6 +53,7 @@ class MeterSpec:
     aggregation: str
     value_property: str | None
     group_by: tuple[str, ...]
+    allow_negative: bool = False  # sum, max, latest: whether a negative value is accepted
 
 
 @dataclass(frozen=True)
@@ -260,11 +262,19 @@ def _read_meters(reader: _Reader, raw: Any) -> list[MeterSpec]:
             group_by = []
         elif len(set(group_by)) != len(group_by):
             reader.problem(f"{path}.group_by", "names a property twice")
+        allow_negative = item.get("allow_negative", False)
+        if not isinstance(allow_negative, bool):
+            reader.problem(f"{path}.allow_negative", "must be true or false")
+            allow_negative = False
+        elif allow_negative and aggregation not in (None, *VALUE_AGGREGATIONS):
+            reader.problem(f"{path}.allow_negative", f"a {aggregation} meter reads no value that could be negative")
         if key is None or None in (name, unit, event_type, aggregation):
             continue
         seen.add(key)
         assert name and unit and event_type and aggregation
-        meters.append(MeterSpec(key, name, unit, event_type, aggregation, value_property, tuple(group_by)))
+        meters.append(
+            MeterSpec(key, name, unit, event_type, aggregation, value_property, tuple(group_by), allow_negative)
+        )
     return meters
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Column, DateTime, ForeignKey, Integer, Numeric, String, UniqueConstraint
+from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Integer, Numeric, String, UniqueConstraint, false
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -26,6 +26,8 @@ class Meter(SQLModel, table=True):
     aggregation: str
     value_property: str | None = None
     group_by: list[str] = Field(sa_column=Column(JSONB, nullable=False))
+    # Whether a value the meter reads may be negative (refused by default: usage is not a credit).
+    allow_negative: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 

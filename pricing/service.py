@@ -103,6 +103,7 @@ async def draft_plans(session: AsyncSession, catalog_text: str, *, as_of: dateti
                 aggregation=meter_spec.aggregation,
                 value_property=meter_spec.value_property,
                 group_by=list(meter_spec.group_by),
+                allow_negative=meter_spec.allow_negative,
                 created_at=as_of,
             )
     drafts = {}
@@ -152,6 +153,9 @@ def _meter_change(spec: MeterSpec, meter: Meter | None) -> CatalogChange:
         return CatalogChange("meter", spec.key, "create", f"create ({spec.aggregation} of {spec.event_type})")
     if (meter.name, meter.unit) != (spec.name, spec.unit):
         return CatalogChange("meter", spec.key, "update", "update name or unit")
+    if meter.allow_negative != spec.allow_negative:
+        # Only what is accepted from now on changes: stored usage keeps its meaning.
+        return CatalogChange("meter", spec.key, "update", f"allow_negative = {str(spec.allow_negative).lower()}")
     return CatalogChange("meter", spec.key, "unchanged", "unchanged")
 
 
@@ -192,13 +196,14 @@ def _write_meter(
             aggregation=spec.aggregation,
             value_property=spec.value_property,
             group_by=list(spec.group_by),
+            allow_negative=spec.allow_negative,
             created_at=as_of,
         )
         session.add(meter)
         meters[spec.key] = meter
     elif change.action == "update":
         meter = meters[spec.key]
-        meter.name, meter.unit = spec.name, spec.unit
+        meter.name, meter.unit, meter.allow_negative = spec.name, spec.unit, spec.allow_negative
         session.add(meter)
 
 

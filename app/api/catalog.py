@@ -58,6 +58,7 @@ class Meter:
     aggregation: Aggregation
     value_property: str | None
     group_by: list[str]
+    allow_negative: bool = strawberry.field(description="Whether a value the meter reads may be negative.")
 
     @classmethod
     def from_model(cls, meter: MeterRow) -> Meter:
@@ -69,6 +70,7 @@ class Meter:
             aggregation=Aggregation(meter.aggregation),
             value_property=meter.value_property,
             group_by=list(meter.group_by),
+            allow_negative=meter.allow_negative,
         )
 
 

@@ -21,6 +21,7 @@ from app.usage_ingest import ingest_and_commit, ingest_limits
 from ledger.money import plain_decimal, round_to_minor, to_major
 from metering import service as metering
 from metering import usage as usage_service
+from metering.events import json_size
 from pricing.models import PlanCharge
 from pricing.service import charges_of_version, list_meters, meter_by_key
 
@@ -53,6 +54,9 @@ class IngestUsagePayload:
     accepted: int
     duplicates: int
     rejected: list[EventRejection]
+    user_errors: list[UserError] = strawberry.field(
+        description="Why the whole batch was refused (too many events, or too large): nothing was ingested."
+    )
 
 
 @strawberry.type
@@ -97,15 +101,19 @@ class Entitlement:
         return cls(allowed=found.allowed, used=found.used, limit=found.limit, remaining=found.remaining)
 
 
-def _exact_json(value: Any) -> Any:
+def _exact_json(value: Any, depth: int) -> Any:
     """GraphQL variables arrive through a float-reading JSON parser: give floats back their
-    shortest exact decimal text (send decimal strings for full control)."""
+    shortest exact decimal text (send decimal strings for full control); NaN and Infinity become
+    Decimal's own, which ingestion refuses event by event. Goes no deeper than ``depth``: deeper
+    properties are refused for their nesting before anything reads their values."""
     if isinstance(value, float):
         return Decimal(repr(value))
+    if depth <= 0:
+        return value
     if isinstance(value, dict):
-        return {key: _exact_json(item) for key, item in value.items()}
+        return {key: _exact_json(item, depth - 1) for key, item in value.items()}
     if isinstance(value, list):
-        return [_exact_json(item) for item in value]
+        return [_exact_json(item, depth - 1) for item in value]
     return value
 
 
@@ -191,23 +199,42 @@ async def resolve_usage_watermark(root: strawberry.Parent[Any], info: Info) -> d
 class MeteringMutation:
     @strawberry.mutation(permission_classes=[requires(Capability.INGEST_USAGE)])
     async def ingest_usage(self, info: Info, events: list[UsageEventInput]) -> IngestUsagePayload:
-        """The same ingestion as `POST /v1/events`: per-event results, valid events kept."""
+        """The same ingestion as `POST /v1/events`: per-event results, valid events kept, and the
+        same limits on a batch (too many events, or too many bytes of them as JSON, refuse it
+        whole with a `userErrors` entry)."""
+        settings = info.context.settings
+        if len(events) > settings.events_max_per_request:
+            return _refused(
+                "TOO_MANY_EVENTS", f"at most {settings.events_max_per_request} events a request; split the batch"
+            )
+        depth = settings.event_properties_max_depth + 1
         items = [
             {
                 "id": event.id,
                 "customer": event.customer,
                 "type": event.type,
                 "timestamp": event.timestamp.isoformat(),
-                "properties": _exact_json(event.properties) if event.properties is not None else {},
+                "properties": _exact_json(event.properties, depth) if event.properties is not None else {},
             }
             for event in events
         ]
-        result = await ingest_and_commit(info.context.session, items, info.context.settings)
+        if json_size(items) > settings.events_max_body_bytes:
+            return _refused(
+                "BODY_TOO_LARGE", f"the events exceed {settings.events_max_body_bytes} bytes; send smaller batches"
+            )
+        result = await ingest_and_commit(info.context.session, items, settings)
         return IngestUsagePayload(
             accepted=result.accepted,
             duplicates=result.duplicates,
             rejected=[EventRejection(index=r.index, code=r.code, message=r.message) for r in result.rejected],
+            user_errors=[],
         )
+
+
+def _refused(code: str, message: str) -> IngestUsagePayload:
+    return IngestUsagePayload(
+        accepted=0, duplicates=0, rejected=[], user_errors=[UserError(field=["events"], code=code, message=message)]
+    )
 
 
 @strawberry.type

@@ -105,6 +105,12 @@ class RootFieldTracing(OpenTelemetryExtension):
         result = _next(root, info, *args, **kwargs)
         return await result if isawaitable(result) else result
 
+    def filter_resolver_args(self, args: dict[str, Any], info: GraphQLResolveInfo) -> dict[str, Any]:
+        """Resolver arguments may hold personal data (names, emails): none is kept in spans, so
+        none is copied either (the base class deep-copies them first, and a deep copy of an
+        event's deeply nested properties exhausts the stack)."""
+        return {}
+
 
 class ConnectionFirst(SchemaExtension):
     """Root fields resolve concurrently on the request's one AsyncSession. A session holding no
@@ -123,11 +129,6 @@ def _unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
-def _no_arguments(arguments: dict, info: object) -> dict:
-    """Resolver arguments may hold personal data (names, emails): keep them out of spans."""
-    return {}
-
-
 def build_schema(settings: Settings) -> strawberry.Schema:
     # The limits' validation rules are classes made by their limiter: made once here, so that a
     # document validated once is found in the validation cache (keyed by document and rules).
@@ -144,7 +145,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             lambda: AddValidationRules(limit_rules),
             lambda: ParserCache(maxsize=GRAPHQL_DOCUMENTS_CACHED),
             lambda: ValidationCache(maxsize=GRAPHQL_DOCUMENTS_CACHED),
-            lambda: RootFieldTracing(arg_filter=_no_arguments),
+            RootFieldTracing,
             lambda: MaskUnexpectedErrors(should_mask_error=_unexpected),
             ConnectionFirst,
         ],

@@ -18,7 +18,9 @@ from opentelemetry import trace
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import staff
+from app.settings import Settings
 from app.telemetry import current_trace_id
+from app.usage_ingest import ingest_limits
 from billing import service as billing
 from billing.plan_changes import change_plan
 from billing.service import BillingWindow
@@ -26,7 +28,7 @@ from customers import service as customers
 from customers.subscriptions import PlanChangeRequest
 from ledger import promotions
 from ledger.grants import grant_credits
-from metering.service import ROLL_UP_LIMIT, IngestLimits, ingest, roll_up
+from metering.service import ROLL_UP_LIMIT, ingest, roll_up
 from pricing import service as catalog
 
 tracer = trace.get_tracer("tally.demo")
@@ -253,7 +255,7 @@ async def send_demo_usage(
     as a live feed (each batch received seconds after its last event), plus three events for a
     customer that does not exist yet, left in quarantine."""
     rng = random.Random(42)
-    limits = IngestLimits(max_age=timedelta(days=35), max_properties_bytes=16 * 1024)
+    limits = ingest_limits(Settings())
     accepted = 0
     today = as_of.replace(hour=0, minute=0, second=0, microsecond=0)
     for day in range(USAGE_DAYS, 0, -1):

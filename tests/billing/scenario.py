@@ -12,10 +12,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
 from app.settings import Settings
+from app.usage_ingest import ingest_limits
 from billing import service as billing
 from customers.service import NewCustomer, create_customer
 from ledger.grants import grant_credits
-from metering.service import IngestLimits, ingest
+from metering.service import ingest
 from pricing.service import apply_catalog
 
 CATALOG = """
@@ -55,7 +56,7 @@ base_fee = "40.00"
 JAN_31 = datetime(2026, 1, 31, tzinfo=UTC)
 FEB_28 = datetime(2026, 2, 28, tzinfo=UTC)
 MAR_31 = datetime(2026, 3, 31, tzinfo=UTC)
-LIMITS = IngestLimits(max_age=timedelta(days=35), max_properties_bytes=16384)
+LIMITS = ingest_limits(Settings())
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ unit = "byte"
 event_type = "call"
 aggregation = "sum"
 value_property = "size"
+allow_negative = true  # the sizes drawn go below zero
 group_by = ["region"]
 
 [[meters]]
@@ -48,6 +49,7 @@ unit = "unit"
 event_type = "call"
 aggregation = "max"
 value_property = "size"
+allow_negative = true  # the sizes drawn go below zero
 group_by = ["region"]
 
 [[meters]]
@@ -66,6 +68,7 @@ unit = "unit"
 event_type = "call"
 aggregation = "latest"
 value_property = "size"
+allow_negative = true  # the sizes drawn go below zero
 group_by = ["region"]
 """
 NOW = datetime.now(UTC).replace(microsecond=0)

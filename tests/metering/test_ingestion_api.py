@@ -130,6 +130,30 @@ async def test_limits_answer_413(small_limits_client: httpx.AsyncClient, custome
     assert (too_big.status_code, too_big.json()["code"]) == (413, "BODY_TOO_LARGE")
 
 
+INGEST_USAGE = """mutation($events: [UsageEventInput!]!) {
+  ingestUsage(events: $events) { accepted duplicates rejected { index code message } userErrors { field code message } }
+}"""
+
+
+async def test_ingest_usage_obeys_the_same_limits(
+    small_limits_client: httpx.AsyncClient, customers_on_plans: str, session: AsyncSession
+) -> None:
+    async def ingest_usage(events: list[dict]) -> dict:
+        response = await graphql(small_limits_client, customers_on_plans, INGEST_USAGE, {"events": events})
+        assert response.status_code == 200, response.text
+        return response.json()["data"]["ingestUsage"]
+
+    too_many = await ingest_usage([request_event(f"gm{i}") for i in range(4)])
+    assert too_many["accepted"] == 0 and too_many["rejected"] == []
+    assert [(e["field"], e["code"]) for e in too_many["userErrors"]] == [(["events"], "TOO_MANY_EVENTS")]
+    too_big = await ingest_usage([request_event("gbig", note="x" * 3000)])
+    assert [(e["field"], e["code"]) for e in too_big["userErrors"]] == [(["events"], "BODY_TOO_LARGE")]
+    stored = await session.execute(text("SELECT count(*) FROM events WHERE event_id LIKE 'g%'"))
+    assert stored.scalar_one() == 0, "a refused batch stores nothing"
+    within = await ingest_usage([request_event(f"gok{i}", note="x" * 500) for i in range(3)])
+    assert (within["accepted"], within["userErrors"]) == (3, [])
+
+
 async def test_quarantine_and_replay(
     client: httpx.AsyncClient, customers_on_plans: str, session: AsyncSession, token_for, settings: Settings
 ) -> None:

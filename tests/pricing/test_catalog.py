@@ -188,3 +188,27 @@ def test_a_where_filter_must_name_a_dimension_of_the_meter() -> None:
         "plans[1].charges[1].where.region: meter 'tokens' does not split usage by 'region'; "
         "add it to the meter's group_by"
     ]
+
+
+METER = """
+[[meters]]
+key = "balance"
+name = "Balance"
+unit = "unit"
+event_type = "balance.changed"
+"""
+
+
+def test_a_meter_that_reads_a_value_may_allow_negative_values() -> None:
+    spec = parse_catalog(METER + 'aggregation = "sum"\nvalue_property = "delta"\nallow_negative = true\n')
+    assert spec.meters[0].allow_negative is True
+    assert parse_catalog(METER + 'aggregation = "max"\nvalue_property = "v"\n').meters[0].allow_negative is False
+
+
+def test_allow_negative_is_a_boolean_on_a_meter_that_reads_a_value() -> None:
+    assert problems_of(METER + 'aggregation = "sum"\nvalue_property = "v"\nallow_negative = "yes"\n') == [
+        "meters[0].allow_negative: must be true or false"
+    ]
+    assert problems_of(METER + 'aggregation = "count"\nallow_negative = true\n') == [
+        "meters[0].allow_negative: a count meter reads no value that could be negative"
+    ]

@@ -97,3 +97,14 @@ async def test_plan_versions_are_immutable_in_the_database(session: AsyncSession
     with pytest.raises(DBAPIError, match="immutable"):
         await session.execute(text("UPDATE plan_versions SET base_fee = 1"))
     await session.rollback()
+
+
+async def test_allow_negative_changes_in_place_and_says_so(session: AsyncSession) -> None:
+    await apply_catalog(session, EXAMPLE, as_of=now())
+    await session.commit()
+    allowing = EXAMPLE.replace('value_property = "tokens"', 'value_property = "tokens"\nallow_negative = true')
+    changes = await apply_catalog(session, allowing, as_of=now())
+    assert [str(c) for c in changes if c.action != "unchanged"] == ["meter tokens: allow_negative = true"]
+    await session.commit()
+    meters = {m.key: m.allow_negative for m in (await session.execute(select(Meter))).scalars()}
+    assert meters == {"requests": False, "tokens": True, "seats": False}
