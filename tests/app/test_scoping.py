@@ -125,6 +125,7 @@ async def world(
     """Two Pro customers with invoices, credits granted by staff with internal reasons, a balance
     adjustment, a scheduled plan change, a promotion each, and usage."""
     admin = await token_for("admin")
+    settings.backdate_max_days = 45  # started 40 days ago, so that invoices exist
     started = (datetime.now(UTC) - timedelta(days=40)).isoformat()
     now = datetime.now(UTC)
     parties = {
