@@ -13,11 +13,11 @@ from fastapi.staticfiles import StaticFiles
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import Receive, Scope, Send
-from strawberry.fastapi import GraphQLRouter
 
 from app import jobs, metrics, rest, webhooks
 from app.api.context import TallyContext
 from app.api.schema import build_schema
+from app.api.transport import TallyGraphQLRouter
 from app.console_security import ConsoleCsrf, SecurityHeaders
 from app.console_sessions import SESSION_COOKIE
 from app.database import create_engine, libpq_url, session_factory
@@ -93,7 +93,7 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
         return TallyContext(session=session, viewer=viewer, settings=settings)
 
     app.include_router(
-        GraphQLRouter(
+        TallyGraphQLRouter(
             app.state.schema,
             context_getter=graphql_context,
             allow_queries_via_get=False,
