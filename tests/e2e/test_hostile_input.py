@@ -133,7 +133,8 @@ def server(server_url: str, template_url: str, tmp_path_factory: pytest.TempPath
     test runs the billing itself. Usage reads include what the roller has not folded yet."""
     url = clone_database(server_url, "tally_hostile")
     data_dir = tmp_path_factory.mktemp("hostile")
-    env = server_env(url, data_dir)
+    # org_due started 40 days ago, so that a closed period can be billed.
+    env = {**server_env(url, data_dir), "TALLY_BACKDATE_MAX_DAYS": "90"}
     process, base_url = start_server(env, data_dir / "serve.log", "--no-jobs")
     try:
         catalog = data_dir / "catalog.toml"
