@@ -7,9 +7,9 @@ from fastapi import FastAPI
 from app.main import create_app
 from app.settings import Settings
 from tests.billing.scenario import billing_catalog
-from tests.billing.stripe_support import LocalStripe, start_localstripe
+from tests.billing.stripe_support import WEBHOOK_SECRET, LocalStripe, start_localstripe
 
-__all__ = ["billing_catalog", "localstripe", "stripe_app"]
+__all__ = ["billing_catalog", "localstripe", "stripe_app", "webhook_client"]
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +19,15 @@ def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStrip
     yield server
     server.process.terminate()
     server.process.wait(timeout=10)
+
+
+@pytest.fixture
+async def webhook_client(settings: Settings, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with webhooks accepted and collection off."""
+    app: FastAPI = create_app(settings.model_copy(update={"stripe_webhook_secret": WEBHOOK_SECRET}), database_url)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        yield http
 
 
 @pytest.fixture

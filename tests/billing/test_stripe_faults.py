@@ -6,24 +6,20 @@ queued again by hand from GraphQL."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
-from fastapi import FastAPI
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.jobs import process_stripe_events
-from app.main import create_app
 from app.metrics import refresh_gauges
 from app.settings import Settings
 from app.staff import create_user
 from tests.app.test_metrics import parse, value
 from tests.billing.scenario import JAN_31
-from tests.billing.stripe_support import WEBHOOK_SECRET, event_of, fixture_with, signed
+from tests.billing.stripe_support import event_of, fixture_with, signed
 from tests.conftest import graphql, now
 from tests.console.test_console import PASSWORD, csrf_of, sign_in
 from tests.console.test_payments_console import section
@@ -31,14 +27,6 @@ from tests.console.test_payments_console import section
 T = JAN_31 + timedelta(days=3)
 RETRY = """mutation($id: String!) { retryStripeEvent(input: {eventId: $id}) {
   event { id status attempts nextAttemptAt } userErrors { field code } } }"""
-
-
-@pytest.fixture
-async def webhook_client(settings: Settings, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(settings.model_copy(update={"stripe_webhook_secret": WEBHOOK_SECRET}), database_url)
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-        yield http
 
 
 async def deliver_payout(client: httpx.AsyncClient, event_id: str, created: int, **payout: Any) -> None:

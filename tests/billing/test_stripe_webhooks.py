@@ -8,34 +8,23 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
 from app.jobs import process_stripe_events
-from app.main import create_app
 from app.settings import Settings
 from ledger import service as ledger
 from pricing.service import apply_catalog
 from tests.billing.scenario import CATALOG, JAN_31, invoices_of, subscribe
-from tests.billing.stripe_support import FIXTURES, WEBHOOK_SECRET, event_of, signed
+from tests.billing.stripe_support import FIXTURES, event_of, signed
 from tests.conftest import SHARED
-
-
-@pytest.fixture
-async def webhook_client(settings: Settings, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(settings.model_copy(update={"stripe_webhook_secret": WEBHOOK_SECRET}), database_url)
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-        yield http
 
 
 async def post(client: httpx.AsyncClient, payload: bytes, signature: str | None) -> httpx.Response:
