@@ -45,6 +45,46 @@ class Settings(BaseSettings):
     event_max_age_days: int = Field(default=35, ge=1, description="Older events are TIMESTAMP_OUT_OF_RANGE.")
     events_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
     events_max_per_request: int = Field(default=10_000, ge=1, description="More events in one request get 413.")
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest request body of any endpoint without a limit of its own (the console's forms); "
+        "larger bodies get 413 before they are read.",
+    )
+    graphql_max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="POST /graphql; larger get 413.")
+    webhook_max_body_bytes: int = Field(
+        default=512 * 1024, ge=1024, description="POST /webhooks/stripe; larger get 413."
+    )
+    login_max_body_bytes: int = Field(default=8 * 1024, ge=1024, description="POST /console/login; larger get 413.")
+    body_read_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A request body not received whole by then gets 408 (slow uploads hold no database connection: "
+        "bodies are read before a request is handled).",
+    )
+    request_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A request not answered by then (body read excluded) gets a JSON 503 REQUEST_TIMEOUT.",
+    )
+    statement_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="PostgreSQL's statement_timeout on the connections that serve requests.",
+    )
+    idle_in_transaction_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="PostgreSQL's idle_in_transaction_session_timeout on every connection of `tally serve`.",
+    )
+    jobs_statement_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="statement_timeout on the connections of `tally serve`'s background jobs (the billing run).",
+    )
+    database_connect_timeout_seconds: int = Field(
+        default=5, ge=2, description="How long opening a database connection may take (libpq's connect_timeout)."
+    )
     ingest_concurrency: int = Field(
         default=2,
         ge=1,

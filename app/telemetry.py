@@ -174,7 +174,9 @@ def configure_metrics(settings: Settings) -> None:
 
 def instrument_app(app: FastAPI, provider: TracerProvider | None) -> None:
     if provider is not None:
-        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls="/static/.*,/healthz,/metrics")
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=provider, excluded_urls="/static/.*,/healthz,/readyz,/metrics"
+        )
 
 
 def current_trace_id() -> str | None:
