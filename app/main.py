@@ -25,6 +25,8 @@ from app.dependencies import authenticate, bearer_token, get_session
 from app.http_errors import install_error_answers
 from app.request_limits import BodyLimits, RequestDeadline, RequestIntake
 from app.settings import Settings
+from app.sign_in_throttle import SignInFloodGuard, SignInThrottle
+from app.staff import PasswordChecks
 from app.telemetry import configure_metrics, configure_tracing, instrument_app
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
@@ -74,6 +76,7 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
             provider.force_flush()
         await engine.dispose()
         await jobs_engine.dispose()
+        app.state.password_checks.close()
 
     app = FastAPI(
         title="Tally",
@@ -88,6 +91,10 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
     app.state.schema = build_schema(settings)
     app.state.database_url = url
     app.state.schema_revision = latest_revision()
+    app.state.sign_in_throttle = SignInThrottle(
+        per_address=settings.login_rate_per_address, per_email=settings.login_rate_per_email
+    )
+    app.state.password_checks = PasswordChecks(settings.password_check_concurrency)
     install_error_answers(app)
 
     @app.exception_handler(HTTPException)
@@ -161,7 +168,23 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
         read_timeout_seconds=settings.body_read_timeout_seconds,
     )
     instrument_app(app, provider)
+    refuse_sign_in_floods_first(app)
     return app
+
+
+def refuse_sign_in_floods_first(app: FastAPI) -> None:
+    """The sign-in flood guard goes around the whole stack, tracing included: a refused attempt
+    costs no span, no middleware and no page, and a flood writes nothing to the span store."""
+    build_stack = app.build_middleware_stack
+
+    def build_guarded_stack() -> ASGIApp:
+        return SignInFloodGuard(
+            build_stack(),
+            throttle=app.state.sign_in_throttle,
+            refusal_delay_seconds=app.state.settings.login_refusal_delay_seconds,
+        )
+
+    app.build_middleware_stack = build_guarded_stack  # type: ignore[method-assign]
 
 
 def app_from_environment() -> FastAPI:

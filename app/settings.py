@@ -33,6 +33,29 @@ class Settings(BaseSettings):
     )
     login_max_failures: int = Field(default=5, ge=1)
     login_lockout_seconds: int = Field(default=900, ge=1)
+    login_rate_per_address: str = Field(
+        default="10/minute",
+        description="Sign-in attempts one client address may make (an IPv6 address counts as its /64), in the "
+        "`limits` notation (e.g. 10/minute); more are answered 429 before any password is checked.",
+    )
+    login_rate_per_email: str = Field(
+        default="10/minute",
+        description="Sign-in attempts for one email, whether a user has it or not; more are answered 429.",
+    )
+    login_refusal_delay_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=10,
+        description="A sign-in refused for its address's rate is answered after this long (at most 256 wait at "
+        "once per process), so a flooding client waits rather than the server working.",
+    )
+    password_check_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Sign-ins a server process checks at once (argon2, in worker threads, each check using up to "
+        "4 cores); more wait their turn.",
+    )
     cookie_secure: bool = Field(default=False, description="Send console cookies over HTTPS only.")
     session_max_age_seconds: int = Field(default=12 * 3600, ge=60)
     graphql_max_depth: int = Field(default=12, ge=2)
@@ -155,6 +178,17 @@ class Settings(BaseSettings):
     def _increasing_days(cls, value: list[int]) -> list[int]:
         if any(day <= 0 for day in value) or value != sorted(set(value)):
             raise ValueError("give increasing positive days after the first failure, e.g. [3, 5, 7]")
+        return value
+
+    @field_validator("login_rate_per_address", "login_rate_per_email")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError("give a rate such as 30/minute or 100/hour") from None
         return value
 
     @field_validator("database_url")
