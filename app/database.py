@@ -60,6 +60,18 @@ def is_transient_failure(error: BaseException) -> bool:
     return isinstance(error, retried) or _connection_lost(error)
 
 
+def is_database_unavailable(error: BaseException) -> bool:
+    """The database cannot be reached, or has just ended the connection (it is down, restarting,
+    or unreachable): nothing the request did wrong, and something a retry later may get past."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        error = error.orig or error
+    return _connection_lost(error)
+
+
 def _connection_lost(error: BaseException) -> bool:
     """Lost on the client's side (no SQLSTATE), a connection exception (class 08), or the server
     ending the session (shutdown, crash, an administrator's `pg_terminate_backend`)."""
@@ -126,12 +138,35 @@ def libpq_url(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    statement_timeout_seconds: float | None = None,
+    idle_in_transaction_timeout_seconds: float | None = None,
+    connect_timeout_seconds: int | None = None,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+) -> AsyncEngine:
     """No ping before lending a pooled connection: it cost a round trip on every request (a
     fifth of a ledger transaction's Python time). A connection the server has dropped is found by
     the transaction that uses it, which ``in_transaction`` runs again on a fresh one; SQLAlchemy
-    then discards every connection pooled before (one failed try per process after a restart)."""
-    return create_async_engine(url, pool_size=10, max_overflow=10)
+    then discards every connection pooled before (one failed try per process after a restart).
+
+    The timeouts are PostgreSQL's own, set for each connection when it opens (no round trip per
+    request): a statement running longer is cancelled by the server, and a session left idle in a
+    transaction is ended by it, so neither can hold locks or a pooled connection for long."""
+    options = [
+        f"-c {name}={round(seconds * 1000)}"
+        for name, seconds in (
+            ("statement_timeout", statement_timeout_seconds),
+            ("idle_in_transaction_session_timeout", idle_in_transaction_timeout_seconds),
+        )
+        if seconds is not None
+    ]
+    connect_args: dict[str, Any] = {"options": " ".join(options)} if options else {}
+    if connect_timeout_seconds is not None:
+        connect_args["connect_timeout"] = connect_timeout_seconds
+    return create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, connect_args=connect_args)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

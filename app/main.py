@@ -12,17 +12,21 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app import jobs, metrics, rest, webhooks
+from app import health, jobs, metrics, rest, webhooks
 from app.api.context import TallyContext
 from app.api.schema import build_schema
 from app.api.transport import TallyGraphQLRouter
 from app.console_security import ConsoleCsrf, SecurityHeaders
 from app.console_sessions import SESSION_COOKIE
-from app.database import create_engine, libpq_url, session_factory
+from app.database import create_engine, latest_revision, libpq_url, session_factory
 from app.dependencies import authenticate, bearer_token, get_session
+from app.http_errors import install_error_answers
+from app.request_limits import BodyLimits, RequestDeadline, RequestIntake
 from app.settings import Settings
+from app.sign_in_throttle import SignInFloodGuard, SignInThrottle
+from app.staff import PasswordChecks
 from app.telemetry import configure_metrics, configure_tracing, instrument_app
 from app.trace_trust import carries_trace_context, distrust_anonymous_trace_context
 
@@ -46,7 +50,22 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
     ``run_jobs`` starts the periodic jobs and the usage roller in the server's event loop
     (``tally serve``).
     """
-    engine = create_engine(url)
+    engine = create_engine(
+        url,
+        statement_timeout_seconds=settings.statement_timeout_seconds,
+        idle_in_transaction_timeout_seconds=settings.idle_in_transaction_timeout_seconds,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
+    )
+    # The background jobs have their own pool, with a longer statement timeout (a billing run's
+    # queries may outlast a request's), so they never wait behind requests for a connection.
+    jobs_engine = create_engine(
+        url,
+        statement_timeout_seconds=settings.jobs_statement_timeout_seconds,
+        idle_in_transaction_timeout_seconds=settings.idle_in_transaction_timeout_seconds,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
+        pool_size=settings.billing_concurrency + 2,
+        max_overflow=2,
+    )
     provider = configure_tracing(settings, libpq_url(url))
     configure_metrics(settings)
 
@@ -54,8 +73,8 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runners = (
             [
-                asyncio.create_task(jobs.run_periodic(app.state.sessions, settings)),
-                asyncio.create_task(jobs.run_roller(app.state.sessions, settings)),
+                asyncio.create_task(jobs.run_periodic(jobs_sessions, settings)),
+                asyncio.create_task(jobs.run_roller(jobs_sessions, settings)),
             ]
             if run_jobs
             else []
@@ -68,6 +87,8 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
         if provider is not None:
             provider.force_flush()
         await engine.dispose()
+        await jobs_engine.dispose()
+        app.state.password_checks.close()
 
     app = TallyApp(
         title="Tally",
@@ -78,7 +99,15 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
     )
     app.state.settings = settings
     app.state.sessions = session_factory(engine)
+    jobs_sessions = session_factory(jobs_engine)
     app.state.schema = build_schema(settings)
+    app.state.database_url = url
+    app.state.schema_revision = latest_revision()
+    app.state.sign_in_throttle = SignInThrottle(
+        per_address=settings.login_rate_per_address, per_email=settings.login_rate_per_email
+    )
+    app.state.password_checks = PasswordChecks(settings.password_check_concurrency)
+    install_error_answers(app)
 
     @app.exception_handler(HTTPException)
     async def json_error(request: Request, error: HTTPException) -> JSONResponse:
@@ -90,6 +119,9 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
             # Only the GraphiQL page is served over GET (queries via GET are off).
             return TallyContext(session=session, viewer=None, settings=settings)
         viewer = await authenticate(request, session)
+        # The connection before Strawberry runs anything: a database that cannot be reached is
+        # then the API's JSON 503, not a GraphQL error quoting the driver's message.
+        await session.connection()
         return TallyContext(session=session, viewer=viewer, settings=settings)
 
     app.include_router(
@@ -105,10 +137,7 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
     app.include_router(rest.router)
     app.include_router(webhooks.router)
     app.include_router(metrics.router)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    app.include_router(health.router)
 
     @app.get("/", include_in_schema=False)
     async def home() -> RedirectResponse:
@@ -130,8 +159,40 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
         https_only=settings.cookie_secure,
     )
     app.add_middleware(SecurityHeaders, hsts_always=settings.cookie_secure)
+    # Outermost of the middlewares (added last): bodies are read and bounded before anything
+    # else (the CSRF check's form parsing, a session, a database connection) sees the request.
+    app.add_middleware(RequestDeadline, timeout_seconds=settings.request_timeout_seconds)
+    app.add_middleware(
+        RequestIntake,
+        limits=BodyLimits(
+            default=settings.max_body_bytes,
+            by_path={
+                "/v1/events": settings.events_max_body_bytes,
+                "/graphql": settings.graphql_max_body_bytes,
+                "/webhooks/stripe": settings.webhook_max_body_bytes,
+                "/console/login": settings.login_max_body_bytes,
+            },
+        ),
+        read_timeout_seconds=settings.body_read_timeout_seconds,
+    )
     instrument_app(app, provider)
+    refuse_sign_in_floods_first(app)
     return app
+
+
+def refuse_sign_in_floods_first(app: FastAPI) -> None:
+    """The sign-in flood guard goes around the whole stack, tracing included: a refused attempt
+    costs no span, no middleware and no page, and a flood writes nothing to the span store."""
+    build_stack = app.build_middleware_stack
+
+    def build_guarded_stack() -> ASGIApp:
+        return SignInFloodGuard(
+            build_stack(),
+            throttle=app.state.sign_in_throttle,
+            refusal_delay_seconds=app.state.settings.login_refusal_delay_seconds,
+        )
+
+    app.build_middleware_stack = build_guarded_stack  # type: ignore[method-assign]
 
 
 def app_from_environment() -> FastAPI:

@@ -33,6 +33,29 @@ class Settings(BaseSettings):
     )
     login_max_failures: int = Field(default=5, ge=1)
     login_lockout_seconds: int = Field(default=900, ge=1)
+    login_rate_per_address: str = Field(
+        default="10/minute",
+        description="Sign-in attempts one client address may make (an IPv6 address counts as its /64), in the "
+        "`limits` notation (e.g. 10/minute); more are answered 429 before any password is checked.",
+    )
+    login_rate_per_email: str = Field(
+        default="10/minute",
+        description="Sign-in attempts for one email, whether a user has it or not; more are answered 429.",
+    )
+    login_refusal_delay_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=10,
+        description="A sign-in refused for its address's rate is answered after this long (at most 256 wait at "
+        "once per process), so a flooding client waits rather than the server working.",
+    )
+    password_check_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Sign-ins a server process checks at once (argon2, in worker threads, each check using up to "
+        "4 cores); more wait their turn.",
+    )
     cookie_secure: bool = Field(default=False, description="Send console cookies over HTTPS only.")
     session_max_age_seconds: int = Field(default=12 * 3600, ge=60)
     graphql_max_depth: int = Field(default=12, ge=2)
@@ -45,6 +68,46 @@ class Settings(BaseSettings):
     event_max_age_days: int = Field(default=35, ge=1, description="Older events are TIMESTAMP_OUT_OF_RANGE.")
     events_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
     events_max_per_request: int = Field(default=10_000, ge=1, description="More events in one request get 413.")
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest request body of any endpoint without a limit of its own (the console's forms); "
+        "larger bodies get 413 before they are read.",
+    )
+    graphql_max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="POST /graphql; larger get 413.")
+    webhook_max_body_bytes: int = Field(
+        default=512 * 1024, ge=1024, description="POST /webhooks/stripe; larger get 413."
+    )
+    login_max_body_bytes: int = Field(default=8 * 1024, ge=1024, description="POST /console/login; larger get 413.")
+    body_read_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A request body not received whole by then gets 408 (slow uploads hold no database connection: "
+        "bodies are read before a request is handled).",
+    )
+    request_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A request not answered by then (body read excluded) gets a JSON 503 REQUEST_TIMEOUT.",
+    )
+    statement_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="PostgreSQL's statement_timeout on the connections that serve requests.",
+    )
+    idle_in_transaction_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="PostgreSQL's idle_in_transaction_session_timeout on every connection of `tally serve`.",
+    )
+    jobs_statement_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="statement_timeout on the connections of `tally serve`'s background jobs (the billing run).",
+    )
+    database_connect_timeout_seconds: int = Field(
+        default=5, ge=2, description="How long opening a database connection may take (libpq's connect_timeout)."
+    )
     ingest_concurrency: int = Field(
         default=2,
         ge=1,
@@ -159,6 +222,17 @@ class Settings(BaseSettings):
     def _increasing_days(cls, value: list[int]) -> list[int]:
         if any(day <= 0 for day in value) or value != sorted(set(value)):
             raise ValueError("give increasing positive days after the first failure, e.g. [3, 5, 7]")
+        return value
+
+    @field_validator("login_rate_per_address", "login_rate_per_email")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError("give a rate such as 30/minute or 100/hour") from None
         return value
 
     @field_validator("database_url")

@@ -181,7 +181,7 @@ def instrument_app(app: FastAPI, provider: TracerProvider | None) -> None:
         FastAPIInstrumentor.instrument_app(
             app,
             tracer_provider=provider,
-            excluded_urls="/static/.*,/healthz,/metrics",
+            excluded_urls="/static/.*,/healthz,/readyz,/metrics",
             server_request_hook=link_untrusted_parent,
         )
 

@@ -40,6 +40,7 @@ NAVIGATION = [
     ("traces", "Traces"),
 ]
 LOGIN_FAILED = "Wrong email or password. After repeated failures, sign-in is paused for a while."
+SIGN_IN_THROTTLED = "Too many sign-in attempts. Try again in {seconds} seconds."
 CSV_ROW_LIMIT = 10_000
 
 
@@ -154,9 +155,19 @@ async def login(
     next: Annotated[str, Form()] = "/console/customers",
 ) -> Response:
     settings = request.app.state.settings
+    wait = request.app.state.sign_in_throttle.admit(request.client.host if request.client else None, email)
+    if wait is not None:
+        context = {"next": safe_next(next), "error": SIGN_IN_THROTTLED.format(seconds=wait), "email": email}
+        throttled = render(request, "login.html", context, status_code=429)
+        throttled.headers["Retry-After"] = str(wait)
+        return throttled
     policy = LoginPolicy(settings.login_max_failures, timedelta(seconds=settings.login_lockout_seconds))
-    user = await verify_login(session, email=email, password=password, as_of=datetime.now(UTC), policy=policy)
-    await session.commit()
+    checks = request.app.state.password_checks
+    async with checks.turns:  # a free password-check thread first, then a database connection
+        user = await verify_login(
+            session, email=email, password=password, as_of=datetime.now(UTC), policy=policy, checks=checks
+        )
+        await session.commit()
     if user is None:
         request.session.clear()
         return render(

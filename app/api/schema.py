@@ -35,6 +35,8 @@ from app.api.promotions import PromotionsMutation, PromotionsQuery
 from app.api.scalars import SCALAR_MAP
 from app.api.simulation import SimulationMutation
 from app.api.traces import TracesQuery
+from app.database import is_database_unavailable
+from app.http_errors import UNAVAILABLE
 from app.settings import Settings
 from app.telemetry import current_trace_id
 
@@ -80,6 +82,15 @@ class MaskUnexpectedErrors(MaskErrors):
     """Hide unexpected errors from clients, but give them the trace id to quote, and log it."""
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        if error.original_error is not None and is_database_unavailable(error.original_error):
+            return GraphQLError(
+                UNAVAILABLE.message,
+                nodes=error.nodes,
+                source=error.source,
+                positions=error.positions,
+                path=error.path,
+                extensions={"code": UNAVAILABLE.code},
+            )
         trace_id = current_trace_id()
         logger.error("unexpected error in %s (trace %s)", error.path, trace_id, exc_info=error.original_error)
         return GraphQLError(
