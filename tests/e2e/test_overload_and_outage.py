@@ -212,6 +212,7 @@ async def _flood(base_url: str, seconds: float, answers: dict[int, int]) -> None
             page = await http.get("/console/login")
             match = re.search(r'name="csrftoken" value="([^"]+)"', page.text)
             assert match
+            token = match.group(1)
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
                 response = await http.post(
@@ -219,10 +220,13 @@ async def _flood(base_url: str, seconds: float, answers: dict[int, int]) -> None
                     data={
                         "email": f"nobody-{uuid.uuid4().hex[:12]}@example.com",
                         "password": "not the password at all",
-                        "csrftoken": match.group(1),
+                        "csrftoken": token,
                     },
                 )
                 answers[response.status_code] = answers.get(response.status_code, 0) + 1
+                # The token is bound to the sign-in attempt's session: a flooder reads the new one.
+                if found := re.search(r'name="csrftoken" value="([^"]+)"', response.text):
+                    token = found.group(1)
 
     await asyncio.gather(*(one_connection() for _ in range(FLOODERS)))
 
