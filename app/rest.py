@@ -54,17 +54,10 @@ async def post_events(
     viewer: Annotated[Viewer, Depends(requires(Capability.INGEST_USAGE))],
 ) -> dict[str, object]:
     settings = request.app.state.settings
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > settings.events_max_body_bytes:
-        raise too_large(settings.events_max_body_bytes)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > settings.events_max_body_bytes:
-            raise too_large(settings.events_max_body_bytes)
+    body = await request.body()  # already read and bounded by TALLY_EVENTS_MAX_BODY_BYTES (app.request_limits)
     ndjson = request.headers.get("content-type", "").split(";")[0].strip() == "application/x-ndjson"
     try:
-        items = parse_body(bytes(body), ndjson=ndjson)
+        items = parse_body(body, ndjson=ndjson)
     except BodyNotEvents as error:
         raise HTTPException(400, detail={"code": error.code, "message": error.message}) from None
     if len(items) > settings.events_max_per_request:
@@ -81,12 +74,6 @@ async def post_events(
         "duplicates": result.duplicates,
         "rejected": [{"index": r.index, "code": r.code, "message": r.message} for r in result.rejected],
     }
-
-
-def too_large(limit: int) -> HTTPException:
-    return HTTPException(
-        413, detail={"code": "BODY_TOO_LARGE", "message": f"the body exceeds {limit} bytes; send smaller batches"}
-    )
 
 
 @router.get("/customers/{external_id}/entitlements/{meter_key}", summary="May the customer use more of a meter?")
