@@ -28,9 +28,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing import repository
 from billing.models import Invoice
 from billing.plan_changes import period_prorations
+from customers.lifecycle import ACTIVE, CANCELED, PAUSED, cancel_moment, status_on
 from customers.models import Subscription, SubscriptionPhase
 from customers.periods import period_containing
-from customers.subscriptions import parts_of, version_on
+from customers.subscriptions import PhasePart, phase_parts, version_on
 from ledger.grants import consume_credits, grant_credits
 from ledger.money import plain_decimal, round_to_minor
 from ledger.service import Entry, post_entry
@@ -158,9 +159,12 @@ async def rated_usage(
     """The usage of ``[start, end)``, each phase's part on its own plan version, allowances and
     minimums scaled by the part's share of the period. ``read_usage`` is the rollups' reading;
     the invoice accuracy check passes one from the raw events alone."""
-    parts = parts_of(phases, start, end)
+    parts = phase_parts(phases, start, end)
     lines: list[DraftLine] = []
-    for part_start, part_end, version_id in parts:
+    for part in parts:
+        part_start, part_end, version_id = part.start, part.end, part.version_id
+        if not await _bills_usage(session, part):
+            continue
         charges = await charges_of_version(session, version_id)
         meters = list({meter.id: meter for _, meter in charges}.values())
         usages = {u.meter.id: u for u in await read_usage(session, customer_id, meters, part_start, part_end)}
@@ -173,6 +177,15 @@ async def rated_usage(
     return lines
 
 
+async def _bills_usage(session: AsyncSession, part: PhasePart) -> bool:
+    """A canceled part bills nothing; a paused one its usage unless its version refuses usage
+    while paused (``paused_usage = "refuse"``: its events were refused at ingestion, and any
+    that arrived before the pause was recorded are not billed either)."""
+    if part.status == CANCELED:
+        return False
+    return part.status != PAUSED or (await plan_version(session, part.version_id)).paused_usage != "refuse"
+
+
 async def _event_types(session: AsyncSession, phases: list[SubscriptionPhase]) -> list[str]:
     types: set[str] = set()
     for version_id in {phase.plan_version_id for phase in phases}:
@@ -183,7 +196,10 @@ async def _event_types(session: AsyncSession, phases: list[SubscriptionPhase]) -
 async def _base_fee_line(
     session: AsyncSession, subscription: Subscription, phases: list[SubscriptionPhase], period_start: datetime
 ) -> list[DraftLine]:
-    """The base fee of the period starting at ``period_start``, billed in advance."""
+    """The base fee of the period starting at ``period_start``, billed in advance: none for a
+    period that starts paused (an unpause charges the rest of it) or canceled."""
+    if status_on(phases, period_start) != ACTIVE:
+        return []
     version_id = version_on(phases, period_start)
     version = await plan_version(session, version_id)
     if not version.base_fee:
@@ -244,8 +260,8 @@ async def compose_period(
                 late_lines += await _late_usage(session, customer_id, phases, period.period_start, period.period_end)
                 rated.append((period.period_start, period.period_end, count))
     lines = await rated_usage(session, customer_id, phases, start, end)
-    # Prorations come from immediate changes, and every change starts a phase: none, no query.
-    if any(start <= phase.starts_at < end and phase.plan_change_id for phase in phases):
+    # Prorations come from immediate changes and lifecycle events, each starting a phase: none, no query.
+    if any(start <= phase.starts_at < end and (phase.plan_change_id or phase.lifecycle_event_id) for phase in phases):
         lines += [
             DraftLine(
                 kind="proration",
@@ -424,15 +440,21 @@ async def next_due(
     late_window: timedelta,
 ) -> NextInvoice | None:
     """The next invoice the subscription is due, if any: the opening one once it has started,
-    then each period that ended ``grace`` before ``as_of`` (late events still trickle in)."""
+    then each period that ended ``grace`` before ``as_of`` (late events still trickle in). A
+    canceled subscription's last period closes when it is canceled (its final invoice), and
+    nothing is due after it: late events of a canceled period are never billed."""
     if subscription.invoiced_through is None:
         if subscription.started_at > as_of:
             return None
         return NextInvoice(await compose_opening(session, subscription, phases, currency), subscription.started_at)
     start = subscription.invoiced_through
+    if status_on(phases, start) == CANCELED:
+        return None
     version = await plan_version(session, version_on(phases, start))
     _, end = period_containing(subscription.started_at, version.interval, start)
-    if end + grace > as_of:
+    ends = cancel_moment(phases)
+    closes_at = min(end, ends) if ends is not None else end
+    if closes_at + grace > as_of:
         return None
     draft = await compose_period(session, subscription, phases, currency, start, end, late_since=as_of - late_window)
     return NextInvoice(draft, end)

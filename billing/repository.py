@@ -21,12 +21,16 @@ from metering.events import canonical_json
 
 async def due_customers(session: AsyncSession, *, opening_by: datetime, closing_from: datetime) -> list[uuid.UUID]:
     """Customers who may have an invoice due: no opening invoice yet though started, or invoiced
-    through a boundary old enough that a period (28 days at the shortest) may have closed since."""
+    through a boundary old enough that a period (28 days at the shortest) may have closed since,
+    or canceled and not finally invoiced yet. A canceled subscription invoiced through its end is
+    never due again, so it costs the run nothing."""
+    cancel_at, invoiced_through = col(Subscription.cancel_at), col(Subscription.invoiced_through)
     query = (
         select(col(Subscription.customer_id))
         .where(
-            (col(Subscription.invoiced_through).is_(None) & (col(Subscription.started_at) <= opening_by))
-            | (col(Subscription.invoiced_through) <= closing_from)
+            (invoiced_through.is_(None) & (col(Subscription.started_at) <= opening_by))
+            | ((invoiced_through <= closing_from) & (cancel_at.is_(None) | (invoiced_through < cancel_at)))
+            | (cancel_at.is_not(None) & (invoiced_through < cancel_at) & (cancel_at <= opening_by))
         )
         .order_by(col(Subscription.customer_id))
     )

@@ -6,11 +6,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, ForeignKey, String, Text
+from sqlalchemy import CheckConstraint, Column, DateTime, ForeignKey, String, Text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
 CUSTOMER_STATUSES = ("ACTIVE", "PAST_DUE", "SUSPENDED")
+#: What a phase of a subscription is: billed (ACTIVE), paused (no base fee) or over (CANCELED).
+PHASE_STATUSES = ("ACTIVE", "PAUSED", "CANCELED")
 
 
 class Customer(SQLModel, table=True):
@@ -46,6 +48,13 @@ class Subscription(SQLModel, table=True):
     )
     pending_change_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     invoiced_through: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # The lifecycle in one read for the hot paths (ingestion, entitlements, the billing run's
+    # selection); the phases and ``subscription_events`` are the history. ``cancel_at``: when the
+    # subscription ends (past or scheduled), ``canceled_at``: when that was asked for.
+    cancel_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    canceled_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    cancel_reason: str | None = Field(default=None, sa_column=Column(Text))
+    paused_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
     def version_at(self, as_of: datetime) -> uuid.UUID:
         """The plan version pricing ``as_of``: a scheduled change counts from its moment on."""
@@ -58,7 +67,9 @@ class Subscription(SQLModel, table=True):
 class SubscriptionPhase(SQLModel, table=True):
     """From ``starts_at`` until the next phase starts, ``plan_version_id`` prices the customer.
 
-    Billing reads the phases overlapping a period to rate each part on its own version.
+    Billing reads the phases overlapping a period to rate each part on its own version. A PAUSED
+    part bills no base fee (usage as its version's ``paused_usage`` says); a CANCELED part bills
+    nothing. A phase started by a plan change names it; one started by a lifecycle event, that.
     """
 
     __tablename__ = "subscription_phases"
@@ -67,6 +78,16 @@ class SubscriptionPhase(SQLModel, table=True):
     starts_at: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
     plan_version_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_versions.id"), nullable=False))
     plan_change_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    status: str = Field(
+        default="ACTIVE",
+        sa_column=Column(
+            String,
+            CheckConstraint("status IN ('ACTIVE', 'PAUSED', 'CANCELED')", name="subscription_phases_status_known"),
+            nullable=False,
+            server_default="ACTIVE",
+        ),
+    )
+    lifecycle_event_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
 
 
 class PlanChange(SQLModel, table=True):
@@ -85,6 +106,28 @@ class PlanChange(SQLModel, table=True):
     period_end: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     prorations: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
     status: str
+    actor: str
+    idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    request_hash: str
+    requested_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class SubscriptionEvent(SQLModel, table=True):
+    """An audited lifecycle request: a cancel (now or at the period's end), the resume of a
+    scheduled cancel, a pause or an unpause; who asked, why, when it takes effect, what it
+    prorated and which invoices it issued. Its idempotency key makes a retry harmless."""
+
+    __tablename__ = "subscription_events"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False, index=True))
+    kind: str  # CANCEL, RESUME, PAUSE, UNPAUSE
+    timing: str | None = None  # a cancel's: IMMEDIATELY or PERIOD_END
+    effective_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    status: str  # applied, scheduled (a cancel at the period's end), revoked (resumed before it)
+    prorations: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
+    invoice_ids: list[str] = Field(sa_column=Column(JSONB, nullable=False))
     actor: str
     idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
     request_hash: str

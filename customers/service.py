@@ -159,6 +159,30 @@ async def ids_by_external_id(session: AsyncSession, external_ids: Iterable[str])
     return await repository.ids_by_external_id(session, list(external_ids))
 
 
+@dataclass(frozen=True)
+class UsageRefusal:
+    """From when a customer's usage events are refused: their subscription ended
+    (``canceled_from``), or is paused under a plan that refuses usage while paused."""
+
+    canceled_from: datetime | None
+    paused_from: datetime | None
+
+
+async def usage_states(
+    session: AsyncSession, external_ids: Iterable[str], *, as_of: datetime
+) -> tuple[dict[str, uuid.UUID], dict[uuid.UUID, UsageRefusal]]:
+    """The ids of the named customers, and the refusals of those whose subscription refuses usage."""
+    ids: dict[str, uuid.UUID] = {}
+    refusals: dict[uuid.UUID, UsageRefusal] = {}
+    for external_id, customer_id, canceled_from, paused_from in await repository.usage_states(
+        session, list(external_ids), as_of
+    ):
+        ids[external_id] = customer_id
+        if canceled_from is not None or paused_from is not None:
+            refusals[customer_id] = UsageRefusal(canceled_from, paused_from)
+    return ids, refusals
+
+
 async def subscribed_customers(
     session: AsyncSession, external_ids: Sequence[str] | None = None
 ) -> list[tuple[Customer, Subscription]]:

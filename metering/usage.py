@@ -4,7 +4,7 @@ entitlements and the cost of usage under a plan."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import service as customers
+from customers.lifecycle import subscription_status
 from customers.models import Subscription
 from customers.periods import calendar_month, period_containing
 from ledger.money import plain_decimal
@@ -213,6 +214,12 @@ async def current_period(
     """The billing period containing ``as_of`` and the plan version that prices it; a customer
     with no subscription is measured by calendar month."""
     subscription = (await customers.subscriptions_of(session, [customer_id])).get(customer_id)
+    return await _period_of(session, subscription, as_of)
+
+
+async def _period_of(
+    session: AsyncSession, subscription: Subscription | None, as_of: datetime
+) -> tuple[Period, uuid.UUID | None]:
     if subscription is None:
         start, end = calendar_month(as_of)
         return Period(start, end), None
@@ -227,6 +234,16 @@ class Entitlement:
     used: Decimal
     limit: Decimal | None
     remaining: Decimal | None
+    # Why not allowed: SUBSCRIPTION_CANCELED, SUBSCRIPTION_PAUSED, CUSTOMER_SUSPENDED, LIMIT_REACHED.
+    reason: str | None = None
+
+
+def blocked(found: Entitlement, subscription: Subscription | None, as_of: datetime) -> Entitlement:
+    """The entitlement of a canceled or paused subscription: refused whatever its usage."""
+    status = subscription_status(subscription, as_of) if subscription is not None else "ACTIVE"
+    if status == "ACTIVE":
+        return found
+    return replace(found, allowed=False, reason=f"SUBSCRIPTION_{status}")
 
 
 def entitlement_of(meter_usage: MeterUsage, charges: list[PlanCharge], *, suspended: bool) -> Entitlement:
@@ -234,16 +251,19 @@ def entitlement_of(meter_usage: MeterUsage, charges: list[PlanCharge], *, suspen
     the tightest charge is reported. No limit: always allowed. A suspended customer: never."""
     limited = [charge for charge in charges if charge.usage_limit is not None]
     if not limited:
-        return Entitlement(not suspended, plain_decimal(meter_usage.quantity()), None, None)
+        suspension = "CUSTOMER_SUSPENDED" if suspended else None
+        return Entitlement(not suspended, plain_decimal(meter_usage.quantity()), None, None, suspension)
     tightest = min(
         ((meter_usage.quantity(dict(charge.where)), charge) for charge in limited),
         key=lambda pair: pair[1].usage_limit - pair[0],  # type: ignore[operator]
     )
     used, charge = tightest
     assert charge.usage_limit is not None
-    allowed = not suspended and all(meter_usage.quantity(dict(c.where)) < c.usage_limit for c in limited)  # type: ignore[operator]
+    below = all(meter_usage.quantity(dict(c.where)) < c.usage_limit for c in limited)  # type: ignore[operator]
+    allowed = not suspended and below
+    reason = "CUSTOMER_SUSPENDED" if suspended else None if below else "LIMIT_REACHED"
     limit = plain_decimal(charge.usage_limit)
-    return Entitlement(allowed, plain_decimal(used), limit, plain_decimal(max(limit - used, Decimal(0))))
+    return Entitlement(allowed, plain_decimal(used), limit, plain_decimal(max(limit - used, Decimal(0))), reason)
 
 
 @dataclass(frozen=True)
@@ -294,8 +314,10 @@ async def entitlement(
     meter = await meter_by_key(session, meter_key)
     if meter is None:
         return None
-    period, version_id = await current_period(session, customer_id, as_of)
-    return await _entitlement_in(session, customer_id, meter, period, version_id, suspended=suspended, as_of=as_of)
+    subscription = (await customers.subscriptions_of(session, [customer_id])).get(customer_id)
+    period, version_id = await _period_of(session, subscription, as_of)
+    found = await _entitlement_in(session, customer_id, meter, period, version_id, suspended=suspended, as_of=as_of)
+    return blocked(found, subscription, as_of)
 
 
 async def _entitlement_in(
@@ -343,6 +365,7 @@ async def entitlement_by_external_id(
         created_at=row["created_at"],
     )
     version_id: uuid.UUID | None = None
+    subscription = None
     if row["started_at"] is None:
         start, end = calendar_month(as_of)
     else:
@@ -353,6 +376,8 @@ async def entitlement_by_external_id(
             created_at=row["started_at"],
             pending_plan_version_id=row["pending_plan_version_id"],
             pending_change_at=row["pending_change_at"],
+            cancel_at=row["cancel_at"],
+            paused_at=row["paused_at"],
         )
         version_id = subscription.version_at(as_of)
         version = await plan_version(session, version_id)
@@ -366,7 +391,7 @@ async def entitlement_by_external_id(
         suspended=row["status"] == "SUSPENDED",
         as_of=as_of,
     )
-    return EdgeEntitlement(row["customer_id"], found)
+    return EdgeEntitlement(row["customer_id"], blocked(found, subscription, as_of))
 
 
 async def watermark(session: AsyncSession, customer_id: uuid.UUID) -> datetime | None:

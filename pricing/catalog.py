@@ -29,7 +29,9 @@ KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 
 METER_FIELDS = {"key", "name", "unit", "event_type", "aggregation", "value_property", "group_by", "allow_negative"}
 VALUE_AGGREGATIONS = ("sum", "max", "latest")
-PLAN_FIELDS = {"key", "name", "currency", "interval", "base_fee", "charges"}
+PLAN_FIELDS = {"key", "name", "currency", "interval", "base_fee", "charges", "paused_usage"}
+#: What happens to usage while a subscription is paused: still metered and billed, or refused.
+PAUSED_USAGE = ("meter", "refuse")
 CHARGE_FIELDS = {
     "meter",
     "model",
@@ -102,15 +104,20 @@ class PlanSpec:
     interval: str
     base_fee: Decimal
     charges: tuple[ChargeSpec, ...]
+    paused_usage: str = "meter"
 
     def pricing_document(self) -> dict[str, Any]:
-        """What a plan version freezes: a change here makes a new version (the name does not)."""
-        return {
+        """What a plan version freezes: a change here makes a new version (the name does not).
+        The default ``paused_usage`` is left out, so plans declared before it keep their version."""
+        document: dict[str, Any] = {
             "currency": self.currency,
             "interval": self.interval,
             "base_fee": _text(self.base_fee),
             "charges": [c.pricing_document() for c in self.charges],
         }
+        if self.paused_usage != "meter":
+            document["paused_usage"] = self.paused_usage
+        return document
 
 
 @dataclass(frozen=True)
@@ -308,10 +315,13 @@ def _read_plans(reader: _Reader, raw: Any, meter_keys: dict[str, tuple[str, ...]
             for charge_index, charge_item in enumerate(_items(reader, item.get("charges", []), f"{path}.charges"))
             if (charge := _read_charge(reader, charge_item, f"{path}.charges[{charge_index}]", meter_keys, currency))
         ]
+        paused_usage = reader.text(item, "paused_usage", path, required=False) or "meter"
+        if paused_usage not in PAUSED_USAGE:
+            reader.problem(f"{path}.paused_usage", f"{paused_usage!r} is not one of {', '.join(PAUSED_USAGE)}")
         if key is None or name is None or currency is None or interval is None or base_fee is None:
             continue
         seen.add(key)
-        plans.append(PlanSpec(key, name, currency, interval, base_fee, tuple(charges)))
+        plans.append(PlanSpec(key, name, currency, interval, base_fee, tuple(charges), paused_usage))
     return plans
 
 

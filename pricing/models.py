@@ -7,7 +7,18 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Integer, Numeric, String, UniqueConstraint, false
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    Numeric,
+    String,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -55,6 +66,17 @@ class PlanVersion(SQLModel, table=True):
     base_fee: Decimal = Field(sa_column=Column(Numeric(30, 12), nullable=False))
     pricing_hash: str
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    # While a subscription is paused: "meter" rates its usage as the plan says, "refuse" refuses
+    # its events at ingestion (SUBSCRIPTION_PAUSED) and bills none of the paused part's usage.
+    paused_usage: str = Field(
+        default="meter",
+        sa_column=Column(
+            String,
+            CheckConstraint("paused_usage IN ('meter', 'refuse')", name="plan_versions_paused_usage_known"),
+            nullable=False,
+            server_default="meter",
+        ),
+    )
 
 
 class PlanCharge(SQLModel, table=True):

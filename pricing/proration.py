@@ -12,6 +12,8 @@ The rules, written down once:
   the period's start, recorded after that fee was billed), the billed fee is credited whole and the
   first phase's charged whole. The lines telescope to ``Σ fee × share − billed``, whatever the
   order in which changes and invoices happened. Each line is rounded once, on the invoice.
+- Lifecycle: a paused or canceled part of a period is a phase whose fee is 0, so a pause credits
+  ``-fee × (end - at) / (end - start)`` and an unpause charges the rest of the period again.
 - Usage: events before ``at`` are rated on the old version, events from ``at`` on the new one,
   each on its own. A charge's ``included`` allowance and its ``minimum`` are scaled by the share of
   the period its version covered; tier bounds are not (a tier is a volume, not a rate per day).
@@ -63,12 +65,15 @@ class Proration:
 
 @dataclass(frozen=True)
 class FeePhase:
-    """From ``starts_at`` on, ``plan`` (its version ``version_id``) prices the period at ``fee``."""
+    """From ``starts_at`` on, ``plan`` (its version ``version_id``) prices the period at ``fee``.
+    A paused or canceled part is priced at a fee of 0 (its ``status`` tells it from the active part
+    of the same version, so a pause from the period's start credits the fee billed in advance)."""
 
     starts_at: datetime
     version_id: uuid.UUID | None
     plan: str
     fee: Decimal
+    status: str = "ACTIVE"
 
 
 def period_fee_prorations(
@@ -89,7 +94,7 @@ def period_fee_prorations(
         at = max(phase.starts_at, period_start)
         if not at < period_end:
             raise ValueError("a phase must start inside the period it prorates")
-        if index == 0 and previous.version_id == phase.version_id:
+        if index == 0 and (previous.version_id, previous.status) == (phase.version_id, phase.status):
             continue
         remaining = share_of_period(at, period_end, period_start, period_end)
         since = at.strftime("%Y-%m-%d %H:%M UTC")

@@ -115,6 +115,7 @@ async def draft_plans(session: AsyncSession, catalog_text: str, *, as_of: dateti
             interval=plan_spec.interval,
             base_fee=plan_spec.base_fee,
             pricing_hash=pricing_hash(plan_spec),
+            paused_usage=plan_spec.paused_usage,
             created_at=as_of,
         )
         charges = [
@@ -234,6 +235,7 @@ async def _write_plan(
         interval=spec.interval,
         base_fee=spec.base_fee,
         pricing_hash=pricing_hash(spec),
+        paused_usage=spec.paused_usage,
         created_at=as_of,
     )
     session.add(version)
