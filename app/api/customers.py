@@ -38,6 +38,7 @@ from app.api.ledger import (
     resolve_credit_grants,
     resolve_ledger_entries,
 )
+from app.api.lifecycle import SubscriptionEvent, SubscriptionStatus, resolve_subscription_events
 from app.api.metering import (
     Entitlement,
     MeterUsage,
@@ -51,6 +52,7 @@ from app.api.permissions import requires
 from app.api.scope import customer_scope, find_visible_customer
 from app.auth import Capability
 from customers import service as customers
+from customers.lifecycle import subscription_status
 from customers.models import Customer as CustomerRow
 from customers.models import Subscription as SubscriptionRow
 from customers.periods import period_containing
@@ -81,6 +83,13 @@ class Subscription:
     scheduled_change: ScheduledPlanChange | None = strawberry.field(
         default=None, description="A plan change waiting for the end of the current period."
     )
+    status: SubscriptionStatus = strawberry.field(default=SubscriptionStatus.ACTIVE)
+    cancel_at: datetime | None = strawberry.field(
+        default=None, description="When it ends (or ended): a cancel's moment, or the period's end it is scheduled for."
+    )
+    canceled_at: datetime | None = strawberry.field(default=None, description="When the cancel was asked for.")
+    cancel_reason: str | None = None
+    paused_at: datetime | None = strawberry.field(default=None, description="Since when it is paused.")
 
     @strawberry.field
     async def plan(self, info: Info) -> Plan:
@@ -97,7 +106,16 @@ class Subscription:
         pending, moment = row.pending_plan_version_id, row.pending_change_at
         if pending is not None and moment is not None and moment > as_of:
             scheduled = ScheduledPlanChange(effective_at=moment, plan_version_id=pending)
-        return cls(started_at=row.started_at, plan_version_id=row.version_at(as_of), scheduled_change=scheduled)
+        return cls(
+            started_at=row.started_at,
+            plan_version_id=row.version_at(as_of),
+            scheduled_change=scheduled,
+            status=SubscriptionStatus(subscription_status(row, as_of)),
+            cancel_at=row.cancel_at,
+            canceled_at=row.canceled_at,
+            cancel_reason=row.cancel_reason,
+            paused_at=row.paused_at,
+        )
 
     @strawberry.field(description="Start of the billing period in progress (periods are half-open).")
     async def current_period_start(self, info: Info) -> datetime:
@@ -136,6 +154,11 @@ class Customer:
         resolver=resolve_plan_changes,
         permission_classes=[requires(Capability.READ_INVOICES)],
         description="Plan changes, newest first, with who made them.",
+    )
+    subscription_events: list[SubscriptionEvent] = strawberry.field(
+        resolver=resolve_subscription_events,
+        permission_classes=[requires(Capability.READ_INVOICES)],
+        description="Cancels, resumes, pauses and unpauses, newest first, with who asked and why.",
     )
     upcoming_invoice: UpcomingInvoice | None = strawberry.field(
         resolver=resolve_upcoming_invoice,

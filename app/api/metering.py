@@ -95,10 +95,17 @@ class Entitlement:
     used: Decimal
     limit: Decimal | None
     remaining: Decimal | None
+    reason: str | None = strawberry.field(
+        default=None,
+        description="Why not allowed: SUBSCRIPTION_CANCELED, SUBSCRIPTION_PAUSED, CUSTOMER_SUSPENDED or "
+        "LIMIT_REACHED; null when allowed.",
+    )
 
     @classmethod
     def from_result(cls, found: usage_service.Entitlement) -> Entitlement:
-        return cls(allowed=found.allowed, used=found.used, limit=found.limit, remaining=found.remaining)
+        return cls(
+            allowed=found.allowed, used=found.used, limit=found.limit, remaining=found.remaining, reason=found.reason
+        )
 
 
 def _exact_json(value: Any, depth: int) -> Any:

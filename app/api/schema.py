@@ -30,6 +30,7 @@ from app.api.catalog import CatalogQuery
 from app.api.collection import CollectionMutation, CollectionQuery, FinanceMutation, ReconciliationMutation
 from app.api.customers import CustomersMutation, CustomersQuery
 from app.api.ledger import CorrectionsMutation, LedgerMutation
+from app.api.lifecycle import LifecycleMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
 from app.api.promotions import PromotionsMutation, PromotionsQuery
 from app.api.scalars import SCALAR_MAP
@@ -74,6 +75,7 @@ Mutation = merge_types(
         FinanceMutation,
         ReconciliationMutation,
         AnomaliesMutation,
+        LifecycleMutation,
     ),
 )
 
