@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.plan_changes import change_plan
+from billing.service import due_customers
 from customers.errors import InvalidInput
 from customers.lifecycle import CANCEL, PAUSE, RESUME, UNPAUSE
 from customers.service import subscriptions_of
@@ -21,7 +22,7 @@ from ledger.errors import TallyError
 from ledger.verify import verify
 from metering.usage import entitlement
 from pricing.service import apply_catalog
-from tests.billing.lifecycle_support import CATALOG, all_lines, bill, lifecycle, send_calls, subscribe
+from tests.billing.lifecycle_support import CATALOG, WINDOW, all_lines, bill, lifecycle, send_calls, subscribe
 
 NOV_1 = datetime(2026, 11, 1, tzinfo=UTC)
 DEC_1 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -295,3 +296,39 @@ async def test_every_refusal_is_a_field_error_that_writes_nothing(
     await session.rollback()
     assert refused.value.field == "at", "a back-dated change may not slip under a pause"
     assert await rows(session) == before
+
+
+async def test_a_pause_from_the_period_start_recorded_after_its_fee_was_billed_credits_the_fee_whole(
+    session: AsyncSession, lifecycle_catalog: None
+) -> None:
+    """December's 100.00 was billed in advance with November's invoice; a pause back-dated to
+    Dec 1 00:00, asked for after that, credits it whole: December costs nothing."""
+    customer_id = await subscribe(session, "rests-early", "hundred", NOV_1)
+    await bill(session, customer_id, DEC_1 + timedelta(hours=1))
+    paused = await lifecycle(session, customer_id, PAUSE, as_of=DEC_1 + timedelta(hours=2), at=DEC_1)
+    assert [(p.kind, p.amount) for p in paused.prorations] == [("credit_unused", Decimal("-100.00"))]
+    await bill(session, customer_id, JAN_1 + timedelta(hours=2))
+    december = [line for line in await all_lines(session, customer_id) if DEC_1 <= line.service_start < JAN_1]
+    assert sum(line.amount for line in december) == 0
+
+
+async def test_a_canceled_subscription_invoiced_through_its_end_is_never_due_again(
+    session: AsyncSession, lifecycle_catalog: None
+) -> None:
+    """The billing run's selection leaves it out, so canceled customers cost the run nothing."""
+    customer_id = await subscribe(session, "long-gone", "hundred", NOV_1)
+    await lifecycle(session, customer_id, CANCEL, as_of=nov(3), timing="IMMEDIATELY")
+    due = await due_customers(session, as_of=JAN_1 + timedelta(days=60), window=WINDOW)
+    assert customer_id not in due
+
+
+async def test_usage_accepted_before_a_back_dated_pause_of_a_refusing_plan_is_not_billed(
+    session: AsyncSession, lifecycle_catalog: None
+) -> None:
+    """Strict refuses usage while paused: calls already accepted inside the paused part (the
+    pause back-dated over them) are not billed either, as if refused."""
+    customer_id = await subscribe(session, "strict-late", "strict", NOV_1)
+    await send_calls(session, "strict-late", 2, nov(12))
+    await lifecycle(session, customer_id, PAUSE, as_of=nov(13), at=nov(11))
+    await bill(session, customer_id, DEC_1 + timedelta(hours=2))
+    assert [line.kind for line in await all_lines(session, customer_id)] == ["base_fee", "proration"]
