@@ -30,14 +30,16 @@ async def period_prorations(
     fee_phases = []
     for part_start, _, version_id in parts_of(phases, start, end):
         version = await plan_version(session, version_id)
-        fee_phases.append(
-            FeePhase(part_start, version_id, await plan_name_of_version(session, version_id), version.base_fee)
-        )
+        name = await plan_name_of_version(session, version_id)
+        fee_phases.append(FeePhase(part_start, version_id, name, version.base_fee, version.proration))
     billed = None
     if subscription.invoiced_through is not None and subscription.invoiced_through >= start:
         billed_version_id, billed_fee = await repository.base_fee_billed(session, subscription.customer_id, start)
-        plan = await plan_name_of_version(session, billed_version_id) if billed_version_id else "no plan"
-        billed = FeePhase(start, billed_version_id, plan, billed_fee)
+        plan, proration = "no plan", fee_phases[0].proration
+        if billed_version_id:
+            plan = await plan_name_of_version(session, billed_version_id)
+            proration = (await plan_version(session, billed_version_id)).proration
+        billed = FeePhase(start, billed_version_id, plan, billed_fee, proration)
     return period_fee_prorations(billed=billed, phases=fee_phases, period_start=start, period_end=end)
 
 
