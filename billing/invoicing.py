@@ -36,7 +36,7 @@ from ledger.grants import consume_credits, grant_credits
 from ledger.money import plain_decimal, round_to_minor
 from ledger.service import Entry, post_entry
 from metering.events import canonical_json, loads_exact
-from metering.usage import MeterUsage, rate_charge, usage
+from metering.usage import ChargeEvents, MeterUsage, charge_event_values, rate_charge, usage
 from pricing.models import Meter, PlanCharge
 from pricing.proration import prorated_terms, share_of_period
 from pricing.service import charge_terms, charges_of_version, plan_name_of_version, plan_version
@@ -95,12 +95,14 @@ def usage_lines(
     start: datetime,
     end: datetime,
     label: str = "",
+    events: ChargeEvents | None = None,
 ) -> list[DraftLine]:
     """One line per dimensions the charge covers (one line for a meter without dimensions), or a
-    single line when nothing was used but a minimum applies. Lines of zero are left out."""
+    single line when nothing was used but a minimum applies. Lines of zero are left out.
+    ``events`` holds the event values of the charges rated event by event."""
     meter: Meter = meter_usage.meter
     terms = prorated_terms(charge_terms(charge), share)
-    rated = rate_charge(meter_usage, charge, terms)
+    rated = rate_charge(meter_usage, charge, terms, (events or {}).get(charge.id))
     unit_price = (
         plain_decimal(charge.unit_price) if charge.model == "per_unit" and charge.unit_price is not None else None
     )
@@ -145,6 +147,9 @@ def usage_lines(
 
 
 UsageReader = Callable[[AsyncSession, uuid.UUID, list[Meter], datetime, datetime], Awaitable[list[MeterUsage]]]
+EventReader = Callable[
+    [AsyncSession, uuid.UUID, list[tuple[PlanCharge, Meter]], datetime, datetime], Awaitable[ChargeEvents]
+]
 
 
 async def rated_usage(
@@ -155,10 +160,12 @@ async def rated_usage(
     end: datetime,
     *,
     read_usage: UsageReader = usage,
+    read_events: EventReader = charge_event_values,
 ) -> list[DraftLine]:
     """The usage of ``[start, end)``, each phase's part on its own plan version, allowances and
-    minimums scaled by the part's share of the period. ``read_usage`` is the rollups' reading;
-    the invoice accuracy check passes one from the raw events alone."""
+    minimums scaled by the part's share of the period (in the version's proration convention).
+    ``read_usage`` is the rollups' reading and ``read_events`` the events of charges rated event
+    by event; the invoice accuracy check passes readers of the raw events received by its issue."""
     parts = phase_parts(phases, start, end)
     lines: list[DraftLine] = []
     for part in parts:
@@ -168,11 +175,20 @@ async def rated_usage(
         charges = await charges_of_version(session, version_id)
         meters = list({meter.id: meter for _, meter in charges}.values())
         usages = {u.meter.id: u for u in await read_usage(session, customer_id, meters, part_start, part_end)}
-        share = share_of_period(part_start, part_end, start, end)
+        events = await read_events(session, customer_id, charges, part_start, part_end)
+        version = await plan_version(session, version_id)
+        share = share_of_period(part_start, part_end, start, end, version.proration)
         label = f" from {_fmt(part_start)} to {_fmt(part_end)}" if len(parts) > 1 else ""
         for charge, meter in charges:
             lines += usage_lines(
-                usages[meter.id], charge, version_id, share=share, start=part_start, end=part_end, label=label
+                usages[meter.id],
+                charge,
+                version_id,
+                share=share,
+                start=part_start,
+                end=part_end,
+                label=label,
+                events=events,
             )
     return lines
 

@@ -22,7 +22,7 @@ from customers import service as customers
 from customers.periods import periods_ending_within
 from customers.subscriptions import version_on
 from ledger.money import round_to_minor
-from metering.usage import MeterUsage, usage
+from metering.usage import ChargeEvents, MeterUsage, charge_event_values, usage
 from pricing.models import Meter, PlanCharge
 from pricing.service import DraftPlan, charges_of_version, draft_plans, plan_of_version, plan_version
 from pricing.simulation import CustomerOutcome, SimulationSummary, summarize
@@ -53,10 +53,12 @@ def _rated_total(
     currency: str,
     start: datetime,
     end: datetime,
+    events: ChargeEvents,
 ) -> int:
     total = base_fee_minor
     for charge, meter in charges:
-        for line in usage_lines(meter_usage[meter.id], charge, None, share=Decimal(1), start=start, end=end):
+        lines = usage_lines(meter_usage[meter.id], charge, None, share=Decimal(1), start=start, end=end, events=events)
+        for line in lines:
             total += line.amount(currency)
     return total
 
@@ -99,12 +101,13 @@ async def simulate_pricing(
             current_charges = await charges_of_version(session, version_id)
             meters = {meter.id: meter for _, meter in [*current_charges, *draft.charges]}
             found = {u.meter.id: u for u in await usage(session, customer.id, list(meters.values()), start, end)}
+            events = await charge_event_values(session, customer.id, [*current_charges, *draft.charges], start, end)
             currency = customer.currency
             current_total += _rated_total(
-                found, current_charges, round_to_minor(version.base_fee, currency), currency, start, end
+                found, current_charges, round_to_minor(version.base_fee, currency), currency, start, end, events
             )
             simulated_total += _rated_total(
-                found, draft.charges, round_to_minor(draft.version.base_fee, currency), currency, start, end
+                found, draft.charges, round_to_minor(draft.version.base_fee, currency), currency, start, end, events
             )
         outcomes.append(
             CustomerOutcome(

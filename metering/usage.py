@@ -20,7 +20,7 @@ from metering import repository
 from metering.aggregation import Partial, merge_all
 from metering.events import FUTURE_TOLERANCE, MeterRule, canonical_json, dimension_text, loads_exact, measure
 from pricing.models import Meter, PlanCharge
-from pricing.rating import ChargeTerms, allocate, rate
+from pricing.rating import ChargeTerms, allocate, needs_events, rate, rate_events
 from pricing.service import charge_terms, charges_of_version, meter_by_key, plan_version
 
 
@@ -277,10 +277,66 @@ class RatedCharge:
     parts: list[tuple[str, Decimal, Decimal]]  # (canonical JSON of the dimensions, quantity, share)
 
 
-def rate_charge(meter_usage: MeterUsage, charge: PlanCharge, terms: ChargeTerms | None = None) -> RatedCharge:
+# Per charge rated event by event: the values its events measured, in the order they happened.
+ChargeEvents = dict[uuid.UUID, list[Decimal]]
+
+
+async def charge_event_values(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    charges: list[tuple[PlanCharge, Meter]],
+    start: datetime,
+    end: datetime,
+    *,
+    received_by: datetime | None = None,
+) -> ChargeEvents:
+    """The event values over ``[start, end)`` of each charge that is rated event by event (a
+    percentage charge with per-event terms, :func:`pricing.rating.needs_events`), those its
+    ``where`` selects; nothing is read for the other charges. With ``received_by``, only events
+    received by then (what an invoice issued then could have billed). One indexed range read per
+    meter: its cost grows with the customer's events of that type in the period."""
+    found: ChargeEvents = {}
+    by_meter: dict[uuid.UUID, list[PlanCharge]] = {}
+    meters: dict[uuid.UUID, Meter] = {}
+    for charge, meter in charges:
+        if needs_events(charge_terms(charge)):
+            by_meter.setdefault(meter.id, []).append(charge)
+            meters[meter.id] = meter
+            found[charge.id] = []
+    for meter_id, meter_charges in by_meter.items():
+        meter, rule = meters[meter_id], _rule(meters[meter_id])
+        matches: dict[tuple[uuid.UUID, str], bool] = {}
+        rows = repository.events_in_order(session, customer_id, meter.event_type, start, end, received_by=received_by)
+        async for row in rows:
+            measured = measure(loads_exact(row["properties"]), rule)
+            if isinstance(measured, str) or measured.value is None:
+                continue  # stored events were validated; a meter declared later may not read them
+            for charge in meter_charges:
+                key = (charge.id, measured.dimensions)
+                if key not in matches:
+                    matches[key] = not charge.where or dimensions_match(loads_exact(measured.dimensions), charge.where)
+                if matches[key]:
+                    found[charge.id].append(measured.value)
+    return found
+
+
+def rate_charge(
+    meter_usage: MeterUsage,
+    charge: PlanCharge,
+    terms: ChargeTerms | None = None,
+    event_values: list[Decimal] | None = None,
+) -> RatedCharge:
+    """``event_values`` (:func:`charge_event_values`) are required for a charge rated event by
+    event; other charges are rated on the quantity."""
     where = dict(charge.where)
     quantity = meter_usage.quantity(where)
-    amount = rate(terms or charge_terms(charge), quantity)
+    terms = terms or charge_terms(charge)
+    if needs_events(terms):
+        if event_values is None:
+            raise ValueError(f"charge {charge.id} is rated from its events; read them with charge_event_values")
+        amount = rate_events(terms, event_values)
+    else:
+        amount = rate(terms, quantity)
     # In one order whatever order the usage was read in (rollups and raw events differ): the last
     # part takes the remainder of the split, so the order decides the twelfth decimal of each share.
     covered = sorted(d for d in meter_usage.by_dimensions if not where or dimensions_match(loads_exact(d), where))
@@ -296,11 +352,11 @@ class UsageCost:
     by_dimensions: dict[str, Decimal]
 
 
-def cost_of(meter_usage: MeterUsage, charges: list[PlanCharge]) -> UsageCost:
+def cost_of(meter_usage: MeterUsage, charges: list[PlanCharge], events: ChargeEvents | None = None) -> UsageCost:
     total = Decimal(0)
     by_dimensions = dict.fromkeys(meter_usage.by_dimensions, Decimal(0))
     for charge in charges:
-        rated = rate_charge(meter_usage, charge)
+        rated = rate_charge(meter_usage, charge, event_values=(events or {}).get(charge.id))
         total += rated.amount
         for dimensions, _, share in rated.parts:
             by_dimensions[dimensions] += share

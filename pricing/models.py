@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -65,6 +66,8 @@ class PlanVersion(SQLModel, table=True):
     interval: str
     base_fee: Decimal = Field(sa_column=Column(Numeric(30, 12), nullable=False))
     pricing_hash: str
+    # How a part of a period is measured: "exact" (to the microsecond) or "day" (whole days).
+    proration: str = Field(default="exact", sa_column=Column(String, nullable=False, server_default="exact"))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     # While a subscription is paused: "meter" rates its usage as the plan says, "refuse" refuses
     # its events at ingestion (SUBSCRIPTION_PAUSED) and bills none of the paused part's usage.
@@ -98,3 +101,11 @@ class PlanCharge(SQLModel, table=True):
     minimum: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
     usage_limit: Decimal | None = Field(default=None, sa_column=Column("limit", Numeric(30, 12)))
     where: dict[str, str] = Field(sa_column=Column(JSONB, nullable=False))
+    # Package: "up" (a started package costs a whole one) or "down" (a partial package is free).
+    rounding: str = Field(default="up", sa_column=Column(String, nullable=False, server_default="up"))
+    # Percentage: percent of the value, a fee per event, free events, and per-event bounds.
+    percentage_rate: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
+    fixed_fee: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
+    free_events: int | None = Field(default=None, sa_column=Column(BigInteger))
+    per_event_minimum: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
+    per_event_maximum: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))

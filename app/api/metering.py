@@ -143,10 +143,11 @@ async def resolve_usage(
     currency = root.currency
     results = []
     now = info.context.now()
+    events = await usage_service.charge_event_values(session, root.row_id, charged, start, end)
     for meter_usage in await usage_service.usage(session, root.row_id, meters, start, end, as_of=now):
         charges: list[PlanCharge] = [c for c, m in charged if m.id == meter_usage.meter.id]
         limits = usage_service.entitlement_of(meter_usage, charges, suspended=False)
-        cost = usage_service.cost_of(meter_usage, charges)
+        cost = usage_service.cost_of(meter_usage, charges, events)
         aggregation = meter_usage.meter.aggregation
         results.append(
             MeterUsage(
