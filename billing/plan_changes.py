@@ -33,7 +33,9 @@ async def period_prorations(
         version = await plan_version(session, part.version_id)
         fee = version.base_fee if part.status == "ACTIVE" else Decimal(0)  # paused or canceled: no base fee
         plan = await plan_name_of_version(session, part.version_id)
-        fee_phases.append(FeePhase(part.start, part.version_id, plan, fee, part.status, version.proration))
+        fee_phases.append(
+            FeePhase(part.start, part.version_id, plan, fee, status=part.status, proration=version.proration)
+        )
     billed = None
     if subscription.invoiced_through is not None and subscription.invoiced_through >= start:
         billed_version_id, billed_fee = await repository.base_fee_billed(session, subscription.customer_id, start)
@@ -41,7 +43,7 @@ async def period_prorations(
         if billed_version_id:
             plan = await plan_name_of_version(session, billed_version_id)
             proration = (await plan_version(session, billed_version_id)).proration
-        billed = FeePhase(start, billed_version_id, plan, billed_fee, proration)
+        billed = FeePhase(start, billed_version_id, plan, billed_fee, proration=proration)
     return period_fee_prorations(billed=billed, phases=fee_phases, period_start=start, period_end=end)
 
 

@@ -203,8 +203,8 @@ def test_stair_step_charges_the_price_of_the_step_reached() -> None:
 
 
 def _change(old_fee: D, new_fee: D, at_: datetime, start: datetime, end: datetime, proration: str) -> list[D]:
-    old = FeePhase(start, uuid.uuid4(), "Old", old_fee, proration)
-    new = FeePhase(at_, uuid.uuid4(), "New", new_fee, proration)
+    old = FeePhase(start, uuid.uuid4(), "Old", old_fee, proration=proration)
+    new = FeePhase(at_, uuid.uuid4(), "New", new_fee, proration=proration)
     found = period_fee_prorations(billed=old, phases=[old, new], period_start=start, period_end=end)
     # As an invoice line shows it: rounded once to cents (a share such as 10/30 is not exact).
     return [D(round_to_minor(line.amount, "USD")) / 100 for line in found]
