@@ -30,6 +30,7 @@ from billing.models import Invoice
 from billing.plan_changes import period_prorations
 from customers.models import Subscription, SubscriptionPhase
 from customers.periods import period_containing
+from customers.price_overrides import overrides_of
 from customers.subscriptions import parts_of, version_on
 from ledger.grants import consume_credits, grant_credits
 from ledger.money import plain_decimal, round_to_minor
@@ -37,6 +38,7 @@ from ledger.service import Entry, post_entry
 from metering.events import canonical_json, loads_exact
 from metering.usage import MeterUsage, rate_charge, usage
 from pricing.models import Meter, PlanCharge
+from pricing.overrides import NO_OVERRIDES, OverrideTimeline, overridden_charge
 from pricing.proration import prorated_terms, share_of_period
 from pricing.service import charge_terms, charges_of_version, plan_name_of_version, plan_version
 
@@ -154,22 +156,35 @@ async def rated_usage(
     end: datetime,
     *,
     read_usage: UsageReader = usage,
+    overrides: OverrideTimeline = NO_OVERRIDES,
 ) -> list[DraftLine]:
     """The usage of ``[start, end)``, each phase's part on its own plan version, allowances and
     minimums scaled by the part's share of the period. ``read_usage`` is the rollups' reading;
-    the invoice accuracy check passes one from the raw events alone."""
+    the invoice accuracy check passes one from the raw events alone. A charge with a customer's
+    price ``overrides`` is rated on the price in effect in each segment of its part, as a plan
+    change splits usage (its usage is read again for each segment: only such charges pay it)."""
     parts = parts_of(phases, start, end)
     lines: list[DraftLine] = []
     for part_start, part_end, version_id in parts:
         charges = await charges_of_version(session, version_id)
         meters = list({meter.id: meter for _, meter in charges}.values())
         usages = {u.meter.id: u for u in await read_usage(session, customer_id, meters, part_start, part_end)}
-        share = share_of_period(part_start, part_end, start, end)
-        label = f" from {_fmt(part_start)} to {_fmt(part_end)}" if len(parts) > 1 else ""
         for charge, meter in charges:
-            lines += usage_lines(
-                usages[meter.id], charge, version_id, share=share, start=part_start, end=part_end, label=label
-            )
+            segments = overrides.segments(charge.id, part_start, part_end)
+            for segment_start, segment_end, terms in segments:
+                meter_usage = usages[meter.id]
+                if len(segments) > 1:
+                    [meter_usage] = await read_usage(session, customer_id, [meter], segment_start, segment_end)
+                label = f" from {_fmt(segment_start)} to {_fmt(segment_end)}" if len(parts) + len(segments) > 2 else ""
+                lines += usage_lines(
+                    meter_usage,
+                    overridden_charge(charge, terms),
+                    version_id,
+                    share=share_of_period(segment_start, segment_end, start, end),
+                    start=segment_start,
+                    end=segment_end,
+                    label=label,
+                )
     return lines
 
 
@@ -223,11 +238,15 @@ async def compose_period(
     *,
     late_since: datetime | None,
     count_events: bool = True,
+    overrides: OverrideTimeline | None = None,
 ) -> DraftInvoice:
     """The invoice closing ``[start, end)``. With ``late_since``, earlier periods that ended after
     it are checked for late usage. Events are counted before usage is read, so an event that
-    commits in between is seen as late by the next invoice rather than missed."""
+    commits in between is seen as late by the next invoice rather than missed. The customer's
+    price ``overrides`` are read unless given (a dry run passes the overrides it tries)."""
     customer_id = subscription.customer_id
+    if overrides is None:
+        overrides = await overrides_of(session, subscription)
     event_types = await _event_types(session, phases)
     rated = []
     if count_events:
@@ -241,9 +260,11 @@ async def compose_period(
                 session, customer_id, event_types, period.period_start, period.period_end
             )
             if count > period.event_count:
-                late_lines += await _late_usage(session, customer_id, phases, period.period_start, period.period_end)
+                late_lines += await _late_usage(
+                    session, customer_id, phases, period.period_start, period.period_end, overrides
+                )
                 rated.append((period.period_start, period.period_end, count))
-    lines = await rated_usage(session, customer_id, phases, start, end)
+    lines = await rated_usage(session, customer_id, phases, start, end, overrides=overrides)
     # Prorations come from immediate changes, and every change starts a phase: none, no query.
     if any(start <= phase.starts_at < end and phase.plan_change_id for phase in phases):
         lines += [
@@ -263,16 +284,25 @@ async def compose_period(
 
 
 async def _late_usage(
-    session: AsyncSession, customer_id: uuid.UUID, phases: list[SubscriptionPhase], start: datetime, end: datetime
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    phases: list[SubscriptionPhase],
+    start: datetime,
+    end: datetime,
+    overrides: OverrideTimeline,
 ) -> list[DraftLine]:
-    """Re-rate an invoiced period on its own versions and bill what changed since it was billed."""
+    """Re-rate an invoiced period on its own versions and prices and bill what changed since it
+    was billed, part by part (a charge split by a price override has a part for each price)."""
     billed = {
-        (charge_id, canonical_json(loads_exact(dimensions))): totals
-        for (charge_id, dimensions), totals in (await repository.billed_usage(session, customer_id, start, end)).items()
+        (charge_id, canonical_json(loads_exact(dimensions)), service_start): totals
+        for (charge_id, dimensions, service_start), totals in (
+            await repository.billed_usage(session, customer_id, start, end)
+        ).items()
     }
     late = []
-    for line in await rated_usage(session, customer_id, phases, start, end):
-        billed_quantity, billed_amount = billed.get((line.plan_charge_id, canonical_json(line.dimensions)), (0, 0))
+    for line in await rated_usage(session, customer_id, phases, start, end, overrides=overrides):
+        key = (line.plan_charge_id, canonical_json(line.dimensions), line.service_start)
+        billed_quantity, billed_amount = billed.get(key, (0, 0))
         quantity = (line.quantity or Decimal(0)) - billed_quantity
         amount = line.amount_exact - billed_amount
         if quantity or amount:

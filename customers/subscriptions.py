@@ -25,6 +25,7 @@ from customers import repository
 from customers.errors import CustomerNotFound, InvalidInput, PlanNotFound
 from customers.models import PlanChange, Subscription, SubscriptionPhase
 from customers.periods import period_containing
+from customers.price_overrides import drop_for_plan_change
 from ledger.errors import IdempotencyKeyReused
 from pricing import repository as catalog
 from pricing.models import Plan, PlanVersion
@@ -144,6 +145,7 @@ async def change_plan(
     await repository.cancel_plan_changes(
         session, await repository.drop_phases_from(session, request.customer_id, effective_at)
     )
+    await drop_for_plan_change(session, subscription, change)
     session.add(
         SubscriptionPhase(
             customer_id=request.customer_id,
