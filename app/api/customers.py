@@ -48,6 +48,7 @@ from app.api.metering import (
     resolve_usage_watermark,
 )
 from app.api.permissions import requires
+from app.api.price_overrides import PriceOverride, SubscriptionCharge, resolve_price_overrides, subscription_charges
 from app.api.scope import customer_scope, find_visible_customer
 from app.auth import Capability
 from customers import service as customers
@@ -81,6 +82,12 @@ class Subscription:
     scheduled_change: ScheduledPlanChange | None = strawberry.field(
         default=None, description="A plan change waiting for the end of the current period."
     )
+    row: strawberry.Private[SubscriptionRow | None] = None
+
+    @strawberry.field(description="The plan's charges, each with the plan's price beside the customer's own.")
+    async def charges(self, info: Info) -> list[SubscriptionCharge]:
+        assert self.row is not None
+        return await subscription_charges(info, self.row, self.plan_version_id)
 
     @strawberry.field
     async def plan(self, info: Info) -> Plan:
@@ -97,7 +104,9 @@ class Subscription:
         pending, moment = row.pending_plan_version_id, row.pending_change_at
         if pending is not None and moment is not None and moment > as_of:
             scheduled = ScheduledPlanChange(effective_at=moment, plan_version_id=pending)
-        return cls(started_at=row.started_at, plan_version_id=row.version_at(as_of), scheduled_change=scheduled)
+        return cls(
+            started_at=row.started_at, plan_version_id=row.version_at(as_of), scheduled_change=scheduled, row=row
+        )
 
     @strawberry.field(description="Start of the billing period in progress (periods are half-open).")
     async def current_period_start(self, info: Info) -> datetime:
@@ -143,6 +152,11 @@ class Customer:
         description="The invoice that will close the current period, as it stands now.",
     )
     usage_watermark: datetime | None = strawberry.field(resolver=resolve_usage_watermark)
+    price_overrides: list[PriceOverride] = strawberry.field(
+        resolver=resolve_price_overrides,
+        permission_classes=[requires(Capability.READ_INVOICES)],
+        description="Changes of the customer's own prices, newest first (history kept, never edited).",
+    )
     billing_failure: BillingFailure | None = strawberry.field(
         resolver=resolve_billing_failure,
         permission_classes=[requires(Capability.READ_INVOICES)],

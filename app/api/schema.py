@@ -31,6 +31,7 @@ from app.api.collection import CollectionMutation, CollectionQuery, FinanceMutat
 from app.api.customers import CustomersMutation, CustomersQuery
 from app.api.ledger import CorrectionsMutation, LedgerMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
+from app.api.price_overrides import PriceOverridesMutation
 from app.api.promotions import PromotionsMutation, PromotionsQuery
 from app.api.scalars import SCALAR_MAP
 from app.api.simulation import SimulationMutation
@@ -74,6 +75,7 @@ Mutation = merge_types(
         FinanceMutation,
         ReconciliationMutation,
         AnomaliesMutation,
+        PriceOverridesMutation,
     ),
 )
 
