@@ -7,6 +7,7 @@ they stand when it is invoiced. A change replaces the phases from its moment on:
 cancels a change scheduled for the period's end, and a back-dated one the changes after it.
 What a change costs is worked out by the caller's ``prorate`` (billing knows what was billed in
 advance), from the phases the change leaves, so the dry run and the invoice agree.
+A change drops the customer's price overrides in effect at its moment (:mod:`customers.price_overrides`).
 """
 
 from __future__ import annotations
