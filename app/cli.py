@@ -23,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import auth, staff
 from app.database import create_engine, database_url, latest_revision, libpq_url, migrate, session_factory
+from app.price_override_cli import prices_cli
 from app.settings import Settings
 from app.subscription_cli import subscription_cli
 from app.telemetry import configure_tracing
@@ -56,6 +57,7 @@ cli.add_typer(anomalies_cli, name="anomalies")
 invoices_cli = typer.Typer(help="Issued invoices: the accuracy check.", no_args_is_help=True)
 cli.add_typer(invoices_cli, name="invoices")
 cli.add_typer(subscription_cli, name="subscription")
+cli.add_typer(prices_cli, name="prices")
 err = Console(stderr=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 

@@ -31,6 +31,7 @@ from billing.plan_changes import period_prorations
 from customers.lifecycle import ACTIVE, CANCELED, PAUSED, cancel_moment, status_on
 from customers.models import Subscription, SubscriptionPhase
 from customers.periods import period_containing
+from customers.price_overrides import overrides_of
 from customers.subscriptions import PhasePart, phase_parts, version_on
 from ledger.grants import consume_credits, grant_credits
 from ledger.money import plain_decimal, round_to_minor
@@ -38,6 +39,7 @@ from ledger.service import Entry, post_entry
 from metering.events import canonical_json, loads_exact
 from metering.usage import ChargeEvents, MeterUsage, charge_event_values, rate_charge, usage
 from pricing.models import Meter, PlanCharge
+from pricing.overrides import NO_OVERRIDES, OverrideTimeline, overridden_charge
 from pricing.proration import prorated_terms, share_of_period
 from pricing.service import charge_terms, charges_of_version, plan_name_of_version, plan_version
 
@@ -161,11 +163,15 @@ async def rated_usage(
     *,
     read_usage: UsageReader = usage,
     read_events: EventReader = charge_event_values,
+    overrides: OverrideTimeline = NO_OVERRIDES,
 ) -> list[DraftLine]:
     """The usage of ``[start, end)``, each phase's part on its own plan version, allowances and
     minimums scaled by the part's share of the period (in the version's proration convention).
     ``read_usage`` is the rollups' reading and ``read_events`` the events of charges rated event
-    by event; the invoice accuracy check passes readers of the raw events received by its issue."""
+    by event; the invoice accuracy check passes readers of the raw events received by its issue.
+    A charge with a customer's price ``overrides`` is rated on the price in effect in each segment
+    of its part, as a plan change splits usage (its usage is read again for each segment: only
+    such charges pay it)."""
     parts = phase_parts(phases, start, end)
     lines: list[DraftLine] = []
     for part in parts:
@@ -177,19 +183,26 @@ async def rated_usage(
         usages = {u.meter.id: u for u in await read_usage(session, customer_id, meters, part_start, part_end)}
         events = await read_events(session, customer_id, charges, part_start, part_end)
         version = await plan_version(session, version_id)
-        share = share_of_period(part_start, part_end, start, end, version.proration)
-        label = f" from {_fmt(part_start)} to {_fmt(part_end)}" if len(parts) > 1 else ""
         for charge, meter in charges:
-            lines += usage_lines(
-                usages[meter.id],
-                charge,
-                version_id,
-                share=share,
-                start=part_start,
-                end=part_end,
-                label=label,
-                events=events,
-            )
+            segments = overrides.segments(charge.id, part_start, part_end)
+            for segment_start, segment_end, terms in segments:
+                meter_usage, segment_events = usages[meter.id], events
+                if len(segments) > 1:
+                    [meter_usage] = await read_usage(session, customer_id, [meter], segment_start, segment_end)
+                    segment_events = await read_events(
+                        session, customer_id, [(charge, meter)], segment_start, segment_end
+                    )
+                label = f" from {_fmt(segment_start)} to {_fmt(segment_end)}" if len(parts) + len(segments) > 2 else ""
+                lines += usage_lines(
+                    meter_usage,
+                    overridden_charge(charge, terms),
+                    version_id,
+                    share=share_of_period(segment_start, segment_end, start, end, version.proration),
+                    start=segment_start,
+                    end=segment_end,
+                    label=label,
+                    events=segment_events,
+                )
     return lines
 
 
@@ -255,11 +268,15 @@ async def compose_period(
     *,
     late_since: datetime | None,
     count_events: bool = True,
+    overrides: OverrideTimeline | None = None,
 ) -> DraftInvoice:
     """The invoice closing ``[start, end)``. With ``late_since``, earlier periods that ended after
     it are checked for late usage. Events are counted before usage is read, so an event that
-    commits in between is seen as late by the next invoice rather than missed."""
+    commits in between is seen as late by the next invoice rather than missed. The customer's
+    price ``overrides`` are read unless given (a dry run passes the overrides it tries)."""
     customer_id = subscription.customer_id
+    if overrides is None:
+        overrides = await overrides_of(session, subscription)
     event_types = await _event_types(session, phases)
     rated = []
     if count_events:
@@ -273,9 +290,11 @@ async def compose_period(
                 session, customer_id, event_types, period.period_start, period.period_end
             )
             if count > period.event_count:
-                late_lines += await _late_usage(session, customer_id, phases, period.period_start, period.period_end)
+                late_lines += await _late_usage(
+                    session, customer_id, phases, period.period_start, period.period_end, overrides
+                )
                 rated.append((period.period_start, period.period_end, count))
-    lines = await rated_usage(session, customer_id, phases, start, end)
+    lines = await rated_usage(session, customer_id, phases, start, end, overrides=overrides)
     # Prorations come from immediate changes and lifecycle events, each starting a phase: none, no query.
     if any(start <= phase.starts_at < end and (phase.plan_change_id or phase.lifecycle_event_id) for phase in phases):
         lines += [
@@ -295,16 +314,25 @@ async def compose_period(
 
 
 async def _late_usage(
-    session: AsyncSession, customer_id: uuid.UUID, phases: list[SubscriptionPhase], start: datetime, end: datetime
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    phases: list[SubscriptionPhase],
+    start: datetime,
+    end: datetime,
+    overrides: OverrideTimeline,
 ) -> list[DraftLine]:
-    """Re-rate an invoiced period on its own versions and bill what changed since it was billed."""
+    """Re-rate an invoiced period on its own versions and prices and bill what changed since it
+    was billed, part by part (a charge split by a price override has a part for each price)."""
     billed = {
-        (charge_id, canonical_json(loads_exact(dimensions))): totals
-        for (charge_id, dimensions), totals in (await repository.billed_usage(session, customer_id, start, end)).items()
+        (charge_id, canonical_json(loads_exact(dimensions)), service_start): totals
+        for (charge_id, dimensions, service_start), totals in (
+            await repository.billed_usage(session, customer_id, start, end)
+        ).items()
     }
     late = []
-    for line in await rated_usage(session, customer_id, phases, start, end):
-        billed_quantity, billed_amount = billed.get((line.plan_charge_id, canonical_json(line.dimensions)), (0, 0))
+    for line in await rated_usage(session, customer_id, phases, start, end, overrides=overrides):
+        key = (line.plan_charge_id, canonical_json(line.dimensions), line.service_start)
+        billed_quantity, billed_amount = billed.get(key, (0, 0))
         quantity = (line.quantity or Decimal(0)) - billed_quantity
         amount = line.amount_exact - billed_amount
         if quantity or amount:

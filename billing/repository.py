@@ -46,6 +46,7 @@ SUBSCRIPTION_COLUMNS = (
     "pending_plan_version_id",
     "pending_change_at",
     "invoiced_through",
+    "has_price_overrides",
 )
 LOCK_SUBSCRIPTION = (
     f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM subscriptions WHERE customer_id = %s FOR UPDATE SKIP LOCKED"
@@ -188,20 +189,22 @@ async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:
 
 async def billed_usage(
     session: AsyncSession, customer_id: uuid.UUID, start: datetime, end: datetime
-) -> dict[tuple[uuid.UUID | None, str], tuple[Decimal, Decimal]]:
-    """What usage of ``[start, end)`` was billed so far, by (charge, dimensions): quantity, exact amount."""
+) -> dict[tuple[uuid.UUID | None, str, datetime], tuple[Decimal, Decimal]]:
+    """What usage of ``[start, end)`` was billed so far, by (charge, dimensions, start of the part
+    of the period the line rated): quantity, exact amount."""
     rows = await session.execute(
         text(
-            "SELECT l.plan_charge_id, l.dimensions::text, sum(l.quantity), sum(l.amount_exact) "
+            "SELECT l.plan_charge_id, l.dimensions::text, l.service_start, sum(l.quantity), sum(l.amount_exact) "
             "FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id "
             "WHERE i.customer_id = :customer_id AND i.status <> 'void' AND l.kind IN ('usage', 'late_usage') "
             "AND l.service_start >= :start AND l.service_end <= :end "
-            "GROUP BY l.plan_charge_id, l.dimensions::text"
+            "GROUP BY l.plan_charge_id, l.dimensions::text, l.service_start"
         ),
         {"customer_id": customer_id, "start": start, "end": end},
     )
     return {
-        (charge_id, dimensions): (quantity or Decimal(0), amount) for charge_id, dimensions, quantity, amount in rows
+        (charge_id, dimensions, service_start): (quantity or Decimal(0), amount)
+        for charge_id, dimensions, service_start, quantity, amount in rows
     }
 
 

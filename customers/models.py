@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Column, DateTime, ForeignKey, String, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Identity, String, Text, false
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
@@ -55,6 +55,8 @@ class Subscription(SQLModel, table=True):
     canceled_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     cancel_reason: str | None = Field(default=None, sa_column=Column(Text))
     paused_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # Set by the first price override, never cleared: without it no override is ever read.
+    has_price_overrides: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
     def version_at(self, as_of: datetime) -> uuid.UUID:
         """The plan version pricing ``as_of``: a scheduled change counts from its moment on."""
@@ -132,3 +134,33 @@ class SubscriptionEvent(SQLModel, table=True):
     idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
     request_hash: str
     requested_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class PriceOverride(SQLModel, table=True):
+    """One change of a customer's price for one charge of their plan version: a ``set`` (the
+    ``terms`` it overrides, in the plan charge's own stored form) or a ``remove``, in effect from
+    ``effective_at``. Never updated: each change is a new row, the audit of who, why, and the
+    charge's terms ``before`` and ``after``. A ``remove`` written by a plan change names it."""
+
+    __tablename__ = "price_overrides"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False, index=True))
+    # The order in which changes were recorded (a plan change's drop voids overrides scheduled before it).
+    seq: int | None = Field(
+        default=None, sa_column=Column(BigInteger, Identity(always=True), nullable=False, unique=True)
+    )
+    subscription_id: uuid.UUID = Field(sa_column=Column(ForeignKey("subscriptions.id"), nullable=False))
+    plan_version_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_versions.id"), nullable=False))
+    plan_charge_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_charges.id"), nullable=False))
+    action: str
+    terms: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    before: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    after: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    effective_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    actor: str
+    plan_change_id: uuid.UUID | None = Field(default=None, sa_column=Column(ForeignKey("plan_changes.id")))
+    idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    request_hash: str
+    recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

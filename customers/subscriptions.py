@@ -7,6 +7,7 @@ they stand when it is invoiced. A change replaces the phases from its moment on:
 cancels a change scheduled for the period's end, and a back-dated one the changes after it.
 What a change costs is worked out by the caller's ``prorate`` (billing knows what was billed in
 advance), from the phases the change leaves, so the dry run and the invoice agree.
+A change drops the customer's price overrides in effect at its moment (:mod:`customers.price_overrides`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from customers.errors import CustomerNotFound, InvalidInput, PlanNotFound
 from customers.lifecycle import check_plan_change, status_on
 from customers.models import PlanChange, Subscription, SubscriptionPhase
 from customers.periods import period_containing
+from customers.price_overrides import drop_for_plan_change
 from ledger.errors import IdempotencyKeyReused
 from pricing import repository as catalog
 from pricing.models import Plan, PlanVersion
@@ -149,6 +151,7 @@ async def change_plan(
     await repository.cancel_plan_changes(
         session, await repository.drop_phases_from(session, request.customer_id, effective_at)
     )
+    await drop_for_plan_change(session, subscription, change)
     session.add(
         SubscriptionPhase(
             customer_id=request.customer_id,

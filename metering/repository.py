@@ -544,8 +544,9 @@ async def quarantine_count(session: AsyncSession) -> int:
 
 EDGE_LOOKUP = """
 SELECT c.id AS customer_id, c.status, s.started_at, s.plan_version_id, s.pending_plan_version_id,
-       s.pending_change_at, s.cancel_at, s.paused_at, m.id AS meter_id, m.key, m.name, m.unit, m.event_type,
-       m.aggregation, m.value_property, m.group_by, m.created_at
+       s.pending_change_at, s.cancel_at, s.paused_at, coalesce(s.has_price_overrides, false) AS has_price_overrides,
+       m.id AS meter_id, m.key, m.name, m.unit, m.event_type, m.aggregation,
+       m.value_property, m.group_by, m.created_at
 FROM customers c
 LEFT JOIN subscriptions s ON s.customer_id = c.id
 LEFT JOIN meters m ON m.key = %(meter_key)s

@@ -15,11 +15,13 @@ from customers import service as customers
 from customers.lifecycle import subscription_status
 from customers.models import Subscription
 from customers.periods import calendar_month, period_containing
+from customers.price_overrides import overrides_of, overrides_of_customer
 from ledger.money import plain_decimal
 from metering import repository
 from metering.aggregation import Partial, merge_all
 from metering.events import FUTURE_TOLERANCE, MeterRule, canonical_json, dimension_text, loads_exact, measure
 from pricing.models import Meter, PlanCharge
+from pricing.overrides import NO_OVERRIDES, OverrideTimeline
 from pricing.rating import ChargeTerms, allocate, needs_events, rate, rate_events
 from pricing.service import charge_terms, charges_of_version, meter_by_key, plan_version
 
@@ -213,19 +215,28 @@ async def current_period(
 ) -> tuple[Period, uuid.UUID | None]:
     """The billing period containing ``as_of`` and the plan version that prices it; a customer
     with no subscription is measured by calendar month."""
+    period, version_id, _ = await current_pricing(session, customer_id, as_of)
+    return period, version_id
+
+
+async def current_pricing(
+    session: AsyncSession, customer_id: uuid.UUID, as_of: datetime
+) -> tuple[Period, uuid.UUID | None, OverrideTimeline]:
+    """:func:`current_period`, with the customer's price overrides (read only for a customer
+    who has had one)."""
     subscription = (await customers.subscriptions_of(session, [customer_id])).get(customer_id)
     return await _period_of(session, subscription, as_of)
 
 
 async def _period_of(
     session: AsyncSession, subscription: Subscription | None, as_of: datetime
-) -> tuple[Period, uuid.UUID | None]:
+) -> tuple[Period, uuid.UUID | None, OverrideTimeline]:
     if subscription is None:
         start, end = calendar_month(as_of)
-        return Period(start, end), None
+        return Period(start, end), None, NO_OVERRIDES
     version = await plan_version(session, subscription.version_at(as_of))
     start, end = period_containing(subscription.started_at, version.interval, as_of)
-    return Period(start, end), version.id
+    return Period(start, end), version.id, await overrides_of(session, subscription)
 
 
 @dataclass(frozen=True)
@@ -371,8 +382,10 @@ async def entitlement(
     if meter is None:
         return None
     subscription = (await customers.subscriptions_of(session, [customer_id])).get(customer_id)
-    period, version_id = await _period_of(session, subscription, as_of)
-    found = await _entitlement_in(session, customer_id, meter, period, version_id, suspended=suspended, as_of=as_of)
+    period, version_id, overrides = await _period_of(session, subscription, as_of)
+    found = await _entitlement_in(
+        session, customer_id, meter, period, version_id, suspended=suspended, as_of=as_of, overrides=overrides
+    )
     return blocked(found, subscription, as_of)
 
 
@@ -385,10 +398,16 @@ async def _entitlement_in(
     *,
     suspended: bool,
     as_of: datetime,
+    overrides: OverrideTimeline = NO_OVERRIDES,
 ) -> Entitlement:
+    """Limits are the customer's: a price override's limit (or its lifting) in effect at ``as_of``."""
     charges = []
     if version_id is not None:
-        charges = [charge for charge, m in await charges_of_version(session, version_id) if m.id == meter.id]
+        charges = [
+            overrides.charge_at(charge, as_of)
+            for charge, m in await charges_of_version(session, version_id)
+            if m.id == meter.id
+        ]
     [meter_usage] = await usage(session, customer_id, [meter], period.start, period.end, as_of=as_of)
     return entitlement_of(meter_usage, charges, suspended=suspended)
 
@@ -438,6 +457,9 @@ async def entitlement_by_external_id(
         version_id = subscription.version_at(as_of)
         version = await plan_version(session, version_id)
         start, end = period_containing(row["started_at"], version.interval, as_of)
+    overrides = NO_OVERRIDES
+    if row["has_price_overrides"]:  # one more query, only for customers who have had an override
+        overrides = await overrides_of_customer(session, row["customer_id"])
     found = await _entitlement_in(
         session,
         row["customer_id"],
@@ -446,6 +468,7 @@ async def entitlement_by_external_id(
         version_id,
         suspended=row["status"] == "SUSPENDED",
         as_of=as_of,
+        overrides=overrides,
     )
     return EdgeEntitlement(row["customer_id"], blocked(found, subscription, as_of))
 

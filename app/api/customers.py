@@ -49,6 +49,7 @@ from app.api.metering import (
     resolve_usage_watermark,
 )
 from app.api.permissions import requires
+from app.api.price_overrides import PriceOverride, SubscriptionCharge, resolve_price_overrides, subscription_charges
 from app.api.scope import customer_scope, find_visible_customer
 from app.auth import Capability
 from customers import service as customers
@@ -90,6 +91,12 @@ class Subscription:
     canceled_at: datetime | None = strawberry.field(default=None, description="When the cancel was asked for.")
     cancel_reason: str | None = None
     paused_at: datetime | None = strawberry.field(default=None, description="Since when it is paused.")
+    row: strawberry.Private[SubscriptionRow | None] = None
+
+    @strawberry.field(description="The plan's charges, each with the plan's price beside the customer's own.")
+    async def charges(self, info: Info) -> list[SubscriptionCharge]:
+        assert self.row is not None
+        return await subscription_charges(info, self.row, self.plan_version_id)
 
     @strawberry.field
     async def plan(self, info: Info) -> Plan:
@@ -115,6 +122,7 @@ class Subscription:
             canceled_at=row.canceled_at,
             cancel_reason=row.cancel_reason,
             paused_at=row.paused_at,
+            row=row,
         )
 
     @strawberry.field(description="Start of the billing period in progress (periods are half-open).")
@@ -166,6 +174,11 @@ class Customer:
         description="The invoice that will close the current period, as it stands now.",
     )
     usage_watermark: datetime | None = strawberry.field(resolver=resolve_usage_watermark)
+    price_overrides: list[PriceOverride] = strawberry.field(
+        resolver=resolve_price_overrides,
+        permission_classes=[requires(Capability.READ_INVOICES)],
+        description="Changes of the customer's own prices, newest first (history kept, never edited).",
+    )
     billing_failure: BillingFailure | None = strawberry.field(
         resolver=resolve_billing_failure,
         permission_classes=[requires(Capability.READ_INVOICES)],

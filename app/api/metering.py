@@ -133,11 +133,15 @@ async def resolve_usage(
     """Usage of each meter the customer's plan charges (every meter without a plan), over the
     current billing period unless ``from``/``to`` say otherwise."""
     session = info.context.session
-    period, version_id = await usage_service.current_period(session, root.row_id, info.context.now())
+    period, version_id, overrides = await usage_service.current_pricing(session, root.row_id, info.context.now())
     start, end = from_ or period.start, to or period.end
     if start >= end:
         raise GraphQLError("to: must be after from")
-    charged = await charges_of_version(session, version_id) if version_id else []
+    # At the customer's prices now (an override's limit, allowance and price).
+    charged = [
+        (overrides.charge_at(charge, info.context.now()), meter)
+        for charge, meter in (await charges_of_version(session, version_id) if version_id else [])
+    ]
     every_meter = {meter.id: meter for meter in await list_meters(session)}  # fresh names and units
     meters = list({m.id: every_meter[m.id] for _, m in charged}.values()) if charged else list(every_meter.values())
     currency = root.currency
