@@ -89,21 +89,23 @@ async def ids_by_external_id(session: AsyncSession, external_ids: list[str]) -> 
 
 
 async def usage_states(
-    session: AsyncSession, external_ids: list[str], as_of: datetime
-) -> list[tuple[str, uuid.UUID, datetime | None, datetime | None]]:
+    session: AsyncSession, external_ids: list[str]
+) -> list[tuple[str, uuid.UUID, datetime | None, datetime | None, bool, datetime | None, bool]]:
     """What ingestion needs of each named customer, in one round trip: their id, when their
-    subscription ends (if it does) and since when it refuses usage while paused (if it does).
-    The plan version is the one in effect at ``as_of``, a change scheduled for then included."""
+    subscription ends (if it does), since when it is paused, whether its plan refuses usage while
+    paused, and when a scheduled plan change takes over and whether that plan refuses it."""
     if not external_ids:
         return []
     connection = await driver_connection(session)
     cursor = await connection.execute(
-        "SELECT c.external_id, c.id, s.cancel_at, CASE WHEN v.paused_usage = 'refuse' THEN s.paused_at END "
+        "SELECT c.external_id, c.id, s.cancel_at, s.paused_at, coalesce(v.paused_usage = 'refuse', false), "
+        "CASE WHEN s.pending_plan_version_id IS NOT NULL THEN s.pending_change_at END, "
+        "coalesce(p.paused_usage = 'refuse', false) "
         "FROM unnest(%b::text[]) AS wanted(external_id) JOIN customers c USING (external_id) "
         "LEFT JOIN subscriptions s ON s.customer_id = c.id "
-        "LEFT JOIN plan_versions v ON s.paused_at IS NOT NULL AND v.id = CASE "
-        "WHEN s.pending_change_at <= %b THEN s.pending_plan_version_id ELSE s.plan_version_id END",
-        (external_ids, as_of),
+        "LEFT JOIN plan_versions v ON s.paused_at IS NOT NULL AND v.id = s.plan_version_id "
+        "LEFT JOIN plan_versions p ON s.paused_at IS NOT NULL AND p.id = s.pending_plan_version_id",
+        (external_ids,),
     )
     return list(await cursor.fetchall())
 

@@ -161,25 +161,50 @@ async def ids_by_external_id(session: AsyncSession, external_ids: Iterable[str])
 
 @dataclass(frozen=True)
 class UsageRefusal:
-    """From when a customer's usage events are refused: their subscription ended
-    (``canceled_from``), or is paused under a plan that refuses usage while paused."""
+    """When a customer's usage events are refused: from when their subscription ended
+    (``canceled_from``), and while it is paused under a plan that refuses usage while paused
+    (``paused_from`` up to ``paused_until``, open-ended when None). A plan change scheduled
+    during the pause decides by the event's own time which plan's rule applies."""
 
     canceled_from: datetime | None
     paused_from: datetime | None
+    paused_until: datetime | None = None
+
+
+def _refused_while_paused(
+    paused_at: datetime | None, refuses: bool, change_at: datetime | None, next_refuses: bool
+) -> tuple[datetime | None, datetime | None]:
+    """The stretch of a pause in which usage is refused, by the plan in effect at each moment."""
+    if paused_at is None:
+        return None, None
+    if change_at is None:
+        return (paused_at, None) if refuses else (None, None)
+    if change_at <= paused_at:
+        return (paused_at, None) if next_refuses else (None, None)
+    if refuses:
+        return paused_at, None if next_refuses else change_at
+    return (change_at, None) if next_refuses else (None, None)
 
 
 async def usage_states(
-    session: AsyncSession, external_ids: Iterable[str], *, as_of: datetime
+    session: AsyncSession, external_ids: Iterable[str]
 ) -> tuple[dict[str, uuid.UUID], dict[uuid.UUID, UsageRefusal]]:
     """The ids of the named customers, and the refusals of those whose subscription refuses usage."""
     ids: dict[str, uuid.UUID] = {}
     refusals: dict[uuid.UUID, UsageRefusal] = {}
-    for external_id, customer_id, canceled_from, paused_from in await repository.usage_states(
-        session, list(external_ids), as_of
-    ):
+    for (
+        external_id,
+        customer_id,
+        canceled_from,
+        paused_at,
+        refuses,
+        change_at,
+        next_refuses,
+    ) in await repository.usage_states(session, list(external_ids)):
         ids[external_id] = customer_id
+        paused_from, paused_until = _refused_while_paused(paused_at, refuses, change_at, next_refuses)
         if canceled_from is not None or paused_from is not None:
-            refusals[customer_id] = UsageRefusal(canceled_from, paused_from)
+            refusals[customer_id] = UsageRefusal(canceled_from, paused_from, paused_until)
     return ids, refusals
 
 

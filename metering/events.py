@@ -443,13 +443,14 @@ def read_events(
     meters_by_event_type: dict[str, list[MeterRule]],
     received_at: datetime,
     limits: IngestLimits,
-    refusals: dict[uuid.UUID, tuple[datetime | None, datetime | None]] | None = None,
+    refusals: dict[uuid.UUID, tuple[datetime | None, datetime | None, datetime | None]] | None = None,
 ) -> ReadBatch:
     """Validate each event; the first occurrence of an id in a batch wins, later ones are
     duplicates (as they would be across batches). Whatever PostgreSQL could not store is refused
     here, event by event, before the batch's one statement runs. ``refusals`` names the customers
     whose subscription refuses usage: from when it ended, and from when it was paused (under a
-    plan that refuses usage while paused); an event at or after either moment is refused."""
+    plan that refuses usage while paused, up to when a plan that meters it takes over); an event
+    at or after the end, or within the refused part of the pause, is refused."""
     batch = ReadBatch()
     seen_ids: set[str] = set()
     for index, item in enumerate(items):
@@ -466,11 +467,17 @@ def read_events(
     return batch
 
 
-def _refused(event: ValidEvent, canceled_from: datetime | None, paused_from: datetime | None) -> ValidEvent | Rejection:
+def _refused(
+    event: ValidEvent, canceled_from: datetime | None, paused_from: datetime | None, paused_until: datetime | None
+) -> ValidEvent | Rejection:
     if canceled_from is not None and event.occurred_at >= canceled_from:
         message = f"the customer's subscription ended at {canceled_from.isoformat()}"
         return Rejection(event.index, Code.SUBSCRIPTION_CANCELED, message, event.event_id)
-    if paused_from is not None and event.occurred_at >= paused_from:
+    if (
+        paused_from is not None
+        and paused_from <= event.occurred_at
+        and (paused_until is None or event.occurred_at < paused_until)
+    ):
         message = f"the customer's subscription is paused since {paused_from.isoformat()} and its plan refuses usage"
         return Rejection(event.index, Code.SUBSCRIPTION_PAUSED, message, event.event_id)
     return event

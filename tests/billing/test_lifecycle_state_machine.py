@@ -262,11 +262,20 @@ PAUSED_ACROSS_PERIODS = [
     ("boundary", ("bill",), 59),
     (3, ("bill",), 1),
 ]
+# Usage sent late from a pause under a refusing plan, received after a scheduled change to a plan
+# that meters paused usage took over: the plan in effect when it happened refuses it.
+LATE_FROM_A_REFUSING_PAUSE = [
+    ("boundary", ("usage", 1), 1),
+    ("boundary", (PAUSE,), 1),
+    ("boundary", ("change", "hundred", "PERIOD_END"), 1),
+    ("boundary", ("usage", 1), 60),
+]
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @example(first_plan="hundred", steps=FULL_LIFE)
 @example(first_plan="hundred", steps=PAUSED_ACROSS_PERIODS)
+@example(first_plan="strict", steps=LATE_FROM_A_REFUSING_PAUSE)
 @given(first_plan=st.sampled_from(sorted(FEES)), steps=st.lists(step_strategy, min_size=4, max_size=12))
 def test_any_walk_of_lifecycle_steps_bills_what_the_model_says(
     database_url: str, first_plan: str, steps: list[tuple[Any, ...]]

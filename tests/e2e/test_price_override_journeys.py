@@ -88,6 +88,7 @@ def test_a_customers_own_price_and_limit_on_a_running_server(live_server: LiveSe
         "used": "55",
         "limit": "50",
         "remaining": "0",
+        "reason": "LIMIT_REACHED",
     }
 
     period_start = post(live_server, finance, CUSTOMER, {"id": customer_id})["customer"]["subscription"][
@@ -113,6 +114,7 @@ def test_a_customers_own_price_and_limit_on_a_running_server(live_server: LiveSe
         "used": "55",
         "limit": "60",
         "remaining": "5",
+        "reason": None,
     }
     customer = post(live_server, finance, CUSTOMER, {"id": customer_id})["customer"]
     [charge] = customer["subscription"]["charges"]
