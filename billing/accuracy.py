@@ -24,9 +24,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.anomalies import Finding, raise_anomaly
-from billing.invoicing import rated_usage
+from billing.invoicing import rated_usage, usage_terms
 from billing.models import Invoice, InvoiceLine
 from billing.repository import lines_of
+from customers.service import subscriptions_of
 from customers.subscriptions import phases_of
 from metering.events import canonical_json
 from metering.usage import usage_from_events
@@ -89,10 +90,18 @@ async def check_invoice(session: AsyncSession, invoice: Invoice) -> InvoiceCheck
     }
     from_events = functools.partial(usage_from_events, received_by=invoice.issued_at)
     phases = await phases_of(session, invoice.customer_id)
+    subscription = (await subscriptions_of(session, [invoice.customer_id]))[invoice.customer_id]
+    terms = await usage_terms(session, subscription, phases, invoice.period_start)
     rerated = {
         _key(line.plan_charge_id, line.dimensions, line.service_start): line
         for line in await rated_usage(
-            session, invoice.customer_id, phases, invoice.period_start, invoice.period_end, read_usage=from_events
+            session,
+            invoice.customer_id,
+            phases,
+            invoice.period_start,
+            invoice.period_end,
+            read_usage=from_events,
+            terms=terms,
         )
     }
     differences = []

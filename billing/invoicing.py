@@ -28,8 +28,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing import repository
 from billing.models import Invoice
 from billing.plan_changes import period_prorations
+from customers.calendar import schedule_of
 from customers.models import Subscription, SubscriptionPhase
-from customers.periods import period_containing
+from customers.periods import BillingSchedule
 from customers.subscriptions import parts_of, version_on
 from ledger.grants import consume_credits, grant_credits
 from ledger.money import plain_decimal, round_to_minor
@@ -37,7 +38,7 @@ from ledger.service import Entry, post_entry
 from metering.events import canonical_json, loads_exact
 from metering.usage import MeterUsage, rate_charge, usage
 from pricing.models import Meter, PlanCharge
-from pricing.proration import prorated_terms, share_of_period
+from pricing.proration import prorated_terms, share_of_full_period, share_of_period
 from pricing.service import charge_terms, charges_of_version, plan_name_of_version, plan_version
 
 SUBSCRIPTION_LINE_KINDS = ("base_fee", "proration")
@@ -146,6 +147,32 @@ def usage_lines(
 UsageReader = Callable[[AsyncSession, uuid.UUID, list[Meter], datetime, datetime], Awaitable[list[MeterUsage]]]
 
 
+@dataclass(frozen=True)
+class UsageTerms:
+    """How a period's usage is rated: allowances and minimums are scaled by each part's share of
+    the period's full calendar period (a stub, or a period a change of interval cut short, gets
+    its share of them); a trial's usage is free when its plan says so."""
+
+    full_start: datetime
+    full_end: datetime
+    free: bool = False
+
+
+async def usage_terms(
+    session: AsyncSession, subscription: Subscription, phases: list[SubscriptionPhase], start: datetime
+) -> UsageTerms:
+    """The usage terms of the period starting at ``start``."""
+    return await _usage_terms_in(session, await schedule_of(session, subscription, phases), phases, start)
+
+
+async def _usage_terms_in(
+    session: AsyncSession, schedule: BillingSchedule, phases: list[SubscriptionPhase], start: datetime
+) -> UsageTerms:
+    period = schedule.period_containing(start)
+    free = period.trial and (await plan_version(session, version_on(phases, start))).trial_usage == "free"
+    return UsageTerms(period.full_start, period.full_end, free)
+
+
 async def rated_usage(
     session: AsyncSession,
     customer_id: uuid.UUID,
@@ -154,17 +181,22 @@ async def rated_usage(
     end: datetime,
     *,
     read_usage: UsageReader = usage,
+    terms: UsageTerms | None = None,
 ) -> list[DraftLine]:
     """The usage of ``[start, end)``, each phase's part on its own plan version, allowances and
-    minimums scaled by the part's share of the period. ``read_usage`` is the rollups' reading;
-    the invoice accuracy check passes one from the raw events alone."""
+    minimums scaled by the part's share of the period (of its full period, with ``terms``).
+    ``read_usage`` is the rollups' reading; the invoice accuracy check passes one from the raw
+    events alone. A free trial's usage is not rated at all."""
+    if terms is not None and terms.free:
+        return []
+    full_start, full_end = (terms.full_start, terms.full_end) if terms is not None else (start, end)
     parts = parts_of(phases, start, end)
     lines: list[DraftLine] = []
     for part_start, part_end, version_id in parts:
         charges = await charges_of_version(session, version_id)
         meters = list({meter.id: meter for _, meter in charges}.values())
         usages = {u.meter.id: u for u in await read_usage(session, customer_id, meters, part_start, part_end)}
-        share = share_of_period(part_start, part_end, start, end)
+        share = share_of_period(part_start, part_end, full_start, full_end)
         label = f" from {_fmt(part_start)} to {_fmt(part_end)}" if len(parts) > 1 else ""
         for charge, meter in charges:
             lines += usage_lines(
@@ -181,24 +213,43 @@ async def _event_types(session: AsyncSession, phases: list[SubscriptionPhase]) -
 
 
 async def _base_fee_line(
-    session: AsyncSession, subscription: Subscription, phases: list[SubscriptionPhase], period_start: datetime
+    session: AsyncSession,
+    subscription: Subscription,
+    phases: list[SubscriptionPhase],
+    schedule: BillingSchedule,
+    period_start: datetime,
 ) -> list[DraftLine]:
-    """The base fee of the period starting at ``period_start``, billed in advance."""
+    """The base fee of the period starting at ``period_start``, billed in advance: none for a
+    trial or after the subscription ended; a stub's share of the fee for a stub. The fee is for
+    the period as its calendar has it; a later change of interval that cuts it short credits the
+    rest."""
+    period = schedule.period_containing(period_start)
+    if period.trial or (subscription.ended_at is not None and period_start >= subscription.ended_at):
+        return []
     version_id = version_on(phases, period_start)
     version = await plan_version(session, version_id)
     if not version.base_fee:
         return []
-    start, end = period_containing(subscription.started_at, version.interval, period_start)
+    start, end = period.start, period.natural_end
     plan_name = await plan_name_of_version(session, version_id)
+    share = share_of_full_period(start, end, period.full_start, period.full_end)
+    if share == 1:
+        description, quantity = f"{plan_name} base fee, {_fmt(start)} to {_fmt(end)}", Decimal(1)
+    else:
+        description = (
+            f"{plan_name} base fee, {_fmt(start)} to {_fmt(end)} "
+            f"(prorated: part of {_fmt(period.full_start)} to {_fmt(period.full_end)})"
+        )
+        quantity = plain_decimal(round(share, 12))
     return [
         DraftLine(
             kind="base_fee",
-            description=f"{plan_name} base fee, {_fmt(start)} to {_fmt(end)}",
-            amount_exact=version.base_fee,
+            description=description,
+            amount_exact=version.base_fee * share,
             service_start=start,
             service_end=end,
             plan_version_id=version_id,
-            quantity=Decimal(1),
+            quantity=quantity,
             unit_price=plain_decimal(version.base_fee),
         )
     ]
@@ -207,10 +258,10 @@ async def _base_fee_line(
 async def compose_opening(
     session: AsyncSession, subscription: Subscription, phases: list[SubscriptionPhase], currency: str
 ) -> DraftInvoice:
-    lines = await _base_fee_line(session, subscription, phases, subscription.started_at)
-    version = await plan_version(session, version_on(phases, subscription.started_at))
-    start, end = period_containing(subscription.started_at, version.interval, subscription.started_at)
-    return DraftInvoice(subscription.customer_id, currency, "opening", start, end, lines)
+    schedule = await schedule_of(session, subscription, phases)
+    period = schedule.period_containing(subscription.started_at)
+    lines = await _base_fee_line(session, subscription, phases, schedule, subscription.started_at)
+    return DraftInvoice(subscription.customer_id, currency, "opening", period.start, period.end, lines)
 
 
 async def compose_period(
@@ -228,24 +279,30 @@ async def compose_period(
     it are checked for late usage. Events are counted before usage is read, so an event that
     commits in between is seen as late by the next invoice rather than missed."""
     customer_id = subscription.customer_id
+    schedule = await schedule_of(session, subscription, phases)
+    period = schedule.period_containing(start)
     event_types = await _event_types(session, phases)
     rated = []
     if count_events:
         rated.append((start, end, await repository.event_count(session, customer_id, event_types, start, end)))
     late_lines: list[DraftLine] = []
     if late_since is not None:
-        for period in await repository.rated_periods_since(session, customer_id, late_since):
-            if period.period_start >= start:
+        for rated_period in await repository.rated_periods_since(session, customer_id, late_since):
+            if rated_period.period_start >= start:
                 continue
             count = await repository.event_count(
-                session, customer_id, event_types, period.period_start, period.period_end
+                session, customer_id, event_types, rated_period.period_start, rated_period.period_end
             )
-            if count > period.event_count:
-                late_lines += await _late_usage(session, customer_id, phases, period.period_start, period.period_end)
-                rated.append((period.period_start, period.period_end, count))
-    lines = await rated_usage(session, customer_id, phases, start, end)
-    # Prorations come from immediate changes, and every change starts a phase: none, no query.
-    if any(start <= phase.starts_at < end and phase.plan_change_id for phase in phases):
+            if count > rated_period.event_count:
+                late_lines += await _late_usage(
+                    session, customer_id, phases, schedule, rated_period.period_start, rated_period.period_end
+                )
+                rated.append((rated_period.period_start, rated_period.period_end, count))
+    terms = await _usage_terms_in(session, schedule, phases, start)
+    lines = await rated_usage(session, customer_id, phases, start, end, terms=terms)
+    # Prorations come from immediate changes (every change starts a phase) and from a change of
+    # interval cutting the period short: neither, no query.
+    if period.cut_short or any(start <= phase.starts_at < end and phase.plan_change_id for phase in phases):
         lines += [
             DraftLine(
                 kind="proration",
@@ -255,15 +312,20 @@ async def compose_period(
                 service_end=end,
                 plan_version_id=proration.plan_version_id,
             )
-            for proration in await period_prorations(session, subscription, phases, start, end)
+            for proration in await period_prorations(session, subscription, phases, start, end, period=period)
         ]
     lines += late_lines
-    lines += await _base_fee_line(session, subscription, phases, end)
+    lines += await _base_fee_line(session, subscription, phases, schedule, end)
     return DraftInvoice(customer_id, currency, "period", start, end, lines, rated)
 
 
 async def _late_usage(
-    session: AsyncSession, customer_id: uuid.UUID, phases: list[SubscriptionPhase], start: datetime, end: datetime
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    phases: list[SubscriptionPhase],
+    schedule: BillingSchedule,
+    start: datetime,
+    end: datetime,
 ) -> list[DraftLine]:
     """Re-rate an invoiced period on its own versions and bill what changed since it was billed."""
     billed = {
@@ -271,7 +333,8 @@ async def _late_usage(
         for (charge_id, dimensions), totals in (await repository.billed_usage(session, customer_id, start, end)).items()
     }
     late = []
-    for line in await rated_usage(session, customer_id, phases, start, end):
+    terms = await _usage_terms_in(session, schedule, phases, start)
+    for line in await rated_usage(session, customer_id, phases, start, end, terms=terms):
         billed_quantity, billed_amount = billed.get((line.plan_charge_id, canonical_json(line.dimensions)), (0, 0))
         quantity = (line.quantity or Decimal(0)) - billed_quantity
         amount = line.amount_exact - billed_amount
@@ -304,6 +367,7 @@ async def issue(
     *,
     as_of: datetime,
     invoiced_through: datetime,
+    closes_at: datetime | None = None,
     trace_id: str | None = None,
 ) -> Invoice:
     """Write the invoice, its lines and its ledger transactions, and move the subscription's
@@ -402,7 +466,7 @@ async def issue(
         for position, (line, amount) in enumerate(zip(draft.lines, amounts, strict=True))
     ]
     number = await repository.write_invoice(
-        session, repository.InvoiceToWrite(row, lines, draft.rated, invoiced_through)
+        session, repository.InvoiceToWrite(row, lines, draft.rated, invoiced_through, closes_at)
     )
     return Invoice(number=number, **row)
 
@@ -411,6 +475,7 @@ async def issue(
 class NextInvoice:
     draft: DraftInvoice
     invoiced_through: datetime
+    closes_at: datetime | None = None  # the end of the period after it: when the next one may fall due
 
 
 async def next_due(
@@ -424,15 +489,21 @@ async def next_due(
     late_window: timedelta,
 ) -> NextInvoice | None:
     """The next invoice the subscription is due, if any: the opening one once it has started,
-    then each period that ended ``grace`` before ``as_of`` (late events still trickle in)."""
+    then each period that ended ``grace`` before ``as_of`` (late events still trickle in), none
+    after the subscription ended."""
+    schedule = await schedule_of(session, subscription, phases)
     if subscription.invoiced_through is None:
         if subscription.started_at > as_of:
             return None
-        return NextInvoice(await compose_opening(session, subscription, phases, currency), subscription.started_at)
+        draft = await compose_opening(session, subscription, phases, currency)
+        return NextInvoice(draft, subscription.started_at, draft.period_end)
     start = subscription.invoiced_through
-    version = await plan_version(session, version_on(phases, start))
-    _, end = period_containing(subscription.started_at, version.interval, start)
-    if end + grace > as_of:
+    if subscription.ended_at is not None and start >= subscription.ended_at:
         return None
-    draft = await compose_period(session, subscription, phases, currency, start, end, late_since=as_of - late_window)
-    return NextInvoice(draft, end)
+    period = schedule.period_containing(start)
+    if period.end + grace > as_of:
+        return None
+    draft = await compose_period(
+        session, subscription, phases, currency, start, period.end, late_since=as_of - late_window
+    )
+    return NextInvoice(draft, period.end, schedule.period_containing(period.end).end)

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from customers.models import Customer, PlanChange, Subscription, SubscriptionPhase
+from customers.models import Customer, PlanChange, Subscription, SubscriptionPhase, TrialChange
 from ledger.repository import driver_connection
 
 # The same expression as the trigram index customers_search_trgm, so searches use it.
@@ -173,3 +173,38 @@ async def set_status(session: AsyncSession, customer_id: uuid.UUID, status: str)
     await session.execute(
         text("UPDATE customers SET status = :status WHERE id = :id"), {"status": status, "id": customer_id}
     )
+
+
+async def set_phase_anchor(
+    session: AsyncSession, customer_id: uuid.UUID, starts_at: datetime, billing_anchor: datetime
+) -> None:
+    """Move the start of the calendar that begins with the phase starting at ``starts_at``."""
+    await session.execute(
+        text(
+            "UPDATE subscription_phases SET billing_anchor = :anchor "
+            "WHERE customer_id = :customer_id AND starts_at = :starts_at"
+        ),
+        {"anchor": billing_anchor, "customer_id": customer_id, "starts_at": starts_at},
+    )
+
+
+async def set_ended_at(session: AsyncSession, customer_id: uuid.UUID, ended_at: datetime) -> None:
+    await session.execute(
+        text("UPDATE subscriptions SET ended_at = :at WHERE customer_id = :customer_id"),
+        {"at": ended_at, "customer_id": customer_id},
+    )
+
+
+async def trial_change_by_key(session: AsyncSession, idempotency_key: str) -> TrialChange | None:
+    query = select(TrialChange).where(col(TrialChange.idempotency_key) == idempotency_key)
+    return (await session.exec(query)).first()
+
+
+async def trial_changes_of(session: AsyncSession, customer_id: uuid.UUID, *, limit: int) -> list[TrialChange]:
+    query = (
+        select(TrialChange)
+        .where(col(TrialChange.customer_id) == customer_id)
+        .order_by(col(TrialChange.requested_at).desc())
+        .limit(limit)
+    )
+    return list(await session.exec(query))

@@ -509,7 +509,8 @@ async def quarantine_count(session: AsyncSession) -> int:
 
 EDGE_LOOKUP = """
 SELECT c.id AS customer_id, c.status, s.started_at, s.plan_version_id, s.pending_plan_version_id,
-       s.pending_change_at, m.id AS meter_id, m.key, m.name, m.unit, m.event_type, m.aggregation,
+       s.pending_change_at, s.billing_anchor, s.billing_anchor_day, s.trial_ends_at, s.pending_billing_anchor,
+       s.ended_at, m.id AS meter_id, m.key, m.name, m.unit, m.event_type, m.aggregation,
        m.value_property, m.group_by, m.created_at
 FROM customers c
 LEFT JOIN subscriptions s ON s.customer_id = c.id

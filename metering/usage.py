@@ -12,8 +12,9 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import service as customers
+from customers.calendar import current_period as subscription_period
 from customers.models import Subscription
-from customers.periods import calendar_month, period_containing
+from customers.periods import calendar_month
 from ledger.money import plain_decimal
 from metering import repository
 from metering.aggregation import Partial, merge_all
@@ -217,8 +218,8 @@ async def current_period(
         start, end = calendar_month(as_of)
         return Period(start, end), None
     version = await plan_version(session, subscription.version_at(as_of))
-    start, end = period_containing(subscription.started_at, version.interval, as_of)
-    return Period(start, end), version.id
+    period = subscription_period(subscription, version.interval, as_of)
+    return Period(period.start, period.end), version.id
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,11 @@ async def entitlement(
     if meter is None:
         return None
     period, version_id = await current_period(session, customer_id, as_of)
-    return await _entitlement_in(session, customer_id, meter, period, version_id, suspended=suspended, as_of=as_of)
+    subscription = (await customers.subscriptions_of(session, [customer_id])).get(customer_id)
+    ended = subscription is not None and subscription.ended_at is not None and subscription.ended_at <= as_of
+    return await _entitlement_in(
+        session, customer_id, meter, period, version_id, suspended=suspended or ended, as_of=as_of
+    )
 
 
 async def _entitlement_in(
@@ -353,17 +358,23 @@ async def entitlement_by_external_id(
             created_at=row["started_at"],
             pending_plan_version_id=row["pending_plan_version_id"],
             pending_change_at=row["pending_change_at"],
+            billing_anchor=row["billing_anchor"],
+            billing_anchor_day=row["billing_anchor_day"],
+            trial_ends_at=row["trial_ends_at"],
+            pending_billing_anchor=row["pending_billing_anchor"],
         )
         version_id = subscription.version_at(as_of)
         version = await plan_version(session, version_id)
-        start, end = period_containing(row["started_at"], version.interval, as_of)
+        period = subscription_period(subscription, version.interval, as_of)
+        start, end = period.start, period.end
     found = await _entitlement_in(
         session,
         row["customer_id"],
         meter,
         Period(start, end),
         version_id,
-        suspended=row["status"] == "SUSPENDED",
+        # An ended subscription (a trial that ended without a required payment method) allows nothing.
+        suspended=row["status"] == "SUSPENDED" or (row["ended_at"] is not None and row["ended_at"] <= as_of),
         as_of=as_of,
     )
     return EdgeEntitlement(row["customer_id"], found)

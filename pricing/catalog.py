@@ -24,12 +24,26 @@ from ledger.money import (
 
 AGGREGATIONS = ("count", "sum", "max", "unique_count", "latest")
 CHARGE_MODELS = ("per_unit", "graduated", "volume", "package")
-INTERVALS = ("month", "year")
+INTERVALS = ("week", "month", "quarter", "year")
+BILLING_ANCHORS = ("anniversary", "calendar")
+TRIAL_USAGE = ("free", "charged")
+MAX_TRIAL_DAYS = 365  # a longer "trial" is a free plan, and a typo of 3650 would bill nobody for years
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 
 METER_FIELDS = {"key", "name", "unit", "event_type", "aggregation", "value_property", "group_by", "allow_negative"}
 VALUE_AGGREGATIONS = ("sum", "max", "latest")
-PLAN_FIELDS = {"key", "name", "currency", "interval", "base_fee", "charges"}
+PLAN_FIELDS = {
+    "key",
+    "name",
+    "currency",
+    "interval",
+    "base_fee",
+    "charges",
+    "billing_anchor",
+    "trial_days",
+    "trial_usage",
+    "trial_requires_payment_method",
+}
 CHARGE_FIELDS = {
     "meter",
     "model",
@@ -102,15 +116,28 @@ class PlanSpec:
     interval: str
     base_fee: Decimal
     charges: tuple[ChargeSpec, ...]
+    billing_anchor: str = "anniversary"
+    trial_days: int = 0
+    trial_usage: str = "free"
+    trial_requires_payment_method: bool = False
 
     def pricing_document(self) -> dict[str, Any]:
-        """What a plan version freezes: a change here makes a new version (the name does not)."""
-        return {
+        """What a plan version freezes: a change here makes a new version (the name does not).
+        The calendar and trial settings appear only when not the default, so the versions of
+        plans declared before they existed keep their hash."""
+        document: dict[str, Any] = {
             "currency": self.currency,
             "interval": self.interval,
             "base_fee": _text(self.base_fee),
             "charges": [c.pricing_document() for c in self.charges],
         }
+        if self.billing_anchor != "anniversary":
+            document["billing_anchor"] = self.billing_anchor
+        if self.trial_days:
+            document["trial_days"] = self.trial_days
+            document["trial_usage"] = self.trial_usage
+            document["trial_requires_payment_method"] = self.trial_requires_payment_method
+        return document
 
 
 @dataclass(frozen=True)
@@ -308,10 +335,37 @@ def _read_plans(reader: _Reader, raw: Any, meter_keys: dict[str, tuple[str, ...]
             for charge_index, charge_item in enumerate(_items(reader, item.get("charges", []), f"{path}.charges"))
             if (charge := _read_charge(reader, charge_item, f"{path}.charges[{charge_index}]", meter_keys, currency))
         ]
+        billing_anchor = reader.text(item, "billing_anchor", path, required=False) or "anniversary"
+        if billing_anchor not in BILLING_ANCHORS:
+            reader.problem(f"{path}.billing_anchor", f"{billing_anchor!r} is not one of {', '.join(BILLING_ANCHORS)}")
+        trial_days = item.get("trial_days", 0)
+        if isinstance(trial_days, bool) or not isinstance(trial_days, int) or not 0 <= trial_days <= MAX_TRIAL_DAYS:
+            reader.problem(f"{path}.trial_days", f"must be a whole number of days from 0 to {MAX_TRIAL_DAYS}")
+            trial_days = 0
+        trial_usage = reader.text(item, "trial_usage", path, required=False) or "free"
+        if trial_usage not in TRIAL_USAGE:
+            reader.problem(f"{path}.trial_usage", f"{trial_usage!r} is not one of {', '.join(TRIAL_USAGE)}")
+        requires_method = item.get("trial_requires_payment_method", False)
+        if not isinstance(requires_method, bool):
+            reader.problem(f"{path}.trial_requires_payment_method", "must be true or false")
+            requires_method = False
         if key is None or name is None or currency is None or interval is None or base_fee is None:
             continue
         seen.add(key)
-        plans.append(PlanSpec(key, name, currency, interval, base_fee, tuple(charges)))
+        plans.append(
+            PlanSpec(
+                key,
+                name,
+                currency,
+                interval,
+                base_fee,
+                tuple(charges),
+                billing_anchor,
+                trial_days,
+                trial_usage,
+                requires_method,
+            )
+        )
     return plans
 
 

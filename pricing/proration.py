@@ -41,6 +41,14 @@ def share_of_period(part_start: datetime, part_end: datetime, start: datetime, e
     return Decimal(max(covered, 0)) / Decimal(whole)
 
 
+def share_of_full_period(start: datetime, end: datetime, full_start: datetime, full_end: datetime) -> Decimal:
+    """The share of its full calendar period that a billing period ``[start, end)`` covers: 1 for
+    a whole period, less for a stub (a calendar-aligned first period, or the first paid period
+    after a trial). A stub's base fee, allowances and minimums are scaled by it. Exact to the
+    microsecond like every share here; the one place a day-based convention would count days."""
+    return share_of_period(start, end, full_start, full_end)
+
+
 def prorated_terms(terms: ChargeTerms, share: Decimal) -> ChargeTerms:
     """A charge's terms for a part of a period: allowance and minimum scaled by its share."""
     if share == 1:
