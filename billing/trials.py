@@ -41,7 +41,8 @@ async def change_trial_billed(
     customer_id, change = request.customer_id, outcome.change
     if outcome.repeated:
         recent = await repository.invoices_page(session, customer_id, before_number=None, limit=RECENT_INVOICES)
-        first = [invoice for invoice in reversed(recent) if invoice.period_end == change.trial_ends_at]
+        # The invoices the first request issued: issued at its moment, in its transaction.
+        first = [invoice for invoice in reversed(recent) if invoice.issued_at == change.requested_at]
         return TrialOutcome(outcome.subscription, change, first)
     invoices = []
     if change.kind == "end" and change.trial_ends_at <= as_of:

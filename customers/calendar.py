@@ -3,6 +3,7 @@ period in progress from its row alone (the hot paths: entitlements, the API's cu
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -26,7 +27,7 @@ def check_anchor_day(anchor_day: int | None, interval: str) -> None:
         raise InvalidInput(f"must be {what} from {low} to {high} for a {interval}ly plan", field="billingAnchorDay")
 
 
-def _interval_on(phases: list[SubscriptionPhase], intervals: dict[object, str], moment: datetime) -> str:
+def _interval_on(phases: list[SubscriptionPhase], intervals: dict[uuid.UUID, str], moment: datetime) -> str:
     current = phases[0].plan_version_id
     for phase in phases:
         if phase.starts_at <= moment:

@@ -101,13 +101,19 @@ async def phases_of(session: AsyncSession, customer_id: uuid.UUID) -> list[Subsc
     invoice); they belong to no session."""
     connection = await driver_connection(session)
     cursor = await connection.execute(
-        "SELECT starts_at, plan_version_id, plan_change_id FROM subscription_phases "
+        "SELECT starts_at, plan_version_id, plan_change_id, billing_anchor FROM subscription_phases "
         "WHERE customer_id = %s ORDER BY starts_at",
         (customer_id,),
     )
     return [
-        SubscriptionPhase(customer_id=customer_id, starts_at=starts_at, plan_version_id=version, plan_change_id=change)
-        for starts_at, version, change in await cursor.fetchall()
+        SubscriptionPhase(
+            customer_id=customer_id,
+            starts_at=starts_at,
+            plan_version_id=version,
+            plan_change_id=change,
+            billing_anchor=anchor,
+        )
+        for starts_at, version, change, anchor in await cursor.fetchall()
     ]
 
 

@@ -42,8 +42,10 @@ class TrialChangeOutcome:
     repeated: bool  # the same key and request again: nothing was changed this time
 
 
-def _request_hash(request: TrialChangeRequest, at: datetime) -> str:
-    document = {"customer": str(request.customer_id), "kind": request.kind, "at": at.isoformat()}
+def _request_hash(request: TrialChangeRequest) -> str:
+    """An end "now" is the same request whenever it is retried; an explicit moment is part of it."""
+    moment = request.at.isoformat() if request.at is not None else "now"
+    document = {"customer": str(request.customer_id), "kind": request.kind, "at": moment}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
@@ -73,7 +75,7 @@ async def change_trial(
         if await repository.get_by_ids(session, [request.customer_id]):
             raise InvalidInput("the customer has no subscription", field="customerId", code="NO_TRIAL")
         raise CustomerNotFound()
-    request_hash = _request_hash(request, at)
+    request_hash = _request_hash(request)
     existing = await repository.trial_change_by_key(session, request.idempotency_key)
     if existing is not None:
         if existing.request_hash != request_hash:

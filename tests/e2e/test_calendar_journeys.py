@@ -1,0 +1,108 @@
+"""A trial over HTTP on a real server: subscribe with a trial, see it on the subscription, extend
+it, preview its end (a dry run), end it, and find the invoice it issued: the first paid period's
+base fee. The operations are graphql/operations/calendar.graphql's, as the console sends them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from graphql import OperationDefinitionNode, parse, print_ast
+
+from tests.e2e.conftest import LiveServer
+
+pytestmark = pytest.mark.e2e
+
+DOCUMENTS = {
+    definition.name.value: print_ast(definition)
+    for definition in parse(
+        (Path(__file__).resolve().parents[2] / "graphql/operations/calendar.graphql").read_text()
+    ).definitions
+    if isinstance(definition, OperationDefinitionNode) and definition.name
+}
+INVOICES = """query($id: ID!) { customer(id: $id) { invoices(first: 10) { edges { node {
+  number kind periodEnd total { amount } lines { kind description amount { amount } } } } } } }"""
+
+
+def call(server: LiveServer, token: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    response = httpx.post(
+        f"{server.base_url}/graphql",
+        json={"query": query, "variables": variables},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "errors" not in body, body
+    return dict(body["data"])
+
+
+def test_a_trial_subscribed_ended_and_invoiced_over_http(live_server: LiveServer) -> None:
+    admin = live_server.cli("token", "create", "--role", "admin").strip()
+    external_id = f"trial-{uuid.uuid4().hex[:8]}"
+    created = call(
+        live_server,
+        admin,
+        DOCUMENTS["CreateCustomerWithTrial"],
+        {
+            "input": {
+                "externalId": external_id,
+                "name": "Trial Co",
+                "currency": "USD",
+                "planKey": "pro",
+                "trialDays": 14,
+            }
+        },
+    )["createCustomer"]
+    assert created["userErrors"] == []
+    customer_id, subscription = created["customer"]["id"], created["customer"]["subscription"]
+    started = datetime.fromisoformat(subscription["startedAt"])
+    assert subscription["inTrial"] and subscription["interval"] == "MONTH"
+    assert datetime.fromisoformat(subscription["trialEndsAt"]) == started + timedelta(days=14)
+    assert subscription["currentPeriodEnd"] == subscription["trialEndsAt"] == subscription["billingAnchor"]
+
+    bad = call(
+        live_server,
+        admin,
+        DOCUMENTS["ExtendTrial"],
+        {"input": {"customerId": customer_id, "until": started.isoformat(), "idempotencyKey": f"{external_id}-bad"}},
+    )
+    assert [(e["field"], e["code"]) for e in bad["extendTrial"]["userErrors"]] == [(["until"], "INVALID")]
+    until = (started + timedelta(days=21)).isoformat()
+    extended = call(
+        live_server,
+        admin,
+        DOCUMENTS["ExtendTrial"],
+        {"input": {"customerId": customer_id, "until": until, "idempotencyKey": f"{external_id}-extend"}},
+    )["extendTrial"]
+    assert (
+        extended["userErrors"] == []
+        and extended["subscription"]["currentPeriodEnd"] == extended["subscription"]["trialEndsAt"]
+    )
+
+    end = {"customerId": customer_id, "idempotencyKey": f"{external_id}-end"}
+    preview = call(live_server, admin, DOCUMENTS["EndTrial"], {"input": {**end, "dryRun": True}})["endTrial"]
+    ended = call(live_server, admin, DOCUMENTS["EndTrial"], {"input": end})["endTrial"]
+    assert preview["userErrors"] == ended["userErrors"] == []
+    assert [i["number"] for i in preview["invoices"]] == [None] * len(preview["invoices"])
+    trial_invoice = ended["invoices"][-1]
+    assert trial_invoice["number"].startswith("INV-") and trial_invoice["kind"] == "period"
+    assert [line["kind"] for line in trial_invoice["lines"]] == ["BASE_FEE"]
+    assert trial_invoice["total"] == {"amount": "20.00", "currency": "USD"}
+    assert [i["total"] for i in preview["invoices"]] == [i["total"] for i in ended["invoices"]]
+    assert not ended["subscription"]["inTrial"]
+    first_paid_start = datetime.fromisoformat(ended["subscription"]["currentPeriodStart"])
+    assert abs(first_paid_start - datetime.now(UTC)) < timedelta(minutes=5)
+
+    invoices = call(live_server, admin, INVOICES, {"id": customer_id})["customer"]["invoices"]["edges"]
+    assert trial_invoice["number"] in [edge["node"]["number"] for edge in invoices]
+    again = call(live_server, admin, DOCUMENTS["EndTrial"], {"input": end})["endTrial"]
+    assert again["userErrors"] == []
+    numbers = [i["number"] for i in ended["invoices"]]
+    assert [i["number"] for i in again["invoices"]] == numbers, "a retry returns the first result"
+    over = call(live_server, admin, DOCUMENTS["EndTrial"], {"input": {**end, "idempotencyKey": f"{external_id}-2"}})
+    assert [(e["field"], e["code"]) for e in over["endTrial"]["userErrors"]] == [(["customerId"], "TRIAL_ENDED")]
