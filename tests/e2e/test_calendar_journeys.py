@@ -4,6 +4,7 @@ base fee. The operations are graphql/operations/calendar.graphql's, as the conso
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from graphql import OperationDefinitionNode, parse, print_ast
 
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import TALLY, LiveServer
 
 pytestmark = pytest.mark.e2e
 
@@ -106,3 +107,29 @@ def test_a_trial_subscribed_ended_and_invoiced_over_http(live_server: LiveServer
     assert [i["number"] for i in again["invoices"]] == numbers, "a retry returns the first result"
     over = call(live_server, admin, DOCUMENTS["EndTrial"], {"input": {**end, "idempotencyKey": f"{external_id}-2"}})
     assert [(e["field"], e["code"]) for e in over["endTrial"]["userErrors"]] == [(["customerId"], "TRIAL_ENDED")]
+
+
+def test_an_operator_ends_a_trial_from_the_command_line(live_server: LiveServer) -> None:
+    import json
+
+    admin = live_server.cli("token", "create", "--role", "admin").strip()
+    external_id = f"trial-cli-{uuid.uuid4().hex[:8]}"
+    created = call(
+        live_server,
+        admin,
+        DOCUMENTS["CreateCustomerWithTrial"],
+        {"input": {"externalId": external_id, "name": "CLI Co", "currency": "USD", "planKey": "pro", "trialDays": 7}},
+    )["createCustomer"]
+    assert created["userErrors"] == []
+    preview = json.loads(live_server.cli("trial", "end", external_id, "--dry-run", "--json"))
+    ended = json.loads(live_server.cli("trial", "end", external_id, "--json"))
+    assert preview["dryRun"] and [i["total"] for i in preview["invoices"]] == [i["total"] for i in ended["invoices"]]
+    assert ended["invoices"][-1]["total"] == "20.00" and ended["invoices"][-1]["number"].startswith("INV-")
+    refused = subprocess.run(
+        [str(TALLY), "trial", "end", external_id, "--at", "2020-01-01T00:00:00Z"],
+        env=live_server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1 and "TRIAL_ENDED" not in refused.stderr and "customerId" in refused.stderr
