@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ import httpx
 import pytest
 from graphql import OperationDefinitionNode, parse, print_ast
 
-from tests.e2e.conftest import TALLY, LiveServer
+from tests.conftest import admin_execute, clone_database
+from tests.e2e.conftest import TALLY, LiveServer, server_env, start_server
 
 pytestmark = pytest.mark.e2e
 
@@ -27,6 +29,24 @@ DOCUMENTS = {
 }
 INVOICES = """query($id: ID!) { customer(id: $id) { invoices(first: 10) { edges { node {
   number kind periodEnd total { amount } lines { kind description amount { amount } } } } } } }"""
+
+
+@pytest.fixture(scope="module")
+def calendar_server(
+    server_url: str, template_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """A server of its own with the demo catalog (no demo customers): the customers these
+    journeys create would change what the shared live server's other journeys count."""
+    url = clone_database(server_url, "tally_calendar_live")
+    data_dir = tmp_path_factory.mktemp("calendar-live")
+    env = server_env(url, data_dir)
+    catalog = Path(__file__).resolve().parents[2] / "app" / "demo" / "catalog.toml"
+    subprocess.run([str(TALLY), "catalog", "apply", str(catalog)], env=env, check=True, capture_output=True)
+    process, base_url = start_server(env, data_dir / "serve.log")
+    yield LiveServer(base_url, "", "", env, url)
+    process.terminate()
+    process.wait(timeout=20)
+    admin_execute(server_url, "DROP DATABASE IF EXISTS tally_calendar_live WITH (FORCE)")
 
 
 def call(server: LiveServer, token: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
@@ -42,7 +62,8 @@ def call(server: LiveServer, token: str, query: str, variables: dict[str, Any]) 
     return dict(body["data"])
 
 
-def test_a_trial_subscribed_ended_and_invoiced_over_http(live_server: LiveServer) -> None:
+def test_a_trial_subscribed_ended_and_invoiced_over_http(calendar_server: LiveServer) -> None:
+    live_server = calendar_server
     admin = live_server.cli("token", "create", "--role", "admin").strip()
     external_id = f"trial-{uuid.uuid4().hex[:8]}"
     created = call(
@@ -109,7 +130,8 @@ def test_a_trial_subscribed_ended_and_invoiced_over_http(live_server: LiveServer
     assert [(e["field"], e["code"]) for e in over["endTrial"]["userErrors"]] == [(["customerId"], "TRIAL_ENDED")]
 
 
-def test_an_operator_ends_a_trial_from_the_command_line(live_server: LiveServer) -> None:
+def test_an_operator_ends_a_trial_from_the_command_line(calendar_server: LiveServer) -> None:
+    live_server = calendar_server
     import json
 
     admin = live_server.cli("token", "create", "--role", "admin").strip()
