@@ -45,6 +45,7 @@ def billing_window(settings: Settings) -> BillingWindow:
     return BillingWindow(
         grace=timedelta(minutes=settings.billing_grace_minutes),
         late_window=timedelta(days=settings.event_max_age_days),
+        trial_without_payment_method=settings.trial_without_payment_method,
     )
 
 

@@ -58,6 +58,8 @@ invoices_cli = typer.Typer(help="Issued invoices: the accuracy check.", no_args_
 cli.add_typer(invoices_cli, name="invoices")
 cli.add_typer(subscription_cli, name="subscription")
 cli.add_typer(prices_cli, name="prices")
+trial_cli = typer.Typer(help="Trials: end one now (its invoice issued at once) or extend it.", no_args_is_help=True)
+cli.add_typer(trial_cli, name="trial")
 err = Console(stderr=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -788,6 +790,83 @@ def jobs_run(
     what = "invoice collection attempt(s)" if job == "outbox" else "Stripe event(s) processed"
     suffix = " (collection is off: set STRIPE_API_KEY)" if job == "outbox" and not settings.stripe_api_key else ""
     typer.echo(f"{done} {what}{suffix}")
+
+
+def _trial_change(external_id: str, kind: str, moment: datetime | None, *, dry_run: bool, as_json: bool) -> None:
+    """End or extend a trial as the endTrial/extendTrial mutations do (actor "cli")."""
+    from app.billing_run import billing_window
+    from billing.trials import change_trial_billed
+    from customers.service import get_customer
+    from customers.trials import TrialChangeRequest
+    from ledger.money import to_major
+
+    settings = load_settings()
+    key = f"cli:{kind}:{external_id}:{moment.isoformat() if moment else 'now'}"
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        customer = await get_customer(session, external_id=external_id)
+        if customer is None:
+            fail(f"{external_id!r}: no such customer")
+        request = TrialChangeRequest(customer.id, kind, key, actor="cli", at=moment)
+        outcome = await change_trial_billed(
+            session, request, as_of=now(), window=billing_window(settings), backdate_limit=None
+        )
+        result = {
+            "customer": external_id,
+            "trialEndsAt": outcome.subscription.trial_ends_at,
+            "cancelAt": outcome.subscription.cancel_at,
+            "dryRun": dry_run,
+            "invoices": [
+                {
+                    "number": None if dry_run else f"INV-{invoice.number:06d}",
+                    "periodStart": invoice.period_start,
+                    "periodEnd": invoice.period_end,
+                    "total": str(to_major(invoice.total, invoice.currency)),
+                    "currency": invoice.currency,
+                }
+                for invoice in outcome.invoices
+            ],
+        }
+        if dry_run:
+            await session.rollback()
+        return result
+
+    result = run_in_session(settings, work, commit=not dry_run)
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"{external_id}: trial {'would end' if dry_run else 'ends'} at {result['trialEndsAt'].isoformat()}")
+    for invoice in result["invoices"]:
+        number = invoice["number"] or "(dry run)"
+        typer.echo(
+            f"  {number}  {invoice['periodStart']:%Y-%m-%d} to {invoice['periodEnd']:%Y-%m-%d}  "
+            f"{invoice['total']} {invoice['currency']}"
+        )
+
+
+@trial_cli.command("end")
+def trial_end(
+    external_id: Annotated[str, typer.Argument(help="The customer's external id.")],
+    at: Annotated[str | None, typer.Option("--at", help="ISO 8601 time inside the trial (default: now).")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the invoices it would issue; change nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """End the customer's trial: the first paid period starts then, and the trial's invoice (its
+    usage if charged, that period's base fee in advance) is issued at once. Running it again
+    with the same arguments changes nothing more."""
+    _trial_change(external_id, "end", parse_as_of(at) if at else None, dry_run=dry_run, as_json=as_json)
+
+
+@trial_cli.command("extend")
+def trial_extend(
+    external_id: Annotated[str, typer.Argument(help="The customer's external id.")],
+    until: Annotated[str, typer.Option("--until", help="ISO 8601 time: the trial's new end, after its current one.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Extend the customer's trial until a later moment; the first paid period moves with it."""
+    _trial_change(external_id, "extend", parse_as_of(until), dry_run=False, as_json=as_json)
 
 
 def main() -> None:

@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     billing_grace_minutes: int = Field(
         default=60, ge=0, description="A period is invoiced this long after it ends, so late events still count."
     )
+    trial_without_payment_method: Literal["cancel", "past_due"] = Field(
+        default="cancel",
+        description="When a trial of a plan with trial_requires_payment_method ends and no payment method is on "
+        "file: cancel (the subscription ends with the trial, nothing more is billed, entitlements answer no) or "
+        "past_due (the first paid period is billed and the customer is PAST_DUE).",
+    )
     stripe_api_key: str | None = Field(
         default=None,
         validation_alias=AliasChoices("STRIPE_API_KEY", "TALLY_STRIPE_API_KEY"),

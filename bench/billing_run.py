@@ -54,8 +54,9 @@ def load(url: str, customers: int, anchor: datetime, usage_end: datetime) -> Non
         # Plans by number: 0 hobby, 1 pro, 2 team. Opening invoices count as issued already.
         connection.execute(
             """
-            INSERT INTO subscriptions (id, customer_id, plan_version_id, started_at, created_at, invoiced_through)
-            SELECT gen_random_uuid(), c.id, v.id, %(anchor)s, %(anchor)s, %(anchor)s
+            INSERT INTO subscriptions (id, customer_id, plan_version_id, started_at, created_at, invoiced_through,
+                                       billing_anchor)
+            SELECT gen_random_uuid(), c.id, v.id, %(anchor)s, %(anchor)s, %(anchor)s, %(anchor)s
             FROM customers c
             JOIN plans p ON p.key = (ARRAY['hobby', 'pro', 'team'])[split_part(c.external_id, '_', 2)::int %% 3 + 1]
             JOIN plan_versions v ON v.plan_id = p.id
@@ -63,8 +64,8 @@ def load(url: str, customers: int, anchor: datetime, usage_end: datetime) -> Non
             {"anchor": anchor},
         )
         connection.execute(
-            "INSERT INTO subscription_phases (customer_id, starts_at, plan_version_id) "
-            "SELECT customer_id, started_at, plan_version_id FROM subscriptions"
+            "INSERT INTO subscription_phases (customer_id, starts_at, plan_version_id, billing_anchor) "
+            "SELECT customer_id, started_at, plan_version_id, billing_anchor FROM subscriptions"
         )
         connection.execute(
             """
@@ -198,8 +199,10 @@ def main() -> None:
         load(url, args.customers, anchor, now)
         with psycopg.connect(libpq_url(url), autocommit=True) as connection:
             connection.execute(
-                "UPDATE subscriptions SET started_at = %s, invoiced_through = %s", (started_at, period_start)
+                "UPDATE subscriptions SET started_at = %s, billing_anchor = %s, invoiced_through = %s",
+                (started_at, started_at, period_start),
             )
+            connection.execute("UPDATE subscription_phases SET starts_at = %s, billing_anchor = %s", (started_at,) * 2)
         granted = asyncio.run(grant_some_credits(url, anchor))
         rate = baseline(url, anchor, period_end)
         latencies = upcoming_latencies(url, Path(data_dir), args.customers, args.requests)

@@ -50,9 +50,9 @@ def load(url: str, events: int, customers: int) -> tuple[list[str], datetime]:
         ).fetchone()
         assert pro is not None
         connection.execute(
-            "INSERT INTO subscriptions (id, customer_id, plan_version_id, started_at, created_at) "
-            "SELECT gen_random_uuid(), id, %s, %s, %s FROM customers",
-            (pro[0], start, start),
+            "INSERT INTO subscriptions (id, customer_id, plan_version_id, started_at, created_at, billing_anchor) "
+            "SELECT gen_random_uuid(), id, %s, %s, %s, %s FROM customers",
+            (pro[0], start, start, start),
         )
         started = time.perf_counter()
         connection.execute(

@@ -24,10 +24,11 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.anomalies import Finding, raise_anomaly
-from billing.invoicing import rated_usage
+from billing.invoicing import rated_usage, usage_terms
 from billing.models import Invoice, InvoiceLine
 from billing.repository import lines_of
 from customers.price_overrides import overrides_of_customer
+from customers.service import subscriptions_of
 from customers.subscriptions import phases_of
 from metering.events import canonical_json
 from metering.usage import charge_event_values, usage_from_events
@@ -92,6 +93,8 @@ async def check_invoice(session: AsyncSession, invoice: Invoice) -> InvoiceCheck
     events_received = functools.partial(charge_event_values, received_by=invoice.issued_at)
     phases = await phases_of(session, invoice.customer_id)
     overrides = await overrides_of_customer(session, invoice.customer_id)
+    subscription = (await subscriptions_of(session, [invoice.customer_id]))[invoice.customer_id]
+    terms = await usage_terms(session, subscription, phases, invoice.period_start)
     rerated = {
         _key(line.plan_charge_id, line.dimensions, line.service_start): line
         for line in await rated_usage(
@@ -103,6 +106,7 @@ async def check_invoice(session: AsyncSession, invoice: Invoice) -> InvoiceCheck
             read_usage=from_events,
             read_events=events_received,
             overrides=overrides,
+            terms=terms,
         )
     }
     differences = []

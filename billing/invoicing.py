@@ -28,9 +28,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing import repository
 from billing.models import Invoice
 from billing.plan_changes import period_prorations
+from customers.calendar import schedule_of
 from customers.lifecycle import ACTIVE, CANCELED, PAUSED, cancel_moment, status_on
 from customers.models import Subscription, SubscriptionPhase
-from customers.periods import period_containing
+from customers.periods import BillingSchedule
 from customers.price_overrides import overrides_of
 from customers.subscriptions import PhasePart, phase_parts, version_on
 from ledger.grants import consume_credits, grant_credits
@@ -40,7 +41,7 @@ from metering.events import canonical_json, loads_exact
 from metering.usage import ChargeEvents, MeterUsage, charge_event_values, rate_charge, usage
 from pricing.models import Meter, PlanCharge
 from pricing.overrides import NO_OVERRIDES, OverrideTimeline, overridden_charge
-from pricing.proration import prorated_terms, share_of_period
+from pricing.proration import prorated_terms, share_of_full_period, share_of_period
 from pricing.service import charge_terms, charges_of_version, plan_name_of_version, plan_version
 
 SUBSCRIPTION_LINE_KINDS = ("base_fee", "proration")
@@ -154,6 +155,32 @@ EventReader = Callable[
 ]
 
 
+@dataclass(frozen=True)
+class UsageTerms:
+    """How a period's usage is rated: allowances and minimums are scaled by each part's share of
+    the period's full calendar period (a stub, or a period a change of interval cut short, gets
+    its share of them); a trial's usage is free when its plan says so."""
+
+    full_start: datetime
+    full_end: datetime
+    free: bool = False
+
+
+async def usage_terms(
+    session: AsyncSession, subscription: Subscription, phases: list[SubscriptionPhase], start: datetime
+) -> UsageTerms:
+    """The usage terms of the period starting at ``start``."""
+    return await _usage_terms_in(session, await schedule_of(session, subscription, phases), phases, start)
+
+
+async def _usage_terms_in(
+    session: AsyncSession, schedule: BillingSchedule, phases: list[SubscriptionPhase], start: datetime
+) -> UsageTerms:
+    period = schedule.period_containing(start)
+    free = period.trial and (await plan_version(session, version_on(phases, start))).trial_usage == "free"
+    return UsageTerms(period.full_start, period.full_end, free)
+
+
 async def rated_usage(
     session: AsyncSession,
     customer_id: uuid.UUID,
@@ -164,14 +191,19 @@ async def rated_usage(
     read_usage: UsageReader = usage,
     read_events: EventReader = charge_event_values,
     overrides: OverrideTimeline = NO_OVERRIDES,
+    terms: UsageTerms | None = None,
 ) -> list[DraftLine]:
     """The usage of ``[start, end)``, each phase's part on its own plan version, allowances and
-    minimums scaled by the part's share of the period (in the version's proration convention).
-    ``read_usage`` is the rollups' reading and ``read_events`` the events of charges rated event
-    by event; the invoice accuracy check passes readers of the raw events received by its issue.
-    A charge with a customer's price ``overrides`` is rated on the price in effect in each segment
-    of its part, as a plan change splits usage (its usage is read again for each segment: only
-    such charges pay it)."""
+    minimums scaled by the part's share of the period (of its full period, with ``terms``), in the
+    version's proration convention. A free trial's usage is not rated at all. ``read_usage`` is
+    the rollups' reading and ``read_events`` the events of charges rated event by event; the
+    invoice accuracy check passes readers of the raw events received by its issue. A charge with
+    a customer's price ``overrides`` is rated on the price in effect in each segment of its part,
+    as a plan change splits usage (its usage is read again for each segment: only such charges
+    pay it)."""
+    if terms is not None and terms.free:
+        return []
+    full_start, full_end = (terms.full_start, terms.full_end) if terms is not None else (start, end)
     parts = phase_parts(phases, start, end)
     lines: list[DraftLine] = []
     for part in parts:
@@ -185,7 +217,7 @@ async def rated_usage(
         version = await plan_version(session, version_id)
         for charge, meter in charges:
             segments = overrides.segments(charge.id, part_start, part_end)
-            for segment_start, segment_end, terms in segments:
+            for segment_start, segment_end, price in segments:
                 meter_usage, segment_events = usages[meter.id], events
                 if len(segments) > 1:
                     [meter_usage] = await read_usage(session, customer_id, [meter], segment_start, segment_end)
@@ -195,9 +227,9 @@ async def rated_usage(
                 label = f" from {_fmt(segment_start)} to {_fmt(segment_end)}" if len(parts) + len(segments) > 2 else ""
                 lines += usage_lines(
                     meter_usage,
-                    overridden_charge(charge, terms),
+                    overridden_charge(charge, price),
                     version_id,
-                    share=share_of_period(segment_start, segment_end, start, end, version.proration),
+                    share=share_of_period(segment_start, segment_end, full_start, full_end, version.proration),
                     start=segment_start,
                     end=segment_end,
                     label=label,
@@ -223,27 +255,43 @@ async def _event_types(session: AsyncSession, phases: list[SubscriptionPhase]) -
 
 
 async def _base_fee_line(
-    session: AsyncSession, subscription: Subscription, phases: list[SubscriptionPhase], period_start: datetime
+    session: AsyncSession,
+    subscription: Subscription,
+    phases: list[SubscriptionPhase],
+    schedule: BillingSchedule,
+    period_start: datetime,
 ) -> list[DraftLine]:
     """The base fee of the period starting at ``period_start``, billed in advance: none for a
-    period that starts paused (an unpause charges the rest of it) or canceled."""
-    if status_on(phases, period_start) != ACTIVE:
+    trial, or for a period that starts paused (an unpause charges the rest of it) or canceled; a
+    stub's share of the fee for a stub. The fee is for the period as its calendar has it; a later
+    change of interval that cuts it short credits the rest."""
+    period = schedule.period_containing(period_start)
+    if period.trial or status_on(phases, period_start) != ACTIVE:
         return []
     version_id = version_on(phases, period_start)
     version = await plan_version(session, version_id)
     if not version.base_fee:
         return []
-    start, end = period_containing(subscription.started_at, version.interval, period_start)
+    start, end = period.start, period.natural_end
     plan_name = await plan_name_of_version(session, version_id)
+    share = share_of_full_period(start, end, period.full_start, period.full_end, version.proration)
+    if share == 1:
+        description, quantity = f"{plan_name} base fee, {_fmt(start)} to {_fmt(end)}", Decimal(1)
+    else:
+        description = (
+            f"{plan_name} base fee, {_fmt(start)} to {_fmt(end)} "
+            f"(prorated: part of {_fmt(period.full_start)} to {_fmt(period.full_end)})"
+        )
+        quantity = plain_decimal(round(share, 12))
     return [
         DraftLine(
             kind="base_fee",
-            description=f"{plan_name} base fee, {_fmt(start)} to {_fmt(end)}",
-            amount_exact=version.base_fee,
+            description=description,
+            amount_exact=version.base_fee * share,
             service_start=start,
             service_end=end,
             plan_version_id=version_id,
-            quantity=Decimal(1),
+            quantity=quantity,
             unit_price=plain_decimal(version.base_fee),
         )
     ]
@@ -252,10 +300,10 @@ async def _base_fee_line(
 async def compose_opening(
     session: AsyncSession, subscription: Subscription, phases: list[SubscriptionPhase], currency: str
 ) -> DraftInvoice:
-    lines = await _base_fee_line(session, subscription, phases, subscription.started_at)
-    version = await plan_version(session, version_on(phases, subscription.started_at))
-    start, end = period_containing(subscription.started_at, version.interval, subscription.started_at)
-    return DraftInvoice(subscription.customer_id, currency, "opening", start, end, lines)
+    schedule = await schedule_of(session, subscription, phases)
+    period = schedule.period_containing(subscription.started_at)
+    lines = await _base_fee_line(session, subscription, phases, schedule, subscription.started_at)
+    return DraftInvoice(subscription.customer_id, currency, "opening", period.start, period.end, lines)
 
 
 async def compose_period(
@@ -277,26 +325,38 @@ async def compose_period(
     customer_id = subscription.customer_id
     if overrides is None:
         overrides = await overrides_of(session, subscription)
+    schedule = await schedule_of(session, subscription, phases)
+    period = schedule.period_containing(start)
     event_types = await _event_types(session, phases)
     rated = []
     if count_events:
         rated.append((start, end, await repository.event_count(session, customer_id, event_types, start, end)))
     late_lines: list[DraftLine] = []
     if late_since is not None:
-        for period in await repository.rated_periods_since(session, customer_id, late_since):
-            if period.period_start >= start:
+        for rated_period in await repository.rated_periods_since(session, customer_id, late_since):
+            if rated_period.period_start >= start:
                 continue
             count = await repository.event_count(
-                session, customer_id, event_types, period.period_start, period.period_end
+                session, customer_id, event_types, rated_period.period_start, rated_period.period_end
             )
-            if count > period.event_count:
+            if count > rated_period.event_count:
                 late_lines += await _late_usage(
-                    session, customer_id, phases, period.period_start, period.period_end, overrides
+                    session,
+                    customer_id,
+                    phases,
+                    schedule,
+                    rated_period.period_start,
+                    rated_period.period_end,
+                    overrides,
                 )
-                rated.append((period.period_start, period.period_end, count))
-    lines = await rated_usage(session, customer_id, phases, start, end, overrides=overrides)
-    # Prorations come from immediate changes and lifecycle events, each starting a phase: none, no query.
-    if any(start <= phase.starts_at < end and (phase.plan_change_id or phase.lifecycle_event_id) for phase in phases):
+                rated.append((rated_period.period_start, rated_period.period_end, count))
+    terms = await _usage_terms_in(session, schedule, phases, start)
+    lines = await rated_usage(session, customer_id, phases, start, end, overrides=overrides, terms=terms)
+    # Prorations come from immediate changes and lifecycle events (each starts a phase) and from a
+    # change of interval cutting the period short: none of them, no query.
+    if period.cut_short or any(
+        start <= phase.starts_at < end and (phase.plan_change_id or phase.lifecycle_event_id) for phase in phases
+    ):
         lines += [
             DraftLine(
                 kind="proration",
@@ -306,10 +366,10 @@ async def compose_period(
                 service_end=end,
                 plan_version_id=proration.plan_version_id,
             )
-            for proration in await period_prorations(session, subscription, phases, start, end)
+            for proration in await period_prorations(session, subscription, phases, start, end, period=period)
         ]
     lines += late_lines
-    lines += await _base_fee_line(session, subscription, phases, end)
+    lines += await _base_fee_line(session, subscription, phases, schedule, end)
     return DraftInvoice(customer_id, currency, "period", start, end, lines, rated)
 
 
@@ -317,6 +377,7 @@ async def _late_usage(
     session: AsyncSession,
     customer_id: uuid.UUID,
     phases: list[SubscriptionPhase],
+    schedule: BillingSchedule,
     start: datetime,
     end: datetime,
     overrides: OverrideTimeline,
@@ -330,7 +391,8 @@ async def _late_usage(
         ).items()
     }
     late = []
-    for line in await rated_usage(session, customer_id, phases, start, end, overrides=overrides):
+    terms = await _usage_terms_in(session, schedule, phases, start)
+    for line in await rated_usage(session, customer_id, phases, start, end, overrides=overrides, terms=terms):
         key = (line.plan_charge_id, canonical_json(line.dimensions), line.service_start)
         billed_quantity, billed_amount = billed.get(key, (0, 0))
         quantity = (line.quantity or Decimal(0)) - billed_quantity
@@ -364,6 +426,7 @@ async def issue(
     *,
     as_of: datetime,
     invoiced_through: datetime,
+    closes_at: datetime | None = None,
     trace_id: str | None = None,
 ) -> Invoice:
     """Write the invoice, its lines and its ledger transactions, and move the subscription's
@@ -462,7 +525,7 @@ async def issue(
         for position, (line, amount) in enumerate(zip(draft.lines, amounts, strict=True))
     ]
     number = await repository.write_invoice(
-        session, repository.InvoiceToWrite(row, lines, draft.rated, invoiced_through)
+        session, repository.InvoiceToWrite(row, lines, draft.rated, invoiced_through, closes_at)
     )
     return Invoice(number=number, **row)
 
@@ -471,6 +534,7 @@ async def issue(
 class NextInvoice:
     draft: DraftInvoice
     invoiced_through: datetime
+    closes_at: datetime | None = None  # the end of the period after it: when the next one may fall due
 
 
 async def next_due(
@@ -487,18 +551,30 @@ async def next_due(
     then each period that ended ``grace`` before ``as_of`` (late events still trickle in). A
     canceled subscription's last period closes when it is canceled (its final invoice), and
     nothing is due after it: late events of a canceled period are never billed."""
+    schedule = await schedule_of(session, subscription, phases)
+    ends = cancel_moment(phases)
     if subscription.invoiced_through is None:
         if subscription.started_at > as_of:
             return None
-        return NextInvoice(await compose_opening(session, subscription, phases, currency), subscription.started_at)
+        draft = await compose_opening(session, subscription, phases, currency)
+        return NextInvoice(draft, subscription.started_at, _following_close(schedule, subscription.started_at, ends))
     start = subscription.invoiced_through
     if status_on(phases, start) == CANCELED:
         return None
-    version = await plan_version(session, version_on(phases, start))
-    _, end = period_containing(subscription.started_at, version.interval, start)
-    ends = cancel_moment(phases)
-    closes_at = min(end, ends) if ends is not None else end
+    period = schedule.period_containing(start)
+    closes_at = min(period.end, ends) if ends is not None else period.end
     if closes_at + grace > as_of:
         return None
-    draft = await compose_period(session, subscription, phases, currency, start, end, late_since=as_of - late_window)
-    return NextInvoice(draft, end)
+    draft = await compose_period(
+        session, subscription, phases, currency, start, period.end, late_since=as_of - late_window
+    )
+    return NextInvoice(draft, period.end, _following_close(schedule, period.end, ends))
+
+
+def _following_close(schedule: BillingSchedule, end: datetime, ends: datetime | None) -> datetime | None:
+    """When the period after the one ending at ``end`` closes: None when the subscription ends
+    with it, earlier than its calendar says when it is canceled before."""
+    if ends is not None and end >= ends:
+        return None
+    following = schedule.period_containing(end).end
+    return min(following, ends) if ends is not None else following

@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing.invoicing import DraftInvoice, compose_period
 from billing.service import BillingWindow
 from customers import price_overrides
-from customers.periods import period_containing
+from customers.calendar import current_period
 from customers.price_overrides import PriceOverrideOutcome, PriceOverrideRequest
 from customers.subscriptions import phases_of, version_on
 from pricing.overrides import OverrideTimeline
@@ -56,7 +56,8 @@ async def change_price_override(
     subscription = outcome.subscription
     phases = await phases_of(session, subscription.customer_id)
     version = await plan_version(session, version_on(phases, as_of))
-    start, end = period_containing(subscription.started_at, version.interval, as_of)
+    current = current_period(subscription, version.interval, as_of)
+    start, end = current.start, current.end
 
     async def compose(overrides: OverrideTimeline) -> DraftInvoice:
         return await compose_period(

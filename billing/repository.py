@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -19,17 +19,21 @@ from ledger.repository import driver_connection
 from metering.events import canonical_json
 
 
-async def due_customers(session: AsyncSession, *, opening_by: datetime, closing_from: datetime) -> list[uuid.UUID]:
-    """Customers who may have an invoice due: no opening invoice yet though started, or invoiced
-    through a boundary old enough that a period (28 days at the shortest) may have closed since,
-    or canceled and not finally invoiced yet. A canceled subscription invoiced through its end is
-    never due again, so it costs the run nothing."""
+async def due_customers(session: AsyncSession, *, opening_by: datetime, closing_by: datetime) -> list[uuid.UUID]:
+    """Customers who may have an invoice due: no opening invoice yet though started; or whose
+    period after the billing cursor may have closed by ``closing_by`` (``period_closes_at`` is
+    never later than that close; a subscription without it falls back on 28 days, the shortest
+    month, after the cursor); or canceled and not finally invoiced yet. A canceled subscription
+    invoiced through its end is never due again, so it costs the run nothing."""
     cancel_at, invoiced_through = col(Subscription.cancel_at), col(Subscription.invoiced_through)
+    closes_at = col(Subscription.period_closes_at)
+    not_finished = cancel_at.is_(None) | (invoiced_through < cancel_at)
     query = (
         select(col(Subscription.customer_id))
         .where(
             (invoiced_through.is_(None) & (col(Subscription.started_at) <= opening_by))
-            | ((invoiced_through <= closing_from) & (cancel_at.is_(None) | (invoiced_through < cancel_at)))
+            | ((closes_at <= closing_by) & not_finished)
+            | (closes_at.is_(None) & (invoiced_through <= closing_by - timedelta(days=28)) & not_finished)
             | (cancel_at.is_not(None) & (invoiced_through < cancel_at) & (cancel_at <= opening_by))
         )
         .order_by(col(Subscription.customer_id))
@@ -47,6 +51,11 @@ SUBSCRIPTION_COLUMNS = (
     "pending_change_at",
     "invoiced_through",
     "has_price_overrides",
+    "billing_anchor",
+    "billing_anchor_day",
+    "trial_ends_at",
+    "pending_billing_anchor",
+    "period_closes_at",
 )
 LOCK_SUBSCRIPTION = (
     f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM subscriptions WHERE customer_id = %s FOR UPDATE SKIP LOCKED"
@@ -105,7 +114,8 @@ WITH rated AS (
   ON CONFLICT (customer_id, period_start)
   DO UPDATE SET event_count = excluded.event_count, rated_at = excluded.rated_at),
 cursor_moved AS (
-  UPDATE subscriptions SET invoiced_through = %(invoiced_through)s WHERE customer_id = %(customer_id)s),
+  UPDATE subscriptions SET invoiced_through = %(invoiced_through)s, period_closes_at = %(closes_at)s
+  WHERE customer_id = %(customer_id)s),
 number AS (
   UPDATE invoice_number_counter SET last_number = last_number + 1 WHERE id = 1 RETURNING last_number),
 invoice AS (
@@ -165,6 +175,7 @@ class InvoiceToWrite:
     lines: list[dict[str, Any]]
     rated: list[tuple[datetime, datetime, int]]
     invoiced_through: datetime
+    closes_at: datetime | None = None  # when the period after the cursor may close (None: 28 days on)
 
 
 async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:
@@ -174,6 +185,7 @@ async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:
     params = {
         **written.invoice,
         "invoiced_through": written.invoiced_through,
+        "closes_at": written.closes_at,
         "rated_starts": [start for start, _, _ in rated],
         "rated_ends": [end for _, end, _ in rated],
         "rated_counts": [count for _, _, count in rated],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from opentelemetry import trace
@@ -14,10 +14,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing import provenance_repository, repository
 from billing.invoicing import DraftInvoice, compose_period, issue, next_due
 from billing.models import Invoice, InvoiceLine
+from billing.trial_ends import settle_trial_end
 from customers import service as customers
+from customers.calendar import schedule_of
 from customers.lifecycle import CANCELED, status_on
-from customers.periods import period_containing
-from customers.subscriptions import phases_of, version_on
+from customers.subscriptions import phases_of
 from ledger.grants import drawable_credits
 from pricing.service import plan_version
 
@@ -32,13 +33,12 @@ class BillingWindow:
 
     grace: timedelta
     late_window: timedelta
+    # What a trial that requires a payment method does when it ends without one: "cancel" or "past_due".
+    trial_without_payment_method: str = "cancel"
 
 
 async def due_customers(session: AsyncSession, *, as_of: datetime, window: BillingWindow) -> list[uuid.UUID]:
-    shortest_period = timedelta(days=28)
-    return await repository.due_customers(
-        session, opening_by=as_of, closing_from=as_of - window.grace - shortest_period
-    )
+    return await repository.due_customers(session, opening_by=as_of, closing_by=as_of - window.grace)
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,19 @@ async def issue_next_invoice(
     phases = await phases_of(session, customer_id)
     # A subscription's plans are priced in the customer's currency (checked when subscribing).
     currency = (await plan_version(session, subscription.plan_version_id)).currency
+    trial_end = subscription.trial_ends_at
+    if (
+        trial_end is not None
+        and subscription.invoiced_through is not None
+        and subscription.invoiced_through < trial_end <= as_of - window.grace
+    ):
+        # The next invoice closes the trial: a required payment method is checked first, since
+        # without one the subscription may end with the trial (and bill no paid period).
+        settled = await settle_trial_end(
+            session, subscription, phases, behaviour=window.trial_without_payment_method, as_of=as_of
+        )
+        if settled == "cancel":
+            phases = await phases_of(session, customer_id)
     due = await next_due(
         session,
         subscription,
@@ -77,11 +90,31 @@ async def issue_next_invoice(
     if due is None:
         return None
     with tracer.start_as_current_span("billing.invoice.issue") as span:
-        invoice = await issue(session, due.draft, as_of=as_of, invoiced_through=due.invoiced_through, trace_id=trace_id)
+        invoice = await issue(
+            session,
+            due.draft,
+            as_of=as_of,
+            invoiced_through=due.invoiced_through,
+            closes_at=due.closes_at,
+            trace_id=trace_id,
+        )
         await _trace_issuance(session, span, invoice, due.draft, as_of=as_of)
-    version = await plan_version(session, version_on(phases, due.invoiced_through))
-    _, next_end = period_containing(subscription.started_at, version.interval, due.invoiced_through)
-    return IssuedInvoice(invoice, more_due=next_end + window.grace <= as_of)
+    more_due = due.closes_at is not None and due.closes_at + window.grace <= as_of
+    return IssuedInvoice(invoice, more_due=more_due)
+
+
+async def issue_due_now(
+    session: AsyncSession, customer_id: uuid.UUID, *, as_of: datetime, window: BillingWindow
+) -> list[Invoice]:
+    """Every invoice of the customer due by ``as_of`` without grace, oldest first: what a change
+    that closes the period in progress (a trial ended, a change of billing interval) issues at
+    once, in the caller's transaction. Late usage of the closed period is billed on the next
+    invoice, as for any period."""
+    at_once = replace(window, grace=timedelta(0))
+    invoices = []
+    while (issued := await issue_next_invoice(session, customer_id, as_of=as_of, window=at_once)) is not None:
+        invoices.append(issued.invoice)
+    return invoices
 
 
 async def _trace_issuance(
@@ -148,8 +181,8 @@ async def upcoming_invoice(
     phases = await phases_of(session, customer_id)
     if status_on(phases, as_of) == CANCELED:
         return None  # its final invoice was issued: nothing more will be
-    version = await plan_version(session, version_on(phases, as_of))
-    start, end = period_containing(subscription.started_at, version.interval, as_of)
+    period = (await schedule_of(session, subscription, phases)).period_containing(as_of)
+    start, end = period.start, period.end
     draft = await compose_period(
         session,
         subscription,

@@ -29,9 +29,9 @@ from datetime import UTC, datetime, timedelta
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import repository
+from customers.calendar import current_period
 from customers.errors import CustomerNotFound, InvalidInput
 from customers.models import Subscription, SubscriptionEvent, SubscriptionPhase
-from customers.periods import period_containing
 from ledger.errors import IdempotencyKeyReused
 from pricing.service import plan_version
 
@@ -247,7 +247,8 @@ async def plan_lifecycle_change(
         raise CustomerNotFound()
     phases = await repository.phases_of(session, request.customer_id)
     version = await plan_version(session, subscription.version_at(as_of))
-    period_start, period_end = period_containing(subscription.started_at, version.interval, as_of)
+    current = current_period(subscription, version.interval, as_of)
+    period_start, period_end = current.start, current.end
     if not dry_run:
         existing = await repository.subscription_event_by_key(session, request.idempotency_key)
         if existing is not None:
@@ -315,6 +316,58 @@ async def record_lifecycle_change(
         new.lifecycle_event_id = event.id
         session.add(new)
     session.add(subscription)
+    await session.flush()
+    return event
+
+
+async def record_automatic_cancel(
+    session: AsyncSession,
+    subscription: Subscription,
+    phases: list[SubscriptionPhase],
+    at: datetime,
+    *,
+    reason: str,
+    as_of: datetime,
+) -> SubscriptionEvent | None:
+    """Cancel at ``at`` on Tally's own decision (a trial that ended without a required payment
+    method): the phases, row and audit of a requested immediate cancel, so billing and
+    entitlements treat it as any cancel. Written with statements of its own, since the billing
+    run's subscription is not attached to the session; recorded once (its key names the
+    subscription), and not at all when the subscription is already canceled."""
+    if cancel_moment(phases) is not None:
+        return None
+    customer_id = subscription.customer_id
+    request = LifecycleRequest(
+        customer_id=customer_id,
+        kind=CANCEL,
+        idempotency_key=f"tally:cancel:{subscription.id}",
+        actor="tally",
+        timing="IMMEDIATELY",
+        at=at,
+        reason=reason,
+    )
+    event = SubscriptionEvent(
+        customer_id=customer_id,
+        kind=CANCEL,
+        timing="IMMEDIATELY",
+        effective_at=at,
+        reason=reason,
+        status="applied",
+        prorations=[],
+        invoice_ids=[],
+        actor=request.actor,
+        idempotency_key=request.idempotency_key,
+        request_hash=_request_hash(request, reason),
+        requested_at=as_of,
+    )
+    session.add(event)
+    await session.flush()
+    dropped = await repository.drop_phases_from(session, customer_id, at)
+    await repository.cancel_plan_changes(session, dropped)
+    await repository.set_canceled(session, customer_id, cancel_at=at, canceled_at=as_of, reason=reason)
+    new = next(phase for phase in phases_after(CANCEL, phases, customer_id, at) if phase.starts_at == at)
+    new.lifecycle_event_id = event.id
+    session.add(new)
     await session.flush()
     return event
 

@@ -6,7 +6,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Identity, String, Text, false
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    SmallInteger,
+    String,
+    Text,
+    false,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
@@ -28,7 +40,15 @@ class Customer(SQLModel, table=True):
 
 
 class Subscription(SQLModel, table=True):
-    """A customer's plan version; billing periods are anchored on ``started_at``.
+    """A customer's plan version and billing calendar.
+
+    Periods follow :class:`customers.periods.BillingSchedule`: a trial ``[started_at,
+    trial_ends_at)`` when there is one, then periods from ``billing_anchor`` (the start of the
+    calendar in effect: ``started_at``, the trial's end, or the last change of billing interval),
+    anchored on it, or on the calendar day ``billing_anchor_day`` when set (then the first period
+    is a prorated stub). Each calendar's start is kept on the phase it began with, so past periods
+    can be worked out; the row keeps the one in effect (and ``pending_billing_anchor``, the one a
+    scheduled change of interval will start) for the hot paths.
 
     The full history of versions lives in :class:`SubscriptionPhase`; this row keeps what the
     hot paths need in one read: the version in effect and a change scheduled for a period end.
@@ -57,6 +77,23 @@ class Subscription(SQLModel, table=True):
     paused_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     # Set by the first price override, never cleared: without it no override is ever read.
     has_price_overrides: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
+    billing_anchor: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    billing_anchor_day: int | None = Field(default=None, sa_column=Column(SmallInteger))
+    trial_ends_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    pending_billing_anchor: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # The earliest moment the period after ``invoiced_through`` can close (the billing run's filter).
+    period_closes_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+    def in_trial(self, as_of: datetime) -> bool:
+        return self.trial_ends_at is not None and self.started_at <= as_of < self.trial_ends_at
+
+    def billing_anchor_at(self, as_of: datetime) -> datetime:
+        """The start of the calendar in effect at ``as_of``: a scheduled change of interval
+        starts its own from its moment on."""
+        moment, pending = self.pending_change_at, self.pending_billing_anchor
+        if pending is not None and moment is not None and as_of >= moment:
+            return pending
+        return self.billing_anchor
 
     def version_at(self, as_of: datetime) -> uuid.UUID:
         """The plan version pricing ``as_of``: a scheduled change counts from its moment on."""
@@ -90,6 +127,9 @@ class SubscriptionPhase(SQLModel, table=True):
         ),
     )
     lifecycle_event_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    # Set when a billing calendar starts with this phase (the subscription's start, a change of
+    # billing interval): periods from here on are anchored on it.
+    billing_anchor: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
 class PlanChange(SQLModel, table=True):
@@ -130,6 +170,22 @@ class SubscriptionEvent(SQLModel, table=True):
     status: str  # applied, scheduled (a cancel at the period's end), revoked (resumed before it)
     prorations: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
     invoice_ids: list[str] = Field(sa_column=Column(JSONB, nullable=False))
+    actor: str
+    idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    request_hash: str
+    requested_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class TrialChange(SQLModel, table=True):
+    """An audited end or extension of a trial; its idempotency key makes a retry harmless."""
+
+    __tablename__ = "trial_changes"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False, index=True))
+    kind: str  # "end" or "extend"
+    trial_ends_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    previous_trial_ends_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     actor: str
     idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
     request_hash: str

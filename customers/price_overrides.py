@@ -21,9 +21,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import price_override_repository as overrides_sql
 from customers import repository
+from customers.calendar import current_period
 from customers.errors import CustomerNotFound, InvalidInput
 from customers.models import PlanChange, PriceOverride, Subscription, SubscriptionPhase
-from customers.periods import period_containing
 from ledger.errors import IdempotencyKeyReused
 from pricing.models import Meter, PlanCharge
 from pricing.overrides import (
@@ -236,7 +236,8 @@ async def _check_moment(
     the last plan change: invoiced usage is never re-priced, and an override belongs to the plan
     version in effect at its moment, which is returned."""
     version = await plan_version(session, subscription.version_at(as_of))
-    period_start, period_end = period_containing(subscription.started_at, version.interval, as_of)
+    current = current_period(subscription, version.interval, as_of)
+    period_start, period_end = current.start, current.end
     if not period_start <= at <= period_end:
         raise InvalidInput(
             f"must be inside the current billing period [{period_start.isoformat()}, {period_end.isoformat()}] "

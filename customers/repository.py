@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from customers.models import Customer, PlanChange, Subscription, SubscriptionEvent, SubscriptionPhase
+from customers.models import Customer, PlanChange, Subscription, SubscriptionEvent, SubscriptionPhase, TrialChange
 from ledger.repository import driver_connection
 
 # The same expression as the trigram index customers_search_trgm, so searches use it.
@@ -123,7 +123,8 @@ async def phases_of(session: AsyncSession, customer_id: uuid.UUID) -> list[Subsc
     invoice); they belong to no session."""
     connection = await driver_connection(session)
     cursor = await connection.execute(
-        "SELECT starts_at, plan_version_id, plan_change_id, status, lifecycle_event_id FROM subscription_phases "
+        "SELECT starts_at, plan_version_id, plan_change_id, status, lifecycle_event_id, billing_anchor "
+        "FROM subscription_phases "
         "WHERE customer_id = %s ORDER BY starts_at",
         (customer_id,),
     )
@@ -135,8 +136,9 @@ async def phases_of(session: AsyncSession, customer_id: uuid.UUID) -> list[Subsc
             plan_change_id=change,
             status=status,
             lifecycle_event_id=event,
+            billing_anchor=anchor,
         )
-        for starts_at, version, change, status, event in await cursor.fetchall()
+        for starts_at, version, change, status, event, anchor in await cursor.fetchall()
     ]
 
 
@@ -217,6 +219,20 @@ async def set_phase_status_after(
     )
 
 
+async def set_canceled(
+    session: AsyncSession, customer_id: uuid.UUID, *, cancel_at: datetime, canceled_at: datetime, reason: str
+) -> None:
+    """The subscription row's view of a cancel: it ends at ``cancel_at`` and nothing is scheduled."""
+    await session.execute(
+        text(
+            "UPDATE subscriptions SET cancel_at = :cancel_at, canceled_at = :canceled_at, cancel_reason = :reason, "
+            "pending_plan_version_id = NULL, pending_change_at = NULL, pending_billing_anchor = NULL "
+            "WHERE customer_id = :customer_id"
+        ),
+        {"cancel_at": cancel_at, "canceled_at": canceled_at, "reason": reason, "customer_id": customer_id},
+    )
+
+
 async def revoke_scheduled_cancels(session: AsyncSession, customer_id: uuid.UUID) -> None:
     await session.execute(
         text(
@@ -239,6 +255,34 @@ async def subscription_events_of(
         select(SubscriptionEvent)
         .where(col(SubscriptionEvent.customer_id) == customer_id)
         .order_by(col(SubscriptionEvent.requested_at).desc(), col(SubscriptionEvent.effective_at).desc())
+        .limit(limit)
+    )
+    return list(await session.exec(query))
+
+
+async def set_phase_anchor(
+    session: AsyncSession, customer_id: uuid.UUID, starts_at: datetime, billing_anchor: datetime
+) -> None:
+    """Move the start of the calendar that begins with the phase starting at ``starts_at``."""
+    await session.execute(
+        text(
+            "UPDATE subscription_phases SET billing_anchor = :anchor "
+            "WHERE customer_id = :customer_id AND starts_at = :starts_at"
+        ),
+        {"anchor": billing_anchor, "customer_id": customer_id, "starts_at": starts_at},
+    )
+
+
+async def trial_change_by_key(session: AsyncSession, idempotency_key: str) -> TrialChange | None:
+    query = select(TrialChange).where(col(TrialChange.idempotency_key) == idempotency_key)
+    return (await session.exec(query)).first()
+
+
+async def trial_changes_of(session: AsyncSession, customer_id: uuid.UUID, *, limit: int) -> list[TrialChange]:
+    query = (
+        select(TrialChange)
+        .where(col(TrialChange.customer_id) == customer_id)
+        .order_by(col(TrialChange.requested_at).desc())
         .limit(limit)
     )
     return list(await session.exec(query))

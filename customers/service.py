@@ -12,10 +12,13 @@ from datetime import datetime, timedelta
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import repository
+from customers.calendar import check_anchor_day
 from customers.errors import ExternalIdTaken, InvalidInput, PlanNotFound
 from customers.models import CUSTOMER_STATUSES, Customer, Subscription, SubscriptionPhase
 from ledger.money import normalize_currency
 from pricing import repository as catalog
+from pricing.catalog import MAX_TRIAL_DAYS
+from pricing.models import PlanVersion
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_EXTERNAL_ID_LENGTH = 255
@@ -72,6 +75,8 @@ class NewCustomer:
     email: str | None = None
     plan_key: str | None = None
     started_at: datetime | None = None
+    trial_days: int | None = None  # None: the plan's
+    billing_anchor_day: int | None = None  # None: the plan's (calendar plans bill on the 1st, or Monday)
 
 
 async def create_customer(
@@ -97,6 +102,11 @@ async def create_customer(
     if new.plan_key and start_bounds is not None:
         start_bounds.check(started_at, as_of=as_of)
 
+    if not new.plan_key:
+        if new.trial_days is not None:
+            raise InvalidInput("a trial needs a plan: give planKey", field="trialDays")
+        if new.billing_anchor_day is not None:
+            raise InvalidInput("a billing anchor needs a plan: give planKey", field="billingAnchorDay")
     plan_version = None
     if new.plan_key:
         found = await catalog.latest_version_of(session, new.plan_key)
@@ -113,17 +123,45 @@ async def create_customer(
     if not await repository.insert_customer(session, customer):
         raise ExternalIdTaken(external_id)
     if plan_version is not None:
+        trial_days, anchor_day = _calendar_of(new, plan_version)
+        trial_ends_at = started_at + timedelta(days=trial_days) if trial_days else None
+        # The first paid period starts at the trial's end: anniversary periods are anchored there.
+        billing_anchor = trial_ends_at or started_at
         session.add(
             Subscription(
                 customer_id=customer.id,
                 plan_version_id=plan_version.id,
                 started_at=started_at,
                 created_at=as_of,
+                billing_anchor=billing_anchor,
+                billing_anchor_day=anchor_day,
+                trial_ends_at=trial_ends_at,
             )
         )
-        session.add(SubscriptionPhase(customer_id=customer.id, starts_at=started_at, plan_version_id=plan_version.id))
+        session.add(
+            SubscriptionPhase(
+                customer_id=customer.id,
+                starts_at=started_at,
+                plan_version_id=plan_version.id,
+                billing_anchor=billing_anchor,
+            )
+        )
         await session.flush()
     return customer
+
+
+def _calendar_of(new: NewCustomer, version: PlanVersion) -> tuple[int, int | None]:
+    """The trial days and calendar anchor day of a new subscription: what the input says, else
+    what the plan version says (an explicit ``billingAnchorDay`` wins over the plan's
+    ``billing_anchor``; ``trialDays: 0`` subscribes without the plan's trial)."""
+    trial_days = version.trial_days if new.trial_days is None else new.trial_days
+    if not 0 <= trial_days <= MAX_TRIAL_DAYS:
+        raise InvalidInput(f"must be from 0 to {MAX_TRIAL_DAYS} days", field="trialDays")
+    anchor_day = new.billing_anchor_day
+    if anchor_day is None and version.billing_anchor == "calendar":
+        anchor_day = 1
+    check_anchor_day(anchor_day, version.interval)
+    return trial_days, anchor_day
 
 
 async def get_customer(

@@ -23,10 +23,10 @@ from decimal import Decimal
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import repository
+from customers.calendar import check_anchor_day, schedule_of
 from customers.errors import CustomerNotFound, InvalidInput, PlanNotFound
 from customers.lifecycle import check_plan_change, status_on
 from customers.models import PlanChange, Subscription, SubscriptionPhase
-from customers.periods import period_containing
 from customers.price_overrides import drop_for_plan_change
 from ledger.errors import IdempotencyKeyReused
 from pricing import repository as catalog
@@ -57,6 +57,7 @@ class PlanChangeOutcome:
     currency: str
     effective_at: datetime
     change: PlanChange | None  # None for a dry run
+    starts_calendar: bool = False  # a change of billing interval: the period in progress ends at it
 
 
 def _request_hash(request: PlanChangeRequest, at: datetime) -> str:
@@ -109,27 +110,42 @@ async def change_plan(
         raise PlanNotFound(request.plan_key)
     new_plan, new_version = found
     current_version = await plan_version(session, subscription.version_at(as_of))
-    period_start, period_end = period_containing(subscription.started_at, current_version.interval, as_of)
-    _check_change(new_plan, new_version, current_version, at, period_start, period_end)
-    effective_at = period_end if request.timing == "PERIOD_END" else at
     phases = await repository.phases_of(session, request.customer_id)
+    period = (await schedule_of(session, subscription, phases)).period_containing(as_of)
+    period_start, period_end = period.start, period.end
+    _check_change(new_plan, new_version, current_version, at, period_start, period_end)
+    if subscription.billing_anchor_day is not None and new_version.interval != current_version.interval:
+        try:
+            check_anchor_day(subscription.billing_anchor_day, new_version.interval)
+        except InvalidInput as error:
+            raise InvalidInput(f"the subscription's billing anchor day {error.message}", field="planKey") from None
+    effective_at = period_end if request.timing == "PERIOD_END" else at
     if phases and effective_at <= phases[0].starts_at:
         raise InvalidInput("must be after the subscription started", field="at")
     check_plan_change(phases, effective_at)
     status = status_on(phases, effective_at)  # a change made while paused starts paused
     phases_before = [phase for phase in phases if phase.starts_at < effective_at]
     from_version_id = phases_before[-1].plan_version_id if phases_before else subscription.version_at(as_of)
+    # A change of billing interval starts a calendar at its moment (the period in progress ends
+    # there), except inside a trial: the first paid period then simply has the new interval.
+    from_interval = (await plan_version(session, from_version_id)).interval
+    starts_calendar = new_version.interval != from_interval and not subscription.in_trial(effective_at)
+    new_anchor = effective_at if starts_calendar else None
     phases_after = [
         *phases_before,
         SubscriptionPhase(
-            customer_id=request.customer_id, starts_at=effective_at, plan_version_id=new_version.id, status=status
+            customer_id=request.customer_id,
+            starts_at=effective_at,
+            plan_version_id=new_version.id,
+            status=status,
+            billing_anchor=new_anchor,
         ),
     ]
     prorations = (
         [] if request.timing == "PERIOD_END" else await prorate(subscription, phases_after, period_start, period_end)
     )
     if dry_run:
-        return PlanChangeOutcome(subscription, prorations, new_version.currency, effective_at, None)
+        return PlanChangeOutcome(subscription, prorations, new_version.currency, effective_at, None, starts_calendar)
 
     change = PlanChange(
         customer_id=request.customer_id,
@@ -159,12 +175,18 @@ async def change_plan(
             plan_version_id=new_version.id,
             plan_change_id=change.id,
             status=status,
+            billing_anchor=new_anchor,
         )
     )
-    _apply_to_subscription(subscription, new_version.id, effective_at, as_of)
+    _apply_to_subscription(subscription, new_version.id, effective_at, as_of, new_anchor)
+    # A back-dated change may have dropped a calendar started after it: the one in effect now is
+    # the last one the phases still start.
+    anchors = [p.billing_anchor for p in phases_after if p.billing_anchor is not None and p.starts_at <= as_of]
+    if anchors:
+        subscription.billing_anchor = anchors[-1]
     session.add(subscription)
     await session.flush()
-    return PlanChangeOutcome(subscription, prorations, new_version.currency, effective_at, change)
+    return PlanChangeOutcome(subscription, prorations, new_version.currency, effective_at, change, starts_calendar)
 
 
 def _check_change(
@@ -186,12 +208,6 @@ def _check_change(
             f"plan {new_plan.key!r} is priced in {new_version.currency}, the customer in {current.currency}",
             field="planKey",
         )
-    if new_version.interval != current.interval:
-        raise InvalidInput(
-            f"plan {new_plan.key!r} is billed every {new_version.interval}, the customer every {current.interval}; "
-            "changing the billing interval is not supported yet",
-            field="planKey",
-        )
     if not period_start <= at < period_end:
         raise InvalidInput(
             f"must be inside the current billing period [{period_start.isoformat()}, {period_end.isoformat()})",
@@ -200,16 +216,28 @@ def _check_change(
 
 
 def _apply_to_subscription(
-    subscription: Subscription, version_id: uuid.UUID, effective_at: datetime, as_of: datetime
+    subscription: Subscription,
+    version_id: uuid.UUID,
+    effective_at: datetime,
+    as_of: datetime,
+    billing_anchor: datetime | None = None,
 ) -> None:
     """Keep the subscription row's one-read view in step with the phases: a scheduled change whose
-    moment has passed is folded in; one after ``effective_at`` was dropped with its phase."""
+    moment has passed is folded in; one after ``effective_at`` was dropped with its phase. A
+    change that starts a calendar (``billing_anchor``) moves the anchor with its version."""
+    subscription.billing_anchor = subscription.billing_anchor_at(as_of)
     subscription.plan_version_id = subscription.version_at(as_of)
     subscription.pending_plan_version_id = subscription.pending_change_at = None
+    subscription.pending_billing_anchor = None
     if effective_at <= as_of:
         subscription.plan_version_id = version_id
+        subscription.billing_anchor = billing_anchor or subscription.billing_anchor
     else:
         subscription.pending_plan_version_id, subscription.pending_change_at = version_id, effective_at
+        subscription.pending_billing_anchor = billing_anchor
+        if billing_anchor is not None and subscription.period_closes_at is not None:
+            # The period in progress now closes at the change: let the billing run see it then.
+            subscription.period_closes_at = min(subscription.period_closes_at, billing_anchor)
 
 
 def proration_record(proration: Proration) -> dict[str, str | None]:
@@ -242,13 +270,6 @@ async def _outcome_of(session: AsyncSession, subscription: Subscription, change:
 
 async def phases_of(session: AsyncSession, customer_id: uuid.UUID) -> list[SubscriptionPhase]:
     return await repository.phases_of(session, customer_id)
-
-
-def parts_of(
-    phases: list[SubscriptionPhase], start: datetime, end: datetime
-) -> list[tuple[datetime, datetime, uuid.UUID]]:
-    """The parts of ``[start, end)`` and the plan version pricing each (phases sorted by start)."""
-    return [(part.start, part.end, part.version_id) for part in phase_parts(phases, start, end)]
 
 
 @dataclass(frozen=True)

@@ -545,6 +545,7 @@ async def quarantine_count(session: AsyncSession) -> int:
 EDGE_LOOKUP = """
 SELECT c.id AS customer_id, c.status, s.started_at, s.plan_version_id, s.pending_plan_version_id,
        s.pending_change_at, s.cancel_at, s.paused_at, coalesce(s.has_price_overrides, false) AS has_price_overrides,
+       s.billing_anchor, s.billing_anchor_day, s.trial_ends_at, s.pending_billing_anchor,
        m.id AS meter_id, m.key, m.name, m.unit, m.event_type, m.aggregation,
        m.value_property, m.group_by, m.created_at
 FROM customers c

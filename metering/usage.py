@@ -12,9 +12,10 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import service as customers
+from customers.calendar import current_period as subscription_period
 from customers.lifecycle import subscription_status
 from customers.models import Subscription
-from customers.periods import calendar_month, period_containing
+from customers.periods import calendar_month
 from customers.price_overrides import overrides_of, overrides_of_customer
 from ledger.money import plain_decimal
 from metering import repository
@@ -235,8 +236,8 @@ async def _period_of(
         start, end = calendar_month(as_of)
         return Period(start, end), None, NO_OVERRIDES
     version = await plan_version(session, subscription.version_at(as_of))
-    start, end = period_containing(subscription.started_at, version.interval, as_of)
-    return Period(start, end), version.id, await overrides_of(session, subscription)
+    period = subscription_period(subscription, version.interval, as_of)
+    return Period(period.start, period.end), version.id, await overrides_of(session, subscription)
 
 
 @dataclass(frozen=True)
@@ -453,10 +454,15 @@ async def entitlement_by_external_id(
             pending_change_at=row["pending_change_at"],
             cancel_at=row["cancel_at"],
             paused_at=row["paused_at"],
+            billing_anchor=row["billing_anchor"],
+            billing_anchor_day=row["billing_anchor_day"],
+            trial_ends_at=row["trial_ends_at"],
+            pending_billing_anchor=row["pending_billing_anchor"],
         )
         version_id = subscription.version_at(as_of)
         version = await plan_version(session, version_id)
-        start, end = period_containing(row["started_at"], version.interval, as_of)
+        period = subscription_period(subscription, version.interval, as_of)
+        start, end = period.start, period.end
     overrides = NO_OVERRIDES
     if row["has_price_overrides"]:  # one more query, only for customers who have had an override
         overrides = await overrides_of_customer(session, row["customer_id"])

@@ -26,12 +26,28 @@ AGGREGATIONS = ("count", "sum", "max", "unique_count", "latest")
 CHARGE_MODELS = ("per_unit", "graduated", "volume", "package", "stair_step", "percentage")
 PACKAGE_ROUNDINGS = ("up", "down")
 PRORATIONS = ("exact", "day")
-INTERVALS = ("month", "year")
+INTERVALS = ("week", "month", "quarter", "year")
+BILLING_ANCHORS = ("anniversary", "calendar")
+TRIAL_USAGE = ("free", "charged")
+MAX_TRIAL_DAYS = 365  # a longer "trial" is a free plan, and a typo of 3650 would bill nobody for years
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 
 METER_FIELDS = {"key", "name", "unit", "event_type", "aggregation", "value_property", "group_by", "allow_negative"}
 VALUE_AGGREGATIONS = ("sum", "max", "latest")
-PLAN_FIELDS = {"key", "name", "currency", "interval", "base_fee", "charges", "paused_usage", "proration"}
+PLAN_FIELDS = {
+    "key",
+    "name",
+    "currency",
+    "interval",
+    "base_fee",
+    "charges",
+    "paused_usage",
+    "proration",
+    "billing_anchor",
+    "trial_days",
+    "trial_usage",
+    "trial_requires_payment_method",
+}
 #: What happens to usage while a subscription is paused: still metered and billed, or refused.
 PAUSED_USAGE = ("meter", "refuse")
 CHARGE_FIELDS = {
@@ -149,6 +165,10 @@ class PlanSpec:
     charges: tuple[ChargeSpec, ...]
     paused_usage: str = "meter"
     proration: str = "exact"
+    billing_anchor: str = "anniversary"
+    trial_days: int = 0
+    trial_usage: str = "free"
+    trial_requires_payment_method: bool = False
 
     def pricing_document(self) -> dict[str, Any]:
         """What a plan version freezes: a change here makes a new version (the name does not).
@@ -163,6 +183,12 @@ class PlanSpec:
             document["paused_usage"] = self.paused_usage
         if self.proration != "exact":
             document["proration"] = self.proration
+        if self.billing_anchor != "anniversary":
+            document["billing_anchor"] = self.billing_anchor
+        if self.trial_days:
+            document["trial_days"] = self.trial_days
+            document["trial_usage"] = self.trial_usage
+            document["trial_requires_payment_method"] = self.trial_requires_payment_method
         return document
 
 
@@ -380,10 +406,39 @@ def _read_plans(
         paused_usage = reader.text(item, "paused_usage", path, required=False) or "meter"
         if paused_usage not in PAUSED_USAGE:
             reader.problem(f"{path}.paused_usage", f"{paused_usage!r} is not one of {', '.join(PAUSED_USAGE)}")
+        billing_anchor = reader.text(item, "billing_anchor", path, required=False) or "anniversary"
+        if billing_anchor not in BILLING_ANCHORS:
+            reader.problem(f"{path}.billing_anchor", f"{billing_anchor!r} is not one of {', '.join(BILLING_ANCHORS)}")
+        trial_days = item.get("trial_days", 0)
+        if isinstance(trial_days, bool) or not isinstance(trial_days, int) or not 0 <= trial_days <= MAX_TRIAL_DAYS:
+            reader.problem(f"{path}.trial_days", f"must be a whole number of days from 0 to {MAX_TRIAL_DAYS}")
+            trial_days = 0
+        trial_usage = reader.text(item, "trial_usage", path, required=False) or "free"
+        if trial_usage not in TRIAL_USAGE:
+            reader.problem(f"{path}.trial_usage", f"{trial_usage!r} is not one of {', '.join(TRIAL_USAGE)}")
+        requires_method = item.get("trial_requires_payment_method", False)
+        if not isinstance(requires_method, bool):
+            reader.problem(f"{path}.trial_requires_payment_method", "must be true or false")
+            requires_method = False
         if key is None or name is None or currency is None or interval is None or base_fee is None:
             continue
         seen.add(key)
-        plans.append(PlanSpec(key, name, currency, interval, base_fee, tuple(charges), paused_usage, proration))
+        plans.append(
+            PlanSpec(
+                key,
+                name,
+                currency,
+                interval,
+                base_fee,
+                tuple(charges),
+                paused_usage,
+                proration,
+                billing_anchor,
+                trial_days,
+                trial_usage,
+                requires_method,
+            )
+        )
     return plans
 
 

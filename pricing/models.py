@@ -65,6 +65,11 @@ class PlanVersion(SQLModel, table=True):
     currency: str = Field(sa_column=Column(String(3), nullable=False))
     interval: str
     base_fee: Decimal = Field(sa_column=Column(Numeric(30, 12), nullable=False))
+    # The billing calendar and trial a new subscription gets (a subscription may override them).
+    billing_anchor: str = Field(default="anniversary", sa_column=Column(String, nullable=False))
+    trial_days: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    trial_usage: str = Field(default="free", sa_column=Column(String, nullable=False))
+    trial_requires_payment_method: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))
     pricing_hash: str
     # How a part of a period is measured: "exact" (to the microsecond) or "day" (whole days).
     proration: str = Field(default="exact", sa_column=Column(String, nullable=False, server_default="exact"))

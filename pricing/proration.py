@@ -69,6 +69,16 @@ def _days_into(moment: datetime, start: datetime, end: datetime) -> int:
     return -(-elapsed // DAY_MICROSECONDS)
 
 
+def share_of_full_period(
+    start: datetime, end: datetime, full_start: datetime, full_end: datetime, convention: str = "exact"
+) -> Decimal:
+    """The share of its full calendar period that a billing period ``[start, end)`` covers: 1 for
+    a whole period, less for a stub (a calendar-aligned first period, or the first paid period
+    after a trial). A stub's base fee, allowances and minimums are scaled by it, in the plan's
+    proration convention."""
+    return share_of_period(start, end, full_start, full_end, convention)
+
+
 def prorated_terms(terms: ChargeTerms, share: Decimal) -> ChargeTerms:
     """A charge's terms for a part of a period: allowance and minimum scaled by its share."""
     if share == 1:

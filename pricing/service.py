@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -118,6 +118,7 @@ async def draft_plans(session: AsyncSession, catalog_text: str, *, as_of: dateti
             currency=plan_spec.currency,
             interval=plan_spec.interval,
             base_fee=plan_spec.base_fee,
+            **calendar_settings(plan_spec),
             pricing_hash=pricing_hash(plan_spec),
             paused_usage=plan_spec.paused_usage,
             proration=plan_spec.proration,
@@ -163,6 +164,16 @@ def _meter_change(spec: MeterSpec, meter: Meter | None) -> CatalogChange:
         # Only what is accepted from now on changes: stored usage keeps its meaning.
         return CatalogChange("meter", spec.key, "update", f"allow_negative = {str(spec.allow_negative).lower()}")
     return CatalogChange("meter", spec.key, "unchanged", "unchanged")
+
+
+def calendar_settings(spec: PlanSpec) -> dict[str, Any]:
+    """The billing calendar and trial a plan version gives new subscriptions."""
+    return {
+        "billing_anchor": spec.billing_anchor,
+        "trial_days": spec.trial_days,
+        "trial_usage": spec.trial_usage,
+        "trial_requires_payment_method": spec.trial_requires_payment_method,
+    }
 
 
 def pricing_hash(spec: PlanSpec) -> str:
@@ -239,6 +250,7 @@ async def _write_plan(
         currency=spec.currency,
         interval=spec.interval,
         base_fee=spec.base_fee,
+        **calendar_settings(spec),
         pricing_hash=pricing_hash(spec),
         paused_usage=spec.paused_usage,
         proration=spec.proration,

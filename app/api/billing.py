@@ -29,6 +29,7 @@ from app.api.price_overrides import PriceOverride, resolve_dropped_price_overrid
 from app.api.provenance import InvoiceLineProvenance
 from app.api.scope import STAFF_ONLY, customer_of, may_see, staff_only
 from app.auth import Capability
+from app.billing_run import billing_window
 from billing import service as billing
 from billing.invoicing import DraftLine
 from billing.models import Invoice as InvoiceRow
@@ -394,6 +395,12 @@ class BillingMutation:
                 dry_run=input.dry_run,
             )
             subscription, currency = outcome.subscription, outcome.currency
+            if outcome.starts_calendar and outcome.effective_at <= context.now():
+                # A change of interval closes the period in progress: it is invoiced at once.
+                await billing.issue_due_now(
+                    context.session, customer.id, as_of=context.now(), window=billing_window(context.settings)
+                )
+                await context.session.refresh(subscription)
             # Built before the transaction ends: a dry run rolls back, which expires the rows.
             return ChangePlanPayload(
                 subscription=Subscription.from_model(subscription, context.now()),

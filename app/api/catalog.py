@@ -56,7 +56,9 @@ class ProrationConvention(Enum):
 
 @strawberry.enum
 class BillingInterval(Enum):
+    WEEK = "week"
     MONTH = "month"
+    QUARTER = "quarter"
     YEAR = "year"
 
 
@@ -159,6 +161,10 @@ class Plan:
     created_at: datetime
     version_id: strawberry.Private[uuid.UUID]
     base_fee_amount: strawberry.Private[Decimal]
+    trial_days: int = strawberry.field(default=0, description="Days of trial a new subscription gets.")
+    calendar_billing: bool = strawberry.field(
+        default=False, description="New subscriptions are billed on calendar periods (else on their anniversary)."
+    )
 
     @strawberry.field
     def base_fee(self) -> Money:
@@ -181,6 +187,8 @@ class Plan:
             created_at=version.created_at,
             version_id=version.id,
             base_fee_amount=version.base_fee,
+            trial_days=version.trial_days,
+            calendar_billing=version.billing_anchor == "calendar",
         )
 
 

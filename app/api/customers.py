@@ -20,7 +20,7 @@ from app.api.billing import (
     resolve_plan_changes,
     resolve_upcoming_invoice,
 )
-from app.api.catalog import Plan
+from app.api.catalog import BillingInterval, Plan
 from app.api.common import (
     Connection,
     UserError,
@@ -53,10 +53,10 @@ from app.api.price_overrides import PriceOverride, SubscriptionCharge, resolve_p
 from app.api.scope import customer_scope, find_visible_customer
 from app.auth import Capability
 from customers import service as customers
+from customers.calendar import current_period
 from customers.lifecycle import subscription_status
 from customers.models import Customer as CustomerRow
 from customers.models import Subscription as SubscriptionRow
-from customers.periods import period_containing
 
 
 @strawberry.enum
@@ -79,8 +79,14 @@ class ScheduledPlanChange:
 
 @strawberry.type
 class Subscription:
-    started_at: datetime = strawberry.field(description="Billing periods are anchored on it.")
+    started_at: datetime = strawberry.field(description="When the subscription began (its trial, if any).")
     plan_version_id: strawberry.Private[uuid.UUID]
+    row: strawberry.Private[SubscriptionRow]
+    as_of: strawberry.Private[datetime]
+    billing_anchor: datetime = strawberry.field(
+        description="Where the billing calendar in effect starts: the start, the trial's end, or the last "
+        "change of billing interval. Periods are anchored on it, or on billingAnchorDay when set.",
+    )
     scheduled_change: ScheduledPlanChange | None = strawberry.field(
         default=None, description="A plan change waiting for the end of the current period."
     )
@@ -91,11 +97,18 @@ class Subscription:
     canceled_at: datetime | None = strawberry.field(default=None, description="When the cancel was asked for.")
     cancel_reason: str | None = None
     paused_at: datetime | None = strawberry.field(default=None, description="Since when it is paused.")
-    row: strawberry.Private[SubscriptionRow | None] = None
+
+    trial_ends_at: datetime | None = strawberry.field(
+        default=None, description="The end of the trial (no base fee before it); null without a trial."
+    )
+    billing_anchor_day: int | None = strawberry.field(
+        default=None,
+        description="Calendar billing: periods start on this day of the month (clamped to short months), or "
+        "ISO weekday for weekly plans; the first period is prorated. Null: anniversary billing.",
+    )
 
     @strawberry.field(description="The plan's charges, each with the plan's price beside the customer's own.")
     async def charges(self, info: Info) -> list[SubscriptionCharge]:
-        assert self.row is not None
         return await subscription_charges(info, self.row, self.plan_version_id)
 
     @strawberry.field
@@ -103,9 +116,19 @@ class Subscription:
         plan, version = await info.context.loaders.plan_version.load(self.plan_version_id)
         return Plan.from_model(plan, version)
 
+    @strawberry.field(description="The billing interval of the plan in effect.")
+    async def interval(self, info: Info) -> BillingInterval:
+        _, version = await info.context.loaders.plan_version.load(self.plan_version_id)
+        return BillingInterval(version.interval)
+
+    @strawberry.field(description="Whether the subscription is in its trial now.")
+    def in_trial(self) -> bool:
+        return self.row.in_trial(self.as_of)
+
     async def _current_period(self, info: Info) -> tuple[datetime, datetime]:
         _, version = await info.context.loaders.plan_version.load(self.plan_version_id)
-        return period_containing(self.started_at, version.interval, info.context.now())
+        period = current_period(self.row, version.interval, info.context.now())
+        return period.start, period.end
 
     @classmethod
     def from_model(cls, row: SubscriptionRow, as_of: datetime) -> Subscription:
@@ -116,13 +139,18 @@ class Subscription:
         return cls(
             started_at=row.started_at,
             plan_version_id=row.version_at(as_of),
+            # A copy of no session: a dry run rolls back, which expires the session's rows.
+            row=SubscriptionRow(**row.model_dump()),
+            as_of=as_of,
             scheduled_change=scheduled,
             status=SubscriptionStatus(subscription_status(row, as_of)),
             cancel_at=row.cancel_at,
             canceled_at=row.canceled_at,
             cancel_reason=row.cancel_reason,
             paused_at=row.paused_at,
-            row=row,
+            trial_ends_at=row.trial_ends_at,
+            billing_anchor=row.billing_anchor_at(as_of),
+            billing_anchor_day=row.billing_anchor_day,
         )
 
     @strawberry.field(description="Start of the billing period in progress (periods are half-open).")
@@ -216,6 +244,15 @@ class CreateCustomerInput:
     started_at: datetime | None = strawberry.field(
         default=None, description="Defaults to now; the billing period is anchored on it."
     )
+    trial_days: int | None = strawberry.field(
+        default=None, description="Days of trial (no base fee); defaults to the plan's trial_days, 0 for none."
+    )
+    billing_anchor_day: int | None = strawberry.field(
+        default=None,
+        description="Bill on calendar periods starting on this day of the month (1-31, clamped to short months; "
+        "an ISO weekday 1-7 for weekly plans), the first period prorated. Wins over the plan's billing_anchor; "
+        "defaults to the plan's (calendar plans: the 1st, or Monday).",
+    )
 
 
 @strawberry.type
@@ -276,6 +313,8 @@ class CustomersMutation:
             email=input.email,
             plan_key=input.plan_key,
             started_at=input.started_at,
+            trial_days=input.trial_days,
+            billing_anchor_day=input.billing_anchor_day,
         )
         bounds = customers.StartBounds(
             backdate=timedelta(days=context.settings.backdate_max_days),

@@ -26,6 +26,7 @@ from strawberry.tools import merge_types
 
 from app.api.anomalies import AnomaliesMutation, AnomaliesQuery
 from app.api.billing import BillingMutation, BillingQuery
+from app.api.calendar import CalendarMutation
 from app.api.catalog import CatalogQuery
 from app.api.collection import CollectionMutation, CollectionQuery, FinanceMutation, ReconciliationMutation
 from app.api.customers import CustomersMutation, CustomersQuery
@@ -78,6 +79,7 @@ Mutation = merge_types(
         AnomaliesMutation,
         LifecycleMutation,
         PriceOverridesMutation,
+        CalendarMutation,
     ),
 )
 

@@ -106,13 +106,13 @@ def test_an_invalid_catalog_lists_every_problem_and_writes_nothing(run, database
         .replace('{ up_to = 2000, unit_price = "0.04" }', '{ up_to = 100, unit_price = "0.04" }')
         .replace(
             'currency = "USD"\ninterval = "month"\nbase_fee = "40.00"',
-            'currency = "USD"\ninterval = "week"\nbase_fee = "40.00"',
+            'currency = "USD"\ninterval = "fortnight"\nbase_fee = "40.00"',
         )
     )
     result = run("catalog", "apply", str(broken))
     assert result.exit_code == 1
     assert "plans[1].charges[0].tiers: up_to must increase" in result.output
-    assert "plans[2].interval: 'week' is not one of month, year" in result.output
+    assert "plans[2].interval: 'fortnight' is not one of week, month, quarter, year" in result.output
     assert "2 problem(s); nothing was written." in result.output
     assert scalar(database_url, "SELECT count(*) FROM meters") == 0
 
@@ -183,9 +183,14 @@ def test_billing_run_issues_what_is_due_once_and_reports_it(run, database_url: s
     with psycopg.connect(database_url, autocommit=True) as connection:  # as if the demo ran 40 days ago
         connection.execute(
             "UPDATE subscriptions SET started_at = started_at - interval '40 days', "
-            "invoiced_through = invoiced_through - interval '40 days'"
+            "invoiced_through = invoiced_through - interval '40 days', "
+            "billing_anchor = billing_anchor - interval '40 days', "
+            "period_closes_at = period_closes_at - interval '40 days'"
         )
-        connection.execute("UPDATE subscription_phases SET starts_at = starts_at - interval '40 days'")
+        connection.execute(
+            "UPDATE subscription_phases SET starts_at = starts_at - interval '40 days', "
+            "billing_anchor = billing_anchor - interval '40 days'"
+        )
     result = run("billing", "run", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

@@ -67,7 +67,7 @@ async def test_a_draft_with_errors_is_reported_per_field_and_nothing_is_simulate
     session: AsyncSession, billing_catalog: None
 ) -> None:
     broken = DRAFT.replace('model = "per_unit"', 'model = "per_unitt"', 1).replace(
-        'interval = "month"', 'interval = "week"', 1
+        'interval = "month"', 'interval = "fortnight"', 1
     )
     with pytest.raises(CatalogInvalid) as invalid:
         await simulate_pricing(session, catalog_text=broken, selection=PeriodSelection(JAN_31, MAR_31), as_of=MAR_31)

@@ -62,7 +62,7 @@ aggregation = "median"
 key = "pro"
 name = "Pro"
 currency = "XYZ"
-interval = "week"
+interval = "fortnight"
 base_fee = 20.0
 
   [[plans.charges]]

@@ -1,0 +1,144 @@
+"""Trials: ended early or extended, audited, idempotent.
+
+A trial is the subscription's first period, ``[started_at, trial_ends_at)``, without a base fee;
+its end starts the first billing calendar (anchored there, or on the calendar anchor day with a
+prorated stub first). Moving the end moves that calendar's start, on the subscription row and on
+its first phase, together. What ending a trial bills is billing's business
+(:mod:`billing.trials`); this module only changes the subscription and keeps the audit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from customers import repository
+from customers.errors import CustomerNotFound, InvalidInput
+from customers.models import Subscription, TrialChange
+from ledger.errors import IdempotencyKeyReused
+from pricing.catalog import MAX_TRIAL_DAYS
+
+TRIAL_CHANGE_KINDS = ("end", "extend")
+
+
+@dataclass(frozen=True)
+class TrialChangeRequest:
+    customer_id: uuid.UUID
+    kind: str  # "end" (at ``at``, default now) or "extend" (until ``at``)
+    idempotency_key: str
+    actor: str
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TrialChangeOutcome:
+    subscription: Subscription
+    change: TrialChange
+    repeated: bool  # the same key and request again: nothing was changed this time
+
+
+def _request_hash(request: TrialChangeRequest) -> str:
+    """An end "now" is the same request whenever it is retried; an explicit moment is part of it."""
+    moment = request.at.isoformat() if request.at is not None else "now"
+    document = {"customer": str(request.customer_id), "kind": request.kind, "at": moment}
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+async def change_trial(
+    session: AsyncSession,
+    request: TrialChangeRequest,
+    *,
+    as_of: datetime,
+    backdate_limit: timedelta | None = None,
+) -> TrialChangeOutcome:
+    """End the customer's trial at ``at`` (now by default; at most ``backdate_limit`` back, the
+    API's TALLY_BACKDATE_MAX_DAYS) or extend it until ``at``. Refused, changing nothing, when
+    there is no trial, when it has already ended, or when ``at`` does not fall inside what is
+    left of it (an end) or after it within MAX_TRIAL_DAYS of the start (an extension)."""
+    if request.kind not in TRIAL_CHANGE_KINDS:
+        raise InvalidInput(f"must be one of {', '.join(TRIAL_CHANGE_KINDS)}", field="kind")
+    if not (request.idempotency_key or "").strip():
+        raise InvalidInput("is required", field="idempotencyKey")
+    at_field = "until" if request.kind == "extend" else "at"
+    if request.kind == "extend" and request.at is None:
+        raise InvalidInput("is required", field=at_field)
+    at = request.at or as_of
+    if at.tzinfo is None:
+        raise InvalidInput("must carry a time zone offset", field=at_field)
+    subscription = await repository.lock_subscription(session, request.customer_id)
+    if subscription is None:
+        if await repository.get_by_ids(session, [request.customer_id]):
+            raise InvalidInput("the customer has no subscription", field="customerId", code="NO_TRIAL")
+        raise CustomerNotFound()
+    request_hash = _request_hash(request)
+    existing = await repository.trial_change_by_key(session, request.idempotency_key)
+    if existing is not None:
+        if existing.request_hash != request_hash:
+            raise IdempotencyKeyReused()
+        return TrialChangeOutcome(subscription, existing, repeated=True)
+
+    trial_end = subscription.trial_ends_at
+    if trial_end is None:
+        raise InvalidInput("the subscription has no trial", field="customerId", code="NO_TRIAL")
+    if trial_end <= as_of:
+        raise InvalidInput(
+            f"the trial already ended at {trial_end.isoformat()}", field="customerId", code="TRIAL_ENDED"
+        )
+    if subscription.pending_change_at is not None and subscription.pending_change_at > as_of:
+        raise InvalidInput(
+            "a plan change is scheduled; change the plan now or after the trial instead",
+            field="customerId",
+            code="CHANGE_SCHEDULED",
+        )
+    if request.kind == "end":
+        if backdate_limit is not None and at < as_of - backdate_limit:
+            raise InvalidInput(
+                f"must be at most {backdate_limit.days} days in the past (TALLY_BACKDATE_MAX_DAYS)", field="at"
+            )
+        if not subscription.started_at < at < trial_end:
+            raise InvalidInput(
+                f"must be inside the trial ({subscription.started_at.isoformat()}, {trial_end.isoformat()}): "
+                "after its start and before its end",
+                field="at",
+            )
+    else:
+        if at <= trial_end:
+            raise InvalidInput(f"must be after the trial's current end, {trial_end.isoformat()}", field="until")
+        if at > subscription.started_at + timedelta(days=MAX_TRIAL_DAYS):
+            raise InvalidInput(f"a trial lasts at most {MAX_TRIAL_DAYS} days from its start", field="until")
+
+    change = TrialChange(
+        customer_id=request.customer_id,
+        kind=request.kind,
+        trial_ends_at=at,
+        previous_trial_ends_at=trial_end,
+        actor=request.actor,
+        idempotency_key=request.idempotency_key,
+        request_hash=request_hash,
+        requested_at=as_of,
+    )
+    session.add(change)
+    await move_trial_end(session, subscription, at)
+    return TrialChangeOutcome(subscription, change, repeated=False)
+
+
+async def move_trial_end(session: AsyncSession, subscription: Subscription, trial_end: datetime) -> None:
+    """Move the trial's end, and with it the start of the first calendar (on the row and on the
+    first phase, which keeps it for the billing run); the trial period, once opened, now closes
+    at the new end."""
+    subscription.trial_ends_at = trial_end
+    subscription.billing_anchor = trial_end
+    if subscription.invoiced_through is not None:
+        subscription.period_closes_at = trial_end
+    session.add(subscription)
+    await session.flush()
+    await repository.set_phase_anchor(session, subscription.customer_id, subscription.started_at, trial_end)
+
+
+async def trial_changes(session: AsyncSession, customer_id: uuid.UUID, *, limit: int = 20) -> list[TrialChange]:
+    return await repository.trial_changes_of(session, customer_id, limit=limit)
