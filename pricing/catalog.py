@@ -29,7 +29,7 @@ KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 
 METER_FIELDS = {"key", "name", "unit", "event_type", "aggregation", "value_property", "group_by", "allow_negative"}
 VALUE_AGGREGATIONS = ("sum", "max", "latest")
-PLAN_FIELDS = {"key", "name", "currency", "interval", "base_fee", "charges"}
+PLAN_FIELDS = {"key", "name", "currency", "interval", "base_fee", "charges", "minimum_spend"}
 CHARGE_FIELDS = {
     "meter",
     "model",
@@ -102,15 +102,21 @@ class PlanSpec:
     interval: str
     base_fee: Decimal
     charges: tuple[ChargeSpec, ...]
+    minimum_spend: Decimal | None = None
 
     def pricing_document(self) -> dict[str, Any]:
-        """What a plan version freezes: a change here makes a new version (the name does not)."""
-        return {
+        """What a plan version freezes: a change here makes a new version (the name does not).
+        A plan without a minimum spend keeps the document it had before minimums existed, so
+        applying an unchanged catalog makes no new versions."""
+        document = {
             "currency": self.currency,
             "interval": self.interval,
             "base_fee": _text(self.base_fee),
             "charges": [c.pricing_document() for c in self.charges],
         }
+        if self.minimum_spend is not None:
+            document["minimum_spend"] = _text(self.minimum_spend)
+        return document
 
 
 @dataclass(frozen=True)
@@ -308,10 +314,16 @@ def _read_plans(reader: _Reader, raw: Any, meter_keys: dict[str, tuple[str, ...]
             for charge_index, charge_item in enumerate(_items(reader, item.get("charges", []), f"{path}.charges"))
             if (charge := _read_charge(reader, charge_item, f"{path}.charges[{charge_index}]", meter_keys, currency))
         ]
+        minimum_spend = reader.decimal(item, "minimum_spend", path)
+        if minimum_spend is not None and currency is not None and not fits_minor_unit(minimum_spend, currency):
+            reader.problem(
+                f"{path}.minimum_spend", f"{minimum_spend} is not payable in {currency}: too many decimal places"
+            )
+            minimum_spend = None
         if key is None or name is None or currency is None or interval is None or base_fee is None:
             continue
         seen.add(key)
-        plans.append(PlanSpec(key, name, currency, interval, base_fee, tuple(charges)))
+        plans.append(PlanSpec(key, name, currency, interval, base_fee, tuple(charges), minimum_spend))
     return plans
 
 

@@ -54,6 +54,8 @@ class PlanVersion(SQLModel, table=True):
     interval: str
     base_fee: Decimal = Field(sa_column=Column(Numeric(30, 12), nullable=False))
     pricing_hash: str
+    # The least a period bills (base fee and usage, before credits); a true-up line makes up the rest.
+    minimum_spend: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 

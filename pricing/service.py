@@ -115,6 +115,7 @@ async def draft_plans(session: AsyncSession, catalog_text: str, *, as_of: dateti
             interval=plan_spec.interval,
             base_fee=plan_spec.base_fee,
             pricing_hash=pricing_hash(plan_spec),
+            minimum_spend=plan_spec.minimum_spend,
             created_at=as_of,
         )
         charges = [
@@ -234,6 +235,7 @@ async def _write_plan(
         interval=spec.interval,
         base_fee=spec.base_fee,
         pricing_hash=pricing_hash(spec),
+        minimum_spend=spec.minimum_spend,
         created_at=as_of,
     )
     session.add(version)
