@@ -125,10 +125,17 @@ class Plan:
     created_at: datetime
     version_id: strawberry.Private[uuid.UUID]
     base_fee_amount: strawberry.Private[Decimal]
+    minimum_spend_amount: strawberry.Private[Decimal | None] = None
 
     @strawberry.field
     def base_fee(self) -> Money:
         return Money(amount=quantize_major(self.base_fee_amount, self.currency), currency=self.currency)
+
+    @strawberry.field(description="The least a billing period bills (a true-up line makes up the rest); null: none.")
+    def minimum_spend(self) -> Money | None:
+        if self.minimum_spend_amount is None:
+            return None
+        return Money(amount=quantize_major(self.minimum_spend_amount, self.currency), currency=self.currency)
 
     @strawberry.field
     async def charges(self, info: Info) -> list[Charge]:
@@ -146,6 +153,7 @@ class Plan:
             created_at=version.created_at,
             version_id=version.id,
             base_fee_amount=version.base_fee,
+            minimum_spend_amount=version.minimum_spend,
         )
 
 

@@ -29,6 +29,7 @@ from app.api.billing import BillingMutation, BillingQuery
 from app.api.catalog import CatalogQuery
 from app.api.collection import CollectionMutation, CollectionQuery, FinanceMutation, ReconciliationMutation
 from app.api.customers import CustomersMutation, CustomersQuery
+from app.api.extras import ExtrasMutation
 from app.api.ledger import CorrectionsMutation, LedgerMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
 from app.api.promotions import PromotionsMutation, PromotionsQuery
@@ -74,6 +75,7 @@ Mutation = merge_types(
         FinanceMutation,
         ReconciliationMutation,
         AnomaliesMutation,
+        ExtrasMutation,
     ),
 )
 
