@@ -407,6 +407,7 @@ def install(app: FastAPI) -> None:
     from console.anomalies import router as anomalies_router
     from console.billing import router as billing_router
     from console.credits import router as credits_router
+    from console.extras import router as extras_router
     from console.payments import router as payments_router
     from console.pricing import router as pricing_router
 
@@ -415,5 +416,6 @@ def install(app: FastAPI) -> None:
     app.include_router(pricing_router)
     app.include_router(anomalies_router)
     app.include_router(payments_router)
+    app.include_router(extras_router)
     app.include_router(router)
     app.add_exception_handler(ConsoleQueryFailed, query_failed_page)
