@@ -23,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import auth, staff
 from app.database import create_engine, database_url, latest_revision, libpq_url, migrate, session_factory
+from app.extras_cli import charge_cli, commitment_cli
 from app.settings import Settings
 from app.telemetry import configure_tracing
 from ledger.errors import TallyError
@@ -54,6 +55,8 @@ anomalies_cli = typer.Typer(help="Finance anomalies: what looks wrong.", no_args
 cli.add_typer(anomalies_cli, name="anomalies")
 invoices_cli = typer.Typer(help="Issued invoices: the accuracy check.", no_args_is_help=True)
 cli.add_typer(invoices_cli, name="invoices")
+cli.add_typer(charge_cli, name="charge")
+cli.add_typer(commitment_cli, name="commitment")
 err = Console(stderr=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
