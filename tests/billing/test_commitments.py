@@ -26,6 +26,7 @@ from billing.minimum_spend import period_minimum, true_up
 from ledger import grants as credit
 from ledger import service as ledger
 from ledger.errors import TallyError
+from pricing.catalog import parse_catalog
 from pricing.service import apply_catalog
 from tests.billing.scenario import CATALOG, FEB_28, JAN_31, MAR_31, invoices_of, lines_of, send_calls, subscribe
 
@@ -191,6 +192,15 @@ async def test_a_prepaid_commitment_is_invoiced_drawn_down_and_what_is_left_expi
     await run_billing(sessions, settings, as_of=MAR_31 + timedelta(hours=1))
     march = (await invoices_of(session, customer_id))[-1]
     assert (march.credits_applied, march.amount_due) == (0, march.total), "nothing left to draw"
+
+
+def test_a_plan_without_a_minimum_keeps_the_pricing_document_it_had_before_minimums() -> None:
+    """Versions made before minimums existed were hashed from this document: a new key in it
+    would make every plan a new version at the next `catalog apply`."""
+    [basic, _] = parse_catalog(CATALOG).plans
+    assert set(basic.pricing_document()) == {"currency", "interval", "base_fee", "charges"}
+    [floor] = parse_catalog(CATALOG + FLOOR_PLAN).plans[2:]
+    assert floor.pricing_document()["minimum_spend"] == "50"
 
 
 async def test_a_plan_without_a_minimum_keeps_its_version_when_the_catalog_is_applied_again(

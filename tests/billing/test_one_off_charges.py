@@ -11,14 +11,18 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
 from app.database import in_transaction
 from app.settings import Settings
+from billing import repository as billing_repository
+from billing.invoicing import issue, next_due
 from billing.one_off import OneOffChargeRequest, cancel_one_off_charge, create_one_off_charge
 from customers.service import NewCustomer, create_customer
+from customers.subscriptions import phases_of
 from ledger import grants as credit
 from ledger import service as ledger
 from ledger.errors import TallyError
@@ -181,8 +185,10 @@ async def test_a_charge_canceled_while_pending_is_never_billed(
     for invoice in await invoices_of(session, customer_id):
         assert "one_off" not in [kind for kind, *_ in await lines_of(session, invoice.id)]
 
-    now = await create_one_off_charge(session, charge(customer_id, "k-now"), as_of=FEB_10)
+    now = await create_one_off_charge(session, charge(customer_id, "k-now"), as_of=FEB_28 + timedelta(hours=2))
     await session.commit()
+    cursor = await session.execute(text("SELECT invoiced_through FROM subscriptions"))
+    assert cursor.scalar_one() == FEB_28, "an invoice outside the periods leaves the billing cursor where it was"
     with pytest.raises(TallyError) as invoiced:
         await cancel_one_off_charge(
             session, charge_id=now.charge.id, reason="oops", actor="staff:test", idempotency_key="c3", as_of=FEB_10
@@ -226,3 +232,39 @@ async def test_a_cancel_racing_the_invoice_that_claims_the_charge_loses_or_wins_
     billed = "one_off" in [kind for kind, *_ in await lines_of(session, february.id)]
     [status] = (await session.execute(text("SELECT status FROM one_off_charges"))).scalars().all()
     assert (cancel_outcome, status, billed) in {("canceled", "canceled", False), ("NOT_PENDING", "invoiced", True)}
+
+
+async def test_an_invoice_being_composed_holds_its_pending_charges_against_a_cancel(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], settings: Settings, billing_catalog: None
+) -> None:
+    """Between composing the invoice and claiming its charges, a cancel must wait (here: time out),
+    not slip in and make the invoice bill a canceled charge or fail."""
+    customer_id = await subscribe(session, "acme", "basic", JAN_31)
+    await run_billing(sessions, settings, as_of=JAN_31 + timedelta(minutes=1))
+    pending = await create_one_off_charge(session, charge(customer_id, "k", timing="next_invoice"), as_of=FEB_10)
+    await session.commit()
+    as_of = FEB_28 + timedelta(hours=1)
+    async with sessions() as billing_session:
+        subscription = await billing_repository.subscription_to_bill(billing_session, customer_id)
+        assert subscription is not None
+        phases = await phases_of(billing_session, customer_id)
+        due = await next_due(
+            billing_session,
+            subscription,
+            phases,
+            "USD",
+            as_of=as_of,
+            grace=timedelta(hours=1),
+            late_window=timedelta(0),
+        )
+        assert due is not None and due.draft.one_off_charge_ids == (pending.charge.id,)
+        async with sessions() as other:
+            await other.execute(text("SET lock_timeout = '300ms'"))
+            with pytest.raises(DBAPIError, match="lock timeout"):
+                await cancel_one_off_charge(
+                    other, charge_id=pending.charge.id, reason="late", actor="t", idempotency_key="late", as_of=as_of
+                )
+            await other.rollback()
+        invoice = await issue(billing_session, due.draft, as_of=as_of, invoiced_through=due.invoiced_through)
+        await billing_session.commit()
+    assert ("one_off", "Onboarding workshop", 3, 45002) in await lines_of(session, invoice.id)
