@@ -1,11 +1,13 @@
-"""One-off charges and a prepaid commitment over HTTP against a running `tally serve`: a finance
+"""One-off charges and a prepaid commitment over HTTP against a running `tally serve` (its own): a finance
 token charges, previews, retries and cancels; the customer reads what they were charged; the
 ledger verifies afterwards (`tally ledger verify`)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import LiveServer
+from tests.conftest import DEMO_CATALOG, admin_execute, clone_database
+from tests.e2e.conftest import TALLY, LiveServer, server_env, start_server
 
 pytestmark = pytest.mark.e2e
 
@@ -33,6 +36,21 @@ READ = """query($id: ID!) { customer(id: $id) {
   upcomingInvoice { lines { kind description } } } }"""
 
 
+@pytest.fixture(scope="module")
+def live_server(server_url: str, template_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server of this module's own, with the demo catalog and no customers: the shared live
+    server's journeys count its customers, and these add some."""
+    url = clone_database(server_url, "tally_live_extras")
+    data_dir = tmp_path_factory.mktemp("live-extras")
+    env = server_env(url, data_dir)
+    subprocess.run([str(TALLY), "catalog", "apply", str(DEMO_CATALOG)], env=env, capture_output=True, check=True)
+    process, base_url = start_server(env, data_dir / "serve.log")
+    yield LiveServer(base_url, "", "", env, url)
+    process.terminate()
+    process.wait(timeout=20)
+    admin_execute(server_url, "DROP DATABASE IF EXISTS tally_live_extras WITH (FORCE)")
+
+
 def post(server: LiveServer, token: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
     response = httpx.post(
         f"{server.base_url}/graphql",
@@ -48,12 +66,12 @@ def post(server: LiveServer, token: str, query: str, variables: dict[str, Any]) 
 
 
 def new_customer(server: LiveServer, admin: str) -> tuple[str, str]:
-    external_id = f"org_extras_{uuid.uuid4().hex[:8]}"
+    external_id = f"org_extras_{uuid.uuid4().int % 10**12}"
     created = post(
         server,
         admin,
         "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { customer { id } userErrors { code } } }",
-        {"i": {"externalId": external_id, "name": "Extras e2e", "currency": "USD", "planKey": "pro"}},
+        {"i": {"externalId": external_id, "name": "Extras journey", "currency": "USD", "planKey": "pro"}},
     )
     # Its opening invoice now, rather than at the server's next billing tick: what follows is then
     # this period's, whenever the tick comes.
