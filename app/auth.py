@@ -67,6 +67,7 @@ class Capability(StrEnum):
     MANAGE_COLLECTION = "manage_collection"
     READ_ANOMALIES = "read_anomalies"
     MANAGE_ANOMALIES = "manage_anomalies"
+    OVERRIDE_PRICES = "override_prices"  # a customer's own prices: finance and admin only
 
 
 _STAFF_READ = {
@@ -96,6 +97,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.MANAGE_PAYMENT_METHODS,
             Capability.MANAGE_COLLECTION,
             Capability.MANAGE_ANOMALIES,
+            Capability.OVERRIDE_PRICES,
         }
     ),
     # Support grants credits up to TALLY_SUPPORT_GRANT_LIMIT a grant (checked where grants are made).

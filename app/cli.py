@@ -24,7 +24,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app import auth, staff
 from app.database import create_engine, database_url, latest_revision, libpq_url, migrate, session_factory
 from app.extras_cli import charge_cli, commitment_cli
+from app.price_override_cli import prices_cli
 from app.settings import Settings
+from app.subscription_cli import subscription_cli
 from app.telemetry import configure_tracing
 from ledger.errors import TallyError
 from pricing.catalog import CatalogInvalid
@@ -57,6 +59,8 @@ invoices_cli = typer.Typer(help="Issued invoices: the accuracy check.", no_args_
 cli.add_typer(invoices_cli, name="invoices")
 cli.add_typer(charge_cli, name="charge")
 cli.add_typer(commitment_cli, name="commitment")
+cli.add_typer(subscription_cli, name="subscription")
+cli.add_typer(prices_cli, name="prices")
 err = Console(stderr=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 

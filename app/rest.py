@@ -94,4 +94,5 @@ async def get_entitlement(
         "used": format(found.used, "f"),
         "limit": format(found.limit, "f") if found.limit is not None else None,
         "remaining": format(found.remaining, "f") if found.remaining is not None else None,
+        "reason": found.reason,
     }

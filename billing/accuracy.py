@@ -27,9 +27,10 @@ from billing.anomalies import Finding, raise_anomaly
 from billing.invoicing import rated_usage
 from billing.models import Invoice, InvoiceLine
 from billing.repository import lines_of
+from customers.price_overrides import overrides_of_customer
 from customers.subscriptions import phases_of
 from metering.events import canonical_json
-from metering.usage import usage_from_events
+from metering.usage import charge_event_values, usage_from_events
 
 ANOMALY_KIND = "INVOICE_ACCURACY"
 
@@ -88,11 +89,20 @@ async def check_invoice(session: AsyncSession, invoice: Invoice) -> InvoiceCheck
         if line.kind == "usage"
     }
     from_events = functools.partial(usage_from_events, received_by=invoice.issued_at)
+    events_received = functools.partial(charge_event_values, received_by=invoice.issued_at)
     phases = await phases_of(session, invoice.customer_id)
+    overrides = await overrides_of_customer(session, invoice.customer_id)
     rerated = {
         _key(line.plan_charge_id, line.dimensions, line.service_start): line
         for line in await rated_usage(
-            session, invoice.customer_id, phases, invoice.period_start, invoice.period_end, read_usage=from_events
+            session,
+            invoice.customer_id,
+            phases,
+            invoice.period_start,
+            invoice.period_end,
+            read_usage=from_events,
+            read_events=events_received,
+            overrides=overrides,
         )
     }
     differences = []

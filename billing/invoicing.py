@@ -33,15 +33,18 @@ from billing import charges_repository, repository
 from billing.minimum_spend import TRUE_UP_DESCRIPTION, period_true_up
 from billing.models import Invoice, OneOffCharge
 from billing.plan_changes import period_prorations
+from customers.lifecycle import ACTIVE, CANCELED, PAUSED, cancel_moment, status_on
 from customers.models import Subscription, SubscriptionPhase
 from customers.periods import period_containing
-from customers.subscriptions import parts_of, version_on
+from customers.price_overrides import overrides_of
+from customers.subscriptions import PhasePart, phase_parts, version_on
 from ledger.grants import consume_credits, grant_credits
 from ledger.money import plain_decimal, round_to_minor
 from ledger.service import Entry, post_entry
 from metering.events import canonical_json, loads_exact
-from metering.usage import MeterUsage, rate_charge, usage
+from metering.usage import ChargeEvents, MeterUsage, charge_event_values, rate_charge, usage
 from pricing.models import Meter, PlanCharge
+from pricing.overrides import NO_OVERRIDES, OverrideTimeline, overridden_charge
 from pricing.proration import prorated_terms, share_of_period
 from pricing.service import charge_terms, charges_of_version, plan_name_of_version, plan_version
 
@@ -108,12 +111,14 @@ def usage_lines(
     start: datetime,
     end: datetime,
     label: str = "",
+    events: ChargeEvents | None = None,
 ) -> list[DraftLine]:
     """One line per dimensions the charge covers (one line for a meter without dimensions), or a
-    single line when nothing was used but a minimum applies. Lines of zero are left out."""
+    single line when nothing was used but a minimum applies. Lines of zero are left out.
+    ``events`` holds the event values of the charges rated event by event."""
     meter: Meter = meter_usage.meter
     terms = prorated_terms(charge_terms(charge), share)
-    rated = rate_charge(meter_usage, charge, terms)
+    rated = rate_charge(meter_usage, charge, terms, (events or {}).get(charge.id))
     unit_price = (
         plain_decimal(charge.unit_price) if charge.model == "per_unit" and charge.unit_price is not None else None
     )
@@ -158,6 +163,9 @@ def usage_lines(
 
 
 UsageReader = Callable[[AsyncSession, uuid.UUID, list[Meter], datetime, datetime], Awaitable[list[MeterUsage]]]
+EventReader = Callable[
+    [AsyncSession, uuid.UUID, list[tuple[PlanCharge, Meter]], datetime, datetime], Awaitable[ChargeEvents]
+]
 
 
 async def rated_usage(
@@ -168,23 +176,57 @@ async def rated_usage(
     end: datetime,
     *,
     read_usage: UsageReader = usage,
+    read_events: EventReader = charge_event_values,
+    overrides: OverrideTimeline = NO_OVERRIDES,
 ) -> list[DraftLine]:
     """The usage of ``[start, end)``, each phase's part on its own plan version, allowances and
-    minimums scaled by the part's share of the period. ``read_usage`` is the rollups' reading;
-    the invoice accuracy check passes one from the raw events alone."""
-    parts = parts_of(phases, start, end)
+    minimums scaled by the part's share of the period (in the version's proration convention).
+    ``read_usage`` is the rollups' reading and ``read_events`` the events of charges rated event
+    by event; the invoice accuracy check passes readers of the raw events received by its issue.
+    A charge with a customer's price ``overrides`` is rated on the price in effect in each segment
+    of its part, as a plan change splits usage (its usage is read again for each segment: only
+    such charges pay it)."""
+    parts = phase_parts(phases, start, end)
     lines: list[DraftLine] = []
-    for part_start, part_end, version_id in parts:
+    for part in parts:
+        part_start, part_end, version_id = part.start, part.end, part.version_id
+        if not await _bills_usage(session, part):
+            continue
         charges = await charges_of_version(session, version_id)
         meters = list({meter.id: meter for _, meter in charges}.values())
         usages = {u.meter.id: u for u in await read_usage(session, customer_id, meters, part_start, part_end)}
-        share = share_of_period(part_start, part_end, start, end)
-        label = f" from {_fmt(part_start)} to {_fmt(part_end)}" if len(parts) > 1 else ""
+        events = await read_events(session, customer_id, charges, part_start, part_end)
+        version = await plan_version(session, version_id)
         for charge, meter in charges:
-            lines += usage_lines(
-                usages[meter.id], charge, version_id, share=share, start=part_start, end=part_end, label=label
-            )
+            segments = overrides.segments(charge.id, part_start, part_end)
+            for segment_start, segment_end, terms in segments:
+                meter_usage, segment_events = usages[meter.id], events
+                if len(segments) > 1:
+                    [meter_usage] = await read_usage(session, customer_id, [meter], segment_start, segment_end)
+                    segment_events = await read_events(
+                        session, customer_id, [(charge, meter)], segment_start, segment_end
+                    )
+                label = f" from {_fmt(segment_start)} to {_fmt(segment_end)}" if len(parts) + len(segments) > 2 else ""
+                lines += usage_lines(
+                    meter_usage,
+                    overridden_charge(charge, terms),
+                    version_id,
+                    share=share_of_period(segment_start, segment_end, start, end, version.proration),
+                    start=segment_start,
+                    end=segment_end,
+                    label=label,
+                    events=segment_events,
+                )
     return lines
+
+
+async def _bills_usage(session: AsyncSession, part: PhasePart) -> bool:
+    """A canceled part bills nothing; a paused one its usage unless its version refuses usage
+    while paused (``paused_usage = "refuse"``: its events were refused at ingestion, and any
+    that arrived before the pause was recorded are not billed either)."""
+    if part.status == CANCELED:
+        return False
+    return part.status != PAUSED or (await plan_version(session, part.version_id)).paused_usage != "refuse"
 
 
 async def _event_types(session: AsyncSession, phases: list[SubscriptionPhase]) -> list[str]:
@@ -197,7 +239,10 @@ async def _event_types(session: AsyncSession, phases: list[SubscriptionPhase]) -
 async def _base_fee_line(
     session: AsyncSession, subscription: Subscription, phases: list[SubscriptionPhase], period_start: datetime
 ) -> list[DraftLine]:
-    """The base fee of the period starting at ``period_start``, billed in advance."""
+    """The base fee of the period starting at ``period_start``, billed in advance: none for a
+    period that starts paused (an unpause charges the rest of it) or canceled."""
+    if status_on(phases, period_start) != ACTIVE:
+        return []
     version_id = version_on(phases, period_start)
     version = await plan_version(session, version_id)
     if not version.base_fee:
@@ -260,11 +305,15 @@ async def compose_period(
     *,
     late_since: datetime | None,
     count_events: bool = True,
+    overrides: OverrideTimeline | None = None,
 ) -> DraftInvoice:
     """The invoice closing ``[start, end)``. With ``late_since``, earlier periods that ended after
     it are checked for late usage. Events are counted before usage is read, so an event that
-    commits in between is seen as late by the next invoice rather than missed."""
+    commits in between is seen as late by the next invoice rather than missed. The customer's
+    price ``overrides`` are read unless given (a dry run passes the overrides it tries)."""
     customer_id = subscription.customer_id
+    if overrides is None:
+        overrides = await overrides_of(session, subscription)
     event_types = await _event_types(session, phases)
     rated = []
     if count_events:
@@ -278,11 +327,13 @@ async def compose_period(
                 session, customer_id, event_types, period.period_start, period.period_end
             )
             if count > period.event_count:
-                late_lines += await _late_usage(session, customer_id, phases, period.period_start, period.period_end)
+                late_lines += await _late_usage(
+                    session, customer_id, phases, period.period_start, period.period_end, overrides
+                )
                 rated.append((period.period_start, period.period_end, count))
-    lines = await rated_usage(session, customer_id, phases, start, end)
-    # Prorations come from immediate changes, and every change starts a phase: none, no query.
-    if any(start <= phase.starts_at < end and phase.plan_change_id for phase in phases):
+    lines = await rated_usage(session, customer_id, phases, start, end, overrides=overrides)
+    # Prorations come from immediate changes and lifecycle events, each starting a phase: none, no query.
+    if any(start <= phase.starts_at < end and (phase.plan_change_id or phase.lifecycle_event_id) for phase in phases):
         lines += [
             DraftLine(
                 kind="proration",
@@ -318,16 +369,25 @@ async def compose_period(
 
 
 async def _late_usage(
-    session: AsyncSession, customer_id: uuid.UUID, phases: list[SubscriptionPhase], start: datetime, end: datetime
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    phases: list[SubscriptionPhase],
+    start: datetime,
+    end: datetime,
+    overrides: OverrideTimeline,
 ) -> list[DraftLine]:
-    """Re-rate an invoiced period on its own versions and bill what changed since it was billed."""
+    """Re-rate an invoiced period on its own versions and prices and bill what changed since it
+    was billed, part by part (a charge split by a price override has a part for each price)."""
     billed = {
-        (charge_id, canonical_json(loads_exact(dimensions))): totals
-        for (charge_id, dimensions), totals in (await repository.billed_usage(session, customer_id, start, end)).items()
+        (charge_id, canonical_json(loads_exact(dimensions)), service_start): totals
+        for (charge_id, dimensions, service_start), totals in (
+            await repository.billed_usage(session, customer_id, start, end)
+        ).items()
     }
     late = []
-    for line in await rated_usage(session, customer_id, phases, start, end):
-        billed_quantity, billed_amount = billed.get((line.plan_charge_id, canonical_json(line.dimensions)), (0, 0))
+    for line in await rated_usage(session, customer_id, phases, start, end, overrides=overrides):
+        key = (line.plan_charge_id, canonical_json(line.dimensions), line.service_start)
+        billed_quantity, billed_amount = billed.get(key, (0, 0))
         quantity = (line.quantity or Decimal(0)) - billed_quantity
         amount = line.amount_exact - billed_amount
         if quantity or amount:
@@ -487,15 +547,21 @@ async def next_due(
     late_window: timedelta,
 ) -> NextInvoice | None:
     """The next invoice the subscription is due, if any: the opening one once it has started,
-    then each period that ended ``grace`` before ``as_of`` (late events still trickle in)."""
+    then each period that ended ``grace`` before ``as_of`` (late events still trickle in). A
+    canceled subscription's last period closes when it is canceled (its final invoice), and
+    nothing is due after it: late events of a canceled period are never billed."""
     if subscription.invoiced_through is None:
         if subscription.started_at > as_of:
             return None
         return NextInvoice(await compose_opening(session, subscription, phases, currency), subscription.started_at)
     start = subscription.invoiced_through
+    if status_on(phases, start) == CANCELED:
+        return None
     version = await plan_version(session, version_on(phases, start))
     _, end = period_containing(subscription.started_at, version.interval, start)
-    if end + grace > as_of:
+    ends = cancel_moment(phases)
+    closes_at = min(end, ends) if ends is not None else end
+    if closes_at + grace > as_of:
         return None
     draft = await compose_period(session, subscription, phases, currency, start, end, late_since=as_of - late_window)
     return NextInvoice(draft, end)

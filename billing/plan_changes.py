@@ -6,12 +6,13 @@ order in which changes and billing runs happen."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import repository
 from customers.models import Subscription, SubscriptionPhase
-from customers.subscriptions import PlanChangeOutcome, PlanChangeRequest, parts_of
+from customers.subscriptions import PlanChangeOutcome, PlanChangeRequest, phase_parts
 from customers.subscriptions import change_plan as change_subscription_plan
 from pricing.proration import FeePhase, Proration, period_fee_prorations
 from pricing.service import plan_name_of_version, plan_version
@@ -28,16 +29,21 @@ async def period_prorations(
     advance for the period, or, before that invoice is issued, the fee it will bill (the first
     phase's, so nothing is prorated at the period's start)."""
     fee_phases = []
-    for part_start, _, version_id in parts_of(phases, start, end):
-        version = await plan_version(session, version_id)
+    for part in phase_parts(phases, start, end):
+        version = await plan_version(session, part.version_id)
+        fee = version.base_fee if part.status == "ACTIVE" else Decimal(0)  # paused or canceled: no base fee
+        plan = await plan_name_of_version(session, part.version_id)
         fee_phases.append(
-            FeePhase(part_start, version_id, await plan_name_of_version(session, version_id), version.base_fee)
+            FeePhase(part.start, part.version_id, plan, fee, status=part.status, proration=version.proration)
         )
     billed = None
     if subscription.invoiced_through is not None and subscription.invoiced_through >= start:
         billed_version_id, billed_fee = await repository.base_fee_billed(session, subscription.customer_id, start)
-        plan = await plan_name_of_version(session, billed_version_id) if billed_version_id else "no plan"
-        billed = FeePhase(start, billed_version_id, plan, billed_fee)
+        plan, proration = "no plan", fee_phases[0].proration
+        if billed_version_id:
+            plan = await plan_name_of_version(session, billed_version_id)
+            proration = (await plan_version(session, billed_version_id)).proration
+        billed = FeePhase(start, billed_version_id, plan, billed_fee, proration=proration)
     return period_fee_prorations(billed=billed, phases=fee_phases, period_start=start, period_end=end)
 
 

@@ -135,7 +135,9 @@ async def _plan_provenance(session: AsyncSession, invoice: Invoice, line: Invoic
     if line.kind == "base_fee":
         share = Decimal(1)  # billed in advance for a whole period of the plan
     elif line.kind == "proration":
-        share = share_of_period(line.service_start, line.service_end, invoice.period_start, invoice.period_end)
+        share = share_of_period(
+            line.service_start, line.service_end, invoice.period_start, invoice.period_end, version.proration
+        )
     return PlanProvenance(
         plan_key=plan.key,
         plan_name=plan.name,

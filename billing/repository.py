@@ -21,12 +21,16 @@ from metering.events import canonical_json
 
 async def due_customers(session: AsyncSession, *, opening_by: datetime, closing_from: datetime) -> list[uuid.UUID]:
     """Customers who may have an invoice due: no opening invoice yet though started, or invoiced
-    through a boundary old enough that a period (28 days at the shortest) may have closed since."""
+    through a boundary old enough that a period (28 days at the shortest) may have closed since,
+    or canceled and not finally invoiced yet. A canceled subscription invoiced through its end is
+    never due again, so it costs the run nothing."""
+    cancel_at, invoiced_through = col(Subscription.cancel_at), col(Subscription.invoiced_through)
     query = (
         select(col(Subscription.customer_id))
         .where(
-            (col(Subscription.invoiced_through).is_(None) & (col(Subscription.started_at) <= opening_by))
-            | (col(Subscription.invoiced_through) <= closing_from)
+            (invoiced_through.is_(None) & (col(Subscription.started_at) <= opening_by))
+            | ((invoiced_through <= closing_from) & (cancel_at.is_(None) | (invoiced_through < cancel_at)))
+            | (cancel_at.is_not(None) & (invoiced_through < cancel_at) & (cancel_at <= opening_by))
         )
         .order_by(col(Subscription.customer_id))
     )
@@ -42,6 +46,7 @@ SUBSCRIPTION_COLUMNS = (
     "pending_plan_version_id",
     "pending_change_at",
     "invoiced_through",
+    "has_price_overrides",
 )
 LOCK_SUBSCRIPTION = (
     f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM subscriptions WHERE customer_id = %s FOR UPDATE SKIP LOCKED"
@@ -186,20 +191,22 @@ async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:
 
 async def billed_usage(
     session: AsyncSession, customer_id: uuid.UUID, start: datetime, end: datetime
-) -> dict[tuple[uuid.UUID | None, str], tuple[Decimal, Decimal]]:
-    """What usage of ``[start, end)`` was billed so far, by (charge, dimensions): quantity, exact amount."""
+) -> dict[tuple[uuid.UUID | None, str, datetime], tuple[Decimal, Decimal]]:
+    """What usage of ``[start, end)`` was billed so far, by (charge, dimensions, start of the part
+    of the period the line rated): quantity, exact amount."""
     rows = await session.execute(
         text(
-            "SELECT l.plan_charge_id, l.dimensions::text, sum(l.quantity), sum(l.amount_exact) "
+            "SELECT l.plan_charge_id, l.dimensions::text, l.service_start, sum(l.quantity), sum(l.amount_exact) "
             "FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id "
             "WHERE i.customer_id = :customer_id AND i.status <> 'void' AND l.kind IN ('usage', 'late_usage') "
             "AND l.service_start >= :start AND l.service_end <= :end "
-            "GROUP BY l.plan_charge_id, l.dimensions::text"
+            "GROUP BY l.plan_charge_id, l.dimensions::text, l.service_start"
         ),
         {"customer_id": customer_id, "start": start, "end": end},
     )
     return {
-        (charge_id, dimensions): (quantity or Decimal(0), amount) for charge_id, dimensions, quantity, amount in rows
+        (charge_id, dimensions, service_start): (quantity or Decimal(0), amount)
+        for charge_id, dimensions, service_start, quantity, amount in rows
     }
 
 

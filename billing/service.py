@@ -15,6 +15,7 @@ from billing import provenance_repository, repository
 from billing.invoicing import DraftInvoice, compose_period, issue, next_due
 from billing.models import Invoice, InvoiceLine
 from customers import service as customers
+from customers.lifecycle import CANCELED, status_on
 from customers.periods import period_containing
 from customers.subscriptions import phases_of, version_on
 from ledger.grants import drawable_credits
@@ -145,6 +146,8 @@ async def upcoming_invoice(
     customer = await customers.get_customer(session, customer_id=customer_id)
     assert customer is not None
     phases = await phases_of(session, customer_id)
+    if status_on(phases, as_of) == CANCELED:
+        return None  # its final invoice was issued: nothing more will be
     version = await plan_version(session, version_on(phases, as_of))
     start, end = period_containing(subscription.started_at, version.interval, as_of)
     draft = await compose_period(

@@ -5,6 +5,12 @@ Both sides are rated the same way so that the difference is the price change alo
 billing periods, each on one pricing (the current side uses the version in effect at the
 period's start), usage lines rounded as invoices round them, plus the period's base fee.
 Prorations and late usage are not simulated.
+
+A customer's price overrides in effect now are kept on both sides, for every simulated period:
+on the current side on the charge they override, on the draft's side on the draft charge at the
+same position, on the same meter and ``where`` (the customer keeps their negotiated terms under
+the new plan), as far as the draft charge's model uses them (an allowance, minimum or limit
+always; a unit price only on a per-unit charge, tiers on tiered ones, a package on a package).
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing.invoicing import usage_lines
 from customers import service as customers
 from customers.periods import periods_ending_within
+from customers.price_overrides import overrides_of
 from customers.subscriptions import version_on
 from ledger.money import round_to_minor
-from metering.usage import MeterUsage, usage
+from metering.usage import ChargeEvents, MeterUsage, charge_event_values, usage
 from pricing.models import Meter, PlanCharge
+from pricing.overrides import Terms, carried_over, overridden_charge
 from pricing.service import DraftPlan, charges_of_version, draft_plans, plan_of_version, plan_version
 from pricing.simulation import CustomerOutcome, SimulationSummary, summarize
 
@@ -53,12 +61,31 @@ def _rated_total(
     currency: str,
     start: datetime,
     end: datetime,
+    events: ChargeEvents,
 ) -> int:
     total = base_fee_minor
     for charge, meter in charges:
-        for line in usage_lines(meter_usage[meter.id], charge, None, share=Decimal(1), start=start, end=end):
+        lines = usage_lines(meter_usage[meter.id], charge, None, share=Decimal(1), start=start, end=end, events=events)
+        for line in lines:
             total += line.amount(currency)
     return total
+
+
+async def _kept_overrides(
+    session: AsyncSession, draft: DraftPlan, version_id: uuid.UUID, overridden: dict[uuid.UUID, Terms]
+) -> list[tuple[PlanCharge, Meter]]:
+    """The draft's charges, each with the customer's override of the current charge it replaces
+    (same position, meter and ``where``) carried over where the draft charge's model uses it."""
+    if not overridden:
+        return draft.charges
+    current = {charge.position: charge for charge, _ in await charges_of_version(session, version_id)}
+    kept = []
+    for charge, meter in draft.charges:
+        was = current.get(charge.position)
+        if was is not None and was.id in overridden and (was.meter_id, was.where) == (charge.meter_id, charge.where):
+            charge = overridden_charge(charge, carried_over(overridden[was.id], charge))
+        kept.append((charge, meter))
+    return kept
 
 
 async def simulate_pricing(
@@ -91,20 +118,26 @@ async def simulate_pricing(
     for customer, subscription in affected:
         draft: DraftPlan = drafts[plan_key[subscription.version_at(as_of)]]
         current_version = await plan_version(session, subscription.version_at(as_of))
+        overridden = (await overrides_of(session, subscription)).in_effect_now(as_of)
+        draft_charges = await _kept_overrides(session, draft, subscription.version_at(as_of), overridden)
         current_total = simulated_total = 0
         periods = _periods(subscription.started_at, current_version.interval, selection)
         for start, end in periods:
             version_id = version_on(phases[customer.id], start)
             version = await plan_version(session, version_id)
-            current_charges = await charges_of_version(session, version_id)
-            meters = {meter.id: meter for _, meter in [*current_charges, *draft.charges]}
+            current_charges = [
+                (overridden_charge(charge, overridden.get(charge.id)), meter)
+                for charge, meter in await charges_of_version(session, version_id)
+            ]
+            meters = {meter.id: meter for _, meter in [*current_charges, *draft_charges]}
             found = {u.meter.id: u for u in await usage(session, customer.id, list(meters.values()), start, end)}
+            events = await charge_event_values(session, customer.id, [*current_charges, *draft.charges], start, end)
             currency = customer.currency
             current_total += _rated_total(
-                found, current_charges, round_to_minor(version.base_fee, currency), currency, start, end
+                found, current_charges, round_to_minor(version.base_fee, currency), currency, start, end, events
             )
             simulated_total += _rated_total(
-                found, draft.charges, round_to_minor(draft.version.base_fee, currency), currency, start, end
+                found, draft_charges, round_to_minor(draft.version.base_fee, currency), currency, start, end, events
             )
         outcomes.append(
             CustomerOutcome(

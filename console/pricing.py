@@ -104,7 +104,22 @@ async def simulate(request: Request, context: TallyContext, form: SimulationForm
     return payload["simulation"]
 
 
-def page(request: Request, context: TallyContext, form: SimulationForm, simulation: dict[str, Any] | None) -> Response:
+async def current_plans(request: Request, context: TallyContext) -> list[dict[str, Any]]:
+    """Today's pricing, each charge in words (flat fees per tier, steps, package rounding,
+    percentages, the proration convention), beside the simulation that would change it."""
+    if is_htmx(request):
+        return []  # an htmx request swaps the simulation block only
+    plans = (await query(request, "ConsoleCurrentPlans", {}, context))["plans"]
+    return sorted(plans, key=lambda plan: plan["key"])
+
+
+def page(
+    request: Request,
+    context: TallyContext,
+    form: SimulationForm,
+    simulation: dict[str, Any] | None,
+    plans: list[dict[str, Any]],
+) -> Response:
     refused = bool(form.errors or form.catalog_errors)
     results = None
     if simulation is not None:
@@ -119,6 +134,7 @@ def page(request: Request, context: TallyContext, form: SimulationForm, simulati
         {
             "form": form,
             "results": results,
+            "plans": plans,
             "may_simulate": context.viewer.can(Capability.SIMULATE_PRICING),
         },
         block="simulation",
@@ -128,14 +144,14 @@ def page(request: Request, context: TallyContext, form: SimulationForm, simulati
 
 @router.get("/pricing")
 async def pricing_page(request: Request, context: ContextDep) -> Response:
-    return page(request, context, SimulationForm(), None)
+    return page(request, context, SimulationForm(), None, await current_plans(request, context))
 
 
 @router.post("/pricing")
 async def run_simulation(request: Request, context: ContextDep) -> Response:
     form = await read_form(request)
     simulation = await simulate(request, context, form) if not form.errors else None
-    return page(request, context, form, simulation)
+    return page(request, context, form, simulation, await current_plans(request, context))
 
 
 CSV_COLUMNS = [
@@ -157,7 +173,7 @@ async def simulation_csv(request: Request, context: ContextDep) -> Response:
     form = await read_form(request)
     simulation = await simulate(request, context, form) if not form.errors else None
     if simulation is None:
-        return page(request, context, form, None)
+        return page(request, context, form, None, await current_plans(request, context))
     header = CSV_COLUMNS
     rows: list[list[Any]] = []
     for row in biggest_movers_first(simulation["customers"]):

@@ -6,11 +6,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, ForeignKey, String, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Identity, String, Text, false
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
 CUSTOMER_STATUSES = ("ACTIVE", "PAST_DUE", "SUSPENDED")
+#: What a phase of a subscription is: billed (ACTIVE), paused (no base fee) or over (CANCELED).
+PHASE_STATUSES = ("ACTIVE", "PAUSED", "CANCELED")
 
 
 class Customer(SQLModel, table=True):
@@ -46,6 +48,15 @@ class Subscription(SQLModel, table=True):
     )
     pending_change_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     invoiced_through: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # The lifecycle in one read for the hot paths (ingestion, entitlements, the billing run's
+    # selection); the phases and ``subscription_events`` are the history. ``cancel_at``: when the
+    # subscription ends (past or scheduled), ``canceled_at``: when that was asked for.
+    cancel_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    canceled_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    cancel_reason: str | None = Field(default=None, sa_column=Column(Text))
+    paused_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # Set by the first price override, never cleared: without it no override is ever read.
+    has_price_overrides: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
     def version_at(self, as_of: datetime) -> uuid.UUID:
         """The plan version pricing ``as_of``: a scheduled change counts from its moment on."""
@@ -58,7 +69,9 @@ class Subscription(SQLModel, table=True):
 class SubscriptionPhase(SQLModel, table=True):
     """From ``starts_at`` until the next phase starts, ``plan_version_id`` prices the customer.
 
-    Billing reads the phases overlapping a period to rate each part on its own version.
+    Billing reads the phases overlapping a period to rate each part on its own version. A PAUSED
+    part bills no base fee (usage as its version's ``paused_usage`` says); a CANCELED part bills
+    nothing. A phase started by a plan change names it; one started by a lifecycle event, that.
     """
 
     __tablename__ = "subscription_phases"
@@ -67,6 +80,16 @@ class SubscriptionPhase(SQLModel, table=True):
     starts_at: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
     plan_version_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_versions.id"), nullable=False))
     plan_change_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    status: str = Field(
+        default="ACTIVE",
+        sa_column=Column(
+            String,
+            CheckConstraint("status IN ('ACTIVE', 'PAUSED', 'CANCELED')", name="subscription_phases_status_known"),
+            nullable=False,
+            server_default="ACTIVE",
+        ),
+    )
+    lifecycle_event_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
 
 
 class PlanChange(SQLModel, table=True):
@@ -89,3 +112,55 @@ class PlanChange(SQLModel, table=True):
     idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
     request_hash: str
     requested_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class SubscriptionEvent(SQLModel, table=True):
+    """An audited lifecycle request: a cancel (now or at the period's end), the resume of a
+    scheduled cancel, a pause or an unpause; who asked, why, when it takes effect, what it
+    prorated and which invoices it issued. Its idempotency key makes a retry harmless."""
+
+    __tablename__ = "subscription_events"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False, index=True))
+    kind: str  # CANCEL, RESUME, PAUSE, UNPAUSE
+    timing: str | None = None  # a cancel's: IMMEDIATELY or PERIOD_END
+    effective_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    status: str  # applied, scheduled (a cancel at the period's end), revoked (resumed before it)
+    prorations: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
+    invoice_ids: list[str] = Field(sa_column=Column(JSONB, nullable=False))
+    actor: str
+    idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    request_hash: str
+    requested_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class PriceOverride(SQLModel, table=True):
+    """One change of a customer's price for one charge of their plan version: a ``set`` (the
+    ``terms`` it overrides, in the plan charge's own stored form) or a ``remove``, in effect from
+    ``effective_at``. Never updated: each change is a new row, the audit of who, why, and the
+    charge's terms ``before`` and ``after``. A ``remove`` written by a plan change names it."""
+
+    __tablename__ = "price_overrides"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False, index=True))
+    # The order in which changes were recorded (a plan change's drop voids overrides scheduled before it).
+    seq: int | None = Field(
+        default=None, sa_column=Column(BigInteger, Identity(always=True), nullable=False, unique=True)
+    )
+    subscription_id: uuid.UUID = Field(sa_column=Column(ForeignKey("subscriptions.id"), nullable=False))
+    plan_version_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_versions.id"), nullable=False))
+    plan_charge_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_charges.id"), nullable=False))
+    action: str
+    terms: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    before: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    after: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    effective_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    actor: str
+    plan_change_id: uuid.UUID | None = Field(default=None, sa_column=Column(ForeignKey("plan_changes.id")))
+    idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    request_hash: str
+    recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

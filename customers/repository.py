@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from customers.models import Customer, PlanChange, Subscription, SubscriptionPhase
+from customers.models import Customer, PlanChange, Subscription, SubscriptionEvent, SubscriptionPhase
 from ledger.repository import driver_connection
 
 # The same expression as the trigram index customers_search_trgm, so searches use it.
@@ -88,6 +88,28 @@ async def ids_by_external_id(session: AsyncSession, external_ids: list[str]) -> 
     return {external_id: customer_id for external_id, customer_id in await cursor.fetchall()}
 
 
+async def usage_states(
+    session: AsyncSession, external_ids: list[str]
+) -> list[tuple[str, uuid.UUID, datetime | None, datetime | None, bool, datetime | None, bool]]:
+    """What ingestion needs of each named customer, in one round trip: their id, when their
+    subscription ends (if it does), since when it is paused, whether its plan refuses usage while
+    paused, and when a scheduled plan change takes over and whether that plan refuses it."""
+    if not external_ids:
+        return []
+    connection = await driver_connection(session)
+    cursor = await connection.execute(
+        "SELECT c.external_id, c.id, s.cancel_at, s.paused_at, coalesce(v.paused_usage = 'refuse', false), "
+        "CASE WHEN s.pending_plan_version_id IS NOT NULL THEN s.pending_change_at END, "
+        "coalesce(p.paused_usage = 'refuse', false) "
+        "FROM unnest(%b::text[]) AS wanted(external_id) JOIN customers c USING (external_id) "
+        "LEFT JOIN subscriptions s ON s.customer_id = c.id "
+        "LEFT JOIN plan_versions v ON s.paused_at IS NOT NULL AND v.id = s.plan_version_id "
+        "LEFT JOIN plan_versions p ON s.paused_at IS NOT NULL AND p.id = s.pending_plan_version_id",
+        (external_ids,),
+    )
+    return list(await cursor.fetchall())
+
+
 async def lock_subscription(session: AsyncSession, customer_id: uuid.UUID) -> Subscription | None:
     """The customer's subscription, locked for this transaction: plan changes and the billing
     run of one customer take turns (the billing run takes the lock with SKIP LOCKED)."""
@@ -101,13 +123,20 @@ async def phases_of(session: AsyncSession, customer_id: uuid.UUID) -> list[Subsc
     invoice); they belong to no session."""
     connection = await driver_connection(session)
     cursor = await connection.execute(
-        "SELECT starts_at, plan_version_id, plan_change_id FROM subscription_phases "
+        "SELECT starts_at, plan_version_id, plan_change_id, status, lifecycle_event_id FROM subscription_phases "
         "WHERE customer_id = %s ORDER BY starts_at",
         (customer_id,),
     )
     return [
-        SubscriptionPhase(customer_id=customer_id, starts_at=starts_at, plan_version_id=version, plan_change_id=change)
-        for starts_at, version, change in await cursor.fetchall()
+        SubscriptionPhase(
+            customer_id=customer_id,
+            starts_at=starts_at,
+            plan_version_id=version,
+            plan_change_id=change,
+            status=status,
+            lifecycle_event_id=event,
+        )
+        for starts_at, version, change, status, event in await cursor.fetchall()
     ]
 
 
@@ -173,3 +202,43 @@ async def set_status(session: AsyncSession, customer_id: uuid.UUID, status: str)
     await session.execute(
         text("UPDATE customers SET status = :status WHERE id = :id"), {"status": status, "id": customer_id}
     )
+
+
+async def set_phase_status_after(
+    session: AsyncSession, customer_id: uuid.UUID, after: datetime, *, was: str, status: str
+) -> None:
+    """Carry a pause (or an unpause) into the phases scheduled after it."""
+    await session.execute(
+        text(
+            "UPDATE subscription_phases SET status = :status "
+            "WHERE customer_id = :customer_id AND starts_at > :after AND status = :was"
+        ),
+        {"status": status, "customer_id": customer_id, "after": after, "was": was},
+    )
+
+
+async def revoke_scheduled_cancels(session: AsyncSession, customer_id: uuid.UUID) -> None:
+    await session.execute(
+        text(
+            "UPDATE subscription_events SET status = 'revoked' "
+            "WHERE customer_id = :customer_id AND kind = 'CANCEL' AND status = 'scheduled'"
+        ),
+        {"customer_id": customer_id},
+    )
+
+
+async def subscription_event_by_key(session: AsyncSession, idempotency_key: str) -> SubscriptionEvent | None:
+    query = select(SubscriptionEvent).where(col(SubscriptionEvent.idempotency_key) == idempotency_key)
+    return (await session.exec(query)).first()
+
+
+async def subscription_events_of(
+    session: AsyncSession, customer_id: uuid.UUID, *, limit: int
+) -> list[SubscriptionEvent]:
+    query = (
+        select(SubscriptionEvent)
+        .where(col(SubscriptionEvent.customer_id) == customer_id)
+        .order_by(col(SubscriptionEvent.requested_at).desc(), col(SubscriptionEvent.effective_at).desc())
+        .limit(limit)
+    )
+    return list(await session.exec(query))

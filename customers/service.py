@@ -159,6 +159,55 @@ async def ids_by_external_id(session: AsyncSession, external_ids: Iterable[str])
     return await repository.ids_by_external_id(session, list(external_ids))
 
 
+@dataclass(frozen=True)
+class UsageRefusal:
+    """When a customer's usage events are refused: from when their subscription ended
+    (``canceled_from``), and while it is paused under a plan that refuses usage while paused
+    (``paused_from`` up to ``paused_until``, open-ended when None). A plan change scheduled
+    during the pause decides by the event's own time which plan's rule applies."""
+
+    canceled_from: datetime | None
+    paused_from: datetime | None
+    paused_until: datetime | None = None
+
+
+def _refused_while_paused(
+    paused_at: datetime | None, refuses: bool, change_at: datetime | None, next_refuses: bool
+) -> tuple[datetime | None, datetime | None]:
+    """The stretch of a pause in which usage is refused, by the plan in effect at each moment."""
+    if paused_at is None:
+        return None, None
+    if change_at is None:
+        return (paused_at, None) if refuses else (None, None)
+    if change_at <= paused_at:
+        return (paused_at, None) if next_refuses else (None, None)
+    if refuses:
+        return paused_at, None if next_refuses else change_at
+    return (change_at, None) if next_refuses else (None, None)
+
+
+async def usage_states(
+    session: AsyncSession, external_ids: Iterable[str]
+) -> tuple[dict[str, uuid.UUID], dict[uuid.UUID, UsageRefusal]]:
+    """The ids of the named customers, and the refusals of those whose subscription refuses usage."""
+    ids: dict[str, uuid.UUID] = {}
+    refusals: dict[uuid.UUID, UsageRefusal] = {}
+    for (
+        external_id,
+        customer_id,
+        canceled_from,
+        paused_at,
+        refuses,
+        change_at,
+        next_refuses,
+    ) in await repository.usage_states(session, list(external_ids)):
+        ids[external_id] = customer_id
+        paused_from, paused_until = _refused_while_paused(paused_at, refuses, change_at, next_refuses)
+        if canceled_from is not None or paused_from is not None:
+            refusals[customer_id] = UsageRefusal(canceled_from, paused_from, paused_until)
+    return ids, refusals
+
+
 async def subscribed_customers(
     session: AsyncSession, external_ids: Sequence[str] | None = None
 ) -> list[tuple[Customer, Subscription]]:

@@ -7,6 +7,7 @@ they stand when it is invoiced. A change replaces the phases from its moment on:
 cancels a change scheduled for the period's end, and a back-dated one the changes after it.
 What a change costs is worked out by the caller's ``prorate`` (billing knows what was billed in
 advance), from the phases the change leaves, so the dry run and the invoice agree.
+A change drops the customer's price overrides in effect at its moment (:mod:`customers.price_overrides`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import repository
 from customers.errors import CustomerNotFound, InvalidInput, PlanNotFound
+from customers.lifecycle import check_plan_change, status_on
 from customers.models import PlanChange, Subscription, SubscriptionPhase
 from customers.periods import period_containing
+from customers.price_overrides import drop_for_plan_change
 from ledger.errors import IdempotencyKeyReused
 from pricing import repository as catalog
 from pricing.models import Plan, PlanVersion
@@ -112,11 +115,15 @@ async def change_plan(
     phases = await repository.phases_of(session, request.customer_id)
     if phases and effective_at <= phases[0].starts_at:
         raise InvalidInput("must be after the subscription started", field="at")
+    check_plan_change(phases, effective_at)
+    status = status_on(phases, effective_at)  # a change made while paused starts paused
     phases_before = [phase for phase in phases if phase.starts_at < effective_at]
     from_version_id = phases_before[-1].plan_version_id if phases_before else subscription.version_at(as_of)
     phases_after = [
         *phases_before,
-        SubscriptionPhase(customer_id=request.customer_id, starts_at=effective_at, plan_version_id=new_version.id),
+        SubscriptionPhase(
+            customer_id=request.customer_id, starts_at=effective_at, plan_version_id=new_version.id, status=status
+        ),
     ]
     prorations = (
         [] if request.timing == "PERIOD_END" else await prorate(subscription, phases_after, period_start, period_end)
@@ -144,12 +151,14 @@ async def change_plan(
     await repository.cancel_plan_changes(
         session, await repository.drop_phases_from(session, request.customer_id, effective_at)
     )
+    await drop_for_plan_change(session, subscription, change)
     session.add(
         SubscriptionPhase(
             customer_id=request.customer_id,
             starts_at=effective_at,
             plan_version_id=new_version.id,
             plan_change_id=change.id,
+            status=status,
         )
     )
     _apply_to_subscription(subscription, new_version.id, effective_at, as_of)
@@ -239,12 +248,27 @@ def parts_of(
     phases: list[SubscriptionPhase], start: datetime, end: datetime
 ) -> list[tuple[datetime, datetime, uuid.UUID]]:
     """The parts of ``[start, end)`` and the plan version pricing each (phases sorted by start)."""
+    return [(part.start, part.end, part.version_id) for part in phase_parts(phases, start, end)]
+
+
+@dataclass(frozen=True)
+class PhasePart:
+    """A part of a period, the plan version pricing it and the subscription's status then."""
+
+    start: datetime
+    end: datetime
+    version_id: uuid.UUID
+    status: str
+
+
+def phase_parts(phases: list[SubscriptionPhase], start: datetime, end: datetime) -> list[PhasePart]:
+    """The parts of ``[start, end)`` with their version and status (phases sorted by start)."""
     parts = []
     for index, phase in enumerate(phases):
         phase_end = phases[index + 1].starts_at if index + 1 < len(phases) else end
         part_start, part_end = max(phase.starts_at, start), min(phase_end, end)
         if part_start < part_end:
-            parts.append((part_start, part_end, phase.plan_version_id))
+            parts.append(PhasePart(part_start, part_end, phase.plan_version_id, phase.status))
     return parts
 
 

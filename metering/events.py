@@ -43,6 +43,8 @@ class Code:
     INVALID_PROPERTIES = "INVALID_PROPERTIES"
     PROPERTIES_TOO_LARGE = "PROPERTIES_TOO_LARGE"
     PROPERTIES_TOO_DEEP = "PROPERTIES_TOO_DEEP"
+    SUBSCRIPTION_CANCELED = "SUBSCRIPTION_CANCELED"
+    SUBSCRIPTION_PAUSED = "SUBSCRIPTION_PAUSED"
 
 
 #: Rejections kept in quarantine, to be replayed once the customer or the meter exists.
@@ -441,14 +443,20 @@ def read_events(
     meters_by_event_type: dict[str, list[MeterRule]],
     received_at: datetime,
     limits: IngestLimits,
+    refusals: dict[uuid.UUID, tuple[datetime | None, datetime | None, datetime | None]] | None = None,
 ) -> ReadBatch:
     """Validate each event; the first occurrence of an id in a batch wins, later ones are
     duplicates (as they would be across batches). Whatever PostgreSQL could not store is refused
-    here, event by event, before the batch's one statement runs."""
+    here, event by event, before the batch's one statement runs. ``refusals`` names the customers
+    whose subscription refuses usage: from when it ended, and from when it was paused (under a
+    plan that refuses usage while paused, up to when a plan that meters it takes over); an event
+    at or after the end, or within the refused part of the pause, is refused."""
     batch = ReadBatch()
     seen_ids: set[str] = set()
     for index, item in enumerate(items):
         outcome = _read_event(index, item, customers, meters_by_event_type, received_at, limits)
+        if refusals and isinstance(outcome, ValidEvent) and outcome.customer_id in refusals:
+            outcome = _refused(outcome, *refusals[outcome.customer_id])
         if isinstance(outcome, Rejection):
             batch.rejected.append(outcome)
         elif outcome.event_id in seen_ids:
@@ -457,6 +465,22 @@ def read_events(
             seen_ids.add(outcome.event_id)
             batch.valid.append(outcome)
     return batch
+
+
+def _refused(
+    event: ValidEvent, canceled_from: datetime | None, paused_from: datetime | None, paused_until: datetime | None
+) -> ValidEvent | Rejection:
+    if canceled_from is not None and event.occurred_at >= canceled_from:
+        message = f"the customer's subscription ended at {canceled_from.isoformat()}"
+        return Rejection(event.index, Code.SUBSCRIPTION_CANCELED, message, event.event_id)
+    if (
+        paused_from is not None
+        and paused_from <= event.occurred_at
+        and (paused_until is None or event.occurred_at < paused_until)
+    ):
+        message = f"the customer's subscription is paused since {paused_from.isoformat()} and its plan refuses usage"
+        return Rejection(event.index, Code.SUBSCRIPTION_PAUSED, message, event.event_id)
+    return event
 
 
 def _read_event(

@@ -107,10 +107,14 @@ async def read_batch(
         for i in items
         if isinstance(i, dict) and isinstance(i.get("customer"), str) and not text_problem(i["customer"])
     }
-    known = await customers.ids_by_external_id(session, external_ids)
+    known, refusals = await customers.usage_states(session, external_ids)
     batch = read_events(
         items,
         customers=known,
+        refusals={
+            customer_id: (refusal.canceled_from, refusal.paused_from, refusal.paused_until)
+            for customer_id, refusal in refusals.items()
+        },
         meters_by_event_type=await meter_rules(session),
         received_at=received_at,
         limits=limits,

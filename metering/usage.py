@@ -4,7 +4,7 @@ entitlements and the cost of usage under a plan."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,14 +12,17 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import service as customers
+from customers.lifecycle import subscription_status
 from customers.models import Subscription
 from customers.periods import calendar_month, period_containing
+from customers.price_overrides import overrides_of, overrides_of_customer
 from ledger.money import plain_decimal
 from metering import repository
 from metering.aggregation import Partial, merge_all
 from metering.events import FUTURE_TOLERANCE, MeterRule, canonical_json, dimension_text, loads_exact, measure
 from pricing.models import Meter, PlanCharge
-from pricing.rating import ChargeTerms, allocate, rate
+from pricing.overrides import NO_OVERRIDES, OverrideTimeline
+from pricing.rating import ChargeTerms, allocate, needs_events, rate, rate_events
 from pricing.service import charge_terms, charges_of_version, meter_by_key, plan_version
 
 
@@ -212,13 +215,28 @@ async def current_period(
 ) -> tuple[Period, uuid.UUID | None]:
     """The billing period containing ``as_of`` and the plan version that prices it; a customer
     with no subscription is measured by calendar month."""
+    period, version_id, _ = await current_pricing(session, customer_id, as_of)
+    return period, version_id
+
+
+async def current_pricing(
+    session: AsyncSession, customer_id: uuid.UUID, as_of: datetime
+) -> tuple[Period, uuid.UUID | None, OverrideTimeline]:
+    """:func:`current_period`, with the customer's price overrides (read only for a customer
+    who has had one)."""
     subscription = (await customers.subscriptions_of(session, [customer_id])).get(customer_id)
+    return await _period_of(session, subscription, as_of)
+
+
+async def _period_of(
+    session: AsyncSession, subscription: Subscription | None, as_of: datetime
+) -> tuple[Period, uuid.UUID | None, OverrideTimeline]:
     if subscription is None:
         start, end = calendar_month(as_of)
-        return Period(start, end), None
+        return Period(start, end), None, NO_OVERRIDES
     version = await plan_version(session, subscription.version_at(as_of))
     start, end = period_containing(subscription.started_at, version.interval, as_of)
-    return Period(start, end), version.id
+    return Period(start, end), version.id, await overrides_of(session, subscription)
 
 
 @dataclass(frozen=True)
@@ -227,6 +245,16 @@ class Entitlement:
     used: Decimal
     limit: Decimal | None
     remaining: Decimal | None
+    # Why not allowed: SUBSCRIPTION_CANCELED, SUBSCRIPTION_PAUSED, CUSTOMER_SUSPENDED, LIMIT_REACHED.
+    reason: str | None = None
+
+
+def blocked(found: Entitlement, subscription: Subscription | None, as_of: datetime) -> Entitlement:
+    """The entitlement of a canceled or paused subscription: refused whatever its usage."""
+    status = subscription_status(subscription, as_of) if subscription is not None else "ACTIVE"
+    if status == "ACTIVE":
+        return found
+    return replace(found, allowed=False, reason=f"SUBSCRIPTION_{status}")
 
 
 def entitlement_of(meter_usage: MeterUsage, charges: list[PlanCharge], *, suspended: bool) -> Entitlement:
@@ -234,16 +262,19 @@ def entitlement_of(meter_usage: MeterUsage, charges: list[PlanCharge], *, suspen
     the tightest charge is reported. No limit: always allowed. A suspended customer: never."""
     limited = [charge for charge in charges if charge.usage_limit is not None]
     if not limited:
-        return Entitlement(not suspended, plain_decimal(meter_usage.quantity()), None, None)
+        suspension = "CUSTOMER_SUSPENDED" if suspended else None
+        return Entitlement(not suspended, plain_decimal(meter_usage.quantity()), None, None, suspension)
     tightest = min(
         ((meter_usage.quantity(dict(charge.where)), charge) for charge in limited),
         key=lambda pair: pair[1].usage_limit - pair[0],  # type: ignore[operator]
     )
     used, charge = tightest
     assert charge.usage_limit is not None
-    allowed = not suspended and all(meter_usage.quantity(dict(c.where)) < c.usage_limit for c in limited)  # type: ignore[operator]
+    below = all(meter_usage.quantity(dict(c.where)) < c.usage_limit for c in limited)  # type: ignore[operator]
+    allowed = not suspended and below
+    reason = "CUSTOMER_SUSPENDED" if suspended else None if below else "LIMIT_REACHED"
     limit = plain_decimal(charge.usage_limit)
-    return Entitlement(allowed, plain_decimal(used), limit, plain_decimal(max(limit - used, Decimal(0))))
+    return Entitlement(allowed, plain_decimal(used), limit, plain_decimal(max(limit - used, Decimal(0))), reason)
 
 
 @dataclass(frozen=True)
@@ -257,10 +288,66 @@ class RatedCharge:
     parts: list[tuple[str, Decimal, Decimal]]  # (canonical JSON of the dimensions, quantity, share)
 
 
-def rate_charge(meter_usage: MeterUsage, charge: PlanCharge, terms: ChargeTerms | None = None) -> RatedCharge:
+# Per charge rated event by event: the values its events measured, in the order they happened.
+ChargeEvents = dict[uuid.UUID, list[Decimal]]
+
+
+async def charge_event_values(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    charges: list[tuple[PlanCharge, Meter]],
+    start: datetime,
+    end: datetime,
+    *,
+    received_by: datetime | None = None,
+) -> ChargeEvents:
+    """The event values over ``[start, end)`` of each charge that is rated event by event (a
+    percentage charge with per-event terms, :func:`pricing.rating.needs_events`), those its
+    ``where`` selects; nothing is read for the other charges. With ``received_by``, only events
+    received by then (what an invoice issued then could have billed). One indexed range read per
+    meter: its cost grows with the customer's events of that type in the period."""
+    found: ChargeEvents = {}
+    by_meter: dict[uuid.UUID, list[PlanCharge]] = {}
+    meters: dict[uuid.UUID, Meter] = {}
+    for charge, meter in charges:
+        if needs_events(charge_terms(charge)):
+            by_meter.setdefault(meter.id, []).append(charge)
+            meters[meter.id] = meter
+            found[charge.id] = []
+    for meter_id, meter_charges in by_meter.items():
+        meter, rule = meters[meter_id], _rule(meters[meter_id])
+        matches: dict[tuple[uuid.UUID, str], bool] = {}
+        rows = repository.events_in_order(session, customer_id, meter.event_type, start, end, received_by=received_by)
+        async for row in rows:
+            measured = measure(loads_exact(row["properties"]), rule)
+            if isinstance(measured, str) or measured.value is None:
+                continue  # stored events were validated; a meter declared later may not read them
+            for charge in meter_charges:
+                key = (charge.id, measured.dimensions)
+                if key not in matches:
+                    matches[key] = not charge.where or dimensions_match(loads_exact(measured.dimensions), charge.where)
+                if matches[key]:
+                    found[charge.id].append(measured.value)
+    return found
+
+
+def rate_charge(
+    meter_usage: MeterUsage,
+    charge: PlanCharge,
+    terms: ChargeTerms | None = None,
+    event_values: list[Decimal] | None = None,
+) -> RatedCharge:
+    """``event_values`` (:func:`charge_event_values`) are required for a charge rated event by
+    event; other charges are rated on the quantity."""
     where = dict(charge.where)
     quantity = meter_usage.quantity(where)
-    amount = rate(terms or charge_terms(charge), quantity)
+    terms = terms or charge_terms(charge)
+    if needs_events(terms):
+        if event_values is None:
+            raise ValueError(f"charge {charge.id} is rated from its events; read them with charge_event_values")
+        amount = rate_events(terms, event_values)
+    else:
+        amount = rate(terms, quantity)
     # In one order whatever order the usage was read in (rollups and raw events differ): the last
     # part takes the remainder of the split, so the order decides the twelfth decimal of each share.
     covered = sorted(d for d in meter_usage.by_dimensions if not where or dimensions_match(loads_exact(d), where))
@@ -276,11 +363,11 @@ class UsageCost:
     by_dimensions: dict[str, Decimal]
 
 
-def cost_of(meter_usage: MeterUsage, charges: list[PlanCharge]) -> UsageCost:
+def cost_of(meter_usage: MeterUsage, charges: list[PlanCharge], events: ChargeEvents | None = None) -> UsageCost:
     total = Decimal(0)
     by_dimensions = dict.fromkeys(meter_usage.by_dimensions, Decimal(0))
     for charge in charges:
-        rated = rate_charge(meter_usage, charge)
+        rated = rate_charge(meter_usage, charge, event_values=(events or {}).get(charge.id))
         total += rated.amount
         for dimensions, _, share in rated.parts:
             by_dimensions[dimensions] += share
@@ -294,8 +381,12 @@ async def entitlement(
     meter = await meter_by_key(session, meter_key)
     if meter is None:
         return None
-    period, version_id = await current_period(session, customer_id, as_of)
-    return await _entitlement_in(session, customer_id, meter, period, version_id, suspended=suspended, as_of=as_of)
+    subscription = (await customers.subscriptions_of(session, [customer_id])).get(customer_id)
+    period, version_id, overrides = await _period_of(session, subscription, as_of)
+    found = await _entitlement_in(
+        session, customer_id, meter, period, version_id, suspended=suspended, as_of=as_of, overrides=overrides
+    )
+    return blocked(found, subscription, as_of)
 
 
 async def _entitlement_in(
@@ -307,10 +398,16 @@ async def _entitlement_in(
     *,
     suspended: bool,
     as_of: datetime,
+    overrides: OverrideTimeline = NO_OVERRIDES,
 ) -> Entitlement:
+    """Limits are the customer's: a price override's limit (or its lifting) in effect at ``as_of``."""
     charges = []
     if version_id is not None:
-        charges = [charge for charge, m in await charges_of_version(session, version_id) if m.id == meter.id]
+        charges = [
+            overrides.charge_at(charge, as_of)
+            for charge, m in await charges_of_version(session, version_id)
+            if m.id == meter.id
+        ]
     [meter_usage] = await usage(session, customer_id, [meter], period.start, period.end, as_of=as_of)
     return entitlement_of(meter_usage, charges, suspended=suspended)
 
@@ -343,6 +440,7 @@ async def entitlement_by_external_id(
         created_at=row["created_at"],
     )
     version_id: uuid.UUID | None = None
+    subscription = None
     if row["started_at"] is None:
         start, end = calendar_month(as_of)
     else:
@@ -353,10 +451,15 @@ async def entitlement_by_external_id(
             created_at=row["started_at"],
             pending_plan_version_id=row["pending_plan_version_id"],
             pending_change_at=row["pending_change_at"],
+            cancel_at=row["cancel_at"],
+            paused_at=row["paused_at"],
         )
         version_id = subscription.version_at(as_of)
         version = await plan_version(session, version_id)
         start, end = period_containing(row["started_at"], version.interval, as_of)
+    overrides = NO_OVERRIDES
+    if row["has_price_overrides"]:  # one more query, only for customers who have had an override
+        overrides = await overrides_of_customer(session, row["customer_id"])
     found = await _entitlement_in(
         session,
         row["customer_id"],
@@ -365,8 +468,9 @@ async def entitlement_by_external_id(
         version_id,
         suspended=row["status"] == "SUSPENDED",
         as_of=as_of,
+        overrides=overrides,
     )
-    return EdgeEntitlement(row["customer_id"], found)
+    return EdgeEntitlement(row["customer_id"], blocked(found, subscription, as_of))
 
 
 async def watermark(session: AsyncSession, customer_id: uuid.UUID) -> datetime | None:

@@ -23,13 +23,27 @@ from ledger.money import (
 )
 
 AGGREGATIONS = ("count", "sum", "max", "unique_count", "latest")
-CHARGE_MODELS = ("per_unit", "graduated", "volume", "package")
+CHARGE_MODELS = ("per_unit", "graduated", "volume", "package", "stair_step", "percentage")
+PACKAGE_ROUNDINGS = ("up", "down")
+PRORATIONS = ("exact", "day")
 INTERVALS = ("month", "year")
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 
 METER_FIELDS = {"key", "name", "unit", "event_type", "aggregation", "value_property", "group_by", "allow_negative"}
 VALUE_AGGREGATIONS = ("sum", "max", "latest")
-PLAN_FIELDS = {"key", "name", "currency", "interval", "base_fee", "charges", "minimum_spend"}
+PLAN_FIELDS = {
+    "key",
+    "name",
+    "currency",
+    "interval",
+    "base_fee",
+    "charges",
+    "paused_usage",
+    "proration",
+    "minimum_spend",
+}
+#: What happens to usage while a subscription is paused: still metered and billed, or refused.
+PAUSED_USAGE = ("meter", "refuse")
 CHARGE_FIELDS = {
     "meter",
     "model",
@@ -41,7 +55,23 @@ CHARGE_FIELDS = {
     "minimum",
     "limit",
     "where",
+    "rounding",
+    "rate",
+    "fixed_fee",
+    "free_events",
+    "per_event_minimum",
+    "per_event_maximum",
 }
+# What each model reads, beyond what every charge may have (included, minimum, limit, where).
+MODEL_FIELDS = {
+    "per_unit": {"unit_price"},
+    "graduated": {"tiers"},
+    "volume": {"tiers"},
+    "stair_step": {"tiers"},
+    "package": {"package_size", "package_price", "rounding"},
+    "percentage": {"rate", "fixed_fee", "free_events", "per_event_minimum", "per_event_maximum"},
+}
+MODEL_SPECIFIC_FIELDS = set().union(*MODEL_FIELDS.values())
 
 
 @dataclass(frozen=True)
@@ -60,6 +90,16 @@ class MeterSpec:
 class TierSpec:
     up_to: Decimal | None  # None is "inf": the last tier has no upper bound
     unit_price: Decimal
+    flat_fee: Decimal = Decimal(0)  # once for a tier reached; a stair step's whole price
+
+    def pricing_document(self) -> dict[str, Any]:
+        document = {
+            "up_to": _text(self.up_to) if self.up_to is not None else "inf",
+            "unit_price": _text(self.unit_price),
+        }
+        if self.flat_fee:  # absent when zero, so tiers declared before flat fees keep their hash
+            document["flat_fee"] = _text(self.flat_fee)
+        return document
 
 
 @dataclass(frozen=True)
@@ -74,17 +114,21 @@ class ChargeSpec:
     minimum: Decimal | None = None
     limit: Decimal | None = None
     where: tuple[tuple[str, str], ...] = ()
+    rounding: str = "up"  # package only
+    percentage_rate: Decimal | None = None  # percentage only, and the four below
+    fixed_fee: Decimal | None = None
+    free_events: int | None = None
+    per_event_minimum: Decimal | None = None
+    per_event_maximum: Decimal | None = None
 
     def pricing_document(self) -> dict[str, Any]:
-        """A canonical JSON-able form: equal documents mean equal pricing."""
-        return {
+        """A canonical JSON-able form: equal documents mean equal pricing. Terms added after the
+        first models appear only when they say something, so older charges keep their hash."""
+        document: dict[str, Any] = {
             "meter": self.meter,
             "model": self.model,
             "unit_price": _text(self.unit_price),
-            "tiers": [
-                {"up_to": _text(t.up_to) if t.up_to is not None else "inf", "unit_price": _text(t.unit_price)}
-                for t in self.tiers
-            ],
+            "tiers": [t.pricing_document() for t in self.tiers],
             "package_size": _text(self.package_size),
             "package_price": _text(self.package_price),
             "included": _text(self.included),
@@ -92,6 +136,17 @@ class ChargeSpec:
             "limit": _text(self.limit),
             "where": dict(self.where),
         }
+        if self.rounding != "up":
+            document["rounding"] = self.rounding
+        if self.model == "percentage":
+            document |= {
+                "rate": _text(self.percentage_rate),
+                "fixed_fee": _text(self.fixed_fee),
+                "free_events": self.free_events,
+                "per_event_minimum": _text(self.per_event_minimum),
+                "per_event_maximum": _text(self.per_event_maximum),
+            }
+        return document
 
 
 @dataclass(frozen=True)
@@ -102,18 +157,24 @@ class PlanSpec:
     interval: str
     base_fee: Decimal
     charges: tuple[ChargeSpec, ...]
+    paused_usage: str = "meter"
+    proration: str = "exact"
     minimum_spend: Decimal | None = None
 
     def pricing_document(self) -> dict[str, Any]:
         """What a plan version freezes: a change here makes a new version (the name does not).
-        A plan without a minimum spend keeps the document it had before minimums existed, so
-        applying an unchanged catalog makes no new versions."""
-        document = {
+        Settings at their default (no minimum spend among them) are left out, so plans declared
+        before them keep their version and applying an unchanged catalog makes no new versions."""
+        document: dict[str, Any] = {
             "currency": self.currency,
             "interval": self.interval,
             "base_fee": _text(self.base_fee),
             "charges": [c.pricing_document() for c in self.charges],
         }
+        if self.paused_usage != "meter":
+            document["paused_usage"] = self.paused_usage
+        if self.proration != "exact":
+            document["proration"] = self.proration
         if self.minimum_spend is not None:
             document["minimum_spend"] = _text(self.minimum_spend)
         return document
@@ -214,11 +275,16 @@ class _Reader:
         return value
 
 
-def parse_catalog(text: str, *, known_meters: dict[str, tuple[str, ...]] | None = None) -> CatalogSpec:
+def parse_catalog(
+    text: str,
+    *,
+    known_meters: dict[str, tuple[str, ...]] | None = None,
+    known_aggregations: dict[str, str] | None = None,
+) -> CatalogSpec:
     """Parse and validate catalog TOML; raise :class:`CatalogInvalid` listing every problem.
 
     ``known_meters`` are meters already in the database (key → group_by), which charges may
-    also refer to.
+    also refer to; ``known_aggregations`` their aggregations (key → aggregation).
     """
     try:
         document = tomllib.loads(text)
@@ -228,7 +294,8 @@ def parse_catalog(text: str, *, known_meters: dict[str, tuple[str, ...]] | None 
     reader.unknown_fields(document, {"meters", "plans"}, "catalog")
     meters = _read_meters(reader, document.get("meters", []))
     meter_dimensions = {**(known_meters or {}), **{m.key: m.group_by for m in meters}}
-    plans = _read_plans(reader, document.get("plans", []), meter_dimensions)
+    aggregations = {**(known_aggregations or {}), **{m.key: m.aggregation for m in meters}}
+    plans = _read_plans(reader, document.get("plans", []), meter_dimensions, aggregations)
     if reader.problems:
         raise CatalogInvalid(reader.problems)
     return CatalogSpec(meters=tuple(meters), plans=tuple(plans))
@@ -284,7 +351,9 @@ def _read_meters(reader: _Reader, raw: Any) -> list[MeterSpec]:
     return meters
 
 
-def _read_plans(reader: _Reader, raw: Any, meter_keys: dict[str, tuple[str, ...]]) -> list[PlanSpec]:
+def _read_plans(
+    reader: _Reader, raw: Any, meter_keys: dict[str, tuple[str, ...]], aggregations: dict[str, str]
+) -> list[PlanSpec]:
     plans: list[PlanSpec] = []
     seen: set[str] = set()
     for index, item in enumerate(_items(reader, raw, "plans")):
@@ -305,6 +374,10 @@ def _read_plans(reader: _Reader, raw: Any, meter_keys: dict[str, tuple[str, ...]
         if interval is not None and interval not in INTERVALS:
             reader.problem(f"{path}.interval", f"{interval!r} is not one of {', '.join(INTERVALS)}")
             interval = None
+        proration = item.get("proration", "exact")
+        if proration not in PRORATIONS:
+            reader.problem(f"{path}.proration", f"{proration!r} is not one of {', '.join(PRORATIONS)}")
+            proration = "exact"
         base_fee = reader.decimal(item, "base_fee", path, required=True)
         if base_fee is not None and currency is not None and not fits_minor_unit(base_fee, currency):
             reader.problem(f"{path}.base_fee", f"{base_fee} is not payable in {currency}: too many decimal places")
@@ -312,8 +385,15 @@ def _read_plans(reader: _Reader, raw: Any, meter_keys: dict[str, tuple[str, ...]
         charges = [
             charge
             for charge_index, charge_item in enumerate(_items(reader, item.get("charges", []), f"{path}.charges"))
-            if (charge := _read_charge(reader, charge_item, f"{path}.charges[{charge_index}]", meter_keys, currency))
+            if (
+                charge := _read_charge(
+                    reader, charge_item, f"{path}.charges[{charge_index}]", meter_keys, aggregations, currency
+                )
+            )
         ]
+        paused_usage = reader.text(item, "paused_usage", path, required=False) or "meter"
+        if paused_usage not in PAUSED_USAGE:
+            reader.problem(f"{path}.paused_usage", f"{paused_usage!r} is not one of {', '.join(PAUSED_USAGE)}")
         minimum_spend = reader.decimal(item, "minimum_spend", path)
         if minimum_spend is not None and currency is not None and not fits_minor_unit(minimum_spend, currency):
             reader.problem(
@@ -323,12 +403,19 @@ def _read_plans(reader: _Reader, raw: Any, meter_keys: dict[str, tuple[str, ...]
         if key is None or name is None or currency is None or interval is None or base_fee is None:
             continue
         seen.add(key)
-        plans.append(PlanSpec(key, name, currency, interval, base_fee, tuple(charges), minimum_spend))
+        plans.append(
+            PlanSpec(key, name, currency, interval, base_fee, tuple(charges), paused_usage, proration, minimum_spend)
+        )
     return plans
 
 
 def _read_charge(
-    reader: _Reader, item: dict[str, Any], path: str, meter_keys: dict[str, tuple[str, ...]], currency: str | None
+    reader: _Reader,
+    item: dict[str, Any],
+    path: str,
+    meter_keys: dict[str, tuple[str, ...]],
+    aggregations: dict[str, str],
+    currency: str | None,
 ) -> ChargeSpec | None:
     before = len(reader.problems)
     reader.unknown_fields(item, CHARGE_FIELDS, path)
@@ -340,22 +427,30 @@ def _read_charge(
         reader.problem(f"{path}.model", f"{model!r} is not one of {', '.join(CHARGE_MODELS)}")
     unit_price = package_size = package_price = None
     tiers: tuple[TierSpec, ...] = ()
-    needs = {
-        "per_unit": {"unit_price"},
-        "graduated": {"tiers"},
-        "volume": {"tiers"},
-        "package": {"package_size", "package_price"},
-    }.get(model or "", set())
-    for name in sorted({"unit_price", "tiers", "package_size", "package_price"} - needs):
+    for name in sorted(MODEL_SPECIFIC_FIELDS - MODEL_FIELDS.get(model or "", set())):
         if name in item and model in CHARGE_MODELS:
             reader.problem(f"{path}.{name}", f"is not used by a {model} charge")
     if model == "per_unit":
         unit_price = reader.decimal(item, "unit_price", path, required=True)
-    elif model in ("graduated", "volume"):
-        tiers = _read_tiers(reader, item.get("tiers"), f"{path}.tiers")
+    elif model in ("graduated", "volume", "stair_step"):
+        tiers = _read_tiers(reader, item.get("tiers"), f"{path}.tiers", model)
     elif model == "package":
         package_size = reader.decimal(item, "package_size", path, required=True, max_places=0, positive=True)
         package_price = reader.decimal(item, "package_price", path, required=True)
+    rounding = item.get("rounding", "up") if model == "package" else "up"
+    if rounding not in PACKAGE_ROUNDINGS:
+        reader.problem(
+            f"{path}.rounding",
+            f"{rounding!r} is not one of {', '.join(PACKAGE_ROUNDINGS)} (a started package costs a whole one, "
+            "or only whole packages are charged)",
+        )
+    percentage = _read_percentage(reader, item, path) if model == "percentage" else {}
+    if model == "percentage" and meter in aggregations and aggregations[meter] != "sum":
+        reader.problem(
+            f"{path}.meter",
+            f"a percentage charge takes a share of each event's value: meter {meter!r} must be a sum meter, "
+            f"not {aggregations[meter]}",
+        )
     included = reader.decimal(item, "included", path) or Decimal(0)
     minimum = reader.decimal(item, "minimum", path)
     if minimum is not None and currency is not None and not fits_minor_unit(minimum, currency):
@@ -389,7 +484,29 @@ def _read_charge(
         minimum=minimum,
         limit=limit,
         where=where,
+        rounding=rounding,
+        **percentage,
     )
+
+
+def _read_percentage(reader: _Reader, item: dict[str, Any], path: str) -> dict[str, Any]:
+    """Lago's percentage model: ``rate`` percent of the value, a fixed fee per event, free events
+    (``included`` is the free value), and a minimum and maximum fee per event."""
+    rate = reader.decimal(item, "rate", path, required=True)
+    if rate is not None and rate > 100:
+        reader.problem(f"{path}.rate", f"{rate} is a percentage: it must be between 0 and 100")
+    free_events = reader.decimal(item, "free_events", path, max_places=0)
+    minimum = reader.decimal(item, "per_event_minimum", path)
+    maximum = reader.decimal(item, "per_event_maximum", path)
+    if minimum is not None and maximum is not None and minimum > maximum:
+        reader.problem(f"{path}.per_event_minimum", f"{minimum} is above per_event_maximum {maximum}")
+    return {
+        "percentage_rate": rate,
+        "fixed_fee": reader.decimal(item, "fixed_fee", path),
+        "free_events": int(free_events) if free_events is not None else None,
+        "per_event_minimum": minimum,
+        "per_event_maximum": maximum,
+    }
 
 
 def _where_text(value: str | int | bool) -> str:
@@ -399,16 +516,21 @@ def _where_text(value: str | int | bool) -> str:
     return str(value)
 
 
-def _read_tiers(reader: _Reader, raw: Any, path: str) -> tuple[TierSpec, ...]:
+def _read_tiers(reader: _Reader, raw: Any, path: str, model: str) -> tuple[TierSpec, ...]:
+    """Graduated and volume tiers: ``{ up_to, unit_price, flat_fee? }``; stair steps:
+    ``{ up_to, flat_fee }`` (the step's price)."""
+    step = model == "stair_step"
+    shape = "{ up_to, flat_fee }" if step else "{ up_to, unit_price } (and an optional flat_fee)"
     if not isinstance(raw, list) or not raw or not all(isinstance(t, dict) for t in raw):
-        reader.problem(path, "must be a non-empty list of { up_to, unit_price } tables")
+        reader.problem(path, f"must be a non-empty list of {shape} tables")
         return ()
     tiers: list[TierSpec] = []
     previous: Decimal | None = None
     for index, tier in enumerate(raw):
         tier_path = f"{path}[{index}]"
-        reader.unknown_fields(tier, {"up_to", "unit_price"}, tier_path)
-        unit_price = reader.decimal(tier, "unit_price", tier_path, required=True)
+        reader.unknown_fields(tier, {"up_to", "flat_fee"} if step else {"up_to", "unit_price", "flat_fee"}, tier_path)
+        unit_price = Decimal(0) if step else reader.decimal(tier, "unit_price", tier_path, required=True)
+        flat_fee = reader.decimal(tier, "flat_fee", tier_path, required=step)
         last = index == len(raw) - 1
         up_to: Decimal | None
         if tier.get("up_to") == "inf":
@@ -422,6 +544,6 @@ def _read_tiers(reader: _Reader, raw: Any, path: str) -> tuple[TierSpec, ...]:
             if up_to is not None and previous is not None and up_to <= previous:
                 reader.problem(path, "up_to must increase")
             previous = up_to if up_to is not None else previous
-        if unit_price is not None:
-            tiers.append(TierSpec(up_to, unit_price))
+        if unit_price is not None and (flat_fee is not None or not step):
+            tiers.append(TierSpec(up_to, unit_price, flat_fee or Decimal(0)))
     return tuple(tiers)

@@ -7,7 +7,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Integer, Numeric, String, UniqueConstraint, false
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    Numeric,
+    String,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -56,7 +68,20 @@ class PlanVersion(SQLModel, table=True):
     pricing_hash: str
     # The least a period bills (base fee and usage, before credits); a true-up line makes up the rest.
     minimum_spend: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
+    # How a part of a period is measured: "exact" (to the microsecond) or "day" (whole days).
+    proration: str = Field(default="exact", sa_column=Column(String, nullable=False, server_default="exact"))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    # While a subscription is paused: "meter" rates its usage as the plan says, "refuse" refuses
+    # its events at ingestion (SUBSCRIPTION_PAUSED) and bills none of the paused part's usage.
+    paused_usage: str = Field(
+        default="meter",
+        sa_column=Column(
+            String,
+            CheckConstraint("paused_usage IN ('meter', 'refuse')", name="plan_versions_paused_usage_known"),
+            nullable=False,
+            server_default="meter",
+        ),
+    )
 
 
 class PlanCharge(SQLModel, table=True):
@@ -78,3 +103,11 @@ class PlanCharge(SQLModel, table=True):
     minimum: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
     usage_limit: Decimal | None = Field(default=None, sa_column=Column("limit", Numeric(30, 12)))
     where: dict[str, str] = Field(sa_column=Column(JSONB, nullable=False))
+    # Package: "up" (a started package costs a whole one) or "down" (a partial package is free).
+    rounding: str = Field(default="up", sa_column=Column(String, nullable=False, server_default="up"))
+    # Percentage: percent of the value, a fee per event, free events, and per-event bounds.
+    percentage_rate: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
+    fixed_fee: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
+    free_events: int | None = Field(default=None, sa_column=Column(BigInteger))
+    per_event_minimum: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
+    per_event_maximum: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))

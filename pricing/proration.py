@@ -2,16 +2,24 @@
 
 The rules, written down once:
 - Time is measured to the microsecond, as the share of the period ``[start, end)`` that a part of
-  it covers (``covered / whole``), exactly, as a Decimal.
+  it covers (``covered / whole``), exactly, as a Decimal: the ``exact`` convention (Stripe's).
+  A plan may choose the ``day`` convention instead (Lago's, Chargebee's, Kill Bill's): whole days
+  counted from the period's start, the day a change happens counted as used under the plan in
+  effect when the day began (a moment inside a day moves to that day's end), ``days covered /
+  days in the period``. Both conventions cut a period at the same points, so the shares of its
+  parts still add up to one.
 - Base fees (billed in advance): a period costs the sum over its phases of ``fee × share``. The
   period's prorations are worked out from the phases as they stand and from the fee that was
   actually billed in advance for it, never from what a change assumed when it was made: at each
   change at ``at`` the unused part of the fee before it is credited, ``-old_fee × (end - at) /
   (end - start)``, and the rest of the period is charged at the new fee, ``new_fee × (end - at) /
-  (end - start)``; and when the fee billed in advance is not the first phase's (a change exactly at
-  the period's start, recorded after that fee was billed), the billed fee is credited whole and the
-  first phase's charged whole. The lines telescope to ``Σ fee × share − billed``, whatever the
-  order in which changes and invoices happened. Each line is rounded once, on the invoice.
+  (end - start)``, both shares in the convention of the plan being left; and when the fee billed
+  in advance is not the first phase's (a change exactly at the period's start, recorded after that
+  fee was billed), the billed fee is credited whole and the first phase's charged whole. The lines
+  telescope to ``Σ fee × share − billed``, whatever the order in which changes and invoices
+  happened. Each line is rounded once, on the invoice.
+- Lifecycle: a paused or canceled part of a period is a phase whose fee is 0, so a pause credits
+  ``-fee × (end - at) / (end - start)`` and an unpause charges the rest of the period again.
 - Usage: events before ``at`` are rated on the old version, events from ``at`` on the new one,
   each on its own. A charge's ``included`` allowance and its ``minimum`` are scaled by the share of
   the period its version covered; tier bounds are not (a tier is a volume, not a rate per day).
@@ -32,13 +40,33 @@ def _microseconds(start: datetime, end: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def share_of_period(part_start: datetime, part_end: datetime, start: datetime, end: datetime) -> Decimal:
-    """The exact share of ``[start, end)`` covered by ``[part_start, part_end)`` (clipped to it)."""
+PRORATION_CONVENTIONS = ("exact", "day")
+DAY_MICROSECONDS = 86_400 * 1_000_000
+
+
+def share_of_period(
+    part_start: datetime, part_end: datetime, start: datetime, end: datetime, convention: str = "exact"
+) -> Decimal:
+    """The share of ``[start, end)`` covered by ``[part_start, part_end)`` (clipped to it), exact
+    to the microsecond, or in whole days under the ``day`` convention."""
     whole = _microseconds(start, end)
     if whole <= 0:
         raise ValueError("a period must end after it starts")
+    if convention == "day":
+        days = _days_into(end, start, end)
+        covered_days = _days_into(part_end, start, end) - _days_into(part_start, start, end)
+        return Decimal(max(covered_days, 0)) / Decimal(days)
+    if convention != "exact":
+        raise ValueError(f"unknown proration convention {convention!r}")
     covered = _microseconds(max(part_start, start), min(part_end, end))
     return Decimal(max(covered, 0)) / Decimal(whole)
+
+
+def _days_into(moment: datetime, start: datetime, end: datetime) -> int:
+    """Whole days from ``start`` to ``moment`` (clipped to the period), a started day counted
+    whole: the day of a change is used under the plan it began with."""
+    elapsed = _microseconds(start, min(max(moment, start), end))
+    return -(-elapsed // DAY_MICROSECONDS)
 
 
 def prorated_terms(terms: ChargeTerms, share: Decimal) -> ChargeTerms:
@@ -63,12 +91,16 @@ class Proration:
 
 @dataclass(frozen=True)
 class FeePhase:
-    """From ``starts_at`` on, ``plan`` (its version ``version_id``) prices the period at ``fee``."""
+    """From ``starts_at`` on, ``plan`` (its version ``version_id``) prices the period at ``fee``.
+    A paused or canceled part is priced at a fee of 0 (its ``status`` tells it from the active part
+    of the same version, so a pause from the period's start credits the fee billed in advance)."""
 
     starts_at: datetime
     version_id: uuid.UUID | None
     plan: str
     fee: Decimal
+    status: str = "ACTIVE"
+    proration: str = "exact"  # the version's convention (see share_of_period)
 
 
 def period_fee_prorations(
@@ -89,9 +121,10 @@ def period_fee_prorations(
         at = max(phase.starts_at, period_start)
         if not at < period_end:
             raise ValueError("a phase must start inside the period it prorates")
-        if index == 0 and previous.version_id == phase.version_id:
+        if index == 0 and (previous.version_id, previous.status) == (phase.version_id, phase.status):
             continue
-        remaining = share_of_period(at, period_end, period_start, period_end)
+        # The plan being left decides what a used day is: its fee was billed for the period.
+        remaining = share_of_period(at, period_end, period_start, period_end, previous.proration)
         since = at.strftime("%Y-%m-%d %H:%M UTC")
         if previous.fee:
             prorations.append(

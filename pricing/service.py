@@ -73,7 +73,11 @@ async def apply_catalog(
 
 
 def _validated(catalog_text: str, meters: dict[str, Meter]) -> CatalogSpec:
-    spec = parse_catalog(catalog_text, known_meters={key: tuple(m.group_by) for key, m in meters.items()})
+    spec = parse_catalog(
+        catalog_text,
+        known_meters={key: tuple(m.group_by) for key, m in meters.items()},
+        known_aggregations={key: m.aggregation for key, m in meters.items()},
+    )
     _check_meter_identity(spec, meters)
     return spec
 
@@ -116,6 +120,8 @@ async def draft_plans(session: AsyncSession, catalog_text: str, *, as_of: dateti
             base_fee=plan_spec.base_fee,
             pricing_hash=pricing_hash(plan_spec),
             minimum_spend=plan_spec.minimum_spend,
+            paused_usage=plan_spec.paused_usage,
+            proration=plan_spec.proration,
             created_at=as_of,
         )
         charges = [
@@ -236,6 +242,8 @@ async def _write_plan(
         base_fee=spec.base_fee,
         pricing_hash=pricing_hash(spec),
         minimum_spend=spec.minimum_spend,
+        paused_usage=spec.paused_usage,
+        proration=spec.proration,
         created_at=as_of,
     )
     session.add(version)
@@ -260,6 +268,12 @@ def _charge_row(version_id: uuid.UUID, position: int, spec: ChargeSpec, meter: M
         minimum=spec.minimum,
         usage_limit=spec.limit,
         where=dict(spec.where),
+        rounding=spec.rounding,
+        percentage_rate=spec.percentage_rate,
+        fixed_fee=spec.fixed_fee,
+        free_events=spec.free_events,
+        per_event_minimum=spec.per_event_minimum,
+        per_event_maximum=spec.per_event_maximum,
     )
 
 
@@ -300,13 +314,23 @@ def charge_terms(charge: PlanCharge) -> ChargeTerms:
         model=charge.model,
         unit_price=charge.unit_price,
         tiers=tuple(
-            Tier(None if tier["up_to"] == "inf" else Decimal(tier["up_to"]), Decimal(tier["unit_price"]))
+            Tier(
+                None if tier["up_to"] == "inf" else Decimal(tier["up_to"]),
+                Decimal(tier["unit_price"]),
+                Decimal(tier.get("flat_fee", "0")),
+            )
             for tier in charge.tiers
         ),
         package_size=charge.package_size,
         package_price=charge.package_price,
         included=charge.included,
         minimum=charge.minimum,
+        rounding=charge.rounding,
+        percentage_rate=charge.percentage_rate,
+        fixed_fee=charge.fixed_fee or Decimal(0),
+        free_events=charge.free_events,
+        per_event_minimum=charge.per_event_minimum,
+        per_event_maximum=charge.per_event_maximum,
     )
 
 

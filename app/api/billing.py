@@ -25,6 +25,7 @@ from app.api.common import (
 )
 from app.api.ledger import LedgerEntry
 from app.api.permissions import requires
+from app.api.price_overrides import PriceOverride, resolve_dropped_price_overrides
 from app.api.provenance import InvoiceLineProvenance
 from app.api.scope import STAFF_ONLY, customer_of, may_see, staff_only
 from app.auth import Capability
@@ -321,6 +322,10 @@ class PlanChange:
     actor: str | None = staff_only("Who asked for it. " + STAFF_ONLY)
     prorations: list[Proration]
     row: strawberry.Private[PlanChangeRow]
+    dropped_price_overrides: list[PriceOverride] = strawberry.field(
+        resolver=resolve_dropped_price_overrides,
+        description="The customer's price overrides the change dropped (each belonged to the plan they left).",
+    )
 
     @strawberry.field
     async def from_plan(self, info: Info) -> Plan:

@@ -17,6 +17,7 @@ from app.api.permissions import requires
 from app.auth import Capability
 from ledger.money import plain_decimal, quantize_major
 from pricing import service as catalog
+from pricing.describe import describe_charge
 from pricing.models import Meter as MeterRow
 from pricing.models import Plan as PlanRow
 from pricing.models import PlanCharge, PlanVersion
@@ -37,6 +38,20 @@ class ChargeModel(Enum):
     GRADUATED = "graduated"
     VOLUME = "volume"
     PACKAGE = "package"
+    STAIR_STEP = "stair_step"
+    PERCENTAGE = "percentage"
+
+
+@strawberry.enum(description="How a package charge counts a partial package.")
+class PackageRounding(Enum):
+    UP = "up"
+    DOWN = "down"
+
+
+@strawberry.enum(description="How a part of a billing period is measured when a plan changes mid-period.")
+class ProrationConvention(Enum):
+    EXACT = "exact"
+    DAY = "day"
 
 
 @strawberry.enum
@@ -78,6 +93,9 @@ class Meter:
 class Tier:
     up_to: Decimal | None = strawberry.field(description="None: the last tier, with no upper bound.")
     unit_price: Decimal
+    flat_fee: Decimal = strawberry.field(
+        description="Charged once a period when usage reaches the tier; a stair step's whole price."
+    )
 
 
 @strawberry.type
@@ -92,6 +110,13 @@ class Charge:
     minimum: Decimal | None
     limit: Decimal | None
     where: JSON
+    rounding: PackageRounding | None = strawberry.field(description="Package charges only.")
+    percentage_rate: Decimal | None = strawberry.field(description="Percentage charges: percent of the value.")
+    fixed_fee: Decimal | None = strawberry.field(description="Percentage charges: per paying event.")
+    free_events: int | None = strawberry.field(description="Percentage charges: the first events cost nothing.")
+    per_event_minimum: Decimal | None
+    per_event_maximum: Decimal | None
+    summary: str = strawberry.field(description="The charge's terms in words.")
 
     @classmethod
     def from_model(cls, charge: PlanCharge, meter: MeterRow) -> Charge:
@@ -103,6 +128,7 @@ class Charge:
                 Tier(
                     up_to=None if tier["up_to"] == "inf" else Decimal(tier["up_to"]),
                     unit_price=Decimal(tier["unit_price"]),
+                    flat_fee=Decimal(tier.get("flat_fee", "0")),
                 )
                 for tier in charge.tiers
             ],
@@ -112,6 +138,13 @@ class Charge:
             minimum=_plain(charge.minimum),
             limit=_plain(charge.usage_limit),
             where=cast(JSON, dict(charge.where)),
+            rounding=PackageRounding(charge.rounding) if charge.model == "package" else None,
+            percentage_rate=_plain(charge.percentage_rate),
+            fixed_fee=_plain(charge.fixed_fee),
+            free_events=charge.free_events,
+            per_event_minimum=_plain(charge.per_event_minimum),
+            per_event_maximum=_plain(charge.per_event_maximum),
+            summary=describe_charge(catalog.charge_terms(charge)),
         )
 
 
@@ -122,6 +155,7 @@ class Plan:
     version: int
     currency: str
     interval: BillingInterval
+    proration: ProrationConvention
     created_at: datetime
     version_id: strawberry.Private[uuid.UUID]
     base_fee_amount: strawberry.Private[Decimal]
@@ -150,6 +184,7 @@ class Plan:
             version=version.version,
             currency=version.currency,
             interval=BillingInterval(version.interval),
+            proration=ProrationConvention(version.proration),
             created_at=version.created_at,
             version_id=version.id,
             base_fee_amount=version.base_fee,

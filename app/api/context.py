@@ -17,8 +17,9 @@ from app.settings import Settings
 from billing import failures
 from billing import service as billing
 from billing.models import BillingFailure, InvoiceLine
+from customers import price_overrides
 from customers import service as customers
-from customers.models import Customer, Subscription
+from customers.models import Customer, PriceOverride, Subscription
 from pricing import repository as catalog
 from pricing.models import Meter, Plan, PlanCharge, PlanVersion
 
@@ -68,6 +69,16 @@ class Loaders:
         async def load(ids: list[uuid.UUID]) -> list[BillingFailure | None]:
             found = await failures.failures_of(self.session, ids)
             return [found.get(i) for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    @cached_property
+    def dropped_price_overrides(self) -> DataLoader[uuid.UUID, list[PriceOverride]]:
+        """By plan change: the price overrides it dropped."""
+
+        async def load(ids: list[uuid.UUID]) -> list[list[PriceOverride]]:
+            found = await price_overrides.dropped_by(self.session, ids)
+            return [found[i] for i in ids]
 
         return DataLoader(load_fn=load)
 

@@ -46,6 +46,7 @@ from app.api.ledger import (
     resolve_credit_grants,
     resolve_ledger_entries,
 )
+from app.api.lifecycle import SubscriptionEvent, SubscriptionStatus, resolve_subscription_events
 from app.api.metering import (
     Entitlement,
     MeterUsage,
@@ -56,9 +57,11 @@ from app.api.metering import (
     resolve_usage_watermark,
 )
 from app.api.permissions import requires
+from app.api.price_overrides import PriceOverride, SubscriptionCharge, resolve_price_overrides, subscription_charges
 from app.api.scope import customer_scope, find_visible_customer
 from app.auth import Capability
 from customers import service as customers
+from customers.lifecycle import subscription_status
 from customers.models import Customer as CustomerRow
 from customers.models import Subscription as SubscriptionRow
 from customers.periods import period_containing
@@ -89,6 +92,19 @@ class Subscription:
     scheduled_change: ScheduledPlanChange | None = strawberry.field(
         default=None, description="A plan change waiting for the end of the current period."
     )
+    status: SubscriptionStatus = strawberry.field(default=SubscriptionStatus.ACTIVE)
+    cancel_at: datetime | None = strawberry.field(
+        default=None, description="When it ends (or ended): a cancel's moment, or the period's end it is scheduled for."
+    )
+    canceled_at: datetime | None = strawberry.field(default=None, description="When the cancel was asked for.")
+    cancel_reason: str | None = None
+    paused_at: datetime | None = strawberry.field(default=None, description="Since when it is paused.")
+    row: strawberry.Private[SubscriptionRow | None] = None
+
+    @strawberry.field(description="The plan's charges, each with the plan's price beside the customer's own.")
+    async def charges(self, info: Info) -> list[SubscriptionCharge]:
+        assert self.row is not None
+        return await subscription_charges(info, self.row, self.plan_version_id)
 
     @strawberry.field
     async def plan(self, info: Info) -> Plan:
@@ -105,7 +121,17 @@ class Subscription:
         pending, moment = row.pending_plan_version_id, row.pending_change_at
         if pending is not None and moment is not None and moment > as_of:
             scheduled = ScheduledPlanChange(effective_at=moment, plan_version_id=pending)
-        return cls(started_at=row.started_at, plan_version_id=row.version_at(as_of), scheduled_change=scheduled)
+        return cls(
+            started_at=row.started_at,
+            plan_version_id=row.version_at(as_of),
+            scheduled_change=scheduled,
+            status=SubscriptionStatus(subscription_status(row, as_of)),
+            cancel_at=row.cancel_at,
+            canceled_at=row.canceled_at,
+            cancel_reason=row.cancel_reason,
+            paused_at=row.paused_at,
+            row=row,
+        )
 
     @strawberry.field(description="Start of the billing period in progress (periods are half-open).")
     async def current_period_start(self, info: Info) -> datetime:
@@ -145,12 +171,22 @@ class Customer:
         permission_classes=[requires(Capability.READ_INVOICES)],
         description="Plan changes, newest first, with who made them.",
     )
+    subscription_events: list[SubscriptionEvent] = strawberry.field(
+        resolver=resolve_subscription_events,
+        permission_classes=[requires(Capability.READ_INVOICES)],
+        description="Cancels, resumes, pauses and unpauses, newest first, with who asked and why.",
+    )
     upcoming_invoice: UpcomingInvoice | None = strawberry.field(
         resolver=resolve_upcoming_invoice,
         permission_classes=[requires(Capability.READ_INVOICES)],
         description="The invoice that will close the current period, as it stands now.",
     )
     usage_watermark: datetime | None = strawberry.field(resolver=resolve_usage_watermark)
+    price_overrides: list[PriceOverride] = strawberry.field(
+        resolver=resolve_price_overrides,
+        permission_classes=[requires(Capability.READ_INVOICES)],
+        description="Changes of the customer's own prices, newest first (history kept, never edited).",
+    )
     billing_failure: BillingFailure | None = strawberry.field(
         resolver=resolve_billing_failure,
         permission_classes=[requires(Capability.READ_INVOICES)],

@@ -95,10 +95,17 @@ class Entitlement:
     used: Decimal
     limit: Decimal | None
     remaining: Decimal | None
+    reason: str | None = strawberry.field(
+        default=None,
+        description="Why not allowed: SUBSCRIPTION_CANCELED, SUBSCRIPTION_PAUSED, CUSTOMER_SUSPENDED or "
+        "LIMIT_REACHED; null when allowed.",
+    )
 
     @classmethod
     def from_result(cls, found: usage_service.Entitlement) -> Entitlement:
-        return cls(allowed=found.allowed, used=found.used, limit=found.limit, remaining=found.remaining)
+        return cls(
+            allowed=found.allowed, used=found.used, limit=found.limit, remaining=found.remaining, reason=found.reason
+        )
 
 
 def _exact_json(value: Any, depth: int) -> Any:
@@ -126,20 +133,25 @@ async def resolve_usage(
     """Usage of each meter the customer's plan charges (every meter without a plan), over the
     current billing period unless ``from``/``to`` say otherwise."""
     session = info.context.session
-    period, version_id = await usage_service.current_period(session, root.row_id, info.context.now())
+    period, version_id, overrides = await usage_service.current_pricing(session, root.row_id, info.context.now())
     start, end = from_ or period.start, to or period.end
     if start >= end:
         raise GraphQLError("to: must be after from")
-    charged = await charges_of_version(session, version_id) if version_id else []
+    # At the customer's prices now (an override's limit, allowance and price).
+    charged = [
+        (overrides.charge_at(charge, info.context.now()), meter)
+        for charge, meter in (await charges_of_version(session, version_id) if version_id else [])
+    ]
     every_meter = {meter.id: meter for meter in await list_meters(session)}  # fresh names and units
     meters = list({m.id: every_meter[m.id] for _, m in charged}.values()) if charged else list(every_meter.values())
     currency = root.currency
     results = []
     now = info.context.now()
+    events = await usage_service.charge_event_values(session, root.row_id, charged, start, end)
     for meter_usage in await usage_service.usage(session, root.row_id, meters, start, end, as_of=now):
         charges: list[PlanCharge] = [c for c, m in charged if m.id == meter_usage.meter.id]
         limits = usage_service.entitlement_of(meter_usage, charges, suspended=False)
-        cost = usage_service.cost_of(meter_usage, charges)
+        cost = usage_service.cost_of(meter_usage, charges, events)
         aggregation = meter_usage.meter.aggregation
         results.append(
             MeterUsage(

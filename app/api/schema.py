@@ -31,7 +31,9 @@ from app.api.collection import CollectionMutation, CollectionQuery, FinanceMutat
 from app.api.customers import CustomersMutation, CustomersQuery
 from app.api.extras import ExtrasMutation
 from app.api.ledger import CorrectionsMutation, LedgerMutation
+from app.api.lifecycle import LifecycleMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
+from app.api.price_overrides import PriceOverridesMutation
 from app.api.promotions import PromotionsMutation, PromotionsQuery
 from app.api.scalars import SCALAR_MAP
 from app.api.simulation import SimulationMutation
@@ -76,6 +78,8 @@ Mutation = merge_types(
         ReconciliationMutation,
         AnomaliesMutation,
         ExtrasMutation,
+        LifecycleMutation,
+        PriceOverridesMutation,
     ),
 )
 

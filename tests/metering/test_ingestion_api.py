@@ -205,15 +205,27 @@ async def test_entitlement_below_at_and_past_the_limit(
     async def entitlement() -> dict:
         return (await client.get("/v1/customers/org_hobby/entitlements/requests", headers=headers)).json()
 
-    assert await entitlement() == {"allowed": True, "used": "0", "limit": "50", "remaining": "50"}
+    assert await entitlement() == {"allowed": True, "used": "0", "limit": "50", "remaining": "50", "reason": None}
     await send(client, customers_on_plans, [request_event(f"h{i}") for i in range(49)])
-    assert await entitlement() == {"allowed": True, "used": "49", "limit": "50", "remaining": "1"}
+    assert await entitlement() == {"allowed": True, "used": "49", "limit": "50", "remaining": "1", "reason": None}
     await send(client, customers_on_plans, [request_event("h49")])
-    assert await entitlement() == {"allowed": False, "used": "50", "limit": "50", "remaining": "0"}
+    assert await entitlement() == {
+        "allowed": False,
+        "used": "50",
+        "limit": "50",
+        "remaining": "0",
+        "reason": "LIMIT_REACHED",
+    }
     await send(client, customers_on_plans, [request_event("h50")])
-    assert await entitlement() == {"allowed": False, "used": "51", "limit": "50", "remaining": "0"}
+    assert await entitlement() == {
+        "allowed": False,
+        "used": "51",
+        "limit": "50",
+        "remaining": "0",
+        "reason": "LIMIT_REACHED",
+    }
     no_limit = (await client.get("/v1/customers/org_pro/entitlements/requests", headers=headers)).json()
-    assert no_limit == {"allowed": True, "used": "0", "limit": None, "remaining": None}
+    assert no_limit == {"allowed": True, "used": "0", "limit": None, "remaining": None, "reason": None}
     unknown = await client.get("/v1/customers/org_hobby/entitlements/nope", headers=headers)
     assert (unknown.status_code, unknown.json()["code"]) == (404, "UNKNOWN_METER")
 

@@ -12,7 +12,7 @@
   kinds. Their exactly-once key is their charge's or commitment's own idempotency key.
 
 Revision ID: 0021
-Revises: 0017
+Revises: 0020
 """
 
 import sqlalchemy as sa
@@ -20,10 +20,12 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import UUID
 
 revision = "0021"
-down_revision = "0017"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
+# The kinds before this migration: those of 0005. Neither 0018 (a cancel's final invoice is a
+# ``period`` invoice, its unused fee a ``proration`` line) nor 0020 adds one.
 INVOICE_KINDS = ("opening", "period")
 LINE_KINDS = ("base_fee", "usage", "proration", "late_usage")
 NEW_INVOICE_KINDS = ("one_off", "commitment")
@@ -140,5 +142,7 @@ def downgrade() -> None:
     # Invoices of the new kinds are legal documents and are not deleted: downgrading with any
     # of them issued fails on the constraints below, as it should.
     op.drop_index("invoices_one_per_boundary", table_name="invoices")
-    op.create_unique_constraint("invoices_customer_id_kind_period_start_key", "invoices", ["customer_id", "kind", "period_start"])
+    op.create_unique_constraint(
+        "invoices_customer_id_kind_period_start_key", "invoices", ["customer_id", "kind", "period_start"]
+    )
     _kinds(INVOICE_KINDS, LINE_KINDS)

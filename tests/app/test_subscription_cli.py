@@ -1,0 +1,75 @@
+"""`tally subscription cancel|resume|pause|unpause` against a real database: --json, --dry-run,
+one-line reasons and exit code 1 on refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+from typer.testing import CliRunner
+
+from app.cli import cli
+from app.database import create_engine, session_factory
+from customers.service import NewCustomer, create_customer
+from tests.billing.lifecycle_support import CATALOG
+from tests.conftest import now
+
+
+def subscribe(database_url: str, external_id: str) -> None:
+    async def create() -> None:
+        engine = create_engine(database_url)
+        async with session_factory(engine)() as session:
+            started = now() - timedelta(days=5)
+            new = NewCustomer(
+                external_id=external_id, name="CLI", currency="USD", plan_key="hundred", started_at=started
+            )
+            await create_customer(session, new, as_of=started)
+            await session.commit()
+        await engine.dispose()
+
+    asyncio.run(create())
+
+
+def test_subscription_commands(database_url: str, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": database_url, "TALLY_DATA_DIR": str(tmp_path / "data"), "TALLY_TRACING": "false"}
+    runner = CliRunner()
+
+    def run(*args: str):  # type: ignore[no-untyped-def]
+        return runner.invoke(cli, list(args), env=env)
+
+    for command in ("cancel", "resume", "pause", "unpause"):
+        assert run("subscription", command, "--help").exit_code == 0
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(CATALOG)
+    assert run("catalog", "apply", str(catalog)).exit_code == 0
+    subscribe(database_url, "cli-co")
+
+    dry = json.loads(run("subscription", "pause", "cli-co", "--dry-run", "--json").output)
+    assert dry["dryRun"] is True and dry["prorations"][0]["description"].startswith("Unused time on Hundred v1")
+    with psycopg.connect(database_url) as connection:
+        assert connection.execute("SELECT paused_at FROM subscriptions").fetchone() == (None,), (
+            "a dry run writes nothing"
+        )
+    paused = json.loads(run("subscription", "pause", "cli-co", "--json", "--key", "k1").output)
+    assert paused["status"] == "PAUSED" and paused["prorations"] == dry["prorations"]
+    again = run("subscription", "pause", "cli-co")
+    assert again.exit_code == 1 and "customerId: the subscription is already paused" in again.output
+    text = run("subscription", "unpause", "cli-co")
+    assert text.exit_code == 0 and "unpause cli-co: effective" in text.output and "Remaining time" in text.output
+
+    scheduled = json.loads(
+        run("subscription", "cancel", "cli-co", "--timing", "period-end", "--reason", "budget", "--json").output
+    )
+    assert scheduled["cancelAt"] and scheduled["issuedInvoices"] == [] and scheduled["finalInvoice"] is not None
+    resumed = json.loads(run("subscription", "resume", "cli-co", "--json").output)
+    assert resumed["cancelAt"] is None and resumed["status"] == "ACTIVE"
+    ended = json.loads(run("subscription", "cancel", "cli-co", "--timing", "immediately", "--json").output)
+    assert ended["status"] == "CANCELED" and len(ended["issuedInvoices"]) == 2, (
+        "the opening invoice, then the final one"
+    )
+    assert not any(line["kind"] == "base_fee" for line in ended["finalInvoice"]["lines"])
+    unknown = run("subscription", "pause", "nobody")
+    assert unknown.exit_code == 1 and "externalId: no such customer" in unknown.output
