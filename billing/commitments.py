@@ -28,6 +28,7 @@ from billing.models import Invoice, MinimumSpend, PrepaidCommitment
 from billing.one_off import MAX_REASON_LENGTH, check_key, check_text
 from customers import service as customers
 from customers.errors import CustomerNotFound
+from customers.lifecycle import CANCELED, subscription_status
 from customers.models import Customer
 from customers.subscriptions import phases_of, version_on
 from ledger import repository as ledger_repository
@@ -237,7 +238,8 @@ class MinimumSpendRequest:
 async def set_minimum_spend(session: AsyncSession, request: MinimumSpendRequest, *, as_of: datetime) -> MinimumSpend:
     """Give the subscription its own minimum spend per period from ``effective_at`` (default
     now) on, audited (who, when, why) and versioned: earlier settings stay as they were. A
-    moment inside a period already invoiced is refused: issued invoices never change."""
+    moment inside a period already invoiced is refused: issued invoices never change; so is a
+    canceled subscription, or a moment from its (scheduled) end on, when no period is left."""
     customer = await _customer_in(session, request.customer_id, None)
     subscription = (await customers.subscriptions_of(session, [customer.id])).get(customer.id)
     if subscription is None:
@@ -245,6 +247,13 @@ async def set_minimum_spend(session: AsyncSession, request: MinimumSpendRequest,
             "the customer has no subscription: a minimum spend is per billing period",
             field="customerId",
             code="NO_SUBSCRIPTION",
+        )
+    if subscription_status(subscription, as_of) == CANCELED:
+        assert subscription.cancel_at is not None
+        raise InvalidInput(
+            f"the subscription was canceled at {subscription.cancel_at.isoformat()}: it has no periods left",
+            field="customerId",
+            code="SUBSCRIPTION_CANCELED",
         )
     amount = request.amount
     if amount is not None:
@@ -256,6 +265,10 @@ async def set_minimum_spend(session: AsyncSession, request: MinimumSpendRequest,
     if invoiced_through is not None and effective_at < invoiced_through:
         raise InvalidInput(
             f"must not be before {invoiced_through.isoformat()}: the periods before are invoiced", field="effectiveAt"
+        )
+    if subscription.cancel_at is not None and effective_at >= subscription.cancel_at:
+        raise InvalidInput(
+            f"must be before {subscription.cancel_at.isoformat()}, when the subscription ends", field="effectiveAt"
         )
     if effective_at > as_of + MAX_TERM:
         raise InvalidInput(f"must be at most {MAX_TERM.days} days ahead", field="effectiveAt")

@@ -348,7 +348,7 @@ async def compose_period(
     shortfall = await period_true_up(
         session, customer_id, phases, start, end, [(line.kind, line.amount_exact) for line in lines]
     )
-    if shortfall:
+    if round_to_minor(shortfall, currency):  # a shortfall within the ratios' last digits bills nothing
         lines.append(
             DraftLine(
                 kind="minimum_spend",

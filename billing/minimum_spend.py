@@ -9,9 +9,14 @@ the true-up, to the invoice's total.
 The minimum in effect can change inside a period: a plan change moves the subscription to a version
 with another plan-level minimum, and a subscription-level minimum (``setMinimumSpend``) takes
 effect at its own moment. Each part of the period then owes its minimum times its share of the
-period (exact to the second, as base-fee prorations are), and the period's minimum is their sum.
-A subscription-level setting overrides the plan's from its moment on; one with no amount goes
-back to the plan's.
+period (measured in its plan version's proration convention, as base-fee prorations are: exact,
+or whole days), and the period's minimum is their sum. A subscription-level setting overrides the
+plan's from its moment on; one with no amount goes back to the plan's.
+
+A minimum is owed for the time the subscription is active only, like the base fee: a paused part
+owes none (the pause's proration credited its fee; usage metered while paused still counts
+toward the spend), nor does the part after a cancel, so the final invoice of a subscription
+canceled mid-period owes the minimum of the time before the cancel.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from itertools import pairwise
+from typing import NamedTuple
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import charges_repository, repository
 from billing.models import MinimumSpend
+from customers.lifecycle import ACTIVE, status_on
 from customers.models import SubscriptionPhase
 from customers.subscriptions import version_on
 from pricing.proration import share_of_period
@@ -36,17 +43,25 @@ TRUE_UP_DESCRIPTION = "Minimum spend true-up"
 COUNTED_LINE_KINDS = ("usage", "proration")
 
 
-def period_minimum(
-    parts: Iterable[tuple[datetime, datetime, Decimal | None]], start: datetime, end: datetime
-) -> Decimal | None:
-    """The minimum of ``[start, end)`` from its parts (start, end, minimum or None): each part's
-    minimum times its share of the period, summed exactly; None when no part has a minimum."""
+class MinimumPart(NamedTuple):
+    """A part of a period with the minimum in effect over it (None: no minimum) and the proration
+    convention its share of the period is measured in."""
+
+    start: datetime
+    end: datetime
+    minimum: Decimal | None
+    proration: str = "exact"
+
+
+def period_minimum(parts: Iterable[MinimumPart], start: datetime, end: datetime) -> Decimal | None:
+    """The minimum of ``[start, end)`` from its parts: each part's minimum times its share of the
+    period, summed exactly; None when no part has a minimum."""
     total, any_minimum = Decimal(0), False
-    for part_start, part_end, minimum in parts:
-        if minimum is None:
+    for part in parts:
+        if part.minimum is None:
             continue
         any_minimum = True
-        total += minimum * share_of_period(part_start, part_end, start, end)
+        total += part.minimum * share_of_period(part.start, part.end, start, end, part.proration)
     return total if any_minimum else None
 
 
@@ -68,9 +83,9 @@ def setting_at(settings: list[MinimumSpend], moment: datetime) -> MinimumSpend |
 
 async def minimum_parts(
     session: AsyncSession, customer_id: uuid.UUID, phases: list[SubscriptionPhase], start: datetime, end: datetime
-) -> list[tuple[datetime, datetime, Decimal | None]]:
-    """``[start, end)`` cut where the plan version or the subscription's own minimum changes, each
-    part with the minimum in effect over it."""
+) -> list[MinimumPart]:
+    """``[start, end)`` cut where the plan version, the subscription's status or its own minimum
+    changes, each part with the minimum in effect over it (none while paused or canceled)."""
     settings = await charges_repository.minimum_spends_of(session, customer_id, before=end)
     cuts = {start, end}
     cuts |= {phase.starts_at for phase in phases if start < phase.starts_at < end}
@@ -78,12 +93,16 @@ async def minimum_parts(
     moments = sorted(cuts)
     parts = []
     for part_start, part_end in pairwise(moments):
+        version = await plan_version(session, version_on(phases, part_start))
         own = setting_at(settings, part_start)
-        if own is not None and own.amount is not None:
-            minimum: Decimal | None = own.amount
+        minimum: Decimal | None
+        if status_on(phases, part_start) != ACTIVE:
+            minimum = None
+        elif own is not None and own.amount is not None:
+            minimum = own.amount
         else:
-            minimum = (await plan_version(session, version_on(phases, part_start))).minimum_spend
-        parts.append((part_start, part_end, minimum))
+            minimum = version.minimum_spend
+        parts.append(MinimumPart(part_start, part_end, minimum, version.proration))
     return parts
 
 

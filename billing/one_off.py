@@ -11,6 +11,8 @@ invoiced at once on its own ``one_off`` invoice or left pending for the customer
 - A ``NEXT_INVOICE`` charge is claimed by the customer's next invoice (opening or period) in that
   invoice's transaction, from ``pending`` only; issuing locks the charges it bills, so a cancel
   waits for it and then finds the charge invoiced. Exactly one invoice ever bills a charge.
+  A subscription canceled immediately bills its pending charges on its final invoice; once
+  canceled, it has no next invoice, and such a charge is refused (charge ``NOW``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from billing.models import Invoice, OneOffCharge
 from billing.repository import invoice_by_id
 from customers import service as customers
 from customers.errors import CustomerNotFound
+from customers.lifecycle import CANCELED, subscription_status
 from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.grants import drawable_credits
 from ledger.money import (
@@ -150,15 +153,8 @@ async def create_one_off_charge(
         raise InvalidInput("must be NOW or NEXT_INVOICE", field="when")
     key = check_key(request.idempotency_key) if not dry_run or request.idempotency_key else ""
     quantity, unit_price, amount_exact, amount = _priced(request, currency)
-    if (
-        request.timing == "next_invoice"
-        and (await customers.subscriptions_of(session, [customer.id])).get(customer.id) is None
-    ):
-        raise InvalidInput(
-            "the customer has no subscription, so no next invoice: charge NOW instead",
-            field="when",
-            code="NO_SUBSCRIPTION",
-        )
+    if request.timing == "next_invoice":
+        await _check_next_invoice(session, customer.id, as_of=as_of, dry_run=dry_run)
     charge = OneOffCharge(
         customer_id=customer.id,
         description=description,
@@ -202,6 +198,33 @@ async def create_one_off_charge(
     claimed = await charges_repository.one_off_charge(session, stored.id)  # now invoiced
     assert claimed is not None
     return OneOffOutcome(claimed, invoice, invoice.credits_applied, invoice.amount_due)
+
+
+async def _check_next_invoice(session: AsyncSession, customer_id: uuid.UUID, *, as_of: datetime, dry_run: bool) -> None:
+    """A charge left for the next invoice needs a subscription that will issue one. A canceled
+    subscription issues none after its final invoice (a cancel at the period's end still issues
+    it, and the charge goes on it). Outside a dry run the subscription is locked until the charge
+    commits: an invoice being issued (the billing run, an immediate cancel's final invoice) holds
+    the same lock, so the charge is either seen and claimed by it, or made after it with the
+    subscription's state as that invoice left it; never left pending with no invoice to come."""
+    if dry_run:
+        subscription = (await customers.subscriptions_of(session, [customer_id])).get(customer_id)
+    else:
+        subscription = await customers.lock_subscription(session, customer_id)
+    if subscription is None:
+        raise InvalidInput(
+            "the customer has no subscription, so no next invoice: charge NOW instead",
+            field="when",
+            code="NO_SUBSCRIPTION",
+        )
+    if subscription_status(subscription, as_of) == CANCELED:
+        assert subscription.cancel_at is not None
+        raise InvalidInput(
+            f"the subscription was canceled at {subscription.cancel_at.isoformat()}, so no next invoice: "
+            "charge NOW instead",
+            field="when",
+            code="SUBSCRIPTION_CANCELED",
+        )
 
 
 async def outcome_of(session: AsyncSession, charge: OneOffCharge) -> OneOffOutcome:

@@ -22,7 +22,7 @@ from billing.commitments import (
     prepaid_commitments,
     set_minimum_spend,
 )
-from billing.minimum_spend import period_minimum, true_up
+from billing.minimum_spend import MinimumPart, period_minimum, true_up
 from ledger import grants as credit
 from ledger import service as ledger
 from ledger.errors import TallyError
@@ -56,9 +56,11 @@ async def floor_catalog(session: AsyncSession) -> None:
 
 def test_the_period_minimum_is_each_parts_minimum_times_its_share() -> None:
     start, end = JAN_31, FEB_28
-    assert period_minimum([(start, end, None)], start, end) is None
-    assert period_minimum([(start, FEB_14, Decimal(50)), (FEB_14, end, Decimal(80))], start, end) == Decimal(65)
-    assert period_minimum([(start, FEB_14, None), (FEB_14, end, Decimal(80))], start, end) == Decimal(40)
+    assert period_minimum([MinimumPart(start, end, None)], start, end) is None
+    halves = [MinimumPart(start, FEB_14, Decimal(50)), MinimumPart(FEB_14, end, Decimal(80))]
+    assert period_minimum(halves, start, end) == Decimal(65)
+    second_half = [MinimumPart(start, FEB_14, None), MinimumPart(FEB_14, end, Decimal(80))]
+    assert period_minimum(second_half, start, end) == Decimal(40)
     assert true_up(Decimal(65), Decimal(15)) == Decimal(50)
     assert true_up(Decimal(65), Decimal(65)) == 0
     assert true_up(None, Decimal(0)) == 0
