@@ -23,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import auth, staff
 from app.database import create_engine, database_url, latest_revision, libpq_url, migrate, session_factory
+from app.extras_cli import charge_cli, commitment_cli
 from app.price_override_cli import prices_cli
 from app.settings import Settings
 from app.subscription_cli import subscription_cli
@@ -56,6 +57,8 @@ anomalies_cli = typer.Typer(help="Finance anomalies: what looks wrong.", no_args
 cli.add_typer(anomalies_cli, name="anomalies")
 invoices_cli = typer.Typer(help="Issued invoices: the accuracy check.", no_args_is_help=True)
 cli.add_typer(invoices_cli, name="invoices")
+cli.add_typer(charge_cli, name="charge")
+cli.add_typer(commitment_cli, name="commitment")
 cli.add_typer(subscription_cli, name="subscription")
 cli.add_typer(prices_cli, name="prices")
 trial_cli = typer.Typer(help="Trials: end one now (its invoice issued at once) or extend it.", no_args_is_help=True)

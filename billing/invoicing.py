@@ -12,6 +12,10 @@ period's versions, billed as the difference); and the base fee of the next perio
 Each line is rounded once (:func:`ledger.money.round_to_minor`) from its exact amount, which the
 line keeps; the invoice total is the sum of the rounded lines. Credits are drawn through the
 ledger's ``consume_credits``; a negative total (a downgrade's credit) becomes a credit grant.
+
+A period invoice also holds the period's minimum spend true-up (:mod:`billing.minimum_spend`), and
+any invoice the customer's pending one-off charges, each claimed by exactly that invoice. A
+``one_off`` invoice bills one one-off charge at once, outside the billing periods.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import repository
-from billing.models import Invoice
+from billing import charges_repository, repository
+from billing.minimum_spend import TRUE_UP_DESCRIPTION, period_true_up
+from billing.models import Invoice, OneOffCharge
 from billing.plan_changes import period_prorations
 from customers.calendar import schedule_of
 from customers.lifecycle import ACTIVE, CANCELED, PAUSED, cancel_moment, status_on
@@ -45,6 +50,9 @@ from pricing.proration import prorated_terms, share_of_full_period, share_of_per
 from pricing.service import charge_terms, charges_of_version, plan_name_of_version, plan_version
 
 SUBSCRIPTION_LINE_KINDS = ("base_fee", "proration")
+# The revenue account each line kind is posted to; every other kind (usage, late usage, the
+# minimum spend true-up, which stands for usage that fell short) is usage revenue.
+REVENUE_ACCOUNTS = {**dict.fromkeys(SUBSCRIPTION_LINE_KINDS, "subscription_revenue"), "one_off": "one_off_revenue"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,12 @@ class DraftInvoice:
     lines: list[DraftLine]
     # What was rated, so the next invoices can see late usage: (start, end, event count).
     rated: list[tuple[datetime, datetime, int]] = field(default_factory=list)
+    # The pending one-off charges its lines bill: issuing the invoice claims them.
+    one_off_charge_ids: tuple[uuid.UUID, ...] = ()
+    # What makes it unique when not its (customer, kind, period start): a one-off charge's id.
+    reference: str | None = None
+    # How its ledger transactions name it; by default the period it closes.
+    label: str | None = None
 
     @property
     def subtotal(self) -> int:
@@ -303,7 +317,30 @@ async def compose_opening(
     schedule = await schedule_of(session, subscription, phases)
     period = schedule.period_containing(subscription.started_at)
     lines = await _base_fee_line(session, subscription, phases, schedule, subscription.started_at)
-    return DraftInvoice(subscription.customer_id, currency, "opening", period.start, period.end, lines)
+    charges = await charges_repository.pending_one_off_charges(session, subscription.customer_id, lock=True)
+    lines += [one_off_line(charge) for charge in charges]
+    return DraftInvoice(
+        subscription.customer_id,
+        currency,
+        "opening",
+        period.start,
+        period.end,
+        lines,
+        one_off_charge_ids=tuple(charge.id for charge in charges),
+    )
+
+
+def one_off_line(charge: OneOffCharge) -> DraftLine:
+    """A one-off charge as an invoice line; its service time is the moment it was charged."""
+    return DraftLine(
+        kind="one_off",
+        description=charge.description,
+        amount_exact=charge.amount_exact,
+        service_start=charge.created_at,
+        service_end=charge.created_at,
+        quantity=plain_decimal(charge.quantity),
+        unit_price=plain_decimal(charge.unit_price),
+    )
 
 
 async def compose_period(
@@ -368,9 +405,27 @@ async def compose_period(
             )
             for proration in await period_prorations(session, subscription, phases, start, end, period=period)
         ]
+    shortfall = await period_true_up(
+        session, customer_id, phases, start, end, [(line.kind, line.amount_exact) for line in lines]
+    )
+    if round_to_minor(shortfall, currency):  # a shortfall within the ratios' last digits bills nothing
+        lines.append(
+            DraftLine(
+                kind="minimum_spend",
+                description=TRUE_UP_DESCRIPTION,
+                amount_exact=shortfall,
+                service_start=start,
+                service_end=end,
+            )
+        )
     lines += late_lines
+    # Issuing locks the pending charges it bills (a cancel waits); a preview only reads them.
+    charges = await charges_repository.pending_one_off_charges(session, customer_id, lock=count_events)
+    lines += [one_off_line(charge) for charge in charges]
     lines += await _base_fee_line(session, subscription, phases, schedule, end)
-    return DraftInvoice(customer_id, currency, "period", start, end, lines, rated)
+    return DraftInvoice(
+        customer_id, currency, "period", start, end, lines, rated, one_off_charge_ids=tuple(c.id for c in charges)
+    )
 
 
 async def _late_usage(
@@ -417,6 +472,8 @@ async def _late_usage(
 
 
 def _idempotency_key(draft: DraftInvoice, purpose: str) -> str:
+    if draft.reference is not None:
+        return f"{purpose}:{draft.reference}"
     return f"{purpose}:{draft.customer_id}:{draft.kind}:{draft.period_start.isoformat()}"
 
 
@@ -425,28 +482,34 @@ async def issue(
     draft: DraftInvoice,
     *,
     as_of: datetime,
-    invoiced_through: datetime,
+    invoiced_through: datetime | None,
     closes_at: datetime | None = None,
     trace_id: str | None = None,
 ) -> Invoice:
-    """Write the invoice, its lines and its ledger transactions, and move the subscription's
-    billing cursor to ``invoiced_through``; the caller commits. The ledger keys derive from the
-    customer, kind and period, like the invoice's own unique key, so a crashed and re-run billing
-    can never post an invoice twice."""
+    """Write the invoice, its lines and its ledger transactions, claim the pending one-off charges
+    it bills, and move the subscription's billing cursor to ``invoiced_through`` (None: an invoice
+    outside the periods, which moves nothing); the caller commits. The ledger keys derive from the
+    customer, kind and period, like the invoice's own unique key (or from the draft's
+    ``reference``), so a crashed and re-run billing can never post an invoice twice."""
     currency, customer_id = draft.currency, draft.customer_id
+    invoice_id = uuid.uuid4()
+    if draft.one_off_charge_ids:
+        claimed = await charges_repository.claim_one_off_charges(session, draft.one_off_charge_ids, invoice_id)
+        if claimed != len(draft.one_off_charge_ids):
+            raise RuntimeError("a pending one-off charge was invoiced or canceled meanwhile; bill the customer again")
     amounts = [line.amount(currency) for line in draft.lines]
     total = sum(amounts)
-    subscription_revenue = sum(
-        a for a, line in zip(amounts, draft.lines, strict=True) if line.kind in SUBSCRIPTION_LINE_KINDS
-    )
-    usage_revenue = total - subscription_revenue
-    reason = f"invoice for {_fmt(draft.period_start)} to {_fmt(draft.period_end)}"
+    revenues: dict[str, int] = {"subscription_revenue": 0, "usage_revenue": 0}
+    for amount, line in zip(amounts, draft.lines, strict=True):
+        account = REVENUE_ACCOUNTS.get(line.kind, "usage_revenue")
+        revenues[account] = revenues.get(account, 0) + amount
+    subscription_revenue, usage_revenue = revenues["subscription_revenue"], revenues["usage_revenue"]
+    reason = draft.label or f"invoice for {_fmt(draft.period_start)} to {_fmt(draft.period_end)}"
     ledger_transaction_id = None
-    legs = [
-        (customer_id, "receivable", total),
-        (None, "subscription_revenue", -subscription_revenue),
-        (None, "usage_revenue", -usage_revenue),
-    ]
+    legs = [(customer_id, "receivable", total), *((None, account, -amount) for account, amount in revenues.items())]
+    request = {"total": total, "subscription": subscription_revenue, "usage": usage_revenue}
+    if revenues.get("one_off_revenue"):
+        request["one_off"] = revenues["one_off_revenue"]
     if any(amount for _, _, amount in legs):  # lines that cancel out within a kind move nothing
         entry = Entry(
             kind="invoice",
@@ -456,7 +519,7 @@ async def issue(
             actor="billing",
             reason=reason,
             idempotency_key=_idempotency_key(draft, "invoice"),
-            request={"total": total, "subscription": subscription_revenue, "usage": usage_revenue},
+            request=request,
             trace_id=trace_id,
         )
         ledger_transaction_id = await post_entry(session, entry, legs, as_of=as_of)
@@ -490,7 +553,7 @@ async def issue(
         credits_transaction_id = grant.transaction_id
     amount_due = max(total - credits_applied, 0)
     row: dict[str, Any] = {
-        "id": uuid.uuid4(),
+        "id": invoice_id,
         "customer_id": customer_id,
         "kind": draft.kind,
         "status": "issued" if amount_due else "paid",

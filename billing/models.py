@@ -13,22 +13,49 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
-INVOICE_KINDS = ("opening", "period")
+INVOICE_KINDS = ("opening", "period", "one_off", "commitment")
 INVOICE_STATUSES = ("issued", "paid", "void", "uncollectible")
-LINE_KINDS = ("base_fee", "usage", "proration", "late_usage")
+LINE_KINDS = ("base_fee", "usage", "proration", "late_usage", "one_off", "minimum_spend", "commitment")
+# Invoices of these kinds bill no period boundary (several may share a moment): each is made once
+# by its one-off charge's or prepaid commitment's own idempotency key instead.
+UNBOUNDED_INVOICE_KINDS = ("one_off", "commitment")
 
 
 class Invoice(SQLModel, table=True):
     """One per customer and billing boundary: ``opening`` bills the first period's base fee when
     the subscription starts; ``period`` closes ``[period_start, period_end)`` (usage in arrears)
-    and bills the next period's base fee in advance. The unique key makes a re-run harmless."""
+    and bills the next period's base fee in advance. The unique key makes a re-run harmless.
+    A ``one_off`` invoice bills one one-off charge at once; a ``commitment`` invoice bills a
+    prepaid commitment (its period is the commitment's)."""
 
     __tablename__ = "invoices"
-    __table_args__ = (UniqueConstraint("customer_id", "kind", "period_start"),)
+    __table_args__ = (
+        Index(
+            "invoices_one_per_boundary",
+            "customer_id",
+            "kind",
+            "period_start",
+            unique=True,
+            postgresql_where=text("kind NOT IN ('one_off', 'commitment')"),
+        ),
+    )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
@@ -277,3 +304,90 @@ class Anomaly(SQLModel, table=True):
     note: str | None = Field(default=None, sa_column=Column(Text))
     status_by: str | None = Field(default=None, sa_column=Column(Text))
     status_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+ONE_OFF_TIMINGS = ("now", "next_invoice")
+ONE_OFF_STATUSES = ("pending", "invoiced", "canceled")
+
+
+class OneOffCharge(SQLModel, table=True):
+    """A fee outside the plan: ``now`` is invoiced at once on its own ``one_off`` invoice;
+    ``next_invoice`` waits, ``pending``, until the customer's next invoice claims it (a
+    conditional update from ``pending`` in that invoice's transaction, so exactly one invoice
+    ever bills it) or until it is canceled. ``amount`` is ``amount_exact`` rounded once."""
+
+    __tablename__ = "one_off_charges"
+    __table_args__ = (
+        Index("one_off_charges_by_customer", "customer_id", "created_at"),
+        Index("one_off_charges_pending", "customer_id", postgresql_where=text("status = 'pending'")),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), nullable=False))
+    description: str = Field(sa_column=Column(Text, nullable=False))
+    quantity: Decimal = Field(sa_column=Column(Numeric, nullable=False))
+    unit_price: Decimal = Field(sa_column=Column(Numeric, nullable=False))
+    amount_exact: Decimal = Field(sa_column=Column(Numeric, nullable=False))
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    timing: str
+    status: str
+    # Deferred: the invoice claiming a charge claims it before the invoice row is written.
+    invoice_id: uuid.UUID | None = Field(
+        default=None, sa_column=Column(ForeignKey("invoices.id", deferrable=True, initially="DEFERRED"))
+    )
+    actor: str
+    idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    request_hash: str
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    canceled_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    canceled_by: str | None = None
+    cancel_reason: str | None = Field(default=None, sa_column=Column(Text))
+    cancel_key: str | None = Field(default=None, sa_column=Column(Text, unique=True))
+
+
+class MinimumSpend(SQLModel, table=True):
+    """A subscription's own minimum spend per period from ``effective_at`` on (a null ``amount``
+    goes back to the plan's). Rows are never changed: the latest row in effect at a moment is the
+    minimum then (by ``effective_at``, then by ``sequence`` when two take effect together)."""
+
+    __tablename__ = "minimum_spends"
+    __table_args__ = (Index("minimum_spends_by_customer", "customer_id", "effective_at"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), nullable=False))
+    amount: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    effective_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    actor: str
+    idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    request_hash: str
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    sequence: int | None = Field(
+        default=None, sa_column=Column(BigInteger, Identity(always=True), nullable=False, unique=True)
+    )
+
+
+class PrepaidCommitment(SQLModel, table=True):
+    """An amount the customer commits to and is invoiced for now (a ``commitment`` invoice),
+    granted as credits (source ``commitment``) drawable from ``starts_at``; what is left at
+    ``ends_at`` expires to breakage. ``grant_id`` and ``invoice_id`` are set in the transaction
+    that writes the row (the row comes first: its idempotency key decides whether to go on)."""
+
+    __tablename__ = "prepaid_commitments"
+    __table_args__ = (Index("prepaid_commitments_by_customer", "customer_id", "created_at"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), nullable=False))
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    starts_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    ends_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    priority: int = Field(sa_column=Column(Integer, nullable=False))
+    grant_id: uuid.UUID | None = Field(default=None, sa_column=Column(ForeignKey("credit_grants.id")))
+    invoice_id: uuid.UUID | None = Field(default=None, sa_column=Column(ForeignKey("invoices.id")))
+    actor: str
+    idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    request_hash: str
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

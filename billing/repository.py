@@ -115,7 +115,7 @@ WITH rated AS (
   DO UPDATE SET event_count = excluded.event_count, rated_at = excluded.rated_at),
 cursor_moved AS (
   UPDATE subscriptions SET invoiced_through = %(invoiced_through)s, period_closes_at = %(closes_at)s
-  WHERE customer_id = %(customer_id)s),
+  WHERE customer_id = %(customer_id)s AND %(invoiced_through)s::timestamptz IS NOT NULL),
 number AS (
   UPDATE invoice_number_counter SET last_number = last_number + 1 WHERE id = 1 RETURNING last_number),
 invoice AS (
@@ -169,12 +169,13 @@ LINE_COLUMNS = (
 class InvoiceToWrite:
     """An invoice's row without its number (taken when it is written), its lines' columns
     (``invoice_lines`` without the invoice id), the periods whose events it rated (start, end,
-    event count) and where the billing cursor moves."""
+    event count) and where the billing cursor moves (None for an invoice outside the periods:
+    a one-off charge's or a commitment's)."""
 
     invoice: dict[str, Any]
     lines: list[dict[str, Any]]
     rated: list[tuple[datetime, datetime, int]]
-    invoiced_through: datetime
+    invoiced_through: datetime | None
     closes_at: datetime | None = None  # when the period after the cursor may close (None: 28 days on)
 
 

@@ -408,6 +408,7 @@ def install(app: FastAPI) -> None:
     from console.billing import router as billing_router
     from console.calendar import router as calendar_router
     from console.credits import router as credits_router
+    from console.extras import router as extras_router
     from console.lifecycle import router as lifecycle_router
     from console.payments import router as payments_router
     from console.price_overrides import router as price_overrides_router
@@ -418,6 +419,7 @@ def install(app: FastAPI) -> None:
     app.include_router(pricing_router)
     app.include_router(anomalies_router)
     app.include_router(payments_router)
+    app.include_router(extras_router)
     app.include_router(lifecycle_router)
     app.include_router(price_overrides_router)
     app.include_router(calendar_router)

@@ -193,6 +193,13 @@ async def subscriptions_of(session: AsyncSession, customer_ids: Sequence[uuid.UU
     return await repository.subscriptions_of(session, customer_ids)
 
 
+async def lock_subscription(session: AsyncSession, customer_id: uuid.UUID) -> Subscription | None:
+    """The customer's subscription, locked until the caller's transaction ends: the billing run,
+    plan changes and lifecycle requests of the customer take the same lock, so what the caller
+    writes is seen by (or waits for) the next invoice they compose."""
+    return await repository.lock_subscription(session, customer_id)
+
+
 async def ids_by_external_id(session: AsyncSession, external_ids: Iterable[str]) -> dict[str, uuid.UUID]:
     return await repository.ids_by_external_id(session, list(external_ids))
 

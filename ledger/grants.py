@@ -31,13 +31,21 @@ from ledger.service import (
 # Who funds a grant, and where what remains of a voided one goes back to.
 # An "invoice" grant is the credit of an invoice whose total is negative (a downgrade's proration):
 # the invoice debited the receivable below zero, the grant moves that to the customer's credits.
+# A "commitment" grant is a prepaid commitment's credit: its invoice is the receivable it debits.
 GRANT_COUNTERPARTY = {
     "manual": "adjustments",
     "promotion": "promotions",
     "purchase": "receivable",
     "invoice": "receivable",
+    "commitment": "receivable",
 }
-VOID_TARGET = {"manual": "adjustments", "promotion": "promotions", "purchase": "adjustments", "invoice": "adjustments"}
+VOID_TARGET = {
+    "manual": "adjustments",
+    "promotion": "promotions",
+    "purchase": "adjustments",
+    "invoice": "adjustments",
+    "commitment": "adjustments",
+}
 
 
 async def grant_credits(

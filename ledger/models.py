@@ -18,6 +18,7 @@ CUSTOMER_ACCOUNT_KINDS = ("credits", "receivable")
 SYSTEM_ACCOUNT_KINDS = (
     "usage_revenue",
     "subscription_revenue",
+    "one_off_revenue",
     "promotions",
     "breakage",
     "stripe_clearing",

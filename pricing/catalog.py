@@ -47,6 +47,7 @@ PLAN_FIELDS = {
     "trial_days",
     "trial_usage",
     "trial_requires_payment_method",
+    "minimum_spend",
 }
 #: What happens to usage while a subscription is paused: still metered and billed, or refused.
 PAUSED_USAGE = ("meter", "refuse")
@@ -169,10 +170,12 @@ class PlanSpec:
     trial_days: int = 0
     trial_usage: str = "free"
     trial_requires_payment_method: bool = False
+    minimum_spend: Decimal | None = None
 
     def pricing_document(self) -> dict[str, Any]:
         """What a plan version freezes: a change here makes a new version (the name does not).
-        Settings at their default are left out, so plans declared before them keep their version."""
+        Settings at their default (no minimum spend among them) are left out, so plans declared
+        before them keep their version and applying an unchanged catalog makes no new versions."""
         document: dict[str, Any] = {
             "currency": self.currency,
             "interval": self.interval,
@@ -189,6 +192,8 @@ class PlanSpec:
             document["trial_days"] = self.trial_days
             document["trial_usage"] = self.trial_usage
             document["trial_requires_payment_method"] = self.trial_requires_payment_method
+        if self.minimum_spend is not None:
+            document["minimum_spend"] = _text(self.minimum_spend)
         return document
 
 
@@ -420,6 +425,12 @@ def _read_plans(
         if not isinstance(requires_method, bool):
             reader.problem(f"{path}.trial_requires_payment_method", "must be true or false")
             requires_method = False
+        minimum_spend = reader.decimal(item, "minimum_spend", path)
+        if minimum_spend is not None and currency is not None and not fits_minor_unit(minimum_spend, currency):
+            reader.problem(
+                f"{path}.minimum_spend", f"{minimum_spend} is not payable in {currency}: too many decimal places"
+            )
+            minimum_spend = None
         if key is None or name is None or currency is None or interval is None or base_fee is None:
             continue
         seen.add(key)
@@ -437,6 +448,7 @@ def _read_plans(
                 trial_days,
                 trial_usage,
                 requires_method,
+                minimum_spend=minimum_spend,
             )
         )
     return plans

@@ -71,6 +71,8 @@ class PlanVersion(SQLModel, table=True):
     trial_usage: str = Field(default="free", sa_column=Column(String, nullable=False))
     trial_requires_payment_method: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))
     pricing_hash: str
+    # The least a period bills (base fee and usage, before credits); a true-up line makes up the rest.
+    minimum_spend: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
     # How a part of a period is measured: "exact" (to the microsecond) or "day" (whole days).
     proration: str = Field(default="exact", sa_column=Column(String, nullable=False, server_default="exact"))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

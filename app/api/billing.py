@@ -59,6 +59,9 @@ class InvoiceLineKind(Enum):
     USAGE = "usage"
     PRORATION = "proration"
     LATE_USAGE = "late_usage"
+    ONE_OFF = "one_off"
+    MINIMUM_SPEND = "minimum_spend"
+    COMMITMENT = "commitment"
 
 
 @strawberry.type
@@ -114,7 +117,10 @@ class Invoice:
     id: strawberry.ID
     number: str = strawberry.field(description="Gapless and sequential across Tally, e.g. INV-000042.")
     status: InvoiceStatus
-    kind: str = strawberry.field(description="opening (first base fee) or period (a closed period).")
+    kind: str = strawberry.field(
+        description="opening (first base fee), period (a closed period), one_off (a one-off charge billed at "
+        "once) or commitment (a prepaid commitment)."
+    )
     period_start: datetime
     period_end: datetime
     issued_at: datetime

@@ -165,10 +165,17 @@ class Plan:
     calendar_billing: bool = strawberry.field(
         default=False, description="New subscriptions are billed on calendar periods (else on their anniversary)."
     )
+    minimum_spend_amount: strawberry.Private[Decimal | None] = None
 
     @strawberry.field
     def base_fee(self) -> Money:
         return Money(amount=quantize_major(self.base_fee_amount, self.currency), currency=self.currency)
+
+    @strawberry.field(description="The least a billing period bills (a true-up line makes up the rest); null: none.")
+    def minimum_spend(self) -> Money | None:
+        if self.minimum_spend_amount is None:
+            return None
+        return Money(amount=quantize_major(self.minimum_spend_amount, self.currency), currency=self.currency)
 
     @strawberry.field
     async def charges(self, info: Info) -> list[Charge]:
@@ -189,6 +196,7 @@ class Plan:
             base_fee_amount=version.base_fee,
             trial_days=version.trial_days,
             calendar_billing=version.billing_anchor == "calendar",
+            minimum_spend_amount=version.minimum_spend,
         )
 
 

@@ -30,6 +30,14 @@ from app.api.common import (
     run_mutation,
     time_cursor,
 )
+from app.api.extras import (
+    MinimumSpend,
+    OneOffCharge,
+    PrepaidCommitment,
+    resolve_minimum_spend,
+    resolve_one_off_charges,
+    resolve_prepaid_commitments,
+)
 from app.api.ledger import (
     Balance,
     CreditGrant,
@@ -211,6 +219,21 @@ class Customer:
         resolver=resolve_billing_failure,
         permission_classes=[requires(Capability.READ_INVOICES)],
         description="Set while the customer's next invoice cannot be issued (the others are billed regardless).",
+    )
+    one_off_charges: Connection[OneOffCharge] = strawberry.field(
+        resolver=resolve_one_off_charges,
+        permission_classes=[requires(Capability.READ_INVOICES)],
+        description="One-off charges, newest first; status filters (PENDING ones wait for the next invoice).",
+    )
+    prepaid_commitments: Connection[PrepaidCommitment] = strawberry.field(
+        resolver=resolve_prepaid_commitments,
+        permission_classes=[requires(Capability.READ_INVOICES)],
+        description="Prepaid commitments, newest first, with what remains of each.",
+    )
+    minimum_spend: MinimumSpend = strawberry.field(
+        resolver=resolve_minimum_spend,
+        permission_classes=[requires(Capability.READ_INVOICES)],
+        description="The minimum spend per billing period in effect now, and the subscription's own settings.",
     )
 
     @strawberry.field

@@ -59,6 +59,7 @@ PUBLIC_GRANT_LABELS = {
     "promotion": "Promotional credits",
     "purchase": "Credits purchased",
     "invoice": "Credit note",
+    "commitment": "Prepaid commitment",
 }
 
 

@@ -30,6 +30,7 @@ from app.api.calendar import CalendarMutation
 from app.api.catalog import CatalogQuery
 from app.api.collection import CollectionMutation, CollectionQuery, FinanceMutation, ReconciliationMutation
 from app.api.customers import CustomersMutation, CustomersQuery
+from app.api.extras import ExtrasMutation
 from app.api.ledger import CorrectionsMutation, LedgerMutation
 from app.api.lifecycle import LifecycleMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
@@ -77,6 +78,7 @@ Mutation = merge_types(
         FinanceMutation,
         ReconciliationMutation,
         AnomaliesMutation,
+        ExtrasMutation,
         LifecycleMutation,
         PriceOverridesMutation,
         CalendarMutation,

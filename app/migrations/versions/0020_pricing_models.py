@@ -6,7 +6,7 @@ Existing rows keep today's meaning through the defaults: every package rounds up
 prorates exactly.
 
 Revision ID: 0020
-Revises: 0017
+Revises: 0019
 """
 
 import sqlalchemy as sa

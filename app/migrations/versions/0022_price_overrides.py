@@ -6,7 +6,7 @@ has_price_overrides`` is set on the first override, so the billing run and the e
 overrides at all for the customers who never had one.
 
 Revision ID: 0022
-Revises: 0017
+Revises: 0021
 """
 
 import sqlalchemy as sa
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 revision = "0022"
-down_revision = "0020"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
