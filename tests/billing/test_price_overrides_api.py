@@ -199,14 +199,15 @@ async def test_console_prices_page_review_and_confirm(
     page = await client.get(f"/console/customers/{tokens_customer}/prices")
     charge_id = re.search(r'<option value="([^"]+)"[^>]*>Model tokens \(model = large-1\)', page.text)
     assert charge_id, page.text
-    period_start = datetime.now(UTC) - timedelta(days=10)
+    # After the subscription began (10 days ago, to the microsecond) and before the tokens (2 days ago).
+    effective_at = (datetime.now(UTC) - timedelta(days=9)).replace(microsecond=0)
     form = {
         "csrftoken": csrf_of(page.text),
         "idempotency_key": _hidden(page.text.split('id="price-override-form"')[1], "idempotency_key"),
         "charge_id": charge_id.group(1),
         "action": "set",
         "unit_price": "0.000001",
-        "effective_at": period_start.replace(microsecond=0).isoformat(),
+        "effective_at": effective_at.isoformat(),
         "reason": "annual contract",
     }
     refused = await client.post(
