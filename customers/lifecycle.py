@@ -263,6 +263,12 @@ async def plan_lifecycle_change(
     else:
         effective_at = request.at or as_of
         _check_moment(effective_at, phases, as_of=as_of, period_start=period_start, backdate_limit=backdate_limit)
+    if request.kind == PAUSE and subscription.in_trial(effective_at):
+        # A trial bills no fee to pause, and its end starts the first paid period: stopping its
+        # clock is what an extension does, with the new end stated.
+        raise SubscriptionStateError(
+            "a trial cannot be paused: extend it (extendTrial) or end it first", code="IN_TRIAL"
+        )
     after = phases_after(request.kind, phases, request.customer_id, effective_at)
     return LifecycleChange(subscription, after, effective_at, period_start, period_end)
 

@@ -70,8 +70,17 @@ WINDOW = BillingWindow(grace=timedelta(hours=1), late_window=timedelta(days=35))
 LIMITS = ingest_limits(Settings())
 
 
-async def subscribe(session: AsyncSession, external_id: str, plan: str, started_at: datetime) -> uuid.UUID:
-    new = NewCustomer(external_id=external_id, name=external_id, currency="USD", plan_key=plan, started_at=started_at)
+async def subscribe(
+    session: AsyncSession, external_id: str, plan: str, started_at: datetime, *, trial_days: int | None = None
+) -> uuid.UUID:
+    new = NewCustomer(
+        external_id=external_id,
+        name=external_id,
+        currency="USD",
+        plan_key=plan,
+        started_at=started_at,
+        trial_days=trial_days,
+    )
     customer = await create_customer(session, new, as_of=started_at)
     await session.commit()
     return customer.id

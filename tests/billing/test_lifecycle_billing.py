@@ -241,6 +241,7 @@ async def test_every_refusal_is_a_field_error_that_writes_nothing(
     active = await subscribe(session, "active", "hundred", NOV_1)
     canceled = await subscribe(session, "gone", "hundred", NOV_1)
     paused = await subscribe(session, "resting", "hundred", NOV_1)
+    trying = await subscribe(session, "trying", "hundred", NOV_1, trial_days=14)
     await lifecycle(session, canceled, CANCEL, as_of=nov(3), timing="IMMEDIATELY")
     await lifecycle(session, paused, PAUSE, as_of=nov(3), key="rest")
     as_of = nov(10)
@@ -251,6 +252,7 @@ async def test_every_refusal_is_a_field_error_that_writes_nothing(
         ("pause a paused one", paused, PAUSE, {}, "ALREADY_PAUSED", "customerId"),
         ("pause a canceled one", canceled, PAUSE, {}, "SUBSCRIPTION_CANCELED", "customerId"),
         ("unpause an active one", active, UNPAUSE, {}, "NOT_PAUSED", "customerId"),
+        ("pause a trial", trying, PAUSE, {}, "IN_TRIAL", "customerId"),
         ("unpause a canceled one", canceled, UNPAUSE, {}, "SUBSCRIPTION_CANCELED", "customerId"),
         ("a moment in the future", active, PAUSE, {"at": nov(11)}, "INVALID", "at"),
         ("a moment before the period", active, PAUSE, {"at": NOV_1 - timedelta(days=1)}, "INVALID", "at"),
