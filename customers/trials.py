@@ -59,7 +59,8 @@ async def change_trial(
     """End the customer's trial at ``at`` (now by default; at most ``backdate_limit`` back, the
     API's TALLY_BACKDATE_MAX_DAYS) or extend it until ``at``. Refused, changing nothing, when
     there is no trial, when it has already ended, or when ``at`` does not fall inside what is
-    left of it (an end) or after it within MAX_TRIAL_DAYS of the start (an extension)."""
+    left of it (an end) or after it within MAX_TRIAL_DAYS of the start (an extension), and while a
+    cancel or a plan change is scheduled (each was made for the trial's end as it was)."""
     if request.kind not in TRIAL_CHANGE_KINDS:
         raise InvalidInput(f"must be one of {', '.join(TRIAL_CHANGE_KINDS)}", field="kind")
     if not (request.idempotency_key or "").strip():
@@ -88,6 +89,14 @@ async def change_trial(
     if trial_end <= as_of:
         raise InvalidInput(
             f"the trial already ended at {trial_end.isoformat()}", field="customerId", code="TRIAL_ENDED"
+        )
+    if subscription.cancel_at is not None:
+        over = subscription.cancel_at <= as_of
+        raise InvalidInput(
+            f"the subscription {'was' if over else 'is'} canceled from {subscription.cancel_at.isoformat()}"
+            + ("" if over else "; resume it first to change its trial"),
+            field="customerId",
+            code="SUBSCRIPTION_CANCELED" if over else "CANCEL_SCHEDULED",
         )
     if subscription.pending_change_at is not None and subscription.pending_change_at > as_of:
         raise InvalidInput(

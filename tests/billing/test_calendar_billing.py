@@ -24,7 +24,7 @@ from billing.plan_changes import change_plan
 from billing.service import BillingWindow
 from billing.trials import TrialOutcome, change_trial_billed
 from customers.errors import InvalidInput
-from customers.lifecycle import subscription_events
+from customers.lifecycle import CANCEL, subscription_events
 from customers.service import NewCustomer, create_customer, subscriptions_of
 from customers.subscriptions import PlanChangeRequest
 from customers.trials import TrialChangeRequest
@@ -32,6 +32,7 @@ from ledger.errors import IdempotencyKeyReused, TallyError
 from metering import usage as usage_service
 from pricing.catalog import CatalogInvalid, parse_catalog
 from pricing.service import apply_catalog
+from tests.billing.lifecycle_support import lifecycle
 from tests.billing.scenario import LIMITS, invoices_of, lines_of
 from tests.billing.stripe_support import CARD_SUCCEEDS, LocalStripe, card_for
 from tests.billing.test_stripe_events import deliver, stripe_object
@@ -266,6 +267,31 @@ async def test_a_trial_extended_bills_nothing_until_its_new_end(session: AsyncSe
     assert (await all_lines(session, customer_id))[-1] == [
         ("base_fee", "Trialfree v1 base fee, 2026-02-01 to 2026-03-01", 1, 3000)
     ]
+
+
+async def test_a_trial_keeps_its_end_once_a_cancel_is_scheduled_or_done(
+    session: AsyncSession, calendar_catalog: None
+) -> None:
+    """A cancel at the period's end was made for the trial's end as it was: moving the end would
+    leave the cancel inside a paid period, or revive a subscription that has ended."""
+    leaving = await subscribe(session, "leaving", "trialfree", at("2026-01-10T00:00:00"))
+    await lifecycle(session, leaving, CANCEL, as_of=at("2026-01-12T00:00:00"), timing="PERIOD_END")
+    gone = await subscribe(session, "gone", "trialfree", at("2026-01-10T00:00:00"))
+    await lifecycle(session, gone, CANCEL, as_of=at("2026-01-12T00:00:00"), timing="IMMEDIATELY")
+    as_of = at("2026-01-15T00:00:00")
+    refusals = [
+        (leaving, "extend", at("2026-02-01T00:00:00"), "CANCEL_SCHEDULED"),
+        (leaving, "end", None, "CANCEL_SCHEDULED"),
+        (gone, "extend", at("2026-02-01T00:00:00"), "SUBSCRIPTION_CANCELED"),
+        (gone, "end", None, "SUBSCRIPTION_CANCELED"),
+    ]
+    for customer_id, kind, moment, code in refusals:
+        with pytest.raises(InvalidInput) as refused:
+            await change_trial(session, customer_id, kind, moment, as_of, f"{customer_id}-{kind}")
+        assert (refused.value.code, refused.value.field) == (code, "customerId")
+    assert (await session.execute(text("SELECT count(*) FROM trial_changes"))).scalar_one() == 0
+    [subscription] = (await subscriptions_of(session, [leaving])).values()
+    assert subscription.trial_ends_at == subscription.cancel_at == at("2026-01-24T00:00:00")
 
 
 async def test_calendar_and_trial_input_is_refused_naming_the_field(
