@@ -4,8 +4,11 @@
 
 Customers are spread over the demo catalog's three plans, anchored on the same hour ~27 days
 ago, with hourly rollups for every hour since on their plan's meters (requests and tokens by
-model, active seats) generated in SQL, and credit grants for one in ten. The billing run closes
-their period (the opening invoices are marked done) in-process, as `tally billing run` does.
+model, active seats) generated in SQL, and credit grants for one in ten. One in eight has a
+lifecycle event in the period billed, made through the services as the API makes it: paused, paused
+and unpaused, canceled at the period's end, canceled now (its final invoice issued then), or moved
+to another plan mid-period. The billing run closes their period (the opening invoices are marked
+done) in-process, as `tally billing run` does.
 The baseline is the rollup aggregation query every invoice needs, run alone for every customer
 in the same process: the ratio shows what rating, the ledger and the invoice rows add.
 """
@@ -33,8 +36,12 @@ from app.database import create_engine, libpq_url, session_factory
 from app.settings import Settings
 from bench._database import derive_daily_rollups, rollup_aggregation, scratch_database
 from bench._server import cli, running_server
+from billing.lifecycle import change_lifecycle
+from billing.plan_changes import change_plan
 from billing.simulation import PeriodSelection, simulate_pricing
+from customers.lifecycle import CANCEL, PAUSE, UNPAUSE, LifecycleRequest
 from customers.periods import add_months, period_containing
+from customers.subscriptions import PlanChangeRequest
 from ledger.grants import grant_credits
 
 CATALOG = Path(__file__).resolve().parents[1] / "app" / "demo" / "catalog.toml"
@@ -125,6 +132,41 @@ async def grant_some_credits(url: str, anchor: datetime) -> int:
     return len(ids)
 
 
+LATE_WINDOW = timedelta(days=35)
+
+
+async def lifecycle_mix(url: str, as_of: datetime) -> int:
+    """One customer in eight changes during the period billed, one committed request each; the
+    number of customers changed is returned."""
+    engine = create_engine(url)
+    changed = 0
+    async with session_factory(engine)() as session:
+        query = text("SELECT id, split_part(external_id, '_', 2)::int FROM customers ORDER BY 2")
+        for customer_id, n in (await (await session.connection()).execute(query)).all():
+            turn = n % 40
+            requests = {
+                2: [(PAUSE, 6, None)],
+                7: [(PAUSE, 9, None), (UNPAUSE, 3, None)],
+                12: [(CANCEL, None, "PERIOD_END")],
+                17: [(CANCEL, 2, "IMMEDIATELY")],
+            }.get(turn, [])
+            for kind, days_ago, timing in requests:
+                at = as_of - timedelta(days=days_ago) if days_ago is not None else None
+                request = LifecycleRequest(customer_id, kind, f"bench-{kind}-{n}", actor="bench", timing=timing, at=at)
+                await change_lifecycle(session, request, as_of=as_of, late_window=LATE_WINDOW)
+                await session.commit()
+            if turn == 22:
+                plan = "pro" if n % 3 == 0 else "hobby"
+                change = PlanChangeRequest(
+                    customer_id, plan, "IMMEDIATELY", f"bench-change-{n}", "bench", at=as_of - timedelta(days=7)
+                )
+                await change_plan(session, change, as_of=as_of)
+                await session.commit()
+            changed += bool(requests) or turn == 22
+    await engine.dispose()
+    return changed
+
+
 def baseline(url: str, anchor: datetime, end: datetime) -> float:
     with psycopg.connect(libpq_url(url)) as connection:
         ids = [row[0] for row in connection.execute("SELECT id FROM customers ORDER BY id").fetchall()]
@@ -206,12 +248,16 @@ def main() -> None:
         granted = asyncio.run(grant_some_credits(url, anchor))
         rate = baseline(url, anchor, period_end)
         latencies = upcoming_latencies(url, Path(data_dir), args.customers, args.requests)
+        changed = asyncio.run(lifecycle_mix(url, now))
         invoices, seconds = asyncio.run(bill(url, period_end + timedelta(hours=1, seconds=1), args.concurrency))
         customers, periods, simulation_seconds = asyncio.run(
             simulate(url, args.simulated, period_end + timedelta(hours=2))
         )
     per_second = invoices / seconds
-    print(f"billing run over {args.customers:,} customers ({granted:,} with credits), a month of hourly usage:")
+    print(
+        f"billing run over {args.customers:,} customers ({granted:,} with credits, {changed:,} paused, canceled "
+        "or moved to another plan in the period), a month of hourly usage:"
+    )
     print(f"  rollup query alone (baseline): {rate:,.0f} customers/s")
     print(
         f"  billing run: {invoices:,} invoices in {seconds:.1f} s = {per_second:,.0f} invoices/s "
