@@ -406,7 +406,7 @@ async def compose_period(
             for proration in await period_prorations(session, subscription, phases, start, end, period=period)
         ]
     shortfall = await period_true_up(
-        session, customer_id, phases, start, end, [(line.kind, line.amount_exact) for line in lines]
+        session, customer_id, phases, period, end, [(line.kind, line.amount_exact) for line in lines]
     )
     if round_to_minor(shortfall, currency):  # a shortfall within the ratios' last digits bills nothing
         lines.append(

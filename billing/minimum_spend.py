@@ -16,7 +16,10 @@ plan's from its moment on; one with no amount goes back to the plan's.
 A minimum is owed for the time the subscription is active only, like the base fee: a paused part
 owes none (the pause's proration credited its fee; usage metered while paused still counts
 toward the spend), nor does the part after a cancel, so the final invoice of a subscription
-canceled mid-period owes the minimum of the time before the cancel.
+canceled mid-period owes the minimum of the time before the cancel. Shares are of the *full*
+period, as the base fee's are: a calendar stub (or the first paid period after a trial on a
+calendar anchor) owes its share of the minimum, a period cut short by a change of interval the
+share it lasted; a trial owes none (it bills no fee, and its end starts the first paid period).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from billing import charges_repository, repository
 from billing.models import MinimumSpend
 from customers.lifecycle import ACTIVE, status_on
 from customers.models import SubscriptionPhase
+from customers.periods import BillingPeriod
 from customers.subscriptions import version_on
 from pricing.proration import share_of_period
 from pricing.service import plan_version
@@ -110,14 +114,18 @@ async def period_true_up(
     session: AsyncSession,
     customer_id: uuid.UUID,
     phases: list[SubscriptionPhase],
-    start: datetime,
+    period: BillingPeriod,
     end: datetime,
     period_lines: Iterable[tuple[str, Decimal]],
 ) -> Decimal:
-    """The true-up the period ``[start, end)`` owes, given the (kind, exact amount) of the lines
-    its invoice holds so far. The base fee of the period was billed in advance, on the invoice
-    before: it is read from there."""
-    minimum = period_minimum(await minimum_parts(session, customer_id, phases, start, end), start, end)
+    """The true-up the period ``[period.start, end)`` owes, given the (kind, exact amount) of the
+    lines its invoice holds so far. The base fee of the period was billed in advance, on the
+    invoice before: it is read from there."""
+    if period.trial:
+        return Decimal(0)
+    start = period.start
+    parts = await minimum_parts(session, customer_id, phases, start, end)
+    minimum = period_minimum(parts, period.full_start, period.full_end)
     if minimum is None:
         return Decimal(0)
     _, base_fee = await repository.base_fee_billed(session, customer_id, start)

@@ -23,6 +23,7 @@ from billing.commitments import (
     set_minimum_spend,
 )
 from billing.minimum_spend import MinimumPart, period_minimum, true_up
+from customers.service import NewCustomer, create_customer
 from ledger import grants as credit
 from ledger import service as ledger
 from ledger.errors import TallyError
@@ -90,6 +91,37 @@ async def test_a_period_that_spends_its_minimum_has_no_true_up(
     await run_billing(sessions, settings, as_of=FEB_28 + timedelta(hours=1))
     _, february = await invoices_of(session, customer_id)
     assert [kind for kind, *_ in await lines_of(session, february.id)] == ["usage", "base_fee"]
+
+
+async def test_a_calendar_stub_owes_its_share_of_the_minimum_and_a_trial_owes_none(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], settings: Settings, floor_catalog: None
+) -> None:
+    """Floor (10.00 a month, at least 50.00) from Feb 15 on the 1st: the stub to Mar 1 is half of
+    February (14 of 28 days), so it pays 5.00 and owes 25.00, a true-up of 20.00 without usage.
+    A 14-day trial from Jan 31 bills no fee and owes no minimum; its end starts the first period."""
+    stub, trial = [
+        await create_customer(
+            session,
+            NewCustomer(external_id=key, name=key, currency="USD", plan_key="floor", started_at=started, **extra),
+            as_of=started,
+        )
+        for key, started, extra in (
+            ("stub", datetime(2026, 2, 15, tzinfo=UTC), {"billing_anchor_day": 1}),
+            ("trial", JAN_31, {"trial_days": 14}),
+        )
+    ]
+    await session.commit()
+    await run_billing(sessions, settings, as_of=datetime(2026, 3, 1, 1, tzinfo=UTC))
+    opening, closing = await invoices_of(session, stub.id)
+    assert [line[3] for line in await lines_of(session, opening.id)] == [500]
+    assert await lines_of(session, closing.id) == [
+        ("minimum_spend", "Minimum spend true-up", None, 2000),
+        ("base_fee", "Floor v1 base fee, 2026-03-01 to 2026-04-01", 1, 1000),
+    ]
+    _, trial_end = await invoices_of(session, trial.id)
+    assert await lines_of(session, trial_end.id) == [
+        ("base_fee", "Floor v1 base fee, 2026-02-14 to 2026-03-14", 1, 1000),
+    ]
 
 
 async def test_the_subscriptions_own_minimum_from_mid_period_is_prorated_and_audited(
