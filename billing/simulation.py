@@ -1,10 +1,13 @@
 """Price simulation: re-rate the real stored usage of the customers on the draft's plans, under
 their current pricing and under the draft, period by period. Nothing is written.
 
-Both sides are rated the same way so that the difference is the price change alone: whole
-billing periods, each on one pricing (the current side uses the version in effect at the
-period's start), usage lines rounded as invoices round them, plus the period's base fee.
-Prorations and late usage are not simulated.
+Both sides are rated the same way so that the difference is the price change alone: the
+customer's own billing periods (trial, calendar stubs, changes of interval), each on one pricing
+(the current side uses the version in effect at the period's start), usage lines rounded as
+invoices round them, the period's base fee and minimum spend for the share of it the
+subscription was active (none in a trial, a pause or after a cancel; a stub's share of its full
+period; a free trial's usage is not charged), and the minimum spend's true-up. A plan change
+inside a period is not re-priced part by part, and late usage is not simulated.
 
 A customer's price overrides in effect now are kept on both sides, for every simulated period:
 on the current side on the charge they override, on the draft's side on the draft charge at the
@@ -23,15 +26,21 @@ from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing import charges_repository
 from billing.invoicing import usage_lines
+from billing.minimum_spend import setting_at, true_up
 from customers import service as customers
-from customers.periods import periods_ending_within
+from customers.calendar import schedule_of
+from customers.lifecycle import ACTIVE, cancel_moment
+from customers.models import Subscription, SubscriptionPhase
+from customers.periods import BillingPeriod
 from customers.price_overrides import overrides_of
-from customers.subscriptions import version_on
+from customers.subscriptions import phase_parts, version_on
 from ledger.money import round_to_minor
 from metering.usage import ChargeEvents, MeterUsage, charge_event_values, usage
-from pricing.models import Meter, PlanCharge
+from pricing.models import Meter, PlanCharge, PlanVersion
 from pricing.overrides import Terms, carried_over, overridden_charge
+from pricing.proration import share_of_full_period, share_of_period
 from pricing.service import DraftPlan, charges_of_version, draft_plans, plan_of_version, plan_version
 from pricing.simulation import CustomerOutcome, SimulationSummary, summarize
 
@@ -46,29 +55,67 @@ class PeriodSelection:
     last: int | None = None
 
 
-def _periods(anchor: datetime, interval: str, selection: PeriodSelection) -> list[tuple[datetime, datetime]]:
+async def _periods(
+    session: AsyncSession, subscription: Subscription, phases: list[SubscriptionPhase], selection: PeriodSelection
+) -> list[BillingPeriod]:
+    """The subscription's own periods the selection names, none starting after its cancel."""
+    schedule = await schedule_of(session, subscription, phases)
+    ends = cancel_moment(phases)
+    since = subscription.started_at if selection.last is not None else selection.start
+    assert since is not None
+    closed = [p for p in schedule.periods_ending_within(since, selection.end) if ends is None or p.start < ends]
     if selection.last is not None:
-        closed = periods_ending_within(anchor, interval, anchor, selection.end)
         return closed[-selection.last :] if selection.last else []
-    assert selection.start is not None
-    return periods_ending_within(anchor, interval, selection.start, selection.end)
+    return closed
+
+
+@dataclass(frozen=True)
+class PeriodPricing:
+    """One side of a simulated period: its charges, fee, minimum and conventions."""
+
+    charges: list[tuple[PlanCharge, Meter]]
+    version: PlanVersion
+    minimum: Decimal | None  # the subscription's own minimum in effect now, else the version's
+
+
+def _minimum(own: Decimal | None, version: PlanVersion) -> Decimal | None:
+    """The subscription's own minimum in effect now is kept on both sides, as its prices are."""
+    return own if own is not None else version.minimum_spend
 
 
 def _rated_total(
     meter_usage: dict[uuid.UUID, MeterUsage],
-    charges: list[tuple[PlanCharge, Meter]],
-    base_fee_minor: int,
+    pricing: PeriodPricing,
+    phases: list[SubscriptionPhase],
+    period: BillingPeriod,
     currency: str,
-    start: datetime,
-    end: datetime,
     events: ChargeEvents,
 ) -> int:
-    total = base_fee_minor
-    for charge, meter in charges:
-        lines = usage_lines(meter_usage[meter.id], charge, None, share=Decimal(1), start=start, end=end, events=events)
-        for line in lines:
-            total += line.amount(currency)
-    return total
+    """What the period's invoice lines add up to in minor units: the fee and the minimum for the
+    active share, usage (none in a free trial), and the true-up if the spend falls short."""
+    version, convention = pricing.version, pricing.version.proration
+    active = Decimal(0)
+    if not period.trial:
+        active = sum(
+            (
+                share_of_period(part.start, part.end, period.full_start, period.full_end, convention)
+                for part in phase_parts(phases, period.start, period.end)
+                if part.status == ACTIVE
+            ),
+            Decimal(0),
+        )
+    fee = version.base_fee * active
+    total, spend = round_to_minor(fee, currency), fee
+    if not (period.trial and version.trial_usage == "free"):
+        share = share_of_full_period(period.start, period.natural_end, period.full_start, period.full_end, convention)
+        for charge, meter in pricing.charges:
+            for line in usage_lines(
+                meter_usage[meter.id], charge, None, share=share, start=period.start, end=period.end, events=events
+            ):
+                total += line.amount(currency)
+                spend += line.amount_exact
+    minimum = pricing.minimum * active if pricing.minimum is not None and active else None
+    return total + round_to_minor(true_up(minimum, spend), currency)
 
 
 async def _kept_overrides(
@@ -117,13 +164,16 @@ async def simulate_pricing(
     outcomes = []
     for customer, subscription in affected:
         draft: DraftPlan = drafts[plan_key[subscription.version_at(as_of)]]
-        current_version = await plan_version(session, subscription.version_at(as_of))
         overridden = (await overrides_of(session, subscription)).in_effect_now(as_of)
         draft_charges = await _kept_overrides(session, draft, subscription.version_at(as_of), overridden)
+        own = setting_at(await charges_repository.minimum_spends_of(session, customer.id), as_of)
+        own_minimum = own.amount if own is not None else None
+        customer_phases = phases[customer.id]
         current_total = simulated_total = 0
-        periods = _periods(subscription.started_at, current_version.interval, selection)
-        for start, end in periods:
-            version_id = version_on(phases[customer.id], start)
+        periods = await _periods(session, subscription, customer_phases, selection)
+        for period in periods:
+            start, end = period.start, period.end
+            version_id = version_on(customer_phases, start)
             version = await plan_version(session, version_id)
             current_charges = [
                 (overridden_charge(charge, overridden.get(charge.id)), meter)
@@ -132,13 +182,10 @@ async def simulate_pricing(
             meters = {meter.id: meter for _, meter in [*current_charges, *draft_charges]}
             found = {u.meter.id: u for u in await usage(session, customer.id, list(meters.values()), start, end)}
             events = await charge_event_values(session, customer.id, [*current_charges, *draft.charges], start, end)
-            currency = customer.currency
-            current_total += _rated_total(
-                found, current_charges, round_to_minor(version.base_fee, currency), currency, start, end, events
-            )
-            simulated_total += _rated_total(
-                found, draft_charges, round_to_minor(draft.version.base_fee, currency), currency, start, end, events
-            )
+            current = PeriodPricing(current_charges, version, _minimum(own_minimum, version))
+            simulated = PeriodPricing(draft_charges, draft.version, _minimum(own_minimum, draft.version))
+            current_total += _rated_total(found, current, customer_phases, period, customer.currency, events)
+            simulated_total += _rated_total(found, simulated, customer_phases, period, customer.currency, events)
         outcomes.append(
             CustomerOutcome(
                 customer_key=customer.external_id,

@@ -9,13 +9,18 @@ from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.simulation import PeriodSelection, simulate_pricing
+from customers.lifecycle import CANCEL, PAUSE
+from customers.service import NewCustomer, create_customer
 from pricing.catalog import CatalogInvalid
+from tests.billing.lifecycle_support import lifecycle
 from tests.billing.scenario import CATALOG, FEB_28, JAN_31, MAR_31, send_calls, subscribe
 
 # Basic becomes 15.00 a month with 50 calls included at 0.20.
 DRAFT = CATALOG.replace('base_fee = "10.00"', 'base_fee = "15.00"').replace(
     'unit_price = "0.10"\n  included = 100', 'unit_price = "0.20"\n  included = 50'
 )
+
+FEB_14 = datetime(2026, 2, 14, tzinfo=UTC)
 
 
 async def test_each_affected_customer_is_re_rated_period_by_period(
@@ -72,3 +77,53 @@ async def test_a_draft_with_errors_is_reported_per_field_and_nothing_is_simulate
     with pytest.raises(CatalogInvalid) as invalid:
         await simulate_pricing(session, catalog_text=broken, selection=PeriodSelection(JAN_31, MAR_31), as_of=MAR_31)
     assert [p.path for p in invalid.value.problems] == ["plans[0].interval", "plans[0].charges[0].model"]
+
+
+async def test_each_customer_is_simulated_over_its_own_periods_and_active_time(
+    session: AsyncSession, billing_catalog: None
+) -> None:
+    """Basic (10.00, 100 included at 0.10) against the draft (15.00, 50 included at 0.20), over the
+    periods that end by Mar 31 (February is Jan 31 to Feb 28, 28 days; Feb 14 is its middle)."""
+    paused = await subscribe(session, "paused", "basic", JAN_31)
+    await lifecycle(session, paused, PAUSE, as_of=FEB_14)  # and stays paused through March
+    gone = await subscribe(session, "gone", "basic", JAN_31)
+    await lifecycle(session, gone, CANCEL, as_of=FEB_14, timing="IMMEDIATELY")
+    for external_id, started, extra in (
+        ("trying", JAN_31, {"trial_days": 14}),
+        ("aligned", datetime(2026, 2, 15, tzinfo=UTC), {"billing_anchor_day": 1}),
+    ):
+        new = NewCustomer(
+            external_id=external_id, name=external_id, currency="USD", plan_key="basic", started_at=started, **extra
+        )
+        await create_customer(session, new, as_of=started)
+        await session.commit()
+    await send_calls(session, "trying", 300, datetime(2026, 2, 10, tzinfo=UTC))  # in the free trial
+    await send_calls(session, "trying", 120, datetime(2026, 3, 1, tzinfo=UTC))
+    await send_calls(session, "aligned", 60, datetime(2026, 2, 20, tzinfo=UTC))
+    as_of = datetime(2026, 4, 2, tzinfo=UTC)
+    summary = await simulate_pricing(
+        session, catalog_text=DRAFT, selection=PeriodSelection(JAN_31, MAR_31), as_of=as_of
+    )
+    outcomes = {o.customer_key: (o.periods, o.current, o.simulated) for o in summary.outcomes}
+    assert outcomes == {
+        # Half of February active, March paused: 10.00 x 1/2 now, 15.00 x 1/2 under the draft.
+        "paused": (2, 500, 750),
+        # Canceled in the middle of February: that period only, its first half.
+        "gone": (1, 500, 750),
+        # The trial (its 300 calls free) and Feb 14 to Mar 14: 10.00 + 20 x 0.10 = 12.00 now,
+        # 15.00 + 70 x 0.20 = 29.00 under the draft.
+        "trying": (2, 1200, 2900),
+        # The stub Feb 15 to Mar 1 is half of February: half the fee and half the allowance,
+        # 5.00 + (60 - 50) x 0.10 = 6.00 now, 7.50 + (60 - 25) x 0.20 = 14.50 under the draft.
+        "aligned": (1, 600, 1450),
+    }
+    floored = DRAFT.replace('base_fee = "15.00"', 'base_fee = "15.00"\nminimum_spend = "40.00"', 1)
+    summary = await simulate_pricing(
+        session,
+        catalog_text=floored,
+        selection=PeriodSelection(JAN_31, MAR_31),
+        as_of=as_of,
+        customer_external_ids=["paused"],
+    )
+    # February owes 40.00 x 1/2 = 20.00 (7.50 of fee, 12.50 of true-up); paused March owes nothing.
+    assert [(o.current, o.simulated) for o in summary.outcomes] == [(500, 2000)]
