@@ -73,6 +73,19 @@ async def _page(
     )
 
 
+async def _refused(
+    request: Request,
+    context: TallyContext,
+    customer_id: str,
+    kind: str,
+    user_errors: list[dict[str, Any]],
+    form: dict[str, str] | None = None,
+) -> Response:
+    """The page again (422) with the API's field errors beside the form ``kind``, as it was filled."""
+    forms = {kind: form} if form is not None else None
+    return await _page(request, context, customer_id, errors={kind: _errors(user_errors)}, forms=forms, status_code=422)
+
+
 @router.get("/customers/{customer_id}/charges")
 async def charges_page(request: Request, context: ContextDep, customer_id: str, notice: str | None = None) -> Response:
     return await _page(request, context, customer_id, notice=notice)
@@ -112,14 +125,7 @@ async def review_charge(request: Request, context: ContextDep, customer_id: str)
         "createOneOffCharge"
     ]
     if payload["userErrors"]:
-        return await _page(
-            request,
-            context,
-            customer_id,
-            errors={"charge": _errors(payload["userErrors"])},
-            forms={"charge": form},
-            status_code=422,
-        )
+        return await _refused(request, context, customer_id, "charge", payload["userErrors"], form)
     return render(
         request, "extras_review.html", {"customer": customer, "form": form, "kind": "charge", "preview": payload}
     )
@@ -135,14 +141,7 @@ async def create_charge(request: Request, context: ContextDep, customer_id: str)
         await query(request, "ConsoleCreateOneOffCharge", _charge_input(customer, form, dry_run=False), context)
     )["createOneOffCharge"]
     if payload["userErrors"]:
-        return await _page(
-            request,
-            context,
-            customer_id,
-            errors={"charge": _errors(payload["userErrors"])},
-            forms={"charge": form},
-            status_code=422,
-        )
+        return await _refused(request, context, customer_id, "charge", payload["userErrors"], form)
     amount = payload["amount"]
     where = f"on invoice {payload['invoice']['number']}" if payload["invoice"] else "on the next invoice"
     notice = f"Charged {amount['amount']} {amount['currency']} {where}"
@@ -155,9 +154,7 @@ async def cancel_charge(request: Request, context: ContextDep, customer_id: str,
     variables = {"input": {"chargeId": charge_id, "reason": form["reason"], "idempotencyKey": form["idempotency_key"]}}
     payload = (await query(request, "ConsoleCancelOneOffCharge", variables, context))["cancelOneOffCharge"]
     if payload["userErrors"]:
-        return await _page(
-            request, context, customer_id, errors={"cancel": _errors(payload["userErrors"])}, status_code=422
-        )
+        return await _refused(request, context, customer_id, "cancel", payload["userErrors"])
     notice = f"Canceled {payload['charge']['description']}"
     return RedirectResponse(f"/console/customers/{customer_id}/charges?notice={notice}", status_code=303)
 
@@ -194,14 +191,7 @@ async def _commitment(request: Request, context: TallyContext, customer_id: str,
     variables = _commitment_input(customer, form, dry_run=dry_run)
     payload = (await query(request, "ConsoleCreatePrepaidCommitment", variables, context))["createPrepaidCommitment"]
     if payload["userErrors"]:
-        return await _page(
-            request,
-            context,
-            customer_id,
-            errors={"commitment": _errors(payload["userErrors"])},
-            forms={"commitment": form},
-            status_code=422,
-        )
+        return await _refused(request, context, customer_id, "commitment", payload["userErrors"], form)
     if dry_run:
         return render(
             request,
@@ -237,14 +227,7 @@ async def set_minimum_spend(request: Request, context: ContextDep, customer_id: 
     }
     payload = (await query(request, "ConsoleSetMinimumSpend", variables, context))["setMinimumSpend"]
     if payload["userErrors"]:
-        return await _page(
-            request,
-            context,
-            customer_id,
-            errors={"minimum": _errors(payload["userErrors"])},
-            forms={"minimum": form},
-            status_code=422,
-        )
+        return await _refused(request, context, customer_id, "minimum", payload["userErrors"], form)
     amount = payload["setting"]["amount"]
     notice = f"Minimum spend set to {amount['amount']} {amount['currency']}" if amount else "Back to the plan's minimum"
     return RedirectResponse(f"/console/customers/{customer_id}/charges?notice={notice}", status_code=303)
