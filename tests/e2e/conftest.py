@@ -10,13 +10,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import admin_execute, clone_database
+from tests.conftest import DEMO_CATALOG, admin_execute, clone_database
 
 TALLY = Path(sys.executable).with_name("tally")
 
@@ -70,6 +72,38 @@ def server_env(database_url: str, data_dir: Path) -> dict[str, str]:
         "TALLY_SECRET_KEY": "live-server-test-secret",
         "OTEL_EXPORTER_OTLP_ENDPOINT": "",
     }
+
+
+@contextmanager
+def catalog_server(server_url: str, tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[LiveServer]:
+    """A server of a module's own over database ``name``, with the demo catalog and no customers:
+    journeys that add customers would change what the shared live server's journeys count."""
+    url = clone_database(server_url, name)
+    data_dir = tmp_path_factory.mktemp(name)
+    env = server_env(url, data_dir)
+    subprocess.run([str(TALLY), "catalog", "apply", str(DEMO_CATALOG)], env=env, capture_output=True, check=True)
+    process, base_url = start_server(env, data_dir / "serve.log")
+    try:
+        yield LiveServer(base_url, "", "", env, url)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        admin_execute(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def graphql_data(server: LiveServer, token: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    """The ``data`` of a GraphQL request that must succeed (HTTP 200, no ``errors``)."""
+    response = httpx.post(
+        f"{server.base_url}/graphql",
+        json={"query": query, "variables": variables},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "errors" not in body, body
+    data: dict[str, Any] = body["data"]
+    return data
 
 
 @pytest.fixture(scope="session")

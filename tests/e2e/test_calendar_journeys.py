@@ -9,14 +9,11 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from graphql import OperationDefinitionNode, parse, print_ast
 
-from tests.conftest import admin_execute, clone_database
-from tests.e2e.conftest import TALLY, LiveServer, server_env, start_server
+from tests.e2e.conftest import TALLY, LiveServer, catalog_server, graphql_data
 
 pytestmark = pytest.mark.e2e
 
@@ -35,38 +32,15 @@ INVOICES = """query($id: ID!) { customer(id: $id) { invoices(first: 10) { edges 
 def calendar_server(
     server_url: str, template_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
-    """A server of its own with the demo catalog (no demo customers): the customers these
-    journeys create would change what the shared live server's other journeys count."""
-    url = clone_database(server_url, "tally_calendar_live")
-    data_dir = tmp_path_factory.mktemp("calendar-live")
-    env = server_env(url, data_dir)
-    catalog = Path(__file__).resolve().parents[2] / "app" / "demo" / "catalog.toml"
-    subprocess.run([str(TALLY), "catalog", "apply", str(catalog)], env=env, check=True, capture_output=True)
-    process, base_url = start_server(env, data_dir / "serve.log")
-    yield LiveServer(base_url, "", "", env, url)
-    process.terminate()
-    process.wait(timeout=20)
-    admin_execute(server_url, "DROP DATABASE IF EXISTS tally_calendar_live WITH (FORCE)")
-
-
-def call(server: LiveServer, token: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-    response = httpx.post(
-        f"{server.base_url}/graphql",
-        json={"query": query, "variables": variables},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert "errors" not in body, body
-    return dict(body["data"])
+    with catalog_server(server_url, tmp_path_factory, "tally_calendar_live") as server:
+        yield server
 
 
 def test_a_trial_subscribed_ended_and_invoiced_over_http(calendar_server: LiveServer) -> None:
     live_server = calendar_server
     admin = live_server.cli("token", "create", "--role", "admin").strip()
     external_id = f"trial-{uuid.uuid4().hex[:8]}"
-    created = call(
+    created = graphql_data(
         live_server,
         admin,
         DOCUMENTS["CreateCustomerWithTrial"],
@@ -87,7 +61,7 @@ def test_a_trial_subscribed_ended_and_invoiced_over_http(calendar_server: LiveSe
     assert datetime.fromisoformat(subscription["trialEndsAt"]) == started + timedelta(days=14)
     assert subscription["currentPeriodEnd"] == subscription["trialEndsAt"] == subscription["billingAnchor"]
 
-    bad = call(
+    bad = graphql_data(
         live_server,
         admin,
         DOCUMENTS["ExtendTrial"],
@@ -95,7 +69,7 @@ def test_a_trial_subscribed_ended_and_invoiced_over_http(calendar_server: LiveSe
     )
     assert [(e["field"], e["code"]) for e in bad["extendTrial"]["userErrors"]] == [(["until"], "INVALID")]
     until = (started + timedelta(days=21)).isoformat()
-    extended = call(
+    extended = graphql_data(
         live_server,
         admin,
         DOCUMENTS["ExtendTrial"],
@@ -107,8 +81,8 @@ def test_a_trial_subscribed_ended_and_invoiced_over_http(calendar_server: LiveSe
     )
 
     end = {"customerId": customer_id, "idempotencyKey": f"{external_id}-end"}
-    preview = call(live_server, admin, DOCUMENTS["EndTrial"], {"input": {**end, "dryRun": True}})["endTrial"]
-    ended = call(live_server, admin, DOCUMENTS["EndTrial"], {"input": end})["endTrial"]
+    preview = graphql_data(live_server, admin, DOCUMENTS["EndTrial"], {"input": {**end, "dryRun": True}})["endTrial"]
+    ended = graphql_data(live_server, admin, DOCUMENTS["EndTrial"], {"input": end})["endTrial"]
     assert preview["userErrors"] == ended["userErrors"] == []
     assert [i["number"] for i in preview["invoices"]] == [None] * len(preview["invoices"])
     trial_invoice = ended["invoices"][-1]
@@ -120,13 +94,15 @@ def test_a_trial_subscribed_ended_and_invoiced_over_http(calendar_server: LiveSe
     first_paid_start = datetime.fromisoformat(ended["subscription"]["currentPeriodStart"])
     assert abs(first_paid_start - datetime.now(UTC)) < timedelta(minutes=5)
 
-    invoices = call(live_server, admin, INVOICES, {"id": customer_id})["customer"]["invoices"]["edges"]
+    invoices = graphql_data(live_server, admin, INVOICES, {"id": customer_id})["customer"]["invoices"]["edges"]
     assert trial_invoice["number"] in [edge["node"]["number"] for edge in invoices]
-    again = call(live_server, admin, DOCUMENTS["EndTrial"], {"input": end})["endTrial"]
+    again = graphql_data(live_server, admin, DOCUMENTS["EndTrial"], {"input": end})["endTrial"]
     assert again["userErrors"] == []
     numbers = [i["number"] for i in ended["invoices"]]
     assert [i["number"] for i in again["invoices"]] == numbers, "a retry returns the first result"
-    over = call(live_server, admin, DOCUMENTS["EndTrial"], {"input": {**end, "idempotencyKey": f"{external_id}-2"}})
+    over = graphql_data(
+        live_server, admin, DOCUMENTS["EndTrial"], {"input": {**end, "idempotencyKey": f"{external_id}-2"}}
+    )
     assert [(e["field"], e["code"]) for e in over["endTrial"]["userErrors"]] == [(["customerId"], "TRIAL_ENDED")]
 
 
@@ -136,7 +112,7 @@ def test_an_operator_ends_a_trial_from_the_command_line(calendar_server: LiveSer
 
     admin = live_server.cli("token", "create", "--role", "admin").strip()
     external_id = f"trial-cli-{uuid.uuid4().hex[:8]}"
-    created = call(
+    created = graphql_data(
         live_server,
         admin,
         DOCUMENTS["CreateCustomerWithTrial"],

@@ -5,18 +5,14 @@ ledger verifies afterwards (`tally ledger verify`)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import DEMO_CATALOG, admin_execute, clone_database
-from tests.e2e.conftest import TALLY, LiveServer, server_env, start_server
+from tests.e2e.conftest import LiveServer, catalog_server, graphql_data
 
 pytestmark = pytest.mark.e2e
 
@@ -38,36 +34,13 @@ READ = """query($id: ID!) { customer(id: $id) {
 
 @pytest.fixture(scope="module")
 def live_server(server_url: str, template_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A server of this module's own, with the demo catalog and no customers: the shared live
-    server's journeys count its customers, and these add some."""
-    url = clone_database(server_url, "tally_live_extras")
-    data_dir = tmp_path_factory.mktemp("live-extras")
-    env = server_env(url, data_dir)
-    subprocess.run([str(TALLY), "catalog", "apply", str(DEMO_CATALOG)], env=env, capture_output=True, check=True)
-    process, base_url = start_server(env, data_dir / "serve.log")
-    yield LiveServer(base_url, "", "", env, url)
-    process.terminate()
-    process.wait(timeout=20)
-    admin_execute(server_url, "DROP DATABASE IF EXISTS tally_live_extras WITH (FORCE)")
-
-
-def post(server: LiveServer, token: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-    response = httpx.post(
-        f"{server.base_url}/graphql",
-        json={"query": query, "variables": variables},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=20,
-    )
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert "errors" not in body, body
-    data: dict[str, Any] = body["data"]
-    return data
+    with catalog_server(server_url, tmp_path_factory, "tally_live_extras") as server:
+        yield server
 
 
 def new_customer(server: LiveServer, admin: str) -> tuple[str, str]:
     external_id = f"org_extras_{uuid.uuid4().int % 10**12}"
-    created = post(
+    created = graphql_data(
         server,
         admin,
         "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { customer { id } userErrors { code } } }",
@@ -92,18 +65,18 @@ def test_one_off_charges_over_http(live_server: LiveServer) -> None:
         "when": "NOW",
         "idempotencyKey": f"e2e-{uuid.uuid4()}",
     }
-    preview = post(live_server, finance, CHARGE, {"input": {**charge, "dryRun": True}})["createOneOffCharge"]
+    preview = graphql_data(live_server, finance, CHARGE, {"input": {**charge, "dryRun": True}})["createOneOffCharge"]
     assert (preview["amount"], preview["amountDue"], preview["invoice"]) == (
         {"amount": "500.50"},
         {"amount": "500.50"},
         None,
     )
-    made = post(live_server, finance, CHARGE, {"input": charge})["createOneOffCharge"]
+    made = graphql_data(live_server, finance, CHARGE, {"input": charge})["createOneOffCharge"]
     assert made["userErrors"] == [] and made["invoice"]["kind"] == "one_off"
     assert made["invoice"]["amountDue"] == preview["amountDue"], "the preview said what was posted"
-    retried = post(live_server, finance, CHARGE, {"input": charge})["createOneOffCharge"]
+    retried = graphql_data(live_server, finance, CHARGE, {"input": charge})["createOneOffCharge"]
     assert retried["invoice"]["number"] == made["invoice"]["number"], "a retry charges once"
-    wrong = post(live_server, finance, CHARGE, {"input": {**charge, "currency": "EUR", "idempotencyKey": "x"}})
+    wrong = graphql_data(live_server, finance, CHARGE, {"input": {**charge, "currency": "EUR", "idempotencyKey": "x"}})
     assert [(e["field"], e["code"]) for e in wrong["createOneOffCharge"]["userErrors"]] == [
         (["currency"], "CURRENCY_MISMATCH")
     ]
@@ -114,19 +87,19 @@ def test_one_off_charges_over_http(live_server: LiveServer) -> None:
         "description": "Extra seat pack",
         "idempotencyKey": f"e2e-{uuid.uuid4()}",
     }
-    pending = post(live_server, finance, CHARGE, {"input": later})["createOneOffCharge"]
+    pending = graphql_data(live_server, finance, CHARGE, {"input": later})["createOneOffCharge"]
     assert pending["charge"]["status"] == "PENDING"
-    undo = post(
+    undo = graphql_data(
         live_server,
         finance,
         CHARGE,
         {"input": {**later, "description": "Oops", "idempotencyKey": "e2e-oops-" + customer_id}},
     )
     customer = live_server.cli("token", "create", "--role", "customer", "--customer", external_id).strip()
-    read = post(live_server, customer, READ, {"id": customer_id})["customer"]
+    read = graphql_data(live_server, customer, READ, {"id": customer_id})["customer"]
     upcoming = [(line["kind"], line["description"]) for line in read["upcomingInvoice"]["lines"]]
     assert ("ONE_OFF", "Extra seat pack") in upcoming and ("ONE_OFF", "Oops") in upcoming
-    canceled = post(
+    canceled = graphql_data(
         live_server,
         finance,
         CANCEL,
@@ -140,7 +113,7 @@ def test_one_off_charges_over_http(live_server: LiveServer) -> None:
     )["cancelOneOffCharge"]
     assert canceled == {"charge": {"status": "CANCELED"}, "userErrors": []}
 
-    read = post(live_server, customer, READ, {"id": customer_id})["customer"]
+    read = graphql_data(live_server, customer, READ, {"id": customer_id})["customer"]
     charges = [edge["node"] for edge in read["oneOffCharges"]["edges"]]
     assert [(c["description"], c["status"]) for c in charges] == [
         ("Oops", "CANCELED"),
@@ -167,16 +140,18 @@ def test_a_prepaid_commitment_over_http(live_server: LiveServer) -> None:
         "priority": 50,
         "idempotencyKey": f"e2e-{uuid.uuid4()}",
     }
-    preview = post(live_server, finance, COMMIT, {"input": {**commitment, "dryRun": True}})["createPrepaidCommitment"]
+    preview = graphql_data(live_server, finance, COMMIT, {"input": {**commitment, "dryRun": True}})[
+        "createPrepaidCommitment"
+    ]
     assert (preview["amount"], preview["invoice"]) == ({"amount": "2400.00", "currency": "USD"}, None)
-    made = post(live_server, finance, COMMIT, {"input": commitment})["createPrepaidCommitment"]
+    made = graphql_data(live_server, finance, COMMIT, {"input": commitment})["createPrepaidCommitment"]
     assert made["userErrors"] == [] and made["invoice"]["kind"] == "commitment"
     assert made["invoice"]["amountDue"] == {"amount": "2400.00"}
-    retried = post(live_server, finance, COMMIT, {"input": commitment})["createPrepaidCommitment"]
+    retried = graphql_data(live_server, finance, COMMIT, {"input": commitment})["createPrepaidCommitment"]
     assert retried["invoice"]["number"] == made["invoice"]["number"]
 
     customer = live_server.cli("token", "create", "--role", "customer", "--customer", external_id).strip()
-    read = post(live_server, customer, READ, {"id": customer_id})["customer"]
+    read = graphql_data(live_server, customer, READ, {"id": customer_id})["customer"]
     [mine] = [edge["node"] for edge in read["prepaidCommitments"]["edges"]]
     # The opening invoice was issued before the commitment: nothing has drawn on it yet.
     assert mine == {"amount": {"amount": "2400.00"}, "remaining": {"amount": "2400.00"}, "status": "ACTIVE"}
