@@ -38,6 +38,7 @@ from pricing.advance import (
     AdvanceAmount,
     AdvanceCharge,
     AdvancePhase,
+    Reading,
     advance_amount,
     period_adjustments,
 )
@@ -229,3 +230,29 @@ async def line_of(session: AsyncSession, bill: AdvanceBill, period: BillingPerio
             f"to {_fmt(until)} ({share})"
         )
     return AdvanceLine(kind, text, plain_decimal(shown), unit_price, meter.id, where, amount.at, until)
+
+
+def whole_period_amounts(
+    row: PlanCharge,
+    meter: Meter,
+    known: dict[str, Decimal],
+    readings: list[Reading],
+    start: datetime,
+    end: datetime,
+    proration: str,
+) -> list[Decimal]:
+    """What an in-advance charge bills for a whole active period ``[start, end)`` (the pricing
+    simulation's): its bill at the start, then a top-up for each rise, each amount exact."""
+    source = level_source(meter, dict(row.where))
+    charge = AdvanceCharge(row.id, row.plan_version_id, source.key, charge_terms(row))
+    quantity = known.get(source.key, Decimal(0))
+    first = advance_amount(charge, quantity, at=start, scale=Decimal(1))
+    rest = period_adjustments(
+        billed=[(charge, quantity)],
+        phases=[AdvancePhase(start, (charge,), proration)],
+        levels_at_start=known,
+        readings=readings,
+        period_start=start,
+        period_end=end,
+    )
+    return [first.amount, *(amount.amount for amount in rest)]

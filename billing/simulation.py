@@ -4,7 +4,8 @@ their current pricing and under the draft, period by period. Nothing is written.
 Both sides are rated the same way so that the difference is the price change alone: whole
 billing periods, each on one pricing (the current side uses the version in effect at the
 period's start), usage lines rounded as invoices round them, plus the period's base fee.
-Prorations and late usage are not simulated.
+Prorations and late usage are not simulated. A charge billed in advance (seats) is rated as its
+invoices bill it over a whole period: the value at the period's start, plus a top-up for each rise.
 
 A customer's price overrides in effect now are kept on both sides, for every simulated period:
 on the current side on the charge they override, on the draft's side on the draft charge at the
@@ -23,13 +24,15 @@ from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing.advance import in_advance, whole_period_amounts
 from billing.invoicing import usage_lines
 from customers import service as customers
 from customers.periods import periods_ending_within
 from customers.price_overrides import overrides_of
 from customers.subscriptions import version_on
 from ledger.money import round_to_minor
-from metering.usage import ChargeEvents, MeterUsage, charge_event_values, usage
+from metering.usage import ChargeEvents, MeterUsage, charge_event_values, level_source, levels, usage
+from pricing.advance import Reading
 from pricing.models import Meter, PlanCharge
 from pricing.overrides import Terms, carried_over, overridden_charge
 from pricing.service import DraftPlan, charges_of_version, draft_plans, plan_of_version, plan_version
@@ -62,9 +65,16 @@ def _rated_total(
     start: datetime,
     end: datetime,
     events: ChargeEvents,
+    levels_read: tuple[dict[str, Decimal], list[Reading]],
+    proration: str,
 ) -> int:
     total = base_fee_minor
     for charge, meter in charges:
+        if in_advance(charge):
+            known, readings = levels_read
+            amounts = whole_period_amounts(charge, meter, known, readings, start, end, proration)
+            total += sum(round_to_minor(amount, currency) for amount in amounts)
+            continue
         lines = usage_lines(meter_usage[meter.id], charge, None, share=Decimal(1), start=start, end=end, events=events)
         for line in lines:
             total += line.amount(currency)
@@ -132,12 +142,34 @@ async def simulate_pricing(
             meters = {meter.id: meter for _, meter in [*current_charges, *draft_charges]}
             found = {u.meter.id: u for u in await usage(session, customer.id, list(meters.values()), start, end)}
             events = await charge_event_values(session, customer.id, [*current_charges, *draft.charges], start, end)
+            sources = [
+                level_source(meter, dict(charge.where))
+                for charge, meter in [*current_charges, *draft_charges]
+                if in_advance(charge)
+            ]
+            levels_read = await levels(session, customer.id, sources, start, end) if sources else ({}, [])
             currency = customer.currency
             current_total += _rated_total(
-                found, current_charges, round_to_minor(version.base_fee, currency), currency, start, end, events
+                found,
+                current_charges,
+                round_to_minor(version.base_fee, currency),
+                currency,
+                start,
+                end,
+                events,
+                levels_read,
+                version.proration,
             )
             simulated_total += _rated_total(
-                found, draft_charges, round_to_minor(draft.version.base_fee, currency), currency, start, end, events
+                found,
+                draft_charges,
+                round_to_minor(draft.version.base_fee, currency),
+                currency,
+                start,
+                end,
+                events,
+                levels_read,
+                draft.version.proration,
             )
         outcomes.append(
             CustomerOutcome(

@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -17,11 +18,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.billing_run import run_billing
 from app.settings import Settings
 from billing import service as billing
+from billing.plan_changes import change_plan
+from billing.simulation import PeriodSelection, simulate_pricing
 from customers.lifecycle import CANCEL, PAUSE, UNPAUSE
+from customers.subscriptions import PlanChangeRequest
 from ledger.verify import verify
 from metering.service import ingest
 from pricing.service import apply_catalog
 from tests.billing.lifecycle_support import LIMITS, WINDOW, all_lines, bill, lifecycle, subscribe
+from tests.conftest import graphql
 
 CATALOG = """
 [[meters]]
@@ -43,6 +48,19 @@ base_fee = "20.00"
   meter = "seats"
   model = "per_unit"
   unit_price = "10.00"
+  billed = "in_advance"
+
+[[plans]]
+key = "team-plus"
+name = "Team plus"
+currency = "USD"
+interval = "month"
+base_fee = "20.00"
+
+  [[plans.charges]]
+  meter = "seats"
+  model = "per_unit"
+  unit_price = "15.00"
   billed = "in_advance"
 
 [[plans]]
@@ -258,3 +276,83 @@ async def test_a_trial_bills_no_seats_and_its_end_bills_the_first_paid_period_in
         ("advance", 8, 8000),
     ]
     assert found[-1].description.startswith("Seats in advance, 2026-11-11 to 2026-12-11: 8 seat")
+
+
+async def test_simulation_rates_seats_in_advance_as_invoices_bill_them(
+    session: AsyncSession, seats_catalog: None
+) -> None:
+    """November: 3 seats at the start, 5 from Nov 16 (halfway). Now: 20.00 + 3 × 10.00 + 2 × 10.00
+    × 15/30 = 60.00; under a draft at 12.00 a seat: 20.00 + 36.00 + 12.00 = 68.00."""
+    await subscribe(session, "sim", "team", NOV_1)
+    await seats(session, "sim", 3, NOV_1)
+    await seats(session, "sim", 5, nov(16))
+    draft = CATALOG.replace(
+        'unit_price = "10.00"\n  billed = "in_advance"\n\n[[plans]]',
+        'unit_price = "12.00"\n  billed = "in_advance"\n\n[[plans]]',
+        1,
+    )
+    assert draft != CATALOG
+    summary = await simulate_pricing(
+        session,
+        catalog_text=draft,
+        selection=PeriodSelection(start=NOV_1 - timedelta(days=1), end=DEC_1),
+        as_of=DEC_1 + timedelta(days=1),
+    )
+    [outcome] = summary.outcomes
+    assert (outcome.periods, outcome.current, outcome.simulated) == (1, 6000, 6800)
+
+
+async def test_the_api_shows_the_charge_billed_in_advance_and_the_upcoming_top_up(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    seats_catalog: None,
+    token_for,  # type: ignore[no-untyped-def]
+) -> None:
+    """Through GraphQL: the plan's charge says IN_ADVANCE; the upcoming invoice of a customer whose
+    seats rose shows the top-up as a line with its quantity, unit price and share."""
+    now = datetime.now(UTC)
+    started = now - timedelta(days=5)
+    customer_id = await subscribe(session, "live", "team", started)
+    await seats(session, "live", 2, started)
+    await bill(session, customer_id, started + timedelta(minutes=5))
+    await seats(session, "live", 4, now - timedelta(days=1))
+    admin = await token_for("admin")
+    query = """query($id: ID!) {
+      plans { key charges { billed summary } }
+      customer(id: $id) { upcomingInvoice { lines { kind description quantity unitPrice amount { amount } } } }
+    }"""
+    body = (await graphql(client, admin, query, {"id": str(customer_id)})).json()
+    assert "errors" not in body, body
+    team = next(plan for plan in body["data"]["plans"] if plan["key"] == "team")
+    assert [charge["billed"] for charge in team["charges"]] == ["IN_ADVANCE"]
+    assert team["charges"][0]["summary"].endswith("billed in advance for the value at the period's start")
+    lines = body["data"]["customer"]["upcomingInvoice"]["lines"]
+    [top_up] = [line for line in lines if line["kind"] == "ADVANCE_PRORATION"]
+    assert (top_up["quantity"], top_up["unitPrice"]) == ("2", "10")
+    assert top_up["description"].startswith("Seats rose from 2 to 4 seat on ")
+    assert "% of the period)" in top_up["description"]
+    [next_period] = [line for line in lines if line["kind"] == "ADVANCE"]
+    assert (next_period["quantity"], next_period["amount"]["amount"]) == ("4", "40.00")
+
+
+async def test_a_plan_change_credits_the_seats_billed_on_the_old_price_and_charges_the_new_one(
+    session: AsyncSession, seats_catalog: None
+) -> None:
+    """4 seats at 10.00 billed in advance; moved on Nov 16 to 15.00 a seat (the fees are equal):
+    the unused half of the 40.00 is credited, -20.00, and the rest charged at the new price, 4 ×
+    15.00 × 15/30 = 30.00, as the base fee's prorations do; December is billed at 15.00 a seat."""
+    customer_id = await subscribe(session, "grows", "team", NOV_1)
+    await seats(session, "grows", 4, NOV_1)
+    await bill(session, customer_id, NOV_1 + timedelta(minutes=5))
+    request = PlanChangeRequest(customer_id, "team-plus", "IMMEDIATELY", "grow", actor="test", at=nov(16))
+    await change_plan(session, request, as_of=nov(16))
+    await session.commit()
+    await bill(session, customer_id, DEC_1 + timedelta(hours=2))
+    advance = [(line.kind, line.quantity, line.amount) for line in await all_lines(session, customer_id)]
+    assert [line for line in advance if line[0].startswith("advance")] == [
+        ("advance", 4, 4000),
+        ("advance_proration", -4, -2000),
+        ("advance_proration", 4, 3000),
+        ("advance", 4, 6000),
+    ]
+    assert await verify(session) == []
