@@ -137,8 +137,8 @@ async def bills_in_period(
     """What the in-advance charges bill for ``period`` beyond its bill at the start, as of now:
     the rises read so far, pauses, cancels, plan changes.
     Against the bill at the start as it was keyed, or, before it is issued, as it will be."""
-    if period.trial:
-        return []
+    if period.trial or not await has_advance_charges(session, phases):
+        return []  # the plans' charges are cached: a subscription without any reads nothing more
     customer_id, start = subscription.customer_id, period.start
     parts = phase_parts(phases, start, period.end)
     priced_of: dict[uuid.UUID, list[_Priced]] = {}

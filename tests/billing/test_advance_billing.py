@@ -19,6 +19,7 @@ from app.billing_run import run_billing
 from app.settings import Settings
 from billing import service as billing
 from billing.plan_changes import change_plan
+from billing.provenance import explain_line
 from billing.simulation import PeriodSelection, simulate_pricing
 from customers.lifecycle import CANCEL, PAUSE, UNPAUSE
 from customers.subscriptions import PlanChangeRequest
@@ -49,6 +50,18 @@ base_fee = "20.00"
   model = "per_unit"
   unit_price = "10.00"
   billed = "in_advance"
+
+[[plans]]
+key = "arrears"
+name = "Seats in arrears"
+currency = "USD"
+interval = "month"
+base_fee = "20.00"
+
+  [[plans.charges]]
+  meter = "seats"
+  model = "per_unit"
+  unit_price = "10.00"
 
 [[plans]]
 key = "team-plus"
@@ -174,6 +187,11 @@ async def test_seats_are_billed_at_the_start_topped_up_when_they_rise_and_not_ag
         "2026-12-01 (65.5556% of the period)"
     )
     assert not [line for line in found if line.kind == "usage"], "never billed again in arrears"
+    closing = max(await billing.invoices(session, customer_id, limit=10), key=lambda invoice: invoice.number)
+    explained = await explain_line(session, closing, close[0])
+    assert explained.plan is not None and explained.plan.share is not None
+    assert abs(Fraction(explained.plan.share) - rest_of_november(nov(11, 8))) < Fraction(1, 10**70)
+    assert explained.summary == "Team v1, 65.56% of the period"
     assert await keyed(session, customer_id) == [
         ("advance", "0.0", "3.0"),
         ("top_up", "3.0", "5.0"),
@@ -356,3 +374,25 @@ async def test_a_plan_change_credits_the_seats_billed_on_the_old_price_and_charg
         ("advance", 4, 6000),
     ]
     assert await verify(session) == []
+
+
+async def test_charges_in_arrears_are_rated_as_before_and_read_nothing_of_advance_bills(
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    seats_catalog: None,
+    sent_statements: list[str],
+) -> None:
+    """The same seats meter billed in arrears: the period's latest value, 6, at its close (60.00),
+    nothing in advance; and billing that customer reads and writes no advance bill at all."""
+    customer_id = await subscribe(session, "later", "arrears", NOV_1)
+    await seats(session, "later", 3, NOV_1)
+    await seats(session, "later", 6, nov(20))
+    sent_statements.clear()
+    await run_billing(sessions, settings, as_of=DEC_1 + timedelta(hours=2))
+    assert [(line.kind, line.quantity, line.amount) for line in await all_lines(session, customer_id)] == [
+        ("base_fee", 1, 2000),
+        ("usage", 6, 6000),
+        ("base_fee", 1, 2000),
+    ]
+    assert not [statement for statement in sent_statements if "advance_charge_bills" in statement]
