@@ -52,6 +52,20 @@ base_fee = "20.00"
   billed = "in_advance"
 
 [[plans]]
+key = "team-min"
+name = "Team with a minimum"
+currency = "USD"
+interval = "month"
+base_fee = "20.00"
+minimum_spend = "100.00"
+
+  [[plans.charges]]
+  meter = "seats"
+  model = "per_unit"
+  unit_price = "10.00"
+  billed = "in_advance"
+
+[[plans]]
 key = "arrears"
 name = "Seats in arrears"
 currency = "USD"
@@ -396,3 +410,18 @@ async def test_charges_in_arrears_are_rated_as_before_and_read_nothing_of_advanc
         ("base_fee", 1, 2000),
     ]
     assert not [statement for statement in sent_statements if "advance_charge_bills" in statement]
+
+
+async def test_seats_billed_in_advance_count_toward_the_minimum_spend(
+    session: AsyncSession, seats_catalog: None
+) -> None:
+    """A 100.00 minimum: the 20.00 fee, 3 seats in advance (30.00) and a top-up of 2 seats for
+    half of November (10.00) count, so the close invoice makes up 40.00, not 80.00."""
+    customer_id = await subscribe(session, "small", "team-min", NOV_1)
+    await seats(session, "small", 3, NOV_1)
+    await bill(session, customer_id, NOV_1 + timedelta(minutes=5))
+    await seats(session, "small", 5, nov(16))
+    await bill(session, customer_id, DEC_1 + timedelta(hours=2))
+    found = [(line.kind, line.amount) for line in await all_lines(session, customer_id)]
+    assert ("minimum_spend", 4000) in found
+    assert found[2:] == [("advance_proration", 1000), ("minimum_spend", 4000), ("base_fee", 2000), ("advance", 5000)]
