@@ -30,7 +30,7 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import charges_repository, repository
-from billing.advance import AdvanceBill, bill_at_start, bills_in_period, in_advance, line_of
+from billing.advance import AdvanceBill, bill_at_start, bills_in_period, has_advance_charges, in_advance, line_of
 from billing.minimum_spend import TRUE_UP_DESCRIPTION, period_true_up
 from billing.models import Invoice, OneOffCharge
 from billing.plan_changes import period_prorations
@@ -344,9 +344,11 @@ async def compose_opening(
     schedule = await schedule_of(session, subscription, phases)
     period = schedule.period_containing(subscription.started_at)
     lines = await _base_fee_line(session, subscription, phases, schedule, subscription.started_at)
-    advance = await bill_at_start(
-        session, subscription.customer_id, phases, period, await overrides_of(session, subscription)
-    )
+    # Prices of charges billed in advance; a plan without any reads no override.
+    overrides = NO_OVERRIDES
+    if await has_advance_charges(session, phases):
+        overrides = await overrides_of(session, subscription)
+    advance = await bill_at_start(session, subscription.customer_id, phases, period, overrides)
     lines += await _advance_lines(session, advance, period)
     charges = await charges_repository.pending_one_off_charges(session, subscription.customer_id, lock=True)
     lines += [one_off_line(charge) for charge in charges]
