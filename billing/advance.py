@@ -25,9 +25,11 @@ from decimal import Decimal
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import repository
+from customers.calendar import schedule_of
 from customers.lifecycle import ACTIVE, status_on
 from customers.models import Subscription, SubscriptionPhase
 from customers.periods import BillingPeriod
+from customers.price_overrides import overrides_of
 from customers.subscriptions import phase_parts, version_on
 from ledger.money import plain_decimal
 from metering.usage import LevelSource, level_source, levels
@@ -44,7 +46,7 @@ from pricing.advance import (
 )
 from pricing.models import Meter, PlanCharge
 from pricing.overrides import OverrideTimeline, overridden_charge
-from pricing.proration import share_of_full_period
+from pricing.proration import Proration, share_of_full_period
 from pricing.service import charge_terms, charges_of_version, plan_version
 
 IN_ADVANCE = "in_advance"
@@ -256,3 +258,26 @@ def whole_period_amounts(
         period_end=end,
     )
     return [first.amount, *(amount.amount for amount in rest)]
+
+
+async def seat_prorations(
+    session: AsyncSession, subscription: Subscription, phases: list[SubscriptionPhase], start: datetime
+) -> list[Proration]:
+    """What a pause, unpause, cancel or plan change in the period starting at ``start`` does to
+    its charges billed in advance, as the period's invoice will bill it: the unused rest of what
+    was billed credited, the rest charged at the value then. For the request's answer and audit,
+    beside the base fee's prorations (top-ups are the usage's, not the request's)."""
+    if not await has_advance_charges(session, phases):
+        return []
+    period = (await schedule_of(session, subscription, phases)).period_containing(start)
+    overrides = await overrides_of(session, subscription)
+    prorations = []
+    for bill in await bills_in_period(session, subscription, phases, period, overrides):
+        if bill.amount.kind not in (CREDIT, CHARGE):
+            continue
+        shown = await line_of(session, bill, period)
+        kind = "credit_unused" if bill.amount.kind == CREDIT else "charge_remaining"
+        prorations.append(
+            Proration(kind, shown.description, bill.amount.amount, bill.amount.at, bill.amount.charge.version_id)
+        )
+    return prorations

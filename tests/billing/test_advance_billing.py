@@ -23,6 +23,7 @@ from billing.provenance import explain_line
 from billing.simulation import PeriodSelection, simulate_pricing
 from customers.lifecycle import CANCEL, PAUSE, UNPAUSE
 from customers.subscriptions import PlanChangeRequest
+from ledger.money import round_to_minor
 from ledger.verify import verify
 from metering.service import ingest
 from pricing.service import apply_catalog
@@ -278,7 +279,12 @@ async def test_no_seats_are_billed_while_paused_and_the_rest_is_charged_at_the_u
     customer_id = await subscribe(session, "naps", "team", NOV_1)
     await seats(session, "naps", 4, NOV_1)
     await bill(session, customer_id, NOV_1 + timedelta(minutes=5))
-    await lifecycle(session, customer_id, PAUSE, as_of=nov(16), key="nap")
+    paused = await lifecycle(session, customer_id, PAUSE, as_of=nov(16), key="nap")
+    assert [(p.kind, round_to_minor(p.amount, "USD")) for p in paused.prorations] == [
+        ("credit_unused", -1000),
+        ("credit_unused", -2000),
+    ], "the pause answers the seats' credit beside the fee's (20.00 × 15/30; 4 × 10.00 × 15/30)"
+    assert paused.prorations[1].description.startswith("Unused Seats billed in advance: 4 seat × 10 from 2026-11-16")
     await seats(session, "naps", 7, nov(20))
     await lifecycle(session, customer_id, UNPAUSE, as_of=nov(26), key="wake")
     await bill(session, customer_id, DEC_1 + timedelta(hours=2))
@@ -377,7 +383,8 @@ async def test_a_plan_change_credits_the_seats_billed_on_the_old_price_and_charg
     await seats(session, "grows", 4, NOV_1)
     await bill(session, customer_id, NOV_1 + timedelta(minutes=5))
     request = PlanChangeRequest(customer_id, "team-plus", "IMMEDIATELY", "grow", actor="test", at=nov(16))
-    await change_plan(session, request, as_of=nov(16))
+    outcome = await change_plan(session, request, as_of=nov(16))
+    assert [round_to_minor(p.amount, "USD") for p in outcome.prorations] == [-1000, 1000, -2000, 3000]
     await session.commit()
     await bill(session, customer_id, DEC_1 + timedelta(hours=2))
     advance = [(line.kind, line.quantity, line.amount) for line in await all_lines(session, customer_id)]
