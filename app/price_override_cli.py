@@ -274,6 +274,7 @@ def prices_show(external_id: CustomerArgument, as_json: JsonOption = False) -> N
                 "planPrice": plan_terms(charge),
                 "customerPrice": plan_terms(timeline.charge_at(charge, moment)),
                 "overridden": timeline.in_effect(charge.id, moment) is not None,
+                "billed": charge.billed,
             }
             for charge, meter in await charges_of_version(session, subscription.version_at(moment))
         ]
@@ -284,6 +285,7 @@ def prices_show(external_id: CustomerArgument, as_json: JsonOption = False) -> N
         return
     for row in charges:
         where = "".join(f" ({k} = {v})" for k, v in row["where"].items())
-        typer.echo(f"{row['meter']}{where}, position {row['position']} ({row['model']}), charge {row['id']}")
+        billed = ", billed in advance" if row["billed"] == "in_advance" else ""
+        typer.echo(f"{row['meter']}{where}, position {row['position']} ({row['model']}{billed}), charge {row['id']}")
         typer.echo(f"  plan:     {_terms_text(row['planPrice'])}")
         typer.echo(f"  customer: {_terms_text(row['customerPrice']) if row['overridden'] else 'the plan price'}")

@@ -30,13 +30,14 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import charges_repository, repository
+from billing.advance import AdvanceBill, bill_at_start, bills_in_period, has_advance_charges, in_advance, line_of
 from billing.minimum_spend import TRUE_UP_DESCRIPTION, period_true_up
 from billing.models import Invoice, OneOffCharge
 from billing.plan_changes import period_prorations
 from customers.calendar import schedule_of
 from customers.lifecycle import ACTIVE, CANCELED, PAUSED, cancel_moment, status_on
 from customers.models import Subscription, SubscriptionPhase
-from customers.periods import BillingSchedule
+from customers.periods import BillingPeriod, BillingSchedule
 from customers.price_overrides import overrides_of
 from customers.subscriptions import PhasePart, phase_parts, version_on
 from ledger.grants import consume_credits, grant_credits
@@ -89,6 +90,8 @@ class DraftInvoice:
     reference: str | None = None
     # How its ledger transactions name it; by default the period it closes.
     label: str | None = None
+    # What its in-advance charges bill (seats): each keyed when the invoice is issued.
+    advance_bills: tuple[AdvanceBill, ...] = ()
 
     @property
     def subtotal(self) -> int:
@@ -224,7 +227,8 @@ async def rated_usage(
         part_start, part_end, version_id = part.start, part.end, part.version_id
         if not await _bills_usage(session, part):
             continue
-        charges = await charges_of_version(session, version_id)
+        # In-advance charges are billed at the period's start and topped up (billing.advance).
+        charges = [(c, meter) for c, meter in await charges_of_version(session, version_id) if not in_advance(c)]
         meters = list({meter.id: meter for _, meter in charges}.values())
         usages = {u.meter.id: u for u in await read_usage(session, customer_id, meters, part_start, part_end)}
         events = await read_events(session, customer_id, charges, part_start, part_end)
@@ -311,12 +315,41 @@ async def _base_fee_line(
     ]
 
 
+async def _advance_lines(session: AsyncSession, bills: list[AdvanceBill], period: BillingPeriod) -> list[DraftLine]:
+    """The invoice lines of in-advance charges' amounts (:mod:`billing.advance`)."""
+    lines = []
+    for bill in bills:
+        shown = await line_of(session, bill, period)
+        lines.append(
+            DraftLine(
+                kind=shown.kind,
+                description=shown.description,
+                amount_exact=bill.amount.amount,
+                service_start=shown.service_start,
+                service_end=shown.service_end,
+                plan_version_id=bill.amount.charge.version_id,
+                plan_charge_id=bill.amount.charge.charge_id,
+                meter_id=shown.meter_id,
+                dimensions=shown.where,
+                quantity=shown.quantity,
+                unit_price=shown.unit_price,
+            )
+        )
+    return lines
+
+
 async def compose_opening(
     session: AsyncSession, subscription: Subscription, phases: list[SubscriptionPhase], currency: str
 ) -> DraftInvoice:
     schedule = await schedule_of(session, subscription, phases)
     period = schedule.period_containing(subscription.started_at)
     lines = await _base_fee_line(session, subscription, phases, schedule, subscription.started_at)
+    # Prices of charges billed in advance; a plan without any reads no override.
+    overrides = NO_OVERRIDES
+    if await has_advance_charges(session, phases):
+        overrides = await overrides_of(session, subscription)
+    advance = await bill_at_start(session, subscription.customer_id, phases, period, overrides)
+    lines += await _advance_lines(session, advance, period)
     charges = await charges_repository.pending_one_off_charges(session, subscription.customer_id, lock=True)
     lines += [one_off_line(charge) for charge in charges]
     return DraftInvoice(
@@ -327,6 +360,7 @@ async def compose_opening(
         period.end,
         lines,
         one_off_charge_ids=tuple(charge.id for charge in charges),
+        advance_bills=tuple(advance),
     )
 
 
@@ -405,6 +439,8 @@ async def compose_period(
             )
             for proration in await period_prorations(session, subscription, phases, start, end, period=period)
         ]
+    advance = await bills_in_period(session, subscription, phases, period, overrides)
+    lines += await _advance_lines(session, advance, period)
     shortfall = await period_true_up(
         session, customer_id, phases, period, end, [(line.kind, line.amount_exact) for line in lines]
     )
@@ -423,8 +459,19 @@ async def compose_period(
     charges = await charges_repository.pending_one_off_charges(session, customer_id, lock=count_events)
     lines += [one_off_line(charge) for charge in charges]
     lines += await _base_fee_line(session, subscription, phases, schedule, end)
+    following = schedule.period_containing(end)
+    in_advance_next = await bill_at_start(session, customer_id, phases, following, overrides)
+    lines += await _advance_lines(session, in_advance_next, following)
     return DraftInvoice(
-        customer_id, currency, "period", start, end, lines, rated, one_off_charge_ids=tuple(c.id for c in charges)
+        customer_id,
+        currency,
+        "period",
+        start,
+        end,
+        lines,
+        rated,
+        one_off_charge_ids=tuple(c.id for c in charges),
+        advance_bills=(*advance, *in_advance_next),
     )
 
 
@@ -589,6 +636,25 @@ async def issue(
     ]
     number = await repository.write_invoice(
         session, repository.InvoiceToWrite(row, lines, draft.rated, invoiced_through, closes_at)
+    )
+    await repository.write_advance_bills(
+        session,
+        [
+            {
+                "customer_id": customer_id,
+                "plan_charge_id": bill.amount.charge.charge_id,
+                "period_start": bill.period_start,
+                "effective_at": bill.amount.at,
+                "kind": bill.amount.kind,
+                "plan_version_id": bill.amount.charge.version_id,
+                "previous_quantity": bill.amount.previous,
+                "quantity": bill.amount.quantity,
+                "share": bill.amount.share,
+                "amount_exact": bill.amount.amount,
+                "invoice_id": invoice_id,
+            }
+            for bill in draft.advance_bills
+        ],
     )
     return Invoice(number=number, **row)
 

@@ -22,6 +22,7 @@ from decimal import Decimal
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import repository
+from billing.advance import seat_prorations
 from billing.invoicing import DraftInvoice, issue, next_due
 from billing.models import Invoice
 from billing.plan_changes import period_prorations
@@ -99,6 +100,7 @@ async def _apply(
         prorations = await period_prorations(
             session, subscription, change.phases, change.period_start, change.period_end
         )
+        prorations += await seat_prorations(session, subscription, change.phases, change.period_start)
     event = await record_lifecycle_change(
         session,
         request,

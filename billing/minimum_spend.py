@@ -2,7 +2,8 @@
 falls short.
 
 What counts toward the minimum (Orb's and Metronome's rule): the period's own charges before
-credits — the base fee billed for the period, its prorations and its usage. Late usage of earlier
+credits — the base fee billed for the period, its prorations and its usage (usage charged in
+advance counts like the base fee: its bill at the period's start and its top-ups and credits). Late usage of earlier
 periods, one-off charges and the next period's fee in advance do not count; credits apply after
 the true-up, to the invoice's total.
 
@@ -44,7 +45,7 @@ from pricing.service import plan_version
 
 TRUE_UP_DESCRIPTION = "Minimum spend true-up"
 # Line kinds of a period invoice that are the period's own charges (see the module's docstring).
-COUNTED_LINE_KINDS = ("usage", "proration")
+COUNTED_LINE_KINDS = ("usage", "proration", "advance_proration")
 
 
 class MinimumPart(NamedTuple):
@@ -129,5 +130,6 @@ async def period_true_up(
     if minimum is None:
         return Decimal(0)
     _, base_fee = await repository.base_fee_billed(session, customer_id, start)
+    base_fee += await repository.advance_amount_billed(session, customer_id, start)  # seats in advance
     spend = base_fee + sum((amount for kind, amount in period_lines if kind in COUNTED_LINE_KINDS), Decimal(0))
     return true_up(minimum, spend)

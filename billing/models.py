@@ -32,7 +32,20 @@ from sqlmodel import Field, SQLModel
 
 INVOICE_KINDS = ("opening", "period", "one_off", "commitment")
 INVOICE_STATUSES = ("issued", "paid", "void", "uncollectible")
-LINE_KINDS = ("base_fee", "usage", "proration", "late_usage", "one_off", "minimum_spend", "commitment")
+LINE_KINDS = (
+    "base_fee",
+    "usage",
+    "proration",
+    "late_usage",
+    "one_off",
+    "minimum_spend",
+    "commitment",
+    "advance",
+    "advance_proration",
+)
+# What an in-advance charge billed for a period: at its start, a rise, and what a pause, cancel or
+# plan change credits (the unused rest) or charges again (the rest, at the value then).
+ADVANCE_BILL_KINDS = ("advance", "top_up", "credit", "charge")
 # Invoices of these kinds bill no period boundary (several may share a moment): each is made once
 # by its one-off charge's or prepaid commitment's own idempotency key instead.
 UNBOUNDED_INVOICE_KINDS = ("one_off", "commitment")
@@ -391,3 +404,27 @@ class PrepaidCommitment(SQLModel, table=True):
     idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
     request_hash: str
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class AdvanceChargeBill(SQLModel, table=True):
+    """An amount an in-advance charge (seats) billed for the period starting at ``period_start``:
+    ``advance`` at its start for ``quantity`` (the meter's value then), ``top_up`` when the value
+    rose from ``previous_quantity`` at ``effective_at``, ``credit`` of the unused rest when the
+    subscription was paused, canceled or left the charge's plan then, ``charge`` of the rest when
+    it came back. The key (customer, charge, period start, moment, kind) is written in the
+    transaction of the invoice that bills it: a retried billing run can never bill one twice.
+    Rows never change (a trigger refuses it)."""
+
+    __tablename__ = "advance_charge_bills"
+
+    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), primary_key=True))
+    plan_charge_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_charges.id"), primary_key=True))
+    period_start: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    effective_at: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    kind: str = Field(sa_column=Column(String, primary_key=True))
+    plan_version_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_versions.id"), nullable=False))
+    previous_quantity: Decimal = Field(sa_column=Column(Numeric, nullable=False))
+    quantity: Decimal = Field(sa_column=Column(Numeric, nullable=False))
+    share: Decimal = Field(sa_column=Column(Numeric, nullable=False))
+    amount_exact: Decimal = Field(sa_column=Column(Numeric, nullable=False))
+    invoice_id: uuid.UUID = Field(sa_column=Column(ForeignKey("invoices.id"), nullable=False))

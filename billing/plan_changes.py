@@ -11,6 +11,7 @@ from decimal import Decimal
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import repository
+from billing.advance import seat_prorations
 from customers.calendar import schedule_of
 from customers.models import Subscription, SubscriptionPhase
 from customers.periods import BillingPeriod
@@ -106,6 +107,7 @@ async def change_plan(
         subscription: Subscription, phases: list[SubscriptionPhase], start: datetime, end: datetime
     ) -> list[Proration]:
         prorations = await period_prorations(session, subscription, phases, start, end)
+        prorations += await seat_prorations(session, subscription, phases, start)
         new_calendar = next((p for p in phases if start < p.starts_at < end and p.billing_anchor is not None), None)
         if new_calendar is not None:
             prorations += await first_fee_of_calendar(session, subscription, phases, new_calendar.starts_at)

@@ -36,6 +36,8 @@ from pricing.proration import share_of_period
 from pricing.service import charges_of_version, plan_of_version, plan_version
 
 SAMPLE_EVENTS = 5
+# The keyed amounts (advance_charge_bills.kind) behind each line kind of a charge billed in advance.
+ADVANCE_LINE_KINDS = {"advance": ("advance",), "advance_proration": ("top_up", "credit", "charge")}
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,10 @@ async def _plan_provenance(session: AsyncSession, invoice: Invoice, line: Invoic
     elif line.kind == "proration":
         share = share_of_period(
             line.service_start, line.service_end, invoice.period_start, invoice.period_end, version.proration
+        )
+    elif line.kind in ADVANCE_LINE_KINDS and line.plan_charge_id is not None:
+        share = await repository.advance_share(
+            session, invoice.id, line.plan_charge_id, line.service_start, ADVANCE_LINE_KINDS[line.kind]
         )
     return PlanProvenance(
         plan_key=plan.key,

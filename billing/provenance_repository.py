@@ -173,3 +173,17 @@ async def ingest_traces(
         {"customer_id": customer_id, "start": start, "end": end, "received_by": received_by, "limit": limit},
     )
     return list(rows.mappings())
+
+
+async def advance_share(
+    session: AsyncSession, invoice_id: uuid.UUID, charge_id: uuid.UUID, effective_at: datetime, kinds: tuple[str, ...]
+) -> Decimal | None:
+    """The share of its period an in-advance charge's amount on an invoice is for, as it was keyed."""
+    row = await session.execute(
+        text(
+            "SELECT share FROM advance_charge_bills WHERE invoice_id = :invoice AND plan_charge_id = :charge "
+            "AND effective_at = :at AND kind = ANY(:kinds) ORDER BY kind LIMIT 1"
+        ),
+        {"invoice": invoice_id, "charge": charge_id, "at": effective_at, "kinds": list(kinds)},
+    )
+    return row.scalar_one_or_none()

@@ -289,3 +289,59 @@ async def set_invoice_status(session: AsyncSession, invoice_id: uuid.UUID, statu
     await session.execute(
         text("UPDATE invoices SET status = :status WHERE id = :id"), {"status": status, "id": invoice_id}
     )
+
+
+async def advance_billed(
+    session: AsyncSession, customer_id: uuid.UUID, period_start: datetime
+) -> list[tuple[uuid.UUID, uuid.UUID, Decimal]]:
+    """What the in-advance charges billed at the start of the period starting at ``period_start``:
+    (plan version, charge, quantity) of each keyed ``advance`` bill."""
+    connection = await driver_connection(session)
+    cursor = await connection.execute(
+        "SELECT plan_version_id, plan_charge_id, quantity FROM advance_charge_bills "
+        "WHERE customer_id = %s AND period_start = %s AND kind = 'advance' ORDER BY plan_charge_id",
+        (customer_id, period_start),
+    )
+    return [(row[0], row[1], row[2]) for row in await cursor.fetchall()]
+
+
+async def advance_amount_billed(session: AsyncSession, customer_id: uuid.UUID, period_start: datetime) -> Decimal:
+    """The exact amount the in-advance charges billed at the start of the period (minimum spend)."""
+    connection = await driver_connection(session)
+    cursor = await connection.execute(
+        "SELECT coalesce(sum(amount_exact), 0) FROM advance_charge_bills "
+        "WHERE customer_id = %s AND period_start = %s AND kind = 'advance'",
+        (customer_id, period_start),
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return Decimal(row[0])
+
+
+ADVANCE_BILL_COLUMNS = (
+    "customer_id",
+    "plan_charge_id",
+    "period_start",
+    "effective_at",
+    "kind",
+    "plan_version_id",
+    "previous_quantity",
+    "quantity",
+    "share",
+    "amount_exact",
+    "invoice_id",
+)
+
+
+async def write_advance_bills(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Key each amount an in-advance charge bills, in the invoice's transaction: a second copy
+    violates the primary key and rolls the whole invoice back."""
+    if not rows:
+        return
+    connection = await driver_connection(session)
+    async with connection.cursor() as cursor:
+        await cursor.executemany(
+            f"INSERT INTO advance_charge_bills ({', '.join(ADVANCE_BILL_COLUMNS)}) "
+            f"VALUES ({', '.join(['%s'] * len(ADVANCE_BILL_COLUMNS))})",
+            [tuple(row[column] for column in ADVANCE_BILL_COLUMNS) for row in rows],
+        )

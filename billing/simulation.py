@@ -7,7 +7,9 @@ customer's own billing periods (trial, calendar stubs, changes of interval), eac
 invoices round them, the period's base fee and minimum spend for the share of it the
 subscription was active (none in a trial, a pause or after a cancel; a stub's share of its full
 period; a free trial's usage is not charged), and the minimum spend's true-up. A plan change
-inside a period is not re-priced part by part, and late usage is not simulated.
+inside a period is not re-priced part by part, and late usage is not simulated. A charge billed in
+advance (seats) is rated as its invoices bill it: the value at the period's start, plus a top-up
+for each rise, times the share of the full period the subscription was active.
 
 A customer's price overrides in effect now are kept on both sides, for every simulated period:
 on the current side on the charge they override, on the draft's side on the draft charge at the
@@ -27,6 +29,7 @@ from decimal import Decimal
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import charges_repository
+from billing.advance import in_advance, whole_period_amounts
 from billing.invoicing import usage_lines
 from billing.minimum_spend import setting_at, true_up
 from customers import service as customers
@@ -37,7 +40,8 @@ from customers.periods import BillingPeriod
 from customers.price_overrides import overrides_of
 from customers.subscriptions import phase_parts, version_on
 from ledger.money import round_to_minor
-from metering.usage import ChargeEvents, MeterUsage, charge_event_values, usage
+from metering.usage import ChargeEvents, MeterUsage, charge_event_values, level_source, levels, usage
+from pricing.advance import Reading
 from pricing.models import Meter, PlanCharge, PlanVersion
 from pricing.overrides import Terms, carried_over, overridden_charge
 from pricing.proration import share_of_full_period, share_of_period
@@ -90,9 +94,11 @@ def _rated_total(
     period: BillingPeriod,
     currency: str,
     events: ChargeEvents,
+    levels_read: tuple[dict[str, Decimal], list[Reading]],
 ) -> int:
-    """What the period's invoice lines add up to in minor units: the fee and the minimum for the
-    active share, usage (none in a free trial), and the true-up if the spend falls short."""
+    """What the period's invoice lines add up to in minor units: the fee, the seats billed in
+    advance and the minimum for the active share, usage (none in a free trial), and the true-up
+    if the spend falls short."""
     version, convention = pricing.version, pricing.version.proration
     active = Decimal(0)
     if not period.trial:
@@ -109,6 +115,14 @@ def _rated_total(
     if not (period.trial and version.trial_usage == "free"):
         share = share_of_full_period(period.start, period.natural_end, period.full_start, period.full_end, convention)
         for charge, meter in pricing.charges:
+            if in_advance(charge):
+                known, readings = levels_read
+                for amount in whole_period_amounts(
+                    charge, meter, known, readings, period.start, period.end, convention
+                ):
+                    total += round_to_minor(amount * active, currency)
+                    spend += amount * active
+                continue
             for line in usage_lines(
                 meter_usage[meter.id], charge, None, share=share, start=period.start, end=period.end, events=events
             ):
@@ -182,10 +196,20 @@ async def simulate_pricing(
             meters = {meter.id: meter for _, meter in [*current_charges, *draft_charges]}
             found = {u.meter.id: u for u in await usage(session, customer.id, list(meters.values()), start, end)}
             events = await charge_event_values(session, customer.id, [*current_charges, *draft.charges], start, end)
+            sources = [
+                level_source(meter, dict(charge.where))
+                for charge, meter in [*current_charges, *draft_charges]
+                if in_advance(charge)
+            ]
+            levels_read = await levels(session, customer.id, sources, start, end) if sources else ({}, [])
             current = PeriodPricing(current_charges, version, _minimum(own_minimum, version))
             simulated = PeriodPricing(draft_charges, draft.version, _minimum(own_minimum, draft.version))
-            current_total += _rated_total(found, current, customer_phases, period, customer.currency, events)
-            simulated_total += _rated_total(found, simulated, customer_phases, period, customer.currency, events)
+            current_total += _rated_total(
+                found, current, customer_phases, period, customer.currency, events, levels_read
+            )
+            simulated_total += _rated_total(
+                found, simulated, customer_phases, period, customer.currency, events, levels_read
+            )
         outcomes.append(
             CustomerOutcome(
                 customer_key=customer.external_id,

@@ -412,6 +412,40 @@ ORDER BY occurred_at, event_id
 """
 
 
+EVENTS_BEFORE_NEWEST_FIRST = """
+SELECT occurred_at, event_id, properties::text AS properties
+FROM events
+WHERE customer_id = %(customer_id)s AND event_type = %(event_type)s
+  AND (occurred_at, event_id) < (%(before)s, %(before_id)s)
+ORDER BY occurred_at DESC, event_id DESC
+LIMIT %(limit)s
+"""
+
+
+async def events_before_newest_first(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    event_type: str,
+    before: tuple[datetime, str],
+    *,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """A page of the events of one type before ``before`` (a moment and an event id: the keyset),
+    newest first: the reader of a level known at a moment reads pages until an event it can read
+    (on ``events_by_customer_time``)."""
+    params = {
+        "customer_id": customer_id,
+        "event_type": event_type,
+        "before": before[0],
+        "before_id": before[1],
+        "limit": limit,
+    }
+    connection = await driver_connection(session)
+    async with connection.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(EVENTS_BEFORE_NEWEST_FIRST, params)
+        return await cursor.fetchall()
+
+
 async def events_in_order(
     session: AsyncSession,
     customer_id: uuid.UUID,

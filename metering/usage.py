@@ -21,6 +21,7 @@ from ledger.money import plain_decimal
 from metering import repository
 from metering.aggregation import Partial, merge_all
 from metering.events import FUTURE_TOLERANCE, MeterRule, canonical_json, dimension_text, loads_exact, measure
+from pricing.advance import Reading
 from pricing.models import Meter, PlanCharge
 from pricing.overrides import NO_OVERRIDES, OverrideTimeline
 from pricing.rating import ChargeTerms, allocate, needs_events, rate, rate_events
@@ -330,6 +331,62 @@ async def charge_event_values(
                 if matches[key]:
                     found[charge.id].append(measured.value)
     return found
+
+
+LEVEL_PAGE = 100  # events read at a time looking back for the last value a level source can read
+
+
+@dataclass(frozen=True)
+class LevelSource:
+    """What an in-advance charge reads the level of: a meter's values among the events its
+    ``where`` selects; ``key`` names it (:class:`pricing.advance.Reading`)."""
+
+    key: str
+    meter: Meter
+    where: dict[str, str]
+
+
+def level_source(meter: Meter, where: dict[str, str]) -> LevelSource:
+    return LevelSource(f"{meter.id}:{canonical_json(dict(where))}", meter, dict(where))
+
+
+async def levels(
+    session: AsyncSession, customer_id: uuid.UUID, sources: list[LevelSource], start: datetime, end: datetime
+) -> tuple[dict[str, Decimal], list[Reading]]:
+    """Each source's value known at ``start`` (its last event at or before it; none: no entry) and
+    its values over ``[start, end)`` in the order they happened: how seats are billed in advance
+    (a latest or max meter's value is a level, read from the events themselves, never from the
+    hourly rollups, which would lose the moment it rose). One indexed read per source and range."""
+    known: dict[str, Decimal] = {}
+    readings: list[Reading] = []
+    for source in {s.key: s for s in sources}.values():
+        rule = _rule(source.meter)
+
+        def value_of(row: dict[str, Any], source: LevelSource = source, rule: MeterRule = rule) -> Decimal | None:
+            measured = measure(loads_exact(row["properties"]), rule)
+            if isinstance(measured, str) or measured.value is None:
+                return None  # stored events were validated; a meter declared later may not read them
+            if source.where and not dimensions_match(loads_exact(measured.dimensions), source.where):
+                return None
+            return measured.value
+
+        # A value read at the very moment counts as known then: the keyset starts just after it.
+        before = (start + timedelta(microseconds=1), "")
+        while source.key not in known:
+            page = await repository.events_before_newest_first(
+                session, customer_id, source.meter.event_type, before, limit=LEVEL_PAGE
+            )
+            for row in page:
+                if (value := value_of(row)) is not None:
+                    known[source.key] = value
+                    break
+            if len(page) < LEVEL_PAGE:
+                break
+            before = (page[-1]["occurred_at"], page[-1]["event_id"])
+        async for row in repository.events_in_order(session, customer_id, source.meter.event_type, start, end):
+            if (value := value_of(row)) is not None:
+                readings.append(Reading(row["occurred_at"], source.key, value))
+    return known, readings
 
 
 def rate_charge(

@@ -29,6 +29,11 @@ PRORATIONS = ("exact", "day")
 INTERVALS = ("week", "month", "quarter", "year")
 BILLING_ANCHORS = ("anniversary", "calendar")
 TRIAL_USAGE = ("free", "charged")
+#: When a charge is billed: after the period from its usage (the default), or at the period's start
+#: from the meter's value then, topped up when it rises (seats): only a level, a ``latest`` or
+#: ``max`` meter, can be billed in advance.
+CHARGE_BILLING = ("in_arrears", "in_advance")
+IN_ADVANCE_AGGREGATIONS = ("latest", "max")
 MAX_TRIAL_DAYS = 365  # a longer "trial" is a free plan, and a typo of 3650 would bill nobody for years
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 
@@ -68,6 +73,7 @@ CHARGE_FIELDS = {
     "free_events",
     "per_event_minimum",
     "per_event_maximum",
+    "billed",
 }
 # What each model reads, beyond what every charge may have (included, minimum, limit, where).
 MODEL_FIELDS = {
@@ -127,6 +133,7 @@ class ChargeSpec:
     free_events: int | None = None
     per_event_minimum: Decimal | None = None
     per_event_maximum: Decimal | None = None
+    billed: str = "in_arrears"  # or "in_advance" (a latest or max meter's level, see CHARGE_BILLING)
 
     def pricing_document(self) -> dict[str, Any]:
         """A canonical JSON-able form: equal documents mean equal pricing. Terms added after the
@@ -145,6 +152,8 @@ class ChargeSpec:
         }
         if self.rounding != "up":
             document["rounding"] = self.rounding
+        if self.billed != "in_arrears":
+            document["billed"] = self.billed
         if self.model == "percentage":
             document |= {
                 "rate": _text(self.percentage_rate),
@@ -496,6 +505,19 @@ def _read_charge(
             f"a percentage charge takes a share of each event's value: meter {meter!r} must be a sum meter, "
             f"not {aggregations[meter]}",
         )
+    billed = item.get("billed", "in_arrears")
+    if billed not in CHARGE_BILLING:
+        reader.problem(
+            f"{path}.billed",
+            f"{billed!r} is not one of {', '.join(CHARGE_BILLING)} (after the period from its usage, or at its "
+            "start from the meter's value then)",
+        )
+    elif billed == "in_advance" and meter in aggregations and aggregations[meter] not in IN_ADVANCE_AGGREGATIONS:
+        reader.problem(
+            f"{path}.billed",
+            f"only a level can be billed in advance: meter {meter!r} must be a latest or max meter, "
+            f"not {aggregations[meter]}",
+        )
     included = reader.decimal(item, "included", path) or Decimal(0)
     minimum = reader.decimal(item, "minimum", path)
     if minimum is not None and currency is not None and not fits_minor_unit(minimum, currency):
@@ -530,6 +552,7 @@ def _read_charge(
         limit=limit,
         where=where,
         rounding=rounding,
+        billed=billed,
         **percentage,
     )
 

@@ -116,3 +116,14 @@ class PlanCharge(SQLModel, table=True):
     free_events: int | None = Field(default=None, sa_column=Column(BigInteger))
     per_event_minimum: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
     per_event_maximum: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
+    # "in_arrears" (rated on the period's usage at its close) or "in_advance" (a latest or max
+    # meter's value billed at the period's start, topped up when it rises: billing.advance).
+    billed: str = Field(
+        default="in_arrears",
+        sa_column=Column(
+            String,
+            CheckConstraint("billed IN ('in_arrears', 'in_advance')", name="plan_charges_billed_known"),
+            nullable=False,
+            server_default="in_arrears",
+        ),
+    )

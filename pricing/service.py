@@ -286,6 +286,7 @@ def _charge_row(version_id: uuid.UUID, position: int, spec: ChargeSpec, meter: M
         free_events=spec.free_events,
         per_event_minimum=spec.per_event_minimum,
         per_event_maximum=spec.per_event_maximum,
+        billed=spec.billed,
     )
 
 

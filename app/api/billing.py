@@ -62,6 +62,8 @@ class InvoiceLineKind(Enum):
     ONE_OFF = "one_off"
     MINIMUM_SPEND = "minimum_spend"
     COMMITMENT = "commitment"
+    ADVANCE = "advance"
+    ADVANCE_PRORATION = "advance_proration"
 
 
 @strawberry.type

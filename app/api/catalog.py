@@ -48,6 +48,15 @@ class PackageRounding(Enum):
     DOWN = "down"
 
 
+@strawberry.enum(
+    description="When a charge is billed: in arrears, from the period's usage when it closes; or in advance, "
+    "from a latest or max meter's value at the period's start (seats), topped up when it rises."
+)
+class ChargeBilling(Enum):
+    IN_ARREARS = "in_arrears"
+    IN_ADVANCE = "in_advance"
+
+
 @strawberry.enum(description="How a part of a billing period is measured when a plan changes mid-period.")
 class ProrationConvention(Enum):
     EXACT = "exact"
@@ -119,6 +128,11 @@ class Charge:
     per_event_minimum: Decimal | None
     per_event_maximum: Decimal | None
     summary: str = strawberry.field(description="The charge's terms in words.")
+    billed: ChargeBilling = strawberry.field(
+        default=ChargeBilling.IN_ARREARS,
+        description="IN_ADVANCE: billed at the period's start for the meter's value then, a rise topped up "
+        "for the rest of the period on the next invoice, a fall not credited.",
+    )
 
     @classmethod
     def from_model(cls, charge: PlanCharge, meter: MeterRow) -> Charge:
@@ -146,7 +160,9 @@ class Charge:
             free_events=charge.free_events,
             per_event_minimum=_plain(charge.per_event_minimum),
             per_event_maximum=_plain(charge.per_event_maximum),
-            summary=describe_charge(catalog.charge_terms(charge)),
+            summary=describe_charge(catalog.charge_terms(charge))
+            + ("; billed in advance for the value at the period's start" if charge.billed == "in_advance" else ""),
+            billed=ChargeBilling(charge.billed),
         )
 
 

@@ -13,7 +13,7 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from app.api.catalog import ChargeModel, Meter, Tier
+from app.api.catalog import ChargeBilling, ChargeModel, Meter, Tier
 from app.api.common import Money, UserError, money, run_mutation
 from app.api.permissions import requires
 from app.api.scope import customer_of, staff_only
@@ -119,6 +119,10 @@ class SubscriptionCharge:
     plan_price: PriceTerms
     customer_price: PriceTerms = strawberry.field(description="What the customer pays: the plan's or their own.")
     override: PriceOverride | None = strawberry.field(description="The override in effect; null: the plan's price.")
+    billed: ChargeBilling = strawberry.field(
+        default=ChargeBilling.IN_ARREARS,
+        description="IN_ADVANCE: billed at the period's start for the meter's value then, topped up when it rises.",
+    )
 
     @classmethod
     def build(
@@ -141,6 +145,7 @@ class SubscriptionCharge:
             plan_price=PriceTerms.from_charge(charge),
             customer_price=PriceTerms.from_charge(timeline.charge_at(charge, moment)),
             override=PriceOverride.from_model(row) if row is not None else None,
+            billed=ChargeBilling(charge.billed),
         )
 
 

@@ -14,6 +14,29 @@ from tests.conftest import graphql, now
 from tests.console.test_console import PASSWORD, csrf_of, sign_in
 from tests.pricing.test_catalog_models import ALL_MODELS
 
+SEATS = """
+[[meters]]
+key = "seats"
+name = "Seats"
+unit = "seat"
+event_type = "seat.count"
+aggregation = "latest"
+value_property = "seats"
+
+[[plans]]
+key = "team"
+name = "Team"
+currency = "USD"
+interval = "month"
+base_fee = "20"
+
+  [[plans.charges]]
+  meter = "seats"
+  model = "per_unit"
+  unit_price = "10"
+  billed = "in_advance"
+"""
+
 
 async def test_the_pricing_page_lists_current_plans_readably(client: httpx.AsyncClient, session: AsyncSession) -> None:
     await create_user(session, email="ro@example.com", role="viewer", password=PASSWORD, as_of=now())
@@ -72,3 +95,16 @@ async def test_graphql_plans_show_the_new_terms(client: httpx.AsyncClient, sessi
         "perEventMaximum": "12",
         "included": "500",
     }
+
+
+async def test_a_charge_billed_in_advance_says_so_on_the_pricing_page(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    await create_user(session, email="ro@example.com", role="viewer", password=PASSWORD, as_of=now())
+    await apply_catalog(session, SEATS, as_of=now())
+    await session.commit()
+    await sign_in(client, "ro@example.com", PASSWORD)
+    page = await client.get("/console/pricing")
+    section = html.unescape(page.text[page.text.index('id="current-plans"') : page.text.index('id="simulation"')])
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", section))
+    assert "in advance 10 per unit; billed in advance for the value at the period's start" in text, text

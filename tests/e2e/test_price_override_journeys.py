@@ -129,6 +129,7 @@ def test_a_customers_own_price_and_limit_on_a_running_server(live_server: LiveSe
 
     shown = json.loads(live_server.cli("prices", "show", external_id, "--json"))
     assert shown["charges"][0]["customerPrice"]["unit_price"] == "0.01" and shown["charges"][0]["overridden"] is True
+    assert shown["charges"][0]["billed"] == "in_arrears"
     refused = post(live_server, finance, SET, {"i": {**order, "unitPrice": "-1", "idempotencyKey": "e2e-bad"}})
     assert refused["setPriceOverride"]["userErrors"] == [{"field": ["unitPrice"], "code": "INVALID"}]
 

@@ -212,3 +212,55 @@ def test_allow_negative_is_a_boolean_on_a_meter_that_reads_a_value() -> None:
     assert problems_of(METER + 'aggregation = "count"\nallow_negative = true\n') == [
         "meters[0].allow_negative: a count meter reads no value that could be negative"
     ]
+
+
+ADVANCE_CATALOG = """
+[[meters]]
+key = "seats"
+name = "Seats"
+unit = "seat"
+event_type = "seat.count"
+aggregation = "{aggregation}"
+value_property = "seats"
+
+[[plans]]
+key = "team"
+name = "Team"
+currency = "USD"
+interval = "month"
+base_fee = "20"
+
+  [[plans.charges]]
+  meter = "seats"
+  model = "per_unit"
+  unit_price = "10"
+  {billed}
+"""
+
+
+@pytest.mark.parametrize("aggregation", ["latest", "max"])
+def test_a_level_can_be_billed_in_advance(aggregation: str) -> None:
+    """Seats: a latest or max meter's value billed at the period's start; the default is in arrears,
+    left out of the pricing document so plans declared before the option keep their version."""
+    [advance] = parse_catalog(ADVANCE_CATALOG.format(aggregation=aggregation, billed='billed = "in_advance"')).plans
+    [arrears] = parse_catalog(ADVANCE_CATALOG.format(aggregation=aggregation, billed="")).plans
+    [explicit] = parse_catalog(ADVANCE_CATALOG.format(aggregation=aggregation, billed='billed = "in_arrears"')).plans
+    assert advance.charges[0].billed == "in_advance" and arrears.charges[0].billed == "in_arrears"
+    assert "billed" not in arrears.charges[0].pricing_document()
+    assert pricing_hash(arrears) == pricing_hash(explicit) != pricing_hash(advance)
+
+
+@pytest.mark.parametrize("aggregation", ["sum", "unique_count"])
+def test_only_a_level_can_be_billed_in_advance(aggregation: str) -> None:
+    """A sum (or a count of distinct values) is a volume over the period, known only at its end."""
+    text = ADVANCE_CATALOG.format(aggregation=aggregation, billed='billed = "in_advance"')
+    assert problems_of(text) == [
+        "plans[0].charges[0].billed: only a level can be billed in advance: meter 'seats' must be a latest "
+        f"or max meter, not {aggregation}"
+    ]
+
+
+def test_billed_is_in_arrears_or_in_advance() -> None:
+    text = ADVANCE_CATALOG.format(aggregation="latest", billed='billed = "upfront"')
+    [problem] = problems_of(text)
+    assert problem.startswith("plans[0].charges[0].billed: 'upfront' is not one of in_arrears, in_advance")

@@ -108,3 +108,61 @@ async def test_allow_negative_changes_in_place_and_says_so(session: AsyncSession
     await session.commit()
     meters = {m.key: m.allow_negative for m in (await session.execute(select(Meter))).scalars()}
     assert meters == {"requests": False, "tokens": True, "seats": False}
+
+
+async def test_in_advance_on_a_sum_meter_in_the_database_is_refused_naming_the_field(session: AsyncSession) -> None:
+    """The contract's ``tokens`` meter is a sum, already applied: a plan billing it in advance in a
+    later file (which declares no meter) is refused by its field, and nothing is written."""
+    await apply_catalog(session, EXAMPLE, as_of=now())
+    await session.commit()
+    plans_before = await count(session, PlanVersion)
+    later = """
+[[plans]]
+key = "seats"
+name = "Seats"
+currency = "USD"
+interval = "month"
+base_fee = "0"
+
+  [[plans.charges]]
+  meter = "tokens"
+  model = "per_unit"
+  unit_price = "0.01"
+  billed = "in_advance"
+"""
+    with pytest.raises(CatalogInvalid) as raised:
+        await apply_catalog(session, later, as_of=now())
+    [problem] = raised.value.problems
+    assert problem.path == "plans[0].charges[0].billed"
+    assert "must be a latest or max meter, not sum" in problem.message
+    await session.rollback()
+    assert await count(session, PlanVersion) == plans_before
+
+
+async def test_a_charge_billed_in_advance_is_stored_as_such(session: AsyncSession) -> None:
+    seats = """
+[[meters]]
+key = "seats"
+name = "Seats"
+unit = "seat"
+event_type = "seat.count"
+aggregation = "latest"
+value_property = "seats"
+
+[[plans]]
+key = "team"
+name = "Team"
+currency = "USD"
+interval = "month"
+base_fee = "0"
+
+  [[plans.charges]]
+  meter = "seats"
+  model = "per_unit"
+  unit_price = "12"
+  billed = "in_advance"
+"""
+    await apply_catalog(session, seats, as_of=now())
+    await session.commit()
+    [charge] = (await session.execute(select(PlanCharge))).scalars().all()
+    assert charge.billed == "in_advance"

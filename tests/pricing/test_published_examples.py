@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.money import round_to_minor
+from pricing.advance import AdvanceCharge, AdvancePhase, Reading, advance_amount, period_adjustments
 from pricing.proration import FeePhase, period_fee_prorations, share_of_period
 from pricing.rating import ChargeTerms, Tier, rate, rate_events
 
@@ -357,3 +358,56 @@ def test_day_shares_of_the_parts_of_a_period_add_up_to_one(a: datetime, b: datet
         assert share == whole_days / D(31)  # a whole number of days, divided as billing divides
         days.append(whole_days)
     assert sum(days) == 31
+
+
+# --- Usage charged in advance (seats) -----------------------------------------------------------
+
+
+def _seats(unit_price: D, billed: D, rises: list[tuple[datetime, D]], start: datetime, end: datetime, proration: str):  # type: ignore[no-untyped-def]
+    seat = AdvanceCharge(uuid.uuid4(), uuid.uuid4(), "seats", ChargeTerms("per_unit", unit_price=unit_price))
+    found = period_adjustments(
+        billed=[(seat, billed)],
+        phases=[AdvancePhase(start, (seat,), proration)],
+        levels_at_start={"seats": billed},
+        readings=[Reading(moment, "seats", value) for moment, value in rises],
+        period_start=start,
+        period_end=end,
+    )
+    return [(amount.kind, D(round_to_minor(amount.amount, "USD")) / 100) for amount in found]
+
+
+def test_stripe_seat_added_halfway_is_billed_5_usd_on_the_next_invoice() -> None:
+    # docs.stripe.com/billing/subscriptions/prorations: "Changing the price or quantity both result
+    # in a proration"; "If a customer upgrades from a 10 USD monthly plan to a 20 USD option halfway
+    # through the billing period, the customer is billed an additional 5 USD: -5 USD for unused
+    # time on the original 10 USD plan, +10 USD for the remaining time"; "positive prorations
+    # aren't immediately billed" (the default proration_behavior, create_prorations). Per seat:
+    # 1 seat at 10 USD (10 USD a month) becomes 2 (20 USD) halfway through April, 16 April 00:00.
+    # Stripe shows the -5 and +10 as two items; Tally bills the rise as one top-up, their sum.
+    start, end = at("2026-04-01"), at("2026-05-01")
+    seat = AdvanceCharge(uuid.uuid4(), uuid.uuid4(), "seats", ChargeTerms("per_unit", unit_price=D(10)))
+    assert advance_amount(seat, D(1), at=start, scale=D(1)).amount == 10  # billed in advance on 1 April
+    assert _seats(D(10), D(1), [(at("2026-04-16"), D(2))], start, end, "exact") == [("top_up", D(5))]
+
+
+def test_lago_seat_prorated_for_22_days_of_30() -> None:
+    # getlago.com/docs/guide/plans/charges/prorated-vs-full: "Let's consider the example of
+    # prorated Seats, where each seat costs $10. If a new seat is added ... the unit will be
+    # prorated for 22 days ... Example: (1 Seat x $10), used for 22 days = $7.33". $7.33 is 22 of
+    # 30 days; the doc's dates (June 10th in one version, July 10th in another) leave 21 of 30 and
+    # 22 of 31, so the date here is ours: a 30-day September, the seat added as the 9th begins
+    # (day-based, Lago's convention: 9 to 30 September is 22 days).
+    start, end = at("2026-09-01"), at("2026-10-01")
+    assert _seats(D(10), D(3), [(at("2026-09-09"), D(4))], start, end, "day") == [("top_up", D("7.33"))]
+    # A seat added during the 9th: the day of the change counts as used at the old value.
+    assert _seats(D(10), D(3), [(at("2026-09-09T15:00:00"), D(4))], start, end, "day") == [("top_up", D(7))]
+
+
+def test_ours_a_fall_is_not_credited_and_the_next_rise_bills_only_above_what_was_billed() -> None:
+    # Ours, not a published example: a fall inside the period is not credited (the next period
+    # bills the lower value). Stripe's default would credit it on the next invoice (a negative
+    # proration; proration_behavior "none" does not); Tally keeps what was billed in advance, like
+    # a fee: 5 seats billed; 3 on the 10th; 6 on the 20th: 1 seat above the 5, for 11 of 30 days.
+    start, end = at("2026-09-01"), at("2026-10-01")
+    rises = [(at("2026-09-10"), D(3)), (at("2026-09-20"), D(6))]
+    assert _seats(D(30), D(5), rises, start, end, "day") == [("top_up", D(11))]
