@@ -180,6 +180,7 @@ async def _write_commitment_invoice(
     row: dict[str, Any] = {
         "id": uuid.uuid4(),
         "customer_id": commitment.customer_id,
+        "subscription_id": None,
         "kind": "commitment",
         "status": "issued",
         "currency": commitment.currency,
@@ -275,6 +276,7 @@ async def set_minimum_spend(session: AsyncSession, request: MinimumSpendRequest,
     reason = check_text(request.reason, field="reason", limit=MAX_REASON_LENGTH)
     setting = MinimumSpend(
         customer_id=customer.id,
+        subscription_id=subscription.id,
         amount=amount,
         currency=customer.currency,
         effective_at=effective_at,

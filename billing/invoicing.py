@@ -89,6 +89,8 @@ class DraftInvoice:
     reference: str | None = None
     # How its ledger transactions name it; by default the period it closes.
     label: str | None = None
+    # The subscription whose boundary it bills (None: an invoice outside the periods).
+    subscription_id: uuid.UUID | None = None
 
     @property
     def subtotal(self) -> int:
@@ -327,6 +329,7 @@ async def compose_opening(
         period.end,
         lines,
         one_off_charge_ids=tuple(charge.id for charge in charges),
+        subscription_id=subscription.id,
     )
 
 
@@ -424,7 +427,15 @@ async def compose_period(
     lines += [one_off_line(charge) for charge in charges]
     lines += await _base_fee_line(session, subscription, phases, schedule, end)
     return DraftInvoice(
-        customer_id, currency, "period", start, end, lines, rated, one_off_charge_ids=tuple(c.id for c in charges)
+        customer_id,
+        currency,
+        "period",
+        start,
+        end,
+        lines,
+        rated,
+        one_off_charge_ids=tuple(c.id for c in charges),
+        subscription_id=subscription.id,
     )
 
 
@@ -472,9 +483,10 @@ async def _late_usage(
 
 
 def _idempotency_key(draft: DraftInvoice, purpose: str) -> str:
+    """The invoice's unique key: its reference, else its subscription, kind and period start."""
     if draft.reference is not None:
         return f"{purpose}:{draft.reference}"
-    return f"{purpose}:{draft.customer_id}:{draft.kind}:{draft.period_start.isoformat()}"
+    return f"{purpose}:{draft.subscription_id}:{draft.kind}:{draft.period_start.isoformat()}"
 
 
 async def issue(
@@ -555,6 +567,7 @@ async def issue(
     row: dict[str, Any] = {
         "id": invoice_id,
         "customer_id": customer_id,
+        "subscription_id": draft.subscription_id,
         "kind": draft.kind,
         "status": "issued" if amount_due else "paid",
         "currency": currency,

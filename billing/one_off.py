@@ -33,6 +33,7 @@ from billing.repository import invoice_by_id
 from customers import service as customers
 from customers.errors import CustomerNotFound
 from customers.lifecycle import CANCELED, subscription_status
+from customers.models import Subscription
 from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.grants import drawable_credits
 from ledger.money import (
@@ -153,10 +154,12 @@ async def create_one_off_charge(
         raise InvalidInput("must be NOW or NEXT_INVOICE", field="when")
     key = check_key(request.idempotency_key) if not dry_run or request.idempotency_key else ""
     quantity, unit_price, amount_exact, amount = _priced(request, currency)
+    subscription_id = None
     if request.timing == "next_invoice":
-        await _check_next_invoice(session, customer.id, as_of=as_of, dry_run=dry_run)
+        subscription_id = (await _check_next_invoice(session, customer.id, as_of=as_of, dry_run=dry_run)).id
     charge = OneOffCharge(
         customer_id=customer.id,
+        subscription_id=subscription_id,
         description=description,
         quantity=quantity,
         unit_price=unit_price,
@@ -200,8 +203,10 @@ async def create_one_off_charge(
     return OneOffOutcome(claimed, invoice, invoice.credits_applied, invoice.amount_due)
 
 
-async def _check_next_invoice(session: AsyncSession, customer_id: uuid.UUID, *, as_of: datetime, dry_run: bool) -> None:
-    """A charge left for the next invoice needs a subscription that will issue one. A canceled
+async def _check_next_invoice(
+    session: AsyncSession, customer_id: uuid.UUID, *, as_of: datetime, dry_run: bool
+) -> Subscription:
+    """A charge left for the next invoice needs a subscription that will issue one (returned). A canceled
     subscription issues none after its final invoice (a cancel at the period's end still issues
     it, and the charge goes on it). Outside a dry run the subscription is locked until the charge
     commits: an invoice being issued (the billing run, an immediate cancel's final invoice) holds
@@ -225,6 +230,7 @@ async def _check_next_invoice(session: AsyncSession, customer_id: uuid.UUID, *, 
             field="when",
             code="SUBSCRIPTION_CANCELED",
         )
+    return subscription
 
 
 async def outcome_of(session: AsyncSession, charge: OneOffCharge) -> OneOffOutcome:

@@ -91,39 +91,48 @@ async def rated_periods_since(
 ) -> list[RatedPeriod]:
     connection = await driver_connection(session)
     cursor = await connection.execute(
-        "SELECT period_start, period_end, event_count, rated_at FROM rated_periods "
+        "SELECT subscription_id, period_start, period_end, event_count, rated_at FROM rated_periods "
         "WHERE customer_id = %s AND period_end > %s ORDER BY period_start",
         (customer_id, ended_after),
     )
     return [
-        RatedPeriod(customer_id=customer_id, period_start=start, period_end=end, event_count=count, rated_at=rated_at)
-        for start, end, count, rated_at in await cursor.fetchall()
+        RatedPeriod(
+            subscription_id=subscription_id,
+            customer_id=customer_id,
+            period_start=start,
+            period_end=end,
+            event_count=count,
+            rated_at=rated_at,
+        )
+        for subscription_id, start, end, count, rated_at in await cursor.fetchall()
     ]
 
 
 # Everything an issued invoice writes besides its ledger transactions, in one statement: its
-# rated periods, the subscription's billing cursor, the invoice and its lines, the outbox row
+# rated periods and the billing cursor of its subscription (an invoice outside the periods names
+# none, or moves nothing), the invoice and its lines, the outbox row
 # when there is an amount to collect, and the gapless number. The counter row stays locked until
 # the transaction ends, so this is the last statement before the commit.
 WRITE_INVOICE = """
 WITH rated AS (
-  INSERT INTO rated_periods AS r (customer_id, period_start, period_end, event_count, rated_at)
-  SELECT %(customer_id)s, rated.period_start, rated.period_end, rated.event_count, %(issued_at)s
+  INSERT INTO rated_periods AS r (subscription_id, customer_id, period_start, period_end, event_count, rated_at)
+  SELECT %(subscription_id)s, %(customer_id)s, rated.period_start, rated.period_end, rated.event_count,
+         %(issued_at)s
   FROM unnest(%(rated_starts)s::timestamptz[], %(rated_ends)s::timestamptz[], %(rated_counts)s::bigint[])
        AS rated(period_start, period_end, event_count)
-  ON CONFLICT (customer_id, period_start)
+  ON CONFLICT (subscription_id, period_start)
   DO UPDATE SET event_count = excluded.event_count, rated_at = excluded.rated_at),
 cursor_moved AS (
   UPDATE subscriptions SET invoiced_through = %(invoiced_through)s, period_closes_at = %(closes_at)s
-  WHERE customer_id = %(customer_id)s AND %(invoiced_through)s::timestamptz IS NOT NULL),
+  WHERE id = %(subscription_id)s AND %(invoiced_through)s::timestamptz IS NOT NULL),
 number AS (
   UPDATE invoice_number_counter SET last_number = last_number + 1 WHERE id = 1 RETURNING last_number),
 invoice AS (
-  INSERT INTO invoices (id, customer_id, number, kind, status, currency, period_start, period_end, subtotal,
-                        credits_applied, total, amount_due, issued_at, ledger_transaction_id, credits_transaction_id,
-                        trace_id)
-  SELECT %(id)s, %(customer_id)s, number.last_number, %(kind)s, %(status)s, %(currency)s, %(period_start)s,
-         %(period_end)s, %(subtotal)s, %(credits_applied)s, %(total)s, %(amount_due)s, %(issued_at)s,
+  INSERT INTO invoices (id, customer_id, subscription_id, number, kind, status, currency, period_start, period_end,
+                        subtotal, credits_applied, total, amount_due, issued_at, ledger_transaction_id,
+                        credits_transaction_id, trace_id)
+  SELECT %(id)s, %(customer_id)s, %(subscription_id)s, number.last_number, %(kind)s, %(status)s, %(currency)s,
+         %(period_start)s, %(period_end)s, %(subtotal)s, %(credits_applied)s, %(total)s, %(amount_due)s, %(issued_at)s,
          %(ledger_transaction_id)s, %(credits_transaction_id)s, %(trace_id)s
   FROM number
   RETURNING number),

@@ -191,17 +191,24 @@ def _check_state(kind: str, phases: list[SubscriptionPhase], as_of: datetime) ->
 
 
 def _phase(
-    customer_id: uuid.UUID, starts_at: datetime, phases: list[SubscriptionPhase], status: str
+    subscription: Subscription, starts_at: datetime, phases: list[SubscriptionPhase], status: str
 ) -> SubscriptionPhase:
     version_id = phases[0].plan_version_id
     for phase in phases:
         if phase.starts_at <= starts_at:
             version_id = phase.plan_version_id
-    return SubscriptionPhase(customer_id=customer_id, starts_at=starts_at, plan_version_id=version_id, status=status)
+    return SubscriptionPhase(
+        subscription_id=subscription.id,
+        customer_id=subscription.customer_id,
+        starts_at=starts_at,
+        plan_version_id=version_id,
+        status=status,
+    )
 
 
 def _with_status(phase: SubscriptionPhase, status: str) -> SubscriptionPhase:
     return SubscriptionPhase(
+        subscription_id=phase.subscription_id,
         customer_id=phase.customer_id,
         starts_at=phase.starts_at,
         plan_version_id=phase.plan_version_id,
@@ -212,19 +219,19 @@ def _with_status(phase: SubscriptionPhase, status: str) -> SubscriptionPhase:
 
 
 def phases_after(
-    kind: str, phases: list[SubscriptionPhase], customer_id: uuid.UUID, effective_at: datetime
+    kind: str, phases: list[SubscriptionPhase], subscription: Subscription, effective_at: datetime
 ) -> list[SubscriptionPhase]:
     """The phases once the request is made (pure): a cancel drops what was scheduled from its
     moment on; a pause or unpause carries its status into the phases scheduled after it."""
     before = [phase for phase in phases if phase.starts_at < effective_at]
     later = [phase for phase in phases if phase.starts_at > effective_at]
     if kind == CANCEL:
-        return [*before, _phase(customer_id, effective_at, before, CANCELED)]
+        return [*before, _phase(subscription, effective_at, before, CANCELED)]
     if kind == RESUME:
         return [phase for phase in phases if phase.status != CANCELED]
     status, was = (PAUSED, ACTIVE) if kind == PAUSE else (ACTIVE, PAUSED)
     carried = [_with_status(phase, status) if phase.status == was else phase for phase in later]
-    return [*before, _phase(customer_id, effective_at, phases, status), *carried]
+    return [*before, _phase(subscription, effective_at, phases, status), *carried]
 
 
 async def plan_lifecycle_change(
@@ -263,7 +270,7 @@ async def plan_lifecycle_change(
     else:
         effective_at = request.at or as_of
         _check_moment(effective_at, phases, as_of=as_of, period_start=period_start, backdate_limit=backdate_limit)
-    after = phases_after(request.kind, phases, request.customer_id, effective_at)
+    after = phases_after(request.kind, phases, subscription, effective_at)
     return LifecycleChange(subscription, after, effective_at, period_start, period_end)
 
 
@@ -282,6 +289,7 @@ async def record_lifecycle_change(
     reason = _reason(request)
     event = SubscriptionEvent(
         customer_id=customer_id,
+        subscription_id=change.subscription.id,
         kind=kind,
         timing=request.timing if kind == CANCEL else None,
         effective_at=effective_at,
@@ -348,6 +356,7 @@ async def record_automatic_cancel(
     )
     event = SubscriptionEvent(
         customer_id=customer_id,
+        subscription_id=subscription.id,
         kind=CANCEL,
         timing="IMMEDIATELY",
         effective_at=at,
@@ -365,7 +374,7 @@ async def record_automatic_cancel(
     dropped = await repository.drop_phases_from(session, customer_id, at)
     await repository.cancel_plan_changes(session, dropped)
     await repository.set_canceled(session, customer_id, cancel_at=at, canceled_at=as_of, reason=reason)
-    new = next(phase for phase in phases_after(CANCEL, phases, customer_id, at) if phase.starts_at == at)
+    new = next(phase for phase in phases_after(CANCEL, phases, subscription, at) if phase.starts_at == at)
     new.lifecycle_event_id = event.id
     session.add(new)
     await session.flush()

@@ -123,13 +123,14 @@ async def phases_of(session: AsyncSession, customer_id: uuid.UUID) -> list[Subsc
     invoice); they belong to no session."""
     connection = await driver_connection(session)
     cursor = await connection.execute(
-        "SELECT starts_at, plan_version_id, plan_change_id, status, lifecycle_event_id, billing_anchor "
-        "FROM subscription_phases "
+        "SELECT subscription_id, starts_at, plan_version_id, plan_change_id, status, lifecycle_event_id, "
+        "billing_anchor FROM subscription_phases "
         "WHERE customer_id = %s ORDER BY starts_at",
         (customer_id,),
     )
     return [
         SubscriptionPhase(
+            subscription_id=subscription_id,
             customer_id=customer_id,
             starts_at=starts_at,
             plan_version_id=version,
@@ -138,7 +139,7 @@ async def phases_of(session: AsyncSession, customer_id: uuid.UUID) -> list[Subsc
             lifecycle_event_id=event,
             billing_anchor=anchor,
         )
-        for starts_at, version, change, status, event, anchor in await cursor.fetchall()
+        for subscription_id, starts_at, version, change, status, event, anchor in await cursor.fetchall()
     ]
 
 

@@ -127,19 +127,19 @@ async def create_customer(
         trial_ends_at = started_at + timedelta(days=trial_days) if trial_days else None
         # The first paid period starts at the trial's end: anniversary periods are anchored there.
         billing_anchor = trial_ends_at or started_at
-        session.add(
-            Subscription(
-                customer_id=customer.id,
-                plan_version_id=plan_version.id,
-                started_at=started_at,
-                created_at=as_of,
-                billing_anchor=billing_anchor,
-                billing_anchor_day=anchor_day,
-                trial_ends_at=trial_ends_at,
-            )
+        subscription = Subscription(
+            customer_id=customer.id,
+            plan_version_id=plan_version.id,
+            started_at=started_at,
+            created_at=as_of,
+            billing_anchor=billing_anchor,
+            billing_anchor_day=anchor_day,
+            trial_ends_at=trial_ends_at,
         )
+        session.add(subscription)
         session.add(
             SubscriptionPhase(
+                subscription_id=subscription.id,
                 customer_id=customer.id,
                 starts_at=started_at,
                 plan_version_id=plan_version.id,

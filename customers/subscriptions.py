@@ -134,6 +134,7 @@ async def change_plan(
     phases_after = [
         *phases_before,
         SubscriptionPhase(
+            subscription_id=subscription.id,
             customer_id=request.customer_id,
             starts_at=effective_at,
             plan_version_id=new_version.id,
@@ -149,6 +150,7 @@ async def change_plan(
 
     change = PlanChange(
         customer_id=request.customer_id,
+        subscription_id=subscription.id,
         from_plan_version_id=from_version_id,
         to_plan_version_id=new_version.id,
         timing=request.timing,
@@ -170,6 +172,7 @@ async def change_plan(
     await drop_for_plan_change(session, subscription, change)
     session.add(
         SubscriptionPhase(
+            subscription_id=subscription.id,
             customer_id=request.customer_id,
             starts_at=effective_at,
             plan_version_id=new_version.id,

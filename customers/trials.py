@@ -114,6 +114,7 @@ async def change_trial(
 
     change = TrialChange(
         customer_id=request.customer_id,
+        subscription_id=subscription.id,
         kind=request.kind,
         trial_ends_at=at,
         previous_trial_ends_at=trial_end,
