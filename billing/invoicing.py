@@ -319,7 +319,9 @@ async def compose_opening(
     schedule = await schedule_of(session, subscription, phases)
     period = schedule.period_containing(subscription.started_at)
     lines = await _base_fee_line(session, subscription, phases, schedule, subscription.started_at)
-    charges = await charges_repository.pending_one_off_charges(session, subscription.customer_id, lock=True)
+    charges = await charges_repository.pending_one_off_charges(
+        session, subscription.customer_id, subscription.id, lock=True
+    )
     lines += [one_off_line(charge) for charge in charges]
     return DraftInvoice(
         subscription.customer_id,
@@ -373,7 +375,7 @@ async def compose_period(
         rated.append((start, end, await repository.event_count(session, customer_id, event_types, start, end)))
     late_lines: list[DraftLine] = []
     if late_since is not None:
-        for rated_period in await repository.rated_periods_since(session, customer_id, late_since):
+        for rated_period in await repository.rated_periods_since(session, subscription.id, late_since):
             if rated_period.period_start >= start:
                 continue
             count = await repository.event_count(
@@ -382,7 +384,7 @@ async def compose_period(
             if count > rated_period.event_count:
                 late_lines += await _late_usage(
                     session,
-                    customer_id,
+                    subscription,
                     phases,
                     schedule,
                     rated_period.period_start,
@@ -409,7 +411,7 @@ async def compose_period(
             for proration in await period_prorations(session, subscription, phases, start, end, period=period)
         ]
     shortfall = await period_true_up(
-        session, customer_id, phases, start, end, [(line.kind, line.amount_exact) for line in lines]
+        session, subscription, phases, start, end, [(line.kind, line.amount_exact) for line in lines]
     )
     if round_to_minor(shortfall, currency):  # a shortfall within the ratios' last digits bills nothing
         lines.append(
@@ -423,7 +425,7 @@ async def compose_period(
         )
     lines += late_lines
     # Issuing locks the pending charges it bills (a cancel waits); a preview only reads them.
-    charges = await charges_repository.pending_one_off_charges(session, customer_id, lock=count_events)
+    charges = await charges_repository.pending_one_off_charges(session, customer_id, subscription.id, lock=count_events)
     lines += [one_off_line(charge) for charge in charges]
     lines += await _base_fee_line(session, subscription, phases, schedule, end)
     return DraftInvoice(
@@ -441,7 +443,7 @@ async def compose_period(
 
 async def _late_usage(
     session: AsyncSession,
-    customer_id: uuid.UUID,
+    subscription: Subscription,
     phases: list[SubscriptionPhase],
     schedule: BillingSchedule,
     start: datetime,
@@ -453,12 +455,14 @@ async def _late_usage(
     billed = {
         (charge_id, canonical_json(loads_exact(dimensions)), service_start): totals
         for (charge_id, dimensions, service_start), totals in (
-            await repository.billed_usage(session, customer_id, start, end)
+            await repository.billed_usage(session, subscription, start, end)
         ).items()
     }
     late = []
     terms = await _usage_terms_in(session, schedule, phases, start)
-    for line in await rated_usage(session, customer_id, phases, start, end, overrides=overrides, terms=terms):
+    for line in await rated_usage(
+        session, subscription.customer_id, phases, start, end, overrides=overrides, terms=terms
+    ):
         key = (line.plan_charge_id, canonical_json(line.dimensions), line.service_start)
         billed_quantity, billed_amount = billed.get(key, (0, 0))
         quantity = (line.quantity or Decimal(0)) - billed_quantity

@@ -111,7 +111,7 @@ async def simulate_pricing(
     affected = [
         (customer, subscription) for customer, subscription in subscribed if subscription.version_at(as_of) in changed
     ]
-    phases = await customers.phases_of_customers(session, [customer.id for customer, _ in affected])
+    phases = await customers.phases_of_subscriptions(session, [subscription.id for _, subscription in affected])
     if on_start:
         on_start(len(affected))
     outcomes = []
@@ -123,7 +123,7 @@ async def simulate_pricing(
         current_total = simulated_total = 0
         periods = _periods(subscription.started_at, current_version.interval, selection)
         for start, end in periods:
-            version_id = version_on(phases[customer.id], start)
+            version_id = version_on(phases[subscription.id], start)
             version = await plan_version(session, version_id)
             current_charges = [
                 (overridden_charge(charge, overridden.get(charge.id)), meter)

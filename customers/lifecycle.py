@@ -32,6 +32,7 @@ from customers import repository
 from customers.calendar import current_period
 from customers.errors import CustomerNotFound, InvalidInput
 from customers.models import Subscription, SubscriptionEvent, SubscriptionPhase
+from customers.selection import lock_subscription
 from ledger.errors import IdempotencyKeyReused
 from pricing.service import plan_version
 
@@ -58,6 +59,7 @@ class LifecycleRequest:
     timing: str | None = None  # a cancel's: IMMEDIATELY or PERIOD_END
     at: datetime | None = None  # defaults to now; not for a cancel at the period's end or a resume
     reason: str | None = None
+    subscription_id: uuid.UUID | None = None  # required when the customer has several
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,8 @@ def _request_hash(request: LifecycleRequest, reason: str | None) -> str:
         "at": request.at.astimezone(UTC).isoformat() if request.at else None,
         "reason": reason,
     }
+    if request.subscription_id is not None:
+        document["subscription"] = str(request.subscription_id)
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
@@ -247,12 +251,12 @@ async def plan_lifecycle_change(
     its first audit row; the same key with another request is refused."""
     _check_request(request, dry_run=dry_run)
     reason = _reason(request)
-    subscription = await repository.lock_subscription(session, request.customer_id)
+    subscription = await lock_subscription(session, request.customer_id, request.subscription_id)
     if subscription is None:
         if await repository.get_by_ids(session, [request.customer_id]):
             raise InvalidInput("the customer has no subscription", field="customerId", code="NO_SUBSCRIPTION")
         raise CustomerNotFound()
-    phases = await repository.phases_of(session, request.customer_id)
+    phases = await repository.phases_of(session, subscription.id)
     version = await plan_version(session, subscription.version_at(as_of))
     current = current_period(subscription, version.interval, as_of)
     period_start, period_end = current.start, current.end
@@ -306,18 +310,18 @@ async def record_lifecycle_change(
     await session.flush()
     subscription = change.subscription
     if kind == RESUME:
-        await repository.drop_phases_from(session, customer_id, effective_at)
-        await repository.revoke_scheduled_cancels(session, customer_id)
+        await repository.drop_phases_from(session, subscription.id, effective_at)
+        await repository.revoke_scheduled_cancels(session, subscription.id)
         subscription.cancel_at = subscription.canceled_at = subscription.cancel_reason = None
     elif kind == CANCEL:
-        dropped = await repository.drop_phases_from(session, customer_id, effective_at)
+        dropped = await repository.drop_phases_from(session, subscription.id, effective_at)
         await repository.cancel_plan_changes(session, dropped)
         subscription.plan_version_id = subscription.version_at(as_of)
         subscription.pending_plan_version_id = subscription.pending_change_at = None
         subscription.cancel_at, subscription.canceled_at, subscription.cancel_reason = effective_at, as_of, reason
     else:
         status, was = (PAUSED, ACTIVE) if kind == PAUSE else (ACTIVE, PAUSED)
-        await repository.set_phase_status_after(session, customer_id, effective_at, was=was, status=status)
+        await repository.set_phase_status_after(session, subscription.id, effective_at, was=was, status=status)
         subscription.paused_at = effective_at if kind == PAUSE else None
     if kind != RESUME:
         new = next(phase for phase in change.phases if phase.starts_at == effective_at)
@@ -371,9 +375,9 @@ async def record_automatic_cancel(
     )
     session.add(event)
     await session.flush()
-    dropped = await repository.drop_phases_from(session, customer_id, at)
+    dropped = await repository.drop_phases_from(session, subscription.id, at)
     await repository.cancel_plan_changes(session, dropped)
-    await repository.set_canceled(session, customer_id, cancel_at=at, canceled_at=as_of, reason=reason)
+    await repository.set_canceled(session, subscription.id, cancel_at=at, canceled_at=as_of, reason=reason)
     new = next(phase for phase in phases_after(CANCEL, phases, subscription, at) if phase.starts_at == at)
     new.lifecycle_event_id = event.id
     session.add(new)
