@@ -43,6 +43,18 @@ AtOption = Annotated[
 ]
 
 
+def subscription_id_option(value: str | None) -> uuid.UUID | None:
+    """The ``--subscription`` option: a subscription's id (``tally subscription list``), or None."""
+    from app.cli import fail
+
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        fail(f"--subscription: {value!r} is not a subscription id (see `tally subscription list`)")
+
+
 class Timing(StrEnum):
     immediately = "immediately"
     period_end = "period-end"
@@ -58,15 +70,9 @@ def _request(
     reason: str | None = None,
     subscription: str | None = None,
 ) -> LifecycleRequest:
-    from app.cli import fail, parse_as_of
+    from app.cli import parse_as_of
 
     moment = parse_as_of(at) if at is not None else None
-    subscription_id = None
-    if subscription is not None:
-        try:
-            subscription_id = uuid.UUID(subscription)
-        except ValueError:
-            fail(f"--subscription: {subscription!r} is not a subscription id (see `tally subscription list`)")
     request = LifecycleRequest(
         customer_id=uuid.UUID(int=0),  # looked up in the transaction
         kind=kind,
@@ -75,7 +81,7 @@ def _request(
         timing=timing,
         at=moment,
         reason=reason,
-        subscription_id=subscription_id,
+        subscription_id=subscription_id_option(subscription),
     )
     return request
 

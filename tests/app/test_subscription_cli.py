@@ -125,5 +125,19 @@ def test_a_second_subscription_from_the_command_line(database_url: str, tmp_path
     assert paused["status"] == "PAUSED"
     listed = json.loads(run("subscription", "list", "cli-multi", "--json").output)
     assert [row["status"] for row in listed] == ["ACTIVE", "PAUSED"]
+
+    charge = ("charge", "create", "cli-multi", "--description", "Setup", "--unit-price", "5")
+    unnamed = run(*charge)
+    assert unnamed.exit_code == 1 and "subscriptionId: the customer has 2 subscriptions" in unnamed.output
+    named = json.loads(run(*charge, "--subscription", listed[0]["id"], "--json").output)
+    assert named["status"] == "pending" and named["amount"] == "5.00"
+    minimum = ("commitment", "minimum-spend", "cli-multi", "--reason", "deal", "--amount", "150")
+    assert run(*minimum).exit_code == 1
+    assert run(*minimum, "--subscription", listed[0]["id"], "--json").exit_code == 0
+    assert run(*minimum, "--subscription", "nope").exit_code == 1
     with psycopg.connect(database_url) as connection:
         assert connection.execute("SELECT count(*) FROM subscriptions").fetchone() == (2,)
+        assert connection.execute("SELECT subscription_id::text FROM one_off_charges").fetchall() == [
+            (listed[0]["id"],)
+        ]
+        assert connection.execute("SELECT subscription_id::text FROM minimum_spends").fetchall() == [(listed[0]["id"],)]

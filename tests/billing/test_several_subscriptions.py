@@ -25,7 +25,14 @@ from billing.lifecycle import change_lifecycle
 from billing.one_off import OneOffChargeRequest, create_one_off_charge
 from customers.errors import InvalidInput
 from customers.lifecycle import CANCEL, LifecycleRequest
-from customers.service import NewCustomer, NewSubscription, add_subscription, all_subscriptions_of, create_customer
+from customers.service import (
+    NewCustomer,
+    NewSubscription,
+    add_subscription,
+    all_subscriptions_of,
+    create_customer,
+    subscriptions_of,
+)
 from customers.subscriptions import PlanChangeRequest, change_plan
 from ledger.errors import IdempotencyKeyReused
 from metering.service import ingest
@@ -325,3 +332,30 @@ async def test_over_graphql_an_add_on_is_listed_and_its_meter_priced_and_a_same_
     assert [s["plan"]["key"] for s in customer["subscriptions"]] == ["basic", "storage-addon"]
     usage = {row["meter"]["key"]: (row["quantity"], row["cost"]["amount"]) for row in customer["usage"]}
     assert usage == {"calls": ("0", "0.00"), "storage": ("14", "2.00")}  # (14 - 10) x 0.50
+
+
+async def test_a_meter_charged_again_after_its_first_subscription_ended_is_refused_only_if_both_refuse(
+    session: AsyncSession, add_on_catalog: None
+) -> None:
+    """Basic charges calls and is canceled at its period's end; from then on the calls add-on may
+    charge them (refused before: both would run). The add-on's own cancel is scheduled too, so
+    both have a cancel and the primary is Basic, the first: once Basic has ended, its refusal is
+    outvoted by the add-on's allowance; once both have ended, calls are refused."""
+    acme = await subscribe(session, "acme", "basic", JAN_31)
+    cancel = LifecycleRequest(acme, CANCEL, "cancel-basic", "test", timing="PERIOD_END")
+    await change_lifecycle(session, cancel, as_of=FEB_10, late_window=timedelta(days=7))
+    await session.commit()
+    with pytest.raises(InvalidInput) as refused:
+        await add(session, acme, "calls-addon", FEB_10, key="too-early")
+    assert refused.value.code == "METER_ALREADY_CHARGED"
+    await session.rollback()
+    add_on = await add(session, acme, "calls-addon", FEB_28, key="from-feb-28")
+    end_add_on = LifecycleRequest(acme, CANCEL, "cancel-add-on", "test", timing="PERIOD_END", subscription_id=add_on)
+    await change_lifecycle(session, end_add_on, as_of=FEB_28 + timedelta(hours=1), late_window=timedelta(days=7))
+    await session.commit()
+    primary = (await subscriptions_of(session, [acme]))[acme]
+    assert primary.id != add_on and primary.cancel_at == FEB_28
+    after_basic = await entitlement(session, acme, "calls", suspended=False, as_of=FEB_28 + timedelta(days=1))
+    assert after_basic is not None and (after_basic.allowed, after_basic.limit) == (True, None)
+    both_ended = await entitlement(session, acme, "calls", suspended=False, as_of=MAR_31 + timedelta(days=1))
+    assert both_ended is not None and (both_ended.allowed, both_ended.reason) == (False, "SUBSCRIPTION_CANCELED")
