@@ -26,7 +26,7 @@ from app.database import create_engine, database_url, latest_revision, libpq_url
 from app.extras_cli import charge_cli, commitment_cli
 from app.price_override_cli import prices_cli
 from app.settings import Settings
-from app.subscription_cli import subscription_cli
+from app.subscription_cli import SubscriptionOption, subscription_cli, subscription_id_option
 from app.telemetry import configure_tracing
 from ledger.errors import TallyError
 from pricing.catalog import CatalogInvalid
@@ -795,7 +795,15 @@ def jobs_run(
     typer.echo(f"{done} {what}{suffix}")
 
 
-def _trial_change(external_id: str, kind: str, moment: datetime | None, *, dry_run: bool, as_json: bool) -> None:
+def _trial_change(
+    external_id: str,
+    kind: str,
+    moment: datetime | None,
+    *,
+    dry_run: bool,
+    as_json: bool,
+    subscription: str | None = None,
+) -> None:
     """End or extend a trial as the endTrial/extendTrial mutations do (actor "cli")."""
     from app.billing_run import billing_window
     from billing.trials import change_trial_billed
@@ -804,13 +812,16 @@ def _trial_change(external_id: str, kind: str, moment: datetime | None, *, dry_r
     from ledger.money import to_major
 
     settings = load_settings()
-    key = f"cli:{kind}:{external_id}:{moment.isoformat() if moment else 'now'}"
+    named = f"{subscription}:" if subscription else ""  # two subscriptions' trials are two requests
+    key = f"cli:{kind}:{external_id}:{named}{moment.isoformat() if moment else 'now'}"
 
     async def work(session: AsyncSession) -> dict[str, Any]:
         customer = await get_customer(session, external_id=external_id)
         if customer is None:
             fail(f"{external_id!r}: no such customer")
-        request = TrialChangeRequest(customer.id, kind, key, actor="cli", at=moment)
+        request = TrialChangeRequest(
+            customer.id, kind, key, actor="cli", at=moment, subscription_id=subscription_id_option(subscription)
+        )
         outcome = await change_trial_billed(
             session, request, as_of=now(), window=billing_window(settings), backdate_limit=None
         )
@@ -854,22 +865,25 @@ def trial_end(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the invoices it would issue; change nothing.")
     ] = False,
+    subscription: SubscriptionOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """End the customer's trial: the first paid period starts then, and the trial's invoice (its
     usage if charged, that period's base fee in advance) is issued at once. Running it again
     with the same arguments changes nothing more."""
-    _trial_change(external_id, "end", parse_as_of(at) if at else None, dry_run=dry_run, as_json=as_json)
+    moment = parse_as_of(at) if at else None
+    _trial_change(external_id, "end", moment, dry_run=dry_run, as_json=as_json, subscription=subscription)
 
 
 @trial_cli.command("extend")
 def trial_extend(
     external_id: Annotated[str, typer.Argument(help="The customer's external id.")],
     until: Annotated[str, typer.Option("--until", help="ISO 8601 time: the trial's new end, after its current one.")],
+    subscription: SubscriptionOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Extend the customer's trial until a later moment; the first paid period moves with it."""
-    _trial_change(external_id, "extend", parse_as_of(until), dry_run=False, as_json=as_json)
+    _trial_change(external_id, "extend", parse_as_of(until), dry_run=False, as_json=as_json, subscription=subscription)
 
 
 def main() -> None:

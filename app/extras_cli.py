@@ -15,6 +15,8 @@ from typing import Annotated, Any
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.subscription_cli import SubscriptionOption, subscription_id_option
+
 charge_cli = typer.Typer(help="One-off charges: now, or on the customer's next invoice.", no_args_is_help=True)
 commitment_cli = typer.Typer(help="Prepaid commitments and minimum spend.", no_args_is_help=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -96,16 +98,19 @@ def charge_create(
     ] = False,
     currency: Annotated[str | None, typer.Option(help="Checked against the customer's (default: theirs).")] = None,
     idempotency_key: KeyOption = None,
+    subscription: SubscriptionOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the amounts and write nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Charge a customer a one-off fee: on their next invoice, or `--now` on its own invoice."""
+    """Charge a customer a one-off fee: on their next invoice (of `--subscription` when they have
+    several), or `--now` on its own invoice."""
     from app.cli import load_settings, print_json, run_in_session
     from billing.one_off import OneOffChargeRequest, create_one_off_charge
     from customers import service as customers
 
     key = idempotency_key or f"cli-{uuid.uuid4()}"
     price, count = _decimal(unit_price, "--unit-price"), _decimal(quantity, "--quantity")
+    subscription_id = subscription_id_option(subscription)
 
     async def work(session: AsyncSession) -> Any:
         customer_id = await _customer_id(session, external_id)
@@ -120,6 +125,7 @@ def charge_create(
             timing="now" if now else "next_invoice",
             idempotency_key=key,
             actor=ACTOR,
+            subscription_id=subscription_id,
         )
         outcome = await create_one_off_charge(session, request, as_of=datetime.now(UTC), dry_run=dry_run)
         return _charge_document(outcome.charge, outcome.invoice, outcome.credits_applied, outcome.amount_due)
@@ -282,9 +288,11 @@ def commitment_minimum_spend(
     ] = None,
     effective_at: Annotated[str | None, typer.Option("--effective-at", help="ISO 8601 (default: now).")] = None,
     idempotency_key: KeyOption = None,
+    subscription: SubscriptionOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Give the customer's subscription its own minimum spend per period (versioned, audited)."""
+    """Give the customer's subscription (`--subscription` when they have several) its own minimum
+    spend per period (versioned, audited)."""
     from app.cli import load_settings, print_json, run_in_session
     from billing.commitments import MinimumSpendRequest, set_minimum_spend
     from ledger.money import quantize_major
@@ -292,6 +300,7 @@ def commitment_minimum_spend(
     key = idempotency_key or f"cli-{uuid.uuid4()}"
     minimum = _decimal(amount, "--amount") if amount is not None else None
     moment = _moment(effective_at, "--effective-at")
+    subscription_id = subscription_id_option(subscription)
 
     async def work(session: AsyncSession) -> dict:
         request = MinimumSpendRequest(
@@ -301,6 +310,7 @@ def commitment_minimum_spend(
             reason=reason,
             idempotency_key=key,
             actor=ACTOR,
+            subscription_id=subscription_id,
         )
         row = await set_minimum_spend(session, request, as_of=datetime.now(UTC))
         return {

@@ -11,6 +11,7 @@ import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import billing_window
+from app.subscription_cli import SubscriptionOption, subscription_id_option
 from ledger.errors import InvalidInput
 
 prices_cli = typer.Typer(help="A customer's own prices: overrides of their plan's charges.", no_args_is_help=True)
@@ -99,6 +100,7 @@ def _change(
     key: str | None,
     dry_run: bool,
     as_json: bool,
+    subscription: str | None = None,
 ) -> None:
     from app.cli import load_settings, print_json, run_in_session
     from billing.price_overrides import change_price_override
@@ -108,6 +110,7 @@ def _change(
 
     settings = load_settings()
     idempotency_key = key or f"cli-{uuid.uuid4()}"
+    subscription_id = subscription_id_option(subscription)
 
     async def work(session: AsyncSession) -> dict[str, Any]:
         customer = await customers.get_customer(session, external_id=external_id)
@@ -121,6 +124,7 @@ def _change(
             idempotency_key=idempotency_key,
             actor="cli",
             effective_at=_moment(effective_at),
+            subscription_id=subscription_id,
         )
         result = await change_price_override(
             session,
@@ -174,6 +178,7 @@ def prices_set(
     unlimited: Annotated[bool, typer.Option("--unlimited", help="Lift the plan's limit.")] = False,
     effective_at: EffectiveOption = None,
     key: KeyOption = None,
+    subscription: SubscriptionOption = None,
     dry_run: DryRunOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -215,6 +220,7 @@ def prices_set(
         key=key,
         dry_run=dry_run,
         as_json=as_json,
+        subscription=subscription,
     )
 
 
@@ -227,6 +233,7 @@ def prices_remove(
     position: PositionOption = None,
     effective_at: EffectiveOption = None,
     key: KeyOption = None,
+    subscription: SubscriptionOption = None,
     dry_run: DryRunOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -242,6 +249,7 @@ def prices_remove(
         key=key,
         dry_run=dry_run,
         as_json=as_json,
+        subscription=subscription,
     )
 
 

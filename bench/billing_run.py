@@ -71,8 +71,8 @@ def load(url: str, customers: int, anchor: datetime, usage_end: datetime) -> Non
             {"anchor": anchor},
         )
         connection.execute(
-            "INSERT INTO subscription_phases (customer_id, starts_at, plan_version_id, billing_anchor) "
-            "SELECT customer_id, started_at, plan_version_id, billing_anchor FROM subscriptions"
+            "INSERT INTO subscription_phases (subscription_id, customer_id, starts_at, plan_version_id, "
+            "billing_anchor) SELECT id, customer_id, started_at, plan_version_id, billing_anchor FROM subscriptions"
         )
         connection.execute(
             """

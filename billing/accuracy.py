@@ -28,7 +28,7 @@ from billing.invoicing import rated_usage, usage_terms
 from billing.models import Invoice, InvoiceLine
 from billing.repository import lines_of
 from customers.price_overrides import overrides_of_customer
-from customers.service import subscriptions_of
+from customers.service import all_subscriptions_of
 from customers.subscriptions import phases_of
 from metering.events import canonical_json
 from metering.usage import charge_event_values, usage_from_events
@@ -91,9 +91,12 @@ async def check_invoice(session: AsyncSession, invoice: Invoice) -> InvoiceCheck
     }
     from_events = functools.partial(usage_from_events, received_by=invoice.issued_at)
     events_received = functools.partial(charge_event_values, received_by=invoice.issued_at)
-    phases = await phases_of(session, invoice.customer_id)
+    # A period invoice always names its subscription (a database check).
+    assert invoice.subscription_id is not None
+    phases = await phases_of(session, invoice.subscription_id)
     overrides = await overrides_of_customer(session, invoice.customer_id)
-    subscription = (await subscriptions_of(session, [invoice.customer_id]))[invoice.customer_id]
+    theirs = (await all_subscriptions_of(session, [invoice.customer_id]))[invoice.customer_id]
+    subscription = next(s for s in theirs if s.id == invoice.subscription_id)
     terms = await usage_terms(session, subscription, phases, invoice.period_start)
     rerated = {
         _key(line.plan_charge_id, line.dimensions, line.service_start): line

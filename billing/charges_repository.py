@@ -52,12 +52,19 @@ async def one_off_charge_by_cancel_key(session: AsyncSession, cancel_key: str) -
     return (await session.exec(query)).first()
 
 
-async def pending_one_off_charges(session: AsyncSession, customer_id: uuid.UUID, *, lock: bool) -> list[OneOffCharge]:
-    """The customer's pending charges, oldest first. Locked for an invoice about to claim them:
-    a cancel then waits for that invoice, and finds the charge invoiced."""
+async def pending_one_off_charges(
+    session: AsyncSession, customer_id: uuid.UUID, subscription_id: uuid.UUID, *, lock: bool
+) -> list[OneOffCharge]:
+    """The pending charges left for the subscription's next invoice, oldest first. Locked for an
+    invoice about to claim them: a cancel then waits for that invoice, and finds the charge
+    invoiced."""
     query = (
         select(OneOffCharge)
-        .where(col(OneOffCharge.customer_id) == customer_id, col(OneOffCharge.status) == "pending")
+        .where(
+            col(OneOffCharge.customer_id) == customer_id,
+            col(OneOffCharge.status) == "pending",
+            col(OneOffCharge.subscription_id) == subscription_id,
+        )
         .order_by(col(OneOffCharge.created_at), col(OneOffCharge.id))
     )
     if lock:
@@ -106,11 +113,13 @@ async def insert_minimum_spend(session: AsyncSession, setting: MinimumSpend) -> 
 
 
 async def minimum_spends_of(
-    session: AsyncSession, customer_id: uuid.UUID, *, before: datetime | None = None
+    session: AsyncSession, customer_id: uuid.UUID, subscription_id: uuid.UUID, *, before: datetime | None = None
 ) -> list[MinimumSpend]:
-    """The customer's minimum spend settings in the order they apply (effective moment, then the
-    order they were made), those taking effect before ``before`` when given."""
-    query = select(MinimumSpend).where(col(MinimumSpend.customer_id) == customer_id)
+    """The subscription's minimum spend settings in the order they apply (effective moment, then
+    the order they were made), those taking effect before ``before`` when given."""
+    query = select(MinimumSpend).where(
+        col(MinimumSpend.customer_id) == customer_id, col(MinimumSpend.subscription_id) == subscription_id
+    )
     if before is not None:
         query = query.where(col(MinimumSpend.effective_at) < before)
     return list(await session.exec(query.order_by(col(MinimumSpend.effective_at), col(MinimumSpend.sequence))))

@@ -180,6 +180,7 @@ async def _write_commitment_invoice(
     row: dict[str, Any] = {
         "id": uuid.uuid4(),
         "customer_id": commitment.customer_id,
+        "subscription_id": None,
         "kind": "commitment",
         "status": "issued",
         "currency": commitment.currency,
@@ -233,6 +234,7 @@ class MinimumSpendRequest:
     idempotency_key: str
     actor: str
     effective_at: datetime | None = None
+    subscription_id: uuid.UUID | None = None  # required when the customer has several
 
 
 async def set_minimum_spend(session: AsyncSession, request: MinimumSpendRequest, *, as_of: datetime) -> MinimumSpend:
@@ -241,7 +243,7 @@ async def set_minimum_spend(session: AsyncSession, request: MinimumSpendRequest,
     moment inside a period already invoiced is refused: issued invoices never change; so is a
     canceled subscription, or a moment from its (scheduled) end on, when no period is left."""
     customer = await _customer_in(session, request.customer_id, None)
-    subscription = (await customers.subscriptions_of(session, [customer.id])).get(customer.id)
+    subscription = await customers.lock_subscription(session, customer.id, request.subscription_id)
     if subscription is None:
         raise InvalidInput(
             "the customer has no subscription: a minimum spend is per billing period",
@@ -275,6 +277,7 @@ async def set_minimum_spend(session: AsyncSession, request: MinimumSpendRequest,
     reason = check_text(request.reason, field="reason", limit=MAX_REASON_LENGTH)
     setting = MinimumSpend(
         customer_id=customer.id,
+        subscription_id=subscription.id,
         amount=amount,
         currency=customer.currency,
         effective_at=effective_at,
@@ -288,6 +291,7 @@ async def set_minimum_spend(session: AsyncSession, request: MinimumSpendRequest,
                 "effective_at": request.effective_at.isoformat() if request.effective_at else None,
                 "reason": reason,
             }
+            | ({"subscription": str(request.subscription_id)} if request.subscription_id else {})
         ),
         created_at=as_of,
     )
@@ -307,9 +311,17 @@ class MinimumSpendNow:
     settings: list[MinimumSpend]
 
 
-async def minimum_spend_now(session: AsyncSession, customer_id: uuid.UUID, *, as_of: datetime) -> MinimumSpendNow:
-    settings = await charges_repository.minimum_spends_of(session, customer_id)
-    phases = await phases_of(session, customer_id)
+async def minimum_spend_now(
+    session: AsyncSession, customer_id: uuid.UUID, *, as_of: datetime, subscription_id: uuid.UUID | None = None
+) -> MinimumSpendNow:
+    """Of the subscription named, by default of the customer's primary one."""
+    if subscription_id is None:
+        subscription = (await customers.subscriptions_of(session, [customer_id])).get(customer_id)
+        if subscription is None:
+            return MinimumSpendNow(None, "none", [])
+        subscription_id = subscription.id
+    settings = await charges_repository.minimum_spends_of(session, customer_id, subscription_id)
+    phases = await phases_of(session, subscription_id)
     if not phases:
         return MinimumSpendNow(None, "none", settings)
     own = setting_at(settings, as_of)

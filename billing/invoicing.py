@@ -92,6 +92,8 @@ class DraftInvoice:
     label: str | None = None
     # What its in-advance charges bill (seats): each keyed when the invoice is issued.
     advance_bills: tuple[AdvanceBill, ...] = ()
+    # The subscription whose boundary it bills (None: an invoice outside the periods).
+    subscription_id: uuid.UUID | None = None
 
     @property
     def subtotal(self) -> int:
@@ -350,7 +352,9 @@ async def compose_opening(
         overrides = await overrides_of(session, subscription)
     advance = await bill_at_start(session, subscription.customer_id, phases, period, overrides)
     lines += await _advance_lines(session, advance, period)
-    charges = await charges_repository.pending_one_off_charges(session, subscription.customer_id, lock=True)
+    charges = await charges_repository.pending_one_off_charges(
+        session, subscription.customer_id, subscription.id, lock=True
+    )
     lines += [one_off_line(charge) for charge in charges]
     return DraftInvoice(
         subscription.customer_id,
@@ -361,6 +365,7 @@ async def compose_opening(
         lines,
         one_off_charge_ids=tuple(charge.id for charge in charges),
         advance_bills=tuple(advance),
+        subscription_id=subscription.id,
     )
 
 
@@ -404,7 +409,7 @@ async def compose_period(
         rated.append((start, end, await repository.event_count(session, customer_id, event_types, start, end)))
     late_lines: list[DraftLine] = []
     if late_since is not None:
-        for rated_period in await repository.rated_periods_since(session, customer_id, late_since):
+        for rated_period in await repository.rated_periods_since(session, subscription.id, late_since):
             if rated_period.period_start >= start:
                 continue
             count = await repository.event_count(
@@ -413,7 +418,7 @@ async def compose_period(
             if count > rated_period.event_count:
                 late_lines += await _late_usage(
                     session,
-                    customer_id,
+                    subscription,
                     phases,
                     schedule,
                     rated_period.period_start,
@@ -442,7 +447,7 @@ async def compose_period(
     advance = await bills_in_period(session, subscription, phases, period, overrides)
     lines += await _advance_lines(session, advance, period)
     shortfall = await period_true_up(
-        session, customer_id, phases, period, end, [(line.kind, line.amount_exact) for line in lines]
+        session, subscription, phases, period, end, [(line.kind, line.amount_exact) for line in lines]
     )
     if round_to_minor(shortfall, currency):  # a shortfall within the ratios' last digits bills nothing
         lines.append(
@@ -456,7 +461,7 @@ async def compose_period(
         )
     lines += late_lines
     # Issuing locks the pending charges it bills (a cancel waits); a preview only reads them.
-    charges = await charges_repository.pending_one_off_charges(session, customer_id, lock=count_events)
+    charges = await charges_repository.pending_one_off_charges(session, customer_id, subscription.id, lock=count_events)
     lines += [one_off_line(charge) for charge in charges]
     lines += await _base_fee_line(session, subscription, phases, schedule, end)
     following = schedule.period_containing(end)
@@ -472,12 +477,13 @@ async def compose_period(
         rated,
         one_off_charge_ids=tuple(c.id for c in charges),
         advance_bills=(*advance, *in_advance_next),
+        subscription_id=subscription.id,
     )
 
 
 async def _late_usage(
     session: AsyncSession,
-    customer_id: uuid.UUID,
+    subscription: Subscription,
     phases: list[SubscriptionPhase],
     schedule: BillingSchedule,
     start: datetime,
@@ -489,12 +495,14 @@ async def _late_usage(
     billed = {
         (charge_id, canonical_json(loads_exact(dimensions)), service_start): totals
         for (charge_id, dimensions, service_start), totals in (
-            await repository.billed_usage(session, customer_id, start, end)
+            await repository.billed_usage(session, subscription, start, end)
         ).items()
     }
     late = []
     terms = await _usage_terms_in(session, schedule, phases, start)
-    for line in await rated_usage(session, customer_id, phases, start, end, overrides=overrides, terms=terms):
+    for line in await rated_usage(
+        session, subscription.customer_id, phases, start, end, overrides=overrides, terms=terms
+    ):
         key = (line.plan_charge_id, canonical_json(line.dimensions), line.service_start)
         billed_quantity, billed_amount = billed.get(key, (0, 0))
         quantity = (line.quantity or Decimal(0)) - billed_quantity
@@ -519,9 +527,10 @@ async def _late_usage(
 
 
 def _idempotency_key(draft: DraftInvoice, purpose: str) -> str:
+    """The invoice's unique key: its reference, else its subscription, kind and period start."""
     if draft.reference is not None:
         return f"{purpose}:{draft.reference}"
-    return f"{purpose}:{draft.customer_id}:{draft.kind}:{draft.period_start.isoformat()}"
+    return f"{purpose}:{draft.subscription_id}:{draft.kind}:{draft.period_start.isoformat()}"
 
 
 async def issue(
@@ -602,6 +611,7 @@ async def issue(
     row: dict[str, Any] = {
         "id": invoice_id,
         "customer_id": customer_id,
+        "subscription_id": draft.subscription_id,
         "kind": draft.kind,
         "status": "issued" if amount_due else "paid",
         "currency": currency,

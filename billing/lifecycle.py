@@ -113,7 +113,7 @@ async def _apply(
     issued: list[Invoice] = []
     if request.kind == CANCEL and request.timing == "IMMEDIATELY":
         finals = await _issue_due(
-            session, request.customer_id, currency, as_of=as_of, late_window=late_window, trace_id=trace_id
+            session, subscription, currency, as_of=as_of, late_window=late_window, trace_id=trace_id
         )
         issued = [invoice for invoice, _ in finals]
         last_invoice, last_draft = finals[-1]
@@ -128,6 +128,7 @@ async def _apply(
             request.customer_id,
             as_of=as_of,
             window=BillingWindow(grace=timedelta(0), late_window=late_window),
+            subscription_id=subscription.id,
         )
     return LifecycleOutcome(
         subscription=Subscription(**subscription.model_dump()),
@@ -142,7 +143,7 @@ async def _apply(
 
 async def _issue_due(
     session: AsyncSession,
-    customer_id: uuid.UUID,
+    canceled: Subscription,
     currency: str,
     *,
     as_of: datetime,
@@ -153,9 +154,8 @@ async def _issue_due(
     the cancel closes them). The caller holds the subscription's lock."""
     issued: list[tuple[Invoice, DraftInvoice]] = []
     while True:
-        subscription = await repository.subscription_to_bill(session, customer_id)
-        assert subscription is not None, "the caller locked it: SKIP LOCKED does not skip one's own lock"
-        phases = await phases_of(session, customer_id)
+        [subscription] = await repository.subscriptions_to_bill(session, canceled.customer_id, canceled.id)
+        phases = await phases_of(session, subscription.id)
         due = await next_due(
             session, subscription, phases, currency, as_of=as_of, grace=timedelta(0), late_window=late_window
         )
@@ -192,7 +192,9 @@ async def _replayed(
     final = None
     if event.kind == CANCEL and event.status == "scheduled":
         window = BillingWindow(grace=timedelta(0), late_window=late_window)
-        final = await upcoming_invoice(session, event.customer_id, as_of=as_of, window=window)
+        final = await upcoming_invoice(
+            session, event.customer_id, as_of=as_of, window=window, subscription_id=change.subscription.id
+        )
     return LifecycleOutcome(
         subscription=Subscription(**change.subscription.model_dump()),
         effective_at=event.effective_at,

@@ -25,7 +25,6 @@ share it lasted; a trial owes none (it bills no fee, and its end starts the firs
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
@@ -37,7 +36,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing import charges_repository, repository
 from billing.models import MinimumSpend
 from customers.lifecycle import ACTIVE, status_on
-from customers.models import SubscriptionPhase
+from customers.models import Subscription, SubscriptionPhase
 from customers.periods import BillingPeriod
 from customers.subscriptions import version_on
 from pricing.proration import share_of_period
@@ -87,11 +86,13 @@ def setting_at(settings: list[MinimumSpend], moment: datetime) -> MinimumSpend |
 
 
 async def minimum_parts(
-    session: AsyncSession, customer_id: uuid.UUID, phases: list[SubscriptionPhase], start: datetime, end: datetime
+    session: AsyncSession, subscription: Subscription, phases: list[SubscriptionPhase], start: datetime, end: datetime
 ) -> list[MinimumPart]:
     """``[start, end)`` cut where the plan version, the subscription's status or its own minimum
     changes, each part with the minimum in effect over it (none while paused or canceled)."""
-    settings = await charges_repository.minimum_spends_of(session, customer_id, before=end)
+    settings = await charges_repository.minimum_spends_of(
+        session, subscription.customer_id, subscription.id, before=end
+    )
     cuts = {start, end}
     cuts |= {phase.starts_at for phase in phases if start < phase.starts_at < end}
     cuts |= {setting.effective_at for setting in settings if start < setting.effective_at < end}
@@ -113,7 +114,7 @@ async def minimum_parts(
 
 async def period_true_up(
     session: AsyncSession,
-    customer_id: uuid.UUID,
+    subscription: Subscription,
     phases: list[SubscriptionPhase],
     period: BillingPeriod,
     end: datetime,
@@ -125,11 +126,11 @@ async def period_true_up(
     if period.trial:
         return Decimal(0)
     start = period.start
-    parts = await minimum_parts(session, customer_id, phases, start, end)
+    parts = await minimum_parts(session, subscription, phases, start, end)
     minimum = period_minimum(parts, period.full_start, period.full_end)
     if minimum is None:
         return Decimal(0)
-    _, base_fee = await repository.base_fee_billed(session, customer_id, start)
-    base_fee += await repository.advance_amount_billed(session, customer_id, start)  # seats in advance
+    _, base_fee = await repository.base_fee_billed(session, subscription, start)
+    base_fee += await repository.advance_amount_billed(session, subscription, start)  # seats in advance
     spend = base_fee + sum((amount for kind, amount in period_lines if kind in COUNTED_LINE_KINDS), Decimal(0))
     return true_up(minimum, spend)

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -62,16 +63,22 @@ class Invoice(SQLModel, table=True):
     __table_args__ = (
         Index(
             "invoices_one_per_boundary",
-            "customer_id",
+            "subscription_id",
             "kind",
             "period_start",
             unique=True,
             postgresql_where=text("kind NOT IN ('one_off', 'commitment')"),
         ),
+        CheckConstraint(
+            "subscription_id IS NOT NULL OR NOT (kind NOT IN ('one_off', 'commitment'))",
+            name="invoices_boundary_has_subscription",
+        ),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    # The subscription whose boundary it bills (an ``opening`` or ``period`` invoice always has one).
+    subscription_id: uuid.UUID | None = Field(default=None, sa_column=Column(ForeignKey("subscriptions.id")))
     number: int = Field(sa_column=Column(BigInteger, nullable=False, unique=True))
     kind: str
     status: str
@@ -125,8 +132,10 @@ class RatedPeriod(SQLModel, table=True):
     usage arrived: the next invoice re-rates the period and bills the difference."""
 
     __tablename__ = "rated_periods"
+    __table_args__ = (Index("rated_periods_by_customer", "customer_id", "period_start"),)
 
-    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    subscription_id: uuid.UUID = Field(sa_column=Column(ForeignKey("subscriptions.id"), primary_key=True))
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
     period_start: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
     period_end: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     event_count: int = Field(sa_column=Column(BigInteger, nullable=False))
@@ -337,6 +346,7 @@ class OneOffCharge(SQLModel, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), nullable=False))
+    subscription_id: uuid.UUID | None = Field(default=None, sa_column=Column(ForeignKey("subscriptions.id")))
     description: str = Field(sa_column=Column(Text, nullable=False))
     quantity: Decimal = Field(sa_column=Column(Numeric, nullable=False))
     unit_price: Decimal = Field(sa_column=Column(Numeric, nullable=False))
@@ -369,6 +379,7 @@ class MinimumSpend(SQLModel, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), nullable=False))
+    subscription_id: uuid.UUID | None = Field(default=None, sa_column=Column(ForeignKey("subscriptions.id")))
     amount: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
     currency: str = Field(sa_column=Column(String(3), nullable=False))
     effective_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

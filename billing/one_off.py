@@ -33,6 +33,7 @@ from billing.repository import invoice_by_id
 from customers import service as customers
 from customers.errors import CustomerNotFound
 from customers.lifecycle import CANCELED, subscription_status
+from customers.models import Subscription
 from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.grants import drawable_credits
 from ledger.money import (
@@ -64,6 +65,8 @@ class OneOffChargeRequest:
     timing: str
     idempotency_key: str
     actor: str
+    # Which subscription's next invoice bills it (NEXT_INVOICE); required when the customer has several.
+    subscription_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,8 @@ def _request_hash(request: OneOffChargeRequest, quantity: Decimal, unit_price: D
         "currency": request.currency.strip().upper(),
         "timing": request.timing,
     }
+    if request.subscription_id is not None:
+        document["subscription"] = str(request.subscription_id)
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
@@ -153,10 +158,16 @@ async def create_one_off_charge(
         raise InvalidInput("must be NOW or NEXT_INVOICE", field="when")
     key = check_key(request.idempotency_key) if not dry_run or request.idempotency_key else ""
     quantity, unit_price, amount_exact, amount = _priced(request, currency)
+    subscription_id = None
     if request.timing == "next_invoice":
-        await _check_next_invoice(session, customer.id, as_of=as_of, dry_run=dry_run)
+        subscription_id = (await _check_next_invoice(session, request, customer.id, as_of=as_of)).id
+    elif request.subscription_id is not None:
+        raise InvalidInput(
+            "a charge invoiced now is billed on its own invoice: name no subscription", field="subscriptionId"
+        )
     charge = OneOffCharge(
         customer_id=customer.id,
+        subscription_id=subscription_id,
         description=description,
         quantity=quantity,
         unit_price=unit_price,
@@ -200,17 +211,17 @@ async def create_one_off_charge(
     return OneOffOutcome(claimed, invoice, invoice.credits_applied, invoice.amount_due)
 
 
-async def _check_next_invoice(session: AsyncSession, customer_id: uuid.UUID, *, as_of: datetime, dry_run: bool) -> None:
-    """A charge left for the next invoice needs a subscription that will issue one. A canceled
+async def _check_next_invoice(
+    session: AsyncSession, request: OneOffChargeRequest, customer_id: uuid.UUID, *, as_of: datetime
+) -> Subscription:
+    """A charge left for the next invoice needs a subscription that will issue one (returned). A canceled
     subscription issues none after its final invoice (a cancel at the period's end still issues
     it, and the charge goes on it). Outside a dry run the subscription is locked until the charge
     commits: an invoice being issued (the billing run, an immediate cancel's final invoice) holds
     the same lock, so the charge is either seen and claimed by it, or made after it with the
-    subscription's state as that invoice left it; never left pending with no invoice to come."""
-    if dry_run:
-        subscription = (await customers.subscriptions_of(session, [customer_id])).get(customer_id)
-    else:
-        subscription = await customers.lock_subscription(session, customer_id)
+    subscription's state as that invoice left it; never left pending with no invoice to come. A
+    dry run takes the lock too, released by its rollback."""
+    subscription = await customers.lock_subscription(session, customer_id, request.subscription_id)
     if subscription is None:
         raise InvalidInput(
             "the customer has no subscription, so no next invoice: charge NOW instead",
@@ -225,6 +236,7 @@ async def _check_next_invoice(session: AsyncSession, customer_id: uuid.UUID, *, 
             field="when",
             code="SUBSCRIPTION_CANCELED",
         )
+    return subscription
 
 
 async def outcome_of(session: AsyncSession, charge: OneOffCharge) -> OneOffOutcome:

@@ -56,7 +56,7 @@ async def period_prorations(
         fee_phases.append(FeePhase(period.end, None, "the new billing interval", Decimal(0), proration=convention))
     billed = None
     if subscription.invoiced_through is not None and subscription.invoiced_through >= start:
-        billed_version_id, billed_fee = await repository.base_fee_billed(session, subscription.customer_id, start)
+        billed_version_id, billed_fee = await repository.base_fee_billed(session, subscription, start)
         plan, proration = "no plan", fee_phases[0].proration
         if billed_version_id:
             plan = await plan_name_of_version(session, billed_version_id)

@@ -54,7 +54,7 @@ async def change_price_override(
         session, request, as_of=as_of, backdate_limit=backdate_limit, dry_run=dry_run
     )
     subscription = outcome.subscription
-    phases = await phases_of(session, subscription.customer_id)
+    phases = await phases_of(session, subscription.id)
     version = await plan_version(session, version_on(phases, as_of))
     current = current_period(subscription, version.interval, as_of)
     start, end = current.start, current.end

@@ -20,7 +20,8 @@ from metering.events import canonical_json
 
 
 async def due_customers(session: AsyncSession, *, opening_by: datetime, closing_by: datetime) -> list[uuid.UUID]:
-    """Customers who may have an invoice due: no opening invoice yet though started; or whose
+    """Customers who may have an invoice due (once each, whatever their number of
+    subscriptions), a subscription of theirs with: no opening invoice yet though started; or whose
     period after the billing cursor may have closed by ``closing_by`` (``period_closes_at`` is
     never later than that close; a subscription without it falls back on 28 days, the shortest
     month, after the cursor); or canceled and not finally invoiced yet. A canceled subscription
@@ -36,6 +37,7 @@ async def due_customers(session: AsyncSession, *, opening_by: datetime, closing_
             | (closes_at.is_(None) & (invoiced_through <= closing_by - timedelta(days=28)) & not_finished)
             | (cancel_at.is_not(None) & (invoiced_through < cancel_at) & (cancel_at <= opening_by))
         )
+        .distinct()
         .order_by(col(Subscription.customer_id))
     )
     return list(await session.exec(query))
@@ -57,19 +59,22 @@ SUBSCRIPTION_COLUMNS = (
     "pending_billing_anchor",
     "period_closes_at",
 )
-LOCK_SUBSCRIPTION = (
-    f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM subscriptions WHERE customer_id = %s FOR UPDATE SKIP LOCKED"
+LOCK_SUBSCRIPTIONS = (
+    f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM subscriptions WHERE customer_id = %s "
+    "AND (%s::uuid IS NULL OR id = %s) ORDER BY invoiced_through NULLS FIRST, created_at, id FOR UPDATE SKIP LOCKED"
 )
 
 
-async def subscription_to_bill(session: AsyncSession, customer_id: uuid.UUID) -> Subscription | None:
-    """The customer's subscription, locked for this transaction unless another billing run or a
-    plan change holds it (then None: SKIP LOCKED). Not attached to the session: the billing run
-    moves ``invoiced_through`` with the invoice's own statement."""
+async def subscriptions_to_bill(
+    session: AsyncSession, customer_id: uuid.UUID, subscription_id: uuid.UUID | None = None
+) -> list[Subscription]:
+    """The customer's subscriptions (or the one named), the one invoiced least far first, each
+    locked for this transaction unless another billing run or a plan change holds it (then left
+    out: SKIP LOCKED). Not attached to the session: the billing run moves ``invoiced_through``
+    with the invoice's own statement."""
     connection = await driver_connection(session)
-    cursor = await connection.execute(LOCK_SUBSCRIPTION, (customer_id,))
-    row = await cursor.fetchone()
-    return None if row is None else Subscription(**dict(zip(SUBSCRIPTION_COLUMNS, row, strict=True)))
+    cursor = await connection.execute(LOCK_SUBSCRIPTIONS, (customer_id, subscription_id, subscription_id))
+    return [Subscription(**dict(zip(SUBSCRIPTION_COLUMNS, row, strict=True))) for row in await cursor.fetchall()]
 
 
 async def event_count(
@@ -87,43 +92,52 @@ async def event_count(
 
 
 async def rated_periods_since(
-    session: AsyncSession, customer_id: uuid.UUID, ended_after: datetime
+    session: AsyncSession, subscription_id: uuid.UUID, ended_after: datetime
 ) -> list[RatedPeriod]:
     connection = await driver_connection(session)
     cursor = await connection.execute(
-        "SELECT period_start, period_end, event_count, rated_at FROM rated_periods "
-        "WHERE customer_id = %s AND period_end > %s ORDER BY period_start",
-        (customer_id, ended_after),
+        "SELECT customer_id, period_start, period_end, event_count, rated_at FROM rated_periods "
+        "WHERE subscription_id = %s AND period_end > %s ORDER BY period_start",
+        (subscription_id, ended_after),
     )
     return [
-        RatedPeriod(customer_id=customer_id, period_start=start, period_end=end, event_count=count, rated_at=rated_at)
-        for start, end, count, rated_at in await cursor.fetchall()
+        RatedPeriod(
+            subscription_id=subscription_id,
+            customer_id=customer_id,
+            period_start=start,
+            period_end=end,
+            event_count=count,
+            rated_at=rated_at,
+        )
+        for customer_id, start, end, count, rated_at in await cursor.fetchall()
     ]
 
 
 # Everything an issued invoice writes besides its ledger transactions, in one statement: its
-# rated periods, the subscription's billing cursor, the invoice and its lines, the outbox row
+# rated periods and the billing cursor of its subscription (an invoice outside the periods names
+# none, or moves nothing), the invoice and its lines, the outbox row
 # when there is an amount to collect, and the gapless number. The counter row stays locked until
 # the transaction ends, so this is the last statement before the commit.
 WRITE_INVOICE = """
 WITH rated AS (
-  INSERT INTO rated_periods AS r (customer_id, period_start, period_end, event_count, rated_at)
-  SELECT %(customer_id)s, rated.period_start, rated.period_end, rated.event_count, %(issued_at)s
+  INSERT INTO rated_periods AS r (subscription_id, customer_id, period_start, period_end, event_count, rated_at)
+  SELECT %(subscription_id)s, %(customer_id)s, rated.period_start, rated.period_end, rated.event_count,
+         %(issued_at)s
   FROM unnest(%(rated_starts)s::timestamptz[], %(rated_ends)s::timestamptz[], %(rated_counts)s::bigint[])
        AS rated(period_start, period_end, event_count)
-  ON CONFLICT (customer_id, period_start)
+  ON CONFLICT (subscription_id, period_start)
   DO UPDATE SET event_count = excluded.event_count, rated_at = excluded.rated_at),
 cursor_moved AS (
   UPDATE subscriptions SET invoiced_through = %(invoiced_through)s, period_closes_at = %(closes_at)s
-  WHERE customer_id = %(customer_id)s AND %(invoiced_through)s::timestamptz IS NOT NULL),
+  WHERE id = %(subscription_id)s AND %(invoiced_through)s::timestamptz IS NOT NULL),
 number AS (
   UPDATE invoice_number_counter SET last_number = last_number + 1 WHERE id = 1 RETURNING last_number),
 invoice AS (
-  INSERT INTO invoices (id, customer_id, number, kind, status, currency, period_start, period_end, subtotal,
-                        credits_applied, total, amount_due, issued_at, ledger_transaction_id, credits_transaction_id,
-                        trace_id)
-  SELECT %(id)s, %(customer_id)s, number.last_number, %(kind)s, %(status)s, %(currency)s, %(period_start)s,
-         %(period_end)s, %(subtotal)s, %(credits_applied)s, %(total)s, %(amount_due)s, %(issued_at)s,
+  INSERT INTO invoices (id, customer_id, subscription_id, number, kind, status, currency, period_start, period_end,
+                        subtotal, credits_applied, total, amount_due, issued_at, ledger_transaction_id,
+                        credits_transaction_id, trace_id)
+  SELECT %(id)s, %(customer_id)s, %(subscription_id)s, number.last_number, %(kind)s, %(status)s, %(currency)s,
+         %(period_start)s, %(period_end)s, %(subtotal)s, %(credits_applied)s, %(total)s, %(amount_due)s, %(issued_at)s,
          %(ledger_transaction_id)s, %(credits_transaction_id)s, %(trace_id)s
   FROM number
   RETURNING number),
@@ -201,19 +215,20 @@ async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:
 
 
 async def billed_usage(
-    session: AsyncSession, customer_id: uuid.UUID, start: datetime, end: datetime
+    session: AsyncSession, subscription: Subscription, start: datetime, end: datetime
 ) -> dict[tuple[uuid.UUID | None, str, datetime], tuple[Decimal, Decimal]]:
-    """What usage of ``[start, end)`` was billed so far, by (charge, dimensions, start of the part
-    of the period the line rated): quantity, exact amount."""
+    """What usage of ``[start, end)`` the subscription billed so far, by (charge, dimensions,
+    start of the part of the period the line rated): quantity, exact amount. (Its customer is
+    named too: the customer's invoices are indexed, a subscription's only at its boundaries.)"""
     rows = await session.execute(
         text(
             "SELECT l.plan_charge_id, l.dimensions::text, l.service_start, sum(l.quantity), sum(l.amount_exact) "
             "FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id "
-            "WHERE i.customer_id = :customer_id AND i.status <> 'void' AND l.kind IN ('usage', 'late_usage') "
-            "AND l.service_start >= :start AND l.service_end <= :end "
+            "WHERE i.customer_id = :customer_id AND i.subscription_id = :subscription_id AND i.status <> 'void' "
+            "AND l.kind IN ('usage', 'late_usage') AND l.service_start >= :start AND l.service_end <= :end "
             "GROUP BY l.plan_charge_id, l.dimensions::text, l.service_start"
         ),
-        {"customer_id": customer_id, "start": start, "end": end},
+        {"customer_id": subscription.customer_id, "subscription_id": subscription.id, "start": start, "end": end},
     )
     return {
         (charge_id, dimensions, service_start): (quantity or Decimal(0), amount)
@@ -222,17 +237,17 @@ async def billed_usage(
 
 
 async def base_fee_billed(
-    session: AsyncSession, customer_id: uuid.UUID, period_start: datetime
+    session: AsyncSession, subscription: Subscription, period_start: datetime
 ) -> tuple[uuid.UUID | None, Decimal]:
-    """The plan version and exact base fee billed in advance for the period starting at
-    ``period_start`` (None and 0 when no fee was billed). Void invoices count too: voiding an
-    invoice forgives it, it does not make its fee billable again."""
+    """The plan version and exact base fee the subscription billed in advance for the period
+    starting at ``period_start`` (None and 0 when no fee was billed). Void invoices count too:
+    voiding an invoice forgives it, it does not make its fee billable again."""
     connection = await driver_connection(session)
     cursor = await connection.execute(
         "SELECT l.plan_version_id, l.amount_exact FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id "
-        "WHERE i.customer_id = %s AND l.kind = 'base_fee' AND l.service_start = %s "
+        "WHERE i.customer_id = %s AND i.subscription_id = %s AND l.kind = 'base_fee' AND l.service_start = %s "
         "ORDER BY i.issued_at LIMIT 1",
-        (customer_id, period_start),
+        (subscription.customer_id, subscription.id, period_start),
     )
     row = await cursor.fetchone()
     return (row[0], row[1]) if row else (None, Decimal(0))
@@ -305,13 +320,15 @@ async def advance_billed(
     return [(row[0], row[1], row[2]) for row in await cursor.fetchall()]
 
 
-async def advance_amount_billed(session: AsyncSession, customer_id: uuid.UUID, period_start: datetime) -> Decimal:
-    """The exact amount the in-advance charges billed at the start of the period (minimum spend)."""
+async def advance_amount_billed(session: AsyncSession, subscription: Subscription, period_start: datetime) -> Decimal:
+    """The exact amount the subscription's in-advance charges billed at the start of the period
+    (minimum spend): those on its own invoices, not another subscription's of the customer."""
     connection = await driver_connection(session)
     cursor = await connection.execute(
-        "SELECT coalesce(sum(amount_exact), 0) FROM advance_charge_bills "
-        "WHERE customer_id = %s AND period_start = %s AND kind = 'advance'",
-        (customer_id, period_start),
+        "SELECT coalesce(sum(b.amount_exact), 0) FROM advance_charge_bills b "
+        "JOIN invoices i ON i.id = b.invoice_id "
+        "WHERE b.customer_id = %s AND b.period_start = %s AND b.kind = 'advance' AND i.subscription_id = %s",
+        (subscription.customer_id, period_start, subscription.id),
     )
     row = await cursor.fetchone()
     assert row is not None

@@ -18,6 +18,7 @@ from billing.trial_ends import settle_trial_end
 from customers import service as customers
 from customers.calendar import schedule_of
 from customers.lifecycle import CANCELED, status_on
+from customers.models import Subscription
 from customers.subscriptions import phases_of
 from ledger.grants import drawable_credits
 from pricing.service import plan_version
@@ -44,7 +45,9 @@ async def due_customers(session: AsyncSession, *, as_of: datetime, window: Billi
 @dataclass(frozen=True)
 class IssuedInvoice:
     invoice: Invoice
-    more_due: bool  # another period of this customer closed by ``as_of`` too (after downtime)
+    # Another invoice of this customer may be due by ``as_of`` too: another period closed (after
+    # downtime), or another of their subscriptions, not looked at yet.
+    more_due: bool
 
 
 async def issue_next_invoice(
@@ -54,15 +57,26 @@ async def issue_next_invoice(
     as_of: datetime,
     window: BillingWindow,
     trace_id: str | None = None,
+    subscription_id: uuid.UUID | None = None,
 ) -> IssuedInvoice | None:
-    """Issue the customer's next due invoice and move their billing cursor past it, or return
-    None when nothing is due or another billing run holds the customer right now. The
-    subscription row lock (taken with SKIP LOCKED) and the invoice's unique (customer, kind,
-    period) key make concurrent and repeated runs issue each invoice once."""
-    subscription = await repository.subscription_to_bill(session, customer_id)
-    if subscription is None:
-        return None
-    phases = await phases_of(session, customer_id)
+    """Issue the customer's next due invoice (of the one subscription named, else of whichever
+    of theirs is due, the one invoiced least far first) and move that subscription's billing
+    cursor past it, or return None when nothing is due or another billing run holds them right
+    now. Each subscription has its own periods and invoices. The subscription row locks (taken
+    with SKIP LOCKED) and the invoice's unique (subscription, kind, period) key make concurrent
+    and repeated runs issue each invoice once."""
+    subscriptions = await repository.subscriptions_to_bill(session, customer_id, subscription_id)
+    for position, subscription in enumerate(subscriptions):
+        issued = await _issue_next_of(session, subscription, as_of=as_of, window=window, trace_id=trace_id)
+        if issued is not None:
+            return replace(issued, more_due=issued.more_due or position + 1 < len(subscriptions))
+    return None
+
+
+async def _issue_next_of(
+    session: AsyncSession, subscription: Subscription, *, as_of: datetime, window: BillingWindow, trace_id: str | None
+) -> IssuedInvoice | None:
+    phases = await phases_of(session, subscription.id)
     # A subscription's plans are priced in the customer's currency (checked when subscribing).
     currency = (await plan_version(session, subscription.plan_version_id)).currency
     trial_end = subscription.trial_ends_at
@@ -77,7 +91,7 @@ async def issue_next_invoice(
             session, subscription, phases, behaviour=window.trial_without_payment_method, as_of=as_of
         )
         if settled == "cancel":
-            phases = await phases_of(session, customer_id)
+            phases = await phases_of(session, subscription.id)
     due = await next_due(
         session,
         subscription,
@@ -104,15 +118,24 @@ async def issue_next_invoice(
 
 
 async def issue_due_now(
-    session: AsyncSession, customer_id: uuid.UUID, *, as_of: datetime, window: BillingWindow
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    *,
+    as_of: datetime,
+    window: BillingWindow,
+    subscription_id: uuid.UUID | None = None,
 ) -> list[Invoice]:
-    """Every invoice of the customer due by ``as_of`` without grace, oldest first: what a change
-    that closes the period in progress (a trial ended, a change of billing interval) issues at
-    once, in the caller's transaction. Late usage of the closed period is billed on the next
-    invoice, as for any period."""
+    """Every invoice of the subscription (by default, of each of the customer's) due by ``as_of``
+    without grace, oldest first: what a change that closes the period in progress (a trial
+    ended, a change of billing interval) issues at once, in the caller's transaction. Late usage
+    of the closed period is billed on the next invoice, as for any period."""
     at_once = replace(window, grace=timedelta(0))
     invoices = []
-    while (issued := await issue_next_invoice(session, customer_id, as_of=as_of, window=at_once)) is not None:
+    while (
+        issued := await issue_next_invoice(
+            session, customer_id, as_of=as_of, window=at_once, subscription_id=subscription_id
+        )
+    ) is not None:
         invoices.append(issued.invoice)
     return invoices
 
@@ -169,16 +192,26 @@ class UpcomingInvoice:
 
 
 async def upcoming_invoice(
-    session: AsyncSession, customer_id: uuid.UUID, *, as_of: datetime, window: BillingWindow
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    *,
+    as_of: datetime,
+    window: BillingWindow,
+    subscription_id: uuid.UUID | None = None,
 ) -> UpcomingInvoice | None:
-    """The invoice that will close the current period, as it stands now, with the credits that
-    would apply to it. Nothing is written."""
-    subscription = (await customers.subscriptions_of(session, [customer_id])).get(customer_id)
+    """The invoice that will close the current period of the subscription (by default the
+    customer's primary one), as it stands now, with the credits that would apply to it. Nothing
+    is written."""
+    if subscription_id is None:
+        subscription = (await customers.subscriptions_of(session, [customer_id])).get(customer_id)
+    else:
+        theirs = (await customers.all_subscriptions_of(session, [customer_id]))[customer_id]
+        subscription = next((s for s in theirs if s.id == subscription_id), None)
     if subscription is None:
         return None
     customer = await customers.get_customer(session, customer_id=customer_id)
     assert customer is not None
-    phases = await phases_of(session, customer_id)
+    phases = await phases_of(session, subscription.id)
     if status_on(phases, as_of) == CANCELED:
         return None  # its final invoice was issued: nothing more will be
     period = (await schedule_of(session, subscription, phases)).period_containing(as_of)

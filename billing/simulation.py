@@ -172,7 +172,7 @@ async def simulate_pricing(
     affected = [
         (customer, subscription) for customer, subscription in subscribed if subscription.version_at(as_of) in changed
     ]
-    phases = await customers.phases_of_customers(session, [customer.id for customer, _ in affected])
+    phases = await customers.phases_of_subscriptions(session, [subscription.id for _, subscription in affected])
     if on_start:
         on_start(len(affected))
     outcomes = []
@@ -180,9 +180,9 @@ async def simulate_pricing(
         draft: DraftPlan = drafts[plan_key[subscription.version_at(as_of)]]
         overridden = (await overrides_of(session, subscription)).in_effect_now(as_of)
         draft_charges = await _kept_overrides(session, draft, subscription.version_at(as_of), overridden)
-        own = setting_at(await charges_repository.minimum_spends_of(session, customer.id), as_of)
+        own = setting_at(await charges_repository.minimum_spends_of(session, customer.id, subscription.id), as_of)
         own_minimum = own.amount if own is not None else None
-        customer_phases = phases[customer.id]
+        customer_phases = phases[subscription.id]
         current_total = simulated_total = 0
         periods = await _periods(session, subscription, customer_phases, selection)
         for period in periods:

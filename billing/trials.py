@@ -42,10 +42,16 @@ async def change_trial_billed(
     if outcome.repeated:
         recent = await repository.invoices_page(session, customer_id, before_number=None, limit=RECENT_INVOICES)
         # The invoices the first request issued: issued at its moment, in its transaction.
-        first = [invoice for invoice in reversed(recent) if invoice.issued_at == change.requested_at]
+        first = [
+            invoice
+            for invoice in reversed(recent)
+            if invoice.issued_at == change.requested_at and invoice.subscription_id == outcome.subscription.id
+        ]
         return TrialOutcome(outcome.subscription, change, first)
     invoices = []
     if change.kind == "end" and change.trial_ends_at <= as_of:
-        invoices = await issue_due_now(session, customer_id, as_of=as_of, window=window)
+        invoices = await issue_due_now(
+            session, customer_id, as_of=as_of, window=window, subscription_id=outcome.subscription.id
+        )
     await session.refresh(outcome.subscription)
     return TrialOutcome(outcome.subscription, change, invoices)

@@ -32,6 +32,7 @@ from customers import repository
 from customers.calendar import current_period
 from customers.errors import CustomerNotFound, InvalidInput
 from customers.models import Subscription, SubscriptionEvent, SubscriptionPhase
+from customers.selection import lock_subscription
 from ledger.errors import IdempotencyKeyReused
 from pricing.service import plan_version
 
@@ -58,6 +59,7 @@ class LifecycleRequest:
     timing: str | None = None  # a cancel's: IMMEDIATELY or PERIOD_END
     at: datetime | None = None  # defaults to now; not for a cancel at the period's end or a resume
     reason: str | None = None
+    subscription_id: uuid.UUID | None = None  # required when the customer has several
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,8 @@ def _request_hash(request: LifecycleRequest, reason: str | None) -> str:
         "at": request.at.astimezone(UTC).isoformat() if request.at else None,
         "reason": reason,
     }
+    if request.subscription_id is not None:
+        document["subscription"] = str(request.subscription_id)
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
@@ -191,17 +195,24 @@ def _check_state(kind: str, phases: list[SubscriptionPhase], as_of: datetime) ->
 
 
 def _phase(
-    customer_id: uuid.UUID, starts_at: datetime, phases: list[SubscriptionPhase], status: str
+    subscription: Subscription, starts_at: datetime, phases: list[SubscriptionPhase], status: str
 ) -> SubscriptionPhase:
     version_id = phases[0].plan_version_id
     for phase in phases:
         if phase.starts_at <= starts_at:
             version_id = phase.plan_version_id
-    return SubscriptionPhase(customer_id=customer_id, starts_at=starts_at, plan_version_id=version_id, status=status)
+    return SubscriptionPhase(
+        subscription_id=subscription.id,
+        customer_id=subscription.customer_id,
+        starts_at=starts_at,
+        plan_version_id=version_id,
+        status=status,
+    )
 
 
 def _with_status(phase: SubscriptionPhase, status: str) -> SubscriptionPhase:
     return SubscriptionPhase(
+        subscription_id=phase.subscription_id,
         customer_id=phase.customer_id,
         starts_at=phase.starts_at,
         plan_version_id=phase.plan_version_id,
@@ -212,19 +223,19 @@ def _with_status(phase: SubscriptionPhase, status: str) -> SubscriptionPhase:
 
 
 def phases_after(
-    kind: str, phases: list[SubscriptionPhase], customer_id: uuid.UUID, effective_at: datetime
+    kind: str, phases: list[SubscriptionPhase], subscription: Subscription, effective_at: datetime
 ) -> list[SubscriptionPhase]:
     """The phases once the request is made (pure): a cancel drops what was scheduled from its
     moment on; a pause or unpause carries its status into the phases scheduled after it."""
     before = [phase for phase in phases if phase.starts_at < effective_at]
     later = [phase for phase in phases if phase.starts_at > effective_at]
     if kind == CANCEL:
-        return [*before, _phase(customer_id, effective_at, before, CANCELED)]
+        return [*before, _phase(subscription, effective_at, before, CANCELED)]
     if kind == RESUME:
         return [phase for phase in phases if phase.status != CANCELED]
     status, was = (PAUSED, ACTIVE) if kind == PAUSE else (ACTIVE, PAUSED)
     carried = [_with_status(phase, status) if phase.status == was else phase for phase in later]
-    return [*before, _phase(customer_id, effective_at, phases, status), *carried]
+    return [*before, _phase(subscription, effective_at, phases, status), *carried]
 
 
 async def plan_lifecycle_change(
@@ -240,12 +251,12 @@ async def plan_lifecycle_change(
     its first audit row; the same key with another request is refused."""
     _check_request(request, dry_run=dry_run)
     reason = _reason(request)
-    subscription = await repository.lock_subscription(session, request.customer_id)
+    subscription = await lock_subscription(session, request.customer_id, request.subscription_id)
     if subscription is None:
         if await repository.get_by_ids(session, [request.customer_id]):
             raise InvalidInput("the customer has no subscription", field="customerId", code="NO_SUBSCRIPTION")
         raise CustomerNotFound()
-    phases = await repository.phases_of(session, request.customer_id)
+    phases = await repository.phases_of(session, subscription.id)
     version = await plan_version(session, subscription.version_at(as_of))
     current = current_period(subscription, version.interval, as_of)
     period_start, period_end = current.start, current.end
@@ -269,7 +280,7 @@ async def plan_lifecycle_change(
         raise SubscriptionStateError(
             "a trial cannot be paused: extend it (extendTrial) or end it first", code="IN_TRIAL"
         )
-    after = phases_after(request.kind, phases, request.customer_id, effective_at)
+    after = phases_after(request.kind, phases, subscription, effective_at)
     return LifecycleChange(subscription, after, effective_at, period_start, period_end)
 
 
@@ -288,6 +299,7 @@ async def record_lifecycle_change(
     reason = _reason(request)
     event = SubscriptionEvent(
         customer_id=customer_id,
+        subscription_id=change.subscription.id,
         kind=kind,
         timing=request.timing if kind == CANCEL else None,
         effective_at=effective_at,
@@ -304,18 +316,18 @@ async def record_lifecycle_change(
     await session.flush()
     subscription = change.subscription
     if kind == RESUME:
-        await repository.drop_phases_from(session, customer_id, effective_at)
-        await repository.revoke_scheduled_cancels(session, customer_id)
+        await repository.drop_phases_from(session, subscription.id, effective_at)
+        await repository.revoke_scheduled_cancels(session, subscription.id)
         subscription.cancel_at = subscription.canceled_at = subscription.cancel_reason = None
     elif kind == CANCEL:
-        dropped = await repository.drop_phases_from(session, customer_id, effective_at)
+        dropped = await repository.drop_phases_from(session, subscription.id, effective_at)
         await repository.cancel_plan_changes(session, dropped)
         subscription.plan_version_id = subscription.version_at(as_of)
         subscription.pending_plan_version_id = subscription.pending_change_at = None
         subscription.cancel_at, subscription.canceled_at, subscription.cancel_reason = effective_at, as_of, reason
     else:
         status, was = (PAUSED, ACTIVE) if kind == PAUSE else (ACTIVE, PAUSED)
-        await repository.set_phase_status_after(session, customer_id, effective_at, was=was, status=status)
+        await repository.set_phase_status_after(session, subscription.id, effective_at, was=was, status=status)
         subscription.paused_at = effective_at if kind == PAUSE else None
     if kind != RESUME:
         new = next(phase for phase in change.phases if phase.starts_at == effective_at)
@@ -354,6 +366,7 @@ async def record_automatic_cancel(
     )
     event = SubscriptionEvent(
         customer_id=customer_id,
+        subscription_id=subscription.id,
         kind=CANCEL,
         timing="IMMEDIATELY",
         effective_at=at,
@@ -368,10 +381,10 @@ async def record_automatic_cancel(
     )
     session.add(event)
     await session.flush()
-    dropped = await repository.drop_phases_from(session, customer_id, at)
+    dropped = await repository.drop_phases_from(session, subscription.id, at)
     await repository.cancel_plan_changes(session, dropped)
-    await repository.set_canceled(session, customer_id, cancel_at=at, canceled_at=as_of, reason=reason)
-    new = next(phase for phase in phases_after(CANCEL, phases, customer_id, at) if phase.starts_at == at)
+    await repository.set_canceled(session, subscription.id, cancel_at=at, canceled_at=as_of, reason=reason)
+    new = next(phase for phase in phases_after(CANCEL, phases, subscription, at) if phase.starts_at == at)
     new.lifecycle_event_id = event.id
     session.add(new)
     await session.flush()

@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Identity,
+    Index,
     SmallInteger,
     String,
     Text,
@@ -59,7 +60,7 @@ class Subscription(SQLModel, table=True):
     __tablename__ = "subscriptions"
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), nullable=False, unique=True))
+    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), nullable=False, index=True))
     plan_version_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_versions.id"), nullable=False))
     started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
@@ -83,6 +84,10 @@ class Subscription(SQLModel, table=True):
     pending_billing_anchor: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     # The earliest moment the period after ``invoiced_through`` can close (the billing run's filter).
     period_closes_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # A subscription added to a customer (not made with them): its request's key and hash, so a
+    # retried request adds it once.
+    idempotency_key: str | None = Field(default=None, sa_column=Column(Text, unique=True))
+    request_hash: str | None = None
 
     def in_trial(self, as_of: datetime) -> bool:
         return self.trial_ends_at is not None and self.started_at <= as_of < self.trial_ends_at
@@ -112,8 +117,10 @@ class SubscriptionPhase(SQLModel, table=True):
     """
 
     __tablename__ = "subscription_phases"
+    __table_args__ = (Index("subscription_phases_by_customer", "customer_id", "starts_at"),)
 
-    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    subscription_id: uuid.UUID = Field(sa_column=Column(ForeignKey("subscriptions.id"), primary_key=True))
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
     starts_at: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
     plan_version_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_versions.id"), nullable=False))
     plan_change_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
@@ -140,6 +147,7 @@ class PlanChange(SQLModel, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False, index=True))
+    subscription_id: uuid.UUID = Field(sa_column=Column(ForeignKey("subscriptions.id"), nullable=False, index=True))
     from_plan_version_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_versions.id"), nullable=False))
     to_plan_version_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plan_versions.id"), nullable=False))
     timing: str
@@ -163,6 +171,7 @@ class SubscriptionEvent(SQLModel, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False, index=True))
+    subscription_id: uuid.UUID = Field(sa_column=Column(ForeignKey("subscriptions.id"), nullable=False, index=True))
     kind: str  # CANCEL, RESUME, PAUSE, UNPAUSE
     timing: str | None = None  # a cancel's: IMMEDIATELY or PERIOD_END
     effective_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
@@ -183,6 +192,7 @@ class TrialChange(SQLModel, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False, index=True))
+    subscription_id: uuid.UUID = Field(sa_column=Column(ForeignKey("subscriptions.id"), nullable=False, index=True))
     kind: str  # "end" or "extend"
     trial_ends_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     previous_trial_ends_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

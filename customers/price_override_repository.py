@@ -11,9 +11,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from customers.models import PlanChange, PriceOverride
 
 
-async def live_overrides(session: AsyncSession, customer_id: uuid.UUID) -> list[PriceOverride]:
-    """Every override change of the customer that counts, in the order recorded: the drops of a
-    plan change that was canceled (by a later immediate change) never took effect."""
+async def live_overrides(
+    session: AsyncSession, customer_id: uuid.UUID, subscription_id: uuid.UUID | None = None
+) -> list[PriceOverride]:
+    """Every override change of the customer (of one subscription, when named) that counts, in the
+    order recorded: the drops of a plan change that was canceled (by a later immediate change)
+    never took effect."""
     query = (
         select(PriceOverride)
         .outerjoin(PlanChange, col(PlanChange.id) == col(PriceOverride.plan_change_id))
@@ -21,6 +24,8 @@ async def live_overrides(session: AsyncSession, customer_id: uuid.UUID) -> list[
         .where(or_(col(PlanChange.id).is_(None), col(PlanChange.status) != "canceled"))
         .order_by(col(PriceOverride.seq))
     )
+    if subscription_id is not None:
+        query = query.where(col(PriceOverride.subscription_id) == subscription_id)
     return list(await session.exec(query))
 
 

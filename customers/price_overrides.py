@@ -24,6 +24,7 @@ from customers import repository
 from customers.calendar import current_period
 from customers.errors import CustomerNotFound, InvalidInput
 from customers.models import PlanChange, PriceOverride, Subscription, SubscriptionPhase
+from customers.selection import lock_subscription
 from ledger.errors import IdempotencyKeyReused
 from pricing.models import Meter, PlanCharge
 from pricing.overrides import (
@@ -61,6 +62,7 @@ class PriceOverrideRequest:
     idempotency_key: str
     actor: str
     effective_at: datetime | None = None  # default: now
+    subscription_id: uuid.UUID | None = None  # required when the customer has several
 
 
 @dataclass(frozen=True)
@@ -84,10 +86,12 @@ async def overrides_of(session: AsyncSession, subscription: Subscription) -> Ove
     """The subscription's overrides; no query for a subscription that never had one."""
     if not subscription.has_price_overrides:
         return NO_OVERRIDES
-    return await overrides_of_customer(session, subscription.customer_id)
+    rows = await overrides_sql.live_overrides(session, subscription.customer_id, subscription.id)
+    return OverrideTimeline(tuple(step_of(row) for row in rows))
 
 
 async def overrides_of_customer(session: AsyncSession, customer_id: uuid.UUID) -> OverrideTimeline:
+    """The overrides of all the customer's subscriptions: each names a charge of its own plan."""
     return OverrideTimeline(tuple(step_of(row) for row in await overrides_sql.live_overrides(session, customer_id)))
 
 
@@ -97,7 +101,7 @@ async def overrides_with_rows(
     """The subscription's overrides and the rows behind their steps (by ``seq``), for display."""
     if not subscription.has_price_overrides:
         return NO_OVERRIDES, {}
-    rows = await overrides_sql.live_overrides(session, subscription.customer_id)
+    rows = await overrides_sql.live_overrides(session, subscription.customer_id, subscription.id)
     return OverrideTimeline(tuple(step_of(row) for row in rows)), {row.seq: row for row in rows if row.seq}
 
 
@@ -119,6 +123,8 @@ def _request_hash(request: PriceOverrideRequest) -> str:
         "effective_at": request.effective_at.isoformat() if request.effective_at else None,
         "reason": request.reason.strip(),
     }
+    if request.subscription_id is not None:
+        document["subscription"] = str(request.subscription_id)
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -145,7 +151,7 @@ async def change_price_override(
         raise InvalidInput(f"must be at most {MAX_REASON_LENGTH} characters", field="reason")
     if request.effective_at is not None and request.effective_at.tzinfo is None:
         raise InvalidInput("must carry a time zone offset", field="effectiveAt")
-    subscription = await repository.lock_subscription(session, request.customer_id)
+    subscription = await lock_subscription(session, request.customer_id, request.subscription_id)
     if subscription is None:
         if await repository.get_by_ids(session, [request.customer_id]):
             raise InvalidInput(
@@ -163,7 +169,7 @@ async def change_price_override(
                 raise IdempotencyKeyReused()
             return await _replayed(session, existing, subscription, timeline)
 
-    phases = await repository.phases_of(session, request.customer_id)
+    phases = await repository.phases_of(session, subscription.id)
     at = request.effective_at or as_of
     version_id = await _check_moment(session, subscription, phases, at, as_of=as_of, backdate_limit=backdate_limit)
     charge, meter = await _selected_charge(session, request.charge, version_id)
@@ -313,7 +319,7 @@ async def drop_for_plan_change(
     had an override."""
     if not subscription.has_price_overrides:
         return []
-    rows = await overrides_sql.live_overrides(session, subscription.customer_id)
+    rows = await overrides_sql.live_overrides(session, subscription.customer_id, subscription.id)
     timeline = OverrideTimeline(tuple(step_of(row) for row in rows))
     version_of = {row.plan_charge_id: row.plan_version_id for row in rows}
     at = change.effective_at

@@ -68,9 +68,42 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+# A customer's subscriptions in the order they are listed and chosen: the first without a cancel
+# (past or scheduled) is their primary one, else their first.
+PRIMARY_FIRST = (col(Subscription.cancel_at).is_not(None), col(Subscription.created_at), col(Subscription.id))
+
+
 async def subscriptions_of(session: AsyncSession, customer_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Subscription]:
-    query = select(Subscription).where(col(Subscription.customer_id).in_(customer_ids))
-    return {s.customer_id: s for s in await session.exec(query)}
+    """Each customer's primary subscription (:data:`PRIMARY_FIRST`)."""
+    query = select(Subscription).where(col(Subscription.customer_id).in_(customer_ids)).order_by(*PRIMARY_FIRST)
+    primary: dict[uuid.UUID, Subscription] = {}
+    for subscription in await session.exec(query):
+        primary.setdefault(subscription.customer_id, subscription)
+    return primary
+
+
+async def all_subscriptions_of(
+    session: AsyncSession, customer_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[Subscription]]:
+    """Every subscription of each customer, primary first (:data:`PRIMARY_FIRST`)."""
+    query = select(Subscription).where(col(Subscription.customer_id).in_(customer_ids)).order_by(*PRIMARY_FIRST)
+    grouped: dict[uuid.UUID, list[Subscription]] = {customer_id: [] for customer_id in customer_ids}
+    for subscription in await session.exec(query):
+        grouped[subscription.customer_id].append(subscription)
+    return grouped
+
+
+async def subscription_by_key(session: AsyncSession, idempotency_key: str) -> Subscription | None:
+    query = select(Subscription).where(col(Subscription.idempotency_key) == idempotency_key)
+    return (await session.exec(query)).first()
+
+
+async def lock_customer(session: AsyncSession, customer_id: uuid.UUID) -> Customer | None:
+    """The customer row, locked for this transaction: subscriptions added to one customer (and
+    plan changes checking what the others charge) take turns."""
+    # FOR NO KEY UPDATE: rows naming the customer (tokens, charges, ledger entries) go on meanwhile.
+    query = select(Customer).where(col(Customer.id) == customer_id).with_for_update(key_share=True)
+    return (await session.exec(query.execution_options(populate_existing=True))).first()
 
 
 async def ids_by_external_id(session: AsyncSession, external_ids: list[str]) -> dict[str, uuid.UUID]:
@@ -110,26 +143,32 @@ async def usage_states(
     return list(await cursor.fetchall())
 
 
-async def lock_subscription(session: AsyncSession, customer_id: uuid.UUID) -> Subscription | None:
-    """The customer's subscription, locked for this transaction: plan changes and the billing
-    run of one customer take turns (the billing run takes the lock with SKIP LOCKED)."""
+async def lock_subscriptions(
+    session: AsyncSession, customer_id: uuid.UUID, subscription_id: uuid.UUID | None = None
+) -> list[Subscription]:
+    """The customer's subscriptions (or the one named, if it is theirs), primary first, locked
+    for this transaction: plan changes, lifecycle requests and the billing run of one subscription
+    take turns (the billing run takes the lock with SKIP LOCKED)."""
     query = select(Subscription).where(col(Subscription.customer_id) == customer_id)
-    query = query.with_for_update()
-    return (await session.exec(query.execution_options(populate_existing=True))).first()
+    if subscription_id is not None:
+        query = query.where(col(Subscription.id) == subscription_id)
+    query = query.order_by(*PRIMARY_FIRST).with_for_update()
+    return list(await session.exec(query.execution_options(populate_existing=True)))
 
 
-async def phases_of(session: AsyncSession, customer_id: uuid.UUID) -> list[SubscriptionPhase]:
-    """The customer's phases in order, read through psycopg (the billing run reads them for every
-    invoice); they belong to no session."""
+async def phases_of(session: AsyncSession, subscription_id: uuid.UUID) -> list[SubscriptionPhase]:
+    """The subscription's phases in order, read through psycopg (the billing run reads them for
+    every invoice); they belong to no session."""
     connection = await driver_connection(session)
     cursor = await connection.execute(
-        "SELECT starts_at, plan_version_id, plan_change_id, status, lifecycle_event_id, billing_anchor "
-        "FROM subscription_phases "
-        "WHERE customer_id = %s ORDER BY starts_at",
-        (customer_id,),
+        "SELECT customer_id, starts_at, plan_version_id, plan_change_id, status, lifecycle_event_id, "
+        "billing_anchor FROM subscription_phases "
+        "WHERE subscription_id = %s ORDER BY starts_at",
+        (subscription_id,),
     )
     return [
         SubscriptionPhase(
+            subscription_id=subscription_id,
             customer_id=customer_id,
             starts_at=starts_at,
             plan_version_id=version,
@@ -138,18 +177,18 @@ async def phases_of(session: AsyncSession, customer_id: uuid.UUID) -> list[Subsc
             lifecycle_event_id=event,
             billing_anchor=anchor,
         )
-        for starts_at, version, change, status, event, anchor in await cursor.fetchall()
+        for customer_id, starts_at, version, change, status, event, anchor in await cursor.fetchall()
     ]
 
 
-async def drop_phases_from(session: AsyncSession, customer_id: uuid.UUID, starts_at: datetime) -> list[uuid.UUID]:
+async def drop_phases_from(session: AsyncSession, subscription_id: uuid.UUID, starts_at: datetime) -> list[uuid.UUID]:
     """Delete the phases starting at or after ``starts_at``; return the plan changes they came from."""
     rows = await session.execute(
         text(
-            "DELETE FROM subscription_phases WHERE customer_id = :customer_id AND starts_at >= :starts_at "
+            "DELETE FROM subscription_phases WHERE subscription_id = :subscription_id AND starts_at >= :starts_at "
             "RETURNING plan_change_id"
         ),
-        {"customer_id": customer_id, "starts_at": starts_at},
+        {"subscription_id": subscription_id, "starts_at": starts_at},
     )
     return [change_id for (change_id,) in rows if change_id is not None]
 
@@ -186,17 +225,17 @@ async def subscribed(session: AsyncSession, external_ids: Sequence[str] | None) 
     ]
 
 
-async def phases_of_customers(
-    session: AsyncSession, customer_ids: Sequence[uuid.UUID]
+async def phases_of_subscriptions(
+    session: AsyncSession, subscription_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, list[SubscriptionPhase]]:
     query = (
         select(SubscriptionPhase)
-        .where(col(SubscriptionPhase.customer_id).in_(list(customer_ids)))
-        .order_by(col(SubscriptionPhase.customer_id), col(SubscriptionPhase.starts_at))
+        .where(col(SubscriptionPhase.subscription_id).in_(list(subscription_ids)))
+        .order_by(col(SubscriptionPhase.subscription_id), col(SubscriptionPhase.starts_at))
     )
-    grouped: dict[uuid.UUID, list[SubscriptionPhase]] = {customer_id: [] for customer_id in customer_ids}
+    grouped: dict[uuid.UUID, list[SubscriptionPhase]] = {subscription_id: [] for subscription_id in subscription_ids}
     for phase in await session.exec(query):
-        grouped[phase.customer_id].append(phase)
+        grouped[phase.subscription_id].append(phase)
     return grouped
 
 
@@ -207,39 +246,39 @@ async def set_status(session: AsyncSession, customer_id: uuid.UUID, status: str)
 
 
 async def set_phase_status_after(
-    session: AsyncSession, customer_id: uuid.UUID, after: datetime, *, was: str, status: str
+    session: AsyncSession, subscription_id: uuid.UUID, after: datetime, *, was: str, status: str
 ) -> None:
     """Carry a pause (or an unpause) into the phases scheduled after it."""
     await session.execute(
         text(
             "UPDATE subscription_phases SET status = :status "
-            "WHERE customer_id = :customer_id AND starts_at > :after AND status = :was"
+            "WHERE subscription_id = :subscription_id AND starts_at > :after AND status = :was"
         ),
-        {"status": status, "customer_id": customer_id, "after": after, "was": was},
+        {"status": status, "subscription_id": subscription_id, "after": after, "was": was},
     )
 
 
 async def set_canceled(
-    session: AsyncSession, customer_id: uuid.UUID, *, cancel_at: datetime, canceled_at: datetime, reason: str
+    session: AsyncSession, subscription_id: uuid.UUID, *, cancel_at: datetime, canceled_at: datetime, reason: str
 ) -> None:
     """The subscription row's view of a cancel: it ends at ``cancel_at`` and nothing is scheduled."""
     await session.execute(
         text(
             "UPDATE subscriptions SET cancel_at = :cancel_at, canceled_at = :canceled_at, cancel_reason = :reason, "
             "pending_plan_version_id = NULL, pending_change_at = NULL, pending_billing_anchor = NULL "
-            "WHERE customer_id = :customer_id"
+            "WHERE id = :subscription_id"
         ),
-        {"cancel_at": cancel_at, "canceled_at": canceled_at, "reason": reason, "customer_id": customer_id},
+        {"cancel_at": cancel_at, "canceled_at": canceled_at, "reason": reason, "subscription_id": subscription_id},
     )
 
 
-async def revoke_scheduled_cancels(session: AsyncSession, customer_id: uuid.UUID) -> None:
+async def revoke_scheduled_cancels(session: AsyncSession, subscription_id: uuid.UUID) -> None:
     await session.execute(
         text(
             "UPDATE subscription_events SET status = 'revoked' "
-            "WHERE customer_id = :customer_id AND kind = 'CANCEL' AND status = 'scheduled'"
+            "WHERE subscription_id = :subscription_id AND kind = 'CANCEL' AND status = 'scheduled'"
         ),
-        {"customer_id": customer_id},
+        {"subscription_id": subscription_id},
     )
 
 
@@ -261,15 +300,15 @@ async def subscription_events_of(
 
 
 async def set_phase_anchor(
-    session: AsyncSession, customer_id: uuid.UUID, starts_at: datetime, billing_anchor: datetime
+    session: AsyncSession, subscription_id: uuid.UUID, starts_at: datetime, billing_anchor: datetime
 ) -> None:
     """Move the start of the calendar that begins with the phase starting at ``starts_at``."""
     await session.execute(
         text(
             "UPDATE subscription_phases SET billing_anchor = :anchor "
-            "WHERE customer_id = :customer_id AND starts_at = :starts_at"
+            "WHERE subscription_id = :subscription_id AND starts_at = :starts_at"
         ),
-        {"anchor": billing_anchor, "customer_id": customer_id, "starts_at": starts_at},
+        {"anchor": billing_anchor, "subscription_id": subscription_id, "starts_at": starts_at},
     )
 
 

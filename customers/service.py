@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import unicodedata
 import uuid
@@ -11,10 +13,11 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from customers import repository
+from customers import repository, selection
 from customers.calendar import check_anchor_day
 from customers.errors import ExternalIdTaken, InvalidInput, PlanNotFound
 from customers.models import CUSTOMER_STATUSES, Customer, Subscription, SubscriptionPhase
+from ledger.errors import IdempotencyKeyReused
 from ledger.money import normalize_currency
 from pricing import repository as catalog
 from pricing.catalog import MAX_TRIAL_DAYS
@@ -123,41 +126,25 @@ async def create_customer(
     if not await repository.insert_customer(session, customer):
         raise ExternalIdTaken(external_id)
     if plan_version is not None:
-        trial_days, anchor_day = _calendar_of(new, plan_version)
-        trial_ends_at = started_at + timedelta(days=trial_days) if trial_days else None
-        # The first paid period starts at the trial's end: anniversary periods are anchored there.
-        billing_anchor = trial_ends_at or started_at
-        session.add(
-            Subscription(
-                customer_id=customer.id,
-                plan_version_id=plan_version.id,
-                started_at=started_at,
-                created_at=as_of,
-                billing_anchor=billing_anchor,
-                billing_anchor_day=anchor_day,
-                trial_ends_at=trial_ends_at,
-            )
+        subscription = _subscribe(
+            customer, plan_version, started_at, new.trial_days, new.billing_anchor_day, as_of=as_of
         )
-        session.add(
-            SubscriptionPhase(
-                customer_id=customer.id,
-                starts_at=started_at,
-                plan_version_id=plan_version.id,
-                billing_anchor=billing_anchor,
-            )
-        )
+        session.add(subscription)
+        session.add(_first_phase(subscription))
         await session.flush()
     return customer
 
 
-def _calendar_of(new: NewCustomer, version: PlanVersion) -> tuple[int, int | None]:
+def _calendar_of(
+    trial_days_given: int | None, anchor_day_given: int | None, version: PlanVersion
+) -> tuple[int, int | None]:
     """The trial days and calendar anchor day of a new subscription: what the input says, else
     what the plan version says (an explicit ``billingAnchorDay`` wins over the plan's
     ``billing_anchor``; ``trialDays: 0`` subscribes without the plan's trial)."""
-    trial_days = version.trial_days if new.trial_days is None else new.trial_days
+    trial_days = version.trial_days if trial_days_given is None else trial_days_given
     if not 0 <= trial_days <= MAX_TRIAL_DAYS:
         raise InvalidInput(f"must be from 0 to {MAX_TRIAL_DAYS} days", field="trialDays")
-    anchor_day = new.billing_anchor_day
+    anchor_day = anchor_day_given
     if anchor_day is None and version.billing_anchor == "calendar":
         anchor_day = 1
     check_anchor_day(anchor_day, version.interval)
@@ -193,11 +180,120 @@ async def subscriptions_of(session: AsyncSession, customer_ids: Sequence[uuid.UU
     return await repository.subscriptions_of(session, customer_ids)
 
 
-async def lock_subscription(session: AsyncSession, customer_id: uuid.UUID) -> Subscription | None:
-    """The customer's subscription, locked until the caller's transaction ends: the billing run,
-    plan changes and lifecycle requests of the customer take the same lock, so what the caller
-    writes is seen by (or waits for) the next invoice they compose."""
-    return await repository.lock_subscription(session, customer_id)
+async def all_subscriptions_of(
+    session: AsyncSession, customer_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[Subscription]]:
+    """Every subscription of each customer, the primary one first."""
+    return await repository.all_subscriptions_of(session, customer_ids)
+
+
+async def lock_subscription(
+    session: AsyncSession, customer_id: uuid.UUID, subscription_id: uuid.UUID | None = None
+) -> Subscription | None:
+    """The subscription a request means (the customer's only one unless named), locked until the
+    caller's transaction ends: the billing run, plan changes and lifecycle requests of the
+    subscription take the same lock, so what the caller writes is seen by (or waits for) the next
+    invoice they compose."""
+    return await selection.lock_subscription(session, customer_id, subscription_id)
+
+
+@dataclass(frozen=True)
+class NewSubscription:
+    customer_id: uuid.UUID
+    plan_key: str
+    idempotency_key: str
+    started_at: datetime | None = None
+    trial_days: int | None = None  # None: the plan's
+    billing_anchor_day: int | None = None  # None: the plan's
+
+
+def _subscription_hash(new: NewSubscription) -> str:
+    document = {
+        "customer": str(new.customer_id),
+        "plan": new.plan_key,
+        "started_at": new.started_at.isoformat() if new.started_at else None,
+        "trial_days": new.trial_days,
+        "billing_anchor_day": new.billing_anchor_day,
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+async def add_subscription(
+    session: AsyncSession, new: NewSubscription, *, as_of: datetime, start_bounds: StartBounds | None = None
+) -> Subscription:
+    """Subscribe an existing customer to one more plan (another product, or an add-on: a plan
+    with no base fee), with its own calendar, trial and invoices.
+
+    Refused, writing nothing, when the plan charges a meter another of the customer's
+    subscriptions charges while both run (``planKey``, ``METER_ALREADY_CHARGED``): usage is
+    attributed by meter. The customer's row is locked first, so two requests cannot both pass
+    that check. The same idempotency key with the same request returns the first subscription;
+    with another request it is refused."""
+    key = (new.idempotency_key or "").strip()
+    if not key:
+        raise InvalidInput("is required", field="idempotencyKey")
+    customer = await selection.lock_customer(session, new.customer_id)
+    request_hash = _subscription_hash(new)
+    existing = await repository.subscription_by_key(session, key)
+    if existing is not None:
+        if existing.request_hash != request_hash:
+            raise IdempotencyKeyReused()
+        return existing
+    started_at = new.started_at or as_of
+    if started_at.tzinfo is None:
+        raise InvalidInput("must carry a time zone offset", field="startedAt")
+    if start_bounds is not None:
+        start_bounds.check(started_at, as_of=as_of)
+    found = await catalog.latest_version_of(session, new.plan_key)
+    if found is None:
+        raise PlanNotFound(new.plan_key)
+    version = found[1]
+    if version.currency != customer.currency:
+        raise InvalidInput(
+            f"plan {new.plan_key!r} is priced in {version.currency}, but the customer is billed in {customer.currency}",
+            field="planKey",
+            code="CURRENCY_MISMATCH",
+        )
+    await selection.check_meters_free(session, customer.id, version.id, from_moment=started_at)
+    subscription = _subscribe(customer, version, started_at, new.trial_days, new.billing_anchor_day, as_of=as_of)
+    subscription.idempotency_key, subscription.request_hash = key, request_hash
+    session.add(subscription)
+    session.add(_first_phase(subscription))
+    await session.flush()
+    return subscription
+
+
+def _subscribe(
+    customer: Customer,
+    version: PlanVersion,
+    started_at: datetime,
+    trial_days: int | None,
+    billing_anchor_day: int | None,
+    *,
+    as_of: datetime,
+) -> Subscription:
+    trial, anchor_day = _calendar_of(trial_days, billing_anchor_day, version)
+    trial_ends_at = started_at + timedelta(days=trial) if trial else None
+    # The first paid period starts at the trial's end: anniversary periods are anchored there.
+    return Subscription(
+        customer_id=customer.id,
+        plan_version_id=version.id,
+        started_at=started_at,
+        created_at=as_of,
+        billing_anchor=trial_ends_at or started_at,
+        billing_anchor_day=anchor_day,
+        trial_ends_at=trial_ends_at,
+    )
+
+
+def _first_phase(subscription: Subscription) -> SubscriptionPhase:
+    return SubscriptionPhase(
+        subscription_id=subscription.id,
+        customer_id=subscription.customer_id,
+        starts_at=subscription.started_at,
+        plan_version_id=subscription.plan_version_id,
+        billing_anchor=subscription.billing_anchor,
+    )
 
 
 async def ids_by_external_id(session: AsyncSession, external_ids: Iterable[str]) -> dict[str, uuid.UUID]:
@@ -236,7 +332,7 @@ async def usage_states(
 ) -> tuple[dict[str, uuid.UUID], dict[uuid.UUID, UsageRefusal]]:
     """The ids of the named customers, and the refusals of those whose subscription refuses usage."""
     ids: dict[str, uuid.UUID] = {}
-    refusals: dict[uuid.UUID, UsageRefusal] = {}
+    refusals: dict[uuid.UUID, list[UsageRefusal | None]] = {}
     for (
         external_id,
         customer_id,
@@ -248,22 +344,36 @@ async def usage_states(
     ) in await repository.usage_states(session, list(external_ids)):
         ids[external_id] = customer_id
         paused_from, paused_until = _refused_while_paused(paused_at, refuses, change_at, next_refuses)
-        if canceled_from is not None or paused_from is not None:
-            refusals[customer_id] = UsageRefusal(canceled_from, paused_from, paused_until)
-    return ids, refusals
+        refusal = UsageRefusal(canceled_from, paused_from, paused_until)
+        refused = canceled_from is not None or paused_from is not None
+        refusals.setdefault(customer_id, []).append(refusal if refused else None)
+    return ids, {customer_id: found for customer_id, each in refusals.items() if (found := _refusal_of(each))}
+
+
+def _refusal_of(each: list[UsageRefusal | None]) -> UsageRefusal | None:
+    """A customer's refusal: their one subscription's; with several (whose meters differ), usage
+    is refused only once every one of them has ended, from the last end on. A paused one's
+    events are kept, and its invoices bill them as its plan's ``paused_usage`` says."""
+    if len(each) == 1:
+        return each[0]
+    ends = [refusal.canceled_from if refusal is not None else None for refusal in each]
+    if any(end is None for end in ends):
+        return None
+    return UsageRefusal(max(end for end in ends if end is not None), None)
 
 
 async def subscribed_customers(
     session: AsyncSession, external_ids: Sequence[str] | None = None
 ) -> list[tuple[Customer, Subscription]]:
-    """Every subscribed customer (or those named), with their subscription."""
+    """Every subscribed customer (or those named), with their subscription: a customer with
+    several comes once with each."""
     return await repository.subscribed(session, external_ids)
 
 
-async def phases_of_customers(
-    session: AsyncSession, customer_ids: Sequence[uuid.UUID]
+async def phases_of_subscriptions(
+    session: AsyncSession, subscription_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, list[SubscriptionPhase]]:
-    return await repository.phases_of_customers(session, customer_ids)
+    return await repository.phases_of_subscriptions(session, subscription_ids)
 
 
 async def set_status(session: AsyncSession, customer_id: uuid.UUID, status: str) -> None:

@@ -28,6 +28,7 @@ from customers.errors import CustomerNotFound, InvalidInput, PlanNotFound
 from customers.lifecycle import check_plan_change, status_on
 from customers.models import PlanChange, Subscription, SubscriptionPhase
 from customers.price_overrides import drop_for_plan_change
+from customers.selection import check_meters_free, lock_customer, lock_subscription
 from ledger.errors import IdempotencyKeyReused
 from pricing import repository as catalog
 from pricing.models import Plan, PlanVersion
@@ -48,6 +49,7 @@ class PlanChangeRequest:
     idempotency_key: str
     actor: str
     at: datetime | None = None
+    subscription_id: uuid.UUID | None = None  # required when the customer has several
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class PlanChangeOutcome:
 
 def _request_hash(request: PlanChangeRequest, at: datetime) -> str:
     document = {"customer": str(request.customer_id), "plan": request.plan_key, "timing": request.timing}
+    if request.subscription_id is not None:
+        document["subscription"] = str(request.subscription_id)
     if request.timing == "IMMEDIATELY":
         document["at"] = at.isoformat()
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
@@ -92,7 +96,7 @@ async def change_plan(
         raise InvalidInput(
             f"must be at most {backdate_limit.days} days in the past (TALLY_BACKDATE_MAX_DAYS)", field="at"
         )
-    subscription = await repository.lock_subscription(session, request.customer_id)
+    subscription = await lock_subscription(session, request.customer_id, request.subscription_id)
     if subscription is None:
         if await repository.get_by_ids(session, [request.customer_id]):
             raise InvalidInput("the customer has no subscription to change; subscribe them first", field="customerId")
@@ -110,7 +114,7 @@ async def change_plan(
         raise PlanNotFound(request.plan_key)
     new_plan, new_version = found
     current_version = await plan_version(session, subscription.version_at(as_of))
-    phases = await repository.phases_of(session, request.customer_id)
+    phases = await repository.phases_of(session, subscription.id)
     period = (await schedule_of(session, subscription, phases)).period_containing(as_of)
     period_start, period_end = period.start, period.end
     _check_change(new_plan, new_version, current_version, at, period_start, period_end)
@@ -123,6 +127,11 @@ async def change_plan(
     if phases and effective_at <= phases[0].starts_at:
         raise InvalidInput("must be after the subscription started", field="at")
     check_plan_change(phases, effective_at)
+    # Each meter's usage belongs to one subscription: the new plan may not charge another's.
+    await lock_customer(session, request.customer_id)
+    await check_meters_free(
+        session, request.customer_id, new_version.id, from_moment=effective_at, besides=subscription.id
+    )
     status = status_on(phases, effective_at)  # a change made while paused starts paused
     phases_before = [phase for phase in phases if phase.starts_at < effective_at]
     from_version_id = phases_before[-1].plan_version_id if phases_before else subscription.version_at(as_of)
@@ -134,6 +143,7 @@ async def change_plan(
     phases_after = [
         *phases_before,
         SubscriptionPhase(
+            subscription_id=subscription.id,
             customer_id=request.customer_id,
             starts_at=effective_at,
             plan_version_id=new_version.id,
@@ -149,6 +159,7 @@ async def change_plan(
 
     change = PlanChange(
         customer_id=request.customer_id,
+        subscription_id=subscription.id,
         from_plan_version_id=from_version_id,
         to_plan_version_id=new_version.id,
         timing=request.timing,
@@ -165,11 +176,12 @@ async def change_plan(
     session.add(change)
     await session.flush()
     await repository.cancel_plan_changes(
-        session, await repository.drop_phases_from(session, request.customer_id, effective_at)
+        session, await repository.drop_phases_from(session, subscription.id, effective_at)
     )
     await drop_for_plan_change(session, subscription, change)
     session.add(
         SubscriptionPhase(
+            subscription_id=subscription.id,
             customer_id=request.customer_id,
             starts_at=effective_at,
             plan_version_id=new_version.id,
@@ -268,8 +280,8 @@ async def _outcome_of(session: AsyncSession, subscription: Subscription, change:
     return PlanChangeOutcome(subscription, prorations, version.currency, change.effective_at, change)
 
 
-async def phases_of(session: AsyncSession, customer_id: uuid.UUID) -> list[SubscriptionPhase]:
-    return await repository.phases_of(session, customer_id)
+async def phases_of(session: AsyncSession, subscription_id: uuid.UUID) -> list[SubscriptionPhase]:
+    return await repository.phases_of(session, subscription_id)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from customers import repository
 from customers.errors import CustomerNotFound, InvalidInput
 from customers.models import Subscription, TrialChange
+from customers.selection import lock_subscription
 from ledger.errors import IdempotencyKeyReused
 from pricing.catalog import MAX_TRIAL_DAYS
 
@@ -33,6 +34,7 @@ class TrialChangeRequest:
     idempotency_key: str
     actor: str
     at: datetime | None = None
+    subscription_id: uuid.UUID | None = None  # required when the customer has several
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ def _request_hash(request: TrialChangeRequest) -> str:
     """An end "now" is the same request whenever it is retried; an explicit moment is part of it."""
     moment = request.at.isoformat() if request.at is not None else "now"
     document = {"customer": str(request.customer_id), "kind": request.kind, "at": moment}
+    if request.subscription_id is not None:
+        document["subscription"] = str(request.subscription_id)
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
@@ -71,7 +75,7 @@ async def change_trial(
     at = request.at or as_of
     if at.tzinfo is None:
         raise InvalidInput("must carry a time zone offset", field=at_field)
-    subscription = await repository.lock_subscription(session, request.customer_id)
+    subscription = await lock_subscription(session, request.customer_id, request.subscription_id)
     if subscription is None:
         if await repository.get_by_ids(session, [request.customer_id]):
             raise InvalidInput("the customer has no subscription", field="customerId", code="NO_TRIAL")
@@ -123,6 +127,7 @@ async def change_trial(
 
     change = TrialChange(
         customer_id=request.customer_id,
+        subscription_id=subscription.id,
         kind=request.kind,
         trial_ends_at=at,
         previous_trial_ends_at=trial_end,
@@ -146,7 +151,7 @@ async def move_trial_end(session: AsyncSession, subscription: Subscription, tria
         subscription.period_closes_at = trial_end
     session.add(subscription)
     await session.flush()
-    await repository.set_phase_anchor(session, subscription.customer_id, subscription.started_at, trial_end)
+    await repository.set_phase_anchor(session, subscription.id, subscription.started_at, trial_end)
 
 
 async def trial_changes(session: AsyncSession, customer_id: uuid.UUID, *, limit: int = 20) -> list[TrialChange]:

@@ -589,7 +589,7 @@ WHERE c.external_id = %(external_id)s
 """
 
 
-async def edge_lookup(session: AsyncSession, external_id: str, meter_key: str) -> Any | None:
-    """The customer, their subscription and the meter an edge asks about, in one round trip."""
-    rows = await _rows(session, EDGE_LOOKUP, {"external_id": external_id, "meter_key": meter_key})
-    return rows[0] if rows else None
+async def edge_lookup(session: AsyncSession, external_id: str, meter_key: str) -> list[Any]:
+    """The customer, the meter an edge asks about and each subscription of theirs (one row each,
+    one row without any), in one round trip; no rows for an unknown customer."""
+    return list(await _rows(session, EDGE_LOOKUP, {"external_id": external_id, "meter_key": meter_key}))

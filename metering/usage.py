@@ -230,6 +230,18 @@ async def current_pricing(
     return await _period_of(session, subscription, as_of)
 
 
+async def current_pricings(
+    session: AsyncSession, customer_id: uuid.UUID, as_of: datetime
+) -> list[tuple[Period, uuid.UUID | None, OverrideTimeline]]:
+    """:func:`current_pricing` of each of the customer's subscriptions, the primary one first (one
+    entry, a calendar month and no plan, for a customer without any): each meter is priced by the
+    subscription that charges it, in that subscription's own period."""
+    subscriptions: list[Subscription | None] = [
+        *(await customers.all_subscriptions_of(session, [customer_id]))[customer_id]
+    ]
+    return [await _period_of(session, subscription, as_of) for subscription in subscriptions or [None]]
+
+
 async def _period_of(
     session: AsyncSession, subscription: Subscription | None, as_of: datetime
 ) -> tuple[Period, uuid.UUID | None, OverrideTimeline]:
@@ -439,12 +451,41 @@ async def entitlement(
     meter = await meter_by_key(session, meter_key)
     if meter is None:
         return None
-    subscription = (await customers.subscriptions_of(session, [customer_id])).get(customer_id)
-    period, version_id, overrides = await _period_of(session, subscription, as_of)
-    found = await _entitlement_in(
-        session, customer_id, meter, period, version_id, suspended=suspended, as_of=as_of, overrides=overrides
-    )
-    return blocked(found, subscription, as_of)
+    subscriptions = (await customers.all_subscriptions_of(session, [customer_id]))[customer_id]
+    return await _entitlement_of(session, customer_id, meter, subscriptions, suspended=suspended, as_of=as_of)
+
+
+async def _entitlement_of(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    meter: Meter,
+    subscriptions: list[Subscription],
+    *,
+    suspended: bool,
+    as_of: datetime,
+) -> Entitlement:
+    """Each subscription whose plan charges the meter now answers in its own period; with
+    several, the most generous answer wins (allowed over refused, then the highest limit, no
+    limit highest): the meter is refused only when every one of them refuses. When none charges
+    it, the customer's primary subscription (the first) answers, as it would alone."""
+    answering: list[Subscription | None] = []
+    if len(subscriptions) > 1:
+        for candidate in subscriptions:
+            charged = await charges_of_version(session, candidate.version_at(as_of))
+            if any(charged_meter.id == meter.id for _, charged_meter in charged):
+                answering.append(candidate)
+    answers = []
+    for subscription in answering or [subscriptions[0] if subscriptions else None]:
+        period, version_id, overrides = await _period_of(session, subscription, as_of)
+        found = await _entitlement_in(
+            session, customer_id, meter, period, version_id, suspended=suspended, as_of=as_of, overrides=overrides
+        )
+        answers.append(blocked(found, subscription, as_of))
+    return max(answers, key=_generosity)
+
+
+def _generosity(answer: Entitlement) -> tuple[bool, bool, Decimal]:
+    return answer.allowed, answer.limit is None, answer.limit or Decimal(0)
 
 
 async def _entitlement_in(
@@ -481,9 +522,10 @@ async def entitlement_by_external_id(
 ) -> EdgeEntitlement | None:
     """The edge's question, in as few round trips as it can be (customer, subscription and meter
     in one, then the period's usage): None for an unknown customer."""
-    row = await repository.edge_lookup(session, external_id, meter_key)
-    if row is None:
+    rows = await repository.edge_lookup(session, external_id, meter_key)
+    if not rows:
         return None
+    row = rows[0]
     if row["meter_id"] is None:
         return EdgeEntitlement(row["customer_id"], None)
     meter = Meter(
@@ -497,6 +539,13 @@ async def entitlement_by_external_id(
         group_by=row["group_by"],
         created_at=row["created_at"],
     )
+    if len(rows) > 1:  # several subscriptions: the general path, one more query
+        subscriptions = (await customers.all_subscriptions_of(session, [row["customer_id"]]))[row["customer_id"]]
+        suspended = row["status"] == "SUSPENDED"
+        found = await _entitlement_of(
+            session, row["customer_id"], meter, subscriptions, suspended=suspended, as_of=as_of
+        )
+        return EdgeEntitlement(row["customer_id"], found)
     version_id: uuid.UUID | None = None
     subscription = None
     if row["started_at"] is None:

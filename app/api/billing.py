@@ -27,7 +27,7 @@ from app.api.ledger import LedgerEntry
 from app.api.permissions import requires
 from app.api.price_overrides import PriceOverride, resolve_dropped_price_overrides
 from app.api.provenance import InvoiceLineProvenance
-from app.api.scope import STAFF_ONLY, customer_of, may_see, staff_only
+from app.api.scope import STAFF_ONLY, WHICH_SUBSCRIPTION, customer_of, may_see, staff_only, subscription_id_of
 from app.auth import Capability
 from app.billing_run import billing_window
 from billing import service as billing
@@ -146,6 +146,13 @@ class Invoice:
     @strawberry.field
     async def customer_id(self) -> strawberry.ID:
         return strawberry.ID(str(self.row.customer_id))
+
+    @strawberry.field(
+        description="The subscription whose period it bills (one invoice per subscription and period); null "
+        "for an invoice outside the periods (a one-off charge invoiced at once, a prepaid commitment)."
+    )
+    def subscription_id(self) -> strawberry.ID | None:
+        return strawberry.ID(str(self.row.subscription_id)) if self.row.subscription_id else None
 
     @strawberry.field(description="The trace that issued it (its spans link the ingest traces it rated).")
     async def trace_id(self) -> str | None:
@@ -302,6 +309,7 @@ class ChangePlanInput:
     plan_key: str
     effective: PlanChangeTiming
     idempotency_key: str
+    subscription_id: strawberry.ID | None = strawberry.field(default=None, description=WHICH_SUBSCRIPTION)
     at: datetime | None = strawberry.field(default=None, description="Defaults to now; inside the current period.")
     dry_run: bool = strawberry.field(default=False, description="Return the prorations; change nothing.")
 
@@ -394,6 +402,7 @@ class BillingMutation:
                 idempotency_key=input.idempotency_key,
                 actor=context.viewer.actor,
                 at=input.at,
+                subscription_id=subscription_id_of(input.subscription_id),
             )
             outcome = await change_plan(
                 context.session,
@@ -406,7 +415,11 @@ class BillingMutation:
             if outcome.starts_calendar and outcome.effective_at <= context.now():
                 # A change of interval closes the period in progress: it is invoiced at once.
                 await billing.issue_due_now(
-                    context.session, customer.id, as_of=context.now(), window=billing_window(context.settings)
+                    context.session,
+                    customer.id,
+                    as_of=context.now(),
+                    window=billing_window(context.settings),
+                    subscription_id=subscription.id,
                 )
                 await context.session.refresh(subscription)
             # Built before the transaction ends: a dry run rolls back, which expires the rows.

@@ -12,7 +12,7 @@ from strawberry.types import Info
 from app.api.billing import InvoiceLine
 from app.api.common import Money, UserError, money, run_mutation
 from app.api.permissions import requires
-from app.api.scope import customer_of
+from app.api.scope import WHICH_SUBSCRIPTION, customer_of, subscription_id_of
 from app.auth import Capability
 from app.billing_run import billing_window
 from billing import service as billing
@@ -40,6 +40,7 @@ class TrialInvoice:
 class EndTrialInput:
     customer_id: strawberry.ID
     idempotency_key: str
+    subscription_id: strawberry.ID | None = strawberry.field(default=None, description=WHICH_SUBSCRIPTION)
     at: datetime | None = strawberry.field(
         default=None, description="Defaults to now; inside the trial. The first paid period starts here."
     )
@@ -51,6 +52,7 @@ class ExtendTrialInput:
     customer_id: strawberry.ID
     until: datetime = strawberry.field(description="The trial's new end: after its current one.")
     idempotency_key: str
+    subscription_id: strawberry.ID | None = strawberry.field(default=None, description=WHICH_SUBSCRIPTION)
 
 
 @strawberry.type
@@ -78,7 +80,14 @@ async def _invoice_of(session: object, row: InvoiceRow, *, dry_run: bool) -> Tri
 
 
 async def _trial_change(
-    info: Info, customer_id: strawberry.ID, kind: str, key: str, at: datetime | None, *, dry_run: bool
+    info: Info,
+    customer_id: strawberry.ID,
+    kind: str,
+    key: str,
+    at: datetime | None,
+    *,
+    dry_run: bool,
+    subscription_id: strawberry.ID | None = None,
 ) -> TrialPayload:
     from app.api.customers import Subscription
 
@@ -87,7 +96,12 @@ async def _trial_change(
     async def change() -> TrialPayload:
         customer = await customer_of(info, customer_id)
         request = TrialChangeRequest(
-            customer_id=customer.id, kind=kind, idempotency_key=key, actor=context.viewer.actor, at=at
+            customer_id=customer.id,
+            kind=kind,
+            idempotency_key=key,
+            actor=context.viewer.actor,
+            at=at,
+            subscription_id=subscription_id_of(subscription_id),
         )
         outcome: TrialOutcome = await change_trial_billed(
             context.session,
@@ -116,7 +130,13 @@ class CalendarMutation:
     )
     async def end_trial(self, info: Info, input: EndTrialInput) -> TrialPayload:
         return await _trial_change(
-            info, input.customer_id, "end", input.idempotency_key, input.at, dry_run=input.dry_run
+            info,
+            input.customer_id,
+            "end",
+            input.idempotency_key,
+            input.at,
+            dry_run=input.dry_run,
+            subscription_id=input.subscription_id,
         )
 
     @strawberry.mutation(
@@ -124,4 +144,12 @@ class CalendarMutation:
         description="Extend a customer's trial until a later moment (the first paid period moves with it).",
     )
     async def extend_trial(self, info: Info, input: ExtendTrialInput) -> TrialPayload:
-        return await _trial_change(info, input.customer_id, "extend", input.idempotency_key, input.until, dry_run=False)
+        return await _trial_change(
+            info,
+            input.customer_id,
+            "extend",
+            input.idempotency_key,
+            input.until,
+            dry_run=False,
+            subscription_id=input.subscription_id,
+        )

@@ -39,6 +39,14 @@ class Loaders:
         return DataLoader(load_fn=load)
 
     @cached_property
+    def subscriptions_by_customer(self) -> DataLoader[uuid.UUID, list[Subscription]]:
+        async def load(ids: list[uuid.UUID]) -> list[list[Subscription]]:
+            found = await customers.all_subscriptions_of(self.session, ids)
+            return [found[i] for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    @cached_property
     def customer(self) -> DataLoader[uuid.UUID, Customer | None]:
         async def load(ids: list[uuid.UUID]) -> list[Customer | None]:
             found = await customers.customers_by_ids(self.session, ids)

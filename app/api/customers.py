@@ -58,7 +58,7 @@ from app.api.metering import (
 )
 from app.api.permissions import requires
 from app.api.price_overrides import PriceOverride, SubscriptionCharge, resolve_price_overrides, subscription_charges
-from app.api.scope import customer_scope, find_visible_customer
+from app.api.scope import customer_of, customer_scope, find_visible_customer
 from app.auth import Capability
 from customers import service as customers
 from customers.calendar import current_period
@@ -85,8 +85,15 @@ class ScheduledPlanChange:
         return Plan.from_model(plan, version)
 
 
-@strawberry.type
+@strawberry.type(
+    description="A customer's subscription to a plan: its own billing calendar, trial, lifecycle and invoices. "
+    "A customer may have several (another product, or an add-on: a plan with no base fee), no two charging "
+    "the same meter while both run."
+)
 class Subscription:
+    id: strawberry.ID = strawberry.field(
+        description="Names the subscription in mutations (subscriptionId) when the customer has several."
+    )
     started_at: datetime = strawberry.field(description="When the subscription began (its trial, if any).")
     plan_version_id: strawberry.Private[uuid.UUID]
     row: strawberry.Private[SubscriptionRow]
@@ -145,6 +152,7 @@ class Subscription:
         if pending is not None and moment is not None and moment > as_of:
             scheduled = ScheduledPlanChange(effective_at=moment, plan_version_id=pending)
         return cls(
+            id=strawberry.ID(str(row.id)),
             started_at=row.started_at,
             plan_version_id=row.version_at(as_of),
             # A copy of no session: a dry run rolls back, which expires the session's rows.
@@ -236,12 +244,23 @@ class Customer:
         description="The minimum spend per billing period in effect now, and the subscription's own settings.",
     )
 
-    @strawberry.field
+    @strawberry.field(
+        description="The customer's primary subscription: the first one they took that has no cancel (past or "
+        "scheduled), else their first. See `subscriptions` for all of them."
+    )
     async def subscription(self, info: Info) -> Subscription | None:
         row = await info.context.loaders.subscription_by_customer.load(self.row_id)
         if row is None:
             return None
         return Subscription.from_model(row, info.context.now())
+
+    @strawberry.field(
+        description="Every subscription of the customer, the primary one first, then the others as they were "
+        "taken (canceled ones last). Each has its own periods and invoices."
+    )
+    async def subscriptions(self, info: Info) -> list[Subscription]:
+        rows = await info.context.loaders.subscriptions_by_customer.load(self.row_id)
+        return [Subscription.from_model(row, info.context.now()) for row in rows]
 
     @classmethod
     def from_model(cls, row: CustomerRow) -> Customer:
@@ -280,6 +299,37 @@ class CreateCustomerInput:
 
 @strawberry.type
 class CreateCustomerPayload:
+    customer: Customer | None
+    user_errors: list[UserError]
+
+
+@strawberry.input
+class CreateSubscriptionInput:
+    customer_id: strawberry.ID
+    plan_key: str = strawberry.field(
+        description="Subscribe to this plan's newest version. Refused (METER_ALREADY_CHARGED) when it charges a "
+        "meter another subscription of the customer charges: each meter's usage belongs to one subscription."
+    )
+    idempotency_key: str = strawberry.field(
+        description="The same key with the same input returns the first subscription; with another input, "
+        "IDEMPOTENCY_KEY_REUSED."
+    )
+    started_at: datetime | None = strawberry.field(
+        default=None, description="Defaults to now; the subscription's billing period is anchored on it."
+    )
+    trial_days: int | None = strawberry.field(
+        default=None, description="Days of trial (no base fee); defaults to the plan's trial_days, 0 for none."
+    )
+    billing_anchor_day: int | None = strawberry.field(
+        default=None,
+        description="Calendar periods starting on this day of the month (an ISO weekday for weekly plans); "
+        "defaults to the plan's.",
+    )
+
+
+@strawberry.type
+class CreateSubscriptionPayload:
+    subscription: Subscription | None
     customer: Customer | None
     user_errors: list[UserError]
 
@@ -347,3 +397,37 @@ class CustomersMutation:
             info, lambda: customers.create_customer(context.session, new, as_of=context.now(), start_bounds=bounds)
         )
         return CreateCustomerPayload(customer=Customer.from_model(row) if row else None, user_errors=errors)
+
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.CHANGE_PLANS)],
+        description="Subscribe an existing customer to one more plan (another product, or an add-on: a plan with "
+        "no base fee). It has its own billing calendar and trial, and its own invoices (one per subscription and "
+        "period); its opening invoice is issued by the next billing run.",
+    )
+    async def create_subscription(self, info: Info, input: CreateSubscriptionInput) -> CreateSubscriptionPayload:
+        context = info.context
+        bounds = customers.StartBounds(
+            backdate=timedelta(days=context.settings.backdate_max_days),
+            ahead=timedelta(days=context.settings.start_ahead_max_days),
+        )
+
+        async def subscribe() -> CreateSubscriptionPayload:
+            customer = await customer_of(info, input.customer_id)
+            new = customers.NewSubscription(
+                customer_id=customer.id,
+                plan_key=input.plan_key,
+                idempotency_key=input.idempotency_key,
+                started_at=input.started_at,
+                trial_days=input.trial_days,
+                billing_anchor_day=input.billing_anchor_day,
+            )
+            row = await customers.add_subscription(context.session, new, as_of=context.now(), start_bounds=bounds)
+            # Built before the transaction ends: its rows are expired by the commit.
+            return CreateSubscriptionPayload(
+                subscription=Subscription.from_model(row, context.now()),
+                customer=Customer.from_model(customer),
+                user_errors=[],
+            )
+
+        payload, errors = await run_mutation(info, subscribe)
+        return payload or CreateSubscriptionPayload(subscription=None, customer=None, user_errors=errors)

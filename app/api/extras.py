@@ -31,7 +31,7 @@ from app.api.common import (
 )
 from app.api.ledger import GrantStatus
 from app.api.permissions import requires
-from app.api.scope import STAFF_ONLY, customer_of, staff_only
+from app.api.scope import STAFF_ONLY, WHICH_SUBSCRIPTION, customer_of, staff_only, subscription_id_of
 from app.auth import Capability
 from app.telemetry import current_trace_id
 from billing import commitments, one_off
@@ -241,6 +241,11 @@ class CreateOneOffChargeInput:
         default=OneOffChargeTiming.NOW,
         description="NOW: its own invoice at once. NEXT_INVOICE: a line on the customer's next invoice.",
     )
+    subscription_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="NEXT_INVOICE: whose next invoice bills it (Subscription.id); required when the customer has "
+        "several subscriptions, by default their only one.",
+    )
     dry_run: bool = strawberry.field(default=False, description="Answer the amounts and write nothing.")
 
 
@@ -296,6 +301,7 @@ class SetMinimumSpendInput:
     effective_at: datetime | None = strawberry.field(
         default=None, description="Default now; not inside a period already invoiced. Prorated within a period."
     )
+    subscription_id: strawberry.ID | None = strawberry.field(default=None, description=WHICH_SUBSCRIPTION)
 
 
 @strawberry.type
@@ -326,6 +332,7 @@ class ExtrasMutation:
                     timing=input.when.value,
                     idempotency_key=input.idempotency_key,
                     actor=context.viewer.actor,
+                    subscription_id=subscription_id_of(input.subscription_id),
                 ),
                 as_of=context.now(),
                 dry_run=input.dry_run,
@@ -432,6 +439,7 @@ class ExtrasMutation:
                     reason=input.reason,
                     idempotency_key=input.idempotency_key,
                     actor=context.viewer.actor,
+                    subscription_id=subscription_id_of(input.subscription_id),
                 ),
                 as_of=context.now(),
             )

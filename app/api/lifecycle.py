@@ -17,7 +17,7 @@ from strawberry.types import Info
 from app.api.billing import Invoice, InvoiceLine, Proration, UpcomingInvoice, proration_of
 from app.api.common import UserError, money, page_size, run_mutation
 from app.api.permissions import requires
-from app.api.scope import STAFF_ONLY, customer_of, staff_only
+from app.api.scope import STAFF_ONLY, WHICH_SUBSCRIPTION, customer_of, staff_only, subscription_id_of
 from app.auth import Capability
 from app.telemetry import current_trace_id
 from billing import service as billing
@@ -92,6 +92,7 @@ class CancelSubscriptionInput:
     customer_id: strawberry.ID
     timing: CancelTiming
     idempotency_key: str
+    subscription_id: strawberry.ID | None = strawberry.field(default=None, description=WHICH_SUBSCRIPTION)
     reason: str | None = strawberry.field(default=None, description="Kept in the audit; at most 500 characters.")
     at: datetime | None = strawberry.field(
         default=None,
@@ -104,12 +105,14 @@ class CancelSubscriptionInput:
 class ResumeSubscriptionInput:
     customer_id: strawberry.ID
     idempotency_key: str
+    subscription_id: strawberry.ID | None = strawberry.field(default=None, description=WHICH_SUBSCRIPTION)
 
 
 @strawberry.input
 class PauseSubscriptionInput:
     customer_id: strawberry.ID
     idempotency_key: str
+    subscription_id: strawberry.ID | None = strawberry.field(default=None, description=WHICH_SUBSCRIPTION)
     at: datetime | None = strawberry.field(
         default=None, description="Inside the current period and not in the future; defaults to now."
     )
@@ -241,6 +244,7 @@ class LifecycleMutation:
                 timing=input.timing.value,
                 at=input.at,
                 reason=input.reason,
+                subscription_id=subscription_id_of(input.subscription_id),
             )
 
         async def payload(outcome: LifecycleOutcome) -> CancelSubscriptionPayload:
@@ -274,7 +278,13 @@ class LifecycleMutation:
         context = info.context
 
         def build(customer_id: uuid.UUID) -> LifecycleRequest:
-            return LifecycleRequest(customer_id, RESUME, input.idempotency_key, context.viewer.actor)
+            return LifecycleRequest(
+                customer_id,
+                RESUME,
+                input.idempotency_key,
+                context.viewer.actor,
+                subscription_id=subscription_id_of(input.subscription_id),
+            )
 
         async def payload(outcome: LifecycleOutcome) -> ResumeSubscriptionPayload:
             now = context.now()
@@ -305,7 +315,14 @@ async def _pause_or_unpause(info: Info, input: PauseSubscriptionInput, kind: str
     context = info.context
 
     def build(customer_id: uuid.UUID) -> LifecycleRequest:
-        return LifecycleRequest(customer_id, kind, input.idempotency_key, context.viewer.actor, at=input.at)
+        return LifecycleRequest(
+            customer_id,
+            kind,
+            input.idempotency_key,
+            context.viewer.actor,
+            at=input.at,
+            subscription_id=subscription_id_of(input.subscription_id),
+        )
 
     async def payload(outcome: LifecycleOutcome) -> PauseSubscriptionPayload:
         now = context.now()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import Enum
@@ -10,6 +11,7 @@ from typing import Annotated, Any, cast
 
 import strawberry
 from graphql import GraphQLError
+from sqlmodel.ext.asyncio.session import AsyncSession
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
@@ -22,6 +24,7 @@ from ledger.money import plain_decimal, round_to_minor, to_major
 from metering import service as metering
 from metering import usage as usage_service
 from metering.events import json_size
+from pricing.models import Meter as MeterModel
 from pricing.models import PlanCharge
 from pricing.service import charges_of_version, list_meters, meter_by_key
 
@@ -130,20 +133,40 @@ async def resolve_usage(
     from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
     to: datetime | None = None,
 ) -> list[MeterUsage]:
-    """Usage of each meter the customer's plan charges (every meter without a plan), over the
-    current billing period unless ``from``/``to`` say otherwise."""
+    """Usage of each meter the customer's plans charge (every meter without a plan), over the
+    current billing period of the subscription charging it unless ``from``/``to`` say otherwise."""
     session = info.context.session
-    period, version_id, overrides = await usage_service.current_pricing(session, root.row_id, info.context.now())
-    start, end = from_ or period.start, to or period.end
-    if start >= end:
-        raise GraphQLError("to: must be after from")
-    # At the customer's prices now (an override's limit, allowance and price).
-    charged = [
-        (overrides.charge_at(charge, info.context.now()), meter)
-        for charge, meter in (await charges_of_version(session, version_id) if version_id else [])
-    ]
+    results: list[MeterUsage] = []
     every_meter = {meter.id: meter for meter in await list_meters(session)}  # fresh names and units
-    meters = list({m.id: every_meter[m.id] for _, m in charged}.values()) if charged else list(every_meter.values())
+    shown: set[uuid.UUID] = set()
+    pricings = await usage_service.current_pricings(session, root.row_id, info.context.now())
+    for position, (period, version_id, overrides) in enumerate(pricings):
+        start, end = from_ or period.start, to or period.end
+        if start >= end:
+            raise GraphQLError("to: must be after from")
+        # At the customer's prices now (an override's limit, allowance and price).
+        charged = [
+            (overrides.charge_at(charge, info.context.now()), meter)
+            for charge, meter in (await charges_of_version(session, version_id) if version_id else [])
+            if meter.id not in shown
+        ]
+        if not charged and position > 0:
+            continue  # another subscription's meters are shown with it; every meter only without a plan
+        meters = list({m.id: every_meter[m.id] for _, m in charged}.values()) if charged else list(every_meter.values())
+        shown |= {meter.id for meter in meters}
+        results += await _usage_of(session, root, info, charged, meters, start, end)
+    return results
+
+
+async def _usage_of(
+    session: AsyncSession,
+    root: Any,
+    info: Info,
+    charged: list[tuple[PlanCharge, MeterModel]],
+    meters: list[MeterModel],
+    start: datetime,
+    end: datetime,
+) -> list[MeterUsage]:
     currency = root.currency
     results = []
     now = info.context.now()

@@ -16,7 +16,7 @@ from strawberry.types import Info
 from app.api.catalog import ChargeBilling, ChargeModel, Meter, Tier
 from app.api.common import Money, UserError, money, run_mutation
 from app.api.permissions import requires
-from app.api.scope import customer_of, staff_only
+from app.api.scope import WHICH_SUBSCRIPTION, customer_of, staff_only, subscription_id_of
 from app.auth import Capability
 from app.billing_run import billing_window
 from billing.price_overrides import PriceOverrideResult, change_price_override
@@ -195,6 +195,7 @@ class SetPriceOverrideInput:
     charge: PlanChargeSelector
     reason: str = strawberry.field(description="Why this customer pays another price (kept in the audit).")
     idempotency_key: str
+    subscription_id: strawberry.ID | None = strawberry.field(default=None, description=WHICH_SUBSCRIPTION)
     unit_price: Decimal | None = strawberry.field(default=None, description="Per-unit charges.")
     tiers: list[PriceTierInput] | None = strawberry.field(default=None, description="Graduated and volume charges.")
     package_size: Decimal | None = strawberry.field(default=None, description="Package charges.")
@@ -215,6 +216,7 @@ class RemovePriceOverrideInput:
     charge: PlanChargeSelector
     reason: str
     idempotency_key: str
+    subscription_id: strawberry.ID | None = strawberry.field(default=None, description=WHICH_SUBSCRIPTION)
     effective_at: datetime | None = strawberry.field(
         default=None, description="Defaults to now; inside the current billing period, or its end."
     )
@@ -314,6 +316,7 @@ class PriceOverridesMutation:
                 idempotency_key=input.idempotency_key,
                 actor=info.context.viewer.actor,
                 effective_at=input.effective_at,
+                subscription_id=subscription_id_of(input.subscription_id),
             )
 
         found, errors = await _change(info, input.customer_id, request_of, input.dry_run)
@@ -336,6 +339,7 @@ class PriceOverridesMutation:
                 idempotency_key=input.idempotency_key,
                 actor=info.context.viewer.actor,
                 effective_at=input.effective_at,
+                subscription_id=subscription_id_of(input.subscription_id),
             )
 
         found, errors = await _change(info, input.customer_id, request_of, input.dry_run)

@@ -120,3 +120,20 @@ def written_by_tally(actor: str) -> bool:
     """Was this written by Tally itself (the billing run, Stripe's events, a job) rather than by a
     person or a script's token? Only such text is shown to customers as it stands."""
     return actor in ("billing", "stripe") or actor.startswith("job:")
+
+
+WHICH_SUBSCRIPTION = (
+    "Which of the customer's subscriptions (Subscription.id): required when they have several; by default "
+    "their only one."
+)
+
+
+def subscription_id_of(value: object | None) -> uuid.UUID | None:
+    """The subscription an input names (None when it names none). Whose it is, the service checks
+    against the customer the input names; not a UUID is not found, as any other."""
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise NotFound("the customer has no such subscription", field="subscriptionId") from None

@@ -6,6 +6,7 @@ import re
 import uuid
 
 import psycopg
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -98,3 +99,69 @@ def test_kind_constraints_allow_every_kind_the_code_writes(template_url: str) ->
     ):
         allowed = set(re.findall(r"'([a-z_]+)'", definitions[constraint]))
         assert allowed == set(kinds), constraint
+
+
+def test_0023_keys_what_was_per_customer_by_the_customers_one_subscription(server_url: str) -> None:
+    """Rows written before 0023 name no subscription: the upgrade gives each its customer's one
+    subscription, an issued invoice included (its trigger refuses any other change), and the
+    invoice key is by subscription from then on."""
+    name = f"multisub_{uuid.uuid4().hex[:12]}"
+    admin_execute(server_url, f"CREATE DATABASE {name}")
+    url = with_database(server_url, name)
+    try:
+        config = _alembic(url)
+        command.upgrade(config, "0022")
+        customer, subscription, version, plan = (uuid.uuid4() for _ in range(4))
+        at = "2026-01-01T00:00:00Z"
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute(
+                "INSERT INTO customers (id, external_id, name, currency, status, created_at) "
+                "VALUES (%s, 'acme', 'Acme', 'USD', 'ACTIVE', %s)",
+                (customer, at),
+            )
+            connection.execute(
+                "INSERT INTO plans (id, key, name, created_at) VALUES (%s, 'basic', 'Basic', %s)", (plan, at)
+            )
+            connection.execute(
+                "INSERT INTO plan_versions (id, plan_id, version, currency, interval, base_fee, pricing_hash, "
+                "created_at, billing_anchor, trial_days, trial_usage, trial_requires_payment_method) "
+                "VALUES (%s, %s, 1, 'USD', 'month', 10, 'h', %s, 'anniversary', 0, 'free', false)",
+                (version, plan, at),
+            )
+            connection.execute(
+                "INSERT INTO subscriptions (id, customer_id, plan_version_id, started_at, created_at, "
+                "billing_anchor, invoiced_through) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (subscription, customer, version, at, at, at, at),
+            )
+            connection.execute(
+                "INSERT INTO subscription_phases (customer_id, starts_at, plan_version_id, billing_anchor) "
+                "VALUES (%s, %s, %s, %s)",
+                (customer, at, version, at),
+            )
+            connection.execute(
+                "INSERT INTO invoices (id, customer_id, number, kind, status, currency, period_start, period_end, "
+                "subtotal, credits_applied, total, amount_due, issued_at) "
+                "VALUES (%s, %s, 1, 'opening', 'issued', 'USD', %s, %s, 1000, 0, 1000, 1000, %s)",
+                (uuid.uuid4(), customer, at, "2026-02-01T00:00:00Z", at),
+            )
+            connection.execute(
+                "INSERT INTO rated_periods (customer_id, period_start, period_end, event_count, rated_at) "
+                "VALUES (%s, %s, %s, 0, %s)",
+                (customer, at, "2026-02-01T00:00:00Z", at),
+            )
+        command.upgrade(config, "head")
+        with psycopg.connect(url, autocommit=True) as connection:
+            for table in ("subscription_phases", "invoices", "rated_periods"):
+                named = connection.execute(f"SELECT subscription_id FROM {table}").fetchall()
+                assert named == [(subscription,)], table
+            with pytest.raises(psycopg.errors.CheckViolation):
+                connection.execute(
+                    "INSERT INTO invoices (id, customer_id, number, kind, status, currency, period_start, "
+                    "period_end, subtotal, credits_applied, total, amount_due, issued_at) "
+                    "VALUES (%s, %s, 2, 'period', 'issued', 'USD', %s, %s, 0, 0, 0, 0, %s)",
+                    (uuid.uuid4(), customer, "2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z", at),
+                )
+        command.downgrade(config, "0022")
+        command.upgrade(config, "head")
+    finally:
+        admin_execute(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -73,3 +73,71 @@ def test_subscription_commands(database_url: str, tmp_path: Path) -> None:
     assert not any(line["kind"] == "base_fee" for line in ended["finalInvoice"]["lines"])
     unknown = run("subscription", "pause", "nobody")
     assert unknown.exit_code == 1 and "externalId: no such customer" in unknown.output
+
+
+STORAGE_ADD_ON = """
+[[meters]]
+key = "storage"
+name = "Storage"
+unit = "GB"
+event_type = "storage.used"
+aggregation = "count"
+
+[[plans]]
+key = "storage-addon"
+name = "Storage add-on"
+currency = "USD"
+interval = "month"
+base_fee = "0"
+
+  [[plans.charges]]
+  meter = "storage"
+  model = "per_unit"
+  unit_price = "0.50"
+"""
+
+
+def test_a_second_subscription_from_the_command_line(database_url: str, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": database_url, "TALLY_DATA_DIR": str(tmp_path / "data"), "TALLY_TRACING": "false"}
+    runner = CliRunner()
+
+    def run(*args: str):  # type: ignore[no-untyped-def]
+        return runner.invoke(cli, list(args), env=env)
+
+    for command in ("create", "list"):
+        assert run("subscription", command, "--help").exit_code == 0
+    for number, text in enumerate((CATALOG, STORAGE_ADD_ON)):
+        catalog = tmp_path / f"catalog-{number}.toml"
+        catalog.write_text(text)
+        assert run("catalog", "apply", str(catalog)).exit_code == 0
+    subscribe(database_url, "cli-multi")
+
+    added = json.loads(run("subscription", "create", "cli-multi", "--plan", "storage-addon", "--json").output)
+    assert added["plan"] == "storage-addon" and added["status"] == "ACTIVE"
+    refused = run("subscription", "create", "cli-multi", "--plan", "sixty")
+    assert refused.exit_code == 1 and "planKey: meter 'calls' is already charged" in refused.output
+    listed = json.loads(run("subscription", "list", "cli-multi", "--json").output)
+    assert [row["plan"] for row in listed] == ["hundred", "storage-addon"] and listed[1]["id"] == added["id"]
+
+    unnamed = run("subscription", "pause", "cli-multi")
+    assert unnamed.exit_code == 1 and "subscriptionId: the customer has 2 subscriptions" in unnamed.output
+    paused = json.loads(run("subscription", "pause", "cli-multi", "--subscription", added["id"], "--json").output)
+    assert paused["status"] == "PAUSED"
+    listed = json.loads(run("subscription", "list", "cli-multi", "--json").output)
+    assert [row["status"] for row in listed] == ["ACTIVE", "PAUSED"]
+
+    charge = ("charge", "create", "cli-multi", "--description", "Setup", "--unit-price", "5")
+    unnamed = run(*charge)
+    assert unnamed.exit_code == 1 and "subscriptionId: the customer has 2 subscriptions" in unnamed.output
+    named = json.loads(run(*charge, "--subscription", listed[0]["id"], "--json").output)
+    assert named["status"] == "pending" and named["amount"] == "5.00"
+    minimum = ("commitment", "minimum-spend", "cli-multi", "--reason", "deal", "--amount", "150")
+    assert run(*minimum).exit_code == 1
+    assert run(*minimum, "--subscription", listed[0]["id"], "--json").exit_code == 0
+    assert run(*minimum, "--subscription", "nope").exit_code == 1
+    with psycopg.connect(database_url) as connection:
+        assert connection.execute("SELECT count(*) FROM subscriptions").fetchone() == (2,)
+        assert connection.execute("SELECT subscription_id::text FROM one_off_charges").fetchall() == [
+            (listed[0]["id"],)
+        ]
+        assert connection.execute("SELECT subscription_id::text FROM minimum_spends").fetchall() == [(listed[0]["id"],)]

@@ -230,6 +230,9 @@ async def test_an_invoice_whose_lines_cancel_out_posts_nothing_and_is_paid(
 ) -> None:
     """Usage of +5.00 and a late correction of -5.00: nothing moves in the ledger, the invoice is 0."""
     customer_id = await subscribe(session, "even", "basic", JAN_31)
+    subscription_id = (
+        await session.execute(text("SELECT id FROM subscriptions WHERE customer_id = :c"), {"c": customer_id})
+    ).scalar_one()
     usage = {"service_start": JAN_31, "service_end": FEB_28}
     draft = DraftInvoice(
         customer_id,
@@ -241,6 +244,7 @@ async def test_an_invoice_whose_lines_cancel_out_posts_nothing_and_is_paid(
             DraftLine(kind="usage", description="API calls", amount_exact=Decimal("5"), **usage),
             DraftLine(kind="late_usage", description="Late usage: API calls", amount_exact=Decimal("-5"), **usage),
         ],
+        subscription_id=subscription_id,
     )
     invoice = await issue(session, draft, as_of=FEB_28 + timedelta(hours=1), invoiced_through=FEB_28)
     await session.commit()

@@ -245,9 +245,8 @@ async def test_an_invoice_being_composed_holds_its_pending_charges_against_a_can
     await session.commit()
     as_of = FEB_28 + timedelta(hours=1)
     async with sessions() as billing_session:
-        subscription = await billing_repository.subscription_to_bill(billing_session, customer_id)
-        assert subscription is not None
-        phases = await phases_of(billing_session, customer_id)
+        [subscription] = await billing_repository.subscriptions_to_bill(billing_session, customer_id)
+        phases = await phases_of(billing_session, subscription.id)
         due = await next_due(
             billing_session,
             subscription,

@@ -250,7 +250,7 @@ def test_any_sequence_of_changes_and_runs_bills_each_period_its_phases_fees(
                 session.expunge_all()  # the billing cursor as the database has it now
                 subscription = (await subscriptions_of(session, [customer_id]))[customer_id]
                 assert subscription.invoiced_through is not None
-                phases = await phases_of(session, customer_id)
+                phases = await phases_of(session, subscription.id)
                 fees = {
                     phase.plan_version_id: (await plan_version(session, phase.plan_version_id)).base_fee
                     for phase in phases

@@ -11,10 +11,8 @@ then, topped up when the value rises, and the keys that bill each of those once.
 - Invoice lines of kinds ``advance`` (the bill at a period's start) and ``advance_proration``
   (top-ups and credits).
 
-Follows 0022 on this branch; it is re-chained after 0023 when both are merged.
-
 Revision ID: 0024
-Revises: 0022
+Revises: 0023
 """
 
 import sqlalchemy as sa
@@ -22,7 +20,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import UUID
 
 revision = "0024"
-down_revision = "0022"
+down_revision = "0023"
 branch_labels = None
 depends_on = None
 
