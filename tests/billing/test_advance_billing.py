@@ -22,6 +22,7 @@ from billing.plan_changes import change_plan
 from billing.provenance import explain_line
 from billing.simulation import PeriodSelection, simulate_pricing
 from customers.lifecycle import CANCEL, PAUSE, UNPAUSE
+from customers.service import NewSubscription, add_subscription
 from customers.subscriptions import PlanChangeRequest
 from ledger.money import round_to_minor
 from ledger.verify import verify
@@ -432,3 +433,48 @@ async def test_seats_billed_in_advance_count_toward_the_minimum_spend(
     found = [(line.kind, line.amount) for line in await all_lines(session, customer_id)]
     assert ("minimum_spend", 4000) in found
     assert found[2:] == [("advance_proration", 1000), ("minimum_spend", 4000), ("base_fee", 2000), ("advance", 5000)]
+
+
+FLOOR_ADD_ON = """
+[[meters]]
+key = "calls"
+name = "API calls"
+unit = "call"
+event_type = "api.call"
+aggregation = "count"
+
+[[plans]]
+key = "floor-addon"
+name = "Calls with a floor"
+currency = "USD"
+interval = "month"
+base_fee = "0"
+minimum_spend = "50.00"
+
+  [[plans.charges]]
+  meter = "calls"
+  model = "per_unit"
+  unit_price = "0.10"
+"""
+
+
+async def test_an_add_ons_minimum_spend_counts_its_own_seats_only(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], settings: Settings, seats_catalog: None
+) -> None:
+    """Team (20.00 and 3 seats at 10.00 in advance) and an add-on with a 50.00 floor and no usage,
+    both from Nov 1: the add-on owes its whole floor, whatever the other subscription billed."""
+    await apply_catalog(session, FLOOR_ADD_ON, as_of=NOV_1 - timedelta(days=30))
+    await session.commit()
+    customer_id = await subscribe(session, "both", "team", NOV_1)
+    await seats(session, "both", 3, NOV_1 - timedelta(hours=1))
+    add_on = NewSubscription(customer_id, "floor-addon", "floor-addon-both", started_at=NOV_1)
+    add_on_id = (await add_subscription(session, add_on, as_of=NOV_1)).id
+    await session.commit()
+    await run_billing(sessions, settings, as_of=DEC_1 + timedelta(hours=2))
+    by_subscription: dict[uuid.UUID | None, list[tuple[str, int]]] = {}
+    for invoice in sorted(await billing.invoices(session, customer_id, limit=100), key=lambda i: i.number):
+        lines = (await billing.lines_of(session, [invoice.id]))[invoice.id]
+        by_subscription.setdefault(invoice.subscription_id, []).extend((line.kind, line.amount) for line in lines)
+    assert by_subscription.pop(add_on_id) == [("minimum_spend", 5000)]
+    [team_lines] = by_subscription.values()
+    assert team_lines == [("base_fee", 2000), ("advance", 3000), ("base_fee", 2000), ("advance", 3000)]
