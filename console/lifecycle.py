@@ -1,7 +1,8 @@
 """The console's subscription lifecycle page: cancel (now or at the period's end), resume a
 scheduled cancel, pause and unpause. Each money-moving form is a preview first (the mutation's
 dry run: the final invoice or the prorations), then a confirmation carrying the same key and
-moment, so that what is confirmed is exactly what was previewed."""
+moment, so that what is confirmed is exactly what was previewed. A customer with several
+subscriptions picks one (``?subscription=ID``; the primary by default), and every form names it."""
 
 from __future__ import annotations
 
@@ -27,12 +28,18 @@ MUTATIONS = {
     "pause": ("ConsolePauseSubscription", "pauseSubscription"),
     "unpause": ("ConsoleUnpauseSubscription", "unpauseSubscription"),
 }
-FORM_FIELDS = ("timing", "reason", "idempotency_key", "at")
+FORM_FIELDS = ("timing", "reason", "idempotency_key", "at", "subscription_id")
 
 
 def new_form() -> dict[str, str]:
     """A fresh form, its key made now, so a double submit of the confirmation acts once."""
-    return {"timing": "PERIOD_END", "reason": "", "idempotency_key": str(uuid.uuid4()), "at": ""}
+    return {"timing": "PERIOD_END", "reason": "", "idempotency_key": str(uuid.uuid4()), "at": "", "subscription_id": ""}
+
+
+def _chosen(customer: dict[str, Any], subscription_id: str | None) -> dict[str, Any] | None:
+    """The subscription the page acts on: the one named, else the customer's primary one."""
+    named = [sub for sub in customer["subscriptions"] if subscription_id and sub["id"] == subscription_id]
+    return named[0] if named else customer["subscription"]
 
 
 async def _page(
@@ -46,10 +53,12 @@ async def _page(
     preview: dict[str, Any] | None = None,
     notice: str | None = None,
     status_code: int = 200,
+    subscription_id: str | None = None,
 ) -> Response:
     customer = (await query(request, "ConsoleSubscriptionLifecycle", {"id": customer_id}, context))["customer"]
     if customer is None:
         return render(request, "not_found.html", {"what": "customer"}, status_code=404)
+    customer = {**customer, "subscription": _chosen(customer, subscription_id or (form or {}).get("subscription_id"))}
     return render(
         request,
         "customer_lifecycle.html",
@@ -70,9 +79,9 @@ async def _page(
 
 @router.get("/customers/{customer_id}/lifecycle")
 async def lifecycle_page(
-    request: Request, context: ContextDep, customer_id: str, notice: str | None = None
+    request: Request, context: ContextDep, customer_id: str, notice: str | None = None, subscription: str | None = None
 ) -> Response:
-    return await _page(request, context, customer_id, notice=notice)
+    return await _page(request, context, customer_id, notice=notice, subscription_id=subscription)
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -82,6 +91,8 @@ async def _form(request: Request) -> dict[str, str]:
 
 def _input(action: str, customer_id: str, form: dict[str, str], *, dry_run: bool) -> dict[str, Any]:
     fields: dict[str, Any] = {"customerId": customer_id, "idempotencyKey": form["idempotency_key"] or str(uuid.uuid4())}
+    if form["subscription_id"]:
+        fields["subscriptionId"] = form["subscription_id"]
     if action == "cancel":
         timing = form["timing"] if form["timing"] in TIMINGS else "PERIOD_END"
         fields |= {"timing": timing, "reason": form["reason"] or None}
@@ -143,6 +154,8 @@ async def confirm_lifecycle(request: Request, context: ContextDep, customer_id: 
     if action == "cancel" and payload.get("issuedInvoices"):
         notices["cancel"] += f"; final invoice {payload['issuedInvoices'][-1]['number']} issued"
     target = f"/console/customers/{customer_id}/lifecycle?notice={notices[action]}"
+    if form["subscription_id"]:
+        target += f"&subscription={form['subscription_id']}"
     if is_htmx(request):
         return Response(status_code=204, headers={"HX-Redirect": target})
     return RedirectResponse(target, status_code=303)

@@ -5,6 +5,7 @@ forms only for roles that may change plans."""
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import timedelta
 
 import httpx
@@ -16,7 +17,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.billing_run import run_billing
 from app.settings import Settings
 from app.staff import create_user
-from customers.service import NewCustomer, create_customer
+from customers.service import NewCustomer, NewSubscription, add_subscription, create_customer
+from pricing.service import apply_catalog
 from tests.conftest import now
 from tests.console.test_console import PASSWORD, csrf_of, sign_in
 
@@ -124,3 +126,62 @@ async def test_refusals_show_beside_the_form_and_viewers_see_no_forms(
     await sign_in(client, "ro@example.com", PASSWORD)
     viewer = await client.get(f"/console/customers/{subscribed}/lifecycle")
     assert "Your role may not change subscriptions" in viewer.text and "Preview pause" not in viewer.text
+
+
+STORAGE_ADD_ON = """
+[[meters]]
+key = "storage"
+name = "Storage"
+unit = "GB"
+event_type = "storage.used"
+aggregation = "count"
+
+[[plans]]
+key = "storage-addon"
+name = "Storage add-on"
+currency = "USD"
+interval = "month"
+base_fee = "0"
+
+  [[plans.charges]]
+  meter = "storage"
+  model = "per_unit"
+  unit_price = "0.50"
+"""
+
+
+async def test_with_an_add_on_the_page_picks_the_subscription_its_forms_act_on(
+    client: httpx.AsyncClient, session: AsyncSession, subscribed: str
+) -> None:
+    """Pro and a storage add-on: the page lists both, and canceling the add-on from it leaves Pro
+    running (without naming it, the API would refuse: the customer has two subscriptions)."""
+    await apply_catalog(session, STORAGE_ADD_ON, as_of=now())
+    new = NewSubscription(uuid.UUID(subscribed), "storage-addon", "console-add-on")
+    add_on = str((await add_subscription(session, new, as_of=now())).id)
+    await session.commit()
+    await sign_in(client, "cs@example.com", PASSWORD)
+    page = await client.get(f"/console/customers/{subscribed}/lifecycle")
+    picker = page.text.split('id="subscription-picker"')[1].split("</nav>")[0]
+    assert "Pro" in picker and "Storage add-on" in picker
+    chosen = await client.get(f"/console/customers/{subscribed}/lifecycle?subscription={add_on}")
+    assert f'name="subscription_id" value="{add_on}"' in chosen.text
+    form = {
+        "csrftoken": csrf_of(chosen.text),
+        "idempotency_key": "cancel-add-on",
+        "timing": "IMMEDIATELY",
+        "reason": "storage moved elsewhere",
+        "subscription_id": add_on,
+    }
+    preview = await client.post(f"/console/customers/{subscribed}/lifecycle/cancel/preview", data=form)
+    assert preview.status_code == 200 and 'id="confirm-cancel"' in preview.text, preview.text
+    assert await count(session, "SELECT count(*) FROM subscription_events") == 0, "a preview changes nothing"
+    done = await client.post(f"/console/customers/{subscribed}/lifecycle/cancel", data=hidden(preview.text, "cancel"))
+    assert done.status_code == 303 and f"subscription={add_on}" in done.headers["location"]
+    ends = await session.execute(
+        text(
+            "SELECT p.key, s.cancel_at IS NOT NULL FROM subscriptions s JOIN plan_versions v "
+            "ON v.id = s.plan_version_id JOIN plans p ON p.id = v.plan_id WHERE s.customer_id = :c"
+        ),
+        {"c": subscribed},
+    )
+    assert dict(ends.tuples().all()) == {"pro": False, "storage-addon": True}
