@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, or_, update
 from sqlalchemy.dialects.postgresql import insert
@@ -19,6 +19,18 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.models import MinimumSpend, OneOffCharge, PrepaidCommitment
 from ledger.models import CreditGrant
+from ledger.repository import driver_connection
+
+Row = TypeVar("Row", bound=SQLModel)
+
+
+async def _rows_of(session: AsyncSession, model: type[Row], sql: str, params: Sequence[Any]) -> list[Row]:
+    """Rows read through psycopg as ``model`` instances that belong to no session: the billing run
+    reads pending charges and minimums for every invoice, and the ORM's cost per query shows."""
+    connection = await driver_connection(session)
+    cursor = await connection.execute(sql, params)
+    names = [column.name for column in cursor.description or ()]
+    return [model(**dict(zip(names, row, strict=True))) for row in await cursor.fetchall()]
 
 
 async def _insert_once(session: AsyncSession, row: SQLModel, table: Any) -> bool:
@@ -58,18 +70,11 @@ async def pending_one_off_charges(
     """The pending charges left for the subscription's next invoice, oldest first. Locked for an
     invoice about to claim them: a cancel then waits for that invoice, and finds the charge
     invoiced."""
-    query = (
-        select(OneOffCharge)
-        .where(
-            col(OneOffCharge.customer_id) == customer_id,
-            col(OneOffCharge.status) == "pending",
-            col(OneOffCharge.subscription_id) == subscription_id,
-        )
-        .order_by(col(OneOffCharge.created_at), col(OneOffCharge.id))
+    sql = (
+        "SELECT * FROM one_off_charges WHERE customer_id = %s AND status = 'pending' AND subscription_id = %s "
+        "ORDER BY created_at, id" + (" FOR UPDATE" if lock else "")
     )
-    if lock:
-        query = query.with_for_update()
-    return list(await session.exec(query.execution_options(populate_existing=True)))
+    return await _rows_of(session, OneOffCharge, sql, (customer_id, subscription_id))
 
 
 async def claim_one_off_charges(session: AsyncSession, charge_ids: Sequence[uuid.UUID], invoice_id: uuid.UUID) -> int:
@@ -117,12 +122,13 @@ async def minimum_spends_of(
 ) -> list[MinimumSpend]:
     """The subscription's minimum spend settings in the order they apply (effective moment, then
     the order they were made), those taking effect before ``before`` when given."""
-    query = select(MinimumSpend).where(
-        col(MinimumSpend.customer_id) == customer_id, col(MinimumSpend.subscription_id) == subscription_id
+    bound = "" if before is None else " AND effective_at < %s"
+    sql = (
+        f"SELECT * FROM minimum_spends WHERE customer_id = %s AND subscription_id = %s{bound} "
+        "ORDER BY effective_at, sequence"
     )
-    if before is not None:
-        query = query.where(col(MinimumSpend.effective_at) < before)
-    return list(await session.exec(query.order_by(col(MinimumSpend.effective_at), col(MinimumSpend.sequence))))
+    params = (customer_id, subscription_id) if before is None else (customer_id, subscription_id, before)
+    return await _rows_of(session, MinimumSpend, sql, params)
 
 
 async def insert_commitment(session: AsyncSession, commitment: PrepaidCommitment) -> tuple[PrepaidCommitment, bool]:
