@@ -30,6 +30,30 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TALLY_SHARED_DIR") or REPO.parent / "shared")
 CONTRACT = SHARED / "contract"
 DEMO_CATALOG = REPO / "app" / "demo" / "catalog.toml"
+# An add-on beside the demo catalog's plans (none of which charges storage), for the tests of
+# several subscriptions per customer.
+STORAGE_ADD_ON = """
+[[meters]]
+key = "storage"
+name = "Storage"
+unit = "GB"
+event_type = "storage.used"
+aggregation = "count"
+
+[[plans]]
+key = "storage-addon"
+name = "Storage add-on"
+currency = "USD"
+interval = "month"
+base_fee = "0"
+
+  [[plans.charges]]
+  meter = "storage"
+  model = "per_unit"
+  unit_price = "0.50"
+  included = 10
+  limit = 1000
+"""
 TEMPLATE_DB = "tally_template"
 
 

@@ -15,7 +15,7 @@ from app.cli import cli
 from app.database import create_engine, session_factory
 from customers.service import NewCustomer, create_customer
 from tests.billing.lifecycle_support import CATALOG
-from tests.conftest import now
+from tests.conftest import STORAGE_ADD_ON, now
 
 
 def subscribe(database_url: str, external_id: str) -> None:
@@ -73,28 +73,6 @@ def test_subscription_commands(database_url: str, tmp_path: Path) -> None:
     assert not any(line["kind"] == "base_fee" for line in ended["finalInvoice"]["lines"])
     unknown = run("subscription", "pause", "nobody")
     assert unknown.exit_code == 1 and "externalId: no such customer" in unknown.output
-
-
-STORAGE_ADD_ON = """
-[[meters]]
-key = "storage"
-name = "Storage"
-unit = "GB"
-event_type = "storage.used"
-aggregation = "count"
-
-[[plans]]
-key = "storage-addon"
-name = "Storage add-on"
-currency = "USD"
-interval = "month"
-base_fee = "0"
-
-  [[plans.charges]]
-  meter = "storage"
-  model = "per_unit"
-  unit_price = "0.50"
-"""
 
 
 def test_a_second_subscription_from_the_command_line(database_url: str, tmp_path: Path) -> None:

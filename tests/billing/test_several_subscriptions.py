@@ -39,30 +39,11 @@ from metering.service import ingest
 from metering.usage import entitlement, entitlement_by_external_id
 from pricing.service import apply_catalog
 from tests.billing.scenario import CATALOG, FEB_28, JAN_31, LIMITS, MAR_31, invoices_of, send_calls, subscribe
-from tests.conftest import graphql, now
+from tests.conftest import STORAGE_ADD_ON, graphql, now
 
-ADD_ONS = """
-[[meters]]
-key = "storage"
-name = "Storage"
-unit = "GB"
-event_type = "storage.used"
-aggregation = "count"
-
-[[plans]]
-key = "storage-addon"
-name = "Storage add-on"
-currency = "USD"
-interval = "month"
-base_fee = "0"
-
-  [[plans.charges]]
-  meter = "storage"
-  model = "per_unit"
-  unit_price = "0.50"
-  included = 10
-  limit = 1000
-
+ADD_ONS = (
+    STORAGE_ADD_ON
+    + """
 [[plans]]
 key = "calls-addon"
 name = "Calls add-on"
@@ -75,6 +56,7 @@ base_fee = "5.00"
   model = "per_unit"
   unit_price = "0.01"
 """
+)
 FEB_10 = datetime(2026, 2, 10, tzinfo=UTC)
 MAR_10 = datetime(2026, 3, 10, tzinfo=UTC)
 GRACE = timedelta(hours=1)

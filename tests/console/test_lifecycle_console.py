@@ -19,7 +19,7 @@ from app.settings import Settings
 from app.staff import create_user
 from customers.service import NewCustomer, NewSubscription, add_subscription, create_customer
 from pricing.service import apply_catalog
-from tests.conftest import now
+from tests.conftest import STORAGE_ADD_ON, now
 from tests.console.test_console import PASSWORD, csrf_of, sign_in
 
 
@@ -126,28 +126,6 @@ async def test_refusals_show_beside_the_form_and_viewers_see_no_forms(
     await sign_in(client, "ro@example.com", PASSWORD)
     viewer = await client.get(f"/console/customers/{subscribed}/lifecycle")
     assert "Your role may not change subscriptions" in viewer.text and "Preview pause" not in viewer.text
-
-
-STORAGE_ADD_ON = """
-[[meters]]
-key = "storage"
-name = "Storage"
-unit = "GB"
-event_type = "storage.used"
-aggregation = "count"
-
-[[plans]]
-key = "storage-addon"
-name = "Storage add-on"
-currency = "USD"
-interval = "month"
-base_fee = "0"
-
-  [[plans.charges]]
-  meter = "storage"
-  model = "per_unit"
-  unit_price = "0.50"
-"""
 
 
 async def test_with_an_add_on_the_page_picks_the_subscription_its_forms_act_on(

@@ -15,33 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import admin_execute, clone_database
+from tests.conftest import STORAGE_ADD_ON, admin_execute, clone_database
 from tests.e2e.conftest import TALLY, LiveServer, server_env, start_server
 
 pytestmark = pytest.mark.e2e
 
-ADD_ON = """
-[[meters]]
-key = "storage"
-name = "Storage"
-unit = "GB"
-event_type = "storage.used"
-aggregation = "count"
-
-[[plans]]
-key = "storage-addon"
-name = "Storage add-on"
-currency = "USD"
-interval = "month"
-base_fee = "0"
-
-  [[plans.charges]]
-  meter = "storage"
-  model = "per_unit"
-  unit_price = "0.50"
-  included = 10
-  limit = 1000
-"""
 SUBSCRIPTION = "id status cancelAt plan { key }"
 CREATE_CUSTOMER = """mutation($input: CreateCustomerInput!) { createCustomer(input: $input) {
   customer { id } userErrors { field code message } } }"""
@@ -63,7 +41,7 @@ def add_on_server(server_url: str, template_url: str, tmp_path_factory: pytest.T
     env = server_env(url, data_dir)
     demo = Path(__file__).resolve().parents[2] / "app" / "demo" / "catalog.toml"
     add_on = data_dir / "add-on.toml"
-    add_on.write_text(ADD_ON)
+    add_on.write_text(STORAGE_ADD_ON)
     for catalog in (demo, add_on):
         subprocess.run([str(TALLY), "catalog", "apply", str(catalog)], env=env, check=True, capture_output=True)
     process, base_url = start_server(env, data_dir / "serve.log", "--no-jobs")
