@@ -75,14 +75,26 @@ def server_env(database_url: str, data_dir: Path) -> dict[str, str]:
 
 
 @contextmanager
-def catalog_server(server_url: str, tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[LiveServer]:
-    """A server of a module's own over database ``name``, with the demo catalog and no customers:
-    journeys that add customers would change what the shared live server's journeys count."""
+def catalog_server(
+    server_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    *serve_args: str,
+    more_catalog: str | None = None,
+) -> Iterator[LiveServer]:
+    """A server of a module's own over database ``name``, with the demo catalog (and
+    ``more_catalog`` applied after it) and no customers: journeys that add customers would change
+    what the shared live server's journeys count."""
     url = clone_database(server_url, name)
     data_dir = tmp_path_factory.mktemp(name)
     env = server_env(url, data_dir)
-    subprocess.run([str(TALLY), "catalog", "apply", str(DEMO_CATALOG)], env=env, capture_output=True, check=True)
-    process, base_url = start_server(env, data_dir / "serve.log")
+    catalogs = [DEMO_CATALOG]
+    if more_catalog is not None:
+        catalogs.append(data_dir / "more-catalog.toml")
+        catalogs[-1].write_text(more_catalog)
+    for catalog in catalogs:
+        subprocess.run([str(TALLY), "catalog", "apply", str(catalog)], env=env, capture_output=True, check=True)
+    process, base_url = start_server(env, data_dir / "serve.log", *serve_args)
     try:
         yield LiveServer(base_url, "", "", env, url)
     finally:
