@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import LiveServer, graphql_data
 
 pytestmark = pytest.mark.e2e
 
@@ -32,20 +32,6 @@ CREATE = """mutation($input: CreateCustomerInput!) { createCustomer(input: $inpu
   customer { id externalId } userErrors { field code message } } }"""
 
 
-def graphql(server: LiveServer, token: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-    response = httpx.post(
-        f"{server.base_url}/graphql",
-        json={"query": query, "variables": variables},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert "errors" not in body, body
-    data: dict[str, Any] = body["data"]
-    return data
-
-
 def entitlement(server: LiveServer, token: str, external_id: str) -> dict[str, Any]:
     response = httpx.get(
         f"{server.base_url}/v1/customers/{external_id}/entitlements/requests",
@@ -59,7 +45,7 @@ def entitlement(server: LiveServer, token: str, external_id: str) -> dict[str, A
 
 def new_customer(server: LiveServer, token: str) -> tuple[str, str]:
     external_id = f"life-{uuid.uuid4().hex[:8]}"
-    created = graphql(
+    created = graphql_data(
         server,
         token,
         CREATE,
@@ -90,11 +76,11 @@ def test_cancel_immediately_issues_the_final_invoice_and_ends_entitlements(
         "reason": "e2e",
         "idempotencyKey": f"e2e-{uuid.uuid4()}",
     }
-    preview = graphql(live_server, finance, CANCEL, {"input": {**cancel, "dryRun": True}})["cancelSubscription"]
+    preview = graphql_data(live_server, finance, CANCEL, {"input": {**cancel, "dryRun": True}})["cancelSubscription"]
     assert preview["userErrors"] == [] and preview["issuedInvoices"] == [] and preview["event"] is None
     assert preview["subscription"]["status"] == "CANCELED", "as the cancel would leave it"
     assert entitlement(live_server, tokens["edge"], external_id)["allowed"] is True, "the dry run changed nothing"
-    done = graphql(live_server, finance, CANCEL, {"input": cancel})["cancelSubscription"]
+    done = graphql_data(live_server, finance, CANCEL, {"input": cancel})["cancelSubscription"]
     assert done["userErrors"] == [] and done["subscription"]["status"] == "CANCELED"
     assert done["event"] == {
         "kind": "CANCEL",
@@ -131,9 +117,9 @@ def test_cancel_immediately_issues_the_final_invoice_and_ends_entitlements(
         timeout=10,
     ).json()
     assert [r["code"] for r in sent["rejected"]] == ["SUBSCRIPTION_CANCELED"]
-    again = graphql(live_server, finance, CANCEL, {"input": cancel})["cancelSubscription"]
+    again = graphql_data(live_server, finance, CANCEL, {"input": cancel})["cancelSubscription"]
     assert [i["number"] for i in again["issuedInvoices"]] == [i["number"] for i in done["issuedInvoices"]]
-    twice = graphql(live_server, finance, CANCEL, {"input": {**cancel, "idempotencyKey": f"e2e-{uuid.uuid4()}"}})
+    twice = graphql_data(live_server, finance, CANCEL, {"input": {**cancel, "idempotencyKey": f"e2e-{uuid.uuid4()}"}})
     assert twice["cancelSubscription"]["userErrors"][0]["code"] == "ALREADY_CANCELED"
     assert twice["cancelSubscription"]["subscription"] is None
 
@@ -142,7 +128,7 @@ def test_cancel_at_period_end_then_resume_over_http(live_server: LiveServer, tok
     finance = tokens["finance"]
     customer_id, external_id = new_customer(live_server, finance)
     cancel = {"customerId": customer_id, "timing": "PERIOD_END", "idempotencyKey": f"e2e-{uuid.uuid4()}"}
-    done = graphql(live_server, finance, CANCEL, {"input": cancel})["cancelSubscription"]
+    done = graphql_data(live_server, finance, CANCEL, {"input": cancel})["cancelSubscription"]
     subscription = done["subscription"]
     assert subscription["status"] == "ACTIVE" and subscription["cancelAt"] == subscription["currentPeriodEnd"]
     assert done["issuedInvoices"] == [] and done["event"]["status"] == "scheduled"
@@ -156,14 +142,14 @@ def test_cancel_at_period_end_then_resume_over_http(live_server: LiveServer, tok
         timeout=10,
     ).json()
     assert refused["errors"] and refused["data"] is None, "a viewer may not resume"
-    resumed = graphql(
+    resumed = graphql_data(
         live_server, finance, RESUME, {"input": {"customerId": customer_id, "idempotencyKey": f"e2e-{uuid.uuid4()}"}}
     )
     assert resumed["resumeSubscription"]["subscription"]["cancelAt"] is None
     assert resumed["resumeSubscription"]["event"] == {"kind": "RESUME", "status": "applied"}
     answer = entitlement(live_server, tokens["edge"], external_id)
     assert (answer["allowed"], answer["reason"]) == (True, None)
-    nothing = graphql(
+    nothing = graphql_data(
         live_server, finance, RESUME, {"input": {"customerId": customer_id, "idempotencyKey": f"e2e-{uuid.uuid4()}"}}
     )
     assert nothing["resumeSubscription"]["userErrors"] == [
@@ -179,17 +165,17 @@ def test_pause_and_unpause_over_http(live_server: LiveServer, tokens: dict[str, 
     finance = tokens["finance"]
     customer_id, external_id = new_customer(live_server, finance)
     pause = {"customerId": customer_id, "idempotencyKey": f"e2e-{uuid.uuid4()}"}
-    preview = graphql(live_server, finance, PAUSE, {"input": {**pause, "dryRun": True}})["pauseSubscription"]
+    preview = graphql_data(live_server, finance, PAUSE, {"input": {**pause, "dryRun": True}})["pauseSubscription"]
     assert preview["userErrors"] == [] and preview["prorations"][0]["description"].startswith("Unused time on Pro v1")
     assert entitlement(live_server, tokens["edge"], external_id)["allowed"] is True
-    paused = graphql(live_server, finance, PAUSE, {"input": pause})["pauseSubscription"]
+    paused = graphql_data(live_server, finance, PAUSE, {"input": pause})["pauseSubscription"]
     assert paused["subscription"]["status"] == "PAUSED" and paused["subscription"]["pausedAt"] == paused["effectiveAt"]
     answer = entitlement(live_server, tokens["edge"], external_id)
     assert (answer["allowed"], answer["reason"]) == (False, "SUBSCRIPTION_PAUSED")
-    twice = graphql(live_server, finance, PAUSE, {"input": {**pause, "idempotencyKey": f"e2e-{uuid.uuid4()}"}})
+    twice = graphql_data(live_server, finance, PAUSE, {"input": {**pause, "idempotencyKey": f"e2e-{uuid.uuid4()}"}})
     assert twice["pauseSubscription"]["userErrors"][0]["code"] == "ALREADY_PAUSED"
     unpause = {"customerId": customer_id, "idempotencyKey": f"e2e-{uuid.uuid4()}"}
-    unpaused = graphql(live_server, finance, UNPAUSE, {"input": unpause})["unpauseSubscription"]
+    unpaused = graphql_data(live_server, finance, UNPAUSE, {"input": unpause})["unpauseSubscription"]
     assert unpaused["subscription"]["status"] == "ACTIVE" and unpaused["subscription"]["pausedAt"] is None
     assert [p["description"].split(" (")[0] for p in unpaused["prorations"]] == [
         "Unused time on Pro v1",
@@ -197,5 +183,5 @@ def test_pause_and_unpause_over_http(live_server: LiveServer, tokens: dict[str, 
     ]
     answer = entitlement(live_server, tokens["edge"], external_id)
     assert (answer["allowed"], answer["reason"]) == (True, None)
-    again = graphql(live_server, finance, UNPAUSE, {"input": {**unpause, "idempotencyKey": f"e2e-{uuid.uuid4()}"}})
+    again = graphql_data(live_server, finance, UNPAUSE, {"input": {**unpause, "idempotencyKey": f"e2e-{uuid.uuid4()}"}})
     assert again["unpauseSubscription"]["userErrors"][0]["code"] == "NOT_PAUSED"
