@@ -6,14 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test install install-dev browser lint typecheck pytest bench clean
+.PHONY: run test install install-dev browser pdf-libs lint typecheck pytest bench clean
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed pdf-libs
 	$(BIN)/tally migrate
 	$(BIN)/tally demo
 	TALLY_ENV=$${TALLY_ENV:-development} $(BIN)/tally serve
 
-test: $(VENV)/.installed-dev browser lint typecheck pytest
+test: $(VENV)/.installed-dev pdf-libs browser lint typecheck pytest
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -40,6 +40,17 @@ browser: $(VENV)/.installed-dev
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else \
 	  $(BIN)/playwright install chromium; \
+	fi
+
+# Invoice PDFs are drawn by WeasyPrint, which needs Pango. Debian's packages when root (as CI is);
+# elsewhere a hint, since invoices work without PDFs until it is installed.
+pdf-libs:
+	@if ldconfig -p 2>/dev/null | grep -q libpangoft2-1.0; then \
+	  echo "pango: found"; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpango-1.0-0 libpangoft2-1.0-0 >/dev/null; \
+	else \
+	  echo "pango: missing; invoice PDFs need it (Debian/Ubuntu: apt install libpango-1.0-0 libpangoft2-1.0-0)"; \
 	fi
 
 lint: $(VENV)/.installed-dev
