@@ -20,7 +20,7 @@ from sqlalchemy import (
     Text,
     false,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlmodel import Field, SQLModel
 
 CUSTOMER_STATUSES = ("ACTIVE", "PAST_DUE", "SUSPENDED")
@@ -38,6 +38,20 @@ class Customer(SQLModel, table=True):
     currency: str = Field(sa_column=Column(String(3), nullable=False))
     status: str = Field(default="ACTIVE")
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    # Billing details: who the invoices are addressed to (see customers.billing_details).
+    legal_name: str | None = Field(default=None, sa_column=Column(Text))
+    address_line1: str | None = Field(default=None, sa_column=Column(Text))
+    address_line2: str | None = Field(default=None, sa_column=Column(Text))
+    city: str | None = Field(default=None, sa_column=Column(Text))
+    postal_code: str | None = Field(default=None, sa_column=Column(Text))
+    region: str | None = Field(default=None, sa_column=Column(Text))  # state or province, e.g. "CA"
+    country: str | None = Field(default=None, sa_column=Column(String(2)))  # ISO 3166-1 alpha-2
+    tax_id: str | None = Field(default=None, sa_column=Column(Text))  # e.g. a VAT number "FR40303265045"
+    tax_exemption: str = Field(default="none", sa_column=Column(Text, nullable=False, server_default="none"))
+    invoice_emails: list[str] = Field(
+        default_factory=list, sa_column=Column(ARRAY(Text), nullable=False, server_default="{}")
+    )
+    locale: str = Field(default="en", sa_column=Column(Text, nullable=False, server_default="en"))
 
 
 class Subscription(SQLModel, table=True):
