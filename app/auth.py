@@ -68,6 +68,8 @@ class Capability(StrEnum):
     READ_ANOMALIES = "read_anomalies"
     MANAGE_ANOMALIES = "manage_anomalies"
     OVERRIDE_PRICES = "override_prices"  # a customer's own prices: finance and admin only
+    # Name, email and billing details; a customer token its own (app.api.billing_details).
+    UPDATE_BILLING_DETAILS = "update_billing_details"
 
 
 _STAFF_READ = {
@@ -98,6 +100,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.MANAGE_COLLECTION,
             Capability.MANAGE_ANOMALIES,
             Capability.OVERRIDE_PRICES,
+            Capability.UPDATE_BILLING_DETAILS,
         }
     ),
     # Support grants credits up to TALLY_SUPPORT_GRANT_LIMIT a grant (checked where grants are made).
@@ -111,6 +114,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.REDEEM_PROMOTIONS,
             Capability.CHANGE_PLANS,
             Capability.MANAGE_PAYMENT_METHODS,
+            Capability.UPDATE_BILLING_DETAILS,
         }
     ),
     Role.VIEWER: frozenset(_STAFF_READ),
@@ -129,6 +133,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.READ_LEDGER,
             Capability.READ_INVOICES,
             Capability.MANAGE_PAYMENT_METHODS,
+            Capability.UPDATE_BILLING_DETAILS,
         }
     ),
 }

@@ -244,3 +244,21 @@ class PriceOverride(SQLModel, table=True):
     idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
     request_hash: str
     recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class BillingDetailChange(SQLModel, table=True):
+    """One change of a customer's billing details: who, when, and the fields that changed, each
+    with its value ``before`` and ``after`` (keys are the columns of :class:`Customer`). Written in
+    the transaction that changes the customer, never updated; ``id`` orders a customer's changes,
+    so each row's ``before`` is what the previous row's ``after`` left (the customer row is locked
+    while the change is worked out)."""
+
+    __tablename__ = "customer_billing_detail_changes"
+    __table_args__ = (Index("customer_billing_detail_changes_by_customer", "customer_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(always=True), primary_key=True))
+    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), nullable=False))
+    changed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    actor: str = Field(sa_column=Column(Text, nullable=False))
+    before: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    after: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))

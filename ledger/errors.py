@@ -41,3 +41,12 @@ class IdempotencyKeyReused(TallyError):
 
 class LimitExceeded(TallyError):
     code = "LIMIT_EXCEEDED"
+
+
+class InvalidFields(InvalidInput):
+    """Every refusal of one input at once (each wrong field of a form), so a person fixes them in
+    one go; each names its own field and code. Its own message lists them all (the CLI prints it)."""
+
+    def __init__(self, errors: list[TallyError]):
+        super().__init__("; ".join(f"{error.field}: {error.message}" for error in errors))
+        self.errors = errors

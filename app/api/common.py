@@ -14,7 +14,7 @@ from graphql import GraphQLError
 from strawberry.types import Info
 
 from app.database import in_transaction
-from ledger.errors import TallyError
+from ledger.errors import InvalidFields, TallyError
 from ledger.money import to_major
 from pricing.catalog import CatalogInvalid
 
@@ -44,6 +44,8 @@ class UserError:
         """One entry per refusal; a catalog lists each of its problems with its path."""
         if isinstance(error, CatalogInvalid):
             return [cls(field=["catalog", p.path], code=error.code, message=p.message) for p in error.problems]
+        if isinstance(error, InvalidFields):
+            return [entry for each in error.errors for entry in cls.from_error(each)]
         return [cls(field=[error.field] if error.field else None, code=error.code, message=error.message)]
 
 

@@ -20,6 +20,12 @@ from app.api.billing import (
     resolve_plan_changes,
     resolve_upcoming_invoice,
 )
+from app.api.billing_details import (
+    BillingDetails,
+    BillingDetailsChange,
+    resolve_billing_details,
+    resolve_billing_details_history,
+)
 from app.api.catalog import BillingInterval, Plan
 from app.api.common import (
     Connection,
@@ -61,6 +67,7 @@ from app.api.price_overrides import PriceOverride, SubscriptionCharge, resolve_p
 from app.api.scope import customer_of, customer_scope, find_visible_customer
 from app.auth import Capability
 from customers import service as customers
+from customers.billing_detail_changes import StoredDetails
 from customers.calendar import current_period
 from customers.lifecycle import subscription_status
 from customers.models import Customer as CustomerRow
@@ -188,6 +195,7 @@ class Customer:
     status: CustomerStatus
     created_at: datetime
     row_id: strawberry.Private[uuid.UUID]
+    details: strawberry.Private[StoredDetails]
 
     usage: list[MeterUsage] = strawberry.field(resolver=resolve_usage)
     balance: Balance = strawberry.field(resolver=resolve_balance, permission_classes=[requires(Capability.READ_LEDGER)])
@@ -243,6 +251,14 @@ class Customer:
         permission_classes=[requires(Capability.READ_INVOICES)],
         description="The minimum spend per billing period in effect now, and the subscription's own settings.",
     )
+    billing_details: BillingDetails = strawberry.field(
+        resolver=resolve_billing_details,
+        description="What invoices, credit notes and emails say of the customer as buyer; see updateCustomer.",
+    )
+    billing_details_history: list[BillingDetailsChange] = strawberry.field(
+        resolver=resolve_billing_details_history,
+        description="Changes of the billing details, newest first (who made each: staff only).",
+    )
 
     @strawberry.field(
         description="The customer's primary subscription: the first one they took that has no cancel (past or "
@@ -273,6 +289,7 @@ class Customer:
             status=CustomerStatus(row.status),
             created_at=row.created_at,
             row_id=row.id,
+            details=StoredDetails.of(row),
         )
 
 

@@ -26,6 +26,7 @@ from strawberry.tools import merge_types
 
 from app.api.anomalies import AnomaliesMutation, AnomaliesQuery
 from app.api.billing import BillingMutation, BillingQuery
+from app.api.billing_details import BillingDetailsMutation
 from app.api.calendar import CalendarMutation
 from app.api.catalog import CatalogQuery
 from app.api.collection import CollectionMutation, CollectionQuery, FinanceMutation, ReconciliationMutation
@@ -67,6 +68,7 @@ Mutation = merge_types(
     "Mutation",
     (
         CustomersMutation,
+        BillingDetailsMutation,
         MeteringMutation,
         QuarantineMutation,
         LedgerMutation,
