@@ -115,7 +115,7 @@ class BillingDetailsChange:
         return cls(
             sequence=row.id,
             changed_at=row.changed_at,
-            fields=[API_FIELDS[name] for name in row.after],
+            fields=[api for name, api in API_FIELDS.items() if name in row.after],  # JSONB keeps no order
             before=_by_api_field(row.before),
             after=_by_api_field(row.after),
             actor=row.actor,

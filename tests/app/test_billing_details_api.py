@@ -115,6 +115,7 @@ async def test_staff_review_then_change_billing_details_and_see_the_history(
     history = customer["billingDetailsHistory"]
     assert [len(row["fields"]) for row in history] == [3, 2, 7], "newest first"
     assert history[0]["sequence"] > history[1]["sequence"] > history[2]["sequence"]
+    assert history[2]["fields"] == done["change"]["fields"], "in the form's order"
     assert all(row["actor"] for row in history), "staff see who changed them"
 
     gone = await update(client, support, acme, address=None)
