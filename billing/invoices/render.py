@@ -2,12 +2,15 @@
 WeasyPrint, to PDF.
 
 The PDF is deterministic: its creation and modification dates are the invoice's issue date (from
-the template's ``dcterms`` metadata) and WeasyPrint's file identifier is derived from the content,
-so rendering the same invoice again gives the same bytes (a test checks it).
+the template's ``dcterms`` metadata), WeasyPrint's file identifier is derived from the content, and
+the embedded font subsets carry a fixed timestamp (fontTools, which subsets them when HarfBuzz's
+subsetter is absent, stamps "now" unless ``SOURCE_DATE_EPOCH`` is set, the reproducible-builds
+convention), so rendering the same invoice again gives the same bytes (a test checks it).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -19,6 +22,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from billing.invoices import locales
 from billing.invoices.document import InvoiceDocument
 
+# The fonts' "modified" date in every PDF (2026-01-01): any constant makes re-renders identical.
+FONT_TIMESTAMP = 1767225600
 TEMPLATES = Path(__file__).parent / "templates"
 ENVIRONMENT = Environment(
     loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True), undefined=StrictUndefined
@@ -80,6 +85,7 @@ def render_html(document: InvoiceDocument, page: HostedPage | None = None) -> st
 def render_pdf(document: InvoiceDocument) -> bytes:
     from weasyprint import HTML  # imported on first render: it loads Pango, which the API may never need
 
+    os.environ.setdefault("SOURCE_DATE_EPOCH", str(FONT_TIMESTAMP))
     pdf = HTML(string=render_html(document)).write_pdf()
     assert pdf is not None
     return bytes(pdf)
