@@ -32,7 +32,8 @@ class LineBreakdown:
 
 def breakdown(terms: ChargeTerms, quantity: Decimal, amount_exact: Decimal) -> LineBreakdown | None:
     """The allowance taken off first, then the billable units per tier (graduated: each tier its
-    band; volume: the one tier reached prices every unit)."""
+    band; volume: the one tier reached prices every unit). None when there is nothing to add to
+    the line: no allowance, and one tier without a flat fee."""
     if rate(terms, quantity) != amount_exact:
         return None
     allowance = min(quantity, terms.included) if terms.included else None
@@ -56,8 +57,8 @@ def breakdown(terms: ChargeTerms, quantity: Decimal, amount_exact: Decimal) -> L
         bands.append(
             TierBand(number, billable, tier.unit_price, tier.flat_fee, billable * tier.unit_price + tier.flat_fee)
         )
-    if allowance is None and not bands:
-        return None
+    if allowance is None and len(bands) <= 1 and not any(band.flat_fee for band in bands):
+        return None  # one tier at one price: the line's own quantity and amount say it all
     return LineBreakdown(allowance, bands)
 
 
