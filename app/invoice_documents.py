@@ -8,10 +8,12 @@ was altered or names no invoice is 404 ``INVOICE_LINK_INVALID``, an expired one 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime
 from html import escape
 
+import stripe
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -22,15 +24,16 @@ from app.collection import stripe_gateway
 from app.dependencies import SessionDep, authenticate
 from app.settings import Settings
 from billing.invoices import service as documents
-from billing.invoices.document import Seller
+from billing.invoices.document import InvoiceDocument, Seller
 from billing.invoices.errors import InvoiceLinkExpired, InvoiceLinkInvalid, InvoiceNotFound
 from billing.invoices.links import InvoiceLink, read_link, sign_link
 from billing.invoices.locales import UnknownLocale, check_locale
 from billing.invoices.render import HostedPage, Payment, render_html
-from billing.stripe_gateway import client_secret_of
+from billing.stripe_gateway import StripeUnavailable, client_secret_of
 from ledger.errors import TallyError
 
 router = APIRouter()
+logger = logging.getLogger("tally.invoices")
 
 
 def seller_of(settings: Settings) -> Seller:
@@ -80,16 +83,26 @@ def _refusal_page(error: TallyError) -> HTMLResponse:
     return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
 
-async def _payment(session: AsyncSession, settings: Settings, invoice_id: uuid.UUID, return_url: str) -> Payment | None:
-    """The pay button's PaymentIntent, when collection is on and something is still due."""
+async def _hosted_page(
+    session: AsyncSession, settings: Settings, document: InvoiceDocument, pdf_href: str, page_url: str
+) -> HostedPage:
+    """The page's pay button, when collection is on and the invoice's PaymentIntent waits for the
+    customer. Stripe unreachable: no button, and the page says online payment is unavailable (the
+    invoice itself still shows; never a 5xx for it)."""
     gateway = stripe_gateway(settings)
-    if gateway is None or not settings.stripe_publishable_key:
-        return None
-    intent = await documents.payable_intent(session, invoice_id)
+    if gateway is None or not settings.stripe_publishable_key or document.status != "issued" or not document.amount_due:
+        return HostedPage(pdf_href)
+    intent = await documents.payable_intent(session, document.invoice_id)
     if intent is None:
-        return None
-    secret = await client_secret_of(gateway, intent)
-    return Payment(settings.stripe_publishable_key, secret, return_url) if secret else None
+        return HostedPage(pdf_href)
+    try:
+        secret = await client_secret_of(gateway, intent)
+    except (StripeUnavailable, stripe.StripeError):
+        logger.warning("hosted invoice page: Stripe did not give the PaymentIntent's client secret", exc_info=True)
+        return HostedPage(pdf_href, payment_unavailable=True)
+    if not secret:
+        return HostedPage(pdf_href)
+    return HostedPage(pdf_href, Payment(settings.stripe_publishable_key, secret, page_url))
 
 
 @router.get("/i/{token}", include_in_schema=False)
@@ -103,11 +116,8 @@ async def hosted_invoice(request: Request, token: str, session: SessionDep, loca
     except TallyError as error:
         return _refusal_page(error)
     page_url = f"{(settings.public_base_url or str(request.base_url)).rstrip('/')}/i/{token}"
-    pay = None
-    if document.amount_due > 0 and document.status == "issued":
-        pay = await _payment(session, settings, invoice_id, page_url)
     query = f"?locale={locale}" if locale else ""
-    html = render_html(document, HostedPage(pdf_href=f"/i/{token}/pdf{query}", pay=pay))
+    html = render_html(document, await _hosted_page(session, settings, document, f"/i/{token}/pdf{query}", page_url))
     # Stripe.js needs its own origin; everything else stays as strict as the console's pages.
     csp = (
         "default-src 'self'; script-src 'self' 'unsafe-inline' https://js.stripe.com; "

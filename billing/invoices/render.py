@@ -43,6 +43,7 @@ class Payment:
 class HostedPage:
     pdf_href: str
     pay: Payment | None = None
+    payment_unavailable: bool = False  # collection is on but Stripe could not be asked just now
 
 
 @dataclass(frozen=True)

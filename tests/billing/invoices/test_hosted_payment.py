@@ -53,6 +53,12 @@ async def test_an_invoice_awaiting_authentication_offers_the_customer_a_pay_butt
     assert '<script src="https://js.stripe.com/v3/"></script>' in page.text
     assert "https://js.stripe.com" in page.headers["content-security-policy"]
 
+    hurried = online.model_copy(update={"stripe_timeout_seconds": 0.5, "stripe_max_network_retries": 0})
+    with localstripe.stopped():  # Stripe hangs: the invoice still shows, without the button
+        hanging = await hosted_page(hurried, database_url, f"/i/{link.token}")
+    assert hanging.status_code == 200 and 'id="pay"' not in hanging.text
+    assert "Online payment is not available for this invoice" in hanging.text and "$10.00" in hanging.text
+
     await session.execute(text("UPDATE payment_attempts SET status = 'succeeded'"))
     await session.commit()
     paid = await hosted_page(online, database_url, f"/i/{link.token}")
