@@ -261,7 +261,11 @@ async def invoice_page(request: Request, context: ContextDep, reference: str) ->
     if invoice is None:
         return render(request, "not_found.html", {"what": "invoice"}, status_code=404)
     customer = (await query(request, "ConsoleCustomerHeader", {"id": invoice["customerId"]}, context))["customer"]
-    return render(request, "invoice.html", {"invoice": invoice, "customer": customer, "link": None, "link_errors": {}})
+    return render(
+        request,
+        "invoice.html",
+        {"invoice": invoice, "customer": customer, "link": None, "link_days": None, "link_errors": {}},
+    )
 
 
 @router.get("/invoices/{reference}/pdf")
@@ -298,7 +302,13 @@ async def invoice_link(request: Request, context: ContextDep, reference: str) ->
     return render(
         request,
         "invoice.html",
-        {"invoice": invoice, "customer": customer, "link": link, "link_errors": field_errors(payload["userErrors"])},
+        {
+            "invoice": invoice,
+            "customer": customer,
+            "link": link,
+            "link_days": days[:12],
+            "link_errors": field_errors(payload["userErrors"]),
+        },
         status_code=422 if payload["userErrors"] else 200,
     )
 

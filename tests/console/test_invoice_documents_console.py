@@ -26,8 +26,9 @@ async def test_staff_open_the_pdf_and_make_a_customer_link(client: httpx.AsyncCl
     token = csrf_of(page.text)
     made = await client.post(f"/console/invoices/{number}/link", data={"csrftoken": token, "expires_in_days": "7"})
     assert made.status_code == 200
-    link = re.search(r'id="customer-link" class="copy-link" type="text" readonly value="([^"]+)"', made.text)
+    link = re.search(r'id="customer-link" class="copy-link" type="text" readonly size="90" value="([^"]+)"', made.text)
     assert link is not None and link.group(1).startswith("http://tally.test/i/")
+    assert 'name="expires_in_days" type="number" min="1" max="365" inputmode="numeric" value="7"' in made.text
     hosted = await client.get(link.group(1).removeprefix("http://tally.test"))
     assert hosted.status_code == 200 and number in hosted.text
 

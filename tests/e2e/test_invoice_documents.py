@@ -51,6 +51,7 @@ def test_staff_share_an_invoice_and_the_customer_opens_it_signed_out(
     link = page.input_value("#customer-link")
     assert link.startswith(f"{live_server.base_url}/i/")
     assert "valid until" in page.inner_text(".invoice-documents")
+    page.screenshot(path=str(tmp_path / "console-invoice-link.png"))
 
     customer = browser.new_context(viewport={"width": 1000, "height": 1100})  # no console session
     hosted = customer.new_page()
