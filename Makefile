@@ -52,6 +52,13 @@ pdf-libs:
 	else \
 	  echo "pango: missing; invoice PDFs need it (Debian/Ubuntu: apt install libpango-1.0-0 libpangoft2-1.0-0)"; \
 	fi
+	@if fc-list 2>/dev/null | grep -qi "dejavu sans"; then \
+	  echo "fonts: DejaVu found"; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core fontconfig >/dev/null; \
+	else \
+	  echo "fonts: DejaVu missing; invoice PDFs fall back to any font (Debian/Ubuntu: apt install fonts-dejavu-core)"; \
+	fi
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

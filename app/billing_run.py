@@ -46,6 +46,7 @@ def billing_window(settings: Settings) -> BillingWindow:
         grace=timedelta(minutes=settings.billing_grace_minutes),
         late_window=timedelta(days=settings.event_max_age_days),
         trial_without_payment_method=settings.trial_without_payment_method,
+        payment_terms=timedelta(days=settings.payment_terms_days),
     )
 
 

@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app import health, jobs, metrics, rest, webhooks
+from app import health, invoice_documents, jobs, metrics, rest, webhooks
 from app.api.context import TallyContext
 from app.api.schema import build_schema
 from app.api.transport import TallyGraphQLRouter
@@ -135,6 +135,7 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
     )
 
     app.include_router(rest.router)
+    app.include_router(invoice_documents.router)
     app.include_router(webhooks.router)
     app.include_router(metrics.router)
     app.include_router(health.router)

@@ -168,6 +168,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("STRIPE_API_BASE", "TALLY_STRIPE_API_BASE"),
         description="Stripe's API address, e.g. a localstripe at http://localhost:8420; unset is Stripe's own.",
     )
+    stripe_publishable_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_PUBLISHABLE_KEY", "TALLY_STRIPE_PUBLISHABLE_KEY"),
+        description="pk_...: lets Stripe.js on the hosted invoice page take a payment (no pay button without it).",
+    )
     stripe_timeout_seconds: float = Field(default=10.0, gt=0, description="Per Stripe request.")
     stripe_max_network_retries: int = Field(default=2, ge=0, le=10, description="Stripe's own retries.")
     dunning_retry_days: list[int] = Field(
@@ -220,6 +225,23 @@ class Settings(BaseSettings):
     )
     invoice_accuracy_sample: int = Field(
         default=50, ge=1, description="Issued invoices re-rated from raw events by each accuracy check."
+    )
+    payment_terms_days: int = Field(
+        default=14, ge=0, le=365, description="An invoice falls due this many days after issue (its due date)."
+    )
+    seller_legal_name: str = Field(default="Tally", description="Who issues the invoices: the seller's legal name.")
+    seller_address: str = Field(
+        default="", description="The seller's postal address on invoices; lines separated by newlines."
+    )
+    seller_country: str = Field(default="", description="The seller's country (ISO 3166-1 alpha-2) on invoices.")
+    seller_tax_id: str = Field(default="", description="The seller's tax id (e.g. VAT number) on invoices.")
+    seller_email: str = Field(default="", description="Where buyers write about an invoice.")
+    invoice_link_days: int = Field(
+        default=30, ge=1, le=365, description="How long a hosted invoice link works unless its creator says otherwise."
+    )
+    public_base_url: str | None = Field(
+        default=None,
+        description="The address customers reach Tally at, for hosted invoice links (unset: the request's own).",
     )
     invoice_accuracy_interval_hours: int = Field(default=24, ge=1, description="How often `tally serve` checks.")
 

@@ -34,6 +34,8 @@ from billing.advance import AdvanceBill, bill_at_start, bills_in_period, has_adv
 from billing.minimum_spend import TRUE_UP_DESCRIPTION, period_true_up
 from billing.models import Invoice, OneOffCharge
 from billing.plan_changes import period_prorations
+from customers import repository as customers_repository
+from customers.billing_details import billing_details_of
 from customers.calendar import schedule_of
 from customers.lifecycle import ACTIVE, CANCELED, PAUSED, cancel_moment, status_on
 from customers.models import Subscription, SubscriptionPhase
@@ -526,6 +528,10 @@ async def _late_usage(
     return late
 
 
+# How long after issue an invoice falls due, unless the caller passes the configured terms.
+DEFAULT_PAYMENT_TERMS = timedelta(days=14)
+
+
 def _idempotency_key(draft: DraftInvoice, purpose: str) -> str:
     """The invoice's unique key: its reference, else its subscription, kind and period start."""
     if draft.reference is not None:
@@ -541,13 +547,17 @@ async def issue(
     invoiced_through: datetime | None,
     closes_at: datetime | None = None,
     trace_id: str | None = None,
+    payment_terms: timedelta = DEFAULT_PAYMENT_TERMS,
 ) -> Invoice:
     """Write the invoice, its lines and its ledger transactions, claim the pending one-off charges
     it bills, and move the subscription's billing cursor to ``invoiced_through`` (None: an invoice
     outside the periods, which moves nothing); the caller commits. The ledger keys derive from the
     customer, kind and period, like the invoice's own unique key (or from the draft's
-    ``reference``), so a crashed and re-run billing can never post an invoice twice."""
+    ``reference``), so a crashed and re-run billing can never post an invoice twice. The buyer's
+    billing details are kept on the invoice as they stand now, and it falls due ``payment_terms``
+    after issue."""
     currency, customer_id = draft.currency, draft.customer_id
+    buyer = (await customers_repository.get_by_ids(session, [customer_id]))[customer_id]
     invoice_id = uuid.uuid4()
     if draft.one_off_charge_ids:
         claimed = await charges_repository.claim_one_off_charges(session, draft.one_off_charge_ids, invoice_id)
@@ -625,6 +635,8 @@ async def issue(
         "ledger_transaction_id": ledger_transaction_id,
         "credits_transaction_id": credits_transaction_id,
         "trace_id": trace_id,
+        "billing_details": billing_details_of(buyer).as_json(),
+        "due_at": as_of + payment_terms,
     }
     lines = [
         {

@@ -93,6 +93,9 @@ class Invoice(SQLModel, table=True):
     ledger_transaction_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
     credits_transaction_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
     trace_id: str | None = Field(default=None, sa_column=Column(String(32)))
+    # The buyer's billing details as they stood at issue (None: issued before they were kept).
+    billing_details: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    due_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
 class InvoiceLine(SQLModel, table=True):

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from sqlalchemy import text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -135,10 +136,10 @@ number AS (
 invoice AS (
   INSERT INTO invoices (id, customer_id, subscription_id, number, kind, status, currency, period_start, period_end,
                         subtotal, credits_applied, total, amount_due, issued_at, ledger_transaction_id,
-                        credits_transaction_id, trace_id)
+                        credits_transaction_id, trace_id, billing_details, due_at)
   SELECT %(id)s, %(customer_id)s, %(subscription_id)s, number.last_number, %(kind)s, %(status)s, %(currency)s,
          %(period_start)s, %(period_end)s, %(subtotal)s, %(credits_applied)s, %(total)s, %(amount_due)s, %(issued_at)s,
-         %(ledger_transaction_id)s, %(credits_transaction_id)s, %(trace_id)s
+         %(ledger_transaction_id)s, %(credits_transaction_id)s, %(trace_id)s, %(billing_details)s, %(due_at)s
   FROM number
   RETURNING number),
 lines AS (
@@ -199,6 +200,7 @@ async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:
     lines, rated = written.lines, written.rated
     params = {
         **written.invoice,
+        "billing_details": Jsonb(written.invoice["billing_details"]),
         "invoiced_through": written.invoiced_through,
         "closes_at": written.closes_at,
         "rated_starts": [start for start, _, _ in rated],

@@ -12,7 +12,7 @@ from opentelemetry import trace
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import provenance_repository, repository
-from billing.invoicing import DraftInvoice, compose_period, issue, next_due
+from billing.invoicing import DEFAULT_PAYMENT_TERMS, DraftInvoice, compose_period, issue, next_due
 from billing.models import Invoice, InvoiceLine
 from billing.trial_ends import settle_trial_end
 from customers import service as customers
@@ -36,6 +36,8 @@ class BillingWindow:
     late_window: timedelta
     # What a trial that requires a payment method does when it ends without one: "cancel" or "past_due".
     trial_without_payment_method: str = "cancel"
+    # How long after issue an invoice falls due (the ``due_at`` its documents show).
+    payment_terms: timedelta = DEFAULT_PAYMENT_TERMS
 
 
 async def due_customers(session: AsyncSession, *, as_of: datetime, window: BillingWindow) -> list[uuid.UUID]:
@@ -111,6 +113,7 @@ async def _issue_next_of(
             invoiced_through=due.invoiced_through,
             closes_at=due.closes_at,
             trace_id=trace_id,
+            payment_terms=window.payment_terms,
         )
         await _trace_issuance(session, span, invoice, due.draft, as_of=as_of)
     more_due = due.closes_at is not None and due.closes_at + window.grace <= as_of

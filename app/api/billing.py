@@ -30,6 +30,7 @@ from app.api.provenance import InvoiceLineProvenance
 from app.api.scope import STAFF_ONLY, WHICH_SUBSCRIPTION, customer_of, may_see, staff_only, subscription_id_of
 from app.auth import Capability
 from app.billing_run import billing_window
+from app.invoice_documents import public_url
 from billing import service as billing
 from billing.invoicing import DraftLine
 from billing.models import Invoice as InvoiceRow
@@ -153,6 +154,19 @@ class Invoice:
     )
     def subscription_id(self) -> strawberry.ID | None:
         return strawberry.ID(str(self.row.subscription_id)) if self.row.subscription_id else None
+
+    @strawberry.field(
+        description="When payment is due: the issue date plus the payment terms (TALLY_PAYMENT_TERMS_DAYS)."
+    )
+    def due_at(self) -> datetime:
+        return self.row.due_at or self.row.issued_at
+
+    @strawberry.field(
+        description="The invoice's PDF, for staff and the invoice's own customer (send the bearer token; add "
+        "?locale=en|fr|de|es for another language): absolute when TALLY_PUBLIC_BASE_URL is set, else a path."
+    )
+    def pdf_url(self, info: Info) -> str:
+        return public_url(info.context.settings, f"/v1/invoices/{self.row.id}/pdf")
 
     @strawberry.field(description="The trace that issued it (its spans link the ingest traces it rated).")
     async def trace_id(self) -> str | None:

@@ -32,6 +32,7 @@ from app.api.catalog import CatalogQuery
 from app.api.collection import CollectionMutation, CollectionQuery, FinanceMutation, ReconciliationMutation
 from app.api.customers import CustomersMutation, CustomersQuery
 from app.api.extras import ExtrasMutation
+from app.api.invoice_documents import InvoiceDocumentsMutation
 from app.api.ledger import CorrectionsMutation, LedgerMutation
 from app.api.lifecycle import LifecycleMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
@@ -81,6 +82,7 @@ Mutation = merge_types(
         ReconciliationMutation,
         AnomaliesMutation,
         ExtrasMutation,
+        InvoiceDocumentsMutation,
         LifecycleMutation,
         PriceOverridesMutation,
         CalendarMutation,

@@ -1,0 +1,23 @@
+"""The stored documents of invoices."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Column, DateTime, ForeignKey, LargeBinary, String, Text
+from sqlmodel import Field, SQLModel
+
+
+class StoredDocument(SQLModel, table=True):
+    """A rendered PDF, once per (invoice, kind, locale): written on first request and never
+    rewritten, so every later download is byte for byte the document first sent."""
+
+    __tablename__ = "invoice_documents"
+
+    invoice_id: uuid.UUID = Field(sa_column=Column(ForeignKey("invoices.id"), primary_key=True))
+    kind: str = Field(sa_column=Column(Text, primary_key=True))
+    locale: str = Field(sa_column=Column(Text, primary_key=True))
+    sha256: str = Field(sa_column=Column(String(64), nullable=False))
+    pdf: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    rendered_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

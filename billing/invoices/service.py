@@ -1,0 +1,79 @@
+"""What the rest of Tally calls for invoice documents: the hosted page's HTML and the stored PDF.
+
+A PDF is rendered on its first request, not in the billing run (rendering is slow, and most
+invoices are never opened), then stored and always served from storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing import repository as billing_repository
+from billing.invoices import repository
+from billing.invoices.document import InvoiceDocument, Seller, build_document
+from billing.invoices.models import StoredDocument
+from billing.invoices.render import render_pdf
+
+INVOICE = "invoice"
+
+
+@dataclass(frozen=True)
+class InvoicePdf:
+    number: str
+    locale: str
+    sha256: str
+    pdf: bytes
+
+
+async def invoice_document(
+    session: AsyncSession, invoice_id: uuid.UUID, *, seller: Seller, locale: str | None = None
+) -> InvoiceDocument:
+    return await build_document(session, invoice_id, seller=seller, locale=locale)
+
+
+async def invoice_pdf(
+    session: AsyncSession, invoice_id: uuid.UUID, *, seller: Seller, as_of: datetime, locale: str | None = None
+) -> InvoicePdf:
+    """The invoice's PDF in ``locale`` (default: the buyer's): the stored one, else rendered now
+    and stored (the caller commits). Two first requests at once store one document: the second
+    insert does nothing and both return the stored bytes."""
+    document = await build_document(session, invoice_id, seller=seller, locale=locale)
+    stored = await repository.stored_document(session, invoice_id, INVOICE, document.locale)
+    if stored is None:
+        pdf = await asyncio.to_thread(render_pdf, document)  # seconds of CPU: off the event loop
+        await repository.store_document(
+            session,
+            StoredDocument(
+                invoice_id=invoice_id,
+                kind=INVOICE,
+                locale=document.locale,
+                sha256=hashlib.sha256(pdf).hexdigest(),
+                pdf=pdf,
+                rendered_at=as_of,
+            ),
+        )
+        stored = await repository.stored_document(session, invoice_id, INVOICE, document.locale)
+        assert stored is not None
+    return InvoicePdf(document.number, document.locale, stored.sha256, stored.pdf)
+
+
+async def payable_intent(session: AsyncSession, invoice_id: uuid.UUID) -> str | None:
+    """The PaymentIntent the customer may still pay on the hosted page: the latest attempt's,
+    unless it succeeded or is being processed (None: nothing to pay online yet; the first
+    automatic attempt has not run, or the invoice is settled)."""
+    found = await repository.latest_payment_intent(session, invoice_id)
+    if found is None or found[1] in ("succeeded", "processing"):
+        return None
+    return found[0]
+
+
+async def invoice_customer(session: AsyncSession, invoice_id: uuid.UUID) -> uuid.UUID | None:
+    """Whose invoice it is (None: no such invoice): who may download it is decided by the caller."""
+    invoice = await billing_repository.invoice_by_id(session, invoice_id)
+    return invoice.customer_id if invoice else None
