@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -134,11 +134,11 @@ number AS (
   UPDATE invoice_number_counter SET last_number = last_number + 1 WHERE id = 1 RETURNING last_number),
 invoice AS (
   INSERT INTO invoices (id, customer_id, subscription_id, number, kind, status, currency, period_start, period_end,
-                        subtotal, credits_applied, total, amount_due, issued_at, ledger_transaction_id,
-                        credits_transaction_id, trace_id)
+                        subtotal, credits_applied, total, amount_due, tax_amount, issued_at,
+                        ledger_transaction_id, credits_transaction_id, trace_id)
   SELECT %(id)s, %(customer_id)s, %(subscription_id)s, number.last_number, %(kind)s, %(status)s, %(currency)s,
-         %(period_start)s, %(period_end)s, %(subtotal)s, %(credits_applied)s, %(total)s, %(amount_due)s, %(issued_at)s,
-         %(ledger_transaction_id)s, %(credits_transaction_id)s, %(trace_id)s
+         %(period_start)s, %(period_end)s, %(subtotal)s, %(credits_applied)s, %(total)s, %(amount_due)s,
+         %(tax_amount)s, %(issued_at)s, %(ledger_transaction_id)s, %(credits_transaction_id)s, %(trace_id)s
   FROM number
   RETURNING number),
 lines AS (
@@ -154,6 +154,14 @@ lines AS (
               %(line_service_end)b::timestamptz[])
        AS line(position, kind, description, plan_version_id, plan_charge_id, meter_id, dimensions, quantity,
                unit_price, amount_exact, amount, service_start, service_end)),
+tax_lines AS (
+  INSERT INTO invoice_tax_lines (invoice_id, position, rate_key, name, rate, inclusive, taxable_amount, tax_amount,
+                                 reverse_charge)
+  SELECT %(id)s, tax.position - 1, tax.rate_key, tax.name, tax.rate, tax.inclusive, tax.taxable_amount,
+         tax.tax_amount, tax.reverse_charge
+  FROM unnest(%(tax_rate_key)s::text[], %(tax_name)s::text[], %(tax_rate)s::numeric[], %(tax_inclusive)s::boolean[],
+              %(tax_taxable_amount)s::bigint[], %(tax_tax_amount)s::bigint[], %(tax_reverse_charge)s::boolean[])
+       WITH ORDINALITY AS tax(rate_key, name, rate, inclusive, taxable_amount, tax_amount, reverse_charge, position)),
 outbox AS (
   INSERT INTO collection_outbox (invoice_id, customer_id, attempts, status, next_attempt_at, unavailable_retries,
                                  created_at)
@@ -179,6 +187,9 @@ LINE_COLUMNS = (
 )
 
 
+TAX_LINE_COLUMNS = ("rate_key", "name", "rate", "inclusive", "taxable_amount", "tax_amount", "reverse_charge")
+
+
 @dataclass(frozen=True)
 class InvoiceToWrite:
     """An invoice's row without its number (taken when it is written), its lines' columns
@@ -191,6 +202,7 @@ class InvoiceToWrite:
     rated: list[tuple[datetime, datetime, int]]
     invoiced_through: datetime | None
     closes_at: datetime | None = None  # when the period after the cursor may close (None: 28 days on)
+    tax_lines: list[dict[str, Any]] = field(default_factory=list)  # invoice_tax_lines without invoice, position
 
 
 async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:
@@ -206,6 +218,7 @@ async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:
         "rated_counts": [count for _, _, count in rated],
         **{f"line_{column}": [line[column] for line in lines] for column in LINE_COLUMNS},
         "line_dimensions": [canonical_json(line["dimensions"]) for line in lines],
+        **{f"tax_{column}": [line[column] for line in written.tax_lines] for column in TAX_LINE_COLUMNS},
     }
     connection = await driver_connection(session)
     cursor = await connection.execute(WRITE_INVOICE, params)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     SmallInteger,
     String,
     Text,
@@ -244,3 +245,15 @@ class PriceOverride(SQLModel, table=True):
     idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
     request_hash: str
     recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class CustomerTaxRate(SQLModel, table=True):
+    """A tax rate assigned to a customer explicitly: when a customer has any, they apply instead
+    of the rates of their address (``pricing.tax``), in ``position`` order."""
+
+    __tablename__ = "customer_tax_rates"
+
+    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), primary_key=True))
+    tax_rate_key: str = Field(sa_column=Column(Text, primary_key=True))
+    position: int = Field(sa_column=Column(Integer, nullable=False))
+    assigned_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -6,12 +6,20 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import BindParameter, ColumnElement, bindparam, literal_column, text, tuple_
+from sqlalchemy import BindParameter, ColumnElement, bindparam, delete, literal_column, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from customers.models import Customer, PlanChange, Subscription, SubscriptionEvent, SubscriptionPhase, TrialChange
+from customers.models import (
+    Customer,
+    CustomerTaxRate,
+    PlanChange,
+    Subscription,
+    SubscriptionEvent,
+    SubscriptionPhase,
+    TrialChange,
+)
 from ledger.repository import driver_connection
 
 # The same expression as the trigram index customers_search_trgm, so searches use it.
@@ -323,5 +331,24 @@ async def trial_changes_of(session: AsyncSession, customer_id: uuid.UUID, *, lim
         .where(col(TrialChange.customer_id) == customer_id)
         .order_by(col(TrialChange.requested_at).desc())
         .limit(limit)
+    )
+    return list(await session.exec(query))
+
+
+async def replace_tax_rates(session: AsyncSession, customer_id: uuid.UUID, keys: list[str], *, as_of: datetime) -> None:
+    """Replace the customer's assigned tax rates (the caller holds the customer's row lock)."""
+    await session.execute(delete(CustomerTaxRate).where(col(CustomerTaxRate.customer_id) == customer_id))
+    session.add_all(
+        CustomerTaxRate(customer_id=customer_id, tax_rate_key=key, position=position, assigned_at=as_of)
+        for position, key in enumerate(keys)
+    )
+    await session.flush()
+
+
+async def tax_rate_keys_of(session: AsyncSession, customer_id: uuid.UUID) -> list[str]:
+    query = (
+        select(CustomerTaxRate.tax_rate_key)
+        .where(col(CustomerTaxRate.customer_id) == customer_id)
+        .order_by(col(CustomerTaxRate.position))
     )
     return list(await session.exec(query))
