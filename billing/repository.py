@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing.models import Invoice, InvoiceLine, RatedPeriod
+from billing.models import Invoice, InvoiceLine, InvoiceTaxLine, RatedPeriod
 from customers.models import Subscription
 from ledger.repository import driver_connection
 from metering.events import canonical_json
@@ -288,6 +288,20 @@ async def lines_of(session: AsyncSession, invoice_ids: Sequence[uuid.UUID]) -> d
         .order_by(col(InvoiceLine.invoice_id), col(InvoiceLine.position))
     )
     grouped: dict[uuid.UUID, list[InvoiceLine]] = {invoice_id: [] for invoice_id in invoice_ids}
+    for line in await session.exec(query):
+        grouped[line.invoice_id].append(line)
+    return grouped
+
+
+async def tax_lines_of(
+    session: AsyncSession, invoice_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[InvoiceTaxLine]]:
+    query = (
+        select(InvoiceTaxLine)
+        .where(col(InvoiceTaxLine.invoice_id).in_(invoice_ids))
+        .order_by(col(InvoiceTaxLine.invoice_id), col(InvoiceTaxLine.position))
+    )
+    grouped: dict[uuid.UUID, list[InvoiceTaxLine]] = {invoice_id: [] for invoice_id in invoice_ids}
     for line in await session.exec(query):
         grouped[line.invoice_id].append(line)
     return grouped

@@ -41,7 +41,9 @@ EU_COUNTRIES = frozenset(
     }
 )
 #: ISO 3166-1 alpha-2 codes the CLDR names (Babel's territories), so a typo such as ``XX`` is refused.
-KNOWN_COUNTRIES = frozenset(code for code in Locale("en").territories if len(code) == 2 and code.isalpha())
+KNOWN_COUNTRIES = frozenset(
+    code for code in Locale("en").territories if isinstance(code, str) and len(code) == 2 and code.isalpha()
+)
 MAX_RATE = Decimal(100)  # a rate is a percent: 0 <= rate < 100
 REVERSE_CHARGE_KEY = "reverse_charge"
 REVERSE_CHARGE_NOTE = "Reverse charge: VAT to be accounted for by the recipient (Article 196, Directive 2006/112/EC)"
