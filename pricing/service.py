@@ -130,9 +130,10 @@ class DraftPlan:
     charges: list[tuple[PlanCharge, Meter]]
 
 
-async def draft_plans(session: AsyncSession, catalog_text: str, *, as_of: datetime) -> dict[str, DraftPlan]:
+async def draft_plans(session: AsyncSession, catalog_text: str, *, as_of: datetime) -> dict[tuple[str, str], DraftPlan]:
     """Validate a draft catalog as `catalog apply` would (:class:`CatalogInvalid` lists every
-    problem) and price its plans in memory. Meters new in the draft have no stored usage yet."""
+    problem) and price its plans in memory, by plan key and currency (each currency option is a
+    draft of its own). Meters new in the draft have no stored usage yet."""
     meters = await repository.meters_by_key(session)
     spec = _validated(catalog_text, meters)
     for meter_spec in spec.meters:
@@ -150,24 +151,26 @@ async def draft_plans(session: AsyncSession, catalog_text: str, *, as_of: dateti
             )
     drafts = {}
     for plan_spec in spec.plans:
-        version = PlanVersion(
-            plan_id=uuid.uuid4(),
-            version=0,
-            currency=plan_spec.currency,
-            interval=plan_spec.interval,
-            base_fee=plan_spec.base_fee,
-            **calendar_settings(plan_spec),
-            pricing_hash=pricing_hash(plan_spec),
-            minimum_spend=plan_spec.minimum_spend,
-            paused_usage=plan_spec.paused_usage,
-            proration=plan_spec.proration,
-            created_at=as_of,
-        )
-        charges = [
-            (_charge_row(version.id, position, charge, meters[charge.meter]), meters[charge.meter])
-            for position, charge in enumerate(plan_spec.charges)
-        ]
-        drafts[plan_spec.key] = DraftPlan(plan_spec.key, plan_spec.name, version, charges)
+        for priced in (plan_spec, *plan_spec.currency_options):
+            version = PlanVersion(
+                plan_id=uuid.uuid4(),
+                version=0,
+                currency=priced.currency,
+                primary_currency=priced is plan_spec,
+                interval=priced.interval,
+                base_fee=priced.base_fee,
+                **calendar_settings(priced),
+                pricing_hash=pricing_hash(plan_spec),
+                minimum_spend=priced.minimum_spend,
+                paused_usage=priced.paused_usage,
+                proration=priced.proration,
+                created_at=as_of,
+            )
+            charges = [
+                (_charge_row(version.id, position, charge, meters[charge.meter]), meters[charge.meter])
+                for position, charge in enumerate(priced.charges)
+            ]
+            drafts[plan_spec.key, priced.currency] = DraftPlan(plan_spec.key, plan_spec.name, version, charges)
     return drafts
 
 
