@@ -62,6 +62,14 @@ def upgrade() -> None:
         sa.CheckConstraint("NOT reverse_charge OR tax_amount = 0", name="invoice_tax_lines_reverse_charge_untaxed"),
     )
     op.add_column("invoices", sa.Column("tax_amount", sa.BigInteger, nullable=False, server_default="0"))
+    # The total is the lines (the subtotal) plus the exclusive part of the tax.
+    op.drop_constraint("invoices_totals_add_up", "invoices", type_="check")
+    op.create_check_constraint(
+        "invoices_totals_add_up",
+        "invoices",
+        "abs(total - subtotal) <= abs(tax_amount) AND credits_applied >= 0 "
+        "AND amount_due = greatest(total - credits_applied, 0)",
+    )
     op.add_column(
         "plan_versions", sa.Column("primary_currency", sa.Boolean, nullable=False, server_default=sa.true())
     )
@@ -76,6 +84,12 @@ def downgrade() -> None:
     # Refused while a plan has prices in several currencies (their versions share a number).
     op.create_unique_constraint("plan_versions_plan_id_version_key", "plan_versions", ["plan_id", "version"])
     op.drop_column("plan_versions", "primary_currency")
+    op.drop_constraint("invoices_totals_add_up", "invoices", type_="check")
+    op.create_check_constraint(
+        "invoices_totals_add_up",
+        "invoices",
+        "subtotal = total AND credits_applied >= 0 AND amount_due = greatest(total - credits_applied, 0)",
+    )
     op.drop_column("invoices", "tax_amount")
     op.drop_table("invoice_tax_lines")
     op.drop_table("customer_tax_rates")
