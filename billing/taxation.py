@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from customers.repository import get_by_ids
-from customers.tax_rates import assigned_tax_rate_keys
+from customers.repository import tax_profile
 from pricing.repository import current_tax_rates
 from pricing.tax import TaxBuyer, TaxCalculator, TaxLine, TaxRate, catalog_taxes
 
@@ -49,14 +48,8 @@ async def taxes_of(
     session: AsyncSession, customer_id: uuid.UUID, currency: str, line_amounts: Sequence[int]
 ) -> list[TaxLine]:
     """The tax lines of an invoice of ``line_amounts`` (minor units) to the customer, now."""
-    customer = (await get_by_ids(session, [customer_id]))[customer_id]
-    buyer = TaxBuyer(
-        country=customer.country,
-        region=customer.region,
-        tax_id=customer.tax_id,
-        tax_exemption=customer.tax_exemption,
-        assigned=tuple(await assigned_tax_rate_keys(session, customer_id)),
-    )
+    country, region, tax_id, exemption, assigned = await tax_profile(session, customer_id)
+    buyer = TaxBuyer(country, region, tax_id, exemption, tuple(assigned))
     rates = [
         TaxRate(rate.key, rate.name, rate.rate, rate.inclusive, rate.country, rate.region)
         for rate in await current_tax_rates(session)

@@ -39,7 +39,3 @@ async def assign_tax_rates(
     if not dry_run:
         await repository.replace_tax_rates(session, customer_id, keys, as_of=as_of)
     return keys
-
-
-async def assigned_tax_rate_keys(session: AsyncSession, customer_id: uuid.UUID) -> list[str]:
-    return await repository.tax_rate_keys_of(session, customer_id)
