@@ -194,3 +194,33 @@ def test_tally_tax_rates_and_assign(database_url: str, tmp_path: Path) -> None:
         rows = connection.execute("SELECT tax_rate_key FROM customer_tax_rates ORDER BY position").fetchall()
     assert rows == [("ca-gst",), ("ca-qc-qst",)]
     assert run("tax", "assign", "cli-co").output.strip() == "assigned to cli-co: none (the rates of their address)"
+
+
+async def test_a_reverse_charged_invoice_carries_the_note(
+    client: httpx.AsyncClient, french_customer: str, token_for, session: AsyncSession, sessions, settings: Settings
+) -> None:
+    started = now() - timedelta(days=3)
+    customer = await create_customer(
+        session,
+        NewCustomer(external_id="org_de", name="GmbH", currency="USD", plan_key="pro", started_at=started),
+        as_of=started,
+    )
+    await session.execute(
+        text(
+            "UPDATE customers SET country = 'DE', tax_id = 'DE136695976', tax_exemption = 'reverse_charge' WHERE id = :id"
+        ),
+        {"id": customer.id},
+    )
+    await session.commit()
+    await run_billing(sessions, settings, as_of=now())
+    admin = await token_for("admin")
+    data = await ask(client, admin, INVOICES, {"id": str(customer.id)})
+    [invoice] = [edge["node"] for edge in data["customer"]["invoices"]["edges"]]
+    assert (invoice["tax"], invoice["total"]) == ({"amount": "0.00"}, {"amount": "20.00"})
+    assert invoice["taxNote"] == (
+        "Reverse charge: VAT to be accounted for by the recipient (Article 196, Directive 2006/112/EC)"
+    )
+    assert [(line["rateKey"], line["reverseCharge"], line["tax"]) for line in invoice["taxLines"]] == [
+        ("reverse_charge", True, {"amount": "0.00"})
+    ]
+    assert data["customer"]["upcomingInvoice"]["taxNote"] == invoice["taxNote"]
