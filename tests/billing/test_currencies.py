@@ -16,6 +16,7 @@ from app.billing_run import run_billing
 from app.settings import Settings
 from billing import service as billing
 from billing.plan_changes import change_plan
+from billing.simulation import PeriodSelection, simulate_pricing
 from customers.service import NewCustomer, create_customer
 from customers.subscriptions import PlanChangeRequest
 from ledger.errors import TallyError
@@ -131,3 +132,23 @@ async def test_a_currency_the_plan_has_no_prices_in_is_refused_naming_the_field(
     assert refused.value.field == "planKey"
     assert "priced in USD" in refused.value.message
     await session.rollback()
+
+
+@pytest.mark.usefixtures("two_currency_catalog")
+async def test_a_simulation_rates_each_customer_on_the_draft_prices_of_their_currency(session: AsyncSession) -> None:
+    """The draft raises the EUR base fee to 12.00 and the EUR unit price to 0.09 (USD unchanged):
+    the EUR customer's February is 9.00 + 50 × 0.08 = 13.00 now and 12.00 + 50 × 0.09 = 16.50 in
+    the draft, in EUR; the USD customer is on a version the draft prices the same in USD, yet the
+    plan's version changes as a whole, so they are simulated too, at the same 15.00 USD."""
+    await customer_in(session, "us-co", "USD")
+    await customer_in(session, "fr-co", "EUR")
+    await send_calls(session, "us-co", 150, JAN_31 + timedelta(days=3))
+    await send_calls(session, "fr-co", 150, JAN_31 + timedelta(days=3))
+    draft = TWO_CURRENCIES.replace('base_fee = "9.00"', 'base_fee = "12.00"').replace(
+        'charges = [{ unit_price = "0.08" }]', 'charges = [{ unit_price = "0.09" }]'
+    )
+    summary = await simulate_pricing(
+        session, catalog_text=draft, selection=PeriodSelection(start=JAN_31, end=FEB_28), as_of=FEB_28
+    )
+    by_customer = {o.customer_key: (o.currency, o.current, o.simulated) for o in summary.outcomes}
+    assert by_customer == {"fr-co": ("EUR", 13_00, 16_50), "us-co": ("USD", 15_00, 15_00)}
