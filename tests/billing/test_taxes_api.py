@@ -21,10 +21,12 @@ from typer.testing import CliRunner
 from app.billing_run import run_billing
 from app.cli import cli
 from app.settings import Settings
+from app.staff import create_user
 from customers.service import NewCustomer, create_customer
 from pricing.service import apply_catalog
 from tests.billing.test_taxes import TAX_RATES
 from tests.conftest import graphql, now
+from tests.console.test_console import PASSWORD, sign_in
 
 INVOICES = """query($id: ID!) { customer(id: $id) {
   invoices { edges { node { subtotal { amount currency } tax { amount } total { amount } amountDue { amount }
@@ -224,3 +226,17 @@ async def test_a_reverse_charged_invoice_carries_the_note(
         ("reverse_charge", True, {"amount": "0.00"})
     ]
     assert data["customer"]["upcomingInvoice"]["taxNote"] == invoice["taxNote"]
+
+
+async def test_the_console_shows_the_tax_of_an_invoice_and_of_the_upcoming_one(
+    client: httpx.AsyncClient, french_customer: str, session: AsyncSession
+) -> None:
+    await create_user(session, email="cs@example.com", role="support", password=PASSWORD, as_of=now())
+    await session.commit()
+    await sign_in(client, "cs@example.com", PASSWORD)
+    page = await client.get("/console/invoices/INV-000001")
+    assert page.status_code == 200
+    assert "TVA 20 % on 20.00</dt><dd>4.00 USD</dd>" in page.text
+    assert "<dt>Total</dt><dd>24.00 USD</dd>" in page.text
+    tab = await client.get(f"/console/customers/{french_customer}/invoices")
+    assert tab.status_code == 200 and "TVA 20 % on 20.00</dt><dd>4.00 USD</dd>" in tab.text
