@@ -40,9 +40,14 @@ EU_COUNTRIES = frozenset(
         *("IT", "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE"),
     }
 )
-#: ISO 3166-1 alpha-2 codes the CLDR names (Babel's territories), so a typo such as ``XX`` is refused.
+#: ISO 3166-1 alpha-2 codes the CLDR names (Babel's territories), so a typo such as ``XX`` is
+#: refused; less CLDR's groupings and placeholders (EU, the euro area, the UN, "unknown"…) that
+#: are no country. Kosovo's user-assigned ``XK`` stays: tax authorities use it.
+NOT_COUNTRIES = frozenset({"EU", "EZ", "UN", "QO", "XA", "XB", "ZZ"})
 KNOWN_COUNTRIES = frozenset(
-    code for code in Locale("en").territories if isinstance(code, str) and len(code) == 2 and code.isalpha()
+    code
+    for code in Locale("en").territories
+    if isinstance(code, str) and len(code) == 2 and code.isalpha() and code not in NOT_COUNTRIES
 )
 MAX_RATE = Decimal(100)  # a rate is a percent: 0 <= rate < 100
 REVERSE_CHARGE_KEY = "reverse_charge"

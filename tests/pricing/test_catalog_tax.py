@@ -82,6 +82,7 @@ def test_unknown_country_unknown_field_and_a_key_declared_twice() -> None:
         "tax_rates[0].country": "'XX' is not an ISO 3166-1 alpha-2 country code (e.g. FR, DE)"
     }
     assert problems(rate('"20"', country='"france"'))["tax_rates[0].country"].startswith("'france' is not")
+    assert problems(rate('"20"', country='"EU"'))["tax_rates[0].country"].startswith("'EU' is not")
     assert problems(rate('"20"', extra='compound = true\ninclusive = "yes"')) == {
         "tax_rates[0].compound": "unknown field (expected one of: country, inclusive, key, name, rate, region)",
         "tax_rates[0].inclusive": "must be true or false",
