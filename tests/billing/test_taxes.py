@@ -231,3 +231,11 @@ async def test_the_accuracy_check_finds_a_tampered_tax_line(
         ("TVA 20 %", Decimal("1.50"), Decimal("2.00"))
     ]
     await session.rollback()
+
+
+def test_the_seller_country_setting_is_a_country_code() -> None:
+    assert Settings(seller_country=" fr ").tax_policy.seller_country == "FR"
+    assert Settings().tax_policy.seller_country is None
+    for bad in ("XX", "France", "EU", ""):
+        with pytest.raises(ValueError, match="ISO 3166-1 alpha-2"):
+            Settings(seller_country=bad)
