@@ -28,7 +28,9 @@ from app.extras_cli import charge_cli, commitment_cli
 from app.price_override_cli import prices_cli
 from app.settings import Settings
 from app.subscription_cli import SubscriptionOption, subscription_cli, subscription_id_option
+from app.tax_cli import tax_cli
 from app.telemetry import configure_tracing
+from billing.taxation import use_tax_policy
 from ledger.errors import TallyError
 from pricing.catalog import CatalogInvalid
 from pricing.service import apply_catalog
@@ -63,6 +65,7 @@ cli.add_typer(commitment_cli, name="commitment")
 cli.add_typer(subscription_cli, name="subscription")
 cli.add_typer(prices_cli, name="prices")
 cli.add_typer(customer_cli, name="customer")
+cli.add_typer(tax_cli, name="tax")
 trial_cli = typer.Typer(help="Trials: end one now (its invoice issued at once) or extend it.", no_args_is_help=True)
 cli.add_typer(trial_cli, name="trial")
 err = Console(stderr=True)
@@ -76,9 +79,11 @@ def fail(message: str) -> NoReturn:
 
 def load_settings() -> Settings:
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as error:
         fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors()))
+    use_tax_policy(settings.tax_policy)
+    return settings
 
 
 def prepared_database(settings: Settings) -> str:

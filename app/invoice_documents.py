@@ -40,7 +40,7 @@ def seller_of(settings: Settings) -> Seller:
     return Seller(
         legal_name=settings.seller_legal_name,
         address_lines=tuple(line.strip() for line in settings.seller_address.splitlines() if line.strip()),
-        country=settings.seller_country,
+        country=settings.seller_country or "",
         tax_id=settings.seller_tax_id,
         email=settings.seller_email,
     )

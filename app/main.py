@@ -29,6 +29,7 @@ from app.sign_in_throttle import SignInFloodGuard, SignInThrottle
 from app.staff import PasswordChecks
 from app.telemetry import configure_metrics, configure_tracing, instrument_app
 from app.trace_trust import carries_trace_context, distrust_anonymous_trace_context
+from billing.taxation import use_tax_policy
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 
@@ -68,6 +69,7 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
     )
     provider = configure_tracing(settings, libpq_url(url))
     configure_metrics(settings)
+    use_tax_policy(settings.tax_policy)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from billing.taxation import TaxPolicy
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TALLY_", extra="ignore")
@@ -233,7 +235,6 @@ class Settings(BaseSettings):
     seller_address: str = Field(
         default="", description="The seller's postal address on invoices; lines separated by newlines."
     )
-    seller_country: str = Field(default="", description="The seller's country (ISO 3166-1 alpha-2) on invoices.")
     seller_tax_id: str = Field(default="", description="The seller's tax id (e.g. VAT number) on invoices.")
     seller_email: str = Field(default="", description="Where buyers write about an invoice.")
     invoice_link_days: int = Field(
@@ -244,6 +245,25 @@ class Settings(BaseSettings):
         description="The address customers reach Tally at, for hosted invoice links (unset: the request's own).",
     )
     invoice_accuracy_interval_hours: int = Field(default=24, ge=1, description="How often `tally serve` checks.")
+    seller_country: str | None = Field(
+        default=None,
+        description="The seller's country (ISO 3166-1 alpha-2, e.g. FR), on invoices; an EU buyer with a tax id in "
+        "another EU country is invoiced under reverse charge. Unset: reverse charge only when a tax exemption says so.",
+    )
+
+    @field_validator("seller_country")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        from pricing.tax import KNOWN_COUNTRIES
+
+        if value is not None and value.strip().upper() not in KNOWN_COUNTRIES:
+            raise ValueError("give an ISO 3166-1 alpha-2 country code, e.g. FR")
+        return value.strip().upper() if value is not None else None
+
+    @property
+    def tax_policy(self) -> TaxPolicy:
+        """How invoices are taxed in this process (billing.taxation is the seam)."""
+        return TaxPolicy(seller_country=self.seller_country)
 
     @field_validator("dunning_retry_days")
     @classmethod

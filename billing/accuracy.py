@@ -7,7 +7,9 @@ period, quantity and exact amount, against the same periods rated on the same pl
 the events received by the invoice's issue (later arrivals are late usage, billed by a later
 invoice). Both sides share the rating (``pricing``): this check catches rollups that drifted from
 the events, events stored without reaching the rollups, and usage read wrongly, not a wrong price.
-Late-usage lines are not re-rated. Nothing is written but the anomalies.
+Late-usage lines are not re-rated. The tax is worked out again from the invoice's lines and the
+rates its tax lines applied (each rounded once, :mod:`pricing.tax`), and the total must be the
+lines plus the exclusive tax. Nothing is written but the anomalies.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing.anomalies import Finding, raise_anomaly
 from billing.invoicing import rated_usage, usage_terms
 from billing.models import Invoice, InvoiceLine
-from billing.repository import lines_of
+from billing.repository import lines_of, tax_lines_of
 from customers.price_overrides import overrides_of_customer
 from customers.service import all_subscriptions_of
 from customers.subscriptions import phases_of
+from ledger.money import plain_decimal, to_major
 from metering.events import canonical_json
 from metering.usage import charge_event_values, usage_from_events
+from pricing.tax import TaxRate, TaxTreatment, exclusive_tax, tax_lines
 
 ANOMALY_KIND = "INVOICE_ACCURACY"
 
@@ -112,7 +116,7 @@ async def check_invoice(session: AsyncSession, invoice: Invoice) -> InvoiceCheck
             terms=terms,
         )
     }
-    differences = []
+    differences = await _tax_differences(session, invoice)
     for key in sorted(billed.keys() | rerated.keys(), key=lambda k: (str(k[0]), k[1], k[2])):
         was, now = billed.get(key), rerated.get(key)
         if was and now and (was.quantity, was.amount_exact) == (now.quantity, now.amount_exact):
@@ -129,6 +133,39 @@ async def check_invoice(session: AsyncSession, invoice: Invoice) -> InvoiceCheck
             )
         )
     return InvoiceCheck(invoice, differences)
+
+
+async def _tax_differences(session: AsyncSession, invoice: Invoice) -> list[LineDifference]:
+    """The tax lines whose tax is not what their rate gives on the invoice's lines, and a total
+    that is not the lines plus the exclusive tax."""
+    amounts = [line.amount for line in (await lines_of(session, [invoice.id]))[invoice.id]]
+    stored = (await tax_lines_of(session, [invoice.id]))[invoice.id]
+    rates = tuple(TaxRate(line.rate_key, line.name, line.rate, line.inclusive, "") for line in stored)
+    recomputed = tax_lines(amounts, TaxTreatment(rates), invoice.currency)
+    differences = []
+    for was, now in zip([line for line in stored if not line.reverse_charge], recomputed, strict=False):
+        if (was.taxable_amount, was.tax_amount) != (now.taxable, now.tax):
+            differences.append(
+                LineDifference(
+                    f"{was.name} {plain_decimal(was.rate)} %",
+                    None,
+                    None,
+                    to_major(was.tax_amount, invoice.currency),
+                    to_major(now.tax, invoice.currency),
+                )
+            )
+    expected_total = sum(amounts) + exclusive_tax(recomputed)
+    if invoice.total != expected_total:
+        differences.append(
+            LineDifference(
+                "Total with tax",
+                None,
+                None,
+                to_major(invoice.total, invoice.currency),
+                to_major(expected_total, invoice.currency),
+            )
+        )
+    return differences
 
 
 async def verify_invoices(session: AsyncSession, *, sample: int, as_of: datetime) -> AccuracyReport:

@@ -190,6 +190,8 @@ async def _write_commitment_invoice(
         "credits_applied": 0,
         "total": commitment.amount,
         "amount_due": commitment.amount,
+        # A prepayment is not taxed: the invoices of the usage it pays for carry the tax.
+        "tax_amount": 0,
         "issued_at": as_of,
         "ledger_transaction_id": grant.transaction_id,
         "credits_transaction_id": None,

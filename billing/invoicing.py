@@ -34,6 +34,7 @@ from billing.advance import AdvanceBill, bill_at_start, bills_in_period, has_adv
 from billing.minimum_spend import TRUE_UP_DESCRIPTION, period_true_up
 from billing.models import Invoice, OneOffCharge
 from billing.plan_changes import period_prorations
+from billing.taxation import taxes_of
 from customers import repository as customers_repository
 from customers.billing_details import billing_details_of
 from customers.calendar import schedule_of
@@ -51,6 +52,7 @@ from pricing.models import Meter, PlanCharge
 from pricing.overrides import NO_OVERRIDES, OverrideTimeline, overridden_charge
 from pricing.proration import prorated_terms, share_of_full_period, share_of_period
 from pricing.service import charge_terms, charges_of_version, plan_name_of_version, plan_version
+from pricing.tax import TaxLine, allocate, exclusive_tax, inclusive_tax
 
 SUBSCRIPTION_LINE_KINDS = ("base_fee", "proration")
 # The revenue account each line kind is posted to; every other kind (usage, late usage, the
@@ -564,18 +566,31 @@ async def issue(
         if claimed != len(draft.one_off_charge_ids):
             raise RuntimeError("a pending one-off charge was invoiced or canceled meanwhile; bill the customer again")
     amounts = [line.amount(currency) for line in draft.lines]
-    total = sum(amounts)
+    subtotal = sum(amounts)
+    taxes = await taxes_of(session, customer_id, currency, amounts)
+    tax_amount = sum(line.tax for line in taxes)
+    total = subtotal + exclusive_tax(taxes)
     revenues: dict[str, int] = {"subscription_revenue": 0, "usage_revenue": 0}
     for amount, line in zip(amounts, draft.lines, strict=True):
         account = REVENUE_ACCOUNTS.get(line.kind, "usage_revenue")
         revenues[account] = revenues.get(account, 0) + amount
+    # Revenue is what the customer pays net of tax: inclusive tax comes out of each revenue
+    # account in proportion to it, to the unit (pricing.tax.allocate), and goes to tax_payable.
+    for account, share in zip(revenues, allocate(inclusive_tax(taxes), list(revenues.values())), strict=True):
+        revenues[account] -= share
     subscription_revenue, usage_revenue = revenues["subscription_revenue"], revenues["usage_revenue"]
     reason = draft.label or f"invoice for {_fmt(draft.period_start)} to {_fmt(draft.period_end)}"
     ledger_transaction_id = None
-    legs = [(customer_id, "receivable", total), *((None, account, -amount) for account, amount in revenues.items())]
+    legs = [
+        (customer_id, "receivable", total),
+        *((None, account, -amount) for account, amount in revenues.items()),
+        (None, "tax_payable", -tax_amount),
+    ]
     request = {"total": total, "subscription": subscription_revenue, "usage": usage_revenue}
     if revenues.get("one_off_revenue"):
         request["one_off"] = revenues["one_off_revenue"]
+    if tax_amount:  # absent without tax, so the keys of invoices without it keep their request
+        request["tax"] = tax_amount
     if any(amount for _, _, amount in legs):  # lines that cancel out within a kind move nothing
         entry = Entry(
             kind="invoice",
@@ -627,10 +642,11 @@ async def issue(
         "currency": currency,
         "period_start": draft.period_start,
         "period_end": draft.period_end,
-        "subtotal": total,
+        "subtotal": subtotal,
         "credits_applied": credits_applied,
         "total": total,
         "amount_due": amount_due,
+        "tax_amount": tax_amount,
         "issued_at": as_of,
         "ledger_transaction_id": ledger_transaction_id,
         "credits_transaction_id": credits_transaction_id,
@@ -657,7 +673,10 @@ async def issue(
         for position, (line, amount) in enumerate(zip(draft.lines, amounts, strict=True))
     ]
     number = await repository.write_invoice(
-        session, repository.InvoiceToWrite(row, lines, draft.rated, invoiced_through, closes_at)
+        session,
+        repository.InvoiceToWrite(
+            row, lines, draft.rated, invoiced_through, closes_at, [tax_line_row(line) for line in taxes]
+        ),
     )
     await repository.write_advance_bills(
         session,
@@ -679,6 +698,19 @@ async def issue(
         ],
     )
     return Invoice(number=number, **row)
+
+
+def tax_line_row(line: TaxLine) -> dict[str, Any]:
+    """A tax line as ``invoice_tax_lines`` keeps it (without the invoice id and position)."""
+    return {
+        "rate_key": line.rate_key,
+        "name": line.name,
+        "rate": line.rate,
+        "inclusive": line.inclusive,
+        "taxable_amount": line.taxable,
+        "tax_amount": line.tax,
+        "reverse_charge": line.reverse_charge,
+    }
 
 
 @dataclass(frozen=True)

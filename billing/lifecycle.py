@@ -27,6 +27,7 @@ from billing.invoicing import DraftInvoice, issue, next_due
 from billing.models import Invoice
 from billing.plan_changes import period_prorations
 from billing.service import BillingWindow, UpcomingInvoice, upcoming_invoice
+from billing.taxation import taxes_of
 from customers.lifecycle import (
     CANCEL,
     PAUSE,
@@ -117,7 +118,9 @@ async def _apply(
         )
         issued = [invoice for invoice, _ in finals]
         last_invoice, last_draft = finals[-1]
-        final = UpcomingInvoice(last_draft, last_invoice.credits_applied)
+        amounts = [line.amount(last_draft.currency) for line in last_draft.lines]
+        taxes = await taxes_of(session, last_invoice.customer_id, last_invoice.currency, amounts)
+        final = UpcomingInvoice(last_draft, last_invoice.credits_applied, tuple(taxes))
         event.invoice_ids = [str(invoice.id) for invoice in issued]
         session.add(event)
         await session.flush()

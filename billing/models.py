@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -89,6 +90,8 @@ class Invoice(SQLModel, table=True):
     credits_applied: int = Field(sa_column=Column(BigInteger, nullable=False))
     total: int = Field(sa_column=Column(BigInteger, nullable=False))
     amount_due: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # All its tax (billing.taxation): ``total`` is ``subtotal`` plus the exclusive part of it.
+    tax_amount: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
     issued_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     ledger_transaction_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
     credits_transaction_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
@@ -96,6 +99,23 @@ class Invoice(SQLModel, table=True):
     # The buyer's billing details as they stood at issue (None: issued before they were kept).
     billing_details: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     due_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class InvoiceTaxLine(SQLModel, table=True):
+    """One rate's tax on an issued invoice, a copy of the rate as applied (a later change of the
+    rate never rewrites it); a reverse-charge line carries no tax and the invoice's note."""
+
+    __tablename__ = "invoice_tax_lines"
+
+    invoice_id: uuid.UUID = Field(sa_column=Column(ForeignKey("invoices.id"), primary_key=True))
+    position: int = Field(sa_column=Column(Integer, primary_key=True))
+    rate_key: str = Field(sa_column=Column(Text, nullable=False))
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    rate: Decimal = Field(sa_column=Column(Numeric(8, 4), nullable=False))
+    inclusive: bool = Field(sa_column=Column(Boolean, nullable=False))
+    taxable_amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    tax_amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    reverse_charge: bool = Field(sa_column=Column(Boolean, nullable=False))
 
 
 class InvoiceLine(SQLModel, table=True):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing.models import Invoice, InvoiceLine, RatedPeriod
+from billing.models import Invoice, InvoiceLine, InvoiceTaxLine, RatedPeriod
 from customers.models import Subscription
 from ledger.repository import driver_connection
 from metering.events import canonical_json
@@ -135,11 +135,12 @@ number AS (
   UPDATE invoice_number_counter SET last_number = last_number + 1 WHERE id = 1 RETURNING last_number),
 invoice AS (
   INSERT INTO invoices (id, customer_id, subscription_id, number, kind, status, currency, period_start, period_end,
-                        subtotal, credits_applied, total, amount_due, issued_at, ledger_transaction_id,
-                        credits_transaction_id, trace_id, billing_details, due_at)
+                        subtotal, credits_applied, total, amount_due, tax_amount, issued_at,
+                        ledger_transaction_id, credits_transaction_id, trace_id, billing_details, due_at)
   SELECT %(id)s, %(customer_id)s, %(subscription_id)s, number.last_number, %(kind)s, %(status)s, %(currency)s,
-         %(period_start)s, %(period_end)s, %(subtotal)s, %(credits_applied)s, %(total)s, %(amount_due)s, %(issued_at)s,
-         %(ledger_transaction_id)s, %(credits_transaction_id)s, %(trace_id)s, %(billing_details)s, %(due_at)s
+         %(period_start)s, %(period_end)s, %(subtotal)s, %(credits_applied)s, %(total)s, %(amount_due)s,
+         %(tax_amount)s, %(issued_at)s, %(ledger_transaction_id)s, %(credits_transaction_id)s, %(trace_id)s,
+         %(billing_details)s, %(due_at)s
   FROM number
   RETURNING number),
 lines AS (
@@ -155,6 +156,14 @@ lines AS (
               %(line_service_end)b::timestamptz[])
        AS line(position, kind, description, plan_version_id, plan_charge_id, meter_id, dimensions, quantity,
                unit_price, amount_exact, amount, service_start, service_end)),
+tax_lines AS (
+  INSERT INTO invoice_tax_lines (invoice_id, position, rate_key, name, rate, inclusive, taxable_amount, tax_amount,
+                                 reverse_charge)
+  SELECT %(id)s, tax.position - 1, tax.rate_key, tax.name, tax.rate, tax.inclusive, tax.taxable_amount,
+         tax.tax_amount, tax.reverse_charge
+  FROM unnest(%(tax_rate_key)s::text[], %(tax_name)s::text[], %(tax_rate)s::numeric[], %(tax_inclusive)s::boolean[],
+              %(tax_taxable_amount)s::bigint[], %(tax_tax_amount)s::bigint[], %(tax_reverse_charge)s::boolean[])
+       WITH ORDINALITY AS tax(rate_key, name, rate, inclusive, taxable_amount, tax_amount, reverse_charge, position)),
 outbox AS (
   INSERT INTO collection_outbox (invoice_id, customer_id, attempts, status, next_attempt_at, unavailable_retries,
                                  created_at)
@@ -180,6 +189,9 @@ LINE_COLUMNS = (
 )
 
 
+TAX_LINE_COLUMNS = ("rate_key", "name", "rate", "inclusive", "taxable_amount", "tax_amount", "reverse_charge")
+
+
 @dataclass(frozen=True)
 class InvoiceToWrite:
     """An invoice's row without its number (taken when it is written), its lines' columns
@@ -192,6 +204,7 @@ class InvoiceToWrite:
     rated: list[tuple[datetime, datetime, int]]
     invoiced_through: datetime | None
     closes_at: datetime | None = None  # when the period after the cursor may close (None: 28 days on)
+    tax_lines: list[dict[str, Any]] = field(default_factory=list)  # invoice_tax_lines without invoice, position
 
 
 async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:
@@ -208,6 +221,7 @@ async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:
         "rated_counts": [count for _, _, count in rated],
         **{f"line_{column}": [line[column] for line in lines] for column in LINE_COLUMNS},
         "line_dimensions": [canonical_json(line["dimensions"]) for line in lines],
+        **{f"tax_{column}": [line[column] for line in written.tax_lines] for column in TAX_LINE_COLUMNS},
     }
     connection = await driver_connection(session)
     cursor = await connection.execute(WRITE_INVOICE, params)
@@ -277,6 +291,20 @@ async def lines_of(session: AsyncSession, invoice_ids: Sequence[uuid.UUID]) -> d
         .order_by(col(InvoiceLine.invoice_id), col(InvoiceLine.position))
     )
     grouped: dict[uuid.UUID, list[InvoiceLine]] = {invoice_id: [] for invoice_id in invoice_ids}
+    for line in await session.exec(query):
+        grouped[line.invoice_id].append(line)
+    return grouped
+
+
+async def tax_lines_of(
+    session: AsyncSession, invoice_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[InvoiceTaxLine]]:
+    query = (
+        select(InvoiceTaxLine)
+        .where(col(InvoiceTaxLine.invoice_id).in_(invoice_ids))
+        .order_by(col(InvoiceTaxLine.invoice_id), col(InvoiceTaxLine.position))
+    )
+    grouped: dict[uuid.UUID, list[InvoiceTaxLine]] = {invoice_id: [] for invoice_id in invoice_ids}
     for line in await session.exec(query):
         grouped[line.invoice_id].append(line)
     return grouped

@@ -13,7 +13,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import provenance_repository, repository
 from billing.invoicing import DEFAULT_PAYMENT_TERMS, DraftInvoice, compose_period, issue, next_due
-from billing.models import Invoice, InvoiceLine
+from billing.models import Invoice, InvoiceLine, InvoiceTaxLine
+from billing.taxation import taxes_of
 from billing.trial_ends import settle_trial_end
 from customers import service as customers
 from customers.calendar import schedule_of
@@ -22,6 +23,7 @@ from customers.models import Subscription
 from customers.subscriptions import phases_of
 from ledger.grants import drawable_credits
 from pricing.service import plan_version
+from pricing.tax import TaxLine, exclusive_tax
 
 tracer = trace.get_tracer("tally.billing")
 INGEST_LINKS_PER_PERIOD = 10
@@ -183,10 +185,16 @@ async def _trace_issuance(
 class UpcomingInvoice:
     draft: DraftInvoice
     credits_applied: int
+    # The tax it would carry today (billing.taxation), as issuing would work it out.
+    taxes: tuple[TaxLine, ...] = ()
+
+    @property
+    def tax(self) -> int:
+        return sum(line.tax for line in self.taxes)
 
     @property
     def total(self) -> int:
-        return self.draft.subtotal
+        return self.draft.subtotal + exclusive_tax(self.taxes)
 
     @property
     def unbilled(self) -> int:
@@ -230,7 +238,11 @@ async def upcoming_invoice(
         count_events=False,
     )
     available = await drawable_credits(session, customer_id=customer_id, currency=customer.currency, as_of=as_of)
-    return UpcomingInvoice(draft, min(max(draft.subtotal, 0), available))
+    taxes = tuple(
+        await taxes_of(session, customer_id, customer.currency, [line.amount(draft.currency) for line in draft.lines])
+    )
+    total = draft.subtotal + exclusive_tax(taxes)
+    return UpcomingInvoice(draft, min(max(total, 0), available), taxes)
 
 
 async def invoices(
@@ -246,6 +258,12 @@ async def invoices_by_id(session: AsyncSession, ids: Sequence[uuid.UUID]) -> dic
 
 async def lines_of(session: AsyncSession, invoice_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[InvoiceLine]]:
     return await repository.lines_of(session, invoice_ids)
+
+
+async def tax_lines_of(
+    session: AsyncSession, invoice_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[InvoiceTaxLine]]:
+    return await repository.tax_lines_of(session, invoice_ids)
 
 
 async def invoice_by_number(session: AsyncSession, number: int) -> Invoice | None:

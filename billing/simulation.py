@@ -160,12 +160,15 @@ async def simulate_pricing(
     on_customer: Callable[[], None] | None = None,
 ) -> SimulationSummary:
     """Validate the draft (every problem is reported, nothing simulated, on any), then rate the
-    periods of every subscribed customer whose current plan version the draft prices differently."""
+    periods of every subscribed customer whose current plan version the draft prices differently,
+    each on the draft's prices in the customer's currency (a plan the draft no longer prices in it
+    is left out, as subscribing to it would be refused)."""
     drafts = await draft_plans(session, catalog_text, as_of=as_of)
     subscribed = await customers.subscribed_customers(session, customer_external_ids)
     plan_key, changed = {}, set()
     for version_id in {subscription.version_at(as_of) for _, subscription in subscribed}:
-        plan_key[version_id] = (await plan_of_version(session, version_id)).key
+        currency = (await plan_version(session, version_id)).currency
+        plan_key[version_id] = ((await plan_of_version(session, version_id)).key, currency)
         candidate = drafts.get(plan_key[version_id])
         if candidate and candidate.version.pricing_hash != (await plan_version(session, version_id)).pricing_hash:
             changed.add(version_id)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     SmallInteger,
     String,
     Text,
@@ -262,3 +263,15 @@ class BillingDetailChange(SQLModel, table=True):
     actor: str = Field(sa_column=Column(Text, nullable=False))
     before: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     after: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+
+
+class CustomerTaxRate(SQLModel, table=True):
+    """A tax rate assigned to a customer explicitly: when a customer has any, they apply instead
+    of the rates of their address (``pricing.tax``), in ``position`` order."""
+
+    __tablename__ = "customer_tax_rates"
+
+    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), primary_key=True))
+    tax_rate_key: str = Field(sa_column=Column(Text, primary_key=True))
+    position: int = Field(sa_column=Column(Integer, nullable=False))
+    assigned_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -6,12 +6,20 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import BindParameter, ColumnElement, bindparam, literal_column, text, tuple_
+from sqlalchemy import BindParameter, ColumnElement, bindparam, delete, literal_column, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from customers.models import Customer, PlanChange, Subscription, SubscriptionEvent, SubscriptionPhase, TrialChange
+from customers.models import (
+    Customer,
+    CustomerTaxRate,
+    PlanChange,
+    Subscription,
+    SubscriptionEvent,
+    SubscriptionPhase,
+    TrialChange,
+)
 from ledger.repository import driver_connection
 
 # The same expression as the trigram index customers_search_trgm, so searches use it.
@@ -325,3 +333,33 @@ async def trial_changes_of(session: AsyncSession, customer_id: uuid.UUID, *, lim
         .limit(limit)
     )
     return list(await session.exec(query))
+
+
+async def replace_tax_rates(session: AsyncSession, customer_id: uuid.UUID, keys: list[str], *, as_of: datetime) -> None:
+    """Replace the customer's assigned tax rates (the caller holds the customer's row lock)."""
+    await session.execute(delete(CustomerTaxRate).where(col(CustomerTaxRate.customer_id) == customer_id))
+    session.add_all(
+        CustomerTaxRate(customer_id=customer_id, tax_rate_key=key, position=position, assigned_at=as_of)
+        for position, key in enumerate(keys)
+    )
+    await session.flush()
+
+
+TAX_PROFILE = (
+    "SELECT c.country, c.region, c.tax_id, c.tax_exemption, "
+    "coalesce(array_agg(t.tax_rate_key ORDER BY t.position) FILTER (WHERE t.tax_rate_key IS NOT NULL), '{}') "
+    "FROM customers c LEFT JOIN customer_tax_rates t ON t.customer_id = c.id WHERE c.id = %s GROUP BY c.id"
+)
+
+
+async def tax_profile(
+    session: AsyncSession, customer_id: uuid.UUID
+) -> tuple[str | None, str | None, str | None, str, list[str]]:
+    """What decides a customer's tax, in one round trip (read for every invoice the billing run
+    issues): country, region, tax id, tax exemption and assigned tax rate keys in order."""
+    connection = await driver_connection(session)
+    cursor = await connection.execute(TAX_PROFILE, (customer_id,))
+    row = await cursor.fetchone()
+    assert row is not None, "an invoice's customer exists (a foreign key)"
+    country, region, tax_id, exemption, keys = row
+    return country, region, tax_id, exemption, list(keys)

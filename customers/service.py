@@ -112,13 +112,13 @@ async def create_customer(
             raise InvalidInput("a billing anchor needs a plan: give planKey", field="billingAnchorDay")
     plan_version = None
     if new.plan_key:
-        found = await catalog.latest_version_of(session, new.plan_key)
+        found = await catalog.latest_version_of(session, new.plan_key, currency)
         if found is None:
             raise PlanNotFound(new.plan_key)
         plan_version = found[1]
         if plan_version.currency != currency:
             raise InvalidInput(
-                f"plan {new.plan_key!r} is priced in {plan_version.currency}, not {currency}",
+                f"plan {new.plan_key!r} has no prices in {currency} (it is priced in {plan_version.currency})",
                 field="currency",
             )
 
@@ -244,13 +244,14 @@ async def add_subscription(
         raise InvalidInput("must carry a time zone offset", field="startedAt")
     if start_bounds is not None:
         start_bounds.check(started_at, as_of=as_of)
-    found = await catalog.latest_version_of(session, new.plan_key)
+    found = await catalog.latest_version_of(session, new.plan_key, customer.currency)
     if found is None:
         raise PlanNotFound(new.plan_key)
     version = found[1]
     if version.currency != customer.currency:
         raise InvalidInput(
-            f"plan {new.plan_key!r} is priced in {version.currency}, but the customer is billed in {customer.currency}",
+            f"plan {new.plan_key!r} has no prices in {customer.currency}, the customer's currency "
+            f"(it is priced in {version.currency})",
             field="planKey",
             code="CURRENCY_MISMATCH",
         )

@@ -109,11 +109,11 @@ async def change_plan(
                 raise IdempotencyKeyReused()
             return await _outcome_of(session, subscription, existing)
 
-    found = await catalog.latest_version_of(session, request.plan_key)
+    current_version = await plan_version(session, subscription.version_at(as_of))
+    found = await catalog.latest_version_of(session, request.plan_key, current_version.currency)
     if found is None:
         raise PlanNotFound(request.plan_key)
     new_plan, new_version = found
-    current_version = await plan_version(session, subscription.version_at(as_of))
     phases = await repository.phases_of(session, subscription.id)
     period = (await schedule_of(session, subscription, phases)).period_containing(as_of)
     period_start, period_end = period.start, period.end

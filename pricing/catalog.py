@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +21,8 @@ from ledger.money import (
     normalize_currency,
     parse_decimal,
 )
+from pricing.tax import KNOWN_COUNTRIES
+from pricing.tax import MAX_RATE as MAX_TAX_RATE
 
 AGGREGATIONS = ("count", "sum", "max", "unique_count", "latest")
 CHARGE_MODELS = ("per_unit", "graduated", "volume", "package", "stair_step", "percentage")
@@ -53,7 +55,22 @@ PLAN_FIELDS = {
     "trial_usage",
     "trial_requires_payment_method",
     "minimum_spend",
+    "currency_options",
 }
+#: A price in another currency names only what is money: the base fee, the minimum spend and
+#: each charge's prices (by position); what is counted, included and limited stays the plan's.
+CURRENCY_OPTION_FIELDS = {"base_fee", "minimum_spend", "charges"}
+CHARGE_PRICE_FIELDS = {
+    "unit_price",
+    "tiers",
+    "package_price",
+    "minimum",
+    "fixed_fee",
+    "per_event_minimum",
+    "per_event_maximum",
+}
+TAX_RATE_FIELDS = {"key", "name", "rate", "inclusive", "country", "region"}
+MAX_TAX_RATE_PLACES = 4
 #: What happens to usage while a subscription is paused: still metered and billed, or refused.
 PAUSED_USAGE = ("meter", "refuse")
 CHARGE_FIELDS = {
@@ -180,6 +197,15 @@ class PlanSpec:
     trial_usage: str = "free"
     trial_requires_payment_method: bool = False
     minimum_spend: Decimal | None = None
+    # The same plan priced in other currencies (each one a PlanSpec of its own currency, without
+    # options): a customer is billed the prices of their currency.
+    currency_options: tuple[PlanSpec, ...] = ()
+
+    def in_currency(self, currency: str) -> PlanSpec | None:
+        """The plan as priced in ``currency``, or None when it has no prices in it."""
+        if currency == self.currency:
+            return self
+        return next((option for option in self.currency_options if option.currency == currency), None)
 
     def pricing_document(self) -> dict[str, Any]:
         """What a plan version freezes: a change here makes a new version (the name does not).
@@ -203,13 +229,39 @@ class PlanSpec:
             document["trial_requires_payment_method"] = self.trial_requires_payment_method
         if self.minimum_spend is not None:
             document["minimum_spend"] = _text(self.minimum_spend)
+        if self.currency_options:  # a change of any currency's prices makes a new version of all
+            document["currency_options"] = {o.currency: o.pricing_document() for o in self.currency_options}
         return document
+
+
+@dataclass(frozen=True)
+class TaxRateSpec:
+    """A tax rate: ``rate`` is a percent (``20`` is 20 %), 0 <= rate < 100; ``inclusive`` rates
+    are inside the prices, exclusive ones added on top; ``country`` an ISO 3166-1 alpha-2 code and
+    ``region`` (optional) a state or province as customers' addresses spell it."""
+
+    key: str
+    name: str
+    rate: Decimal
+    inclusive: bool
+    country: str
+    region: str | None = None
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "rate": _text(self.rate),
+            "inclusive": self.inclusive,
+            "country": self.country,
+            "region": self.region,
+        }
 
 
 @dataclass(frozen=True)
 class CatalogSpec:
     meters: tuple[MeterSpec, ...]
     plans: tuple[PlanSpec, ...]
+    tax_rates: tuple[TaxRateSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -317,14 +369,15 @@ def parse_catalog(
     except tomllib.TOMLDecodeError as error:
         raise CatalogInvalid([CatalogProblem("file", f"not valid TOML: {error}")]) from None
     reader = _Reader()
-    reader.unknown_fields(document, {"meters", "plans"}, "catalog")
+    reader.unknown_fields(document, {"meters", "plans", "tax_rates"}, "catalog")
     meters = _read_meters(reader, document.get("meters", []))
     meter_dimensions = {**(known_meters or {}), **{m.key: m.group_by for m in meters}}
     aggregations = {**(known_aggregations or {}), **{m.key: m.aggregation for m in meters}}
     plans = _read_plans(reader, document.get("plans", []), meter_dimensions, aggregations)
+    tax_rates = _read_tax_rates(reader, document.get("tax_rates", []))
     if reader.problems:
         raise CatalogInvalid(reader.problems)
-    return CatalogSpec(meters=tuple(meters), plans=tuple(plans))
+    return CatalogSpec(meters=tuple(meters), plans=tuple(plans), tax_rates=tuple(tax_rates))
 
 
 def _items(reader: _Reader, value: Any, path: str) -> list[dict[str, Any]]:
@@ -384,83 +437,155 @@ def _read_plans(
     seen: set[str] = set()
     for index, item in enumerate(_items(reader, raw, "plans")):
         path = f"plans[{index}]"
-        reader.unknown_fields(item, PLAN_FIELDS, path)
-        key = reader.key(item, "key", path)
-        if key is not None and key in seen:
-            reader.problem(f"{path}.key", f"{key!r} is declared twice")
-        name = reader.text(item, "name", path)
-        currency: str | None = None
-        raw_currency = reader.text(item, "currency", path)
-        if raw_currency is not None:
-            try:
-                currency = normalize_currency(raw_currency)
-            except InvalidInput as error:
-                reader.problem(f"{path}.currency", error.message)
-        interval = reader.text(item, "interval", path)
-        if interval is not None and interval not in INTERVALS:
-            reader.problem(f"{path}.interval", f"{interval!r} is not one of {', '.join(INTERVALS)}")
-            interval = None
-        proration = item.get("proration", "exact")
-        if proration not in PRORATIONS:
-            reader.problem(f"{path}.proration", f"{proration!r} is not one of {', '.join(PRORATIONS)}")
-            proration = "exact"
-        base_fee = reader.decimal(item, "base_fee", path, required=True)
-        if base_fee is not None and currency is not None and not fits_minor_unit(base_fee, currency):
-            reader.problem(f"{path}.base_fee", f"{base_fee} is not payable in {currency}: too many decimal places")
-            base_fee = None
-        charges = [
-            charge
-            for charge_index, charge_item in enumerate(_items(reader, item.get("charges", []), f"{path}.charges"))
-            if (
-                charge := _read_charge(
-                    reader, charge_item, f"{path}.charges[{charge_index}]", meter_keys, aggregations, currency
-                )
-            )
-        ]
-        paused_usage = reader.text(item, "paused_usage", path, required=False) or "meter"
-        if paused_usage not in PAUSED_USAGE:
-            reader.problem(f"{path}.paused_usage", f"{paused_usage!r} is not one of {', '.join(PAUSED_USAGE)}")
-        billing_anchor = reader.text(item, "billing_anchor", path, required=False) or "anniversary"
-        if billing_anchor not in BILLING_ANCHORS:
-            reader.problem(f"{path}.billing_anchor", f"{billing_anchor!r} is not one of {', '.join(BILLING_ANCHORS)}")
-        trial_days = item.get("trial_days", 0)
-        if isinstance(trial_days, bool) or not isinstance(trial_days, int) or not 0 <= trial_days <= MAX_TRIAL_DAYS:
-            reader.problem(f"{path}.trial_days", f"must be a whole number of days from 0 to {MAX_TRIAL_DAYS}")
-            trial_days = 0
-        trial_usage = reader.text(item, "trial_usage", path, required=False) or "free"
-        if trial_usage not in TRIAL_USAGE:
-            reader.problem(f"{path}.trial_usage", f"{trial_usage!r} is not one of {', '.join(TRIAL_USAGE)}")
-        requires_method = item.get("trial_requires_payment_method", False)
-        if not isinstance(requires_method, bool):
-            reader.problem(f"{path}.trial_requires_payment_method", "must be true or false")
-            requires_method = False
-        minimum_spend = reader.decimal(item, "minimum_spend", path)
-        if minimum_spend is not None and currency is not None and not fits_minor_unit(minimum_spend, currency):
-            reader.problem(
-                f"{path}.minimum_spend", f"{minimum_spend} is not payable in {currency}: too many decimal places"
-            )
-            minimum_spend = None
-        if key is None or name is None or currency is None or interval is None or base_fee is None:
+        before = len(reader.problems)
+        plan = _read_plan(reader, item, path, meter_keys, aggregations, PLAN_FIELDS)
+        if plan is not None and plan.key in seen:
+            reader.problem(f"{path}.key", f"{plan.key!r} is declared twice")
+        if plan is None:
             continue
-        seen.add(key)
-        plans.append(
-            PlanSpec(
-                key,
-                name,
-                currency,
-                interval,
-                base_fee,
-                tuple(charges),
-                paused_usage,
-                proration,
-                billing_anchor,
-                trial_days,
-                trial_usage,
-                requires_method,
-                minimum_spend=minimum_spend,
+        seen.add(plan.key)
+        options = _read_currency_options(reader, item, path, plan, meter_keys, aggregations)
+        if len(reader.problems) == before:
+            plans.append(replace(plan, currency_options=options))
+    return plans
+
+
+def _read_currency_options(
+    reader: _Reader,
+    item: dict[str, Any],
+    path: str,
+    plan: PlanSpec,
+    meter_keys: dict[str, tuple[str, ...]],
+    aggregations: dict[str, str],
+) -> tuple[PlanSpec, ...]:
+    """``[plans.currency_options.EUR]``: the plan's prices in another currency. Each option is read
+    as the plan itself with its money replaced, so it is validated exactly as the plan is."""
+    raw = item.get("currency_options", {})
+    if not isinstance(raw, dict):
+        reader.problem(f"{path}.currency_options", "must be a table of currency code = prices")
+        return ()
+    options = []
+    charges = item.get("charges", [])
+    for code, option in raw.items():
+        option_path = f"{path}.currency_options.{code}"
+        try:
+            currency = normalize_currency(code)
+        except InvalidInput as error:
+            reader.problem(option_path, error.message)
+            continue
+        if currency == plan.currency:
+            reader.problem(option_path, f"the plan is priced in {currency} already")
+            continue
+        if not isinstance(option, dict):
+            reader.problem(option_path, "must be a table (base_fee, minimum_spend, charges)")
+            continue
+        reader.unknown_fields(option, CURRENCY_OPTION_FIELDS, option_path)
+        option_charges = _items(reader, option.get("charges", []), f"{option_path}.charges")
+        if len(option_charges) != len(charges):
+            reader.problem(
+                f"{option_path}.charges",
+                f"must give the prices of each of the plan's {len(charges)} charge(s), in order",
+            )
+            continue
+        if plan.minimum_spend is not None and "minimum_spend" not in option:
+            reader.problem(
+                f"{option_path}.minimum_spend", f"is required: the plan has a minimum spend in {plan.currency}"
+            )
+            continue
+        merged_charges = []
+        for position, (charge, prices) in enumerate(zip(charges, option_charges, strict=True)):
+            reader.unknown_fields(prices, CHARGE_PRICE_FIELDS, f"{option_path}.charges[{position}]")
+            merged_charges.append(
+                {key: value for key, value in charge.items() if key not in CHARGE_PRICE_FIELDS} | prices
+            )
+        merged = {key: value for key, value in item.items() if key not in ("base_fee", "minimum_spend")}
+        merged |= {"currency": currency, "charges": merged_charges, "currency_options": {}}
+        merged |= {key: option[key] for key in ("base_fee", "minimum_spend") if key in option}
+        priced = _read_plan(reader, merged, option_path, meter_keys, aggregations, PLAN_FIELDS)
+        if priced is not None:
+            options.append(priced)
+    return tuple(sorted(options, key=lambda option: option.currency))
+
+
+def _read_plan(
+    reader: _Reader,
+    item: dict[str, Any],
+    path: str,
+    meter_keys: dict[str, tuple[str, ...]],
+    aggregations: dict[str, str],
+    allowed: set[str],
+) -> PlanSpec | None:
+    reader.unknown_fields(item, allowed, path)
+    key = reader.key(item, "key", path)
+    name = reader.text(item, "name", path)
+    currency: str | None = None
+    raw_currency = reader.text(item, "currency", path)
+    if raw_currency is not None:
+        try:
+            currency = normalize_currency(raw_currency)
+        except InvalidInput as error:
+            reader.problem(f"{path}.currency", error.message)
+    interval = reader.text(item, "interval", path)
+    if interval is not None and interval not in INTERVALS:
+        reader.problem(f"{path}.interval", f"{interval!r} is not one of {', '.join(INTERVALS)}")
+        interval = None
+    proration = item.get("proration", "exact")
+    if proration not in PRORATIONS:
+        reader.problem(f"{path}.proration", f"{proration!r} is not one of {', '.join(PRORATIONS)}")
+        proration = "exact"
+    base_fee = reader.decimal(item, "base_fee", path, required=True)
+    if base_fee is not None and currency is not None and not fits_minor_unit(base_fee, currency):
+        reader.problem(f"{path}.base_fee", f"{base_fee} is not payable in {currency}: too many decimal places")
+        base_fee = None
+    charges = [
+        charge
+        for charge_index, charge_item in enumerate(_items(reader, item.get("charges", []), f"{path}.charges"))
+        if (
+            charge := _read_charge(
+                reader, charge_item, f"{path}.charges[{charge_index}]", meter_keys, aggregations, currency
             )
         )
-    return plans
+    ]
+    paused_usage = reader.text(item, "paused_usage", path, required=False) or "meter"
+    if paused_usage not in PAUSED_USAGE:
+        reader.problem(f"{path}.paused_usage", f"{paused_usage!r} is not one of {', '.join(PAUSED_USAGE)}")
+    billing_anchor = reader.text(item, "billing_anchor", path, required=False) or "anniversary"
+    if billing_anchor not in BILLING_ANCHORS:
+        reader.problem(f"{path}.billing_anchor", f"{billing_anchor!r} is not one of {', '.join(BILLING_ANCHORS)}")
+    trial_days = item.get("trial_days", 0)
+    if isinstance(trial_days, bool) or not isinstance(trial_days, int) or not 0 <= trial_days <= MAX_TRIAL_DAYS:
+        reader.problem(f"{path}.trial_days", f"must be a whole number of days from 0 to {MAX_TRIAL_DAYS}")
+        trial_days = 0
+    trial_usage = reader.text(item, "trial_usage", path, required=False) or "free"
+    if trial_usage not in TRIAL_USAGE:
+        reader.problem(f"{path}.trial_usage", f"{trial_usage!r} is not one of {', '.join(TRIAL_USAGE)}")
+    requires_method = item.get("trial_requires_payment_method", False)
+    if not isinstance(requires_method, bool):
+        reader.problem(f"{path}.trial_requires_payment_method", "must be true or false")
+        requires_method = False
+    minimum_spend = reader.decimal(item, "minimum_spend", path)
+    if minimum_spend is not None and currency is not None and not fits_minor_unit(minimum_spend, currency):
+        reader.problem(
+            f"{path}.minimum_spend", f"{minimum_spend} is not payable in {currency}: too many decimal places"
+        )
+        minimum_spend = None
+    if key is None or name is None or currency is None or interval is None or base_fee is None:
+        return None
+    return PlanSpec(
+        key,
+        name,
+        currency,
+        interval,
+        base_fee,
+        tuple(charges),
+        paused_usage,
+        proration,
+        billing_anchor,
+        trial_days,
+        trial_usage,
+        requires_method,
+        minimum_spend=minimum_spend,
+    )
 
 
 def _read_charge(
@@ -615,3 +740,32 @@ def _read_tiers(reader: _Reader, raw: Any, path: str, model: str) -> tuple[TierS
         if unit_price is not None and (flat_fee is not None or not step):
             tiers.append(TierSpec(up_to, unit_price, flat_fee or Decimal(0)))
     return tuple(tiers)
+
+
+def _read_tax_rates(reader: _Reader, raw: Any) -> list[TaxRateSpec]:
+    """``[[tax_rates]]``: a rate of 0 (a zero-rated supply) is allowed, 100 and above are not."""
+    rates: list[TaxRateSpec] = []
+    seen: set[str] = set()
+    for index, item in enumerate(_items(reader, raw, "tax_rates")):
+        path = f"tax_rates[{index}]"
+        before = len(reader.problems)
+        reader.unknown_fields(item, TAX_RATE_FIELDS, path)
+        key = reader.key(item, "key", path)
+        if key is not None and key in seen:
+            reader.problem(f"{path}.key", f"{key!r} is declared twice")
+        name = reader.text(item, "name", path)
+        rate = reader.decimal(item, "rate", path, required=True, max_places=MAX_TAX_RATE_PLACES)
+        if rate is not None and rate >= MAX_TAX_RATE:
+            reader.problem(f"{path}.rate", "a percent below 100 (20 is 20 %)")
+        inclusive = item.get("inclusive", False)
+        if not isinstance(inclusive, bool):
+            reader.problem(f"{path}.inclusive", "must be true or false")
+        country = reader.text(item, "country", path)
+        if country is not None and country not in KNOWN_COUNTRIES:
+            reader.problem(f"{path}.country", f"{country!r} is not an ISO 3166-1 alpha-2 country code (e.g. FR, DE)")
+        region = reader.text(item, "region", path, required=False)
+        if len(reader.problems) > before or key is None or name is None or rate is None or country is None:
+            continue
+        seen.add(key)
+        rates.append(TaxRateSpec(key, name, rate, inclusive, country, region))
+    return rates

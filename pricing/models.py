@@ -17,8 +17,10 @@ from sqlalchemy import (
     Integer,
     Numeric,
     String,
+    Text,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
@@ -57,12 +59,15 @@ class PlanVersion(SQLModel, table=True):
     so a price change applies to nobody until they are moved."""
 
     __tablename__ = "plan_versions"
-    __table_args__ = (UniqueConstraint("plan_id", "version"),)
+    __table_args__ = (UniqueConstraint("plan_id", "version", "currency"),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     plan_id: uuid.UUID = Field(sa_column=Column(ForeignKey("plans.id"), nullable=False))
     version: int = Field(sa_column=Column(Integer, nullable=False))
     currency: str = Field(sa_column=Column(String(3), nullable=False))
+    # A plan priced in several currencies has one version per currency with the same number; the
+    # plan's own currency (``currency`` in the catalog) is the primary one, the others its options.
+    primary_currency: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=true()))
     interval: str
     base_fee: Decimal = Field(sa_column=Column(Numeric(30, 12), nullable=False))
     # The billing calendar and trial a new subscription gets (a subscription may override them).
@@ -127,3 +132,21 @@ class PlanCharge(SQLModel, table=True):
             server_default="in_arrears",
         ),
     )
+
+
+class TaxRate(SQLModel, table=True):
+    """One immutable version of a catalog tax rate (``rate`` a percent, 0 <= rate < 100). A
+    changed rate is a new version; issued invoices keep what they applied in their tax lines."""
+
+    __tablename__ = "tax_rates"
+    __table_args__ = (UniqueConstraint("key", "version"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    key: str = Field(sa_column=Column(Text, nullable=False))
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    rate: Decimal = Field(sa_column=Column(Numeric(8, 4), nullable=False))
+    inclusive: bool = Field(sa_column=Column(Boolean, nullable=False))
+    country: str = Field(sa_column=Column(String(2), nullable=False))
+    region: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import text
+from sqlalchemy import func, text
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from pricing.models import Meter, Plan, PlanCharge, PlanVersion
+from pricing.models import Meter, Plan, PlanCharge, PlanVersion, TaxRate
 
 
 async def lock_catalog(session: AsyncSession) -> None:
@@ -30,25 +30,35 @@ async def plans_by_key(session: AsyncSession) -> dict[str, Plan]:
 
 
 async def latest_versions(session: AsyncSession) -> dict[uuid.UUID, PlanVersion]:
-    """The newest version of every plan, keyed by plan id."""
+    """The newest version of every plan in the plan's own currency, keyed by plan id."""
     query = (
         select(PlanVersion)
+        .where(col(PlanVersion.primary_currency))
         .ext(distinct_on(col(PlanVersion.plan_id)))
         .order_by(col(PlanVersion.plan_id), col(PlanVersion.version).desc())
     )
     return {version.plan_id: version for version in await session.exec(query)}
 
 
-async def latest_version_of(session: AsyncSession, plan_key: str) -> tuple[Plan, PlanVersion] | None:
+async def latest_version_of(
+    session: AsyncSession, plan_key: str, currency: str | None = None
+) -> tuple[Plan, PlanVersion] | None:
+    """The plan's newest version: priced in ``currency`` when it has prices in it (a currency
+    option), else in the plan's own currency (the caller then refuses a currency mismatch)."""
+    newest = (
+        select(func.max(PlanVersion.version))
+        .join(Plan, col(PlanVersion.plan_id) == col(Plan.id))
+        .where(col(Plan.key) == plan_key)
+        .scalar_subquery()
+    )
     query = (
         select(Plan, PlanVersion)
         .join(PlanVersion, col(PlanVersion.plan_id) == col(Plan.id))
-        .where(col(Plan.key) == plan_key)
-        .order_by(col(PlanVersion.version).desc())
-        .limit(1)
+        .where(col(Plan.key) == plan_key, col(PlanVersion.version) == newest)
     )
-    row = (await session.exec(query)).first()
-    return (row[0], row[1]) if row else None
+    rows = [(plan, version) for plan, version in await session.exec(query)]
+    chosen = next((row for row in rows if row[1].currency == currency), None)
+    return chosen or next((row for row in rows if row[1].primary_currency), None)
 
 
 async def charges_of(session: AsyncSession, version_ids: list[uuid.UUID]) -> list[tuple[PlanCharge, Meter]]:
@@ -70,3 +80,9 @@ async def plan_versions_by_id(
         .where(col(PlanVersion.id).in_(version_ids))
     )
     return {version.id: (plan, version) for plan, version in await session.exec(query)}
+
+
+async def current_tax_rates(session: AsyncSession) -> list[TaxRate]:
+    """The newest version of every tax rate, by key."""
+    query = select(TaxRate).ext(distinct_on(col(TaxRate.key))).order_by(col(TaxRate.key), col(TaxRate.version).desc())
+    return list(await session.exec(query))

@@ -20,9 +20,10 @@ from pricing.catalog import (
     ChargeSpec,
     MeterSpec,
     PlanSpec,
+    TaxRateSpec,
     parse_catalog,
 )
-from pricing.models import Meter, Plan, PlanCharge, PlanVersion
+from pricing.models import Meter, Plan, PlanCharge, PlanVersion, TaxRate
 from pricing.rating import ChargeTerms, Tier
 
 # A meter's identity: changing any of these would silently change what past usage meant.
@@ -61,15 +62,52 @@ async def apply_catalog(
     for plan_spec in spec.plans:
         plan = plans.get(plan_spec.key)
         changes.append(_plan_change(plan_spec, plan, latest.get(plan.id) if plan else None))
+    rates = {rate.key: rate for rate in await repository.current_tax_rates(session)}
+    rate_changes = [_tax_rate_change(rate_spec, rates.get(rate_spec.key)) for rate_spec in spec.tax_rates]
     if dry_run:
-        return changes
+        return changes + rate_changes
 
     for meter_spec, change in zip(spec.meters, changes, strict=False):
         _write_meter(session, meter_spec, meters, change, as_of)
     await session.flush()
     for plan_spec, change in zip(spec.plans, changes[len(spec.meters) :], strict=True):
         await _write_plan(session, plan_spec, plans, latest, meters, change, as_of)
-    return changes
+    for rate_spec, change in zip(spec.tax_rates, rate_changes, strict=True):
+        if change.action != "unchanged":
+            previous = rates.get(rate_spec.key)
+            session.add(
+                TaxRate(
+                    key=rate_spec.key,
+                    version=previous.version + 1 if previous else 1,
+                    **_tax_rate_columns(rate_spec),
+                    created_at=as_of,
+                )
+            )
+    await session.flush()
+    return changes + rate_changes
+
+
+def _tax_rate_columns(spec: TaxRateSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "rate": spec.rate,
+        "inclusive": spec.inclusive,
+        "country": spec.country,
+        "region": spec.region,
+    }
+
+
+def _tax_rate_change(spec: TaxRateSpec, current: TaxRate | None) -> CatalogChange:
+    """A tax rate is versioned like a plan: any change is a new version, and invoices already
+    issued keep the rate they applied (copied onto their tax lines)."""
+    if current is None:
+        return CatalogChange("tax_rate", spec.key, "create", f"create version 1 ({spec.rate} % in {spec.country})")
+    stored = TaxRateSpec(spec.key, current.name, current.rate, current.inclusive, current.country, current.region)
+    if stored.document() != spec.document():
+        return CatalogChange(
+            "tax_rate", spec.key, "new_version", f"changed: new version {current.version + 1} for invoices from now on"
+        )
+    return CatalogChange("tax_rate", spec.key, "unchanged", f"unchanged (version {current.version})")
 
 
 def _validated(catalog_text: str, meters: dict[str, Meter]) -> CatalogSpec:
@@ -92,9 +130,10 @@ class DraftPlan:
     charges: list[tuple[PlanCharge, Meter]]
 
 
-async def draft_plans(session: AsyncSession, catalog_text: str, *, as_of: datetime) -> dict[str, DraftPlan]:
+async def draft_plans(session: AsyncSession, catalog_text: str, *, as_of: datetime) -> dict[tuple[str, str], DraftPlan]:
     """Validate a draft catalog as `catalog apply` would (:class:`CatalogInvalid` lists every
-    problem) and price its plans in memory. Meters new in the draft have no stored usage yet."""
+    problem) and price its plans in memory, by plan key and currency (each currency option is a
+    draft of its own). Meters new in the draft have no stored usage yet."""
     meters = await repository.meters_by_key(session)
     spec = _validated(catalog_text, meters)
     for meter_spec in spec.meters:
@@ -112,24 +151,26 @@ async def draft_plans(session: AsyncSession, catalog_text: str, *, as_of: dateti
             )
     drafts = {}
     for plan_spec in spec.plans:
-        version = PlanVersion(
-            plan_id=uuid.uuid4(),
-            version=0,
-            currency=plan_spec.currency,
-            interval=plan_spec.interval,
-            base_fee=plan_spec.base_fee,
-            **calendar_settings(plan_spec),
-            pricing_hash=pricing_hash(plan_spec),
-            minimum_spend=plan_spec.minimum_spend,
-            paused_usage=plan_spec.paused_usage,
-            proration=plan_spec.proration,
-            created_at=as_of,
-        )
-        charges = [
-            (_charge_row(version.id, position, charge, meters[charge.meter]), meters[charge.meter])
-            for position, charge in enumerate(plan_spec.charges)
-        ]
-        drafts[plan_spec.key] = DraftPlan(plan_spec.key, plan_spec.name, version, charges)
+        for priced in (plan_spec, *plan_spec.currency_options):
+            version = PlanVersion(
+                plan_id=uuid.uuid4(),
+                version=0,
+                currency=priced.currency,
+                primary_currency=priced is plan_spec,
+                interval=priced.interval,
+                base_fee=priced.base_fee,
+                **calendar_settings(priced),
+                pricing_hash=pricing_hash(plan_spec),
+                minimum_spend=priced.minimum_spend,
+                paused_usage=priced.paused_usage,
+                proration=priced.proration,
+                created_at=as_of,
+            )
+            charges = [
+                (_charge_row(version.id, position, charge, meters[charge.meter]), meters[charge.meter])
+                for position, charge in enumerate(priced.charges)
+            ]
+            drafts[plan_spec.key, priced.currency] = DraftPlan(plan_spec.key, plan_spec.name, version, charges)
     return drafts
 
 
@@ -259,9 +300,29 @@ async def _write_plan(
         created_at=as_of,
     )
     session.add(version)
+    # The plan's prices in other currencies: a version each, with the same number and hash.
+    options = [
+        PlanVersion(
+            plan_id=plan.id,
+            version=version.version,
+            currency=option.currency,
+            primary_currency=False,
+            interval=option.interval,
+            base_fee=option.base_fee,
+            **calendar_settings(option),
+            pricing_hash=version.pricing_hash,
+            minimum_spend=option.minimum_spend,
+            paused_usage=option.paused_usage,
+            proration=option.proration,
+            created_at=as_of,
+        )
+        for option in spec.currency_options
+    ]
+    session.add_all(options)
     await session.flush()  # rows have no ORM relationships, so write parents before children
-    for position, charge in enumerate(spec.charges):
-        session.add(_charge_row(version.id, position, charge, meters[charge.meter]))
+    for priced, priced_version in ((spec, version), *zip(spec.currency_options, options, strict=True)):
+        for position, charge in enumerate(priced.charges):
+            session.add(_charge_row(priced_version.id, position, charge, meters[charge.meter]))
     await session.flush()
 
 

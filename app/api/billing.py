@@ -35,12 +35,14 @@ from billing import service as billing
 from billing.invoicing import DraftLine
 from billing.models import Invoice as InvoiceRow
 from billing.models import InvoiceLine as InvoiceLineRow
+from billing.models import InvoiceTaxLine as InvoiceTaxLineRow
 from billing.plan_changes import change_plan
 from billing.provenance import explain_line
 from customers.models import PlanChange as PlanChangeRow
 from customers.subscriptions import PlanChangeRequest, plan_changes
 from ledger import service as ledger
-from ledger.money import round_to_minor
+from ledger.money import plain_decimal, round_to_minor
+from pricing.tax import REVERSE_CHARGE_NOTE, TaxLine
 
 if TYPE_CHECKING:
     from app.api.customers import Subscription
@@ -115,6 +117,43 @@ class InvoiceLine:
         )
 
 
+@strawberry.type(description="One tax rate's tax on an invoice, rounded once for the whole invoice.")
+class InvoiceTaxLine:
+    rate_key: str = strawberry.field(description="The catalog's tax rate key (reverse_charge under reverse charge).")
+    name: str = strawberry.field(description="As the invoice prints it, e.g. VAT.")
+    rate: Decimal = strawberry.field(description="A percent: 20 is 20 %, as applied when issued.")
+    inclusive: bool = strawberry.field(description="Inside the prices (the total does not change) or added on top.")
+    taxable_amount: Money = strawberry.field(description="What the rate applies to, net of this tax.")
+    tax: Money
+    reverse_charge: bool = strawberry.field(description="No tax: the buyer accounts for it (EU B2B).")
+
+    @classmethod
+    def from_line(cls, line: TaxLine | InvoiceTaxLineRow, currency: str) -> InvoiceTaxLine:
+        if isinstance(line, InvoiceTaxLineRow):
+            line = TaxLine(
+                line.rate_key,
+                line.name,
+                line.rate,
+                line.inclusive,
+                line.taxable_amount,
+                line.tax_amount,
+                line.reverse_charge,
+            )
+        return cls(
+            rate_key=line.rate_key,
+            name=line.name,
+            rate=plain_decimal(line.rate),
+            inclusive=line.inclusive,
+            taxable_amount=money(line.taxable, currency),
+            tax=money(line.tax, currency),
+            reverse_charge=line.reverse_charge,
+        )
+
+
+def tax_note(lines: list[InvoiceTaxLine]) -> str | None:
+    return REVERSE_CHARGE_NOTE if any(line.reverse_charge for line in lines) else None
+
+
 @strawberry.type
 class Invoice:
     id: strawberry.ID
@@ -129,9 +168,19 @@ class Invoice:
     issued_at: datetime
     subtotal: Money
     credits_applied: Money
-    total: Money
+    total: Money = strawberry.field(description="The lines plus the exclusive tax.")
     amount_due: Money
+    tax: Money = strawberry.field(description="All its tax, inclusive and exclusive.")
     row: strawberry.Private[InvoiceRow]
+
+    @strawberry.field(description="One line per tax rate applied (or one reverse-charge line).")
+    async def tax_lines(self, info: Info) -> list[InvoiceTaxLine]:
+        rows = await info.context.loaders.invoice_tax_lines.load(self.row.id)
+        return [InvoiceTaxLine.from_line(row, self.row.currency) for row in rows]
+
+    @strawberry.field(description="The note the invoice carries under reverse charge; null otherwise.")
+    async def tax_note(self, info: Info) -> str | None:
+        return tax_note(await self.tax_lines(info))
 
     @strawberry.field(description="How the amount due is collected, in a sentence.")
     def collection(self, info: Info) -> str:
@@ -205,6 +254,7 @@ class Invoice:
             credits_applied=money(row.credits_applied, currency),
             total=money(row.total, currency),
             amount_due=money(row.amount_due, currency),
+            tax=money(row.tax_amount, currency),
             row=row,
         )
 
@@ -219,24 +269,31 @@ class UpcomingInvoice:
     period_end: datetime
     subtotal: Money
     credits_applied: Money
-    total: Money
+    total: Money = strawberry.field(description="The lines plus the exclusive tax.")
     amount_due: Money
     lines: list[InvoiceLine]
+    tax: Money = strawberry.field(description="The tax it would carry if issued now.")
+    tax_lines: list[InvoiceTaxLine]
+    tax_note: str | None = strawberry.field(description="The reverse-charge note it would carry; null otherwise.")
 
     @classmethod
     def from_preview(cls, preview: billing.UpcomingInvoice) -> UpcomingInvoice:
         draft, currency = preview.draft, preview.draft.currency
+        tax_lines = [InvoiceTaxLine.from_line(line, currency) for line in preview.taxes]
         return cls(
             period_start=draft.period_start,
             period_end=draft.period_end,
             subtotal=money(draft.subtotal, currency),
             credits_applied=money(preview.credits_applied, currency),
-            total=money(draft.subtotal, currency),
-            amount_due=money(max(draft.subtotal - preview.credits_applied, 0), currency),
+            total=money(preview.total, currency),
+            amount_due=money(max(preview.total - preview.credits_applied, 0), currency),
             lines=[
                 InvoiceLine.from_draft(line, currency, line.amount(currency), position)
                 for position, line in enumerate(draft.lines)
             ],
+            tax=money(preview.tax, currency),
+            tax_lines=tax_lines,
+            tax_note=tax_note(tax_lines),
         )
 
 

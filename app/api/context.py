@@ -16,7 +16,7 @@ from app.billing_run import billing_window
 from app.settings import Settings
 from billing import failures
 from billing import service as billing
-from billing.models import BillingFailure, InvoiceLine
+from billing.models import BillingFailure, InvoiceLine, InvoiceTaxLine
 from customers import price_overrides
 from customers import service as customers
 from customers.models import Customer, PriceOverride, Subscription
@@ -94,6 +94,14 @@ class Loaders:
     def invoice_lines(self) -> DataLoader[uuid.UUID, list[InvoiceLine]]:
         async def load(ids: list[uuid.UUID]) -> list[list[InvoiceLine]]:
             found = await billing.lines_of(self.session, ids)
+            return [found[i] for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    @cached_property
+    def invoice_tax_lines(self) -> DataLoader[uuid.UUID, list[InvoiceTaxLine]]:
+        async def load(ids: list[uuid.UUID]) -> list[list[InvoiceTaxLine]]:
+            found = await billing.tax_lines_of(self.session, ids)
             return [found[i] for i in ids]
 
         return DataLoader(load_fn=load)

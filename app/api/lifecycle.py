@@ -14,7 +14,7 @@ import strawberry
 from sqlmodel.ext.asyncio.session import AsyncSession
 from strawberry.types import Info
 
-from app.api.billing import Invoice, InvoiceLine, Proration, UpcomingInvoice, proration_of
+from app.api.billing import Invoice, InvoiceLine, InvoiceTaxLine, Proration, UpcomingInvoice, proration_of, tax_note
 from app.api.common import UserError, money, page_size, run_mutation
 from app.api.permissions import requires
 from app.api.scope import STAFF_ONLY, WHICH_SUBSCRIPTION, customer_of, staff_only, subscription_id_of
@@ -169,6 +169,10 @@ async def _final_invoice(session: AsyncSession, outcome: LifecycleOutcome) -> Up
     invoice = outcome.issued[-1]
     rows = (await billing.lines_of(session, [invoice.id]))[invoice.id]
     currency = invoice.currency
+    tax_lines = [
+        InvoiceTaxLine.from_line(line, currency)
+        for line in (await billing.tax_lines_of(session, [invoice.id]))[invoice.id]
+    ]
     return UpcomingInvoice(
         period_start=invoice.period_start,
         period_end=invoice.period_end,
@@ -177,6 +181,9 @@ async def _final_invoice(session: AsyncSession, outcome: LifecycleOutcome) -> Up
         total=money(invoice.total, currency),
         amount_due=money(invoice.amount_due, currency),
         lines=[InvoiceLine.from_draft(row, currency, row.amount, row.position, (invoice, row)) for row in rows],
+        tax=money(invoice.tax_amount, currency),
+        tax_lines=tax_lines,
+        tax_note=tax_note(tax_lines),
     )
 
 

@@ -40,6 +40,7 @@ from app.api.price_overrides import PriceOverridesMutation
 from app.api.promotions import PromotionsMutation, PromotionsQuery
 from app.api.scalars import SCALAR_MAP
 from app.api.simulation import SimulationMutation
+from app.api.taxes import TaxesMutation, TaxesQuery
 from app.api.traces import TracesQuery
 from app.database import is_database_unavailable
 from app.http_errors import UNAVAILABLE
@@ -63,6 +64,7 @@ Query = merge_types(
         BillingQuery,
         CollectionQuery,
         AnomaliesQuery,
+        TaxesQuery,
     ),
 )
 Mutation = merge_types(
@@ -86,6 +88,7 @@ Mutation = merge_types(
         LifecycleMutation,
         PriceOverridesMutation,
         CalendarMutation,
+        TaxesMutation,
     ),
 )
 
