@@ -9,7 +9,7 @@ applied) are plain lists here; the template shows each only when it is not empty
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -161,6 +161,14 @@ async def build_document(
         if row.kind not in DISCOUNT_KINDS
     ]
     discounts = [DiscountLine(row.description, row.amount) for row in rows if row.kind in DISCOUNT_KINDS]
+    tax_rows = (await repository.tax_lines_of(session, [invoice.id])).get(invoice.id, [])
+    taxes = [
+        TaxLine(row.name, row.rate, row.inclusive, row.taxable_amount, row.tax_amount)
+        for row in tax_rows
+        if not row.reverse_charge
+    ]
+    if any(row.reverse_charge for row in tax_rows):
+        buyer = replace(buyer, reverse_charge=True)
     return InvoiceDocument(
         invoice_id=invoice.id,
         number=invoice_number(invoice),
@@ -174,11 +182,13 @@ async def build_document(
         seller=seller,
         buyer=buyer,
         lines=lines,
-        subtotal=invoice.subtotal,
+        # The lines before their discounts: the document lists the discounts under it.
+        subtotal=invoice.subtotal - sum(discount.amount for discount in discounts),
         credits_applied=invoice.credits_applied,
         total=invoice.total,
         amount_due=invoice.amount_due,
         discounts=discounts,
+        taxes=taxes,
     )
 
 
