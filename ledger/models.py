@@ -19,6 +19,7 @@ SYSTEM_ACCOUNT_KINDS = (
     "usage_revenue",
     "subscription_revenue",
     "one_off_revenue",
+    "discounts",
     "promotions",
     "breakage",
     "stripe_clearing",
