@@ -219,6 +219,16 @@ async def remove_discount(
     return removed
 
 
+async def coupon_of(session: AsyncSession, coupon_id: uuid.UUID) -> Coupon:
+    coupon = await repository.coupon_by_id(session, coupon_id)
+    assert coupon is not None, "a discount's coupon is never deleted (a foreign key)"
+    return coupon
+
+
+async def periods_used(session: AsyncSession, discount_id: uuid.UUID) -> int:
+    return (await repository.periods_used(session, [discount_id])).get(discount_id, 0)
+
+
 @dataclass(frozen=True)
 class ActiveDiscount:
     discount: CustomerDiscount

@@ -29,6 +29,7 @@ from app.api.billing import BillingMutation, BillingQuery
 from app.api.calendar import CalendarMutation
 from app.api.catalog import CatalogQuery
 from app.api.collection import CollectionMutation, CollectionQuery, FinanceMutation, ReconciliationMutation
+from app.api.coupons import CouponsMutation, CouponsQuery
 from app.api.customers import CustomersMutation, CustomersQuery
 from app.api.extras import ExtrasMutation
 from app.api.ledger import CorrectionsMutation, LedgerMutation
@@ -57,6 +58,7 @@ Query = merge_types(
         CatalogQuery,
         MeteringQuery,
         PromotionsQuery,
+        CouponsQuery,
         TracesQuery,
         BillingQuery,
         CollectionQuery,
@@ -72,6 +74,7 @@ Mutation = merge_types(
         LedgerMutation,
         CorrectionsMutation,
         PromotionsMutation,
+        CouponsMutation,
         BillingMutation,
         SimulationMutation,
         CollectionMutation,
