@@ -407,6 +407,7 @@ def install(app: FastAPI) -> None:
     from console.anomalies import router as anomalies_router
     from console.billing import router as billing_router
     from console.calendar import router as calendar_router
+    from console.coupons import router as coupons_router
     from console.credits import router as credits_router
     from console.extras import router as extras_router
     from console.lifecycle import router as lifecycle_router
@@ -423,5 +424,6 @@ def install(app: FastAPI) -> None:
     app.include_router(lifecycle_router)
     app.include_router(price_overrides_router)
     app.include_router(calendar_router)
+    app.include_router(coupons_router)
     app.include_router(router)
     app.add_exception_handler(ConsoleQueryFailed, query_failed_page)
