@@ -22,6 +22,7 @@ from rich.progress import Progress
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import auth, staff
+from app.coupon_cli import coupon_cli
 from app.database import create_engine, database_url, latest_revision, libpq_url, migrate, session_factory
 from app.extras_cli import charge_cli, commitment_cli
 from app.price_override_cli import prices_cli
@@ -61,6 +62,7 @@ cli.add_typer(charge_cli, name="charge")
 cli.add_typer(commitment_cli, name="commitment")
 cli.add_typer(subscription_cli, name="subscription")
 cli.add_typer(prices_cli, name="prices")
+cli.add_typer(coupon_cli, name="coupon")
 trial_cli = typer.Typer(help="Trials: end one now (its invoice issued at once) or extend it.", no_args_is_help=True)
 cli.add_typer(trial_cli, name="trial")
 err = Console(stderr=True)
