@@ -23,9 +23,10 @@ from billing import coupons
 from billing.accuracy import check_invoice
 from billing.coupons import NewCoupon
 from billing.service import upcoming_invoice
+from billing.simulation import PeriodSelection, simulate_pricing
 from customers.service import NewCustomer, create_customer
 from ledger.errors import TallyError
-from tests.billing.scenario import FEB_28, JAN_31, MAR_31, invoices_of, lines_of, send_calls, subscribe
+from tests.billing.scenario import CATALOG, FEB_28, JAN_31, MAR_31, invoices_of, lines_of, send_calls, subscribe
 
 FEB_10 = datetime(2026, 2, 10, tzinfo=JAN_31.tzinfo)
 APR_30 = datetime(2026, 4, 30, tzinfo=JAN_31.tzinfo)
@@ -387,3 +388,28 @@ async def test_a_code_is_unique_ignoring_case(session: AsyncSession, billing_cat
     with pytest.raises(TallyError) as taken:
         await make_coupon(session, "SPRING", percent_off=Decimal(20))
     assert (taken.value.code, taken.value.field) == ("TAKEN", "code")
+
+
+async def test_a_price_simulation_compares_list_prices_whatever_the_customers_discounts(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], settings: Settings, billing_catalog: None
+) -> None:
+    discounted = await subscribe(session, "discounted", "basic", JAN_31)
+    await subscribe(session, "full-price", "basic", JAN_31)
+    await make_coupon(session, "HALF", percent_off=Decimal(50))
+    await apply(session, discounted, "HALF")
+    for customer in ("discounted", "full-price"):
+        await send_calls(session, customer, 300, FEB_10)
+    await bill_through(sessions, settings, JAN_31, FEB_28)
+    summary = await simulate_pricing(
+        session,
+        catalog_text=CATALOG.replace('base_fee = "10.00"', 'base_fee = "15.00"'),
+        selection=PeriodSelection(start=JAN_31, end=FEB_28),
+        as_of=FEB_28 + timedelta(days=2),
+    )
+    # Both: 10.00 + 200 x 0.10 = 30.00 now, 35.00 under the draft; the discount is no price change.
+    assert {(o.customer_key, o.current, o.simulated) for o in summary.outcomes} == {
+        ("discounted", 3000, 3500),
+        ("full-price", 3000, 3500),
+    }
+    february = (await invoices_of(session, discounted))[-1]
+    assert february.total == (2000 + 1000) // 2, "while its invoice took half off"
