@@ -24,9 +24,12 @@ from billing.accuracy import check_invoice
 from billing.coupons import NewCoupon
 from billing.service import upcoming_invoice
 from billing.simulation import PeriodSelection, simulate_pricing
-from customers.service import NewCustomer, create_customer
+from customers.service import NewCustomer, NewSubscription, add_subscription, create_customer
 from ledger.errors import TallyError
-from tests.billing.scenario import CATALOG, FEB_28, JAN_31, MAR_31, invoices_of, lines_of, send_calls, subscribe
+from metering.service import ingest
+from pricing.service import apply_catalog
+from tests.billing.scenario import CATALOG, FEB_28, JAN_31, LIMITS, MAR_31, invoices_of, lines_of, send_calls, subscribe
+from tests.conftest import STORAGE_ADD_ON
 
 FEB_10 = datetime(2026, 2, 10, tzinfo=JAN_31.tzinfo)
 APR_30 = datetime(2026, 4, 30, tzinfo=JAN_31.tzinfo)
@@ -220,6 +223,37 @@ async def test_concurrent_and_repeated_billing_runs_use_a_once_discount_on_exact
         if "discount" in [kind for kind, *_ in await lines_of(session, invoice.id)]
     ]
     assert len(discounted) == 1
+    assert (await session.execute(text("SELECT count(*) FROM discount_periods"))).scalar_one() == 1
+
+
+async def test_a_once_discount_is_used_by_one_invoice_when_two_subscriptions_are_billed_at_once(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], settings: Settings, billing_catalog: None
+) -> None:
+    await apply_catalog(session, STORAGE_ADD_ON, as_of=CREATED)
+    await session.commit()
+    customer_id = await subscribe(session, "acme", "basic", JAN_31)
+    await add_subscription(
+        session, NewSubscription(customer_id, "storage-addon", "add-on", started_at=JAN_31), as_of=JAN_31
+    )
+    await session.commit()
+    await bill_through(sessions, settings, JAN_31, JAN_31)
+    await make_coupon(session, "ONCE5", "once", amount_off=Decimal(5), currency="USD")
+    await apply(session, customer_id, "ONCE5", at=FEB_10)
+    await send_calls(session, "acme", 150, FEB_10)
+    storage = [
+        {"id": f"gb-{i}", "customer": "acme", "type": "storage.used", "timestamp": FEB_10.isoformat(), "properties": {}}
+        for i in range(30)
+    ]
+    await ingest(session, storage, received_at=FEB_10, limits=LIMITS, trace_id=None)
+    await session.commit()
+    reports = await asyncio.gather(
+        *(run_billing(sessions, settings, as_of=FEB_28 + timedelta(hours=1)) for _ in range(4))
+    )
+    assert sum(report.invoices_issued for report in reports) == 2, "each subscription's period invoice, once"
+    usage = await session.execute(text("SELECT count(DISTINCT invoice_id) FROM invoice_lines WHERE kind = 'usage'"))
+    assert usage.scalar_one() == 2, "both had something to discount"
+    discount_lines = (await session.execute(text("SELECT amount FROM invoice_lines WHERE kind = 'discount'"))).all()
+    assert [tuple(row) for row in discount_lines] == [(-500,)], "one invoice of the two took it"
     assert (await session.execute(text("SELECT count(*) FROM discount_periods"))).scalar_one() == 1
 
 
