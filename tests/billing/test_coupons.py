@@ -266,8 +266,13 @@ async def test_the_upcoming_invoice_shows_the_discount_and_uses_nothing(
     await apply(session, customer_id, "ONCE", at=FEB_10)
     preview = await upcoming_invoice(session, customer_id, as_of=FEB_10, window=billing_window(settings))
     assert preview is not None
-    assert [(line.kind, line.amount(line_currency := "USD")) for line in preview.draft.lines][-1] == ("discount", -500)
-    assert line_currency and preview.total == 500
+    last = preview.draft.lines[-1]
+    assert (last.kind, last.description, last.amount("USD")) == (
+        "discount",
+        "Discount ONCE: Launch offer, 50% off",
+        -500,
+    )
+    assert preview.total == 500, "the next base fee, 10.00, half off"
     assert (await session.execute(text("SELECT count(*) FROM discount_periods"))).scalar_one() == 0
 
 
