@@ -22,6 +22,7 @@ from rich.progress import Progress
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import auth, staff
+from app.coupon_cli import coupon_cli
 from app.customer_cli import customer_cli
 from app.database import create_engine, database_url, latest_revision, libpq_url, migrate, session_factory
 from app.extras_cli import charge_cli, commitment_cli
@@ -66,6 +67,7 @@ cli.add_typer(subscription_cli, name="subscription")
 cli.add_typer(prices_cli, name="prices")
 cli.add_typer(customer_cli, name="customer")
 cli.add_typer(tax_cli, name="tax")
+cli.add_typer(coupon_cli, name="coupon")
 trial_cli = typer.Typer(help="Trials: end one now (its invoice issued at once) or extend it.", no_args_is_help=True)
 cli.add_typer(trial_cli, name="trial")
 err = Console(stderr=True)

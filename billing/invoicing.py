@@ -16,6 +16,10 @@ ledger's ``consume_credits``; a negative total (a downgrade's credit) becomes a 
 A period invoice also holds the period's minimum spend true-up (:mod:`billing.minimum_spend`), and
 any invoice the customer's pending one-off charges, each claimed by exactly that invoice. A
 ``one_off`` invoice bills one one-off charge at once, outside the billing periods.
+
+Opening and period invoices end with a ``discount`` line for each of the customer's discounts
+that takes something off them (:mod:`billing.coupons`), before any tax; issuing records which
+period of each discount the invoice used.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import charges_repository, repository
+from billing import charges_repository, coupon_repository, repository
 from billing.advance import AdvanceBill, bill_at_start, bills_in_period, has_advance_charges, in_advance, line_of
+from billing.coupons import InvoiceDiscount, invoice_discounts
+from billing.discounting import Discountable
 from billing.minimum_spend import TRUE_UP_DESCRIPTION, period_true_up
 from billing.models import Invoice, OneOffCharge
 from billing.plan_changes import period_prorations
@@ -57,7 +63,12 @@ from pricing.tax import TaxLine, allocate, exclusive_tax, inclusive_tax
 SUBSCRIPTION_LINE_KINDS = ("base_fee", "proration")
 # The revenue account each line kind is posted to; every other kind (usage, late usage, the
 # minimum spend true-up, which stands for usage that fell short) is usage revenue.
-REVENUE_ACCOUNTS = {**dict.fromkeys(SUBSCRIPTION_LINE_KINDS, "subscription_revenue"), "one_off": "one_off_revenue"}
+# Discounts are contra-revenue: debited to ``discounts``, so revenue keeps its list price.
+REVENUE_ACCOUNTS = {
+    **dict.fromkeys(SUBSCRIPTION_LINE_KINDS, "subscription_revenue"),
+    "one_off": "one_off_revenue",
+    "discount": "discounts",
+}
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,8 @@ class DraftInvoice:
     advance_bills: tuple[AdvanceBill, ...] = ()
     # The subscription whose boundary it bills (None: an invoice outside the periods).
     subscription_id: uuid.UUID | None = None
+    # The customer's discounts its ``discount`` lines take, each using one of its periods.
+    discounts: tuple[InvoiceDiscount, ...] = ()
 
     @property
     def subtotal(self) -> int:
@@ -360,6 +373,7 @@ async def compose_opening(
         session, subscription.customer_id, subscription.id, lock=True
     )
     lines += [one_off_line(charge) for charge in charges]
+    lines, discounts = await _discounted(session, subscription.customer_id, currency, lines, period, lock=True)
     return DraftInvoice(
         subscription.customer_id,
         currency,
@@ -370,7 +384,35 @@ async def compose_opening(
         one_off_charge_ids=tuple(charge.id for charge in charges),
         advance_bills=tuple(advance),
         subscription_id=subscription.id,
+        discounts=discounts,
     )
+
+
+async def _discounted(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    currency: str,
+    lines: list[DraftLine],
+    period: BillingPeriod,
+    *,
+    lock: bool,
+) -> tuple[list[DraftLine], tuple[InvoiceDiscount, ...]]:
+    """The lines and, after them, a ``discount`` line for each of the customer's discounts that
+    takes something off them (:mod:`billing.coupons`), before any tax. A discount line's service
+    time is the invoice's period."""
+    discountable = [Discountable(line.amount(currency), line.meter_id) for line in lines]
+    found = await invoice_discounts(session, customer_id, currency, discountable, lock=lock)
+    discount_lines = [
+        DraftLine(
+            kind="discount",
+            description=discount.taken.description,
+            amount_exact=discount.taken.line_amount_exact(),
+            service_start=period.start,
+            service_end=period.end,
+        )
+        for discount in found
+    ]
+    return [*lines, *discount_lines], tuple(found)
 
 
 def one_off_line(charge: OneOffCharge) -> DraftLine:
@@ -471,6 +513,7 @@ async def compose_period(
     following = schedule.period_containing(end)
     in_advance_next = await bill_at_start(session, customer_id, phases, following, overrides)
     lines += await _advance_lines(session, in_advance_next, following)
+    lines, discounts = await _discounted(session, customer_id, currency, lines, period, lock=count_events)
     return DraftInvoice(
         customer_id,
         currency,
@@ -482,6 +525,7 @@ async def compose_period(
         one_off_charge_ids=tuple(c.id for c in charges),
         advance_bills=(*advance, *in_advance_next),
         subscription_id=subscription.id,
+        discounts=discounts,
     )
 
 
@@ -591,6 +635,8 @@ async def issue(
         request["one_off"] = revenues["one_off_revenue"]
     if tax_amount:  # absent without tax, so the keys of invoices without it keep their request
         request["tax"] = tax_amount
+    if revenues.get("discounts"):
+        request["discounts"] = revenues["discounts"]
     if any(amount for _, _, amount in legs):  # lines that cancel out within a kind move nothing
         entry = Entry(
             kind="invoice",
@@ -677,6 +723,19 @@ async def issue(
         repository.InvoiceToWrite(
             row, lines, draft.rated, invoiced_through, closes_at, [tax_line_row(line) for line in taxes]
         ),
+    )
+    await coupon_repository.record_periods(
+        session,
+        [
+            {
+                "discount_id": discount.taken.discount_id,
+                "period_number": discount.period_number,
+                "customer_id": customer_id,
+                "invoice_id": invoice_id,
+                "amount": discount.taken.amount,
+            }
+            for discount in draft.discounts
+        ],
     )
     await repository.write_advance_bills(
         session,

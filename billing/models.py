@@ -29,7 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlmodel import Field, SQLModel
 
 INVOICE_KINDS = ("opening", "period", "one_off", "commitment")
@@ -44,6 +44,7 @@ LINE_KINDS = (
     "commitment",
     "advance",
     "advance_proration",
+    "discount",
 )
 # What an in-advance charge billed for a period: at its start, a rise, and what a pause, cancel or
 # plan change credits (the unused rest) or charges again (the rest, at the value then).
@@ -462,3 +463,67 @@ class AdvanceChargeBill(SQLModel, table=True):
     share: Decimal = Field(sa_column=Column(Numeric, nullable=False))
     amount_exact: Decimal = Field(sa_column=Column(Numeric, nullable=False))
     invoice_id: uuid.UUID = Field(sa_column=Column(ForeignKey("invoices.id"), nullable=False))
+
+
+COUPON_DURATIONS = ("once", "repeating", "forever")
+
+
+class Coupon(SQLModel, table=True):
+    """A percentage or a fixed amount off, on the whole invoice or on the lines of the meters
+    ``applies_to`` names, for one invoice, ``duration_periods`` invoices or forever. Applied to
+    customers at most ``max_redemptions`` times: ``redemptions`` only grows by a conditional
+    increment, never a read-then-write, so concurrent applications cannot pass the limit."""
+
+    __tablename__ = "coupons"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    code: str = Field(sa_column=Column(Text, nullable=False))
+    code_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    percent_off: Decimal | None = Field(default=None, sa_column=Column(Numeric))
+    amount_off: int | None = Field(default=None, sa_column=Column(BigInteger))
+    currency: str | None = Field(default=None, sa_column=Column(String(3)))
+    # Meter keys: empty for the whole invoice.
+    applies_to: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
+    duration: str
+    duration_periods: int | None = None
+    max_redemptions: int | None = None
+    redemptions: int = 0
+    redeem_by: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    active: bool = Field(default=True, sa_column=Column(Boolean, nullable=False))
+    actor: str
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    archived_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class CustomerDiscount(SQLModel, table=True):
+    """A coupon applied to a customer: once per customer and coupon; ``periods`` is how many of
+    their invoices it discounts (None: forever), counted by :class:`DiscountPeriod` rows."""
+
+    __tablename__ = "customer_discounts"
+    __table_args__ = (UniqueConstraint("customer_id", "coupon_id"), UniqueConstraint("customer_id", "idempotency_key"))
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), nullable=False))
+    coupon_id: uuid.UUID = Field(sa_column=Column(ForeignKey("coupons.id"), nullable=False))
+    periods: int | None = None
+    status: str
+    idempotency_key: str = Field(sa_column=Column(Text, nullable=False))
+    actor: str
+    applied_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    removed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    removed_by: str | None = None
+
+
+class DiscountPeriod(SQLModel, table=True):
+    """One period of a discount, used by exactly one invoice (written in its transaction; rows
+    never change). ``amount`` is what it took off, in minor units."""
+
+    __tablename__ = "discount_periods"
+    __table_args__ = (UniqueConstraint("discount_id", "invoice_id"),)
+
+    discount_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customer_discounts.id"), primary_key=True))
+    period_number: int = Field(sa_column=Column(Integer, primary_key=True))
+    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), nullable=False))
+    invoice_id: uuid.UUID = Field(sa_column=Column(ForeignKey("invoices.id"), nullable=False))
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
+from console.coupons import promotions_view
 from console.routes import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -123,9 +124,8 @@ async def redeem_promotion(
 
 
 @router.get("/promotions")
-async def promotions_page(request: Request, context: ContextDep) -> Response:
-    data = await query(request, "ConsolePromotions", {}, context)
-    return render(request, "promotions.html", {"promotions": data["promotions"], "errors": {}, "form": {}})
+async def promotions_page(request: Request, context: ContextDep, notice: str | None = None) -> Response:
+    return await promotions_view(request, context, notice=notice)
 
 
 @router.post("/promotions")
@@ -156,11 +156,5 @@ async def create_promotion(request: Request, context: ContextDep) -> Response:
     )["createPromotion"]
     if payload["userErrors"]:
         errors = {(e["field"] or ["form"])[-1]: e["message"] for e in payload["userErrors"]}
-        data = await query(request, "ConsolePromotions", {}, context)
-        return render(
-            request,
-            "promotions.html",
-            {"promotions": data["promotions"], "errors": errors, "form": form},
-            status_code=422,
-        )
+        return await promotions_view(request, context, errors=errors, form=form, status_code=422)
     return RedirectResponse("/console/promotions", status_code=303)

@@ -408,6 +408,7 @@ def install(app: FastAPI) -> None:
     from console.billing import router as billing_router
     from console.billing_details import router as billing_details_router
     from console.calendar import router as calendar_router
+    from console.coupons import router as coupons_router
     from console.credits import router as credits_router
     from console.extras import router as extras_router
     from console.lifecycle import router as lifecycle_router
@@ -425,5 +426,6 @@ def install(app: FastAPI) -> None:
     app.include_router(price_overrides_router)
     app.include_router(calendar_router)
     app.include_router(billing_details_router)
+    app.include_router(coupons_router)
     app.include_router(router)
     app.add_exception_handler(ConsoleQueryFailed, query_failed_page)

@@ -20,6 +20,7 @@ SYSTEM_ACCOUNT_KINDS = (
     "subscription_revenue",
     "one_off_revenue",
     "tax_payable",
+    "discounts",
     "promotions",
     "breakage",
     "stripe_clearing",

@@ -67,6 +67,7 @@ class InvoiceLineKind(Enum):
     COMMITMENT = "commitment"
     ADVANCE = "advance"
     ADVANCE_PRORATION = "advance_proration"
+    DISCOUNT = "discount"
 
 
 @strawberry.type

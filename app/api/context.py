@@ -14,7 +14,7 @@ from strawberry.fastapi import BaseContext
 from app.auth import Viewer
 from app.billing_run import billing_window
 from app.settings import Settings
-from billing import failures
+from billing import coupons, failures
 from billing import service as billing
 from billing.models import BillingFailure, InvoiceLine, InvoiceTaxLine
 from customers import price_overrides
@@ -86,6 +86,16 @@ class Loaders:
 
         async def load(ids: list[uuid.UUID]) -> list[list[PriceOverride]]:
             found = await price_overrides.dropped_by(self.session, ids)
+            return [found[i] for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    @cached_property
+    def discounts(self) -> DataLoader[uuid.UUID, list[coupons.ActiveDiscount]]:
+        """By customer: their discounts with periods left, in the order they stack."""
+
+        async def load(ids: list[uuid.UUID]) -> list[list[coupons.ActiveDiscount]]:
+            found = await coupons.active_discounts(self.session, ids)
             return [found[i] for i in ids]
 
         return DataLoader(load_fn=load)

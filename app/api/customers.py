@@ -36,6 +36,7 @@ from app.api.common import (
     run_mutation,
     time_cursor,
 )
+from app.api.coupons import Discount, resolve_discounts
 from app.api.extras import (
     MinimumSpend,
     OneOffCharge,
@@ -245,6 +246,12 @@ class Customer:
         resolver=resolve_prepaid_commitments,
         permission_classes=[requires(Capability.READ_INVOICES)],
         description="Prepaid commitments, newest first, with what remains of each.",
+    )
+    discounts: list[Discount] = strawberry.field(
+        resolver=resolve_discounts,
+        permission_classes=[requires(Capability.READ_INVOICES)],
+        description="Discounts their invoices take, in the order they stack, with the periods left of each "
+        "(used-up and removed ones are left out).",
     )
     minimum_spend: MinimumSpend = strawberry.field(
         resolver=resolve_minimum_spend,

@@ -30,6 +30,7 @@ from app.api.billing_details import BillingDetailsMutation
 from app.api.calendar import CalendarMutation
 from app.api.catalog import CatalogQuery
 from app.api.collection import CollectionMutation, CollectionQuery, FinanceMutation, ReconciliationMutation
+from app.api.coupons import CouponsMutation, CouponsQuery
 from app.api.customers import CustomersMutation, CustomersQuery
 from app.api.extras import ExtrasMutation
 from app.api.invoice_documents import InvoiceDocumentsMutation
@@ -60,6 +61,7 @@ Query = merge_types(
         CatalogQuery,
         MeteringQuery,
         PromotionsQuery,
+        CouponsQuery,
         TracesQuery,
         BillingQuery,
         CollectionQuery,
@@ -77,6 +79,7 @@ Mutation = merge_types(
         LedgerMutation,
         CorrectionsMutation,
         PromotionsMutation,
+        CouponsMutation,
         BillingMutation,
         SimulationMutation,
         CollectionMutation,
