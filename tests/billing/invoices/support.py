@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,9 +53,18 @@ SELLER = Seller(
 )
 
 
-async def tiered_invoice(session: AsyncSession, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> Any:
-    """Le Petit Atelier's February invoice: the tiered usage of February and March's base fee."""
-    await apply_catalog(session, CATALOG, as_of=JAN_31 - timedelta(days=30))
+async def tiered_invoice(
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    more_catalog: str = "",
+    before_billing: Callable[[uuid.UUID], Awaitable[None]] | None = None,
+) -> Any:
+    """Le Petit Atelier's February invoice: the tiered usage of February and March's base fee.
+    ``more_catalog`` adds to the catalog (tax rates); ``before_billing`` runs with the customer's
+    id before the billing run (a coupon, a credit grant)."""
+    await apply_catalog(session, CATALOG + more_catalog, as_of=JAN_31 - timedelta(days=30))
     customer = await create_customer(
         session,
         NewCustomer(external_id="atelier", name="atelier", currency="EUR", plan_key="scale", started_at=JAN_31),
@@ -79,6 +89,8 @@ async def tiered_invoice(session: AsyncSession, sessions: async_sessionmaker[Asy
     )
     assert result.accepted == CALLS
     await session.commit()
+    if before_billing is not None:
+        await before_billing(customer.id)
     await run_billing(sessions, settings, as_of=FEB_28 + timedelta(hours=2))
     return await invoice_of(session, customer.id, "period")
 
