@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from babel.numbers import format_currency, format_decimal
@@ -22,6 +23,7 @@ from ledger.grants import grant_credits
 from ledger.money import to_major
 from tests.billing.invoices.support import JAN_31, SELLER, tiered_invoice
 from tests.billing.invoices.test_documents import NOW, in_order, pdf_text, spaced
+from tests.e2e.test_invoice_documents import pdf_first_page_png
 
 FRENCH_VAT = """
 [[tax_rates]]
@@ -68,7 +70,7 @@ async def discounted_taxed_credited_invoice(
 
 @pytest.mark.parametrize("locale", ["en", "de"])
 async def test_the_pdf_of_a_tiered_discounted_taxed_credited_invoice_says_what_the_invoice_holds(
-    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], settings: Settings, locale: str
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], settings: Settings, locale: str, tmp_path: Path
 ) -> None:
     invoice = await discounted_taxed_credited_invoice(session, sessions, settings)
     lines = (await billing.lines_of(session, [invoice.id]))[invoice.id]
@@ -84,6 +86,7 @@ async def test_the_pdf_of_a_tiered_discounted_taxed_credited_invoice_says_what_t
     found = await invoice_pdf(session, invoice.id, seller=SELLER, as_of=NOW, locale=locale)
     await session.commit()
     shown = pdf_text(found.pdf)
+    pdf_first_page_png(found.pdf, tmp_path / f"full-invoice-{locale}.png")  # to look at
 
     def money(minor: int) -> str:
         return spaced(format_currency(to_major(minor, "EUR"), "EUR", locale=locale))
