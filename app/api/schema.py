@@ -29,6 +29,7 @@ from app.api.billing import BillingMutation, BillingQuery
 from app.api.calendar import CalendarMutation
 from app.api.catalog import CatalogQuery
 from app.api.collection import CollectionMutation, CollectionQuery, FinanceMutation, ReconciliationMutation
+from app.api.credit_notes import CreditNotesMutation, CreditNotesQuery
 from app.api.customers import CustomersMutation, CustomersQuery
 from app.api.extras import ExtrasMutation
 from app.api.ledger import CorrectionsMutation, LedgerMutation
@@ -59,6 +60,7 @@ Query = merge_types(
         PromotionsQuery,
         TracesQuery,
         BillingQuery,
+        CreditNotesQuery,
         CollectionQuery,
         AnomaliesQuery,
     ),
@@ -79,6 +81,7 @@ Mutation = merge_types(
         ReconciliationMutation,
         AnomaliesMutation,
         ExtrasMutation,
+        CreditNotesMutation,
         LifecycleMutation,
         PriceOverridesMutation,
         CalendarMutation,

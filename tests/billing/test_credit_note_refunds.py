@@ -108,7 +108,9 @@ async def test_a_refund_goes_to_the_card_once_and_reconciles(
         await session.commit()
     assert await collect_invoices(sessions, configured, as_of=CREDITED_AT + timedelta(minutes=10)) == 1
     refunds = localstripe.client().v1.refunds.list(params={"payment_intent": intent}).data
-    assert [(r.amount, r.metadata.to_dict().get("tally_credit_note_id") if r.metadata else None) for r in refunds] == [(400, str(note_id))]
+    assert [(r.amount, r.metadata.to_dict().get("tally_credit_note_id") if r.metadata else None) for r in refunds] == [
+        (400, str(note_id))
+    ]
     row = await session.execute(
         text(
             "SELECT n.status, o.status, o.stripe_refund_id FROM credit_notes n JOIN refund_outbox o ON o.credit_note_id = n.id"
