@@ -22,6 +22,7 @@ from rich.progress import Progress
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import auth, staff
+from app.credit_note_cli import credit_note_cli
 from app.database import create_engine, database_url, latest_revision, libpq_url, migrate, session_factory
 from app.extras_cli import charge_cli, commitment_cli
 from app.price_override_cli import prices_cli
@@ -59,6 +60,7 @@ invoices_cli = typer.Typer(help="Issued invoices: the accuracy check.", no_args_
 cli.add_typer(invoices_cli, name="invoices")
 cli.add_typer(charge_cli, name="charge")
 cli.add_typer(commitment_cli, name="commitment")
+cli.add_typer(credit_note_cli, name="credit-note")
 cli.add_typer(subscription_cli, name="subscription")
 cli.add_typer(prices_cli, name="prices")
 trial_cli = typer.Typer(help="Trials: end one now (its invoice issued at once) or extend it.", no_args_is_help=True)
