@@ -254,15 +254,6 @@ def invoice_reference(reference: str) -> dict[str, str]:
     return {"id": reference} if UUID_PATTERN.match(reference) else {"number": reference}
 
 
-@router.get("/invoices/{reference}")
-async def invoice_page(request: Request, context: ContextDep, reference: str) -> Response:
-    invoice = (await query(request, "ConsoleInvoice", invoice_reference(reference), context))["invoice"]
-    if invoice is None:
-        return render(request, "not_found.html", {"what": "invoice"}, status_code=404)
-    customer = (await query(request, "ConsoleCustomerHeader", {"id": invoice["customerId"]}, context))["customer"]
-    return render(request, "invoice.html", {"invoice": invoice, "customer": customer})
-
-
 @router.get("/invoices/{reference}/lines/{position}")
 async def invoice_line_page(request: Request, context: ContextDep, reference: str, position: int) -> Response:
     """Why a line has its amount. The invoice page expands it in place with htmx (the block

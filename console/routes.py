@@ -407,6 +407,7 @@ def install(app: FastAPI) -> None:
     from console.anomalies import router as anomalies_router
     from console.billing import router as billing_router
     from console.calendar import router as calendar_router
+    from console.credit_notes import router as credit_notes_router
     from console.credits import router as credits_router
     from console.extras import router as extras_router
     from console.lifecycle import router as lifecycle_router
@@ -414,6 +415,7 @@ def install(app: FastAPI) -> None:
     from console.price_overrides import router as price_overrides_router
     from console.pricing import router as pricing_router
 
+    app.include_router(credit_notes_router)
     app.include_router(credits_router)
     app.include_router(billing_router)
     app.include_router(pricing_router)
