@@ -19,6 +19,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -453,6 +454,10 @@ class CreditNote(SQLModel, table=True):
     refuses any change but its status (a refund's progress)."""
 
     __tablename__ = "credit_notes"
+    __table_args__ = (
+        Index("credit_notes_by_customer", "customer_id", "issued_at"),
+        Index("credit_notes_by_invoice", "invoice_id"),
+    )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), nullable=False))
@@ -476,6 +481,12 @@ class CreditNoteLine(SQLModel, table=True):
     """What a credit note takes back of one invoice line, and the revenue account it reverses."""
 
     __tablename__ = "credit_note_lines"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["invoice_id", "invoice_line_position"], ["invoice_lines.invoice_id", "invoice_lines.position"]
+        ),
+        Index("credit_note_lines_by_invoice_line", "invoice_id", "invoice_line_position"),
+    )
 
     credit_note_id: uuid.UUID = Field(sa_column=Column(ForeignKey("credit_notes.id"), primary_key=True))
     position: int = Field(sa_column=Column(Integer, primary_key=True))
@@ -501,6 +512,7 @@ class RefundOutbox(SQLModel, table=True):
     transaction; a worker claims rows with SKIP LOCKED (like the collection outbox)."""
 
     __tablename__ = "refund_outbox"
+    __table_args__ = (Index("refund_outbox_due", "status", "next_attempt_at"),)
 
     credit_note_id: uuid.UUID = Field(sa_column=Column(ForeignKey("credit_notes.id"), primary_key=True))
     invoice_id: uuid.UUID = Field(sa_column=Column(ForeignKey("invoices.id"), nullable=False))

@@ -343,3 +343,22 @@ def test_spreading_an_amount_adds_up_and_never_passes_a_weight(amount: int, weig
     amount = min(amount, sum(weights))
     parts = spread(amount, weights)
     assert sum(parts) == amount and all(0 <= part <= weight for part, weight in zip(parts, weights, strict=True))
+
+
+async def test_finance_after_a_note_never_reverses_twice_nor_writes_off_what_is_not_due(
+    session: AsyncSession, sessions: Any, settings: Settings, billing_catalog: None
+) -> None:
+    invoice = plain(await opening_invoice(session, sessions, settings))
+    await create_credit_note(
+        session, request(invoice.id, "part", method="REDUCE_DUE", amount=Decimal("4.00")), as_of=LATER
+    )
+    await session.commit()
+    with pytest.raises(TallyError) as refused:
+        await finance.void_invoice(session, invoice.id, reason="oops", actor="fin", idempotency_key="v", as_of=LATER)
+    await session.rollback()
+    assert refused.value.field == "invoiceId" and "credit notes" in refused.value.message
+    await finance.mark_uncollectible(session, invoice.id, reason="gone", actor="fin", idempotency_key="w", as_of=LATER)
+    await session.commit()
+    bad_debt = await revenue(session, "bad_debt")
+    assert bad_debt == -600, "only the 6.00 still due is written off"
+    assert (await ledger.balances(session, invoice.customer_id, "USD")).outstanding == 0
