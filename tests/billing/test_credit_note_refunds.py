@@ -147,3 +147,30 @@ async def test_never_more_than_was_paid_and_not_yet_refunded(
     assert gateway is not None
     report = await reconcile(session, gateway, as_of=RECONCILED_AT)
     assert report.discrepancies == []
+
+
+async def test_a_reduced_invoice_is_collected_for_the_rest_only_and_reconciles(
+    session: AsyncSession, sessions: Any, settings: Settings, localstripe: LocalStripe
+) -> None:
+    localstripe.flush()
+    _, configured = await billed_with_card(session, sessions, settings, "org_reduced", CARD_SUCCEEDS, localstripe)
+    invoice_id = (await session.execute(text("SELECT id FROM invoices"))).scalar_one()
+    reduce = CreditNoteRequest(
+        invoice_id=invoice_id,
+        method="REDUCE_DUE",
+        reason="order_change",
+        idempotency_key="reduce",
+        actor="finance@example.com",
+        amount=Decimal("3.00"),
+    )
+    await create_credit_note(session, reduce, as_of=JAN_31 + timedelta(minutes=1))
+    await session.commit()
+    assert await collect_invoices(sessions, configured, as_of=PAID_AT) == 1
+    paid = await session.execute(
+        text("SELECT i.status, p.amount FROM invoices i JOIN stripe_payments p ON p.invoice_id = i.id")
+    )
+    assert tuple(paid.one()) == ("paid", 700), "Stripe charged the 7.00 still due, not the 10.00 invoiced"
+    gateway = stripe_gateway(configured)
+    assert gateway is not None
+    report = await reconcile(session, gateway, as_of=RECONCILED_AT)
+    assert report.discrepancies == []
