@@ -39,7 +39,7 @@ from billing.provenance import explain_line
 from customers.models import PlanChange as PlanChangeRow
 from customers.subscriptions import PlanChangeRequest, plan_changes
 from ledger import service as ledger
-from ledger.money import round_to_minor
+from ledger.money import round_to_minor, to_minor_exact
 
 if TYPE_CHECKING:
     from app.api.credit_notes import CreditNote
@@ -176,6 +176,12 @@ class Invoice:
     async def credited_amount(self, info: Info) -> Money:
         notes = await info.context.loaders.credit_notes_by_invoice.load(uuid.UUID(self.id))
         return money(sum(note.amount for note in notes), self.total.currency)  # self.row expires on a dry run
+
+    @strawberry.field(description="What is left to collect: the amount due less what REDUCE_DUE credit notes took off.")
+    async def amount_still_due(self, info: Info) -> Money:
+        notes = await info.context.loaders.credit_notes_by_invoice.load(uuid.UUID(self.id))
+        reduced = sum(note.amount for note in notes if note.method == "REDUCE_DUE")
+        return money(to_minor_exact(self.amount_due.amount, self.total.currency) - reduced, self.total.currency)
 
     @strawberry.field(description="Its credit notes, oldest first.")
     async def credit_notes(self, info: Info) -> list[Annotated[CreditNote, strawberry.lazy("app.api.credit_notes")]]:

@@ -18,7 +18,8 @@ NOTE_FIELDS = "id number invoiceNumber amount { amount currency } method reason 
 CREATE = f"""mutation($i: CreateCreditNoteInput!) {{ createCreditNote(input: $i) {{
   creditNote {{ {NOTE_FIELDS} }} invoice {{ number creditedAmount {{ amount }} }}
   userErrors {{ field code message }} }} }}"""
-INVOICE = """query($n: String!) { invoice(number: $n) { creditedAmount { amount } creditNotes { number amount { amount } } } }"""
+INVOICE = """query($n: String!) { invoice(number: $n) {
+  creditedAmount { amount } amountStillDue { amount } creditNotes { number amount { amount } } } }"""
 LIST = f"""query($c: ID!, $first: Int, $after: String) {{ creditNotes(customerId: $c, first: $first, after: $after) {{
   edges {{ cursor node {{ {NOTE_FIELDS} }} }} pageInfo {{ hasNextPage endCursor }} }} }}"""
 
@@ -77,6 +78,7 @@ async def test_a_note_previewed_made_retried_and_shown_on_its_invoice(
     shown = (await ask(client, finance, INVOICE, {"n": number}))["invoice"]
     assert shown == {
         "creditedAmount": {"amount": "2.50"},
+        "amountStillDue": {"amount": "10.00"},
         "creditNotes": [{"number": "CN-000001", "amount": {"amount": "2.50"}}],
     }
     await ask(
@@ -85,10 +87,16 @@ async def test_a_note_previewed_made_retried_and_shown_on_its_invoice(
         CREATE,
         {
             "i": note_input(
-                invoice_id, idempotencyKey="cn-api-2", amount=None, lines=[{"position": 0, "amount": "1.00"}]
+                invoice_id,
+                idempotencyKey="cn-api-2",
+                method="REDUCE_DUE",
+                amount=None,
+                lines=[{"position": 0, "amount": "1.00"}],
             )
         },
     )
+    reduced = (await ask(client, finance, INVOICE, {"n": number}))["invoice"]
+    assert (reduced["creditedAmount"], reduced["amountStillDue"]) == ({"amount": "3.50"}, {"amount": "9.00"})
     listed = (await ask(client, finance, LIST, {"c": customer_id, "first": 1}))["creditNotes"]
     assert [edge["node"]["number"] for edge in listed["edges"]] == ["CN-000002"] and listed["pageInfo"]["hasNextPage"]
     rest = (await ask(client, finance, LIST, {"c": customer_id, "after": listed["pageInfo"]["endCursor"]}))[
