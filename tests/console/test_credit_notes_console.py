@@ -94,6 +94,8 @@ async def test_a_credit_note_is_reviewed_with_its_amount_then_confirmed_once(
     assert f"Credit 30.00 USD on invoice {invoice}?" in review.text
     await client.post(f"/console/invoices/{invoice}/credit-notes", data=hidden_fields(review.text))
     assert await notes(session) == [(1250, "CREDIT"), (3000, "REDUCE_DUE")]
+    shown = await client.get(f"/console/invoices/{invoice}")
+    assert '<strong class="still-due">20.00 USD</strong>' in shown.text, "50.00 due, 30.00 taken off"
 
 
 async def test_a_refused_credit_note_is_shown_beside_the_form_and_writes_nothing(
