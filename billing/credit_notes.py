@@ -19,7 +19,8 @@
 - The idempotency key is the note's own unique key: the same key and request return the first
   note and write nothing; another request with it is refused.
 - Tax: notes reverse revenue only. A tax slice adds the tax portion at :func:`_ledger_legs` (a
-  ``tax_payable`` leg per rate, in proportion to the credited lines) and in :class:`CreditNoteView`.
+  ``tax_payable`` leg per rate, in proportion to the credited lines) and in
+  :class:`billing.credit_note_view.CreditNoteView`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from billing.models import (
     InvoiceLine,
     RefundOutbox,
 )
+from customers import service as customers
 from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.grants import grant_credits
 from ledger.money import to_major, to_minor_exact
@@ -368,10 +370,13 @@ async def _write(
             )
         )
     if note.method == "REDUCE_DUE" and note.amount == still_due:
+        # Nothing left to collect: settled as a payment settles it (dunning ends with it).
         await repository.mark_paid(session, invoice.id)
         await collection_repository.settle_outbox(
             session, invoice.id, "collected", f"nothing left to collect: {credit_note_number(note.number)}"
         )
+        if not await collection_repository.customers_with_failed_collection(session, invoice.customer_id):
+            await customers.set_status(session, invoice.customer_id, "ACTIVE")
     await session.flush()
 
 
@@ -379,53 +384,3 @@ async def credit_notes(
     session: AsyncSession, customer_id: uuid.UUID, *, before_number: int | None = None, limit: int = 50
 ) -> list[CreditNote]:
     return await notes_repository.notes_of_customer(session, customer_id, before_number=before_number, limit=limit)
-
-
-@dataclass(frozen=True)
-class CreditNoteViewLine:
-    position: int
-    invoice_line_position: int
-    description: str
-    amount: Decimal
-
-
-@dataclass(frozen=True)
-class CreditNoteView:
-    """A credit note as a document shows it (the PDF template renders this): amounts in major units."""
-
-    number: str
-    issued_at: datetime
-    invoice_number: str
-    currency: str
-    reason: str
-    note: str | None
-    method: str
-    status: str
-    lines: list[CreditNoteViewLine]
-    total: Decimal
-
-
-async def credit_note_view(session: AsyncSession, note_id: uuid.UUID) -> CreditNoteView:
-    note = await session.get(CreditNote, note_id)
-    if note is None:
-        raise NotFound("no such credit note", field="creditNoteId")
-    invoice = await repository.invoice_by_id(session, note.invoice_id)
-    assert invoice is not None
-    lines = (await notes_repository.lines_of_notes(session, [note.id]))[note.id]
-    return CreditNoteView(
-        number=credit_note_number(note.number),
-        issued_at=note.issued_at,
-        invoice_number=f"INV-{invoice.number:06d}",
-        currency=note.currency,
-        reason=note.reason,
-        note=note.note,
-        method=note.method,
-        status=note.status,
-        lines=[
-            CreditNoteViewLine(
-                line.position, line.invoice_line_position, line.description, to_major(line.amount, note.currency)
-            )
-            for line in lines
-        ],
-        total=to_major(note.amount, note.currency),
-    )

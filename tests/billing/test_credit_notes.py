@@ -21,12 +21,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.billing_run import run_billing
 from app.settings import Settings
 from billing import finance
+from billing.credit_note_view import credit_note_view
 from billing.credit_notes import (
     CreditNoteRequest,
     LineCredit,
     create_credit_note,
     credit_note_number,
-    credit_note_view,
     spread,
 )
 from billing.outbox import claim_next
