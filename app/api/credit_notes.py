@@ -16,7 +16,7 @@ from strawberry.types import Info
 from app.api.billing import Invoice
 from app.api.common import Connection, Money, UserError, connection, money, page_size, run_mutation
 from app.api.permissions import requires
-from app.api.scope import customer_of
+from app.api.scope import find_visible_customer
 from app.auth import Capability
 from billing import credit_notes
 from billing.models import CreditNote as CreditNoteRow
@@ -141,8 +141,11 @@ class CreateCreditNotePayload:
 
 async def resolve_credit_notes(
     info: Info, customer_id: strawberry.ID, first: int | None = None, after: str | None = None
-) -> Connection[CreditNote]:
-    customer = await customer_of(info, str(customer_id))
+) -> Connection[CreditNote] | None:
+    context = info.context
+    customer = await find_visible_customer(context.session, context.viewer, customer_id=customer_id)
+    if customer is None:
+        return None
     limit = page_size(first, default=25, maximum=info.context.settings.page_size_max)
     before = None
     if after is not None:
@@ -165,11 +168,11 @@ async def resolve_credit_notes(
 class CreditNotesQuery:
     @strawberry.field(
         permission_classes=[requires(Capability.READ_INVOICES)],
-        description="A customer's credit notes, newest first.",
+        description="A customer's credit notes, newest first; null when there is no such customer or not yours.",
     )
     async def credit_notes(
         self, info: Info, customer_id: strawberry.ID, first: int | None = None, after: str | None = None
-    ) -> Connection[CreditNote]:
+    ) -> Connection[CreditNote] | None:
         return await resolve_credit_notes(info, customer_id, first, after)
 
 

@@ -103,6 +103,8 @@ async def test_a_note_previewed_made_retried_and_shown_on_its_invoice(
         "creditNotes"
     ]
     assert [edge["node"]["number"] for edge in rest["edges"]] == ["CN-000001"]
+    for unknown in ("00000000-0000-0000-0000-000000000000", "not-an-id", "x" * 10_000):
+        assert (await ask(client, finance, LIST, {"c": unknown}))["creditNotes"] is None
     own = await token_for("customer", "acme")
     assert len((await ask(client, own, LIST, {"c": customer_id}))["creditNotes"]["edges"]) == 2
     refused = await graphql(client, own, CREATE, {"i": note_input(invoice_id, idempotencyKey="mine")})
