@@ -23,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import auth, staff
 from app.coupon_cli import coupon_cli
+from app.credit_note_cli import credit_note_cli
 from app.customer_cli import customer_cli
 from app.database import create_engine, database_url, latest_revision, libpq_url, migrate, session_factory
 from app.extras_cli import charge_cli, commitment_cli
@@ -63,6 +64,7 @@ invoices_cli = typer.Typer(help="Issued invoices: the accuracy check.", no_args_
 cli.add_typer(invoices_cli, name="invoices")
 cli.add_typer(charge_cli, name="charge")
 cli.add_typer(commitment_cli, name="commitment")
+cli.add_typer(credit_note_cli, name="credit-note")
 cli.add_typer(subscription_cli, name="subscription")
 cli.add_typer(prices_cli, name="prices")
 cli.add_typer(customer_cli, name="customer")

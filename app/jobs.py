@@ -21,6 +21,7 @@ from billing.accuracy import AccuracyReport, verify_invoices
 from billing.failures import Backoff
 from billing.outbox import claim_next, collect
 from billing.reconciliation import last_reconciled_at, reconcile
+from billing.refunds import claim_next_refund, send_refund
 from billing.webhooks import Processing, process_next
 from ledger.grants import expire_grants
 from metering.service import ROLL_UP_LIMIT, roll_up, take_snapshot
@@ -79,7 +80,8 @@ async def process_stripe_events(
 
 
 async def collect_invoices(sessions: async_sessionmaker[AsyncSession], settings: Settings, *, as_of: datetime) -> int:
-    """Work the collection outbox until no invoice is due; 0 when collection is off (no key)."""
+    """Work the collection outbox until no invoice is due, then the refund outbox (credit notes paid
+    back to the card); how many were attempted, 0 when collection is off (no key)."""
     gateway = stripe_gateway(settings)
     if gateway is None:
         return 0
@@ -88,6 +90,11 @@ async def collect_invoices(sessions: async_sessionmaker[AsyncSession], settings:
         while (claimed := await claim_next(session, as_of=as_of)) is not None:
             await session.commit()  # the attempt number is durable before Stripe hears of it
             await collect(session, gateway, claimed, as_of=as_of, retry_after=dunning_schedule(settings))
+            await session.commit()
+            attempted += 1
+        while (refund := await claim_next_refund(session, as_of=as_of)) is not None:
+            await session.commit()  # the claim is durable before Stripe hears of the refund
+            await send_refund(session, gateway, refund, as_of=as_of)
             await session.commit()
             attempted += 1
     return attempted

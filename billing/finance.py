@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, repository
+from billing import collection_repository, credit_notes_repository, repository
 from billing.models import Invoice
 from ledger.errors import InvalidInput, NotFound
 from ledger.service import Entry, Leg, account, check_reason, claim, post, reverse_transaction, transaction_by_key
@@ -50,10 +50,12 @@ async def retry_payment(session: AsyncSession, invoice_id: uuid.UUID, *, as_of: 
 async def mark_uncollectible(
     session: AsyncSession, invoice_id: uuid.UUID, *, reason: str, actor: str, idempotency_key: str, as_of: datetime
 ) -> Invoice:
-    """Write what is due off to bad debt; the invoice stays, marked uncollectible."""
+    """Write what is still due off to bad debt (what credit notes took off it is not due); the
+    invoice stays, marked uncollectible."""
     invoice, retried = await _open_invoice(session, invoice_id, closing_as="uncollectible", keys=(idempotency_key,))
     if retried:
         return invoice
+    due = await credit_notes_repository.still_due(session, invoice.id)
     entry = Entry(
         kind="write_off",
         currency=invoice.currency,
@@ -62,13 +64,13 @@ async def mark_uncollectible(
         actor=actor,
         reason=check_reason(reason),
         idempotency_key=idempotency_key,
-        request={"invoice": str(invoice.id), "amount": invoice.amount_due},
+        request={"invoice": str(invoice.id), "amount": due},
     )
     transaction, created = await claim(session, entry, as_of=as_of)
     if created:
         bad_debt = await account(session, "bad_debt", invoice.currency, as_of)
         receivable = await account(session, "receivable", invoice.currency, as_of, invoice.customer_id)
-        await post(session, transaction, [Leg(bad_debt, invoice.amount_due), Leg(receivable, -invoice.amount_due)])
+        await post(session, transaction, [Leg(bad_debt, due), Leg(receivable, -due)])
     await repository.set_invoice_status(session, invoice.id, "uncollectible")
     await collection_repository.settle_outbox(session, invoice.id, "failed", "marked uncollectible")
     return await _reread(session, invoice.id)
@@ -79,12 +81,19 @@ async def void_invoice(
 ) -> Invoice:
     """Reverse what the invoice posted (its charge, and the credits it drew, which go back to
     their grants) and mark it void. A credit the invoice drew that has since expired or been voided
-    makes the void refuse (the ledger says why)."""
+    makes the void refuse (the ledger says why). So does a credit note of it: the note already
+    reversed part of the invoice, and voiding would reverse that part twice."""
     invoice, retried = await _open_invoice(
         session, invoice_id, closing_as="void", keys=(f"{idempotency_key}:charge", f"{idempotency_key}:credits")
     )
     if retried:
         return invoice
+    credited, _, _ = await credit_notes_repository.credited_of(session, invoice.id)
+    if credited:
+        raise InvalidInput(
+            "the invoice has credit notes, which voiding would not undo: credit what is left instead",
+            field="invoiceId",
+        )
     for purpose, transaction_id in (
         ("charge", invoice.ledger_transaction_id),
         ("credits", invoice.credits_transaction_id),

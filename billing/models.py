@@ -20,6 +20,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -527,3 +528,88 @@ class DiscountPeriod(SQLModel, table=True):
     customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), nullable=False))
     invoice_id: uuid.UUID = Field(sa_column=Column(ForeignKey("invoices.id"), nullable=False))
     amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+CREDIT_NOTE_METHODS = ("REFUND", "CREDIT", "REDUCE_DUE")
+CREDIT_NOTE_REASONS = ("duplicate", "product_unsatisfactory", "order_change", "fraudulent", "other")
+CREDIT_NOTE_STATUSES = ("issued", "refund_pending", "refunded", "refund_failed")
+
+
+class CreditNote(SQLModel, table=True):
+    """A correction of an issued invoice: ``amount`` taken back, settled by ``method`` (``REFUND`` to
+    the card through the refund outbox, ``CREDIT`` to the customer's credit balance as a grant,
+    ``REDUCE_DUE`` off what is still to collect). Numbered in its own gapless series; a trigger
+    refuses any change but its status (a refund's progress)."""
+
+    __tablename__ = "credit_notes"
+    __table_args__ = (
+        Index("credit_notes_by_customer", "customer_id", "issued_at"),
+        Index("credit_notes_by_invoice", "invoice_id"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), nullable=False))
+    number: int = Field(sa_column=Column(BigInteger, nullable=False, unique=True))
+    invoice_id: uuid.UUID = Field(sa_column=Column(ForeignKey("invoices.id"), nullable=False))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    method: str
+    reason: str
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    status: str
+    ledger_transaction_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    grant_id: uuid.UUID | None = Field(default=None, sa_column=Column(ForeignKey("credit_grants.id")))
+    actor: str
+    idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    request_hash: str
+    issued_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class CreditNoteLine(SQLModel, table=True):
+    """What a credit note takes back of one invoice line, and the revenue account it reverses."""
+
+    __tablename__ = "credit_note_lines"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["invoice_id", "invoice_line_position"], ["invoice_lines.invoice_id", "invoice_lines.position"]
+        ),
+        Index("credit_note_lines_by_invoice_line", "invoice_id", "invoice_line_position"),
+    )
+
+    credit_note_id: uuid.UUID = Field(sa_column=Column(ForeignKey("credit_notes.id"), primary_key=True))
+    position: int = Field(sa_column=Column(Integer, primary_key=True))
+    invoice_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    invoice_line_position: int = Field(sa_column=Column(Integer, nullable=False))
+    description: str = Field(sa_column=Column(Text, nullable=False))
+    revenue_account: str
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class CreditNoteNumberCounter(SQLModel, table=True):
+    """The last credit note number issued, taken like invoice numbers (``UPDATE … RETURNING`` in the
+    note's own transaction): a rolled-back note gives its number back, so the series has no gaps."""
+
+    __tablename__ = "credit_note_number_counter"
+
+    id: int = Field(sa_column=Column(Integer, primary_key=True))
+    last_number: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class RefundOutbox(SQLModel, table=True):
+    """A ``REFUND`` credit note's money to send back through Stripe, written in the note's own
+    transaction; a worker claims rows with SKIP LOCKED (like the collection outbox)."""
+
+    __tablename__ = "refund_outbox"
+    __table_args__ = (Index("refund_outbox_due", "status", "next_attempt_at"),)
+
+    credit_note_id: uuid.UUID = Field(sa_column=Column(ForeignKey("credit_notes.id"), primary_key=True))
+    invoice_id: uuid.UUID = Field(sa_column=Column(ForeignKey("invoices.id"), nullable=False))
+    payment_intent_id: str = Field(sa_column=Column(ForeignKey("stripe_payments.payment_intent_id"), nullable=False))
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    status: str
+    attempts: int = Field(sa_column=Column(Integer, nullable=False))
+    next_attempt_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    stripe_refund_id: str | None = Field(default=None, sa_column=Column(Text))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -20,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import collection_repository
 from billing.collection import stripe_customer_id
+from billing.credit_notes_repository import STILL_DUE
 from billing.payments import Attempt, record_outcome
 from billing.stripe_gateway import (
     Charge,
@@ -47,7 +48,7 @@ async def claim_next(session: AsyncSession, *, as_of: datetime) -> Claimed | Non
     row = (
         await session.execute(
             text(
-                "SELECT o.invoice_id, o.customer_id, o.attempts, o.status, i.amount_due, i.currency, i.trace_id "
+                f"SELECT o.invoice_id, o.customer_id, o.attempts, o.status, {STILL_DUE}, i.currency, i.trace_id "
                 "FROM collection_outbox o JOIN invoices i ON i.id = o.invoice_id "
                 "WHERE o.status IN ('pending', 'in_flight') AND o.next_attempt_at <= :as_of "
                 "ORDER BY o.next_attempt_at LIMIT 1 FOR UPDATE OF o SKIP LOCKED"

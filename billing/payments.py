@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, repository
+from billing import collection_repository, credit_notes_repository, repository
 from billing.anomalies import Finding, raise_anomaly
 from billing.models import Invoice, StripePayment
 from billing.stripe_gateway import Charge
@@ -130,11 +130,10 @@ async def post_invoice_payment(
 
 
 async def _post_payment(session: AsyncSession, invoice: Invoice, paid: Paid, *, as_of: datetime) -> str | None:
-    if paid.currency != invoice.currency or paid.amount != invoice.amount_due:
-        return (
-            f"paid {paid.amount} {paid.currency} for invoice {invoice.number}, "
-            f"which is due {invoice.amount_due} {invoice.currency}"
-        )
+    """The amount paid must be what is still due: the amount due less what credit notes took off it."""
+    due = await credit_notes_repository.still_due(session, invoice.id)
+    if paid.currency != invoice.currency or paid.amount != due:
+        return f"paid {paid.amount} {paid.currency} for invoice {invoice.number}, which is due {due} {invoice.currency}"
     entry = Entry(
         kind="payment",
         currency=paid.currency,

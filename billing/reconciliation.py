@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing.credit_notes_repository import STILL_DUE
 from billing.stripe_gateway import StripeGateway, StripeSidePayment, payment_in_stripe, tally_payments_in_stripe
 from billing.tracing import tracer
 from ledger.errors import InvalidInput, NotFound
@@ -211,8 +212,8 @@ async def _tally_payments(session: AsyncSession, *, since: datetime) -> list[_Ta
 async def _paid_without_payment(session: AsyncSession, *, since: datetime) -> list[Discrepancy]:
     rows = await session.execute(
         text(
-            "SELECT i.id, i.customer_id, i.number, i.amount_due, i.currency FROM invoices i "
-            "WHERE i.status = 'paid' AND i.amount_due > 0 AND i.issued_at >= :since "
+            f"SELECT i.id, i.customer_id, i.number, i.amount_due, i.currency FROM invoices i "
+            f"WHERE i.status = 'paid' AND {STILL_DUE} > 0 AND i.issued_at >= :since "
             "AND NOT EXISTS (SELECT 1 FROM stripe_payments p WHERE p.invoice_id = i.id)"
         ),
         {"since": since},

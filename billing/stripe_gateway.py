@@ -254,3 +254,64 @@ async def payment_in_stripe(gateway: StripeGateway, payment_intent_id: str) -> S
     charge_id = _latest_charge_id(intent)
     charge = await _call(gateway.client.v1.charges.retrieve_async(charge_id)) if charge_id else None
     return _side_payment(intent, charge)
+
+
+@dataclass(frozen=True)
+class Refund:
+    """A refund Stripe made, and its charge's running total refunded (what Tally posts up to)."""
+
+    refund_id: str
+    charge_id: str
+    charge_amount_refunded: int
+    currency: str
+
+
+class RefundRefused(Exception):
+    """Stripe refused the refund (the payment cannot be refunded, or not by that much)."""
+
+
+def _credit_note_metadata(refund: stripe.Refund) -> str | None:
+    return refund.metadata.to_dict().get("tally_credit_note_id") if refund.metadata else None
+
+
+async def _refund_made(gateway: StripeGateway, refund: stripe.Refund) -> Refund:
+    charge_id = refund.charge if isinstance(refund.charge, str) or refund.charge is None else refund.charge.id
+    assert charge_id is not None
+    charge = await _call(gateway.client.v1.charges.retrieve_async(charge_id))
+    return Refund(refund.id, charge_id, charge.amount_refunded, charge.currency.upper())
+
+
+async def refund_payment(
+    gateway: StripeGateway, *, payment_intent_id: str, amount: int, credit_note_id: uuid.UUID
+) -> Refund:
+    """Refund ``amount`` of a payment for a credit note, keyed ``credit_note:<id>:refund``: a retried
+    call gets the first refund back, never a second one."""
+    try:
+        refund = await _call(
+            gateway.client.v1.refunds.create_async(
+                params={
+                    "payment_intent": payment_intent_id,
+                    "amount": amount,
+                    "metadata": {"tally_credit_note_id": str(credit_note_id)},
+                },
+                options={"idempotency_key": f"credit_note:{credit_note_id}:refund"},
+            )
+        )
+    except stripe.InvalidRequestError as error:
+        raise RefundRefused(str(error.user_message or error)) from error
+    return await _refund_made(gateway, refund)
+
+
+async def refund_already_made(
+    gateway: StripeGateway, *, payment_intent_id: str, credit_note_id: uuid.UUID
+) -> Refund | None:
+    """The refund an earlier claim of a credit note may have made before a crash, found among the
+    payment's refunds by its metadata (idempotency keys cover this for 24 hours on Stripe only, and
+    stand-ins like localstripe ignore them)."""
+    listed = await _call(
+        gateway.client.v1.refunds.list_async(params={"payment_intent": payment_intent_id, "limit": 100})
+    )
+    async for refund in listed.auto_paging_iter():
+        if _credit_note_metadata(refund) == str(credit_note_id):
+            return await _refund_made(gateway, refund)
+    return None

@@ -24,7 +24,7 @@ import stripe
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, repository
+from billing import collection_repository, credit_notes_repository, repository
 from billing.failures import Backoff, failure_summary
 from billing.payments import Attempt, Paid, post_dispute, post_payout, post_refunds, record_outcome, settle_payment
 from billing.stripe_gateway import StripeGateway, charge_of_intent, current_intent, default_payment_method
@@ -251,7 +251,8 @@ async def _attempt_of(session: AsyncSession, intent: dict[str, Any]) -> Attempt 
     if invoice is None:
         return Outcome("failed", f"no invoice {invoice_ref}")
     number = int(attempt_ref) if isinstance(attempt_ref, str) and attempt_ref.isdigit() else 0
-    return Attempt(invoice.id, invoice.customer_id, number, invoice.amount_due, invoice.currency)
+    due = await credit_notes_repository.still_due(session, invoice.id)  # less what credit notes took off
+    return Attempt(invoice.id, invoice.customer_id, number, due, invoice.currency)
 
 
 async def _payment_intent_changed(

@@ -14,7 +14,6 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
 from app.auth import Capability
-from app.invoice_documents import InvoiceNotFound, pdf_response, viewer_pdf
 from console.routes import CSV_ROW_LIMIT, ContextDep, csv_download, is_htmx, query, render
 from console.views import utc_minute
 
@@ -253,64 +252,6 @@ async def invoice_lookup(request: Request, context: ContextDep, number: str = ""
 def invoice_reference(reference: str) -> dict[str, str]:
     """An invoice id (a UUID) or its number, ``INV-000042`` or ``42``."""
     return {"id": reference} if UUID_PATTERN.match(reference) else {"number": reference}
-
-
-@router.get("/invoices/{reference}")
-async def invoice_page(request: Request, context: ContextDep, reference: str) -> Response:
-    invoice = (await query(request, "ConsoleInvoice", invoice_reference(reference), context))["invoice"]
-    if invoice is None:
-        return render(request, "not_found.html", {"what": "invoice"}, status_code=404)
-    customer = (await query(request, "ConsoleCustomerHeader", {"id": invoice["customerId"]}, context))["customer"]
-    return render(
-        request,
-        "invoice.html",
-        {"invoice": invoice, "customer": customer, "link": None, "link_days": None, "link_errors": {}},
-    )
-
-
-@router.get("/invoices/{reference}/pdf")
-async def invoice_pdf(request: Request, context: ContextDep, reference: str) -> Response:
-    """The invoice's PDF in the customer's locale, as the customer receives it (the stored one)."""
-    invoice = (await query(request, "ConsoleInvoice", invoice_reference(reference), context))["invoice"]
-    if invoice is None or context.viewer is None:
-        return render(request, "not_found.html", {"what": "invoice"}, status_code=404)
-    try:
-        pdf = await viewer_pdf(context.session, context.settings, context.viewer, uuid.UUID(invoice["id"]), None)
-    except InvoiceNotFound:
-        return render(request, "not_found.html", {"what": "invoice"}, status_code=404)
-    return pdf_response(pdf, download=False)
-
-
-@router.post("/invoices/{reference}/link")
-async def invoice_link(request: Request, context: ContextDep, reference: str) -> Response:
-    """A signed link to the invoice's hosted page, shown on the invoice page to copy to the customer."""
-    invoice = (await query(request, "ConsoleInvoice", invoice_reference(reference), context))["invoice"]
-    if invoice is None:
-        return render(request, "not_found.html", {"what": "invoice"}, status_code=404)
-    form = await request.form()
-    days = str(form.get("expires_in_days", "")).strip()
-    variables: dict[str, Any] = {"invoiceId": invoice["id"]}
-    if days:
-        variables["expiresInDays"] = int(days) if days.isdigit() and len(days) < 10 else -1
-    payload = (await query(request, "ConsoleCreateInvoiceLink", {"input": variables}, context))["createInvoiceLink"]
-    customer = (await query(request, "ConsoleCustomerHeader", {"id": invoice["customerId"]}, context))["customer"]
-    link = None
-    if payload["url"]:
-        url = payload["url"]  # a path unless TALLY_PUBLIC_BASE_URL is set: then on the address staff use
-        link = {"url": str(request.base_url).rstrip("/") + url if url.startswith("/") else url}
-        link["expires_at"] = payload["expiresAt"]
-    return render(
-        request,
-        "invoice.html",
-        {
-            "invoice": invoice,
-            "customer": customer,
-            "link": link,
-            "link_days": days[:12],
-            "link_errors": field_errors(payload["userErrors"]),
-        },
-        status_code=422 if payload["userErrors"] else 200,
-    )
 
 
 @router.get("/invoices/{reference}/lines/{position}")

@@ -411,11 +411,13 @@ def install(app: FastAPI) -> None:
     from console.coupons import router as coupons_router
     from console.credits import router as credits_router
     from console.extras import router as extras_router
+    from console.invoice_page import router as invoice_page_router
     from console.lifecycle import router as lifecycle_router
     from console.payments import router as payments_router
     from console.price_overrides import router as price_overrides_router
     from console.pricing import router as pricing_router
 
+    app.include_router(invoice_page_router)
     app.include_router(credits_router)
     app.include_router(billing_router)
     app.include_router(pricing_router)

@@ -32,12 +32,15 @@ from ledger.service import (
 # An "invoice" grant is the credit of an invoice whose total is negative (a downgrade's proration):
 # the invoice debited the receivable below zero, the grant moves that to the customer's credits.
 # A "commitment" grant is a prepaid commitment's credit: its invoice is the receivable it debits.
+# A "credit_note" grant is a credit note settled to the credit balance: the note credited the
+# receivable (revenue taken back), the grant moves that to the customer's credits.
 GRANT_COUNTERPARTY = {
     "manual": "adjustments",
     "promotion": "promotions",
     "purchase": "receivable",
     "invoice": "receivable",
     "commitment": "receivable",
+    "credit_note": "receivable",
 }
 VOID_TARGET = {
     "manual": "adjustments",
@@ -45,6 +48,7 @@ VOID_TARGET = {
     "purchase": "adjustments",
     "invoice": "adjustments",
     "commitment": "adjustments",
+    "credit_note": "adjustments",
 }
 
 

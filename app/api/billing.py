@@ -41,10 +41,11 @@ from billing.provenance import explain_line
 from customers.models import PlanChange as PlanChangeRow
 from customers.subscriptions import PlanChangeRequest, plan_changes
 from ledger import service as ledger
-from ledger.money import plain_decimal, round_to_minor
+from ledger.money import plain_decimal, round_to_minor, to_minor_exact
 from pricing.tax import REVERSE_CHARGE_NOTE, TaxLine
 
 if TYPE_CHECKING:
+    from app.api.credit_notes import CreditNote
     from app.api.customers import Subscription
 
 
@@ -234,6 +235,23 @@ class Invoice:
 
     def _line(self, row: InvoiceLineRow) -> InvoiceLine:
         return InvoiceLine.from_draft(row, self.row.currency, row.amount, row.position, issued=(self.row, row))
+
+    @strawberry.field(description="What its credit notes took back, in all (0 when it has none).")
+    async def credited_amount(self, info: Info) -> Money:
+        notes = await info.context.loaders.credit_notes_by_invoice.load(uuid.UUID(self.id))
+        return money(sum(note.amount for note in notes), self.total.currency)  # self.row expires on a dry run
+
+    @strawberry.field(description="What is left to collect: the amount due less what REDUCE_DUE credit notes took off.")
+    async def amount_still_due(self, info: Info) -> Money:
+        notes = await info.context.loaders.credit_notes_by_invoice.load(uuid.UUID(self.id))
+        reduced = sum(note.amount for note in notes if note.method == "REDUCE_DUE")
+        return money(to_minor_exact(self.amount_due.amount, self.total.currency) - reduced, self.total.currency)
+
+    @strawberry.field(description="Its credit notes, oldest first.")
+    async def credit_notes(self, info: Info) -> list[Annotated[CreditNote, strawberry.lazy("app.api.credit_notes")]]:
+        from app.api.credit_notes import notes_of_invoice  # that module's payloads name Invoice
+
+        return await notes_of_invoice(info, uuid.UUID(self.id))
 
     @strawberry.field(description="The ledger transactions this invoice posted: the charge and the credits.")
     async def ledger_entries(self, info: Info) -> list[LedgerEntry]:

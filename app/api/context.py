@@ -14,9 +14,9 @@ from strawberry.fastapi import BaseContext
 from app.auth import Viewer
 from app.billing_run import billing_window
 from app.settings import Settings
-from billing import coupons, failures
+from billing import coupons, credit_notes_repository, failures
 from billing import service as billing
-from billing.models import BillingFailure, InvoiceLine, InvoiceTaxLine
+from billing.models import BillingFailure, CreditNote, CreditNoteLine, Invoice, InvoiceLine, InvoiceTaxLine
 from customers import price_overrides
 from customers import service as customers
 from customers.models import Customer, PriceOverride, Subscription
@@ -96,6 +96,30 @@ class Loaders:
 
         async def load(ids: list[uuid.UUID]) -> list[list[coupons.ActiveDiscount]]:
             found = await coupons.active_discounts(self.session, ids)
+            return [found[i] for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    @cached_property
+    def invoice(self) -> DataLoader[uuid.UUID, Invoice]:
+        async def load(ids: list[uuid.UUID]) -> list[Invoice]:
+            found = await billing.invoices_by_id(self.session, ids)
+            return [found[i] for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    @cached_property
+    def credit_notes_by_invoice(self) -> DataLoader[uuid.UUID, list[CreditNote]]:
+        async def load(ids: list[uuid.UUID]) -> list[list[CreditNote]]:
+            found = await credit_notes_repository.notes_of_invoices(self.session, ids)
+            return [found[i] for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    @cached_property
+    def credit_note_lines(self) -> DataLoader[uuid.UUID, list[CreditNoteLine]]:
+        async def load(ids: list[uuid.UUID]) -> list[list[CreditNoteLine]]:
+            found = await credit_notes_repository.lines_of_notes(self.session, ids)
             return [found[i] for i in ids]
 
         return DataLoader(load_fn=load)

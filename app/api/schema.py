@@ -31,6 +31,7 @@ from app.api.calendar import CalendarMutation
 from app.api.catalog import CatalogQuery
 from app.api.collection import CollectionMutation, CollectionQuery, FinanceMutation, ReconciliationMutation
 from app.api.coupons import CouponsMutation, CouponsQuery
+from app.api.credit_notes import CreditNotesMutation, CreditNotesQuery
 from app.api.customers import CustomersMutation, CustomersQuery
 from app.api.extras import ExtrasMutation
 from app.api.invoice_documents import InvoiceDocumentsMutation
@@ -64,6 +65,7 @@ Query = merge_types(
         CouponsQuery,
         TracesQuery,
         BillingQuery,
+        CreditNotesQuery,
         CollectionQuery,
         AnomaliesQuery,
         TaxesQuery,
@@ -88,6 +90,7 @@ Mutation = merge_types(
         AnomaliesMutation,
         ExtrasMutation,
         InvoiceDocumentsMutation,
+        CreditNotesMutation,
         LifecycleMutation,
         PriceOverridesMutation,
         CalendarMutation,

@@ -1,0 +1,218 @@
+"""GraphQL of credit notes: the ``CreditNote`` type, a customer's notes, and ``createCreditNote``
+(finance's: the ``adjust_balances`` capability; ``dryRun`` answers the note and writes nothing).
+Customers read their own notes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.types import Info
+
+from app.api.billing import Invoice
+from app.api.common import Connection, Money, UserError, connection, money, page_size, run_mutation
+from app.api.permissions import requires
+from app.api.scope import find_visible_customer
+from app.auth import Capability
+from billing import credit_notes
+from billing.models import CreditNote as CreditNoteRow
+from billing.models import CreditNoteLine as CreditNoteLineRow
+from ledger.errors import NotFound
+
+
+@strawberry.enum(description="How a credit note is settled.")
+class CreditNoteMethod(Enum):
+    REFUND = "REFUND"
+    CREDIT = "CREDIT"
+    REDUCE_DUE = "REDUCE_DUE"
+
+
+@strawberry.enum
+class CreditNoteReason(Enum):
+    DUPLICATE = "duplicate"
+    PRODUCT_UNSATISFACTORY = "product_unsatisfactory"
+    ORDER_CHANGE = "order_change"
+    FRAUDULENT = "fraudulent"
+    OTHER = "other"
+
+
+@strawberry.enum
+class CreditNoteStatus(Enum):
+    ISSUED = "issued"
+    REFUND_PENDING = "refund_pending"
+    REFUNDED = "refunded"
+    REFUND_FAILED = "refund_failed"
+
+
+@strawberry.type
+class CreditNoteLine:
+    position: int
+    invoice_line_position: int = strawberry.field(description="The invoice line it takes back from.")
+    description: str
+    amount: Money
+
+
+@strawberry.type(description="An immutable correction of an issued invoice, numbered in its own gapless series.")
+class CreditNote:
+    id: strawberry.ID
+    number: str | None = strawberry.field(description="CN-000042; null for a dry run.")
+    invoice_id: strawberry.ID
+    customer_id: strawberry.ID
+    issued_at: datetime
+    amount: Money
+    method: CreditNoteMethod = strawberry.field(
+        description="REFUND: back to the card through Stripe. CREDIT: to the customer's credit balance. "
+        "REDUCE_DUE: off what is still to collect on the invoice."
+    )
+    reason: CreditNoteReason
+    note: str | None
+    status: CreditNoteStatus
+    lines: list[CreditNoteLine]
+    row: strawberry.Private[CreditNoteRow]
+
+    @strawberry.field
+    async def invoice_number(self, info: Info) -> str:
+        invoice = await info.context.loaders.invoice.load(self.row.invoice_id)
+        return f"INV-{invoice.number:06d}"
+
+    @classmethod
+    def from_model(cls, row: CreditNoteRow, lines: list[CreditNoteLineRow], *, dry_run: bool = False) -> CreditNote:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            number=None if dry_run else credit_notes.credit_note_number(row.number),
+            invoice_id=strawberry.ID(str(row.invoice_id)),
+            customer_id=strawberry.ID(str(row.customer_id)),
+            issued_at=row.issued_at,
+            amount=money(row.amount, row.currency),
+            method=CreditNoteMethod(row.method),
+            reason=CreditNoteReason(row.reason),
+            note=row.note,
+            status=CreditNoteStatus(row.status),
+            lines=[
+                CreditNoteLine(
+                    position=line.position,
+                    invoice_line_position=line.invoice_line_position,
+                    description=line.description,
+                    amount=money(line.amount, row.currency),
+                )
+                for line in lines
+            ],
+            row=row,
+        )
+
+
+async def notes_of_invoice(info: Info, invoice_id: uuid.UUID) -> list[CreditNote]:
+    """An invoice's credit notes, batched for a list of invoices."""
+    rows: list[CreditNoteRow] = await info.context.loaders.credit_notes_by_invoice.load(invoice_id)
+    lines = await info.context.loaders.credit_note_lines.load_many([row.id for row in rows])
+    return [CreditNote.from_model(row, found) for row, found in zip(rows, lines, strict=True)]
+
+
+@strawberry.input
+class CreditNoteLineInput:
+    position: int = strawberry.field(description="The invoice line's position (InvoiceLine.position).")
+    amount: Decimal = strawberry.field(description="What to take back of it, in major units; at most what it has left.")
+
+
+@strawberry.input
+class CreateCreditNoteInput:
+    invoice_id: strawberry.ID
+    method: CreditNoteMethod
+    reason: CreditNoteReason
+    idempotency_key: str
+    amount: Decimal | None = strawberry.field(
+        default=None, description="By amount (major units), spread over the lines in proportion; or give lines."
+    )
+    lines: list[CreditNoteLineInput] | None = strawberry.field(default=None, description="Per line; or give amount.")
+    note: str | None = strawberry.field(default=None, description="Free text; at most 1,000 characters.")
+    dry_run: bool = strawberry.field(default=False, description="Answer the note and write nothing.")
+
+
+@strawberry.type
+class CreateCreditNotePayload:
+    credit_note: CreditNote | None
+    invoice: Invoice | None
+    user_errors: list[UserError]
+
+
+async def resolve_credit_notes(
+    info: Info, customer_id: strawberry.ID, first: int | None = None, after: str | None = None
+) -> Connection[CreditNote] | None:
+    context = info.context
+    customer = await find_visible_customer(context.session, context.viewer, customer_id=customer_id)
+    if customer is None:
+        return None
+    limit = page_size(first, default=25, maximum=info.context.settings.page_size_max)
+    before = None
+    if after is not None:
+        digits = after.removeprefix("CN-")
+        if not digits.isdigit() or len(digits) > 18:
+            raise GraphQLError("after: not a cursor returned by this API")
+        before = int(digits)
+    rows = await credit_notes.credit_notes(info.context.session, customer.id, before_number=before, limit=limit + 1)
+    lines = await info.context.loaders.credit_note_lines.load_many([row.id for row in rows])
+    found = dict(zip([row.id for row in rows], lines, strict=True))
+    return connection(
+        rows,
+        limit,
+        lambda row: CreditNote.from_model(row, found[row.id]),
+        lambda row: credit_notes.credit_note_number(row.number),
+    )
+
+
+@strawberry.type
+class CreditNotesQuery:
+    @strawberry.field(
+        permission_classes=[requires(Capability.READ_INVOICES)],
+        description="A customer's credit notes, newest first; null when there is no such customer or not yours.",
+    )
+    async def credit_notes(
+        self, info: Info, customer_id: strawberry.ID, first: int | None = None, after: str | None = None
+    ) -> Connection[CreditNote] | None:
+        return await resolve_credit_notes(info, customer_id, first, after)
+
+
+@strawberry.type
+class CreditNotesMutation:
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.ADJUST_BALANCES)],
+        description="Correct an issued invoice with a credit note: per line or by amount, refunded to the card, "
+        "credited to the balance or taken off what is still due. Never more than is left to credit.",
+    )
+    async def create_credit_note(self, info: Info, input: CreateCreditNoteInput) -> CreateCreditNotePayload:
+        context = info.context
+
+        async def create() -> CreateCreditNotePayload:
+            try:
+                invoice_id = uuid.UUID(str(input.invoice_id))
+            except ValueError:
+                raise NotFound("no such invoice", field="invoiceId") from None
+            outcome = await credit_notes.create_credit_note(
+                context.session,
+                credit_notes.CreditNoteRequest(
+                    invoice_id=invoice_id,
+                    method=input.method.value,
+                    reason=input.reason.value,
+                    idempotency_key=input.idempotency_key,
+                    actor=context.viewer.actor,
+                    note=input.note,
+                    amount=input.amount,
+                    lines=tuple(credit_notes.LineCredit(line.position, line.amount) for line in input.lines or ()),
+                ),
+                as_of=context.now(),
+                dry_run=input.dry_run,
+                customer_scope=context.viewer.customer_scope,
+            )
+            # Built before the transaction ends: a dry run rolls back, which expires the rows.
+            return CreateCreditNotePayload(
+                credit_note=CreditNote.from_model(outcome.note, outcome.lines, dry_run=outcome.dry_run),
+                invoice=Invoice.from_model(outcome.invoice),
+                user_errors=[],
+            )
+
+        payload, errors = await run_mutation(info, create, commit=not input.dry_run)
+        return payload or CreateCreditNotePayload(credit_note=None, invoice=None, user_errors=errors)
