@@ -23,10 +23,12 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import charges_repository, repository
+from billing.invoicing import DEFAULT_PAYMENT_TERMS
 from billing.minimum_spend import setting_at
 from billing.models import Invoice, MinimumSpend, PrepaidCommitment
 from billing.one_off import MAX_REASON_LENGTH, check_key, check_text
 from customers import service as customers
+from customers.billing_details import billing_details_of
 from customers.errors import CustomerNotFound
 from customers.lifecycle import CANCELED, subscription_status
 from customers.models import Customer
@@ -159,7 +161,9 @@ async def create_prepaid_commitment(
         source="commitment",
         trace_id=trace_id,
     )
-    invoice = await _write_commitment_invoice(session, stored, grant, period, as_of=as_of, trace_id=trace_id)
+    invoice = await _write_commitment_invoice(
+        session, stored, grant, period, buyer=customer, as_of=as_of, trace_id=trace_id
+    )
     await charges_repository.link_commitment(session, stored.id, grant_id=grant.id, invoice_id=invoice.id)
     stored.grant_id, stored.invoice_id = grant.id, invoice.id
     return CommitmentOutcome(stored, grant, invoice)
@@ -171,11 +175,13 @@ async def _write_commitment_invoice(
     grant: CreditGrant,
     period: str,
     *,
+    buyer: Customer,
     as_of: datetime,
     trace_id: str | None,
 ) -> Invoice:
     """The commitment's invoice: one line for the whole amount, no credits applied (credits do
-    not pay for credits), its ledger transaction the grant's (receivable against credits)."""
+    not pay for credits), its ledger transaction the grant's (receivable against credits); the
+    buyer's billing details kept on it as on every invoice."""
     major = to_major(commitment.amount, commitment.currency)
     row: dict[str, Any] = {
         "id": uuid.uuid4(),
@@ -196,6 +202,8 @@ async def _write_commitment_invoice(
         "ledger_transaction_id": grant.transaction_id,
         "credits_transaction_id": None,
         "trace_id": trace_id,
+        "billing_details": billing_details_of(buyer).as_json(),
+        "due_at": as_of + DEFAULT_PAYMENT_TERMS,
     }
     line = {
         "position": 0,
