@@ -1,6 +1,6 @@
 """A credit note as its document shows it: the plain view a template renders (the PDF and any
 page), read from the same rows the ledger posted, so a document can never disagree with the note.
-Amounts are in major units of the note's currency; the tax portion joins here when tax does."""
+Amounts are in major units of the note's currency; ``tax`` is the part of the total that is tax."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ class CreditNoteView:
     method: str
     status: str
     lines: list[CreditNoteViewLine]
+    tax: Decimal
     total: Decimal
 
 
@@ -65,5 +66,6 @@ async def credit_note_view(session: AsyncSession, note_id: uuid.UUID) -> CreditN
             )
             for line in lines
         ],
+        tax=to_major(note.tax_amount, note.currency),
         total=to_major(note.amount, note.currency),
     )

@@ -18,9 +18,12 @@
   only what is still due (:data:`billing.credit_notes_repository.STILL_DUE`).
 - The idempotency key is the note's own unique key: the same key and request return the first
   note and write nothing; another request with it is refused.
-- Tax: notes reverse revenue only. A tax slice adds the tax portion at :func:`_ledger_legs` (a
-  ``tax_payable`` leg per rate, in proportion to the credited lines) and in
-  :class:`billing.credit_note_view.CreditNoteView`.
+- Tax: a note gives back the tax its share of the invoice carried. The invoice's total is its
+  revenue (net of all tax) plus its tax; a note's amount (what the customer gets back) is split the
+  same way, to the unit (:func:`split_gross`), so ``tax_payable`` is debited by its tax part and
+  the revenue accounts by the rest. Credited lines are in the lines' own terms (net of exclusive
+  tax, gross of inclusive tax): a note by amount credits the lines ``amount × subtotal / total``;
+  a note per line gives back ``lines × total / subtotal``, rounded once.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.grants import grant_credits
 from ledger.money import to_major, to_minor_exact
 from ledger.service import Entry, post_entry
+from pricing.tax import allocate
 
 MAX_NOTE_LENGTH = 1000
 MAX_KEY_LENGTH = 255
@@ -166,7 +170,7 @@ def _credits(
     by_position = {line.position: line for line in lines}
     left = {line.position: line.amount - per_line.get(line.position, 0) for line in lines}
     if request.amount is not None:
-        amount = _minor(request.amount, invoice.currency, "amount")
+        amount = _scaled(_minor(request.amount, invoice.currency, "amount"), invoice.subtotal, invoice.total)
         open_lines = [line for line in lines if left[line.position] > 0]
         room = sum(left[line.position] for line in open_lines)
         if amount > room:
@@ -192,20 +196,41 @@ def _credits(
     return credited
 
 
+def split_gross(gross: int, invoice: Invoice) -> tuple[int, int]:
+    """What of ``gross`` given back is revenue and what is tax, in the invoice's own proportion
+    (its total is revenue net of all tax plus ``tax_amount``), to the unit."""
+    if not invoice.tax_amount or invoice.total <= 0:
+        return gross, 0
+    revenue, tax = allocate(gross, [invoice.total - invoice.tax_amount, invoice.tax_amount])
+    return revenue, tax
+
+
+def _scaled(amount: int, numerator: int, denominator: int) -> int:
+    """``amount × numerator / denominator`` rounded half up, in whole minor units."""
+    return (2 * amount * numerator + denominator) // (2 * denominator)
+
+
 def _ledger_legs(
-    invoice: Invoice, credited: list[tuple[InvoiceLine, int]], method: str
+    invoice: Invoice, credited: list[tuple[InvoiceLine, int]], gross: int, method: str
 ) -> list[tuple[uuid.UUID | None, str, int]]:
-    """Each revenue account debited by what its lines give back; the settlement credited. (The
-    seam for tax: a tax slice debits ``tax_payable`` here by the credited lines' tax.)"""
-    revenues: dict[str, int] = {}
+    """The revenue part of ``gross`` debited from each revenue account in proportion to what its
+    lines give back, the tax part from ``tax_payable``; the settlement credited by ``gross``."""
+    revenue, tax = split_gross(gross, invoice)
+    by_account: dict[str, int] = {}
     for line, amount in credited:
         account = REVENUE_ACCOUNTS.get(line.kind, "usage_revenue")
-        revenues[account] = revenues.get(account, 0) + amount
-    total = sum(revenues.values())
+        by_account[account] = by_account.get(account, 0) + amount
+    accounts = sorted(by_account)
+    shares = allocate(revenue, [by_account[account] for account in accounts])
     settlement: tuple[uuid.UUID | None, str, int] = (
-        (None, "refunds", -total) if method == "REFUND" else (invoice.customer_id, "receivable", -total)
+        (None, "refunds", -gross) if method == "REFUND" else (invoice.customer_id, "receivable", -gross)
     )
-    return [*((None, account, amount) for account, amount in sorted(revenues.items())), settlement]
+    legs: list[tuple[uuid.UUID | None, str, int]] = [
+        (None, account, share) for account, share in zip(accounts, shares, strict=True)
+    ]
+    if tax:
+        legs.append((None, "tax_payable", tax))
+    return [*legs, settlement]
 
 
 async def create_credit_note(
@@ -233,7 +258,10 @@ async def create_credit_note(
     lines = (await repository.lines_of(session, [invoice.id])).get(invoice.id, [])
     credited_total, per_line, reduced = await notes_repository.credited_of(session, invoice.id)
     credited = _credits(request, invoice, lines, per_line)
-    amount = sum(part for _, part in credited)
+    if request.amount is not None:
+        amount = _minor(request.amount, invoice.currency, "amount")
+    else:
+        amount = _scaled(sum(part for _, part in credited), invoice.total, invoice.subtotal)
     left = invoice.total - credited_total
     if amount > left:
         raise CreditExceeded(
@@ -247,6 +275,7 @@ async def create_credit_note(
         invoice_id=invoice.id,
         currency=invoice.currency,
         amount=amount,
+        tax_amount=split_gross(amount, invoice)[1],
         method=request.method,
         reason=request.reason,
         note=note_text,
@@ -336,7 +365,7 @@ async def _write(
         request={"invoice": str(invoice.id), "amount": note.amount, "method": note.method},
     )
     note.ledger_transaction_id = await post_entry(
-        session, entry, _ledger_legs(invoice, credited, note.method), as_of=as_of
+        session, entry, _ledger_legs(invoice, credited, note.amount, note.method), as_of=as_of
     )
     if note.method == "CREDIT":
         grant = await grant_credits(

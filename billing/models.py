@@ -553,6 +553,8 @@ class CreditNote(SQLModel, table=True):
     invoice_id: uuid.UUID = Field(sa_column=Column(ForeignKey("invoices.id"), nullable=False))
     currency: str = Field(sa_column=Column(String(3), nullable=False))
     amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # The part of ``amount`` that is tax given back (debited from tax_payable).
+    tax_amount: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
     method: str
     reason: str
     note: str | None = Field(default=None, sa_column=Column(Text))

@@ -63,7 +63,8 @@ class CreditNote:
     invoice_id: strawberry.ID
     customer_id: strawberry.ID
     issued_at: datetime
-    amount: Money
+    amount: Money = strawberry.field(description="What the customer gets back, tax included.")
+    tax: Money = strawberry.field(description="The part of the amount that is tax given back.")
     method: CreditNoteMethod = strawberry.field(
         description="REFUND: back to the card through Stripe. CREDIT: to the customer's credit balance. "
         "REDUCE_DUE: off what is still to collect on the invoice."
@@ -88,6 +89,7 @@ class CreditNote:
             customer_id=strawberry.ID(str(row.customer_id)),
             issued_at=row.issued_at,
             amount=money(row.amount, row.currency),
+            tax=money(row.tax_amount, row.currency),
             method=CreditNoteMethod(row.method),
             reason=CreditNoteReason(row.reason),
             note=row.note,

@@ -19,9 +19,11 @@ from app.billing_run import run_billing
 from app.settings import Settings
 from billing import service as billing
 from billing.accuracy import check_invoice
+from billing.credit_notes import CreditNoteRequest, LineCredit, create_credit_note
 from billing.taxation import TaxPolicy, tax_policy, use_tax_policy
 from customers.tax_rates import assign_tax_rates
 from ledger.errors import TallyError
+from ledger.money import to_major
 from pricing.service import apply_catalog
 from tests.billing.scenario import CATALOG, JAN_31, invoices_of, subscribe
 
@@ -239,3 +241,54 @@ def test_the_seller_country_setting_is_a_country_code() -> None:
     for bad in ("XX", "France", "EU", ""):
         with pytest.raises(ValueError, match="ISO 3166-1 alpha-2"):
             Settings(seller_country=bad)
+
+
+@pytest.mark.usefixtures("taxed_catalog")
+@pytest.mark.parametrize(
+    ("country", "inclusive"), [("FR", False), ("GB", True)], ids=["exclusive VAT", "inclusive VAT"]
+)
+async def test_a_credit_note_gives_back_the_tax_its_share_of_the_invoice_carried(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], settings: Settings, country: str, inclusive: bool
+) -> None:
+    """A 20% VAT invoice: 12.00 with 2.00 of tax (exclusive: 10.00 + 2.00), or 10.00 with 1.67 in
+    it (inclusive). Credited in two notes, by amount then per line, the tax given back adds up to
+    the invoice's tax and tax_payable comes back to zero."""
+    invoice = await opening(session, sessions, settings, country=country)
+    total, tax = invoice.total, invoice.tax_amount
+    assert (total, tax) == ((10_00, 1_67) if inclusive else (12_00, 2_00))
+    first = await create_credit_note(
+        session,
+        CreditNoteRequest(invoice.id, "CREDIT", "order_change", "cn-1", "staff:test", amount=Decimal("3.00")),
+        as_of=JAN_31 + timedelta(hours=1),
+    )
+    await session.commit()
+    # 3.00 back of the invoice's total: its tax part in the invoice's own proportion.
+    assert first.note.amount == 3_00
+    assert first.note.tax_amount == 50  # 3.00 × 1.67 / 10.00 = 0.501 (inclusive), 3.00 × 2.00 / 12.00 (exclusive)
+    assert await account_balance(session, "tax_payable") == -(tax - first.note.tax_amount)
+    [line] = (await billing.lines_of(session, [invoice.id]))[invoice.id]
+    left_on_line = line.amount - sum(part.amount for part in first.lines)
+    rest = await create_credit_note(
+        session,
+        CreditNoteRequest(
+            invoice.id,
+            "CREDIT",
+            "order_change",
+            "cn-2",
+            "staff:test",
+            lines=(LineCredit(line.position, to_major(left_on_line, "USD")),),
+        ),
+        as_of=JAN_31 + timedelta(hours=2),
+    )
+    await session.commit()
+    assert first.note.amount + rest.note.amount == total
+    assert first.note.tax_amount + rest.note.tax_amount == tax
+    assert await account_balance(session, "tax_payable") == 0
+    assert await account_balance(session, "subscription_revenue") == 0
+    with pytest.raises(TallyError) as refused:
+        await create_credit_note(
+            session,
+            CreditNoteRequest(invoice.id, "CREDIT", "other", "cn-3", "staff:test", amount=Decimal("0.01")),
+            as_of=JAN_31 + timedelta(hours=3),
+        )
+    assert refused.value.field == "amount"

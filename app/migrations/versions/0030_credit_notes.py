@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("invoice_id", UUID(as_uuid=True), sa.ForeignKey("invoices.id"), nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
         sa.Column("amount", sa.BigInteger, nullable=False),
+        sa.Column("tax_amount", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("method", sa.String, nullable=False),
         sa.Column("reason", sa.String, nullable=False),
         sa.Column("note", sa.Text, nullable=True),
@@ -45,6 +46,7 @@ def upgrade() -> None:
         sa.Column("request_hash", sa.String, nullable=False),
         sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("amount > 0", name="credit_notes_amount_positive"),
+        sa.CheckConstraint("tax_amount BETWEEN 0 AND amount", name="credit_notes_tax_within_amount"),
         sa.CheckConstraint("method IN ('REFUND', 'CREDIT', 'REDUCE_DUE')", name="credit_notes_method_known"),
         sa.CheckConstraint(
             "reason IN ('duplicate', 'product_unsatisfactory', 'order_change', 'fraudulent', 'other')",
