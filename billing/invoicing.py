@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import charges_repository, repository
+from billing import charges_repository, emails, repository
 from billing.advance import AdvanceBill, bill_at_start, bills_in_period, has_advance_charges, in_advance, line_of
 from billing.minimum_spend import TRUE_UP_DESCRIPTION, period_true_up
 from billing.models import Invoice, OneOffCharge
@@ -546,7 +546,8 @@ async def issue(
     it bills, and move the subscription's billing cursor to ``invoiced_through`` (None: an invoice
     outside the periods, which moves nothing); the caller commits. The ledger keys derive from the
     customer, kind and period, like the invoice's own unique key (or from the draft's
-    ``reference``), so a crashed and re-run billing can never post an invoice twice."""
+    ``reference``), so a crashed and re-run billing can never post an invoice twice. The email
+    telling the customer is queued in the same transaction."""
     currency, customer_id = draft.currency, draft.customer_id
     invoice_id = uuid.uuid4()
     if draft.one_off_charge_ids:
@@ -644,8 +645,9 @@ async def issue(
         }
         for position, (line, amount) in enumerate(zip(draft.lines, amounts, strict=True))
     ]
+    email = await emails.invoice_issued(session, row, as_of=as_of)
     number = await repository.write_invoice(
-        session, repository.InvoiceToWrite(row, lines, draft.rated, invoiced_through, closes_at)
+        session, repository.InvoiceToWrite(row, lines, draft.rated, invoiced_through, closes_at, email)
     )
     await repository.write_advance_bills(
         session,
