@@ -68,6 +68,8 @@ class Capability(StrEnum):
     READ_ANOMALIES = "read_anomalies"
     MANAGE_ANOMALIES = "manage_anomalies"
     OVERRIDE_PRICES = "override_prices"  # a customer's own prices: finance and admin only
+    READ_EMAILS = "read_emails"  # the email outbox: staff only (recipients of every customer)
+    RESEND_EMAILS = "resend_emails"
 
 
 _STAFF_READ = {
@@ -80,6 +82,7 @@ _STAFF_READ = {
     Capability.READ_PROMOTIONS,
     Capability.READ_INVOICES,
     Capability.READ_ANOMALIES,
+    Capability.READ_EMAILS,
 }
 ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.ADMIN: frozenset(Capability),
@@ -98,6 +101,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.MANAGE_COLLECTION,
             Capability.MANAGE_ANOMALIES,
             Capability.OVERRIDE_PRICES,
+            Capability.RESEND_EMAILS,
         }
     ),
     # Support grants credits up to TALLY_SUPPORT_GRANT_LIMIT a grant (checked where grants are made).
@@ -111,6 +115,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.REDEEM_PROMOTIONS,
             Capability.CHANGE_PLANS,
             Capability.MANAGE_PAYMENT_METHODS,
+            Capability.RESEND_EMAILS,
         }
     ),
     Role.VIEWER: frozenset(_STAFF_READ),

@@ -9,6 +9,7 @@ moment, shown as a date in UTC (the day invoices are dated).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from ledger.money import to_major
 
+LINE_BREAKS = re.compile(r"[ \t\r\n\v\f\u2028\u2029\x85]+")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
@@ -47,8 +49,10 @@ ENVIRONMENTS = {locale: _environment(locale) for locale in ("en", "fr", "de", "e
 
 
 def render(kind: str, locale: str, content: dict[str, Any]) -> Rendered:
-    """The message's subject (one line: whitespace, newlines included, collapsed), text and HTML."""
+    """The message's subject (one line: line breaks and runs of spaces become one space; Babel's
+    no-break spaces stay), text and HTML."""
     template = ENVIRONMENTS[locale].get_template(f"{locale}/{kind}.j2")
     context = template.new_context(dict(content))
     parts = {name: "".join(template.blocks[name](context)) for name in ("subject", "text", "html")}
-    return Rendered(subject=" ".join(parts["subject"].split()), text=parts["text"].strip() + "\n", html=parts["html"])
+    subject = LINE_BREAKS.sub(" ", parts["subject"]).strip()
+    return Rendered(subject=subject, text=parts["text"].strip() + "\n", html=parts["html"])

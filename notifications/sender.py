@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage as MimeMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, parseaddr
 from typing import Literal
 
 import aiosmtplib
@@ -97,7 +97,7 @@ class Outcome:
 def message_id(key: str, from_address: str) -> str:
     """The Message-ID of every try of the message keyed ``key``: a hash of the key, at the
     From address's domain."""
-    domain = from_address.rpartition("@")[2] or "tally.localhost"
+    domain = parseaddr(from_address)[1].rpartition("@")[2] or "tally.localhost"
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:40]}@{domain}>"
 
 

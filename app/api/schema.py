@@ -34,6 +34,7 @@ from app.api.extras import ExtrasMutation
 from app.api.ledger import CorrectionsMutation, LedgerMutation
 from app.api.lifecycle import LifecycleMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
+from app.api.notifications import NotificationsMutation, NotificationsQuery
 from app.api.price_overrides import PriceOverridesMutation
 from app.api.promotions import PromotionsMutation, PromotionsQuery
 from app.api.scalars import SCALAR_MAP
@@ -61,6 +62,7 @@ Query = merge_types(
         BillingQuery,
         CollectionQuery,
         AnomaliesQuery,
+        NotificationsQuery,
     ),
 )
 Mutation = merge_types(
@@ -82,6 +84,7 @@ Mutation = merge_types(
         LifecycleMutation,
         PriceOverridesMutation,
         CalendarMutation,
+        NotificationsMutation,
     ),
 )
 
