@@ -23,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import auth, staff
 from app.database import create_engine, database_url, latest_revision, libpq_url, migrate, session_factory
+from app.email_cli import email_cli
 from app.extras_cli import charge_cli, commitment_cli
 from app.price_override_cli import prices_cli
 from app.settings import Settings
@@ -61,6 +62,7 @@ cli.add_typer(charge_cli, name="charge")
 cli.add_typer(commitment_cli, name="commitment")
 cli.add_typer(subscription_cli, name="subscription")
 cli.add_typer(prices_cli, name="prices")
+cli.add_typer(email_cli, name="email")
 trial_cli = typer.Typer(help="Trials: end one now (its invoice issued at once) or extend it.", no_args_is_help=True)
 cli.add_typer(trial_cli, name="trial")
 err = Console(stderr=True)
