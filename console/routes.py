@@ -36,6 +36,7 @@ NAVIGATION = [
     ("pricing", "Pricing"),
     ("anomalies", "Anomalies"),
     ("reconciliation", "Reconciliation"),
+    ("emails", "Emails"),
     ("metering", "Metering"),
     ("traces", "Traces"),
 ]
@@ -408,6 +409,7 @@ def install(app: FastAPI) -> None:
     from console.billing import router as billing_router
     from console.calendar import router as calendar_router
     from console.credits import router as credits_router
+    from console.emails import router as emails_router
     from console.extras import router as extras_router
     from console.lifecycle import router as lifecycle_router
     from console.payments import router as payments_router
@@ -423,5 +425,6 @@ def install(app: FastAPI) -> None:
     app.include_router(lifecycle_router)
     app.include_router(price_overrides_router)
     app.include_router(calendar_router)
+    app.include_router(emails_router)
     app.include_router(router)
     app.add_exception_handler(ConsoleQueryFailed, query_failed_page)

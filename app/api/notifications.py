@@ -11,7 +11,9 @@ import strawberry
 from strawberry.types import Info
 
 from app.api.common import Connection, UserError, connection, decode_time_cursor, page_size, run_mutation, time_cursor
+from app.api.customers import Customer
 from app.api.permissions import requires
+from app.api.scope import load_visible_customer
 from app.auth import Capability
 from ledger.errors import NotFound
 from notifications import service as notifications
@@ -58,6 +60,11 @@ class EmailMessageRow:
     resend_of_id: strawberry.ID | None = strawberry.field(description="The message this one sends again.")
     created_at: datetime
     sent_at: datetime | None
+
+    @strawberry.field(description="The customer it was sent to.")
+    async def customer(self, info: Info) -> Customer | None:
+        row = await load_visible_customer(info, uuid.UUID(str(self.customer_id)))
+        return Customer.from_model(row) if row else None
 
     @classmethod
     def from_model(cls, row: EmailMessage) -> EmailMessageRow:
