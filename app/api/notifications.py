@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import Enum
 
 import strawberry
+from jinja2 import TemplateError
 from strawberry.types import Info
 
 from app.api.common import Connection, UserError, connection, decode_time_cursor, page_size, run_mutation, time_cursor
@@ -76,7 +77,7 @@ class EmailMessageRow:
             customer_id=strawberry.ID(str(row.customer_id)),
             recipients=list(row.recipients),
             locale=row.locale,
-            subject=render(row.kind, row.locale, row.content).subject,
+            subject=_subject(row),
             invoice_id=strawberry.ID(invoice_id) if invoice_id else None,
             status=EmailStatus(row.status),
             attempts=row.attempts,
@@ -87,6 +88,15 @@ class EmailMessageRow:
             created_at=row.created_at,
             sent_at=row.sent_at,
         )
+
+
+def _subject(row: EmailMessage) -> str:
+    """The subject as sent; a message whose content its template cannot render (it would fail to
+    send too, and says why in ``lastError``) still lists, rather than failing the whole list."""
+    try:
+        return render(row.kind, row.locale, row.content).subject
+    except (TemplateError, ValueError, TypeError) as error:
+        return f"(cannot be rendered: {error})"
 
 
 def _message_id(value: strawberry.ID, field: str) -> uuid.UUID:

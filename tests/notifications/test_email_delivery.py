@@ -405,3 +405,27 @@ def test_the_message_id_is_the_same_for_every_try_of_a_key_at_the_from_domain() 
     assert first == message_id("invoice-issued:1", "billing@tally.example")
     assert first.startswith("<") and first.endswith("@tally.example>")
     assert first != message_id("invoice-issued:2", "billing@tally.example")
+
+
+async def test_a_credit_note_email_for_the_integrator_and_one_that_cannot_render(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], smtp: SmtpFixture
+) -> None:
+    """Credit notes are queued by the credit notes' own code (not here); their template renders
+    these facts. Content its template cannot render is retried like a server down, reason kept."""
+    customer_id = await customer_with_details_no_plan(session)
+    facts = {"credit_note_number": "CN-3", "invoice_number": 7, "currency": "EUR", "amount": 250}
+    at = JAN_31.isoformat()
+    await enqueue(
+        session, Email("credit-note:1", "credit_note", customer_id, {}, {**facts, "issued_at": at}), as_of=JAN_31
+    )
+    await enqueue(session, Email("credit-note:2", "credit_note", customer_id, {}, facts), as_of=JAN_31)
+    await session.commit()
+
+    report = await send_emails(sessions, smtp.delivery(), as_of=JAN_31)
+
+    assert (report.sent, report.retrying) == (1, 1)
+    [received] = smtp.mailbox.received
+    assert received.message["Subject"] == "Credit note CN-3: €2.50 credited on invoice 7"
+    broken = next(m for m in await messages_of(session, customer_id) if m.message_key == "credit-note:2")
+    assert broken.status == "pending"
+    assert (broken.last_error or "").startswith("could not render: TypeError")  # no issued_at for the date
