@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage as MimeMessage
@@ -39,6 +40,7 @@ class Mailbox:
     received: list[Received] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)
     data_answer: str | None = None
+    arrived: threading.Event = field(default_factory=threading.Event)  # set on each message accepted
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         if address in self.refuse:
@@ -52,6 +54,7 @@ class Mailbox:
         parsed = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
         assert isinstance(parsed, MimeMessage)
         self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), parsed))
+        self.arrived.set()
         return "250 Message accepted for delivery"
 
 

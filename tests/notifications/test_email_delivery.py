@@ -6,19 +6,21 @@ permanent rejections, and senders racing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
 from app.email import email_delivery, send_emails
+from app.jobs import run_email_sender
 from app.settings import Settings
 from billing import service as billing
 from billing.payments import Attempt, record_outcome
@@ -30,6 +32,7 @@ from notifications.models import EmailMessage
 from notifications.sender import Attachment, message_id
 from notifications.service import Email, enqueue, resend
 from tests.billing.scenario import JAN_31, invoices_of, subscribe
+from tests.conftest import now
 from tests.notifications.conftest import SmtpFixture, free_port
 
 OPENED = JAN_31 + timedelta(seconds=1)
@@ -429,3 +432,34 @@ async def test_a_credit_note_email_for_the_integrator_and_one_that_cannot_render
     broken = next(m for m in await messages_of(session, customer_id) if m.message_key == "credit-note:2")
     assert broken.status == "pending"
     assert (broken.last_error or "").startswith("could not render: TypeError")  # no issued_at for the date
+
+
+async def test_tally_serve_sends_what_is_due_on_its_own(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], settings: Settings, smtp: SmtpFixture
+) -> None:
+    customer_id = await customer_with_details_no_plan(session)
+    await enqueue(session, Email("test:serve", "payment_receipt", customer_id, {}, RECEIPT), as_of=now())
+    await session.commit()
+    on = settings.model_copy(
+        update={
+            "smtp_host": "127.0.0.1",
+            "smtp_port": smtp.port,
+            "smtp_tls": "none",
+            "email_from": "b@t.example",
+            "email_interval_seconds": 0.1,
+        }
+    )
+    sender = asyncio.create_task(run_email_sender(sessions, on))
+    try:
+        assert await asyncio.to_thread(smtp.mailbox.arrived.wait, 20)  # the server's own thread sets it
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+    assert smtp.mailbox.received[0].message["Subject"].startswith("Receipt: €12.50 paid for invoice 7")
+
+
+def test_a_smtp_host_needs_a_from_address() -> None:
+    with pytest.raises(ValidationError, match="TALLY_EMAIL_FROM"):
+        Settings(smtp_host="smtp.example")
+    assert Settings(smtp_host="smtp.example", email_from="b@t.example").smtp_tls == "starttls"
