@@ -19,6 +19,7 @@ from babel.dates import format_date
 from babel.numbers import format_currency
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from customers.billing_details import SUPPORTED_LOCALES
 from ledger.money import to_major
 
 LINE_BREAKS = re.compile(r"[ \t\r\n\v\f\u2028\u2029\x85]+")
@@ -45,7 +46,7 @@ def _environment(locale: str) -> Environment:
     return environment
 
 
-ENVIRONMENTS = {locale: _environment(locale) for locale in ("en", "fr", "de", "es")}
+ENVIRONMENTS = {locale: _environment(locale) for locale in SUPPORTED_LOCALES}
 
 
 def render(kind: str, locale: str, content: dict[str, Any]) -> Rendered:
