@@ -70,6 +70,8 @@ class Capability(StrEnum):
     OVERRIDE_PRICES = "override_prices"  # a customer's own prices: finance and admin only
     # Name, email and billing details; a customer token its own (app.api.billing_details).
     UPDATE_BILLING_DETAILS = "update_billing_details"
+    READ_EMAILS = "read_emails"  # the email outbox: staff only (recipients of every customer)
+    RESEND_EMAILS = "resend_emails"
 
 
 _STAFF_READ = {
@@ -82,6 +84,7 @@ _STAFF_READ = {
     Capability.READ_PROMOTIONS,
     Capability.READ_INVOICES,
     Capability.READ_ANOMALIES,
+    Capability.READ_EMAILS,
 }
 ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.ADMIN: frozenset(Capability),
@@ -101,6 +104,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.MANAGE_ANOMALIES,
             Capability.OVERRIDE_PRICES,
             Capability.UPDATE_BILLING_DETAILS,
+            Capability.RESEND_EMAILS,
         }
     ),
     # Support grants credits up to TALLY_SUPPORT_GRANT_LIMIT a grant (checked where grants are made).
@@ -115,6 +119,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.CHANGE_PLANS,
             Capability.MANAGE_PAYMENT_METHODS,
             Capability.UPDATE_BILLING_DETAILS,
+            Capability.RESEND_EMAILS,
         }
     ),
     Role.VIEWER: frozenset(_STAFF_READ),

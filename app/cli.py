@@ -26,6 +26,7 @@ from app.coupon_cli import coupon_cli
 from app.credit_note_cli import credit_note_cli
 from app.customer_cli import customer_cli
 from app.database import create_engine, database_url, latest_revision, libpq_url, migrate, session_factory
+from app.email_cli import email_cli
 from app.extras_cli import charge_cli, commitment_cli
 from app.price_override_cli import prices_cli
 from app.settings import Settings
@@ -70,6 +71,7 @@ cli.add_typer(prices_cli, name="prices")
 cli.add_typer(customer_cli, name="customer")
 cli.add_typer(tax_cli, name="tax")
 cli.add_typer(coupon_cli, name="coupon")
+cli.add_typer(email_cli, name="email")
 trial_cli = typer.Typer(help="Trials: end one now (its invoice issued at once) or extend it.", no_args_is_help=True)
 cli.add_typer(trial_cli, name="trial")
 err = Console(stderr=True)

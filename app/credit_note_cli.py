@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.extras_cli import ACTOR, JsonOption, KeyOption, _customer_id, _decimal
+from app.extras_cli import ACTOR, JsonOption, KeyOption, _decimal, customer_id_of
 
 credit_note_cli = typer.Typer(help="Credit notes: correct an issued invoice.", no_args_is_help=True)
 METHODS = {"refund": "REFUND", "credit": "CREDIT", "reduce-due": "REDUCE_DUE"}
@@ -121,7 +121,7 @@ def credit_note_list(
     from billing.repository import invoices_by_id
 
     async def work(session: AsyncSession) -> list[dict[str, Any]]:
-        customer_id = await _customer_id(session, external_id)
+        customer_id = await customer_id_of(session, external_id)
         rows = await credit_notes(session, customer_id, limit=1000)
         lines = await credit_notes_repository.lines_of_notes(session, [row.id for row in rows])
         invoices = await invoices_by_id(session, [row.invoice_id for row in rows])

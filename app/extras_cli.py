@@ -53,7 +53,7 @@ def _moment(value: str | None, option: str) -> datetime | None:
     return moment.astimezone(UTC)
 
 
-async def _customer_id(session: AsyncSession, external_id: str) -> uuid.UUID:
+async def customer_id_of(session: AsyncSession, external_id: str) -> uuid.UUID:
     from customers import service as customers
     from customers.errors import CustomerNotFound
 
@@ -113,7 +113,7 @@ def charge_create(
     subscription_id = subscription_id_option(subscription)
 
     async def work(session: AsyncSession) -> Any:
-        customer_id = await _customer_id(session, external_id)
+        customer_id = await customer_id_of(session, external_id)
         found = await customers.get_customer(session, customer_id=customer_id)
         assert found is not None
         request = OneOffChargeRequest(
@@ -165,7 +165,7 @@ def charge_list(
         fail(f"--status: must be one of {', '.join(ONE_OFF_STATUSES)}")
 
     async def work(session: AsyncSession) -> list[dict]:
-        customer_id = await _customer_id(session, external_id)
+        customer_id = await customer_id_of(session, external_id)
         rows = await one_off_charges(session, customer_id, statuses=[status] if status else None, limit=1000)
         invoices = await invoices_by_id(session, [row.invoice_id for row in rows if row.invoice_id])
         return [_charge_document(row, invoices.get(row.invoice_id) if row.invoice_id else None) for row in rows]
@@ -234,7 +234,7 @@ def commitment_create(
     assert ends is not None
 
     async def work(session: AsyncSession) -> dict:
-        customer_id = await _customer_id(session, external_id)
+        customer_id = await customer_id_of(session, external_id)
         found = await customers.get_customer(session, customer_id=customer_id)
         assert found is not None
         request = CommitmentRequest(
@@ -304,7 +304,7 @@ def commitment_minimum_spend(
 
     async def work(session: AsyncSession) -> dict:
         request = MinimumSpendRequest(
-            customer_id=await _customer_id(session, external_id),
+            customer_id=await customer_id_of(session, external_id),
             amount=minimum,
             effective_at=moment,
             reason=reason,

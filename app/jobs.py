@@ -15,6 +15,7 @@ from app import trace_store
 from app.anomaly_scan import scan_anomalies
 from app.billing_run import run_billing
 from app.collection import stripe_gateway
+from app.email import email_delivery, send_emails
 from app.metrics import INVOICE_ACCURACY_DIFFERENCES, STRIPE_EVENT_FAILURES, refresh_gauges
 from app.settings import Settings
 from billing.accuracy import AccuracyReport, verify_invoices
@@ -158,6 +159,20 @@ async def run_roller(sessions: async_sessionmaker[AsyncSession], settings: Setti
         except Exception:
             logger.exception("usage roll-up failed; retrying")
         await asyncio.sleep(settings.rollup_interval_seconds)
+
+
+async def run_email_sender(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    """Send due emails every ``TALLY_EMAIL_INTERVAL_SECONDS`` (nothing while email is off)."""
+    delivery = email_delivery(settings)
+    if delivery is None:
+        logger.info("email is off (TALLY_SMTP_HOST unset): messages stay queued")
+        return
+    while True:
+        try:
+            await send_emails(sessions, delivery, as_of=datetime.now(UTC))
+        except Exception:
+            logger.exception("sending emails failed; retrying")
+        await asyncio.sleep(settings.email_interval_seconds)
 
 
 async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:

@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from billing.taxation import TaxPolicy
@@ -264,6 +264,41 @@ class Settings(BaseSettings):
     def tax_policy(self) -> TaxPolicy:
         """How invoices are taxed in this process (billing.taxation is the seam)."""
         return TaxPolicy(seller_country=self.seller_country)
+
+    smtp_host: str | None = Field(
+        default=None,
+        description="The SMTP server emails are sent through; unset turns email off (messages are still queued, "
+        "and sent once a host is set, unless older than TALLY_EMAIL_MAX_AGE_HOURS by then).",
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_tls: Literal["none", "starttls", "tls"] = Field(
+        default="starttls",
+        description="none (plain, e.g. a local relay), starttls (upgrade after connecting, port 587) or tls "
+        "(implicit TLS, port 465).",
+    )
+    smtp_username: str | None = Field(default=None, description="Unset: no SMTP sign-in.")
+    smtp_password: SecretStr | None = Field(default=None, description="Never logged or shown.")
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=600, description="Per SMTP connection and command.")
+    email_from: str | None = Field(
+        default=None, description="The From address of every email, e.g. Billing <billing@example.com>."
+    )
+    email_interval_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="How often `tally serve` sends the emails that are due."
+    )
+    email_retry_minutes: int = Field(
+        default=1, ge=1, description="An email the server did not take is tried again after this, doubling each time."
+    )
+    email_retry_max_hours: int = Field(default=6, ge=1, description="The longest wait between two tries of an email.")
+    email_max_attempts: int = Field(default=8, ge=1, le=100, description="Tries of an email before it is failed.")
+    email_max_age_hours: int = Field(
+        default=72, ge=1, description="A queued email not sent by then is skipped rather than sent late."
+    )
+
+    @model_validator(mode="after")
+    def _email_from_with_host(self) -> Settings:
+        if self.smtp_host and not self.email_from:
+            raise ValueError("TALLY_EMAIL_FROM must be set when TALLY_SMTP_HOST is (the From address of the emails)")
+        return self
 
     @field_validator("dunning_retry_days")
     @classmethod

@@ -37,7 +37,7 @@ from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, repository
+from billing import collection_repository, emails, repository
 from billing import credit_notes_repository as notes_repository
 from billing.invoicing import REVENUE_ACCOUNTS
 from billing.models import (
@@ -384,6 +384,7 @@ async def _write(
     session.add(note)
     await session.flush()
     session.add_all(lines)
+    await emails.credit_note_issued(session, note, invoice, number=credit_note_number(note.number))
     if payment_intent_id is not None:
         session.add(
             RefundOutbox(

@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import charges_repository, coupon_repository, repository
+from billing import charges_repository, coupon_repository, emails, repository
 from billing.advance import AdvanceBill, bill_at_start, bills_in_period, has_advance_charges, in_advance, line_of
 from billing.coupons import InvoiceDiscount, invoice_discounts
 from billing.discounting import Discountable
@@ -601,7 +601,7 @@ async def issue(
     customer, kind and period, like the invoice's own unique key (or from the draft's
     ``reference``), so a crashed and re-run billing can never post an invoice twice. The buyer's
     billing details are kept on the invoice as they stand now, and it falls due ``payment_terms``
-    after issue."""
+    after issue. The email telling the customer is queued in the same transaction."""
     currency, customer_id = draft.currency, draft.customer_id
     buyer = (await customers_repository.get_by_ids(session, [customer_id]))[customer_id]
     invoice_id = uuid.uuid4()
@@ -718,10 +718,11 @@ async def issue(
         }
         for position, (line, amount) in enumerate(zip(draft.lines, amounts, strict=True))
     ]
+    email = await emails.invoice_issued(session, row, as_of=as_of)
     number = await repository.write_invoice(
         session,
         repository.InvoiceToWrite(
-            row, lines, draft.rated, invoiced_through, closes_at, [tax_line_row(line) for line in taxes]
+            row, lines, draft.rated, invoiced_through, closes_at, [tax_line_row(line) for line in taxes], email
         ),
     )
     await coupon_repository.record_periods(

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, credit_notes_repository, repository
+from billing import collection_repository, credit_notes_repository, emails, repository
 from billing.anomalies import Finding, raise_anomaly
 from billing.models import Invoice, StripePayment
 from billing.stripe_gateway import Charge
@@ -61,7 +61,8 @@ async def record_outcome(
     and does nothing (False). An outcome never goes back: a stale ``requires_action`` does not
     undo a success. A success posts the payment and, with nothing else overdue, makes the
     customer ACTIVE; a failure of an unpaid invoice makes them PAST_DUE and schedules the next
-    retry ``retry_after`` the first failure; when the last retry fails too, they are SUSPENDED."""
+    retry ``retry_after`` the first failure; when the last retry fails too, they are SUSPENDED.
+    Either way the customer is emailed (a receipt, or the failure and what happens next)."""
     if not await collection_repository.record_attempt(
         session, attempt.invoice_id, attempt.number, charged, as_of=as_of
     ):
@@ -80,18 +81,16 @@ async def record_outcome(
         return True  # a late failure of an invoice since paid, voided or written off: history only
     failures = await collection_repository.failed_attempts(session, attempt.invoice_id)
     first_failed_at = await collection_repository.first_failure(session, attempt.invoice_id) or as_of
-    if failures <= len(retry_after):
+    retry_at = first_failed_at + retry_after[failures - 1] if failures <= len(retry_after) else None
+    if retry_at is not None:
         await collection_repository.schedule_retry_after_failure(
-            session,
-            attempt.invoice_id,
-            failed_at=first_failed_at,
-            retry_at=first_failed_at + retry_after[failures - 1],
-            error=charged.error,
+            session, attempt.invoice_id, failed_at=first_failed_at, retry_at=retry_at, error=charged.error
         )
         await customers.set_status(session, attempt.customer_id, "PAST_DUE")
     else:
         await collection_repository.settle_outbox(session, attempt.invoice_id, "failed", charged.error)
         await customers.set_status(session, attempt.customer_id, "SUSPENDED")
+    await emails.payment_failed(session, invoice, attempt.number, next_retry_at=retry_at, as_of=as_of)
     return True
 
 
@@ -102,8 +101,8 @@ async def settle_payment(
     *,
     as_of: datetime,
 ) -> str | None:
-    """Post the payment, close the invoice's collection and, with nothing else overdue, make the
-    customer ACTIVE. Returns why it could not be posted, or None."""
+    """Post the payment, close the invoice's collection, queue the receipt and, with nothing else
+    overdue, make the customer ACTIVE. Returns why it could not be posted, or None."""
     invoice = await repository.invoice_for_update(session, invoice_id)
     error = await _post_payment(session, invoice, paid, as_of=as_of) if invoice else f"no invoice {invoice_id}"
     await collection_repository.settle_outbox(session, invoice_id, "collected" if error is None else "failed", error)
@@ -111,6 +110,7 @@ async def settle_payment(
         return error
     if not await collection_repository.customers_with_failed_collection(session, invoice.customer_id):
         await customers.set_status(session, invoice.customer_id, "ACTIVE")
+    await emails.payment_receipt(session, invoice, paid.amount, paid_at=paid.paid_at)
     return None
 
 

@@ -117,7 +117,8 @@ async def rated_periods_since(
 # Everything an issued invoice writes besides its ledger transactions, in one statement: its
 # rated periods and the billing cursor of its subscription (an invoice outside the periods names
 # none, or moves nothing), the invoice and its lines, the outbox row
-# when there is an amount to collect, and the gapless number. The counter row stays locked until
+# when there is an amount to collect, the email telling the customer (``billing.emails``: its
+# content gets the number here), and the gapless number. The counter row stays locked until
 # the transaction ends, so this is the last statement before the commit.
 WRITE_INVOICE = """
 WITH rated AS (
@@ -167,7 +168,16 @@ tax_lines AS (
 outbox AS (
   INSERT INTO collection_outbox (invoice_id, customer_id, attempts, status, next_attempt_at, unavailable_retries,
                                  created_at)
-  SELECT %(id)s, %(customer_id)s, 0, 'pending', %(issued_at)s, 0, %(issued_at)s WHERE %(amount_due)s > 0)
+  SELECT %(id)s, %(customer_id)s, 0, 'pending', %(issued_at)s, 0, %(issued_at)s WHERE %(amount_due)s > 0),
+email AS (
+  INSERT INTO email_messages (id, message_key, kind, customer_id, recipients, locale, refs, content, status, attempts,
+                              next_attempt_at, last_error, created_at)
+  SELECT %(email_id)s, %(email_message_key)s, %(email_kind)s, %(customer_id)s, %(email_recipients)s::text[],
+         %(email_locale)s, %(email_refs)s::jsonb,
+         %(email_content)s::jsonb || jsonb_build_object('invoice_number', number.last_number),
+         %(email_status)s, 0, %(email_created_at)s, %(email_last_error)s, %(email_created_at)s
+  FROM number WHERE %(email_message_key)s::text IS NOT NULL
+  ON CONFLICT (message_key) DO NOTHING)
 SELECT number FROM invoice
 """
 
@@ -190,6 +200,18 @@ LINE_COLUMNS = (
 
 
 TAX_LINE_COLUMNS = ("rate_key", "name", "rate", "inclusive", "taxable_amount", "tax_amount", "reverse_charge")
+EMAIL_COLUMNS = (
+    "id",
+    "message_key",
+    "kind",
+    "recipients",
+    "locale",
+    "refs",
+    "content",
+    "status",
+    "last_error",
+    "created_at",
+)
 
 
 @dataclass(frozen=True)
@@ -205,6 +227,7 @@ class InvoiceToWrite:
     invoiced_through: datetime | None
     closes_at: datetime | None = None  # when the period after the cursor may close (None: 28 days on)
     tax_lines: list[dict[str, Any]] = field(default_factory=list)  # invoice_tax_lines without invoice, position
+    email: dict[str, Any] | None = None  # the email's outbox row (notifications.service.prepare), or none
 
 
 async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:
@@ -222,6 +245,7 @@ async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:
         **{f"line_{column}": [line[column] for line in lines] for column in LINE_COLUMNS},
         "line_dimensions": [canonical_json(line["dimensions"]) for line in lines],
         **{f"tax_{column}": [line[column] for line in written.tax_lines] for column in TAX_LINE_COLUMNS},
+        **{f"email_{column}": (written.email or {}).get(column) for column in EMAIL_COLUMNS},
     }
     connection = await driver_connection(session)
     cursor = await connection.execute(WRITE_INVOICE, params)

@@ -36,6 +36,7 @@ NAVIGATION = [
     ("pricing", "Pricing"),
     ("anomalies", "Anomalies"),
     ("reconciliation", "Reconciliation"),
+    ("emails", "Emails"),
     ("metering", "Metering"),
     ("traces", "Traces"),
 ]
@@ -410,6 +411,7 @@ def install(app: FastAPI) -> None:
     from console.calendar import router as calendar_router
     from console.coupons import router as coupons_router
     from console.credits import router as credits_router
+    from console.emails import router as emails_router
     from console.extras import router as extras_router
     from console.invoice_page import router as invoice_page_router
     from console.lifecycle import router as lifecycle_router
@@ -429,5 +431,6 @@ def install(app: FastAPI) -> None:
     app.include_router(calendar_router)
     app.include_router(billing_details_router)
     app.include_router(coupons_router)
+    app.include_router(emails_router)
     app.include_router(router)
     app.add_exception_handler(ConsoleQueryFailed, query_failed_page)

@@ -38,6 +38,7 @@ from app.api.invoice_documents import InvoiceDocumentsMutation
 from app.api.ledger import CorrectionsMutation, LedgerMutation
 from app.api.lifecycle import LifecycleMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
+from app.api.notifications import NotificationsMutation, NotificationsQuery
 from app.api.price_overrides import PriceOverridesMutation
 from app.api.promotions import PromotionsMutation, PromotionsQuery
 from app.api.scalars import SCALAR_MAP
@@ -69,6 +70,7 @@ Query = merge_types(
         CollectionQuery,
         AnomaliesQuery,
         TaxesQuery,
+        NotificationsQuery,
     ),
 )
 Mutation = merge_types(
@@ -95,6 +97,7 @@ Mutation = merge_types(
         PriceOverridesMutation,
         CalendarMutation,
         TaxesMutation,
+        NotificationsMutation,
     ),
 )
 

@@ -20,11 +20,20 @@ import billing.models
 import customers.models
 import ledger.models
 import metering.models
+import notifications.models
 import pricing.models
 from app.database import MIGRATIONS_DIR, sqlalchemy_url
 from tests.conftest import admin_execute, with_database
 
-MODEL_MODULES = (app.models, billing.models, customers.models, ledger.models, metering.models, pricing.models)
+MODEL_MODULES = (
+    app.models,
+    billing.models,
+    customers.models,
+    ledger.models,
+    metering.models,
+    notifications.models,
+    pricing.models,
+)
 # Indexes that exist for queries the ORM never declares (newest-first lists, trigram search).
 QUERY_ONLY_INDEXES = {
     "customers_newest_first",
