@@ -94,8 +94,8 @@ async def test_an_issued_invoice_arrives_in_the_customers_language_with_its_pdf(
     mime = received.message
     assert mime["To"] == "ap@acme.example, cfo@acme.example"
     assert mime["From"] == "Billing <billing@tally.example>"
-    # 10.00 USD due on the issue date, in French as Babel writes it.
-    assert mime["Subject"] == f"Facture {invoice.number} : 10,00 $US à régler le 31 janvier 2026".replace(" $", "\xa0$")
+    # 10.00 USD due 14 days after issue (the payment terms), in French as Babel writes it.
+    assert mime["Subject"] == f"Facture {invoice.number} : 10,00 $US à régler le 14 février 2026".replace(" $", "\xa0$")
     text_body = mime.get_body(preferencelist=("plain",)).get_content()
     assert "Bonjour Acme SAS," in text_body
     assert "pour la période du 31 janvier 2026 au 28 février 2026" in text_body
