@@ -71,6 +71,7 @@ LABELS: dict[str, dict[str, str]] = {
         "tax_given_back": "Tax given back",
         "total_credited": "Total credited",
         "credit_note_contact": "Questions about this credit note",
+        "net_credited": "Total excluding tax",
     },
     "fr": {
         "invoice": "Facture",
@@ -124,6 +125,7 @@ LABELS: dict[str, dict[str, str]] = {
         "tax_given_back": "Taxe restituée",
         "total_credited": "Total de l'avoir",
         "credit_note_contact": "Questions sur cet avoir",
+        "net_credited": "Total HT",
     },
     "de": {
         "invoice": "Rechnung",
@@ -177,6 +179,7 @@ LABELS: dict[str, dict[str, str]] = {
         "tax_given_back": "Erstattete Steuer",
         "total_credited": "Gutschriftsbetrag",
         "credit_note_contact": "Fragen zu dieser Gutschrift",
+        "net_credited": "Nettobetrag",
     },
     "es": {
         "invoice": "Factura",
@@ -230,6 +233,7 @@ LABELS: dict[str, dict[str, str]] = {
         "tax_given_back": "Impuesto devuelto",
         "total_credited": "Total abonado",
         "credit_note_contact": "Preguntas sobre esta nota de crédito",
+        "net_credited": "Base imponible",
     },
 }
 

@@ -93,6 +93,7 @@ async def test_the_pdf_of_a_credit_note_on_a_taxed_invoice_says_what_the_note_ho
             f"{labels['settlement']} {labels['settled_credit']}",
             f"{lines[0].description} {money(5500)}",
             f"{lines[1].description} {money(24000)}",
+            f"{labels['net_credited']} {money(29500)}",
             f"{labels['tax_given_back']} · TVA",
             money(5900),
             f"{labels['total_credited']} {money(35400)}",
