@@ -72,6 +72,7 @@ LABELS: dict[str, dict[str, str]] = {
         "total_credited": "Total credited",
         "credit_note_contact": "Questions about this credit note",
         "net_credited": "Total excluding tax",
+        "credit_note_date": "Credit note date",
     },
     "fr": {
         "invoice": "Facture",
@@ -126,6 +127,7 @@ LABELS: dict[str, dict[str, str]] = {
         "total_credited": "Total de l'avoir",
         "credit_note_contact": "Questions sur cet avoir",
         "net_credited": "Total HT",
+        "credit_note_date": "Date de l'avoir",
     },
     "de": {
         "invoice": "Rechnung",
@@ -180,6 +182,7 @@ LABELS: dict[str, dict[str, str]] = {
         "total_credited": "Gutschriftsbetrag",
         "credit_note_contact": "Fragen zu dieser Gutschrift",
         "net_credited": "Nettobetrag",
+        "credit_note_date": "Gutschriftsdatum",
     },
     "es": {
         "invoice": "Factura",
@@ -234,6 +237,7 @@ LABELS: dict[str, dict[str, str]] = {
         "total_credited": "Total abonado",
         "credit_note_contact": "Preguntas sobre esta nota de crédito",
         "net_credited": "Base imponible",
+        "credit_note_date": "Fecha de la nota de crédito",
     },
 }
 

@@ -83,7 +83,7 @@ async def test_the_pdf_of_a_credit_note_on_a_taxed_invoice_says_what_the_note_ho
         [
             labels["credit_note"],
             f"{labels['credit_note_number']} CN-000001",
-            f"{labels['issue_date']} {day(note.issued_at)}",
+            f"{labels['credit_note_date']} {day(note.issued_at)}",
             f"{labels['corrected_invoice']} INV-{invoice.number:06d}",
             f"{labels['invoice_date']} {day(invoice.issued_at)}",
             "Tally Billing SAS",
