@@ -1,5 +1,6 @@
 """Invoice documents over HTTP: the hosted page and its PDF behind a signed link (no sign-in),
-and the authenticated PDF download for staff and the invoice's own customer.
+and the authenticated PDF download for staff and the invoice's own customer (an invoice's, and a
+credit note's).
 
 Every refusal is a small page (or JSON for the API) with a stable code, never a 5xx: a link that
 was altered or names no invoice is 404 ``INVOICE_LINK_INVALID``, an expired one 410
@@ -180,4 +181,36 @@ async def invoice_pdf(request: Request, invoice_id: str, session: SessionDep, lo
         raise HTTPException(422, detail={"code": error.code, "field": error.field, "message": error.message}) from None
     except InvoiceNotFound:
         raise HTTPException(404, detail={"code": "NOT_FOUND", "message": "no such invoice"}) from None
+    return pdf_response(pdf, download=True)
+
+
+async def viewer_credit_note_pdf(
+    session: AsyncSession, settings: Settings, viewer: Viewer, note_id: uuid.UUID, locale: str | None
+) -> documents.InvoicePdf:
+    """A credit note's PDF for staff, or the note's own customer (anyone else: not found)."""
+    if locale is not None:
+        check_locale(locale)
+    customer_id = await documents.credit_note_customer(session, note_id)
+    if customer_id is None or not viewer.can(Capability.READ_INVOICES) or not may_see(viewer, customer_id):
+        raise InvoiceNotFound(f"no credit note {note_id}", field="creditNoteId")
+    pdf = await documents.credit_note_pdf(
+        session, note_id, seller=seller_of(settings), as_of=datetime.now(UTC), locale=locale
+    )
+    await session.commit()
+    return pdf
+
+
+@router.get("/v1/credit-notes/{note_id}/pdf", summary="A credit note's PDF (staff, or the note's own customer)")
+async def credit_note_pdf(request: Request, note_id: str, session: SessionDep, locale: str | None = None) -> Response:
+    viewer = await authenticate(request, session)
+    try:
+        found = uuid.UUID(note_id)
+    except ValueError:
+        raise HTTPException(404, detail={"code": "NOT_FOUND", "message": "no such credit note"}) from None
+    try:
+        pdf = await viewer_credit_note_pdf(session, request.app.state.settings, viewer, found, locale)
+    except UnknownLocale as error:
+        raise HTTPException(422, detail={"code": error.code, "field": error.field, "message": error.message}) from None
+    except InvoiceNotFound:
+        raise HTTPException(404, detail={"code": "NOT_FOUND", "message": "no such credit note"}) from None
     return pdf_response(pdf, download=True)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
-from app.invoice_documents import InvoiceNotFound, pdf_response, viewer_pdf
+from app.invoice_documents import InvoiceNotFound, pdf_response, viewer_credit_note_pdf, viewer_pdf
 from console.billing import field_errors, invoice_reference
 from console.routes import ContextDep, query, render
 
@@ -175,6 +175,19 @@ async def invoice_pdf(request: Request, context: ContextDep, reference: str) -> 
         pdf = await viewer_pdf(context.session, context.settings, context.viewer, uuid.UUID(invoice["id"]), None)
     except InvoiceNotFound:
         return render(request, "not_found.html", {"what": "invoice"}, status_code=404)
+    return pdf_response(pdf, download=False)
+
+
+@router.get("/credit-notes/{note_id}/pdf")
+async def credit_note_pdf(context: ContextDep, request: Request, note_id: str) -> Response:
+    """A credit note's PDF in the customer's locale, as the customer receives it (the stored one)."""
+    try:
+        found = uuid.UUID(note_id)
+        if context.viewer is None:
+            raise InvoiceNotFound("not signed in", field="creditNoteId")
+        pdf = await viewer_credit_note_pdf(context.session, context.settings, context.viewer, found, None)
+    except (ValueError, InvoiceNotFound):
+        return render(request, "not_found.html", {"what": "credit note"}, status_code=404)
     return pdf_response(pdf, download=False)
 
 

@@ -18,6 +18,7 @@ from app.api.common import Connection, Money, UserError, connection, money, page
 from app.api.permissions import requires
 from app.api.scope import find_visible_customer
 from app.auth import Capability
+from app.invoice_documents import public_url
 from billing import credit_notes
 from billing.models import CreditNote as CreditNoteRow
 from billing.models import CreditNoteLine as CreditNoteLineRow
@@ -79,6 +80,16 @@ class CreditNote:
     async def invoice_number(self, info: Info) -> str:
         invoice = await info.context.loaders.invoice.load(self.row.invoice_id)
         return f"INV-{invoice.number:06d}"
+
+    @strawberry.field(
+        description="The credit note's PDF, for staff and the note's own customer (send the bearer token; add "
+        "?locale=en|fr|de|es for another language): absolute when TALLY_PUBLIC_BASE_URL is set, else a path; "
+        "null for a dry run."
+    )
+    def pdf_url(self, info: Info) -> str | None:
+        if self.number is None:
+            return None
+        return public_url(info.context.settings, f"/v1/credit-notes/{self.row.id}/pdf")
 
     @classmethod
     def from_model(cls, row: CreditNoteRow, lines: list[CreditNoteLineRow], *, dry_run: bool = False) -> CreditNote:

@@ -1,4 +1,4 @@
-"""The stored documents of invoices."""
+"""The stored documents of invoices and credit notes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,19 @@ class StoredDocument(SQLModel, table=True):
 
     invoice_id: uuid.UUID = Field(sa_column=Column(ForeignKey("invoices.id"), primary_key=True))
     kind: str = Field(sa_column=Column(Text, primary_key=True))
+    locale: str = Field(sa_column=Column(Text, primary_key=True))
+    sha256: str = Field(sa_column=Column(String(64), nullable=False))
+    pdf: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    rendered_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class StoredCreditNoteDocument(SQLModel, table=True):
+    """A credit note's rendered PDF, once per (note, locale): written on first request and never
+    rewritten (a trigger refuses it), like an invoice's."""
+
+    __tablename__ = "credit_note_documents"
+
+    credit_note_id: uuid.UUID = Field(sa_column=Column(ForeignKey("credit_notes.id"), primary_key=True))
     locale: str = Field(sa_column=Column(Text, primary_key=True))
     sha256: str = Field(sa_column=Column(String(64), nullable=False))
     pdf: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

@@ -1,7 +1,7 @@
 """Render an invoice document: the one Jinja2 template to HTML (the hosted page) and, through
-WeasyPrint, to PDF.
+WeasyPrint, to PDF; and a credit note's PDF, from its own template sharing the invoice's look.
 
-The PDF is deterministic: its creation and modification dates are the invoice's issue date (from
+The PDF is deterministic: its creation and modification dates are the document's issue date (from
 the template's ``dcterms`` metadata), WeasyPrint's file identifier is derived from the content, and
 the embedded font subsets carry a fixed timestamp (fontTools, which subsets them when HarfBuzz's
 subsetter is absent, stamps "now" unless ``SOURCE_DATE_EPOCH`` is set, the reproducible-builds
@@ -20,6 +20,7 @@ from babel.numbers import format_percent
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from billing.invoices import locales
+from billing.invoices.credit_note import CreditNoteDocument
 from billing.invoices.document import InvoiceDocument
 
 # The fonts' "modified" date in every PDF (2026-01-01): any constant makes re-renders identical.
@@ -84,9 +85,21 @@ def render_html(document: InvoiceDocument, page: HostedPage | None = None) -> st
 
 
 def render_pdf(document: InvoiceDocument) -> bytes:
+    return _pdf(render_html(document))
+
+
+def render_credit_note_pdf(document: CreditNoteDocument) -> bytes:
+    template = ENVIRONMENT.get_template("credit_note.html")
+    html = template.render(
+        doc=document, t=locales.LABELS[document.locale], f=Formats(document.locale, document.currency)
+    )
+    return _pdf(html)
+
+
+def _pdf(html: str) -> bytes:
     from weasyprint import HTML  # imported on first render: it loads Pango, which the API may never need
 
     os.environ.setdefault("SOURCE_DATE_EPOCH", str(FONT_TIMESTAMP))
-    pdf = HTML(string=render_html(document)).write_pdf()
+    pdf = HTML(string=html).write_pdf()
     assert pdf is not None
     return bytes(pdf)

@@ -1,4 +1,4 @@
-"""SQL of stored invoice documents."""
+"""SQL of stored invoice and credit note documents."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing.invoices.models import StoredDocument
+from billing.invoices.models import StoredCreditNoteDocument, StoredDocument
 from billing.models import PaymentAttempt
 
 
@@ -37,6 +37,32 @@ async def store_document(session: AsyncSession, document: StoredDocument) -> Non
             rendered_at=document.rendered_at,
         )
         .on_conflict_do_nothing(index_elements=["invoice_id", "kind", "locale"])
+    )
+
+
+async def stored_credit_note_document(
+    session: AsyncSession, credit_note_id: uuid.UUID, locale: str
+) -> StoredCreditNoteDocument | None:
+    found = await session.exec(
+        select(StoredCreditNoteDocument).where(
+            StoredCreditNoteDocument.credit_note_id == credit_note_id, StoredCreditNoteDocument.locale == locale
+        )
+    )
+    return found.first()
+
+
+async def store_credit_note_document(session: AsyncSession, document: StoredCreditNoteDocument) -> None:
+    """Keep the first PDF stored for its (note, locale), as :func:`store_document` does."""
+    await session.execute(
+        insert(StoredCreditNoteDocument)
+        .values(
+            credit_note_id=document.credit_note_id,
+            locale=document.locale,
+            sha256=document.sha256,
+            pdf=document.pdf,
+            rendered_at=document.rendered_at,
+        )
+        .on_conflict_do_nothing(index_elements=["credit_note_id", "locale"])
     )
 
 

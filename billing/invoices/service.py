@@ -1,4 +1,5 @@
-"""What the rest of Tally calls for invoice documents: the hosted page's HTML and the stored PDF.
+"""What the rest of Tally calls for invoice documents: the hosted page's HTML and the stored PDF,
+and a credit note's stored PDF.
 
 A PDF is rendered on its first request, not in the billing run (rendering is slow, and most
 invoices are never opened), then stored and always served from storage.
@@ -16,9 +17,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import repository as billing_repository
 from billing.invoices import repository
+from billing.invoices.credit_note import build_credit_note_document
 from billing.invoices.document import InvoiceDocument, Seller, build_document
-from billing.invoices.models import StoredDocument
-from billing.invoices.render import render_pdf
+from billing.invoices.models import StoredCreditNoteDocument, StoredDocument
+from billing.invoices.render import render_credit_note_pdf, render_pdf
+from billing.models import CreditNote
 
 INVOICE = "invoice"
 
@@ -61,6 +64,36 @@ async def invoice_pdf(
         stored = await repository.stored_document(session, invoice_id, INVOICE, document.locale)
         assert stored is not None
     return InvoicePdf(document.number, document.locale, stored.sha256, stored.pdf)
+
+
+async def credit_note_pdf(
+    session: AsyncSession, note_id: uuid.UUID, *, seller: Seller, as_of: datetime, locale: str | None = None
+) -> InvoicePdf:
+    """The credit note's PDF in ``locale`` (default: the invoice's buyer's), stored on first
+    request like an invoice's (the caller commits; concurrent first requests store one)."""
+    document = await build_credit_note_document(session, note_id, seller=seller, locale=locale)
+    stored = await repository.stored_credit_note_document(session, note_id, document.locale)
+    if stored is None:
+        pdf = await asyncio.to_thread(render_credit_note_pdf, document)
+        await repository.store_credit_note_document(
+            session,
+            StoredCreditNoteDocument(
+                credit_note_id=note_id,
+                locale=document.locale,
+                sha256=hashlib.sha256(pdf).hexdigest(),
+                pdf=pdf,
+                rendered_at=as_of,
+            ),
+        )
+        stored = await repository.stored_credit_note_document(session, note_id, document.locale)
+        assert stored is not None
+    return InvoicePdf(document.number, document.locale, stored.sha256, stored.pdf)
+
+
+async def credit_note_customer(session: AsyncSession, note_id: uuid.UUID) -> uuid.UUID | None:
+    """Whose credit note it is (None: no such note)."""
+    note = await session.get(CreditNote, note_id)
+    return note.customer_id if note else None
 
 
 async def payable_intent(session: AsyncSession, invoice_id: uuid.UUID) -> str | None:

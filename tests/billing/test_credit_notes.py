@@ -21,7 +21,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.billing_run import run_billing
 from app.settings import Settings
 from billing import finance
-from billing.credit_note_view import credit_note_view
 from billing.credit_notes import (
     CreditNoteRequest,
     LineCredit,
@@ -29,9 +28,11 @@ from billing.credit_notes import (
     credit_note_number,
     spread,
 )
+from billing.invoices.credit_note import build_credit_note_document
 from billing.outbox import claim_next
 from ledger import service as ledger
 from ledger.errors import TallyError
+from tests.billing.invoices.support import SELLER
 from tests.billing.scenario import FEB_28, JAN_31, invoices_of, opening_invoice, send_calls, subscribe
 
 LATER = JAN_31 + timedelta(days=2)
@@ -129,14 +130,14 @@ async def test_a_full_credit_to_the_balance_reverses_the_revenue_and_grants_the_
         await create_credit_note(session, request(invoice.id, "cn-2", amount=Decimal("0.01")), as_of=LATER)
     assert (exceeded.value.code, exceeded.value.field) == ("CREDIT_EXCEEDED", "amount")
     await session.rollback()
-    view = await credit_note_view(session, note_id)
+    view = await build_credit_note_document(session, note_id, seller=SELLER)
     assert (view.number, view.invoice_number, view.total, view.reason) == (
         "CN-000001",
         f"INV-{invoice.number:06d}",
-        Decimal("10.00"),
+        1000,
         "product_unsatisfactory",
     )
-    assert [(line.description, line.amount) for line in view.lines] == [(description, Decimal("10.00"))]
+    assert [(line.description, line.amount) for line in view.lines] == [(description, 1000)]
 
 
 async def test_reducing_what_is_due_makes_the_collection_charge_only_the_rest(

@@ -4,11 +4,13 @@ invoice with what was credited, and a refusal beside the form with nothing writt
 
 from __future__ import annotations
 
+import io
 import re
 from decimal import Decimal
 
 import httpx
 import pytest
+from pypdf import PdfReader
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -115,3 +117,31 @@ async def test_a_refused_credit_note_is_shown_beside_the_form_and_writes_nothing
         )
         assert refused.status_code == 422 and message in refused.text, (form, refused.text[-3000:])
     assert await notes(session) == []
+
+
+async def test_each_credit_note_on_the_invoice_page_opens_its_pdf(
+    client: httpx.AsyncClient, invoice: str, session: AsyncSession
+) -> None:
+    await sign_in(client, "fin@example.com", PASSWORD)
+    page = await client.get(f"/console/invoices/{invoice}")
+    form = {"scope": "amount", "amount": "5.00", "reason": "DUPLICATE", "method": "CREDIT"}
+    review = await client.post(
+        f"/console/invoices/{invoice}/credit-notes/review", data={**credit_form(page.text, invoice), **form}
+    )
+    done = await client.post(f"/console/invoices/{invoice}/credit-notes", data=hidden_fields(review.text))
+    shown = await client.get(done.headers["location"])
+    link = re.search(
+        r'CN-000001 <a class="pdf-link" href="(/console/credit-notes/[0-9a-f-]{36}/pdf)">PDF</a>', shown.text
+    )
+    assert link is not None, shown.text
+    pdf = await client.get(link.group(1))
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert pdf.headers["content-disposition"] == 'inline; filename="CN-000001-en.pdf"'
+    text_of = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
+    assert "Credit note" in text_of and "CN-000001" in text_of and invoice in text_of and "$5.00" in text_of
+    for bad in (
+        "/console/credit-notes/nope/pdf",
+        f"/console/credit-notes/{'9' * 3000}/pdf",
+        "/console/credit-notes/00000000-0000-0000-0000-000000000000/pdf",
+    ):
+        assert (await client.get(bad)).status_code == 404

@@ -4,6 +4,7 @@ sends a ``REFUND`` note's money back to the card through Stripe.
 
 A note's row never changes but for its status (a refund's progress); its lines never change. The
 refund outbox is written in the note's own transaction, so no refund is ever forgotten.
+``credit_note_documents`` keeps each note's PDF per locale as first rendered, never rewritten.
 
 Revision ID: 0030
 Revises: 0029
@@ -108,9 +109,23 @@ def upgrade() -> None:
         "CREATE TRIGGER credit_note_lines_immutable BEFORE UPDATE OR DELETE ON credit_note_lines "
         "FOR EACH ROW EXECUTE FUNCTION tally_refuse_change()"
     )
+    op.create_table(
+        "credit_note_documents",
+        sa.Column("credit_note_id", UUID(as_uuid=True), sa.ForeignKey("credit_notes.id"), primary_key=True),
+        sa.Column("locale", sa.Text, primary_key=True),
+        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("pdf", sa.LargeBinary, nullable=False),
+        sa.Column("rendered_at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("locale IN ('en', 'fr', 'de', 'es')", name="credit_note_documents_locale"),
+    )
+    op.execute(
+        "CREATE TRIGGER credit_note_documents_immutable BEFORE UPDATE OR DELETE ON credit_note_documents "
+        "FOR EACH ROW EXECUTE FUNCTION tally_refuse_change()"
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("credit_note_documents")
     op.drop_table("refund_outbox")
     op.drop_table("credit_note_lines")
     op.drop_table("credit_notes")

@@ -23,6 +23,7 @@ from billing.invoices.document import build_document
 from billing.invoices.locales import LABELS, UnknownLocale
 from billing.invoices.render import TEMPLATES, render_pdf
 from billing.invoices.service import invoice_pdf
+from billing.models import CREDIT_NOTE_METHODS, CREDIT_NOTE_REASONS
 from customers.billing_details import SUPPORTED_LOCALES
 from ledger.money import to_major
 from tests.billing.invoices.support import FEB_28, SELLER, tiered_invoice
@@ -193,7 +194,9 @@ def test_every_label_exists_in_every_locale_and_the_template_uses_no_other() -> 
     for locale, labels in LABELS.items():
         assert set(labels) == keys, f"{locale}: missing {keys - set(labels)}, extra {set(labels) - keys}"
         assert all(value.strip() for value in labels.values()), locale
-    source = (TEMPLATES / "invoice.html").read_text()
-    used = set(re.findall(r"\bt\.([a-z_]+)", source))
-    assert used and used <= keys, used - keys
+    for template in ("invoice.html", "credit_note.html", "_parties.html"):
+        used = set(re.findall(r"\bt\.([a-z_]+)", (TEMPLATES / template).read_text()))
+        assert used and used <= keys, (template, used - keys)
     assert {f"status_{status}" for status in ("issued", "paid", "void", "uncollectible")} <= keys
+    assert {f"reason_{reason}" for reason in CREDIT_NOTE_REASONS} <= keys
+    assert {f"settled_{method.lower()}" for method in CREDIT_NOTE_METHODS} <= keys
