@@ -53,7 +53,7 @@ AttachmentsFor = Callable[[AsyncSession, EmailMessage], Awaitable[list[Attachmen
 
 
 async def no_attachments(session: AsyncSession, message: EmailMessage) -> list[Attachment]:
-    """Until documents are wired in, messages go without attachments."""
+    """No documents: a delivery built without the app's documents (app.email.documents_for)."""
     return []
 
 

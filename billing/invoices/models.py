@@ -10,14 +10,17 @@ from sqlmodel import Field, SQLModel
 
 
 class StoredDocument(SQLModel, table=True):
-    """A rendered PDF, once per (invoice, kind, locale): written on first request and never
-    rewritten, so every later download is byte for byte the document first sent."""
+    """A rendered PDF, once per (invoice, kind, locale, payment status): written on first request
+    and never rewritten, so every later download is byte for byte the document first sent with
+    that status (the invoice's lines and totals never change; only its status moves on, and a
+    paid invoice's document says paid)."""
 
     __tablename__ = "invoice_documents"
 
     invoice_id: uuid.UUID = Field(sa_column=Column(ForeignKey("invoices.id"), primary_key=True))
     kind: str = Field(sa_column=Column(Text, primary_key=True))
     locale: str = Field(sa_column=Column(Text, primary_key=True))
+    status: str = Field(sa_column=Column(Text, primary_key=True))
     sha256: str = Field(sa_column=Column(String(64), nullable=False))
     pdf: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     rendered_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -13,18 +13,21 @@ from billing.models import PaymentAttempt
 
 
 async def stored_document(
-    session: AsyncSession, invoice_id: uuid.UUID, kind: str, locale: str
+    session: AsyncSession, invoice_id: uuid.UUID, kind: str, locale: str, status: str
 ) -> StoredDocument | None:
     found = await session.exec(
         select(StoredDocument).where(
-            StoredDocument.invoice_id == invoice_id, StoredDocument.kind == kind, StoredDocument.locale == locale
+            StoredDocument.invoice_id == invoice_id,
+            StoredDocument.kind == kind,
+            StoredDocument.locale == locale,
+            StoredDocument.status == status,
         )
     )
     return found.first()
 
 
 async def store_document(session: AsyncSession, document: StoredDocument) -> None:
-    """Keep the first document stored for its (invoice, kind, locale): a concurrent render that
+    """Keep the first document stored for its (invoice, kind, locale, status): a concurrent render that
     lost the race writes nothing, and its caller reads the winner's bytes."""
     await session.execute(
         insert(StoredDocument)
@@ -32,11 +35,12 @@ async def store_document(session: AsyncSession, document: StoredDocument) -> Non
             invoice_id=document.invoice_id,
             kind=document.kind,
             locale=document.locale,
+            status=document.status,
             sha256=document.sha256,
             pdf=document.pdf,
             rendered_at=document.rendered_at,
         )
-        .on_conflict_do_nothing(index_elements=["invoice_id", "kind", "locale"])
+        .on_conflict_do_nothing(index_elements=["invoice_id", "kind", "locale", "status"])
     )
 
 

@@ -47,7 +47,7 @@ async def invoice_pdf(
     and stored (the caller commits). Two first requests at once store one document: the second
     insert does nothing and both return the stored bytes."""
     document = await build_document(session, invoice_id, seller=seller, locale=locale)
-    stored = await repository.stored_document(session, invoice_id, INVOICE, document.locale)
+    stored = await repository.stored_document(session, invoice_id, INVOICE, document.locale, document.status)
     if stored is None:
         pdf = await asyncio.to_thread(render_pdf, document)  # seconds of CPU: off the event loop
         await repository.store_document(
@@ -56,12 +56,13 @@ async def invoice_pdf(
                 invoice_id=invoice_id,
                 kind=INVOICE,
                 locale=document.locale,
+                status=document.status,
                 sha256=hashlib.sha256(pdf).hexdigest(),
                 pdf=pdf,
                 rendered_at=as_of,
             ),
         )
-        stored = await repository.stored_document(session, invoice_id, INVOICE, document.locale)
+        stored = await repository.stored_document(session, invoice_id, INVOICE, document.locale, document.status)
         assert stored is not None
     return InvoicePdf(document.number, document.locale, stored.sha256, stored.pdf)
 

@@ -29,6 +29,8 @@ def upgrade() -> None:
         sa.Column("invoice_id", UUID(as_uuid=True), sa.ForeignKey("invoices.id"), primary_key=True),
         sa.Column("kind", sa.Text(), primary_key=True),
         sa.Column("locale", sa.Text(), primary_key=True),
+        # The payment status the document shows: a paid invoice gets a document of its own.
+        sa.Column("status", sa.Text(), primary_key=True),
         sa.Column("sha256", sa.String(64), nullable=False),
         sa.Column("pdf", sa.LargeBinary(), nullable=False),
         sa.Column("rendered_at", sa.DateTime(timezone=True), nullable=False),
