@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.settings import Settings
+from billing import repository as billing_repository
 from billing import service as billing
 from billing.invoices.document import build_document
 from billing.invoices.locales import LABELS, UnknownLocale
@@ -200,3 +201,24 @@ def test_every_label_exists_in_every_locale_and_the_template_uses_no_other() -> 
     assert {f"status_{status}" for status in ("issued", "paid", "void", "uncollectible")} <= keys
     assert {f"reason_{reason}" for reason in CREDIT_NOTE_REASONS} <= keys
     assert {f"settled_{method.lower()}" for method in CREDIT_NOTE_METHODS} <= keys
+
+
+async def test_a_paid_invoice_gets_a_document_that_says_paid_and_the_first_one_is_kept(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    """The stored PDF is kept per payment status: the one sent at issue still says it awaited
+    payment, a download after payment says paid (lines and totals identical)."""
+    invoice = await tiered_invoice(session, sessions, settings)
+    issued = await invoice_pdf(session, invoice.id, seller=SELLER, as_of=NOW, locale="en")
+    await session.commit()
+    await billing_repository.mark_paid(session, invoice.id)
+    await session.commit()
+    async with sessions() as request:  # a later download, in a request of its own
+        paid = await invoice_pdf(request, invoice.id, seller=SELLER, as_of=NOW, locale="en")
+        await request.commit()
+    labels = LABELS["en"]
+    assert labels["status_issued"] in pdf_text(issued.pdf) and labels["status_paid"] not in pdf_text(issued.pdf)
+    assert labels["status_paid"] in pdf_text(paid.pdf)
+    assert paid.sha256 != issued.sha256
+    stored = await session.execute(text("SELECT status FROM invoice_documents ORDER BY status"))
+    assert [row[0] for row in stored] == ["issued", "paid"]
