@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from html import escape
 
@@ -168,20 +169,32 @@ async def viewer_pdf(
     return pdf
 
 
-@router.get("/v1/invoices/{invoice_id}/pdf", summary="An invoice's PDF (staff, or the invoice's own customer)")
-async def invoice_pdf(request: Request, invoice_id: str, session: SessionDep, locale: str | None = None) -> Response:
+ViewerPdf = Callable[[AsyncSession, Settings, Viewer, uuid.UUID, str | None], Awaitable[documents.InvoicePdf]]
+
+
+async def _download(
+    request: Request, raw_id: str, session: AsyncSession, locale: str | None, find: ViewerPdf, what: str
+) -> Response:
+    """A document's PDF for the signed-in viewer: 404 for a malformed id or one they may not see,
+    422 for an unknown locale."""
     viewer = await authenticate(request, session)
+    not_found = HTTPException(404, detail={"code": "NOT_FOUND", "message": f"no such {what}"})
     try:
-        found = uuid.UUID(invoice_id)
+        found = uuid.UUID(raw_id)
     except ValueError:
-        raise HTTPException(404, detail={"code": "NOT_FOUND", "message": "no such invoice"}) from None
+        raise not_found from None
     try:
-        pdf = await viewer_pdf(session, request.app.state.settings, viewer, found, locale)
+        pdf = await find(session, request.app.state.settings, viewer, found, locale)
     except UnknownLocale as error:
         raise HTTPException(422, detail={"code": error.code, "field": error.field, "message": error.message}) from None
     except InvoiceNotFound:
-        raise HTTPException(404, detail={"code": "NOT_FOUND", "message": "no such invoice"}) from None
+        raise not_found from None
     return pdf_response(pdf, download=True)
+
+
+@router.get("/v1/invoices/{invoice_id}/pdf", summary="An invoice's PDF (staff, or the invoice's own customer)")
+async def invoice_pdf(request: Request, invoice_id: str, session: SessionDep, locale: str | None = None) -> Response:
+    return await _download(request, invoice_id, session, locale, viewer_pdf, "invoice")
 
 
 async def viewer_credit_note_pdf(
@@ -202,15 +215,4 @@ async def viewer_credit_note_pdf(
 
 @router.get("/v1/credit-notes/{note_id}/pdf", summary="A credit note's PDF (staff, or the note's own customer)")
 async def credit_note_pdf(request: Request, note_id: str, session: SessionDep, locale: str | None = None) -> Response:
-    viewer = await authenticate(request, session)
-    try:
-        found = uuid.UUID(note_id)
-    except ValueError:
-        raise HTTPException(404, detail={"code": "NOT_FOUND", "message": "no such credit note"}) from None
-    try:
-        pdf = await viewer_credit_note_pdf(session, request.app.state.settings, viewer, found, locale)
-    except UnknownLocale as error:
-        raise HTTPException(422, detail={"code": error.code, "field": error.field, "message": error.message}) from None
-    except InvoiceNotFound:
-        raise HTTPException(404, detail={"code": "NOT_FOUND", "message": "no such credit note"}) from None
-    return pdf_response(pdf, download=True)
+    return await _download(request, note_id, session, locale, viewer_credit_note_pdf, "credit note")

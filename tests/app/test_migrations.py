@@ -47,9 +47,9 @@ QUERY_ONLY_INDEXES = {
 }
 
 
-def test_migrated_schema_matches_the_models(template_url: str) -> None:
+def test_migrated_schema_matches_the_models(idle_template_url: str) -> None:
     assert MODEL_MODULES
-    engine = create_engine(sqlalchemy_url(template_url))
+    engine = create_engine(sqlalchemy_url(idle_template_url))
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
     engine.dispose()
@@ -93,9 +93,9 @@ def test_upgrade_downgrade_to_0017_and_upgrade_again(server_url: str) -> None:
         admin_execute(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def test_kind_constraints_allow_every_kind_the_code_writes(template_url: str) -> None:
+def test_kind_constraints_allow_every_kind_the_code_writes(idle_template_url: str) -> None:
     """Each slice recreated these constraints from its own list: the merged one must hold them all."""
-    with psycopg.connect(template_url) as connection:
+    with psycopg.connect(idle_template_url) as connection:
         definitions = dict(
             connection.execute(
                 "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
