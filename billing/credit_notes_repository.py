@@ -15,9 +15,10 @@ from billing.models import CreditNote, CreditNoteLine, RefundOutbox, StripePayme
 
 #: What is still to collect of an invoice ``i``: its amount due less what ``REDUCE_DUE`` credit
 #: notes took off it. The collection outbox charges this, and a payment must match it.
+# A bigint like the amounts it is read beside (sum() of bigints is numeric).
 STILL_DUE = (
     "(i.amount_due - coalesce((SELECT sum(n.amount) FROM credit_notes n "
-    "WHERE n.invoice_id = i.id AND n.method = 'REDUCE_DUE'), 0))"
+    "WHERE n.invoice_id = i.id AND n.method = 'REDUCE_DUE'), 0))::bigint"
 )
 
 
