@@ -39,7 +39,11 @@ BODY_READ_TIMEOUT_SECONDS = 3
 SLOW_UPLOADS = 25  # more than the pool's 20 connections
 FLOODERS = 8
 FLOOD_SECONDS = 20.0
-ENTITLEMENT_P99_MS = 10.0
+# A starvation bound, not a latency target: argon2 hashing for unknown emails once held the
+# event loop for seconds under such a flood. Its p99 (about 3 ms here when the machine is quiet,
+# printed by the test) is a benchmark's business: with the rest of the suite's servers and jobs
+# on two cores it varies from 5 to 15 ms, which a timed test cannot tell from a regression.
+ENTITLEMENT_P99_MS = 100.0
 
 
 @dataclass(frozen=True)
