@@ -5,13 +5,43 @@ more. What a message says is fixed here, from the invoice as issued."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.models import CreditNote, Invoice
-from notifications.service import Email, enqueue, prepare
+from customers.billing_details import billing_details_of
+from customers.models import Customer
+from ledger.errors import NotFound
+from notifications import repository
+from notifications import service as outbox
+from notifications.models import EmailMessage
+from notifications.service import NO_SUCH_MESSAGE, Addressee, Email
+
+
+async def addressee_of(session: AsyncSession, customer_id: uuid.UUID) -> Addressee:
+    """Whom the customer's messages go to now: their invoice emails, in their locale."""
+    customer = await session.get(Customer, customer_id)
+    if customer is None:
+        raise NotFound("no such customer", field="customerId")
+    details = billing_details_of(customer)
+    return Addressee(tuple(details.invoice_emails), details.locale, details.addressee)
+
+
+async def enqueue(session: AsyncSession, email: Email, *, as_of: datetime) -> uuid.UUID | None:
+    """Queue ``email`` to its customer as addressed now, in the caller's transaction."""
+    return await outbox.enqueue(session, email, await addressee_of(session, email.customer_id), as_of=as_of)
+
+
+async def resend(session: AsyncSession, message_id: uuid.UUID, *, as_of: datetime) -> EmailMessage:
+    """Send a message again to its customer's invoice emails and locale as they are now (see
+    ``notifications.service.resend``)."""
+    found = await repository.by_ids(session, [message_id])
+    if not found:
+        raise NotFound(NO_SUCH_MESSAGE, field="id")
+    return await outbox.resend(session, message_id, await addressee_of(session, found[0].customer_id), as_of=as_of)
 
 
 def _refs(invoice: Invoice) -> dict[str, object]:
@@ -35,7 +65,7 @@ async def invoice_issued(session: AsyncSession, row: dict[str, Any], *, as_of: d
     }
     refs = {"invoice_id": str(row["id"])}
     email = Email(f"invoice-issued:{row['id']}", "invoice_issued", row["customer_id"], refs, content)
-    return await prepare(session, email, as_of=as_of)
+    return outbox.prepare(email, await addressee_of(session, email.customer_id), as_of=as_of)
 
 
 async def payment_failed(

@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Column, DateTime, ForeignKey, Index, Integer, Text, text
+from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, ForeignKey, Index, Integer, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlmodel import Field, SQLModel
 
@@ -52,3 +52,40 @@ class EmailMessage(SQLModel, table=True):
     resend_of: uuid.UUID | None = Field(default=None, sa_column=Column(ForeignKey("email_messages.id")))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     sent_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class WebhookEvent(SQLModel, table=True):
+    """One thing that happened, told to the product by outbound webhooks
+    (``notifications.webhook_events``). ``data`` holds the resource as the GraphQL type of the same
+    name shows it (camelCase fields), fixed when it happened; ``resource_version`` counts the
+    resource's events (1, 2…), so a receiver can tell the newest of two that arrive out of order."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        CheckConstraint("resource_version > 0", name="webhook_events_version"),
+        Index("webhook_events_waiting", "created_at", postgresql_where=text("fanned_out_at IS NULL")),
+        Index("webhook_events_created", "created_at", "id"),
+        Index("webhook_events_customer", "customer_id", "created_at"),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    event_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    type: str = Field(sa_column=Column(Text, nullable=False))
+    api_version: str = Field(sa_column=Column(Text, nullable=False))
+    customer_id: uuid.UUID | None = Field(default=None, sa_column=Column(ForeignKey("customers.id")))
+    resource_type: str = Field(sa_column=Column(Text, nullable=False))
+    resource_id: str = Field(sa_column=Column(Text, nullable=False))
+    resource_version: int = Field(sa_column=Column(BigInteger, nullable=False))
+    data: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    fanned_out_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class WebhookResourceVersion(SQLModel, table=True):
+    """The count of events told of one resource so far: the next event's version is one more."""
+
+    __tablename__ = "webhook_resource_versions"
+
+    resource_type: str = Field(sa_column=Column(Text, primary_key=True))
+    resource_id: str = Field(sa_column=Column(Text, primary_key=True))
+    version: int = Field(sa_column=Column(BigInteger, nullable=False))

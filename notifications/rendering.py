@@ -19,11 +19,11 @@ from babel.dates import format_date
 from babel.numbers import format_currency
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from customers.billing_details import SUPPORTED_LOCALES
 from ledger.money import to_major
 
 LINE_BREAKS = re.compile(r"[ \t\r\n\v\f\u2028\u2029\x85]+")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATE_LOCALES = tuple(sorted(path.name for path in TEMPLATES.iterdir() if path.is_dir()))
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def _environment(locale: str) -> Environment:
     return environment
 
 
-ENVIRONMENTS = {locale: _environment(locale) for locale in SUPPORTED_LOCALES}
+ENVIRONMENTS = {locale: _environment(locale) for locale in TEMPLATE_LOCALES}
 
 
 def render(kind: str, locale: str, content: dict[str, Any]) -> Rendered:

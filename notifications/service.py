@@ -18,8 +18,6 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from customers.billing_details import billing_details_of
-from customers.models import Customer
 from ledger.errors import InvalidInput, NotFound
 from notifications import repository
 from notifications.models import EMAIL_KINDS, EMAIL_STATUSES, EmailMessage
@@ -41,34 +39,40 @@ class Email:
     content: dict[str, Any]
 
 
-async def enqueue(session: AsyncSession, email: Email, *, as_of: datetime) -> uuid.UUID | None:
-    """Queue ``email`` to the customer's invoice emails, in their locale, in the caller's
-    transaction; its id, or None when its key was queued before. The caller commits."""
-    return await repository.insert(session, await prepare(session, email, as_of=as_of))
+@dataclass(frozen=True)
+class Addressee:
+    """Whom a customer's messages go to, as the caller read it from the customer: their invoice
+    emails, their locale (one of ``rendering.TEMPLATE_LOCALES``) and the name a message greets."""
+
+    recipients: tuple[str, ...]
+    locale: str
+    name: str
 
 
-async def prepare(
-    session: AsyncSession, email: Email, *, as_of: datetime, resend_of: uuid.UUID | None = None
+async def enqueue(session: AsyncSession, email: Email, addressee: Addressee, *, as_of: datetime) -> uuid.UUID | None:
+    """Queue ``email`` to ``addressee``, in the caller's transaction; its id, or None when its key
+    was queued before. The caller commits."""
+    return await repository.insert(session, prepare(email, addressee, as_of=as_of))
+
+
+def prepare(
+    email: Email, addressee: Addressee, *, as_of: datetime, resend_of: uuid.UUID | None = None
 ) -> dict[str, Any]:
-    """The outbox row of ``email`` (``refs`` and ``content`` as JSON text), addressed to the
-    customer's invoice emails as they are now, for a caller that writes it in a statement of its
-    own (the invoice's, which adds the invoice number)."""
+    """The outbox row of ``email`` (``refs`` and ``content`` as JSON text), addressed to
+    ``addressee``, for a caller that writes it in a statement of its own (the invoice's, which adds
+    the invoice number)."""
     if email.kind not in EMAIL_KINDS:
         raise ValueError(f"unknown email kind {email.kind!r}")
-    customer = await session.get(Customer, email.customer_id)
-    if customer is None:
-        raise NotFound("no such customer", field="customerId")
-    details = billing_details_of(customer)
-    recipients = list(details.invoice_emails)
+    recipients = list(addressee.recipients)
     return {
         "id": uuid.uuid4(),
         "message_key": email.key,
         "kind": email.kind,
         "customer_id": email.customer_id,
         "recipients": recipients,
-        "locale": details.locale,
+        "locale": addressee.locale,
         "refs": json.dumps(email.refs),
-        "content": json.dumps({"customer_name": details.addressee, **email.content}),
+        "content": json.dumps({"customer_name": addressee.name, **email.content}),
         "status": "pending" if recipients else "skipped",
         "last_error": None if recipients else NO_RECIPIENTS,
         "resend_of": resend_of,
@@ -76,10 +80,12 @@ async def prepare(
     }
 
 
-async def resend(session: AsyncSession, message_id: uuid.UUID, *, as_of: datetime) -> EmailMessage:
-    """Send a message again as a new message (key ``<key>:resend:<n>``) to the customer's invoice
-    emails and locale as they are now (the usual reason to resend is a corrected address), with the
-    same content. The original stays as it was: its history is kept. A resend still waiting to be
+async def resend(
+    session: AsyncSession, message_id: uuid.UUID, addressee: Addressee, *, as_of: datetime
+) -> EmailMessage:
+    """Send a message again as a new message (key ``<key>:resend:<n>``) to ``addressee``: the
+    customer's invoice emails and locale as they are now (the usual reason to resend is a corrected
+    address), with the same content. The original stays as it was: its history is kept. A resend still waiting to be
     sent is returned instead of queuing another, so a double click sends one. The caller commits."""
     original = await repository.message_for_update(session, message_id)
     if original is None:
@@ -92,7 +98,7 @@ async def resend(session: AsyncSession, message_id: uuid.UUID, *, as_of: datetim
         return waiting
     number = await repository.resend_count(session, root.id) + 1
     email = Email(f"{root.message_key}:resend:{number}", root.kind, root.customer_id, root.refs, root.content)
-    created = await repository.insert(session, await prepare(session, email, as_of=as_of, resend_of=root.id))
+    created = await repository.insert(session, prepare(email, addressee, as_of=as_of, resend_of=root.id))
     assert created is not None  # the root's lock makes the number this transaction's own
     [message] = await repository.by_ids(session, [created])
     return message

@@ -16,6 +16,7 @@ from app.api.customers import Customer
 from app.api.permissions import requires
 from app.api.scope import load_visible_customer
 from app.auth import Capability
+from billing import emails
 from ledger.errors import NotFound
 from notifications import service as notifications
 from notifications.models import EmailMessage
@@ -166,7 +167,7 @@ class NotificationsMutation:
         context = info.context
 
         async def resend() -> EmailMessage:
-            return await notifications.resend(context.session, _message_id(input.id, "id"), as_of=context.now())
+            return await emails.resend(context.session, _message_id(input.id, "id"), as_of=context.now())
 
         row, errors = await run_mutation(info, resend)
         return ResendEmailPayload(message=EmailMessageRow.from_model(row) if row else None, user_errors=errors)

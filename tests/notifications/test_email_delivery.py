@@ -30,7 +30,8 @@ from notifications import repository as outbox
 from notifications import sender as sender_module
 from notifications.models import EmailMessage
 from notifications.sender import Attachment, message_id
-from notifications.service import Email, enqueue, resend
+from billing.emails import enqueue, resend
+from notifications.service import Email
 from tests.billing.scenario import JAN_31, invoices_of, subscribe
 from tests.conftest import now
 from tests.notifications.conftest import SmtpFixture, free_port
