@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 
@@ -153,38 +154,52 @@ async def hosted_invoice_pdf(request: Request, token: str, session: SessionDep, 
     return pdf_response(pdf, download=False)
 
 
+@dataclass(frozen=True)
+class DocumentKind:
+    """A kind of document a signed-in viewer may download: whose it is, and how it is rendered."""
+
+    what: str
+    field: str
+    customer_of: Callable[[AsyncSession, uuid.UUID], Awaitable[uuid.UUID | None]]
+    render: Callable[..., Awaitable[documents.InvoicePdf]]
+
+
+INVOICE = DocumentKind("invoice", "invoiceId", documents.invoice_customer, documents.invoice_pdf)
+CREDIT_NOTE = DocumentKind("credit note", "creditNoteId", documents.credit_note_customer, documents.credit_note_pdf)
+
+
 async def viewer_pdf(
-    session: AsyncSession, settings: Settings, viewer: Viewer, invoice_id: uuid.UUID, locale: str | None
+    session: AsyncSession,
+    settings: Settings,
+    viewer: Viewer,
+    kind: DocumentKind,
+    document_id: uuid.UUID,
+    locale: str | None,
 ) -> documents.InvoicePdf:
-    """The PDF for a signed-in viewer: staff, or the invoice's own customer (anyone else: not found)."""
+    """The PDF for a signed-in viewer: staff, or the document's own customer (anyone else: not found)."""
     if locale is not None:
         check_locale(locale)
-    customer_id = await documents.invoice_customer(session, invoice_id)
+    customer_id = await kind.customer_of(session, document_id)
     if customer_id is None or not viewer.can(Capability.READ_INVOICES) or not may_see(viewer, customer_id):
-        raise InvoiceNotFound(f"no invoice {invoice_id}", field="invoiceId")
-    pdf = await documents.invoice_pdf(
-        session, invoice_id, seller=seller_of(settings), as_of=datetime.now(UTC), locale=locale
-    )
+        raise InvoiceNotFound(f"no {kind.what} {document_id}", field=kind.field)
+    pdf = await kind.render(session, document_id, seller=seller_of(settings), as_of=datetime.now(UTC), locale=locale)
     await session.commit()
     return pdf
 
 
-ViewerPdf = Callable[[AsyncSession, Settings, Viewer, uuid.UUID, str | None], Awaitable[documents.InvoicePdf]]
-
-
 async def _download(
-    request: Request, raw_id: str, session: AsyncSession, locale: str | None, find: ViewerPdf, what: str
+    request: Request, raw_id: str, session: AsyncSession, locale: str | None, kind: DocumentKind
 ) -> Response:
     """A document's PDF for the signed-in viewer: 404 for a malformed id or one they may not see,
     422 for an unknown locale."""
     viewer = await authenticate(request, session)
-    not_found = HTTPException(404, detail={"code": "NOT_FOUND", "message": f"no such {what}"})
+    not_found = HTTPException(404, detail={"code": "NOT_FOUND", "message": f"no such {kind.what}"})
     try:
         found = uuid.UUID(raw_id)
     except ValueError:
         raise not_found from None
     try:
-        pdf = await find(session, request.app.state.settings, viewer, found, locale)
+        pdf = await viewer_pdf(session, request.app.state.settings, viewer, kind, found, locale)
     except UnknownLocale as error:
         raise HTTPException(422, detail={"code": error.code, "field": error.field, "message": error.message}) from None
     except InvoiceNotFound:
@@ -194,25 +209,9 @@ async def _download(
 
 @router.get("/v1/invoices/{invoice_id}/pdf", summary="An invoice's PDF (staff, or the invoice's own customer)")
 async def invoice_pdf(request: Request, invoice_id: str, session: SessionDep, locale: str | None = None) -> Response:
-    return await _download(request, invoice_id, session, locale, viewer_pdf, "invoice")
-
-
-async def viewer_credit_note_pdf(
-    session: AsyncSession, settings: Settings, viewer: Viewer, note_id: uuid.UUID, locale: str | None
-) -> documents.InvoicePdf:
-    """A credit note's PDF for staff, or the note's own customer (anyone else: not found)."""
-    if locale is not None:
-        check_locale(locale)
-    customer_id = await documents.credit_note_customer(session, note_id)
-    if customer_id is None or not viewer.can(Capability.READ_INVOICES) or not may_see(viewer, customer_id):
-        raise InvoiceNotFound(f"no credit note {note_id}", field="creditNoteId")
-    pdf = await documents.credit_note_pdf(
-        session, note_id, seller=seller_of(settings), as_of=datetime.now(UTC), locale=locale
-    )
-    await session.commit()
-    return pdf
+    return await _download(request, invoice_id, session, locale, INVOICE)
 
 
 @router.get("/v1/credit-notes/{note_id}/pdf", summary="A credit note's PDF (staff, or the note's own customer)")
 async def credit_note_pdf(request: Request, note_id: str, session: SessionDep, locale: str | None = None) -> Response:
-    return await _download(request, note_id, session, locale, viewer_credit_note_pdf, "credit note")
+    return await _download(request, note_id, session, locale, CREDIT_NOTE)

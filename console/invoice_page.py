@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
-from app.invoice_documents import InvoiceNotFound, pdf_response, viewer_credit_note_pdf, viewer_pdf
+from app.invoice_documents import CREDIT_NOTE, INVOICE, InvoiceNotFound, pdf_response, viewer_pdf
 from console.billing import field_errors, invoice_reference
 from console.routes import ContextDep, query, render
 
@@ -172,7 +172,9 @@ async def invoice_pdf(request: Request, context: ContextDep, reference: str) -> 
     if invoice is None or context.viewer is None:
         return render(request, "not_found.html", {"what": "invoice"}, status_code=404)
     try:
-        pdf = await viewer_pdf(context.session, context.settings, context.viewer, uuid.UUID(invoice["id"]), None)
+        pdf = await viewer_pdf(
+            context.session, context.settings, context.viewer, INVOICE, uuid.UUID(invoice["id"]), None
+        )
     except InvoiceNotFound:
         return render(request, "not_found.html", {"what": "invoice"}, status_code=404)
     return pdf_response(pdf, download=False)
@@ -185,7 +187,7 @@ async def credit_note_pdf(context: ContextDep, request: Request, note_id: str) -
         found = uuid.UUID(note_id)
         if context.viewer is None:
             raise InvoiceNotFound("not signed in", field="creditNoteId")
-        pdf = await viewer_credit_note_pdf(context.session, context.settings, context.viewer, found, None)
+        pdf = await viewer_pdf(context.session, context.settings, context.viewer, CREDIT_NOTE, found, None)
     except (ValueError, InvoiceNotFound):
         return render(request, "not_found.html", {"what": "credit note"}, status_code=404)
     return pdf_response(pdf, download=False)
