@@ -24,7 +24,7 @@ from billing.outbox import claim_next, collect
 from billing.reconciliation import last_reconciled_at, reconcile
 from billing.refunds import claim_next_refund, send_refund
 from billing.webhooks import Processing, process_next
-from ledger.grants import expire_grants
+from customers.credits import expire_grants
 from metering.service import ROLL_UP_LIMIT, roll_up, take_snapshot
 
 logger = logging.getLogger("tally.jobs")
