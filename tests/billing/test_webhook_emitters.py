@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
+from app.jobs import expire_credit_grants, tell_trial_endings
 from app.settings import Settings
 from billing.anomalies import Finding, raise_anomaly
 from billing.credit_notes import CreditNoteRequest, create_credit_note
@@ -24,6 +25,7 @@ from billing.finance import void_invoice
 from billing.payments import Attempt, Paid, record_outcome, settle_payment
 from billing.plan_changes import change_plan
 from billing.stripe_gateway import Charge
+from billing.trial_ends import TRIAL_END_REASON
 from customers import credits
 from customers.billing_detail_changes import BillingDetailsPatch, update_billing_details
 from customers.lifecycle import CANCEL, PAUSE, RESUME, UNPAUSE
@@ -196,7 +198,9 @@ async def test_a_credit_note_settled_as_credit_tells_the_note_and_the_grant(
     assert granted["data"]["source"] == "credit_note" and granted["data"]["amount"]["amount"] == "4.00"
 
 
-async def test_grants_and_their_expiry_are_told_once(session: AsyncSession, billing_catalog: None) -> None:
+async def test_grants_and_their_expiry_are_told_once(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], billing_catalog: None
+) -> None:
     customer_id = await subscribe(session, "acme", "basic", JAN_31)
     expires = JAN_31 + timedelta(days=10)
     for _ in range(2):  # a retried grant returns the first
@@ -219,9 +223,8 @@ async def test_grants_and_their_expiry_are_told_once(session: AsyncSession, bill
     assert (granted["data"]["status"], granted["data"]["priority"]) == ("ACTIVE", 5)
     assert granted["data"]["expiresAt"] == expires.isoformat()
 
-    for _ in range(2):  # the expiry job runs again
-        await credits.expire_grants(session, as_of=expires + timedelta(seconds=1))
-        await session.commit()
+    for _ in range(2):  # the periodic expiry job runs again
+        await expire_credit_grants(sessions, as_of=expires + timedelta(seconds=1))
     [expired] = await told(session, "credits.expired")
     assert expired["resource_id"] == granted["resource_id"] and expired["data"]["status"] == "EXPIRED"
     assert expired["resource_version"] == 2
@@ -252,11 +255,21 @@ async def test_an_anomaly_is_told_when_it_is_opened_only(session: AsyncSession, 
 
 
 LIFECYCLE_START = JAN_31
+NEEDS_CARD = """
+[[plans]]
+key = "needscard"
+name = "Needs card"
+currency = "USD"
+interval = "month"
+base_fee = "20.00"
+trial_days = 7
+trial_requires_payment_method = true
+"""
 
 
 @pytest.fixture
 async def lifecycle_catalog(session: AsyncSession) -> None:
-    await apply_catalog(session, lifecycle_support.CATALOG, as_of=LIFECYCLE_START - timedelta(days=30))
+    await apply_catalog(session, lifecycle_support.CATALOG + NEEDS_CARD, as_of=LIFECYCLE_START - timedelta(days=30))
     await session.commit()
 
 
@@ -300,15 +313,15 @@ async def test_lifecycle_requests_and_plan_changes_are_told_once_each(
     assert {e["customer_id"] for e in subscription_events} == {customer_id}
 
 
-async def test_a_trial_ending_is_told_once_three_days_ahead_and_again_when_extended(
-    session: AsyncSession, lifecycle_catalog: None
+async def test_a_trial_ending_is_told_once_three_days_ahead_by_the_periodic_job(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], lifecycle_catalog: None
 ) -> None:
     await lifecycle_support.subscribe(session, "acme", "hundred", LIFECYCLE_START, trial_days=14)
     trial_end = LIFECYCLE_START + timedelta(days=14)
     assert await announce_trial_endings(session, as_of=LIFECYCLE_START + timedelta(days=1)) == 0
-    assert await announce_trial_endings(session, as_of=trial_end - timedelta(days=2)) == 1
-    assert await announce_trial_endings(session, as_of=trial_end - timedelta(days=1)) == 0  # the job again
-    await session.commit()
+    await session.rollback()
+    assert await tell_trial_endings(sessions, as_of=trial_end - timedelta(days=2)) == 1
+    assert await tell_trial_endings(sessions, as_of=trial_end - timedelta(days=1)) == 0  # the job again
     [ending] = await told(session, "subscription.trial_ending")
     assert ending["data"]["trialEndsAt"] == trial_end.isoformat() and ending["data"]["inTrial"] is True
     assert ending["event_key"].endswith(f":{trial_end.isoformat()}")
@@ -318,3 +331,16 @@ async def test_a_trial_ending_is_told_once_three_days_ahead_and_again_when_exten
 def test_unknown_fields_are_caught() -> None:
     assert unknown_fields("Invoice", {"id": "1", "amount": {"amount": "1.00"}}) == ["Invoice.amount"]
     assert unknown_fields("Customer", {"billingDetails": {"address": {"zip": "1"}}}) == ["Address.zip"]
+
+
+async def test_tallys_own_cancel_at_a_trial_end_without_a_card_is_told_once(
+    session: AsyncSession, lifecycle_catalog: None
+) -> None:
+    customer_id = await lifecycle_support.subscribe(session, "nocard", "needscard", LIFECYCLE_START)
+    for days in (8, 9):  # the billing run again
+        await lifecycle_support.bill(session, customer_id, LIFECYCLE_START + timedelta(days=days))
+    [cancelled] = await told(session, "subscription.cancelled")
+    assert cancelled["customer_id"] == customer_id
+    assert cancelled["data"]["cancelReason"] == TRIAL_END_REASON
+    assert cancelled["data"]["cancelAt"] == (LIFECYCLE_START + timedelta(days=7)).isoformat()
+    assert cancelled["data"]["status"] == "CANCELED"
