@@ -159,7 +159,7 @@ async def test_each_failed_attempt_is_told_once_and_a_void_once(
         f"invoice.payment_failed:{invoice.id}:1",
         f"invoice.payment_failed:{invoice.id}:2",
     ]
-    assert {event["data"]["status"] for event in failures} == {"ISSUED"}
+    assert {(event["customer_id"], event["data"]["status"]) for event in failures} == {(customer_id, "ISSUED")}
 
     for _ in range(2):  # a retried void answers with the invoice as it is
         await void_invoice(
@@ -316,13 +316,14 @@ async def test_lifecycle_requests_and_plan_changes_are_told_once_each(
 async def test_a_trial_ending_is_told_once_three_days_ahead_by_the_periodic_job(
     session: AsyncSession, sessions: async_sessionmaker[AsyncSession], lifecycle_catalog: None
 ) -> None:
-    await lifecycle_support.subscribe(session, "acme", "hundred", LIFECYCLE_START, trial_days=14)
+    customer_id = await lifecycle_support.subscribe(session, "acme", "hundred", LIFECYCLE_START, trial_days=14)
     trial_end = LIFECYCLE_START + timedelta(days=14)
     assert await announce_trial_endings(session, as_of=LIFECYCLE_START + timedelta(days=1)) == 0
     await session.rollback()
     assert await tell_trial_endings(sessions, as_of=trial_end - timedelta(days=2)) == 1
     assert await tell_trial_endings(sessions, as_of=trial_end - timedelta(days=1)) == 0  # the job again
     [ending] = await told(session, "subscription.trial_ending")
+    assert ending["customer_id"] == customer_id
     assert ending["data"]["trialEndsAt"] == trial_end.isoformat() and ending["data"]["inTrial"] is True
     assert ending["event_key"].endswith(f":{trial_end.isoformat()}")
     assert await announce_trial_endings(session, as_of=trial_end + timedelta(seconds=1)) == 0
