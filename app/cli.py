@@ -547,7 +547,7 @@ def ledger_expire(
     as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 time (default: now).")] = None,
 ) -> None:
     """Post what remains of every credit grant past its expiry to breakage (safe to rerun)."""
-    from ledger.grants import expire_grants
+    from customers.credits import expire_grants
 
     moment = parse_as_of(as_of)
 

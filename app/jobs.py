@@ -24,7 +24,8 @@ from billing.outbox import claim_next, collect
 from billing.reconciliation import last_reconciled_at, reconcile
 from billing.refunds import claim_next_refund, send_refund
 from billing.webhooks import Processing, process_next
-from ledger.grants import expire_grants
+from customers.credits import expire_grants
+from customers.trials import announce_trial_endings
 from metering.service import ROLL_UP_LIMIT, roll_up, take_snapshot
 
 logger = logging.getLogger("tally.jobs")
@@ -46,6 +47,14 @@ async def expire_credit_grants(sessions: async_sessionmaker[AsyncSession], *, as
         expired = await expire_grants(session, as_of=as_of)
         await session.commit()
     return expired
+
+
+async def tell_trial_endings(sessions: async_sessionmaker[AsyncSession], *, as_of: datetime) -> int:
+    """``subscription.trial_ending`` for each trial ending within three days (once per trial end)."""
+    async with sessions() as session:
+        told = await announce_trial_endings(session, as_of=as_of)
+        await session.commit()
+    return told
 
 
 def dunning_schedule(settings: Settings) -> tuple[timedelta, ...]:
@@ -188,6 +197,7 @@ async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Set
             ("span pruning", lambda: prune_spans(sessions, settings, as_of=datetime.now(UTC))),
             ("metering snapshot", lambda: snapshot_metering(sessions, as_of=datetime.now(UTC))),
             ("credit expiry", lambda: expire_credit_grants(sessions, as_of=datetime.now(UTC))),
+            ("trial endings", lambda: tell_trial_endings(sessions, as_of=datetime.now(UTC))),
             ("billing run", lambda: run_billing(sessions, settings, as_of=datetime.now(UTC))),
             ("stripe events", lambda: process_stripe_events(sessions, settings, as_of=datetime.now(UTC))),
             ("collection", lambda: collect_invoices(sessions, settings, as_of=datetime.now(UTC))),

@@ -16,8 +16,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import anomaly_repository as repository
 from billing.models import ANOMALY_SEVERITIES, ANOMALY_STATUSES, Anomaly
+from billing.webhook_payloads import anomaly_data
 from ledger.errors import InvalidInput, NotFound
 from ledger.money import plain_decimal
+from notifications.webhook_events import Event, emit
 
 ANOMALY_KINDS = (
     "LEDGER_INVARIANT",
@@ -82,7 +84,9 @@ def percent(share: Decimal) -> str:
 
 
 async def raise_anomaly(session: AsyncSession, finding: Finding, *, as_of: datetime) -> bool:
-    """Store a finding unless it is already known; True when it is new."""
+    """Store a finding unless it is already known; True when it is new, and then (only then) the
+    product is told ``anomaly.opened``."""
+    anomaly_id = uuid.uuid4()
     row = await session.execute(
         text(
             "INSERT INTO anomalies (id, kind, customer_id, window_start, window_end, severity, summary, numbers, "
@@ -91,7 +95,7 @@ async def raise_anomaly(session: AsyncSession, finding: Finding, *, as_of: datet
             "ON CONFLICT (kind, customer_id, window_start) DO NOTHING RETURNING id"
         ),
         {
-            "id": uuid.uuid4(),
+            "id": anomaly_id,
             "kind": finding.kind,
             "customer_id": finding.customer_id,
             "window_start": finding.window_start,
@@ -102,7 +106,23 @@ async def raise_anomaly(session: AsyncSession, finding: Finding, *, as_of: datet
             "as_of": as_of,
         },
     )
-    return row.first() is not None
+    if row.first() is None:
+        return False
+    data = anomaly_data(
+        anomaly_id,
+        kind=finding.kind,
+        severity=finding.severity,
+        summary=finding.summary,
+        numbers=finding.numbers,
+        window_start=finding.window_start,
+        window_end=finding.window_end,
+        detected_at=as_of,
+    )
+    event = Event(
+        f"anomaly.opened:{anomaly_id}", "anomaly.opened", "Anomaly", str(anomaly_id), data, finding.customer_id
+    )
+    await emit(session, event, as_of=as_of)
+    return True
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,13 @@ from billing.models import Invoice, MinimumSpend, PrepaidCommitment
 from billing.one_off import MAX_REASON_LENGTH, check_key, check_text
 from customers import service as customers
 from customers.billing_details import billing_details_of
+from customers.credits import grant_credits
 from customers.errors import CustomerNotFound
 from customers.lifecycle import CANCELED, subscription_status
 from customers.models import Customer
 from customers.subscriptions import phases_of, version_on
 from ledger import repository as ledger_repository
 from ledger.errors import IdempotencyKeyReused, InvalidInput
-from ledger.grants import grant_credits
 from ledger.models import CreditGrant
 from ledger.money import normalize_currency, plain_decimal, to_major, to_minor_exact
 from pricing.service import plan_version

@@ -39,6 +39,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import collection_repository, emails, repository
 from billing import credit_notes_repository as notes_repository
+from billing.invoice_events import mark_paid
 from billing.invoicing import REVENUE_ACCOUNTS
 from billing.models import (
     CREDIT_NOTE_METHODS,
@@ -49,11 +50,13 @@ from billing.models import (
     InvoiceLine,
     RefundOutbox,
 )
+from billing.webhook_payloads import credit_note_data
 from customers import service as customers
+from customers.credits import grant_credits
 from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
-from ledger.grants import grant_credits
 from ledger.money import to_major, to_minor_exact
 from ledger.service import Entry, post_entry
+from notifications.webhook_events import Event, emit
 from pricing.tax import allocate
 
 MAX_NOTE_LENGTH = 1000
@@ -385,6 +388,11 @@ async def _write(
     await session.flush()
     session.add_all(lines)
     await emails.credit_note_issued(session, note, invoice, number=credit_note_number(note.number))
+    data = credit_note_data(note, invoice, number=credit_note_number(note.number))
+    told = Event(
+        f"credit_note.issued:{note.id}", "credit_note.issued", "CreditNote", str(note.id), data, note.customer_id
+    )
+    await emit(session, told, as_of=as_of)
     if payment_intent_id is not None:
         session.add(
             RefundOutbox(
@@ -401,7 +409,7 @@ async def _write(
         )
     if note.method == "REDUCE_DUE" and note.amount == still_due:
         # Nothing left to collect: settled as a payment settles it (dunning ends with it).
-        await repository.mark_paid(session, invoice.id)
+        await mark_paid(session, invoice, as_of=as_of)
         await collection_repository.settle_outbox(
             session, invoice.id, "collected", f"nothing left to collect: {credit_note_number(note.number)}"
         )

@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import collection_repository, credit_notes_repository, repository
+from billing.invoice_events import emit_invoice_event
 from billing.models import Invoice
 from ledger.errors import InvalidInput, NotFound
 from ledger.service import Entry, Leg, account, check_reason, claim, post, reverse_transaction, transaction_by_key
@@ -82,7 +83,8 @@ async def void_invoice(
     """Reverse what the invoice posted (its charge, and the credits it drew, which go back to
     their grants) and mark it void. A credit the invoice drew that has since expired or been voided
     makes the void refuse (the ledger says why). So does a credit note of it: the note already
-    reversed part of the invoice, and voiding would reverse that part twice."""
+    reversed part of the invoice, and voiding would reverse that part twice. Tells the product
+    ``invoice.voided``."""
     invoice, retried = await _open_invoice(
         session, invoice_id, closing_as="void", keys=(f"{idempotency_key}:charge", f"{idempotency_key}:credits")
     )
@@ -109,4 +111,7 @@ async def void_invoice(
             )
     await repository.set_invoice_status(session, invoice.id, "void")
     await collection_repository.settle_outbox(session, invoice.id, "failed", "voided")
+    await emit_invoice_event(
+        session, "invoice.voided", f"invoice.voided:{invoice.id}", invoice, status="void", as_of=as_of
+    )
     return await _reread(session, invoice.id)

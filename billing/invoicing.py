@@ -44,12 +44,13 @@ from billing.taxation import taxes_of
 from customers import repository as customers_repository
 from customers.billing_details import billing_details_of
 from customers.calendar import schedule_of
+from customers.credits import grant_credits
 from customers.lifecycle import ACTIVE, CANCELED, PAUSED, cancel_moment, status_on
 from customers.models import Subscription, SubscriptionPhase
 from customers.periods import BillingPeriod, BillingSchedule
 from customers.price_overrides import overrides_of
 from customers.subscriptions import PhasePart, phase_parts, version_on
-from ledger.grants import consume_credits, grant_credits
+from ledger.grants import consume_credits
 from ledger.money import plain_decimal, round_to_minor
 from ledger.service import Entry, post_entry
 from metering.events import canonical_json, loads_exact

@@ -19,6 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import collection_repository, credit_notes_repository, emails, repository
 from billing.anomalies import Finding, raise_anomaly
+from billing.invoice_events import emit_invoice_event, mark_paid
 from billing.models import Invoice, StripePayment
 from billing.stripe_gateway import Charge
 from customers import service as customers
@@ -62,7 +63,8 @@ async def record_outcome(
     undo a success. A success posts the payment and, with nothing else overdue, makes the
     customer ACTIVE; a failure of an unpaid invoice makes them PAST_DUE and schedules the next
     retry ``retry_after`` the first failure; when the last retry fails too, they are SUSPENDED.
-    Either way the customer is emailed (a receipt, or the failure and what happens next)."""
+    Either way the customer is emailed (a receipt, or the failure and what happens next) and the
+    product told (``invoice.paid``, or ``invoice.payment_failed`` once per attempt)."""
     if not await collection_repository.record_attempt(
         session, attempt.invoice_id, attempt.number, charged, as_of=as_of
     ):
@@ -91,6 +93,8 @@ async def record_outcome(
         await collection_repository.settle_outbox(session, attempt.invoice_id, "failed", charged.error)
         await customers.set_status(session, attempt.customer_id, "SUSPENDED")
     await emails.payment_failed(session, invoice, attempt.number, next_retry_at=retry_at, as_of=as_of)
+    key = f"invoice.payment_failed:{invoice.id}:{attempt.number}"
+    await emit_invoice_event(session, "invoice.payment_failed", key, invoice, status=invoice.status, as_of=as_of)
     return True
 
 
@@ -158,7 +162,7 @@ async def _post_payment(session: AsyncSession, invoice: Invoice, paid: Paid, *, 
         paid_at=paid.paid_at,
         ledger_transaction_id=transaction.id,
     )
-    await repository.mark_paid(session, invoice.id)
+    await mark_paid(session, invoice, as_of=as_of)
     return None
 
 

@@ -15,9 +15,11 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.models import Invoice, InvoiceLine, InvoiceTaxLine, RatedPeriod
+from billing.webhook_payloads import invoice_data
 from customers.models import Subscription
 from ledger.repository import driver_connection
 from metering.events import canonical_json
+from notifications.webhook_events import API_VERSION
 
 
 async def due_customers(session: AsyncSession, *, opening_by: datetime, closing_by: datetime) -> list[uuid.UUID]:
@@ -118,7 +120,9 @@ async def rated_periods_since(
 # rated periods and the billing cursor of its subscription (an invoice outside the periods names
 # none, or moves nothing), the invoice and its lines, the outbox row
 # when there is an amount to collect, the email telling the customer (``billing.emails``: its
-# content gets the number here), and the gapless number. The counter row stays locked until
+# content gets the number here), the ``invoice.issued`` webhook event (as
+# ``notifications.webhook_events.emit`` writes one: the invoice's first version, its data the
+# number too; the invoice is new, so its key is), and the gapless number. The counter row stays locked until
 # the transaction ends, so this is the last statement before the commit.
 WRITE_INVOICE = """
 WITH rated AS (
@@ -177,7 +181,20 @@ email AS (
          %(email_content)s::jsonb || jsonb_build_object('invoice_number', number.last_number),
          %(email_status)s, 0, %(email_created_at)s, %(email_last_error)s, %(email_created_at)s
   FROM number WHERE %(email_message_key)s::text IS NOT NULL
-  ON CONFLICT (message_key) DO NOTHING)
+  ON CONFLICT (message_key) DO NOTHING),
+event_version AS (
+  INSERT INTO webhook_resource_versions (resource_type, resource_id, version) VALUES ('Invoice', %(id)s::text, 1)
+  ON CONFLICT (resource_type, resource_id) DO UPDATE SET version = webhook_resource_versions.version + 1
+  RETURNING version),
+event AS (
+  INSERT INTO webhook_events (id, event_key, type, api_version, customer_id, resource_type, resource_id,
+                              resource_version, data, created_at)
+  SELECT %(event_id)s, 'invoice.issued:' || %(id)s::text, 'invoice.issued', %(event_api_version)s, %(customer_id)s,
+         'Invoice', %(id)s::text, event_version.version,
+         %(event_data)s::jsonb || jsonb_build_object('number', 'INV-' || lpad(number.last_number::text,
+                                                      greatest(6, length(number.last_number::text)), '0')),
+         %(issued_at)s
+  FROM number, event_version)
 SELECT number FROM invoice
 """
 
@@ -231,7 +248,8 @@ class InvoiceToWrite:
 
 
 async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:
-    """Write the invoice (queued for collection when something is due) and return its number."""
+    """Write the invoice (queued for collection when something is due, ``invoice.issued`` told)
+    and return its number."""
     await session.flush()  # the ledger's rows first: the number's lock is the last one taken
     lines, rated = written.lines, written.rated
     params = {
@@ -246,6 +264,9 @@ async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:
         "line_dimensions": [canonical_json(line["dimensions"]) for line in lines],
         **{f"tax_{column}": [line[column] for line in written.tax_lines] for column in TAX_LINE_COLUMNS},
         **{f"email_{column}": (written.email or {}).get(column) for column in EMAIL_COLUMNS},
+        "event_id": uuid.uuid4(),
+        "event_api_version": API_VERSION,
+        "event_data": Jsonb(invoice_data(written.invoice, number=None)),
     }
     connection = await driver_connection(session)
     cursor = await connection.execute(WRITE_INVOICE, params)
@@ -347,11 +368,14 @@ async def invoice_for_update(session: AsyncSession, invoice_id: uuid.UUID) -> In
     return (await session.exec(query.execution_options(populate_existing=True))).first()
 
 
-async def mark_paid(session: AsyncSession, invoice_id: uuid.UUID) -> None:
-    """The one change an issued invoice allows: its status (the immutability trigger checks)."""
-    await session.execute(
-        text("UPDATE invoices SET status = 'paid' WHERE id = :id AND status = 'issued'"), {"id": invoice_id}
+async def mark_paid(session: AsyncSession, invoice_id: uuid.UUID) -> bool:
+    """The one change an issued invoice allows: its status (the immutability trigger checks).
+    Whether it was issued, and is paid now."""
+    found = await session.execute(
+        text("UPDATE invoices SET status = 'paid' WHERE id = :id AND status = 'issued' RETURNING id"),
+        {"id": invoice_id},
     )
+    return found.first() is not None
 
 
 async def set_invoice_status(session: AsyncSession, invoice_id: uuid.UUID, status: str) -> None:

@@ -31,7 +31,9 @@ from customers.billing_details import SUPPORTED_LOCALES, TAX_EXEMPTIONS
 from customers.models import BillingDetailChange, Customer
 from customers.selection import lock_customer
 from customers.service import EMAIL_PATTERN
+from customers.webhook_payloads import customer_event
 from ledger.errors import InvalidFields, InvalidInput, LimitExceeded, TallyError
+from notifications.webhook_events import emit
 
 
 class Unset:
@@ -325,8 +327,9 @@ async def update_billing_details(
     as_of: datetime,
     dry_run: bool = False,
 ) -> BillingDetailsUpdate:
-    """Change the billing details a patch names and record the change; see the module's docstring.
-    ``dry_run`` checks and works out the same outcome and writes nothing."""
+    """Change the billing details a patch names, record the change and tell the product
+    (``customer.updated``, once per change); see the module's docstring. ``dry_run`` checks and
+    works out the same outcome and writes nothing."""
     customer = await lock_customer(session, customer_id)
     before = StoredDetails.of(customer)
     after = checked_details(before, patch)
@@ -346,6 +349,7 @@ async def update_billing_details(
     session.add(customer)
     session.add(change)
     await session.flush()
+    await emit(session, customer_event("customer.updated", f"customer.updated:{change.id}", customer), as_of=as_of)
     return BillingDetailsUpdate(customer, before, after, changed, change)
 
 

@@ -33,7 +33,9 @@ from customers.calendar import current_period
 from customers.errors import CustomerNotFound, InvalidInput
 from customers.models import Subscription, SubscriptionEvent, SubscriptionPhase
 from customers.selection import lock_subscription
+from customers.webhook_payloads import subscription_event
 from ledger.errors import IdempotencyKeyReused
+from notifications.webhook_events import emit
 from pricing.service import plan_version
 
 ACTIVE, PAUSED, CANCELED = "ACTIVE", "PAUSED", "CANCELED"
@@ -92,11 +94,7 @@ def cancel_moment(phases: list[SubscriptionPhase]) -> datetime | None:
 
 def subscription_status(subscription: Subscription, as_of: datetime) -> str:
     """ACTIVE, PAUSED or CANCELED at ``as_of``, from the subscription row alone."""
-    if subscription.cancel_at is not None and subscription.cancel_at <= as_of:
-        return CANCELED
-    if subscription.paused_at is not None and subscription.paused_at <= as_of:
-        return PAUSED
-    return ACTIVE
+    return subscription.status_at(as_of)
 
 
 def check_plan_change(phases: list[SubscriptionPhase], effective_at: datetime) -> None:
@@ -335,7 +333,28 @@ async def record_lifecycle_change(
         session.add(new)
     session.add(subscription)
     await session.flush()
+    if not dry_run:
+        await _tell(session, event, subscription, as_of=as_of)
     return event
+
+
+# What each request tells the product: a resume revokes a scheduled cancel, an unpause ends a
+# pause; both give the subscription back, so both are ``subscription.resumed`` (its data says which).
+EVENT_TYPE_OF_KIND = {
+    CANCEL: "subscription.cancelled",
+    RESUME: "subscription.resumed",
+    PAUSE: "subscription.paused",
+    UNPAUSE: "subscription.resumed",
+}
+
+
+async def _tell(
+    session: AsyncSession, event: SubscriptionEvent, subscription: Subscription, *, as_of: datetime
+) -> None:
+    """The webhook event of a recorded request, once per request (keyed by its audit row)."""
+    event_type = EVENT_TYPE_OF_KIND[event.kind]
+    told = await subscription_event(session, event_type, f"{event_type}:{event.id}", subscription, as_of=as_of)
+    await emit(session, told, as_of=as_of)
 
 
 async def record_automatic_cancel(
@@ -388,6 +407,10 @@ async def record_automatic_cancel(
     new.lifecycle_event_id = event.id
     session.add(new)
     await session.flush()
+    canceled = Subscription.model_validate(
+        {**subscription.model_dump(), "cancel_at": at, "canceled_at": as_of, "cancel_reason": reason}
+    )
+    await _tell(session, event, canceled, as_of=as_of)
     return event
 
 

@@ -107,6 +107,14 @@ class Subscription(SQLModel, table=True):
     def in_trial(self, as_of: datetime) -> bool:
         return self.trial_ends_at is not None and self.started_at <= as_of < self.trial_ends_at
 
+    def status_at(self, as_of: datetime) -> str:
+        """ACTIVE, PAUSED or CANCELED at ``as_of``, from the row alone."""
+        if self.cancel_at is not None and self.cancel_at <= as_of:
+            return "CANCELED"
+        if self.paused_at is not None and self.paused_at <= as_of:
+            return "PAUSED"
+        return "ACTIVE"
+
     def billing_anchor_at(self, as_of: datetime) -> datetime:
         """The start of the calendar in effect at ``as_of``: a scheduled change of interval
         starts its own from its moment on."""

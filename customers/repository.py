@@ -335,6 +335,18 @@ async def trial_changes_of(session: AsyncSession, customer_id: uuid.UUID, *, lim
     return list(await session.exec(query))
 
 
+async def trials_ending(session: AsyncSession, *, after: datetime, until: datetime) -> list[Subscription]:
+    """The subscriptions whose trial ends in ``(after, until]`` and that are not canceled by then."""
+    ends = col(Subscription.trial_ends_at)
+    cancel_at = col(Subscription.cancel_at)
+    query = (
+        select(Subscription)
+        .where(ends > after, ends <= until, cancel_at.is_(None) | (cancel_at > ends))
+        .order_by(ends, col(Subscription.id))
+    )
+    return list(await session.exec(query))
+
+
 async def replace_tax_rates(session: AsyncSession, customer_id: uuid.UUID, keys: list[str], *, as_of: datetime) -> None:
     """Replace the customer's assigned tax rates (the caller holds the customer's row lock)."""
     await session.execute(delete(CustomerTaxRate).where(col(CustomerTaxRate.customer_id) == customer_id))

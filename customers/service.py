@@ -17,8 +17,10 @@ from customers import repository, selection
 from customers.calendar import check_anchor_day
 from customers.errors import ExternalIdTaken, InvalidInput, PlanNotFound
 from customers.models import CUSTOMER_STATUSES, Customer, Subscription, SubscriptionPhase
+from customers.webhook_payloads import customer_event, subscription_event
 from ledger.errors import IdempotencyKeyReused
 from ledger.money import normalize_currency
+from notifications.webhook_events import emit
 from pricing import repository as catalog
 from pricing.catalog import MAX_TRIAL_DAYS
 from pricing.models import PlanVersion
@@ -89,7 +91,8 @@ async def create_customer(
 
     The external id is the retry key: a second create with the same id raises
     :class:`ExternalIdTaken` and changes nothing. The API bounds the start by ``start_bounds``
-    (from the settings); trusted callers (the demo, tests) may leave it out.
+    (from the settings); trusted callers (the demo, tests) may leave it out. Tells the product
+    ``customer.created`` (and ``subscription.created``) in the same transaction.
     """
     external_id = check_external_id(new.external_id)
     name = new.name.strip()
@@ -125,6 +128,7 @@ async def create_customer(
     customer = Customer(external_id=external_id, name=name, email=email, currency=currency, created_at=as_of)
     if not await repository.insert_customer(session, customer):
         raise ExternalIdTaken(external_id)
+    await emit(session, customer_event("customer.created", f"customer.created:{customer.id}", customer), as_of=as_of)
     if plan_version is not None:
         subscription = _subscribe(
             customer, plan_version, started_at, new.trial_days, new.billing_anchor_day, as_of=as_of
@@ -132,7 +136,15 @@ async def create_customer(
         session.add(subscription)
         session.add(_first_phase(subscription))
         await session.flush()
+        await _emit_created(session, subscription, as_of=as_of)
     return customer
+
+
+async def _emit_created(session: AsyncSession, subscription: Subscription, *, as_of: datetime) -> None:
+    key = f"subscription.created:{subscription.id}"
+    await emit(
+        session, await subscription_event(session, "subscription.created", key, subscription, as_of=as_of), as_of=as_of
+    )
 
 
 def _calendar_of(
@@ -261,6 +273,7 @@ async def add_subscription(
     session.add(subscription)
     session.add(_first_phase(subscription))
     await session.flush()
+    await _emit_created(session, subscription, as_of=as_of)
     return subscription
 
 

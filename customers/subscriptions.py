@@ -29,7 +29,9 @@ from customers.lifecycle import check_plan_change, status_on
 from customers.models import PlanChange, Subscription, SubscriptionPhase
 from customers.price_overrides import drop_for_plan_change
 from customers.selection import check_meters_free, lock_customer, lock_subscription
+from customers.webhook_payloads import subscription_event
 from ledger.errors import IdempotencyKeyReused
+from notifications.webhook_events import emit
 from pricing import repository as catalog
 from pricing.models import Plan, PlanVersion
 from pricing.proration import Proration
@@ -84,7 +86,9 @@ async def change_plan(
     outcome and writes nothing. The same idempotency key with the same request returns the first
     outcome; with another request it is refused. The outcome's prorations are those of the whole
     current period once the change is made (a back-dated change replaces the changes after it).
-    ``at`` may lie at most ``backdate_limit`` before ``as_of`` (the API's TALLY_BACKDATE_MAX_DAYS)."""
+    ``at`` may lie at most ``backdate_limit`` before ``as_of`` (the API's TALLY_BACKDATE_MAX_DAYS).
+    Tells the product ``subscription.changed`` when the change is made, a change at the period's
+    end too (its data then shows the ``scheduledChange``)."""
     if request.timing not in TIMINGS:
         raise InvalidInput(f"must be one of {', '.join(TIMINGS)}", field="effective")
     if not dry_run and not (request.idempotency_key or "").strip():
@@ -198,6 +202,9 @@ async def change_plan(
         subscription.billing_anchor = anchors[-1]
     session.add(subscription)
     await session.flush()
+    key = f"subscription.changed:{change.id}"
+    told = await subscription_event(session, "subscription.changed", key, subscription, as_of=as_of)
+    await emit(session, told, as_of=as_of)
     return PlanChangeOutcome(subscription, prorations, new_version.currency, effective_at, change, starts_calendar)
 
 

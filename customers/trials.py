@@ -13,7 +13,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -21,10 +21,14 @@ from customers import repository
 from customers.errors import CustomerNotFound, InvalidInput
 from customers.models import Subscription, TrialChange
 from customers.selection import lock_subscription
+from customers.webhook_payloads import subscription_event
 from ledger.errors import IdempotencyKeyReused
+from notifications.webhook_events import emit
 from pricing.catalog import MAX_TRIAL_DAYS
 
 TRIAL_CHANGE_KINDS = ("end", "extend")
+#: How long before a trial ends the product is told (``subscription.trial_ending``).
+TRIAL_ENDING_NOTICE = timedelta(days=3)
 
 
 @dataclass(frozen=True)
@@ -156,3 +160,17 @@ async def move_trial_end(session: AsyncSession, subscription: Subscription, tria
 
 async def trial_changes(session: AsyncSession, customer_id: uuid.UUID, *, limit: int = 20) -> list[TrialChange]:
     return await repository.trial_changes_of(session, customer_id, limit=limit)
+
+
+async def announce_trial_endings(session: AsyncSession, *, as_of: datetime) -> int:
+    """Tell the product of every trial ending within :data:`TRIAL_ENDING_NOTICE` of ``as_of``
+    (``subscription.trial_ending``), once per subscription and trial end: the key names the end, so
+    an extended trial is announced again for its new end, and a job run twice tells nothing more.
+    How many were told now."""
+    told = 0
+    for subscription in await repository.trials_ending(session, after=as_of, until=as_of + TRIAL_ENDING_NOTICE):
+        assert subscription.trial_ends_at is not None
+        key = f"subscription.trial_ending:{subscription.id}:{subscription.trial_ends_at.astimezone(UTC).isoformat()}"
+        event = await subscription_event(session, "subscription.trial_ending", key, subscription, as_of=as_of)
+        told += await emit(session, event, as_of=as_of) is not None
+    return told

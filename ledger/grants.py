@@ -217,7 +217,14 @@ async def _release_grant(
 
 async def expire_grants(session: AsyncSession, *, as_of: datetime) -> int:
     """Post what remains of every grant past its expiry to breakage; safe to run again."""
+    return len(await expire_due_grants(session, as_of=as_of))
+
+
+async def expire_due_grants(session: AsyncSession, *, as_of: datetime) -> list[tuple[CreditGrant, int]]:
+    """:func:`expire_grants`, answering each grant expired now with what remained of it (for the
+    layer above, which tells the product)."""
     expired = await repository.expiring_grants(session, as_of)
+    remained = [grant.remaining for grant in expired]
     for grant in expired:
         await _release_grant(
             session,
@@ -230,7 +237,7 @@ async def expire_grants(session: AsyncSession, *, as_of: datetime) -> int:
             idempotency_key=f"expire:{grant.id}",
             as_of=as_of,
         )
-    return len(expired)
+    return list(zip(expired, remained, strict=True))
 
 
 async def void_grant(

@@ -30,7 +30,7 @@ EVENT_TYPES: dict[str, str] = {
     "subscription.trial_ending": "a subscription's trial ends within three days",
     "subscription.changed": "a subscription moved to another plan version",
     "subscription.paused": "a subscription was paused",
-    "subscription.resumed": "a paused subscription was resumed",
+    "subscription.resumed": "a paused subscription was unpaused, or a scheduled cancel revoked",
     "subscription.cancelled": "a subscription was cancelled",
     "invoice.issued": "an invoice was issued",
     "invoice.paid": "an invoice was paid in full",
@@ -67,7 +67,8 @@ EMIT = text(
 class Event:
     """A thing that happened. ``key`` is its exactly-once key (e.g. ``invoice.issued:<invoice id>``);
     ``resource_type`` is the GraphQL type ``data`` shows (``Invoice``), with its id; ``data`` is
-    JSON: camelCase fields of that type, amounts in minor units, moments as ISO strings."""
+    JSON: camelCase fields of that type, money as its ``Money`` shows it (a decimal string in major
+    units beside the currency), moments as ISO strings."""
 
     key: str
     type: str

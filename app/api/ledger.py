@@ -25,6 +25,7 @@ from app.api.common import (
 from app.api.permissions import requires
 from app.api.scope import STAFF_ONLY, StaffOnly, customer_of, staff_only, written_by_tally
 from app.auth import Capability, Role
+from customers import credits
 from ledger import grants as credit
 from ledger import service as ledger
 from ledger.errors import LimitExceeded, NotFound
@@ -224,7 +225,7 @@ class LedgerMutation:
                 raise LimitExceeded(
                     f"the support role may grant at most {limit} {customer.currency}; ask finance", field="amount"
                 )
-            return await credit.grant_credits(
+            return await credits.grant_credits(
                 context.session,
                 customer_id=customer.id,
                 currency=customer.currency,

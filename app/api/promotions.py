@@ -14,6 +14,7 @@ from app.api.ledger import CreditGrant
 from app.api.permissions import requires
 from app.api.scope import customer_of, only_visible
 from app.auth import Capability, Role
+from customers import credits
 from customers import service as customers
 from ledger import promotions
 from ledger.errors import LimitExceeded
@@ -151,7 +152,7 @@ class PromotionsMutation:
                     raise LimitExceeded(
                         f"the support role may grant at most {limit} {found.currency}; ask finance", field="code"
                     )
-            return await promotions.redeem(
+            return await credits.redeem_promotion(
                 context.session,
                 code=input.code,
                 customer_id=customer.id,

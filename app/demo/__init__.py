@@ -24,10 +24,10 @@ from app.usage_ingest import ingest_limits
 from billing import service as billing
 from billing.plan_changes import change_plan
 from billing.service import BillingWindow
+from customers import credits
 from customers import service as customers
 from customers.subscriptions import PlanChangeRequest
 from ledger import promotions
-from ledger.grants import grant_credits
 from metering.service import ROLL_UP_LIMIT, ingest, roll_up
 from pricing import service as catalog
 
@@ -154,7 +154,7 @@ async def add_demo_credits(session: AsyncSession, *, as_of: datetime) -> None:
         ("org_globex", 2500, None, "annual contract bonus"),
         ("org_initech", 1000, 30, "migration help"),
     ):
-        await grant_credits(
+        await credits.grant_credits(
             session,
             customer_id=by_external_id[external_id],
             currency="USD",
@@ -188,7 +188,7 @@ async def add_demo_credits(session: AsyncSession, *, as_of: datetime) -> None:
         max_redemptions=20,
     )
     for external_id in ("org_piedpiper", "org_wonka", "org_hooli"):
-        await promotions.redeem(
+        await credits.redeem_promotion(
             session,
             code="WELCOME10",
             customer_id=by_external_id[external_id],

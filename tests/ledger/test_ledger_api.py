@@ -31,7 +31,7 @@ def grant_input(customer_id: str, amount: str, key: str, **extra: object) -> dic
 
 
 async def test_grant_credits_then_read_grants_entries_and_balance(
-    client: httpx.AsyncClient, customer_id: str, token_for
+    client: httpx.AsyncClient, customer_id: str, token_for, session: AsyncSession
 ) -> None:
     support = await token_for("support")
     granted = (await run(client, support, "GrantCredits", grant_input(customer_id, "25.50", "k-1", priority=5)))[
@@ -44,6 +44,9 @@ async def test_grant_credits_then_read_grants_entries_and_balance(
         "grantCredits"
     ]
     assert again["grant"]["id"] == granted["grant"]["id"], "same key, same request: the first result"
+    told = await session.execute(text("SELECT resource_id, data FROM webhook_events WHERE type = 'credits.granted'"))
+    [(grant_id, data)] = told.all()
+    assert grant_id == granted["grant"]["id"] and data["amount"] == granted["grant"]["amount"], "told once"
     reused = (await run(client, support, "GrantCredits", grant_input(customer_id, "30", "k-1")))["grantCredits"]
     assert [e["code"] for e in reused["userErrors"]] == ["IDEMPOTENCY_KEY_REUSED"]
 
@@ -83,6 +86,9 @@ async def test_refusals_name_the_field_and_change_nothing(
         assert payload["grant"] is None
         assert [(e["code"], e["field"]) for e in payload["userErrors"]] == [(code, [field])], variables
     assert (await session.execute(text("SELECT count(*) FROM ledger_transactions"))).scalar_one() == 0
+    assert (
+        await session.execute(text("SELECT count(*) FROM webhook_events WHERE type = 'credits.granted'"))
+    ).scalar_one() == 0
     big = (await run(client, finance, "GrantCredits", grant_input(customer_id, "500", "ok")))["grantCredits"]
     assert big["userErrors"] == [], "finance has no per-grant limit"
 
@@ -203,4 +209,7 @@ async def test_money_beyond_the_currency_is_refused_never_rounded(
         ("INVALID", ["creditAmount"])
     ]
     assert (await session.execute(text("SELECT count(*) FROM ledger_transactions"))).scalar_one() == 0
+    assert (
+        await session.execute(text("SELECT count(*) FROM webhook_events WHERE type = 'credits.granted'"))
+    ).scalar_one() == 0
     assert (await session.execute(text("SELECT count(*) FROM promotions"))).scalar_one() == 0
