@@ -25,7 +25,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ledger.errors import IdempotencyKeyReused, InvalidInput, LimitExceeded, NotFound
 from notifications import webhook_repository as repository
-from notifications.models import WEBHOOK_DELIVERY_STATUSES, WebhookDelivery, WebhookEndpoint
+from notifications.models import (
+    WEBHOOK_DELIVERY_STATUSES,
+    WebhookDelivery,
+    WebhookDeliveryAttempt,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from notifications.webhook_events import EVENT_TYPES
 
 URL_CHARS = 2048
@@ -36,6 +42,7 @@ LONGEST_OVERLAP = timedelta(days=7)
 # A replay re-queues at most this many events, from at most this far back: the console's
 # "replay since" is for an outage of hours or days, not a re-send of the whole history.
 REPLAY_LIMIT = 10_000
+MAX_ENDPOINTS = 100
 REPLAY_LOOKBACK = timedelta(days=30)
 NO_SUCH_ENDPOINT = "no such webhook endpoint"
 NO_SUCH_DELIVERY = "no such webhook delivery"
@@ -110,6 +117,9 @@ async def create_endpoint(
     description = check_description(new.description)
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= KEY_CHARS:
         raise InvalidInput(f"1 to {KEY_CHARS} characters", field="idempotencyKey")
+    known = idempotency_key is not None and await repository.endpoint_by_key(session, idempotency_key) is not None
+    if not known and await repository.endpoint_count(session) >= MAX_ENDPOINTS:
+        raise LimitExceeded(f"at most {MAX_ENDPOINTS} endpoints: delete one first", field="url")
     created = await repository.insert_endpoint(
         session,
         {
@@ -132,11 +142,17 @@ async def create_endpoint(
     return await endpoint(session, created)
 
 
-async def endpoint(session: AsyncSession, endpoint_id: uuid.UUID, *, lock: bool = False) -> WebhookEndpoint:
+async def endpoint(
+    session: AsyncSession, endpoint_id: uuid.UUID, *, lock: bool = False, field: str = "id"
+) -> WebhookEndpoint:
     found = await repository.endpoint(session, endpoint_id, lock=lock)
     if found is None:
-        raise NotFound(NO_SUCH_ENDPOINT, field="id")
+        raise NotFound(NO_SUCH_ENDPOINT, field=field)
     return found
+
+
+async def endpoint_or_none(session: AsyncSession, endpoint_id: uuid.UUID) -> WebhookEndpoint | None:
+    return await repository.endpoint(session, endpoint_id)
 
 
 async def endpoints(session: AsyncSession) -> list[WebhookEndpoint]:
@@ -245,7 +261,9 @@ async def replay_since(session: AsyncSession, endpoint_id: uuid.UUID, *, since: 
     """Queue again every event of the endpoint's types since ``since``: those never queued for it
     (it was off, or subscribed later) and those delivered or failed; those still waiting stay as
     they are. How many events matched. At most ``REPLAY_LIMIT`` events, ``REPLAY_LOOKBACK`` back."""
-    await endpoint(session, endpoint_id, lock=True)
+    await endpoint(session, endpoint_id, lock=True, field="endpointId")
+    if since.tzinfo is None:
+        raise InvalidInput("give a time zone offset, e.g. 2026-12-01T00:00:00Z", field="since")
     if since > as_of:
         raise InvalidInput("give a time in the past", field="since")
     if since < as_of - REPLAY_LOOKBACK:
@@ -264,3 +282,40 @@ def check_status(status: str | None) -> str | None:
     if status is not None and status not in WEBHOOK_DELIVERY_STATUSES:
         raise InvalidInput(f"must be one of {', '.join(WEBHOOK_DELIVERY_STATUSES)}", field="status")
     return status
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    """A delivery with its event and its attempts, newest first."""
+
+    delivery: WebhookDelivery
+    event: WebhookEvent
+    attempts: list[WebhookDeliveryAttempt]
+
+
+async def deliveries(
+    session: AsyncSession,
+    endpoint_id: uuid.UUID,
+    *,
+    status: str | None = None,
+    before: tuple[datetime, uuid.UUID] | None = None,
+    limit: int = 50,
+) -> list[DeliveryView]:
+    """An endpoint's deliveries, newest first, in one status or any (three queries a page)."""
+    found = await repository.deliveries(
+        session, endpoint_id=endpoint_id, status=check_status(status), before=before, limit=limit
+    )
+    attempts = await repository.attempts_of(session, [delivery.id for delivery, _ in found])
+    return [DeliveryView(delivery, event, attempts[delivery.id]) for delivery, event in found]
+
+
+async def delivery_counts(session: AsyncSession, endpoint_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, int]]:
+    return await repository.delivery_counts(session, endpoint_ids)
+
+
+async def delivery_view(session: AsyncSession, delivery_id: uuid.UUID) -> DeliveryView:
+    found = await repository.delivery_with_event(session, delivery_id)
+    if found is None:
+        raise NotFound(NO_SUCH_DELIVERY, field="id")
+    attempts = await repository.attempts_of(session, [delivery_id])
+    return DeliveryView(found[0], found[1], attempts[delivery_id])

@@ -112,6 +112,10 @@ async def endpoint_by_key(session: AsyncSession, key: str) -> WebhookEndpoint | 
     return (await session.exec(query.execution_options(populate_existing=True))).first()
 
 
+async def endpoint_count(session: AsyncSession) -> int:
+    return int((await session.execute(text("SELECT count(*) FROM webhook_endpoints"))).one()[0])
+
+
 async def endpoints(session: AsyncSession) -> list[WebhookEndpoint]:
     query = select(WebhookEndpoint).order_by(col(WebhookEndpoint.created_at), col(WebhookEndpoint.id))
     return list((await session.exec(query)).all())
@@ -200,6 +204,19 @@ async def requeue(session: AsyncSession, delivery_id: uuid.UUID, *, as_of: datet
         text("UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = :as_of WHERE id = :id"),
         {"id": delivery_id, "as_of": as_of},
     )
+
+
+async def delivery_with_event(
+    session: AsyncSession, delivery_id: uuid.UUID
+) -> tuple[WebhookDelivery, WebhookEvent] | None:
+    query = (
+        select(WebhookDelivery, WebhookEvent)
+        .join(WebhookEvent, col(WebhookEvent.id) == col(WebhookDelivery.event_id))
+        .where(col(WebhookDelivery.id) == delivery_id)
+        .execution_options(populate_existing=True)
+    )
+    found = (await session.exec(query)).first()
+    return (found[0], found[1]) if found else None
 
 
 async def deliveries(

@@ -11,6 +11,7 @@ import json
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -108,7 +109,7 @@ async def test_every_event_arrives_signed_and_a_failing_receiver_gets_its_backlo
     for _, moments, statuses, errors, status, latency in attempts:
         assert status == "delivered" and statuses[0] == 500 and statuses[-1] == 200
         assert "no answer within the timeout" in errors[2] and latency >= 400
-        waits = [later - earlier for earlier, later in zip(moments, moments[1:], strict=False)]
+        waits = [later - earlier for earlier, later in pairwise(moments)]
         assert len(waits) == 3 and waits[0] < waits[1] < waits[2]
 
 
