@@ -61,6 +61,7 @@ class Receiver:
     port: int = 0
     mode: Literal["ok", "fail", "hang"] = "ok"
     hang_seconds: float = 2.0
+    failing_paths: set[str] = field(default_factory=set)  # always answered 500, whatever the mode
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -83,7 +84,7 @@ class Receiver:
         headers = {name.decode().lower(): value.decode() for name, value in scope["headers"]}
         with self.lock:
             self.received.append(Received(scope["path"], headers, body, time.monotonic()))
-        mode = self.mode
+        mode = "fail" if scope["path"] in self.failing_paths else self.mode
         if mode == "hang":
             await asyncio.sleep(self.hang_seconds)
         status, answer = (500, b"receiver down") if mode == "fail" else (200, b'{"ok":true}')
