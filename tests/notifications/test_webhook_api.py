@@ -9,11 +9,13 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.webhook_sender import send_webhooks
+from notifications import webhook_endpoints as endpoints
 from tests.conftest import graphql, now
 from tests.notifications.test_webhook_delivery import FAST, emit_events
 from tests.notifications.webhook_receiver import Receiver
@@ -107,7 +109,11 @@ async def test_only_an_admin_may_see_or_change_webhooks(client: httpx.AsyncClien
 
 
 async def test_hostile_input_is_refused_naming_the_field_and_writes_nothing(
-    client: httpx.AsyncClient, token_for, session: AsyncSession
+    client: httpx.AsyncClient,
+    token_for,
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     admin = await token_for("admin")
     refused = {
@@ -149,6 +155,18 @@ async def test_hostile_input_is_refused_naming_the_field_and_writes_nothing(
         for bad in ("not-a-uuid", "00000000-0000-0000-0000-000000000000"):
             answer = await call(client, admin, query, {"i": {"id": bad}})
             assert answer["userErrors"][0]["code"] == "NOT_FOUND" and answer["userErrors"][0]["field"] == [name]
+    # Absurd counts: more endpoints than the limit, a replay of more events than a replay may queue.
+    monkeypatch.setattr(endpoints, "MAX_ENDPOINTS", 1)
+    answer = await call(client, admin, CREATE, {"i": {"url": "https://example.com/second"}})
+    assert answer["userErrors"][0]["code"] == "LIMIT_EXCEEDED" and answer["userErrors"][0]["field"] == ["url"]
+    monkeypatch.setattr(endpoints, "REPLAY_LIMIT", 2)
+    await emit_events(sessions, 3, as_of=now() - timedelta(minutes=5))
+    since = (now() - timedelta(hours=1)).isoformat()
+    answer = await call(client, admin, REPLAY, {"i": {"endpointId": created["id"], "since": since}})
+    assert (
+        answer["userErrors"][0]["code"] == "LIMIT_EXCEEDED" and "3 events match" in answer["userErrors"][0]["message"]
+    )
+    assert (await session.execute(text("SELECT count(*) FROM webhook_deliveries"))).scalar_one() == 0
     still = (await session.execute(text("SELECT url, description, secret FROM webhook_endpoints"))).one()
     assert (still[0], still[1], still[2]) == ("https://example.com/hooks", "", created["secret"])
 
