@@ -23,6 +23,7 @@ from app.email import email_delivery, send_emails
 from app.jobs import run_email_sender
 from app.settings import Settings
 from billing import service as billing
+from billing.emails import enqueue, resend
 from billing.payments import Attempt, record_outcome
 from billing.stripe_gateway import Charge
 from customers.service import NewCustomer, create_customer
@@ -30,7 +31,6 @@ from notifications import repository as outbox
 from notifications import sender as sender_module
 from notifications.models import EmailMessage
 from notifications.sender import Attachment, message_id
-from billing.emails import enqueue, resend
 from notifications.service import Email
 from tests.billing.scenario import JAN_31, invoices_of, subscribe
 from tests.conftest import now
