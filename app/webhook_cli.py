@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -75,7 +76,12 @@ def _delivery(view: DeliveryView) -> dict[str, Any]:
 
 
 def _endpoint_command(
-    work_on: Any, *, as_json: bool, verb: str, commit: bool = True, with_secret: bool = False
+    work_on: Callable[[AsyncSession], Awaitable[WebhookEndpoint]],
+    *,
+    as_json: bool,
+    verb: str,
+    commit: bool = True,
+    with_secret: bool = False,
 ) -> None:
     from app.cli import load_settings, print_json, run_in_session
 

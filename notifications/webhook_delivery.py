@@ -140,8 +140,7 @@ def headers_of(endpoint: WebhookEndpoint, event: WebhookEvent, body: bytes, *, a
 async def fan_out(session: AsyncSession, *, as_of: datetime, limit: int = 500) -> int:
     """Queue one delivery per subscribed, enabled endpoint for up to ``limit`` waiting events;
     how many events were fanned out. The caller commits."""
-    events, _ = await repository.fan_out(session, as_of=as_of, limit=limit)
-    return events
+    return await repository.fan_out(session, as_of=as_of, limit=limit)
 
 
 async def claim_due(session: AsyncSession, sending: Sending, *, as_of: datetime, limit: int = 50) -> list[Claimed]:

@@ -8,7 +8,8 @@ Standard Webhooks form: ``whsec_`` and the base64 of 24 random bytes.
 
 Rotation keeps the old secret signing beside the new one for an overlap (at most a week), so a
 receiver can switch at its own pace: during it every delivery carries both signatures, after it
-only the new one. Services never commit.
+only the new one; a second rotation during it is refused (a retried request must not drop the
+secret the receiver uses) unless it ends every old secret at once. Services never commit.
 """
 
 from __future__ import annotations
@@ -211,11 +212,22 @@ async def rotate_secret(
     session: AsyncSession, endpoint_id: uuid.UUID, *, overlap: timedelta, as_of: datetime
 ) -> WebhookEndpoint:
     """A new secret; the current one keeps signing beside it for ``overlap`` (0: stops at once).
-    Rotating again during an overlap ends the older one: two secrets at most."""
+
+    While an overlap runs, another rotation is refused unless its overlap is 0: a retried request
+    would otherwise drop the secret the receiver still verifies with. An overlap of 0 (a leaked
+    secret) always rotates, and ends every old secret at once."""
     if not timedelta(0) <= overlap <= LONGEST_OVERLAP:
         raise InvalidInput("between 0 and 168 hours", field="overlapHours", code="OUT_OF_RANGE")
     found = await endpoint(session, endpoint_id, lock=True)
     overlapping = overlap > timedelta(0)
+    if overlapping and len(signing_secrets(found, as_of=as_of)) > 1:
+        assert found.previous_secret_until is not None
+        raise InvalidInput(
+            f"the last rotation's overlap runs until {found.previous_secret_until:%Y-%m-%d %H:%M} UTC: rotate after "
+            "it, or with an overlap of 0 to end every old secret now",
+            field="overlapHours",
+            code="ROTATION_IN_PROGRESS",
+        )
     await repository.update_endpoint(
         session,
         endpoint_id,

@@ -89,6 +89,10 @@ async def test_an_admin_registers_an_endpoint_and_sees_its_deliveries_resends_an
 
     rotated = (await call(client, admin, ROTATE, {"i": {"id": created["id"], "overlapHours": 2}}))["endpoint"]
     assert rotated["secret"] != created["secret"] and rotated["previousSecretUntil"]
+    retried = await call(client, admin, ROTATE, {"i": {"id": created["id"], "overlapHours": 2}})
+    assert retried["userErrors"][0]["code"] == "ROTATION_IN_PROGRESS"  # the receiver's secret still signs
+    leaked = (await call(client, admin, ROTATE, {"i": {"id": created["id"], "overlapHours": 0}}))["endpoint"]
+    assert leaked["secret"] not in (rotated["secret"], created["secret"]) and leaked["previousSecretUntil"] is None
     disabled = (await call(client, admin, DISABLE, {"i": {"id": created["id"]}}))["endpoint"]
     assert not disabled["enabled"] and disabled["disabledReason"].startswith("disabled by")
     assert (await call(client, admin, ENABLE, {"i": {"id": created["id"]}}))["endpoint"]["enabled"]
