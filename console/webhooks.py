@@ -263,6 +263,8 @@ async def rotate(request: Request, context: ContextDep, endpoint_id: str) -> Res
         hours = int(str(form.get("overlap_hours", "24")))
     except ValueError:
         return _back(endpoint_id, error="Overlap: give a whole number of hours")
+    if not 0 <= hours <= 168:  # checked here too: GraphQL's Int refuses what a form can hold
+        return _back(endpoint_id, error="Overlap: between 0 and 168 hours")
     return await _endpoint_action(
         request,
         context,

@@ -90,6 +90,14 @@ async def test_an_admin_registers_an_endpoint_and_works_its_deliveries(
     listed = await client.get("/console/webhooks")
     assert receiver.url() in listed.text and "CRM" in listed.text
 
+    token = {"csrftoken": csrf_of(listed.text)}
+    garbage = await client.post(f"{endpoint_page}/rotate", data={**token, "overlap_hours": "9" * 40})
+    assert garbage.status_code == 303 and "between+0+and+168+hours" in garbage.headers["location"]
+    garbage = await client.post(f"{endpoint_page}/deliveries/nope/resend", data=token)
+    assert "no+such+webhook+delivery" in garbage.headers["location"]
+    missing = await client.get("/console/webhooks/00000000-0000-0000-0000-000000000000")
+    assert missing.status_code == 404
+
 
 async def test_a_finance_user_sees_no_webhooks(client: httpx.AsyncClient, session: AsyncSession) -> None:
     await create_user(session, email="fin@example.com", role="finance", password=PASSWORD, as_of=now())
