@@ -72,6 +72,9 @@ class Capability(StrEnum):
     UPDATE_BILLING_DETAILS = "update_billing_details"
     READ_EMAILS = "read_emails"  # the email outbox: staff only (recipients of every customer)
     RESEND_EMAILS = "resend_emails"
+    # Outbound webhook endpoints, their secrets and deliveries: admin only (a secret signs what
+    # Tally tells the product; a URL decides where every customer's data goes).
+    MANAGE_WEBHOOKS = "manage_webhooks"
 
 
 _STAFF_READ = {

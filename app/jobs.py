@@ -18,6 +18,7 @@ from app.collection import stripe_gateway
 from app.email import email_delivery, send_emails
 from app.metrics import INVOICE_ACCURACY_DIFFERENCES, STRIPE_EVENT_FAILURES, refresh_gauges
 from app.settings import Settings
+from app.webhook_sender import send_webhooks, webhook_sending
 from billing.accuracy import AccuracyReport, verify_invoices
 from billing.failures import Backoff
 from billing.outbox import claim_next, collect
@@ -182,6 +183,17 @@ async def run_email_sender(sessions: async_sessionmaker[AsyncSession], settings:
         except Exception:
             logger.exception("sending emails failed; retrying")
         await asyncio.sleep(settings.email_interval_seconds)
+
+
+async def run_webhook_sender(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    """Fan out new events and POST due webhooks every ``TALLY_WEBHOOK_INTERVAL_SECONDS``."""
+    sending = webhook_sending(settings)
+    while True:
+        try:
+            await send_webhooks(sessions, sending, as_of=datetime.now(UTC))
+        except Exception:
+            logger.exception("sending webhooks failed; retrying")
+        await asyncio.sleep(settings.webhook_interval_seconds)
 
 
 async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:

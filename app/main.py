@@ -78,6 +78,7 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
                 asyncio.create_task(jobs.run_periodic(jobs_sessions, settings)),
                 asyncio.create_task(jobs.run_roller(jobs_sessions, settings)),
                 asyncio.create_task(jobs.run_email_sender(jobs_sessions, settings)),
+                asyncio.create_task(jobs.run_webhook_sender(jobs_sessions, settings)),
             ]
             if run_jobs
             else []

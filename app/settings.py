@@ -294,6 +294,34 @@ class Settings(BaseSettings):
         default=72, ge=1, description="A queued email not sent by then is skipped rather than sent late."
     )
 
+    webhook_interval_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="How often `tally serve` fans out events and sends due webhooks."
+    )
+    webhook_retry_schedule_seconds: list[float] = Field(
+        default=[5, 30, 120, 600, 3600, 14400, 43200, 86400, 108000],
+        description="The waits between tries of a webhook delivery (one fewer than the tries, about three days in "
+        "all by default), each with ±10% jitter; failed after the last.",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="A webhook POST with no full answer by then is a failed try."
+    )
+    webhook_lease_seconds: float = Field(
+        default=120.0, gt=0, le=3600, description="A delivery claimed by a sender that died is tried again after this."
+    )
+    webhook_disable_after_failures: int = Field(
+        default=20, ge=1, le=10_000, description="An endpoint failing this many attempts in a row …"
+    )
+    webhook_disable_after_hours: float = Field(
+        default=24, ge=0, le=24 * 30, description="… over at least this many hours is disabled (and an anomaly raised)."
+    )
+
+    @field_validator("webhook_retry_schedule_seconds")
+    @classmethod
+    def _retry_waits(cls, value: list[float]) -> list[float]:
+        if not 1 <= len(value) <= 50 or any(not 0 < wait <= 7 * 86400 for wait in value):
+            raise ValueError("give 1 to 50 waits in seconds, each more than 0 and at most a week")
+        return value
+
     @model_validator(mode="after")
     def _email_from_with_host(self) -> Settings:
         if self.smtp_host and not self.email_from:

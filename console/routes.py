@@ -37,9 +37,12 @@ NAVIGATION = [
     ("anomalies", "Anomalies"),
     ("reconciliation", "Reconciliation"),
     ("emails", "Emails"),
+    ("webhooks", "Webhooks"),
     ("metering", "Metering"),
     ("traces", "Traces"),
 ]
+# Sections only an admin may open, so only an admin's navigation shows them.
+ADMIN_SECTIONS = ("webhooks",)
 LOGIN_FAILED = "Wrong email or password. After repeated failures, sign-in is paused for a while."
 SIGN_IN_THROTTLED = "Too many sign-in attempts. Try again in {seconds} seconds."
 CSV_ROW_LIMIT = 10_000
@@ -86,9 +89,10 @@ def render(
     status_code: int = 200,
 ) -> Response:
     """A full page, or only ``block`` for an htmx request; caches keep the two apart."""
+    staff = getattr(request.state, "staff", None)
     context = {
-        "nav": NAVIGATION,
-        "staff": getattr(request.state, "staff", None),
+        "nav": [item for item in NAVIGATION if item[0] not in ADMIN_SECTIONS or (staff or {}).get("role") == "admin"],
+        "staff": staff,
         "csrftoken": request.scope["csrftoken"](),
         **context,
     }
@@ -418,6 +422,7 @@ def install(app: FastAPI) -> None:
     from console.payments import router as payments_router
     from console.price_overrides import router as price_overrides_router
     from console.pricing import router as pricing_router
+    from console.webhooks import router as webhooks_router
 
     app.include_router(invoice_page_router)
     app.include_router(credits_router)
@@ -432,5 +437,6 @@ def install(app: FastAPI) -> None:
     app.include_router(billing_details_router)
     app.include_router(coupons_router)
     app.include_router(emails_router)
+    app.include_router(webhooks_router)
     app.include_router(router)
     app.add_exception_handler(ConsoleQueryFailed, query_failed_page)

@@ -11,7 +11,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, ForeignKey, Index, Integer, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlmodel import Field, SQLModel
 
@@ -89,3 +101,83 @@ class WebhookResourceVersion(SQLModel, table=True):
     resource_type: str = Field(sa_column=Column(Text, primary_key=True))
     resource_id: str = Field(sa_column=Column(Text, primary_key=True))
     version: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+WEBHOOK_DELIVERY_STATUSES = ("pending", "sending", "delivered", "failed")
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """Where events go. ``event_types`` None means every type. ``secret`` signs every delivery;
+    after a rotation ``previous_secret`` signs too, beside it, until ``previous_secret_until``.
+    ``consecutive_failures`` and ``failing_since`` count the attempts failed since the last
+    success (the auto-disable rule, ``notifications.webhook_delivery``)."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (
+        CheckConstraint("url ~ '^https?://' AND length(url) <= 2048", name="webhook_endpoints_url"),
+        CheckConstraint("length(description) <= 500", name="webhook_endpoints_description"),
+        CheckConstraint("secret LIKE 'whsec_%'", name="webhook_endpoints_secret"),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    event_types: list[str] | None = Field(default=None, sa_column=Column(ARRAY(Text)))
+    enabled: bool = Field(sa_column=Column(Boolean, nullable=False))
+    disabled_reason: str | None = Field(default=None, sa_column=Column(Text))
+    secret: str = Field(sa_column=Column(Text, nullable=False), repr=False)
+    previous_secret: str | None = Field(default=None, sa_column=Column(Text), repr=False)
+    previous_secret_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    consecutive_failures: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    failing_since: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    idempotency_key: str | None = Field(default=None, sa_column=Column(Text, unique=True))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event to one endpoint, once (unique): fan-out twice queues nothing more. A resend or a
+    replay puts the row back to ``pending`` (its attempts stay in ``webhook_delivery_attempts``)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id", name="webhook_deliveries_once"),
+        CheckConstraint("status IN ('pending', 'sending', 'delivered', 'failed')", name="webhook_deliveries_status"),
+        Index("webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status IN ('pending', 'sending')")),
+        Index("webhook_deliveries_endpoint", "endpoint_id", "created_at", "id"),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    endpoint_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False)
+    )
+    event_id: uuid.UUID = Field(sa_column=Column(ForeignKey("webhook_events.id"), nullable=False))
+    status: str = Field(sa_column=Column(Text, nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    next_attempt_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    lease_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    last_attempt_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    last_response_status: int | None = Field(default=None, sa_column=Column(Integer))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    delivered_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class WebhookDeliveryAttempt(SQLModel, table=True):
+    """One POST: the answer's status or the error, how long it took, the start of the body."""
+
+    __tablename__ = "webhook_delivery_attempts"
+    __table_args__ = (
+        CheckConstraint("length(response_excerpt) <= 1024", name="webhook_delivery_attempts_excerpt"),
+        Index("webhook_delivery_attempts_delivery", "delivery_id", "attempted_at"),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    delivery_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), nullable=False)
+    )
+    attempted_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    response_status: int | None = Field(default=None, sa_column=Column(Integer))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    latency_ms: int = Field(sa_column=Column(Integer, nullable=False))
+    response_excerpt: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))

@@ -45,6 +45,7 @@ from app.api.scalars import SCALAR_MAP
 from app.api.simulation import SimulationMutation
 from app.api.taxes import TaxesMutation, TaxesQuery
 from app.api.traces import TracesQuery
+from app.api.webhook_endpoints import WebhooksMutation, WebhooksQuery
 from app.database import is_database_unavailable
 from app.http_errors import UNAVAILABLE
 from app.settings import Settings
@@ -71,6 +72,7 @@ Query = merge_types(
         AnomaliesQuery,
         TaxesQuery,
         NotificationsQuery,
+        WebhooksQuery,
     ),
 )
 Mutation = merge_types(
@@ -98,6 +100,7 @@ Mutation = merge_types(
         CalendarMutation,
         TaxesMutation,
         NotificationsMutation,
+        WebhooksMutation,
     ),
 )
 

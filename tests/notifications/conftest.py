@@ -17,6 +17,7 @@ from aiosmtpd.controller import Controller
 
 from notifications.sender import Delivery, SmtpServer
 from tests.billing.scenario import billing_catalog
+from tests.notifications.webhook_receiver import Receiver, serve
 
 
 def free_port() -> int:
@@ -80,4 +81,9 @@ def smtp() -> Iterator[SmtpFixture]:
         controller.stop()
 
 
-__all__ = ["billing_catalog", "smtp"]
+__all__ = ["billing_catalog", "receiver", "smtp"]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    yield from serve(Receiver())
