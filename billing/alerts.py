@@ -27,7 +27,7 @@ from billing.models import ALERT_METRICS, ALERT_THRESHOLD_UNITS, UsageAlert, Usa
 from billing.service import BillingWindow, upcoming_invoice
 from customers.models import Customer
 from ledger.errors import InvalidFields, InvalidInput, NotFound, Taken, TallyError
-from ledger.money import normalize_currency, plain_decimal, to_minor_exact
+from ledger.money import normalize_currency, plain_decimal, round_to_minor, to_major, to_minor_exact
 from metering.usage import MeterStanding, meter_standings
 from notifications.service import Email
 from notifications.webhook_events import Event, emit
@@ -202,6 +202,10 @@ async def firings_of(session: AsyncSession, customer_id: uuid.UUID, *, limit: in
     return await repository.firings_of(session, customer_id, limit=limit)
 
 
+async def alerts_of_plan(session: AsyncSession, plan_id: uuid.UUID) -> list[UsageAlert]:
+    return await repository.alerts_of_plan(session, plan_id)
+
+
 async def alerts_by_id(session: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, UsageAlert]:
     return await repository.alerts_by_id(session, ids)
 
@@ -326,6 +330,8 @@ def _crossed(
             if base is None:
                 continue
             value = base * threshold / HUNDRED
+            if minor_of is not None:  # a share of an amount is money: whole minor units, rounded once
+                value = Decimal(round_to_minor(to_major(int(base), minor_of) * threshold / HUNDRED, minor_of))
         elif minor_of is not None:
             value = Decimal(to_minor_exact(threshold, minor_of))
         else:

@@ -28,7 +28,9 @@ class EmailMessage(SQLModel, table=True):
 
     __tablename__ = "email_messages"
     __table_args__ = (
-        CheckConstraint("kind IN ('invoice_issued', 'payment_failed', 'payment_receipt', 'credit_note', 'usage_alert')"),
+        CheckConstraint(
+            "kind IN ('invoice_issued', 'payment_failed', 'payment_receipt', 'credit_note', 'usage_alert')"
+        ),
         CheckConstraint("status IN ('pending', 'sending', 'sent', 'failed', 'skipped')"),
         Index("email_messages_due", "next_attempt_at", postgresql_where=text("status IN ('pending', 'sending')")),
         Index("email_messages_customer", "customer_id", "created_at"),
