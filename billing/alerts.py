@@ -12,6 +12,7 @@ row emits the webhook event and queues the email, both keyed by the firing too.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from notifications.webhook_events import Event, emit
 from pricing import repository as catalog
 from pricing.models import Meter
 
+logger = logging.getLogger("tally.alerts")
 MAX_THRESHOLDS = 10
 MAX_NAME_LENGTH = 100
 MAX_PERCENT = Decimal(1000)  # 1000% of a limit: an alert well past it still makes sense, 10^6 % does not
@@ -267,7 +269,11 @@ async def evaluate(
         return fired
     meters = {meter.id: meter for meter in (await catalog.meters_by_key(session)).values()}
     for customer_id in watched:
-        fired += await _evaluate_customer(session, customer_id, meters, as_of=as_of, window=window)
+        try:
+            async with session.begin_nested():
+                fired += await _evaluate_customer(session, customer_id, meters, as_of=as_of, window=window)
+        except Exception:
+            logger.exception("evaluating the alerts of customer %s failed; their next roll-up retries", customer_id)
     return fired
 
 

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -233,3 +234,24 @@ async def test_customers_without_alerts_or_limits_cost_one_query(
     sent_statements.clear()
     assert await alerts.evaluate(session, [customer_id, uuid.uuid4()], as_of=now(), window=WINDOW) == []
     assert len(sent_statements) == 1
+
+
+async def test_a_customer_whose_evaluation_fails_holds_back_no_other(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], catalog: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = await _customer(session, "pro", started_at=now() - timedelta(days=1))
+    fine = await _customer(session, "hobby", started_at=now() - timedelta(days=1))
+    await _alert(session, customer_id=failing, metric="spend", currency="USD", threshold_unit="absolute",
+                 thresholds=(Decimal(1),))  # fmt: skip
+    await _alert(session, customer_id=fine, metric="usage", meter_key="requests", threshold_unit="absolute",
+                 thresholds=(Decimal(1),))  # fmt: skip
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the upcoming invoice cannot be composed")
+
+    monkeypatch.setattr(alerts, "upcoming_invoice", broken)
+    await _requests(sessions, failing, 1, now() - timedelta(minutes=1))
+    await _requests(sessions, fine, 1, now() - timedelta(minutes=1))
+    await roll_up_usage(sessions)
+    assert await _firings(session, failing) == []
+    assert len(await _firings(session, fine)) == 1
