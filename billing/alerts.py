@@ -20,6 +20,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import alert_repository as repository
@@ -72,9 +73,7 @@ async def create_alert(session: AsyncSession, new: NewAlert, *, actor: str, as_o
     """Validate every field at once (each refusal names its field), then write the alert; a live
     alert of the same owner and name makes it ``TAKEN`` (also under concurrent creates)."""
     errors: list[TallyError] = []
-    name = new.name.strip()
-    if not name or len(name) > MAX_NAME_LENGTH:
-        errors.append(InvalidInput(f"give a name of 1 to {MAX_NAME_LENGTH} characters", field="name"))
+    name = _name(new.name, errors)
     if new.metric not in ALERT_METRICS:
         errors.append(InvalidInput(f"one of {', '.join(ALERT_METRICS)}", field="metric"))
     if new.threshold_unit not in ALERT_THRESHOLD_UNITS:
@@ -107,6 +106,39 @@ async def create_alert(session: AsyncSession, new: NewAlert, *, actor: str, as_o
     )
     if not await repository.insert_alert(session, alert):
         raise Taken("an alert of this name exists for it; choose another name or delete that one", field="name")
+    return alert
+
+
+def _name(given: str, errors: list[TallyError]) -> str:
+    name = given.strip()
+    if not name or len(name) > MAX_NAME_LENGTH:
+        errors.append(InvalidInput(f"give a name of 1 to {MAX_NAME_LENGTH} characters", field="name"))
+    return name
+
+
+async def update_alert(
+    session: AsyncSession, alert_id: uuid.UUID, *, name: str | None, thresholds: tuple[Decimal, ...] | None
+) -> UsageAlert:
+    """Rename a live alert or give it other thresholds (checked as on create). Thresholds that
+    fired this period stay fired; a new one fires at the next roll-up that finds it crossed."""
+    alert = await repository.alert_by_id(session, alert_id)
+    if alert is None or alert.deleted_at is not None:
+        raise NotFound("no such alert", field="alertId")
+    errors: list[TallyError] = []
+    renamed = _name(name, errors) if name is not None else alert.name
+    values = alert.thresholds
+    if thresholds is not None:
+        asked = NewAlert(renamed, alert.metric, alert.threshold_unit, thresholds, currency=alert.currency)
+        values = _thresholds(asked, alert.currency, errors)
+    if errors:
+        raise errors[0] if len(errors) == 1 else InvalidFields(errors)
+    alert.name, alert.thresholds = renamed, values
+    session.add(alert)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        raise Taken("an alert of this name exists for it; choose another name", field="name") from None
     return alert
 
 

@@ -189,6 +189,16 @@ class CreateUsageAlertInput:
 
 
 @strawberry.input
+class UpdateUsageAlertInput:
+    alert_id: strawberry.ID
+    name: str | None = strawberry.field(default=None, description="Null: unchanged.")
+    thresholds: list[Decimal] | None = strawberry.field(
+        default=None, description="Null: unchanged. Checked as on create; what fired this period stays fired."
+    )
+    dry_run: bool = strawberry.field(default=False, description="Answer the alert as changed; change nothing.")
+
+
+@strawberry.input
 class DeleteUsageAlertInput:
     alert_id: strawberry.ID
     dry_run: bool = strawberry.field(default=False, description="Answer the alert as deleted; change nothing.")
@@ -205,6 +215,16 @@ def _alert_id(value: object) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError:
         raise NotFound("no such alert", field="alertId") from None
+
+
+async def _visible_alert(info: Info, alert_id: object) -> AlertRow:
+    """The alert the input names, if the viewer may see its customer (a plan's: any staff)."""
+    found = await alerts.alert_of(info.context.session, _alert_id(alert_id))
+    if found is None:
+        raise NotFound("no such alert", field="alertId")
+    if found.customer_id is not None:
+        await customer_of(info, str(found.customer_id), field="alertId")
+    return found
 
 
 @strawberry.type
@@ -259,19 +279,32 @@ class AlertsMutation:
 
     @strawberry.mutation(
         permission_classes=[requires(Capability.WRITE_CUSTOMERS)],
+        description="Rename an alert or give it other thresholds.",
+    )
+    async def update_usage_alert(self, info: Info, input: UpdateUsageAlertInput) -> UsageAlertPayload:
+        context = info.context
+
+        async def update() -> UsageAlert:
+            session = context.session
+            found = await _visible_alert(info, input.alert_id)
+            thresholds = tuple(input.thresholds) if input.thresholds is not None else None
+            row = await alerts.update_alert(session, found.id, name=input.name, thresholds=thresholds)
+            [alert] = await _alerts(info, [row])
+            return alert
+
+        alert, errors = await run_mutation(info, update, commit=not input.dry_run)
+        return UsageAlertPayload(usage_alert=alert, user_errors=errors)
+
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.WRITE_CUSTOMERS)],
         description="Stop an alert firing; what it fired stays. Deleting twice changes nothing.",
     )
     async def delete_usage_alert(self, info: Info, input: DeleteUsageAlertInput) -> UsageAlertPayload:
         context = info.context
 
         async def delete() -> UsageAlert:
-            session = context.session
-            found = await alerts.alert_of(session, _alert_id(input.alert_id))
-            if found is None:
-                raise NotFound("no such alert", field="alertId")
-            if found.customer_id is not None:
-                await customer_of(info, str(found.customer_id), field="alertId")
-            row = await alerts.delete_alert(session, found.id, as_of=context.now())
+            found = await _visible_alert(info, input.alert_id)
+            row = await alerts.delete_alert(context.session, found.id, as_of=context.now())
             [alert] = await _alerts(info, [row])
             return alert
 

@@ -159,3 +159,33 @@ async def test_concurrent_creates_of_one_name_make_one_alert(
     )
     shown = (await ask(client, admin, CUSTOMER, {"id": customer}))["customer"]["usageAlerts"]
     assert [a["planKey"] for a in shown] == [None, "hobby"], "the customer sees their plan's alerts too"
+
+
+UPDATE = (
+    f"mutation($i: UpdateUsageAlertInput!) {{ updateUsageAlert(input: $i) {{ usageAlert {{ {ALERT} }} {ERRORS} }} }}"
+)
+
+
+async def test_an_alert_is_renamed_and_given_other_thresholds_and_refuses_hostile_changes(
+    client: httpx.AsyncClient, customer: str, token_for, session: AsyncSession
+) -> None:
+    admin = await token_for("admin")
+    first = (await ask(client, admin, CREATE, {"i": usage_alert(customer)}))["createUsageAlert"]["usageAlert"]
+    await ask(client, admin, CREATE, {"i": usage_alert(customer, name="Other")})
+    change = {"alertId": first["id"], "name": "Renamed", "thresholds": ["90"]}
+    review = (await ask(client, admin, UPDATE, {"i": change | {"dryRun": True}}))["updateUsageAlert"]
+    assert (review["usageAlert"]["name"], review["usageAlert"]["thresholds"]) == ("Renamed", ["90"])
+    assert (await session.execute(text("SELECT name FROM usage_alerts WHERE name = 'Renamed'"))).first() is None
+    done = (await ask(client, admin, UPDATE, {"i": change}))["updateUsageAlert"]
+    assert done["userErrors"] == [] and done["usageAlert"]["thresholds"] == ["90"]
+    for hostile, field, code in [
+        ({"name": "Other"}, "name", "TAKEN"),
+        ({"thresholds": ["-1"]}, "thresholds", "INVALID"),
+        ({"thresholds": [str(n) for n in range(1, 20)]}, "thresholds", "INVALID"),
+        ({"name": "y" * 1000}, "name", "INVALID"),
+        ({"alertId": "00000000-0000-0000-0000-000000000000"}, "alertId", "NOT_FOUND"),
+    ]:
+        refused = (await ask(client, admin, UPDATE, {"i": change | hostile}))["updateUsageAlert"]
+        assert [(e["field"][-1], e["code"]) for e in refused["userErrors"]] == [(field, code)], hostile
+    names = (await session.execute(text("SELECT name FROM usage_alerts ORDER BY name"))).scalars().all()
+    assert names == ["Other", "Renamed"], "nothing refused was written"
