@@ -22,6 +22,7 @@ from rich.progress import Progress
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import auth, staff
+from app.alert_cli import alert_cli
 from app.coupon_cli import coupon_cli
 from app.credit_note_cli import credit_note_cli
 from app.customer_cli import customer_cli
@@ -72,6 +73,7 @@ cli.add_typer(prices_cli, name="prices")
 cli.add_typer(customer_cli, name="customer")
 cli.add_typer(tax_cli, name="tax")
 cli.add_typer(coupon_cli, name="coupon")
+cli.add_typer(alert_cli, name="alert")
 cli.add_typer(email_cli, name="email")
 cli.add_typer(webhook_cli, name="webhook")
 trial_cli = typer.Typer(help="Trials: end one now (its invoice issued at once) or extend it.", no_args_is_help=True)

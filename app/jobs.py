@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -13,21 +14,23 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import trace_store
 from app.anomaly_scan import scan_anomalies
-from app.billing_run import run_billing
+from app.billing_run import billing_window, run_billing
 from app.collection import stripe_gateway
 from app.email import email_delivery, send_emails
 from app.metrics import INVOICE_ACCURACY_DIFFERENCES, STRIPE_EVENT_FAILURES, refresh_gauges
 from app.settings import Settings
 from app.webhook_sender import send_webhooks, webhook_sending
+from billing import alerts
 from billing.accuracy import AccuracyReport, verify_invoices
 from billing.failures import Backoff
 from billing.outbox import claim_next, collect
 from billing.reconciliation import last_reconciled_at, reconcile
 from billing.refunds import claim_next_refund, send_refund
+from billing.service import BillingWindow
 from billing.webhooks import Processing, process_next
 from customers.credits import expire_grants
 from customers.trials import announce_trial_endings
-from metering.service import ROLL_UP_LIMIT, roll_up, take_snapshot
+from metering.service import ROLL_UP_LIMIT, roll_up_touching, take_snapshot
 
 logger = logging.getLogger("tally.jobs")
 TICK_SECONDS = 300
@@ -148,24 +151,43 @@ async def verify_invoice_accuracy(
     return report
 
 
-async def roll_up_usage(sessions: async_sessionmaker[AsyncSession], *, limit: int = ROLL_UP_LIMIT) -> int:
+async def roll_up_usage(
+    sessions: async_sessionmaker[AsyncSession], *, limit: int = ROLL_UP_LIMIT, settings: Settings | None = None
+) -> int:
     """Fold what waits into the rollups, a committed transaction of at most ``limit`` measurements
-    per go, until nothing is left (or another process has the turn); how many were folded."""
+    per go, until nothing is left (or another process has the turn); how many were folded. After
+    each go commits, the alerts of the customers it touched are evaluated (billing.alerts), in a
+    transaction of their own: a failing evaluation never holds the rollups back."""
+    window = billing_window(settings or Settings())
     folded_in_all = 0
     while True:
         async with sessions() as session:
-            folded = await roll_up(session, limit=limit)
+            rolled = await roll_up_touching(session, limit=limit)
             await session.commit()
+        if rolled is not None and rolled.customer_ids:
+            await evaluate_alerts(sessions, rolled.customer_ids, window=window)
+        folded = None if rolled is None else rolled.folded
         folded_in_all += folded or 0
         if folded is None or folded < limit:
             return folded_in_all
+
+
+async def evaluate_alerts(
+    sessions: async_sessionmaker[AsyncSession], customer_ids: frozenset[uuid.UUID], *, window: BillingWindow
+) -> None:
+    try:
+        async with sessions() as session:
+            await alerts.evaluate(session, customer_ids, as_of=datetime.now(UTC), window=window)
+            await session.commit()
+    except Exception:
+        logger.exception("evaluating usage alerts failed; the next roll-up of these customers retries")
 
 
 async def run_roller(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
     """Keep the rollups close behind ingestion, every ``TALLY_ROLLUP_INTERVAL_SECONDS``."""
     while True:
         try:
-            await roll_up_usage(sessions)
+            await roll_up_usage(sessions, settings=settings)
         except Exception:
             logger.exception("usage roll-up failed; retrying")
         await asyncio.sleep(settings.rollup_interval_seconds)

@@ -615,3 +615,63 @@ class RefundOutbox(SQLModel, table=True):
     stripe_refund_id: str | None = Field(default=None, sa_column=Column(Text))
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+ALERT_METRICS = ("usage", "spend")
+ALERT_THRESHOLD_UNITS = ("absolute", "percent")
+
+
+class UsageAlert(SQLModel, table=True):
+    """What to watch for one customer, or for every customer on one plan: a meter's usage in the
+    period (``metric`` usage) or the period's running amount in ``currency`` (spend). Thresholds
+    are quantities or minor units (absolute) or percentages of the meter's entitlement limit or of
+    ``spend_base`` (percent). Deleting keeps the row (``deleted_at``): its firings stay readable."""
+
+    __tablename__ = "usage_alerts"
+    __table_args__ = (
+        CheckConstraint("(customer_id IS NULL) <> (plan_id IS NULL)", name="usage_alerts_one_owner"),
+        Index(
+            "usage_alerts_name",
+            text("coalesce(customer_id, plan_id)"),
+            "name",
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    customer_id: uuid.UUID | None = Field(default=None, sa_column=Column(ForeignKey("customers.id"), index=True))
+    plan_id: uuid.UUID | None = Field(default=None, sa_column=Column(ForeignKey("plans.id"), index=True))
+    metric: str = Field(sa_column=Column(Text, nullable=False))
+    meter_id: uuid.UUID | None = Field(default=None, sa_column=Column(ForeignKey("meters.id")))
+    currency: str | None = Field(default=None, sa_column=Column(String(3)))
+    threshold_unit: str = Field(sa_column=Column(Text, nullable=False))
+    spend_base: int | None = Field(default=None, sa_column=Column(BigInteger))
+    thresholds: list[Decimal] = Field(sa_column=Column(ARRAY(Numeric(30, 12)), nullable=False))
+    actor: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class UsageAlertFiring(SQLModel, table=True):
+    """A threshold of an alert crossed by a customer in a period: once per (alert, customer,
+    period start, threshold), whatever the number of roll-ups racing to see it. ``threshold`` is
+    as defined (80 for 80%); ``threshold_value`` what it meant then (a quantity, or minor units);
+    ``observed`` the usage or running amount that crossed it."""
+
+    __tablename__ = "usage_alert_firings"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "customer_id", "period_start", "threshold", name="usage_alert_firings_once"),
+        Index("usage_alert_firings_customer", "customer_id", "fired_at"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    alert_id: uuid.UUID = Field(sa_column=Column(ForeignKey("usage_alerts.id"), nullable=False))
+    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), nullable=False))
+    period_start: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    period_end: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    threshold: Decimal = Field(sa_column=Column(Numeric(30, 12), nullable=False))
+    threshold_value: Decimal = Field(sa_column=Column(Numeric(30, 12), nullable=False))
+    observed: Decimal = Field(sa_column=Column(Numeric(30, 12), nullable=False))
+    fired_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -409,6 +409,7 @@ async def query_failed_page(request: Request, error: Exception) -> Response:
 
 def install(app: FastAPI) -> None:
     """Mount the console on the application (its catch-all section route last)."""
+    from console.alerts import router as alerts_router
     from console.anomalies import router as anomalies_router
     from console.billing import router as billing_router
     from console.billing_details import router as billing_details_router
@@ -436,6 +437,7 @@ def install(app: FastAPI) -> None:
     app.include_router(calendar_router)
     app.include_router(billing_details_router)
     app.include_router(coupons_router)
+    app.include_router(alerts_router)
     app.include_router(emails_router)
     app.include_router(webhooks_router)
     app.include_router(router)

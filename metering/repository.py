@@ -59,7 +59,8 @@ SELECT (extract(epoch FROM %(received_at)s - occurred_at) * 1000)::float8 AS lag
 
 # The roller: takes what waits (at most `limit` measurements) and merges each hour's aggregate
 # into the hourly rows and, summed by UTC day, into the daily ones, with the distinct values and
-# the watermarks, in one statement; returns how many measurements it folded. Deleting and merging
+# the watermarks, in one statement; returns how many measurements it folded and whose they were
+# (the watermark rows it wrote, one per customer: no extra scan). Deleting and merging
 # in one transaction counts each measurement once, and a read sees it on one side or the other.
 ROLL_UP = f"""
 WITH taken AS (
@@ -105,8 +106,9 @@ watermarks AS (
   GROUP BY customer_id ORDER BY customer_id
   ON CONFLICT (customer_id) DO UPDATE SET
     watermark = greatest(w.watermark, excluded.watermark),
-    last_received_at = greatest(w.last_received_at, excluded.last_received_at))
-SELECT count(*) FROM taken
+    last_received_at = greatest(w.last_received_at, excluded.last_received_at)
+  RETURNING customer_id)
+SELECT count(*), (SELECT array_agg(customer_id) FROM watermarks) FROM taken
 """
 
 # One roller at a time across every process: a second one would wait on the first's rows.
@@ -144,15 +146,17 @@ async def store_events(
     return [row[0] for row in await cursor.fetchall()]
 
 
-async def roll_up(session: AsyncSession, *, limit: int) -> int | None:
-    """Fold at most ``limit`` waiting measurements into the rollups; None when another roller
-    holds the turn."""
+async def roll_up(session: AsyncSession, *, limit: int) -> tuple[int, frozenset[uuid.UUID]] | None:
+    """Fold at most ``limit`` waiting measurements into the rollups: how many, and the customers
+    whose usage they were; None when another roller holds the turn."""
     connection = await driver_connection(session)
     taken = await (await connection.execute(ROLLER_LOCK)).fetchone()
     if not taken or not taken[0]:
         return None
     folded = await (await connection.execute(ROLL_UP, {"limit": limit})).fetchone()
-    return int(folded[0]) if folded else 0
+    if not folded:
+        return 0, frozenset()
+    return int(folded[0]), frozenset(folded[1] or ())
 
 
 async def quarantine(session: AsyncSession, rejections: Sequence[Rejection], *, received_at: datetime) -> None:

@@ -4,6 +4,7 @@ series and entitlements."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -172,11 +173,27 @@ async def count_batch(session: AsyncSession, read: ReadIngest, *, trace_id: str 
 ROLL_UP_LIMIT = 100_000
 
 
-async def roll_up(session: AsyncSession, *, limit: int = ROLL_UP_LIMIT) -> int | None:
+@dataclass(frozen=True)
+class RolledUp:
+    """One go of the roller: how many measurements it folded, and whose usage they were (the
+    customers whose alerts and entitlements are worth looking at again once it commits)."""
+
+    folded: int
+    customer_ids: frozenset[uuid.UUID]
+
+
+async def roll_up_touching(session: AsyncSession, *, limit: int = ROLL_UP_LIMIT) -> RolledUp | None:
     """Fold up to ``limit`` counted measurements into the hourly and daily rollups and the
     watermarks, in the caller's transaction; None when another roller has the turn. Usage is the
     same before and after: reads add what waits."""
-    return await repository.roll_up(session, limit=limit)
+    found = await repository.roll_up(session, limit=limit)
+    return None if found is None else RolledUp(*found)
+
+
+async def roll_up(session: AsyncSession, *, limit: int = ROLL_UP_LIMIT) -> int | None:
+    """:func:`roll_up_touching`'s count alone."""
+    rolled = await roll_up_touching(session, limit=limit)
+    return None if rolled is None else rolled.folded
 
 
 @dataclass(frozen=True)

@@ -588,3 +588,58 @@ async def entitlement_by_external_id(
 async def watermark(session: AsyncSession, customer_id: uuid.UUID) -> datetime | None:
     """Usage is complete through this event time: the latest one counted for the customer."""
     return await repository.watermark_of(session, customer_id)
+
+
+@dataclass(frozen=True)
+class MeterStanding:
+    """A meter's usage so far in the period of the subscription that charges it, and its
+    entitlement limit then (the tightest limited charge; None: unlimited)."""
+
+    meter: Meter
+    period: Period
+    used: Decimal
+    limit: Decimal | None
+    exhausted: bool  # a limited charge of the meter is at or over its limit: the entitlement refuses
+
+
+async def meter_standings(
+    session: AsyncSession, customer_id: uuid.UUID, meters: list[Meter], *, as_of: datetime
+) -> list[MeterStanding]:
+    """The standing of each of ``meters`` and of every meter the customer's plans limit now.
+
+    A meter is read in the period of the first subscription (the primary one first) whose plan
+    charges it, else in the primary one's; its usage is read once per period, as the entitlement
+    check reads it (the roller's alerts and ``entitlement.exhausted`` must agree with the edge)."""
+    pricings = await current_pricings(session, customer_id, as_of)
+    charged: dict[uuid.UUID, tuple[Period, Meter, list[PlanCharge]]] = {}
+    for period, version_id, overrides in pricings:
+        if version_id is None:
+            continue
+        in_version: dict[uuid.UUID, tuple[Period, Meter, list[PlanCharge]]] = {}
+        for charge, meter in await charges_of_version(session, version_id):
+            in_version.setdefault(meter.id, (period, meter, []))[2].append(overrides.charge_at(charge, as_of))
+        charged = {**in_version, **charged}
+    wanted = {meter.id: meter for meter in meters}
+    wanted |= {
+        meter_id: meter
+        for meter_id, (_, meter, charges) in charged.items()
+        if any(charge.usage_limit is not None for charge in charges)
+    }
+    by_period: dict[Period, list[Meter]] = {}
+    for meter_id, meter in wanted.items():
+        by_period.setdefault(charged[meter_id][0] if meter_id in charged else pricings[0][0], []).append(meter)
+    standings = []
+    for period, period_meters in by_period.items():
+        for meter_usage in await usage(session, customer_id, period_meters, period.start, period.end, as_of=as_of):
+            charges = charged[meter_usage.meter.id][2] if meter_usage.meter.id in charged else []
+            found = entitlement_of(meter_usage, charges, suspended=False)
+            standings.append(
+                MeterStanding(
+                    meter_usage.meter,
+                    period,
+                    plain_decimal(meter_usage.quantity()),
+                    found.limit,
+                    found.reason == "LIMIT_REACHED",
+                )
+            )
+    return standings

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlmodel import Field, SQLModel
 
-EMAIL_KINDS = ("invoice_issued", "payment_failed", "payment_receipt", "credit_note")
+EMAIL_KINDS = ("invoice_issued", "payment_failed", "payment_receipt", "credit_note", "usage_alert")
 EMAIL_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
 
 
@@ -40,7 +40,9 @@ class EmailMessage(SQLModel, table=True):
 
     __tablename__ = "email_messages"
     __table_args__ = (
-        CheckConstraint("kind IN ('invoice_issued', 'payment_failed', 'payment_receipt', 'credit_note')"),
+        CheckConstraint(
+            "kind IN ('invoice_issued', 'payment_failed', 'payment_receipt', 'credit_note', 'usage_alert')"
+        ),
         CheckConstraint("status IN ('pending', 'sending', 'sent', 'failed', 'skipped')"),
         Index("email_messages_due", "next_attempt_at", postgresql_where=text("status IN ('pending', 'sending')")),
         Index("email_messages_customer", "customer_id", "created_at"),

@@ -10,6 +10,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.types import Info
 
+from app.api.alerts import UsageAlert, UsageAlertFiring, resolve_usage_alert_firings, resolve_usage_alerts
 from app.api.billing import (
     BillingFailure,
     Invoice,
@@ -252,6 +253,14 @@ class Customer:
         permission_classes=[requires(Capability.READ_INVOICES)],
         description="Discounts their invoices take, in the order they stack, with the periods left of each "
         "(used-up and removed ones are left out).",
+    )
+    usage_alerts: list[UsageAlert] = strawberry.field(
+        resolver=resolve_usage_alerts,
+        description="Live usage and spend alerts watching the customer: their own and their plans'.",
+    )
+    usage_alert_firings: list[UsageAlertFiring] = strawberry.field(
+        resolver=resolve_usage_alert_firings,
+        description="Thresholds of their alerts crossed, newest first (the latest 50).",
     )
     minimum_spend: MinimumSpend = strawberry.field(
         resolver=resolve_minimum_spend,

@@ -24,6 +24,7 @@ from strawberry.extensions.tracing import OpenTelemetryExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from app.api.alerts import AlertsMutation, AlertsQuery, EntitlementExhaustion
 from app.api.anomalies import AnomaliesMutation, AnomaliesQuery
 from app.api.billing import BillingMutation, BillingQuery
 from app.api.billing_details import BillingDetailsMutation
@@ -61,6 +62,7 @@ Query = merge_types(
     "Query",
     (
         CustomersQuery,
+        AlertsQuery,
         CatalogQuery,
         MeteringQuery,
         PromotionsQuery,
@@ -79,6 +81,7 @@ Mutation = merge_types(
     "Mutation",
     (
         CustomersMutation,
+        AlertsMutation,
         BillingDetailsMutation,
         MeteringMutation,
         QuarantineMutation,
@@ -177,6 +180,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
+        types=[EntitlementExhaustion],  # no field answers it: the entitlement.exhausted event's data
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),

@@ -37,6 +37,17 @@ FACTS = {
         "amount": 123450,
         "issued_at": AT,
     },
+    "usage_alert": {
+        "alert_name": "80% of the budget",
+        "metric": "spend",
+        "threshold_unit": "percent",
+        "threshold": "80",
+        "currency": "EUR",
+        "threshold_amount": 120000,
+        "running_amount": 123450,
+        "period_start": "2026-02-01T00:00:00+00:00",
+        "period_end": AT,
+    },
 }
 AMOUNTS = {"en": "€1,234.50", "fr": "1\u202f234,50\xa0€", "de": "1.234,50\xa0€", "es": "1.234,50\xa0€"}
 DATES = {"en": "March 1, 2026", "fr": "1 mars 2026", "de": "1. März 2026", "es": "1 de marzo de 2026"}
@@ -52,6 +63,19 @@ def test_every_kind_renders_in_every_locale(kind: str, locale: str) -> None:
     assert "<script>" not in rendered.html and "&lt;script&gt;" in rendered.html
     assert NAME in rendered.text  # plain text is not HTML: shown as written
     assert f'lang="{locale}"' in rendered.html
+
+
+def test_a_usage_alert_names_the_meter_and_the_usage_that_crossed_it() -> None:
+    facts = {
+        **FACTS["usage_alert"],
+        "metric": "usage",
+        "meter_key": "api_calls",
+        "threshold_quantity": "800",
+        "used": "812",
+        "customer_name": "Acme",
+    }
+    rendered = render("usage_alert", "fr", facts)
+    assert "812 api_calls" in rendered.subject and "80 % de votre limite" in rendered.text
 
 
 def test_a_failed_payment_without_a_retry_says_there_is_none_and_credits_paid_it() -> None:
