@@ -18,6 +18,7 @@ from app.collection import stripe_gateway
 from app.email import email_delivery, send_emails
 from app.metrics import INVOICE_ACCURACY_DIFFERENCES, STRIPE_EVENT_FAILURES, refresh_gauges
 from app.settings import Settings
+from app.threshold_run import invoice_thresholds
 from billing.accuracy import AccuracyReport, verify_invoices
 from billing.failures import Backoff
 from billing.outbox import claim_next, collect
@@ -152,10 +153,12 @@ async def roll_up_usage(sessions: async_sessionmaker[AsyncSession], *, limit: in
 
 
 async def run_roller(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
-    """Keep the rollups close behind ingestion, every ``TALLY_ROLLUP_INTERVAL_SECONDS``."""
+    """Keep the rollups close behind ingestion, every ``TALLY_ROLLUP_INTERVAL_SECONDS``, and issue
+    the interim invoices the usage rolled up made due (threshold invoicing)."""
     while True:
         try:
             await roll_up_usage(sessions)
+            await invoice_thresholds(sessions, settings, as_of=datetime.now(UTC))
         except Exception:
             logger.exception("usage roll-up failed; retrying")
         await asyncio.sleep(settings.rollup_interval_seconds)
