@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
@@ -72,16 +73,16 @@ invoice_threshold = "{threshold}"
 TIERS = (Tier(Decimal(1000), Decimal("0.01")), Tier(None, Decimal("0.005")))
 
 
-async def subscribe(session: AsyncSession, plan: str) -> tuple[uuid.UUID, str]:
-    """A customer on ``plan`` from Nov 1, its opening invoice issued (the period is open)."""
+async def subscribe(session: AsyncSession, plan: str, started_at: datetime = NOV_1) -> tuple[uuid.UUID, str]:
+    """A customer on ``plan`` from ``started_at``, its opening invoice issued (the period is open)."""
     external_id = f"t-{uuid.uuid4().hex[:10]}"
     customer = await create_customer(
         session,
-        NewCustomer(external_id=external_id, name=external_id, currency="USD", plan_key=plan, started_at=NOV_1),
-        as_of=NOV_1,
+        NewCustomer(external_id=external_id, name=external_id, currency="USD", plan_key=plan, started_at=started_at),
+        as_of=started_at,
     )
     await session.commit()
-    assert await billing.issue_next_invoice(session, customer.id, as_of=NOV_1, window=WINDOW) is not None
+    assert await billing.issue_next_invoice(session, customer.id, as_of=started_at, window=WINDOW) is not None
     await session.commit()
     return customer.id, external_id
 
@@ -106,6 +107,19 @@ async def check(session: AsyncSession, customer_id: uuid.UUID, at: datetime) -> 
     invoice = await issue_interim_invoice(session, customer_id, subscription_id, as_of=at)
     await session.commit()
     return invoice
+
+
+@pytest.fixture
+async def over_threshold(session: AsyncSession) -> tuple[uuid.UUID, str]:
+    """A customer since yesterday on a plan invoicing at 10.00 (graduated, 100 tokens included),
+    who used 2000 tokens an hour ago: 14.50 unbilled, over the threshold, no interim invoice yet."""
+    moment = datetime.now(UTC)
+    catalog = METER + plan_toml("metered", model="graduated", threshold="10.00", included=100)
+    await apply_catalog(session, catalog, as_of=moment - timedelta(days=2))
+    await session.commit()
+    found = await subscribe(session, "metered", moment - timedelta(days=1))
+    await use(session, found[1], 2000, moment - timedelta(hours=1))
+    return found
 
 
 async def usage_billed(session: AsyncSession, customer_id: uuid.UUID) -> list[tuple[str, int | None, int]]:
