@@ -25,6 +25,7 @@ from app.threshold_run import invoice_thresholds
 from app.usage_ingest import ingest_limits
 from billing import service as billing
 from billing.accuracy import check_invoice
+from billing.provenance import explain_line
 from billing.service import BillingWindow
 from billing.threshold_invoicing import issue_interim_invoice
 from customers.service import NewCustomer, create_customer, subscriptions_of
@@ -166,6 +167,11 @@ async def test_a_month_billed_in_interim_invoices_then_the_rest(session: AsyncSe
     ]
     assert [usage for _, _, usage in await usage_billed(session, customer_id)] == [0, 1250, 1500, 1250]
     assert (await check_invoice(session, period)).differences == []  # the accuracy check adds them back
+    # "Why this amount?": 4800 tokens were used, 4600 of them billed by the interim invoices before.
+    [usage_line, _] = (await billing.lines_of(session, [period.id]))[period.id]
+    why = await explain_line(session, period, usage_line)
+    assert why.usage is not None and why.usage.previously_billed == Decimal(4600)
+    assert why.summary.startswith("5 event(s) of tokens measuring 4800 token (4600 of it billed by earlier interim")
     # Nothing more: the period is closed, and a check of the next one finds nothing to bill.
     assert await check(session, customer_id, DEC_1 + timedelta(hours=3)) is None
 
