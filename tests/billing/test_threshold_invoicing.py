@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -193,10 +194,17 @@ async def test_two_roller_passes_at_once_issue_one_interim_invoice(
     )
     assert sorted(len(issued) for issued in passes) == [0, 0, 0, 1]
     assert await usage_billed(session, customer_id) == [("opening", None, 0), ("interim", 1, 800)]
-    count = await session.scalar(
-        text("SELECT count(*) FROM invoices WHERE customer_id = :c AND kind = 'interim'"), {"c": customer_id}
+    # Were the lock ever bypassed, the database refuses a second interim invoice of the same number.
+    copy = (
+        "INSERT INTO invoices (id, customer_id, subscription_id, number, kind, status, currency, period_start, "
+        "period_end, subtotal, credits_applied, total, amount_due, issued_at, interim_sequence) "
+        "SELECT gen_random_uuid(), customer_id, subscription_id, number + 1000, kind, status, currency, "
+        "period_start, period_end, subtotal, credits_applied, total, amount_due, issued_at, interim_sequence "
+        "FROM invoices WHERE customer_id = :c AND kind = 'interim'"
     )
-    assert count == 1
+    with pytest.raises(IntegrityError, match="invoices_one_interim_per_sequence"):
+        await session.execute(text(copy), {"c": customer_id})
+    await session.rollback()
 
 
 @st.composite
