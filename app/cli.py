@@ -29,6 +29,7 @@ from app.customer_cli import customer_cli
 from app.database import create_engine, database_url, latest_revision, libpq_url, migrate, session_factory
 from app.email_cli import email_cli
 from app.extras_cli import charge_cli, commitment_cli
+from app.interim_cli import interim_cli
 from app.price_override_cli import prices_cli
 from app.settings import Settings
 from app.subscription_cli import SubscriptionOption, subscription_cli, subscription_id_option
@@ -76,6 +77,7 @@ cli.add_typer(coupon_cli, name="coupon")
 cli.add_typer(alert_cli, name="alert")
 cli.add_typer(email_cli, name="email")
 cli.add_typer(webhook_cli, name="webhook")
+cli.add_typer(interim_cli, name="interim")
 trial_cli = typer.Typer(help="Trials: end one now (its invoice issued at once) or extend it.", no_args_is_help=True)
 cli.add_typer(trial_cli, name="trial")
 err = Console(stderr=True)

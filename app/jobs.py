@@ -19,6 +19,7 @@ from app.collection import stripe_gateway
 from app.email import email_delivery, send_emails
 from app.metrics import INVOICE_ACCURACY_DIFFERENCES, STRIPE_EVENT_FAILURES, refresh_gauges
 from app.settings import Settings
+from app.threshold_run import invoice_thresholds
 from app.webhook_sender import send_webhooks, webhook_sending
 from billing import alerts
 from billing.accuracy import AccuracyReport, verify_invoices
@@ -184,10 +185,12 @@ async def evaluate_alerts(
 
 
 async def run_roller(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
-    """Keep the rollups close behind ingestion, every ``TALLY_ROLLUP_INTERVAL_SECONDS``."""
+    """Keep the rollups close behind ingestion, every ``TALLY_ROLLUP_INTERVAL_SECONDS``, and issue
+    the interim invoices the usage rolled up made due (threshold invoicing)."""
     while True:
         try:
             await roll_up_usage(sessions, settings=settings)
+            await invoice_thresholds(sessions, settings, as_of=datetime.now(UTC))
         except Exception:
             logger.exception("usage roll-up failed; retrying")
         await asyncio.sleep(settings.rollup_interval_seconds)

@@ -2,7 +2,8 @@
 count the lines that differ. The target is zero; each invoice that differs is an anomaly of kind
 ``INVOICE_ACCURACY`` (severity high), stored once per customer and period.
 
-What is compared: the ``usage`` lines of ``period`` invoices, by charge, dimensions and service
+What is compared: the ``usage`` lines of ``period`` invoices (with what the period's interim
+invoices billed added back), by charge, dimensions and service
 period, quantity and exact amount, against the same periods rated on the same plan versions from
 the events received by the invoice's issue (later arrivals are late usage, billed by a later
 invoice). Both sides share the rating (``pricing``): this check catches rollups that drifted from
@@ -27,8 +28,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.anomalies import Finding, raise_anomaly
 from billing.invoicing import rated_usage, usage_terms
-from billing.models import Invoice, InvoiceLine
-from billing.repository import lines_of, tax_lines_of
+from billing.models import Invoice
+from billing.repository import interim_billed, lines_of, tax_lines_of
 from customers.price_overrides import overrides_of_customer
 from customers.service import all_subscriptions_of
 from customers.subscriptions import phases_of
@@ -87,9 +88,18 @@ def _key(charge_id: uuid.UUID | None, dimensions: dict[str, Any], service_start:
     return (charge_id, canonical_json(dimensions), service_start)
 
 
+@dataclass(frozen=True)
+class _Billed:
+    description: str
+    quantity: Decimal | None
+    amount_exact: Decimal
+
+
 async def check_invoice(session: AsyncSession, invoice: Invoice) -> InvoiceCheck:
-    billed: dict[LineKey, InvoiceLine] = {
-        _key(line.plan_charge_id, line.dimensions, line.service_start): line
+    billed: dict[LineKey, _Billed] = {
+        _key(line.plan_charge_id, line.dimensions, line.service_start): _Billed(
+            line.description, line.quantity, line.amount_exact
+        )
         for line in (await lines_of(session, [invoice.id]))[invoice.id]
         if line.kind == "usage"
     }
@@ -101,6 +111,14 @@ async def check_invoice(session: AsyncSession, invoice: Invoice) -> InvoiceCheck
     overrides = await overrides_of_customer(session, invoice.customer_id)
     theirs = (await all_subscriptions_of(session, [invoice.customer_id]))[invoice.customer_id]
     subscription = next(s for s in theirs if s.id == invoice.subscription_id)
+    # The period's interim invoices (threshold invoicing) billed part of its usage: add it back.
+    for key, before in (await interim_billed(session, subscription, invoice.period_start)).items():
+        line = billed.get(key, _Billed(before.description, Decimal(0), Decimal(0)))
+        billed[key] = _Billed(
+            line.description,
+            plain_decimal((line.quantity or Decimal(0)) + before.quantity),
+            line.amount_exact + before.amount_exact,
+        )
     terms = await usage_terms(session, subscription, phases, invoice.period_start)
     rerated = {
         _key(line.plan_charge_id, line.dimensions, line.service_start): line

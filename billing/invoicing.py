@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -85,9 +85,13 @@ class DraftLine:
     dimensions: dict[str, Any] = field(default_factory=dict)
     quantity: Decimal | None = None
     unit_price: Decimal | None = None
+    # The rounded amount, when it is not the exact amount's own rounding: a line billing the rest
+    # of a charge that interim invoices billed part of bills the rounded whole less what they
+    # billed (net_of_billed), so the invoices of a period add up to the whole to the cent.
+    rounded: int | None = None
 
     def amount(self, currency: str) -> int:
-        return round_to_minor(self.amount_exact, currency)
+        return self.rounded if self.rounded is not None else round_to_minor(self.amount_exact, currency)
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,8 @@ class DraftInvoice:
     subscription_id: uuid.UUID | None = None
     # The customer's discounts its ``discount`` lines take, each using one of its periods.
     discounts: tuple[InvoiceDiscount, ...] = ()
+    # An interim invoice's number within its period (billing.threshold_invoicing), else None.
+    interim_sequence: int | None = None
 
     @property
     def subtotal(self) -> int:
@@ -229,6 +235,7 @@ async def rated_usage(
     read_events: EventReader = charge_event_values,
     overrides: OverrideTimeline = NO_OVERRIDES,
     terms: UsageTerms | None = None,
+    charge_minimums: bool = True,
 ) -> list[DraftLine]:
     """The usage of ``[start, end)``, each phase's part on its own plan version, allowances and
     minimums scaled by the part's share of the period (of its full period, with ``terms``), in the
@@ -237,7 +244,8 @@ async def rated_usage(
     invoice accuracy check passes readers of the raw events received by its issue. A charge with
     a customer's price ``overrides`` is rated on the price in effect in each segment of its part,
     as a plan change splits usage (its usage is read again for each segment: only such charges
-    pay it)."""
+    pay it). Without ``charge_minimums`` the charges' minimums are left out: an interim invoice
+    bills the usage so far, and a minimum is owed only by the whole period."""
     if terms is not None and terms.free:
         return []
     full_start, full_end = (terms.full_start, terms.full_end) if terms is not None else (start, end)
@@ -263,9 +271,12 @@ async def rated_usage(
                         session, customer_id, [(charge, meter)], segment_start, segment_end
                     )
                 label = f" from {_fmt(segment_start)} to {_fmt(segment_end)}" if len(parts) + len(segments) > 2 else ""
+                priced = overridden_charge(charge, price)
+                if not charge_minimums and priced.minimum is not None:
+                    priced = PlanCharge(**(priced.model_dump() | {"minimum": None}))
                 lines += usage_lines(
                     meter_usage,
-                    overridden_charge(charge, price),
+                    priced,
                     version_id,
                     share=share_of_period(segment_start, segment_end, full_start, full_end, version.proration),
                     start=segment_start,
@@ -475,6 +486,10 @@ async def compose_period(
                 rated.append((rated_period.period_start, rated_period.period_end, count))
     terms = await _usage_terms_in(session, schedule, phases, start)
     lines = await rated_usage(session, customer_id, phases, start, end, overrides=overrides, terms=terms)
+    # Interim invoices (billing.threshold_invoicing) billed part of the usage: the period bills the rest.
+    interim = await repository.interim_billed(session, subscription, start)
+    lines = net_of_billed(lines, interim, currency, note=INTERIM_NOTE)
+    interim_usage = [("usage", billed.amount_exact) for billed in interim.values()]
     # Prorations come from immediate changes and lifecycle events (each starts a phase) and from a
     # change of interval cutting the period short: none of them, no query.
     if period.cut_short or any(
@@ -494,7 +509,12 @@ async def compose_period(
     advance = await bills_in_period(session, subscription, phases, period, overrides)
     lines += await _advance_lines(session, advance, period)
     shortfall = await period_true_up(
-        session, subscription, phases, period, end, [(line.kind, line.amount_exact) for line in lines]
+        session,
+        subscription,
+        phases,
+        period,
+        end,
+        [*((line.kind, line.amount_exact) for line in lines), *interim_usage],
     )
     if round_to_minor(shortfall, currency):  # a shortfall within the ratios' last digits bills nothing
         lines.append(
@@ -573,6 +593,60 @@ async def _late_usage(
                 )
             )
     return late
+
+
+INTERIM_NOTE = ", less interim invoices"
+
+
+def net_of_billed(
+    lines: list[DraftLine], billed: dict[repository.LineKey, repository.BilledUsage], currency: str, *, note: str
+) -> list[DraftLine]:
+    """The usage ``lines`` (each rated on the cumulative usage of its part of the period) less
+    what was ``billed`` of the same charge, dimensions and part already: the difference of the
+    quantities, of the exact amounts, and of the rounded amounts, so tiers, allowances and
+    packages apply to the cumulative quantity once and the invoices of a period add up, to the
+    cent, to what one invoice of the whole would charge. A line whose usage was billed in full
+    is left out; a billed line no longer rated (usage that went back to nothing) is reversed.
+    ``note`` is appended to the description of each line netted."""
+    if not billed:
+        return lines
+    remaining = dict(billed)
+    netted = []
+    for line in lines:
+        before = remaining.pop((line.plan_charge_id, canonical_json(line.dimensions), line.service_start), None)
+        if before is None:
+            netted.append(line)
+            continue
+        quantity = (line.quantity or Decimal(0)) - before.quantity
+        amount_exact = line.amount_exact - before.amount_exact
+        rounded = line.amount(currency) - before.amount
+        if quantity or amount_exact or rounded:
+            netted.append(
+                replace(
+                    line,
+                    description=f"{line.description}{note}",
+                    quantity=plain_decimal(quantity),
+                    amount_exact=amount_exact,
+                    rounded=rounded,
+                )
+            )
+    for (charge_id, dimensions, service_start), before in remaining.items():
+        netted.append(
+            DraftLine(
+                kind="usage",
+                description=f"{before.description}{note}",
+                amount_exact=-before.amount_exact,
+                rounded=-before.amount,
+                service_start=service_start,
+                service_end=before.service_end,
+                plan_version_id=before.plan_version_id,
+                plan_charge_id=charge_id,
+                meter_id=before.meter_id,
+                dimensions=loads_exact(dimensions),
+                quantity=plain_decimal(-before.quantity),
+            )
+        )
+    return netted
 
 
 # How long after issue an invoice falls due, unless the caller passes the configured terms.
@@ -700,6 +774,7 @@ async def issue(
         "trace_id": trace_id,
         "billing_details": billing_details_of(buyer).as_json(),
         "due_at": as_of + payment_terms,
+        "interim_sequence": draft.interim_sequence,
     }
     lines = [
         {

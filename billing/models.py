@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlmodel import Field, SQLModel
 
-INVOICE_KINDS = ("opening", "period", "one_off", "commitment")
+INVOICE_KINDS = ("opening", "period", "one_off", "commitment", "interim")
 INVOICE_STATUSES = ("issued", "paid", "void", "uncollectible")
 LINE_KINDS = (
     "base_fee",
@@ -60,7 +60,9 @@ class Invoice(SQLModel, table=True):
     the subscription starts; ``period`` closes ``[period_start, period_end)`` (usage in arrears)
     and bills the next period's base fee in advance. The unique key makes a re-run harmless.
     A ``one_off`` invoice bills one one-off charge at once; a ``commitment`` invoice bills a
-    prepaid commitment (its period is the commitment's)."""
+    prepaid commitment (its period is the commitment's). An ``interim`` invoice bills a period's
+    usage before it closes, once it reached the plan's threshold (billing.threshold_invoicing);
+    ``interim_sequence`` numbers them within the period."""
 
     __tablename__ = "invoices"
     __table_args__ = (
@@ -70,7 +72,21 @@ class Invoice(SQLModel, table=True):
             "kind",
             "period_start",
             unique=True,
-            postgresql_where=text("kind NOT IN ('one_off', 'commitment')"),
+            postgresql_where=text("kind NOT IN ('one_off', 'commitment', 'interim')"),
+        ),
+        # Interim invoices (threshold invoicing) bill a period before it closes: n-th of the period.
+        Index(
+            "invoices_one_interim_per_sequence",
+            "subscription_id",
+            "period_start",
+            "interim_sequence",
+            unique=True,
+            postgresql_where=text("kind = 'interim'"),
+        ),
+        CheckConstraint(
+            "(kind = 'interim') = (interim_sequence IS NOT NULL) "
+            "AND (interim_sequence IS NULL OR interim_sequence > 0)",
+            name="invoices_interim_sequence_known",
         ),
         CheckConstraint(
             "subscription_id IS NOT NULL OR NOT (kind NOT IN ('one_off', 'commitment'))",
@@ -101,6 +117,7 @@ class Invoice(SQLModel, table=True):
     # The buyer's billing details as they stood at issue (None: issued before they were kept).
     billing_details: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     due_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    interim_sequence: int | None = Field(default=None, sa_column=Column(Integer))
 
 
 class InvoiceTaxLine(SQLModel, table=True):

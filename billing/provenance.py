@@ -3,7 +3,9 @@
 A usage line bills the meter's quantity over its service period for its customer and dimensions
 (within its charge's ``where``), as it stood when the invoice was issued. A late-usage line bills
 what a period gained after it was last billed: the period re-rated, less what earlier invoices
-billed of the same charge and dimensions. So for an additive meter (count, sum):
+billed of the same charge and dimensions. A usage line of a period whose interim invoices
+(threshold invoicing) billed part of it says what they billed before it. So for an additive
+meter (count, sum):
 
 - usage line: the events received by the invoice's issue add up to the line's quantity;
 - late-usage line: the events received after the period was last billed and by this invoice's
@@ -81,7 +83,8 @@ class UsageProvenance:
     received_after: datetime | None  # the line's window of arrival: (received_after, received_by]
     received_by: datetime
     events: EventSummary  # the events received in that window: what this line billed
-    previously_billed: Decimal | None  # late usage: what earlier invoices billed of the period
+    # Late usage: what earlier invoices billed of the period; usage: what its interim invoices did.
+    previously_billed: Decimal | None
     arrived_later: int  # events of the period received after this invoice (billed later, as late usage)
 
 
@@ -112,7 +115,9 @@ class LineProvenance:
             text = f"{found.events.count} event(s) of {found.meter.key}"
             if found.events.quantity is not None and found.meter.aggregation != "count":
                 text += f" measuring {plain_decimal(found.events.quantity)} {unit}"
-            if found.previously_billed is not None:
+            if found.previously_billed is not None and self.line.kind == "usage":
+                text += f" ({plain_decimal(found.previously_billed)} of it billed by earlier interim invoices)"
+            elif found.previously_billed is not None:
                 text += f" arrived after the period was billed ({plain_decimal(found.previously_billed)} billed before)"
             return text + f", over {sum(g.hours for g in found.rollups)} rollup hour(s)"
         if self.plan is not None:
@@ -196,6 +201,12 @@ async def _usage_provenance(session: AsyncSession, invoice: Invoice, line: Invoi
             end=end,
         )
         previously_billed, received_after = plain_decimal(earlier.quantity), earlier.last_rated_at
+    elif invoice.kind in ("period", "interim") and invoice.subscription_id is not None:
+        # Threshold invoicing: the period's interim invoices before this one billed part of it.
+        interim = await repository.interim_quantity_before(
+            session, invoice, line.plan_charge_id, line.dimensions, line.service_start
+        )
+        previously_billed = plain_decimal(interim) if interim is not None else None
     events = repository.EventFilter(
         customer_id=customer_id,
         event_type=meter.event_type,

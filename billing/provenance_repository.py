@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing.models import Invoice
 from metering.events import canonical_json, loads_exact
 
 
@@ -187,3 +188,34 @@ async def advance_share(
         {"invoice": invoice_id, "charge": charge_id, "at": effective_at, "kinds": list(kinds)},
     )
     return row.scalar_one_or_none()
+
+
+async def interim_quantity_before(
+    session: AsyncSession,
+    invoice: Invoice,
+    plan_charge_id: uuid.UUID,
+    dimensions: dict[str, Any],
+    service_start: datetime,
+) -> Decimal | None:
+    """The quantity the interim invoices of ``invoice``'s period issued before it billed of the
+    charge, dimensions and part (None when they billed none of it)."""
+    row = await session.execute(
+        text(
+            "SELECT sum(l.quantity) FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id "
+            "WHERE i.customer_id = :customer_id AND i.subscription_id = :subscription_id AND i.kind = 'interim' "
+            "AND i.period_start = :period_start AND i.number < :number AND l.kind = 'usage' "
+            "AND l.plan_charge_id = :plan_charge_id AND l.dimensions = CAST(:dimensions AS jsonb) "
+            "AND l.service_start = :service_start"
+        ),
+        {
+            "customer_id": invoice.customer_id,
+            "subscription_id": invoice.subscription_id,
+            "period_start": invoice.period_start,
+            "number": invoice.number,
+            "plan_charge_id": plan_charge_id,
+            "dimensions": canonical_json(dimensions),
+            "service_start": service_start,
+        },
+    )
+    quantity: Decimal | None = row.scalar_one()
+    return quantity

@@ -18,7 +18,7 @@ from billing.models import Invoice, InvoiceLine, InvoiceTaxLine, RatedPeriod
 from billing.webhook_payloads import invoice_data
 from customers.models import Subscription
 from ledger.repository import driver_connection
-from metering.events import canonical_json
+from metering.events import canonical_json, loads_exact
 from notifications.webhook_events import API_VERSION
 
 
@@ -141,11 +141,12 @@ number AS (
 invoice AS (
   INSERT INTO invoices (id, customer_id, subscription_id, number, kind, status, currency, period_start, period_end,
                         subtotal, credits_applied, total, amount_due, tax_amount, issued_at,
-                        ledger_transaction_id, credits_transaction_id, trace_id, billing_details, due_at)
+                        ledger_transaction_id, credits_transaction_id, trace_id, billing_details, due_at,
+                        interim_sequence)
   SELECT %(id)s, %(customer_id)s, %(subscription_id)s, number.last_number, %(kind)s, %(status)s, %(currency)s,
          %(period_start)s, %(period_end)s, %(subtotal)s, %(credits_applied)s, %(total)s, %(amount_due)s,
          %(tax_amount)s, %(issued_at)s, %(ledger_transaction_id)s, %(credits_transaction_id)s, %(trace_id)s,
-         %(billing_details)s, %(due_at)s
+         %(billing_details)s, %(due_at)s, %(interim_sequence)s
   FROM number
   RETURNING number),
 lines AS (
@@ -253,6 +254,7 @@ async def write_invoice(session: AsyncSession, written: InvoiceToWrite) -> int:
     await session.flush()  # the ledger's rows first: the number's lock is the last one taken
     lines, rated = written.lines, written.rated
     params = {
+        "interim_sequence": None,
         **written.invoice,
         "billing_details": Jsonb(written.invoice["billing_details"]),
         "invoiced_through": written.invoiced_through,
@@ -295,6 +297,87 @@ async def billed_usage(
         (charge_id, dimensions, service_start): (quantity or Decimal(0), amount)
         for charge_id, dimensions, service_start, quantity, amount in rows
     }
+
+
+LineKey = tuple[uuid.UUID | None, str, datetime]  # charge, canonical dimensions, service start
+
+
+@dataclass(frozen=True)
+class BilledUsage:
+    """What the interim invoices of a period billed of one charge, dimensions and part."""
+
+    quantity: Decimal
+    amount_exact: Decimal
+    amount: int
+    description: str
+    service_end: datetime
+    plan_version_id: uuid.UUID | None
+    meter_id: uuid.UUID | None
+
+
+async def interim_billed(
+    session: AsyncSession, subscription: Subscription, period_start: datetime
+) -> dict[LineKey, BilledUsage]:
+    """What the interim invoices of the period starting at ``period_start`` billed, by charge,
+    canonical dimensions and service start. Void ones count too: voiding an interim invoice
+    forgives its usage, it does not bill it again on the period invoice."""
+    connection = await driver_connection(session)
+    cursor = await connection.execute(
+        "SELECT l.plan_charge_id, l.dimensions::text, l.service_start, sum(l.quantity), sum(l.amount_exact), "
+        "sum(l.amount), min(l.description), max(l.service_end), "
+        "(array_agg(l.plan_version_id))[1], (array_agg(l.meter_id))[1] "
+        "FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id "
+        "WHERE i.customer_id = %s AND i.subscription_id = %s AND i.kind = 'interim' AND i.period_start = %s "
+        "AND l.kind = 'usage' GROUP BY l.plan_charge_id, l.dimensions::text, l.service_start",
+        (subscription.customer_id, subscription.id, period_start),
+    )
+    return {
+        (charge_id, canonical_json(loads_exact(dimensions)), service_start): BilledUsage(
+            quantity or Decimal(0), amount_exact, int(amount), description, service_end, version_id, meter_id
+        )
+        for (
+            charge_id,
+            dimensions,
+            service_start,
+            quantity,
+            amount_exact,
+            amount,
+            description,
+            service_end,
+            version_id,
+            meter_id,
+        ) in await cursor.fetchall()
+    }
+
+
+async def interim_invoices_issued(session: AsyncSession, subscription: Subscription, period_start: datetime) -> int:
+    """How many interim invoices the period starting at ``period_start`` has (void ones too)."""
+    connection = await driver_connection(session)
+    cursor = await connection.execute(
+        "SELECT count(*) FROM invoices WHERE customer_id = %s AND subscription_id = %s AND kind = 'interim' "
+        "AND period_start = %s",
+        (subscription.customer_id, subscription.id, period_start),
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def threshold_subscriptions(
+    session: AsyncSession, customer_ids: list[uuid.UUID] | None
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(customer, subscription) of the opened subscriptions with a phase on a plan version that
+    invoices at a threshold, of the customers named (all when None)."""
+    connection = await driver_connection(session)
+    cursor = await connection.execute(
+        "SELECT DISTINCT s.customer_id, s.id FROM subscriptions s "
+        "JOIN subscription_phases p ON p.subscription_id = s.id "
+        "JOIN plan_versions v ON v.id = p.plan_version_id "
+        "WHERE v.invoice_threshold IS NOT NULL AND s.invoiced_through IS NOT NULL "
+        "AND (%s::uuid[] IS NULL OR s.customer_id = ANY(%s)) ORDER BY s.customer_id, s.id",
+        (customer_ids, customer_ids),
+    )
+    return [(customer_id, subscription_id) for customer_id, subscription_id in await cursor.fetchall()]
 
 
 async def base_fee_billed(

@@ -56,10 +56,12 @@ PLAN_FIELDS = {
     "trial_requires_payment_method",
     "minimum_spend",
     "currency_options",
+    "invoice_threshold",
 }
-#: A price in another currency names only what is money: the base fee, the minimum spend and
-#: each charge's prices (by position); what is counted, included and limited stays the plan's.
-CURRENCY_OPTION_FIELDS = {"base_fee", "minimum_spend", "charges"}
+#: A price in another currency names only what is money: the base fee, the minimum spend, the
+#: invoice threshold and each charge's prices (by position); what is counted, included and
+#: limited stays the plan's.
+CURRENCY_OPTION_FIELDS = {"base_fee", "minimum_spend", "invoice_threshold", "charges"}
 CHARGE_PRICE_FIELDS = {
     "unit_price",
     "tiers",
@@ -197,6 +199,9 @@ class PlanSpec:
     trial_usage: str = "free"
     trial_requires_payment_method: bool = False
     minimum_spend: Decimal | None = None
+    # Threshold (progressive) invoicing: an interim invoice bills the period's usage so far once
+    # what it has not billed yet reaches this amount (billing.threshold_invoicing).
+    invoice_threshold: Decimal | None = None
     # The same plan priced in other currencies (each one a PlanSpec of its own currency, without
     # options): a customer is billed the prices of their currency.
     currency_options: tuple[PlanSpec, ...] = ()
@@ -229,6 +234,8 @@ class PlanSpec:
             document["trial_requires_payment_method"] = self.trial_requires_payment_method
         if self.minimum_spend is not None:
             document["minimum_spend"] = _text(self.minimum_spend)
+        if self.invoice_threshold is not None:  # absent without one, so older plans keep their hash
+            document["invoice_threshold"] = _text(self.invoice_threshold)
         if self.currency_options:  # a change of any currency's prices makes a new version of all
             document["currency_options"] = {o.currency: o.pricing_document() for o in self.currency_options}
         return document
@@ -492,15 +499,22 @@ def _read_currency_options(
                 f"{option_path}.minimum_spend", f"is required: the plan has a minimum spend in {plan.currency}"
             )
             continue
+        if plan.invoice_threshold is not None and "invoice_threshold" not in option:
+            reader.problem(
+                f"{option_path}.invoice_threshold",
+                f"is required: the plan invoices at a threshold in {plan.currency}",
+            )
+            continue
         merged_charges = []
         for position, (charge, prices) in enumerate(zip(charges, option_charges, strict=True)):
             reader.unknown_fields(prices, CHARGE_PRICE_FIELDS, f"{option_path}.charges[{position}]")
             merged_charges.append(
                 {key: value for key, value in charge.items() if key not in CHARGE_PRICE_FIELDS} | prices
             )
-        merged = {key: value for key, value in item.items() if key not in ("base_fee", "minimum_spend")}
+        money = ("base_fee", "minimum_spend", "invoice_threshold")
+        merged = {key: value for key, value in item.items() if key not in money}
         merged |= {"currency": currency, "charges": merged_charges, "currency_options": {}}
-        merged |= {key: option[key] for key in ("base_fee", "minimum_spend") if key in option}
+        merged |= {key: option[key] for key in money if key in option}
         priced = _read_plan(reader, merged, option_path, meter_keys, aggregations, PLAN_FIELDS)
         if priced is not None:
             options.append(priced)
@@ -569,6 +583,7 @@ def _read_plan(
             f"{path}.minimum_spend", f"{minimum_spend} is not payable in {currency}: too many decimal places"
         )
         minimum_spend = None
+    invoice_threshold = _read_invoice_threshold(reader, item, path, currency)
     if key is None or name is None or currency is None or interval is None or base_fee is None:
         return None
     return PlanSpec(
@@ -585,7 +600,29 @@ def _read_plan(
         trial_usage,
         requires_method,
         minimum_spend=minimum_spend,
+        invoice_threshold=invoice_threshold,
     )
+
+
+#: The largest threshold accepted (in major units): beyond it no period would ever reach it, and
+#: a typo of extra zeros would silently turn threshold invoicing off.
+MAX_INVOICE_THRESHOLD = Decimal("1000000000")
+
+
+def _read_invoice_threshold(reader: _Reader, item: dict[str, Any], path: str, currency: str | None) -> Decimal | None:
+    """``invoice_threshold = "100.00"``: a positive amount payable in the plan's currency."""
+    threshold = reader.decimal(item, "invoice_threshold", path, positive=True)
+    if threshold is None:
+        return None
+    if threshold > MAX_INVOICE_THRESHOLD:
+        reader.problem(f"{path}.invoice_threshold", f"must be at most {MAX_INVOICE_THRESHOLD}")
+        return None
+    if currency is not None and not fits_minor_unit(threshold, currency):
+        reader.problem(
+            f"{path}.invoice_threshold", f"{threshold} is not payable in {currency}: too many decimal places"
+        )
+        return None
+    return threshold
 
 
 def _read_charge(

@@ -78,6 +78,9 @@ class PlanVersion(SQLModel, table=True):
     pricing_hash: str
     # The least a period bills (base fee and usage, before credits); a true-up line makes up the rest.
     minimum_spend: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
+    # Threshold invoicing: once the period's usage not yet billed reaches this amount, an interim
+    # invoice bills it (billing.threshold_invoicing). None: usage waits for the period's close.
+    invoice_threshold: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
     # How a part of a period is measured: "exact" (to the microsecond) or "day" (whole days).
     proration: str = Field(default="exact", sa_column=Column(String, nullable=False, server_default="exact"))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

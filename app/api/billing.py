@@ -163,7 +163,8 @@ class Invoice:
     status: InvoiceStatus
     kind: str = strawberry.field(
         description="opening (first base fee), period (a closed period), one_off (a one-off charge billed at "
-        "once) or commitment (a prepaid commitment)."
+        "once), commitment (a prepaid commitment) or interim (the usage so far of a period whose unbilled usage "
+        "reached the plan's invoice threshold; the period invoice bills only the rest)."
     )
     period_start: datetime
     period_end: datetime
@@ -174,6 +175,17 @@ class Invoice:
     amount_due: Money
     tax: Money = strawberry.field(description="All its tax, inclusive and exclusive.")
     row: strawberry.Private[InvoiceRow]
+
+    @strawberry.field(
+        description="Whether it is an interim invoice (threshold invoicing): it bills a period's usage so far, "
+        "before the period closes."
+    )
+    def interim(self) -> bool:
+        return self.row.kind == "interim"
+
+    @strawberry.field(description="An interim invoice's number within its period (1, 2, …); null for other kinds.")
+    def interim_sequence(self) -> int | None:
+        return self.row.interim_sequence
 
     @strawberry.field(description="One line per tax rate applied (or one reverse-charge line).")
     async def tax_lines(self, info: Info) -> list[InvoiceTaxLine]:

@@ -182,6 +182,7 @@ class Plan:
         default=False, description="New subscriptions are billed on calendar periods (else on their anniversary)."
     )
     minimum_spend_amount: strawberry.Private[Decimal | None] = None
+    invoice_threshold_amount: strawberry.Private[Decimal | None] = None
 
     @strawberry.field
     def base_fee(self) -> Money:
@@ -192,6 +193,15 @@ class Plan:
         if self.minimum_spend_amount is None:
             return None
         return Money(amount=quantize_major(self.minimum_spend_amount, self.currency), currency=self.currency)
+
+    @strawberry.field(
+        description="Threshold invoicing: once a period's usage not billed yet reaches it, an interim invoice bills "
+        "the usage so far; null: usage is billed when the period closes."
+    )
+    def invoice_threshold(self) -> Money | None:
+        if self.invoice_threshold_amount is None:
+            return None
+        return Money(amount=quantize_major(self.invoice_threshold_amount, self.currency), currency=self.currency)
 
     @strawberry.field
     async def charges(self, info: Info) -> list[Charge]:
@@ -213,6 +223,7 @@ class Plan:
             trial_days=version.trial_days,
             calendar_billing=version.billing_anchor == "calendar",
             minimum_spend_amount=version.minimum_spend,
+            invoice_threshold_amount=version.invoice_threshold,
         )
 
 

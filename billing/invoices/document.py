@@ -104,6 +104,8 @@ class InvoiceDocument:
     discounts: list[DiscountLine] = field(default_factory=list)
     taxes: list[TaxLine] = field(default_factory=list)
     credit_notes: list[CreditNoteApplied] = field(default_factory=list)
+    # An interim invoice (threshold invoicing) bills a period's usage so far: its title says so.
+    interim: bool = False
 
 
 def invoice_number(invoice: Invoice) -> str:
@@ -189,6 +191,7 @@ async def build_document(
         amount_due=invoice.amount_due,
         discounts=discounts,
         taxes=taxes,
+        interim=invoice.kind == "interim",
     )
 
 

@@ -21,6 +21,7 @@ from ledger.money import to_major
 LABELS: dict[str, dict[str, str]] = {
     "en": {
         "invoice": "Invoice",
+        "interim_invoice": "Interim invoice",
         "invoice_number": "Invoice number",
         "issue_date": "Issue date",
         "due_date": "Due date",
@@ -76,6 +77,7 @@ LABELS: dict[str, dict[str, str]] = {
     },
     "fr": {
         "invoice": "Facture",
+        "interim_invoice": "Facture intermédiaire",
         "invoice_number": "Numéro de facture",
         "issue_date": "Date d'émission",
         "due_date": "Date d'échéance",
@@ -131,6 +133,7 @@ LABELS: dict[str, dict[str, str]] = {
     },
     "de": {
         "invoice": "Rechnung",
+        "interim_invoice": "Zwischenrechnung",
         "invoice_number": "Rechnungsnummer",
         "issue_date": "Rechnungsdatum",
         "due_date": "Fälligkeitsdatum",
@@ -186,6 +189,7 @@ LABELS: dict[str, dict[str, str]] = {
     },
     "es": {
         "invoice": "Factura",
+        "interim_invoice": "Factura intermedia",
         "invoice_number": "Número de factura",
         "issue_date": "Fecha de emisión",
         "due_date": "Fecha de vencimiento",

@@ -8,7 +8,7 @@ A firing is unique per (alert, customer, period start, threshold): the roller's 
 it ``ON CONFLICT DO NOTHING``, so concurrent roll-ups fire each threshold once per period.
 
 Revision ID: 0034
-Revises: 0032
+Revises: 0033
 """
 
 import sqlalchemy as sa
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
 revision = "0034"
-down_revision = "0032"
+down_revision = "0033"
 branch_labels = None
 depends_on = None
 
