@@ -72,6 +72,8 @@ class Capability(StrEnum):
     UPDATE_BILLING_DETAILS = "update_billing_details"
     READ_EMAILS = "read_emails"  # the email outbox: staff only (recipients of every customer)
     RESEND_EMAILS = "resend_emails"
+    # Buy credits and set the low-balance alert and auto-recharge: staff, and a customer token its own.
+    PURCHASE_CREDITS = "purchase_credits"
 
 
 _STAFF_READ = {
@@ -105,6 +107,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.OVERRIDE_PRICES,
             Capability.UPDATE_BILLING_DETAILS,
             Capability.RESEND_EMAILS,
+            Capability.PURCHASE_CREDITS,
         }
     ),
     # Support grants credits up to TALLY_SUPPORT_GRANT_LIMIT a grant (checked where grants are made).
@@ -120,6 +123,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.MANAGE_PAYMENT_METHODS,
             Capability.UPDATE_BILLING_DETAILS,
             Capability.RESEND_EMAILS,
+            Capability.PURCHASE_CREDITS,
         }
     ),
     Role.VIEWER: frozenset(_STAFF_READ),
@@ -139,6 +143,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.READ_INVOICES,
             Capability.MANAGE_PAYMENT_METHODS,
             Capability.UPDATE_BILLING_DETAILS,
+            Capability.PURCHASE_CREDITS,
         }
     ),
 }

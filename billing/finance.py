@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, credit_notes_repository, repository
+from billing import collection_repository, credit_notes_repository, repository, topups
 from billing.models import Invoice
 from ledger.errors import InvalidInput, NotFound
 from ledger.service import Entry, Leg, account, check_reason, claim, post, reverse_transaction, transaction_by_key
@@ -55,6 +55,8 @@ async def mark_uncollectible(
     invoice, retried = await _open_invoice(session, invoice_id, closing_as="uncollectible", keys=(idempotency_key,))
     if retried:
         return invoice
+    if invoice.kind == "credit_purchase":  # a top-up posted no receivable: there is no debt to write off
+        raise InvalidInput("a credit purchase is owed only once paid: void it instead", field="invoiceId")
     due = await credit_notes_repository.still_due(session, invoice.id)
     entry = Entry(
         kind="write_off",
@@ -109,4 +111,5 @@ async def void_invoice(
             )
     await repository.set_invoice_status(session, invoice.id, "void")
     await collection_repository.settle_outbox(session, invoice.id, "failed", "voided")
+    await topups.invoice_closed(session, invoice.id, why=f"invoice voided: {reason}", as_of=as_of)
     return await _reread(session, invoice.id)

@@ -44,6 +44,7 @@ from app.api.promotions import PromotionsMutation, PromotionsQuery
 from app.api.scalars import SCALAR_MAP
 from app.api.simulation import SimulationMutation
 from app.api.taxes import TaxesMutation, TaxesQuery
+from app.api.topups import TopUpsMutation
 from app.api.traces import TracesQuery
 from app.database import is_database_unavailable
 from app.http_errors import UNAVAILABLE
@@ -98,6 +99,7 @@ Mutation = merge_types(
         CalendarMutation,
         TaxesMutation,
         NotificationsMutation,
+        TopUpsMutation,
     ),
 )
 
