@@ -33,6 +33,7 @@ from app.settings import Settings
 from app.subscription_cli import SubscriptionOption, subscription_cli, subscription_id_option
 from app.tax_cli import tax_cli
 from app.telemetry import configure_tracing
+from app.topup_cli import topup_cli
 from billing.taxation import use_tax_policy
 from ledger.errors import TallyError
 from pricing.catalog import CatalogInvalid
@@ -71,6 +72,7 @@ cli.add_typer(prices_cli, name="prices")
 cli.add_typer(customer_cli, name="customer")
 cli.add_typer(tax_cli, name="tax")
 cli.add_typer(coupon_cli, name="coupon")
+cli.add_typer(topup_cli, name="credits")
 cli.add_typer(email_cli, name="email")
 trial_cli = typer.Typer(help="Trials: end one now (its invoice issued at once) or extend it.", no_args_is_help=True)
 cli.add_typer(trial_cli, name="trial")
