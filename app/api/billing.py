@@ -69,6 +69,7 @@ class InvoiceLineKind(Enum):
     ADVANCE = "advance"
     ADVANCE_PRORATION = "advance_proration"
     DISCOUNT = "discount"
+    CREDIT_PURCHASE = "credit_purchase"
 
 
 @strawberry.type
@@ -163,7 +164,7 @@ class Invoice:
     status: InvoiceStatus
     kind: str = strawberry.field(
         description="opening (first base fee), period (a closed period), one_off (a one-off charge billed at "
-        "once) or commitment (a prepaid commitment)."
+        "once), commitment (a prepaid commitment) or credit_purchase (credits bought, granted when it is paid)."
     )
     period_start: datetime
     period_end: datetime

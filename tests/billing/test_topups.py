@@ -37,7 +37,7 @@ from tests.conftest import graphql, now
 
 PURCHASE = """mutation($i: PurchaseCreditsInput!) { purchaseCredits(input: $i) {
   purchase { id status origin amount { amount currency } priority expiresInDays invoice { kind status } }
-  invoice { id amountDue { amount } } userErrors { field code message } } }"""
+  invoice { id amountDue { amount } lines { kind description } } userErrors { field code message } } }"""
 SETTINGS = """mutation($i: SetCreditBalanceSettingsInput!) { setCreditBalanceSettings(input: $i) {
   creditBalance { credits { amount } lowBalanceThreshold { amount } balanceLow
     autoRecharge { enabled threshold { amount } amount { amount } monthlyCap { amount } rechargedThisMonth { amount } } }
@@ -406,6 +406,9 @@ async def test_a_customer_buys_its_own_credits_once_per_key_and_never_anothers(
     assert len({p["purchase"]["id"] for p in payloads}) == 1, "one purchase for one key, however many race"
     assert payloads[0]["purchase"]["invoice"] == {"kind": "credit_purchase", "status": "ISSUED"}
     assert payloads[0]["invoice"]["amountDue"]["amount"] == "25.00"
+    assert payloads[0]["invoice"]["lines"] == [
+        {"kind": "CREDIT_PURCHASE", "description": "Credits: 25.00 USD of credits"}
+    ]
     assert (await count(session, "credit_purchases"), await count(session, "invoices")) == (1, 1)
     reused = (await graphql(client, own, PURCHASE, purchase_input(customer_id, amount="30"))).json()["data"]
     assert reused["purchaseCredits"]["userErrors"][0]["code"] == "IDEMPOTENCY_KEY_REUSED"
