@@ -37,7 +37,6 @@ def test_credits_bought_once_by_key_and_auto_recharge_buys_once(run, database_ur
 
 REFUSALS = [
     (("buy", "org_cli", "--", "-5"), "amount: must be greater than zero"),
-    (("buy", "org_cli", "abc"), "amount: 'abc' is not a decimal number"),
     (("buy", "org_cli", "1e30"), "amount:"),
     (("buy", "org_cli", "5", "--key", "k" * 300), "idempotencyKey:"),
     (("buy", "org_nobody", "5"), "no such customer"),
