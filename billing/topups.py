@@ -50,7 +50,6 @@ MAX_PURCHASE = 99_999_999
 MAX_VALIDITY_DAYS = 3660
 DEFAULT_PRIORITY = 100
 MAX_PRIORITY = 1_000_000
-ORIGINS = ("request", "auto_recharge")
 
 
 @dataclass(frozen=True)
