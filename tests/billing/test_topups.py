@@ -17,7 +17,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
+from strawberry.utils.str_converters import to_camel_case
 
+from app.api.topups import CreditBalance
 from app.collection import stripe_gateway
 from app.credit_balances import check_credit_balances
 from app.jobs import collect_invoices, process_stripe_events
@@ -328,6 +330,8 @@ async def test_balance_low_fires_once_per_crossing_and_rearms_above(session: Asy
         await credit_balance.check_balance(session, customer_id, as_of=now())
         await session.commit()
     [event] = await balance_low_events(session, customer_id)
+    graphql_fields = {to_camel_case(f.name) for f in CreditBalance.__strawberry_definition__.fields}  # type: ignore[attr-defined]
+    assert set(event) == graphql_fields - {"autoRecharge"}, "data is the CreditBalance type's fields"
     assert (event["credits"], event["lowBalanceThreshold"], event["balanceLow"], event["currency"]) == (
         1500,
         2000,
