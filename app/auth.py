@@ -75,6 +75,8 @@ class Capability(StrEnum):
     # Outbound webhook endpoints, their secrets and deliveries: admin only (a secret signs what
     # Tally tells the product; a URL decides where every customer's data goes).
     MANAGE_WEBHOOKS = "manage_webhooks"
+    # Buy credits and set the low-balance alert and auto-recharge: staff, and a customer token its own.
+    PURCHASE_CREDITS = "purchase_credits"
 
 
 _STAFF_READ = {
@@ -108,6 +110,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.OVERRIDE_PRICES,
             Capability.UPDATE_BILLING_DETAILS,
             Capability.RESEND_EMAILS,
+            Capability.PURCHASE_CREDITS,
         }
     ),
     # Support grants credits up to TALLY_SUPPORT_GRANT_LIMIT a grant (checked where grants are made).
@@ -123,6 +126,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.MANAGE_PAYMENT_METHODS,
             Capability.UPDATE_BILLING_DETAILS,
             Capability.RESEND_EMAILS,
+            Capability.PURCHASE_CREDITS,
         }
     ),
     Role.VIEWER: frozenset(_STAFF_READ),
@@ -142,6 +146,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.READ_INVOICES,
             Capability.MANAGE_PAYMENT_METHODS,
             Capability.UPDATE_BILLING_DETAILS,
+            Capability.PURCHASE_CREDITS,
         }
     ),
 }

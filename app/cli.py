@@ -35,6 +35,7 @@ from app.settings import Settings
 from app.subscription_cli import SubscriptionOption, subscription_cli, subscription_id_option
 from app.tax_cli import tax_cli
 from app.telemetry import configure_tracing
+from app.topup_cli import topup_cli
 from app.webhook_cli import webhook_cli
 from billing.taxation import use_tax_policy
 from ledger.errors import TallyError
@@ -75,6 +76,7 @@ cli.add_typer(customer_cli, name="customer")
 cli.add_typer(tax_cli, name="tax")
 cli.add_typer(coupon_cli, name="coupon")
 cli.add_typer(alert_cli, name="alert")
+cli.add_typer(topup_cli, name="credits")
 cli.add_typer(email_cli, name="email")
 cli.add_typer(webhook_cli, name="webhook")
 cli.add_typer(interim_cli, name="interim")

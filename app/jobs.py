@@ -16,6 +16,7 @@ from app import trace_store
 from app.anomaly_scan import scan_anomalies
 from app.billing_run import billing_window, run_billing
 from app.collection import stripe_gateway
+from app.credit_balances import check_credit_balances
 from app.email import email_delivery, send_emails
 from app.metrics import INVOICE_ACCURACY_DIFFERENCES, STRIPE_EVENT_FAILURES, refresh_gauges
 from app.settings import Settings
@@ -236,6 +237,7 @@ async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Set
             ("credit expiry", lambda: expire_credit_grants(sessions, as_of=datetime.now(UTC))),
             ("trial endings", lambda: tell_trial_endings(sessions, as_of=datetime.now(UTC))),
             ("billing run", lambda: run_billing(sessions, settings, as_of=datetime.now(UTC))),
+            ("credit balances", lambda: check_credit_balances(sessions, as_of=datetime.now(UTC))),
             ("stripe events", lambda: process_stripe_events(sessions, settings, as_of=datetime.now(UTC))),
             ("collection", lambda: collect_invoices(sessions, settings, as_of=datetime.now(UTC))),
             ("reconciliation", lambda: reconcile_daily(sessions, settings, as_of=datetime.now(UTC))),

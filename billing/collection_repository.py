@@ -200,11 +200,13 @@ async def failed_attempts(session: AsyncSession, invoice_id: uuid.UUID) -> int:
 
 
 async def customers_with_failed_collection(session: AsyncSession, customer_id: uuid.UUID) -> int:
-    """Invoices of the customer still being dunned or given up on."""
+    """Invoices of the customer still being dunned or given up on. A top-up whose payment failed
+    is neither: nothing was owed (billing.topups)."""
     row = await session.execute(
         text(
-            "SELECT count(*) FROM collection_outbox WHERE customer_id = :id "
-            "AND (status = 'failed' OR first_failed_at IS NOT NULL AND status <> 'collected')"
+            "SELECT count(*) FROM collection_outbox o WHERE o.customer_id = :id "
+            "AND (o.status = 'failed' OR o.first_failed_at IS NOT NULL AND o.status <> 'collected') "
+            "AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.id = o.invoice_id AND i.kind = 'credit_purchase')"
         ),
         {"id": customer_id},
     )

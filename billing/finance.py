@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, credit_notes_repository, repository
+from billing import collection_repository, credit_notes_repository, repository, topups
 from billing.invoice_events import emit_invoice_event
 from billing.models import Invoice
 from ledger.errors import InvalidInput, NotFound
@@ -56,6 +56,8 @@ async def mark_uncollectible(
     invoice, retried = await _open_invoice(session, invoice_id, closing_as="uncollectible", keys=(idempotency_key,))
     if retried:
         return invoice
+    if invoice.kind == "credit_purchase":  # a top-up posted no receivable: there is no debt to write off
+        raise InvalidInput("a credit purchase is owed only once paid: void it instead", field="invoiceId")
     due = await credit_notes_repository.still_due(session, invoice.id)
     entry = Entry(
         kind="write_off",
@@ -114,4 +116,5 @@ async def void_invoice(
     await emit_invoice_event(
         session, "invoice.voided", f"invoice.voided:{invoice.id}", invoice, status="void", as_of=as_of
     )
+    await topups.invoice_closed(session, invoice.id, why=f"invoice voided: {reason}", as_of=as_of)
     return await _reread(session, invoice.id)

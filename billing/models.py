@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlmodel import Field, SQLModel
 
-INVOICE_KINDS = ("opening", "period", "one_off", "commitment", "interim")
+INVOICE_KINDS = ("opening", "period", "one_off", "commitment", "interim", "credit_purchase")
 INVOICE_STATUSES = ("issued", "paid", "void", "uncollectible")
 LINE_KINDS = (
     "base_fee",
@@ -46,13 +46,17 @@ LINE_KINDS = (
     "advance",
     "advance_proration",
     "discount",
+    "credit_purchase",
 )
 # What an in-advance charge billed for a period: at its start, a rise, and what a pause, cancel or
 # plan change credits (the unused rest) or charges again (the rest, at the value then).
 ADVANCE_BILL_KINDS = ("advance", "top_up", "credit", "charge")
 # Invoices of these kinds bill no period boundary (several may share a moment): each is made once
-# by its one-off charge's or prepaid commitment's own idempotency key instead.
-UNBOUNDED_INVOICE_KINDS = ("one_off", "commitment")
+# by its one-off charge's, prepaid commitment's or credit purchase's own idempotency key instead.
+UNBOUNDED_INVOICE_KINDS = ("one_off", "commitment", "credit_purchase")
+_BOUNDED = f"kind NOT IN {UNBOUNDED_INVOICE_KINDS!r}"
+# Interim invoices bill a boundary's period too, but several of them: numbered, not one per boundary.
+_ONE_PER_BOUNDARY = f"kind NOT IN {(*UNBOUNDED_INVOICE_KINDS, 'interim')!r}"
 
 
 class Invoice(SQLModel, table=True):
@@ -62,7 +66,8 @@ class Invoice(SQLModel, table=True):
     A ``one_off`` invoice bills one one-off charge at once; a ``commitment`` invoice bills a
     prepaid commitment (its period is the commitment's). An ``interim`` invoice bills a period's
     usage before it closes, once it reached the plan's threshold (billing.threshold_invoicing);
-    ``interim_sequence`` numbers them within the period."""
+    ``interim_sequence`` numbers them within the period. A ``credit_purchase`` invoice bills
+    credits bought (:mod:`billing.topups`), granted when it is paid."""
 
     __tablename__ = "invoices"
     __table_args__ = (
@@ -72,7 +77,7 @@ class Invoice(SQLModel, table=True):
             "kind",
             "period_start",
             unique=True,
-            postgresql_where=text("kind NOT IN ('one_off', 'commitment', 'interim')"),
+            postgresql_where=text(_ONE_PER_BOUNDARY),
         ),
         # Interim invoices (threshold invoicing) bill a period before it closes: n-th of the period.
         Index(
@@ -89,7 +94,7 @@ class Invoice(SQLModel, table=True):
             name="invoices_interim_sequence_known",
         ),
         CheckConstraint(
-            "subscription_id IS NOT NULL OR NOT (kind NOT IN ('one_off', 'commitment'))",
+            f"subscription_id IS NOT NULL OR NOT ({_BOUNDED})",
             name="invoices_boundary_has_subscription",
         ),
     )
@@ -692,3 +697,83 @@ class UsageAlertFiring(SQLModel, table=True):
     threshold_value: Decimal = Field(sa_column=Column(Numeric(30, 12), nullable=False))
     observed: Decimal = Field(sa_column=Column(Numeric(30, 12), nullable=False))
     fired_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class CreditPurchase(SQLModel, table=True):
+    """Credits a customer buys (:mod:`billing.topups`): billed at once on a ``credit_purchase``
+    invoice, granted (``grant_id``) when that invoice is paid, never before and only once. A
+    failed payment leaves it ``failed``, with nothing granted. ``origin`` is ``request`` (someone
+    asked) or ``auto_recharge``; at most one auto-recharge per customer awaits payment (a partial
+    unique index), so concurrent balance checks cannot charge twice."""
+
+    __tablename__ = "credit_purchases"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="credit_purchases_amount_positive"),
+        CheckConstraint("priority BETWEEN 0 AND 1000000", name="credit_purchases_priority_range"),
+        CheckConstraint("expires_in_days BETWEEN 1 AND 3660", name="credit_purchases_validity_range"),
+        CheckConstraint("origin IN ('request', 'auto_recharge')", name="credit_purchases_origin_known"),
+        CheckConstraint("status IN ('awaiting_payment', 'paid', 'failed')", name="credit_purchases_status_known"),
+        Index("credit_purchases_by_customer", "customer_id", "created_at"),
+        Index(
+            "credit_purchases_one_recharge_in_flight",
+            "customer_id",
+            unique=True,
+            postgresql_where=text("origin = 'auto_recharge' AND status = 'awaiting_payment'"),
+        ),
+        Index(
+            "credit_purchases_by_invoice", "invoice_id", unique=True, postgresql_where=text("invoice_id IS NOT NULL")
+        ),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), nullable=False))
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    priority: int = Field(sa_column=Column(Integer, nullable=False))
+    # The credits expire this many days after they are granted (paid); None: never.
+    expires_in_days: int | None = Field(default=None, sa_column=Column(Integer))
+    origin: str
+    status: str
+    invoice_id: uuid.UUID | None = Field(default=None, sa_column=Column(ForeignKey("invoices.id")))
+    grant_id: uuid.UUID | None = Field(default=None, sa_column=Column(ForeignKey("credit_grants.id")))
+    failure: str | None = Field(default=None, sa_column=Column(Text))
+    actor: str
+    idempotency_key: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    request_hash: str
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    settled_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class CreditBalanceSettings(SQLModel, table=True):
+    """A customer's low-balance threshold and auto-recharge, amounts in minor units of
+    ``currency`` (the customer's). ``balance_low`` is the alert's state: set when the balance fell
+    below the threshold and ``credits.balance_low`` was emitted (crossing number
+    ``balance_low_crossings``), cleared when it is back at or above it, so each crossing tells once.
+    The row is locked by every balance check: checks of one customer run one at a time."""
+
+    __tablename__ = "credit_balance_settings"
+    __table_args__ = (
+        CheckConstraint("low_balance_threshold >= 0", name="credit_balance_settings_low_not_negative"),
+        CheckConstraint("recharge_threshold >= 0", name="credit_balance_settings_threshold_not_negative"),
+        CheckConstraint("recharge_amount > 0", name="credit_balance_settings_amount_positive"),
+        CheckConstraint("recharge_monthly_cap >= recharge_amount", name="credit_balance_settings_cap_holds_one"),
+        CheckConstraint(
+            "NOT recharge_enabled OR (recharge_threshold IS NOT NULL AND recharge_amount IS NOT NULL "
+            "AND recharge_monthly_cap IS NOT NULL)",
+            name="credit_balance_settings_recharge_complete",
+        ),
+    )
+
+    customer_id: uuid.UUID = Field(sa_column=Column(ForeignKey("customers.id"), primary_key=True))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    low_balance_threshold: int | None = Field(default=None, sa_column=Column(BigInteger))
+    recharge_enabled: bool = Field(sa_column=Column(Boolean, nullable=False))
+    recharge_threshold: int | None = Field(default=None, sa_column=Column(BigInteger))
+    recharge_amount: int | None = Field(default=None, sa_column=Column(BigInteger))
+    recharge_monthly_cap: int | None = Field(default=None, sa_column=Column(BigInteger))
+    recharge_priority: int = Field(sa_column=Column(Integer, nullable=False))
+    recharge_expires_in_days: int | None = Field(default=None, sa_column=Column(Integer))
+    balance_low: bool = Field(sa_column=Column(Boolean, nullable=False))
+    balance_low_crossings: int = Field(sa_column=Column(Integer, nullable=False))
+    updated_by: str
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, credit_notes_repository, emails, repository
+from billing import collection_repository, credit_balance, credit_notes_repository, emails, repository, topups
 from billing.anomalies import Finding, raise_anomaly
 from billing.invoice_events import emit_invoice_event, mark_paid
 from billing.models import Invoice, StripePayment
@@ -81,6 +81,9 @@ async def record_outcome(
     invoice = await repository.invoice_for_update(session, attempt.invoice_id)
     if invoice is None or invoice.status != "issued":
         return True  # a late failure of an invoice since paid, voided or written off: history only
+    if invoice.kind == "credit_purchase":  # nothing was owed: the top-up fails, no dunning
+        await topups.payment_failed(session, invoice, error=charged.error, as_of=as_of)
+        return True
     failures = await collection_repository.failed_attempts(session, attempt.invoice_id)
     first_failed_at = await collection_repository.first_failure(session, attempt.invoice_id) or as_of
     retry_at = first_failed_at + retry_after[failures - 1] if failures <= len(retry_after) else None
@@ -106,12 +109,16 @@ async def settle_payment(
     as_of: datetime,
 ) -> str | None:
     """Post the payment, close the invoice's collection, queue the receipt and, with nothing else
-    overdue, make the customer ACTIVE. Returns why it could not be posted, or None."""
+    overdue, make the customer ACTIVE; a top-up's invoice grants its credits (once, whichever of
+    the worker and the webhook reports the payment first). Returns why it could not be posted, or None."""
     invoice = await repository.invoice_for_update(session, invoice_id)
     error = await _post_payment(session, invoice, paid, as_of=as_of) if invoice else f"no invoice {invoice_id}"
     await collection_repository.settle_outbox(session, invoice_id, "collected" if error is None else "failed", error)
     if invoice is None or error is not None:
         return error
+    if invoice.kind == "credit_purchase":
+        await topups.credits_paid(session, invoice, as_of=as_of)
+        await credit_balance.check_balance(session, invoice.customer_id, as_of=as_of)
     if not await collection_repository.customers_with_failed_collection(session, invoice.customer_id):
         await customers.set_status(session, invoice.customer_id, "ACTIVE")
     await emails.payment_receipt(session, invoice, paid.amount, paid_at=paid.paid_at)

@@ -1,5 +1,6 @@
 """Console pages for credits and promotions: a customer's balances, grants and ledger, the
-confirmed grant form, redemptions, and the promotions list."""
+confirmed grant form, redemptions, top-ups and auto-recharge (their forms: ``console.topups``),
+and the promotions list."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 async def customer_credits(
     request: Request, context: ContextDep, customer_id: str, notice: str | None = None
 ) -> Response:
-    return await _credits_page(request, context, customer_id, notice=notice)
+    return await credits_page(request, context, customer_id, notice=notice)
 
 
-async def _credits_page(
+async def credits_page(
     request: Request,
     context: TallyContext,
     customer_id: str,
@@ -38,6 +39,7 @@ async def _credits_page(
         return render(request, "not_found.html", {"what": "customer"}, status_code=404)
     credits = (await query(request, "ConsoleCustomerCredits", {"id": customer_id}, context))["customer"]
     ledger = (await query(request, "ConsoleCustomerLedger", {"id": customer_id}, context))["customer"]
+    topups = (await query(request, "ConsoleCustomerTopUps", {"id": customer_id}, context))["customer"]
     return render(
         request,
         "credits.html",
@@ -45,6 +47,7 @@ async def _credits_page(
             "customer": customer,
             "credits": credits,
             "ledger": ledger,
+            "topups": topups,
             "notice": notice,
             "errors": errors or {},
             "form": form or {},
@@ -89,7 +92,7 @@ async def grant_credits(request: Request, context: ContextDep, customer_id: str)
     payload = (await query(request, "ConsoleGrantCredits", variables, context))["grantCredits"]
     if payload["userErrors"]:
         errors = {(e["field"] or ["form"])[-1]: e["message"] for e in payload["userErrors"]}
-        return await _credits_page(request, context, customer_id, errors=errors, form=form, status_code=422)
+        return await credits_page(request, context, customer_id, errors=errors, form=form, status_code=422)
     amount = payload["grant"]["amount"]
     return RedirectResponse(
         f"/console/customers/{customer_id}/credits?notice=Granted {amount['amount']} {amount['currency']}",
@@ -115,7 +118,7 @@ async def redeem_promotion(
     )["redeemPromotion"]
     if payload["userErrors"]:
         errors = {"code": payload["userErrors"][0]["message"]}
-        return await _credits_page(request, context, customer_id, errors=errors, status_code=422)
+        return await credits_page(request, context, customer_id, errors=errors, status_code=422)
     amount = payload["grant"]["amount"]
     return RedirectResponse(
         f"/console/customers/{customer_id}/credits?notice=Redeemed {code}: {amount['amount']} {amount['currency']}",

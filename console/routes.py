@@ -423,10 +423,12 @@ def install(app: FastAPI) -> None:
     from console.payments import router as payments_router
     from console.price_overrides import router as price_overrides_router
     from console.pricing import router as pricing_router
+    from console.topups import router as topups_router
     from console.webhooks import router as webhooks_router
 
     app.include_router(invoice_page_router)
     app.include_router(credits_router)
+    app.include_router(topups_router)
     app.include_router(billing_router)
     app.include_router(pricing_router)
     app.include_router(anomalies_router)

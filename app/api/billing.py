@@ -69,6 +69,7 @@ class InvoiceLineKind(Enum):
     ADVANCE = "advance"
     ADVANCE_PRORATION = "advance_proration"
     DISCOUNT = "discount"
+    CREDIT_PURCHASE = "credit_purchase"
 
 
 @strawberry.type
@@ -163,8 +164,9 @@ class Invoice:
     status: InvoiceStatus
     kind: str = strawberry.field(
         description="opening (first base fee), period (a closed period), one_off (a one-off charge billed at "
-        "once), commitment (a prepaid commitment) or interim (the usage so far of a period whose unbilled usage "
-        "reached the plan's invoice threshold; the period invoice bills only the rest)."
+        "once), commitment (a prepaid commitment), interim (the usage so far of a period whose unbilled usage "
+        "reached the plan's invoice threshold; the period invoice bills only the rest) or credit_purchase "
+        "(credits bought, granted when it is paid)."
     )
     period_start: datetime
     period_end: datetime

@@ -67,6 +67,7 @@ from app.api.metering import (
 from app.api.permissions import requires
 from app.api.price_overrides import PriceOverride, SubscriptionCharge, resolve_price_overrides, subscription_charges
 from app.api.scope import customer_of, customer_scope, find_visible_customer
+from app.api.topups import CreditBalance, CreditPurchase, resolve_credit_balance, resolve_credit_purchases
 from app.auth import Capability
 from customers import service as customers
 from customers.billing_detail_changes import StoredDetails
@@ -261,6 +262,16 @@ class Customer:
     usage_alert_firings: list[UsageAlertFiring] = strawberry.field(
         resolver=resolve_usage_alert_firings,
         description="Thresholds of their alerts crossed, newest first (the latest 50).",
+    )
+    credit_balance: CreditBalance = strawberry.field(
+        resolver=resolve_credit_balance,
+        permission_classes=[requires(Capability.READ_LEDGER)],
+        description="The credits balance, its low-balance threshold and auto-recharge.",
+    )
+    credit_purchases: Connection[CreditPurchase] = strawberry.field(
+        resolver=resolve_credit_purchases,
+        permission_classes=[requires(Capability.READ_LEDGER)],
+        description="Credits bought (and auto-recharges), newest first.",
     )
     minimum_spend: MinimumSpend = strawberry.field(
         resolver=resolve_minimum_spend,

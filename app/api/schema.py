@@ -45,6 +45,7 @@ from app.api.promotions import PromotionsMutation, PromotionsQuery
 from app.api.scalars import SCALAR_MAP
 from app.api.simulation import SimulationMutation
 from app.api.taxes import TaxesMutation, TaxesQuery
+from app.api.topups import TopUpsMutation
 from app.api.traces import TracesQuery
 from app.api.webhook_endpoints import WebhooksMutation, WebhooksQuery
 from app.database import is_database_unavailable
@@ -104,6 +105,7 @@ Mutation = merge_types(
         TaxesMutation,
         NotificationsMutation,
         WebhooksMutation,
+        TopUpsMutation,
     ),
 )
 

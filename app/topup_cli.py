@@ -1,0 +1,156 @@
+"""`tally credits`: buy credits for a customer and set their low-balance alert and auto-recharge,
+through the same services as purchaseCredits and setCreditBalanceSettings, with the same checks
+(and a dry run for a purchase)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+import typer
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from ledger.errors import InvalidInput
+from ledger.money import to_major
+
+topup_cli = typer.Typer(help="Paid top-ups and auto-recharge.", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _decimal(value: str | None, field: str) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        raise InvalidInput(f"{value!r} is not a decimal number", field=field) from None
+
+
+async def _customer(session: AsyncSession, external_id: str) -> Any:
+    from customers import service as customers
+    from customers.errors import CustomerNotFound
+
+    customer = await customers.get_customer(session, external_id=external_id)
+    if customer is None:
+        raise CustomerNotFound(field="customer")
+    return customer
+
+
+@topup_cli.command("buy")
+def credits_buy(
+    external_id: Annotated[str, typer.Argument(help="The customer's external id.")],
+    amount: Annotated[str, typer.Argument(help="In the customer's currency, e.g. 25.00.")],
+    priority: Annotated[int | None, typer.Option("--priority", help="Of the credits: lower is drawn first.")] = None,
+    expires_in_days: Annotated[
+        int | None, typer.Option("--expires-in-days", help="The credits expire this long after payment.")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option("--key", help="Idempotency key (default: a new one, printed); reuse it to retry.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check it; write nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Invoice a purchase of credits, granted when the invoice is paid."""
+    from app.cli import load_settings, print_json, run_in_session
+    from billing import topups
+
+    idempotency_key = key or f"cli-{uuid.uuid4()}"
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        customer = await _customer(session, external_id)
+        outcome = await topups.purchase_credits(
+            session,
+            topups.PurchaseRequest(
+                customer_id=customer.id,
+                amount=_decimal(amount, "amount") or Decimal(0),
+                currency=customer.currency,
+                idempotency_key=idempotency_key,
+                actor="cli",
+                priority=priority,
+                expires_in_days=expires_in_days,
+            ),
+            as_of=datetime.now(UTC),
+            dry_run=dry_run,
+        )
+        purchase = outcome.purchase
+        return {
+            "dryRun": dry_run,
+            "customer": external_id,
+            "amount": str(to_major(purchase.amount, purchase.currency)),
+            "currency": purchase.currency,
+            "status": purchase.status,
+            "invoiceNumber": outcome.invoice.number if outcome.invoice else None,
+            "idempotencyKey": None if dry_run else idempotency_key,
+        }
+
+    document = run_in_session(load_settings(), work, commit=not dry_run)
+    if as_json:
+        print_json(document)
+        return
+    what = f"{document['amount']} {document['currency']} of credits for {external_id}"
+    if dry_run:
+        typer.echo(f"would invoice {what}; dry run: nothing was written")
+        return
+    typer.echo(f"invoiced {what} (invoice {document['invoiceNumber']}), granted when paid")
+    typer.echo(f"idempotency key: {idempotency_key}")
+
+
+@topup_cli.command("auto-recharge")
+def credits_auto_recharge(
+    external_id: Annotated[str, typer.Argument(help="The customer's external id.")],
+    enabled: Annotated[bool, typer.Option("--enable/--disable", help="Turn auto-recharge on or off.")] = True,
+    threshold: Annotated[str | None, typer.Option("--threshold", help="Recharge below this balance.")] = None,
+    amount: Annotated[str | None, typer.Option("--amount", help="What each recharge buys.")] = None,
+    monthly_cap: Annotated[str | None, typer.Option("--monthly-cap", help="The most bought a month.")] = None,
+    priority: Annotated[int | None, typer.Option("--priority")] = None,
+    expires_in_days: Annotated[int | None, typer.Option("--expires-in-days")] = None,
+    low_balance: Annotated[
+        str | None, typer.Option("--low-balance", help="credits.balance_low below this (default: the threshold).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Set a customer's low-balance alert and auto-recharge; the balance is checked at once."""
+    from app.cli import load_settings, print_json, run_in_session
+    from billing import credit_balance
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        customer = await _customer(session, external_id)
+        settings, check = await credit_balance.set_balance_settings(
+            session,
+            credit_balance.BalanceSettingsRequest(
+                customer_id=customer.id,
+                currency=customer.currency,
+                actor="cli",
+                low_balance_threshold=_decimal(low_balance, "--low-balance"),
+                recharge_enabled=enabled,
+                recharge_threshold=_decimal(threshold, "--threshold"),
+                recharge_amount=_decimal(amount, "--amount"),
+                recharge_monthly_cap=_decimal(monthly_cap, "--monthly-cap"),
+                recharge_priority=priority,
+                recharge_expires_in_days=expires_in_days,
+            ),
+            as_of=datetime.now(UTC),
+        )
+        return {
+            "customer": external_id,
+            "autoRecharge": settings.recharge_enabled,
+            "balance": str(to_major(check.balance, customer.currency)) if check else None,
+            "balanceLow": settings.balance_low,
+            "rechargeBought": str(to_major(check.recharge.amount, customer.currency))
+            if check and check.recharge
+            else None,
+        }
+
+    document = run_in_session(load_settings(), work)
+    if as_json:
+        print_json(document)
+        return
+    state = "on" if document["autoRecharge"] else "off"
+    typer.echo(f"{external_id}: auto-recharge {state}, credits {document['balance']}")
+    if document["balanceLow"]:
+        typer.echo("the balance is below the low-balance threshold (credits.balance_low sent)")
+    if document["rechargeBought"]:
+        typer.echo(f"a recharge of {document['rechargeBought']} was invoiced")

@@ -1,0 +1,174 @@
+"""SQL of credit purchases and credit balance settings.
+
+A purchase is written with ``INSERT … ON CONFLICT DO NOTHING`` (no target: either its
+idempotency key or the one-auto-recharge-in-flight index may refuse it): a concurrent request
+with the same key waits for the first one's transaction, then finds its row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing.models import CreditBalanceSettings, CreditPurchase
+
+
+async def insert_purchase(session: AsyncSession, purchase: CreditPurchase) -> tuple[CreditPurchase | None, bool]:
+    """The purchase as stored under its key and whether this call made it; (None, False) when the
+    in-flight index refused a second auto-recharge."""
+    statement = insert(CreditPurchase).values(purchase.model_dump()).on_conflict_do_nothing()
+    created = (await session.execute(statement.returning(col(CreditPurchase.id)))).first() is not None
+    return await purchase_by_key(session, purchase.idempotency_key), created
+
+
+async def purchase_by_key(session: AsyncSession, idempotency_key: str) -> CreditPurchase | None:
+    query = select(CreditPurchase).where(col(CreditPurchase.idempotency_key) == idempotency_key)
+    return (await session.exec(query.execution_options(populate_existing=True))).first()
+
+
+async def link_invoice(session: AsyncSession, purchase_id: uuid.UUID, invoice_id: uuid.UUID) -> None:
+    await session.execute(
+        update(CreditPurchase)
+        .where(col(CreditPurchase.id) == purchase_id)
+        .values(invoice_id=invoice_id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def purchase_of_invoice(
+    session: AsyncSession, invoice_id: uuid.UUID, *, lock: bool = False
+) -> CreditPurchase | None:
+    query = select(CreditPurchase).where(col(CreditPurchase.invoice_id) == invoice_id)
+    if lock:
+        query = query.with_for_update()
+    return (await session.exec(query.execution_options(populate_existing=True))).first()
+
+
+async def settle(
+    session: AsyncSession,
+    purchase_id: uuid.UUID,
+    *,
+    status: str,
+    grant_id: uuid.UUID | None,
+    failure: str | None,
+    at: datetime,
+) -> None:
+    """Paid or failed, once: only a purchase awaiting payment moves."""
+    await session.execute(
+        update(CreditPurchase)
+        .where(col(CreditPurchase.id) == purchase_id, col(CreditPurchase.status) == "awaiting_payment")
+        .values(status=status, grant_id=grant_id, failure=failure, settled_at=at)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def purchases_page(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    *,
+    origin: str | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[CreditPurchase]:
+    """Newest first, keyset by (created_at, id)."""
+    query = select(CreditPurchase).where(col(CreditPurchase.customer_id) == customer_id)
+    if origin is not None:
+        query = query.where(col(CreditPurchase.origin) == origin)
+    if after is not None:
+        at, last_id = after
+        query = query.where(
+            or_(
+                col(CreditPurchase.created_at) < at,
+                and_(col(CreditPurchase.created_at) == at, col(CreditPurchase.id) < uuid.UUID(last_id)),
+            )
+        )
+    query = query.order_by(col(CreditPurchase.created_at).desc(), col(CreditPurchase.id).desc()).limit(limit)
+    return list((await session.exec(query)).all())
+
+
+async def recharged_since(session: AsyncSession, customer_id: uuid.UUID, since: datetime) -> int:
+    """What the customer's auto-recharges since ``since`` came to, those that failed left out."""
+    query = select(func.coalesce(func.sum(CreditPurchase.amount), 0)).where(
+        col(CreditPurchase.customer_id) == customer_id,
+        col(CreditPurchase.origin) == "auto_recharge",
+        col(CreditPurchase.status) != "failed",
+        col(CreditPurchase.created_at) >= since,
+    )
+    return int((await session.exec(query)).one())
+
+
+async def recharge_count(session: AsyncSession, customer_id: uuid.UUID) -> int:
+    query = select(func.count()).where(
+        col(CreditPurchase.customer_id) == customer_id, col(CreditPurchase.origin) == "auto_recharge"
+    )
+    return int((await session.exec(query)).one())
+
+
+async def settings_of(
+    session: AsyncSession, customer_id: uuid.UUID, *, lock: bool = False
+) -> CreditBalanceSettings | None:
+    query = select(CreditBalanceSettings).where(col(CreditBalanceSettings.customer_id) == customer_id)
+    if lock:
+        query = query.with_for_update()
+    return (await session.exec(query.execution_options(populate_existing=True))).first()
+
+
+async def save_settings(session: AsyncSession, settings: CreditBalanceSettings) -> CreditBalanceSettings:
+    """Insert or replace the customer's settings; the alert's state is kept as it is."""
+    values = settings.model_dump()
+    kept = ("customer_id", "balance_low", "balance_low_crossings")
+    statement = insert(CreditBalanceSettings).values(values)
+    statement = statement.on_conflict_do_update(
+        index_elements=["customer_id"],
+        set_={name: statement.excluded[name] for name in values if name not in kept},
+    )
+    await session.execute(statement)
+    found = await settings_of(session, settings.customer_id)
+    assert found is not None
+    return found
+
+
+async def watched_customers(session: AsyncSession, *, after: uuid.UUID | None, limit: int) -> list[uuid.UUID]:
+    """Customers with a low-balance threshold or an auto-recharge, in id order from ``after``."""
+    query = select(col(CreditBalanceSettings.customer_id)).where(
+        or_(
+            col(CreditBalanceSettings.recharge_enabled),
+            col(CreditBalanceSettings.low_balance_threshold).is_not(None),
+        )
+    )
+    if after is not None:
+        query = query.where(col(CreditBalanceSettings.customer_id) > after)
+    query = query.order_by(col(CreditBalanceSettings.customer_id)).limit(limit)
+    return list((await session.exec(query)).all())
+
+
+async def set_alert_state(session: AsyncSession, customer_id: uuid.UUID, *, low: bool, crossings: int) -> None:
+    await session.execute(
+        update(CreditBalanceSettings)
+        .where(col(CreditBalanceSettings.customer_id) == customer_id)
+        .values(balance_low=low, balance_low_crossings=crossings)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def recharge_in_flight(session: AsyncSession, customer_id: uuid.UUID) -> bool:
+    query = select(func.count()).where(
+        col(CreditPurchase.customer_id) == customer_id,
+        col(CreditPurchase.origin) == "auto_recharge",
+        col(CreditPurchase.status) == "awaiting_payment",
+    )
+    return int((await session.exec(query)).one()) > 0
+
+
+async def last_recharge_failure(session: AsyncSession, customer_id: uuid.UUID) -> datetime | None:
+    query = select(func.max(CreditPurchase.settled_at)).where(
+        col(CreditPurchase.customer_id) == customer_id,
+        col(CreditPurchase.origin) == "auto_recharge",
+        col(CreditPurchase.status) == "failed",
+    )
+    return (await session.exec(query)).one()
