@@ -38,10 +38,10 @@ from billing.models import CreditPurchase, Invoice
 from billing.one_off import check_key
 from customers import service as customers
 from customers.billing_details import billing_details_of
+from customers.credits import grant_credits
 from customers.errors import CustomerNotFound
 from customers.models import Customer
 from ledger.errors import IdempotencyKeyReused, InvalidInput
-from ledger.grants import grant_credits
 from ledger.money import normalize_currency, plain_decimal, to_major, to_minor_exact
 
 #: Stripe's largest charge (99,999,999 minor units): a larger top-up could never be collected.
