@@ -10,6 +10,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.types import Info
 
+from app.api.authorizations import LIVE_AUTHORIZATIONS_SHOWN, UsageAuthorization, resolve_live_authorizations
 from app.api.billing import (
     BillingFailure,
     Invoice,
@@ -208,6 +209,12 @@ class Customer:
     )
     usage_series: list[UsagePoint] = strawberry.field(resolver=resolve_usage_series)
     entitlement: Entitlement | None = strawberry.field(resolver=resolve_entitlement)
+    live_authorizations: list[UsageAuthorization] = strawberry.field(
+        resolver=resolve_live_authorizations,
+        permission_classes=[requires(Capability.CHECK_ENTITLEMENTS)],
+        description=f"Usage authorizations holding a quantity now (allowed, unsettled, unexpired), soonest to "
+        f"expire first, at most {LIVE_AUTHORIZATIONS_SHOWN}.",
+    )
     invoices: Connection[Invoice] = strawberry.field(
         resolver=resolve_invoices, permission_classes=[requires(Capability.READ_INVOICES)]
     )

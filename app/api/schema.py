@@ -25,6 +25,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
 from app.api.anomalies import AnomaliesMutation, AnomaliesQuery
+from app.api.authorizations import AuthorizationsMutation
 from app.api.billing import BillingMutation, BillingQuery
 from app.api.billing_details import BillingDetailsMutation
 from app.api.calendar import CalendarMutation
@@ -79,6 +80,7 @@ Mutation = merge_types(
         CustomersMutation,
         BillingDetailsMutation,
         MeteringMutation,
+        AuthorizationsMutation,
         QuarantineMutation,
         LedgerMutation,
         CorrectionsMutation,
