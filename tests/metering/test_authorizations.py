@@ -14,8 +14,10 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.jobs import prune_usage_authorizations
 from app.settings import Settings
 from app.usage_ingest import ingest_limits
 from metering import authorizations
@@ -86,7 +88,11 @@ async def test_64_callers_racing_for_the_last_units_never_pass_the_limit(
 
 
 async def test_a_hold_expires_and_is_released(
-    customers_on_plans: str, client: httpx.AsyncClient, session: AsyncSession, settings: Settings
+    customers_on_plans: str,
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
 ) -> None:
     await send(client, customers_on_plans, [request_event(f"e-{i}") for i in range(40)])
     now = datetime.now(UTC)
@@ -108,8 +114,8 @@ async def test_a_hold_expires_and_is_released(
     later = await hold("c", 4, now + timedelta(seconds=60))
     assert (later.allowed, later.reserved, later.remaining) == (True, 4, 6), "released at expiresAt"
     assert [a.idempotency_key for a in await authorizations.live(session, first.customer_id, as_of=now)] == ["a", "c"]
-    assert await authorizations.prune(session, as_of=now + timedelta(days=8)) == 3
-    await session.commit()
+    assert await prune_usage_authorizations(sessions, as_of=now + timedelta(days=7)) == 0, "keys answer a week"
+    assert await prune_usage_authorizations(sessions, as_of=now + timedelta(days=8)) == 3
     assert await rows(session) == 0
 
 
