@@ -181,7 +181,9 @@ async def authorize(
     """Authorize ``request`` for the customer, in the caller's transaction, which must commit (or
     roll back) promptly: it holds the (customer, meter) pair's turn until it ends. A customer the
     caller may not see is not found, like an unknown one."""
-    rows = await repository.edge_lookup_locked(session, external_id, request.meter_key)
+    rows, found = await repository.edge_lookup_locked(
+        session, external_id, request.meter_key, request.idempotency_key, as_of
+    )
     if not rows or not may_see(rows[0]["customer_id"]):
         raise NotFound(f"no customer {external_id!r}", field="customer")
     customer_id, meter_id = rows[0]["customer_id"], rows[0]["meter_id"]
@@ -193,7 +195,6 @@ async def authorize(
             field="meter",
             code="METER_NOT_ADDITIVE",
         )
-    found = await repository.held_and_keyed(session, customer_id, meter_id, request.idempotency_key, as_of)
     if found["id"] is not None:
         return Authorized(_replayed(found, meter_id, request), created=False)
     held = Decimal(found["held"])

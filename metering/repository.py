@@ -609,13 +609,18 @@ FROM customers c""",
 )
 
 # What the pair's live authorizations hold, and the authorization already made with this key (if
-# any), in one round trip.
+# any); the pair named as the request names it, so that it can follow EDGE_LOOKUP_LOCKED in one
+# pipeline (one network round trip), its snapshot taken once the lock is held.
 HELD_AND_KEYED = """
-SELECT held.quantity AS held, a.*
-FROM (SELECT coalesce(sum(quantity), 0) AS quantity FROM usage_authorizations
-      WHERE customer_id = %(customer_id)s AND meter_id = %(meter_id)s AND allowed AND settled_at IS NULL
-        AND expires_at > %(as_of)s) AS held
-LEFT JOIN usage_authorizations a ON a.customer_id = %(customer_id)s AND a.idempotency_key = %(idempotency_key)s
+WITH pair AS (
+  SELECT c.id AS customer_id, m.id AS meter_id FROM customers c, meters m
+  WHERE c.external_id = %(external_id)s AND m.key = %(meter_key)s)
+SELECT (SELECT coalesce(sum(a.quantity), 0) FROM usage_authorizations a JOIN pair p USING (customer_id, meter_id)
+        WHERE a.allowed AND a.settled_at IS NULL AND a.expires_at > %(as_of)s) AS held,
+       k.*
+FROM (SELECT 1) AS one
+LEFT JOIN usage_authorizations k
+  ON k.customer_id = (SELECT customer_id FROM pair) AND k.idempotency_key = %(idempotency_key)s
 """
 
 RECORD_AUTHORIZATION = """
@@ -654,17 +659,24 @@ DELETE FROM usage_authorizations WHERE ctid = ANY(ARRAY(
 """
 
 
-async def edge_lookup_locked(session: AsyncSession, external_id: str, meter_key: str) -> list[Any]:
-    """:func:`edge_lookup`, holding the (customer, meter) pair's turn until the transaction ends."""
-    return await _rows(session, EDGE_LOOKUP_LOCKED, {"external_id": external_id, "meter_key": meter_key})
-
-
-async def held_and_keyed(
-    session: AsyncSession, customer_id: uuid.UUID, meter_id: uuid.UUID, idempotency_key: str, as_of: datetime
-) -> dict[str, Any]:
-    params = {"customer_id": customer_id, "meter_id": meter_id, "idempotency_key": idempotency_key, "as_of": as_of}
-    [row] = await _rows(session, HELD_AND_KEYED, params)
-    return row
+async def edge_lookup_locked(
+    session: AsyncSession, external_id: str, meter_key: str, idempotency_key: str, as_of: datetime
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """:func:`edge_lookup`, holding the (customer, meter) pair's turn until the transaction ends,
+    then what the pair holds and the key's earlier authorization (``id`` None when there is none):
+    two statements in one pipeline, so one network round trip; the second runs once the first
+    holds the lock, and reads a snapshot taken then."""
+    params = {"external_id": external_id, "meter_key": meter_key, "idempotency_key": idempotency_key, "as_of": as_of}
+    connection = await driver_connection(session)
+    async with connection.pipeline():
+        lookup = connection.cursor(row_factory=dict_row)
+        await lookup.execute(EDGE_LOOKUP_LOCKED, params)
+        held = connection.cursor(row_factory=dict_row)
+        await held.execute(HELD_AND_KEYED, params)
+    rows = await lookup.fetchall()
+    found = await held.fetchone()
+    assert found is not None  # one row whatever the pair
+    return rows, found
 
 
 async def record_authorization(session: AsyncSession, row: dict[str, Any]) -> bool:

@@ -290,3 +290,21 @@ async def test_authorize_over_graphql_and_the_live_holds(
     found = live.json()["data"]["customer"]
     assert found["liveAuthorizations"] == [{"id": first["authorization"]["id"], "quantity": "20"}]
     assert found["entitlement"]["remaining"] == "50", "the entitlement read holds nothing and counts no holds"
+
+
+async def test_an_authorization_is_the_entitlement_read_plus_one_insert(
+    client: httpx.AsyncClient, customers_on_plans: str, token_for, sent_statements: list[str]
+) -> None:
+    """The lookup taking the lock and the read of what is held go in one pipeline (one round
+    trip); then the period's usage as the entitlement read reads it (rollups, raw events of the
+    partial hours), and the insert: four round trips and the commit."""
+    edge = await token_for("edge")
+    await authorize(client, edge, meter="requests", quantity=1, idempotencyKey="warm")
+    sent_statements.clear()
+
+    assert (await authorize(client, edge, meter="requests", quantity=1, idempotencyKey="rt")).json()["allowed"]
+
+    assert len(sent_statements) == 5, sent_statements
+    assert "pg_advisory_xact_lock" in sent_statements[0] and "usage_authorizations" in sent_statements[1]
+    assert "usage_pending" in sent_statements[2] and "FROM events" in sent_statements[3]
+    assert "INSERT INTO usage_authorizations" in sent_statements[4]
