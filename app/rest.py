@@ -103,11 +103,32 @@ async def get_entitlement(
     }
 
 
+# The body, read exactly from its text (numbers as decimals, never floats), so declared here for the
+# OpenAPI document rather than by a model FastAPI would parse with floats.
+AUTHORIZATION_BODY = {
+    "type": "object",
+    "required": ["meter", "quantity", "idempotencyKey"],
+    "additionalProperties": False,
+    "properties": {
+        "meter": {"type": "string", "maxLength": authorizations.MAX_METER_KEY_LENGTH},
+        "quantity": {"oneOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string"}]},
+        "idempotencyKey": {"type": "string", "maxLength": authorizations.MAX_IDEMPOTENCY_KEY_LENGTH},
+        "ttlSeconds": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": authorizations.MAX_TTL_SECONDS,
+            "default": authorizations.DEFAULT_TTL_SECONDS,
+        },
+    },
+}
+
+
 @router.post(
     "/customers/{external_id}/authorizations",
     summary="Hold a quantity of a meter against the customer's limit before using it",
     status_code=201,
     responses={200: {"description": "the answer already given to this idempotency key"}},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": AUTHORIZATION_BODY}}}},
 )
 async def post_authorization(
     external_id: str,
