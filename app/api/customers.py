@@ -208,7 +208,12 @@ class Customer:
         resolver=resolve_ledger_entries, permission_classes=[requires(Capability.READ_LEDGER)]
     )
     usage_series: list[UsagePoint] = strawberry.field(resolver=resolve_usage_series)
-    entitlement: Entitlement | None = strawberry.field(resolver=resolve_entitlement)
+    entitlement: Entitlement | None = strawberry.field(
+        resolver=resolve_entitlement,
+        description="The cheap check: a read (used < limit) that holds nothing, so callers asking at the same "
+        "moment may all be allowed and pass the limit together; `authorize` holds the quantity where a limit "
+        "must hold under concurrency.",
+    )
     live_authorizations: list[UsageAuthorization] = strawberry.field(
         resolver=resolve_live_authorizations,
         permission_classes=[requires(Capability.CHECK_ENTITLEMENTS)],
