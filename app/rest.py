@@ -144,12 +144,13 @@ async def post_authorization(
         raise HTTPException(400, detail={"code": "INVALID_BODY", "message": "the body must be a JSON object"}) from None
     try:
         wanted = authorizations.read_request(body, ingest_limits(request.app.state.settings))
-        done = await in_transaction(
-            session,
-            lambda: authorizations.authorize(
-                session, external_id, wanted, as_of=datetime.now(UTC), may_see=lambda found: may_see(viewer, found)
-            ),
-        )
+        async with authorizations.process_turn(external_id, wanted.meter_key):
+            done = await in_transaction(
+                session,
+                lambda: authorizations.authorize(
+                    session, external_id, wanted, as_of=datetime.now(UTC), may_see=lambda found: may_see(viewer, found)
+                ),
+            )
     except TallyError as error:
         raise HTTPException(_status_of(error), detail=_refusal(error)) from None
     return JSONResponse(authorization_json(done.authorization, external_id), status_code=201 if done.created else 200)

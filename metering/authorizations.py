@@ -20,7 +20,9 @@ early, for that one moment) rather than not at all (which could let a caller pas
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,6 +49,23 @@ _BLOCKING_REASONS = frozenset({"CUSTOMER_SUSPENDED", "SUBSCRIPTION_CANCELED", "S
 #: How long an expired authorization is kept (its idempotency key still answering) before pruning.
 KEEP_AFTER_EXPIRY = timedelta(days=7)
 _FIELDS = {"meter", "quantity", "idempotencyKey", "ttlSeconds"}
+
+
+# Each process's callers for one (customer, meter) queue here, one at a time, before the database
+# lock: a hot customer's waiting callers then hold no pooled connection (64 of them would otherwise
+# take every connection of the process, starving its other requests), and the database lock
+# orders the processes. Kept while a caller holds or awaits it (weak values), per event loop.
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]]
+_turns = weakref.WeakKeyDictionary()
+
+
+def process_turn(external_id: str, meter_key: str) -> asyncio.Lock:
+    """The lock to hold around an authorization's transaction (see ``_turns``)."""
+    by_pair = _turns.setdefault(asyncio.get_running_loop(), weakref.WeakValueDictionary())
+    found = by_pair.get((external_id, meter_key))
+    if found is None:
+        found = by_pair[(external_id, meter_key)] = asyncio.Lock()
+    return found
 
 
 @dataclass(frozen=True)

@@ -110,13 +110,14 @@ class AuthorizationsMutation:
                 },
                 limits,
             )
-            return await authorizations.authorize(
-                context.session,
-                customer.external_id,
-                request,
-                as_of=context.now(),
-                may_see=lambda found: may_see(context.viewer, found),
-            )
+            async with authorizations.process_turn(customer.external_id, request.meter_key):
+                return await authorizations.authorize(
+                    context.session,
+                    customer.external_id,
+                    request,
+                    as_of=context.now(),
+                    may_see=lambda found: may_see(context.viewer, found),
+                )
 
         done, errors = await run_mutation(info, hold)
         if done is None:

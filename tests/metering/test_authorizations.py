@@ -87,6 +87,32 @@ async def test_64_callers_racing_for_the_last_units_never_pass_the_limit(
     assert held.scalar_one() == 3
 
 
+async def test_the_database_lock_alone_orders_callers_of_several_processes(
+    client: httpx.AsyncClient,
+    customers_on_plans: str,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    """Without the process's own turn (as callers in several `tally serve` processes would be):
+    24 sessions authorizing at once for the last 3 units get exactly 3."""
+    await send(client, customers_on_plans, [request_event(f"used-{i}") for i in range(47)])
+    one = authorizations.quantity_of(1, ingest_limits(settings))
+
+    async def caller(number: int) -> bool:
+        async with sessions() as session:
+            done = await authorizations.authorize(
+                session,
+                "org_hobby",
+                AuthorizationRequest("requests", one, f"process-{number}"),
+                as_of=datetime.now(UTC),
+                may_see=lambda _: True,
+            )
+            await session.commit()
+            return done.authorization.allowed
+
+    assert sum(await asyncio.gather(*(caller(number) for number in range(24)))) == 3
+
+
 async def test_callers_that_settle_their_holds_while_others_authorize_never_pass_the_limit(
     client: httpx.AsyncClient, customers_on_plans: str, token_for
 ) -> None:
