@@ -51,6 +51,8 @@ class Capability(StrEnum):
     WRITE_CUSTOMERS = "write_customers"
     INGEST_USAGE = "ingest_usage"
     CHECK_ENTITLEMENTS = "check_entitlements"
+    # Hold usage against a limit before using it (metering.authorizations): the edge, a customer its own.
+    AUTHORIZE_USAGE = "authorize_usage"
     MANAGE_QUARANTINE = "manage_quarantine"
     READ_METERING = "read_metering"
     READ_LEDGER = "read_ledger"
@@ -134,7 +136,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.INGEST: frozenset({Capability.INGEST_USAGE}),
     # The edge's one token: it sends usage and asks whether a customer may use more, and reads
     # nothing else (a viewer token, which the edge used before, reads every customer's data).
-    Role.EDGE: frozenset({Capability.INGEST_USAGE, Capability.CHECK_ENTITLEMENTS}),
+    Role.EDGE: frozenset({Capability.INGEST_USAGE, Capability.CHECK_ENTITLEMENTS, Capability.AUTHORIZE_USAGE}),
     # A customer token reads its own customer only: every resolver of customer-owned data asks
     # app.api.scope, which applies Viewer.customer_scope; staff-only fields read as null.
     Role.CUSTOMER: frozenset(
@@ -142,6 +144,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.READ_CATALOG,
             Capability.READ_CUSTOMERS,
             Capability.CHECK_ENTITLEMENTS,
+            Capability.AUTHORIZE_USAGE,
             Capability.READ_LEDGER,
             Capability.READ_INVOICES,
             Capability.MANAGE_PAYMENT_METHODS,

@@ -32,10 +32,12 @@ from billing.service import BillingWindow
 from billing.webhooks import Processing, process_next
 from customers.credits import expire_grants
 from customers.trials import announce_trial_endings
+from metering import authorizations
 from metering.service import ROLL_UP_LIMIT, roll_up_touching, take_snapshot
 
 logger = logging.getLogger("tally.jobs")
 TICK_SECONDS = 300
+PRUNE_BATCH = 10_000  # rows deleted a transaction, so a large backlog never holds one long transaction
 
 
 async def prune_spans(sessions: async_sessionmaker[AsyncSession], settings: Settings, *, as_of: datetime) -> int:
@@ -46,6 +48,19 @@ async def prune_spans(sessions: async_sessionmaker[AsyncSession], settings: Sett
         )
         await session.commit()
     return removed
+
+
+async def prune_usage_authorizations(sessions: async_sessionmaker[AsyncSession], *, as_of: datetime) -> int:
+    """Delete authorizations long expired: they hold nothing since they expired (a comparison at
+    read time), so this only bounds the table; their keys stop answering retries then."""
+    removed = 0
+    while True:
+        async with sessions() as session:
+            batch = await authorizations.prune(session, as_of=as_of, limit=PRUNE_BATCH)
+            await session.commit()
+        removed += batch
+        if batch < PRUNE_BATCH:
+            return removed
 
 
 async def expire_credit_grants(sessions: async_sessionmaker[AsyncSession], *, as_of: datetime) -> int:
@@ -234,6 +249,7 @@ async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Set
         jobs: list[tuple[str, Callable[[], Awaitable[object]]]] = [
             ("span pruning", lambda: prune_spans(sessions, settings, as_of=datetime.now(UTC))),
             ("metering snapshot", lambda: snapshot_metering(sessions, as_of=datetime.now(UTC))),
+            ("authorization pruning", lambda: prune_usage_authorizations(sessions, as_of=datetime.now(UTC))),
             ("credit expiry", lambda: expire_credit_grants(sessions, as_of=datetime.now(UTC))),
             ("trial endings", lambda: tell_trial_endings(sessions, as_of=datetime.now(UTC))),
             ("billing run", lambda: run_billing(sessions, settings, as_of=datetime.now(UTC))),

@@ -5,14 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
+import msgspec
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
 
 from app.api.scope import find_visible_customer, may_see
 from app.auth import Capability, Viewer
+from app.database import in_transaction
 from app.dependencies import SessionDep, authenticate, requires
-from app.usage_ingest import ingest_and_commit
+from app.usage_ingest import ingest_and_commit, ingest_limits
+from ledger.errors import IdempotencyKeyReused, NotFound, TallyError
+from metering import authorizations
 from metering import usage as usage_service
-from metering.events import BodyNotEvents, parse_body
+from metering.events import BodyNotEvents, loads_exact, parse_body
 
 router = APIRouter(prefix="/v1")
 
@@ -95,4 +100,92 @@ async def get_entitlement(
         "limit": format(found.limit, "f") if found.limit is not None else None,
         "remaining": format(found.remaining, "f") if found.remaining is not None else None,
         "reason": found.reason,
+    }
+
+
+# The body, read exactly from its text (numbers as decimals, never floats), so declared here for the
+# OpenAPI document rather than by a model FastAPI would parse with floats.
+AUTHORIZATION_BODY = {
+    "type": "object",
+    "required": ["meter", "quantity", "idempotencyKey"],
+    "additionalProperties": False,
+    "properties": {
+        "meter": {"type": "string", "maxLength": authorizations.MAX_METER_KEY_LENGTH},
+        "quantity": {"oneOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string"}]},
+        "idempotencyKey": {"type": "string", "maxLength": authorizations.MAX_IDEMPOTENCY_KEY_LENGTH},
+        "ttlSeconds": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": authorizations.MAX_TTL_SECONDS,
+            "default": authorizations.DEFAULT_TTL_SECONDS,
+        },
+    },
+}
+
+
+@router.post(
+    "/customers/{external_id}/authorizations",
+    summary="Hold a quantity of a meter against the customer's limit before using it",
+    status_code=201,
+    responses={200: {"description": "the answer already given to this idempotency key"}},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": AUTHORIZATION_BODY}}}},
+)
+async def post_authorization(
+    external_id: str,
+    request: Request,
+    session: SessionDep,
+    viewer: Annotated[Viewer, Depends(requires(Capability.AUTHORIZE_USAGE))],
+) -> JSONResponse:
+    """201 with the answer (allowed or not: a refusal is an answer, not an error), 200 with the
+    first answer when the idempotency key was used before for the same request."""
+    try:
+        body = loads_exact(await request.body())
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError):
+        raise HTTPException(400, detail={"code": "INVALID_BODY", "message": "the body must be a JSON object"}) from None
+    try:
+        wanted = authorizations.read_request(body, ingest_limits(request.app.state.settings))
+        async with authorizations.process_turn(external_id, wanted.meter_key):
+            done = await in_transaction(
+                session,
+                lambda: authorizations.authorize(
+                    session, external_id, wanted, as_of=datetime.now(UTC), may_see=lambda found: may_see(viewer, found)
+                ),
+            )
+    except TallyError as error:
+        raise HTTPException(_status_of(error), detail=_refusal(error)) from None
+    return JSONResponse(authorization_json(done.authorization, external_id), status_code=201 if done.created else 200)
+
+
+def _status_of(error: TallyError) -> int:
+    if isinstance(error, NotFound):
+        return 404
+    if isinstance(error, IdempotencyKeyReused):
+        return 409
+    return 400 if error.code == "INVALID_BODY" else 422
+
+
+def _refusal(error: TallyError) -> dict[str, str | None]:
+    return {"code": error.code, "field": error.field, "message": error.message}
+
+
+def authorization_json(found: authorizations.Authorization, external_id: str) -> dict[str, object]:
+    def plain(value: object) -> str | None:
+        return format(value, "f") if value is not None else None
+
+    return {
+        "id": str(found.id),
+        "customer": external_id,
+        "meter": found.meter_key,
+        "quantity": plain(found.quantity),
+        "allowed": found.allowed,
+        "reason": found.reason,
+        "used": plain(found.used),
+        "limit": plain(found.limit),
+        "reserved": plain(found.reserved),
+        "remaining": plain(found.remaining),
+        "idempotencyKey": found.idempotency_key,
+        "ttlSeconds": found.ttl_seconds,
+        "createdAt": found.created_at.isoformat(),
+        "expiresAt": found.expires_at.isoformat(),
+        "settledAt": found.settled_at.isoformat() if found.settled_at else None,
     }

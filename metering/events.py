@@ -20,7 +20,8 @@ from ledger.errors import InvalidInput
 MAX_EVENT_ID_LENGTH = 255
 FUTURE_TOLERANCE = timedelta(minutes=5)
 #: The fields of an event: what quarantine keeps of one (anything else is ignored, never stored).
-EVENT_FIELDS = ("id", "customer", "type", "timestamp", "properties")
+#: ``authorization`` (optional) is the id of the usage authorization the event uses and settles.
+EVENT_FIELDS = ("id", "customer", "type", "timestamp", "properties", "authorization")
 #: Digits a number in an event's properties may have before, and after, the decimal point.
 #: PostgreSQL's jsonb refuses more than 131,072 and 16,383; Tally's bound is tighter so that no
 #: number of a few bytes expands into megabytes where PostgreSQL prints it plainly (dimensions,
@@ -113,6 +114,7 @@ class ValidEvent:
     occurred_at: datetime
     properties_json: str
     measurements: tuple[Measurement, ...]
+    authorization_id: uuid.UUID | None = None  # the authorization this event settles
 
 
 @dataclass(frozen=True)
@@ -522,6 +524,12 @@ def _read_event(
         return Rejection(
             index, Code.PROPERTIES_TOO_LARGE, f"properties exceed {limits.max_properties_bytes} bytes", event_id
         )
+    authorization_id = None
+    if (reference := item.get("authorization")) is not None:
+        authorization_id = _authorization_id(reference)
+        if authorization_id is None:
+            message = "authorization must be the id of an authorization (a UUID)"
+            return Rejection(index, Code.INVALID_EVENT, message, event_id)
     occurred_at = _parse_timestamp(item.get("timestamp"))
     if occurred_at is None:
         return Rejection(
@@ -553,7 +561,18 @@ def _read_event(
         return Rejection(
             index, Code.UNKNOWN_CUSTOMER, f"no customer with external id {item['customer']!r}", event_id, _held(item)
         )
-    return ValidEvent(index, event_id, customer_id, item["type"], occurred_at, properties_json, tuple(measurements))
+    return ValidEvent(
+        index, event_id, customer_id, item["type"], occurred_at, properties_json, tuple(measurements), authorization_id
+    )
+
+
+def _authorization_id(reference: Any) -> uuid.UUID | None:
+    if not isinstance(reference, str) or len(reference) > 36:
+        return None
+    try:
+        return uuid.UUID(reference)
+    except ValueError:
+        return None
 
 
 def _held(item: dict[str, Any]) -> dict[str, Any]:

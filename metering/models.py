@@ -1,5 +1,6 @@
 """Metering tables: raw events (the dedup key), usage waiting to be rolled up, hourly and daily
-rollups, distinct values, quarantine, watermarks and per-batch ingestion statistics.
+rollups, distinct values, quarantine, watermarks, per-batch ingestion statistics and the
+authorizations that hold usage before it happens.
 ``customer_id`` leads every high-volume key."""
 
 from __future__ import annotations
@@ -9,7 +10,22 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Numeric, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
@@ -155,3 +171,41 @@ class MeteringSnapshot(SQLModel, table=True):
     watermark_age_p50_ms: int | None = Field(default=None, sa_column=Column(BigInteger))
     watermark_age_max_ms: int | None = Field(default=None, sa_column=Column(BigInteger))
     quarantined: int = Field(sa_column=Column(Integer, nullable=False))
+
+
+class UsageAuthorization(SQLModel, table=True):
+    """A quantity of a meter held for a customer before it is used (``allowed``), or the refusal to
+    hold it, recorded either way so that a retry with the same key gets the same answer. It counts
+    against the limit while ``allowed``, unsettled and ``expires_at`` is ahead: no job has to
+    release it for the count to be right. ``settled_by_event`` is the event that used it."""
+
+    __tablename__ = "usage_authorizations"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "idempotency_key", name="usage_authorizations_key"),
+        CheckConstraint("quantity > 0", name="usage_authorizations_quantity"),
+        Index(
+            "usage_authorizations_live",
+            "customer_id",
+            "meter_id",
+            "expires_at",
+            postgresql_where=text("allowed AND settled_at IS NULL"),
+        ),
+        Index("usage_authorizations_expiry", "expires_at"),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), ForeignKey("customers.id"), nullable=False))
+    meter_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), ForeignKey("meters.id"), nullable=False))
+    idempotency_key: str = Field(sa_column=Column(Text, nullable=False))
+    quantity: Decimal = Field(sa_column=Column(Numeric, nullable=False))
+    ttl_seconds: int = Field(sa_column=Column(Integer, nullable=False))
+    allowed: bool = Field(sa_column=Column(Boolean, nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    used: Decimal = Field(sa_column=Column(Numeric, nullable=False))
+    usage_limit: Decimal | None = Field(default=None, sa_column=Column(Numeric))
+    remaining: Decimal | None = Field(default=None, sa_column=Column(Numeric))
+    reserved: Decimal = Field(sa_column=Column(Numeric, nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    settled_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    settled_by_event: str | None = Field(default=None, sa_column=Column(Text))

@@ -597,3 +597,123 @@ async def edge_lookup(session: AsyncSession, external_id: str, meter_key: str) -
     """The customer, the meter an edge asks about and each subscription of theirs (one row each,
     one row without any), in one round trip; no rows for an unknown customer."""
     return list(await _rows(session, EDGE_LOOKUP, {"external_id": external_id, "meter_key": meter_key}))
+
+
+# The edge's lookup, taking the turn of the (customer, meter) pair when both exist: every
+# authorization of the pair waits here for the one before it to commit, and only then reads what
+# is held and used (later statements, later snapshots). A transaction-scoped advisory lock, so a
+# crashed caller never leaves it held; a collision of the 64-bit hash only makes two pairs share
+# a turn. The lock is taken once per row, reentrantly, for a customer with several subscriptions.
+EDGE_LOOKUP_LOCKED = EDGE_LOOKUP.replace(
+    "FROM customers c",
+    """, CASE WHEN m.id IS NOT NULL
+            THEN pg_advisory_xact_lock(hashtextextended('tally.authorize:' || c.id::text || m.id::text, 0))::text
+       END AS turn
+FROM customers c""",
+)
+
+# What the pair's live authorizations hold, and the authorization already made with this key (if
+# any); the pair named as the request names it, so that it can follow EDGE_LOOKUP_LOCKED in one
+# pipeline (one network round trip), its snapshot taken once the lock is held.
+HELD_AND_KEYED = """
+WITH pair AS (
+  SELECT c.id AS customer_id, m.id AS meter_id FROM customers c, meters m
+  WHERE c.external_id = %(external_id)s AND m.key = %(meter_key)s)
+SELECT (SELECT coalesce(sum(a.quantity), 0) FROM usage_authorizations a JOIN pair p USING (customer_id, meter_id)
+        WHERE a.allowed AND a.settled_at IS NULL AND a.expires_at > %(as_of)s) AS held,
+       k.*
+FROM (SELECT 1) AS one
+LEFT JOIN usage_authorizations k
+  ON k.customer_id = (SELECT customer_id FROM pair) AND k.idempotency_key = %(idempotency_key)s
+"""
+
+RECORD_AUTHORIZATION = """
+INSERT INTO usage_authorizations (id, customer_id, meter_id, idempotency_key, quantity, ttl_seconds, allowed, reason,
+                                  used, usage_limit, remaining, reserved, created_at, expires_at)
+VALUES (%(id)s, %(customer_id)s, %(meter_id)s, %(idempotency_key)s, %(quantity)s, %(ttl_seconds)s, %(allowed)s,
+        %(reason)s, %(used)s, %(usage_limit)s, %(remaining)s, %(reserved)s, %(created_at)s, %(expires_at)s)
+ON CONFLICT (customer_id, idempotency_key) DO NOTHING
+RETURNING id
+"""
+
+KEYED_AUTHORIZATION = """
+SELECT * FROM usage_authorizations WHERE customer_id = %(customer_id)s AND idempotency_key = %(idempotency_key)s
+"""
+
+# Settlement, in the ingestion's transaction: each stored event that names an authorization of its
+# customer on a meter that reads its type releases it. The stored event is read, not the batch's
+# copy, so a retried id with another payload cannot release what its counted version did not use.
+SETTLE_AUTHORIZATIONS = """
+UPDATE usage_authorizations a SET settled_at = %(received_at)s, settled_by_event = e.event_id
+FROM unnest(%(event_ids)s::text[], %(authorization_ids)s::uuid[]) AS x(event_id, authorization_id)
+JOIN events e ON e.event_id = x.event_id
+JOIN meters m ON m.event_type = e.event_type
+WHERE a.id = x.authorization_id AND a.customer_id = e.customer_id AND a.meter_id = m.id AND a.settled_at IS NULL
+"""
+
+LIVE_AUTHORIZATIONS = """
+SELECT a.*, m.key AS meter_key FROM usage_authorizations a JOIN meters m ON m.id = a.meter_id
+WHERE a.customer_id = %(customer_id)s AND a.allowed AND a.settled_at IS NULL AND a.expires_at > %(as_of)s
+ORDER BY a.expires_at, a.id LIMIT %(limit)s
+"""
+
+PRUNE_AUTHORIZATIONS = """
+DELETE FROM usage_authorizations WHERE ctid = ANY(ARRAY(
+  SELECT ctid FROM usage_authorizations WHERE expires_at < %(before)s LIMIT %(limit)s))
+"""
+
+
+async def edge_lookup_locked(
+    session: AsyncSession, external_id: str, meter_key: str, idempotency_key: str, as_of: datetime
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """:func:`edge_lookup`, holding the (customer, meter) pair's turn until the transaction ends,
+    then what the pair holds and the key's earlier authorization (``id`` None when there is none):
+    two statements in one pipeline, so one network round trip; the second runs once the first
+    holds the lock, and reads a snapshot taken then."""
+    params = {"external_id": external_id, "meter_key": meter_key, "idempotency_key": idempotency_key, "as_of": as_of}
+    connection = await driver_connection(session)
+    async with connection.pipeline():
+        lookup = connection.cursor(row_factory=dict_row)
+        await lookup.execute(EDGE_LOOKUP_LOCKED, params)
+        held = connection.cursor(row_factory=dict_row)
+        await held.execute(HELD_AND_KEYED, params)
+    rows = await lookup.fetchall()
+    found = await held.fetchone()
+    assert found is not None  # one row whatever the pair
+    return rows, found
+
+
+async def record_authorization(session: AsyncSession, row: dict[str, Any]) -> bool:
+    """Insert the authorization; False when another request took its key meanwhile."""
+    return bool(await _rows(session, RECORD_AUTHORIZATION, row))
+
+
+async def keyed_authorization(session: AsyncSession, customer_id: uuid.UUID, idempotency_key: str) -> dict[str, Any]:
+    [row] = await _rows(session, KEYED_AUTHORIZATION, {"customer_id": customer_id, "idempotency_key": idempotency_key})
+    return row
+
+
+async def settle_authorizations(
+    session: AsyncSession, references: Sequence[tuple[str, uuid.UUID]], *, received_at: datetime
+) -> None:
+    """Release the authorizations these (event id, authorization id) pairs name."""
+    params = {
+        "event_ids": [event_id for event_id, _ in references],
+        "authorization_ids": [authorization_id for _, authorization_id in references],
+        "received_at": received_at,
+    }
+    connection = await driver_connection(session)
+    await connection.execute(SETTLE_AUTHORIZATIONS, params)
+
+
+async def live_authorizations(
+    session: AsyncSession, customer_id: uuid.UUID, as_of: datetime, *, limit: int
+) -> list[dict[str, Any]]:
+    return await _rows(session, LIVE_AUTHORIZATIONS, {"customer_id": customer_id, "as_of": as_of, "limit": limit})
+
+
+async def prune_authorizations(session: AsyncSession, *, before: datetime, limit: int) -> int:
+    """Delete at most ``limit`` authorizations that expired before ``before``; how many it deleted."""
+    connection = await driver_connection(session)
+    cursor = await connection.execute(PRUNE_AUTHORIZATIONS, {"before": before, "limit": limit})
+    return cursor.rowcount

@@ -14,7 +14,7 @@ from opentelemetry import metrics, trace
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import service as customers
-from metering import repository
+from metering import authorizations, repository
 from metering.events import (
     IngestLimits,
     MeterRule,
@@ -147,6 +147,8 @@ async def count_batch(session: AsyncSession, read: ReadIngest, *, trace_id: str 
     part that writes, holding its event ids' locks until the caller commits."""
     batch, received_at, started = read.batch, read.received_at, read.started
     lags = await repository.store_events(session, batch.valid, received_at=received_at, trace_id=trace_id)
+    references = [(e.event_id, e.authorization_id) for e in batch.valid if e.authorization_id is not None]
+    await authorizations.settle(session, references, received_at=received_at)
     await repository.quarantine(session, batch.rejected, received_at=received_at)
     accepted = len(lags)
     duplicates = len(batch.valid) - accepted + batch.duplicates_in_batch

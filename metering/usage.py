@@ -522,7 +522,12 @@ async def entitlement_by_external_id(
 ) -> EdgeEntitlement | None:
     """The edge's question, in as few round trips as it can be (customer, subscription and meter
     in one, then the period's usage): None for an unknown customer."""
-    rows = await repository.edge_lookup(session, external_id, meter_key)
+    return await edge_entitlement(session, await repository.edge_lookup(session, external_id, meter_key), as_of=as_of)
+
+
+async def edge_entitlement(session: AsyncSession, rows: list[Any], *, as_of: datetime) -> EdgeEntitlement | None:
+    """:func:`entitlement_by_external_id` from the rows of :func:`repository.edge_lookup` (or of a
+    statement that read the same columns, such as the one authorizations lock with)."""
     if not rows:
         return None
     row = rows[0]

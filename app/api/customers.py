@@ -11,6 +11,7 @@ from graphql import GraphQLError
 from strawberry.types import Info
 
 from app.api.alerts import UsageAlert, UsageAlertFiring, resolve_usage_alert_firings, resolve_usage_alerts
+from app.api.authorizations import LIVE_AUTHORIZATIONS_SHOWN, UsageAuthorization, resolve_live_authorizations
 from app.api.billing import (
     BillingFailure,
     Invoice,
@@ -209,7 +210,18 @@ class Customer:
         resolver=resolve_ledger_entries, permission_classes=[requires(Capability.READ_LEDGER)]
     )
     usage_series: list[UsagePoint] = strawberry.field(resolver=resolve_usage_series)
-    entitlement: Entitlement | None = strawberry.field(resolver=resolve_entitlement)
+    entitlement: Entitlement | None = strawberry.field(
+        resolver=resolve_entitlement,
+        description="The cheap check: a read (used < limit) that holds nothing, so callers asking at the same "
+        "moment may all be allowed and pass the limit together; `authorize` holds the quantity where a limit "
+        "must hold under concurrency.",
+    )
+    live_authorizations: list[UsageAuthorization] = strawberry.field(
+        resolver=resolve_live_authorizations,
+        permission_classes=[requires(Capability.CHECK_ENTITLEMENTS)],
+        description=f"Usage authorizations holding a quantity now (allowed, unsettled, unexpired), soonest to "
+        f"expire first, at most {LIVE_AUTHORIZATIONS_SHOWN}.",
+    )
     invoices: Connection[Invoice] = strawberry.field(
         resolver=resolve_invoices, permission_classes=[requires(Capability.READ_INVOICES)]
     )

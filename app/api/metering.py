@@ -43,6 +43,9 @@ class UsageEventInput:
     type: str
     timestamp: datetime
     properties: JSON | None = None
+    authorization: strawberry.ID | None = strawberry.field(
+        default=None, description="The usage authorization this event uses: ingesting the event settles it."
+    )
 
 
 @strawberry.type
@@ -250,6 +253,7 @@ class MeteringMutation:
                 "type": event.type,
                 "timestamp": event.timestamp.isoformat(),
                 "properties": _exact_json(event.properties, depth) if event.properties is not None else {},
+                **({"authorization": str(event.authorization)} if event.authorization is not None else {}),
             }
             for event in events
         ]

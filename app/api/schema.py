@@ -26,6 +26,7 @@ from strawberry.tools import merge_types
 
 from app.api.alerts import AlertsMutation, AlertsQuery, EntitlementExhaustion
 from app.api.anomalies import AnomaliesMutation, AnomaliesQuery
+from app.api.authorizations import AuthorizationsMutation
 from app.api.billing import BillingMutation, BillingQuery
 from app.api.billing_details import BillingDetailsMutation
 from app.api.calendar import CalendarMutation
@@ -85,6 +86,7 @@ Mutation = merge_types(
         AlertsMutation,
         BillingDetailsMutation,
         MeteringMutation,
+        AuthorizationsMutation,
         QuarantineMutation,
         LedgerMutation,
         CorrectionsMutation,
