@@ -34,6 +34,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import topup_repository, topups
 from billing.models import CreditBalanceSettings, CreditPurchase
+from billing.tracing import trace_id_of, tracer
 from ledger.errors import InvalidInput
 from ledger.money import to_major, to_minor_exact
 from ledger.service import balances
@@ -217,11 +218,31 @@ async def _recharge(
             f"would be passed ({to_major(recharged, settings.currency)} recharged this month)"
         )
     number = await topup_repository.recharge_count(session, customer_id) + 1
-    outcome = await topups.purchase_credits(
+    with tracer.start_as_current_span(
+        "billing.credits.auto_recharge", attributes={"tally.customer_id": str(customer_id)}
+    ) as span:
+        outcome = await _buy_recharge(
+            session, settings, number, settings.recharge_amount, as_of=as_of, trace_id=trace_id_of(span)
+        )
+    return outcome.purchase, None
+
+
+async def _buy_recharge(
+    session: AsyncSession,
+    settings: CreditBalanceSettings,
+    number: int,
+    amount: int,
+    *,
+    as_of: datetime,
+    trace_id: str | None,
+) -> topups.PurchaseOutcome:
+    """The auto-recharge's purchase, its invoice carrying the recharge's own trace."""
+    customer_id = settings.customer_id
+    return await topups.purchase_credits(
         session,
         topups.PurchaseRequest(
             customer_id=customer_id,
-            amount=to_major(settings.recharge_amount, settings.currency),
+            amount=to_major(amount, settings.currency),
             currency=settings.currency,
             idempotency_key=f"auto-recharge:{customer_id}:{number}",
             actor=RECHARGE_ACTOR,
@@ -230,8 +251,8 @@ async def _recharge(
         ),
         as_of=as_of,
         origin="auto_recharge",
+        trace_id=trace_id,
     )
-    return outcome.purchase, None
 
 
 async def watched_customers(session: AsyncSession, *, after: uuid.UUID | None, limit: int) -> list[uuid.UUID]:

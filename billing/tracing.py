@@ -6,7 +6,7 @@ or personal data."""
 from __future__ import annotations
 
 from opentelemetry import trace
-from opentelemetry.trace import INVALID_SPAN_ID, Link, SpanContext
+from opentelemetry.trace import INVALID_SPAN_ID, Link, Span, SpanContext
 
 tracer = trace.get_tracer("tally.billing")
 
@@ -18,3 +18,9 @@ def linked_to(trace_id: str | None, why: str) -> list[Link]:
         return []
     context = SpanContext(trace_id=int(trace_id, 16), span_id=INVALID_SPAN_ID, is_remote=True)
     return [Link(context, attributes={"tally.link": why})]
+
+
+def trace_id_of(span: Span) -> str | None:
+    """The span's trace id as Tally stores trace ids (32 hex digits); None when tracing is off."""
+    context = span.get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
