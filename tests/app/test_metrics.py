@@ -4,15 +4,10 @@ Counters and histograms are the process's, so they are compared before and after
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import pytest
-import uvicorn
-from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -23,7 +18,6 @@ from app.jobs import roll_up_usage
 from app.settings import Settings
 from billing.anomalies import Finding, raise_anomaly
 from customers.service import NewCustomer, create_customer
-from tests.e2e.conftest import free_port
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -42,22 +36,6 @@ def parse(exposition: str) -> Series:
 
 def value(series: Series, name: str, **labels: str) -> float:
     return series.get((name, frozenset(labels.items())), 0.0)
-
-
-@pytest.fixture
-async def live_url(app: FastAPI) -> AsyncIterator[str]:
-    """The test's app served by uvicorn (its lifespan already runs in the ``app`` fixture)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await serving
 
 
 async def test_metrics_after_ingesting_and_billing(

@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import pytest
-import uvicorn
-from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -24,7 +20,6 @@ from metering import authorizations
 from metering.authorizations import AuthorizationRequest
 from metering.service import roll_up
 from tests.conftest import graphql
-from tests.e2e.conftest import free_port
 from tests.metering.test_ingestion_api import customers_on_plans, request_event, send
 
 __all__ = ["customers_on_plans"]  # a fixture, used by name
@@ -44,22 +39,6 @@ async def authorize(
 
 async def rows(session: AsyncSession) -> int:
     return int((await session.execute(text("SELECT count(*) FROM usage_authorizations"))).scalar_one())
-
-
-@pytest.fixture
-async def live_url(app: FastAPI) -> AsyncIterator[str]:
-    """The test's app served by uvicorn on a free port: the race goes through real sockets."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await serving
 
 
 async def test_64_callers_racing_for_the_last_units_never_pass_the_limit(
