@@ -173,9 +173,11 @@ async def roll_up_usage(
 ) -> int:
     """Fold what waits into the rollups, a committed transaction of at most ``limit`` measurements
     per go, until nothing is left (or another process has the turn); how many were folded. After
-    each go commits, the alerts of the customers it touched are evaluated (billing.alerts), in a
-    transaction of their own: a failing evaluation never holds the rollups back."""
-    window = billing_window(settings or Settings())
+    each go commits, the alerts of the customers it touched are evaluated (billing.alerts) and
+    their interim invoices issued where usage reached a plan's threshold (app.threshold_run), in
+    transactions of their own: a failing evaluation never holds the rollups back."""
+    settings = settings or Settings()
+    window = billing_window(settings)
     folded_in_all = 0
     while True:
         async with sessions() as session:
@@ -183,6 +185,7 @@ async def roll_up_usage(
             await session.commit()
         if rolled is not None and rolled.customer_ids:
             await evaluate_alerts(sessions, rolled.customer_ids, window=window)
+            await invoice_thresholds(sessions, settings, as_of=datetime.now(UTC), customer_ids=rolled.customer_ids)
         folded = None if rolled is None else rolled.folded
         folded_in_all += folded or 0
         if folded is None or folded < limit:
@@ -206,7 +209,6 @@ async def run_roller(sessions: async_sessionmaker[AsyncSession], settings: Setti
     while True:
         try:
             await roll_up_usage(sessions, settings=settings)
-            await invoice_thresholds(sessions, settings, as_of=datetime.now(UTC))
         except Exception:
             logger.exception("usage roll-up failed; retrying")
         await asyncio.sleep(settings.rollup_interval_seconds)

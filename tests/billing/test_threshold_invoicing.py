@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.database import create_engine, session_factory
+from app.jobs import roll_up_usage
 from app.settings import Settings
 from app.threshold_run import invoice_thresholds
 from app.usage_ingest import ingest_limits
@@ -205,6 +206,26 @@ async def test_two_roller_passes_at_once_issue_one_interim_invoice(
     with pytest.raises(IntegrityError, match="invoices_one_interim_per_sequence"):
         await session.execute(text(copy), {"c": customer_id})
     await session.rollback()
+
+
+async def test_the_roller_issues_the_interim_invoice_in_the_pass_that_folds_the_crossing_usage(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    """No other job is needed: the roll-up that folds the usage checks the customers it touched."""
+    moment = datetime.now(UTC)
+    catalog = METER + plan_toml("rolled", model="graduated", threshold="10.00", included=100)
+    await apply_catalog(session, catalog, as_of=moment - timedelta(days=2))
+    await session.commit()
+    customer_id, external_id = await subscribe(session, "rolled", moment - timedelta(days=1))
+    item = {"id": uuid.uuid4().hex, "customer": external_id, "type": "llm.tokens",
+            "timestamp": (moment - timedelta(minutes=5)).isoformat(), "properties": {"tokens": 2000}}  # fmt: skip
+    assert (await ingest(session, [item], received_at=moment, limits=LIMITS, trace_id=None)).accepted == 1
+    await session.commit()
+    assert await usage_billed(session, customer_id) == [("opening", None, 0)]
+
+    await roll_up_usage(sessions, settings=settings)
+
+    assert await usage_billed(session, customer_id) == [("opening", None, 0), ("interim", 1, 1450)]
 
 
 @st.composite
