@@ -43,6 +43,16 @@ BILLING_FAILURES = _meter.create_counter(
 STRIPE_EVENT_FAILURES = _meter.create_counter(
     "tally.stripe.events.failures", description="Tries at processing a Stripe event that failed, by event type"
 )
+WEBHOOK_DELIVERIES = _meter.create_counter(
+    "tally.webhook.deliveries",
+    description="Outbound webhook POSTs, by outcome: delivered, retrying (to be tried again) or failed (given up)",
+)
+WEBHOOK_DELIVERY_DURATION = _meter.create_histogram(
+    "tally.webhook.delivery.duration",
+    unit="s",
+    description="How long an endpoint took to answer an outbound webhook POST (or to time out)",
+    explicit_bucket_boundaries_advisory=[0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+)
 INVOICE_ACCURACY_DIFFERENCES = _meter.create_gauge(
     "tally.invoice_accuracy_differences",
     description="Lines that differ when the last sample of issued invoices was re-rated from raw events; target 0",

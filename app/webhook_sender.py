@@ -17,6 +17,7 @@ import httpx
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.metrics import WEBHOOK_DELIVERIES, WEBHOOK_DELIVERY_DURATION
 from app.settings import Settings
 from billing.anomalies import Finding, raise_anomaly
 from notifications.webhook_delivery import Answer, Claimed, Disabled, Sending, claim_due, fan_out, post, record
@@ -110,6 +111,8 @@ async def send_webhooks(
                         report.retrying += 1
                     else:
                         report.failed += 1
+                    WEBHOOK_DELIVERIES.add(1, {"outcome": {"pending": "retrying"}.get(outcome.status, outcome.status)})
+                    WEBHOOK_DELIVERY_DURATION.record(answer.latency_ms / 1000)
     finally:
         if own_client:
             await http.aclose()

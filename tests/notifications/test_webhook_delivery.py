@@ -13,15 +13,19 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from itertools import pairwise
 
+from fastapi import FastAPI
+from prometheus_client import generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.metrics import REGISTRY
 from app.webhook_sender import send_webhooks
 from notifications import webhook_endpoints as endpoints
 from notifications.webhook_delivery import Sending
 from notifications.webhook_endpoints import EndpointInput
 from notifications.webhook_events import API_VERSION, Event, emit
+from tests.app.test_metrics import Series, parse, value
 from tests.conftest import now
 from tests.notifications.webhook_receiver import Receiver, signature_valid
 
@@ -176,6 +180,33 @@ async def test_an_endpoint_failing_too_long_is_disabled_with_an_anomaly_and_repl
     await send_webhooks(sessions, strict, as_of=start + timedelta(days=1))
     delivered = {uuid.UUID(one.headers["webhook-id"]) for one in receiver.requests()[tried:]}
     assert delivered == {*sent, *missed, told_of_disabling}
+
+
+async def test_deliveries_are_counted_by_outcome_in_the_metrics(
+    app: FastAPI, sessions: async_sessionmaker[AsyncSession], receiver: Receiver
+) -> None:
+    """``GET /metrics`` counts what the sender did (the ``app`` fixture sets the metrics up)."""
+
+    def scrape() -> Series:
+        return parse(generate_latest(REGISTRY).decode())
+
+    before = scrape()
+    start = now()
+    await register(sessions, receiver.url(), as_of=start)
+    await emit_events(sessions, 2, as_of=start)
+    await send_webhooks(sessions, FAST, as_of=start)
+    receiver.mode = "fail"
+    await emit_events(sessions, 1, as_of=start)
+    await send_webhooks(sessions, FAST, as_of=start)
+
+    after = scrape()
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert grew("tally_webhook_deliveries_total", outcome="delivered") == 2
+    assert grew("tally_webhook_deliveries_total", outcome="retrying") == 1
+    assert grew("tally_webhook_delivery_duration_seconds_count") == 3
 
 
 async def test_racing_senders_send_each_event_once_and_fan_out_twice_queues_nothing_more(
