@@ -164,3 +164,28 @@ def browser() -> Iterator[object]:
         )
         yield launched
         launched.close()
+
+
+#: Where browser tests keep the screenshots a person looks at (kept after the run; CI may archive
+#: it): ``TALLY_SCREENSHOTS`` or ``test-artifacts/screenshots`` in the checkout.
+SCREENSHOTS = Path(
+    os.environ.get("TALLY_SCREENSHOTS", Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots")
+)
+#: The two sizes every console page is looked at: a laptop, and a phone.
+SCREEN_SIZES = {"desktop": (1440, 900), "phone": (390, 844)}
+
+
+def screenshot_both_sizes(page: Any, name: str) -> list[Path]:
+    """Screenshot the page (full length) at the desktop and the phone size, back at the size it
+    had; the files are ``<name>-desktop.png`` and ``<name>-phone.png`` in :data:`SCREENSHOTS`."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    before = page.viewport_size
+    taken = []
+    for size_name, (width, height) in SCREEN_SIZES.items():
+        page.set_viewport_size({"width": width, "height": height})
+        path = SCREENSHOTS / f"{name}-{size_name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        taken.append(path)
+    if before:
+        page.set_viewport_size(before)
+    return taken
