@@ -22,6 +22,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.database import create_engine, libpq_url, session_factory
 from bench._database import derive_daily_rollups, scratch_database
+from bench._http_client import KeepAliveClient
 from bench._server import cli, running_server
 from metering import authorizations
 from metering.authorizations import AuthorizationRequest
@@ -96,20 +98,21 @@ def describe(name: str, durations: list[float]) -> str:
 
 
 async def timed_concurrently(
-    calls: int, concurrency: int, call: Callable[[int], Awaitable[object]]
+    calls: int, concurrency: int, call: Callable[[int, int], Awaitable[object]]
 ) -> tuple[list[float], float]:
-    """Each call's latency, ``concurrency`` callers at a time, and the calls a second overall."""
+    """Each call's latency, ``concurrency`` callers at a time (``call(caller, index)``), and the
+    calls a second overall."""
     durations: list[float] = []
     queue = iter(range(calls))
 
-    async def caller() -> None:
+    async def caller(number: int) -> None:
         for index in queue:
             started = time.perf_counter()
-            await call(index)
+            await call(number, index)
             durations.append(time.perf_counter() - started)
 
     started = time.perf_counter()
-    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    await asyncio.gather(*(caller(number) for number in range(concurrency)))
     return durations, calls / (time.perf_counter() - started)
 
 
@@ -117,12 +120,12 @@ async def in_process(url: str, picks: list[str], concurrency: int) -> None:
     engine = create_engine(url, pool_size=concurrency)
     sessions = session_factory(engine)
 
-    async def entitle(index: int) -> None:
+    async def entitle(_: int, index: int) -> None:
         async with sessions() as session:
             await entitlement_by_external_id(session, picks[index], "requests", as_of=datetime.now(UTC))
             await session.commit()
 
-    async def authorize(index: int) -> None:
+    async def authorize(_: int, index: int) -> None:
         async with sessions() as session:
             await authorizations.authorize(
                 session,
@@ -149,28 +152,34 @@ async def in_process(url: str, picks: list[str], concurrency: int) -> None:
 
 
 async def over_http(base_url: str, token: str, picks: list[str], concurrency: int) -> None:
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30, limits=limits) as http:
+    """Each caller has its own keep-alive connection (:class:`KeepAliveClient`, as a load tool
+    would); the last figure, for scale, is the same authorizations sent with httpx."""
+    headers = {"authorization": f"Bearer {token}"}
+    async with AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(KeepAliveClient(base_url, headers)) for _ in range(64)]
 
-        async def entitle(index: int) -> None:
-            (await http.get(f"/v1/customers/{picks[index]}/entitlements/requests")).raise_for_status()
+        async def entitle(caller: int, index: int) -> None:
+            status, _ = await clients[caller].request("GET", f"/v1/customers/{picks[index]}/entitlements/requests")
+            assert status == 200
 
-        async def authorize_one(customer: str) -> None:
+        async def authorize_one(caller: int, customer: str) -> None:
             body = {"meter": "requests", "quantity": 1, "idempotencyKey": uuid.uuid4().hex}
-            answer = await http.post(f"/v1/customers/{customer}/authorizations", json=body)
-            answer.raise_for_status()
-            assert answer.json()["allowed"]
+            status, answer = await clients[caller].request("POST", f"/v1/customers/{customer}/authorizations", body)
+            assert status == 201 and answer["allowed"], answer
 
-        async def authorize(index: int) -> None:
-            await authorize_one(picks[index])
+        async def authorize(caller: int, index: int) -> None:
+            await authorize_one(caller, picks[index])
 
-        async def authorize_hot(index: int) -> None:
-            await authorize_one(picks[0])
+        async def authorize_hot(caller: int, _: int) -> None:
+            await authorize_one(caller, picks[0])
+
+        async def warm_up(caller: int, index: int) -> None:
+            await entitle(caller, index)
+            await authorize(caller, index)
 
         calls = len(picks)
-        await timed_concurrently(50, 1, entitle)
-        await timed_concurrently(50, 1, authorize)
+        await timed_concurrently(64, 64, warm_up)  # every connection open and used
+        await timed_concurrently(50, 1, warm_up)
         print(f"over HTTP, {calls} requests each:")
         for concurrency_now in (1, concurrency):
             entitled, _ = await timed_concurrently(calls, concurrency_now, entitle)
@@ -181,6 +190,15 @@ async def over_http(base_url: str, token: str, picks: list[str], concurrency: in
             print(f"  ratio authorization/entitlement (median): {ratio:.1f}x")
         hot, rate = await timed_concurrently(calls, 64, authorize_hot)
         print(describe(f"authorization, 64 at once on one customer, taking turns ({rate:.0f}/s)", hot))
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as http:
+
+        async def authorize_with_httpx(_: int, index: int) -> None:
+            body = {"meter": "requests", "quantity": 1, "idempotencyKey": uuid.uuid4().hex}
+            (await http.post(f"/v1/customers/{picks[index]}/authorizations", json=body)).raise_for_status()
+
+        await timed_concurrently(50, 1, authorize_with_httpx)
+        with_httpx, _ = await timed_concurrently(calls, 1, authorize_with_httpx)
+        print(describe("authorization, 1 at once, sent with httpx (its client-side Python included)", with_httpx))
 
 
 def main() -> None:

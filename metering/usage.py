@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -525,6 +526,47 @@ async def entitlement_by_external_id(
     return await edge_entitlement(session, await repository.edge_lookup(session, external_id, meter_key), as_of=as_of)
 
 
+_METER_COLUMNS = (
+    "meter_id",
+    "key",
+    "name",
+    "unit",
+    "event_type",
+    "aggregation",
+    "value_property",
+    "group_by",
+    "created_at",
+)
+_SUBSCRIPTION_COLUMNS = (
+    "customer_id",
+    "plan_version_id",
+    "started_at",
+    "pending_plan_version_id",
+    "pending_change_at",
+    "cancel_at",
+    "paused_at",
+    "billing_anchor",
+    "billing_anchor_day",
+    "trial_ends_at",
+    "pending_billing_anchor",
+)
+
+
+# The edge builds a meter and a subscription from each row it reads, and a SQLModel table model
+# costs about 0.3 ms to construct: a third of an authorization's own time. The same row's object
+# is reused (they are only read); the key is every column read, so a changed row is a new key.
+@lru_cache(maxsize=4096)
+def _edge_meter(values: tuple[Any, ...]) -> Meter:
+    fields = dict(zip(_METER_COLUMNS, values, strict=True))
+    return Meter(id=fields.pop("meter_id"), **{**fields, "group_by": list(fields["group_by"])})
+
+
+@lru_cache(maxsize=4096)
+def _edge_subscription(values: tuple[Any, ...]) -> Subscription:
+    fields = dict(zip(_SUBSCRIPTION_COLUMNS, values, strict=True))
+    return Subscription(**fields, created_at=fields["started_at"])
+
+
 async def edge_entitlement(session: AsyncSession, rows: list[Any], *, as_of: datetime) -> EdgeEntitlement | None:
     """:func:`entitlement_by_external_id` from the rows of :func:`repository.edge_lookup` (or of a
     statement that read the same columns, such as the one authorizations lock with)."""
@@ -533,16 +575,8 @@ async def edge_entitlement(session: AsyncSession, rows: list[Any], *, as_of: dat
     row = rows[0]
     if row["meter_id"] is None:
         return EdgeEntitlement(row["customer_id"], None)
-    meter = Meter(
-        id=row["meter_id"],
-        key=row["key"],
-        name=row["name"],
-        unit=row["unit"],
-        event_type=row["event_type"],
-        aggregation=row["aggregation"],
-        value_property=row["value_property"],
-        group_by=row["group_by"],
-        created_at=row["created_at"],
+    meter = _edge_meter(
+        tuple(row[column] if column != "group_by" else tuple(row[column] or ()) for column in _METER_COLUMNS)
     )
     if len(rows) > 1:  # several subscriptions: the general path, one more query
         subscriptions = (await customers.all_subscriptions_of(session, [row["customer_id"]]))[row["customer_id"]]
@@ -556,20 +590,7 @@ async def edge_entitlement(session: AsyncSession, rows: list[Any], *, as_of: dat
     if row["started_at"] is None:
         start, end = calendar_month(as_of)
     else:
-        subscription = Subscription(
-            customer_id=row["customer_id"],
-            plan_version_id=row["plan_version_id"],
-            started_at=row["started_at"],
-            created_at=row["started_at"],
-            pending_plan_version_id=row["pending_plan_version_id"],
-            pending_change_at=row["pending_change_at"],
-            cancel_at=row["cancel_at"],
-            paused_at=row["paused_at"],
-            billing_anchor=row["billing_anchor"],
-            billing_anchor_day=row["billing_anchor_day"],
-            trial_ends_at=row["trial_ends_at"],
-            pending_billing_anchor=row["pending_billing_anchor"],
-        )
+        subscription = _edge_subscription(tuple(row[column] for column in _SUBSCRIPTION_COLUMNS))
         version_id = subscription.version_at(as_of)
         version = await plan_version(session, version_id)
         period = subscription_period(subscription, version.interval, as_of)
