@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.api.scope import find_visible_customer, may_see
 from app.auth import Capability, Viewer
+from app.billing_run import billing_window
 from app.database import in_transaction
 from app.dependencies import SessionDep, authenticate, requires
 from app.usage_ingest import ingest_and_commit, ingest_limits
+from billing import spend_authorizations
+from billing.spend_authorizations import is_spend_request
 from ledger.errors import IdempotencyKeyReused, NotFound, TallyError
+from ledger.money import to_major
 from metering import authorizations
 from metering import usage as usage_service
 from metering.events import BodyNotEvents, loads_exact, parse_body
@@ -105,27 +110,48 @@ async def get_entitlement(
 
 # The body, read exactly from its text (numbers as decimals, never floats), so declared here for the
 # OpenAPI document rather than by a model FastAPI would parse with floats.
-AUTHORIZATION_BODY = {
-    "type": "object",
-    "required": ["meter", "quantity", "idempotencyKey"],
-    "additionalProperties": False,
-    "properties": {
-        "meter": {"type": "string", "maxLength": authorizations.MAX_METER_KEY_LENGTH},
-        "quantity": {"oneOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string"}]},
-        "idempotencyKey": {"type": "string", "maxLength": authorizations.MAX_IDEMPOTENCY_KEY_LENGTH},
-        "ttlSeconds": {
-            "type": "integer",
-            "minimum": 1,
-            "maximum": authorizations.MAX_TTL_SECONDS,
-            "default": authorizations.DEFAULT_TTL_SECONDS,
-        },
+_KEY_AND_TTL = {
+    "idempotencyKey": {"type": "string", "maxLength": authorizations.MAX_IDEMPOTENCY_KEY_LENGTH},
+    "ttlSeconds": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": authorizations.MAX_TTL_SECONDS,
+        "default": authorizations.DEFAULT_TTL_SECONDS,
     },
 }
+AUTHORIZATION_BODY = {
+    "oneOf": [
+        {
+            "title": "A quantity of a meter",
+            "type": "object",
+            "required": ["meter", "quantity", "idempotencyKey"],
+            "additionalProperties": False,
+            "properties": {
+                "meter": {"type": "string", "maxLength": authorizations.MAX_METER_KEY_LENGTH},
+                "quantity": {"oneOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string"}]},
+                **_KEY_AND_TTL,
+            },
+        },
+        {
+            "title": "An amount of money, against the credits and the spend cap",
+            "type": "object",
+            "required": ["amount", "currency", "idempotencyKey"],
+            "additionalProperties": False,
+            "properties": {
+                "amount": {"oneOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string"}]},
+                "currency": {"type": "string", "minLength": 3, "maxLength": 3},
+                **_KEY_AND_TTL,
+            },
+        },
+    ]
+}
+#: The process turn of a customer's money holds (beside each meter's: see ``process_turn``).
+SPEND_TURN = "$spend"
 
 
 @router.post(
     "/customers/{external_id}/authorizations",
-    summary="Hold a quantity of a meter against the customer's limit before using it",
+    summary="Hold a quantity of a meter against its limit, or an amount against the credits and spend cap",
     status_code=201,
     responses={200: {"description": "the answer already given to this idempotency key"}},
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": AUTHORIZATION_BODY}}}},
@@ -137,12 +163,16 @@ async def post_authorization(
     viewer: Annotated[Viewer, Depends(requires(Capability.AUTHORIZE_USAGE))],
 ) -> JSONResponse:
     """201 with the answer (allowed or not: a refusal is an answer, not an error), 200 with the
-    first answer when the idempotency key was used before for the same request."""
+    first answer when the idempotency key was used before for the same request. A body with
+    ``amount`` and ``currency`` instead of ``meter`` and ``quantity`` holds money (see
+    :mod:`billing.spend_authorizations`)."""
     try:
         body = loads_exact(await request.body())
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError):
         raise HTTPException(400, detail={"code": "INVALID_BODY", "message": "the body must be a JSON object"}) from None
     try:
+        if is_spend_request(body):
+            return await _authorize_spend(request, session, viewer, external_id, body)
         wanted = authorizations.read_request(body, ingest_limits(request.app.state.settings))
         async with authorizations.process_turn(external_id, wanted.meter_key):
             done = await in_transaction(
@@ -154,6 +184,52 @@ async def post_authorization(
     except TallyError as error:
         raise HTTPException(_status_of(error), detail=_refusal(error)) from None
     return JSONResponse(authorization_json(done.authorization, external_id), status_code=201 if done.created else 200)
+
+
+async def _authorize_spend(
+    request: Request, session: AsyncSession, viewer: Viewer, external_id: str, body: dict[str, Any]
+) -> JSONResponse:
+    wanted = spend_authorizations.read_spend_request(body)
+    customer = await find_visible_customer(session, viewer, external_id=external_id)
+    if customer is None:
+        raise NotFound(f"no customer {external_id!r}", field="customer")
+    window = billing_window(request.app.state.settings)
+    async with authorizations.process_turn(external_id, SPEND_TURN):
+        done = await in_transaction(
+            session,
+            lambda: spend_authorizations.authorize_spend(
+                session, customer.id, wanted, as_of=datetime.now(UTC), window=window
+            ),
+        )
+    return JSONResponse(
+        spend_authorization_json(done.authorization, external_id), status_code=201 if done.created else 200
+    )
+
+
+def spend_authorization_json(found: spend_authorizations.SpendAuthorization, external_id: str) -> dict[str, object]:
+    """Amounts as decimal strings in major units of ``currency``, as everywhere in the API."""
+
+    def major(minor: int | None) -> str | None:
+        return format(to_major(minor, found.currency), "f") if minor is not None else None
+
+    return {
+        "id": str(found.id),
+        "customer": external_id,
+        "amount": major(found.amount),
+        "currency": found.currency,
+        "allowed": found.allowed,
+        "reason": found.reason,
+        "spent": major(found.spent),
+        "creditsAvailable": major(found.credits_available),
+        "spendCap": major(found.spend_cap),
+        "reserved": major(found.reserved),
+        "remaining": major(found.remaining),
+        "idempotencyKey": found.idempotency_key,
+        "ttlSeconds": found.ttl_seconds,
+        "createdAt": found.created_at.isoformat(),
+        "expiresAt": found.expires_at.isoformat(),
+        "settledAt": found.settled_at.isoformat() if found.settled_at else None,
+    }
 
 
 def _status_of(error: TallyError) -> int:

@@ -154,3 +154,46 @@ def credits_auto_recharge(
         typer.echo("the balance is below the low-balance threshold (credits.balance_low sent)")
     if document["rechargeBought"]:
         typer.echo(f"a recharge of {document['rechargeBought']} was invoiced")
+
+
+@topup_cli.command("spend-cap")
+def credits_spend_cap(
+    external_id: Annotated[str, typer.Argument(help="The customer's external id.")],
+    amount: Annotated[
+        str | None, typer.Argument(help="The most a billing period may charge beyond the credits; omit with --none.")
+    ] = None,
+    none: Annotated[bool, typer.Option("--none", help="Remove the cap: spend is held within the credits.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Set the customer's spend cap, within which `POST /v1/customers/{id}/authorizations` holds
+    money (with an `amount`); without a cap, money is held only within the credits."""
+    from app.cli import load_settings, print_json, run_in_session
+    from billing import spend_authorizations
+
+    if (amount is None) == (not none):
+        raise typer.BadParameter("give an amount, or --none to remove the cap")
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        customer = await _customer(session, external_id)
+        cap = await spend_authorizations.set_spend_cap(
+            session,
+            customer.id,
+            customer.currency,
+            _decimal(amount, "amount"),
+            actor="cli",
+            as_of=datetime.now(UTC),
+        )
+        return {
+            "customer": external_id,
+            "currency": customer.currency,
+            "spendCap": str(to_major(cap, customer.currency)) if cap is not None else None,
+        }
+
+    document = run_in_session(load_settings(), work)
+    if as_json:
+        print_json(document)
+        return
+    if document["spendCap"] is None:
+        typer.echo(f"{external_id}: no spend cap (money is held within the credits)")
+    else:
+        typer.echo(f"{external_id}: spend cap {document['spendCap']} {document['currency']} a billing period")

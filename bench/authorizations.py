@@ -36,6 +36,10 @@ from app.database import create_engine, libpq_url, session_factory
 from bench._database import derive_daily_rollups, scratch_database
 from bench._http_client import KeepAliveClient
 from bench._server import cli, running_server
+from billing import spend_authorizations
+from billing.service import BillingWindow
+from billing.spend_authorizations import SpendRequest
+from customers import service as customers
 from metering import authorizations
 from metering.authorizations import AuthorizationRequest
 from metering.usage import entitlement_by_external_id
@@ -83,6 +87,11 @@ def load(url: str, customers: int) -> list[str]:
             WHERE m.key = 'requests'
             """,
             (start, now - timedelta(hours=1)),
+        )
+        connection.execute(
+            "INSERT INTO credit_balance_settings (customer_id, currency, recharge_enabled, recharge_priority, "
+            "balance_low, balance_low_crossings, spend_cap, updated_by, updated_at) "
+            "SELECT id, 'USD', false, 100, false, 0, 10000000000, 'bench', now() FROM customers"
         )
         derive_daily_rollups(connection)
         connection.execute("ANALYZE")
@@ -136,9 +145,21 @@ async def in_process(url: str, picks: list[str], concurrency: int) -> None:
             )
             await session.commit()
 
+    window = BillingWindow(grace=timedelta(hours=1), late_window=timedelta(days=35))
+
+    async def authorize_spend(_: int, index: int) -> None:
+        async with sessions() as session:
+            customer_id = (await customers.get_customer(session, external_id=picks[index])).id  # type: ignore[union-attr]
+            done = await spend_authorizations.authorize_spend(
+                session, customer_id, SpendRequest(100, "USD", uuid.uuid4().hex), as_of=datetime.now(UTC), window=window
+            )
+            assert done.authorization.allowed
+            await session.commit()
+
     calls = len(picks)
     await timed_concurrently(50, 1, entitle)  # warm up: connections, plan versions
     await timed_concurrently(50, 1, authorize)
+    await timed_concurrently(50, 1, authorize_spend)
     print(f"in process, {calls} calls each:")
     for concurrency_now in (1, concurrency):
         entitled, _ = await timed_concurrently(calls, concurrency_now, entitle)
@@ -148,6 +169,8 @@ async def in_process(url: str, picks: list[str], concurrency: int) -> None:
         print(
             f"  ratio authorization/entitlement (median): {statistics.median(authorized) / statistics.median(entitled):.1f}x"
         )
+    spent, rate = await timed_concurrently(calls, 1, authorize_spend)
+    print(describe(f"spend authorization (an amount: credits and spend cap), 1 at once ({rate:.0f}/s)", spent))
     await engine.dispose()
 
 

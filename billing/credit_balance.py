@@ -195,6 +195,7 @@ def balance_data(settings: CreditBalanceSettings, balance: int, *, low: bool, as
         "lowBalanceThreshold": threshold,
         "balanceLow": low,
         "autoRechargeEnabled": settings.recharge_enabled,
+        "spendCap": settings.spend_cap,
         "asOf": as_of.isoformat(),
     }
 

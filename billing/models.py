@@ -757,6 +757,7 @@ class CreditBalanceSettings(SQLModel, table=True):
         CheckConstraint("recharge_threshold >= 0", name="credit_balance_settings_threshold_not_negative"),
         CheckConstraint("recharge_amount > 0", name="credit_balance_settings_amount_positive"),
         CheckConstraint("recharge_monthly_cap >= recharge_amount", name="credit_balance_settings_cap_holds_one"),
+        CheckConstraint("spend_cap > 0", name="credit_balance_settings_spend_cap_positive"),
         CheckConstraint(
             "NOT recharge_enabled OR (recharge_threshold IS NOT NULL AND recharge_amount IS NOT NULL "
             "AND recharge_monthly_cap IS NOT NULL)",
@@ -773,6 +774,8 @@ class CreditBalanceSettings(SQLModel, table=True):
     recharge_monthly_cap: int | None = Field(default=None, sa_column=Column(BigInteger))
     recharge_priority: int = Field(sa_column=Column(Integer, nullable=False))
     recharge_expires_in_days: int | None = Field(default=None, sa_column=Column(Integer))
+    #: The most a billing period may charge beyond the credits; spend authorizations hold within it.
+    spend_cap: int | None = Field(default=None, sa_column=Column(BigInteger))
     balance_low: bool = Field(sa_column=Column(Boolean, nullable=False))
     balance_low_crossings: int = Field(sa_column=Column(Integer, nullable=False))
     updated_by: str

@@ -119,9 +119,10 @@ async def settings_of(
 
 
 async def save_settings(session: AsyncSession, settings: CreditBalanceSettings) -> CreditBalanceSettings:
-    """Insert or replace the customer's settings; the alert's state is kept as it is."""
+    """Insert or replace the customer's settings; the alert's state and the spend cap (set on its
+    own, :func:`save_spend_cap`) are kept as they are."""
     values = settings.model_dump()
-    kept = ("customer_id", "balance_low", "balance_low_crossings")
+    kept = ("customer_id", "balance_low", "balance_low_crossings", "spend_cap")
     statement = insert(CreditBalanceSettings).values(values)
     statement = statement.on_conflict_do_update(
         index_elements=["customer_id"],
@@ -131,6 +132,37 @@ async def save_settings(session: AsyncSession, settings: CreditBalanceSettings) 
     found = await settings_of(session, settings.customer_id)
     assert found is not None
     return found
+
+
+async def save_spend_cap(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    currency: str,
+    spend_cap: int | None,
+    *,
+    default_recharge_priority: int,
+    actor: str,
+    as_of: datetime,
+) -> None:
+    """Set the customer's spend cap (None: no cap), keeping their other settings (when they have
+    none: no threshold, auto-recharge off, at ``default_recharge_priority``)."""
+    values = {
+        "customer_id": customer_id,
+        "currency": currency,
+        "recharge_enabled": False,
+        "recharge_priority": default_recharge_priority,
+        "balance_low": False,
+        "balance_low_crossings": 0,
+        "spend_cap": spend_cap,
+        "updated_by": actor,
+        "updated_at": as_of,
+    }
+    statement = insert(CreditBalanceSettings).values(values)
+    statement = statement.on_conflict_do_update(
+        index_elements=["customer_id"],
+        set_={name: statement.excluded[name] for name in ("spend_cap", "updated_by", "updated_at")},
+    )
+    await session.execute(statement)
 
 
 async def watched_customers(session: AsyncSession, *, after: uuid.UUID | None, limit: int) -> list[uuid.UUID]:

@@ -148,21 +148,27 @@ def read_request(body: Any, limits: IngestLimits) -> AuthorizationRequest:
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
         raise InvalidInput(f"unknown field {unknown[0]!r}", field=unknown[0][:100], code="INVALID_BODY")
-    ttl = body.get("ttlSeconds", DEFAULT_TTL_SECONDS)
-    if isinstance(ttl, Decimal) and ttl == ttl.to_integral_value() and ttl.is_finite():
-        ttl = int(ttl)
+    return AuthorizationRequest(
+        meter_key=_text(body.get("meter"), "meter", MAX_METER_KEY_LENGTH, "INVALID_METER"),
+        quantity=quantity_of(body.get("quantity"), limits),
+        idempotency_key=key_of(body.get("idempotencyKey")),
+        ttl_seconds=ttl_of(body.get("ttlSeconds", DEFAULT_TTL_SECONDS)),
+    )
+
+
+def ttl_of(raw: Any) -> int:
+    """How long a hold lasts unsettled: a whole number of seconds from 1 to :data:`MAX_TTL_SECONDS`."""
+    ttl = int(raw) if isinstance(raw, Decimal) and raw.is_finite() and raw == raw.to_integral_value() else raw
     if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL_SECONDS:
         raise InvalidInput(
             f"ttlSeconds must be a whole number from 1 to {MAX_TTL_SECONDS}", field="ttlSeconds", code="INVALID_TTL"
         )
-    return AuthorizationRequest(
-        meter_key=_text(body.get("meter"), "meter", MAX_METER_KEY_LENGTH, "INVALID_METER"),
-        quantity=quantity_of(body.get("quantity"), limits),
-        idempotency_key=_text(
-            body.get("idempotencyKey"), "idempotencyKey", MAX_IDEMPOTENCY_KEY_LENGTH, "INVALID_IDEMPOTENCY_KEY"
-        ),
-        ttl_seconds=ttl,
-    )
+    return ttl
+
+
+def key_of(raw: Any) -> str:
+    """An idempotency key: non-empty text of at most :data:`MAX_IDEMPOTENCY_KEY_LENGTH` characters."""
+    return _text(raw, "idempotencyKey", MAX_IDEMPOTENCY_KEY_LENGTH, "INVALID_IDEMPOTENCY_KEY")
 
 
 def _text(value: Any, field: str, max_length: int, code: str) -> str:

@@ -177,12 +177,30 @@ class UsageAuthorization(SQLModel, table=True):
     """A quantity of a meter held for a customer before it is used (``allowed``), or the refusal to
     hold it, recorded either way so that a retry with the same key gets the same answer. It counts
     against the limit while ``allowed``, unsettled and ``expires_at`` is ahead: no job has to
-    release it for the count to be right. ``settled_by_event`` is the event that used it."""
+    release it for the count to be right. ``settled_by_event`` is the event that used it.
+
+    Or an amount of money held against the customer's credits and spend cap
+    (:mod:`billing.spend_authorizations`): no meter and no quantity, but ``amount`` and
+    ``currency``; its ``used``, ``usage_limit``, ``remaining`` and ``reserved`` are then minor
+    units (spent so far, the spend cap, what remains, what money holds held)."""
 
     __tablename__ = "usage_authorizations"
     __table_args__ = (
         UniqueConstraint("customer_id", "idempotency_key", name="usage_authorizations_key"),
         CheckConstraint("quantity > 0", name="usage_authorizations_quantity"),
+        CheckConstraint(
+            "(meter_id IS NOT NULL AND quantity IS NOT NULL AND used IS NOT NULL AND reserved IS NOT NULL "
+            "AND amount IS NULL AND currency IS NULL) OR "
+            "(meter_id IS NULL AND quantity IS NULL AND amount > 0 AND currency IS NOT NULL "
+            "AND used IS NOT NULL AND reserved IS NOT NULL AND credits_available IS NOT NULL)",
+            name="usage_authorizations_holds_one_thing",
+        ),
+        Index(
+            "usage_authorizations_live_spend",
+            "customer_id",
+            "expires_at",
+            postgresql_where=text("allowed AND settled_at IS NULL AND meter_id IS NULL"),
+        ),
         Index(
             "usage_authorizations_live",
             "customer_id",
@@ -195,16 +213,19 @@ class UsageAuthorization(SQLModel, table=True):
 
     id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
     customer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), ForeignKey("customers.id"), nullable=False))
-    meter_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), ForeignKey("meters.id"), nullable=False))
+    meter_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True), ForeignKey("meters.id")))
     idempotency_key: str = Field(sa_column=Column(Text, nullable=False))
-    quantity: Decimal = Field(sa_column=Column(Numeric, nullable=False))
+    quantity: Decimal | None = Field(default=None, sa_column=Column(Numeric))
+    amount: int | None = Field(default=None, sa_column=Column(BigInteger))
+    currency: str | None = Field(default=None, sa_column=Column(String(3)))
+    credits_available: int | None = Field(default=None, sa_column=Column(BigInteger))
     ttl_seconds: int = Field(sa_column=Column(Integer, nullable=False))
     allowed: bool = Field(sa_column=Column(Boolean, nullable=False))
     reason: str | None = Field(default=None, sa_column=Column(Text))
-    used: Decimal = Field(sa_column=Column(Numeric, nullable=False))
+    used: Decimal = Field(sa_column=Column(Numeric))
     usage_limit: Decimal | None = Field(default=None, sa_column=Column(Numeric))
     remaining: Decimal | None = Field(default=None, sa_column=Column(Numeric))
-    reserved: Decimal = Field(sa_column=Column(Numeric, nullable=False))
+    reserved: Decimal = Field(sa_column=Column(Numeric))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     settled_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

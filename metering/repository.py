@@ -641,14 +641,15 @@ SELECT * FROM usage_authorizations WHERE customer_id = %(customer_id)s AND idemp
 """
 
 # Settlement, in the ingestion's transaction: each stored event that names an authorization of its
-# customer on a meter that reads its type releases it. The stored event is read, not the batch's
-# copy, so a retried id with another payload cannot release what its counted version did not use.
+# customer releases it, when it holds an amount of money (billing.spend_authorizations) or a
+# quantity of a meter that reads the event's type. The stored event is read, not the batch's copy,
+# so a retried id with another payload cannot release what its counted version did not use.
 SETTLE_AUTHORIZATIONS = """
 UPDATE usage_authorizations a SET settled_at = %(received_at)s, settled_by_event = e.event_id
 FROM unnest(%(event_ids)s::text[], %(authorization_ids)s::uuid[]) AS x(event_id, authorization_id)
 JOIN events e ON e.event_id = x.event_id
-JOIN meters m ON m.event_type = e.event_type
-WHERE a.id = x.authorization_id AND a.customer_id = e.customer_id AND a.meter_id = m.id AND a.settled_at IS NULL
+WHERE a.id = x.authorization_id AND a.customer_id = e.customer_id AND a.settled_at IS NULL
+  AND (a.meter_id IS NULL OR EXISTS (SELECT FROM meters m WHERE m.id = a.meter_id AND m.event_type = e.event_type))
 """
 
 LIVE_AUTHORIZATIONS = """

@@ -11,7 +11,13 @@ from graphql import GraphQLError
 from strawberry.types import Info
 
 from app.api.alerts import UsageAlert, UsageAlertFiring, resolve_usage_alert_firings, resolve_usage_alerts
-from app.api.authorizations import LIVE_AUTHORIZATIONS_SHOWN, UsageAuthorization, resolve_live_authorizations
+from app.api.authorizations import (
+    LIVE_AUTHORIZATIONS_SHOWN,
+    SpendAuthorization,
+    UsageAuthorization,
+    resolve_live_authorizations,
+    resolve_live_spend_authorizations,
+)
 from app.api.billing import (
     BillingFailure,
     Invoice,
@@ -221,6 +227,12 @@ class Customer:
         permission_classes=[requires(Capability.CHECK_ENTITLEMENTS)],
         description=f"Usage authorizations holding a quantity now (allowed, unsettled, unexpired), soonest to "
         f"expire first, at most {LIVE_AUTHORIZATIONS_SHOWN}.",
+    )
+    live_spend_authorizations: list[SpendAuthorization] = strawberry.field(
+        resolver=resolve_live_spend_authorizations,
+        permission_classes=[requires(Capability.CHECK_ENTITLEMENTS)],
+        description=f"Spend authorizations holding money now (allowed, unsettled, unexpired), soonest to expire "
+        f"first, at most {LIVE_AUTHORIZATIONS_SHOWN}.",
     )
     invoices: Connection[Invoice] = strawberry.field(
         resolver=resolve_invoices, permission_classes=[requires(Capability.READ_INVOICES)]

@@ -32,7 +32,7 @@ from app.api.permissions import requires
 from app.api.scope import customer_of
 from app.auth import Capability
 from app.telemetry import current_trace_id
-from billing import credit_balance, topup_repository, topups
+from billing import credit_balance, spend_authorizations, topup_repository, topups
 from billing import service as billing
 from billing.models import CreditBalanceSettings
 from billing.models import CreditPurchase as PurchaseRow
@@ -111,6 +111,11 @@ class CreditBalance:
     auto_recharge_enabled: bool
     as_of: datetime
     auto_recharge: AutoRecharge | None = strawberry.field(description="Null when never set.")
+    spend_cap: Money | None = strawberry.field(
+        default=None,
+        description="The most a billing period may charge beyond the credits: `authorizeSpend` holds money within "
+        "it (without a cap, within the credits). Null: no cap.",
+    )
 
 
 async def credit_balance_of(session: Any, customer_id: uuid.UUID, currency: str, *, as_of: datetime) -> CreditBalance:
@@ -157,6 +162,7 @@ def _credit_balance(settings: CreditBalanceSettings, credits: int, recharged: in
             expires_in_days=settings.recharge_expires_in_days,
             recharged_this_month=money(recharged, currency),
         ),
+        spend_cap=_money_or_none(settings.spend_cap, currency),
     )
 
 
@@ -244,6 +250,19 @@ class SetCreditBalanceSettingsPayload:
     user_errors: list[UserError]
 
 
+@strawberry.input
+class SetSpendCapInput:
+    customer_id: strawberry.ID
+    currency: str = strawberry.field(description="Must be the customer's currency.")
+    amount: Decimal | None = strawberry.field(description="In major units, above 0; null removes the cap.")
+
+
+@strawberry.type
+class SetSpendCapPayload:
+    credit_balance: CreditBalance | None
+    user_errors: list[UserError]
+
+
 @strawberry.type
 class TopUpsMutation:
     @strawberry.mutation(
@@ -317,3 +336,27 @@ class TopUpsMutation:
 
         payload, errors = await run_mutation(info, save)
         return payload or SetCreditBalanceSettingsPayload(credit_balance=None, recharge=None, user_errors=errors)
+
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.PURCHASE_CREDITS)],
+        description="Set the most a billing period of the customer may charge beyond their credits (spend "
+        "authorizations hold money within it); null removes it.",
+    )
+    async def set_spend_cap(self, info: Info, input: SetSpendCapInput) -> SetSpendCapPayload:
+        context = info.context
+
+        async def save() -> SetSpendCapPayload:
+            customer = await customer_of(info, str(input.customer_id))
+            await spend_authorizations.set_spend_cap(
+                context.session,
+                customer.id,
+                input.currency,
+                input.amount,
+                actor=context.viewer.actor,
+                as_of=context.now(),
+            )
+            balance = await credit_balance_of(context.session, customer.id, customer.currency, as_of=context.now())
+            return SetSpendCapPayload(credit_balance=balance, user_errors=[])
+
+        payload, errors = await run_mutation(info, save)
+        return payload or SetSpendCapPayload(credit_balance=None, user_errors=errors)
