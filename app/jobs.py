@@ -34,6 +34,7 @@ from customers.credits import expire_grants
 from customers.trials import announce_trial_endings
 from metering import authorizations
 from metering.service import ROLL_UP_LIMIT, roll_up_touching, take_snapshot
+from notifications import webhook_delivery
 
 logger = logging.getLogger("tally.jobs")
 TICK_SECONDS = 300
@@ -57,6 +58,22 @@ async def prune_usage_authorizations(sessions: async_sessionmaker[AsyncSession],
     while True:
         async with sessions() as session:
             batch = await authorizations.prune(session, as_of=as_of, limit=PRUNE_BATCH)
+            await session.commit()
+        removed += batch
+        if batch < PRUNE_BATCH:
+            return removed
+
+
+async def prune_webhook_deliveries(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, *, as_of: datetime
+) -> int:
+    """Keep finished webhook deliveries and their attempts for ``TALLY_WEBHOOK_RETENTION_DAYS``."""
+    removed = 0
+    while True:
+        async with sessions() as session:
+            batch = await webhook_delivery.prune(
+                session, as_of=as_of, retention=timedelta(days=settings.webhook_retention_days), limit=PRUNE_BATCH
+            )
             await session.commit()
         removed += batch
         if batch < PRUNE_BATCH:
@@ -252,6 +269,7 @@ async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Set
             ("span pruning", lambda: prune_spans(sessions, settings, as_of=datetime.now(UTC))),
             ("metering snapshot", lambda: snapshot_metering(sessions, as_of=datetime.now(UTC))),
             ("authorization pruning", lambda: prune_usage_authorizations(sessions, as_of=datetime.now(UTC))),
+            ("webhook pruning", lambda: prune_webhook_deliveries(sessions, settings, as_of=datetime.now(UTC))),
             ("credit expiry", lambda: expire_credit_grants(sessions, as_of=datetime.now(UTC))),
             ("trial endings", lambda: tell_trial_endings(sessions, as_of=datetime.now(UTC))),
             ("billing run", lambda: run_billing(sessions, settings, as_of=datetime.now(UTC))),

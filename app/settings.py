@@ -311,6 +311,13 @@ class Settings(BaseSettings):
     webhook_disable_after_failures: int = Field(
         default=20, ge=1, le=10_000, description="An endpoint failing this many attempts in a row …"
     )
+    webhook_retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Delivered and failed webhook deliveries, with their attempts, are deleted this many days after "
+        "their last attempt (the events themselves are kept).",
+    )
     webhook_disable_after_hours: float = Field(
         default=24, ge=0, le=24 * 30, description="… over at least this many hours is disabled (and an anomaly raised)."
     )

@@ -147,6 +147,11 @@ class WebhookDelivery(SQLModel, table=True):
         CheckConstraint("status IN ('pending', 'sending', 'delivered', 'failed')", name="webhook_deliveries_status"),
         Index("webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status IN ('pending', 'sending')")),
         Index("webhook_deliveries_endpoint", "endpoint_id", "created_at", "id"),
+        Index(
+            "webhook_deliveries_finished",
+            text("coalesce(last_attempt_at, created_at)"),
+            postgresql_where=text("status IN ('delivered', 'failed')"),
+        ),
     )
 
     id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))

@@ -231,3 +231,10 @@ async def record(
     if run is not None and run[0]:
         disabled = Disabled(claimed.endpoint.id, claimed.endpoint.url, run[1], run[2], answer.error or "")
     return Outcome(status, answer, disabled)
+
+
+async def prune(session: AsyncSession, *, as_of: datetime, retention: timedelta, limit: int = 10_000) -> int:
+    """Delete at most ``limit`` deliveries delivered or failed with no attempt for ``retention``,
+    and their attempts; how many. The events stay: a replay since an older moment queues their
+    deliveries again."""
+    return await repository.prune_finished(session, before=as_of - retention, limit=limit)

@@ -94,6 +94,20 @@ COUNT_REPLAY = text(
 )
 
 
+# Finished deliveries whose last activity is older than the retention, a batch at a time (their
+# attempts go with them, ON DELETE CASCADE); by the partial expression index on that activity.
+PRUNE_FINISHED = text(
+    "DELETE FROM webhook_deliveries WHERE id = ANY(ARRAY("
+    "  SELECT id FROM webhook_deliveries WHERE status IN ('delivered', 'failed') "
+    "  AND coalesce(last_attempt_at, created_at) < :before LIMIT :limit))"
+)
+
+
+async def prune_finished(session: AsyncSession, *, before: datetime, limit: int) -> int:
+    cursor = await session.execute(PRUNE_FINISHED, {"before": before, "limit": limit})
+    return int(cursor.rowcount or 0)  # type: ignore[attr-defined]
+
+
 async def insert_endpoint(session: AsyncSession, row: dict[str, Any]) -> uuid.UUID | None:
     found = (await session.execute(INSERT_ENDPOINT, row)).first()
     return found[0] if found else None

@@ -19,7 +19,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.jobs import prune_webhook_deliveries
 from app.metrics import REGISTRY
+from app.settings import Settings
 from app.webhook_sender import send_webhooks
 from notifications import webhook_endpoints as endpoints
 from notifications.webhook_delivery import Sending
@@ -225,3 +227,40 @@ async def test_racing_senders_send_each_event_once_and_fan_out_twice_queues_noth
     counts = (await session.execute(text("SELECT count(*), count(DISTINCT event_id) FROM webhook_deliveries"))).one()
     assert tuple(counts) == (30, 30)
     assert json.loads(receiver.requests()[0].body)["resource"]["version"] == 1
+
+
+async def test_finished_deliveries_are_pruned_after_the_retention_and_a_replay_brings_them_back(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], receiver: Receiver, settings: Settings
+) -> None:
+    """Delivered ones go with their attempts once their last attempt is older than the retention;
+    one still being retried stays whatever its age; the events stay, so a replay queues them again."""
+    start = now()
+    settings = settings.model_copy(update={"webhook_retention_days": 7})
+    endpoint_id = await register(sessions, receiver.url(), as_of=start)
+    delivered = await emit_events(sessions, 2, as_of=start)
+    await send_webhooks(sessions, FAST, as_of=start)
+    receiver.mode = "fail"
+    retried = await emit_events(sessions, 1, as_of=start)
+    await send_webhooks(sessions, FAST, as_of=start)
+
+    async def kept() -> tuple[int, int]:
+        counts = await session.execute(
+            text("SELECT (SELECT count(*) FROM webhook_deliveries), (SELECT count(*) FROM webhook_delivery_attempts)")
+        )
+        return tuple(counts.one())  # type: ignore[return-value]
+
+    retention = timedelta(days=settings.webhook_retention_days)
+    assert await prune_webhook_deliveries(sessions, settings, as_of=start + retention - timedelta(minutes=1)) == 0
+    assert await kept() == (3, 3)
+    assert await prune_webhook_deliveries(sessions, settings, as_of=start + retention + timedelta(minutes=1)) == 2
+    assert await kept() == (1, 1), "the one still being retried stays, with its attempt"
+    [left] = (await session.execute(text("SELECT event_id FROM webhook_deliveries"))).scalars()
+    assert [left] == retried
+
+    receiver.mode = "ok"
+    later = start + retention + timedelta(hours=1)
+    async with sessions() as writing:
+        assert await endpoints.replay_since(writing, endpoint_id, since=start, as_of=later) == 3
+        await writing.commit()
+    await send_webhooks(sessions, FAST, as_of=later)
+    assert {uuid.UUID(one.headers["webhook-id"]) for one in receiver.requests()} >= {*delivered, *retried}

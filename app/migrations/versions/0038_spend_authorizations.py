@@ -8,6 +8,9 @@ an amount (minor units) and a currency; its ``used``, ``usage_limit``, ``remaini
 what live money holds held). ``credit_balance_settings.spend_cap`` is the cap: the most a period
 may charge beyond the credits (minor units of the customer's currency).
 
+Also: finished webhook deliveries are pruned after ``TALLY_WEBHOOK_RETENTION_DAYS`` (their
+attempts with them); the index finds them by their last activity.
+
 Revision ID: 0038
 Revises: 0037
 """
@@ -41,11 +44,18 @@ def upgrade() -> None:
         ["customer_id", "expires_at"],
         postgresql_where=sa.text("allowed AND settled_at IS NULL AND meter_id IS NULL"),
     )
+    op.create_index(
+        "webhook_deliveries_finished",
+        "webhook_deliveries",
+        [sa.text("coalesce(last_attempt_at, created_at)")],
+        postgresql_where=sa.text("status IN ('delivered', 'failed')"),
+    )
     op.add_column("credit_balance_settings", sa.Column("spend_cap", sa.BigInteger()))
     op.create_check_constraint("credit_balance_settings_spend_cap_positive", "credit_balance_settings", "spend_cap > 0")
 
 
 def downgrade() -> None:
+    op.drop_index("webhook_deliveries_finished", "webhook_deliveries")
     op.drop_constraint("credit_balance_settings_spend_cap_positive", "credit_balance_settings")
     op.drop_column("credit_balance_settings", "spend_cap")
     op.execute("DELETE FROM usage_authorizations WHERE meter_id IS NULL")
