@@ -55,6 +55,7 @@ async def invoice_issued(session: AsyncSession, row: dict[str, Any], *, as_of: d
     due on the invoice's due date."""
     issued_at: datetime = row["issued_at"]
     content = {
+        "kind": row["kind"],
         "currency": row["currency"],
         "total": row["total"],
         "amount_due": row["amount_due"],

@@ -13,6 +13,7 @@ AT = "2026-03-01T00:00:00+00:00"
 NAME = 'Acme <script>alert("x")</script>\nBcc: evil@example.com'
 FACTS = {
     "invoice_issued": {
+        "kind": "invoice",
         "invoice_number": 12,
         "currency": "EUR",
         "total": 123450,
@@ -83,3 +84,11 @@ def test_a_failed_payment_without_a_retry_says_there_is_none_and_credits_paid_it
     assert "We will not try again" in render("payment_failed", "en", facts).text
     paid = {**FACTS["invoice_issued"], "customer_name": "Acme", "amount_due": 0}
     assert "Nothing is due: your credits paid it." in render("invoice_issued", "en", paid).text
+
+
+def test_an_interim_invoice_says_why_it_comes_before_the_period_ends() -> None:
+    interim = render("invoice_issued", "en", {**FACTS["invoice_issued"], "customer_name": "Acme", "kind": "interim"})
+    assert "This is an interim invoice" in interim.text and "This is an interim invoice" in interim.html
+    assert "interim" not in render("invoice_issued", "en", {**FACTS["invoice_issued"], "customer_name": "Acme"}).text
+    legacy = {key: value for key, value in FACTS["invoice_issued"].items() if key != "kind"}
+    assert "interim" not in render("invoice_issued", "fr", {**legacy, "customer_name": "Acme"}).text, "queued before"
