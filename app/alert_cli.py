@@ -150,6 +150,43 @@ def _fired(firing: UsageAlertFiring, alert: UsageAlert) -> dict[str, Any]:
     }
 
 
+@alert_cli.command("update")
+def alert_update(
+    alert_id: Annotated[str, typer.Argument(help="The alert's id (see `tally alert list`).")],
+    thresholds: Annotated[
+        list[str] | None, typer.Argument(help="New thresholds, e.g. 50 80 100 (omit to keep them).")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="A new name.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check it; change nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Rename an alert or give it other thresholds; thresholds that fired this period stay fired."""
+    from app.cli import load_settings, print_json, run_in_session
+    from billing import alerts
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        updated = await alerts.update_alert(
+            session,
+            _alert_id(alert_id),
+            name=name,
+            thresholds=tuple(_decimal(value, "thresholds") for value in thresholds) if thresholds else None,
+        )
+        return {"dryRun": dry_run, **_document(updated, owner="customer" if updated.customer_id else "plan")}
+
+    document = run_in_session(load_settings(), work, commit=not dry_run)
+    if as_json:
+        print_json(document)
+        return
+    typer.echo(("would update " if dry_run else "updated ") + _line(document))
+
+
+def _alert_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise NotFound("no such alert", field="alertId") from None
+
+
 @alert_cli.command("delete")
 def alert_delete(
     alert_id: Annotated[str, typer.Argument(help="The alert's id (see `tally alert list`).")],
@@ -161,11 +198,7 @@ def alert_delete(
     from billing import alerts
 
     async def work(session: AsyncSession) -> dict[str, Any]:
-        try:
-            found = uuid.UUID(alert_id)
-        except ValueError:
-            raise NotFound("no such alert", field="alertId") from None
-        deleted = await alerts.delete_alert(session, found, as_of=datetime.now(UTC))
+        deleted = await alerts.delete_alert(session, _alert_id(alert_id), as_of=datetime.now(UTC))
         return {"dryRun": dry_run, **_document(deleted, owner="customer" if deleted.customer_id else "plan")}
 
     document = run_in_session(load_settings(), work, commit=not dry_run)

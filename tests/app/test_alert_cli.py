@@ -1,4 +1,4 @@
-"""`tally alert create|list|delete` against a real database: outputs, JSON, a dry run that writes
+"""`tally alert create|list|update|delete` against a real database: outputs, JSON, a dry run that writes
 nothing, refusals as one-line reasons with exit 1 and nothing written."""
 
 from __future__ import annotations
@@ -34,6 +34,16 @@ def test_an_alert_is_created_after_a_dry_run_listed_and_deleted(run, database_ur
     assert (created["metric"], created["thresholds"], created["dryRun"]) == ("spend", ["15", "20.5"], False)
     listed = json.loads(run("alert", "list", "org_cli", "--json").stdout)
     assert [a["name"] for a in listed["alerts"]] == ["Budget"] and listed["fired"] == []
+    renamed = run("alert", "update", created["id"], "10", "30", "--name", "Monthly budget", "--json")
+    assert renamed.exit_code == 0, renamed.output
+    assert (json.loads(renamed.stdout)["name"], json.loads(renamed.stdout)["thresholds"]) == (
+        "Monthly budget",
+        ["10", "30"],
+    )
+    kept = json.loads(run("alert", "update", created["id"], "--name", "Budget", "--json").stdout)
+    assert (kept["name"], kept["thresholds"]) == ("Budget", ["10", "30"]), "thresholds left out are kept"
+    refused = run("alert", "update", created["id"], "0")
+    assert refused.exit_code == 1 and "above 0" in refused.output.replace("\n", "")
     deleted = run("alert", "delete", created["id"])
     assert deleted.exit_code == 0 and "deleted" in deleted.output
     assert "no alerts" in run("alert", "list", "org_cli").output
@@ -48,6 +58,7 @@ def test_an_alert_is_created_after_a_dry_run_listed_and_deleted(run, database_ur
          "give 1 to 10"),
         (("create", "x", "5", "--customer", "nobody", "--meter", "requests"), "--customer:"),
         (("delete", "not-an-id"), "alertId: no such alert"),
+        (("update", "not-an-id", "5"), "alertId: no such alert"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_with_exit_1_and_writes_nothing(
