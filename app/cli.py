@@ -37,6 +37,7 @@ from app.tax_cli import tax_cli
 from app.telemetry import configure_tracing
 from app.topup_cli import topup_cli
 from app.webhook_cli import webhook_cli
+from billing.invoice_numbers import invoice_number
 from billing.taxation import use_tax_policy
 from ledger.errors import TallyError
 from pricing.catalog import CatalogInvalid
@@ -722,7 +723,7 @@ def invoices_verify(
                 "anomaliesRaised": report.anomalies_raised,
                 "invoices": [
                     {
-                        "number": f"INV-{check.invoice.number:06d}",
+                        "number": invoice_number(check.invoice.number),
                         "differences": [difference.as_dict() for difference in check.differences],
                     }
                     for check in report.checked
@@ -734,7 +735,7 @@ def invoices_verify(
         for check in report.checked:
             for d in check.differences:
                 err.print(
-                    f"[red]INV-{check.invoice.number:06d}[/red] {d.description}: billed {d.billed_quantity} "
+                    f"[red]{invoice_number(check.invoice.number)}[/red] {d.description}: billed {d.billed_quantity} "
                     f"for {d.billed_amount}, raw events give {d.rerated_quantity} for {d.rerated_amount}",
                     highlight=False,
                     soft_wrap=True,
@@ -853,7 +854,7 @@ def _trial_change(
             "dryRun": dry_run,
             "invoices": [
                 {
-                    "number": None if dry_run else f"INV-{invoice.number:06d}",
+                    "number": None if dry_run else invoice_number(invoice.number),
                     "periodStart": invoice.period_start,
                     "periodEnd": invoice.period_end,
                     "total": str(to_major(invoice.total, invoice.currency)),

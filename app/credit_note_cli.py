@@ -13,18 +13,19 @@ import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.extras_cli import ACTOR, JsonOption, KeyOption, _decimal, customer_id_of
+from billing.invoice_numbers import invoice_number, parse_invoice_number
 
 credit_note_cli = typer.Typer(help="Credit notes: correct an issued invoice.", no_args_is_help=True)
 METHODS = {"refund": "REFUND", "credit": "CREDIT", "reduce-due": "REDUCE_DUE"}
 
 
-def _document(note: Any, lines: list[Any], invoice_number: int, *, dry_run: bool = False) -> dict[str, Any]:
+def _document(note: Any, lines: list[Any], invoice_sequence: int, *, dry_run: bool = False) -> dict[str, Any]:
     from billing.credit_notes import credit_note_number
     from ledger.money import to_major
 
     return {
         "number": None if dry_run else credit_note_number(note.number),
-        "invoiceNumber": f"INV-{invoice_number:06d}",
+        "invoiceNumber": invoice_number(invoice_sequence),
         "amount": str(to_major(note.amount, note.currency)),
         "currency": note.currency,
         "method": note.method,
@@ -74,15 +75,15 @@ def credit_note_create(
 
     if method not in METHODS:
         fail(f"--method: must be one of {', '.join(METHODS)}")
-    digits = invoice.upper().removeprefix("INV-")
-    if not digits.isdigit() or len(digits) > 18:
+    number = parse_invoice_number(invoice)
+    if number is None:
         fail(f"INVOICE: {invoice!r} is not an invoice number, e.g. INV-000042")
     key = idempotency_key or f"cli-{uuid.uuid4()}"
     lines = tuple(LineCredit(position, _decimal(value, "--line")) for position, value in map(_line, line or []))
     parsed = _decimal(amount, "--amount") if amount is not None else None
 
     async def work(session: AsyncSession) -> dict[str, Any]:
-        found = await invoice_by_number(session, int(digits))
+        found = await invoice_by_number(session, number)
         if found is None:
             raise NotFound("no such invoice", field="INVOICE")
         request = CreditNoteRequest(

@@ -16,6 +16,7 @@ import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.subscription_cli import SubscriptionOption, subscription_id_option
+from billing.invoice_numbers import invoice_number
 
 charge_cli = typer.Typer(help="One-off charges: now, or on the customer's next invoice.", no_args_is_help=True)
 commitment_cli = typer.Typer(help="Prepaid commitments and minimum spend.", no_args_is_help=True)
@@ -79,7 +80,7 @@ def _charge_document(charge: Any, invoice: Any = None, credits: int | None = Non
         "currency": charge.currency,
         "when": charge.timing.upper(),
         "status": charge.status,
-        "invoiceNumber": f"INV-{invoice.number:06d}" if invoice is not None else None,
+        "invoiceNumber": invoice_number(invoice.number) if invoice is not None else None,
         "creditsApplied": _major(credits, charge.currency),
         "amountDue": _major(due, charge.currency),
         "idempotencyKey": charge.idempotency_key or None,
@@ -262,7 +263,7 @@ def commitment_create(
             "startsAt": row.starts_at,
             "endsAt": row.ends_at,
             "priority": row.priority,
-            "invoiceNumber": f"INV-{outcome.invoice.number:06d}" if outcome.invoice else None,
+            "invoiceNumber": invoice_number(outcome.invoice.number) if outcome.invoice else None,
             "idempotencyKey": key,
             "dryRun": dry_run,
         }

@@ -12,6 +12,7 @@ import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.extras_cli import JsonOption, customer_id_of
+from billing.invoice_numbers import invoice_number
 
 interim_cli = typer.Typer(
     help="Threshold invoicing: interim invoices of a period's usage so far.", no_args_is_help=True
@@ -22,7 +23,7 @@ def _invoice(invoice: Any) -> dict[str, Any]:
     from ledger.money import to_major
 
     return {
-        "number": f"INV-{invoice.number:06d}",
+        "number": invoice_number(invoice.number),
         "interimSequence": invoice.interim_sequence,
         "periodStart": invoice.period_start,
         "periodEnd": invoice.period_end,

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing.invoice_numbers import invoice_number
 from billing.lifecycle import LifecycleOutcome, change_lifecycle
 from customers import service as customers
 from customers.errors import CustomerNotFound
@@ -120,7 +121,7 @@ def _report(outcome: LifecycleOutcome, external_id: str, kind: str, dry_run: boo
             "total": str(to_major(final.total, currency)),
             "creditsApplied": str(to_major(final.credits_applied, currency)),
         },
-        "issuedInvoices": [f"INV-{invoice.number:06d}" for invoice in outcome.issued],
+        "issuedInvoices": [invoice_number(invoice.number) for invoice in outcome.issued],
         "currency": currency,
     }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,6 +9,7 @@ from sqlalchemy import select, text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.models import StoredSpan
+from billing.invoice_numbers import PREFIX, parse_invoice_number
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ async def recent_traces(
         RECENT_TRACES,
         {
             "search": term,
-            "invoice_number": int(term[4:]) if term and re.fullmatch(r"(?i)INV-\d{1,18}", term) else None,
+            "invoice_number": parse_invoice_number(term) if term and term.upper().startswith(PREFIX) else None,
             "pattern": f"%{term}%" if term else None,
             "before_time": before[0] if before else None,
             "before_id": before[1] if before else "",

@@ -27,6 +27,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.anomalies import Finding, raise_anomaly
+from billing.invoice_numbers import invoice_number
 from billing.invoicing import rated_usage, usage_terms
 from billing.models import Invoice
 from billing.repository import interim_billed, lines_of, tax_lines_of
@@ -200,7 +201,8 @@ async def verify_invoices(session: AsyncSession, *, sample: int, as_of: datetime
             window_start=invoice.period_start,
             window_end=invoice.period_end,
             severity="high",
-            summary=f"Invoice INV-{invoice.number:06d} differs from its raw events on {len(check.differences)} line(s)",
+            summary=f"Invoice {invoice_number(invoice.number)} differs from its raw events on "
+            f"{len(check.differences)} line(s)",
             numbers={"invoice": invoice.number, "lines": [d.as_dict() for d in check.differences]},
         )
         raised += await raise_anomaly(session, finding, as_of=as_of)

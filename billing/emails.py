@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing.invoice_numbers import invoice_number
 from billing.models import CreditNote, Invoice
 from customers.billing_details import billing_details_of
 from customers.models import Customer
@@ -102,7 +103,7 @@ async def credit_note_issued(session: AsyncSession, note: CreditNote, invoice: I
     """Tell the customer of a credit note, in the note's own transaction: one message a note."""
     content = {
         "credit_note_number": number,
-        "invoice_number": f"INV-{invoice.number:06d}",
+        "invoice_number": invoice_number(invoice.number),
         "currency": note.currency,
         "amount": note.amount,
         "issued_at": note.issued_at.isoformat(),

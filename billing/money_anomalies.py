@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import anomaly_repository as repository
 from billing.anomalies import DAY, Finding, Thresholds, day_start, percent
+from billing.invoice_numbers import invoice_number
 from ledger.money import to_major
 from ledger.verify import verify
 
@@ -44,7 +45,7 @@ async def invoice_deltas(session: AsyncSession, as_of: datetime, thresholds: Thr
                 window_end=row["period_end"],
                 severity="high" if abs(change) >= 100 else "medium",
                 summary=(
-                    f"Invoice INV-{row['number']:06d} total {to_major(total, currency)} {currency} is "
+                    f"Invoice {invoice_number(row['number'])} total {to_major(total, currency)} {currency} is "
                     f"{change.quantize(Decimal(1)):+}% against the median {to_major(median, currency)} {currency} "
                     f"of the 3 before it"
                 ),
@@ -82,7 +83,7 @@ async def late_usage(session: AsyncSession, as_of: datetime, thresholds: Thresho
                 window_end=row["period_end"],
                 severity="high" if abs(share) >= Decimal("0.5") else "medium",
                 summary=(
-                    f"Late usage is {to_major(late, currency)} {currency} of invoice INV-{row['number']:06d}'s "
+                    f"Late usage is {to_major(late, currency)} {currency} of invoice {invoice_number(row['number'])}'s "
                     f"subtotal {to_major(subtotal, currency)} {currency} ({percent(share)})"
                 ),
                 numbers={

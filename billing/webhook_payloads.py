@@ -12,12 +12,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from billing.invoice_numbers import invoice_number
 from billing.models import CreditNote, Invoice
 from customers.webhook_payloads import enum_name, moment, money_json
-
-
-def invoice_number(number: int) -> str:
-    return f"INV-{number:06d}"
 
 
 def invoice_data(invoice: dict[str, Any], *, number: int | None, credited: int = 0, reduced: int = 0) -> dict[str, Any]:

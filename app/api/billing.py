@@ -32,6 +32,7 @@ from app.auth import Capability
 from app.billing_run import billing_window
 from app.invoice_documents import public_url
 from billing import service as billing
+from billing.invoice_numbers import invoice_number, parse_invoice_number
 from billing.invoicing import DraftLine
 from billing.models import Invoice as InvoiceRow
 from billing.models import InvoiceLine as InvoiceLineRow
@@ -292,10 +293,6 @@ class Invoice:
         )
 
 
-def invoice_number(number: int) -> str:
-    return f"INV-{number:06d}"
-
-
 @strawberry.type
 class UpcomingInvoice:
     period_start: datetime
@@ -336,10 +333,9 @@ async def resolve_invoices(
     limit = page_size(first, default=25, maximum=info.context.settings.page_size_max)
     before_number = None
     if after is not None:
-        digits = after.removeprefix("INV-")
-        if not digits.isdigit():
+        before_number = parse_invoice_number(after)
+        if before_number is None:
             raise GraphQLError("after: not a cursor returned by this API")
-        before_number = int(digits)
     rows = await billing.invoices(info.context.session, root.row_id, before_number=before_number, limit=limit + 1)
     return connection(rows, limit, Invoice.from_model, lambda row: invoice_number(row.number))
 
@@ -392,10 +388,8 @@ class BillingQuery:
             except ValueError:
                 return None
         elif number is not None:
-            digits = number.upper().removeprefix("INV-")
-            row = (
-                await billing.invoice_by_number(session, int(digits)) if digits.isdigit() and len(digits) < 19 else None
-            )
+            parsed = parse_invoice_number(number)
+            row = await billing.invoice_by_number(session, parsed) if parsed is not None else None
         if row is None or not may_see(info.context.viewer, row.customer_id):
             return None
         return Invoice.from_model(row)

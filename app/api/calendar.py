@@ -16,6 +16,7 @@ from app.api.scope import WHICH_SUBSCRIPTION, customer_of, subscription_id_of
 from app.auth import Capability
 from app.billing_run import billing_window
 from billing import service as billing
+from billing.invoice_numbers import invoice_number
 from billing.models import Invoice as InvoiceRow
 from billing.trials import TrialOutcome, change_trial_billed
 from customers.trials import TrialChangeRequest
@@ -68,7 +69,7 @@ async def _invoice_of(session: object, row: InvoiceRow, *, dry_run: bool) -> Tri
     lines = (await billing.lines_of(session, [row.id]))[row.id]  # type: ignore[arg-type]
     currency = row.currency
     return TrialInvoice(
-        number=None if dry_run else f"INV-{row.number:06d}",
+        number=None if dry_run else invoice_number(row.number),
         kind=row.kind,
         period_start=row.period_start,
         period_end=row.period_end,

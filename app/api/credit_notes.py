@@ -20,6 +20,7 @@ from app.api.scope import find_visible_customer
 from app.auth import Capability
 from app.invoice_documents import public_url
 from billing import credit_notes
+from billing.invoice_numbers import invoice_number
 from billing.models import CreditNote as CreditNoteRow
 from billing.models import CreditNoteLine as CreditNoteLineRow
 from ledger.errors import NotFound
@@ -79,7 +80,7 @@ class CreditNote:
     @strawberry.field
     async def invoice_number(self, info: Info) -> str:
         invoice = await info.context.loaders.invoice.load(self.row.invoice_id)
-        return f"INV-{invoice.number:06d}"
+        return invoice_number(invoice.number)
 
     @strawberry.field(
         description="The credit note's PDF, for staff and the note's own customer (send the bearer token; add "

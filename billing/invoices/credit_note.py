@@ -89,7 +89,7 @@ async def build_credit_note_document(
         currency=note.currency,
         locale=locale or buyer.locale,
         issued_at=note.issued_at,
-        invoice_number=invoice_number(invoice),
+        invoice_number=invoice_number(invoice.number),
         invoice_issued_at=invoice.issued_at,
         reason=note.reason,
         note=note.note,

@@ -16,10 +16,11 @@ from decimal import Decimal
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import repository
+from billing.invoice_numbers import invoice_number
 from billing.invoices.breakdown import TIERED_MODELS, LineBreakdown, breakdown
 from billing.invoices.errors import InvoiceNotFound
 from billing.invoices.locales import check_locale
-from billing.models import Invoice, InvoiceLine
+from billing.models import InvoiceLine
 from customers import repository as customers_repository
 from customers.billing_details import billing_details_of
 from pricing.models import PlanCharge
@@ -108,11 +109,6 @@ class InvoiceDocument:
     interim: bool = False
 
 
-def invoice_number(invoice: Invoice) -> str:
-    """The number printed on documents (gapless, from the invoice counter)."""
-    return f"INV-{invoice.number:06d}"
-
-
 def buyer_of(details: dict[str, object]) -> Buyer:
     def text(key: str) -> str:
         value = details.get(key)
@@ -173,7 +169,7 @@ async def build_document(
         buyer = replace(buyer, reverse_charge=True)
     return InvoiceDocument(
         invoice_id=invoice.id,
-        number=invoice_number(invoice),
+        number=invoice_number(invoice.number),
         status=invoice.status,
         currency=invoice.currency,
         locale=locale or buyer.locale,
