@@ -25,7 +25,7 @@ from app.webhook_sender import send_webhooks, webhook_sending
 from billing import alerts
 from billing.accuracy import AccuracyReport, verify_invoices
 from billing.failures import Backoff
-from billing.outbox import claim_next, collect
+from billing.outbox import claim_next, collect, payer_of
 from billing.reconciliation import last_reconciled_at, reconcile
 from billing.refunds import claim_next_refund, send_refund
 from billing.service import BillingWindow
@@ -137,8 +137,11 @@ async def collect_invoices(sessions: async_sessionmaker[AsyncSession], settings:
     async with sessions() as session:
         while (claimed := await claim_next(session, as_of=as_of)) is not None:
             await session.commit()  # the attempt number is durable before Stripe hears of it
-            await collect(session, gateway, claimed, as_of=as_of, retry_after=dunning_schedule(settings))
-            await session.commit()
+            payer = await payer_of(session, gateway, claimed, as_of=as_of)
+            await session.commit()  # a Stripe customer just made is kept before it is charged
+            if payer is not None:
+                await collect(session, gateway, claimed, payer, as_of=as_of, retry_after=dunning_schedule(settings))
+                await session.commit()
             attempted += 1
         while (refund := await claim_next_refund(session, as_of=as_of)) is not None:
             await session.commit()  # the claim is durable before Stripe hears of the refund

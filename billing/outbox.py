@@ -1,13 +1,14 @@
 """The collection outbox: invoices with an amount due, collected by off-session PaymentIntents.
 
 A worker claims a row (SKIP LOCKED) and commits the attempt number before calling Stripe, with
-the key ``invoice:<id>:attempt:<n>``; a claim is a lease: a row left in flight by a crash is
-claimed again after the lease with the same attempt number, and the worker first looks for the
-charge that attempt may already have made before asking Stripe again, so a crash between Stripe's
-answer and Tally's commit never charges twice. No ledger lock is held during the call. What the
-answer does (payment, dunning) is :func:`billing.payments.record_outcome`, shared with the
-webhooks. Stripe unreachable (or a call timed out) retries the same attempt, the same way, with exponential
-backoff.
+the key ``invoice:<id>:attempt:<n>``, then commits the payer (:func:`payer_of`: a Stripe customer
+made for a customer who had none is kept even if the charge is never answered); the worker
+commits, nothing here does. A claim is a lease: a row left in flight by a crash is claimed again
+after the lease with the same attempt number, and the worker first looks for the charge that
+attempt may already have made before asking Stripe again, so a crash between Stripe's answer and
+Tally's commit never charges twice. No ledger lock is held during the call. What the answer does
+(payment, dunning) is :func:`billing.payments.record_outcome`, shared with the webhooks. Stripe
+unreachable (or a call timed out) retries the same attempt, the same way, with exponential backoff.
 """
 
 from __future__ import annotations
@@ -71,23 +72,32 @@ async def claim_next(session: AsyncSession, *, as_of: datetime) -> Claimed | Non
     return Claimed(Attempt(invoice_id, customer_id, number, amount, currency), reclaimed, invoice_trace_id)
 
 
-async def charge(session: AsyncSession, gateway: StripeGateway, claimed: Claimed, *, as_of: datetime) -> Charge:
-    """Ask Stripe to charge the claimed invoice (the caller has committed the claim)."""
+async def payer_of(session: AsyncSession, gateway: StripeGateway, claimed: Claimed, *, as_of: datetime) -> str | None:
+    """The Stripe customer to charge for the claimed invoice, made (and saved in the caller's
+    transaction, which the caller commits before the charge, so that a crash keeps it) when the
+    customer has none yet; None when Stripe is unreachable: the attempt is retried later."""
+    try:
+        return await stripe_customer_id(session, gateway, claimed.attempt.customer_id, as_of=as_of)
+    except StripeUnavailable as error:
+        await retry_later(session, claimed, error, as_of=as_of)
+        return None
+
+
+async def charge(gateway: StripeGateway, claimed: Claimed, stripe_customer: str) -> Charge:
+    """Ask Stripe to charge the claimed invoice (the caller has committed the claim and the payer)."""
     attempt = claimed.attempt
-    stripe_id = await stripe_customer_id(session, gateway, attempt.customer_id, as_of=as_of)
-    await session.commit()
     if claimed.reclaimed:
         made = await attempt_already_made(
-            gateway, stripe_customer_id=stripe_id, invoice_id=attempt.invoice_id, attempt=attempt.number
+            gateway, stripe_customer_id=stripe_customer, invoice_id=attempt.invoice_id, attempt=attempt.number
         )
         if made is not None:
             return made
-    card = await saved_card(gateway, stripe_id)
+    card = await saved_card(gateway, stripe_customer)
     if card is None:
         return Charge("failed", None, "the customer has no saved card")
     return await charge_off_session(
         gateway,
-        stripe_customer_id=stripe_id,
+        stripe_customer_id=stripe_customer,
         payment_method=card,
         amount=attempt.amount,
         currency=attempt.currency,
@@ -100,12 +110,13 @@ async def collect(
     session: AsyncSession,
     gateway: StripeGateway,
     claimed: Claimed,
+    stripe_customer: str,
     *,
     as_of: datetime,
     retry_after: tuple[timedelta, ...],
 ) -> None:
-    """Charge a claimed invoice and act on the answer, in a span linked to the invoice's issuance;
-    Stripe's HTTP calls are spans under it. The caller commits."""
+    """Charge a claimed invoice (its payer from :func:`payer_of`) and act on the answer, in a span
+    linked to the invoice's issuance; Stripe's HTTP calls are spans under it. The caller commits."""
     attempt = claimed.attempt
     attributes: dict[str, str | int] = {
         "tally.invoice_id": str(attempt.invoice_id),
@@ -117,7 +128,7 @@ async def collect(
     links = linked_to(claimed.invoice_trace_id, "invoice issuance")
     with tracer.start_as_current_span("collection.attempt", attributes=attributes, links=links) as span:
         try:
-            charged = await charge(session, gateway, claimed, as_of=as_of)
+            charged = await charge(gateway, claimed, stripe_customer)
         except StripeUnavailable as error:
             span.set_attribute("tally.outcome", "stripe unavailable")
             await retry_later(session, claimed, error, as_of=as_of)

@@ -19,7 +19,7 @@ from app.collection import stripe_gateway
 from app.jobs import collect_invoices
 from app.main import create_app
 from app.settings import Settings
-from billing.outbox import LEASE, charge, claim_next
+from billing.outbox import LEASE, charge, claim_next, payer_of
 from ledger import service as ledger
 from tests.billing.scenario import JAN_31
 from tests.billing.stripe_support import (
@@ -199,7 +199,10 @@ async def test_a_crash_between_stripes_answer_and_the_commit_charges_once(
         claimed = await claim_next(worker, as_of=crashed_at)
         assert claimed is not None
         await worker.commit()
-        charged = await charge(worker, gateway, claimed, as_of=crashed_at)
+        payer = await payer_of(worker, gateway, claimed, as_of=crashed_at)
+        assert payer is not None
+        await worker.commit()
+        charged = await charge(gateway, claimed, payer)
         assert charged.status == "succeeded"
         await worker.rollback()  # the crash: the outcome is never committed
     assert await collect_invoices(sessions, configured, as_of=crashed_at + timedelta(minutes=5)) == 0, "leased"

@@ -26,7 +26,7 @@ from app.jobs import collect_invoices, process_stripe_events
 from app.settings import Settings
 from billing import collection_repository, credit_balance, topups
 from billing.collection import stripe_customer_id
-from billing.outbox import charge, claim_next
+from billing.outbox import charge, claim_next, payer_of
 from billing.payments import Attempt, Paid, record_outcome, settle_payment
 from billing.stripe_gateway import Charge
 from customers.service import NewCustomer, create_customer
@@ -136,7 +136,10 @@ async def test_a_paid_purchase_grants_its_credits_once_whoever_reports_the_payme
         claimed = await claim_next(session, as_of=now())
         assert claimed is not None
         await session.commit()
-        charged = await charge(session, gateway, claimed, as_of=now())
+        payer = await payer_of(session, gateway, claimed, as_of=now())
+        assert payer is not None
+        await session.commit()
+        charged = await charge(gateway, claimed, payer)
         await session.commit()
         assert charged.payment_intent_id is not None
         await deliver_succeeded(
