@@ -175,9 +175,6 @@ class Viewer:
         """The only customer this viewer may see, or None when it may see all."""
         return self.customer_id if self.role is Role.CUSTOMER else None
 
-    def may_see_customer(self, customer_id: uuid.UUID) -> bool:
-        return self.customer_scope is None or self.customer_scope == customer_id
-
     @property
     def is_staff(self) -> bool:
         """Staff read staff-only fields (who did it, internal reasons); every other role reads null."""

@@ -73,7 +73,7 @@ from app.api.metering import (
 )
 from app.api.permissions import requires
 from app.api.price_overrides import PriceOverride, SubscriptionCharge, resolve_price_overrides, subscription_charges
-from app.api.scope import customer_of, customer_scope, find_visible_customer
+from app.api.scope import customer_of, find_visible_customer
 from app.api.topups import CreditBalance, CreditPurchase, resolve_credit_balance, resolve_credit_purchases
 from app.auth import Capability
 from customers import service as customers
@@ -437,7 +437,7 @@ class CustomersQuery:
             search=search,
             after=keyset,
             limit=limit + 1,
-            only_customer_id=customer_scope(context.viewer),
+            only_customer_id=context.viewer.customer_scope,
         )
         return connection(rows, limit, Customer.from_model, lambda row: time_cursor(row.created_at, row.id))
 

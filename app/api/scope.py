@@ -29,15 +29,11 @@ NO_SUCH_CUSTOMER = "no such customer"
 STAFF_ONLY = "Staff only: null for customer tokens."
 
 
-def customer_scope(viewer: Viewer) -> uuid.UUID | None:
-    """The one customer whose rows a list may hold for this viewer, or None for every customer."""
-    return viewer.customer_scope
-
-
 def may_see(viewer: Viewer, customer_id: uuid.UUID | None) -> bool:
-    """May ``viewer`` see a row owned by ``customer_id``? Rows owned by no customer (Tally-wide
-    ones) are visible only to viewers that are not scoped to a customer."""
-    scope = customer_scope(viewer)
+    """May ``viewer`` see a row owned by ``customer_id``? The one rule, for GraphQL, REST and the
+    documents: a customer's token sees its own rows; rows owned by no customer (Tally-wide ones)
+    are visible only to viewers that are not scoped to a customer."""
+    scope = viewer.customer_scope
     return scope is None or (customer_id is not None and customer_id == scope)
 
 
