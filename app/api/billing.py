@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -17,19 +17,16 @@ from app.api.catalog import Plan
 from app.api.common import (
     Connection,
     Money,
-    UserError,
     connection,
     money,
     page_size,
-    run_mutation,
 )
 from app.api.ledger import LedgerEntry
 from app.api.permissions import requires
 from app.api.price_overrides import PriceOverride, resolve_dropped_price_overrides
 from app.api.provenance import InvoiceLineProvenance
-from app.api.scope import STAFF_ONLY, WHICH_SUBSCRIPTION, customer_of, may_see, staff_only, subscription_id_of
+from app.api.scope import STAFF_ONLY, WHICH_SUBSCRIPTION, may_see, staff_only
 from app.auth import Capability
-from app.billing_run import billing_window
 from app.invoice_documents import public_url
 from billing import service as billing
 from billing.invoice_numbers import invoice_number, parse_invoice_number
@@ -37,17 +34,15 @@ from billing.invoicing import DraftLine
 from billing.models import Invoice as InvoiceRow
 from billing.models import InvoiceLine as InvoiceLineRow
 from billing.models import InvoiceTaxLine as InvoiceTaxLineRow
-from billing.plan_changes import change_plan
 from billing.provenance import explain_line
 from customers.models import PlanChange as PlanChangeRow
-from customers.subscriptions import PlanChangeRequest, plan_changes
+from customers.subscriptions import plan_changes
 from ledger import service as ledger
 from ledger.money import plain_decimal, round_to_minor, to_minor_exact
 from pricing.tax import REVERSE_CHARGE_NOTE, TaxLine
 
 if TYPE_CHECKING:
     from app.api.credit_notes import CreditNote
-    from app.api.customers import Subscription
 
 
 @strawberry.enum
@@ -470,63 +465,3 @@ def proration_of(description: str, amount: Decimal, currency: str) -> Proration:
 async def resolve_plan_changes(root: strawberry.Parent[Any], info: Info, first: int = 20) -> list[PlanChange]:
     rows = await plan_changes(info.context.session, root.row_id, limit=page_size(first, default=20, maximum=100))
     return [PlanChange.from_model(row, root.currency, info.context.now()) for row in rows]
-
-
-@strawberry.type
-class ChangePlanPayload:
-    subscription: Annotated[Subscription, strawberry.lazy("app.api.customers")] | None
-    prorations: list[Proration]
-    effective_at: datetime | None
-    user_errors: list[UserError]
-
-
-@strawberry.type
-class BillingMutation:
-    @strawberry.mutation(
-        permission_classes=[requires(Capability.CHANGE_PLANS)],
-        description="Move a customer to a plan's newest version, now (prorated) or at the period's end.",
-    )
-    async def change_plan(self, info: Info, input: ChangePlanInput) -> ChangePlanPayload:
-        from app.api.customers import Subscription
-
-        context = info.context
-
-        async def move() -> ChangePlanPayload:
-            customer = await customer_of(info, input.customer_id)
-            request = PlanChangeRequest(
-                customer_id=customer.id,
-                plan_key=input.plan_key,
-                timing=input.effective.value,
-                idempotency_key=input.idempotency_key,
-                actor=context.viewer.actor,
-                at=input.at,
-                subscription_id=subscription_id_of(input.subscription_id),
-            )
-            outcome = await change_plan(
-                context.session,
-                request,
-                as_of=context.now(),
-                backdate_limit=timedelta(days=context.settings.backdate_max_days),
-                dry_run=input.dry_run,
-            )
-            subscription, currency = outcome.subscription, outcome.currency
-            if outcome.starts_calendar and outcome.effective_at <= context.now():
-                # A change of interval closes the period in progress: it is invoiced at once.
-                await billing.issue_due_now(
-                    context.session,
-                    customer.id,
-                    as_of=context.now(),
-                    window=billing_window(context.settings),
-                    subscription_id=subscription.id,
-                )
-                await context.session.refresh(subscription)
-            # Built before the transaction ends: a dry run rolls back, which expires the rows.
-            return ChangePlanPayload(
-                subscription=Subscription.from_model(subscription, context.now()),
-                prorations=[proration_of(p.description, p.amount, currency) for p in outcome.prorations],
-                effective_at=outcome.effective_at,
-                user_errors=[],
-            )
-
-        payload, errors = await run_mutation(info, move, commit=not input.dry_run)
-        return payload or ChangePlanPayload(subscription=None, prorations=[], effective_at=None, user_errors=errors)

@@ -27,7 +27,7 @@ from strawberry.tools import merge_types
 from app.api.alerts import AlertsMutation, AlertsQuery, EntitlementExhaustion
 from app.api.anomalies import AnomaliesMutation, AnomaliesQuery
 from app.api.authorizations import AuthorizationsMutation
-from app.api.billing import BillingMutation, BillingQuery
+from app.api.billing import BillingQuery
 from app.api.billing_details import BillingDetailsMutation
 from app.api.calendar import CalendarMutation
 from app.api.catalog import CatalogQuery
@@ -41,6 +41,7 @@ from app.api.ledger import CorrectionsMutation, LedgerMutation
 from app.api.lifecycle import LifecycleMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
 from app.api.notifications import NotificationsMutation, NotificationsQuery
+from app.api.plan_changes import PlanChangeMutation
 from app.api.price_overrides import PriceOverridesMutation
 from app.api.promotions import PromotionsMutation, PromotionsQuery
 from app.api.scalars import SCALAR_MAP
@@ -92,7 +93,7 @@ Mutation = merge_types(
         CorrectionsMutation,
         PromotionsMutation,
         CouponsMutation,
-        BillingMutation,
+        PlanChangeMutation,
         SimulationMutation,
         CollectionMutation,
         FinanceMutation,
