@@ -32,7 +32,7 @@ from billing.models import Invoice, InvoiceLine
 from ledger.money import plain_decimal
 from metering.aggregation import merge_all
 from metering.events import canonical_json, loads_exact
-from metering.usage import dimensions_match, usage
+from metering.usage import dimensions_match, hours_with_usage, usage
 from pricing.models import Meter, PlanCharge
 from pricing.proration import share_of_period
 from pricing.service import charges_of_version, plan_of_version, plan_version
@@ -179,7 +179,7 @@ async def _usage_provenance(session: AsyncSession, invoice: Invoice, line: Invoi
         if dimensions_match(loads_exact(dimensions), where)
         and (not exact or dimensions == canonical_json(line.dimensions))
     }
-    hours = await repository.rollup_hours(session, customer_id, meter.id, start, end)
+    hours = await hours_with_usage(session, customer_id, meter.id, start, end)
     rollups = [
         RollupGroup(
             dimensions=loads_exact(dimensions),

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.models import Invoice
-from metering.events import canonical_json, loads_exact
+from metering.events import canonical_json
 
 
 @dataclass(frozen=True)
@@ -88,27 +88,6 @@ async def sample_events(session: AsyncSession, events: EventFilter, *, limit: in
         params | {"limit": limit},
     )
     return list(rows.mappings())
-
-
-async def rollup_hours(
-    session: AsyncSession, customer_id: uuid.UUID, meter_id: uuid.UUID, start: datetime, end: datetime
-) -> dict[str, int]:
-    """Hours with usage wholly inside ``[start, end)``, by canonical dimensions text: rolled up
-    or still waiting to be."""
-    rows = await session.execute(
-        text(
-            "SELECT dimensions::text AS dimensions, count(*) AS hours FROM ("
-            "SELECT dimensions, hour FROM usage_rollups WHERE customer_id = :customer_id AND meter_id = :meter_id "
-            "AND hour >= :start AND hour + interval '1 hour' <= :end "
-            "UNION SELECT dimensions, date_trunc('hour', occurred_at, 'UTC') FROM usage_pending "
-            "WHERE customer_id = :customer_id AND meter_id = :meter_id "
-            "AND date_trunc('hour', occurred_at, 'UTC') >= :start "
-            "AND date_trunc('hour', occurred_at, 'UTC') + interval '1 hour' <= :end"
-            ") AS hours GROUP BY dimensions"
-        ),
-        {"customer_id": customer_id, "meter_id": meter_id, "start": start, "end": end},
-    )
-    return {canonical_json(loads_exact(row.dimensions)): int(row.hours) for row in rows}
 
 
 @dataclass(frozen=True)

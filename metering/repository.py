@@ -261,6 +261,29 @@ def _hours_and_days(hourly: str, daily: str, columns: str, pending: str) -> str:
   WHERE at >= %(head_start)s AND at < %(tail_end)s"""
 
 
+# Hours with usage wholly inside a range, per dimensions: rolled up or still waiting to be (the
+# waiting ones by their hour, as the roller will fold them).
+USAGE_HOURS = """
+SELECT dimensions::text AS dimensions, count(*) AS hours FROM (
+  SELECT dimensions, hour FROM usage_rollups
+  WHERE customer_id = %(customer_id)s AND meter_id = %(meter_id)s
+    AND hour >= %(start)s AND hour + interval '1 hour' <= %(end)s
+  UNION
+  SELECT dimensions, date_trunc('hour', occurred_at, 'UTC') FROM usage_pending
+  WHERE customer_id = %(customer_id)s AND meter_id = %(meter_id)s
+    AND date_trunc('hour', occurred_at, 'UTC') >= %(start)s
+    AND date_trunc('hour', occurred_at, 'UTC') + interval '1 hour' <= %(end)s
+) AS hours GROUP BY dimensions
+"""
+
+
+async def usage_hours(
+    session: AsyncSession, customer_id: uuid.UUID, meter_id: uuid.UUID, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    params = {"customer_id": customer_id, "meter_id": meter_id, "start": start, "end": end}
+    return await _rows(session, USAGE_HOURS, params)
+
+
 ROLLUP_COLUMNS = "meter_id, dimensions, event_count, value_sum, value_max, latest_value, latest_at, latest_event_id"
 PENDING_AS_ROLLUP = "meter_id, dimensions, 1, value, value, value, occurred_at, event_id"
 UNIQUE_COLUMNS = "meter_id, dimensions, value"

@@ -611,6 +611,15 @@ async def edge_entitlement(session: AsyncSession, rows: list[Any], *, as_of: dat
     return EdgeEntitlement(row["customer_id"], blocked(found, subscription, as_of))
 
 
+async def hours_with_usage(
+    session: AsyncSession, customer_id: uuid.UUID, meter_id: uuid.UUID, start: datetime, end: datetime
+) -> dict[str, int]:
+    """How many hours wholly inside ``[start, end)`` have usage of the meter, by canonical
+    dimensions text: usage rolled up or still waiting for the roller, as every usage read counts it."""
+    rows = await repository.usage_hours(session, customer_id, meter_id, start, end)
+    return {canonical_json(loads_exact(row["dimensions"])): int(row["hours"]) for row in rows}
+
+
 async def watermark(session: AsyncSession, customer_id: uuid.UUID) -> datetime | None:
     """Usage is complete through this event time: the latest one counted for the customer."""
     return await repository.watermark_of(session, customer_id)
