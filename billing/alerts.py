@@ -345,7 +345,7 @@ async def _spend(
     if upcoming is None:
         return []
     draft = upcoming.draft
-    running = max(draft.subtotal - upcoming.credits_applied, 0)  # base + usage − credits, before tax
+    running = upcoming.running_amount
     period = (draft.period_start, draft.period_end)
     fired: list[Fired] = []
     for alert in alerts:

@@ -124,6 +124,12 @@ class DraftInvoice:
         return sum(line.amount(self.currency) for line in self.lines)
 
 
+def amount_due(total: int, credits_applied: int) -> int:
+    """What an invoice asks the customer to pay: its total less the credits drawn, never below
+    zero (credits are drawn up to the total). The database checks the same of every invoice."""
+    return max(total - credits_applied, 0)
+
+
 def _fmt(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d")
 
@@ -753,20 +759,20 @@ async def issue(
             trace_id=trace_id,
         )
         credits_transaction_id = grant.transaction_id
-    amount_due = max(total - credits_applied, 0)
+    due = amount_due(total, credits_applied)
     row: dict[str, Any] = {
         "id": invoice_id,
         "customer_id": customer_id,
         "subscription_id": draft.subscription_id,
         "kind": draft.kind,
-        "status": "issued" if amount_due else "paid",
+        "status": "issued" if due else "paid",
         "currency": currency,
         "period_start": draft.period_start,
         "period_end": draft.period_end,
         "subtotal": subtotal,
         "credits_applied": credits_applied,
         "total": total,
-        "amount_due": amount_due,
+        "amount_due": due,
         "tax_amount": tax_amount,
         "issued_at": as_of,
         "ledger_transaction_id": ledger_transaction_id,

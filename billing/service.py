@@ -12,7 +12,7 @@ from opentelemetry import trace
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import provenance_repository, repository
-from billing.invoicing import DEFAULT_PAYMENT_TERMS, DraftInvoice, compose_period, issue, next_due
+from billing.invoicing import DEFAULT_PAYMENT_TERMS, DraftInvoice, amount_due, compose_period, issue, next_due
 from billing.models import Invoice, InvoiceLine, InvoiceTaxLine
 from billing.taxation import taxes_of
 from billing.trial_ends import settle_trial_end
@@ -195,6 +195,16 @@ class UpcomingInvoice:
     @property
     def total(self) -> int:
         return self.draft.subtotal + exclusive_tax(self.taxes)
+
+    @property
+    def amount_due(self) -> int:
+        return amount_due(self.total, self.credits_applied)
+
+    @property
+    def running_amount(self) -> int:
+        """What the period charges beyond the credits so far: base fee and usage less the credits
+        they draw, before tax (what spend alerts and spend caps count)."""
+        return max(self.draft.subtotal - self.credits_applied, 0)
 
     @property
     def unbilled(self) -> int:

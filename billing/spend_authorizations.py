@@ -278,7 +278,7 @@ async def spend_standing(
     credits = (await balances(session, customer_id, currency)).credits
     upcoming = await upcoming_invoice(session, customer_id, as_of=as_of, window=window)
     drawn = upcoming.credits_applied if upcoming is not None else 0
-    spent = max(upcoming.draft.subtotal - drawn, 0) if upcoming is not None else 0
+    spent = upcoming.running_amount if upcoming is not None else 0
     settings = await topup_repository.settings_of(session, customer_id)
     return SpendStanding(
         spent=spent,

@@ -311,7 +311,7 @@ class UpcomingInvoice:
             subtotal=money(draft.subtotal, currency),
             credits_applied=money(preview.credits_applied, currency),
             total=money(preview.total, currency),
-            amount_due=money(max(preview.total - preview.credits_applied, 0), currency),
+            amount_due=money(preview.amount_due, currency),
             lines=[
                 InvoiceLine.from_draft(line, currency, line.amount(currency), position)
                 for position, line in enumerate(draft.lines)
