@@ -19,7 +19,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import collection_repository, credit_balance, credit_notes_repository, emails, repository, topups
 from billing.anomalies import Finding, raise_anomaly
-from billing.invoice_events import emit_invoice_event, mark_paid
+from billing.dunning import dun
+from billing.invoice_events import mark_paid
 from billing.models import Invoice, StripePayment
 from billing.stripe_gateway import Charge
 from customers import service as customers
@@ -84,20 +85,7 @@ async def record_outcome(
     if invoice.kind == "credit_purchase":  # nothing was owed: the top-up fails, no dunning
         await topups.payment_failed(session, invoice, error=charged.error, as_of=as_of)
         return True
-    failures = await collection_repository.failed_attempts(session, attempt.invoice_id)
-    first_failed_at = await collection_repository.first_failure(session, attempt.invoice_id) or as_of
-    retry_at = first_failed_at + retry_after[failures - 1] if failures <= len(retry_after) else None
-    if retry_at is not None:
-        await collection_repository.schedule_retry_after_failure(
-            session, attempt.invoice_id, failed_at=first_failed_at, retry_at=retry_at, error=charged.error
-        )
-        await customers.set_status(session, attempt.customer_id, "PAST_DUE")
-    else:
-        await collection_repository.settle_outbox(session, attempt.invoice_id, "failed", charged.error)
-        await customers.set_status(session, attempt.customer_id, "SUSPENDED")
-    await emails.payment_failed(session, invoice, attempt.number, next_retry_at=retry_at, as_of=as_of)
-    key = f"invoice.payment_failed:{invoice.id}:{attempt.number}"
-    await emit_invoice_event(session, "invoice.payment_failed", key, invoice, status=invoice.status, as_of=as_of)
+    await dun(session, invoice, attempt.number, error=charged.error, as_of=as_of, retry_after=retry_after)
     return True
 
 
