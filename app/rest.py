@@ -20,8 +20,7 @@ from billing import spend_authorizations
 from billing.spend_authorizations import is_spend_request
 from ledger.errors import IdempotencyKeyReused, NotFound, TallyError
 from ledger.money import to_major
-from metering import authorizations
-from metering import usage as usage_service
+from metering import authorizations, entitlements
 from metering.events import BodyNotEvents, loads_exact, parse_body
 
 router = APIRouter(prefix="/v1")
@@ -93,7 +92,7 @@ async def get_entitlement(
     session: SessionDep,
     viewer: Annotated[Viewer, Depends(requires(Capability.CHECK_ENTITLEMENTS))],
 ) -> dict[str, object]:
-    answer = await usage_service.entitlement_by_external_id(session, external_id, meter_key, as_of=datetime.now(UTC))
+    answer = await entitlements.entitlement_by_external_id(session, external_id, meter_key, as_of=datetime.now(UTC))
     if answer is None or not may_see(viewer, answer.customer_id):
         raise HTTPException(404, detail={"code": "NOT_FOUND", "message": f"no customer {external_id!r}"})
     found = answer.entitlement

@@ -42,7 +42,7 @@ from billing.spend_authorizations import SpendRequest
 from customers import service as customers
 from metering import authorizations
 from metering.authorizations import AuthorizationRequest
-from metering.usage import entitlement_by_external_id
+from metering.entitlements import entitlement_by_external_id
 
 SERVE_ARGS = ("--no-jobs",)
 CATALOG = (

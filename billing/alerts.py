@@ -30,7 +30,7 @@ from billing.service import BillingWindow, upcoming_invoice
 from customers.models import Customer
 from ledger.errors import InvalidFields, InvalidInput, NotFound, Taken, TallyError
 from ledger.money import normalize_currency, plain_decimal, round_to_minor, to_major, to_minor_exact
-from metering.usage import MeterStanding, meter_standings
+from metering.entitlements import MeterStanding, meter_standings
 from notifications.service import Email
 from notifications.webhook_events import Event, emit
 from pricing import repository as catalog

@@ -1,7 +1,7 @@
 """Authorizations: a quantity of a meter held for a customer before it is used, so that callers
 racing for the last units of a limit cannot pass it together.
 
-The entitlement read (:func:`metering.usage.entitlement_by_external_id`) answers ``used < limit``
+The entitlement read (:func:`metering.entitlements.entitlement_by_external_id`) answers ``used < limit``
 and holds nothing: two callers that read it at once may both go ahead. An authorization answers
 whether ``used + held + quantity <= limit`` and, when it does, holds the quantity, in one
 transaction that takes the (customer, meter) pair's turn first (an advisory lock), so the
@@ -34,8 +34,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.money import plain_decimal
 from metering import repository
+from metering.entitlements import edge_entitlement
 from metering.events import IngestLimits, read_value, text_problem
-from metering.usage import edge_entitlement
 
 DEFAULT_TTL_SECONDS = 300
 MAX_TTL_SECONDS = 86_400

@@ -21,6 +21,7 @@ from app.api.permissions import requires
 from app.auth import Capability
 from app.usage_ingest import ingest_and_commit, ingest_limits
 from ledger.money import plain_decimal, round_to_minor, to_major
+from metering import entitlements
 from metering import service as metering
 from metering import usage as usage_service
 from metering.events import json_size
@@ -108,7 +109,7 @@ class Entitlement:
     )
 
     @classmethod
-    def from_result(cls, found: usage_service.Entitlement) -> Entitlement:
+    def from_result(cls, found: entitlements.Entitlement) -> Entitlement:
         return cls(
             allowed=found.allowed, used=found.used, limit=found.limit, remaining=found.remaining, reason=found.reason
         )
@@ -176,7 +177,7 @@ async def _usage_of(
     events = await usage_service.charge_event_values(session, root.row_id, charged, start, end)
     for meter_usage in await usage_service.usage(session, root.row_id, meters, start, end, as_of=now):
         charges: list[PlanCharge] = [c for c, m in charged if m.id == meter_usage.meter.id]
-        limits = usage_service.entitlement_of(meter_usage, charges, suspended=False)
+        limits = entitlements.entitlement_of(meter_usage, charges, suspended=False)
         cost = usage_service.cost_of(meter_usage, charges, events)
         aggregation = meter_usage.meter.aggregation
         results.append(
@@ -222,7 +223,7 @@ async def resolve_usage_series(
 
 
 async def resolve_entitlement(root: strawberry.Parent[Any], info: Info, meter: str) -> Entitlement | None:
-    found = await usage_service.entitlement(
+    found = await entitlements.entitlement(
         info.context.session, root.row_id, meter, suspended=root.status.value == "SUSPENDED", as_of=info.context.now()
     )
     return Entitlement.from_result(found) if found else None

@@ -29,6 +29,7 @@ from customers.service import NewCustomer, create_customer, subscriptions_of
 from customers.subscriptions import PlanChangeRequest
 from customers.trials import TrialChangeRequest
 from ledger.errors import IdempotencyKeyReused, TallyError
+from metering import entitlements
 from metering import usage as usage_service
 from pricing.catalog import CatalogInvalid, parse_catalog
 from pricing.service import apply_catalog
@@ -182,7 +183,7 @@ async def test_a_trial_then_its_first_paid_periods(
     customer_id = await subscribe(session, external_id, plan_key, at("2026-01-10T00:00:00"))
     await bill(session, customer_id, at("2026-01-10T00:00:00"))
     await send_calls(session, external_id, 30, at("2026-01-12T00:00:00"))
-    entitlement = await usage_service.entitlement(
+    entitlement = await entitlements.entitlement(
         session, customer_id, "calls", suspended=False, as_of=at("2026-01-13T00:00:00")
     )
     assert entitlement is not None and entitlement.allowed and entitlement.used == 30
@@ -354,7 +355,7 @@ async def test_a_trial_that_requires_a_payment_method_ends_with_the_subscription
         at("2026-01-08T00:00:00"),
         "tally",
     )
-    entitlement = await usage_service.entitlement(
+    entitlement = await entitlements.entitlement(
         session, canceled, "calls", suspended=False, as_of=at("2026-01-09T00:00:00")
     )
     assert entitlement is not None and not entitlement.allowed

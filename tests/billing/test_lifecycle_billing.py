@@ -20,7 +20,7 @@ from customers.service import subscriptions_of
 from customers.subscriptions import PlanChangeRequest
 from ledger.errors import TallyError
 from ledger.verify import verify
-from metering.usage import entitlement
+from metering.entitlements import entitlement
 from pricing.service import apply_catalog
 from tests.billing.lifecycle_support import CATALOG, WINDOW, all_lines, bill, lifecycle, send_calls, subscribe
 

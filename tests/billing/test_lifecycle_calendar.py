@@ -13,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing.service import due_customers
 from customers.lifecycle import CANCEL
 from customers.service import subscriptions_of
-from metering.usage import entitlement
+from metering.entitlements import entitlement
 from pricing.service import apply_catalog
 from tests.billing.lifecycle_support import WINDOW, all_lines, bill, lifecycle, send_calls, subscribe
 from tests.billing.scenario import invoices_of

@@ -30,7 +30,7 @@ from customers.price_overrides import ChargeSelector, PriceOverrideRequest
 from customers.service import NewCustomer, create_customer
 from customers.subscriptions import PlanChangeRequest
 from ledger.errors import IdempotencyKeyReused, NotFound, TallyError
-from metering.usage import entitlement, entitlement_by_external_id
+from metering.entitlements import entitlement, entitlement_by_external_id
 from pricing.overrides import OverrideFields, TierInput
 from pricing.service import apply_catalog
 from tests.billing.scenario import CATALOG, invoices_of, lines_of, send_calls, subscribe

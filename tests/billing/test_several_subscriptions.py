@@ -35,8 +35,8 @@ from customers.service import (
 )
 from customers.subscriptions import PlanChangeRequest, change_plan
 from ledger.errors import IdempotencyKeyReused
+from metering.entitlements import entitlement, entitlement_by_external_id
 from metering.service import ingest
-from metering.usage import entitlement, entitlement_by_external_id
 from pricing.service import apply_catalog
 from tests.billing.scenario import CATALOG, FEB_28, JAN_31, LIMITS, MAR_31, invoices_of, send_calls, subscribe
 from tests.conftest import STORAGE_ADD_ON, graphql, now
