@@ -381,9 +381,17 @@ async def replay_quarantine(request: Request, context: ContextDep) -> Response:
 
 
 @router.get("/traces")
-async def traces_page(request: Request, context: ContextDep, search: str = "", after: str | None = None) -> Response:
-    data = await query(request, "ConsoleTraces", {"search": search or None, "first": 50, "after": after}, context)
-    return render(request, "traces.html", {"traces": data["traces"], "search": search}, block="rows")
+async def traces_page(
+    request: Request, context: ContextDep, search: str = "", after: str | None = None, show: str = ""
+) -> Response:
+    """Requests and jobs by default; ``show=all`` adds the stray SQL that runs outside either."""
+    everything = show == "all"
+    scope = "ALL" if everything else "REQUESTS_AND_JOBS"
+    variables = {"search": search or None, "first": 50, "after": after, "scope": scope}
+    data = await query(request, "ConsoleTraces", variables, context)
+    return render(
+        request, "traces.html", {"traces": data["traces"], "search": search, "everything": everything}, block="rows"
+    )
 
 
 @router.get("/traces/{trace_id}")
