@@ -1,0 +1,28 @@
+"""Metering: when each waiting measurement was counted. A measurement replayed from the quarantine
+keeps its event's first arrival as `received_at` (it is judged as of then), so the roll-up backlog
+measured from `received_at` looked minutes or days old right after a replay; the backlog's age is
+now measured from `counted_at`. Rows already waiting get the time of this migration (the roller
+folds them within a tick).
+
+Revision ID: 0040
+Revises: 0037
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0040"
+down_revision = "0037"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column(
+        "usage_pending",
+        sa.Column("counted_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    )
+
+
+def downgrade() -> None:
+    op.drop_column("usage_pending", "counted_at")
