@@ -652,14 +652,24 @@ def billing_run(
         raise typer.Exit(BILLING_INCOMPLETE)
 
 
-@cli.command("reconcile")
+DISCREPANCIES_FOUND = 3
+COLLECTION_OFF = 4
+
+
+@cli.command(
+    "reconcile",
+    epilog=(
+        "Exit codes: 0, the ledger and Stripe agree; 1, bad input or an error (Stripe unreachable); "
+        f"{DISCREPANCIES_FOUND}, discrepancies found (each recorded, listed in the console's Reconciliation page); "
+        f"{COLLECTION_OFF}, collection is off (no STRIPE_API_KEY): nothing to reconcile."
+    ),
+)
 def reconcile(
     as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 time (default: now).")] = None,
     days: Annotated[int, typer.Option("--days", min=1, help="How many days of payments to compare.")] = 35,
     as_json: JsonOption = False,
 ) -> None:
-    """Compare the ledger's payments and refunds with Stripe's and record every difference;
-    exit 1 when any is found (they are listed in the console's Reconciliation page)."""
+    """Compare the ledger's payments and refunds with Stripe's and record every difference."""
     from datetime import timedelta
 
     from app.collection import stripe_gateway
@@ -668,7 +678,12 @@ def reconcile(
     settings = load_settings()
     gateway = stripe_gateway(settings)
     if gateway is None:
-        fail("collection is off: set STRIPE_API_KEY (and STRIPE_API_BASE for a stand-in) to reconcile with Stripe")
+        why = "collection is off: set STRIPE_API_KEY (and STRIPE_API_BASE for a stand-in) to reconcile with Stripe"
+        if as_json:
+            print_json({"collection": "off", "message": why})
+        else:
+            err.print(f"[yellow]{why}[/yellow]", highlight=False, soft_wrap=True)
+        raise typer.Exit(COLLECTION_OFF)
     moment = parse_as_of(as_of)
 
     async def work(session: AsyncSession) -> Any:
@@ -681,7 +696,7 @@ def reconcile(
         for d in report.discrepancies
     ]
     if as_json:
-        print_json({"checked": report.checked, "new": report.new, "discrepancies": found})
+        print_json({"collection": "on", "checked": report.checked, "new": report.new, "discrepancies": found})
     else:
         for discrepancy in report.discrepancies:
             err.print(f"[red]{discrepancy.kind}[/red] {discrepancy.summary}", highlight=False, soft_wrap=True)
@@ -689,7 +704,7 @@ def reconcile(
         verdict = f"{len(found)} discrepancy(ies), {report.new} new" if found else "ledger and Stripe agree"
         typer.echo(f"{compared}: {verdict}")
     if found:
-        raise typer.Exit(1)
+        raise typer.Exit(DISCREPANCIES_FOUND)
 
 
 @invoices_cli.command("verify")
