@@ -17,6 +17,7 @@ from app.usage_ingest import ingest_and_commit, ingest_limits
 from ledger.errors import IdempotencyKeyReused, NotFound, TallyError
 from metering import authorizations
 from metering import usage as usage_service
+from metering.errors import UnknownMeter
 from metering.events import BodyNotEvents, loads_exact, parse_body
 
 router = APIRouter(prefix="/v1")
@@ -93,7 +94,7 @@ async def get_entitlement(
         raise HTTPException(404, detail={"code": "NOT_FOUND", "message": f"no customer {external_id!r}"})
     found = answer.entitlement
     if found is None:
-        raise HTTPException(404, detail={"code": "UNKNOWN_METER", "message": f"no meter {meter_key!r}"})
+        raise HTTPException(404, detail=_refusal(UnknownMeter(meter_key)))
     return {
         "allowed": found.allowed,
         "used": format(found.used, "f"),

@@ -209,12 +209,17 @@ class Customer:
     ledger_entries: Connection[LedgerEntry] = strawberry.field(
         resolver=resolve_ledger_entries, permission_classes=[requires(Capability.READ_LEDGER)]
     )
-    usage_series: list[UsagePoint] = strawberry.field(resolver=resolve_usage_series)
+    usage_series: list[UsagePoint] | None = strawberry.field(
+        resolver=resolve_usage_series,
+        description="A meter's usage over time, one point per hour or day. Refused arguments answer null with an "
+        "error whose extensions give the `code` (UNKNOWN_METER, INVALID_RANGE, TOO_MANY_POINTS) and the `field`; "
+        "the customer still answers.",
+    )
     entitlement: Entitlement | None = strawberry.field(
         resolver=resolve_entitlement,
         description="The cheap check: a read (used < limit) that holds nothing, so callers asking at the same "
         "moment may all be allowed and pass the limit together; `authorize` holds the quantity where a limit "
-        "must hold under concurrency.",
+        "must hold under concurrency. An unknown meter answers null with an UNKNOWN_METER error (field `meter`).",
     )
     live_authorizations: list[UsageAuthorization] = strawberry.field(
         resolver=resolve_live_authorizations,
