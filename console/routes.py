@@ -424,6 +424,7 @@ def install(app: FastAPI) -> None:
     from console.calendar import router as calendar_router
     from console.coupons import router as coupons_router
     from console.credits import router as credits_router
+    from console.customer_links import router as customer_links_router
     from console.emails import router as emails_router
     from console.extras import router as extras_router
     from console.invoice_page import router as invoice_page_router
@@ -434,6 +435,7 @@ def install(app: FastAPI) -> None:
     from console.topups import router as topups_router
     from console.webhooks import router as webhooks_router
 
+    app.include_router(customer_links_router)  # first: an external id must not reach the pages by id
     app.include_router(invoice_page_router)
     app.include_router(credits_router)
     app.include_router(topups_router)
