@@ -4,6 +4,8 @@ measured from `received_at` looked minutes or days old right after a replay; the
 now measured from `counted_at`. Rows already waiting get the time of this migration (the roller
 folds them within a tick).
 
+Console users: `disabled_at`, set by `tally user disable`; a disabled user cannot sign in.
+
 Revision ID: 0040
 Revises: 0037
 """
@@ -22,7 +24,9 @@ def upgrade() -> None:
         "usage_pending",
         sa.Column("counted_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     )
+    op.add_column("staff_users", sa.Column("disabled_at", sa.DateTime(timezone=True)))
 
 
 def downgrade() -> None:
+    op.drop_column("staff_users", "disabled_at")
     op.drop_column("usage_pending", "counted_at")
