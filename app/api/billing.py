@@ -9,7 +9,6 @@ from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
@@ -19,7 +18,9 @@ from app.api.common import (
     Money,
     UserError,
     connection,
+    exactly_one_of,
     money,
+    not_a_cursor,
     page_size,
     run_mutation,
 )
@@ -338,7 +339,7 @@ async def resolve_invoices(
     if after is not None:
         digits = after.removeprefix("INV-")
         if not digits.isdigit():
-            raise GraphQLError("after: not a cursor returned by this API")
+            raise not_a_cursor()
         before_number = int(digits)
     rows = await billing.invoices(info.context.session, root.row_id, before_number=before_number, limit=limit + 1)
     return connection(rows, limit, Invoice.from_model, lambda row: invoice_number(row.number))
@@ -383,7 +384,7 @@ class BillingQuery:
     )
     async def invoice(self, info: Info, id: strawberry.ID | None = None, number: str | None = None) -> Invoice | None:
         if (id is None) == (number is None):
-            raise GraphQLError("invoice: give exactly one of id or number")
+            raise exactly_one_of("id", "number")
         session = info.context.session
         row: InvoiceRow | None = None
         if id is not None:

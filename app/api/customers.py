@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.types import Info
 
 from app.api.alerts import UsageAlert, UsageAlertFiring, resolve_usage_alert_firings, resolve_usage_alerts
@@ -34,6 +33,8 @@ from app.api.common import (
     UserError,
     connection,
     decode_time_cursor,
+    exactly_one_of,
+    not_a_cursor,
     page_size,
     run_mutation,
     time_cursor,
@@ -405,7 +406,7 @@ class CustomersQuery:
         self, info: Info, id: strawberry.ID | None = None, external_id: str | None = None
     ) -> Customer | None:
         if (id is None) == (external_id is None):
-            raise GraphQLError("customer: give exactly one of id or externalId")
+            raise exactly_one_of("id", "externalId")
         row = await find_visible_customer(
             info.context.session, info.context.viewer, customer_id=id, external_id=external_id
         )
@@ -424,7 +425,7 @@ class CustomersQuery:
         try:
             keyset = (position[0], uuid.UUID(position[1])) if position else None
         except ValueError:
-            raise GraphQLError("after: not a cursor returned by this API") from None
+            raise not_a_cursor() from None
         rows = await customers.search_customers(
             context.session,
             search=search,

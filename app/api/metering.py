@@ -10,7 +10,6 @@ from enum import Enum
 from typing import Annotated, Any, cast
 
 import strawberry
-from graphql import GraphQLError
 from sqlmodel.ext.asyncio.session import AsyncSession
 from strawberry.scalars import JSON
 from strawberry.types import Info
@@ -148,7 +147,7 @@ async def resolve_usage(
     for position, (period, version_id, overrides) in enumerate(pricings):
         start, end = from_ or period.start, to or period.end
         if start >= end:
-            raise GraphQLError("to: must be after from")
+            raise InvalidInput("must be after from", field="to", code="INVALID_RANGE")
         # At the customer's prices now (an override's limit, allowance and price).
         charged = [
             (overrides.charge_at(charge, info.context.now()), meter)
@@ -409,7 +408,9 @@ class MeteringQuery:
         until = info.context.now()
         start = since or until - timedelta(hours=24)
         if bucket_minutes < 1 or (until - start) / timedelta(minutes=bucket_minutes) > 1000:
-            raise GraphQLError("bucketMinutes: between 1 and a size that gives at most 1,000 buckets")
+            raise InvalidInput(
+                "between 1 and a size that gives at most 1,000 buckets", field="bucketMinutes", code="TOO_MANY_BUCKETS"
+            )
         points, watermarks = await metering.history(
             info.context.session, since=start, until=until, bucket=timedelta(minutes=bucket_minutes)
         )

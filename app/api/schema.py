@@ -115,15 +115,15 @@ Mutation = merge_types(
 
 class MaskUnexpectedErrors(MaskErrors):
     """Hide unexpected errors from clients, but give them the trace id to quote, and log it. A
-    refusal (a ``TallyError``) raised by a query is no surprise: it is answered with its message,
-    its ``code`` and the argument at fault (``field``, a path like a userError's) in the error's
-    extensions, and only the field that raised it is null."""
+    refusal (a ``TallyError``) raised by a query is no surprise: it is answered with its message
+    (after the argument at fault, ``first: must be…``), its ``code`` and that argument (``field``, a
+    path like a userError's) in the error's extensions, and only the field that raised it is null."""
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         if isinstance(error.original_error, TallyError):
             refusal = error.original_error
             return GraphQLError(
-                refusal.message,
+                f"{refusal.field}: {refusal.message}" if refusal.field else refusal.message,
                 nodes=error.nodes,
                 source=error.source,
                 positions=error.positions,

@@ -37,8 +37,8 @@ async def test_an_unknown_meter_is_one_coded_error_everywhere(
     assert customer == {"externalId": "org_hobby", "entitlement": None, "usageSeries": None}, "the customer stays"
     errors = sorted(body["errors"], key=lambda e: e["path"])
     assert [(e["path"], e["extensions"], e["message"]) for e in errors] == [
-        (["customer", "entitlement"], {"code": "UNKNOWN_METER", "field": ["meter"]}, "no meter 'nope'"),
-        (["customer", "usageSeries"], {"code": "UNKNOWN_METER", "field": ["meter"]}, "no meter 'nope'"),
+        (["customer", "entitlement"], {"code": "UNKNOWN_METER", "field": ["meter"]}, "meter: no meter 'nope'"),
+        (["customer", "usageSeries"], {"code": "UNKNOWN_METER", "field": ["meter"]}, "meter: no meter 'nope'"),
     ]
 
     rest = await client.get("/v1/customers/org_hobby/entitlements/nope", headers={"Authorization": f"Bearer {admin}"})
