@@ -4,18 +4,21 @@ sub-pages and query included; an unknown one is the usual "No such customer"."""
 from __future__ import annotations
 
 import httpx
-from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from tests.console.test_console import PASSWORD, sign_in, staff
-
-__all__ = ["staff"]
+from app.staff import create_user
+from customers.service import NewCustomer, create_customer
+from tests.conftest import now
+from tests.console.test_console import PASSWORD, sign_in
 
 
 async def test_an_external_id_in_a_customer_url_leads_to_the_customer(
-    client: httpx.AsyncClient, session: AsyncSession, staff: None
+    client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
-    acme = (await session.execute(text("SELECT id FROM customers WHERE external_id = 'org_acme'"))).scalar_one()
+    await create_user(session, email="cs@example.com", role="support", password=PASSWORD, as_of=now())
+    new = NewCustomer(external_id="org_acme", name="Acme Robotics", currency="USD")
+    acme = (await create_customer(session, new, as_of=now())).id
+    await session.commit()
     await sign_in(client, "cs@example.com", PASSWORD)
 
     page = await client.get("/console/customers/org_acme")
