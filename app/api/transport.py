@@ -41,12 +41,14 @@ def with_code(error: GraphQLError) -> GraphQLError:
     """The error with a machine-readable ``extensions.code``, so a client tells every error apart
     without reading its message: Tally's own errors carry theirs (FORBIDDEN, INTERNAL, a refusal's
     code…); graphql-core's get GRAPHQL_PARSE_FAILED (not a document), BAD_USER_INPUT (a variable,
-    or an argument of the wrong shape) or GRAPHQL_VALIDATION_FAILED (a document this schema cannot
-    run, or one past a limit)."""
+    or an argument of the wrong shape), GRAPHQL_VALIDATION_FAILED (a document this schema cannot
+    run, or one past a limit) or INTERNAL (a null where the schema promised a value)."""
     if error.extensions and "code" in error.extensions:
         return error
     if error.message.startswith("Syntax Error"):
         code = "GRAPHQL_PARSE_FAILED"
+    elif error.message.startswith("Cannot return null for non-nullable field"):
+        code = "INTERNAL"  # a resolver broke the schema's promise: Tally's fault, not the caller's
     elif error.path is not None or error.message.startswith("Variable '$"):
         code = "BAD_USER_INPUT"
     else:
