@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.models import ApiToken
 from customers import service as customers
+from customers.models import Customer
 from ledger.errors import InvalidInput, NotFound
 
 TOKEN_PREFIX = "tly_"
@@ -256,8 +257,14 @@ async def revoke_token(session: AsyncSession, token_or_id: str, *, as_of: dateti
     return row[0]
 
 
-async def list_tokens(session: AsyncSession) -> list[ApiToken]:
-    return list(await session.exec(select(ApiToken).order_by(col(ApiToken.created_at))))
+async def list_tokens(session: AsyncSession) -> list[tuple[ApiToken, str | None]]:
+    """Every token, oldest first, with the external id of its customer (customer tokens only)."""
+    query = (
+        select(ApiToken, Customer.external_id)
+        .outerjoin(Customer, col(Customer.id) == col(ApiToken.customer_id))
+        .order_by(col(ApiToken.created_at))
+    )
+    return [(token, external_id) for token, external_id in await session.exec(query)]
 
 
 async def viewer_for_token(session: AsyncSession, token: str) -> Viewer | None:

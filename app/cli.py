@@ -4,9 +4,11 @@ one-line reason on bad input; `--json` gives scripts a stable shape."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
@@ -21,7 +23,7 @@ from rich.console import Console
 from rich.progress import Progress
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app import auth, staff
+from app import auth
 from app.alert_cli import alert_cli
 from app.coupon_cli import coupon_cli
 from app.credit_note_cli import credit_note_cli
@@ -36,6 +38,7 @@ from app.subscription_cli import SubscriptionOption, subscription_cli, subscript
 from app.tax_cli import tax_cli
 from app.telemetry import configure_tracing
 from app.topup_cli import topup_cli
+from app.user_cli import user_cli
 from app.webhook_cli import webhook_cli
 from billing.invoice_numbers import invoice_number
 from billing.taxation import use_tax_policy
@@ -51,7 +54,6 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 token_cli = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
-user_cli = typer.Typer(help="Console staff users.", no_args_is_help=True)
 catalog_cli = typer.Typer(help="Meters and plans, declared in a TOML file.", no_args_is_help=True)
 cli.add_typer(token_cli, name="token")
 cli.add_typer(user_cli, name="user")
@@ -163,6 +165,22 @@ def print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
 
 
+def bind_refusal(host: str, port: int) -> OSError | None:
+    """Why listening on ``host:port`` would fail now (checked by binding it as uvicorn will, with
+    SO_REUSEADDR), before migrations and the embedded database start; None when it would not."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        return None  # a host that does not resolve: uvicorn says so itself
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            return error
+    return None
+
+
 @cli.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -180,6 +198,14 @@ def serve(
     """Run the API, the console and the background jobs (migrates first)."""
     import uvicorn
 
+    refused = bind_refusal(host, port)
+    if refused is not None:
+        if refused.errno == errno.EADDRINUSE:
+            fail(
+                f"port {port} on {host} is in use (another `tally serve`?): choose a free one with --port, "
+                f"e.g. `tally serve --port {port + 1}`"
+            )
+        fail(f"cannot listen on {host}:{port}: {refused.strerror}; choose another --host or --port")
     settings = load_settings()
     if jobs is not None:
         settings = settings.model_copy(update={"serve_jobs": jobs})
@@ -381,7 +407,7 @@ def token_revoke(token: Annotated[str, typer.Argument(help="The token itself, or
 
 @token_cli.command("list")
 def token_list(as_json: JsonOption = False) -> None:
-    """List tokens (ids, prefixes, roles; never the tokens)."""
+    """List tokens (ids, prefixes, roles, the customer of a customer token; never the tokens)."""
 
     async def work(session: AsyncSession) -> list[dict[str, Any]]:
         return [
@@ -389,11 +415,12 @@ def token_list(as_json: JsonOption = False) -> None:
                 "id": t.id,
                 "prefix": t.prefix,
                 "role": t.role,
+                "customer": customer,
                 "label": t.label,
                 "createdAt": t.created_at,
                 "revokedAt": t.revoked_at,
             }
-            for t in await auth.list_tokens(session)
+            for t, customer in await auth.list_tokens(session)
         ]
 
     rows = run_in_session(load_settings(), work, commit=False)
@@ -402,28 +429,8 @@ def token_list(as_json: JsonOption = False) -> None:
         return
     for row in rows:
         state = f"revoked {row['revokedAt']:%Y-%m-%d}" if row["revokedAt"] else "active"
-        typer.echo(f"{row['id']}  {row['prefix']}…  {row['role']:<8}  {state}  {row['label'] or ''}")
-
-
-@user_cli.command("create")
-def user_create(
-    email: Annotated[str, typer.Option(help="The user's email, used to sign in.")],
-    role: Annotated[str, typer.Option(help="admin, finance, support or viewer.")],
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
-    ] = False,
-) -> None:
-    """Create a console user (the password is prompted for, or read with --password-stdin)."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-
-    async def work(session: AsyncSession) -> Any:
-        return await staff.create_user(session, email=email, role=role, password=password, as_of=now())
-
-    user = run_in_session(load_settings(), work)
-    err.print(f"created {user.role} user {user.email}")
+        customer = row["customer"] or "-"
+        typer.echo(f"{row['id']}  {row['prefix']}…  {row['role']:<8}  {customer:<16}  {state}  {row['label'] or ''}")
 
 
 @cli.command()
@@ -653,14 +660,24 @@ def billing_run(
         raise typer.Exit(BILLING_INCOMPLETE)
 
 
-@cli.command("reconcile")
+DISCREPANCIES_FOUND = 3
+COLLECTION_OFF = 4
+
+
+@cli.command(
+    "reconcile",
+    epilog=(
+        "Exit codes: 0, the ledger and Stripe agree; 1, bad input or an error (Stripe unreachable); "
+        f"{DISCREPANCIES_FOUND}, discrepancies found (each recorded, listed in the console's Reconciliation page); "
+        f"{COLLECTION_OFF}, collection is off (no STRIPE_API_KEY): nothing to reconcile."
+    ),
+)
 def reconcile(
     as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 time (default: now).")] = None,
     days: Annotated[int, typer.Option("--days", min=1, help="How many days of payments to compare.")] = 35,
     as_json: JsonOption = False,
 ) -> None:
-    """Compare the ledger's payments and refunds with Stripe's and record every difference;
-    exit 1 when any is found (they are listed in the console's Reconciliation page)."""
+    """Compare the ledger's payments and refunds with Stripe's and record every difference."""
     from datetime import timedelta
 
     from app.collection import stripe_gateway
@@ -669,7 +686,12 @@ def reconcile(
     settings = load_settings()
     gateway = stripe_gateway(settings)
     if gateway is None:
-        fail("collection is off: set STRIPE_API_KEY (and STRIPE_API_BASE for a stand-in) to reconcile with Stripe")
+        why = "collection is off: set STRIPE_API_KEY (and STRIPE_API_BASE for a stand-in) to reconcile with Stripe"
+        if as_json:
+            print_json({"collection": "off", "message": why})
+        else:
+            err.print(f"[yellow]{why}[/yellow]", highlight=False, soft_wrap=True)
+        raise typer.Exit(COLLECTION_OFF)
     moment = parse_as_of(as_of)
 
     async def work(session: AsyncSession) -> Any:
@@ -682,7 +704,7 @@ def reconcile(
         for d in report.discrepancies
     ]
     if as_json:
-        print_json({"checked": report.checked, "new": report.new, "discrepancies": found})
+        print_json({"collection": "on", "checked": report.checked, "new": report.new, "discrepancies": found})
     else:
         for discrepancy in report.discrepancies:
             err.print(f"[red]{discrepancy.kind}[/red] {discrepancy.summary}", highlight=False, soft_wrap=True)
@@ -690,7 +712,7 @@ def reconcile(
         verdict = f"{len(found)} discrepancy(ies), {report.new} new" if found else "ledger and Stripe agree"
         typer.echo(f"{compared}: {verdict}")
     if found:
-        raise typer.Exit(1)
+        raise typer.Exit(DISCREPANCIES_FOUND)
 
 
 @invoices_cli.command("verify")

@@ -44,7 +44,8 @@ def _parse_id(session_id: object) -> uuid.UUID | None:
 async def active_session(
     session: AsyncSession, session_id: object, *, as_of: datetime, lifetime: timedelta
 ) -> tuple[ConsoleSession, StaffUser] | None:
-    """The session and its user, if the session was never ended and began within ``lifetime``."""
+    """The session and its user, if the session was never ended, began within ``lifetime`` and
+    its user is not disabled."""
     parsed = _parse_id(session_id) if session_id else None
     if parsed is None:
         return None
@@ -55,6 +56,7 @@ async def active_session(
             col(ConsoleSession.id) == parsed,
             col(ConsoleSession.ended_at).is_(None),
             col(ConsoleSession.created_at) > as_of - lifetime,
+            col(StaffUser.disabled_at).is_(None),
         )
     )
     row = (await session.exec(query)).first()

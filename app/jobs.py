@@ -8,7 +8,9 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
+from opentelemetry import trace
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -20,6 +22,7 @@ from app.credit_balances import check_credit_balances
 from app.email import email_delivery, send_emails
 from app.metrics import INVOICE_ACCURACY_DIFFERENCES, STRIPE_EVENT_FAILURES, refresh_gauges
 from app.settings import Settings
+from app.telemetry import IDLE_ATTRIBUTE, JOB_ATTRIBUTE
 from app.threshold_run import invoice_thresholds
 from app.webhook_sender import send_webhooks, webhook_sending
 from billing import alerts
@@ -37,8 +40,29 @@ from metering.service import ROLL_UP_LIMIT, roll_up_touching, take_snapshot
 from notifications import webhook_delivery
 
 logger = logging.getLogger("tally.jobs")
+tracer = trace.get_tracer("tally.jobs")
 TICK_SECONDS = 300
 PRUNE_BATCH = 10_000  # rows deleted a transaction, so a large backlog never holds one long transaction
+Result = TypeVar("Result")
+
+
+def found_work(result: object) -> bool:
+    """What a job's result says about whether it did anything: a count above zero."""
+    return bool(result)
+
+
+async def traced(
+    name: str, job: Callable[[], Awaitable[Result]], *, worked: Callable[[Result], bool] = found_work
+) -> Result:
+    """Run one go of a background job in a trace of its own (``job: <name>``). A go for which
+    ``worked`` says no is marked idle, and app.telemetry drops its whole trace: the Traces page
+    shows what the jobs did, not every time they looked and found nothing. A job that fails is
+    always kept."""
+    with tracer.start_as_current_span(f"job: {name}", attributes={JOB_ATTRIBUTE: name}) as span:
+        result = await job()
+        if not worked(result):
+            span.set_attribute(IDLE_ATTRIBUTE, True)
+    return result
 
 
 async def prune_spans(sessions: async_sessionmaker[AsyncSession], settings: Settings, *, as_of: datetime) -> int:
@@ -151,14 +175,17 @@ async def collect_invoices(sessions: async_sessionmaker[AsyncSession], settings:
     return attempted
 
 
-async def reconcile_daily(sessions: async_sessionmaker[AsyncSession], settings: Settings, *, as_of: datetime) -> int:
-    """Reconcile with Stripe when the last run is a day old; the number of discrepancies found."""
+async def reconcile_daily(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, *, as_of: datetime
+) -> int | None:
+    """Reconcile with Stripe when the last run is a day old; the number of discrepancies found,
+    None when no reconciliation was due (or collection is off)."""
     gateway = stripe_gateway(settings)
     if gateway is None:
-        return 0
+        return None
     async with sessions() as session:
         if await last_reconciled_at(session) > as_of - timedelta(days=1):
-            return 0
+            return None
         report = await reconcile(session, gateway, as_of=as_of)
         await session.commit()
     return len(report.discrepancies)
@@ -228,7 +255,7 @@ async def run_roller(sessions: async_sessionmaker[AsyncSession], settings: Setti
     the interim invoices the usage rolled up made due (threshold invoicing)."""
     while True:
         try:
-            await roll_up_usage(sessions, settings=settings)
+            await traced("roll-up", lambda: roll_up_usage(sessions, settings=settings))
         except Exception:
             logger.exception("usage roll-up failed; retrying")
         await asyncio.sleep(settings.rollup_interval_seconds)
@@ -242,7 +269,11 @@ async def run_email_sender(sessions: async_sessionmaker[AsyncSession], settings:
         return
     while True:
         try:
-            await send_emails(sessions, delivery, as_of=datetime.now(UTC))
+            await traced(
+                "email sending",
+                lambda: send_emails(sessions, delivery, as_of=datetime.now(UTC)),
+                worked=lambda report: report.sent + report.retrying + report.failed > 0,
+            )
         except Exception:
             logger.exception("sending emails failed; retrying")
         await asyncio.sleep(settings.email_interval_seconds)
@@ -253,43 +284,78 @@ async def run_webhook_sender(sessions: async_sessionmaker[AsyncSession], setting
     sending = webhook_sending(settings)
     while True:
         try:
-            await send_webhooks(sessions, sending, as_of=datetime.now(UTC))
+            await traced(
+                "webhook sending",
+                lambda: send_webhooks(sessions, sending, as_of=datetime.now(UTC)),
+                worked=lambda report: report.fanned_out + report.delivered + report.retrying + report.failed > 0,
+            )
         except Exception:
             logger.exception("sending webhooks failed; retrying")
         await asyncio.sleep(settings.webhook_interval_seconds)
 
 
+def always(_: object) -> bool:
+    return True
+
+
+def never(_: object) -> bool:
+    return False
+
+
 async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
     """Every tick, the jobs that keep Tally current; the anomaly scan and the invoice accuracy
-    check at their own intervals (each first at start)."""
+    check at their own intervals (each first at start). Each job's go is traced only when it did
+    something (``traced``): ``worked`` says what counts."""
     due = {"anomaly scan": datetime.now(UTC), "invoice accuracy": datetime.now(UTC)}
     intervals = {
         "anomaly scan": timedelta(minutes=settings.anomaly_scan_minutes),
         "invoice accuracy": timedelta(hours=settings.invoice_accuracy_interval_hours),
     }
     while True:
-        jobs: list[tuple[str, Callable[[], Awaitable[object]]]] = [
-            ("span pruning", lambda: prune_spans(sessions, settings, as_of=datetime.now(UTC))),
-            ("metering snapshot", lambda: snapshot_metering(sessions, as_of=datetime.now(UTC))),
-            ("authorization pruning", lambda: prune_usage_authorizations(sessions, as_of=datetime.now(UTC))),
-            ("webhook pruning", lambda: prune_webhook_deliveries(sessions, settings, as_of=datetime.now(UTC))),
-            ("credit expiry", lambda: expire_credit_grants(sessions, as_of=datetime.now(UTC))),
-            ("trial endings", lambda: tell_trial_endings(sessions, as_of=datetime.now(UTC))),
-            ("billing run", lambda: run_billing(sessions, settings, as_of=datetime.now(UTC))),
-            ("credit balances", lambda: check_credit_balances(sessions, as_of=datetime.now(UTC))),
-            ("stripe events", lambda: process_stripe_events(sessions, settings, as_of=datetime.now(UTC))),
-            ("collection", lambda: collect_invoices(sessions, settings, as_of=datetime.now(UTC))),
-            ("reconciliation", lambda: reconcile_daily(sessions, settings, as_of=datetime.now(UTC))),
-            ("metrics snapshot", lambda: snapshot_gauges(sessions, as_of=datetime.now(UTC))),
+        jobs: list[tuple[str, Callable[[], Awaitable[Any]], Callable[[Any], bool]]] = [
+            ("span pruning", lambda: prune_spans(sessions, settings, as_of=datetime.now(UTC)), found_work),
+            ("metering snapshot", lambda: snapshot_metering(sessions, as_of=datetime.now(UTC)), always),
+            (
+                "authorization pruning",
+                lambda: prune_usage_authorizations(sessions, as_of=datetime.now(UTC)),
+                found_work,
+            ),
+            (
+                "webhook pruning",
+                lambda: prune_webhook_deliveries(sessions, settings, as_of=datetime.now(UTC)),
+                found_work,
+            ),
+            ("credit expiry", lambda: expire_credit_grants(sessions, as_of=datetime.now(UTC)), found_work),
+            ("trial endings", lambda: tell_trial_endings(sessions, as_of=datetime.now(UTC)), found_work),
+            (
+                "billing run",
+                lambda: run_billing(sessions, settings, as_of=datetime.now(UTC)),
+                lambda report: report.customers_considered > 0,
+            ),
+            ("credit balances", lambda: check_credit_balances(sessions, as_of=datetime.now(UTC)), found_work),
+            ("stripe events", lambda: process_stripe_events(sessions, settings, as_of=datetime.now(UTC)), found_work),
+            ("collection", lambda: collect_invoices(sessions, settings, as_of=datetime.now(UTC)), found_work),
+            (
+                "reconciliation",
+                lambda: reconcile_daily(sessions, settings, as_of=datetime.now(UTC)),
+                lambda found: found is not None,
+            ),
+            ("metrics snapshot", lambda: snapshot_gauges(sessions, as_of=datetime.now(UTC)), never),
         ]
         periodic = {
-            "anomaly scan": lambda: scan_anomalies(sessions, settings, as_of=datetime.now(UTC)),
-            "invoice accuracy": lambda: verify_invoice_accuracy(sessions, settings, as_of=datetime.now(UTC)),
+            "anomaly scan": (
+                lambda: scan_anomalies(sessions, settings, as_of=datetime.now(UTC)),
+                lambda report: sum(report.new.values()) > 0,
+            ),
+            "invoice accuracy": (
+                lambda: verify_invoice_accuracy(sessions, settings, as_of=datetime.now(UTC)),
+                lambda report: bool(report.checked),
+            ),
         }
-        jobs += [(name, job) for name, job in periodic.items() if datetime.now(UTC) >= due[name]]
-        for name, job in jobs:
+        jobs += [(name, job, worked) for name, (job, worked) in periodic.items() if datetime.now(UTC) >= due[name]]
+        for name, job, worked in jobs:
             try:
-                await job()
+                await traced(name, job, worked=worked)
             except Exception:
                 logger.exception("%s failed; retrying at the next tick", name)
             else:

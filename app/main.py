@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.middleware.sessions import SessionMiddleware
@@ -29,6 +29,7 @@ from app.sign_in_throttle import SignInFloodGuard, SignInThrottle
 from app.staff import PasswordChecks
 from app.telemetry import configure_metrics, configure_tracing, instrument_app
 from app.trace_trust import carries_trace_context, distrust_anonymous_trace_context
+from app.vendored import api_docs_page
 from billing.taxation import use_tax_policy
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
@@ -98,7 +99,7 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
         title="Tally",
         summary="Usage-based billing",
         lifespan=lifespan,
-        docs_url="/docs" if settings.development else None,
+        docs_url=None,  # served below, from static/vendor/ rather than a CDN
         redoc_url=None,
     )
     app.state.settings = settings
@@ -143,6 +144,12 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
     app.include_router(webhooks.router)
     app.include_router(metrics.router)
     app.include_router(health.router)
+
+    if settings.development:
+
+        @app.get("/docs", include_in_schema=False)
+        async def api_docs() -> HTMLResponse:
+            return api_docs_page(app.openapi_url or "/openapi.json", app.title)
 
     @app.get("/", include_in_schema=False)
     async def home() -> RedirectResponse:

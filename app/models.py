@@ -38,6 +38,7 @@ class StaffUser(SQLModel, table=True):
     failed_logins: int = 0
     locked_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    disabled_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
 class ConsoleSession(SQLModel, table=True):

@@ -21,6 +21,7 @@ from billing.spend_authorizations import is_spend_request
 from ledger.errors import IdempotencyKeyReused, NotFound, TallyError
 from ledger.money import to_major
 from metering import authorizations, entitlements
+from metering.errors import UnknownMeter
 from metering.events import BodyNotEvents, loads_exact, parse_body
 
 router = APIRouter(prefix="/v1")
@@ -97,7 +98,7 @@ async def get_entitlement(
         raise HTTPException(404, detail={"code": "NOT_FOUND", "message": f"no customer {external_id!r}"})
     found = answer.entitlement
     if found is None:
-        raise HTTPException(404, detail={"code": "UNKNOWN_METER", "message": f"no meter {meter_key!r}"})
+        raise HTTPException(404, detail=_refusal(UnknownMeter(meter_key)))
     return {
         "allowed": found.allowed,
         "used": format(found.used, "f"),

@@ -17,14 +17,15 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth import STAFF_ROLES, parse_role
-from app.models import StaffUser
+from app.models import ConsoleSession, StaffUser
 from customers.service import EMAIL_PATTERN
-from ledger.errors import InvalidInput, Taken
+from ledger.errors import InvalidInput, NotFound, Taken
 
 MIN_PASSWORD_LENGTH = 10
 _hasher = PasswordHasher()
@@ -61,6 +62,70 @@ async def create_user(session: AsyncSession, *, email: str, role: str, password:
 async def get_user(session: AsyncSession, email: str) -> StaffUser | None:
     query = select(StaffUser).where(col(StaffUser.email) == email.strip().lower())
     return (await session.exec(query)).first()
+
+
+@dataclass(frozen=True)
+class StaffListing:
+    user: StaffUser
+    last_sign_in_at: datetime | None
+
+
+async def list_users(session: AsyncSession) -> list[StaffListing]:
+    """Every console user by email, with when they last signed in."""
+    last_sign_in = (
+        select(func.max(ConsoleSession.created_at))
+        .where(col(ConsoleSession.staff_user_id) == col(StaffUser.id))
+        .scalar_subquery()
+    )
+    rows = await session.exec(select(StaffUser, last_sign_in).order_by(col(StaffUser.email)))
+    return [StaffListing(user, signed_in) for user, signed_in in rows]
+
+
+async def _user_for_update(session: AsyncSession, email: str) -> StaffUser:
+    query = select(StaffUser).where(col(StaffUser.email) == email.strip().lower()).with_for_update()
+    user = (await session.exec(query)).first()
+    if user is None:
+        raise NotFound(f"no console user {email!r}", field="email")
+    return user
+
+
+async def _end_sessions(session: AsyncSession, user: StaffUser, *, as_of: datetime) -> int:
+    ended = await session.execute(
+        update(ConsoleSession)
+        .where(col(ConsoleSession.staff_user_id) == user.id, col(ConsoleSession.ended_at).is_(None))
+        .values(ended_at=as_of)
+    )
+    return int(ended.rowcount)  # type: ignore[attr-defined]
+
+
+async def disable_user(session: AsyncSession, *, email: str, as_of: datetime) -> tuple[StaffUser, int]:
+    """Stop the user signing in and end their open sessions at once; how many were ended.
+    Disabling a disabled user keeps the first time."""
+    user = await _user_for_update(session, email)
+    if user.disabled_at is None:
+        user.disabled_at = as_of
+        session.add(user)
+    return user, await _end_sessions(session, user, as_of=as_of)
+
+
+async def enable_user(session: AsyncSession, *, email: str) -> StaffUser:
+    user = await _user_for_update(session, email)
+    user.disabled_at = None
+    session.add(user)
+    return user
+
+
+async def reset_password(session: AsyncSession, *, email: str, password: str, as_of: datetime) -> tuple[StaffUser, int]:
+    """A new password, the lockout cleared, and every open session of the user ended (a reset often
+    follows a leak); how many sessions were ended."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"use at least {MIN_PASSWORD_LENGTH} characters", field="password")
+    user = await _user_for_update(session, email)
+    user.password_hash = _hasher.hash(password)
+    user.failed_logins = 0
+    user.locked_until = None
+    session.add(user)
+    return user, await _end_sessions(session, user, as_of=as_of)
 
 
 @dataclass(frozen=True)
@@ -112,7 +177,7 @@ async def verify_login(
     ``policy.lockout``; the caller commits, so the count survives the failed request.
     """
     user = await get_user(session, email)
-    if user is None:
+    if user is None or user.disabled_at is not None:
         await checks.matches(_UNKNOWN_USER_HASH, password)
         return None
     locked = select(StaffUser).where(col(StaffUser.id) == user.id).with_for_update()

@@ -18,12 +18,13 @@ from typing import Any
 import psycopg
 from fastapi import FastAPI
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from app.settings import Settings
@@ -124,6 +125,59 @@ class PostgresSpanExporter(SpanExporter):
             self._close()
 
 
+JOB_ATTRIBUTE = "tally.job"  # on the root span of a background job: the job's name
+IDLE_ATTRIBUTE = "tally.job.idle"  # set true on it when the job found nothing to do
+HELD_SPANS_MAX = 2_000  # a job trace this large clearly did something: stop holding it
+
+
+class IdleJobFilter(SpanProcessor):
+    """Keeps background jobs that found nothing to do out of the span store.
+
+    A job's spans (its SQL above all) end before its root span knows whether the job did
+    anything, so the spans of a trace whose root carries ``tally.job`` are held back until that
+    root ends: then they all go on to ``downstream``, or are all dropped when the root says
+    ``tally.job.idle``. Every other span goes straight through. Without this, the roller polling
+    every few seconds fills the Traces page with its own empty queries.
+    """
+
+    def __init__(self, downstream: SpanProcessor, *, held_max: int = HELD_SPANS_MAX):
+        self.downstream = downstream
+        self.held_max = held_max
+        self._held: dict[int, list[ReadableSpan]] = {}
+        self._lock = threading.Lock()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if span.parent is None and span.attributes and JOB_ATTRIBUTE in span.attributes:
+            with self._lock:
+                self._held[span.context.trace_id] = []
+        self.downstream.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        trace_id = span.context.trace_id if span.context else 0
+        with self._lock:
+            held = self._held.get(trace_id)
+            if held is None:
+                passing: list[ReadableSpan] = [span]
+            elif span.parent is None:  # the job's root: its verdict decides for the whole trace
+                del self._held[trace_id]
+                idle = bool((span.attributes or {}).get(IDLE_ATTRIBUTE))
+                passing = [] if idle else [*held, span]
+            elif len(held) >= self.held_max:
+                del self._held[trace_id]
+                passing = [*held, span]
+            else:
+                held.append(span)
+                passing = []
+        for one in passing:
+            self.downstream.on_end(one)
+
+    def shutdown(self) -> None:
+        self.downstream.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.downstream.force_flush(timeout_millis)
+
+
 _provider: TracerProvider | None = None
 
 
@@ -140,7 +194,9 @@ def configure_tracing(settings: Settings, conninfo: str) -> TracerProvider | Non
         exporter = OTLPSpanExporter()
     else:
         exporter = PostgresSpanExporter(conninfo)
-    provider.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(exporter), schedule_delay_millis=1000))
+    provider.add_span_processor(
+        IdleJobFilter(BatchSpanProcessor(RedactingSpanExporter(exporter), schedule_delay_millis=1000))
+    )
     trace.set_tracer_provider(provider)
     PsycopgInstrumentor().instrument(enable_commenter=False, skip_dep_check=True)
     HTTPXClientInstrumentor().instrument()  # Stripe calls (the SDK speaks httpx) become spans

@@ -40,17 +40,28 @@ RECENT_TRACES = text("""
     GROUP BY trace_id
     HAVING (CAST(:before_time AS timestamptz) IS NULL
             OR (min(start_time), trace_id) < (CAST(:before_time AS timestamptz), :before_id))
+       AND (CAST(:everything AS boolean)
+            OR (array_agg(kind ORDER BY (parent_span_id IS NULL) DESC, start_time))[1] <> 'CLIENT')
     ORDER BY started_at DESC, trace_id DESC
     LIMIT :limit
 """)
 
 
 async def recent_traces(
-    session: AsyncSession, *, search: str | None, before: tuple[datetime, str] | None, limit: int
+    session: AsyncSession,
+    *,
+    search: str | None,
+    before: tuple[datetime, str] | None,
+    limit: int,
+    everything: bool = False,
 ) -> list[TraceSummary]:
     """Newest first. ``search`` matches a trace id, a span name, any attribute value (a
     customer's external id), or the id of something that keeps its trace: a usage event (the trace
-    that ingested it), a Stripe event (its delivery), an invoice number (its issuance)."""
+    that ingested it), a Stripe event (its delivery), an invoice number (its issuance).
+
+    Unless ``everything``, only traces that start with a request or a piece of Tally's own work
+    (a job, a billing run, a CLI command): not those whose first span is a stray client call, a
+    SQL statement or an HTTP request made outside any of them."""
     term = search.strip() if search and search.strip() else None
     rows = await session.execute(
         RECENT_TRACES,
@@ -61,6 +72,7 @@ async def recent_traces(
             "before_time": before[0] if before else None,
             "before_id": before[1] if before else "",
             "limit": limit,
+            "everything": everything,
         },
     )
     return [TraceSummary(**row._mapping) for row in rows]

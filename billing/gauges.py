@@ -29,7 +29,7 @@ SELECT 'watermark_age', NULL, extract(epoch FROM CAST(:as_of AS timestamptz) - m
 FROM customer_watermarks
 UNION ALL
 SELECT 'rollup_waiting', NULL, count(*)::float8,
-       extract(epoch FROM CAST(:as_of AS timestamptz) - min(received_at))::float8
+       extract(epoch FROM CAST(:as_of AS timestamptz) - min(counted_at))::float8
 FROM usage_pending
 """)
 

@@ -260,7 +260,8 @@ async def _reconciliation(
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    runs = (await query(request, "ConsoleReconciliationRuns", {}, context))["reconciliationRuns"]
+    reconciled = await query(request, "ConsoleReconciliationRuns", {}, context)
+    runs = reconciled["reconciliationRuns"]
     webhooks = (await query(request, "ConsoleStripeEvents", {}, context))["stripeEvents"]
     failed_webhooks = (await query(request, "ConsoleFailedStripeEvents", {}, context))["stripeEvents"]
     return render(
@@ -268,6 +269,7 @@ async def _reconciliation(
         "reconciliation.html",
         {
             "runs": runs,
+            "collection_on": reconciled["collectionOn"],
             "webhooks": webhooks,
             "failed_webhooks": failed_webhooks,
             "rows": await _discrepancies(request, context, status),

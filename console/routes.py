@@ -381,9 +381,17 @@ async def replay_quarantine(request: Request, context: ContextDep) -> Response:
 
 
 @router.get("/traces")
-async def traces_page(request: Request, context: ContextDep, search: str = "", after: str | None = None) -> Response:
-    data = await query(request, "ConsoleTraces", {"search": search or None, "first": 50, "after": after}, context)
-    return render(request, "traces.html", {"traces": data["traces"], "search": search}, block="rows")
+async def traces_page(
+    request: Request, context: ContextDep, search: str = "", after: str | None = None, show: str = ""
+) -> Response:
+    """Requests and jobs by default; ``show=all`` adds the stray SQL that runs outside either."""
+    everything = show == "all"
+    scope = "ALL" if everything else "REQUESTS_AND_JOBS"
+    variables = {"search": search or None, "first": 50, "after": after, "scope": scope}
+    data = await query(request, "ConsoleTraces", variables, context)
+    return render(
+        request, "traces.html", {"traces": data["traces"], "search": search, "everything": everything}, block="rows"
+    )
 
 
 @router.get("/traces/{trace_id}")
@@ -416,6 +424,7 @@ def install(app: FastAPI) -> None:
     from console.calendar import router as calendar_router
     from console.coupons import router as coupons_router
     from console.credits import router as credits_router
+    from console.customer_links import router as customer_links_router
     from console.emails import router as emails_router
     from console.extras import router as extras_router
     from console.invoice_page import router as invoice_page_router
@@ -426,6 +435,7 @@ def install(app: FastAPI) -> None:
     from console.topups import router as topups_router
     from console.webhooks import router as webhooks_router
 
+    app.include_router(customer_links_router)  # first: an external id must not reach the pages by id
     app.include_router(invoice_page_router)
     app.include_router(credits_router)
     app.include_router(topups_router)

@@ -35,6 +35,7 @@ from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.money import plain_decimal
 from metering import repository
 from metering.entitlements import edge_entitlement
+from metering.errors import UnknownMeter
 from metering.events import IngestLimits, read_value, text_problem
 
 DEFAULT_TTL_SECONDS = 300
@@ -219,7 +220,7 @@ async def authorize(
         raise NotFound(f"no customer {external_id!r}", field="customer")
     customer_id, meter_id = rows[0]["customer_id"], rows[0]["meter_id"]
     if meter_id is None:
-        raise NotFound(f"no meter {request.meter_key!r}", field="meter", code="UNKNOWN_METER")
+        raise UnknownMeter(request.meter_key)
     if rows[0]["aggregation"] not in ADDITIVE_AGGREGATIONS:
         raise InvalidInput(
             f"meter {request.meter_key!r} reads a level ({rows[0]['aggregation']}), which cannot be held in advance",

@@ -56,7 +56,8 @@ usage_pending = Table(
     Column("value", Numeric),
     Column("unique_value", Text),
     Column("event_id", Text, nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),  # the event's first arrival
+    Column("counted_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),  # a replay's is later
     Index("usage_pending_customer", "customer_id"),
 )
 

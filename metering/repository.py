@@ -593,8 +593,9 @@ async def oldest_watermarks(session: AsyncSession, limit: int) -> list[Any]:
 
 
 async def rollup_backlog(session: AsyncSession) -> Any:
-    """How many counted measurements wait for the roller, and since when the oldest has."""
-    found = await session.execute(text("SELECT count(*) AS waiting, min(received_at) AS oldest FROM usage_pending"))
+    """How many counted measurements wait for the roller, and since when the oldest has (since it
+    was counted: a replayed event's first arrival may be days before)."""
+    found = await session.execute(text("SELECT count(*) AS waiting, min(counted_at) AS oldest FROM usage_pending"))
     return found.mappings().one()
 
 

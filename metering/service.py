@@ -209,17 +209,20 @@ class ReplayReport:
 async def replay_quarantine(session: AsyncSession, *, limits: IngestLimits, batch_size: int = 1000) -> ReplayReport:
     """Send quarantined events through ingestion again, each judged as of when it first arrived.
 
-    Events whose customer or meter still does not exist stay in quarantine; the others are
-    marked replayed with their outcome.
+    Events whose customer or meter still does not exist stay in quarantine untouched: they were
+    counted as rejected when they arrived, and a replay that finds them still waiting records
+    nothing (no ingest batch, no metric), so the rejection figures do not grow with each replay.
+    The others are counted like any batch and marked replayed with their outcome.
     """
     accepted = duplicates = waiting = rejected = 0
     for held in await repository.waiting_in_quarantine(session, limit=batch_size):
         payload = loads_exact(canonical_json(held.payload))
-        result = await ingest(session, [payload], received_at=held.received_at, limits=limits, trace_id=None)
-        result.observe()
-        if result.rejected and result.rejected[0].quarantined:
+        read = await read_batch(session, [payload], received_at=held.received_at, limits=limits)
+        if read.batch.rejected and read.batch.rejected[0].quarantined:
             waiting += 1
             continue
+        result = await count_batch(session, read, trace_id=None)
+        result.observe()
         held.replayed_at = datetime.now(UTC)
         if result.accepted:
             held.replay_outcome, accepted = "ACCEPTED", accepted + 1

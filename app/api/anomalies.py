@@ -8,10 +8,18 @@ from datetime import datetime
 from enum import Enum
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.types import Info
 
-from app.api.common import Connection, UserError, connection, decode_cursor, encode_cursor, page_size, run_mutation
+from app.api.common import (
+    Connection,
+    UserError,
+    connection,
+    decode_cursor,
+    encode_cursor,
+    not_a_cursor,
+    page_size,
+    run_mutation,
+)
 from app.api.customers import Customer
 from app.api.permissions import requires
 from app.api.scope import STAFF_ONLY, load_visible_customer, staff_only
@@ -105,7 +113,7 @@ def _position(after: str | None) -> tuple[int, datetime, uuid.UUID] | None:
     try:
         return int(values[0]), datetime.fromisoformat(values[1]), uuid.UUID(values[2])
     except (IndexError, TypeError, ValueError):
-        raise GraphQLError("after: not a cursor returned by this API") from None
+        raise not_a_cursor() from None
 
 
 @strawberry.type

@@ -9,7 +9,6 @@ from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
@@ -18,7 +17,9 @@ from app.api.common import (
     Connection,
     Money,
     connection,
+    exactly_one_of,
     money,
+    not_a_cursor,
     page_size,
 )
 from app.api.ledger import LedgerEntry
@@ -330,7 +331,7 @@ async def resolve_invoices(
     if after is not None:
         before_number = parse_invoice_number(after)
         if before_number is None:
-            raise GraphQLError("after: not a cursor returned by this API")
+            raise not_a_cursor()
     rows = await billing.invoices(info.context.session, root.row_id, before_number=before_number, limit=limit + 1)
     return connection(rows, limit, Invoice.from_model, lambda row: invoice_number(row.number))
 
@@ -374,7 +375,7 @@ class BillingQuery:
     )
     async def invoice(self, info: Info, id: strawberry.ID | None = None, number: str | None = None) -> Invoice | None:
         if (id is None) == (number is None):
-            raise GraphQLError("invoice: give exactly one of id or number")
+            raise exactly_one_of("id", "number")
         session = info.context.session
         row: InvoiceRow | None = None
         if id is not None:

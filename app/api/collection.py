@@ -415,6 +415,14 @@ class CollectionQuery:
         return [StripeEventRow.from_model(row) for row in rows]
 
     @strawberry.field(
+        permission_classes=[requires(Capability.MANAGE_COLLECTION)],
+        description="False when no STRIPE_API_KEY is set: nothing is collected through Stripe, so nothing is "
+        "reconciled with it.",
+    )
+    def collection_on(self, info: Info) -> bool:
+        return stripe_gateway(info.context.settings) is not None
+
+    @strawberry.field(
         permission_classes=[requires(Capability.MANAGE_COLLECTION)], description="The latest reconciliation runs."
     )
     async def reconciliation_runs(self, info: Info, first: int = 10) -> list[ReconciliationRun]:

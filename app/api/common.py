@@ -10,11 +10,10 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.types import Info
 
 from app.database import in_transaction
-from ledger.errors import InvalidFields, TallyError
+from ledger.errors import InvalidFields, InvalidInput, TallyError
 from ledger.money import to_major
 from pricing.catalog import CatalogInvalid
 
@@ -80,6 +79,15 @@ class Connection(Generic[Node]):
     page_info: PageInfo
 
 
+def not_a_cursor() -> InvalidInput:
+    """The refusal of an ``after`` this API did not hand out."""
+    return InvalidInput("not a cursor returned by this API", field="after", code="INVALID_CURSOR")
+
+
+def exactly_one_of(first: str, second: str) -> InvalidInput:
+    return InvalidInput(f"give exactly one of {first} or {second}", field=first, code="EXACTLY_ONE_ARGUMENT")
+
+
 def encode_cursor(*values: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode()
 
@@ -88,9 +96,9 @@ def decode_cursor(cursor: str) -> list[Any]:
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except ValueError:
-        raise GraphQLError("after: not a cursor returned by this API") from None
+        raise not_a_cursor() from None
     if not isinstance(values, list):
-        raise GraphQLError("after: not a cursor returned by this API")
+        raise not_a_cursor()
     return values
 
 
@@ -107,14 +115,14 @@ def decode_time_cursor(after: str | None) -> tuple[datetime, str] | None:
     try:
         return datetime.fromisoformat(values[0]), str(values[1])
     except (IndexError, TypeError, ValueError):
-        raise GraphQLError("after: not a cursor returned by this API") from None
+        raise not_a_cursor() from None
 
 
 def page_size(first: int | None, *, default: int, maximum: int) -> int:
     if first is None:
         return default
     if not 1 <= first <= maximum:
-        raise GraphQLError(f"first: must be between 1 and {maximum}")
+        raise InvalidInput(f"must be between 1 and {maximum}", field="first", code="INVALID_PAGE_SIZE")
     return first
 
 

@@ -10,11 +10,10 @@ from decimal import Decimal
 from enum import Enum
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.types import Info
 
 from app.api.billing import Invoice
-from app.api.common import Connection, Money, UserError, connection, money, page_size, run_mutation
+from app.api.common import Connection, Money, UserError, connection, money, not_a_cursor, page_size, run_mutation
 from app.api.permissions import requires
 from app.api.scope import find_visible_customer
 from app.auth import Capability
@@ -165,7 +164,7 @@ async def resolve_credit_notes(
     if after is not None:
         digits = after.removeprefix("CN-")
         if not digits.isdigit() or len(digits) > 18:
-            raise GraphQLError("after: not a cursor returned by this API")
+            raise not_a_cursor()
         before = int(digits)
     rows = await credit_notes.credit_notes(info.context.session, customer.id, before_number=before, limit=limit + 1)
     lines = await info.context.loaders.credit_note_lines.load_many([row.id for row in rows])

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.types import Info
 
 from app.api.alerts import UsageAlert, UsageAlertFiring, resolve_usage_alert_firings, resolve_usage_alerts
@@ -40,6 +39,8 @@ from app.api.common import (
     UserError,
     connection,
     decode_time_cursor,
+    exactly_one_of,
+    not_a_cursor,
     page_size,
     run_mutation,
     time_cursor,
@@ -215,12 +216,17 @@ class Customer:
     ledger_entries: Connection[LedgerEntry] = strawberry.field(
         resolver=resolve_ledger_entries, permission_classes=[requires(Capability.READ_LEDGER)]
     )
-    usage_series: list[UsagePoint] = strawberry.field(resolver=resolve_usage_series)
+    usage_series: list[UsagePoint] | None = strawberry.field(
+        resolver=resolve_usage_series,
+        description="A meter's usage over time, one point per hour or day. Refused arguments answer null with an "
+        "error whose extensions give the `code` (UNKNOWN_METER, INVALID_RANGE, TOO_MANY_POINTS) and the `field`; "
+        "the customer still answers.",
+    )
     entitlement: Entitlement | None = strawberry.field(
         resolver=resolve_entitlement,
         description="The cheap check: a read (used < limit) that holds nothing, so callers asking at the same "
         "moment may all be allowed and pass the limit together; `authorize` holds the quantity where a limit "
-        "must hold under concurrency.",
+        "must hold under concurrency. An unknown meter answers null with an UNKNOWN_METER error (field `meter`).",
     )
     live_authorizations: list[UsageAuthorization] = strawberry.field(
         resolver=resolve_live_authorizations,
@@ -412,7 +418,7 @@ class CustomersQuery:
         self, info: Info, id: strawberry.ID | None = None, external_id: str | None = None
     ) -> Customer | None:
         if (id is None) == (external_id is None):
-            raise GraphQLError("customer: give exactly one of id or externalId")
+            raise exactly_one_of("id", "externalId")
         row = await find_visible_customer(
             info.context.session, info.context.viewer, customer_id=id, external_id=external_id
         )
@@ -431,7 +437,7 @@ class CustomersQuery:
         try:
             keyset = (position[0], uuid.UUID(position[1])) if position else None
         except ValueError:
-            raise GraphQLError("after: not a cursor returned by this API") from None
+            raise not_a_cursor() from None
         rows = await customers.search_customers(
             context.session,
             search=search,

@@ -14,7 +14,6 @@ from enum import Enum
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.types import Info
 
 from app.api.billing import Invoice
@@ -25,6 +24,7 @@ from app.api.common import (
     connection,
     decode_time_cursor,
     money,
+    not_a_cursor,
     page_size,
     run_mutation,
     time_cursor,
@@ -174,7 +174,7 @@ def _after(after: str | None) -> tuple[datetime, str] | None:
         try:
             uuid.UUID(position[1])
         except ValueError:
-            raise GraphQLError("after: not a cursor returned by this API") from None
+            raise not_a_cursor() from None
     return position
 
 

@@ -10,7 +10,6 @@ from enum import Enum
 from typing import Annotated, Any, cast
 
 import strawberry
-from graphql import GraphQLError
 from sqlmodel.ext.asyncio.session import AsyncSession
 from strawberry.scalars import JSON
 from strawberry.types import Info
@@ -20,10 +19,12 @@ from app.api.common import Money, UserError, page_size, run_mutation
 from app.api.permissions import requires
 from app.auth import Capability
 from app.usage_ingest import ingest_and_commit, ingest_limits
+from ledger.errors import InvalidInput
 from ledger.money import plain_decimal, round_to_minor, to_major
 from metering import entitlements
 from metering import service as metering
 from metering import usage as usage_service
+from metering.errors import UnknownMeter
 from metering.events import json_size
 from pricing.models import Meter as MeterModel
 from pricing.models import PlanCharge
@@ -147,7 +148,7 @@ async def resolve_usage(
     for position, (period, version_id, overrides) in enumerate(pricings):
         start, end = from_ or period.start, to or period.end
         if start >= end:
-            raise GraphQLError("to: must be after from")
+            raise InvalidInput("must be after from", field="to", code="INVALID_RANGE")
         # At the customer's prices now (an override's limit, allowance and price).
         charged = [
             (overrides.charge_at(charge, info.context.now()), meter)
@@ -208,25 +209,32 @@ async def resolve_usage_series(
     from_: Annotated[datetime, strawberry.argument(name="from")],
     to: datetime,
     granularity: Granularity,
-) -> list[UsagePoint]:
+) -> list[UsagePoint] | None:
+    """Null, with a coded error (``UNKNOWN_METER``, ``INVALID_RANGE``, ``TOO_MANY_POINTS``), when
+    the arguments are refused: the customer around it still answers."""
     session = info.context.session
     found = await meter_by_key(session, meter)
     if found is None:
-        raise GraphQLError(f"meter: no meter {meter!r}")
+        raise UnknownMeter(meter)
     step_hours = 24 if granularity is Granularity.DAY else 1
     if from_ >= to:
-        raise GraphQLError("to: must be after from")
+        raise InvalidInput("must be after from", field="to", code="INVALID_RANGE")
     if (to - from_).total_seconds() / 3600 / step_hours > MAX_SERIES_POINTS:
-        raise GraphQLError(f"from/to: at most {MAX_SERIES_POINTS} points; use DAY or a shorter range")
+        raise InvalidInput(
+            f"at most {MAX_SERIES_POINTS} points; use DAY or a shorter range", field="from", code="TOO_MANY_POINTS"
+        )
     points = await usage_service.usage_series(session, root.row_id, found, from_, to, granularity.value)
     return [UsagePoint(start=p.start, quantity=p.quantity) for p in points]
 
 
 async def resolve_entitlement(root: strawberry.Parent[Any], info: Info, meter: str) -> Entitlement | None:
+    """Null with an ``UNKNOWN_METER`` error for a meter the catalog does not have."""
     found = await entitlements.entitlement(
         info.context.session, root.row_id, meter, suspended=root.status.value == "SUSPENDED", as_of=info.context.now()
     )
-    return Entitlement.from_result(found) if found else None
+    if found is None:
+        raise UnknownMeter(meter)
+    return Entitlement.from_result(found)
 
 
 async def resolve_usage_watermark(root: strawberry.Parent[Any], info: Info) -> datetime | None:
@@ -401,7 +409,9 @@ class MeteringQuery:
         until = info.context.now()
         start = since or until - timedelta(hours=24)
         if bucket_minutes < 1 or (until - start) / timedelta(minutes=bucket_minutes) > 1000:
-            raise GraphQLError("bucketMinutes: between 1 and a size that gives at most 1,000 buckets")
+            raise InvalidInput(
+                "between 1 and a size that gives at most 1,000 buckets", field="bucketMinutes", code="TOO_MANY_BUCKETS"
+            )
         points, watermarks = await metering.history(
             info.context.session, since=start, until=until, bucket=timedelta(minutes=bucket_minutes)
         )

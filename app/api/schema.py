@@ -54,6 +54,7 @@ from app.database import is_database_unavailable
 from app.http_errors import UNAVAILABLE
 from app.settings import Settings
 from app.telemetry import current_trace_id
+from ledger.errors import TallyError
 
 logger = logging.getLogger("tally.graphql")
 SDL_PATH = Path(__file__).resolve().parents[2] / "graphql" / "schema.graphql"
@@ -114,9 +115,22 @@ Mutation = merge_types(
 
 
 class MaskUnexpectedErrors(MaskErrors):
-    """Hide unexpected errors from clients, but give them the trace id to quote, and log it."""
+    """Hide unexpected errors from clients, but give them the trace id to quote, and log it. A
+    refusal (a ``TallyError``) raised by a query is no surprise: it is answered with its message
+    (after the argument at fault, ``first: must be…``), its ``code`` and that argument (``field``, a
+    path like a userError's) in the error's extensions, and only the field that raised it is null."""
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        if isinstance(error.original_error, TallyError):
+            refusal = error.original_error
+            return GraphQLError(
+                f"{refusal.field}: {refusal.message}" if refusal.field else refusal.message,
+                nodes=error.nodes,
+                source=error.source,
+                positions=error.positions,
+                path=error.path,
+                extensions={"code": refusal.code, **({"field": [refusal.field]} if refusal.field else {})},
+            )
         if error.original_error is not None and is_database_unavailable(error.original_error):
             return GraphQLError(
                 UNAVAILABLE.message,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import Enum
 from typing import cast
 
 import strawberry
@@ -78,19 +79,43 @@ class Trace:
         )
 
 
+@strawberry.enum(description="Which traces a list shows.")
+class TraceScope(Enum):
+    REQUESTS_AND_JOBS = strawberry.enum_value(
+        "REQUESTS_AND_JOBS",
+        description="Traces that start with a request or a piece of Tally's own work (a job that did "
+        "something, a billing run, a CLI command).",
+    )
+    ALL = strawberry.enum_value(
+        "ALL", description="Also traces that start with a stray client call (a SQL statement outside any of them)."
+    )
+
+
 @strawberry.type
 class TracesQuery:
     @strawberry.field(
         permission_classes=[requires(Capability.READ_TRACES)],
         description="Recent traces in the span store, newest first; search by trace id, span name, "
-        "attribute value (a customer's external id), usage event id, Stripe event id or invoice number.",
+        "attribute value (a customer's external id), usage event id, Stripe event id or invoice number. "
+        "By default only traces of requests and of jobs (scope REQUESTS_AND_JOBS).",
     )
     async def traces(
-        self, info: Info, search: str | None = None, first: int | None = None, after: str | None = None
+        self,
+        info: Info,
+        search: str | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        scope: TraceScope = TraceScope.REQUESTS_AND_JOBS,
     ) -> Connection[Trace]:
         limit = page_size(first, default=50, maximum=info.context.settings.page_size_max)
         before = decode_time_cursor(after)
-        rows = await trace_store.recent_traces(info.context.session, search=search, before=before, limit=limit + 1)
+        rows = await trace_store.recent_traces(
+            info.context.session,
+            search=search,
+            before=before,
+            limit=limit + 1,
+            everything=scope is TraceScope.ALL,
+        )
         return connection(
             rows,
             limit,

@@ -267,3 +267,13 @@ def test_ledger_verify_passes_then_reports_a_planted_corruption(run, database_ur
     assert [v["check"] for v in report["violations"]] == ["cached balance differs from postings"]
     with psycopg.connect(database_url, autocommit=True) as connection:
         connection.execute("DELETE FROM ledger_accounts")
+
+
+def test_reconcile_without_stripe_says_collection_is_off_with_its_own_exit_code(run) -> None:
+    as_json = run("reconcile", "--json")
+    assert as_json.exit_code == 4
+    assert json.loads(as_json.stdout)["collection"] == "off"
+    as_text = run("reconcile")
+    assert as_text.exit_code == 4 and "collection is off" in as_text.output and "agree" not in as_text.output
+    described = run("reconcile", "--help").output
+    assert "3, discrepancies found" in described and "4, collection is off" in described

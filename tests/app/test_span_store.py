@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -122,4 +123,31 @@ async def test_spans_are_stored_without_personal_data(database_url: str, session
     assert spans["GraphQL Query"].attributes == {"component": "graphql"}
     assert [event["attributes"] for event in spans["GraphQL Query"].events] == [
         {"exception.type": "ValueError", "exception.escaped": "False"}
+    ]
+
+
+async def test_the_default_list_shows_requests_and_jobs_not_stray_sql(database_url: str, session: AsyncSession) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(PostgresSpanExporter(libpq_url(database_url))))
+    tracer = provider.get_tracer("test")
+    with (
+        tracer.start_as_current_span("GET /console/customers", kind=SpanKind.SERVER),
+        tracer.start_as_current_span("SELECT customers", kind=SpanKind.CLIENT),
+    ):
+        pass
+    with (
+        tracer.start_as_current_span("job: roll-up", attributes={"tally.job": "roll-up"}),
+        tracer.start_as_current_span("INSERT rollups", kind=SpanKind.CLIENT),
+    ):
+        pass
+    with tracer.start_as_current_span("SELECT pg_try_advisory_lock", kind=SpanKind.CLIENT):
+        pass
+    provider.shutdown()
+    default = await recent_traces(session, search=None, before=None, limit=10)
+    assert sorted(t.root_name for t in default) == ["GET /console/customers", "job: roll-up"]
+    everything = await recent_traces(session, search=None, before=None, limit=10, everything=True)
+    assert sorted(t.root_name for t in everything) == [
+        "GET /console/customers",
+        "SELECT pg_try_advisory_lock",
+        "job: roll-up",
     ]

@@ -147,7 +147,7 @@ async def test_planted_discrepancies_are_exactly_the_ones_reported(
     assert (mismatch.tally_side or {})["amount"] == 1000 and (mismatch.stripe_side or {})["amount"] == 1001
 
     exit_code, again = await reconcile_cli(configured, tmp_path)
-    assert exit_code == 1, again
+    assert exit_code == 3, again
     assert {(d["kind"], d["object"]) for d in again["discrepancies"]} == found and again["new"] == 0
 
     finance = await token_for("finance")

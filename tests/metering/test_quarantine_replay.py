@@ -1,0 +1,67 @@
+"""Replaying the quarantine leaves the figures right: an event still waiting is not rejected
+again (Metering overview, /metrics), and what a replay counts waits for the roller from the
+replay, not from its first arrival."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from tests.app.test_metrics import parse, value
+from tests.conftest import graphql
+from tests.metering.test_ingestion_api import request_event, send
+
+OVERVIEW = "{ meteringOverview { rejectedByCode { code count } quarantined waitingToRollUp rollUpLagMs } }"
+REPLAY = "mutation { replayQuarantine(input: {}) { accepted stillWaiting rejected } }"
+CREATE = "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { userErrors { code } } }"
+
+
+async def data(client: httpx.AsyncClient, token: str, query: str, variables: dict | None = None) -> dict[str, Any]:
+    body = (await graphql(client, token, query, variables)).json()
+    assert "errors" not in body, body
+    result: dict[str, Any] = body["data"]
+    return result
+
+
+async def rejected_metric(client: httpx.AsyncClient) -> float:
+    scraped = parse((await client.get("/metrics")).text)
+    return value(scraped, "tally_metering_events_total", outcome="rejected", code="UNKNOWN_CUSTOMER")
+
+
+async def test_replays_count_nothing_twice_and_the_backlog_ages_from_the_replay(
+    client: httpx.AsyncClient, catalog: None, session: AsyncSession, token_for
+) -> None:
+    admin, ingest = await token_for("admin"), await token_for("ingest")
+    metric_before = await rejected_metric(client)
+    happened = (datetime.now(UTC) - timedelta(minutes=40)).isoformat()
+    events = [{**request_event(f"late-{i}", customer="org_late"), "timestamp": happened} for i in (1, 2)]
+    assert (await send(client, ingest, events)).status_code == 200
+    arrived = await data(client, admin, OVERVIEW)
+    assert arrived["meteringOverview"]["rejectedByCode"] == [{"code": "UNKNOWN_CUSTOMER", "count": 2}]
+    assert await rejected_metric(client) == metric_before + 2
+
+    for _ in range(3):
+        replayed = await data(client, admin, REPLAY)
+        assert replayed["replayQuarantine"] == {"accepted": 0, "stillWaiting": 2, "rejected": 0}
+    overview = (await data(client, admin, OVERVIEW))["meteringOverview"]
+    assert overview["rejectedByCode"] == [{"code": "UNKNOWN_CUSTOMER", "count": 2}], "not 8 after three replays"
+    assert overview["quarantined"] == 2
+    assert await rejected_metric(client) == metric_before + 2
+
+    # The events arrived half an hour ago; the customer is created now and the quarantine replayed.
+    await session.execute(text("UPDATE quarantined_events SET received_at = received_at - interval '30 minutes'"))
+    await session.commit()
+    started = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    new_customer = {"externalId": "org_late", "name": "Late", "currency": "USD", "planKey": "hobby"}
+    await data(client, admin, CREATE, {"i": {**new_customer, "startedAt": started}})
+    replayed = await data(client, admin, REPLAY)
+    assert replayed["replayQuarantine"] == {"accepted": 2, "stillWaiting": 0, "rejected": 0}
+    overview = (await data(client, admin, OVERVIEW))["meteringOverview"]
+    assert overview["waitingToRollUp"] == 2 and overview["quarantined"] == 0
+    assert Decimal(overview["rollUpLagMs"]) < 60_000, "waiting since the replay, not since the first arrival"
+    assert overview["rejectedByCode"] == [{"code": "UNKNOWN_CUSTOMER", "count": 2}]
