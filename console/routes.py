@@ -22,14 +22,24 @@ from app.dependencies import SessionDep
 from app.staff import LoginPolicy, verify_login
 from console.charts import line_chart
 from console.graphql_client import ConsoleQueryFailed, run_operation
-from console.views import UPCOMING_SECTIONS, bar_chart, exact_amount, readable_duration, utc_minute, waterfall
+from console.views import (
+    UPCOMING_SECTIONS,
+    bar_chart,
+    exact_amount,
+    grouped_amount,
+    readable_duration,
+    utc_minute,
+    waterfall,
+)
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Blocks(directory=str(Path(__file__).parent / "templates"))
 templates.env.filters["duration"] = readable_duration
 templates.env.filters["minute"] = utc_minute
 templates.env.filters["exact"] = exact_amount
+templates.env.filters["amount"] = grouped_amount
 NAVIGATION = [
+    ("overview", "Overview"),
     ("customers", "Customers"),
     ("promotions", "Promotions"),
     ("invoices", "Invoices"),
@@ -138,7 +148,7 @@ async def query(request: Request, name: str, variables: dict[str, Any], context:
 
 @router.get("")
 async def console_home() -> RedirectResponse:
-    return RedirectResponse("/console/customers", status_code=307)
+    return RedirectResponse("/console/overview", status_code=307)
 
 
 @router.get("/login")
@@ -420,12 +430,14 @@ def install(app: FastAPI) -> None:
     from console.extras import router as extras_router
     from console.invoice_page import router as invoice_page_router
     from console.lifecycle import router as lifecycle_router
+    from console.overview import router as overview_router
     from console.payments import router as payments_router
     from console.price_overrides import router as price_overrides_router
     from console.pricing import router as pricing_router
     from console.topups import router as topups_router
     from console.webhooks import router as webhooks_router
 
+    app.include_router(overview_router)
     app.include_router(invoice_page_router)
     app.include_router(credits_router)
     app.include_router(topups_router)

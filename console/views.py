@@ -181,3 +181,17 @@ def exact_amount(amount: object) -> str:
     value = Decimal(str(amount))
     text = f"{value:f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def grouped_amount(value: object) -> str:
+    """An amount with thousands separators, exactly as precise as the API gave it: ``"12345.50"``
+    → ``"12,345.50"``; a Money (``{"amount", "currency"}``) → ``"12,345.50 USD"``. The console's
+    one way to print an amount (the ``amount`` filter)."""
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, dict):
+        return f"{grouped_amount(value.get('amount'))} {value.get('currency', '')}".rstrip()
+    try:
+        return f"{Decimal(str(value)):,f}"
+    except ArithmeticError:
+        return str(value)

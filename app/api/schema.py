@@ -41,6 +41,7 @@ from app.api.ledger import CorrectionsMutation, LedgerMutation
 from app.api.lifecycle import LifecycleMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
 from app.api.notifications import NotificationsMutation, NotificationsQuery
+from app.api.overview import OverviewQuery
 from app.api.price_overrides import PriceOverridesMutation
 from app.api.promotions import PromotionsMutation, PromotionsQuery
 from app.api.scalars import SCALAR_MAP
@@ -77,6 +78,7 @@ Query = merge_types(
         TaxesQuery,
         NotificationsQuery,
         WebhooksQuery,
+        OverviewQuery,
     ),
 )
 Mutation = merge_types(
