@@ -210,11 +210,10 @@ class MeterTrend:
 async def usage_trend(
     session: AsyncSession, *, as_of: datetime, days: int = USAGE_DAYS, meters: int = TOP_METERS
 ) -> list[MeterTrend]:
-    """The ``meters`` meters with the most events over the last ``days`` UTC days (today included),
-    and their events per day across all customers. Events, not quantities: a count of events
-    adds up across meters of any aggregation and unit. Reads the rolled-up days, so the last few
-    seconds of usage may not show yet."""
-    until = as_of.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    """The ``meters`` meters with the most events over the last ``days`` whole UTC days (today,
+    not over yet, would read as a drop), and their events per day across all customers. Events,
+    not quantities: a count of events adds up across meters of any aggregation and unit."""
+    until = as_of.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     since = until - timedelta(days=days)
     top = await repository.top_meters(session, since=since, until=until, limit=meters)
     if not top:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ PLOT_LEFT, PLOT_TOP, PLOT_RIGHT, PLOT_BOTTOM = 72, 12, 12, 28
 class Tick:
     position: float  # pixels: y for the value axis, x for the label axis
     label: str
+    minor: bool = False  # a label a narrow screen leaves out, so the others do not overlap
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def nice_ticks(peak: Decimal, *, count: int = 4) -> list[Decimal]:
     rough = peak / count
     magnitude = Decimal(10) ** rough.adjusted()
     step = next(m * magnitude for m in (Decimal(1), Decimal(2), Decimal(5), Decimal(10)) if m * magnitude >= rough)
-    top = -(-peak // step) * step
+    top = (peak / step).to_integral_value(rounding=ROUND_CEILING) * step
     return [step * n for n in range(int(top / step) + 1)]
 
 

@@ -53,6 +53,8 @@ def revenue_charts(months: list[dict[str, Any]]) -> list[AxisChart]:
                 values,
                 unit=currency,
                 tooltips=[f"{label}: {grouped_amount(row['billed'])}" for label, row in zip(labels, rows, strict=True)],
+                width=960,
+                height=260,
             )
         )
     return charts
@@ -66,7 +68,9 @@ def usage_chart(trends: list[dict[str, Any]]) -> AxisChart | None:
         trend["name"]: (f"series-{index}", [Decimal(point["events"]) for point in trend["daily"]])
         for index, trend in enumerate(trends)
     }
-    return lines_chart("Events per day, top meters, last 30 days (UTC)", labels, series, unit="events / day")
+    return lines_chart(
+        "Events per day, top meters, last 30 days (UTC)", labels, series, unit="events / day", width=560, height=260
+    )
 
 
 @router.get("/overview")

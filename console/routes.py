@@ -429,6 +429,7 @@ def install(app: FastAPI) -> None:
     from console.emails import router as emails_router
     from console.extras import router as extras_router
     from console.invoice_page import router as invoice_page_router
+    from console.invoices import router as invoices_router
     from console.lifecycle import router as lifecycle_router
     from console.overview import router as overview_router
     from console.payments import router as payments_router
@@ -438,6 +439,7 @@ def install(app: FastAPI) -> None:
     from console.webhooks import router as webhooks_router
 
     app.include_router(overview_router)
+    app.include_router(invoices_router)
     app.include_router(invoice_page_router)
     app.include_router(credits_router)
     app.include_router(topups_router)

@@ -37,6 +37,7 @@ from app.api.credit_notes import CreditNotesMutation, CreditNotesQuery
 from app.api.customers import CustomersMutation, CustomersQuery
 from app.api.extras import ExtrasMutation
 from app.api.invoice_documents import InvoiceDocumentsMutation
+from app.api.invoice_list import InvoiceListQuery
 from app.api.ledger import CorrectionsMutation, LedgerMutation
 from app.api.lifecycle import LifecycleMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
@@ -79,6 +80,7 @@ Query = merge_types(
         NotificationsQuery,
         WebhooksQuery,
         OverviewQuery,
+        InvoiceListQuery,
     ),
 )
 Mutation = merge_types(
