@@ -43,6 +43,7 @@ NAVIGATION = [
     ("customers", "Customers"),
     ("promotions", "Promotions"),
     ("invoices", "Invoices"),
+    ("plans", "Plans"),
     ("pricing", "Pricing"),
     ("anomalies", "Anomalies"),
     ("reconciliation", "Reconciliation"),
@@ -430,9 +431,11 @@ def install(app: FastAPI) -> None:
     from console.extras import router as extras_router
     from console.invoice_page import router as invoice_page_router
     from console.invoices import router as invoices_router
+    from console.ledger import router as ledger_router
     from console.lifecycle import router as lifecycle_router
     from console.overview import router as overview_router
     from console.payments import router as payments_router
+    from console.plans import router as plans_router
     from console.price_overrides import router as price_overrides_router
     from console.pricing import router as pricing_router
     from console.topups import router as topups_router
@@ -440,6 +443,8 @@ def install(app: FastAPI) -> None:
 
     app.include_router(overview_router)
     app.include_router(invoices_router)
+    app.include_router(ledger_router)
+    app.include_router(plans_router)
     app.include_router(invoice_page_router)
     app.include_router(credits_router)
     app.include_router(topups_router)

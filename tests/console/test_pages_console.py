@@ -4,16 +4,22 @@ rendering on an empty database and on the demo's."""
 from __future__ import annotations
 
 import csv
+import importlib
 import io
+import pkgutil
 import re
+import uuid
 from decimal import Decimal
 
 import httpx
 import pytest
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+import console
 from app.demo import load_demo
 from app.staff import create_user
+from customers import service as customers
+from ledger import service as ledger
 from tests.conftest import now
 from tests.console.test_console import PASSWORD, sign_in
 
@@ -64,3 +70,78 @@ async def test_invoices_list_filters_totals_and_csv(client: httpx.AsyncClient, d
     assert "give an amount" in refused.text and "give a date" in refused.text
     found = await client.get("/console/invoices", params={"number": numbers[0].lower()})
     assert found.status_code == 303 and found.headers["location"] == f"/console/invoices/{numbers[0]}"
+
+
+async def test_ledger_view_runs_the_balance_in_sequence_and_links_causes(
+    client: httpx.AsyncClient, session: AsyncSession, demo: None
+) -> None:
+    await sign_in(client, "fin@example.com", PASSWORD)
+    acme = (await customers.ids_by_external_id(session, ["org_acme"]))["org_acme"]
+    owed = await ledger.balances(session, acme, "USD")
+    for account, closing in (("receivable", owed.outstanding), ("credits", owed.credits)):
+        exported = await client.get(f"/console/customers/{acme}/ledger.csv", params={"account": account})
+        rows = list(csv.DictReader(io.StringIO(exported.text)))
+        assert rows, account
+        sequences = [int(row["sequence"]) for row in rows]
+        assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+        balance = Decimal(0)
+        for row in rows:
+            debit, credit = Decimal(row["debit"]), Decimal(row["credit"])
+            assert not (debit and credit)
+            balance += (debit - credit) if account == "receivable" else (credit - debit)
+            assert Decimal(row["balance"]) == balance
+        assert balance == Decimal(closing) / 100, "the running balance ends at the account's balance"
+        if account == "receivable":
+            assert all(row["invoice"].startswith("INV-") for row in rows if row["kind"] == "invoice")
+        else:
+            assert rows[0]["grant_id"], "a grant links to the grant it created"
+    page = await client.get(f"/console/customers/{acme}/ledger")
+    assert page.status_code == 200
+    assert re.search(r'href="/console/invoices/INV-\d+"', page.text)
+    assert "Credits USD" in page.text and "Export CSV" in page.text
+
+
+def console_get_routes() -> list[str]:
+    """Every GET path of every console module's router."""
+    paths = []
+    for found in pkgutil.iter_modules(console.__path__):
+        router = getattr(importlib.import_module(f"console.{found.name}"), "router", None)
+        if router is not None:
+            paths += [route.path for route in router.routes if "GET" in route.methods]
+    return sorted(set(paths))
+
+
+async def every_page_answers(client: httpx.AsyncClient, known: dict[str, str]) -> dict[str, tuple[int, bool]]:
+    """Each console GET route with ``known`` path parameters (a real row's) or ones that name
+    nothing; a page about nothing must say so (404), never fail. By URL: the status, and whether
+    every parameter was a known one."""
+    nothing = {"section": "no-such-section", "trace_id": "0" * 32, "position": "0", "reference": "INV-999999"}
+    statuses = {}
+    for path in console_get_routes():
+        url, names = path, re.findall(r"{(\w+)}", path)
+        for name in names:
+            url = url.replace(f"{{{name}}}", known.get(name) or nothing.get(name) or str(uuid.uuid4()))
+        response = await client.get(url)
+        assert response.status_code < 500, f"{url}: {response.status_code}\n{response.text[:2000]}"
+        assert "Unexpected error" not in response.text, url
+        statuses[url] = (response.status_code, all(name in known for name in names))
+    return statuses
+
+
+async def test_every_console_page_renders_on_an_empty_database(client: httpx.AsyncClient, admin: None) -> None:
+    await sign_in(client, "fin@example.com", PASSWORD)
+    statuses = await every_page_answers(client, {})
+    for page in ("/console/overview", "/console/invoices", "/console/plans", "/console/customers"):
+        assert statuses[page] == (200, True), page
+
+
+async def test_every_console_page_renders_with_the_demo_data(
+    client: httpx.AsyncClient, session: AsyncSession, demo: None
+) -> None:
+    await sign_in(client, "fin@example.com", PASSWORD)
+    acme = (await customers.ids_by_external_id(session, ["org_acme"]))["org_acme"]
+    statuses = await every_page_answers(
+        client, {"customer_id": str(acme), "reference": "INV-000001", "external_id": "org_acme"}
+    )
+    refused = {url: status for url, (status, known) in statuses.items() if known and status >= 400}
+    assert not refused, "pages of rows that exist open"

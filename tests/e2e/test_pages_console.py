@@ -59,3 +59,34 @@ def test_invoices_list_filtered_exported_and_opened(page, live_server: LiveServe
     rows.first.locator("a").first.click()
     page.wait_for_url(f"**/console/invoices/{number}")
     expect(page.locator("main")).to_contain_text("Due")
+
+
+def test_ledger_view_of_a_customer(page, live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{live_server.base_url}/console/customers?search=org_acme")
+    page.click("table >> text=org_acme")
+    page.click('nav.tabs >> text="Ledger"')
+    page.wait_for_url("**/ledger")
+    statement = page.locator("#ledger-statement tbody tr")
+    expect(statement.first.locator("a").first).to_have_text(re.compile(r"INV-\d{6}"))
+    balances = [row.locator("td").nth(6).inner_text() for row in statement.all()]
+    assert balances and all(re.fullmatch(r"-?[\d,]+\.\d\d", balance) for balance in balances)
+    screenshot_both_sizes(page, "ledger")
+    page.click("nav.picker >> text=Credits USD")
+    page.wait_for_url("**/ledger?account=credits&currency=USD")
+    expect(page.locator("#ledger-statement")).to_contain_text("credit grant")
+    statement.first.locator("a", has_text=re.compile("INV-|credit grant")).first.click()
+    expect(page.locator("main")).to_be_visible()
+
+
+def test_plans_page_lists_versions_prices_and_customers(page, live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    page.click("nav >> text=Plans")
+    page.wait_for_url("**/console/plans")
+    team = page.locator("#plan-team")
+    expect(team.locator(".plan-version").first).to_contain_text("current")
+    expect(team).to_contain_text("per month")
+    subscribers = team.locator(".subscribers a")
+    expect(subscribers.first).to_be_visible()
+    screenshot_both_sizes(page, "plans")
+    name = subscribers.first.inner_text()
+    subscribers.first.click()
+    expect(page.locator("h1")).to_have_text(name)
