@@ -6,68 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
-
-
-@dataclass(frozen=True)
-class Line:
-    name: str
-    css_class: str
-    segments: list[str]  # SVG polylines' "x,y x,y …"; a gap in the data starts a new one
-    latest: str | None  # the last value there is, as the API gave it
-
-
-@dataclass(frozen=True)
-class LineChart:
-    width: int
-    height: int
-    lines: list[Line]
-    peak: float
-    first_label: str
-    last_label: str
-
-    @property
-    def empty(self) -> bool:
-        return not any(line.segments for line in self.lines)
-
-
-def line_chart(
-    labels: list[str],
-    series: dict[str, tuple[str, list[object]]],
-    *,
-    width: int = 720,
-    height: int = 160,
-) -> LineChart:
-    """One line per series over the same ``labels`` (x axis). ``series`` maps a name to its CSS
-    class and its values (numbers as strings or ints, None where there is no data)."""
-    numbers = {
-        name: [None if v is None else float(Decimal(str(v))) for v in values] for name, (_, values) in series.items()
-    }
-    peak = max((v for values in numbers.values() for v in values if v is not None), default=0.0)
-    step = width / max(len(labels) - 1, 1)
-
-    def y(value: float) -> float:
-        return round(height - (value / peak * height if peak else 0), 2)
-
-    lines = []
-    for name, (css_class, values) in series.items():
-        segments: list[str] = []
-        current: list[str] = []
-        for index, value in enumerate(numbers[name]):
-            if value is None:
-                if current:
-                    segments.append(" ".join(current))
-                current = []
-                continue
-            current.append(f"{round(index * step, 2)},{y(value)}")
-        if current:
-            segments.append(" ".join(current))
-        present = [v for v in values if v is not None]
-        lines.append(Line(name, css_class, segments, str(present[-1]) if present else None))
-    return LineChart(width, height, lines, peak, labels[0] if labels else "", labels[-1] if labels else "")
-
+from typing import Any
 
 # Axes: a plot area inside the SVG, the y labels on its left and the x labels under it.
-PLOT_LEFT, PLOT_TOP, PLOT_RIGHT, PLOT_BOTTOM = 72, 12, 12, 28
+PLOT_LEFT, PLOT_TOP, PLOT_RIGHT, PLOT_BOTTOM = 84, 12, 16, 28
 
 
 @dataclass(frozen=True)
@@ -148,9 +90,8 @@ def _value_axis(peak: Decimal, plot_height: float, label: Callable[[Decimal], st
 
 def _label_ticks(labels: list[str], centers: list[float], *, most: int) -> list[Tick]:
     every = max(1, -(-len(labels) // most))
-    return [
-        Tick(round(x, 2), label) for i, (x, label) in enumerate(zip(centers, labels, strict=True)) if i % every == 0
-    ]
+    shown = [(x, label) for i, (x, label) in enumerate(zip(centers, labels, strict=True)) if i % every == 0]
+    return [Tick(round(x, 2), label, minor=index % 2 == 1) for index, (x, label) in enumerate(shown)]
 
 
 def column_chart(
@@ -228,3 +169,24 @@ def lines_chart(
     return AxisChart(
         title, unit, width, height, PLOT_LEFT, PLOT_TOP, PLOT_RIGHT, PLOT_BOTTOM, y_ticks, x_ticks, [], drawn
     )
+
+
+# A duration chart's one unit, chosen from its peak: (name, milliseconds in one).
+DURATION_UNITS = (("hours", 3_600_000), ("minutes", 60_000), ("seconds", 1000), ("milliseconds", 1))
+
+
+def duration_chart(
+    title: str, labels: list[str], series: dict[str, tuple[str, list[object]]], **options: Any
+) -> AxisChart:
+    """Lags over time in milliseconds (the API's), drawn in one unit for the whole chart: the
+    largest unit the peak reaches twice, so the axis reads 0–90 seconds rather than 0–90,000 milliseconds."""
+    values = {
+        name: (css, [None if v is None else Decimal(str(v)) for v in points]) for name, (css, points) in series.items()
+    }
+    peak = max((v for _, points in values.values() for v in points if v is not None), default=Decimal(0))
+    unit, size = next(((u, n) for u, n in DURATION_UNITS if peak >= 2 * n), DURATION_UNITS[-1])
+    scaled: dict[str, tuple[str, list[Decimal | None]]] = {
+        name: (css, [None if v is None else (v / size).quantize(Decimal("0.1")) for v in points])
+        for name, (css, points) in values.items()
+    }
+    return lines_chart(title, labels, scaled, unit=unit, **options)

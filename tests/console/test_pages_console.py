@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 import console
 from app.demo import load_demo
 from app.staff import create_user
+from console.charts import Tick, column_chart, duration_chart
 from customers import service as customers
 from ledger import service as ledger
 from tests.conftest import now
@@ -145,3 +146,19 @@ async def test_every_console_page_renders_with_the_demo_data(
     )
     refused = {url: status for url, (status, known) in statuses.items() if known and status >= 400}
     assert not refused, "pages of rows that exist open"
+
+
+def test_a_duration_chart_keeps_one_unit_and_round_ticks() -> None:
+    chart = duration_chart("lag", ["10:00", "11:00", "12:00"], {"p99": ("p99", [900, 95_000, None])})
+    assert chart.unit == "seconds", "95 s peaks above two seconds, not two minutes"
+    assert [tick.label for tick in chart.y_ticks] == ["0", "50", "100"]
+    assert [point.tooltip for point in chart.series[0].points] == [
+        "p99, 10:00: 0.9 seconds",
+        "p99, 11:00: 95.0 seconds",
+    ]
+    assert len(chart.series[0].segments) == 1, "no value, no point"
+    assert [tick.label for tick in nice_ticks_of(Decimal("4231.50"))] == ["0", "2,000", "4,000", "6,000"]
+
+
+def nice_ticks_of(peak: Decimal) -> list[Tick]:
+    return column_chart("revenue", ["Dec"], [peak], unit="USD", tooltips=["Dec"]).y_ticks

@@ -90,3 +90,17 @@ def test_plans_page_lists_versions_prices_and_customers(page, live_server: LiveS
     name = subscribers.first.inner_text()
     subscribers.first.click()
     expect(page.locator("h1")).to_have_text(name)
+
+
+def test_charts_have_axes_units_and_tooltips(page, live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{live_server.base_url}/console/customers?search=org_acme")
+    page.click("table >> text=org_acme")
+    usage = page.locator("#usage-chart svg")
+    expect(usage.locator("text.unit")).to_have_text(re.compile(r"\w+"))
+    expect(usage.locator("rect.bar title").first).to_contain_text("UTC:")
+    expect(usage.locator("text.tick").first).to_have_text(re.compile(r"^[\d,.]+$"))
+    screenshot_both_sizes(page, "customer-usage-chart")
+    page.click("nav >> text=Metering")
+    lags = page.locator("svg.chart").first
+    expect(lags.locator("text.unit")).to_have_text(re.compile(r"^(milliseconds|seconds|minutes|hours)$"))
+    screenshot_both_sizes(page, "metering-charts")
