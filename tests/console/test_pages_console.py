@@ -4,6 +4,7 @@ rendering on an empty database and on the demo's."""
 from __future__ import annotations
 
 import csv
+import html
 import importlib
 import io
 import pkgutil
@@ -162,3 +163,27 @@ def test_a_duration_chart_keeps_one_unit_and_round_ticks() -> None:
 
 def nice_ticks_of(peak: Decimal) -> list[Tick]:
     return column_chart("revenue", ["Dec"], [peak], unit="USD", tooltips=["Dec"]).y_ticks
+
+
+async def test_usage_lines_explain_their_amount(client: httpx.AsyncClient, demo: None) -> None:
+    await sign_in(client, "fin@example.com", PASSWORD)
+    listed = await client.get("/console/invoices", params={"customer": "org_acme"})
+    newest = re.findall(r'href="/console/invoices/(INV-\d+)"', listed.text)[0]
+    page = await client.get(f"/console/invoices/{newest}")
+    explained = [html.unescape(text) for text in re.findall(r'<span class="explanation">([^<]+)</span>', page.text)]
+    shares = []
+    for line in explained:
+        found = re.fullmatch(
+            r"(?:([\d,]+) of )?([\d,]+) (\w+), ([\d,]+) included, ([\d,]+) × ([\d.]+) = ([\d.,]+)"
+            r"(?:, raised to the minimum [\d.,]+)?(?:; this part's share = ([\d.,]+))?",
+            line,
+        )
+        if found:
+            part, quantity, _, included, billable, price, amount, share = found.groups()
+            number = [Decimal(text.replace(",", "")) for text in (quantity, included, billable, price, amount)]
+            assert number[0] - number[1] == number[2] and number[2] * number[3] == number[4], line
+            assert (part is None) == (share is None), line
+            if share:
+                shares.append(Decimal(share.replace(",", "")))
+    assert any("included" in line for line in explained), explained
+    assert any("this part's share" in line for line in explained), "premium requests are split by model"
