@@ -43,14 +43,13 @@ class InvoiceFilter:
             raise InvalidInput(f"unknown status {unknown[0]!r}: one of {', '.join(INVOICE_STATUSES)}", field="statuses")
         if self.customer is not None and len(self.customer) > MAX_FILTER_TEXT:
             raise InvalidInput(f"at most {MAX_FILTER_TEXT} characters", field="customer")
-        for name in ("min_total", "max_total"):
-            bound = getattr(self, name)
+        for name, bound in (("minTotal", self.min_total), ("maxTotal", self.max_total)):
             if bound is not None and (not bound.is_finite() or abs(bound) >= Decimal(10) ** 18):
                 raise InvalidInput("must be an amount below 10^18", field=name)
         if self.min_total is not None and self.max_total is not None and self.min_total > self.max_total:
-            raise InvalidInput("must not be above the maximum", field="min_total")
+            raise InvalidInput("must not be above the maximum", field="minTotal")
         if self.issued_from and self.issued_until and self.issued_from >= self.issued_until:
-            raise InvalidInput("must be before the end of the range", field="issued_from")
+            raise InvalidInput("must be before the end of the range", field="issuedFrom")
         return self
 
     def parameters(self, as_of: datetime) -> dict[str, Any]:

@@ -15,12 +15,21 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
 from console.billing import invoice_reference
+from console.graphql_client import ConsoleQueryFailed
 from console.routes import CSV_ROW_LIMIT, ContextDep, csv_download, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 STATUSES = ("issued", "paid", "void", "uncollectible")
 PAGE_SIZE = 50
+# The API's filter fields, by the form's input each one comes from.
+REFUSED_FIELDS = {
+    "minTotal": "min_total",
+    "maxTotal": "max_total",
+    "issuedFrom": "issued_from",
+    "customer": "customer",
+    "currency": "currency",
+}
 MAX_TEXT = 200
 
 
@@ -109,12 +118,20 @@ async def invoice_list(
     variables = filters.variables()
     if filters.errors:
         return None
-    found = await query(
-        request,
-        "ConsoleInvoiceList",
-        {"filter": variables, "first": first, "after": after, "withTotals": totals},
-        context,
-    )
+    try:
+        found = await query(
+            request,
+            "ConsoleInvoiceList",
+            {"filter": variables, "first": first, "after": after, "withTotals": totals},
+            context,
+        )
+    except ConsoleQueryFailed as refused:
+        for message in refused.messages:
+            field, _, reason = message.removeprefix("filter.").partition(": ")
+            if field not in REFUSED_FIELDS:
+                raise
+            filters.errors[REFUSED_FIELDS[field]] = reason
+        return None
     return found["invoiceList"]
 
 

@@ -349,7 +349,7 @@ def usage_chart(meter: str, unit: str, granularity: str, points: list[dict[str, 
     labels = [f"{s:%b} {s.day}" if granularity == "DAY" else f"{s:%H}:00" for s in starts]
     moments = [f"{s:%Y-%m-%d}" if granularity == "DAY" else f"{s:%Y-%m-%d %H}:00" for s in starts]
     quantities = [Decimal(point["quantity"]) for point in points]
-    shown_unit = unit or "units"
+    shown_unit = f"{unit}s" if unit.isalpha() and not unit.endswith("s") else unit or "units"
     return column_chart(
         f"{meter} by {granularity.lower()}",
         labels,

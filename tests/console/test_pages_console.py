@@ -22,7 +22,7 @@ from app.staff import create_user
 from console.charts import Tick, column_chart, duration_chart
 from customers import service as customers
 from ledger import service as ledger
-from tests.conftest import now
+from tests.conftest import graphql, now
 from tests.console.test_console import PASSWORD, sign_in
 
 
@@ -70,6 +70,8 @@ async def test_invoices_list_filters_totals_and_csv(client: httpx.AsyncClient, d
     refused = await client.get("/console/invoices", params={"min_total": "ten", "issued_from": "yesterday"})
     assert refused.status_code == 422
     assert "give an amount" in refused.text and "give a date" in refused.text
+    reversed_range = await client.get("/console/invoices", params={"min_total": "5", "max_total": "1"})
+    assert reversed_range.status_code == 422 and "must not be above the maximum" in reversed_range.text
     found = await client.get("/console/invoices", params={"number": numbers[0].lower()})
     assert found.status_code == 303 and found.headers["location"] == f"/console/invoices/{numbers[0]}"
 
@@ -187,3 +189,24 @@ async def test_usage_lines_explain_their_amount(client: httpx.AsyncClient, demo:
                 shares.append(Decimal(share.replace(",", "")))
     assert any("included" in line for line in explained), explained
     assert any("this part's share" in line for line in explained), "premium requests are split by model"
+
+
+async def test_a_customer_token_lists_its_own_invoices_and_sees_no_overview(
+    client: httpx.AsyncClient, demo: None, token_for
+) -> None:  # type: ignore[no-untyped-def]
+    token = await token_for("customer", "org_acme")
+    listed = await graphql(
+        client,
+        token,
+        "{ invoiceList(first: 100) { edges { node { customerExternalId } } totals { currency invoices } } }",
+    )
+    found = listed.json()["data"]["invoiceList"]
+    assert {edge["node"]["customerExternalId"] for edge in found["edges"]} == {"org_acme"}
+    assert sum(total["invoices"] for total in found["totals"]) == len(found["edges"])
+    for query in ("{ financeOverview { openAnomalies } }", "{ planVersions { subscriptions } }"):
+        refused = (await graphql(client, token, query)).json()
+        assert refused["data"] is None and refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    bad = (
+        await graphql(client, token, '{ invoiceList(filter: {minTotal: "5", maxTotal: "1"}) { totals { currency } } }')
+    ).json()
+    assert bad["errors"][0]["extensions"] == {"code": "INVALID", "field": "minTotal"}
