@@ -33,8 +33,10 @@ async def admin(session: AsyncSession) -> None:
 
 
 @pytest.fixture
-async def demo(session: AsyncSession, admin: None) -> None:
-    await load_demo(session, as_of=now(), with_usage=True)
+async def demo(session: AsyncSession, admin: None, request: pytest.FixtureRequest) -> None:
+    """The demo's customers, invoices and grants; its month of usage only for tests marked
+    ``demo_usage`` (the slow part)."""
+    await load_demo(session, as_of=now(), with_usage=request.node.get_closest_marker("demo_usage") is not None)
     await session.commit()
 
 
@@ -139,6 +141,7 @@ async def test_every_console_page_renders_on_an_empty_database(client: httpx.Asy
         assert statuses[page] == (200, True), page
 
 
+@pytest.mark.demo_usage
 async def test_every_console_page_renders_with_the_demo_data(
     client: httpx.AsyncClient, session: AsyncSession, demo: None
 ) -> None:
@@ -167,6 +170,7 @@ def nice_ticks_of(peak: Decimal) -> list[Tick]:
     return column_chart("revenue", ["Dec"], [peak], unit="USD", tooltips=["Dec"]).y_ticks
 
 
+@pytest.mark.demo_usage
 async def test_usage_lines_explain_their_amount(client: httpx.AsyncClient, demo: None) -> None:
     await sign_in(client, "fin@example.com", PASSWORD)
     listed = await client.get("/console/invoices", params={"customer": "org_acme"})
