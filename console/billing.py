@@ -127,6 +127,7 @@ async def customer_invoices_csv(request: Request, context: ContextDep, customer_
         "period_start",
         "period_end",
         "issued_at",
+        "due_at",
         "currency",
         "subtotal",
         "credits_applied",
@@ -152,6 +153,7 @@ async def customer_invoices_csv(request: Request, context: ContextDep, customer_
                     invoice["periodStart"],
                     invoice["periodEnd"],
                     invoice["issuedAt"],
+                    invoice["dueAt"],
                     invoice["total"]["currency"],
                     invoice["subtotal"]["amount"],
                     invoice["creditsApplied"]["amount"],
@@ -235,18 +237,6 @@ async def change_plan(request: Request, context: ContextDep, customer_id: str) -
     else:
         notice = f"Plan change to {form['plan_key']} scheduled for {utc_minute(payload['effectiveAt'])} UTC"
     return RedirectResponse(f"/console/customers/{customer_id}/invoices?notice={notice}", status_code=303)
-
-
-@router.get("/invoices")
-async def invoice_lookup(request: Request, context: ContextDep, number: str = "") -> Response:
-    """Find an invoice by its number (the schema lists invoices per customer only)."""
-    number = number.strip()
-    if number:
-        found = (await query(request, "ConsoleInvoice", invoice_reference(number), context))["invoice"]
-        if found is not None:
-            return RedirectResponse(f"/console/invoices/{found['number']}", status_code=303)
-        return render(request, "invoices.html", {"number": number, "missing": True}, status_code=404)
-    return render(request, "invoices.html", {"number": "", "missing": False})
 
 
 def invoice_reference(reference: str) -> dict[str, str]:

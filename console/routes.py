@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,19 +21,29 @@ from app.auth import Role, Viewer
 from app.console_sessions import SESSION_KEY, active_session, end_session, start_session, touch_session
 from app.dependencies import SessionDep
 from app.staff import LoginPolicy, verify_login
-from console.charts import line_chart
+from console.charts import AxisChart, column_chart, duration_chart
 from console.graphql_client import ConsoleQueryFailed, run_operation
-from console.views import UPCOMING_SECTIONS, bar_chart, exact_amount, readable_duration, utc_minute, waterfall
+from console.views import (
+    UPCOMING_SECTIONS,
+    exact_amount,
+    grouped_amount,
+    readable_duration,
+    utc_minute,
+    waterfall,
+)
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Blocks(directory=str(Path(__file__).parent / "templates"))
 templates.env.filters["duration"] = readable_duration
 templates.env.filters["minute"] = utc_minute
 templates.env.filters["exact"] = exact_amount
+templates.env.filters["amount"] = grouped_amount
 NAVIGATION = [
+    ("overview", "Overview"),
     ("customers", "Customers"),
     ("promotions", "Promotions"),
     ("invoices", "Invoices"),
+    ("plans", "Plans"),
     ("pricing", "Pricing"),
     ("anomalies", "Anomalies"),
     ("reconciliation", "Reconciliation"),
@@ -138,7 +149,7 @@ async def query(request: Request, name: str, variables: dict[str, Any], context:
 
 @router.get("")
 async def console_home() -> RedirectResponse:
-    return RedirectResponse("/console/customers", status_code=307)
+    return RedirectResponse("/console/overview", status_code=307)
 
 
 @router.get("/login")
@@ -321,7 +332,8 @@ async def customer_page(
             },
             context,
         )
-        chart = bar_chart(series["customer"]["usageSeries"])
+        unit = next((u["meter"]["unit"] for u in usage["usage"] if u["meter"]["key"] == chart_meter), "")
+        chart = usage_chart(chart_meter, unit, granularity, series["customer"]["usageSeries"])
     return render(
         request,
         "customer.html",
@@ -330,26 +342,52 @@ async def customer_page(
     )
 
 
+def usage_chart(meter: str, unit: str, granularity: str, points: list[dict[str, Any]]) -> AxisChart:
+    """A customer's usage of one meter by day or hour, in the meter's unit (plural when shown
+    on the axis: "requests"), each column's exact quantity in its tooltip."""
+    starts = [datetime.fromisoformat(point["start"]) for point in points]
+    labels = [f"{s:%b} {s.day}" if granularity == "DAY" else f"{s:%H}:00" for s in starts]
+    moments = [f"{s:%Y-%m-%d}" if granularity == "DAY" else f"{s:%Y-%m-%d %H}:00" for s in starts]
+    quantities = [Decimal(point["quantity"]) for point in points]
+    shown_unit = f"{unit}s" if unit.isalpha() and not unit.endswith("s") else unit or "units"
+    return column_chart(
+        f"{meter} by {granularity.lower()}",
+        labels,
+        quantities,
+        unit=shown_unit,
+        tooltips=[f"{m} UTC: {grouped_amount(q)} {shown_unit}" for m, q in zip(moments, quantities, strict=True)],
+        width=960,
+        height=240,
+        most_labels=10,
+    )
+
+
 @router.get("/metering")
 async def metering_page(request: Request, context: ContextDep, replayed: str | None = None) -> Response:
     data = await query(request, "ConsoleMetering", {}, context)
     history = data["meteringHistory"]
     hours = [point["start"][11:16] for point in history["points"]]
-    lag_chart = line_chart(
+    lag_chart = duration_chart(
+        "Lag by hour, last 24 hours (UTC)",
         hours,
         {
             "ingest lag p50": ("p50", [p["ingestLagP50Ms"] for p in history["points"]]),
             "ingest lag p99": ("p99", [p["ingestLagP99Ms"] for p in history["points"]]),
             "processing p99": ("processing", [p["processingP99Ms"] for p in history["points"]]),
         },
+        width=560,
+        height=240,
     )
     snapshots = history["watermarks"]
-    watermark_chart = line_chart(
+    watermark_chart = duration_chart(
+        "Watermark age, last 24 hours (UTC)",
         [snapshot["takenAt"][11:16] for snapshot in snapshots],
         {
             "median": ("p50", [s["watermarkAgeP50Ms"] for s in snapshots]),
             "oldest": ("p99", [s["watermarkAgeMaxMs"] for s in snapshots]),
         },
+        width=560,
+        height=240,
     )
     return render(
         request,
@@ -428,14 +466,22 @@ def install(app: FastAPI) -> None:
     from console.emails import router as emails_router
     from console.extras import router as extras_router
     from console.invoice_page import router as invoice_page_router
+    from console.invoices import router as invoices_router
+    from console.ledger import router as ledger_router
     from console.lifecycle import router as lifecycle_router
+    from console.overview import router as overview_router
     from console.payments import router as payments_router
+    from console.plans import router as plans_router
     from console.price_overrides import router as price_overrides_router
     from console.pricing import router as pricing_router
     from console.topups import router as topups_router
     from console.webhooks import router as webhooks_router
 
     app.include_router(customer_links_router)  # first: an external id must not reach the pages by id
+    app.include_router(overview_router)
+    app.include_router(invoices_router)
+    app.include_router(ledger_router)
+    app.include_router(plans_router)
     app.include_router(invoice_page_router)
     app.include_router(credits_router)
     app.include_router(topups_router)

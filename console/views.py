@@ -57,54 +57,6 @@ def waterfall(spans: list[dict[str, Any]]) -> list[WaterfallRow]:
 UPCOMING_SECTIONS: dict[str, tuple[str, int, str]] = {}
 
 
-@dataclass(frozen=True)
-class Bar:
-    x: float
-    y: float
-    width: float
-    height: float
-    start: str
-    quantity: str
-
-
-@dataclass(frozen=True)
-class BarChart:
-    width: int
-    height: int
-    bars: list[Bar]
-    peak: str
-    first_label: str
-    last_label: str
-
-
-def bar_chart(points: list[dict[str, Any]], *, width: int = 720, height: int = 160) -> BarChart:
-    """Bars for a usage series, server-rendered as SVG. Floats here are pixel positions only;
-    the quantities shown stay the API's exact decimal strings."""
-    values = [float(Decimal(p["quantity"])) for p in points]
-    peak = max(values, default=0.0)
-    slot = width / max(len(points), 1)
-    bars = [
-        Bar(
-            x=round(index * slot + slot * 0.1, 2),
-            y=round(height - (value / peak * height if peak else 0), 2),
-            width=round(slot * 0.8, 2),
-            height=round(value / peak * height if peak else 0, 2),
-            start=point["start"][:16].replace("T", " "),
-            quantity=point["quantity"],
-        )
-        for index, (point, value) in enumerate(zip(points, values, strict=True))
-    ]
-    peak_label = max((p["quantity"] for p in points), key=lambda q: Decimal(q), default="0")
-    return BarChart(
-        width,
-        height,
-        bars,
-        peak_label,
-        bars[0].start if bars else "",
-        bars[-1].start if bars else "",
-    )
-
-
 def readable_duration(milliseconds: object) -> str:
     """``"850 ms"``, ``"12.4 s"``, ``"3.2 min"``, ``"5.1 h"``: a lag people can read at a glance."""
     if milliseconds is None:
@@ -181,3 +133,17 @@ def exact_amount(amount: object) -> str:
     value = Decimal(str(amount))
     text = f"{value:f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def grouped_amount(value: object) -> str:
+    """An amount with thousands separators, exactly as precise as the API gave it: ``"12345.50"``
+    → ``"12,345.50"``; a Money (``{"amount", "currency"}``) → ``"12,345.50 USD"``. The console's
+    one way to print an amount (the ``amount`` filter)."""
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, dict):
+        return f"{grouped_amount(value.get('amount'))} {value.get('currency', '')}".rstrip()
+    try:
+        return f"{Decimal(str(value)):,f}"
+    except ArithmeticError:
+        return str(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -31,6 +32,7 @@ from app.auth import Capability
 from app.invoice_documents import public_url
 from billing import service as billing
 from billing.invoice_numbers import invoice_number, parse_invoice_number
+from billing.invoices.breakdown import line_explanation
 from billing.invoicing import DraftLine
 from billing.models import Invoice as InvoiceRow
 from billing.models import InvoiceLine as InvoiceLineRow
@@ -82,6 +84,23 @@ class InvoiceLine:
     service_end: datetime
     position: int = strawberry.field(description="The line's place on its invoice, from 0.")
     issued: strawberry.Private[tuple[InvoiceRow, InvoiceLineRow] | None]
+    rated_by: strawberry.Private[tuple[uuid.UUID | None, uuid.UUID | None]] = (None, None)  # version, charge
+    # (quantity, exact amount) of each line of the same charge and service period: dimensions' shares
+    charge_parts: strawberry.Private[list[tuple[Decimal, Decimal]]] = strawberry.field(default_factory=list)
+
+    @strawberry.field(
+        description='How the amount follows from the quantity, e.g. "314 calls, 250 included, 64 × 0.04 = 2.56"; '
+        "null for lines other than usage, and when the charge's terms do not rate back to the amount (a price "
+        "override, an allowance prorated over part of a period, an interim invoice's difference)."
+    )
+    async def explanation(self, info: Info) -> str | None:
+        version_id, charge_id = self.rated_by
+        if self.kind is not InvoiceLineKind.USAGE or version_id is None or charge_id is None:
+            return None
+        rows = await info.context.loaders.charges_by_version.load(version_id)
+        charge, meter = next(((c, m) for c, m in rows if c.id == charge_id), (None, None))
+        unit = meter.unit if meter else ""
+        return line_explanation("usage", self.quantity, self.amount_exact, charge, unit, self.charge_parts)
 
     @strawberry.field(
         description="Why this amount: the plan version, and for usage the rollups and raw events that fed the "
@@ -101,6 +120,7 @@ class InvoiceLine:
         amount_minor: int,
         position: int,
         issued: tuple[InvoiceRow, InvoiceLineRow] | None = None,
+        siblings: Sequence[DraftLine | InvoiceLineRow] = (),
     ) -> InvoiceLine:
         return cls(
             position=position,
@@ -114,6 +134,15 @@ class InvoiceLine:
             dimensions=cast(JSON, line.dimensions),
             service_start=line.service_start,
             service_end=line.service_end,
+            rated_by=(line.plan_version_id, line.plan_charge_id),
+            charge_parts=[
+                (other.quantity, other.amount_exact)
+                for other in siblings
+                if other.kind == "usage"
+                and other.quantity is not None
+                and other.plan_charge_id == line.plan_charge_id
+                and other.service_start == line.service_start
+            ],
         )
 
 
@@ -237,15 +266,17 @@ class Invoice:
     @strawberry.field
     async def lines(self, info: Info) -> list[InvoiceLine]:
         rows = await info.context.loaders.invoice_lines.load(self.row.id)
-        return [self._line(row) for row in rows]
+        return [self._line(row, rows) for row in rows]
 
     @strawberry.field(description="One line by its position; null when there is none.")
     async def line(self, info: Info, position: int) -> InvoiceLine | None:
         rows = await info.context.loaders.invoice_lines.load(self.row.id)
-        return next((self._line(row) for row in rows if row.position == position), None)
+        return next((self._line(row, rows) for row in rows if row.position == position), None)
 
-    def _line(self, row: InvoiceLineRow) -> InvoiceLine:
-        return InvoiceLine.from_draft(row, self.row.currency, row.amount, row.position, issued=(self.row, row))
+    def _line(self, row: InvoiceLineRow, rows: Sequence[InvoiceLineRow]) -> InvoiceLine:
+        return InvoiceLine.from_draft(
+            row, self.row.currency, row.amount, row.position, issued=(self.row, row), siblings=rows
+        )
 
     @strawberry.field(description="What its credit notes took back, in all (0 when it has none).")
     async def credited_amount(self, info: Info) -> Money:
@@ -314,7 +345,7 @@ class UpcomingInvoice:
             total=money(preview.total, currency),
             amount_due=money(preview.amount_due, currency),
             lines=[
-                InvoiceLine.from_draft(line, currency, line.amount(currency), position)
+                InvoiceLine.from_draft(line, currency, line.amount(currency), position, siblings=draft.lines)
                 for position, line in enumerate(draft.lines)
             ],
             tax=money(preview.tax, currency),

@@ -76,7 +76,7 @@ async def _invoice_of(session: object, row: InvoiceRow, *, dry_run: bool) -> Tri
         total=money(row.total, currency),
         credits_applied=money(row.credits_applied, currency),
         amount_due=money(row.amount_due, currency),
-        lines=[InvoiceLine.from_draft(line, currency, line.amount, line.position) for line in lines],
+        lines=[InvoiceLine.from_draft(line, currency, line.amount, line.position, siblings=lines) for line in lines],
     )
 
 

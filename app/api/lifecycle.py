@@ -180,7 +180,7 @@ async def _final_invoice(session: AsyncSession, outcome: LifecycleOutcome) -> Up
         credits_applied=money(invoice.credits_applied, currency),
         total=money(invoice.total, currency),
         amount_due=money(invoice.amount_due, currency),
-        lines=[InvoiceLine.from_draft(row, currency, row.amount, row.position, (invoice, row)) for row in rows],
+        lines=[InvoiceLine.from_draft(row, currency, row.amount, row.position, (invoice, row), rows) for row in rows],
         tax=money(invoice.tax_amount, currency),
         tax_lines=tax_lines,
         tax_note=tax_note(tax_lines),

@@ -37,11 +37,15 @@ from app.api.credit_notes import CreditNotesMutation, CreditNotesQuery
 from app.api.customers import CustomersMutation, CustomersQuery
 from app.api.extras import ExtrasMutation
 from app.api.invoice_documents import InvoiceDocumentsMutation
+from app.api.invoice_list import InvoiceListQuery
 from app.api.ledger import CorrectionsMutation, LedgerMutation
+from app.api.ledger_statement import LedgerStatementQuery
 from app.api.lifecycle import LifecycleMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
 from app.api.notifications import NotificationsMutation, NotificationsQuery
+from app.api.overview import OverviewQuery
 from app.api.plan_changes import PlanChangeMutation
+from app.api.plan_subscribers import PlanSubscribersQuery
 from app.api.price_overrides import PriceOverridesMutation
 from app.api.promotions import PromotionsMutation, PromotionsQuery
 from app.api.scalars import SCALAR_MAP
@@ -79,6 +83,10 @@ Query = merge_types(
         TaxesQuery,
         NotificationsQuery,
         WebhooksQuery,
+        OverviewQuery,
+        InvoiceListQuery,
+        LedgerStatementQuery,
+        PlanSubscribersQuery,
     ),
 )
 Mutation = merge_types(

@@ -105,6 +105,8 @@ def test_browser_journey_sign_in_search_open_customer(live_server: LiveServer, b
     assert "Wrong email or password" in page.inner_text("[role=alert]")
     page.fill("input[name=password]", live_server.admin_password)
     page.click("button[type=submit]")
+    page.wait_for_url("**/console/overview")  # the landing page
+    page.click("nav >> text=Customers")
     page.wait_for_url("**/console/customers")
     assert page.locator("#customer-rows tr").count() >= 25
     page.fill("input[type=search]", "globex")
