@@ -32,10 +32,10 @@ register_url_convertor("external_id", ExternalIdConvertor())
 SUB_PAGE = re.compile(r"[\w./-]*")
 
 
-@router.get("/customers/{reference:external_id}")
-@router.get("/customers/{reference:external_id}/{page:path}")
-async def customer_by_external_id(request: Request, context: ContextDep, reference: str, page: str = "") -> Response:
-    found = (await query(request, "ConsoleCustomerByExternalId", {"externalId": reference}, context))["customer"]
+@router.get("/customers/{external_id:external_id}")
+@router.get("/customers/{external_id:external_id}/{page:path}")
+async def customer_by_external_id(request: Request, context: ContextDep, external_id: str, page: str = "") -> Response:
+    found = (await query(request, "ConsoleCustomerByExternalId", {"externalId": external_id}, context))["customer"]
     if found is None or not SUB_PAGE.fullmatch(page):
         return render(request, "not_found.html", {"what": "customer"}, status_code=404)
     target = f"/console/customers/{found['id']}" + (f"/{page}" if page else "")

@@ -124,9 +124,10 @@ async def every_page_answers(client: httpx.AsyncClient, known: dict[str, str]) -
     nothing = {"section": "no-such-section", "trace_id": "0" * 32, "position": "0", "reference": "INV-999999"}
     statuses = {}
     for path in console_get_routes():
-        url, names = path, re.findall(r"{(\w+)}", path)
+        url, names = path, re.findall(r"{(\w+)(?::\w+)?}", path)
         for name in names:
-            url = url.replace(f"{{{name}}}", known.get(name) or nothing.get(name) or str(uuid.uuid4()))
+            value = known.get(name) or nothing.get(name) or str(uuid.uuid4())
+            url = re.sub(rf"{{{name}(?::\w+)?}}", value, url)
         response = await client.get(url)
         assert response.status_code < 500, f"{url}: {response.status_code}\n{response.text[:2000]}"
         assert "Unexpected error" not in response.text, url
