@@ -29,7 +29,10 @@ from billing.models import Anomaly as AnomalyRow
 from ledger.errors import NotFound
 
 
-@strawberry.enum
+@strawberry.enum(
+    description="What a finding is about: the ledger, usage, invoices, metering, reconciliation, Stripe or webhooks "
+    "(docs/architecture.md lists how each is detected)."
+)
 class AnomalyKind(Enum):
     LEDGER_INVARIANT = "LEDGER_INVARIANT"
     USAGE_SPIKE = "USAGE_SPIKE"
@@ -46,7 +49,7 @@ class AnomalyKind(Enum):
     WEBHOOK_ENDPOINT_DISABLED = "WEBHOOK_ENDPOINT_DISABLED"
 
 
-@strawberry.enum
+@strawberry.enum(description="How soon a person should look: critical and high first.")
 class AnomalySeverity(Enum):
     LOW = "low"
     MEDIUM = "medium"
@@ -61,13 +64,13 @@ class AnomalyStatus(Enum):
     RESOLVED = "resolved"
 
 
-@strawberry.type
+@strawberry.type(description="A finding of the anomaly scans that a person should look at (finance, engineers).")
 class Anomaly:
     id: strawberry.ID
-    kind: AnomalyKind
-    severity: AnomalySeverity
-    status: AnomalyStatus
-    detected_at: datetime
+    kind: AnomalyKind = strawberry.field(description="What it is about.")
+    severity: AnomalySeverity = strawberry.field(description="How soon to look.")
+    status: AnomalyStatus = strawberry.field(description="Open, acknowledged (someone is on it) or resolved.")
+    detected_at: datetime = strawberry.field(description="When a scan first found it.")
     summary: str = strawberry.field(description="One line, naming the numbers.")
     numbers: str = strawberry.field(
         description="The numbers behind it, as JSON text: amounts in minor units beside their currency, "

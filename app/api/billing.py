@@ -48,7 +48,10 @@ if TYPE_CHECKING:
     from app.api.credit_notes import CreditNote
 
 
-@strawberry.enum
+@strawberry.enum(
+    description="issued (awaiting payment), paid (also when credits paid it all), void (cancelled, owes nothing) "
+    "or uncollectible (written off)."
+)
 class InvoiceStatus(Enum):
     ISSUED = "issued"
     PAID = "paid"
@@ -71,11 +74,11 @@ class InvoiceLineKind(Enum):
     CREDIT_PURCHASE = "credit_purchase"
 
 
-@strawberry.type
+@strawberry.type(description="One line of an invoice: what it bills, how much of it, for what time.")
 class InvoiceLine:
-    kind: InvoiceLineKind
-    description: str
-    quantity: Decimal | None
+    kind: InvoiceLineKind = strawberry.field(description="What the line bills: base fee, usage, proration…")
+    description: str = strawberry.field(description="The line as the invoice prints it, e.g. Premium requests.")
+    quantity: Decimal | None = strawberry.field(description="How much was used or billed; null for a flat amount.")
     unit_price: Decimal | None = strawberry.field(description="Per unit, for per-unit charges and base fees.")
     amount: Money = strawberry.field(description="Rounded once from amountExact, half away from zero.")
     amount_exact: Decimal = strawberry.field(description="The exact amount before rounding.")
@@ -183,24 +186,24 @@ def tax_note(lines: list[InvoiceTaxLine]) -> str | None:
     return REVERSE_CHARGE_NOTE if any(line.reverse_charge for line in lines) else None
 
 
-@strawberry.type
+@strawberry.type(description="An issued invoice: immutable once issued (corrected by credit notes).")
 class Invoice:
-    id: strawberry.ID
+    id: strawberry.ID = strawberry.field(description="Tally's id for the invoice; people use its number.")
     number: str = strawberry.field(description="Gapless and sequential across Tally, e.g. INV-000042.")
-    status: InvoiceStatus
+    status: InvoiceStatus = strawberry.field(description="Where its payment stands.")
     kind: str = strawberry.field(
         description="opening (first base fee), period (a closed period), one_off (a one-off charge billed at "
         "once), commitment (a prepaid commitment), interim (the usage so far of a period whose unbilled usage "
         "reached the plan's invoice threshold; the period invoice bills only the rest) or credit_purchase "
         "(credits bought, granted when it is paid)."
     )
-    period_start: datetime
-    period_end: datetime
-    issued_at: datetime
-    subtotal: Money
-    credits_applied: Money
+    period_start: datetime = strawberry.field(description="The start of the time it bills.")
+    period_end: datetime = strawberry.field(description="The end of the time it bills (exclusive).")
+    issued_at: datetime = strawberry.field(description="When it was issued.")
+    subtotal: Money = strawberry.field(description="The sum of its lines, before tax and credits.")
+    credits_applied: Money = strawberry.field(description="The customer's credits it drew.")
     total: Money = strawberry.field(description="The lines plus the exclusive tax.")
-    amount_due: Money
+    amount_due: Money = strawberry.field(description="What the customer pays: total less credits, at least 0.")
     tax: Money = strawberry.field(description="All its tax, inclusive and exclusive.")
     row: strawberry.Private[InvoiceRow]
 
@@ -263,7 +266,7 @@ class Invoice:
     async def trace_id(self) -> str | None:
         return self.row.trace_id
 
-    @strawberry.field
+    @strawberry.field(description="Its lines, in the order the invoice prints them.")
     async def lines(self, info: Info) -> list[InvoiceLine]:
         rows = await info.context.loaders.invoice_lines.load(self.row.id)
         return [self._line(row, rows) for row in rows]
@@ -320,15 +323,17 @@ class Invoice:
         )
 
 
-@strawberry.type
+@strawberry.type(
+    description="The invoice that will close the current period, as it stands now (usage so far): nothing is written."
+)
 class UpcomingInvoice:
-    period_start: datetime
-    period_end: datetime
-    subtotal: Money
-    credits_applied: Money
+    period_start: datetime = strawberry.field(description="The start of the period in progress.")
+    period_end: datetime = strawberry.field(description="The end of the period; the invoice is issued then.")
+    subtotal: Money = strawberry.field(description="The sum of its lines so far, before tax and credits.")
+    credits_applied: Money = strawberry.field(description="The credits it would draw if issued now.")
     total: Money = strawberry.field(description="The lines plus the exclusive tax.")
-    amount_due: Money
-    lines: list[InvoiceLine]
+    amount_due: Money = strawberry.field(description="What the customer would pay: total less credits, at least 0.")
+    lines: list[InvoiceLine] = strawberry.field(description="Its lines so far.")
     tax: Money = strawberry.field(description="The tax it would carry if issued now.")
     tax_lines: list[InvoiceTaxLine]
     tax_note: str | None = strawberry.field(description="The reverse-charge note it would carry; null otherwise.")
@@ -439,11 +444,11 @@ class ChangePlanInput:
     dry_run: bool = strawberry.field(default=False, description="Return the prorations; change nothing.")
 
 
-@strawberry.type
+@strawberry.type(description="What a mid-period plan change charges or credits for the rest of the period.")
 class Proration:
-    description: str
+    description: str = strawberry.field(description="What it is for, as the invoice will print it.")
     amount: Money = strawberry.field(description="Rounded as the invoice will round it; a credit is negative.")
-    amount_exact: Decimal
+    amount_exact: Decimal = strawberry.field(description="The exact amount before rounding.")
 
 
 @strawberry.type

@@ -75,15 +75,17 @@ def _plain(value: Decimal | None) -> Decimal | None:
     return plain_decimal(value) if value is not None else None
 
 
-@strawberry.type
+@strawberry.type(description="How usage events become a quantity: declared in the catalog.")
 class Meter:
-    key: str
-    name: str
-    unit: str
-    event_type: str
-    aggregation: Aggregation
-    value_property: str | None
-    group_by: list[str]
+    key: str = strawberry.field(description="The meter's stable key, as the catalog and the API name it.")
+    name: str = strawberry.field(description="For people, e.g. Premium requests.")
+    unit: str = strawberry.field(description="What one unit is, e.g. request, token, GB.")
+    event_type: str = strawberry.field(description="The type of the events it reads.")
+    aggregation: Aggregation = strawberry.field(description="How it turns events into a quantity.")
+    value_property: str | None = strawberry.field(
+        description="The event property it sums, maxes or counts distinct values of; null for a count."
+    )
+    group_by: list[str] = strawberry.field(description="The event properties usage is split by (dimensions).")
     allow_negative: bool = strawberry.field(description="Whether a value the meter reads may be negative.")
 
     @classmethod
@@ -168,10 +170,10 @@ class Charge:
 
 @strawberry.type(description="One immutable version of a plan's pricing.")
 class Plan:
-    key: str
-    name: str
-    version: int
-    currency: str
+    key: str = strawberry.field(description="The plan's stable key, as the catalog names it.")
+    name: str = strawberry.field(description="For people, e.g. Pro.")
+    version: int = strawberry.field(description="This version's number: 1, 2, 3… as the catalog changed its prices.")
+    currency: str = strawberry.field(description="The ISO 4217 code its prices are in.")
     interval: BillingInterval
     proration: ProrationConvention
     created_at: datetime

@@ -21,10 +21,12 @@ T = TypeVar("T")
 Node = TypeVar("Node")
 
 
-@strawberry.type
+@strawberry.type(description="An amount of money: exact, in major units, always with its currency.")
 class Money:
-    amount: Decimal
-    currency: str
+    amount: Decimal = strawberry.field(
+        description="In major units (dollars, euros), exact, with the currency's own number of decimals."
+    )
+    currency: str = strawberry.field(description="The ISO 4217 code, upper case (USD, EUR, JPY).")
 
 
 def money(minor: int, currency: str) -> Money:
@@ -32,11 +34,17 @@ def money(minor: int, currency: str) -> Money:
     return Money(amount=to_major(minor, currency), currency=currency)
 
 
-@strawberry.type
+@strawberry.type(
+    description="Why a mutation was refused: it changed nothing. One entry per problem, each naming its field."
+)
 class UserError:
-    field: list[str] | None
-    code: str
-    message: str
+    field: list[str] | None = strawberry.field(
+        description='The path of the input field at fault, e.g. ["amount"]; null when no one field is.'
+    )
+    code: str = strawberry.field(
+        description="Machine-readable and stable, e.g. INVALID_AMOUNT, NOT_FOUND, IDEMPOTENCY_KEY_REUSED."
+    )
+    message: str = strawberry.field(description="For people: what is wrong and what to do next.")
 
     @classmethod
     def from_error(cls, error: TallyError) -> list[UserError]:
@@ -61,22 +69,24 @@ async def run_mutation(
         return None, UserError.from_error(error)
 
 
-@strawberry.type
+@strawberry.type(description="Where a page of a list ends.")
 class PageInfo:
-    has_next_page: bool
-    end_cursor: str | None
+    has_next_page: bool = strawberry.field(description="Whether another page follows this one.")
+    end_cursor: str | None = strawberry.field(
+        description="Pass it as `after` for the next page; null when the page is empty."
+    )
 
 
-@strawberry.type
+@strawberry.type(description="One item of a page, with its place in the list.")
 class Edge(Generic[Node]):
-    cursor: str
-    node: Node
+    cursor: str = strawberry.field(description="This item's place: pass it as `after` to read on from here.")
+    node: Node = strawberry.field(description="The item.")
 
 
-@strawberry.type
+@strawberry.type(description="A page of a list, newest first unless the field says otherwise.")
 class Connection(Generic[Node]):
-    edges: list[Edge[Node]]
-    page_info: PageInfo
+    edges: list[Edge[Node]] = strawberry.field(description="The items of this page.")
+    page_info: PageInfo = strawberry.field(description="Whether more follow, and where to read on.")
 
 
 def not_a_cursor() -> InvalidInput:

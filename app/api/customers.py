@@ -85,7 +85,10 @@ from customers.models import Customer as CustomerRow
 from customers.models import Subscription as SubscriptionRow
 
 
-@strawberry.enum
+@strawberry.enum(
+    description="ACTIVE; PAST_DUE (a payment failed and is being retried); SUSPENDED (the last retry failed, or "
+    "staff suspended them: usage is refused)."
+)
 class CustomerStatus(Enum):
     ACTIVE = "ACTIVE"
     PAST_DUE = "PAST_DUE"
@@ -144,7 +147,7 @@ class Subscription:
     async def charges(self, info: Info) -> list[SubscriptionCharge]:
         return await subscription_charges(info, self.row, self.plan_version_id)
 
-    @strawberry.field
+    @strawberry.field(description="The plan version the subscription is on now.")
     async def plan(self, info: Info) -> Plan:
         plan, version = await info.context.loaders.plan_version.load(self.plan_version_id)
         return Plan.from_model(plan, version)
@@ -196,25 +199,37 @@ class Subscription:
         return (await self._current_period(info))[1]
 
 
-@strawberry.type
+@strawberry.type(description="A customer: who is billed, their usage, credits, invoices and subscriptions.")
 class Customer:
-    id: strawberry.ID
-    external_id: str
-    name: str
-    email: str | None
-    currency: str
-    status: CustomerStatus
+    id: strawberry.ID = strawberry.field(description="Tally's id for the customer.")
+    external_id: str = strawberry.field(description="Your id for the customer, as usage events name them.")
+    name: str = strawberry.field(description="For people and invoices.")
+    email: str | None = strawberry.field(description="Where invoices and receipts are sent; null: not sent.")
+    currency: str = strawberry.field(description="The ISO 4217 code they are billed in.")
+    status: CustomerStatus = strawberry.field(description="Whether they pay on time, and may use more.")
     created_at: datetime
     row_id: strawberry.Private[uuid.UUID]
     details: strawberry.Private[StoredDetails]
 
-    usage: list[MeterUsage] = strawberry.field(resolver=resolve_usage)
-    balance: Balance = strawberry.field(resolver=resolve_balance, permission_classes=[requires(Capability.READ_LEDGER)])
+    usage: list[MeterUsage] = strawberry.field(
+        resolver=resolve_usage,
+        description="Usage of every meter in a range (by default the current billing period), priced under the "
+        "customer's plan.",
+    )
+    balance: Balance = strawberry.field(
+        resolver=resolve_balance,
+        permission_classes=[requires(Capability.READ_LEDGER)],
+        description="The ledger's balances: credits left, what is owed, usage not invoiced yet.",
+    )
     credit_grants: Connection[CreditGrant] = strawberry.field(
-        resolver=resolve_credit_grants, permission_classes=[requires(Capability.READ_LEDGER)]
+        resolver=resolve_credit_grants,
+        permission_classes=[requires(Capability.READ_LEDGER)],
+        description="Credits granted to the customer, newest first, with what remains of each.",
     )
     ledger_entries: Connection[LedgerEntry] = strawberry.field(
-        resolver=resolve_ledger_entries, permission_classes=[requires(Capability.READ_LEDGER)]
+        resolver=resolve_ledger_entries,
+        permission_classes=[requires(Capability.READ_LEDGER)],
+        description="The customer's ledger transactions, newest first: every movement of their money.",
     )
     usage_series: list[UsagePoint] | None = strawberry.field(
         resolver=resolve_usage_series,
@@ -241,7 +256,9 @@ class Customer:
         f"first, at most {LIVE_AUTHORIZATIONS_SHOWN}.",
     )
     invoices: Connection[Invoice] = strawberry.field(
-        resolver=resolve_invoices, permission_classes=[requires(Capability.READ_INVOICES)]
+        resolver=resolve_invoices,
+        permission_classes=[requires(Capability.READ_INVOICES)],
+        description="The customer's issued invoices, newest first.",
     )
     plan_changes: list[PlanChange] = strawberry.field(
         resolver=resolve_plan_changes,
@@ -371,10 +388,10 @@ class CreateCustomerInput:
     )
 
 
-@strawberry.type
+@strawberry.type(description="The customer created, or why not.")
 class CreateCustomerPayload:
-    customer: Customer | None
-    user_errors: list[UserError]
+    customer: Customer | None = strawberry.field(description="The new customer; null when refused.")
+    user_errors: list[UserError] = strawberry.field(description="Why it was refused; empty when it was created.")
 
 
 @strawberry.input
@@ -450,7 +467,11 @@ class CustomersQuery:
 
 @strawberry.type
 class CustomersMutation:
-    @strawberry.mutation(permission_classes=[requires(Capability.WRITE_CUSTOMERS)])
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.WRITE_CUSTOMERS)],
+        description="Create a customer, optionally on a plan from a moment on; an external id already taken is "
+        "refused (TAKEN, field externalId).",
+    )
     async def create_customer(self, info: Info, input: CreateCustomerInput) -> CreateCustomerPayload:
         context = info.context
         new = customers.NewCustomer(

@@ -50,39 +50,46 @@ class UsageEventInput:
     )
 
 
-@strawberry.type
+@strawberry.type(description="An event of the batch that was not ingested, and why; the others were.")
 class EventRejection:
-    index: int
-    code: str
-    message: str
+    index: int = strawberry.field(description="Its position in the batch sent, from 0.")
+    code: str = strawberry.field(
+        description="Machine-readable: INVALID_EVENT, INVALID_VALUE, TIMESTAMP_OUT_OF_RANGE, UNKNOWN_CUSTOMER…"
+    )
+    message: str = strawberry.field(description="What is wrong with it, naming the field.")
 
 
-@strawberry.type
+@strawberry.type(description="What became of a batch of usage events.")
 class IngestUsagePayload:
-    accepted: int
-    duplicates: int
-    rejected: list[EventRejection]
+    accepted: int = strawberry.field(description="Events new to Tally, now counted (each exactly once).")
+    duplicates: int = strawberry.field(
+        description="Events whose id Tally already had: counted before, not again (a retry is safe)."
+    )
+    rejected: list[EventRejection] = strawberry.field(description="Events refused, each with its position and why.")
     user_errors: list[UserError] = strawberry.field(
         description="Why the whole batch was refused (too many events, or too large): nothing was ingested."
     )
 
 
-@strawberry.type
+@strawberry.type(description="A meter's usage for one combination of its dimensions (e.g. one model).")
 class DimensionUsage:
-    dimensions: JSON
-    quantity: Decimal
-    cost: Money
+    dimensions: JSON = strawberry.field(description='The dimension values, e.g. {"model": "fast-1"}.')
+    quantity: Decimal = strawberry.field(description="The meter's quantity for these values in the range.")
+    cost: Money = strawberry.field(description="What this share costs under the customer's prices, before credits.")
 
 
-@strawberry.type
+@strawberry.type(description="A meter's usage in a range, priced under the customer's plan.")
 class MeterUsage:
-    meter: Meter
-    quantity: Decimal
-    included: Decimal
-    limit: Decimal | None
-    remaining: Decimal | None
-    cost: Money
-    by_dimension: list[DimensionUsage]
+    meter: Meter = strawberry.field(description="The meter measured.")
+    quantity: Decimal = strawberry.field(
+        description="Usage in the range, by the meter's aggregation (count, sum, max, unique count, latest); "
+        "events still waiting for the roller included."
+    )
+    included: Decimal = strawberry.field(description="The plan's allowance: this much costs nothing.")
+    limit: Decimal | None = strawberry.field(description="The plan's hard limit; null without one.")
+    remaining: Decimal | None = strawberry.field(description="What the limit leaves (limit - quantity, at least 0).")
+    cost: Money = strawberry.field(description="What the usage costs under the customer's prices, before credits.")
+    by_dimension: list[DimensionUsage] = strawberry.field(description="The same, split by the meter's dimensions.")
 
 
 @strawberry.enum
@@ -91,18 +98,20 @@ class Granularity(Enum):
     DAY = "DAY"
 
 
-@strawberry.type
+@strawberry.type(description="One bucket of a usage series.")
 class UsagePoint:
-    start: datetime
-    quantity: Decimal
+    start: datetime = strawberry.field(description="When the bucket (an hour or a UTC day) begins.")
+    quantity: Decimal = strawberry.field(description="The meter's usage in the bucket.")
 
 
-@strawberry.type
+@strawberry.type(
+    description="Whether a customer may use more of a meter now: a read that holds nothing (see `authorize`)."
+)
 class Entitlement:
-    allowed: bool
-    used: Decimal
-    limit: Decimal | None
-    remaining: Decimal | None
+    allowed: bool = strawberry.field(description="True when used < limit, or there is no limit.")
+    used: Decimal = strawberry.field(description="Usage of the meter in the current billing period.")
+    limit: Decimal | None = strawberry.field(description="The plan's hard limit; null without one.")
+    remaining: Decimal | None = strawberry.field(description="limit - used, at least 0; null without a limit.")
     reason: str | None = strawberry.field(
         default=None,
         description="Why not allowed: SUBSCRIPTION_CANCELED, SUBSCRIPTION_PAUSED, CUSTOMER_SUSPENDED or "
@@ -244,7 +253,11 @@ async def resolve_usage_watermark(root: strawberry.Parent[Any], info: Info) -> d
 
 @strawberry.type
 class MeteringMutation:
-    @strawberry.mutation(permission_classes=[requires(Capability.INGEST_USAGE)])
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.INGEST_USAGE)],
+        description="Send usage events, as `POST /v1/events` does: each is counted once by its id (a retried "
+        "batch counts nothing twice), valid events are kept and each invalid one is answered in `rejected`.",
+    )
     async def ingest_usage(self, info: Info, events: list[UsageEventInput]) -> IngestUsagePayload:
         """The same ingestion as `POST /v1/events`: per-event results, valid events kept, and the
         same limits on a batch (too many events, or too many bytes of them as JSON, refuse it

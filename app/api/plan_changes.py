@@ -21,12 +21,12 @@ from billing.plan_changes import change_plan
 from customers.subscriptions import PlanChangeRequest
 
 
-@strawberry.type
+@strawberry.type(description="What a plan change did (or, for a dry run, would do).")
 class ChangePlanPayload:
-    subscription: Subscription | None
-    prorations: list[Proration]
-    effective_at: datetime | None
-    user_errors: list[UserError]
+    subscription: Subscription | None = strawberry.field(description="The subscription after the change.")
+    prorations: list[Proration] = strawberry.field(description="What the change charges or credits (immediate only).")
+    effective_at: datetime | None = strawberry.field(description="When the new version takes effect.")
+    user_errors: list[UserError] = strawberry.field(description="Why it was refused; empty when it was done.")
 
 
 @strawberry.type
