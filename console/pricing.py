@@ -12,7 +12,6 @@ from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
 from app.api.context import TallyContext
-from app.auth import Capability
 from console.routes import ContextDep, csv_download, is_htmx, query, render
 from console.views import biggest_movers_first, distribution_chart
 
@@ -135,7 +134,6 @@ def page(
             "form": form,
             "results": results,
             "plans": plans,
-            "may_simulate": context.viewer.can(Capability.SIMULATE_PRICING),
         },
         block="simulation",
         status_code=422 if refused and not is_htmx(request) else 200,

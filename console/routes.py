@@ -21,7 +21,9 @@ from app.console_sessions import SESSION_KEY, active_session, end_session, start
 from app.dependencies import SessionDep
 from app.staff import LoginPolicy, verify_login
 from console.charts import line_chart
+from console.forms import field_errors, grouped_amount
 from console.graphql_client import ConsoleQueryFailed, run_operation
+from console.permissions import can
 from console.views import UPCOMING_SECTIONS, bar_chart, exact_amount, readable_duration, utc_minute, waterfall
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -29,6 +31,8 @@ templates = Jinja2Blocks(directory=str(Path(__file__).parent / "templates"))
 templates.env.filters["duration"] = readable_duration
 templates.env.filters["minute"] = utc_minute
 templates.env.filters["exact"] = exact_amount
+templates.env.filters["grouped"] = grouped_amount
+templates.env.globals["can"] = can  # every action's form and button: {% if can("grant_credits") %}
 NAVIGATION = [
     ("customers", "Customers"),
     ("promotions", "Promotions"),
@@ -40,6 +44,7 @@ NAVIGATION = [
     ("webhooks", "Webhooks"),
     ("metering", "Metering"),
     ("traces", "Traces"),
+    ("audit", "Audit log"),
 ]
 # Sections only an admin may open, so only an admin's navigation shows them.
 ADMIN_SECTIONS = ("webhooks",)
@@ -277,7 +282,7 @@ async def create_customer(
     )["createCustomer"]
     if not payload["userErrors"]:
         return RedirectResponse(f"/console/customers/{payload['customer']['id']}", status_code=303)
-    errors = {(e["field"] or ["form"])[-1]: e["message"] for e in payload["userErrors"]}
+    errors = field_errors(payload["userErrors"])
     data = await query(request, "ConsoleCustomers", {"first": 25}, context)
     plans = (await query(request, "ConsolePlans", {}, context))["plans"]
     return render(
@@ -411,6 +416,7 @@ def install(app: FastAPI) -> None:
     """Mount the console on the application (its catch-all section route last)."""
     from console.alerts import router as alerts_router
     from console.anomalies import router as anomalies_router
+    from console.audit import router as audit_router
     from console.billing import router as billing_router
     from console.billing_details import router as billing_details_router
     from console.calendar import router as calendar_router
@@ -442,5 +448,6 @@ def install(app: FastAPI) -> None:
     app.include_router(alerts_router)
     app.include_router(emails_router)
     app.include_router(webhooks_router)
+    app.include_router(audit_router)
     app.include_router(router)
     app.add_exception_handler(ConsoleQueryFailed, query_failed_page)
