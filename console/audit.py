@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -12,11 +13,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.context import TallyContext
+from console.forms import grouped_amount
 from console.routes import CSV_ROW_LIMIT, ContextDep, csv_download, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 PAGE = 50
+AMOUNT = re.compile(r"-?\d+\.\d+")
 ACTIONS = {
     "": "Any action",
     "credits.": "Credits (grant, void)",
@@ -50,11 +53,23 @@ def _filter(chosen: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def changes(entry: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(field, before, after) of an entry, in the order the action wrote them."""
+def readable(value: Any) -> str:
+    """A recorded value as a person reads it: yes/no, — for nothing, amounts grouped by thousands."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str) and AMOUNT.fullmatch(value):
+        return grouped_amount(value)
+    return str(value)
+
+
+def changes(entry: dict[str, Any]) -> list[tuple[str, str | None, str]]:
+    """(field, before, after) of an entry, in the order the action wrote them; before is None for
+    a field the action set without one before it (a reason, or anything it created)."""
     before, after = entry["before"] or {}, entry["after"] or {}
     names = list(after) + [name for name in before if name not in after]
-    return [(name, before.get(name), after.get(name)) for name in names]
+    return [(name, readable(before[name]) if name in before else None, readable(after.get(name))) for name in names]
 
 
 async def _entries(

@@ -314,7 +314,6 @@ async def void_remaining(
         raise NotFound("no such credit grant", field="grantId")
     if grant.status != "active":
         raise InvalidInput(f"the grant is already {grant.status}", field="grantId")
-    before = grant_state(grant)
     remaining = grant.remaining
     released = await _release_grant(
         session,
@@ -335,8 +334,14 @@ async def void_remaining(
         subject_id=grant.id,
         customer_id=grant.customer_id,
         as_of=as_of,
-        before=before,
-        after={**grant_state(released), "voided": to_major(remaining, grant.currency), "why": reason},
+        before={"status": "active", "remaining": to_major(remaining, grant.currency)},
+        after={
+            "status": released.status,
+            "remaining": to_major(released.remaining, grant.currency),
+            "voided": to_major(remaining, grant.currency),
+            "currency": grant.currency,
+            "reason": reason,
+        },
     )
     return VoidedGrant(released, remaining)
 
