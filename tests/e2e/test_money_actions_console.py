@@ -1,11 +1,13 @@
 """Money actions in a real browser on a real `tally serve`: a viewer sees no action; support's
 grant review refuses "ten dollars" and more than its limit beside the amount; an admin reviews a
 large grant stated in words, then voids it after a review; a promotion is edited and
-deactivated; and the Audit log page lists each action. Every new page is screenshotted at the
+deactivated; `tally credits grant` and `void` do the same from the CLI; and the Audit log page
+lists each action with who took it. Every new page is screenshotted at the
 desktop and the phone size for a person to judge."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -98,6 +100,12 @@ def test_money_actions_by_role_with_reviews_voids_promotions_and_the_audit_log(
     expect(admin.locator("#credit-grants tbody tr").first).to_contain_text("voided")
     screenshot_both_sizes(admin, "money-credits-after-void")
 
+    granted = json.loads(
+        server.cli("credits", "grant", new["externalId"], "12.50", "--reason", "cli goodwill", "--json")
+    )
+    assert (granted["amount"], granted["currency"]) == ("12.50", "USD")
+    assert "took back 12.50 USD" in server.cli("credits", "void", granted["grantId"], "--reason", "cli mistake")
+
     admin.goto(f"{server.base_url}/console/promotions")
     admin.fill("input[name=code]", "WINTER")
     admin.fill("input[name=description]", "Winter credit")
@@ -118,12 +126,14 @@ def test_money_actions_by_role_with_reviews_voids_promotions_and_the_audit_log(
     admin.click("nav >> text=Audit log")
     admin.wait_for_url("**/console/audit")
     rows = admin.locator("#audit-results tbody tr")
-    expect(rows).to_have_count(6)  # customer, grant, void, promotion created, edited, deactivated
+    expect(rows).to_have_count(8)  # customer; grant, void (console and CLI); promotion created, edited, deactivated
     expect(rows.first).to_contain_text("promotion.deactivate")
     screenshot_both_sizes(admin, "money-audit-log")
     admin.select_option("select[name=action]", "credits.")
     admin.click("form.filters button[type=submit]")
-    expect(rows).to_have_count(2)
+    expect(rows).to_have_count(4)
     expect(rows.first).to_contain_text("credits.void")
-    expect(rows.first).to_contain_text("active → voided")
+    expect(rows.first).to_contain_text("cli")
+    expect(rows.nth(2)).to_contain_text("active → voided")
+    expect(rows.nth(2)).to_contain_text("staff:admin@money.test")
     admin.close()
