@@ -92,7 +92,21 @@ async def test_each_role_sees_only_the_actions_it_may_take(signed_in: dict[str, 
         assert shown == {action for action, roles in may_see.items() if role in roles}, role
         assert ("Audit log" in customers) is True, "every staff role reads the audit log"
     viewer = signed_in["viewer"]
-    for page in (url, url.replace("/credits", "/charges"), "/console/promotions", "/console/customers"):
+    customer = url.removesuffix("/credits")
+    tabs = (
+        "",
+        "/credits",
+        "/charges",
+        "/invoices",
+        "/discounts",
+        "/alerts",
+        "/payments",
+        "/billing-details",
+        "/emails",
+    )
+    pages = [customer + tab for tab in tabs] + [f"/console/{page}" for page in ("promotions", "customers", "metering")]
+    pages += ["/console/anomalies", "/console/emails", "/console/audit", "/console/pricing"]
+    for page in pages:
         forms = re.findall(r'<form[^>]*method="post"[^>]*action="([^"]+)"', (await viewer.get(page)).text)
         assert forms == ["/console/logout"], f"a viewer's {page} holds no form that changes anything: {forms}"
 
