@@ -28,7 +28,10 @@ ACTIONS = {
     "balance.adjust": "Balance adjustments",
     "ledger.reverse": "Reversals",
     "promotion.": "Promotions (create, edit, deactivate)",
-    "customer.create": "Customers created",
+    "invoice.": "Invoices (credit notes, write-offs, voids)",
+    "charge.": "One-off charges",
+    "subscription.": "Subscriptions (plan changes, cancel, pause)",
+    "customer.": "Customers (created, billing details)",
 }
 FILTERS = ("actor", "action", "customer", "since", "until")
 
