@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
 from console.coupons import promotions_view
-from console.forms import amount_in_words, field_errors, grouped_amount, mutate
+from console.forms import field_errors, grouped_amount, mutate
 from console.routes import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -80,12 +80,6 @@ def _grant_input(customer_id: str, form: dict[str, str], *, dry_run: bool) -> di
     }
 
 
-def large_amount_words(request: Request, amount: dict[str, str]) -> str | None:
-    """``amount`` (a Money) in words when it is above TALLY_AMOUNT_IN_WORDS_ABOVE."""
-    above = request.app.state.settings.amount_in_words_above
-    return amount_in_words(amount["amount"], amount["currency"], above=above)
-
-
 @router.post("/customers/{customer_id}/grants/confirm")
 async def confirm_grant(request: Request, context: ContextDep, customer_id: str) -> Response:
     """The review step: a dry run of the grant, so what the grant would refuse (a negative
@@ -109,7 +103,6 @@ async def confirm_grant(request: Request, context: ContextDep, customer_id: str)
             "form": form,
             "grant": payload["grant"],
             "amount": grouped_amount(amount["amount"]),
-            "in_words": large_amount_words(request, amount),
         },
     )
 
@@ -158,17 +151,10 @@ async def review_void(request: Request, context: ContextDep, customer_id: str, g
     customer = (await query(request, "ConsoleCustomer", {"id": customer_id}, context))["customer"]
     if customer is None:
         return render(request, "not_found.html", {"what": "customer"}, status_code=404)
-    voided = payload["voided"]
     return render(
         request,
         "grant_void_review.html",
-        {
-            "customer": customer,
-            "form": form,
-            "grant": payload["grant"],
-            "voided": grouped_amount(voided["amount"]),
-            "in_words": large_amount_words(request, voided),
-        },
+        {"customer": customer, "form": form, "grant": payload["grant"], "voided": payload["voided"]},
     )
 
 

@@ -14,6 +14,9 @@ from typing import Any
 from babel.numbers import get_currency_name
 from fastapi import Request
 from graphql import GraphQLError
+from jinja2 import pass_context
+from jinja2.runtime import Context
+from markupsafe import Markup, escape
 from num2words import num2words
 
 from app.api.context import TallyContext
@@ -95,3 +98,17 @@ def amount_in_words(amount: Decimal | str, currency: str, *, above: Decimal) -> 
         words += f" and {fraction}/{10**digits}"
     name = get_currency_name(currency, count=whole, locale="en")
     return f"{'minus ' if value < 0 else ''}{words} {name}"
+
+
+@pass_context
+def large_amount_in_words(context: Context, money: dict[str, str] | None) -> Markup:
+    """``{{ in_words(preview.amount) }}`` on a confirmation: a note stating the Money in words
+    when it is above TALLY_AMOUNT_IN_WORDS_ABOVE, else nothing."""
+    if not money:
+        return Markup("")
+    above = context["request"].app.state.settings.amount_in_words_above
+    words = amount_in_words(money["amount"], money["currency"], above=above)
+    if words is None:
+        return Markup("")
+    amount = f"{grouped_amount(money['amount'])} {money['currency']}"
+    return Markup('<p class="amount-in-words">{} is <strong>{}</strong>.</p>').format(escape(amount), escape(words))

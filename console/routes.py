@@ -21,7 +21,7 @@ from app.console_sessions import SESSION_KEY, active_session, end_session, start
 from app.dependencies import SessionDep
 from app.staff import LoginPolicy, verify_login
 from console.charts import line_chart
-from console.forms import field_errors, grouped_amount
+from console.forms import field_errors, grouped_amount, large_amount_in_words
 from console.graphql_client import ConsoleQueryFailed, run_operation
 from console.permissions import can
 from console.views import UPCOMING_SECTIONS, bar_chart, exact_amount, readable_duration, utc_minute, waterfall
@@ -33,6 +33,7 @@ templates.env.filters["minute"] = utc_minute
 templates.env.filters["exact"] = exact_amount
 templates.env.filters["grouped"] = grouped_amount
 templates.env.globals["can"] = can  # every action's form and button: {% if can("grant_credits") %}
+templates.env.globals["in_words"] = large_amount_in_words  # a confirmation's large amount, in words
 NAVIGATION = [
     ("customers", "Customers"),
     ("promotions", "Promotions"),

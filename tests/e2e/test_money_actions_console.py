@@ -83,7 +83,7 @@ def test_money_actions_by_role_with_reviews_voids_promotions_and_the_audit_log(
     admin.locator("#grant-credits button[type=submit]").click()
     review = admin.locator("#grant-review")
     expect(review).to_contain_text("Grant 150,000.00 USD to Money Bags Ltd?")
-    expect(review.locator("#amount-in-words")).to_contain_text("one hundred and fifty thousand US dollars")
+    expect(review.locator(".amount-in-words")).to_contain_text("one hundred and fifty thousand US dollars")
     screenshot_both_sizes(admin, "money-grant-review-large")
     review.locator("button[type=submit]").click()
     expect(admin.locator(".notice")).to_contain_text("Granted 150,000.00 USD")
