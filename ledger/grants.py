@@ -307,11 +307,16 @@ async def void_remaining(
 ) -> VoidedGrant:
     """:func:`void_grant`, answering what remained (read under the grant's lock, so no
     consumption slips between the read and the void); with ``customer_id``, only a grant of that
-    customer (any other is "no such grant")."""
+    customer (any other is "no such grant"). A retry with the void's key answers the first void
+    and changes nothing (a double submit of the console's confirmation)."""
     check_reason(reason)
     grant = await repository.grant(session, grant_id, lock=True)
     if grant is None or (customer_id is not None and grant.customer_id != customer_id):
         raise NotFound("no such credit grant", field="grantId")
+    if grant.status == "voided" and (done := await repository.transaction_by_key(session, idempotency_key)):
+        postings = await repository.postings_of(session, done.id)
+        if done.kind == "credit_void" and any(posting.grant_id == grant.id for posting in postings):
+            return VoidedGrant(grant, sum(p.amount for p in postings if p.grant_id == grant.id))  # a retry
     if grant.status != "active":
         raise InvalidInput(f"the grant is already {grant.status}", field="grantId")
     remaining = grant.remaining

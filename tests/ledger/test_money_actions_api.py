@@ -69,6 +69,8 @@ async def test_finance_voids_what_remains_of_a_grant_once(
     assert preview["voided"] == {"amount": "30.00", "currency": "USD"} and preview["grant"]["status"] == "VOIDED"
     voided = (await data(client, finance, VOID, {"i": void}))["voidCreditGrant"]
     assert voided["voided"]["amount"] == "30.00" and voided["grant"]["remaining"]["amount"] == "0.00"
+    retried = (await data(client, finance, VOID, {"i": void}))["voidCreditGrant"]
+    assert retried == voided, "the same key answers the first void"
     again = (await data(client, finance, VOID, {"i": {**void, "idempotencyKey": "v-2"}}))["voidCreditGrant"]
     assert [e["code"] for e in again["userErrors"]] == ["INVALID"] and "already voided" in again["userErrors"][0][
         "message"
