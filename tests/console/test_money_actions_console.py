@@ -33,14 +33,25 @@ async def demo(session: AsyncSession) -> None:
     await session.commit()
 
 
+class SignedIn(dict[str, httpx.AsyncClient]):
+    """A console client per role, signed in when a test first asks for it (a sign-in is an
+    argon2 check: tests pay only for the roles they use)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__()
+        self.app = app
+
+    async def of(self, role: str) -> httpx.AsyncClient:
+        if role not in self:
+            client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://tally.test")
+            assert (await sign_in(client, f"{role}@staff.test", PASSWORD)).status_code == 303
+            self[role] = client
+        return self[role]
+
+
 @pytest.fixture
-async def signed_in(app: FastAPI, demo: None) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
-    """A signed-in console client per role."""
-    clients = {}
-    for role in ROLES:
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tally.test")
-        assert (await sign_in(client, f"{role}@staff.test", PASSWORD)).status_code == 303
-        clients[role] = client
+async def signed_in(app: FastAPI, demo: None) -> AsyncIterator[SignedIn]:
+    clients = SignedIn(app)
     yield clients
     for client in clients.values():
         await client.aclose()
@@ -67,7 +78,7 @@ def grant_form(page: str, amount: str, **more: str) -> dict[str, str]:
     }
 
 
-async def test_each_role_sees_only_the_actions_it_may_take(signed_in: dict[str, httpx.AsyncClient]) -> None:
+async def test_each_role_sees_only_the_actions_it_may_take(signed_in: SignedIn) -> None:
     may_see = {
         # action: roles that see it (the mutation's capability in app.auth)
         "Review grant…": {"admin", "finance", "support"},
@@ -78,11 +89,12 @@ async def test_each_role_sees_only_the_actions_it_may_take(signed_in: dict[str, 
         "New promotion": {"admin", "finance", "support"},
         "Charge, commit or set a minimum…": {"admin", "finance"},
     }
-    admin = signed_in["admin"]
+    admin = await signed_in.of("admin")
     url = await credits_url(admin, "org_acme")
     granted = await admin.post(url.replace("/credits", "/grants"), data=grant_form((await admin.get(url)).text, "5"))
     assert granted.status_code == 303, "an active grant, which may be voided"
-    for role, client in signed_in.items():
+    for role in ROLES:
+        client = await signed_in.of(role)
         credits = (await client.get(url)).text
         customers = (await client.get("/console/customers")).text
         promotions = (await client.get("/console/promotions")).text
@@ -91,7 +103,7 @@ async def test_each_role_sees_only_the_actions_it_may_take(signed_in: dict[str, 
         shown = {action for action in may_see if action in seen}
         assert shown == {action for action, roles in may_see.items() if role in roles}, role
         assert ("Audit log" in customers) is True, "every staff role reads the audit log"
-    viewer = signed_in["viewer"]
+    viewer = await signed_in.of("viewer")
     customer = url.removesuffix("/credits")
     tabs = (
         "",
@@ -111,10 +123,8 @@ async def test_each_role_sees_only_the_actions_it_may_take(signed_in: dict[str, 
         assert forms == ["/console/logout"], f"a viewer's {page} holds no form that changes anything: {forms}"
 
 
-async def test_the_grant_review_refuses_what_the_grant_would(
-    signed_in: dict[str, httpx.AsyncClient], session: AsyncSession
-) -> None:
-    support = signed_in["support"]
+async def test_the_grant_review_refuses_what_the_grant_would(signed_in: SignedIn, session: AsyncSession) -> None:
+    support = await signed_in.of("support")
     url = await credits_url(support, "org_acme")
     page = (await support.get(url)).text
     grants_before = (await session.execute(text("SELECT count(*) FROM credit_grants"))).scalar_one()
@@ -129,7 +139,7 @@ async def test_the_grant_review_refuses_what_the_grant_would(
         error = re.search(r'name="amount"[^>]*>\s*<span class="field-error">([^<]+)</span>', review.text)
         assert error and message in error.group(1), (amount, review.text[-2000:])
         assert f'value="{amount}"' in review.text, "what was typed stays in the field"
-    admin = signed_in["admin"]
+    admin = await signed_in.of("admin")
     page = (await admin.get(url)).text
     review = await admin.post(url.replace("/credits", "/grants/confirm"), data=grant_form(page, "150000"))
     assert review.status_code == 200
@@ -142,9 +152,9 @@ async def test_the_grant_review_refuses_what_the_grant_would(
 
 
 async def test_void_a_grant_after_a_review_and_find_it_in_the_audit_log(
-    signed_in: dict[str, httpx.AsyncClient],
+    signed_in: SignedIn,
 ) -> None:
-    finance = signed_in["finance"]
+    finance = await signed_in.of("finance")
     url = await credits_url(finance, "org_globex")
     page = (await finance.get(url)).text
     granted = await finance.post(url.replace("/credits", "/grants"), data=grant_form(page, "40"))
@@ -174,8 +184,8 @@ async def test_void_a_grant_after_a_review_and_find_it_in_the_audit_log(
     assert "staff:finance@staff.test" in audit and "40.00 → 0.00" in audit and "active → voided" in audit
 
 
-async def test_edit_and_deactivate_a_promotion(signed_in: dict[str, httpx.AsyncClient]) -> None:
-    admin = signed_in["admin"]
+async def test_edit_and_deactivate_a_promotion(signed_in: SignedIn) -> None:
+    admin = await signed_in.of("admin")
     page = (await admin.get("/console/promotions")).text
     created = await admin.post(
         "/console/promotions",
