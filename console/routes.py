@@ -23,7 +23,7 @@ from app.staff import LoginPolicy, verify_login
 from console.charts import line_chart
 from console.forms import field_errors, grouped_amount, large_amount_in_words
 from console.graphql_client import ConsoleQueryFailed, run_operation
-from console.permissions import can
+from console.permissions import can, role_may
 from console.views import UPCOMING_SECTIONS, bar_chart, exact_amount, readable_duration, utc_minute, waterfall
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -47,8 +47,8 @@ NAVIGATION = [
     ("traces", "Traces"),
     ("audit", "Audit log"),
 ]
-# Sections only an admin may open, so only an admin's navigation shows them.
-ADMIN_SECTIONS = ("webhooks",)
+# Sections only some roles may open (the capability their page needs), so only their navigation shows them.
+SECTION_CAPABILITY = {"webhooks": "manage_webhooks", "reconciliation": "manage_collection"}
 LOGIN_FAILED = "Wrong email or password. After repeated failures, sign-in is paused for a while."
 SIGN_IN_THROTTLED = "Too many sign-in attempts. Try again in {seconds} seconds."
 CSV_ROW_LIMIT = 10_000
@@ -97,7 +97,11 @@ def render(
     """A full page, or only ``block`` for an htmx request; caches keep the two apart."""
     staff = getattr(request.state, "staff", None)
     context = {
-        "nav": [item for item in NAVIGATION if item[0] not in ADMIN_SECTIONS or (staff or {}).get("role") == "admin"],
+        "nav": [
+            item
+            for item in NAVIGATION
+            if item[0] not in SECTION_CAPABILITY or role_may((staff or {}).get("role"), SECTION_CAPABILITY[item[0]])
+        ],
         "staff": staff,
         "csrftoken": request.scope["csrftoken"](),
         **context,

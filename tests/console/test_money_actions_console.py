@@ -103,6 +103,7 @@ async def test_each_role_sees_only_the_actions_it_may_take(signed_in: SignedIn) 
         shown = {action for action in may_see if action in seen}
         assert shown == {action for action, roles in may_see.items() if role in roles}, role
         assert ("Audit log" in customers) is True, "every staff role reads the audit log"
+        assert ('href="/console/reconciliation"' in customers) == (role in {"admin", "finance"}), role
     viewer = await signed_in.of("viewer")
     customer = url.removesuffix("/credits")
     tabs = (
