@@ -126,9 +126,10 @@ async def grant_credits(request: Request, context: ContextDep, customer_id: str)
 VOID_FIELDS = ("reason", "idempotency_key")
 
 
-def _void_input(grant_id: str, form: dict[str, str], *, dry_run: bool) -> dict[str, Any]:
+def _void_input(customer_id: str, grant_id: str, form: dict[str, str], *, dry_run: bool) -> dict[str, Any]:
     return {
         "input": {
+            "customerId": customer_id,
             "grantId": grant_id,
             "reason": form["reason"],
             "idempotencyKey": form["idempotency_key"],
@@ -143,7 +144,9 @@ async def review_void(request: Request, context: ContextDep, customer_id: str, g
     submitted = await request.form()
     form = {name: str(submitted.get(name, "")).strip() for name in VOID_FIELDS}
     form["idempotency_key"] = form["idempotency_key"] or str(uuid.uuid4())
-    payload = await mutate(request, "ConsoleVoidCreditGrant", _void_input(grant_id, form, dry_run=True), context)
+    payload = await mutate(
+        request, "ConsoleVoidCreditGrant", _void_input(customer_id, grant_id, form, dry_run=True), context
+    )
     if payload["userErrors"]:
         errors = {f"void_{name}": message for name, message in field_errors(payload["userErrors"]).items()}
         form = {"void_grant": grant_id, "void_reason": form["reason"]}
@@ -162,7 +165,9 @@ async def review_void(request: Request, context: ContextDep, customer_id: str, g
 async def void_grant(request: Request, context: ContextDep, customer_id: str, grant_id: str) -> Response:
     submitted = await request.form()
     form = {name: str(submitted.get(name, "")).strip() for name in VOID_FIELDS}
-    payload = await mutate(request, "ConsoleVoidCreditGrant", _void_input(grant_id, form, dry_run=False), context)
+    payload = await mutate(
+        request, "ConsoleVoidCreditGrant", _void_input(customer_id, grant_id, form, dry_run=False), context
+    )
     if payload["userErrors"]:
         errors = {"void_form": "; ".join(field_errors(payload["userErrors"]).values())}  # above the grants
         return await credits_page(request, context, customer_id, errors=errors, status_code=422)

@@ -203,6 +203,9 @@ class VoidCreditGrantInput:
     grant_id: strawberry.ID
     reason: str
     idempotency_key: str
+    customer_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Only a grant of this customer (any other is NOT_FOUND): a page's guard."
+    )
     dry_run: bool = strawberry.field(default=False, description="Answer what would be voided; write nothing.")
 
 
@@ -279,6 +282,9 @@ class LedgerMutation:
                 grant_id = uuid.UUID(str(input.grant_id))
             except ValueError:
                 raise NotFound("no such credit grant", field="grantId") from None
+            scope = context.viewer.customer_scope
+            if input.customer_id is not None:
+                scope = (await customer_of(info, str(input.customer_id))).id
             outcome = await credits.void_grant(
                 context.session,
                 grant_id=grant_id,
@@ -286,7 +292,7 @@ class LedgerMutation:
                 actor=context.viewer.actor,
                 idempotency_key=input.idempotency_key,
                 as_of=context.now(),
-                customer_id=context.viewer.customer_scope,
+                customer_id=scope,
             )
             return VoidCreditGrantPayload(
                 grant=CreditGrant.from_model(outcome.grant),

@@ -63,6 +63,10 @@ async def test_finance_voids_what_remains_of_a_grant_once(
     grant = {"customerId": customer_id, "amount": "30", "reason": "goodwill", "idempotencyKey": "k-1"}
     grant_id = (await data(client, finance, GRANT, {"i": grant}))["grantCredits"]["grant"]["id"]
     void = {"grantId": grant_id, "reason": "granted twice", "idempotencyKey": "v-1"}
+    other = {"externalId": "org_other", "name": "Other Co", "currency": "USD"}
+    other_id = (await data(client, finance, CREATE_CUSTOMER, {"i": other}))["createCustomer"]["customer"]["id"]
+    elsewhere = (await data(client, finance, VOID, {"i": {**void, "customerId": other_id}}))["voidCreditGrant"]
+    assert [(e["field"], e["code"]) for e in elsewhere["userErrors"]] == [(["grantId"], "NOT_FOUND")], "not its grant"
     forbidden = (await graphql(client, support, VOID, {"i": void})).json()
     assert forbidden["errors"][0]["extensions"]["code"] == "FORBIDDEN", "support grants but does not void"
     preview = (await data(client, finance, VOID, {"i": {**void, "dryRun": True}}))["voidCreditGrant"]
