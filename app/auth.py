@@ -12,6 +12,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 
 from cachetools import TTLCache
@@ -80,6 +81,8 @@ class Capability(StrEnum):
     MANAGE_WEBHOOKS = "manage_webhooks"
     # Buy credits and set the low-balance alert and auto-recharge: staff, and a customer token its own.
     PURCHASE_CREDITS = "purchase_credits"
+    # Who did what to money and customers (app.api.audit): staff only, since it names staff.
+    READ_AUDIT_LOG = "read_audit_log"
 
 
 _STAFF_READ = {
@@ -93,6 +96,7 @@ _STAFF_READ = {
     Capability.READ_INVOICES,
     Capability.READ_ANOMALIES,
     Capability.READ_EMAILS,
+    Capability.READ_AUDIT_LOG,
 }
 ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.ADMIN: frozenset(Capability),
@@ -116,7 +120,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.PURCHASE_CREDITS,
         }
     ),
-    # Support grants credits up to TALLY_SUPPORT_GRANT_LIMIT a grant (checked where grants are made).
+    # Support grants credits up to TALLY_SUPPORT_GRANT_LIMIT a grant (Viewer.grant_limit; the ledger checks it).
     Role.SUPPORT: frozenset(
         {
             *_STAFF_READ,
@@ -170,6 +174,11 @@ class Viewer:
 
     def can(self, capability: Capability) -> bool:
         return capability in ROLE_CAPABILITIES[self.role]
+
+    def grant_limit(self, support_grant_limit: Decimal) -> Decimal | None:
+        """The largest credit one grant by this viewer may give, in major units (None: no limit):
+        support grants up to TALLY_SUPPORT_GRANT_LIMIT; the ledger enforces it."""
+        return support_grant_limit if self.role is Role.SUPPORT else None
 
     @property
     def customer_scope(self) -> uuid.UUID | None:

@@ -302,7 +302,7 @@ async def _simulate(session: AsyncSession, text: str, periods: int, as_of: datet
         return await simulate_pricing(
             session,
             catalog_text=text,
-            selection=PeriodSelection(start=None, end=as_of, last=periods),
+            selection=PeriodSelection.checked(start=None, end=as_of, last=periods, as_of=as_of),
             as_of=as_of,
             on_start=lambda total: progress.update(task, total=total),
             on_customer=lambda: progress.update(task, advance=1),

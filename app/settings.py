@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     support_grant_limit: Decimal = Field(
         default=Decimal(100), gt=0, description="Largest credit grant the support role may make, in major units."
     )
+    amount_in_words_above: Decimal = Field(
+        default=Decimal(10_000),
+        ge=0,
+        description="The console's confirmations also state amounts above this (in major units) in words.",
+    )
     event_max_age_days: int = Field(default=35, ge=1, description="Older events are TIMESTAMP_OUT_OF_RANGE.")
     events_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
     events_max_per_request: int = Field(default=10_000, ge=1, description="More events in one request get 413.")

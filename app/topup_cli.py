@@ -1,6 +1,7 @@
 """`tally credits`: buy credits for a customer and set their low-balance alert and auto-recharge,
-through the same services as purchaseCredits and setCreditBalanceSettings, with the same checks
-(and a dry run for a purchase)."""
+grant credits and void a grant, through the same services as purchaseCredits,
+setCreditBalanceSettings, grantCredits and voidCreditGrant, with the same checks and the same
+audit log (actor "cli"), and a dry run for each money movement."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from ledger.errors import InvalidInput
 from ledger.money import to_major
 
-topup_cli = typer.Typer(help="Paid top-ups and auto-recharge.", no_args_is_help=True)
+topup_cli = typer.Typer(help="Credits: grants, voids, paid top-ups and auto-recharge.", no_args_is_help=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -197,3 +198,96 @@ def credits_spend_cap(
         typer.echo(f"{external_id}: no spend cap (money is held within the credits)")
     else:
         typer.echo(f"{external_id}: spend cap {document['spendCap']} {document['currency']} a billing period")
+
+
+@topup_cli.command("grant")
+def credits_grant(
+    external_id: Annotated[str, typer.Argument(help="The customer's external id.")],
+    amount: Annotated[str, typer.Argument(help="In the customer's currency, e.g. 25.00.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why: kept in the ledger and the audit log.")],
+    priority: Annotated[int, typer.Option("--priority", help="Lower is drawn first.")] = 100,
+    key: Annotated[
+        str | None, typer.Option("--key", help="Idempotency key (default: a new one, printed); reuse it to retry.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check it; write nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Grant credits, checked and audited as grantCredits is (the operator has no grant limit)."""
+    from app.cli import load_settings, print_json, run_in_session
+    from customers import credits
+    from ledger.money import to_minor_exact
+
+    idempotency_key = key or f"cli-{uuid.uuid4()}"
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        customer = await _customer(session, external_id)
+        grant = await credits.grant_credits(
+            session,
+            customer_id=customer.id,
+            currency=customer.currency,
+            amount=to_minor_exact(_decimal(amount, "amount") or Decimal(0), customer.currency),
+            reason=reason,
+            actor="cli",
+            idempotency_key=idempotency_key,
+            as_of=datetime.now(UTC),
+            priority=priority,
+        )
+        return {
+            "dryRun": dry_run,
+            "grantId": str(grant.id),
+            "customer": external_id,
+            "amount": str(to_major(grant.amount, grant.currency)),
+            "currency": grant.currency,
+            "idempotencyKey": None if dry_run else idempotency_key,
+        }
+
+    document = run_in_session(load_settings(), work, commit=not dry_run)
+    if as_json:
+        print_json(document)
+        return
+    what = f"{document['amount']} {document['currency']} of credits to {external_id}"
+    if dry_run:
+        typer.echo(f"would grant {what}; dry run: nothing was written")
+        return
+    typer.echo(f"granted {what} (grant {document['grantId']})")
+    typer.echo(f"idempotency key: {idempotency_key}")
+
+
+@topup_cli.command("void")
+def credits_void(
+    grant_id: Annotated[str, typer.Argument(help="The grant's id (`tally credits grant` prints it).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why: kept in the ledger and the audit log.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be taken back; write nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Void what remains of a grant, as voidCreditGrant does (what was used stays used)."""
+    from app.cli import load_settings, print_json, run_in_session
+    from customers import credits
+    from ledger.errors import NotFound
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        try:
+            parsed = uuid.UUID(grant_id)
+        except ValueError:
+            raise NotFound("no such credit grant", field="grantId") from None
+        outcome = await credits.void_grant(
+            session,
+            grant_id=parsed,
+            reason=reason,
+            actor="cli",
+            idempotency_key=f"cli-void-{parsed}",
+            as_of=datetime.now(UTC),
+        )
+        return {
+            "dryRun": dry_run,
+            "grantId": grant_id,
+            "voided": str(to_major(outcome.voided, outcome.grant.currency)),
+            "currency": outcome.grant.currency,
+        }
+
+    document = run_in_session(load_settings(), work, commit=not dry_run)
+    if as_json:
+        print_json(document)
+        return
+    verb = "would take back" if dry_run else "took back"
+    typer.echo(f"{verb} {document['voided']} {document['currency']} of grant {grant_id}")

@@ -50,9 +50,10 @@ from billing.models import (
     InvoiceLine,
     RefundOutbox,
 )
-from billing.webhook_payloads import credit_note_data
+from billing.webhook_payloads import credit_note_data, invoice_number
 from customers import service as customers
 from customers.credits import grant_credits
+from ledger import audit
 from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.money import to_major, to_minor_exact
 from ledger.service import Entry, post_entry
@@ -386,6 +387,22 @@ async def _write(
     note.number = await notes_repository.next_number(session)
     session.add(note)
     await session.flush()
+    await audit.record(
+        session,
+        actor=note.actor,
+        action="invoice.credit_note",
+        subject_type="Invoice",
+        subject_id=invoice_number(invoice.number),
+        customer_id=note.customer_id,
+        as_of=as_of,
+        after={
+            "credit_note": credit_note_number(note.number),
+            "amount": to_major(note.amount, note.currency),
+            "currency": note.currency,
+            "method": note.method,
+            "reason": note.reason,
+        },
+    )
     session.add_all(lines)
     await emails.credit_note_issued(session, note, invoice, number=credit_note_number(note.number))
     data = credit_note_data(note, invoice, number=credit_note_number(note.number))

@@ -12,6 +12,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing import collection_repository, credit_notes_repository, repository, topups
 from billing.invoice_events import emit_invoice_event
 from billing.models import Invoice
+from billing.webhook_payloads import invoice_number
+from ledger import audit
 from ledger.errors import InvalidInput, NotFound
 from ledger.service import Entry, Leg, account, check_reason, claim, post, reverse_transaction, transaction_by_key
 
@@ -76,6 +78,7 @@ async def mark_uncollectible(
         await post(session, transaction, [Leg(bad_debt, due), Leg(receivable, -due)])
     await repository.set_invoice_status(session, invoice.id, "uncollectible")
     await collection_repository.settle_outbox(session, invoice.id, "failed", "marked uncollectible")
+    await _audit(session, invoice, "invoice.write_off", "uncollectible", actor=actor, reason=reason, as_of=as_of)
     return await _reread(session, invoice.id)
 
 
@@ -117,4 +120,21 @@ async def void_invoice(
         session, "invoice.voided", f"invoice.voided:{invoice.id}", invoice, status="void", as_of=as_of
     )
     await topups.invoice_closed(session, invoice.id, why=f"invoice voided: {reason}", as_of=as_of)
+    await _audit(session, invoice, "invoice.void", "void", actor=actor, reason=reason, as_of=as_of)
     return await _reread(session, invoice.id)
+
+
+async def _audit(
+    session: AsyncSession, invoice: Invoice, action: str, status: str, *, actor: str, reason: str, as_of: datetime
+) -> None:
+    await audit.record(
+        session,
+        actor=actor,
+        action=action,
+        subject_type="Invoice",
+        subject_id=invoice_number(invoice.number),
+        customer_id=invoice.customer_id,
+        as_of=as_of,
+        before={"status": "issued"},  # only an unpaid (issued) invoice is closed: _open_invoice
+        after={"status": status, "reason": reason},
+    )

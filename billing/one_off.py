@@ -34,6 +34,7 @@ from customers import service as customers
 from customers.errors import CustomerNotFound
 from customers.lifecycle import CANCELED, subscription_status
 from customers.models import Subscription
+from ledger import audit
 from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.grants import drawable_credits
 from ledger.money import (
@@ -192,6 +193,23 @@ async def create_one_off_charge(
         raise IdempotencyKeyReused()
     if stored.id != charge.id:  # a retry: the first call's outcome
         return await outcome_of(session, stored)
+    await audit.record(
+        session,
+        actor=stored.actor,
+        action="charge.create",
+        subject_type="OneOffCharge",
+        subject_id=stored.id,
+        customer_id=stored.customer_id,
+        as_of=as_of,
+        after={
+            "description": stored.description,
+            "quantity": stored.quantity,
+            "unit_price": stored.unit_price,
+            "amount": to_major(stored.amount, stored.currency),
+            "currency": stored.currency,
+            "timing": stored.timing,
+        },
+    )
     if request.timing == "next_invoice":
         return OneOffOutcome(stored, None, None, None)
     draft = DraftInvoice(
@@ -284,6 +302,17 @@ async def cancel_one_off_charge(
     charge.cancel_reason, charge.cancel_key = reason, key
     session.add(charge)
     await session.flush()
+    await audit.record(
+        session,
+        actor=actor,
+        action="charge.cancel",
+        subject_type="OneOffCharge",
+        subject_id=charge.id,
+        customer_id=charge.customer_id,
+        as_of=as_of,
+        before={"status": "pending"},
+        after={"status": "canceled", "reason": reason},
+    )
     return charge
 
 

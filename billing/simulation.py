@@ -42,6 +42,7 @@ from customers.models import Subscription, SubscriptionPhase
 from customers.periods import BillingPeriod
 from customers.price_overrides import overrides_of
 from customers.subscriptions import phase_parts, version_on
+from ledger.errors import InvalidInput
 from ledger.money import round_to_minor
 from metering.usage import ChargeEvents, MeterUsage, charge_event_values, level_source, levels, usage
 from pricing.advance import Reading
@@ -50,6 +51,8 @@ from pricing.overrides import Terms, carried_over, overridden_charge
 from pricing.proration import share_of_full_period, share_of_period
 from pricing.service import DraftPlan, charges_of_version, draft_plans, plan_of_version, plan_version
 from pricing.simulation import CustomerOutcome, SimulationSummary, summarize
+
+MAX_SIMULATED_PERIODS = 24
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,18 @@ class PeriodSelection:
     start: datetime | None
     end: datetime
     last: int | None = None
+
+    @classmethod
+    def checked(cls, *, start: datetime | None, end: datetime, last: int | None, as_of: datetime) -> PeriodSelection:
+        """A selection as a caller asks for it (GraphQL, the console through it, the CLI), refused
+        the same way everywhere: 1 to 24 periods, or a start before the end (never past ``as_of``)."""
+        if last is not None and not 1 <= last <= MAX_SIMULATED_PERIODS:
+            raise InvalidInput(f"must be between 1 and {MAX_SIMULATED_PERIODS}", field="periods")
+        if last is None and start is None:
+            raise InvalidInput("give from (and to) or periods", field="from")
+        if start is not None and start >= end:
+            raise InvalidInput("must be before to", field="from")
+        return cls(start=start, end=min(end, as_of), last=last)
 
 
 async def _periods(

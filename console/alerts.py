@@ -10,8 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
-from app.auth import Capability
-from console.billing import field_errors
+from console.forms import field_errors
 from console.routes import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -44,7 +43,6 @@ async def _alerts_page(
             "notice": notice,
             "errors": errors or {},
             "form": form or BLANK_FORM,
-            "may_manage": context.viewer.can(Capability.WRITE_CUSTOMERS),
         },
         status_code=status_code,
     )

@@ -15,8 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.api.anomalies import AnomalyKind, AnomalySeverity, AnomalyStatus
 from app.api.context import TallyContext
-from app.auth import Capability
-from console.billing import field_errors
+from console.forms import field_errors
 from console.routes import CSV_ROW_LIMIT, ContextDep, csv_download, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -116,7 +115,6 @@ async def _page(
             "statuses": STATUSES,
             "notice": notice,
             "row_errors": row_errors or {},
-            "may_manage": context.viewer.can(Capability.MANAGE_ANOMALIES),
         },
         block="results",
         status_code=status_code,

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
-from app.auth import Capability
+from console.forms import field_errors
 from console.routes import CSV_ROW_LIMIT, ContextDep, csv_download, is_htmx, query, render
 from console.views import utc_minute
 
@@ -23,11 +23,6 @@ INVOICES_PAGE = 20
 TIMINGS = {"IMMEDIATELY": "Immediately (prorated)", "PERIOD_END": "At the end of the current period"}
 PLAN_CHANGE_FIELDS = ("plan_key", "effective", "idempotency_key", "at")
 UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-
-
-def field_errors(user_errors: list[dict[str, Any]]) -> dict[str, str]:
-    """userErrors by the last part of their field path, to show each beside its input."""
-    return {(e["field"] or ["form"])[-1]: e["message"] for e in user_errors}
 
 
 def refusal_status(request: Request) -> int:
@@ -97,7 +92,6 @@ async def _invoices_tab(
             "notice": notice,
             "plan_change": plan_change or new_plan_change(customer, plans),
             "timings": TIMINGS,
-            "may_change_plans": context.viewer.can(Capability.CHANGE_PLANS),
         },
         status_code=status_code,
     )
@@ -214,7 +208,6 @@ async def preview_plan_change(request: Request, context: ContextDep, customer_id
                 "plans": plans,
                 "plan_change": plan_change,
                 "timings": TIMINGS,
-                "may_change_plans": True,
             },
             block="plan_change",
             status_code=status_code,

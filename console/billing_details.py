@@ -13,8 +13,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
-from app.auth import Capability
-from console.billing import field_errors, refusal_status
+from console.billing import refusal_status
+from console.forms import field_errors
 from console.routes import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -134,7 +134,6 @@ async def _page(
             "notice": notice,
             "exemptions": EXEMPTIONS,
             "locales": LOCALES,
-            "may_edit": context.viewer.can(Capability.UPDATE_BILLING_DETAILS),
         },
         block="billing_editor" if editing else None,
         status_code=status_code,

@@ -4,19 +4,15 @@ then confirm) or extend it, from the customer page's subscription card (``_trial
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
+from console.forms import field_errors
 from console.routes import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
-
-
-def _errors(payload: dict[str, Any]) -> dict[str, str]:
-    return {(e["field"] or ["form"])[-1]: e["message"] for e in payload["userErrors"]}
 
 
 async def _review(
@@ -34,7 +30,7 @@ async def _review(
             "customer": customer,
             "invoices": preview["invoices"],
             "idempotency_key": key,
-            "errors": errors or _errors(preview),
+            "errors": errors or field_errors(preview["userErrors"]),
         },
         status_code=422 if errors or preview["userErrors"] else 200,
     )
@@ -53,7 +49,7 @@ async def end_trial(request: Request, context: ContextDep, customer_id: str) -> 
     variables = {"input": {"customerId": customer_id, "idempotencyKey": key}}
     payload = (await query(request, "ConsoleEndTrial", variables, context))["endTrial"]
     if payload["userErrors"]:
-        return await _review(request, context, customer_id, key, _errors(payload))
+        return await _review(request, context, customer_id, key, field_errors(payload["userErrors"]))
     numbers = ", ".join(invoice["number"] for invoice in payload["invoices"]) or "no invoice"
     return RedirectResponse(f"/console/customers/{customer_id}/invoices?notice=Trial ended: {numbers}", status_code=303)
 
@@ -68,6 +64,6 @@ async def extend_trial(request: Request, context: ContextDep, customer_id: str) 
     }
     payload = (await query(request, "ConsoleExtendTrial", variables, context))["extendTrial"]
     if payload["userErrors"]:
-        messages = "; ".join(_errors(payload).values())
+        messages = "; ".join(field_errors(payload["userErrors"]).values())
         return render(request, "error.html", {"messages": [messages]}, status_code=422)
     return RedirectResponse(f"/console/customers/{customer_id}", status_code=303)

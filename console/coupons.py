@@ -12,8 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
-from app.auth import Capability
-from console.billing import field_errors
+from console.forms import field_errors
 from console.routes import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -57,7 +56,6 @@ async def promotions_view(
             "coupons": coupons,
             "coupon_errors": coupon_errors or {},
             "coupon_form": coupon_form or {"kind": "percent", "duration": "once"},
-            "may_manage": context.viewer.can(Capability.MANAGE_PROMOTIONS),
         },
         status_code=status_code,
     )
@@ -146,7 +144,6 @@ async def _discounts_page(
             "notice": notice,
             "errors": errors or {},
             "form": form or {"code": "", "idempotency_key": str(uuid.uuid4())},
-            "may_apply": context.viewer.can(Capability.REDEEM_PROMOTIONS),
         },
         status_code=status_code,
     )

@@ -47,7 +47,6 @@ async def customer_emails(
             "more": more,
             "notice": notice,
             "error": error,
-            "may_resend": context.viewer.can(Capability.RESEND_EMAILS),
         },
     )
 
@@ -68,7 +67,6 @@ async def emails_page(
             "statuses": STATUSES,
             "notice": notice,
             "error": error,
-            "may_resend": context.viewer.can(Capability.RESEND_EMAILS),
         },
     )
 

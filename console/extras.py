@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
+from console.forms import field_errors
 from console.routes import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -21,10 +22,6 @@ CHARGE_FIELDS = ("description", "quantity", "unit_price", "when", "idempotency_k
 COMMITMENT_FIELDS = ("amount", "starts_at", "ends_at", "priority", "idempotency_key")
 MINIMUM_FIELDS = ("amount", "effective_at", "reason", "idempotency_key")
 WHEN = {"NOW": "Now, on its own invoice", "NEXT_INVOICE": "On the next invoice"}
-
-
-def _errors(user_errors: list[dict[str, Any]]) -> dict[str, str]:
-    return {(e["field"] or ["form"])[-1]: e["message"] for e in user_errors}
 
 
 def _moment(day: str) -> str | None:
@@ -83,7 +80,9 @@ async def _refused(
 ) -> Response:
     """The page again (422) with the API's field errors beside the form ``kind``, as it was filled."""
     forms = {kind: form} if form is not None else None
-    return await _page(request, context, customer_id, errors={kind: _errors(user_errors)}, forms=forms, status_code=422)
+    return await _page(
+        request, context, customer_id, errors={kind: field_errors(user_errors)}, forms=forms, status_code=422
+    )
 
 
 @router.get("/customers/{customer_id}/charges")

@@ -15,7 +15,8 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
 from app.invoice_documents import CREDIT_NOTE, INVOICE, InvoiceNotFound, pdf_response, viewer_pdf
-from console.billing import field_errors, invoice_reference
+from console.billing import invoice_reference
+from console.forms import field_errors
 from console.routes import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -67,10 +68,6 @@ def _input(invoice: dict[str, Any], form: dict[str, str], lines: dict[str, str],
             "dryRun": dry_run,
         }
     }
-
-
-def _errors(user_errors: list[dict[str, Any]]) -> dict[str, str]:
-    return {".".join(e["field"] or ["form"]): e["message"] for e in user_errors}
 
 
 async def _invoice_page(
@@ -133,7 +130,7 @@ async def review_credit_note(request: Request, context: ContextDep, reference: s
     variables = _input(invoice, form, lines, dry_run=True)
     payload = (await query(request, "ConsoleCreateCreditNote", variables, context))["createCreditNote"]
     if payload["userErrors"]:
-        errors = _errors(payload["userErrors"])
+        errors = field_errors(payload["userErrors"], whole_path=True)
         return await _invoice_page(request, context, invoice, form=form, lines=lines, errors=errors, status_code=422)
     hidden = {**form, **{f"line_{position}": amount for position, amount in lines.items()}}
     return render(
@@ -158,7 +155,7 @@ async def create_credit_note(request: Request, context: ContextDep, reference: s
     variables = _input(invoice, form, lines, dry_run=False)
     payload = (await query(request, "ConsoleCreateCreditNote", variables, context))["createCreditNote"]
     if payload["userErrors"]:
-        errors = _errors(payload["userErrors"])
+        errors = field_errors(payload["userErrors"], whole_path=True)
         return await _invoice_page(request, context, invoice, form=form, lines=lines, errors=errors, status_code=422)
     note = payload["creditNote"]
     notice = f"Credit note {note['number']}: {note['amount']['amount']} {note['amount']['currency']} credited"

@@ -14,8 +14,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
-from app.auth import Capability
-from console.billing import field_errors, refusal_status
+from console.billing import refusal_status
+from console.forms import field_errors
 from console.routes import ContextDep, is_htmx, query, render
 from console.views import utc_minute
 
@@ -70,7 +70,6 @@ async def _page(
             "preview": preview,
             "notice": notice,
             "timings": TIMINGS,
-            "may_change": context.viewer.can(Capability.CHANGE_PLANS),
         },
         block="lifecycle_forms" if action else None,
         status_code=status_code,

@@ -15,7 +15,8 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
 from app.auth import Capability
-from console.billing import field_errors, refusal_status
+from console.billing import refusal_status
+from console.forms import field_errors
 from console.routes import CSV_ROW_LIMIT, ContextDep, csv_download, query, render
 from console.views import utc_minute
 
@@ -72,7 +73,6 @@ async def _payments_tab(
             "invoice_errors": invoice_errors or {},
             "forms": {i["invoiceId"]: forms.get(i["invoiceId"]) or new_action_form() for i in collection["invoices"]},
             "actions": ACTIONS,
-            "may_collect": context.viewer.can(Capability.MANAGE_COLLECTION),
         },
         status_code=status_code,
     )

@@ -13,8 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
-from app.auth import Capability
-from console.billing import field_errors
+from console.forms import field_errors
 from console.routes import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -147,7 +146,6 @@ async def _page(
             "form": form or fresh,
             "errors": errors or {},
             "notice": notice,
-            "may_override": context.viewer.can(Capability.OVERRIDE_PRICES),
         },
         status_code=status_code,
     )

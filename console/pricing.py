@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
 from app.api.context import TallyContext
-from app.auth import Capability
+from console.forms import field_errors
 from console.routes import ContextDep, csv_download, is_htmx, query, render
 from console.views import biggest_movers_first, distribution_chart
 
@@ -95,12 +95,9 @@ async def simulate(request: Request, context: TallyContext, form: SimulationForm
     if form.errors:
         return None
     payload = (await query(request, "ConsoleSimulatePricing", {"input": variables}, context))["simulatePricing"]
-    for error in payload["userErrors"]:
-        path = error["field"] or ["form"]
-        if path[0] == "catalog" and len(path) > 1:
-            form.catalog_errors.append((".".join(path[1:]), error["message"]))
-        else:
-            form.errors[path[-1]] = error["message"]
+    in_catalog = [e for e in payload["userErrors"] if len(e["field"] or []) > 1 and e["field"][0] == "catalog"]
+    form.catalog_errors.extend((".".join(e["field"][1:]), e["message"]) for e in in_catalog)  # a problem list
+    form.errors.update(field_errors([e for e in payload["userErrors"] if e not in in_catalog]))
     return payload["simulation"]
 
 
@@ -135,7 +132,6 @@ def page(
             "form": form,
             "results": results,
             "plans": plans,
-            "may_simulate": context.viewer.can(Capability.SIMULATE_PRICING),
         },
         block="simulation",
         status_code=422 if refused and not is_htmx(request) else 200,

@@ -22,7 +22,9 @@ from app.console_sessions import SESSION_KEY, active_session, end_session, start
 from app.dependencies import SessionDep
 from app.staff import LoginPolicy, verify_login
 from console.charts import AxisChart, column_chart, duration_chart
+from console.forms import field_errors, large_amount_in_words
 from console.graphql_client import ConsoleQueryFailed, run_operation
+from console.permissions import can, role_may
 from console.views import (
     UPCOMING_SECTIONS,
     exact_amount,
@@ -38,6 +40,8 @@ templates.env.filters["duration"] = readable_duration
 templates.env.filters["minute"] = utc_minute
 templates.env.filters["exact"] = exact_amount
 templates.env.filters["amount"] = grouped_amount
+templates.env.globals["can"] = can  # every action's form and button: {% if can("grant_credits") %}
+templates.env.globals["in_words"] = large_amount_in_words  # a confirmation's large amount, in words
 NAVIGATION = [
     ("overview", "Overview"),
     ("customers", "Customers"),
@@ -51,9 +55,10 @@ NAVIGATION = [
     ("webhooks", "Webhooks"),
     ("metering", "Metering"),
     ("traces", "Traces"),
+    ("audit", "Audit log"),
 ]
-# Sections only an admin may open, so only an admin's navigation shows them.
-ADMIN_SECTIONS = ("webhooks",)
+# Sections only some roles may open (the capability their page needs), so only their navigation shows them.
+SECTION_CAPABILITY = {"webhooks": "manage_webhooks", "reconciliation": "manage_collection"}
 LOGIN_FAILED = "Wrong email or password. After repeated failures, sign-in is paused for a while."
 SIGN_IN_THROTTLED = "Too many sign-in attempts. Try again in {seconds} seconds."
 CSV_ROW_LIMIT = 10_000
@@ -102,7 +107,11 @@ def render(
     """A full page, or only ``block`` for an htmx request; caches keep the two apart."""
     staff = getattr(request.state, "staff", None)
     context = {
-        "nav": [item for item in NAVIGATION if item[0] not in ADMIN_SECTIONS or (staff or {}).get("role") == "admin"],
+        "nav": [
+            item
+            for item in NAVIGATION
+            if item[0] not in SECTION_CAPABILITY or role_may((staff or {}).get("role"), SECTION_CAPABILITY[item[0]])
+        ],
         "staff": staff,
         "csrftoken": request.scope["csrftoken"](),
         **context,
@@ -288,7 +297,7 @@ async def create_customer(
     )["createCustomer"]
     if not payload["userErrors"]:
         return RedirectResponse(f"/console/customers/{payload['customer']['id']}", status_code=303)
-    errors = {(e["field"] or ["form"])[-1]: e["message"] for e in payload["userErrors"]}
+    errors = field_errors(payload["userErrors"])
     data = await query(request, "ConsoleCustomers", {"first": 25}, context)
     plans = (await query(request, "ConsolePlans", {}, context))["plans"]
     return render(
@@ -457,6 +466,7 @@ def install(app: FastAPI) -> None:
     """Mount the console on the application (its catch-all section route last)."""
     from console.alerts import router as alerts_router
     from console.anomalies import router as anomalies_router
+    from console.audit import router as audit_router
     from console.billing import router as billing_router
     from console.billing_details import router as billing_details_router
     from console.calendar import router as calendar_router
@@ -498,5 +508,6 @@ def install(app: FastAPI) -> None:
     app.include_router(alerts_router)
     app.include_router(emails_router)
     app.include_router(webhooks_router)
+    app.include_router(audit_router)
     app.include_router(router)
     app.add_exception_handler(ConsoleQueryFailed, query_failed_page)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from console.credits import credits_page
+from console.forms import field_errors
 from console.routes import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -53,10 +54,6 @@ def _prefixed(form: dict[str, str]) -> dict[str, str]:
     return {f"purchase_{name}": value for name, value in form.items()}
 
 
-def _errors(payload: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    return {prefix + (e["field"] or ["form"])[-1]: e["message"] for e in payload["userErrors"]}
-
-
 async def _purchase(request: Request, context: ContextDep, customer_id: str, *, dry_run: bool) -> Response:
     submitted = await request.form()
     form = {name: str(submitted.get(name, "")).strip() for name in PURCHASE_FIELDS}
@@ -72,7 +69,12 @@ async def _purchase(request: Request, context: ContextDep, customer_id: str, *, 
     payload = (await query(request, "ConsolePurchaseCredits", variables, context))["purchaseCredits"]
     if payload["userErrors"]:
         return await credits_page(
-            request, context, customer_id, errors=_errors(payload, "purchase_"), form=_prefixed(form), status_code=422
+            request,
+            context,
+            customer_id,
+            errors=field_errors(payload["userErrors"], prefix="purchase_"),
+            form=_prefixed(form),
+            status_code=422,
         )
     if dry_run:
         return render(
@@ -128,7 +130,12 @@ async def save_settings(request: Request, context: ContextDep, customer_id: str)
     payload = (await query(request, "ConsoleSetCreditBalanceSettings", variables, context))["setCreditBalanceSettings"]
     if payload["userErrors"]:
         return await credits_page(
-            request, context, customer_id, errors=_errors(payload, "settings_"), form=form, status_code=422
+            request,
+            context,
+            customer_id,
+            errors=field_errors(payload["userErrors"], prefix="settings_"),
+            form=form,
+            status_code=422,
         )
     notice = "Saved the low-balance alert and auto-recharge"
     if payload["recharge"]:

@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
 from app.auth import Capability
-from console.billing import field_errors
+from console.forms import field_errors
 from console.routes import CSV_ROW_LIMIT, ContextDep, csv_download, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)

@@ -32,6 +32,7 @@ from customers.models import BillingDetailChange, Customer
 from customers.selection import lock_customer
 from customers.service import EMAIL_PATTERN
 from customers.webhook_payloads import customer_event
+from ledger import audit
 from ledger.errors import InvalidFields, InvalidInput, LimitExceeded, TallyError
 from notifications.webhook_events import emit
 
@@ -326,10 +327,16 @@ async def update_billing_details(
     actor: str,
     as_of: datetime,
     dry_run: bool = False,
+    may_set_tax_exemption: bool = True,
 ) -> BillingDetailsUpdate:
     """Change the billing details a patch names, record the change and tell the product
     (``customer.updated``, once per change); see the module's docstring. ``dry_run`` checks and
-    works out the same outcome and writes nothing."""
+    works out the same outcome and writes nothing. A caller that is not staff (a customer's own
+    token) passes ``may_set_tax_exemption=False``: whether tax is charged is staff's to say."""
+    if not may_set_tax_exemption and not isinstance(patch.tax_exemption, Unset):
+        raise TallyError(
+            "Forbidden: a customer's tax exemption is set by staff", field="taxExemption", code="FORBIDDEN"
+        )
     customer = await lock_customer(session, customer_id)
     before = StoredDetails.of(customer)
     after = checked_details(before, patch)
@@ -350,6 +357,17 @@ async def update_billing_details(
     session.add(change)
     await session.flush()
     await emit(session, customer_event("customer.updated", f"customer.updated:{change.id}", customer), as_of=as_of)
+    await audit.record(
+        session,
+        actor=actor,
+        action="customer.update",
+        subject_type="Customer",
+        subject_id=customer.external_id,
+        customer_id=customer.id,
+        as_of=as_of,
+        before=change.before,
+        after=change.after,
+    )
     return BillingDetailsUpdate(customer, before, after, changed, change)
 
 

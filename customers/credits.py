@@ -33,6 +33,7 @@ async def grant_credits(
     effective_at: datetime | None = None,
     source: str = "manual",
     trace_id: str | None = None,
+    max_amount: int | None = None,
 ) -> CreditGrant:
     """:func:`ledger.grants.grant_credits`, and ``credits.granted``."""
     grant = await grants.grant_credits(
@@ -49,6 +50,7 @@ async def grant_credits(
         effective_at=effective_at,
         source=source,
         trace_id=trace_id,
+        max_amount=max_amount,
     )
     await emit(session, grant_event("credits.granted", grant), as_of=as_of)
     return grant
@@ -63,6 +65,7 @@ async def redeem_promotion(
     actor: str,
     idempotency_key: str,
     as_of: datetime,
+    max_amount: int | None = None,
 ) -> CreditGrant:
     """:func:`ledger.promotions.redeem`, and ``credits.granted`` for the grant it makes."""
     grant = await promotions.redeem(
@@ -73,6 +76,7 @@ async def redeem_promotion(
         actor=actor,
         idempotency_key=idempotency_key,
         as_of=as_of,
+        max_amount=max_amount,
     )
     await emit(session, grant_event("credits.granted", grant), as_of=as_of)
     return grant
@@ -86,3 +90,25 @@ async def expire_grants(session: AsyncSession, *, as_of: datetime) -> int:
         if remained:
             await emit(session, grant_event("credits.expired", grant), as_of=as_of)
     return len(expired)
+
+
+async def void_grant(
+    session: AsyncSession,
+    *,
+    grant_id: uuid.UUID,
+    reason: str,
+    actor: str,
+    idempotency_key: str,
+    as_of: datetime,
+    customer_id: uuid.UUID | None = None,
+) -> grants.VoidedGrant:
+    """:func:`ledger.grants.void_remaining`: what remains of a grant goes back to its source."""
+    return await grants.void_remaining(
+        session,
+        grant_id=grant_id,
+        reason=reason,
+        actor=actor,
+        idempotency_key=idempotency_key,
+        as_of=as_of,
+        customer_id=customer_id,
+    )

@@ -34,6 +34,7 @@ from customers.errors import CustomerNotFound, InvalidInput
 from customers.models import Subscription, SubscriptionEvent, SubscriptionPhase
 from customers.selection import lock_subscription
 from customers.webhook_payloads import subscription_event
+from ledger import audit
 from ledger.errors import IdempotencyKeyReused
 from notifications.webhook_events import emit
 from pricing.service import plan_version
@@ -335,6 +336,16 @@ async def record_lifecycle_change(
     await session.flush()
     if not dry_run:
         await _tell(session, event, subscription, as_of=as_of)
+        await audit.record(
+            session,
+            actor=request.actor,
+            action=f"subscription.{kind.lower()}",
+            subject_type="Subscription",
+            subject_id=subscription.id,
+            customer_id=customer_id,
+            as_of=as_of,
+            after={"effective_at": effective_at, "timing": event.timing, "reason": reason, "status": event.status},
+        )
     return event
 
 

@@ -18,6 +18,7 @@ from customers.calendar import check_anchor_day
 from customers.errors import ExternalIdTaken, InvalidInput, PlanNotFound
 from customers.models import CUSTOMER_STATUSES, Customer, Subscription, SubscriptionPhase
 from customers.webhook_payloads import customer_event, subscription_event
+from ledger import audit
 from ledger.errors import IdempotencyKeyReused
 from ledger.money import normalize_currency
 from notifications.webhook_events import emit
@@ -85,7 +86,12 @@ class NewCustomer:
 
 
 async def create_customer(
-    session: AsyncSession, new: NewCustomer, *, as_of: datetime, start_bounds: StartBounds | None = None
+    session: AsyncSession,
+    new: NewCustomer,
+    *,
+    as_of: datetime,
+    start_bounds: StartBounds | None = None,
+    actor: str = "system",
 ) -> Customer:
     """Create a customer and, with a plan key, subscribe them to that plan's newest version.
 
@@ -137,6 +143,22 @@ async def create_customer(
         session.add(_first_phase(subscription))
         await session.flush()
         await _emit_created(session, subscription, as_of=as_of)
+    await audit.record(
+        session,
+        actor=actor,
+        action="customer.create",
+        subject_type="Customer",
+        subject_id=customer.external_id,
+        customer_id=customer.id,
+        as_of=as_of,
+        after={
+            "external_id": customer.external_id,
+            "name": customer.name,
+            "email": customer.email,
+            "currency": customer.currency,
+            "plan": new.plan_key,
+        },
+    )
     return customer
 
 

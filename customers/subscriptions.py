@@ -30,6 +30,7 @@ from customers.models import PlanChange, Subscription, SubscriptionPhase
 from customers.price_overrides import drop_for_plan_change
 from customers.selection import check_meters_free, lock_customer, lock_subscription
 from customers.webhook_payloads import subscription_event
+from ledger import audit
 from ledger.errors import IdempotencyKeyReused
 from notifications.webhook_events import emit
 from pricing import repository as catalog
@@ -205,6 +206,17 @@ async def change_plan(
     key = f"subscription.changed:{change.id}"
     told = await subscription_event(session, "subscription.changed", key, subscription, as_of=as_of)
     await emit(session, told, as_of=as_of)
+    await audit.record(
+        session,
+        actor=request.actor,
+        action="subscription.change_plan",
+        subject_type="Subscription",
+        subject_id=subscription.id,
+        customer_id=request.customer_id,
+        as_of=as_of,
+        before={"plan_version": from_version_id},
+        after={"plan_version": new_version.id, "timing": request.timing, "effective_at": effective_at},
+    )
     return PlanChangeOutcome(subscription, prorations, new_version.currency, effective_at, change, starts_calendar)
 
 

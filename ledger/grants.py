@@ -12,9 +12,10 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from ledger import repository
-from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
+from ledger import audit, repository
+from ledger.errors import IdempotencyKeyReused, InvalidInput, LimitExceeded, NotFound
 from ledger.models import CreditGrant
+from ledger.money import to_major
 from ledger.service import (
     Entry,
     Leg,
@@ -67,9 +68,12 @@ async def grant_credits(
     effective_at: datetime | None = None,
     source: str = "manual",
     trace_id: str | None = None,
+    max_amount: int | None = None,
 ) -> CreditGrant:
-    """Credit the customer: a liability to them, funded by the source's account."""
+    """Credit the customer: a liability to them, funded by the source's account. ``max_amount``
+    is the most the caller may grant at once (a role's limit; see :func:`check_grant_limit`)."""
     check_amount(amount)
+    check_grant_limit(amount, currency, max_amount, field="amount")
     if expires_at is not None and expires_at <= as_of:
         raise InvalidInput("must be in the future", field="expiresAt")
     if not 0 <= priority <= 1_000_000:
@@ -114,9 +118,44 @@ async def grant_credits(
         session, transaction, grant, GRANT_COUNTERPARTY[source]
     )
     if outcome == "created":
+        await audit.record(
+            session,
+            actor=actor,
+            action="credits.grant",
+            subject_type="CreditGrant",
+            subject_id=grant.id,
+            customer_id=customer_id,
+            as_of=as_of,
+            after=grant_state(grant),
+        )
         return grant
     original = await replayed(session, outcome, transaction_id)
     return await repository.grant_of_transaction(session, original.id)
+
+
+def grant_state(grant: CreditGrant) -> dict[str, object]:
+    """What the audit log keeps of a grant: its amounts in major units, its terms, its status."""
+    return {
+        "amount": to_major(grant.amount, grant.currency),
+        "remaining": to_major(grant.remaining, grant.currency),
+        "currency": grant.currency,
+        "priority": grant.priority,
+        "expires_at": grant.expires_at,
+        "source": grant.source,
+        "reason": grant.reason,
+        "status": grant.status,
+    }
+
+
+def check_grant_limit(amount: int, currency: str, max_amount: int | None, *, field: str) -> None:
+    """Refuse a grant larger than the caller may make at once (None: no limit). One rule for
+    every way of granting (a grant, a promotion's redemption) and every caller (GraphQL, the
+    console through it, the CLI), checked before anything is written."""
+    if max_amount is not None and amount > max_amount:
+        raise LimitExceeded(
+            f"your role may grant at most {to_major(max_amount, currency)} {currency} at once; ask finance",
+            field=field,
+        )
 
 
 @dataclass(frozen=True)
@@ -240,16 +279,48 @@ async def expire_due_grants(session: AsyncSession, *, as_of: datetime) -> list[t
     return list(zip(expired, remained, strict=True))
 
 
+@dataclass(frozen=True)
+class VoidedGrant:
+    grant: CreditGrant
+    voided: int  # what remained of it, posted back to where it came from
+
+
 async def void_grant(
     session: AsyncSession, *, grant_id: uuid.UUID, reason: str, actor: str, idempotency_key: str, as_of: datetime
 ) -> CreditGrant:
     """Void what remains of a grant (what was consumed stays consumed)."""
+    voided = await void_remaining(
+        session, grant_id=grant_id, reason=reason, actor=actor, idempotency_key=idempotency_key, as_of=as_of
+    )
+    return voided.grant
+
+
+async def void_remaining(
+    session: AsyncSession,
+    *,
+    grant_id: uuid.UUID,
+    reason: str,
+    actor: str,
+    idempotency_key: str,
+    as_of: datetime,
+    customer_id: uuid.UUID | None = None,
+) -> VoidedGrant:
+    """:func:`void_grant`, answering what remained (read under the grant's lock, so no
+    consumption slips between the read and the void); with ``customer_id``, only a grant of that
+    customer (any other is "no such grant"). A retry with the void's key answers the first void
+    and changes nothing (a double submit of the console's confirmation)."""
+    check_reason(reason)
     grant = await repository.grant(session, grant_id, lock=True)
-    if grant is None:
+    if grant is None or (customer_id is not None and grant.customer_id != customer_id):
         raise NotFound("no such credit grant", field="grantId")
+    if grant.status == "voided" and (done := await repository.transaction_by_key(session, idempotency_key)):
+        postings = await repository.postings_of(session, done.id)
+        if done.kind == "credit_void" and any(posting.grant_id == grant.id for posting in postings):
+            return VoidedGrant(grant, sum(p.amount for p in postings if p.grant_id == grant.id))  # a retry
     if grant.status != "active":
         raise InvalidInput(f"the grant is already {grant.status}", field="grantId")
-    return await _release_grant(
+    remaining = grant.remaining
+    released = await _release_grant(
         session,
         grant,
         kind="credit_void",
@@ -260,6 +331,24 @@ async def void_grant(
         idempotency_key=idempotency_key,
         as_of=as_of,
     )
+    await audit.record(
+        session,
+        actor=actor,
+        action="credits.void",
+        subject_type="CreditGrant",
+        subject_id=grant.id,
+        customer_id=grant.customer_id,
+        as_of=as_of,
+        before={"status": "active", "remaining": to_major(remaining, grant.currency)},
+        after={
+            "status": released.status,
+            "remaining": to_major(released.remaining, grant.currency),
+            "voided": to_major(remaining, grant.currency),
+            "currency": grant.currency,
+            "reason": reason,
+        },
+    )
+    return VoidedGrant(released, remaining)
 
 
 async def grants(

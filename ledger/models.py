@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Identity, Integer, String, Text
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
 CUSTOMER_ACCOUNT_KINDS = ("credits", "receivable")
@@ -136,3 +137,21 @@ class PromotionRedemption(SQLModel, table=True):
     idempotency_key: str = Field(sa_column=Column(Text, nullable=False))
     grant_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
     redeemed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class AuditEntry(SQLModel, table=True):
+    """One action a person (or a job) took on money or a customer: who, what, when, and the
+    subject's state before and after it, written in the action's own transaction (so an action
+    that rolls back leaves no entry, and none is ever missing). Append-only; ``id`` orders them."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    actor: str
+    action: str
+    subject_type: str
+    subject_id: str
+    customer_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    before: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    after: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import text
@@ -12,10 +13,15 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from ledger import audit
 from ledger import grants as credit
 from ledger import service as ledger
-from ledger.errors import InvalidInput, NotFound, Taken, TallyError
+from ledger.errors import InvalidFields, InvalidInput, NotFound, Taken, TallyError
 from ledger.models import CreditGrant, Promotion, PromotionRedemption
+from ledger.money import to_major
+
+#: A field of :class:`PromotionChanges` that an edit leaves as it is.
+KEEP = object()
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
 
@@ -73,6 +79,109 @@ async def create_promotion(
     )
     if (await session.execute(statement)).first() is None:
         raise Taken(f"a promotion {code!r} already exists (codes ignore case)", field="code")
+    await audit.record(
+        session,
+        actor=actor,
+        action="promotion.create",
+        subject_type="Promotion",
+        subject_id=promotion.code,
+        as_of=as_of,
+        after=promotion_state(promotion),
+    )
+    return promotion
+
+
+def promotion_state(promotion: Promotion) -> dict[str, object]:
+    """What the audit log keeps of a promotion."""
+    return {
+        "code": promotion.code,
+        "description": promotion.description,
+        "credit": to_major(promotion.credit_amount, promotion.currency),
+        "currency": promotion.currency,
+        "credit_expires_in_days": promotion.credit_expires_in_days,
+        "max_redemptions": promotion.max_redemptions,
+        "expires_at": promotion.expires_at,
+        "active": promotion.active,
+    }
+
+
+@dataclass(frozen=True)
+class PromotionChanges:
+    """What an edit may change; a field left as :data:`KEEP` stays as it is. The code and the
+    credit stay: redemptions and the grants they made name them."""
+
+    description: str | object = KEEP
+    credit_expires_in_days: int | object | None = KEEP
+    max_redemptions: int | object | None = KEEP
+    expires_at: datetime | object | None = KEEP
+    active: bool | object = KEEP
+
+
+async def update_promotion(
+    session: AsyncSession, *, promotion_id: uuid.UUID, changes: PromotionChanges, actor: str, as_of: datetime
+) -> Promotion:
+    """Edit a promotion, or deactivate it (``active=False``: no new redemption; the credit already
+    granted stays), under its row lock, so a concurrent redemption counts against the new terms.
+    Every field is checked at once; a change that changes nothing records nothing."""
+    promotion = (
+        await session.exec(
+            select(Promotion)
+            .where(col(Promotion.id) == promotion_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).first()
+    if promotion is None:
+        raise NotFound("no such promotion", field="promotionId")
+    before = promotion_state(promotion)
+    problems: list[TallyError] = []
+    if changes.description is not KEEP:
+        if not isinstance(changes.description, str) or not changes.description.strip():
+            problems.append(InvalidInput("must not be empty", field="description"))
+        else:
+            promotion.description = changes.description.strip()
+    if changes.credit_expires_in_days is not KEEP:
+        days = changes.credit_expires_in_days
+        if days is not None and not (isinstance(days, int) and 1 <= days <= 3650):
+            problems.append(InvalidInput("must be between 1 and 3650", field="creditExpiresInDays"))
+        else:
+            promotion.credit_expires_in_days = days
+    if changes.max_redemptions is not KEEP:
+        most = changes.max_redemptions
+        if most is not None and not (isinstance(most, int) and most >= max(1, promotion.redemptions)):
+            problems.append(
+                InvalidInput(
+                    f"must be at least {max(1, promotion.redemptions)} (it was redeemed {promotion.redemptions} times)",
+                    field="maxRedemptions",
+                )
+            )
+        else:
+            promotion.max_redemptions = most
+    if changes.expires_at is not KEEP:
+        until = changes.expires_at
+        if until is not None and not (isinstance(until, datetime) and until > as_of):
+            problems.append(InvalidInput("must be in the future", field="expiresAt"))
+        else:
+            promotion.expires_at = until
+    if changes.active is not KEEP:
+        promotion.active = bool(changes.active)
+    if problems:
+        raise InvalidFields(problems)
+    after = promotion_state(promotion)
+    session.add(promotion)
+    await session.flush()
+    if after != before:
+        changed = [name for name in after if after[name] != before[name]]
+        await audit.record(
+            session,
+            actor=actor,
+            action="promotion.deactivate" if changed == ["active"] and not promotion.active else "promotion.update",
+            subject_type="Promotion",
+            subject_id=promotion.code,
+            as_of=as_of,
+            before={name: before[name] for name in changed},
+            after={name: after[name] for name in changed},
+        )
     return promotion
 
 
@@ -94,12 +203,15 @@ async def redeem(
     actor: str,
     idempotency_key: str,
     as_of: datetime,
+    max_amount: int | None = None,
 ) -> CreditGrant:
     """Redeem a code for a customer: once per customer (a retry with the same key returns the
-    same grant), and only while the promotion is active, unexpired and not exhausted."""
+    same grant), and only while the promotion is active, unexpired and not exhausted; a caller
+    with a ``max_amount`` redeems only promotions that credit at most that."""
     promotion = await promotion_by_code(session, code)
     if promotion is None:
         raise NotFound(f"no promotion {code!r}", field="code")
+    credit.check_grant_limit(promotion.credit_amount, promotion.currency, max_amount, field="code")
     if promotion.currency != currency:
         raise InvalidInput(
             f"this promotion credits {promotion.currency}, the customer pays in {currency}", field="code"

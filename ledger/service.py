@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from ledger import repository
+from ledger import audit, repository
 from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.models import Account, LedgerTransaction
-from ledger.money import MAX_MINOR_UNITS, MINOR_UNIT_DIGITS
+from ledger.money import MAX_MINOR_UNITS, MINOR_UNIT_DIGITS, to_major
 
 MAX_AMOUNT = MAX_MINOR_UNITS
 
@@ -195,6 +195,16 @@ async def adjust_balance(
     transaction = new_transaction(entry, as_of=as_of)
     outcome, transaction_id = await repository.adjust_balance(session, transaction, amount)
     if outcome == "created":
+        await audit.record(
+            session,
+            actor=actor,
+            action="balance.adjust",
+            subject_type="LedgerTransaction",
+            subject_id=transaction.id,
+            customer_id=customer_id,
+            as_of=as_of,
+            after={"amount": to_major(amount, currency), "currency": currency, "reason": transaction.reason},
+        )
         return transaction
     return await replayed(session, outcome, transaction_id)
 
@@ -299,4 +309,15 @@ async def reverse_transaction(
             grant.status = "voided"
         session.add(grant)
     await session.flush()
+    await audit.record(
+        session,
+        actor=actor,
+        action="ledger.reverse",
+        subject_type="LedgerTransaction",
+        subject_id=original.id,
+        customer_id=original.customer_id,
+        as_of=as_of,
+        before={"kind": original.kind, "reason": original.reason, "reversed": False},
+        after={"reversed": True, "reversal": str(transaction.id), "why": transaction.reason},
+    )
     return transaction

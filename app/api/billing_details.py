@@ -25,12 +25,10 @@ from customers.billing_detail_changes import (
     UNSET,
     BillingDetailsPatch,
     StoredDetails,
-    Unset,
     history,
     update_billing_details,
 )
 from customers.models import BillingDetailChange
-from ledger.errors import TallyError
 
 if TYPE_CHECKING:
     from app.api.customers import Customer
@@ -239,10 +237,6 @@ class BillingDetailsMutation:
 
         async def update() -> UpdateCustomerPayload:
             customer = await customer_of(info, input.customer_id)
-            if not context.viewer.is_staff and not isinstance(patch.tax_exemption, Unset):
-                raise TallyError(
-                    "Forbidden: a customer's tax exemption is set by staff", field="taxExemption", code="FORBIDDEN"
-                )
             outcome = await update_billing_details(
                 context.session,
                 customer.id,
@@ -250,6 +244,7 @@ class BillingDetailsMutation:
                 actor=context.viewer.actor,
                 as_of=context.now(),
                 dry_run=input.dry_run,
+                may_set_tax_exemption=context.viewer.is_staff,
             )
             change = None
             if outcome.changed:

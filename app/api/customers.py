@@ -489,7 +489,10 @@ class CustomersMutation:
             ahead=timedelta(days=context.settings.start_ahead_max_days),
         )
         row, errors = await run_mutation(
-            info, lambda: customers.create_customer(context.session, new, as_of=context.now(), start_bounds=bounds)
+            info,
+            lambda: customers.create_customer(
+                context.session, new, as_of=context.now(), start_bounds=bounds, actor=context.viewer.actor
+            ),
         )
         return CreateCustomerPayload(customer=Customer.from_model(row) if row else None, user_errors=errors)
 

@@ -22,15 +22,16 @@ from app.api.common import (
     run_mutation,
     time_cursor,
 )
+from app.api.context import TallyContext
 from app.api.permissions import requires
 from app.api.scope import STAFF_ONLY, StaffOnly, customer_of, staff_only, written_by_tally
-from app.auth import Capability, Role
+from app.auth import Capability
 from customers import credits
 from ledger import grants as credit
 from ledger import service as ledger
-from ledger.errors import LimitExceeded, NotFound
+from ledger.errors import NotFound
 from ledger.models import CreditGrant as GrantRow
-from ledger.money import to_minor_exact
+from ledger.money import round_to_minor, to_minor_exact
 
 
 @strawberry.enum
@@ -186,12 +187,42 @@ class GrantCreditsInput:
     idempotency_key: str
     expires_at: datetime | None = None
     priority: int | None = strawberry.field(default=None, description="Lower is consumed first; default 100.")
+    dry_run: bool = strawberry.field(
+        default=False, description="Validate it exactly as a grant would be and answer the grant; write nothing."
+    )
 
 
 @strawberry.type
 class GrantCreditsPayload:
     grant: CreditGrant | None
     user_errors: list[UserError]
+
+
+@strawberry.input
+class VoidCreditGrantInput:
+    grant_id: strawberry.ID
+    reason: str
+    idempotency_key: str
+    customer_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Only a grant of this customer (any other is NOT_FOUND): a page's guard."
+    )
+    dry_run: bool = strawberry.field(default=False, description="Answer what would be voided; write nothing.")
+
+
+@strawberry.type
+class VoidCreditGrantPayload:
+    grant: CreditGrant | None = strawberry.field(description="The grant, voided (as it would be, for a dry run).")
+    voided: Money | None = strawberry.field(
+        description="What remained of the grant and was taken back to where it came from (consumed credit stays "
+        "consumed)."
+    )
+    user_errors: list[UserError]
+
+
+def grant_limit_minor(context: TallyContext, currency: str) -> int | None:
+    """The viewer's largest grant (``Viewer.grant_limit``) in ``currency``'s minor units."""
+    limit = context.viewer.grant_limit(context.settings.support_grant_limit)
+    return None if limit is None else round_to_minor(limit, currency)
 
 
 @strawberry.input
@@ -217,15 +248,10 @@ class LedgerMutation:
         """Credit a customer. The support role may grant at most TALLY_SUPPORT_GRANT_LIMIT at a time."""
         context = info.context
 
-        async def grant() -> GrantRow:
+        async def grant() -> CreditGrant:
             customer = await customer_of(info, str(input.customer_id))
             amount = to_minor_exact(input.amount, customer.currency)
-            limit = context.settings.support_grant_limit
-            if context.viewer.role is Role.SUPPORT and input.amount > limit:
-                raise LimitExceeded(
-                    f"the support role may grant at most {limit} {customer.currency}; ask finance", field="amount"
-                )
-            return await credits.grant_credits(
+            row = await credits.grant_credits(
                 context.session,
                 customer_id=customer.id,
                 currency=customer.currency,
@@ -236,10 +262,46 @@ class LedgerMutation:
                 as_of=context.now(),
                 priority=100 if input.priority is None else input.priority,
                 expires_at=input.expires_at,
+                max_amount=grant_limit_minor(context, customer.currency),
+            )
+            return CreditGrant.from_model(row)  # before the transaction ends: a dry run's rollback expires it
+
+        made, errors = await run_mutation(info, grant, commit=not input.dry_run)
+        return GrantCreditsPayload(grant=made, user_errors=errors)
+
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.ADJUST_BALANCES)],
+        description="Void what remains of a credit grant: the ledger posts it back to where the grant came from "
+        "(double entry); what was consumed stays consumed (finance).",
+    )
+    async def void_credit_grant(self, info: Info, input: VoidCreditGrantInput) -> VoidCreditGrantPayload:
+        context = info.context
+
+        async def void() -> VoidCreditGrantPayload:
+            try:
+                grant_id = uuid.UUID(str(input.grant_id))
+            except ValueError:
+                raise NotFound("no such credit grant", field="grantId") from None
+            scope = context.viewer.customer_scope
+            if input.customer_id is not None:
+                scope = (await customer_of(info, str(input.customer_id))).id
+            outcome = await credits.void_grant(
+                context.session,
+                grant_id=grant_id,
+                reason=input.reason,
+                actor=context.viewer.actor,
+                idempotency_key=input.idempotency_key,
+                as_of=context.now(),
+                customer_id=scope,
+            )
+            return VoidCreditGrantPayload(
+                grant=CreditGrant.from_model(outcome.grant),
+                voided=money(outcome.voided, outcome.grant.currency),
+                user_errors=[],
             )
 
-        row, errors = await run_mutation(info, grant)
-        return GrantCreditsPayload(grant=CreditGrant.from_model(row) if row else None, user_errors=errors)
+        payload, errors = await run_mutation(info, void, commit=not input.dry_run)
+        return payload or VoidCreditGrantPayload(grant=None, voided=None, user_errors=errors)
 
     @strawberry.mutation(permission_classes=[requires(Capability.ADJUST_BALANCES)])
     async def adjust_balance(self, info: Info, input: AdjustBalanceInput) -> AdjustBalancePayload:

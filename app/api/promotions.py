@@ -10,14 +10,14 @@ import strawberry
 from strawberry.types import Info
 
 from app.api.common import Money, UserError, run_mutation
-from app.api.ledger import CreditGrant
+from app.api.ledger import CreditGrant, grant_limit_minor
 from app.api.permissions import requires
 from app.api.scope import customer_of, only_visible
-from app.auth import Capability, Role
+from app.auth import Capability
 from customers import credits
 from customers import service as customers
 from ledger import promotions
-from ledger.errors import LimitExceeded
+from ledger.errors import NotFound
 from ledger.models import CreditGrant as GrantRow
 from ledger.models import Promotion as PromotionRow
 from ledger.money import normalize_currency, to_major, to_minor_exact
@@ -92,6 +92,39 @@ class CreatePromotionPayload:
     user_errors: list[UserError]
 
 
+@strawberry.input(description="Only the fields given change; null clears a limit. The code and the credit stay.")
+class UpdatePromotionInput:
+    promotion_id: strawberry.ID
+    description: str | None = strawberry.UNSET
+    credit_expires_in_days: int | None = strawberry.UNSET
+    max_redemptions: int | None = strawberry.field(
+        default=strawberry.UNSET, description="At least the redemptions already made; null: no limit."
+    )
+    expires_at: datetime | None = strawberry.UNSET
+    active: bool | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="false deactivates it: no new redemption; the credit already granted stays.",
+    )
+
+    def changes(self) -> promotions.PromotionChanges:
+        def given(value: object) -> object:
+            return promotions.KEEP if value is strawberry.UNSET else value
+
+        return promotions.PromotionChanges(
+            description=given(self.description),
+            credit_expires_in_days=given(self.credit_expires_in_days),
+            max_redemptions=given(self.max_redemptions),
+            expires_at=given(self.expires_at),
+            active=promotions.KEEP if self.active in (None, strawberry.UNSET) else self.active,
+        )
+
+
+@strawberry.type
+class UpdatePromotionPayload:
+    promotion: Promotion | None
+    user_errors: list[UserError]
+
+
 @strawberry.input
 class RedeemPromotionInput:
     customer_id: strawberry.ID
@@ -138,6 +171,30 @@ class PromotionsMutation:
         row, errors = await run_mutation(info, create)
         return CreatePromotionPayload(promotion=Promotion.from_model(row) if row else None, user_errors=errors)
 
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.MANAGE_PROMOTIONS)],
+        description="Edit a promotion's terms, or deactivate (or reactivate) it; each change is in the audit log.",
+    )
+    async def update_promotion(self, info: Info, input: UpdatePromotionInput) -> UpdatePromotionPayload:
+        context = info.context
+
+        async def update() -> Promotion:
+            try:
+                promotion_id = uuid.UUID(str(input.promotion_id))
+            except ValueError:
+                raise NotFound("no such promotion", field="promotionId") from None
+            row = await promotions.update_promotion(
+                context.session,
+                promotion_id=promotion_id,
+                changes=input.changes(),
+                actor=context.viewer.actor,
+                as_of=context.now(),
+            )
+            return Promotion.from_model(row)
+
+        promotion, errors = await run_mutation(info, update)
+        return UpdatePromotionPayload(promotion=promotion, user_errors=errors)
+
     @strawberry.mutation(permission_classes=[requires(Capability.REDEEM_PROMOTIONS)])
     async def redeem_promotion(self, info: Info, input: RedeemPromotionInput) -> RedeemPromotionPayload:
         """Redeem a code for a customer: once per customer; a retry with the same key is harmless."""
@@ -145,13 +202,6 @@ class PromotionsMutation:
 
         async def redeem() -> GrantRow:
             customer = await customer_of(info, str(input.customer_id))
-            if context.viewer.role is Role.SUPPORT:
-                limit = context.settings.support_grant_limit
-                found = await promotions.promotion_by_code(context.session, input.code)
-                if found is not None and to_major(found.credit_amount, found.currency) > limit:
-                    raise LimitExceeded(
-                        f"the support role may grant at most {limit} {found.currency}; ask finance", field="code"
-                    )
             return await credits.redeem_promotion(
                 context.session,
                 code=input.code,
@@ -160,6 +210,7 @@ class PromotionsMutation:
                 actor=context.viewer.actor,
                 idempotency_key=input.idempotency_key,
                 as_of=context.now(),
+                max_amount=grant_limit_minor(context, customer.currency),
             )
 
         grant, errors = await run_mutation(info, redeem)

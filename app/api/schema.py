@@ -26,6 +26,7 @@ from strawberry.tools import merge_types
 
 from app.api.alerts import AlertsMutation, AlertsQuery, EntitlementExhaustion
 from app.api.anomalies import AnomaliesMutation, AnomaliesQuery
+from app.api.audit import AuditQuery
 from app.api.authorizations import AuthorizationsMutation
 from app.api.billing import BillingQuery
 from app.api.billing_details import BillingDetailsMutation
@@ -87,6 +88,7 @@ Query = merge_types(
         InvoiceListQuery,
         LedgerStatementQuery,
         PlanSubscribersQuery,
+        AuditQuery,
     ),
 )
 Mutation = merge_types(

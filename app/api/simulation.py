@@ -12,7 +12,6 @@ from app.api.common import Money, UserError, money, run_mutation
 from app.api.permissions import requires
 from app.auth import Capability
 from billing.simulation import PeriodSelection, simulate_pricing
-from ledger.errors import InvalidInput
 from pricing.simulation import CustomerOutcome, SimulationSummary
 
 
@@ -112,13 +111,7 @@ class SimulationMutation:
         end = input.to or now
 
         async def simulate() -> SimulationSummary:
-            if input.periods is not None and not 1 <= input.periods <= 24:
-                raise InvalidInput("must be between 1 and 24", field="periods")
-            if input.periods is None and input.from_ is None:
-                raise InvalidInput("give from (and to) or periods", field="from")
-            if input.from_ is not None and input.from_ >= end:
-                raise InvalidInput("must be before to", field="from")
-            selection = PeriodSelection(start=input.from_, end=min(end, now), last=input.periods)
+            selection = PeriodSelection.checked(start=input.from_, end=end, last=input.periods, as_of=now)
             return await simulate_pricing(
                 context.session,
                 catalog_text=input.catalog,

@@ -104,6 +104,7 @@ async def load_demo(
                 started_at=created,
             ),
             as_of=created,
+            actor="demo",
         )
         advance(external_id)
     await add_demo_credits(session, as_of=as_of)

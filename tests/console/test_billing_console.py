@@ -288,4 +288,4 @@ async def test_support_may_not_simulate_pricing(client: httpx.AsyncClient, bille
     await sign_in(client, "cs@example.com", PASSWORD)
     page = await client.get("/console/pricing")
     assert "Your role may not simulate pricing" in page.text
-    assert re.search(r'<button type="submit" id="simulate-button"\s+disabled', page.text)
+    assert 'id="simulate-button"' not in page.text, "no form the role may not use"

@@ -230,7 +230,7 @@ async def test_grant_credits_with_a_confirmation_step_and_a_harmless_double_subm
     assert "Granted 25.00 USD" in credits.text
     assert credits.text.count("outage apology") == 2, "one grant row and one ledger row, not two of each"
     too_much = await client.post(f"{base}/grants", data={**form, "amount": "150", "idempotency_key": "other"})
-    assert too_much.status_code == 422 and "the support role may grant at most 100 USD" in too_much.text
+    assert too_much.status_code == 422 and "your role may grant at most 100.00 USD at once" in too_much.text
 
 
 async def test_promotions_page_and_redeeming_from_the_customer_page(client: httpx.AsyncClient, staff: None) -> None:
