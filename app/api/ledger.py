@@ -34,7 +34,9 @@ from ledger.models import CreditGrant as GrantRow
 from ledger.money import round_to_minor, to_minor_exact
 
 
-@strawberry.enum
+@strawberry.enum(
+    description="ACTIVE (credits remain), DEPLETED (all used), EXPIRED (its expiry passed) or VOIDED (taken back)."
+)
 class GrantStatus(Enum):
     ACTIVE = "ACTIVE"
     DEPLETED = "DEPLETED"
@@ -71,14 +73,14 @@ def public_description(label: str, reason: str, actor: str) -> str:
     return f"{label}: {reason}" if written_by_tally(actor) else label
 
 
-@strawberry.type
+@strawberry.type(description="Credits given to a customer: drawn by their invoices, by priority then expiry.")
 class CreditGrant:
-    id: strawberry.ID
-    amount: Money
-    remaining: Money
-    priority: int
-    effective_at: datetime
-    expires_at: datetime | None
+    id: strawberry.ID = strawberry.field(description="Tally's id for the grant.")
+    amount: Money = strawberry.field(description="What was granted.")
+    remaining: Money = strawberry.field(description="What is left to draw.")
+    priority: int = strawberry.field(description="Lower is drawn first (then the soonest to expire).")
+    effective_at: datetime = strawberry.field(description="When it was granted.")
+    expires_at: datetime | None = strawberry.field(description="When what remains expires; null: never.")
     description: str = strawberry.field(description="What the grant is, in words fit for the customer.")
     reason: str = strawberry.field(
         description="Staff read the reason as it was written; any other role reads the description.",
@@ -86,7 +88,7 @@ class CreditGrant:
     )
     source: str
     actor: str | None = staff_only("Who granted it. " + STAFF_ONLY)
-    status: GrantStatus
+    status: GrantStatus = strawberry.field(description="Whether credits remain to draw, and if not, why.")
     created_at: datetime
 
     @classmethod
@@ -111,12 +113,15 @@ class CreditGrant:
         )
 
 
-@strawberry.type
+@strawberry.type(description="One ledger transaction of the customer: balanced debits and credits, never changed.")
 class LedgerEntry:
-    id: strawberry.ID
-    kind: str
-    effective_at: datetime
-    recorded_at: datetime
+    id: strawberry.ID = strawberry.field(description="Tally's id for the transaction.")
+    kind: str = strawberry.field(
+        description="What moved: invoice, payment, credit_grant, credit_consumption, credit_expiry, credit_void, "
+        "adjustment, reversal, refund, write_off…"
+    )
+    effective_at: datetime = strawberry.field(description="When it counts (a backdated adjustment is earlier).")
+    recorded_at: datetime = strawberry.field(description="When Tally wrote it.")
     description: str = strawberry.field(
         description="Staff read the kind and the reason as it was written; any other role reads a public "
         "description (Tally's own wording, or only what kind of movement it is).",
@@ -143,7 +148,7 @@ class LedgerEntry:
         )
 
 
-@strawberry.type
+@strawberry.type(description="A customer's balances in their currency, from the ledger.")
 class Balance:
     credits: Money = strawberry.field(description="Credit the customer holds, from the ledger.")
     unbilled: Money = strawberry.field(
@@ -192,10 +197,10 @@ class GrantCreditsInput:
     )
 
 
-@strawberry.type
+@strawberry.type(description="The grant made (or, for a dry run, checked), or why not.")
 class GrantCreditsPayload:
-    grant: CreditGrant | None
-    user_errors: list[UserError]
+    grant: CreditGrant | None = strawberry.field(description="The grant; null when refused.")
+    user_errors: list[UserError] = strawberry.field(description="Why it was refused; empty when it was granted.")
 
 
 @strawberry.input
@@ -243,7 +248,11 @@ class AdjustBalancePayload:
 
 @strawberry.type
 class LedgerMutation:
-    @strawberry.mutation(permission_classes=[requires(Capability.GRANT_CREDITS)])
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.GRANT_CREDITS)],
+        description="Give a customer credits (double entry in the ledger); the same idempotency key grants once. "
+        "Support may grant up to its role's limit.",
+    )
     async def grant_credits(self, info: Info, input: GrantCreditsInput) -> GrantCreditsPayload:
         """Credit a customer. The support role may grant at most TALLY_SUPPORT_GRANT_LIMIT at a time."""
         context = info.context

@@ -30,16 +30,16 @@ class Redemption:
     redeemed_at: datetime
 
 
-@strawberry.type
+@strawberry.type(description="A code customers redeem for credits.")
 class Promotion:
-    id: strawberry.ID
-    code: str
+    id: strawberry.ID = strawberry.field(description="Tally's id for the promotion.")
+    code: str = strawberry.field(description="What customers type, e.g. WELCOME25; unique.")
     description: str
-    credit: Money
+    credit: Money = strawberry.field(description="What each redemption grants.")
     credit_expires_in_days: int | None
-    max_redemptions: int | None
-    redemptions: int
-    expires_at: datetime | None
+    max_redemptions: int | None = strawberry.field(description="How many times it may be redeemed; null: no limit.")
+    redemptions: int = strawberry.field(description="How many times it was redeemed.")
+    expires_at: datetime | None = strawberry.field(description="After this it cannot be redeemed; null: never.")
     active: bool
     created_at: datetime
     row_id: strawberry.Private[uuid.UUID]
@@ -86,10 +86,10 @@ class CreatePromotionInput:
     expires_at: datetime | None = None
 
 
-@strawberry.type
+@strawberry.type(description="The promotion created, or why not.")
 class CreatePromotionPayload:
-    promotion: Promotion | None
-    user_errors: list[UserError]
+    promotion: Promotion | None = strawberry.field(description="The new promotion; null when refused.")
+    user_errors: list[UserError] = strawberry.field(description="Why it was refused; empty when it was created.")
 
 
 @strawberry.input(description="Only the fields given change; null clears a limit. The code and the credit stay.")
@@ -132,10 +132,10 @@ class RedeemPromotionInput:
     idempotency_key: str
 
 
-@strawberry.type
+@strawberry.type(description="The credits a redemption granted, or why not.")
 class RedeemPromotionPayload:
-    grant: CreditGrant | None
-    user_errors: list[UserError]
+    grant: CreditGrant | None = strawberry.field(description="The grant it made; null when refused.")
+    user_errors: list[UserError] = strawberry.field(description="Why it was refused; empty when it was redeemed.")
 
 
 @strawberry.type
@@ -149,7 +149,10 @@ class PromotionsQuery:
 
 @strawberry.type
 class PromotionsMutation:
-    @strawberry.mutation(permission_classes=[requires(Capability.MANAGE_PROMOTIONS)])
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.MANAGE_PROMOTIONS)],
+        description="Create a promotion code worth credits, with an optional redemption limit and expiry.",
+    )
     async def create_promotion(self, info: Info, input: CreatePromotionInput) -> CreatePromotionPayload:
         context = info.context
 
@@ -195,7 +198,10 @@ class PromotionsMutation:
         promotion, errors = await run_mutation(info, update)
         return UpdatePromotionPayload(promotion=promotion, user_errors=errors)
 
-    @strawberry.mutation(permission_classes=[requires(Capability.REDEEM_PROMOTIONS)])
+    @strawberry.mutation(
+        permission_classes=[requires(Capability.REDEEM_PROMOTIONS)],
+        description="Redeem a code for a customer: it grants the promotion's credits, once per customer.",
+    )
     async def redeem_promotion(self, info: Info, input: RedeemPromotionInput) -> RedeemPromotionPayload:
         """Redeem a code for a customer: once per customer; a retry with the same key is harmless."""
         context = info.context
