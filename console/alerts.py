@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
 from console.forms import field_errors
-from console.routes import ContextDep, query, render
+from console.pages import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 

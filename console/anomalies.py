@@ -16,7 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 from app.api.anomalies import AnomalyKind, AnomalySeverity, AnomalyStatus
 from app.api.context import TallyContext
 from console.forms import field_errors
-from console.routes import CSV_ROW_LIMIT, ContextDep, csv_download, query, render
+from console.pages import CSV_ROW_LIMIT, ContextDep, csv_download, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.context import TallyContext
-from console.routes import CSV_ROW_LIMIT, ContextDep, csv_download, query, render
+from console.pages import CSV_ROW_LIMIT, ContextDep, csv_download, query, render
 from console.views import grouped_amount
 
 router = APIRouter(prefix="/console", include_in_schema=False)

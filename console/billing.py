@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
 from console.forms import field_errors
-from console.routes import CSV_ROW_LIMIT, ContextDep, csv_download, is_htmx, query, render
+from console.pages import CSV_ROW_LIMIT, ContextDep, csv_download, is_htmx, query, render
 from console.views import utc_minute
 
 router = APIRouter(prefix="/console", include_in_schema=False)

@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from app.api.context import TallyContext
 from console.coupons import promotions_view
 from console.forms import field_errors, mutate
-from console.routes import ContextDep, query, render
+from console.pages import ContextDep, query, render
 from console.views import grouped_amount
 
 router = APIRouter(prefix="/console", include_in_schema=False)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.convertors import Convertor, register_url_convertor
 
-from console.routes import ContextDep, query, render
+from console.pages import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 

@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
 from app.auth import Capability
-from console.routes import ContextDep, query, render
+from console.pages import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 SHOWN = 100

@@ -17,7 +17,7 @@ from app.api.context import TallyContext
 from app.invoice_documents import CREDIT_NOTE, INVOICE, InvoiceNotFound, pdf_response, viewer_pdf
 from console.billing import invoice_reference
 from console.forms import field_errors
-from console.routes import ContextDep, query, render
+from console.pages import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 

@@ -16,7 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 from app.api.context import TallyContext
 from console.billing import invoice_reference
 from console.graphql_client import ConsoleQueryFailed
-from console.routes import CSV_ROW_LIMIT, ContextDep, csv_download, query, render
+from console.pages import CSV_ROW_LIMIT, ContextDep, csv_download, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 

@@ -16,7 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 from app.api.context import TallyContext
 from console.billing import refusal_status
 from console.forms import field_errors
-from console.routes import ContextDep, is_htmx, query, render
+from console.pages import ContextDep, is_htmx, query, render
 from console.views import utc_minute
 
 router = APIRouter(prefix="/console", include_in_schema=False)

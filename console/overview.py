@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from console.charts import AxisChart, column_chart, lines_chart
-from console.routes import ContextDep, query, render
+from console.pages import ContextDep, query, render
 from console.views import grouped_amount
 
 router = APIRouter(prefix="/console", include_in_schema=False)

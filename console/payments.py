@@ -17,7 +17,7 @@ from app.api.context import TallyContext
 from app.auth import Capability
 from console.billing import refusal_status
 from console.forms import field_errors
-from console.routes import CSV_ROW_LIMIT, ContextDep, csv_download, query, render
+from console.pages import CSV_ROW_LIMIT, ContextDep, csv_download, query, render
 from console.views import utc_minute
 
 router = APIRouter(prefix="/console", include_in_schema=False)

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from console.routes import ContextDep, query, render
+from console.pages import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 

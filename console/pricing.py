@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 
 from app.api.context import TallyContext
 from console.forms import field_errors
-from console.routes import ContextDep, csv_download, is_htmx, query, render
+from console.pages import ContextDep, csv_download, is_htmx, query, render
 from console.views import biggest_movers_first, distribution_chart
 
 router = APIRouter(prefix="/console", include_in_schema=False)

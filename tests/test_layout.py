@@ -27,3 +27,12 @@ def test_pricing_uses_only_the_ledgers_vocabulary_of_money_and_errors() -> None:
         if imported.startswith("ledger")
     }
     assert imported <= {"ledger.money", "ledger.errors"}, imported
+
+
+def test_console_sections_share_pages_and_only_the_routes_module_assembles_them() -> None:
+    """No cycle between the console's sections and the module that mounts them: a section imports
+    what pages share from ``console.pages``, never ``console.routes``."""
+    graph = grimp.build_graph("console")
+    importers = graph.find_modules_that_directly_import("console.routes")
+    assert importers == set(), importers
+    assert "console.routes" not in graph.find_modules_directly_imported_by("console.pages")

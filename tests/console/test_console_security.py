@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.staff import create_user
-from console.routes import spreadsheet_safe
+from console.pages import spreadsheet_safe
 from tests.conftest import graphql, now
 from tests.console.test_console import PASSWORD, csrf_of, sign_in
 

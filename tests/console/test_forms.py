@@ -7,8 +7,9 @@ from decimal import Decimal
 import pytest
 from graphql import GraphQLError
 
-from console.forms import amount_in_words, field_errors, grouped_amount, refused_variables
+from console.forms import amount_in_words, field_errors, refused_variables
 from console.permissions import role_may
+from console.views import grouped_amount
 
 
 def test_user_errors_land_beside_their_input() -> None:
