@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Identity, Integer, String, Text
+from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Identity, Index, Integer, String, Text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
@@ -145,13 +145,18 @@ class AuditEntry(SQLModel, table=True):
     that rolls back leaves no entry, and none is ever missing). Append-only; ``id`` orders them."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("audit_log_customer", "customer_id", "id"),
+        Index("audit_log_actor", "actor", "id"),
+        Index("audit_log_recorded_at", "recorded_at"),
+    )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
     recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    actor: str
-    action: str
-    subject_type: str
-    subject_id: str
+    actor: str = Field(sa_column=Column(Text, nullable=False))
+    action: str = Field(sa_column=Column(Text, nullable=False))
+    subject_type: str = Field(sa_column=Column(Text, nullable=False))
+    subject_id: str = Field(sa_column=Column(Text, nullable=False))
     customer_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
     before: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     after: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
