@@ -89,6 +89,10 @@ def load(url: str, customers: int) -> list[str]:
             (start, now - timedelta(hours=1)),
         )
         connection.execute(
+            "INSERT INTO subscription_phases (subscription_id, customer_id, starts_at, plan_version_id, "
+            "billing_anchor) SELECT id, customer_id, started_at, plan_version_id, billing_anchor FROM subscriptions"
+        )
+        connection.execute(
             "INSERT INTO credit_balance_settings (customer_id, currency, recharge_enabled, recharge_priority, "
             "balance_low, balance_low_crossings, spend_cap, updated_by, updated_at) "
             "SELECT id, 'USD', false, 100, false, 0, 10000000000, 'bench', now() FROM customers"
