@@ -43,6 +43,7 @@ async def customers_count(session: AsyncSession) -> int:
         ("9999-12-01T00:00:00Z", "TALLY_START_AHEAD_MAX_DAYS"),
         ((now() + timedelta(days=367)).isoformat(), "TALLY_START_AHEAD_MAX_DAYS"),
     ],
+    ids=["year-1800", "36-days-ago", "year-9999", "367-days-ahead"],
 )
 async def test_a_subscription_start_outside_the_window_is_a_field_error_and_changes_nothing(
     client: httpx.AsyncClient, session: AsyncSession, catalog: None, token_for, started_at: str, setting: str

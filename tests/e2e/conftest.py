@@ -175,9 +175,27 @@ SCREENSHOTS = Path(
 SCREEN_SIZES = {"desktop": (1440, 900), "phone": (390, 844)}
 
 
+#: The element that makes the page wider than the window (a sideways scroll of the whole page), or
+#: null: a phone user must never have to scroll the page sideways (a wide table scrolls itself).
+WIDEST_ELEMENT = """() => {
+  const limit = document.documentElement.clientWidth;
+  if (document.documentElement.scrollWidth <= limit) return null;
+  let widest = null;
+  for (const element of document.body.querySelectorAll('*')) {
+    const right = element.getBoundingClientRect().right;
+    if (right > limit + 1 && (!widest || right > widest.right)) {
+      widest = {right, name: element.tagName.toLowerCase() + (element.id ? '#' + element.id : '')
+        + (element.className && typeof element.className === 'string' ? '.' + element.className.split(' ').join('.') : '')};
+    }
+  }
+  return widest ? `${widest.name} (its right edge at ${Math.round(widest.right)} px)` : 'an unknown element';
+}"""
+
+
 def screenshot_both_sizes(page: Any, name: str) -> list[Path]:
     """Screenshot the page (full length) at the desktop and the phone size, back at the size it
-    had; the files are ``<name>-desktop.png`` and ``<name>-phone.png`` in :data:`SCREENSHOTS`."""
+    had; the files are ``<name>-desktop.png`` and ``<name>-phone.png`` in :data:`SCREENSHOTS`.
+    Fails when the page is wider than the window at either size."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     before = page.viewport_size
     taken = []
@@ -186,6 +204,8 @@ def screenshot_both_sizes(page: Any, name: str) -> list[Path]:
         path = SCREENSHOTS / f"{name}-{size_name}.png"
         page.screenshot(path=str(path), full_page=True)
         taken.append(path)
+        widest = page.evaluate(WIDEST_ELEMENT)
+        assert widest is None, f"{name} at {width} px: the page scrolls sideways because of {widest}"
     if before:
         page.set_viewport_size(before)
     return taken

@@ -23,7 +23,7 @@ import pytest
 from app.collection import stripe_gateway
 from app.database import create_engine, session_factory
 from app.settings import Settings
-from billing.outbox import charge, claim_next
+from billing.outbox import charge, claim_next, payer_of
 from tests.billing.scenario import CATALOG, JAN_31
 from tests.billing.stripe_support import (
     API_KEY,
@@ -136,7 +136,10 @@ async def charge_and_crash(server: CollectingServer) -> str:
             claimed = await claim_next(worker, as_of=COLLECTED_AT)
             assert claimed is not None
             await worker.commit()
-            charged = await charge(worker, gateway, claimed, as_of=COLLECTED_AT)
+            payer = await payer_of(worker, gateway, claimed, as_of=COLLECTED_AT)
+            assert payer is not None
+            await worker.commit()
+            charged = await charge(gateway, claimed, payer)
             await worker.rollback()
     finally:
         await engine.dispose()
