@@ -36,17 +36,3 @@ def test_console_sections_share_pages_and_only_the_routes_module_assembles_them(
     importers = graph.find_modules_that_directly_import("console.routes")
     assert importers == set(), importers
     assert "console.routes" not in graph.find_modules_directly_imported_by("console.pages")
-
-
-def test_every_test_directory_is_in_the_test_paths() -> None:
-    """pytest collects the directories pyproject.toml lists, in that order (the longest first): a
-    test directory left out would never run."""
-    import tomllib
-
-    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["testpaths"])
-    present = {
-        f"tests/{path.name}"
-        for path in (REPO / "tests").iterdir()
-        if (path.is_dir() and any(path.glob("test_*.py"))) or (path.is_file() and path.name.startswith("test_"))
-    }
-    assert present <= listed, sorted(present - listed)
