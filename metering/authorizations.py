@@ -34,7 +34,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.money import plain_decimal
 from metering import repository
-from metering.entitlements import edge_entitlement
+from metering.entitlements import ReadAhead, edge_entitlement, reads_ahead
 from metering.errors import UnknownMeter
 from metering.events import IngestLimits, read_value, text_problem
 
@@ -213,8 +213,9 @@ async def authorize(
     """Authorize ``request`` for the customer, in the caller's transaction, which must commit (or
     roll back) promptly: it holds the (customer, meter) pair's turn until it ends. A customer the
     caller may not see is not found, like an unknown one."""
-    rows, found = await repository.edge_lookup_locked(
-        session, external_id, request.meter_key, request.idempotency_key, as_of
+    ahead = reads_ahead(external_id, request.meter_key, as_of=as_of)
+    rows, found, ahead_rows = await repository.edge_lookup_locked(
+        session, external_id, request.meter_key, request.idempotency_key, as_of, also=ahead
     )
     if not rows or not may_see(rows[0]["customer_id"]):
         raise NotFound(f"no customer {external_id!r}", field="customer")
@@ -230,7 +231,7 @@ async def authorize(
     if found["id"] is not None:
         return Authorized(_replayed(found, meter_id, request), created=False)
     held = Decimal(found["held"])
-    answer = await edge_entitlement(session, rows, as_of=as_of)
+    answer = await edge_entitlement(session, external_id, rows, ReadAhead(ahead, ahead_rows), as_of=as_of)
     assert answer is not None and answer.entitlement is not None  # the customer and the meter were just found
     entitlement = answer.entitlement
     if entitlement.reason in _BLOCKING_REASONS:

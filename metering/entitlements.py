@@ -12,6 +12,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+from cachetools import LRUCache
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import service as customers
@@ -22,7 +23,7 @@ from customers.periods import calendar_month
 from customers.price_overrides import overrides_of_customer
 from ledger.money import plain_decimal
 from metering import repository
-from metering.usage import MeterUsage, Period, current_pricings, period_of, usage
+from metering.usage import MeterUsage, Period, UsageReading, current_pricings, period_of, usage
 from pricing.models import Meter, PlanCharge
 from pricing.overrides import NO_OVERRIDES, OverrideTimeline
 from pricing.service import charges_of_version, meter_by_key, plan_version
@@ -120,8 +121,10 @@ async def _entitlement_in(
     suspended: bool,
     as_of: datetime,
     overrides: OverrideTimeline = NO_OVERRIDES,
+    ahead: ReadAhead | None = None,
 ) -> Entitlement:
-    """Limits are the customer's: a price override's limit (or its lifting) in effect at ``as_of``."""
+    """Limits are the customer's: a price override's limit (or its lifting) in effect at ``as_of``.
+    Usage comes from the reads sent ahead when they are the ones this period needs."""
     charges = []
     if version_id is not None:
         charges = [
@@ -129,7 +132,12 @@ async def _entitlement_in(
             for charge, m in await charges_of_version(session, version_id)
             if m.id == meter.id
         ]
-    [meter_usage] = await usage(session, customer_id, [meter], period.start, period.end, as_of=as_of)
+    reading = UsageReading.of(customer_id, [meter], period.start, period.end, as_of=as_of)
+    if ahead is not None and ahead.reads == reading.reads:
+        rows = ahead.rows
+    else:
+        rows = await repository.read_all(session, reading.reads)
+    [meter_usage] = reading.usage(rows)
     return entitlement_of(meter_usage, charges, suspended=suspended)
 
 
@@ -139,12 +147,45 @@ class EdgeEntitlement:
     entitlement: Entitlement | None  # None: no such meter
 
 
+@dataclass(frozen=True)
+class ReadAhead:
+    """Usage reads sent in the round trip of the edge's lookup, before it says which period to
+    read (:func:`reads_ahead`), and their rows. They are used only when they are exactly the reads
+    the period found needs; otherwise the usage is read again, one round trip later."""
+
+    reads: tuple[repository.Read, ...]
+    rows: list[list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class _LastRead:
+    customer_id: uuid.UUID
+    meter: Meter
+    period: Period
+
+
+#: The customer, meter and period each (customer, meter) pair of the edge was last read in, by
+#: external id and meter key: the next question about the pair is most likely in the same period.
+_last_reads: LRUCache[tuple[str, str], _LastRead] = LRUCache(maxsize=65_536)
+
+
+def reads_ahead(external_id: str, meter_key: str, *, as_of: datetime) -> tuple[repository.Read, ...]:
+    """The usage reads of the pair's last period, if ``as_of`` is still in it; none otherwise."""
+    last = _last_reads.get((external_id, meter_key))
+    if last is None or not last.period.start <= as_of < last.period.end:
+        return ()
+    return UsageReading.of(last.customer_id, [last.meter], last.period.start, last.period.end, as_of=as_of).reads
+
+
 async def entitlement_by_external_id(
     session: AsyncSession, external_id: str, meter_key: str, *, as_of: datetime
 ) -> EdgeEntitlement | None:
-    """The edge's question, in as few round trips as it can be (customer, subscription and meter
-    in one, then the period's usage): None for an unknown customer."""
-    return await edge_entitlement(session, await repository.edge_lookup(session, external_id, meter_key), as_of=as_of)
+    """The edge's question, in as few round trips as it can be: customer, subscription and meter
+    in one, with the period's usage read ahead (one round trip in all when the guess holds, else
+    one more); None for an unknown customer."""
+    ahead = reads_ahead(external_id, meter_key, as_of=as_of)
+    rows, ahead_rows = await repository.edge_lookup(session, external_id, meter_key, also=ahead)
+    return await edge_entitlement(session, external_id, rows, ReadAhead(ahead, ahead_rows), as_of=as_of)
 
 
 _METER_COLUMNS = (
@@ -188,9 +229,12 @@ def _edge_subscription(values: tuple[Any, ...]) -> Subscription:
     return Subscription(**fields, created_at=fields["started_at"])
 
 
-async def edge_entitlement(session: AsyncSession, rows: list[Any], *, as_of: datetime) -> EdgeEntitlement | None:
+async def edge_entitlement(
+    session: AsyncSession, external_id: str, rows: list[Any], ahead: ReadAhead, *, as_of: datetime
+) -> EdgeEntitlement | None:
     """:func:`entitlement_by_external_id` from the rows of :func:`repository.edge_lookup` (or of a
-    statement that read the same columns, such as the one authorizations lock with)."""
+    statement that read the same columns, such as the one authorizations lock with) and the usage
+    reads sent ahead with them; remembers the period read, for the pair's next question."""
     if not rows:
         return None
     row = rows[0]
@@ -214,21 +258,24 @@ async def edge_entitlement(session: AsyncSession, rows: list[Any], *, as_of: dat
         subscription = _edge_subscription(tuple(row[column] for column in _SUBSCRIPTION_COLUMNS))
         version_id = subscription.version_at(as_of)
         version = await plan_version(session, version_id)
-        period = subscription_period(subscription, version.interval, as_of)
-        start, end = period.start, period.end
+        current = subscription_period(subscription, version.interval, as_of)
+        start, end = current.start, current.end
     overrides = NO_OVERRIDES
     if row["has_price_overrides"]:  # one more query, only for customers who have had an override
         overrides = await overrides_of_customer(session, row["customer_id"])
+    period = Period(start, end)
     found = await _entitlement_in(
         session,
         row["customer_id"],
         meter,
-        Period(start, end),
+        period,
         version_id,
         suspended=row["status"] == "SUSPENDED",
         as_of=as_of,
         overrides=overrides,
+        ahead=ahead,
     )
+    _last_reads[(external_id, row["key"])] = _LastRead(row["customer_id"], meter, period)
     return EdgeEntitlement(row["customer_id"], blocked(found, subscription, as_of))
 
 

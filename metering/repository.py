@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from sqlalchemy import text
 from sqlmodel import col, select
@@ -363,33 +365,30 @@ def whole_hours_params(
     }
 
 
-async def rollup_partials(
-    session: AsyncSession, customer_id: uuid.UUID, meter_ids: list[uuid.UUID], start: datetime, end: datetime
-) -> list[Any]:
-    params = whole_hours_params(customer_id, meter_ids, start, end)
-    return await _rows(session, ROLLUP_PARTIALS, params)
+@dataclass(frozen=True)
+class Read:
+    """A statement that reads rows, built apart from running it, so that a caller may send several
+    in one pipeline (one network round trip): :func:`read_all`, or after an edge lookup."""
+
+    sql: str
+    params: dict[str, Any]
 
 
-async def rollup_latest(
-    session: AsyncSession, customer_id: uuid.UUID, meter_ids: list[uuid.UUID], start: datetime, end: datetime
-) -> list[Any]:
+def rollup_partials(customer_id: uuid.UUID, meter_ids: list[uuid.UUID], start: datetime, end: datetime) -> Read:
+    return Read(ROLLUP_PARTIALS, whole_hours_params(customer_id, meter_ids, start, end))
+
+
+def rollup_latest(customer_id: uuid.UUID, meter_ids: list[uuid.UUID], start: datetime, end: datetime) -> Read:
     """The latest value per meter and dimensions over whole hours (for ``latest`` meters)."""
-    params = whole_hours_params(customer_id, meter_ids, start, end)
-    return await _rows(session, ROLLUP_LATEST, params)
+    return Read(ROLLUP_LATEST, whole_hours_params(customer_id, meter_ids, start, end))
 
 
-async def unique_values(
-    session: AsyncSession, customer_id: uuid.UUID, meter_ids: list[uuid.UUID], start: datetime, end: datetime
-) -> list[Any]:
-    params = whole_hours_params(customer_id, meter_ids, start, end)
-    return await _rows(session, UNIQUE_VALUES, params)
+def unique_values(customer_id: uuid.UUID, meter_ids: list[uuid.UUID], start: datetime, end: datetime) -> Read:
+    return Read(UNIQUE_VALUES, whole_hours_params(customer_id, meter_ids, start, end))
 
 
-async def raw_events(
-    session: AsyncSession, customer_id: uuid.UUID, event_types: list[str], ranges: list[tuple[datetime, datetime]]
-) -> list[Any]:
-    """Raw events in one or two half-open ranges (the partial hours at both ends of a period),
-    in one round trip."""
+def raw_events(customer_id: uuid.UUID, event_types: list[str], ranges: list[tuple[datetime, datetime]]) -> Read:
+    """Raw events in one or two half-open ranges (the partial hours at both ends of a period)."""
     (start1, end1), (start2, end2) = ranges[0], ranges[-1]
     params = {
         "customer_id": customer_id,
@@ -399,7 +398,21 @@ async def raw_events(
         "start2": start2,
         "end2": end2,
     }
-    return await _rows(session, RAW_EVENTS, params)
+    return Read(RAW_EVENTS, params)
+
+
+async def read_all(session: AsyncSession, reads: Sequence[Read]) -> list[list[dict[str, Any]]]:
+    """The rows of each read, in order; several are sent in one pipeline (one round trip), each
+    statement still reading its own snapshot, as when sent one by one."""
+    connection = await driver_connection(session)
+    if len(reads) == 1 and connection.info.transaction_status != TransactionStatus.IDLE:
+        return [await _rows(session, reads[0].sql, reads[0].params)]
+    # A transaction's first statement goes in a pipeline even alone: its BEGIN then travels with it.
+    async with connection.pipeline():
+        cursors = [connection.cursor(row_factory=dict_row) for _ in reads]
+        for cursor, read in zip(cursors, reads, strict=True):
+            await cursor.execute(read.sql, read.params)
+    return [await cursor.fetchall() for cursor in cursors]
 
 
 RAW_EVENTS_RECEIVED_BY = """
@@ -617,10 +630,16 @@ WHERE c.external_id = %(external_id)s
 """
 
 
-async def edge_lookup(session: AsyncSession, external_id: str, meter_key: str) -> list[Any]:
+async def edge_lookup(
+    session: AsyncSession, external_id: str, meter_key: str, also: Sequence[Read] = ()
+) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
     """The customer, the meter an edge asks about and each subscription of theirs (one row each,
-    one row without any), in one round trip; no rows for an unknown customer."""
-    return list(await _rows(session, EDGE_LOOKUP, {"external_id": external_id, "meter_key": meter_key}))
+    one row without any; no rows for an unknown customer), and the rows of the reads ``also``
+    asks for, sent after the lookup in the same round trip."""
+    [rows, *others] = await read_all(
+        session, [Read(EDGE_LOOKUP, {"external_id": external_id, "meter_key": meter_key}), *also]
+    )
+    return rows, others
 
 
 # The edge's lookup, taking the turn of the (customer, meter) pair when both exist: every
@@ -689,23 +708,23 @@ DELETE FROM usage_authorizations WHERE ctid = ANY(ARRAY(
 
 
 async def edge_lookup_locked(
-    session: AsyncSession, external_id: str, meter_key: str, idempotency_key: str, as_of: datetime
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    session: AsyncSession,
+    external_id: str,
+    meter_key: str,
+    idempotency_key: str,
+    as_of: datetime,
+    also: Sequence[Read] = (),
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[list[dict[str, Any]]]]:
     """:func:`edge_lookup`, holding the (customer, meter) pair's turn until the transaction ends,
-    then what the pair holds and the key's earlier authorization (``id`` None when there is none):
-    two statements in one pipeline, so one network round trip; the second runs once the first
-    holds the lock, and reads a snapshot taken then."""
+    then what the pair holds and the key's earlier authorization (``id`` None when there is none),
+    then the rows of the reads ``also`` asks for: one pipeline, so one network round trip; the
+    statements after the first run once it holds the lock, each reading a snapshot taken then
+    (what is held before what is used, as :mod:`metering.authorizations` requires)."""
     params = {"external_id": external_id, "meter_key": meter_key, "idempotency_key": idempotency_key, "as_of": as_of}
-    connection = await driver_connection(session)
-    async with connection.pipeline():
-        lookup = connection.cursor(row_factory=dict_row)
-        await lookup.execute(EDGE_LOOKUP_LOCKED, params)
-        held = connection.cursor(row_factory=dict_row)
-        await held.execute(HELD_AND_KEYED, params)
-    rows = await lookup.fetchall()
-    found = await held.fetchone()
-    assert found is not None  # one row whatever the pair
-    return rows, found
+    [rows, [found], *others] = await read_all(
+        session, [Read(EDGE_LOOKUP_LOCKED, params), Read(HELD_AND_KEYED, params), *also]
+    )
+    return rows, found, others
 
 
 async def record_authorization(session: AsyncSession, row: dict[str, Any]) -> bool:

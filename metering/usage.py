@@ -74,24 +74,68 @@ async def usage(
     as_of: datetime | None = None,
 ) -> list[MeterUsage]:
     """Exact usage over ``[start, end)``: whole hours from the rollups, the partial hours at
-    either end from the raw events, merged per meter and dimensions.
+    either end from the raw events, merged per meter and dimensions, read in one round trip.
 
     With ``as_of``, a range reaching into the future is read only up to the end of the hour of
     ``as_of`` plus the accepted clock skew (no later event can exist yet): the same usage, without
     reading raw events for a partial hour that is still to come."""
-    if as_of is not None:
-        end = min(end, _ceil_hour(as_of + FUTURE_TOLERANCE))
-    partials: dict[uuid.UUID, dict[str, Partial]] = {meter.id: {} for meter in meters}
-    interior_start, interior_end = _ceil_hour(start), _floor_hour(end)
-    raw_ranges = [(start, end)]
-    if interior_start < interior_end:
-        raw_ranges = [(start, interior_start), (interior_end, end)]
-        await _add_rollups(session, customer_id, meters, interior_start, interior_end, partials)
-    rules = _rules_by_event_type(meters)
-    ranges = [(range_start, range_end) for range_start, range_end in raw_ranges if range_start < range_end]
-    if ranges:
-        _measure_events(await repository.raw_events(session, customer_id, list(rules), ranges), rules, partials)
-    return [MeterUsage(meter, partials[meter.id]) for meter in meters]
+    reading = UsageReading.of(customer_id, meters, start, end, as_of=as_of)
+    return reading.usage(await repository.read_all(session, reading.reads))
+
+
+@dataclass(frozen=True)
+class UsageReading:
+    """The reads :func:`usage` makes, apart from their rows, so that the edge can send them in the
+    round trip of its own lookup (:mod:`metering.entitlements`); :meth:`usage` folds their rows."""
+
+    customer_id: uuid.UUID
+    meters: tuple[Meter, ...]
+    start: datetime
+    end: datetime
+    reads: tuple[repository.Read, ...]
+    kinds: tuple[str, ...]  # what each read is: rollups, latest, unique or raw
+
+    @classmethod
+    def of(
+        cls, customer_id: uuid.UUID, meters: list[Meter], start: datetime, end: datetime, *, as_of: datetime | None
+    ) -> UsageReading:
+        if as_of is not None:
+            end = min(end, _ceil_hour(as_of + FUTURE_TOLERANCE))
+        reads: list[tuple[str, repository.Read]] = []
+        interior_start, interior_end = _ceil_hour(start), _floor_hour(end)
+        raw_ranges = [(start, end)]
+        if interior_start < interior_end:
+            raw_ranges = [(start, interior_start), (interior_end, end)]
+            meter_ids = [meter.id for meter in meters]
+            reads.append(("rollups", repository.rollup_partials(customer_id, meter_ids, interior_start, interior_end)))
+            latest = [meter.id for meter in meters if meter.aggregation == "latest"]
+            if latest:
+                reads.append(("latest", repository.rollup_latest(customer_id, latest, interior_start, interior_end)))
+            unique = [meter.id for meter in meters if meter.aggregation == "unique_count"]
+            if unique:
+                reads.append(("unique", repository.unique_values(customer_id, unique, interior_start, interior_end)))
+        ranges = [(range_start, range_end) for range_start, range_end in raw_ranges if range_start < range_end]
+        if ranges:
+            event_types = list(dict.fromkeys(meter.event_type for meter in meters))
+            reads.append(("raw", repository.raw_events(customer_id, event_types, ranges)))
+        return cls(
+            customer_id,
+            tuple(meters),
+            start,
+            end,
+            tuple(read for _, read in reads),
+            tuple(kind for kind, _ in reads),
+        )
+
+    def usage(self, results: list[list[dict[str, Any]]]) -> list[MeterUsage]:
+        """Each meter's usage from the rows of :attr:`reads`, in their order."""
+        partials: dict[uuid.UUID, dict[str, Partial]] = {meter.id: {} for meter in self.meters}
+        for kind, rows in zip(self.kinds, results, strict=True):
+            if kind == "raw":
+                _measure_events(rows, _rules_by_event_type(list(self.meters)), partials)
+            else:
+                _add_rollup_rows(kind, rows, partials)
+        return [MeterUsage(meter, partials[meter.id]) for meter in self.meters]
 
 
 async def usage_from_events(
@@ -131,33 +175,19 @@ def _measure_events(
             )
 
 
-async def _add_rollups(
-    session: AsyncSession,
-    customer_id: uuid.UUID,
-    meters: list[Meter],
-    start: datetime,
-    end: datetime,
-    partials: dict[uuid.UUID, dict[str, Partial]],
-) -> None:
-    meter_ids = [meter.id for meter in meters]
-    for row in await repository.rollup_partials(session, customer_id, meter_ids, start, end):
+def _add_rollup_rows(kind: str, rows: list[dict[str, Any]], partials: dict[uuid.UUID, dict[str, Partial]]) -> None:
+    """Fold the rows of a rollup read (``rollups``, ``latest`` or ``unique``) into ``partials``."""
+    for row in rows:
         dimensions = canonical_json(loads_exact(row["dimensions"]))
-        found = Partial(count=int(row["count"]), total=row["total"], maximum=row["maximum"])
         by_dimensions = partials[row["meter_id"]]
-        by_dimensions[dimensions] = by_dimensions.get(dimensions, Partial()).merge(found)
-    latest_meters = [meter.id for meter in meters if meter.aggregation == "latest"]
-    if latest_meters:
-        for row in await repository.rollup_latest(session, customer_id, latest_meters, start, end):
-            dimensions = canonical_json(loads_exact(row["dimensions"]))
+        if kind == "unique":
+            by_dimensions.setdefault(dimensions, Partial()).uniques.add(row["value"])
+            continue
+        if kind == "rollups":
+            found = Partial(count=int(row["count"]), total=row["total"], maximum=row["maximum"])
+        else:
             found = Partial(latest=(row["latest_at"], row["latest_event_id"], row["latest_value"]))
-            by_dimensions = partials[row["meter_id"]]
-            by_dimensions[dimensions] = by_dimensions.get(dimensions, Partial()).merge(found)
-    unique_meters = [meter.id for meter in meters if meter.aggregation == "unique_count"]
-    if not unique_meters:
-        return
-    for row in await repository.unique_values(session, customer_id, unique_meters, start, end):
-        dimensions = canonical_json(loads_exact(row["dimensions"]))
-        partials[row["meter_id"]].setdefault(dimensions, Partial()).uniques.add(row["value"])
+        by_dimensions[dimensions] = by_dimensions.get(dimensions, Partial()).merge(found)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -244,19 +245,51 @@ async def graphql(
     return await client.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
 
 
+class SentStatements(list[str]):
+    """The statements sent, in order; :attr:`round_trips` counts the statements sent together in
+    one pipeline as one round trip (the transaction's BEGIN and COMMIT are not counted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pipelines: list[int | None] = []  # the pipeline each statement was sent in, if any
+
+    def record(self, query: object, cursor: psycopg.AsyncCursor[Any]) -> None:
+        pipeline = cursor.connection._pipeline
+        serial = None
+        if pipeline is not None:
+            serial = getattr(pipeline, "tally_serial", None)
+            if serial is None:
+                serial = len(self.pipelines) + 1
+                pipeline.tally_serial = serial  # type: ignore[union-attr]
+        self.append(str(query))
+        self.pipelines.append(serial)
+
+    def clear(self) -> None:
+        super().clear()
+        self.pipelines.clear()
+
+    @property
+    def round_trips(self) -> int:
+        return sum(
+            1
+            for index, pipeline in enumerate(self.pipelines)
+            if pipeline is None or index == 0 or self.pipelines[index - 1] != pipeline
+        )
+
+
 @pytest.fixture
-def sent_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def sent_statements(monkeypatch: pytest.MonkeyPatch) -> SentStatements:
     """Every statement this process sends to PostgreSQL from here on, however it is sent: through
-    SQLAlchemy or on a session's own psycopg connection (the hot paths). One is one round trip."""
-    sent: list[str] = []
+    SQLAlchemy or on a session's own psycopg connection (the hot paths)."""
+    sent = SentStatements()
     execute, executemany = psycopg.AsyncCursor.execute, psycopg.AsyncCursor.executemany
 
     async def counted_execute(self, query, params=None, **kwargs):  # type: ignore[no-untyped-def]
-        sent.append(str(query))
+        sent.record(query, self)
         return await execute(self, query, params, **kwargs)
 
     async def counted_executemany(self, query, params_seq, **kwargs):  # type: ignore[no-untyped-def]
-        sent.append(str(query))
+        sent.record(query, self)
         return await executemany(self, query, params_seq, **kwargs)
 
     monkeypatch.setattr(psycopg.AsyncCursor, "execute", counted_execute)

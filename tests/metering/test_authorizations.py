@@ -19,7 +19,7 @@ from app.usage_ingest import ingest_limits
 from metering import authorizations
 from metering.authorizations import AuthorizationRequest
 from metering.service import roll_up
-from tests.conftest import graphql
+from tests.conftest import SentStatements, graphql
 from tests.metering.test_ingestion_api import customers_on_plans, request_event, send
 
 __all__ = ["customers_on_plans"]  # a fixture, used by name
@@ -325,18 +325,54 @@ async def test_authorize_over_graphql_and_the_live_holds(
 
 
 async def test_an_authorization_is_the_entitlement_read_plus_one_insert(
-    client: httpx.AsyncClient, customers_on_plans: str, token_for, sent_statements: list[str]
+    client: httpx.AsyncClient, customers_on_plans: str, token_for, sent_statements: SentStatements
 ) -> None:
-    """The lookup taking the lock and the read of what is held go in one pipeline (one round
-    trip); then the period's usage as the entitlement read reads it (rollups, raw events of the
-    partial hours), and the insert: four round trips and the commit."""
+    """The lookup taking the lock, the read of what is held and the period's usage as the
+    entitlement read reads it (rollups, raw events of the partial hours) go in one pipeline (one
+    round trip), the usage read in the period of the pair's last answer; then the insert, and the
+    commit."""
     edge = await token_for("edge")
     await authorize(client, edge, meter="requests", quantity=1, idempotencyKey="warm")
     sent_statements.clear()
 
     assert (await authorize(client, edge, meter="requests", quantity=1, idempotencyKey="rt")).json()["allowed"]
 
-    assert len(sent_statements) == 5, sent_statements
+    assert len(sent_statements) == 5 and sent_statements.round_trips == 2, sent_statements
     assert "pg_advisory_xact_lock" in sent_statements[0] and "usage_authorizations" in sent_statements[1]
     assert "usage_pending" in sent_statements[2] and "FROM events" in sent_statements[3]
     assert "INSERT INTO usage_authorizations" in sent_statements[4]
+
+
+async def test_a_period_that_moved_since_the_last_answer_is_read_again(
+    client: httpx.AsyncClient,
+    customers_on_plans: str,
+    token_for,
+    session: AsyncSession,
+    sent_statements: SentStatements,
+) -> None:
+    """The usage read ahead is the last answer's period; when the subscription's calendar has moved
+    since (as a change of interval starts a new one), the new period's usage is read, one round
+    trip later, and the answer counts only what it holds."""
+    two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    await send(
+        client, customers_on_plans, [{**request_event(f"old-{i}"), "timestamp": two_hours_ago} for i in range(7)]
+    )
+    edge = await token_for("edge")
+    path = "/v1/customers/org_hobby/entitlements/requests"
+    assert (await client.get(path, headers=bearer(edge))).json()["used"] == "7"
+    first = await authorize(client, edge, meter="requests", quantity=1, idempotencyKey="before")
+    assert first.json()["used"] == "7"
+
+    await session.execute(
+        text(
+            "UPDATE subscriptions SET billing_anchor = now() - interval '1 hour' "
+            "WHERE customer_id = (SELECT id FROM customers WHERE external_id = 'org_hobby')"
+        )
+    )
+    await session.commit()
+    sent_statements.clear()
+
+    moved = await authorize(client, edge, meter="requests", quantity=1, idempotencyKey="after")
+    assert moved.json()["used"] == "0" and moved.json()["allowed"], moved.json()
+    assert sent_statements.round_trips == 3, "the guessed period's rows are not used; the new period is read"
+    assert (await client.get(path, headers=bearer(edge))).json()["used"] == "0"
