@@ -260,7 +260,7 @@ class SentStatements(list[str]):
             serial = getattr(pipeline, "tally_serial", None)
             if serial is None:
                 serial = len(self.pipelines) + 1
-                pipeline.tally_serial = serial  # type: ignore[union-attr]
+                pipeline.tally_serial = serial  # type: ignore[attr-defined]
         self.append(str(query))
         self.pipelines.append(serial)
 
