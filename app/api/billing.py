@@ -31,8 +31,8 @@ from app.api.scope import STAFF_ONLY, WHICH_SUBSCRIPTION, may_see, staff_only
 from app.auth import Capability
 from app.invoice_documents import public_url
 from billing import service as billing
+from billing.documents.breakdown import line_explanation
 from billing.invoice_numbers import invoice_number, parse_invoice_number
-from billing.invoices.breakdown import line_explanation
 from billing.invoicing import DraftLine
 from billing.models import Invoice as InvoiceRow
 from billing.models import InvoiceLine as InvoiceLineRow

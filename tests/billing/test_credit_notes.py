@@ -28,11 +28,11 @@ from billing.credit_notes import (
     credit_note_number,
     spread,
 )
-from billing.invoices.credit_note import build_credit_note_document
+from billing.documents.credit_note import build_credit_note_document
 from billing.outbox import claim_next
 from ledger import service as ledger
 from ledger.errors import TallyError
-from tests.billing.invoices.support import SELLER
+from tests.billing.documents.support import SELLER
 from tests.billing.scenario import FEB_28, JAN_31, invoices_of, opening_invoice, send_calls, subscribe
 
 LATER = JAN_31 + timedelta(days=2)

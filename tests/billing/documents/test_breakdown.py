@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from billing.invoices.breakdown import breakdown
+from billing.documents.breakdown import breakdown
 from pricing.rating import ChargeTerms, Tier
 
 GRADUATED = ChargeTerms(

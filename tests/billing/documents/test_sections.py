@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from html import unescape
 
-from billing.invoices.document import (
+from billing.documents.document import (
     Buyer,
     CreditNoteApplied,
     DiscountLine,
@@ -18,8 +18,8 @@ from billing.invoices.document import (
     InvoiceDocument,
     TaxLine,
 )
-from billing.invoices.render import render_html
-from tests.billing.invoices.support import SELLER
+from billing.documents.render import render_html
+from tests.billing.documents.support import SELLER
 
 ISSUED = datetime(2026, 3, 1, tzinfo=UTC)
 PLAIN = InvoiceDocument(

@@ -19,9 +19,9 @@ from pathlib import Path
 from babel.numbers import format_percent
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from billing.invoices import locales
-from billing.invoices.credit_note import CreditNoteDocument
-from billing.invoices.document import InvoiceDocument
+from billing.documents import locales
+from billing.documents.credit_note import CreditNoteDocument
+from billing.documents.document import InvoiceDocument
 
 # The fonts' "modified" date in every PDF (2026-01-01): any constant makes re-renders identical.
 FONT_TIMESTAMP = 1767225600

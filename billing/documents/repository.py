@@ -8,7 +8,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing.invoices.models import StoredCreditNoteDocument, StoredDocument
+from billing.documents.models import StoredCreditNoteDocument, StoredDocument
 from billing.models import PaymentAttempt
 
 

@@ -20,14 +20,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.settings import Settings
 from billing import repository as billing_repository
 from billing import service as billing
-from billing.invoices.document import build_document
-from billing.invoices.locales import LABELS, UnknownLocale
-from billing.invoices.render import TEMPLATES, render_pdf
-from billing.invoices.service import invoice_pdf
+from billing.documents.document import build_document
+from billing.documents.locales import LABELS, UnknownLocale
+from billing.documents.render import TEMPLATES, render_pdf
+from billing.documents.service import invoice_pdf
 from billing.models import CREDIT_NOTE_METHODS, CREDIT_NOTE_REASONS
 from customers.billing_details import SUPPORTED_LOCALES
 from ledger.money import to_major
-from tests.billing.invoices.support import FEB_28, SELLER, tiered_invoice
+from tests.billing.documents.support import FEB_28, SELLER, tiered_invoice
 
 NOW = datetime(2026, 3, 2, tzinfo=UTC)
 

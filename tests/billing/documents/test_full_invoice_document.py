@@ -17,12 +17,12 @@ from app.settings import Settings
 from billing import coupons
 from billing import service as billing
 from billing.coupons import NewCoupon
-from billing.invoices.locales import LABELS
-from billing.invoices.service import invoice_pdf
+from billing.documents.locales import LABELS
+from billing.documents.service import invoice_pdf
 from ledger.grants import grant_credits
 from ledger.money import to_major
-from tests.billing.invoices.support import JAN_31, SELLER, tiered_invoice
-from tests.billing.invoices.test_documents import NOW, in_order, pdf_text, spaced
+from tests.billing.documents.support import JAN_31, SELLER, tiered_invoice
+from tests.billing.documents.test_documents import NOW, in_order, pdf_text, spaced
 from tests.e2e.test_invoice_documents import pdf_first_page_png
 
 FRENCH_VAT = """

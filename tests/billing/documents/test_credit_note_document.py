@@ -26,13 +26,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.settings import Settings
 from billing import credit_notes_repository
 from billing.credit_notes import CreditNoteRequest, create_credit_note
-from billing.invoices.locales import LABELS, UnknownLocale
-from billing.invoices.service import credit_note_pdf
+from billing.documents.locales import LABELS, UnknownLocale
+from billing.documents.service import credit_note_pdf
 from customers.service import NewCustomer, create_customer
 from ledger.money import to_major
-from tests.billing.invoices.support import FEB_28, SELLER, tiered_invoice
-from tests.billing.invoices.test_documents import NOW, in_order, pdf_text, spaced
-from tests.billing.invoices.test_full_invoice_document import FRENCH_VAT
+from tests.billing.documents.support import FEB_28, SELLER, tiered_invoice
+from tests.billing.documents.test_documents import NOW, in_order, pdf_text, spaced
+from tests.billing.documents.test_full_invoice_document import FRENCH_VAT
 from tests.conftest import graphql
 from tests.e2e.test_invoice_documents import pdf_first_page_png
 

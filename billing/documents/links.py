@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from billing.invoices.errors import ExpiryOutOfRange, InvoiceLinkExpired, InvoiceLinkInvalid
+from billing.documents.errors import ExpiryOutOfRange, InvoiceLinkExpired, InvoiceLinkInvalid
 
 SALT = "tally.invoice-link"
 MAX_DAYS = 365
