@@ -26,7 +26,7 @@ from sqlalchemy import text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing.anomalies import Finding, raise_anomaly
+from billing.findings import Finding, raise_anomaly
 from billing.invoice_numbers import invoice_number
 from billing.invoicing import rated_usage, usage_terms
 from billing.models import Invoice

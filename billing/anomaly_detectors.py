@@ -16,7 +16,8 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing.anomalies import Finding, Thresholds, raise_anomaly
+from billing.anomalies import Thresholds
+from billing.findings import Finding, raise_anomaly
 from billing.money_anomalies import invoice_deltas, late_usage, ledger_invariants, unreconciled
 from billing.usage_anomalies import duplicate_rate, metering_lag, quarantine, usage_spikes, zero_usage_active
 

@@ -147,13 +147,6 @@ async def remember_dispute(
     )
 
 
-async def settle_outbox(session: AsyncSession, invoice_id: uuid.UUID, status: str, error: str | None) -> None:
-    await session.execute(
-        text("UPDATE collection_outbox SET status = :status, last_error = :error WHERE invoice_id = :invoice_id"),
-        {"status": status, "error": error, "invoice_id": invoice_id},
-    )
-
-
 async def retry_outbox(
     session: AsyncSession, invoice_id: uuid.UUID, *, as_of: datetime, backoff: Callable[[int], timedelta], error: str
 ) -> None:
@@ -199,20 +192,6 @@ async def failed_attempts(session: AsyncSession, invoice_id: uuid.UUID) -> int:
     return int(row.scalar_one())
 
 
-async def customers_with_failed_collection(session: AsyncSession, customer_id: uuid.UUID) -> int:
-    """Invoices of the customer still being dunned or given up on. A top-up whose payment failed
-    is neither: nothing was owed (billing.topups)."""
-    row = await session.execute(
-        text(
-            "SELECT count(*) FROM collection_outbox o WHERE o.customer_id = :id "
-            "AND (o.status = 'failed' OR o.first_failed_at IS NOT NULL AND o.status <> 'collected') "
-            "AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.id = o.invoice_id AND i.kind = 'credit_purchase')"
-        ),
-        {"id": customer_id},
-    )
-    return int(row.scalar_one())
-
-
 async def retry_now(session: AsyncSession, invoice_id: uuid.UUID, as_of: datetime) -> bool:
     """Put an invoice's collection back in the queue now; False when there is nothing to retry."""
     row = await session.execute(
@@ -223,16 +202,6 @@ async def retry_now(session: AsyncSession, invoice_id: uuid.UUID, as_of: datetim
         {"at": as_of, "id": invoice_id},
     )
     return row.first() is not None
-
-
-async def stripe_customer_of(session: AsyncSession, customer_id: uuid.UUID) -> tuple[str, str | None] | None:
-    """(Stripe customer id, default card) of a customer, None before collection first needed one."""
-    row = await session.execute(
-        text("SELECT stripe_customer_id, default_payment_method FROM stripe_customers WHERE customer_id = :id"),
-        {"id": customer_id},
-    )
-    found = row.first()
-    return (found[0], found[1]) if found else None
 
 
 async def collections_of(session: AsyncSession, customer_id: uuid.UUID) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, emails, repository
+from billing import collection_state, emails, repository
 from billing import credit_notes_repository as notes_repository
 from billing.invoice_events import mark_paid
 from billing.invoicing import REVENUE_ACCOUNTS
@@ -427,10 +427,10 @@ async def _write(
     if note.method == "REDUCE_DUE" and note.amount == still_due:
         # Nothing left to collect: settled as a payment settles it (dunning ends with it).
         await mark_paid(session, invoice, as_of=as_of)
-        await collection_repository.settle_outbox(
+        await collection_state.settle_outbox(
             session, invoice.id, "collected", f"nothing left to collect: {credit_note_number(note.number)}"
         )
-        if not await collection_repository.customers_with_failed_collection(session, invoice.customer_id):
+        if not await collection_state.customers_with_failed_collection(session, invoice.customer_id):
             await customers.set_status(session, invoice.customer_id, "ACTIVE")
     await session.flush()
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, emails
+from billing import collection_repository, collection_state, emails
 from billing.invoice_events import emit_invoice_event
 from billing.models import Invoice
 from customers import service as customers
@@ -37,7 +37,7 @@ async def dun(
         )
         await customers.set_status(session, invoice.customer_id, "PAST_DUE")
     else:
-        await collection_repository.settle_outbox(session, invoice.id, "failed", error)
+        await collection_state.settle_outbox(session, invoice.id, "failed", error)
         await customers.set_status(session, invoice.customer_id, "SUSPENDED")
     await emails.payment_failed(session, invoice, attempt, next_retry_at=retry_at, as_of=as_of)
     key = f"invoice.payment_failed:{invoice.id}:{attempt}"

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import failure_repository as repository
-from billing.anomalies import Finding, raise_anomaly
+from billing.findings import Finding, raise_anomaly
 from billing.models import BillingFailure
 
 ERROR_CHARS = 500

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, credit_notes_repository, repository, topups
+from billing import collection_repository, collection_state, credit_notes_repository, repository, topups
 from billing.invoice_events import emit_invoice_event
 from billing.models import Invoice
 from billing.webhook_payloads import invoice_number
@@ -77,7 +77,7 @@ async def mark_uncollectible(
         receivable = await account(session, "receivable", invoice.currency, as_of, invoice.customer_id)
         await post(session, transaction, [Leg(bad_debt, due), Leg(receivable, -due)])
     await repository.set_invoice_status(session, invoice.id, "uncollectible")
-    await collection_repository.settle_outbox(session, invoice.id, "failed", "marked uncollectible")
+    await collection_state.settle_outbox(session, invoice.id, "failed", "marked uncollectible")
     await _audit(session, invoice, "invoice.write_off", "uncollectible", actor=actor, reason=reason, as_of=as_of)
     return await _reread(session, invoice.id)
 
@@ -115,7 +115,7 @@ async def void_invoice(
                 as_of=as_of,
             )
     await repository.set_invoice_status(session, invoice.id, "void")
-    await collection_repository.settle_outbox(session, invoice.id, "failed", "voided")
+    await collection_state.settle_outbox(session, invoice.id, "failed", "voided")
     await emit_invoice_event(
         session, "invoice.voided", f"invoice.voided:{invoice.id}", invoice, status="void", as_of=as_of
     )

@@ -17,9 +17,17 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, credit_balance, credit_notes_repository, emails, repository, topups
-from billing.anomalies import Finding, raise_anomaly
+from billing import (
+    collection_repository,
+    collection_state,
+    credit_balance,
+    credit_notes_repository,
+    emails,
+    repository,
+    topups,
+)
 from billing.dunning import dun
+from billing.findings import Finding, raise_anomaly
 from billing.invoice_events import mark_paid
 from billing.models import Invoice, StripePayment
 from billing.stripe_gateway import Charge
@@ -77,7 +85,7 @@ async def record_outcome(
     if charged.status in ("requires_action", "processing"):
         status = "action_required" if charged.status == "requires_action" else "processing"
         why = "the customer must authenticate the payment" if status == "action_required" else "Stripe is processing"
-        await collection_repository.settle_outbox(session, attempt.invoice_id, status, why)
+        await collection_state.settle_outbox(session, attempt.invoice_id, status, why)
         return True
     invoice = await repository.invoice_for_update(session, attempt.invoice_id)
     if invoice is None or invoice.status != "issued":
@@ -101,13 +109,13 @@ async def settle_payment(
     the worker and the webhook reports the payment first). Returns why it could not be posted, or None."""
     invoice = await repository.invoice_for_update(session, invoice_id)
     error = await _post_payment(session, invoice, paid, as_of=as_of) if invoice else f"no invoice {invoice_id}"
-    await collection_repository.settle_outbox(session, invoice_id, "collected" if error is None else "failed", error)
+    await collection_state.settle_outbox(session, invoice_id, "collected" if error is None else "failed", error)
     if invoice is None or error is not None:
         return error
     if invoice.kind == "credit_purchase":
         await topups.credits_paid(session, invoice, as_of=as_of)
         await credit_balance.check_balance(session, invoice.customer_id, as_of=as_of)
-    if not await collection_repository.customers_with_failed_collection(session, invoice.customer_id):
+    if not await collection_state.customers_with_failed_collection(session, invoice.customer_id):
         await customers.set_status(session, invoice.customer_id, "ACTIVE")
     await emails.payment_receipt(session, invoice, paid.amount, paid_at=paid.paid_at)
     return None

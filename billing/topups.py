@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, repository, topup_repository
+from billing import collection_state, repository, topup_repository
 from billing.invoicing import DEFAULT_PAYMENT_TERMS
 from billing.models import CreditPurchase, Invoice
 from billing.one_off import check_key
@@ -250,7 +250,7 @@ async def payment_failed(session: AsyncSession, invoice: Invoice, *, error: str 
     """A top-up's payment failed: nothing is granted, the purchase fails and its invoice is voided
     (nothing was owed; no retries, no dunning): the customer buys again, or the next balance check
     recharges again."""
-    await collection_repository.settle_outbox(session, invoice.id, "failed", error)
+    await collection_state.settle_outbox(session, invoice.id, "failed", error)
     await repository.set_invoice_status(session, invoice.id, "void")
     await invoice_closed(session, invoice.id, why=error or "the payment failed", as_of=as_of)
 

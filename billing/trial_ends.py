@@ -16,7 +16,7 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository
+from billing import collection_state
 from customers import service as customers
 from customers.lifecycle import cancel_moment, record_automatic_cancel
 from customers.models import Subscription, SubscriptionPhase
@@ -28,7 +28,7 @@ TRIAL_END_REASON = "the trial ended without a payment method on file"
 
 
 async def has_payment_method(session: AsyncSession, customer_id: uuid.UUID) -> bool:
-    found = await collection_repository.stripe_customer_of(session, customer_id)
+    found = await collection_state.stripe_customer_of(session, customer_id)
     return found is not None and found[1] is not None
 
 

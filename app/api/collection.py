@@ -19,7 +19,7 @@ from app.api.permissions import requires
 from app.api.scope import STAFF_ONLY, customer_of, find_visible_customer, may_see, staff_only
 from app.auth import Capability
 from app.collection import stripe_gateway
-from billing import collection_repository, finance, reconciliation
+from billing import collection_repository, collection_state, finance, reconciliation
 from billing import service as billing
 from billing.collection import CollectionOff, create_setup_intent
 from billing.models import ReconciliationDiscrepancy, StripeDispute, StripeEvent, StripePayment
@@ -377,7 +377,7 @@ class CollectionQuery:
         session = context.session
         return _customer_collection(
             stripe_gateway(context.settings) is not None,
-            await collection_repository.stripe_customer_of(session, customer.id),
+            await collection_state.stripe_customer_of(session, customer.id),
             await collection_repository.collections_of(session, customer.id),
             await collection_repository.payments_of(session, customer.id),
             await collection_repository.disputes_of(session, customer.id),

@@ -24,7 +24,7 @@ from app.collection import stripe_gateway
 from app.credit_balances import check_credit_balances
 from app.jobs import collect_invoices, process_stripe_events
 from app.settings import Settings
-from billing import collection_repository, credit_balance, topups
+from billing import collection_state, credit_balance, topups
 from billing.collection import stripe_customer_id
 from billing.outbox import charge, claim_next, payer_of
 from billing.payments import Attempt, Paid, record_outcome, settle_payment
@@ -179,7 +179,7 @@ async def test_a_declined_card_grants_nothing_and_dunns_no_one(
         )
     )
     assert tuple(row.one()) == ("failed", True, "void", "ACTIVE")
-    assert await collection_repository.customers_with_failed_collection(session, customer_id) == 0, (
+    assert await collection_state.customers_with_failed_collection(session, customer_id) == 0, (
         "a failed top-up holds no one past due: nothing was owed"
     )
     assert await verify(session) == []

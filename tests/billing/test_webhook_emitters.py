@@ -19,9 +19,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.billing_run import run_billing
 from app.jobs import expire_credit_grants, tell_trial_endings
 from app.settings import Settings
-from billing.anomalies import Finding, raise_anomaly
 from billing.credit_notes import CreditNoteRequest, create_credit_note
 from billing.finance import void_invoice
+from billing.findings import Finding, raise_anomaly
 from billing.payments import Attempt, Paid, record_outcome, settle_payment
 from billing.plan_changes import change_plan
 from billing.stripe_gateway import Charge
