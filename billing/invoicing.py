@@ -18,7 +18,7 @@ any invoice the customer's pending one-off charges, each claimed by exactly that
 ``one_off`` invoice bills one one-off charge at once, outside the billing periods.
 
 Opening and period invoices end with a ``discount`` line for each of the customer's discounts
-that takes something off them (:mod:`billing.coupons`), before any tax; issuing records which
+that takes something off them (:mod:`billing.discounts.coupons`), before any tax; issuing records which
 period of each discount the invoice used.
 """
 
@@ -33,10 +33,11 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import charges_repository, coupon_repository, emails, repository
+from billing import charges_repository, emails, repository
 from billing.advance import AdvanceBill, bill_at_start, bills_in_period, has_advance_charges, in_advance, line_of
-from billing.coupons import InvoiceDiscount, invoice_discounts
-from billing.discounting import Discountable
+from billing.discounts import repository as coupon_repository
+from billing.discounts.coupons import InvoiceDiscount, invoice_discounts
+from billing.discounts.discounting import Discountable
 from billing.minimum_spend import TRUE_UP_DESCRIPTION, period_true_up
 from billing.models import Invoice, OneOffCharge
 from billing.plan_changes import period_prorations
@@ -416,7 +417,7 @@ async def _discounted(
     lock: bool,
 ) -> tuple[list[DraftLine], tuple[InvoiceDiscount, ...]]:
     """The lines and, after them, a ``discount`` line for each of the customer's discounts that
-    takes something off them (:mod:`billing.coupons`), before any tax. A discount line's service
+    takes something off them (:mod:`billing.discounts.coupons`), before any tax. A discount line's service
     time is the invoice's period."""
     discountable = [Discountable(line.amount(currency), line.meter_id) for line in lines]
     found = await invoice_discounts(session, customer_id, currency, discountable, lock=lock)

@@ -17,7 +17,7 @@ same position, on the same meter and ``where`` (the customer keeps their negotia
 the new plan), as far as the draft charge's model uses them (an allowance, minimum or limit
 always; a unit price only on a per-unit charge, tiers on tiered ones, a package on a package).
 
-Both sides are list prices: a customer's discounts (:mod:`billing.coupons`) are left out of both,
+Both sides are list prices: a customer's discounts (:mod:`billing.discounts.coupons`) are left out of both,
 so a coupon never shows as a price change (its invoices' ``discount`` lines say what it took off).
 """
 

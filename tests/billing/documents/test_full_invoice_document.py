@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.settings import Settings
-from billing import coupons
 from billing import service as billing
-from billing.coupons import NewCoupon
+from billing.discounts import coupons
+from billing.discounts.coupons import NewCoupon
 from billing.documents.locales import LABELS
 from billing.documents.service import invoice_pdf
 from ledger.grants import grant_credits

@@ -27,8 +27,8 @@ from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import coupon_repository as repository
-from billing.discounting import Discountable, DiscountTaken, DiscountTerms, discounts_taken
+from billing.discounts import repository
+from billing.discounts.discounting import Discountable, DiscountTaken, DiscountTerms, discounts_taken
 from billing.models import COUPON_DURATIONS, Coupon, CustomerDiscount
 from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound, Taken, TallyError
 from ledger.money import normalize_currency, places_needed, plain_decimal, to_major, to_minor_exact
