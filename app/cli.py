@@ -41,7 +41,7 @@ from app.topup_cli import topup_cli
 from app.user_cli import user_cli
 from app.webhook_cli import webhook_cli
 from billing.invoice_numbers import invoice_number
-from billing.taxation import use_tax_policy
+from billing.invoices.taxation import use_tax_policy
 from ledger.errors import TallyError
 from pricing.catalog import CatalogInvalid
 from pricing.service import apply_catalog
@@ -295,7 +295,7 @@ def catalog_apply(
 
 
 async def _simulate(session: AsyncSession, text: str, periods: int, as_of: datetime, *, quiet: bool) -> Any:
-    from billing.simulation import PeriodSelection, simulate_pricing
+    from billing.invoices.simulation import PeriodSelection, simulate_pricing
 
     with Progress(console=err, transient=True, disable=quiet) as progress:
         task = progress.add_task("Simulating customers", total=None)

@@ -37,7 +37,7 @@ from bench._database import derive_daily_rollups, scratch_database
 from bench._http_client import KeepAliveClient
 from bench._server import cli, running_server
 from billing import spend_authorizations
-from billing.service import BillingWindow
+from billing.invoices.service import BillingWindow
 from billing.spend_authorizations import SpendRequest
 from customers import service as customers
 from metering import authorizations

@@ -28,9 +28,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.findings import Finding, raise_anomaly
 from billing.invoice_numbers import invoice_number
-from billing.invoicing import rated_usage, usage_terms
+from billing.invoices.invoicing import rated_usage, usage_terms
+from billing.invoices.repository import interim_billed, lines_of, tax_lines_of
 from billing.models import Invoice
-from billing.repository import interim_billed, lines_of, tax_lines_of
 from customers.price_overrides import overrides_of_customer
 from customers.service import all_subscriptions_of
 from customers.subscriptions import phases_of

@@ -4,7 +4,7 @@ folded (so an alert fires within one roller pass of the event that crossed it, n
 
 An alert watches a meter's usage in the period (``usage``) or the period's running amount
 (``spend``: the upcoming invoice's subtotal, base fee and usage, less the credits it would draw;
-read from :func:`billing.service.upcoming_invoice`, never rated twice). Each threshold fires at
+read from :func:`billing.invoices.service.upcoming_invoice`, never rated twice). Each threshold fires at
 most once per (alert, customer, period start): the firing's unique key in the database decides,
 so concurrent roll-ups (several servers) fire it once; only the transaction whose insert wrote the
 row emits the webhook event and queues the email, both keyed by the firing too.
@@ -25,8 +25,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import alert_repository as repository
 from billing.emails import enqueue
+from billing.invoices.service import BillingWindow, upcoming_invoice
 from billing.models import ALERT_METRICS, ALERT_THRESHOLD_UNITS, UsageAlert, UsageAlertFiring
-from billing.service import BillingWindow, upcoming_invoice
 from customers.models import Customer
 from ledger.errors import InvalidFields, InvalidInput, NotFound, Taken, TallyError
 from ledger.money import normalize_currency, plain_decimal, round_to_minor, to_major, to_minor_exact

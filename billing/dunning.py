@@ -11,8 +11,9 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, collection_state, emails
-from billing.invoice_events import emit_invoice_event
+from billing import collection_repository, emails
+from billing.invoices import collection_state
+from billing.invoices.events import emit_invoice_event
 from billing.models import Invoice
 from customers import service as customers
 

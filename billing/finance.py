@@ -9,8 +9,9 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, collection_state, credit_notes_repository, repository, topups
-from billing.invoice_events import emit_invoice_event
+from billing import collection_repository, topups
+from billing.invoices import collection_state, credit_notes_repository, repository
+from billing.invoices.events import emit_invoice_event
 from billing.models import Invoice
 from billing.webhook_payloads import invoice_number
 from ledger import audit

@@ -21,13 +21,13 @@ from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import repository
-from billing.advance import seat_prorations
-from billing.invoicing import DraftInvoice, issue, next_due
+from billing.invoices import repository
+from billing.invoices.advance import seat_prorations
+from billing.invoices.invoicing import DraftInvoice, issue, next_due
+from billing.invoices.plan_changes import period_prorations
+from billing.invoices.service import BillingWindow, UpcomingInvoice, upcoming_invoice
+from billing.invoices.taxation import taxes_of
 from billing.models import Invoice
-from billing.plan_changes import period_prorations
-from billing.service import BillingWindow, UpcomingInvoice, upcoming_invoice
-from billing.taxation import taxes_of
 from customers.lifecycle import (
     CANCEL,
     PAUSE,

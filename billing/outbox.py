@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import collection_repository
 from billing.collection import stripe_customer_id
-from billing.credit_notes_repository import STILL_DUE
+from billing.invoices.credit_notes_repository import STILL_DUE
 from billing.payments import Attempt, record_outcome
 from billing.stripe_gateway import (
     Charge,

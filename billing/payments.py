@@ -17,18 +17,11 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import (
-    collection_repository,
-    collection_state,
-    credit_balance,
-    credit_notes_repository,
-    emails,
-    repository,
-    topups,
-)
+from billing import collection_repository, credit_balance, emails, topups
 from billing.dunning import dun
 from billing.findings import Finding, raise_anomaly
-from billing.invoice_events import mark_paid
+from billing.invoices import collection_state, credit_notes_repository, repository
+from billing.invoices.events import mark_paid
 from billing.models import Invoice, StripePayment
 from billing.stripe_gateway import Charge
 from customers import service as customers

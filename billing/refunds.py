@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import collection_repository
-from billing import credit_notes_repository as notes_repository
+from billing.invoices import credit_notes_repository as notes_repository
 from billing.models import RefundOutbox
 from billing.payments import post_refunds
 from billing.stripe_gateway import (

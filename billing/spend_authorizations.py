@@ -4,7 +4,7 @@ callers racing for the last of a customer's credits (or of their spend cap) cann
 What an amount is held against, in the customer's currency, as the period stands now:
 
 - **credits available**: the credit balance less what the open period's invoice would draw from
-  it (:func:`billing.service.upcoming_invoice`, the figure that invoice would show), and
+  it (:func:`billing.invoices.service.upcoming_invoice`, the figure that invoice would show), and
 - **spend cap headroom**, when the customer has a spend cap (``credit_balance_settings.spend_cap``,
   the most one billing period may charge beyond the credits): the cap less what the period
   charges beyond the credits so far (base fee and usage, before tax, as spend alerts count it).
@@ -32,7 +32,7 @@ from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import topup_repository, topups
-from billing.service import BillingWindow, upcoming_invoice
+from billing.invoices.service import BillingWindow, upcoming_invoice
 from customers import service as customers
 from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.money import MAX_MINOR_UNITS, normalize_currency, parse_decimal, to_minor_exact

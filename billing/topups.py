@@ -32,10 +32,11 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_state, repository, topup_repository
-from billing.invoicing import DEFAULT_PAYMENT_TERMS
+from billing import topup_repository
+from billing.invoices import collection_state, repository
+from billing.invoices.invoicing import DEFAULT_PAYMENT_TERMS
+from billing.invoices.one_off import check_key
 from billing.models import CreditPurchase, Invoice
-from billing.one_off import check_key
 from customers import service as customers
 from customers.billing_details import billing_details_of
 from customers.credits import grant_credits

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import repository
+from billing.invoices import repository
+from billing.invoices.service import BillingWindow, issue_due_now
 from billing.models import Invoice
-from billing.service import BillingWindow, issue_due_now
 from customers.models import Subscription, TrialChange
 from customers.trials import TrialChangeRequest, change_trial
 

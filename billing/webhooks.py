@@ -24,8 +24,9 @@ import stripe
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, credit_notes_repository, repository
-from billing.failures import Backoff, failure_summary
+from billing import collection_repository
+from billing.invoices import credit_notes_repository, repository
+from billing.invoices.failures import Backoff, failure_summary
 from billing.payments import Attempt, Paid, post_dispute, post_payout, post_refunds, record_outcome, settle_payment
 from billing.stripe_gateway import StripeGateway, charge_of_intent, current_intent, default_payment_method
 from billing.tracing import linked_to, tracer

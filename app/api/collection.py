@@ -19,9 +19,10 @@ from app.api.permissions import requires
 from app.api.scope import STAFF_ONLY, customer_of, find_visible_customer, may_see, staff_only
 from app.auth import Capability
 from app.collection import stripe_gateway
-from billing import collection_repository, collection_state, finance, reconciliation
-from billing import service as billing
+from billing import collection_repository, finance, reconciliation
 from billing.collection import CollectionOff, create_setup_intent
+from billing.invoices import collection_state
+from billing.invoices import service as billing
 from billing.models import ReconciliationDiscrepancy, StripeDispute, StripeEvent, StripePayment
 from billing.stripe_gateway import SetupIntent, client_secret_of
 from billing.webhooks import retry_by_hand

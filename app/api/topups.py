@@ -33,7 +33,7 @@ from app.api.scope import customer_of
 from app.auth import Capability
 from app.telemetry import current_trace_id
 from billing import credit_balance, spend_authorizations, topup_repository, topups
-from billing import service as billing
+from billing.invoices import service as billing
 from billing.models import CreditBalanceSettings
 from billing.models import CreditPurchase as PurchaseRow
 from billing.models import Invoice as InvoiceRow

@@ -14,12 +14,12 @@ from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import credit_notes_repository as notes_repository
-from billing import repository
-from billing.credit_notes import credit_note_number
 from billing.documents.document import Buyer, Seller, buyer_of, invoice_number
 from billing.documents.errors import InvoiceNotFound
 from billing.documents.locales import check_locale
+from billing.invoices import credit_notes_repository as notes_repository
+from billing.invoices import repository
+from billing.invoices.credit_notes import credit_note_number
 from billing.models import CreditNote
 from customers import repository as customers_repository
 from customers.billing_details import billing_details_of

@@ -15,11 +15,11 @@ from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import repository
 from billing.documents.breakdown import TIERED_MODELS, LineBreakdown, breakdown
 from billing.documents.errors import InvoiceNotFound
 from billing.documents.locales import check_locale
 from billing.invoice_numbers import invoice_number
+from billing.invoices import repository
 from billing.models import InvoiceLine
 from customers import repository as customers_repository
 from customers.billing_details import billing_details_of

@@ -15,12 +15,12 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import repository as billing_repository
 from billing.documents import repository
 from billing.documents.credit_note import build_credit_note_document
 from billing.documents.document import InvoiceDocument, Seller, build_document
 from billing.documents.models import StoredCreditNoteDocument, StoredDocument
 from billing.documents.render import render_credit_note_pdf, render_pdf
+from billing.invoices import repository as billing_repository
 from billing.models import CreditNote
 
 INVOICE = "invoice"

@@ -21,7 +21,7 @@ from app.jobs import roll_up_usage
 from app.settings import Settings
 from app.usage_ingest import ingest_and_commit
 from billing import alerts
-from billing import service as billing
+from billing.invoices import service as billing
 from customers.models import Customer
 from customers.service import NewCustomer, create_customer
 from ledger.grants import grant_credits

@@ -22,8 +22,8 @@ from app.settings import Settings
 from billing.accuracy import check_invoice
 from billing.discounts import coupons
 from billing.discounts.coupons import NewCoupon
-from billing.service import upcoming_invoice
-from billing.simulation import PeriodSelection, simulate_pricing
+from billing.invoices.service import upcoming_invoice
+from billing.invoices.simulation import PeriodSelection, simulate_pricing
 from customers.service import NewCustomer, NewSubscription, add_subscription, create_customer
 from ledger.errors import TallyError
 from metering.service import ingest

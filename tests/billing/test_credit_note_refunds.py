@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.collection import stripe_gateway
 from app.jobs import collect_invoices, process_stripe_events
 from app.settings import Settings
-from billing.credit_notes import CreditNoteRequest, create_credit_note
+from billing.invoices.credit_notes import CreditNoteRequest, create_credit_note
 from billing.reconciliation import reconcile
 from billing.refunds import claim_next_refund
 from ledger.errors import TallyError

@@ -22,8 +22,8 @@ from app.billing_run import run_billing
 from app.email import email_delivery, send_emails
 from app.jobs import run_email_sender
 from app.settings import Settings
-from billing import service as billing
 from billing.emails import enqueue, resend
+from billing.invoices import service as billing
 from billing.payments import Attempt, record_outcome
 from billing.stripe_gateway import Charge
 from customers.service import NewCustomer, create_customer

@@ -14,8 +14,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.billing_run import run_billing
 from app.settings import Settings
 from app.usage_ingest import ingest_limits
-from billing import service as billing
 from billing.documents.document import Seller
+from billing.invoices import service as billing
 from customers.service import NewCustomer, create_customer
 from metering.service import ingest
 from pricing.service import apply_catalog

@@ -24,10 +24,10 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.settings import Settings
-from billing import credit_notes_repository
-from billing.credit_notes import CreditNoteRequest, create_credit_note
 from billing.documents.locales import LABELS, UnknownLocale
 from billing.documents.service import credit_note_pdf
+from billing.invoices import credit_notes_repository
+from billing.invoices.credit_notes import CreditNoteRequest, create_credit_note
 from customers.service import NewCustomer, create_customer
 from ledger.money import to_major
 from tests.billing.documents.support import FEB_28, SELLER, tiered_invoice

@@ -18,12 +18,12 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.settings import Settings
-from billing import repository as billing_repository
-from billing import service as billing
 from billing.documents.document import build_document
 from billing.documents.locales import LABELS, UnknownLocale
 from billing.documents.render import TEMPLATES, render_pdf
 from billing.documents.service import invoice_pdf
+from billing.invoices import repository as billing_repository
+from billing.invoices import service as billing
 from billing.models import CREDIT_NOTE_METHODS, CREDIT_NOTE_REASONS
 from customers.billing_details import SUPPORTED_LOCALES
 from ledger.money import to_major

@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.settings import Settings
-from billing import service as billing
 from billing.discounts import coupons
 from billing.discounts.coupons import NewCoupon
 from billing.documents.locales import LABELS
 from billing.documents.service import invoice_pdf
+from billing.invoices import service as billing
 from ledger.grants import grant_credits
 from ledger.money import to_major
 from tests.billing.documents.support import JAN_31, SELLER, tiered_invoice

@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import charges_repository, repository
+from billing.invoices import charges_repository, repository
 from billing.models import MinimumSpend
 from customers.lifecycle import ACTIVE, status_on
 from customers.models import Subscription, SubscriptionPhase

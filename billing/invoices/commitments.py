@@ -1,5 +1,5 @@
 """Commitments: a prepaid commitment drawn down like credits, and a subscription's own minimum
-spend per period (the true-up itself is :mod:`billing.minimum_spend`).
+spend per period (the true-up itself is :mod:`billing.invoices.minimum_spend`).
 
 A prepaid commitment is invoiced at once, in full (a ``commitment`` invoice, collected like any
 other), and granted as credits of the same amount (source ``commitment``, funded by the customer's
@@ -22,11 +22,11 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import charges_repository, repository
-from billing.invoicing import DEFAULT_PAYMENT_TERMS
-from billing.minimum_spend import setting_at
+from billing.invoices import charges_repository, repository
+from billing.invoices.invoicing import DEFAULT_PAYMENT_TERMS
+from billing.invoices.minimum_spend import setting_at
+from billing.invoices.one_off import MAX_REASON_LENGTH, check_key, check_text
 from billing.models import Invoice, MinimumSpend, PrepaidCommitment
-from billing.one_off import MAX_REASON_LENGTH, check_key, check_text
 from customers import service as customers
 from customers.billing_details import billing_details_of
 from customers.credits import grant_credits

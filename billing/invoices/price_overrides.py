@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing.invoicing import DraftInvoice, compose_period
-from billing.service import BillingWindow
+from billing.invoices.invoicing import DraftInvoice, compose_period
+from billing.invoices.service import BillingWindow
 from customers import price_overrides
 from customers.calendar import current_period
 from customers.price_overrides import PriceOverrideOutcome, PriceOverrideRequest

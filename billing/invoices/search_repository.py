@@ -1,4 +1,4 @@
-"""The SQL of the invoice list (:mod:`billing.invoice_search`): one filter, used by the page of
+"""The SQL of the invoice list (:mod:`billing.invoices.search`): one filter, used by the page of
 rows and by the totals, so the totals are always those of the rows listed."""
 
 from __future__ import annotations

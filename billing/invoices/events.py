@@ -1,7 +1,7 @@
 """The webhook events of an issued invoice's life after issue: paid, a payment attempt failed,
 voided, each emitted in the transaction of the change and keyed by what it tells of, so a change
 retried (a Stripe webhook received twice, a void repeated) tells nothing more. ``invoice.issued``
-is written by the invoice's own statement (:data:`billing.repository.WRITE_INVOICE`)."""
+is written by the invoice's own statement (:data:`billing.invoices.repository.WRITE_INVOICE`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import credit_notes_repository, repository
+from billing.invoices import credit_notes_repository, repository
 from billing.models import Invoice
 from billing.webhook_payloads import invoice_data
 from notifications.webhook_events import Event, emit

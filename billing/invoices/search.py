@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import invoice_search_repository as repository
+from billing.invoices import search_repository as repository
 from billing.models import Invoice
 from ledger.errors import InvalidInput
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import provenance_repository as repository
+from billing.invoices import provenance_repository as repository
 from billing.models import Invoice, InvoiceLine
 from ledger.money import plain_decimal
 from metering.aggregation import merge_all

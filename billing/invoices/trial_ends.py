@@ -16,7 +16,7 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_state
+from billing.invoices import collection_state
 from customers import service as customers
 from customers.lifecycle import cancel_moment, record_automatic_cancel
 from customers.models import Subscription, SubscriptionPhase

@@ -15,7 +15,7 @@
   ``charge.refunded`` webhook: both bring Tally's refunded total up to Stripe's, once).
   ``CREDIT`` credits the receivable and grants that to the customer's credit balance (source
   ``credit_note``). ``REDUCE_DUE`` credits the receivable: the collection outbox then collects
-  only what is still due (:data:`billing.credit_notes_repository.STILL_DUE`).
+  only what is still due (:data:`billing.invoices.credit_notes_repository.STILL_DUE`).
 - The idempotency key is the note's own unique key: the same key and request return the first
   note and write nothing; another request with it is refused.
 - Tax: a note gives back the tax its share of the invoice carried. The invoice's total is its
@@ -37,10 +37,11 @@ from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_state, emails, repository
-from billing import credit_notes_repository as notes_repository
-from billing.invoice_events import mark_paid
-from billing.invoicing import REVENUE_ACCOUNTS
+from billing import emails
+from billing.invoices import collection_state, repository
+from billing.invoices import credit_notes_repository as notes_repository
+from billing.invoices.events import mark_paid
+from billing.invoices.invoicing import REVENUE_ACCOUNTS
 from billing.models import (
     CREDIT_NOTE_METHODS,
     CREDIT_NOTE_REASONS,

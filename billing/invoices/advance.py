@@ -24,7 +24,7 @@ from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import repository
+from billing.invoices import repository
 from customers.calendar import schedule_of
 from customers.lifecycle import ACTIVE, status_on
 from customers.models import Subscription, SubscriptionPhase

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import failure_repository as repository
 from billing.findings import Finding, raise_anomaly
+from billing.invoices import failure_repository as repository
 from billing.models import BillingFailure
 
 ERROR_CHARS = 500

@@ -5,7 +5,7 @@ billed yet reaches the threshold; the period invoice then bills only the rest.
 What counts toward the threshold: the period's usage charges billed in arrears, rated on the
 cumulative usage of the period so far (tiers, allowances and packages apply to the cumulative
 quantity, as the period invoice will), without the charges' minimums, less what the period's
-interim invoices billed of each charge (:func:`billing.invoicing.net_of_billed`). The base fee
+interim invoices billed of each charge (:func:`billing.invoices.invoicing.net_of_billed`). The base fee
 (billed in advance), charges billed in advance, charge minimums, the minimum spend true-up,
 one-off charges and discounts stay on the period invoice: they are owed by the period, not by the
 usage so far. A free trial's usage counts for nothing.
@@ -30,8 +30,8 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import repository
-from billing.invoicing import (
+from billing.invoices import repository
+from billing.invoices.invoicing import (
     DEFAULT_PAYMENT_TERMS,
     DraftInvoice,
     DraftLine,

@@ -6,7 +6,7 @@ assigned rates; the catalog's current rates) and hands it to the configured
 tax provider (Stripe Tax, Avalara…) plugs in by installing another calculator with
 :func:`use_tax_policy` where the app starts (``app.main.create_app`` and the CLI do it from
 the settings), with no change to composing or issuing invoices. Issuing
-(:func:`billing.invoicing.issue`) and the upcoming invoice both call :func:`taxes_of`, so a
+(:func:`billing.invoices.invoicing.issue`) and the upcoming invoice both call :func:`taxes_of`, so a
 preview shows the tax the invoice will carry.
 """
 

@@ -11,11 +11,11 @@ from datetime import datetime, timedelta
 from opentelemetry import trace
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import provenance_repository, repository
-from billing.invoicing import DEFAULT_PAYMENT_TERMS, DraftInvoice, amount_due, compose_period, issue, next_due
+from billing.invoices import provenance_repository, repository
+from billing.invoices.invoicing import DEFAULT_PAYMENT_TERMS, DraftInvoice, amount_due, compose_period, issue, next_due
+from billing.invoices.taxation import taxes_of
+from billing.invoices.trial_ends import settle_trial_end
 from billing.models import Invoice, InvoiceLine, InvoiceTaxLine
-from billing.taxation import taxes_of
-from billing.trial_ends import settle_trial_end
 from customers import service as customers
 from customers.calendar import schedule_of
 from customers.lifecycle import CANCELED, status_on
@@ -185,7 +185,7 @@ async def _trace_issuance(
 class UpcomingInvoice:
     draft: DraftInvoice
     credits_applied: int
-    # The tax it would carry today (billing.taxation), as issuing would work it out.
+    # The tax it would carry today (billing.invoices.taxation), as issuing would work it out.
     taxes: tuple[TaxLine, ...] = ()
 
     @property

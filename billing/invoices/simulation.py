@@ -31,10 +31,10 @@ from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import charges_repository
-from billing.advance import in_advance, whole_period_amounts
-from billing.invoicing import usage_lines
-from billing.minimum_spend import setting_at, true_up
+from billing.invoices import charges_repository
+from billing.invoices.advance import in_advance, whole_period_amounts
+from billing.invoices.invoicing import usage_lines
+from billing.invoices.minimum_spend import setting_at, true_up
 from customers import service as customers
 from customers.calendar import schedule_of
 from customers.lifecycle import ACTIVE, cancel_moment

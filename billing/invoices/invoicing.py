@@ -4,7 +4,7 @@ issued with their ledger transactions in the caller's database transaction.
 What a ``period`` invoice for ``[start, end)`` holds (Stripe's model: fees in advance, usage in
 arrears): the usage of the period, each part rated on the plan version of its phase, one line per
 charge and dimensions; the base-fee prorations of the plan changes effective in the period (worked
-out from its phases and the fee billed in advance, :mod:`billing.plan_changes`); late usage of
+out from its phases and the fee billed in advance, :mod:`billing.invoices.plan_changes`); late usage of
 earlier periods (events that arrived after those periods were invoiced, rated on their own
 period's versions, billed as the difference); and the base fee of the next period. An
 ``opening`` invoice bills the first period's base fee when the subscription starts.
@@ -13,7 +13,7 @@ Each line is rounded once (:func:`ledger.money.round_to_minor`) from its exact a
 line keeps; the invoice total is the sum of the rounded lines. Credits are drawn through the
 ledger's ``consume_credits``; a negative total (a downgrade's credit) becomes a credit grant.
 
-A period invoice also holds the period's minimum spend true-up (:mod:`billing.minimum_spend`), and
+A period invoice also holds the period's minimum spend true-up (:mod:`billing.invoices.minimum_spend`), and
 any invoice the customer's pending one-off charges, each claimed by exactly that invoice. A
 ``one_off`` invoice bills one one-off charge at once, outside the billing periods.
 
@@ -33,15 +33,23 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import charges_repository, emails, repository
-from billing.advance import AdvanceBill, bill_at_start, bills_in_period, has_advance_charges, in_advance, line_of
+from billing import emails
 from billing.discounts import repository as coupon_repository
 from billing.discounts.coupons import InvoiceDiscount, invoice_discounts
 from billing.discounts.discounting import Discountable
-from billing.minimum_spend import TRUE_UP_DESCRIPTION, period_true_up
+from billing.invoices import charges_repository, repository
+from billing.invoices.advance import (
+    AdvanceBill,
+    bill_at_start,
+    bills_in_period,
+    has_advance_charges,
+    in_advance,
+    line_of,
+)
+from billing.invoices.minimum_spend import TRUE_UP_DESCRIPTION, period_true_up
+from billing.invoices.plan_changes import period_prorations
+from billing.invoices.taxation import taxes_of
 from billing.models import Invoice, OneOffCharge
-from billing.plan_changes import period_prorations
-from billing.taxation import taxes_of
 from customers import repository as customers_repository
 from customers.billing_details import billing_details_of
 from customers.calendar import schedule_of
@@ -117,7 +125,7 @@ class DraftInvoice:
     subscription_id: uuid.UUID | None = None
     # The customer's discounts its ``discount`` lines take, each using one of its periods.
     discounts: tuple[InvoiceDiscount, ...] = ()
-    # An interim invoice's number within its period (billing.threshold_invoicing), else None.
+    # An interim invoice's number within its period (billing.invoices.threshold_invoicing), else None.
     interim_sequence: int | None = None
 
     @property
@@ -262,7 +270,7 @@ async def rated_usage(
         part_start, part_end, version_id = part.start, part.end, part.version_id
         if not await _bills_usage(session, part):
             continue
-        # In-advance charges are billed at the period's start and topped up (billing.advance).
+        # In-advance charges are billed at the period's start and topped up (billing.invoices.advance).
         charges = [(c, meter) for c, meter in await charges_of_version(session, version_id) if not in_advance(c)]
         meters = list({meter.id: meter for _, meter in charges}.values())
         usages = {u.meter.id: u for u in await read_usage(session, customer_id, meters, part_start, part_end)}
@@ -354,7 +362,7 @@ async def _base_fee_line(
 
 
 async def _advance_lines(session: AsyncSession, bills: list[AdvanceBill], period: BillingPeriod) -> list[DraftLine]:
-    """The invoice lines of in-advance charges' amounts (:mod:`billing.advance`)."""
+    """The invoice lines of in-advance charges' amounts (:mod:`billing.invoices.advance`)."""
     lines = []
     for bill in bills:
         shown = await line_of(session, bill, period)
@@ -493,7 +501,7 @@ async def compose_period(
                 rated.append((rated_period.period_start, rated_period.period_end, count))
     terms = await _usage_terms_in(session, schedule, phases, start)
     lines = await rated_usage(session, customer_id, phases, start, end, overrides=overrides, terms=terms)
-    # Interim invoices (billing.threshold_invoicing) billed part of the usage: the period bills the rest.
+    # Interim invoices (billing.invoices.threshold_invoicing) billed part of the usage: the period bills the rest.
     interim = await repository.interim_billed(session, subscription, start)
     lines = net_of_billed(lines, interim, currency, note=INTERIM_NOTE)
     interim_usage = [("usage", billed.amount_exact) for billed in interim.values()]

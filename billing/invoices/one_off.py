@@ -26,10 +26,10 @@ from decimal import Decimal, localcontext
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import charges_repository
-from billing.invoicing import DraftInvoice, issue, one_off_line
+from billing.invoices import charges_repository
+from billing.invoices.invoicing import DraftInvoice, issue, one_off_line
+from billing.invoices.repository import invoice_by_id
 from billing.models import Invoice, OneOffCharge
-from billing.repository import invoice_by_id
 from customers import service as customers
 from customers.errors import CustomerNotFound
 from customers.lifecycle import CANCELED, subscription_status

@@ -10,8 +10,8 @@ from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import repository
-from billing.advance import seat_prorations
+from billing.invoices import repository
+from billing.invoices.advance import seat_prorations
 from customers.calendar import schedule_of
 from customers.models import Subscription, SubscriptionPhase
 from customers.periods import BillingPeriod
