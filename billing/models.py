@@ -67,7 +67,7 @@ class Invoice(SQLModel, table=True):
     prepaid commitment (its period is the commitment's). An ``interim`` invoice bills a period's
     usage before it closes, once it reached the plan's threshold (billing.invoices.threshold_invoicing);
     ``interim_sequence`` numbers them within the period. A ``credit_purchase`` invoice bills
-    credits bought (:mod:`billing.topups`), granted when it is paid."""
+    credits bought (:mod:`billing.credits.topups`), granted when it is paid."""
 
     __tablename__ = "invoices"
     __table_args__ = (
@@ -700,7 +700,7 @@ class UsageAlertFiring(SQLModel, table=True):
 
 
 class CreditPurchase(SQLModel, table=True):
-    """Credits a customer buys (:mod:`billing.topups`): billed at once on a ``credit_purchase``
+    """Credits a customer buys (:mod:`billing.credits.topups`): billed at once on a ``credit_purchase``
     invoice, granted (``grant_id``) when that invoice is paid, never before and only once. A
     failed payment leaves it ``failed``, with nothing granted. ``origin`` is ``request`` (someone
     asked) or ``auto_recharge``; at most one auto-recharge per customer awaits payment (a partial

@@ -17,7 +17,9 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, credit_balance, emails, topups
+from billing import collection_repository, emails
+from billing.credits import balance as credit_balance
+from billing.credits import topups
 from billing.dunning import dun
 from billing.findings import Finding, raise_anomaly
 from billing.invoices import collection_state, credit_notes_repository, repository

@@ -20,7 +20,7 @@ async def settle_outbox(session: AsyncSession, invoice_id: uuid.UUID, status: st
 
 async def customers_with_failed_collection(session: AsyncSession, customer_id: uuid.UUID) -> int:
     """Invoices of the customer still being dunned or given up on. A top-up whose payment failed
-    is neither: nothing was owed (billing.topups)."""
+    is neither: nothing was owed (billing.credits.topups)."""
     row = await session.execute(
         text(
             "SELECT count(*) FROM collection_outbox o WHERE o.customer_id = :id "

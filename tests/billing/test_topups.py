@@ -24,8 +24,9 @@ from app.collection import stripe_gateway
 from app.credit_balances import check_credit_balances
 from app.jobs import collect_invoices, process_stripe_events
 from app.settings import Settings
-from billing import credit_balance, topups
 from billing.collection import stripe_customer_id
+from billing.credits import balance as credit_balance
+from billing.credits import topups
 from billing.invoices import collection_state
 from billing.outbox import charge, claim_next, payer_of
 from billing.payments import Attempt, Paid, record_outcome, settle_payment

@@ -31,7 +31,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import topup_repository, topups
+from billing.credits import repository as topup_repository
+from billing.credits import topups
 from billing.invoices.service import BillingWindow, upcoming_invoice
 from customers import service as customers
 from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound

@@ -32,7 +32,8 @@ from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import topup_repository, topups
+from billing.credits import repository as topup_repository
+from billing.credits import topups
 from billing.models import CreditBalanceSettings, CreditPurchase
 from billing.tracing import trace_id_of, tracer
 from ledger.errors import InvalidInput

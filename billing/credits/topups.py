@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import topup_repository
+from billing.credits import repository as topup_repository
 from billing.invoices import collection_state, repository
 from billing.invoices.invoicing import DEFAULT_PAYMENT_TERMS
 from billing.invoices.one_off import check_key
