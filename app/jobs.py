@@ -27,12 +27,12 @@ from app.threshold_run import invoice_thresholds
 from app.webhook_sender import send_webhooks, webhook_sending
 from billing import alerts
 from billing.accuracy import AccuracyReport, verify_invoices
+from billing.collection.outbox import claim_next, collect, payer_of
+from billing.collection.refunds import claim_next_refund, send_refund
+from billing.collection.webhooks import Processing, process_next
 from billing.invoices.failures import Backoff
 from billing.invoices.service import BillingWindow
-from billing.outbox import claim_next, collect, payer_of
 from billing.reconciliation import last_reconciled_at, reconcile
-from billing.refunds import claim_next_refund, send_refund
-from billing.webhooks import Processing, process_next
 from customers.credits import expire_grants
 from customers.trials import announce_trial_endings
 from metering import authorizations

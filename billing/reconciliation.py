@@ -21,8 +21,13 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing.collection.stripe_gateway import (
+    StripeGateway,
+    StripeSidePayment,
+    payment_in_stripe,
+    tally_payments_in_stripe,
+)
 from billing.invoices.credit_notes_repository import STILL_DUE
-from billing.stripe_gateway import StripeGateway, StripeSidePayment, payment_in_stripe, tally_payments_in_stripe
 from billing.tracing import tracer
 from ledger.errors import InvalidInput, NotFound
 

@@ -19,13 +19,15 @@ from app.api.permissions import requires
 from app.api.scope import STAFF_ONLY, customer_of, find_visible_customer, may_see, staff_only
 from app.auth import Capability
 from app.collection import stripe_gateway
-from billing import collection_repository, finance, reconciliation
-from billing.collection import CollectionOff, create_setup_intent
+from billing import reconciliation
+from billing.collection import repository as collection_repository
+from billing.collection import unpaid_invoices as finance
+from billing.collection.customers import CollectionOff, create_setup_intent
+from billing.collection.stripe_gateway import SetupIntent, client_secret_of
+from billing.collection.webhooks import retry_by_hand
 from billing.invoices import collection_state
 from billing.invoices import service as billing
 from billing.models import ReconciliationDiscrepancy, StripeDispute, StripeEvent, StripePayment
-from billing.stripe_gateway import SetupIntent, client_secret_of
-from billing.webhooks import retry_by_hand
 from ledger.errors import NotFound
 
 

@@ -5,7 +5,7 @@ priority and validity (``expires_in_days`` counted from the payment, since nobod
 that comes).
 
 - Exactly once: the worker that charged the card and Stripe's webhook both end in
-  :func:`billing.payments.settle_payment`, which calls :func:`credits_paid`; the grant's ledger key
+  :func:`billing.collection.outcomes.settle_payment`, which calls :func:`credits_paid`; the grant's ledger key
   is the purchase's (``credit-purchase:<id>:credits``), so whichever reports first grants and the
   other finds it granted.
 - The ledger: the invoice posts nothing when issued (nobody owes a top-up before paying it: an

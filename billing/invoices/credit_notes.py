@@ -10,7 +10,7 @@
   credit (largest remainder, so the parts add up to the amount exactly); its ledger transaction
   debits each line's revenue account by its part: revenue is reversed as it was booked.
 - Settlement: ``REFUND`` credits ``refunds`` and queues a Stripe refund in the refund outbox (see
-  :mod:`billing.refunds`); when Stripe pays it back, the refund posting (``refunds`` debited,
+  :mod:`billing.collection.refunds`); when Stripe pays it back, the refund posting (``refunds`` debited,
   clearing credited) brings ``refunds`` back to zero, whoever posts it first (the worker or the
   ``charge.refunded`` webhook: both bring Tally's refunded total up to Stripe's, once).
   ``CREDIT`` credits the receivable and grants that to the customer's credit balance (source

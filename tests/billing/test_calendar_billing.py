@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.collection import stripe_gateway
 from app.jobs import process_stripe_events
 from app.settings import Settings
-from billing.collection import stripe_customer_id
+from billing.collection.customers import stripe_customer_id
 from billing.invoices import service as billing
 from billing.invoices.plan_changes import change_plan
 from billing.invoices.service import BillingWindow

@@ -20,7 +20,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
 from app.settings import Settings
-from billing import finance
+from billing.collection import unpaid_invoices as finance
+from billing.collection.outbox import claim_next
 from billing.documents.credit_note import build_credit_note_document
 from billing.invoices.credit_notes import (
     CreditNoteRequest,
@@ -29,7 +30,6 @@ from billing.invoices.credit_notes import (
     credit_note_number,
     spread,
 )
-from billing.outbox import claim_next
 from ledger import service as ledger
 from ledger.errors import TallyError
 from tests.billing.documents.support import SELLER

@@ -24,13 +24,13 @@ from app.collection import stripe_gateway
 from app.credit_balances import check_credit_balances
 from app.jobs import collect_invoices, process_stripe_events
 from app.settings import Settings
-from billing.collection import stripe_customer_id
+from billing.collection.customers import stripe_customer_id
+from billing.collection.outbox import charge, claim_next, payer_of
+from billing.collection.outcomes import Attempt, Paid, record_outcome, settle_payment
+from billing.collection.stripe_gateway import Charge
 from billing.credits import balance as credit_balance
 from billing.credits import topups
 from billing.invoices import collection_state
-from billing.outbox import charge, claim_next, payer_of
-from billing.payments import Attempt, Paid, record_outcome, settle_payment
-from billing.stripe_gateway import Charge
 from customers.service import NewCustomer, create_customer
 from ledger import service as ledger
 from ledger.errors import InvalidInput

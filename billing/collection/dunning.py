@@ -2,7 +2,7 @@
 schedule counted from its first failure (``TALLY_DUNNING_RETRY_DAYS``), the customer is PAST_DUE
 meanwhile and SUSPENDED when the last retry fails too; each failure is emailed (with when the next
 try is, or that there is none) and told to the product (``invoice.payment_failed``, once per
-attempt). Called once per attempt's outcome by :func:`billing.payments.record_outcome`.
+attempt). Called once per attempt's outcome by :func:`billing.collection.outcomes.record_outcome`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, emails
+from billing import emails
+from billing.collection import repository as collection_repository
 from billing.invoices import collection_state
 from billing.invoices.events import emit_invoice_event
 from billing.models import Invoice

@@ -7,7 +7,7 @@ commits, nothing here does. A claim is a lease: a row left in flight by a crash 
 after the lease with the same attempt number, and the worker first looks for the charge that
 attempt may already have made before asking Stripe again, so a crash between Stripe's answer and
 Tally's commit never charges twice. No ledger lock is held during the call. What the answer does
-(payment, dunning) is :func:`billing.payments.record_outcome`, shared with the webhooks. Stripe
+(payment, dunning) is :func:`billing.collection.outcomes.record_outcome`, shared with the webhooks. Stripe
 unreachable (or a call timed out) retries the same attempt, the same way, with exponential backoff.
 """
 
@@ -19,11 +19,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository
-from billing.collection import stripe_customer_id
-from billing.invoices.credit_notes_repository import STILL_DUE
-from billing.payments import Attempt, record_outcome
-from billing.stripe_gateway import (
+from billing.collection import repository as collection_repository
+from billing.collection.customers import stripe_customer_id
+from billing.collection.outcomes import Attempt, record_outcome
+from billing.collection.stripe_gateway import (
     Charge,
     StripeGateway,
     StripeUnavailable,
@@ -31,6 +30,7 @@ from billing.stripe_gateway import (
     charge_off_session,
     saved_card,
 )
+from billing.invoices.credit_notes_repository import STILL_DUE
 from billing.tracing import linked_to, tracer
 
 LEASE = timedelta(minutes=10)

@@ -17,15 +17,16 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository, emails
+from billing import emails
+from billing.collection import repository as collection_repository
+from billing.collection.dunning import dun
+from billing.collection.stripe_gateway import Charge
 from billing.credits import balance as credit_balance
 from billing.credits import topups
-from billing.dunning import dun
 from billing.findings import Finding, raise_anomaly
 from billing.invoices import collection_state, credit_notes_repository, repository
 from billing.invoices.events import mark_paid
 from billing.models import Invoice, StripePayment
-from billing.stripe_gateway import Charge
 from customers import service as customers
 from ledger.models import LedgerTransaction
 from ledger.service import Entry, Leg, account, claim, post

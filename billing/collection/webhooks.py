@@ -24,11 +24,19 @@ import stripe
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository
+from billing.collection import repository as collection_repository
+from billing.collection.outcomes import (
+    Attempt,
+    Paid,
+    post_dispute,
+    post_payout,
+    post_refunds,
+    record_outcome,
+    settle_payment,
+)
+from billing.collection.stripe_gateway import StripeGateway, charge_of_intent, current_intent, default_payment_method
 from billing.invoices import credit_notes_repository, repository
 from billing.invoices.failures import Backoff, failure_summary
-from billing.payments import Attempt, Paid, post_dispute, post_payout, post_refunds, record_outcome, settle_payment
-from billing.stripe_gateway import StripeGateway, charge_of_intent, current_intent, default_payment_method
 from billing.tracing import linked_to, tracer
 from ledger.errors import InvalidInput, NotFound, TallyError
 from ledger.money import MAX_MINOR_UNITS, normalize_currency

@@ -10,8 +10,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing.collection.stripe_gateway import SetupIntent, StripeGateway
 from billing.models import StripeCustomer
-from billing.stripe_gateway import SetupIntent, StripeGateway
 from customers import service as customers
 from customers.errors import CustomerNotFound
 from ledger.errors import InvalidInput

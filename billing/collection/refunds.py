@@ -4,7 +4,7 @@ A worker claims a row (SKIP LOCKED) and commits the claim before calling Stripe,
 ``credit_note:<id>:refund``; a row left in flight by a crash is claimed again after its lease, and
 the worker first looks among the payment's refunds for one made for the note, so a crash between
 Stripe's answer and Tally's commit never refunds twice. A refund made is posted by
-:func:`billing.payments.post_refunds` up to the charge's running total refunded, exactly as the
+:func:`billing.collection.outcomes.post_refunds` up to the charge's running total refunded, exactly as the
 ``charge.refunded`` webhook posts it: whichever comes first posts, the other finds nothing new.
 """
 
@@ -14,17 +14,17 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository
-from billing.invoices import credit_notes_repository as notes_repository
-from billing.models import RefundOutbox
-from billing.payments import post_refunds
-from billing.stripe_gateway import (
+from billing.collection import repository as collection_repository
+from billing.collection.outcomes import post_refunds
+from billing.collection.stripe_gateway import (
     RefundRefused,
     StripeGateway,
     StripeUnavailable,
     refund_already_made,
     refund_payment,
 )
+from billing.invoices import credit_notes_repository as notes_repository
+from billing.models import RefundOutbox
 
 LEASE = timedelta(minutes=10)
 MAX_BACKOFF = timedelta(hours=6)

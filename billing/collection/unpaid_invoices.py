@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import collection_repository
+from billing.collection import repository as collection_repository
 from billing.credits import topups
 from billing.invoices import collection_state, credit_notes_repository, repository
 from billing.invoices.events import emit_invoice_event

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing.collection.stripe_gateway import Charge
 from billing.models import (
     Invoice,
     ReconciliationDiscrepancy,
@@ -20,7 +21,6 @@ from billing.models import (
     StripeEvent,
     StripePayment,
 )
-from billing.stripe_gateway import Charge
 from customers.models import Customer
 
 
