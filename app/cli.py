@@ -681,7 +681,7 @@ def reconcile(
     from datetime import timedelta
 
     from app.collection import stripe_gateway
-    from billing.reconciliation import reconcile as reconcile_payments
+    from billing.reconciliation.service import reconcile as reconcile_payments
 
     settings = load_settings()
     gateway = stripe_gateway(settings)

@@ -32,7 +32,7 @@ from billing.collection.refunds import claim_next_refund, send_refund
 from billing.collection.webhooks import Processing, process_next
 from billing.invoices.failures import Backoff
 from billing.invoices.service import BillingWindow
-from billing.reconciliation import last_reconciled_at, reconcile
+from billing.reconciliation.service import last_reconciled_at, reconcile
 from customers.credits import expire_grants
 from customers.trials import announce_trial_endings
 from metering import authorizations

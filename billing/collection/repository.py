@@ -15,13 +15,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing.collection.stripe_gateway import Charge
 from billing.models import (
     Invoice,
-    ReconciliationDiscrepancy,
-    ReconciliationRun,
     StripeDispute,
     StripeEvent,
     StripePayment,
 )
-from customers.models import Customer
 
 
 async def is_stripe_customer(session: AsyncSession, stripe_customer_id: str) -> bool:
@@ -239,28 +236,6 @@ async def disputes_of(session: AsyncSession, customer_id: uuid.UUID) -> list[Str
         .where(col(StripePayment.customer_id) == customer_id)
         .order_by(col(StripeDispute.opened_at).desc())
     )
-    return list((await session.exec(query)).all())
-
-
-async def discrepancies(
-    session: AsyncSession, *, status: str | None, limit: int, discrepancy_id: uuid.UUID | None = None
-) -> list[tuple[ReconciliationDiscrepancy, str | None]]:
-    """Reconciliation discrepancies (or one), newest first, each with its customer's external id."""
-    query = (
-        select(ReconciliationDiscrepancy, Customer.external_id)
-        .outerjoin(Customer, col(Customer.id) == col(ReconciliationDiscrepancy.customer_id))
-        .order_by(col(ReconciliationDiscrepancy.detected_at).desc(), col(ReconciliationDiscrepancy.kind))
-        .limit(limit)
-    )
-    if status:
-        query = query.where(col(ReconciliationDiscrepancy.status) == status)
-    if discrepancy_id:
-        query = query.where(col(ReconciliationDiscrepancy.id) == discrepancy_id)
-    return [(row, external_id) for row, external_id in (await session.exec(query)).all()]
-
-
-async def reconciliation_runs(session: AsyncSession, *, limit: int) -> list[ReconciliationRun]:
-    query = select(ReconciliationRun).order_by(col(ReconciliationRun.as_of).desc()).limit(limit)
     return list((await session.exec(query)).all())
 
 
