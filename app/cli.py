@@ -777,7 +777,7 @@ def anomalies_scan(
 ) -> None:
     """Run every anomaly detector and store what it finds; scanning again stores nothing twice."""
     from app.anomaly_scan import scan_anomalies
-    from billing.anomaly_detectors import DETECTORS
+    from billing.insights.detectors import DETECTORS
 
     settings = load_settings()
     moment = parse_as_of(as_of)

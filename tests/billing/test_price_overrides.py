@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import billing_window, run_billing
 from app.settings import Settings
-from billing.accuracy import check_invoice
+from billing.insights.accuracy import check_invoice
 from billing.invoices import service as billing
 from billing.invoices.plan_changes import change_plan
 from billing.invoices.price_overrides import PriceOverrideResult, change_price_override

@@ -17,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
 from app.settings import Settings
-from billing.accuracy import check_invoice
+from billing.insights.accuracy import check_invoice
 from billing.invoices import service as billing
 from billing.invoices.credit_notes import CreditNoteRequest, LineCredit, create_credit_note
 from billing.invoices.taxation import TaxPolicy, tax_policy, use_tax_policy

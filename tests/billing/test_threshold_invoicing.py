@@ -25,7 +25,7 @@ from app.jobs import roll_up_usage
 from app.settings import Settings
 from app.threshold_run import invoice_thresholds
 from app.usage_ingest import ingest_limits
-from billing.accuracy import check_invoice
+from billing.insights.accuracy import check_invoice
 from billing.invoices import service as billing
 from billing.invoices.provenance import explain_line
 from billing.invoices.service import BillingWindow

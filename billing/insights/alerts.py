@@ -23,8 +23,8 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import alert_repository as repository
 from billing.emails import enqueue
+from billing.insights import alert_repository as repository
 from billing.invoices.service import BillingWindow, upcoming_invoice
 from billing.models import ALERT_METRICS, ALERT_THRESHOLD_UNITS, UsageAlert, UsageAlertFiring
 from customers.models import Customer

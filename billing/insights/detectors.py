@@ -16,10 +16,10 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing.anomalies import Thresholds
 from billing.findings import Finding, raise_anomaly
-from billing.money_anomalies import invoice_deltas, late_usage, ledger_invariants, unreconciled
-from billing.usage_anomalies import duplicate_rate, metering_lag, quarantine, usage_spikes, zero_usage_active
+from billing.insights.anomalies import Thresholds
+from billing.insights.money_anomalies import invoice_deltas, late_usage, ledger_invariants, unreconciled
+from billing.insights.usage_anomalies import duplicate_rate, metering_lag, quarantine, usage_spikes, zero_usage_active
 
 Detector = Callable[[AsyncSession, datetime, Thresholds], Awaitable[list[Finding]]]
 

@@ -1,4 +1,4 @@
-"""The SQL of the finance overview (:mod:`billing.overview`): every statement reads whole tables
+"""The SQL of the finance overview (:mod:`billing.insights.overview`): every statement reads whole tables
 across customers, grouped by currency, and returns minor units or exact decimals."""
 
 from __future__ import annotations

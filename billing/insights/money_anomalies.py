@@ -10,9 +10,9 @@ from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import anomaly_repository as repository
-from billing.anomalies import DAY, Thresholds, day_start, percent
 from billing.findings import Finding
+from billing.insights import anomaly_repository as repository
+from billing.insights.anomalies import DAY, Thresholds, day_start, percent
 from billing.invoice_numbers import invoice_number
 from ledger.money import to_major
 from ledger.verify import verify

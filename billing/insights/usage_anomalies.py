@@ -11,9 +11,9 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import anomaly_repository as repository
-from billing.anomalies import DAY, HOUR, Thresholds, day_start, hour_start, percent, ratio
 from billing.findings import Finding
+from billing.insights import anomaly_repository as repository
+from billing.insights.anomalies import DAY, HOUR, Thresholds, day_start, hour_start, percent, ratio
 from customers.periods import periods_ending_within
 from ledger.money import plain_decimal, round_to_minor, to_major
 

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import anomaly_repository as repository
+from billing.insights import anomaly_repository as repository
 from billing.models import ANOMALY_SEVERITIES, ANOMALY_STATUSES, Anomaly
 from ledger.errors import InvalidInput, NotFound
 from ledger.money import plain_decimal

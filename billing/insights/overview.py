@@ -16,8 +16,8 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import overview_repository as repository
-from billing.gauges import gauge_snapshot
+from billing.insights import overview_repository as repository
+from billing.insights.gauges import gauge_snapshot
 
 # How often a fee of each interval is billed in a year: a month's worth is fee × this / 12
 # (multiplied first, so a weekly fee's month is exact).
