@@ -850,7 +850,7 @@ def _trial_change(
 ) -> None:
     """End or extend a trial as the endTrial/extendTrial mutations do (actor "cli")."""
     from app.billing_run import billing_window
-    from billing.trials import change_trial_billed
+    from billing.subscriptions.trials import change_trial_billed
     from customers.service import get_customer
     from customers.trials import TrialChangeRequest
     from ledger.money import to_major

@@ -38,7 +38,7 @@ from bench._database import derive_daily_rollups, rollup_aggregation, scratch_da
 from bench._server import cli, running_server
 from billing.invoices.plan_changes import change_plan
 from billing.invoices.simulation import PeriodSelection, simulate_pricing
-from billing.lifecycle import change_lifecycle
+from billing.subscriptions.lifecycle import change_lifecycle
 from customers.lifecycle import CANCEL, PAUSE, UNPAUSE, LifecycleRequest
 from customers.periods import add_months, period_containing
 from customers.subscriptions import PlanChangeRequest

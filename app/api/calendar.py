@@ -18,7 +18,7 @@ from app.billing_run import billing_window
 from billing.invoice_numbers import invoice_number
 from billing.invoices import service as billing
 from billing.models import Invoice as InvoiceRow
-from billing.trials import TrialOutcome, change_trial_billed
+from billing.subscriptions.trials import TrialOutcome, change_trial_billed
 from customers.trials import TrialChangeRequest
 
 if TYPE_CHECKING:

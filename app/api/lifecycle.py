@@ -21,7 +21,7 @@ from app.api.scope import STAFF_ONLY, WHICH_SUBSCRIPTION, customer_of, staff_onl
 from app.auth import Capability
 from app.telemetry import current_trace_id
 from billing.invoices import service as billing
-from billing.lifecycle import LifecycleOutcome, change_lifecycle
+from billing.subscriptions.lifecycle import LifecycleOutcome, change_lifecycle
 from customers.lifecycle import CANCEL, PAUSE, RESUME, UNPAUSE, LifecycleRequest, subscription_events
 from customers.models import SubscriptionEvent as SubscriptionEventRow
 

@@ -13,7 +13,7 @@ from app.settings import Settings
 from app.usage_ingest import ingest_limits
 from billing.invoices import service as billing
 from billing.invoices.service import BillingWindow
-from billing.lifecycle import LifecycleOutcome, change_lifecycle
+from billing.subscriptions.lifecycle import LifecycleOutcome, change_lifecycle
 from customers.lifecycle import LifecycleRequest
 from customers.service import NewCustomer, create_customer
 from metering.service import IngestResult, ingest
