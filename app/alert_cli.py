@@ -81,7 +81,7 @@ def alert_create(
 ) -> None:
     """Define an alert on a customer or a plan; the roller fires it after the roll-up that crosses it."""
     from app.cli import load_settings, print_json, run_in_session
-    from billing import alerts
+    from billing.insights import alerts
 
     async def work(session: AsyncSession) -> dict[str, Any]:
         customer_id = await _customer_id(session, customer) if customer else None
@@ -113,7 +113,7 @@ def alert_list(
 ) -> None:
     """The customer's alerts (their own and their plan's) and what they fired, newest first."""
     from app.cli import load_settings, print_json, run_in_session
-    from billing import alerts
+    from billing.insights import alerts
 
     async def work(session: AsyncSession) -> dict[str, Any]:
         customer_id = await _customer_id(session, customer)
@@ -162,7 +162,7 @@ def alert_update(
 ) -> None:
     """Rename an alert or give it other thresholds; thresholds that fired this period stay fired."""
     from app.cli import load_settings, print_json, run_in_session
-    from billing import alerts
+    from billing.insights import alerts
 
     async def work(session: AsyncSession) -> dict[str, Any]:
         updated = await alerts.update_alert(
@@ -195,7 +195,7 @@ def alert_delete(
 ) -> None:
     """Stop an alert firing; what it fired stays."""
     from app.cli import load_settings, print_json, run_in_session
-    from billing import alerts
+    from billing.insights import alerts
 
     async def work(session: AsyncSession) -> dict[str, Any]:
         deleted = await alerts.delete_alert(session, _alert_id(alert_id), as_of=datetime.now(UTC))

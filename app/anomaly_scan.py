@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.settings import Settings
-from billing.anomalies import Thresholds
-from billing.anomaly_detectors import ScanReport, scan
+from billing.insights.anomalies import Thresholds
+from billing.insights.detectors import ScanReport, scan
 
 
 def thresholds(settings: Settings) -> Thresholds:

@@ -8,7 +8,7 @@ kind, period) key and the ledger's idempotency keys refuse a second copy. A dead
 serialization failure reruns that one invoice's transaction.
 
 One customer's failure never stops the others: whatever issuing their invoice raises, that
-transaction is rolled back, the failure is recorded (``billing.failures``: the error, a
+transaction is rolled back, the failure is recorded (``billing.invoices.failures``: the error, a
 ``BILLING_FAILED`` anomaly, the ``tally.billing.failures`` counter) and the run goes on. A
 failing customer is tried again by later runs with backoff (``TALLY_BILLING_RETRY_MINUTES``,
 doubling up to ``TALLY_BILLING_RETRY_MAX_HOURS``), or at once with ``retry_failed``.
@@ -33,9 +33,9 @@ from app.database import in_transaction
 from app.metrics import BILLING_FAILURES, BILLING_RUN_DURATION, INVOICES_ISSUED
 from app.settings import Settings
 from app.telemetry import current_trace_id
-from billing.failures import Backoff, clear_failure, failure_summary, record_failure, retry_times
+from billing.invoices.failures import Backoff, clear_failure, failure_summary, record_failure, retry_times
+from billing.invoices.service import BillingWindow, IssuedInvoice, due_customers, issue_next_invoice
 from billing.models import Invoice
-from billing.service import BillingWindow, IssuedInvoice, due_customers, issue_next_invoice
 
 tracer = trace.get_tracer("tally.billing")
 logger = logging.getLogger("tally.billing")

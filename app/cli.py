@@ -41,7 +41,7 @@ from app.topup_cli import topup_cli
 from app.user_cli import user_cli
 from app.webhook_cli import webhook_cli
 from billing.invoice_numbers import invoice_number
-from billing.taxation import use_tax_policy
+from billing.invoices.taxation import use_tax_policy
 from ledger.errors import TallyError
 from pricing.catalog import CatalogInvalid
 from pricing.service import apply_catalog
@@ -295,7 +295,7 @@ def catalog_apply(
 
 
 async def _simulate(session: AsyncSession, text: str, periods: int, as_of: datetime, *, quiet: bool) -> Any:
-    from billing.simulation import PeriodSelection, simulate_pricing
+    from billing.invoices.simulation import PeriodSelection, simulate_pricing
 
     with Progress(console=err, transient=True, disable=quiet) as progress:
         task = progress.add_task("Simulating customers", total=None)
@@ -681,7 +681,7 @@ def reconcile(
     from datetime import timedelta
 
     from app.collection import stripe_gateway
-    from billing.reconciliation import reconcile as reconcile_payments
+    from billing.reconciliation.service import reconcile as reconcile_payments
 
     settings = load_settings()
     gateway = stripe_gateway(settings)
@@ -777,7 +777,7 @@ def anomalies_scan(
 ) -> None:
     """Run every anomaly detector and store what it finds; scanning again stores nothing twice."""
     from app.anomaly_scan import scan_anomalies
-    from billing.anomaly_detectors import DETECTORS
+    from billing.insights.detectors import DETECTORS
 
     settings = load_settings()
     moment = parse_as_of(as_of)
@@ -850,7 +850,7 @@ def _trial_change(
 ) -> None:
     """End or extend a trial as the endTrial/extendTrial mutations do (actor "cli")."""
     from app.billing_run import billing_window
-    from billing.trials import change_trial_billed
+    from billing.subscriptions.trials import change_trial_billed
     from customers.service import get_customer
     from customers.trials import TrialChangeRequest
     from ledger.money import to_major

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from app.settings import Settings
-from billing.stripe_gateway import StripeConfig, StripeGateway
+from billing.collection.stripe_gateway import StripeConfig, StripeGateway
 
 
 def stripe_gateway(settings: Settings) -> StripeGateway | None:

@@ -41,7 +41,7 @@ def _moment(value: str | None) -> datetime | None:
 
 
 def _document(coupon: Coupon) -> dict[str, Any]:
-    from billing.coupons import describe_off
+    from billing.discounts.coupons import describe_off
 
     return {
         "code": coupon.code,
@@ -84,7 +84,7 @@ def coupon_create(
 ) -> None:
     """Create a coupon."""
     from app.cli import load_settings, print_json, run_in_session
-    from billing import coupons
+    from billing.discounts import coupons
 
     async def work(session: AsyncSession) -> dict[str, Any]:
         new = coupons.NewCoupon(
@@ -112,7 +112,7 @@ def coupon_create(
 def coupon_list(as_json: JsonOption = False) -> None:
     """Every coupon, newest first, with how often it was applied."""
     from app.cli import load_settings, print_json, run_in_session
-    from billing import coupons
+    from billing.discounts import coupons
 
     async def work(session: AsyncSession) -> list[dict[str, Any]]:
         return [_document(coupon) for coupon in await coupons.coupons(session)]
@@ -139,7 +139,7 @@ def coupon_apply(
 ) -> None:
     """Give a customer a coupon's discount on their next invoices."""
     from app.cli import load_settings, print_json, run_in_session
-    from billing import coupons
+    from billing.discounts import coupons
     from customers import service as customers
     from customers.errors import CustomerNotFound
 

@@ -1,4 +1,4 @@
-"""The job that checks watched customers' credit balances (:mod:`billing.credit_balance`): the
+"""The job that checks watched customers' credit balances (:mod:`billing.credits.balance`): the
 low-balance alert and auto-recharge, run each tick after the billing run and the credit expiry,
 so what they consumed or expired is seen in the same tick. One committed transaction per batch."""
 
@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing.credit_balance import check_balance, watched_customers
+from billing.credits.balance import check_balance, watched_customers
 
 BATCH = 100
 

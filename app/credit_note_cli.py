@@ -20,7 +20,7 @@ METHODS = {"refund": "REFUND", "credit": "CREDIT", "reduce-due": "REDUCE_DUE"}
 
 
 def _document(note: Any, lines: list[Any], invoice_sequence: int, *, dry_run: bool = False) -> dict[str, Any]:
-    from billing.credit_notes import credit_note_number
+    from billing.invoices.credit_notes import credit_note_number
     from ledger.money import to_major
 
     return {
@@ -69,8 +69,8 @@ def credit_note_create(
 ) -> None:
     """Credit an issued invoice, in full or in part, by amount or per line."""
     from app.cli import fail, load_settings, print_json, run_in_session
-    from billing.credit_notes import CreditNoteRequest, LineCredit, create_credit_note
-    from billing.repository import invoice_by_number
+    from billing.invoices.credit_notes import CreditNoteRequest, LineCredit, create_credit_note
+    from billing.invoices.repository import invoice_by_number
     from ledger.errors import NotFound
 
     if method not in METHODS:
@@ -117,9 +117,9 @@ def credit_note_list(
 ) -> None:
     """A customer's credit notes, newest first."""
     from app.cli import load_settings, print_json, run_in_session
-    from billing import credit_notes_repository
-    from billing.credit_notes import credit_notes
-    from billing.repository import invoices_by_id
+    from billing.invoices import credit_notes_repository
+    from billing.invoices.credit_notes import credit_notes
+    from billing.invoices.repository import invoices_by_id
 
     async def work(session: AsyncSession) -> list[dict[str, Any]]:
         customer_id = await customer_id_of(session, external_id)

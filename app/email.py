@@ -25,7 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.invoice_documents import seller_of
 from app.settings import Settings
-from billing.invoices import service as documents
+from billing.documents import service as documents
 from notifications.models import EmailMessage
 from notifications.sender import Attachment, AttachmentsFor, Delivery, SmtpServer, claim_due, deliver
 

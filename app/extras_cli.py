@@ -106,7 +106,7 @@ def charge_create(
     """Charge a customer a one-off fee: on their next invoice (of `--subscription` when they have
     several), or `--now` on its own invoice."""
     from app.cli import load_settings, print_json, run_in_session
-    from billing.one_off import OneOffChargeRequest, create_one_off_charge
+    from billing.invoices.one_off import OneOffChargeRequest, create_one_off_charge
     from customers import service as customers
 
     key = idempotency_key or f"cli-{uuid.uuid4()}"
@@ -158,9 +158,9 @@ def charge_list(
 ) -> None:
     """A customer's one-off charges, newest first."""
     from app.cli import fail, load_settings, print_json, run_in_session
+    from billing.invoices.one_off import one_off_charges
+    from billing.invoices.repository import invoices_by_id
     from billing.models import ONE_OFF_STATUSES
-    from billing.one_off import one_off_charges
-    from billing.repository import invoices_by_id
 
     if status is not None and status not in ONE_OFF_STATUSES:
         fail(f"--status: must be one of {', '.join(ONE_OFF_STATUSES)}")
@@ -191,7 +191,7 @@ def charge_cancel(
 ) -> None:
     """Cancel a pending one-off charge before an invoice bills it."""
     from app.cli import fail, load_settings, print_json, run_in_session
-    from billing.one_off import cancel_one_off_charge
+    from billing.invoices.one_off import cancel_one_off_charge
 
     try:
         parsed = uuid.UUID(charge_id)
@@ -225,7 +225,7 @@ def commitment_create(
 ) -> None:
     """Invoice a prepaid commitment now and grant it as credits until --ends-at."""
     from app.cli import load_settings, print_json, run_in_session
-    from billing.commitments import CommitmentRequest, create_prepaid_commitment
+    from billing.invoices.commitments import CommitmentRequest, create_prepaid_commitment
     from customers import service as customers
 
     settings = load_settings()
@@ -295,7 +295,7 @@ def commitment_minimum_spend(
     """Give the customer's subscription (`--subscription` when they have several) its own minimum
     spend per period (versioned, audited)."""
     from app.cli import load_settings, print_json, run_in_session
-    from billing.commitments import MinimumSpendRequest, set_minimum_spend
+    from billing.invoices.commitments import MinimumSpendRequest, set_minimum_spend
     from ledger.money import quantize_major
 
     key = idempotency_key or f"cli-{uuid.uuid4()}"

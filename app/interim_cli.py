@@ -42,8 +42,8 @@ def interim_list(
     """A customer's interim invoices, newest first, and each subscription's usage not billed yet
     against its plan's threshold."""
     from app.cli import load_settings, print_json, run_in_session
-    from billing import service as billing
-    from billing.threshold_invoicing import INTERIM, unbilled_usage
+    from billing.invoices import service as billing
+    from billing.invoices.threshold_invoicing import INTERIM, unbilled_usage
     from customers.service import all_subscriptions_of
     from ledger.money import to_major
 

@@ -26,13 +26,13 @@ from app.auth import Capability, Viewer
 from app.collection import stripe_gateway
 from app.dependencies import SessionDep, authenticate
 from app.settings import Settings
-from billing.invoices import service as documents
-from billing.invoices.document import InvoiceDocument, Seller
-from billing.invoices.errors import InvoiceLinkExpired, InvoiceLinkInvalid, InvoiceNotFound
-from billing.invoices.links import InvoiceLink, read_link, sign_link
-from billing.invoices.locales import UnknownLocale, check_locale
-from billing.invoices.render import HostedPage, Payment, render_html
-from billing.stripe_gateway import StripeUnavailable, client_secret_of
+from billing.collection.stripe_gateway import StripeUnavailable, client_secret_of
+from billing.documents import service as documents
+from billing.documents.document import InvoiceDocument, Seller
+from billing.documents.errors import InvoiceLinkExpired, InvoiceLinkInvalid, InvoiceNotFound
+from billing.documents.links import InvoiceLink, read_link, sign_link
+from billing.documents.locales import UnknownLocale, check_locale
+from billing.documents.render import HostedPage, Payment, render_html
 from ledger.errors import TallyError
 
 router = APIRouter()

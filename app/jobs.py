@@ -25,14 +25,14 @@ from app.settings import Settings
 from app.telemetry import IDLE_ATTRIBUTE, JOB_ATTRIBUTE
 from app.threshold_run import invoice_thresholds
 from app.webhook_sender import send_webhooks, webhook_sending
-from billing import alerts
-from billing.accuracy import AccuracyReport, verify_invoices
-from billing.failures import Backoff
-from billing.outbox import claim_next, collect, payer_of
-from billing.reconciliation import last_reconciled_at, reconcile
-from billing.refunds import claim_next_refund, send_refund
-from billing.service import BillingWindow
-from billing.webhooks import Processing, process_next
+from billing.collection.outbox import claim_next, collect, payer_of
+from billing.collection.refunds import claim_next_refund, send_refund
+from billing.collection.webhooks import Processing, process_next
+from billing.insights import alerts
+from billing.insights.accuracy import AccuracyReport, verify_invoices
+from billing.invoices.failures import Backoff
+from billing.invoices.service import BillingWindow
+from billing.reconciliation.service import last_reconciled_at, reconcile
 from customers.credits import expire_grants
 from customers.trials import announce_trial_endings
 from metering import authorizations
@@ -220,7 +220,7 @@ async def roll_up_usage(
 ) -> int:
     """Fold what waits into the rollups, a committed transaction of at most ``limit`` measurements
     per go, until nothing is left (or another process has the turn); how many were folded. After
-    each go commits, the alerts of the customers it touched are evaluated (billing.alerts) and
+    each go commits, the alerts of the customers it touched are evaluated (billing.insights.alerts) and
     their interim invoices issued where usage reached a plan's threshold (app.threshold_run), in
     transactions of their own: a failing evaluation never holds the rollups back."""
     settings = settings or Settings()

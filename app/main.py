@@ -30,7 +30,7 @@ from app.staff import PasswordChecks
 from app.telemetry import configure_metrics, configure_tracing, instrument_app
 from app.trace_trust import carries_trace_context, distrust_anonymous_trace_context
 from app.vendored import api_docs_page
-from billing.taxation import use_tax_policy
+from billing.invoices.taxation import use_tax_policy
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 

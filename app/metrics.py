@@ -4,8 +4,8 @@ and by OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
 Counters and histograms are recorded where things happen: ingestion (``metering.service``), the
 billing run, the invoice accuracy check. The gauges that live in the database (collection outbox,
 failed webhooks, open discrepancies and anomalies, the oldest watermark, the roller's backlog) come
-from one snapshot query (:func:`billing.gauges.gauge_snapshot`), taken on each scrape of ``/metrics`` and by the
-periodic jobs (for OTLP); the gauges' callbacks only read the last snapshot. Callbacks run
+from one snapshot query (:func:`billing.insights.gauges.gauge_snapshot`), taken on each scrape of
+``/metrics`` and by the periodic jobs (for OTLP); the gauges' callbacks only read the last snapshot. Callbacks run
 synchronously, in the exporter's thread, out of reach of the async database; and one query per
 scrape, whatever the number of series, keeps a scrape cheap.
 """
@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.dependencies import SessionDep
-from billing.gauges import GaugeSnapshot, gauge_snapshot
+from billing.insights.gauges import GaugeSnapshot, gauge_snapshot
 
 #: What ``GET /metrics`` serves: Tally's instruments only (not the Python process collectors).
 REGISTRY = CollectorRegistry()

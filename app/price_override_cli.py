@@ -103,7 +103,7 @@ def _change(
     subscription: str | None = None,
 ) -> None:
     from app.cli import load_settings, print_json, run_in_session
-    from billing.price_overrides import change_price_override
+    from billing.invoices.price_overrides import change_price_override
     from customers import service as customers
     from customers.errors import CustomerNotFound
     from customers.price_overrides import ChargeSelector, PriceOverrideRequest

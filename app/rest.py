@@ -16,8 +16,8 @@ from app.billing_run import billing_window
 from app.database import in_transaction
 from app.dependencies import SessionDep, authenticate, requires
 from app.usage_ingest import ingest_and_commit, ingest_limits
-from billing import spend_authorizations
-from billing.spend_authorizations import is_spend_request
+from billing.credits import spend_authorizations
+from billing.credits.spend_authorizations import is_spend_request
 from ledger.errors import IdempotencyKeyReused, NotFound, TallyError
 from ledger.money import to_major
 from metering import authorizations, entitlements
@@ -165,7 +165,7 @@ async def post_authorization(
     """201 with the answer (allowed or not: a refusal is an answer, not an error), 200 with the
     first answer when the idempotency key was used before for the same request. A body with
     ``amount`` and ``currency`` instead of ``meter`` and ``quantity`` holds money (see
-    :mod:`billing.spend_authorizations`)."""
+    :mod:`billing.credits.spend_authorizations`)."""
     try:
         body = loads_exact(await request.body())
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError):

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from billing.taxation import TaxPolicy
+from billing.invoices.taxation import TaxPolicy
 
 
 class Settings(BaseSettings):
@@ -267,7 +267,7 @@ class Settings(BaseSettings):
 
     @property
     def tax_policy(self) -> TaxPolicy:
-        """How invoices are taxed in this process (billing.taxation is the seam)."""
+        """How invoices are taxed in this process (billing.invoices.taxation is the seam)."""
         return TaxPolicy(seller_country=self.seller_country)
 
     smtp_host: str | None = Field(

@@ -14,7 +14,7 @@ import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.invoice_numbers import invoice_number
-from billing.lifecycle import LifecycleOutcome, change_lifecycle
+from billing.subscriptions.lifecycle import LifecycleOutcome, change_lifecycle
 from customers import service as customers
 from customers.errors import CustomerNotFound
 from customers.lifecycle import CANCEL, PAUSE, RESUME, UNPAUSE, LifecycleRequest, subscription_status

@@ -1,5 +1,5 @@
 """The threshold check after each roll-up: every subscription on a plan with an invoice threshold
-whose unbilled usage reached it gets an interim invoice (:mod:`billing.threshold_invoicing`), one
+whose unbilled usage reached it gets an interim invoice (:mod:`billing.invoices.threshold_invoicing`), one
 committed transaction each. One subscription's failure is logged and never stops the others; the
 next roll-up checks it again, and a check can never issue an invoice twice."""
 
@@ -17,8 +17,8 @@ from app.database import in_transaction
 from app.metrics import INVOICES_ISSUED
 from app.settings import Settings
 from app.telemetry import current_trace_id
+from billing.invoices.threshold_invoicing import issue_interim_invoice, threshold_subscriptions
 from billing.models import Invoice
-from billing.threshold_invoicing import issue_interim_invoice, threshold_subscriptions
 
 logger = logging.getLogger("tally.billing")
 

@@ -56,7 +56,7 @@ def credits_buy(
 ) -> None:
     """Invoice a purchase of credits, granted when the invoice is paid."""
     from app.cli import load_settings, print_json, run_in_session
-    from billing import topups
+    from billing.credits import topups
 
     idempotency_key = key or f"cli-{uuid.uuid4()}"
 
@@ -115,7 +115,7 @@ def credits_auto_recharge(
 ) -> None:
     """Set a customer's low-balance alert and auto-recharge; the balance is checked at once."""
     from app.cli import load_settings, print_json, run_in_session
-    from billing import credit_balance
+    from billing.credits import balance as credit_balance
 
     async def work(session: AsyncSession) -> dict[str, Any]:
         customer = await _customer(session, external_id)
@@ -169,7 +169,7 @@ def credits_spend_cap(
     """Set the customer's spend cap, within which `POST /v1/customers/{id}/authorizations` holds
     money (with an `amount`); without a cap, money is held only within the credits."""
     from app.cli import load_settings, print_json, run_in_session
-    from billing import spend_authorizations
+    from billing.credits import spend_authorizations
 
     if (amount is None) == (not none):
         raise typer.BadParameter("give an amount, or --none to remove the cap")

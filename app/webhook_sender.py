@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.metrics import WEBHOOK_DELIVERIES, WEBHOOK_DELIVERY_DURATION
 from app.settings import Settings
-from billing.anomalies import Finding, raise_anomaly
+from billing.findings import Finding, raise_anomaly
 from notifications.webhook_delivery import Answer, Claimed, Disabled, Sending, claim_due, fan_out, post, record
 
 logger = logging.getLogger("tally.webhooks.outbound")

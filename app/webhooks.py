@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Request
 
 from app.dependencies import SessionDep
 from app.telemetry import current_trace_id
-from billing.webhooks import receive, verified_event
+from billing.collection.webhooks import receive, verified_event
 from ledger.errors import TallyError
 
 router = APIRouter(prefix="/webhooks")

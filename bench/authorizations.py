@@ -36,9 +36,9 @@ from app.database import create_engine, libpq_url, session_factory
 from bench._database import derive_daily_rollups, scratch_database
 from bench._http_client import KeepAliveClient
 from bench._server import cli, running_server
-from billing import spend_authorizations
-from billing.service import BillingWindow
-from billing.spend_authorizations import SpendRequest
+from billing.credits import spend_authorizations
+from billing.credits.spend_authorizations import SpendRequest
+from billing.invoices.service import BillingWindow
 from customers import service as customers
 from metering import authorizations
 from metering.authorizations import AuthorizationRequest

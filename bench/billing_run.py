@@ -36,9 +36,9 @@ from app.database import create_engine, libpq_url, session_factory
 from app.settings import Settings
 from bench._database import derive_daily_rollups, rollup_aggregation, scratch_database
 from bench._server import cli, running_server
-from billing.lifecycle import change_lifecycle
-from billing.plan_changes import change_plan
-from billing.simulation import PeriodSelection, simulate_pricing
+from billing.invoices.plan_changes import change_plan
+from billing.invoices.simulation import PeriodSelection, simulate_pricing
+from billing.subscriptions.lifecycle import change_lifecycle
 from customers.lifecycle import CANCEL, PAUSE, UNPAUSE, LifecycleRequest
 from customers.periods import add_months, period_containing
 from customers.subscriptions import PlanChangeRequest

@@ -52,7 +52,7 @@ def _refs(invoice: Invoice) -> dict[str, object]:
 async def invoice_issued(session: AsyncSession, row: dict[str, Any], *, as_of: datetime) -> dict[str, Any]:
     """The outbox row telling the customer of the invoice ``row`` (as written), for the invoice's
     own statement to write: it adds the invoice's number, taken there (see
-    ``billing.repository.WRITE_INVOICE``). Its document is attached by the sender's seam; it falls
+    ``billing.invoices.repository.WRITE_INVOICE``). Its document is attached by the sender's seam; it falls
     due on the invoice's due date."""
     issued_at: datetime = row["issued_at"]
     content = {

@@ -1,6 +1,6 @@
 """How an invoice's number is written and read back: ``INV-000042``, the one place the format lives.
 
-Numbers are gapless and sequential across Tally (``billing.repository.WRITE_INVOICE`` takes them
+Numbers are gapless and sequential across Tally (``billing.invoices.repository.WRITE_INVOICE`` takes them
 from one counter; that statement writes the same format in SQL for the ``invoice.issued`` event).
 """
 

@@ -65,9 +65,9 @@ class Invoice(SQLModel, table=True):
     and bills the next period's base fee in advance. The unique key makes a re-run harmless.
     A ``one_off`` invoice bills one one-off charge at once; a ``commitment`` invoice bills a
     prepaid commitment (its period is the commitment's). An ``interim`` invoice bills a period's
-    usage before it closes, once it reached the plan's threshold (billing.threshold_invoicing);
+    usage before it closes, once it reached the plan's threshold (billing.invoices.threshold_invoicing);
     ``interim_sequence`` numbers them within the period. A ``credit_purchase`` invoice bills
-    credits bought (:mod:`billing.topups`), granted when it is paid."""
+    credits bought (:mod:`billing.credits.topups`), granted when it is paid."""
 
     __tablename__ = "invoices"
     __table_args__ = (
@@ -113,7 +113,7 @@ class Invoice(SQLModel, table=True):
     credits_applied: int = Field(sa_column=Column(BigInteger, nullable=False))
     total: int = Field(sa_column=Column(BigInteger, nullable=False))
     amount_due: int = Field(sa_column=Column(BigInteger, nullable=False))
-    # All its tax (billing.taxation): ``total`` is ``subtotal`` plus the exclusive part of it.
+    # All its tax (billing.invoices.taxation): ``total`` is ``subtotal`` plus the exclusive part of it.
     tax_amount: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
     issued_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     ledger_transaction_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
@@ -700,7 +700,7 @@ class UsageAlertFiring(SQLModel, table=True):
 
 
 class CreditPurchase(SQLModel, table=True):
-    """Credits a customer buys (:mod:`billing.topups`): billed at once on a ``credit_purchase``
+    """Credits a customer buys (:mod:`billing.credits.topups`): billed at once on a ``credit_purchase``
     invoice, granted (``grant_id``) when that invoice is paid, never before and only once. A
     failed payment leaves it ``failed``, with nothing granted. ``origin`` is ``request`` (someone
     asked) or ``auto_recharge``; at most one auto-recharge per customer awaits payment (a partial

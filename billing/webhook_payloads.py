@@ -1,8 +1,8 @@
 """What the webhook events of invoices, credit notes and anomalies carry as ``data``: the resource
 as the GraphQL type of the same name shows it (``Invoice``, ``CreditNote``, ``Anomaly``), in the
 shapes :mod:`customers.webhook_payloads` describes, and the helpers that emit them in the caller's
-transaction. Pure: :mod:`billing.invoice_events` and the invoice's own statement
-(:data:`billing.repository.WRITE_INVOICE`, which knows the number) emit them.
+transaction. Pure: :mod:`billing.invoices.events` and the invoice's own statement
+(:data:`billing.invoices.repository.WRITE_INVOICE`, which knows the number) emit them.
 """
 
 from __future__ import annotations

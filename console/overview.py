@@ -1,7 +1,7 @@
 """The Overview page, the console's landing page: MRR and its movement, revenue by month,
 receivables by age, credits outstanding, the usage trend of the top meters, and what needs a
 person (open anomalies and discrepancies, metering lag). Every figure is defined in
-``billing.overview``; this module only lays it out."""
+``billing.insights.overview``; this module only lays it out."""
 
 from __future__ import annotations
 

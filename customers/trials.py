@@ -4,7 +4,7 @@ A trial is the subscription's first period, ``[started_at, trial_ends_at)``, wit
 its end starts the first billing calendar (anchored there, or on the calendar anchor day with a
 prorated stub first). Moving the end moves that calendar's start, on the subscription row and on
 its first phase, together. What ending a trial bills is billing's business
-(:mod:`billing.trials`); this module only changes the subscription and keeps the audit.
+(:mod:`billing.subscriptions.trials`); this module only changes the subscription and keeps the audit.
 """
 
 from __future__ import annotations

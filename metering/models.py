@@ -181,7 +181,7 @@ class UsageAuthorization(SQLModel, table=True):
     release it for the count to be right. ``settled_by_event`` is the event that used it.
 
     Or an amount of money held against the customer's credits and spend cap
-    (:mod:`billing.spend_authorizations`): no meter and no quantity, but ``amount`` and
+    (:mod:`billing.credits.spend_authorizations`): no meter and no quantity, but ``amount`` and
     ``currency``; its ``used``, ``usage_limit``, ``remaining`` and ``reserved`` are then minor
     units (spent so far, the spend cap, what remains, what money holds held)."""
 

@@ -684,7 +684,7 @@ SELECT * FROM usage_authorizations WHERE customer_id = %(customer_id)s AND idemp
 """
 
 # Settlement, in the ingestion's transaction: each stored event that names an authorization of its
-# customer releases it, when it holds an amount of money (billing.spend_authorizations) or a
+# customer releases it, when it holds an amount of money (billing.credits.spend_authorizations) or a
 # quantity of a meter that reads the event's type. The stored event is read, not the batch's copy,
 # so a retried id with another payload cannot release what its counted version did not use.
 SETTLE_AUTHORIZATIONS = """

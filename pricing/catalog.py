@@ -200,7 +200,7 @@ class PlanSpec:
     trial_requires_payment_method: bool = False
     minimum_spend: Decimal | None = None
     # Threshold (progressive) invoicing: an interim invoice bills the period's usage so far once
-    # what it has not billed yet reaches this amount (billing.threshold_invoicing).
+    # what it has not billed yet reaches this amount (billing.invoices.threshold_invoicing).
     invoice_threshold: Decimal | None = None
     # The same plan priced in other currencies (each one a PlanSpec of its own currency, without
     # options): a customer is billed the prices of their currency.

@@ -79,7 +79,7 @@ class PlanVersion(SQLModel, table=True):
     # The least a period bills (base fee and usage, before credits); a true-up line makes up the rest.
     minimum_spend: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
     # Threshold invoicing: once the period's usage not yet billed reaches this amount, an interim
-    # invoice bills it (billing.threshold_invoicing). None: usage waits for the period's close.
+    # invoice bills it (billing.invoices.threshold_invoicing). None: usage waits for the period's close.
     invoice_threshold: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
     # How a part of a period is measured: "exact" (to the microsecond) or "day" (whole days).
     proration: str = Field(default="exact", sa_column=Column(String, nullable=False, server_default="exact"))
@@ -125,7 +125,7 @@ class PlanCharge(SQLModel, table=True):
     per_event_minimum: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
     per_event_maximum: Decimal | None = Field(default=None, sa_column=Column(Numeric(30, 12)))
     # "in_arrears" (rated on the period's usage at its close) or "in_advance" (a latest or max
-    # meter's value billed at the period's start, topped up when it rises: billing.advance).
+    # meter's value billed at the period's start, topped up when it rises: billing.invoices.advance).
     billed: str = Field(
         default="in_arrears",
         sa_column=Column(

@@ -3,7 +3,7 @@
 It lives in ``pricing`` beside rating because the catalog declares the rates and because, like
 rating, it is exact arithmetic over prices that must be provable without a database (the
 property tests in ``tests/pricing/test_tax.py``). Billing calls it through one seam,
-:data:`TaxCalculator` (``billing.taxation.calculate_taxes`` by default): an external tax provider
+:data:`TaxCalculator` (``billing.invoices.taxation.calculate_taxes`` by default): an external tax provider
 plugs in there later, with the same inputs and the same :class:`TaxLine` answers.
 
 The rules:

@@ -1,7 +1,7 @@
 """GraphQL of usage and spend alerts: define them on a customer or a plan, delete them (both with
 a dry run, the console's review step), and read what they fired. The ``UsageAlertFiring`` and
 ``EntitlementExhaustion`` types are also the ``data`` of the ``usage_alert.fired`` and
-``entitlement.exhausted`` webhook events (billing.alerts builds those, amounts in minor units)."""
+``entitlement.exhausted`` webhook events (billing.insights.alerts builds those, amounts in minor units)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from app.api.common import Money, UserError, money, run_mutation
 from app.api.permissions import requires
 from app.api.scope import customer_of
 from app.auth import Capability
-from billing import alerts
+from billing.insights import alerts
 from billing.models import UsageAlert as AlertRow
 from billing.models import UsageAlertFiring as FiringRow
 from ledger.errors import InvalidInput, NotFound

@@ -24,7 +24,7 @@ from app.api.customers import Customer
 from app.api.permissions import requires
 from app.api.scope import STAFF_ONLY, load_visible_customer, staff_only
 from app.auth import Capability
-from billing import anomalies as service
+from billing.insights import anomalies as service
 from billing.models import Anomaly as AnomalyRow
 from ledger.errors import NotFound
 

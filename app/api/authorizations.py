@@ -17,7 +17,7 @@ from app.api.scope import customer_of, may_see
 from app.auth import Capability
 from app.billing_run import billing_window
 from app.usage_ingest import ingest_limits
-from billing import spend_authorizations
+from billing.credits import spend_authorizations
 from metering import authorizations
 from metering.authorizations import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS
 

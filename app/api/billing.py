@@ -30,14 +30,14 @@ from app.api.provenance import InvoiceLineProvenance
 from app.api.scope import STAFF_ONLY, WHICH_SUBSCRIPTION, may_see, staff_only
 from app.auth import Capability
 from app.invoice_documents import public_url
-from billing import service as billing
+from billing.documents.breakdown import line_explanation
 from billing.invoice_numbers import invoice_number, parse_invoice_number
-from billing.invoices.breakdown import line_explanation
-from billing.invoicing import DraftLine
+from billing.invoices import service as billing
+from billing.invoices.invoicing import DraftLine
+from billing.invoices.provenance import explain_line
 from billing.models import Invoice as InvoiceRow
 from billing.models import InvoiceLine as InvoiceLineRow
 from billing.models import InvoiceTaxLine as InvoiceTaxLineRow
-from billing.provenance import explain_line
 from customers.models import PlanChange as PlanChangeRow
 from customers.subscriptions import plan_changes
 from ledger import service as ledger

@@ -15,10 +15,10 @@ from app.api.permissions import requires
 from app.api.scope import WHICH_SUBSCRIPTION, customer_of, subscription_id_of
 from app.auth import Capability
 from app.billing_run import billing_window
-from billing import service as billing
 from billing.invoice_numbers import invoice_number
+from billing.invoices import service as billing
 from billing.models import Invoice as InvoiceRow
-from billing.trials import TrialOutcome, change_trial_billed
+from billing.subscriptions.trials import TrialOutcome, change_trial_billed
 from customers.trials import TrialChangeRequest
 
 if TYPE_CHECKING:

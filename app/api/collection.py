@@ -19,12 +19,16 @@ from app.api.permissions import requires
 from app.api.scope import STAFF_ONLY, customer_of, find_visible_customer, may_see, staff_only
 from app.auth import Capability
 from app.collection import stripe_gateway
-from billing import collection_repository, finance, reconciliation
-from billing import service as billing
-from billing.collection import CollectionOff, create_setup_intent
+from billing.collection import repository as collection_repository
+from billing.collection import unpaid_invoices as finance
+from billing.collection.customers import CollectionOff, create_setup_intent
+from billing.collection.stripe_gateway import SetupIntent, client_secret_of
+from billing.collection.webhooks import retry_by_hand
+from billing.invoices import collection_state
+from billing.invoices import service as billing
 from billing.models import ReconciliationDiscrepancy, StripeDispute, StripeEvent, StripePayment
-from billing.stripe_gateway import SetupIntent, client_secret_of
-from billing.webhooks import retry_by_hand
+from billing.reconciliation import repository as reconciliation_repository
+from billing.reconciliation import service as reconciliation
 from ledger.errors import NotFound
 
 
@@ -377,7 +381,7 @@ class CollectionQuery:
         session = context.session
         return _customer_collection(
             stripe_gateway(context.settings) is not None,
-            await collection_repository.stripe_customer_of(session, customer.id),
+            await collection_state.stripe_customer_of(session, customer.id),
             await collection_repository.collections_of(session, customer.id),
             await collection_repository.payments_of(session, customer.id),
             await collection_repository.disputes_of(session, customer.id),
@@ -390,7 +394,7 @@ class CollectionQuery:
     async def reconciliation_discrepancies(
         self, info: Info, status: str | None = "open", first: int = 100
     ) -> list[Discrepancy]:
-        rows = await collection_repository.discrepancies(info.context.session, status=status, limit=min(first, 500))
+        rows = await reconciliation_repository.discrepancies(info.context.session, status=status, limit=min(first, 500))
         return [Discrepancy.from_model(row, external_id) for row, external_id in rows]
 
     @strawberry.field(
@@ -401,7 +405,7 @@ class CollectionQuery:
             discrepancy_id = uuid.UUID(str(id))
         except ValueError:
             return None
-        rows = await collection_repository.discrepancies(
+        rows = await reconciliation_repository.discrepancies(
             info.context.session, status=None, limit=1, discrepancy_id=discrepancy_id
         )
         return Discrepancy.from_model(*rows[0]) if rows else None
@@ -426,7 +430,7 @@ class CollectionQuery:
         permission_classes=[requires(Capability.MANAGE_COLLECTION)], description="The latest reconciliation runs."
     )
     async def reconciliation_runs(self, info: Info, first: int = 10) -> list[ReconciliationRun]:
-        runs = await collection_repository.reconciliation_runs(info.context.session, limit=min(first, 100))
+        runs = await reconciliation_repository.reconciliation_runs(info.context.session, limit=min(first, 100))
         return [
             ReconciliationRun(as_of=run.as_of, checked=run.checked, discrepancies=run.discrepancies) for run in runs
         ]
@@ -475,7 +479,7 @@ class ReconciliationMutation:
             await reconciliation.resolve(
                 context.session, discrepancy_id, note=input.note, actor=context.viewer.actor, as_of=context.now()
             )
-            [(row, external_id)] = await collection_repository.discrepancies(
+            [(row, external_id)] = await reconciliation_repository.discrepancies(
                 context.session, status=None, limit=1, discrepancy_id=discrepancy_id
             )
             return Discrepancy.from_model(row, external_id)

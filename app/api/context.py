@@ -14,8 +14,9 @@ from strawberry.fastapi import BaseContext
 from app.auth import Viewer
 from app.billing_run import billing_window
 from app.settings import Settings
-from billing import coupons, credit_notes_repository, failures
-from billing import service as billing
+from billing.discounts import coupons
+from billing.invoices import credit_notes_repository, failures
+from billing.invoices import service as billing
 from billing.models import BillingFailure, CreditNote, CreditNoteLine, Invoice, InvoiceLine, InvoiceTaxLine
 from customers import price_overrides
 from customers import service as customers

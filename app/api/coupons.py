@@ -19,8 +19,8 @@ from app.api.permissions import requires
 from app.api.scope import customer_of
 from app.auth import Capability
 from app.billing_run import billing_window
-from billing import coupons
-from billing import service as billing
+from billing.discounts import coupons
+from billing.invoices import service as billing
 from billing.models import Coupon as CouponRow
 from billing.models import CustomerDiscount as DiscountRow
 from customers.models import Customer as CustomerRow

@@ -18,8 +18,8 @@ from app.api.permissions import requires
 from app.api.scope import find_visible_customer
 from app.auth import Capability
 from app.invoice_documents import public_url
-from billing import credit_notes
 from billing.invoice_numbers import invoice_number
+from billing.invoices import credit_notes
 from billing.models import CreditNote as CreditNoteRow
 from billing.models import CreditNoteLine as CreditNoteLineRow
 from ledger.errors import NotFound

@@ -34,8 +34,8 @@ from app.api.permissions import requires
 from app.api.scope import STAFF_ONLY, WHICH_SUBSCRIPTION, customer_of, staff_only, subscription_id_of
 from app.auth import Capability
 from app.telemetry import current_trace_id
-from billing import commitments, one_off
-from billing import service as billing
+from billing.invoices import commitments, one_off
+from billing.invoices import service as billing
 from billing.models import Invoice as InvoiceRow
 from billing.models import MinimumSpend as MinimumSpendRow
 from billing.models import OneOffCharge as ChargeRow

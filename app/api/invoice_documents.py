@@ -13,9 +13,9 @@ from app.api.permissions import requires
 from app.api.scope import may_see
 from app.auth import Capability
 from app.invoice_documents import create_link, public_url
-from billing import service as billing
-from billing.invoices.links import InvoiceLink
-from billing.invoices.locales import check_locale
+from billing.documents.links import InvoiceLink
+from billing.documents.locales import check_locale
+from billing.invoices import service as billing
 from ledger.errors import NotFound
 
 NO_SUCH_INVOICE = "no such invoice"

@@ -1,5 +1,5 @@
 """GraphQL of the invoice list across customers (filters, totals per currency); the filter's
-rules are :mod:`billing.invoice_search`'s. A customer token lists its own invoices only."""
+rules are :mod:`billing.invoices.search`'s. A customer token lists its own invoices only."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from app.api.common import Edge, Money, PageInfo, money, not_a_cursor, page_size
 from app.api.permissions import requires
 from app.api.scope import parse_customer_id
 from app.auth import Capability
-from billing import invoice_search
 from billing.invoice_numbers import parse_invoice_number
+from billing.invoices import search as invoice_search
 from ledger.errors import TallyError
 from ledger.money import normalize_currency
 

@@ -1,6 +1,6 @@
 """GraphQL of a customer's ledger statement (one account, in ledger sequence, with debits,
 credits, the running balance and the invoice or grant behind each entry); the statement itself
-is :mod:`billing.ledger_statement`'s."""
+is :mod:`billing.insights.ledger_statement`'s."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from app.api.ledger import PUBLIC_ENTRY_LABELS, public_description
 from app.api.permissions import requires
 from app.api.scope import STAFF_ONLY, StaffOnly, find_visible_customer, staff_only
 from app.auth import Capability
-from billing import ledger_statement
+from billing.insights import ledger_statement
 from ledger.errors import TallyError
 from ledger.money import normalize_currency
 

@@ -20,8 +20,8 @@ from app.api.permissions import requires
 from app.api.scope import STAFF_ONLY, WHICH_SUBSCRIPTION, customer_of, staff_only, subscription_id_of
 from app.auth import Capability
 from app.telemetry import current_trace_id
-from billing import service as billing
-from billing.lifecycle import LifecycleOutcome, change_lifecycle
+from billing.invoices import service as billing
+from billing.subscriptions.lifecycle import LifecycleOutcome, change_lifecycle
 from customers.lifecycle import CANCEL, PAUSE, RESUME, UNPAUSE, LifecycleRequest, subscription_events
 from customers.models import SubscriptionEvent as SubscriptionEventRow
 

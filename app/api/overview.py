@@ -1,5 +1,5 @@
 """GraphQL of the finance overview (the console's landing page): every figure is defined in
-:mod:`billing.overview`; this module only shapes it. Tally-wide, so staff only."""
+:mod:`billing.insights.overview`; this module only shapes it. Tally-wide, so staff only."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from strawberry.types import Info
 from app.api.common import Money, money
 from app.api.permissions import requires
 from app.auth import Capability
-from billing import overview
+from billing.insights import overview
 from ledger.money import round_to_minor
 
 

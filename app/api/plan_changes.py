@@ -16,8 +16,8 @@ from app.api.permissions import requires
 from app.api.scope import customer_of, subscription_id_of
 from app.auth import Capability
 from app.billing_run import billing_window
-from billing import service as billing
-from billing.plan_changes import change_plan
+from billing.invoices import service as billing
+from billing.invoices.plan_changes import change_plan
 from customers.subscriptions import PlanChangeRequest
 
 

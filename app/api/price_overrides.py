@@ -19,7 +19,7 @@ from app.api.permissions import requires
 from app.api.scope import WHICH_SUBSCRIPTION, customer_of, staff_only, subscription_id_of
 from app.auth import Capability
 from app.billing_run import billing_window
-from billing.price_overrides import PriceOverrideResult, change_price_override
+from billing.invoices.price_overrides import PriceOverrideResult, change_price_override
 from customers import price_overrides as overrides
 from customers.models import PriceOverride as PriceOverrideRow
 from customers.models import Subscription as SubscriptionRow

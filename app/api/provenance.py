@@ -10,7 +10,7 @@ from typing import cast
 import strawberry
 from strawberry.scalars import JSON
 
-from billing import provenance
+from billing.invoices import provenance
 
 
 @strawberry.type

@@ -11,7 +11,7 @@ from strawberry.types import Info
 from app.api.common import Money, UserError, money, run_mutation
 from app.api.permissions import requires
 from app.auth import Capability
-from billing.simulation import PeriodSelection, simulate_pricing
+from billing.invoices.simulation import PeriodSelection, simulate_pricing
 from pricing.simulation import CustomerOutcome, SimulationSummary
 
 

@@ -32,8 +32,10 @@ from app.api.permissions import requires
 from app.api.scope import customer_of
 from app.auth import Capability
 from app.telemetry import current_trace_id
-from billing import credit_balance, spend_authorizations, topup_repository, topups
-from billing import service as billing
+from billing.credits import balance as credit_balance
+from billing.credits import repository as topup_repository
+from billing.credits import spend_authorizations, topups
+from billing.invoices import service as billing
 from billing.models import CreditBalanceSettings
 from billing.models import CreditPurchase as PurchaseRow
 from billing.models import Invoice as InvoiceRow

@@ -21,9 +21,9 @@ from app import staff
 from app.settings import Settings
 from app.telemetry import current_trace_id
 from app.usage_ingest import ingest_limits
-from billing import service as billing
-from billing.plan_changes import change_plan
-from billing.service import BillingWindow
+from billing.invoices import service as billing
+from billing.invoices.plan_changes import change_plan
+from billing.invoices.service import BillingWindow
 from customers import credits
 from customers import service as customers
 from customers.subscriptions import PlanChangeRequest

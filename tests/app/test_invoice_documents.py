@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.settings import Settings
-from billing.invoices.links import sign_link
+from billing.documents.links import sign_link
 from customers.service import NewCustomer, create_customer
-from tests.billing.invoices.support import tiered_invoice
+from tests.billing.documents.support import tiered_invoice
 from tests.conftest import graphql
 
 CREATE_LINK = """

@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.billing_run import run_billing
 from app.jobs import roll_up_usage
 from app.settings import Settings
-from billing.anomalies import Finding, raise_anomaly
+from billing.findings import Finding, raise_anomaly
 from customers.service import NewCustomer, create_customer
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]

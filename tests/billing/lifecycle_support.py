@@ -11,9 +11,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.settings import Settings
 from app.usage_ingest import ingest_limits
-from billing import service as billing
-from billing.lifecycle import LifecycleOutcome, change_lifecycle
-from billing.service import BillingWindow
+from billing.invoices import service as billing
+from billing.invoices.service import BillingWindow
+from billing.subscriptions.lifecycle import LifecycleOutcome, change_lifecycle
 from customers.lifecycle import LifecycleRequest
 from customers.service import NewCustomer, create_customer
 from metering.service import IngestResult, ingest

@@ -13,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.billing_run import run_billing
 from app.settings import Settings
 from app.usage_ingest import ingest_limits
-from billing import service as billing
+from billing.invoices import service as billing
 from customers.service import NewCustomer, create_customer
 from ledger.grants import grant_credits
 from metering.service import ingest

@@ -30,7 +30,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.billing_run import run_billing
 from app.collection import stripe_gateway
 from app.settings import Settings
-from billing.collection import stripe_customer_id
+from billing.collection.customers import stripe_customer_id
 from pricing.service import apply_catalog
 from tests.billing.scenario import CATALOG, JAN_31, subscribe
 from tests.conftest import SHARED

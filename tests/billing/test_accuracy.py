@@ -22,7 +22,7 @@ from app.jobs import verify_invoice_accuracy
 from app.metrics import REGISTRY
 from app.settings import Settings
 from app.telemetry import configure_metrics
-from billing.accuracy import verify_invoices
+from billing.insights.accuracy import verify_invoices
 from metering.service import roll_up
 from tests.app.test_metrics import parse, value
 from tests.billing.scenario import FEB_28, JAN_31, MAR_31, send_calls, subscribe

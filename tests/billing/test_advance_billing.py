@@ -17,10 +17,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
 from app.settings import Settings
-from billing import service as billing
-from billing.plan_changes import change_plan
-from billing.provenance import explain_line
-from billing.simulation import PeriodSelection, simulate_pricing
+from billing.invoices import service as billing
+from billing.invoices.plan_changes import change_plan
+from billing.invoices.provenance import explain_line
+from billing.invoices.simulation import PeriodSelection, simulate_pricing
 from customers.lifecycle import CANCEL, PAUSE, UNPAUSE
 from customers.service import NewSubscription, add_subscription
 from customers.subscriptions import PlanChangeRequest

@@ -20,8 +20,8 @@ from app.billing_run import billing_window
 from app.jobs import roll_up_usage
 from app.settings import Settings
 from app.usage_ingest import ingest_and_commit
-from billing import alerts
-from billing import service as billing
+from billing.insights import alerts
+from billing.invoices import service as billing
 from customers.models import Customer
 from customers.service import NewCustomer, create_customer
 from ledger.grants import grant_credits

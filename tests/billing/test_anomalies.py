@@ -14,8 +14,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
 from app.settings import Settings
-from billing.anomalies import AnomalyFilter, Thresholds, anomalies
-from billing.anomaly_detectors import scan
+from billing.insights.anomalies import AnomalyFilter, Thresholds, anomalies
+from billing.insights.detectors import scan
 from billing.models import Anomaly
 from ledger.grants import grant_credits
 from metering.service import ingest, roll_up

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing.anomalies import Finding, raise_anomaly
+from billing.findings import Finding, raise_anomaly
 from customers.service import NewCustomer, create_customer
 from tests.app.test_graphql_contract import run_contract_operation as run
 from tests.conftest import graphql

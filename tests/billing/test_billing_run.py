@@ -17,8 +17,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import billing_window, run_billing
 from app.settings import Settings
-from billing import service as billing
-from billing.invoicing import DraftInvoice, DraftLine, issue
+from billing.invoices import service as billing
+from billing.invoices.invoicing import DraftInvoice, DraftLine, issue
 from ledger import grants as credit
 from ledger import service as ledger
 from tests.billing.scenario import FEB_28, JAN_31, MAR_31, invoices_of, lines_of, opening_invoice, send_calls, subscribe

@@ -18,11 +18,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.collection import stripe_gateway
 from app.jobs import process_stripe_events
 from app.settings import Settings
-from billing import service as billing
-from billing.collection import stripe_customer_id
-from billing.plan_changes import change_plan
-from billing.service import BillingWindow
-from billing.trials import TrialOutcome, change_trial_billed
+from billing.collection.customers import stripe_customer_id
+from billing.invoices import service as billing
+from billing.invoices.plan_changes import change_plan
+from billing.invoices.service import BillingWindow
+from billing.subscriptions.trials import TrialOutcome, change_trial_billed
 from customers.errors import InvalidInput
 from customers.lifecycle import CANCEL, subscription_events
 from customers.service import NewCustomer, create_customer, subscriptions_of

@@ -19,7 +19,7 @@ from app.collection import stripe_gateway
 from app.jobs import collect_invoices
 from app.main import create_app
 from app.settings import Settings
-from billing.outbox import LEASE, charge, claim_next, payer_of
+from billing.collection.outbox import LEASE, charge, claim_next, payer_of
 from ledger import service as ledger
 from tests.billing.scenario import JAN_31
 from tests.billing.stripe_support import (

@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
 from app.settings import Settings
-from billing.commitments import (
+from billing.invoices.commitments import (
     CommitmentRequest,
     MinimumSpendRequest,
     create_prepaid_commitment,
@@ -22,7 +22,7 @@ from billing.commitments import (
     prepaid_commitments,
     set_minimum_spend,
 )
-from billing.minimum_spend import MinimumPart, period_minimum, true_up
+from billing.invoices.minimum_spend import MinimumPart, period_minimum, true_up
 from customers.service import NewCustomer, create_customer
 from ledger import grants as credit
 from ledger import service as ledger

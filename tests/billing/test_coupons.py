@@ -19,11 +19,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.billing_run import billing_window, run_billing
 from app.database import in_transaction
 from app.settings import Settings
-from billing import coupons
-from billing.accuracy import check_invoice
-from billing.coupons import NewCoupon
-from billing.service import upcoming_invoice
-from billing.simulation import PeriodSelection, simulate_pricing
+from billing.discounts import coupons
+from billing.discounts.coupons import NewCoupon
+from billing.insights.accuracy import check_invoice
+from billing.invoices.service import upcoming_invoice
+from billing.invoices.simulation import PeriodSelection, simulate_pricing
 from customers.service import NewCustomer, NewSubscription, add_subscription, create_customer
 from ledger.errors import TallyError
 from metering.service import ingest

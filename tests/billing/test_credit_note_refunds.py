@@ -21,9 +21,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.collection import stripe_gateway
 from app.jobs import collect_invoices, process_stripe_events
 from app.settings import Settings
-from billing.credit_notes import CreditNoteRequest, create_credit_note
-from billing.reconciliation import reconcile
-from billing.refunds import claim_next_refund
+from billing.collection.refunds import claim_next_refund
+from billing.invoices.credit_notes import CreditNoteRequest, create_credit_note
+from billing.reconciliation.service import reconcile
 from ledger.errors import TallyError
 from tests.billing.scenario import JAN_31
 from tests.billing.stripe_support import CARD_SUCCEEDS, LocalStripe, billed_with_card, event_of, fixture_with, signed

@@ -20,19 +20,19 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
 from app.settings import Settings
-from billing import finance
-from billing.credit_notes import (
+from billing.collection import unpaid_invoices as finance
+from billing.collection.outbox import claim_next
+from billing.documents.credit_note import build_credit_note_document
+from billing.invoices.credit_notes import (
     CreditNoteRequest,
     LineCredit,
     create_credit_note,
     credit_note_number,
     spread,
 )
-from billing.invoices.credit_note import build_credit_note_document
-from billing.outbox import claim_next
 from ledger import service as ledger
 from ledger.errors import TallyError
-from tests.billing.invoices.support import SELLER
+from tests.billing.documents.support import SELLER
 from tests.billing.scenario import FEB_28, JAN_31, invoices_of, opening_invoice, send_calls, subscribe
 
 LATER = JAN_31 + timedelta(days=2)
@@ -220,7 +220,7 @@ async def test_per_line_and_by_amount_reverse_each_lines_revenue(
 
 
 async def ledger_lines(session: AsyncSession, invoice_id: uuid.UUID) -> list[Any]:
-    from billing.repository import lines_of
+    from billing.invoices.repository import lines_of
 
     return (await lines_of(session, [invoice_id]))[invoice_id]
 

@@ -14,9 +14,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
 from app.settings import Settings
-from billing import service as billing
-from billing.plan_changes import change_plan
-from billing.simulation import PeriodSelection, simulate_pricing
+from billing.invoices import service as billing
+from billing.invoices.plan_changes import change_plan
+from billing.invoices.simulation import PeriodSelection, simulate_pricing
 from customers.service import NewCustomer, create_customer
 from customers.subscriptions import PlanChangeRequest
 from ledger.errors import TallyError

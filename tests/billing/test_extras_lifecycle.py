@@ -23,13 +23,18 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import billing_window
 from app.settings import Settings
-from billing import charges_repository
-from billing import service as billing
-from billing.commitments import CommitmentRequest, MinimumSpendRequest, create_prepaid_commitment, set_minimum_spend
-from billing.minimum_spend import MinimumPart, period_minimum
+from billing.invoices import charges_repository
+from billing.invoices import service as billing
+from billing.invoices.commitments import (
+    CommitmentRequest,
+    MinimumSpendRequest,
+    create_prepaid_commitment,
+    set_minimum_spend,
+)
+from billing.invoices.minimum_spend import MinimumPart, period_minimum
+from billing.invoices.one_off import OneOffChargeRequest, create_one_off_charge
+from billing.invoices.price_overrides import change_price_override
 from billing.models import Invoice
-from billing.one_off import OneOffChargeRequest, create_one_off_charge
-from billing.price_overrides import change_price_override
 from customers.lifecycle import CANCEL, PAUSE
 from customers.price_overrides import ChargeSelector, PriceOverrideRequest
 from ledger.errors import TallyError

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.settings import Settings
-from billing import finance
+from billing.collection import unpaid_invoices as finance
 from ledger import service as ledger
 from ledger.errors import InvalidInput
 from tests.billing.scenario import JAN_31, opening_invoice

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing.plan_changes import change_plan
-from billing.service import due_customers
+from billing.invoices.plan_changes import change_plan
+from billing.invoices.service import due_customers
 from customers.errors import InvalidInput
 from customers.lifecycle import CANCEL, PAUSE, RESUME, UNPAUSE
 from customers.service import subscriptions_of

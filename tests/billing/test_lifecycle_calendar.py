@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing.service import due_customers
+from billing.invoices.service import due_customers
 from customers.lifecycle import CANCEL
 from customers.service import subscriptions_of
 from metering.entitlements import entitlement

@@ -27,8 +27,8 @@ from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.database import create_engine, session_factory
-from billing.plan_changes import change_plan
-from billing.trials import change_trial_billed
+from billing.invoices.plan_changes import change_plan
+from billing.subscriptions.trials import change_trial_billed
 from customers.lifecycle import CANCEL, PAUSE, RESUME, UNPAUSE
 from customers.subscriptions import PlanChangeRequest
 from customers.trials import TrialChangeRequest

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from billing.invoices.breakdown import explain_usage
+from billing.documents.breakdown import explain_usage
 from pricing.rating import ChargeTerms, Tier
 
 D = Decimal

@@ -18,9 +18,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.billing_run import run_billing
 from app.database import in_transaction
 from app.settings import Settings
-from billing import repository as billing_repository
-from billing.invoicing import issue, next_due
-from billing.one_off import OneOffChargeRequest, cancel_one_off_charge, create_one_off_charge
+from billing.invoices import repository as billing_repository
+from billing.invoices.invoicing import issue, next_due
+from billing.invoices.one_off import OneOffChargeRequest, cancel_one_off_charge, create_one_off_charge
 from customers.service import NewCustomer, create_customer
 from customers.subscriptions import phases_of
 from ledger import grants as credit

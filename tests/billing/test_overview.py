@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing.overview import aging_bucket, monthly_amount, mrr_movements
+from billing.insights.overview import aging_bucket, monthly_amount, mrr_movements
 
 fees = st.dictionaries(
     st.tuples(st.integers(0, 8), st.sampled_from(["USD", "EUR"])),

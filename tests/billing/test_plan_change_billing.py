@@ -19,9 +19,9 @@ from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.database import create_engine, session_factory
-from billing import service as billing
-from billing.plan_changes import change_plan
-from billing.service import BillingWindow
+from billing.invoices import service as billing
+from billing.invoices.plan_changes import change_plan
+from billing.invoices.service import BillingWindow
 from customers.errors import InvalidInput
 from customers.periods import period_containing
 from customers.service import NewCustomer, create_customer, subscriptions_of

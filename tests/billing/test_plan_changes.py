@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
 from app.settings import Settings
-from billing.plan_changes import change_plan
+from billing.invoices.plan_changes import change_plan
 from customers.errors import InvalidInput, PlanNotFound
 from customers.subscriptions import PlanChangeOutcome, PlanChangeRequest
 from ledger import service as ledger

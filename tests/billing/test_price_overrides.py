@@ -19,11 +19,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import billing_window, run_billing
 from app.settings import Settings
-from billing import service as billing
-from billing.accuracy import check_invoice
-from billing.plan_changes import change_plan
-from billing.price_overrides import PriceOverrideResult, change_price_override
-from billing.simulation import PeriodSelection, simulate_pricing
+from billing.insights.accuracy import check_invoice
+from billing.invoices import service as billing
+from billing.invoices.plan_changes import change_plan
+from billing.invoices.price_overrides import PriceOverrideResult, change_price_override
+from billing.invoices.simulation import PeriodSelection, simulate_pricing
 from customers import price_overrides
 from customers.errors import InvalidInput
 from customers.price_overrides import ChargeSelector, PriceOverrideRequest

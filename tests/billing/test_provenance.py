@@ -12,8 +12,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
 from app.settings import Settings
-from billing import service as billing
-from billing.provenance import explain_line
+from billing.invoices import service as billing
+from billing.invoices.provenance import explain_line
 from metering.service import ingest
 from tests.billing.scenario import FEB_28, JAN_31, LIMITS, MAR_31, invoices_of, send_calls, subscribe
 from tests.conftest import graphql

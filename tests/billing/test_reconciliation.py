@@ -20,9 +20,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.collection import stripe_gateway
 from app.jobs import collect_invoices, process_stripe_events
 from app.settings import Settings
-from billing.payments import Paid, post_invoice_payment
-from billing.reconciliation import reconcile
-from billing.stripe_gateway import StripeGateway, attempt_already_made, charge_off_session, saved_card
+from billing.collection.outcomes import Paid, post_invoice_payment
+from billing.collection.stripe_gateway import StripeGateway, attempt_already_made, charge_off_session, saved_card
+from billing.reconciliation.service import reconcile
 from tests.billing.scenario import JAN_31
 from tests.billing.stripe_support import (
     API_KEY,

@@ -20,9 +20,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
 from app.settings import Settings
-from billing import service as billing
-from billing.lifecycle import change_lifecycle
-from billing.one_off import OneOffChargeRequest, create_one_off_charge
+from billing.invoices import service as billing
+from billing.invoices.one_off import OneOffChargeRequest, create_one_off_charge
+from billing.subscriptions.lifecycle import change_lifecycle
 from customers.errors import InvalidInput
 from customers.lifecycle import CANCEL, LifecycleRequest
 from customers.service import (

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing.simulation import PeriodSelection, simulate_pricing
+from billing.invoices.simulation import PeriodSelection, simulate_pricing
 from customers.lifecycle import CANCEL, PAUSE
 from customers.service import NewCustomer, create_customer
 from pricing.catalog import CatalogInvalid

@@ -15,8 +15,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import billing_window
 from app.settings import Settings
-from billing import spend_authorizations
-from billing.spend_authorizations import SpendRequest
+from billing.credits import spend_authorizations
+from billing.credits.spend_authorizations import SpendRequest
 from tests.conftest import graphql
 from tests.metering.test_authorizations import PATH, authorize, bearer, rows
 from tests.metering.test_ingestion_api import customers_on_plans, request_event, send

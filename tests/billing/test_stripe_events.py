@@ -20,8 +20,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.collection import stripe_gateway
 from app.jobs import collect_invoices, process_stripe_events
 from app.settings import Settings
-from billing.outbox import claim_next
-from billing.stripe_gateway import attempt_already_made, charge_off_session
+from billing.collection.outbox import claim_next
+from billing.collection.stripe_gateway import attempt_already_made, charge_off_session
 from ledger import service as ledger
 from tests.billing.scenario import JAN_31
 from tests.billing.stripe_support import (

@@ -17,10 +17,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
 from app.settings import Settings
-from billing import service as billing
-from billing.accuracy import check_invoice
-from billing.credit_notes import CreditNoteRequest, LineCredit, create_credit_note
-from billing.taxation import TaxPolicy, tax_policy, use_tax_policy
+from billing.insights.accuracy import check_invoice
+from billing.invoices import service as billing
+from billing.invoices.credit_notes import CreditNoteRequest, LineCredit, create_credit_note
+from billing.invoices.taxation import TaxPolicy, tax_policy, use_tax_policy
 from customers.tax_rates import assign_tax_rates
 from ledger.errors import TallyError
 from ledger.money import to_major

@@ -25,11 +25,11 @@ from app.jobs import roll_up_usage
 from app.settings import Settings
 from app.threshold_run import invoice_thresholds
 from app.usage_ingest import ingest_limits
-from billing import service as billing
-from billing.accuracy import check_invoice
-from billing.provenance import explain_line
-from billing.service import BillingWindow
-from billing.threshold_invoicing import issue_interim_invoice
+from billing.insights.accuracy import check_invoice
+from billing.invoices import service as billing
+from billing.invoices.provenance import explain_line
+from billing.invoices.service import BillingWindow
+from billing.invoices.threshold_invoicing import issue_interim_invoice
 from customers.service import NewCustomer, create_customer, subscriptions_of
 from ledger.money import round_to_minor
 from metering.service import ingest, roll_up

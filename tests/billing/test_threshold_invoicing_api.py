@@ -10,7 +10,7 @@ import httpx
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.staff import create_user
-from billing.threshold_invoicing import issue_interim_invoice
+from billing.invoices.threshold_invoicing import issue_interim_invoice
 from customers.service import subscriptions_of
 from tests.billing.test_threshold_invoicing import over_threshold
 from tests.conftest import graphql, now

@@ -24,11 +24,13 @@ from app.collection import stripe_gateway
 from app.credit_balances import check_credit_balances
 from app.jobs import collect_invoices, process_stripe_events
 from app.settings import Settings
-from billing import collection_repository, credit_balance, topups
-from billing.collection import stripe_customer_id
-from billing.outbox import charge, claim_next, payer_of
-from billing.payments import Attempt, Paid, record_outcome, settle_payment
-from billing.stripe_gateway import Charge
+from billing.collection.customers import stripe_customer_id
+from billing.collection.outbox import charge, claim_next, payer_of
+from billing.collection.outcomes import Attempt, Paid, record_outcome, settle_payment
+from billing.collection.stripe_gateway import Charge
+from billing.credits import balance as credit_balance
+from billing.credits import topups
+from billing.invoices import collection_state
 from customers.service import NewCustomer, create_customer
 from ledger import service as ledger
 from ledger.errors import InvalidInput
@@ -179,7 +181,7 @@ async def test_a_declined_card_grants_nothing_and_dunns_no_one(
         )
     )
     assert tuple(row.one()) == ("failed", True, "void", "ACTIVE")
-    assert await collection_repository.customers_with_failed_collection(session, customer_id) == 0, (
+    assert await collection_state.customers_with_failed_collection(session, customer_id) == 0, (
         "a failed top-up holds no one past due: nothing was owed"
     )
     assert await verify(session) == []

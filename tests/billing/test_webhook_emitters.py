@@ -19,13 +19,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.billing_run import run_billing
 from app.jobs import expire_credit_grants, tell_trial_endings
 from app.settings import Settings
-from billing.anomalies import Finding, raise_anomaly
-from billing.credit_notes import CreditNoteRequest, create_credit_note
-from billing.finance import void_invoice
-from billing.payments import Attempt, Paid, record_outcome, settle_payment
-from billing.plan_changes import change_plan
-from billing.stripe_gateway import Charge
-from billing.trial_ends import TRIAL_END_REASON
+from billing.collection.outcomes import Attempt, Paid, record_outcome, settle_payment
+from billing.collection.stripe_gateway import Charge
+from billing.collection.unpaid_invoices import void_invoice
+from billing.findings import Finding, raise_anomaly
+from billing.invoices.credit_notes import CreditNoteRequest, create_credit_note
+from billing.invoices.plan_changes import change_plan
+from billing.invoices.trial_ends import TRIAL_END_REASON
 from customers import credits
 from customers.billing_detail_changes import BillingDetailsPatch, update_billing_details
 from customers.lifecycle import CANCEL, PAUSE, RESUME, UNPAUSE

@@ -14,7 +14,7 @@ import pytest
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.staff import create_user
-from billing.anomalies import Finding, raise_anomaly
+from billing.findings import Finding, raise_anomaly
 from customers.service import NewCustomer, create_customer
 from tests.conftest import now
 from tests.console.test_console import PASSWORD, csrf_of, sign_in

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.staff import create_user
-from billing.one_off import OneOffChargeRequest, create_one_off_charge
+from billing.invoices.one_off import OneOffChargeRequest, create_one_off_charge
 from customers.service import NewCustomer, create_customer
 from tests.conftest import now
 from tests.console.test_console import PASSWORD, csrf_of, sign_in

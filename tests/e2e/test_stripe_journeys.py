@@ -23,7 +23,7 @@ import pytest
 from app.collection import stripe_gateway
 from app.database import create_engine, session_factory
 from app.settings import Settings
-from billing.outbox import charge, claim_next, payer_of
+from billing.collection.outbox import charge, claim_next, payer_of
 from tests.billing.scenario import CATALOG, JAN_31
 from tests.billing.stripe_support import (
     API_KEY,

@@ -22,10 +22,10 @@ from app.billing_run import run_billing
 from app.email import email_delivery, send_emails
 from app.jobs import run_email_sender
 from app.settings import Settings
-from billing import service as billing
+from billing.collection.outcomes import Attempt, record_outcome
+from billing.collection.stripe_gateway import Charge
 from billing.emails import enqueue, resend
-from billing.payments import Attempt, record_outcome
-from billing.stripe_gateway import Charge
+from billing.invoices import service as billing
 from customers.service import NewCustomer, create_customer
 from notifications import repository as outbox
 from notifications import sender as sender_module

@@ -16,8 +16,8 @@ from app.billing_run import run_billing
 from app.email import email_delivery, send_emails
 from app.invoice_documents import seller_of
 from app.settings import Settings
-from billing.credit_notes import CreditNoteRequest, create_credit_note
-from billing.invoices import service as documents
+from billing.documents import service as documents
+from billing.invoices.credit_notes import CreditNoteRequest, create_credit_note
 from tests.billing.scenario import invoices_of
 from tests.notifications.conftest import SmtpFixture
 from tests.notifications.test_email_delivery import OPENED, customer_with_details
