@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +22,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.database import in_transaction
 from app.settings import Settings
 from app.telemetry import current_trace_id
-from metering.events import IngestLimits
+from metering.event_log import EventLog, LogConfig
+from metering.events import IngestLimits, Rejection, screen_events
 from metering.service import IngestResult, count_batch, read_batch
 
 
@@ -32,6 +34,18 @@ def ingest_limits(settings: Settings) -> IngestLimits:
         max_properties_depth=settings.event_properties_max_depth,
         quantity_max=settings.quantity_max,
         quantity_max_places=settings.quantity_max_places,
+    )
+
+
+def log_config(settings: Settings) -> LogConfig:
+    return LogConfig(
+        servers=settings.nats_servers,
+        stream=settings.nats_stream,
+        partitions=settings.nats_partitions,
+        replicas=settings.nats_replicas,
+        duplicate_window_seconds=settings.nats_duplicate_window_seconds,
+        publish_timeout_seconds=settings.nats_publish_timeout_seconds,
+        ack_wait_seconds=settings.nats_ack_wait_seconds,
     )
 
 
@@ -61,3 +75,29 @@ async def ingest_and_commit(session: AsyncSession, items: list[Any], settings: S
     result = await in_transaction(session, validate_then_count)
     result.observe()
     return result
+
+
+@dataclass(frozen=True)
+class LoggedAnswer:
+    """The edge's answer to a batch: ``accepted`` counts events the log acknowledged now,
+    ``duplicates`` the repeats it can see (an id twice in the batch, a retried identical request
+    inside the log's duplicate window); an event Tally counted from an earlier, different batch is
+    accepted here and found a duplicate by the consumer (its id is the key)."""
+
+    accepted: int
+    duplicates: int
+    rejected: list[Rejection]
+
+
+async def publish_and_confirm(event_log: EventLog, items: list[Any], settings: Settings) -> LoggedAnswer:
+    """Edge mode: screen the batch with the checks that need no database (the same codes as the
+    direct path), publish what passes to the log and return once the log acknowledged all of it.
+    Raises :class:`metering.event_log.LogUnavailable` when it did not: nothing is then reported
+    accepted. The catalog and the customers are read by the consumer, which quarantines unknown
+    customers and types as the direct path does."""
+    received_at = datetime.now(UTC)
+    screened = screen_events(items, received_at=received_at, limits=ingest_limits(settings))
+    published = await event_log.publish(
+        [item for _, item in screened.passed], received_at=received_at, trace_id=current_trace_id()
+    )
+    return LoggedAnswer(published.stored, published.already_logged + screened.duplicates_in_batch, screened.rejected)
