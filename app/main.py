@@ -30,7 +30,7 @@ from app.sign_in_throttle import SignInFloodGuard, SignInThrottle
 from app.staff import PasswordChecks
 from app.telemetry import configure_metrics, configure_tracing, instrument_app
 from app.trace_trust import carries_trace_context, distrust_anonymous_trace_context
-from app.usage_ingest import log_config
+from app.usage_ingest import EdgeCatalog, log_config
 from app.vendored import api_docs_page
 from billing.taxation import use_tax_policy
 from metering.event_log import EventLog
@@ -112,6 +112,7 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
     app.state.settings = settings
     # Edge mode: POST /v1/events publishes to the replicated event log rather than to PostgreSQL.
     app.state.event_log = EventLog(log_config(settings)) if settings.nats_servers else None
+    app.state.edge_catalog = EdgeCatalog()
     app.state.sessions = session_factory(engine)
     jobs_sessions = session_factory(jobs_engine)
     app.state.schema = build_schema(settings)

@@ -82,7 +82,7 @@ async def post_events(
     event_log = request.app.state.event_log
     if event_log is not None:
         try:
-            logged = await publish_and_confirm(event_log, items, settings)
+            logged = await publish_and_confirm(event_log, request.app.state.edge_catalog, session, items, settings)
         except LogUnavailable as error:
             raise HTTPException(
                 503, detail={"code": error.code, "message": error.message}, headers={"Retry-After": "1"}

@@ -498,31 +498,42 @@ class _Shape:
 
 @dataclass
 class ScreenedBatch:
-    """A batch checked for everything an event says about itself (:func:`screen_events`): the
-    events that passed, by their index in the batch, and the rejections, with the codes and
-    messages :func:`read_events` gives."""
+    """A batch checked by :func:`screen_events`: the events to pass on (by their index in the
+    batch: those that passed, and those rejected to quarantine, which the counting quarantines
+    itself), and the rejections, with the codes and messages :func:`read_events` gives."""
 
     passed: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     duplicates_in_batch: int = 0
 
 
-def screen_events(items: list[Any], *, received_at: datetime, limits: IngestLimits) -> ScreenedBatch:
-    """The checks of :func:`read_events` that need neither the catalog nor the customers (ids,
-    fields, properties, timestamps), with the same codes and messages, and the same rule for
-    repeated ids (the first occurrence wins): what an edge that holds no database connection can
-    answer. An event that passes may still be refused once read against the catalog and the
-    customers (an unknown type or customer, a value a meter cannot read, a closed subscription)."""
+def screen_events(
+    items: list[Any],
+    *,
+    meters_by_event_type: dict[str, list[MeterRule]] | None,
+    received_at: datetime,
+    limits: IngestLimits,
+) -> ScreenedBatch:
+    """The checks of :func:`read_events` that need no customer (ids, fields, properties,
+    timestamps and, given the meters, types and values), with the same codes and messages and
+    the same rule for repeated ids (the first valid occurrence wins): what an edge without a
+    database connection can answer. Without ``meters_by_event_type`` types and values are left
+    to the counting. An event that passes may still be refused when it is counted (an unknown
+    customer, a closed subscription, a meter added or changed since)."""
     batch = ScreenedBatch()
     seen_ids: set[str] = set()
     for index, item in enumerate(items):
-        outcome = _read_shape(index, item, received_at, limits)
+        outcome: _Shape | tuple[Measurement, ...] | Rejection = _read_shape(index, item, received_at, limits)
+        if meters_by_event_type is not None and isinstance(outcome, _Shape):
+            outcome = _measurements(index, item, outcome, meters_by_event_type, limits)
         if isinstance(outcome, Rejection):
             batch.rejected.append(outcome)
-        elif outcome.event_id in seen_ids:
+            if outcome.quarantined:
+                batch.passed.append((index, item))
+        elif item["id"] in seen_ids:
             batch.duplicates_in_batch += 1
         else:
-            seen_ids.add(outcome.event_id)
+            seen_ids.add(item["id"])
             batch.passed.append((index, item))
     return batch
 
@@ -538,18 +549,10 @@ def _read_event(
     shape = _read_shape(index, item, received_at, limits)
     if isinstance(shape, Rejection):
         return shape
-    event_id, properties = shape.event_id, shape.properties
-    rules = meters_by_event_type.get(item["type"])
-    if not rules:
-        return Rejection(
-            index, Code.UNKNOWN_EVENT_TYPE, f"no meter reads events of type {item['type']!r}", event_id, _held(item)
-        )
-    measurements = []
-    for rule in rules:
-        measured = measure(properties, rule, limits)
-        if isinstance(measured, str):
-            return Rejection(index, Code.INVALID_VALUE, measured, event_id)
-        measurements.append(measured)
+    event_id = shape.event_id
+    measurements = _measurements(index, item, shape, meters_by_event_type, limits)
+    if isinstance(measurements, Rejection):
+        return measurements
     customer_id = customers.get(item["customer"])
     if customer_id is None:
         return Rejection(
@@ -562,9 +565,35 @@ def _read_event(
         item["type"],
         shape.occurred_at,
         shape.properties_json,
-        tuple(measurements),
+        measurements,
         shape.authorization_id,
     )
+
+
+def _measurements(
+    index: int,
+    item: dict[str, Any],
+    shape: _Shape,
+    meters_by_event_type: dict[str, list[MeterRule]],
+    limits: IngestLimits,
+) -> tuple[Measurement, ...] | Rejection:
+    """What each meter of the event's type reads of it, or why one cannot."""
+    rules = meters_by_event_type.get(item["type"])
+    if not rules:
+        return Rejection(
+            index,
+            Code.UNKNOWN_EVENT_TYPE,
+            f"no meter reads events of type {item['type']!r}",
+            shape.event_id,
+            _held(item),
+        )
+    measurements = []
+    for rule in rules:
+        measured = measure(shape.properties, rule, limits)
+        if isinstance(measured, str):
+            return Rejection(index, Code.INVALID_VALUE, measured, shape.event_id)
+        measurements.append(measured)
+    return tuple(measurements)
 
 
 def _read_shape(index: int, item: Any, received_at: datetime, limits: IngestLimits) -> _Shape | Rejection:
