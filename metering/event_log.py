@@ -145,13 +145,18 @@ class EventLog:
         async with self._connecting:
             try:
                 if self._client is None or self._client.is_closed:
-                    self._client = await nats.connect(
-                        servers=list(self.config.servers),
-                        connect_timeout=2,
-                        reconnect_time_wait=0.5,
-                        max_reconnect_attempts=-1,
-                        allow_reconnect=True,
-                        error_cb=_log_client_error,
+                    # Once connected, the client reconnects by itself for as long as it takes; the
+                    # first connection is bounded, so a request waits no longer than a publish would.
+                    self._client = await asyncio.wait_for(
+                        nats.connect(
+                            servers=list(self.config.servers),
+                            connect_timeout=min(2, self.config.publish_timeout_seconds),
+                            reconnect_time_wait=0.5,
+                            max_reconnect_attempts=-1,
+                            allow_reconnect=True,
+                            error_cb=_log_client_error,
+                        ),
+                        timeout=self.config.publish_timeout_seconds,
                     )
                 jetstream = self._client.jetstream(timeout=self.config.publish_timeout_seconds)
                 if not self._stream_ready:

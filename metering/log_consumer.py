@@ -52,11 +52,15 @@ def read_message(data: bytes, headers: dict[str, str] | None) -> LoggedBatch:
 async def count_logged(
     session: AsyncSession, batches: list[LoggedBatch], *, limits: IngestLimits
 ) -> list[IngestResult]:
-    """Count the events of ``batches`` in the caller's transaction, each batch as the direct
-    path would count a request received when its edge received it."""
+    """Count the events of ``batches`` in the caller's transaction, as the direct path would count
+    a request received when their edge received it: the messages of one edge request (the shares
+    of its partitions, which share its moment and trace) are counted together, in one statement."""
+    requests: dict[tuple[datetime, str | None], list[Any]] = {}
+    for batch in batches:
+        requests.setdefault((batch.received_at, batch.trace_id), []).extend(batch.items)
     return [
-        await ingest(session, batch.items, received_at=batch.received_at, limits=limits, trace_id=batch.trace_id)
-        for batch in batches
+        await ingest(session, items, received_at=received_at, limits=limits, trace_id=trace_id)
+        for (received_at, trace_id), items in requests.items()
     ]
 
 
