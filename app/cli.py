@@ -32,6 +32,7 @@ from app.database import create_engine, database_url, latest_revision, libpq_url
 from app.email_cli import email_cli
 from app.extras_cli import charge_cli, commitment_cli
 from app.interim_cli import interim_cli
+from app.nats_cli import consume, nats_cli
 from app.price_override_cli import prices_cli
 from app.settings import Settings
 from app.subscription_cli import SubscriptionOption, subscription_cli, subscription_id_option
@@ -83,6 +84,8 @@ cli.add_typer(topup_cli, name="credits")
 cli.add_typer(email_cli, name="email")
 cli.add_typer(webhook_cli, name="webhook")
 cli.add_typer(interim_cli, name="interim")
+cli.add_typer(nats_cli, name="nats")
+cli.command("consume")(consume)
 trial_cli = typer.Typer(help="Trials: end one now (its invoice issued at once) or extend it.", no_args_is_help=True)
 cli.add_typer(trial_cli, name="trial")
 err = Console(stderr=True)

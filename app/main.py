@@ -23,14 +23,17 @@ from app.console_sessions import SESSION_COOKIE
 from app.database import create_engine, latest_revision, libpq_url, session_factory
 from app.dependencies import authenticate, bearer_token, get_session
 from app.http_errors import install_error_answers
+from app.log_consumption import consume_log
 from app.request_limits import BodyLimits, RequestDeadline, RequestIntake
 from app.settings import Settings
 from app.sign_in_throttle import SignInFloodGuard, SignInThrottle
 from app.staff import PasswordChecks
 from app.telemetry import configure_metrics, configure_tracing, instrument_app
 from app.trace_trust import carries_trace_context, distrust_anonymous_trace_context
+from app.usage_ingest import EdgeCatalog, log_config
 from app.vendored import api_docs_page
 from billing.invoices.taxation import use_tax_policy
+from metering.event_log import EventLog
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 
@@ -84,6 +87,8 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
             if run_jobs
             else []
         )
+        if run_jobs and settings.nats_servers:
+            runners.append(asyncio.create_task(consume_log(jobs_sessions, settings)))
         yield
         for runner in runners:
             runner.cancel()
@@ -91,6 +96,8 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
                 await runner
         if provider is not None:
             provider.force_flush()
+        if app.state.event_log is not None:
+            await app.state.event_log.close()
         await engine.dispose()
         await jobs_engine.dispose()
         app.state.password_checks.close()
@@ -103,6 +110,9 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
         redoc_url=None,
     )
     app.state.settings = settings
+    # Edge mode: POST /v1/events publishes to the replicated event log rather than to PostgreSQL.
+    app.state.event_log = EventLog(log_config(settings)) if settings.nats_servers else None
+    app.state.edge_catalog = EdgeCatalog()
     app.state.sessions = session_factory(engine)
     jobs_sessions = session_factory(jobs_engine)
     app.state.schema = build_schema(settings)

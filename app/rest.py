@@ -15,13 +15,14 @@ from app.auth import Capability, Viewer
 from app.billing_run import billing_window
 from app.database import in_transaction
 from app.dependencies import SessionDep, authenticate, requires
-from app.usage_ingest import ingest_and_commit, ingest_limits
+from app.usage_ingest import ingest_and_commit, ingest_limits, publish_and_confirm
 from billing.credits import spend_authorizations
 from billing.credits.spend_authorizations import is_spend_request
 from ledger.errors import IdempotencyKeyReused, NotFound, TallyError
 from ledger.money import to_major
 from metering import authorizations, entitlements
 from metering.errors import UnknownMeter
+from metering.event_log import LogUnavailable
 from metering.events import BodyNotEvents, loads_exact, parse_body
 
 router = APIRouter(prefix="/v1")
@@ -78,6 +79,19 @@ async def post_events(
                 "message": f"at most {settings.events_max_per_request} events a request; split the batch",
             },
         )
+    event_log = request.app.state.event_log
+    if event_log is not None:
+        try:
+            logged = await publish_and_confirm(event_log, request.app.state.edge_catalog, session, items, settings)
+        except LogUnavailable as error:
+            raise HTTPException(
+                503, detail={"code": error.code, "message": error.message}, headers={"Retry-After": "1"}
+            ) from None
+        return {
+            "accepted": logged.accepted,
+            "duplicates": logged.duplicates,
+            "rejected": [{"index": r.index, "code": r.code, "message": r.message} for r in logged.rejected],
+        }
     result = await ingest_and_commit(session, items, settings)
     return {
         "accepted": result.accepted,

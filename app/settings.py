@@ -211,6 +211,33 @@ class Settings(BaseSettings):
         default=True,
         description="Whether `tally serve` runs the background jobs (off for API processes beside one that does).",
     )
+    nats_url: str | None = Field(
+        default=None,
+        description="NATS servers, comma-separated (e.g. nats://127.0.0.1:4222,nats://127.0.0.1:4223): when set, "
+        "POST /v1/events publishes to the JetStream event log and consumers count from it (docs/scaling.md).",
+    )
+    nats_stream: str = Field(
+        default="TALLY_EVENTS", pattern=r"^[A-Za-z0-9_-]{1,32}$", description="The JetStream stream of usage events."
+    )
+    nats_partitions: int = Field(
+        default=8, ge=1, le=1024, description="Subjects the events are spread over, by a hash of the customer."
+    )
+    nats_replicas: int = Field(default=3, ge=1, le=5, description="Copies of the stream the cluster keeps.")
+    nats_duplicate_window_seconds: float = Field(
+        default=120, gt=0, le=86400, description="How long the stream drops a retried batch's messages by their id."
+    )
+    nats_publish_timeout_seconds: float = Field(
+        default=5, gt=0, le=60, description="How long the edge waits for the log's acknowledgement before a 503."
+    )
+    nats_ack_wait_seconds: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="A batch a consumer took and did not acknowledge in this time (it died) is delivered again.",
+    )
+    nats_consume_batch: int = Field(
+        default=64, ge=1, le=1024, description="Messages a consumer takes, counts in one transaction and acknowledges."
+    )
     anomaly_scan_minutes: int = Field(default=60, ge=1, description="How often `tally serve` scans for anomalies.")
     anomaly_lookback_days: int = Field(
         default=7, ge=1, le=35, description="Closed periods and invoices a scan looks back over (covers downtime)."
@@ -339,6 +366,17 @@ class Settings(BaseSettings):
         if self.smtp_host and not self.email_from:
             raise ValueError("TALLY_EMAIL_FROM must be set when TALLY_SMTP_HOST is (the From address of the emails)")
         return self
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_servers(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None
+        return value
+
+    @property
+    def nats_servers(self) -> tuple[str, ...]:
+        return tuple(server.strip() for server in (self.nats_url or "").split(",") if server.strip())
 
     @field_validator("dunning_retry_days")
     @classmethod

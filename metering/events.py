@@ -485,6 +485,59 @@ def _refused(
     return event
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What an event says about itself, read and checked without the catalog or the customers."""
+
+    event_id: str
+    properties: dict[str, Any]
+    properties_json: str
+    authorization_id: uuid.UUID | None
+    occurred_at: datetime
+
+
+@dataclass
+class ScreenedBatch:
+    """A batch checked by :func:`screen_events`: the events to pass on (by their index in the
+    batch: those that passed, and those rejected to quarantine, which the counting quarantines
+    itself), and the rejections, with the codes and messages :func:`read_events` gives."""
+
+    passed: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    duplicates_in_batch: int = 0
+
+
+def screen_events(
+    items: list[Any],
+    *,
+    meters_by_event_type: dict[str, list[MeterRule]] | None,
+    received_at: datetime,
+    limits: IngestLimits,
+) -> ScreenedBatch:
+    """The checks of :func:`read_events` that need no customer (ids, fields, properties,
+    timestamps and, given the meters, types and values), with the same codes and messages and
+    the same rule for repeated ids (the first valid occurrence wins): what an edge without a
+    database connection can answer. Without ``meters_by_event_type`` types and values are left
+    to the counting. An event that passes may still be refused when it is counted (an unknown
+    customer, a closed subscription, a meter added or changed since)."""
+    batch = ScreenedBatch()
+    seen_ids: set[str] = set()
+    for index, item in enumerate(items):
+        outcome: _Shape | tuple[Measurement, ...] | Rejection = _read_shape(index, item, received_at, limits)
+        if meters_by_event_type is not None and isinstance(outcome, _Shape):
+            outcome = _measurements(index, item, outcome, meters_by_event_type, limits)
+        if isinstance(outcome, Rejection):
+            batch.rejected.append(outcome)
+            if outcome.quarantined:
+                batch.passed.append((index, item))
+        elif item["id"] in seen_ids:
+            batch.duplicates_in_batch += 1
+        else:
+            seen_ids.add(item["id"])
+            batch.passed.append((index, item))
+    return batch
+
+
 def _read_event(
     index: int,
     item: Any,
@@ -493,6 +546,57 @@ def _read_event(
     received_at: datetime,
     limits: IngestLimits,
 ) -> ValidEvent | Rejection:
+    shape = _read_shape(index, item, received_at, limits)
+    if isinstance(shape, Rejection):
+        return shape
+    event_id = shape.event_id
+    measurements = _measurements(index, item, shape, meters_by_event_type, limits)
+    if isinstance(measurements, Rejection):
+        return measurements
+    customer_id = customers.get(item["customer"])
+    if customer_id is None:
+        return Rejection(
+            index, Code.UNKNOWN_CUSTOMER, f"no customer with external id {item['customer']!r}", event_id, _held(item)
+        )
+    return ValidEvent(
+        index,
+        event_id,
+        customer_id,
+        item["type"],
+        shape.occurred_at,
+        shape.properties_json,
+        measurements,
+        shape.authorization_id,
+    )
+
+
+def _measurements(
+    index: int,
+    item: dict[str, Any],
+    shape: _Shape,
+    meters_by_event_type: dict[str, list[MeterRule]],
+    limits: IngestLimits,
+) -> tuple[Measurement, ...] | Rejection:
+    """What each meter of the event's type reads of it, or why one cannot."""
+    rules = meters_by_event_type.get(item["type"])
+    if not rules:
+        return Rejection(
+            index,
+            Code.UNKNOWN_EVENT_TYPE,
+            f"no meter reads events of type {item['type']!r}",
+            shape.event_id,
+            _held(item),
+        )
+    measurements = []
+    for rule in rules:
+        measured = measure(shape.properties, rule, limits)
+        if isinstance(measured, str):
+            return Rejection(index, Code.INVALID_VALUE, measured, shape.event_id)
+        measurements.append(measured)
+    return tuple(measurements)
+
+
+def _read_shape(index: int, item: Any, received_at: datetime, limits: IngestLimits) -> _Shape | Rejection:
     if isinstance(item, Unreadable):
         return Rejection(index, item.code, item.message)
     if not isinstance(item, dict):
@@ -545,25 +649,7 @@ def _read_event(
             f"timestamp must be within the last {limits.max_age.days} days and at most 5 minutes ahead",
             event_id,
         )
-    rules = meters_by_event_type.get(item["type"])
-    if not rules:
-        return Rejection(
-            index, Code.UNKNOWN_EVENT_TYPE, f"no meter reads events of type {item['type']!r}", event_id, _held(item)
-        )
-    measurements = []
-    for rule in rules:
-        measured = measure(properties, rule, limits)
-        if isinstance(measured, str):
-            return Rejection(index, Code.INVALID_VALUE, measured, event_id)
-        measurements.append(measured)
-    customer_id = customers.get(item["customer"])
-    if customer_id is None:
-        return Rejection(
-            index, Code.UNKNOWN_CUSTOMER, f"no customer with external id {item['customer']!r}", event_id, _held(item)
-        )
-    return ValidEvent(
-        index, event_id, customer_id, item["type"], occurred_at, properties_json, tuple(measurements), authorization_id
-    )
+    return _Shape(event_id, properties, properties_json, authorization_id, occurred_at)
 
 
 def _authorization_id(reference: Any) -> uuid.UUID | None:

@@ -1,0 +1,306 @@
+"""Ingestion through the replicated event log (issue 19), on a real three-node JetStream cluster
+started here on free loopback ports: two edge servers publish, two `tally consume` processes
+count, and a direct server (no log) over the same database answers the same bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.nats_cluster import LocalCluster, local_cluster, wait_until_ready
+from app.settings import Settings
+from app.usage_ingest import log_config
+from tests.conftest import admin_execute, clone_database
+from tests.e2e.conftest import TALLY, free_port, server_env
+from tests.e2e.test_hostile_input import CATALOG, HOSTILE_EVENTS, hostile
+
+pytestmark = pytest.mark.e2e
+
+CUSTOMERS = [f"org_log_{n}" for n in range(8)]
+NOW = datetime.now(UTC)
+MAX_PER_REQUEST = 500
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    nodes = local_cluster(
+        tmp_path_factory.mktemp("nats"),
+        client_ports=[free_port() for _ in range(3)],
+        cluster_ports=[free_port() for _ in range(3)],
+    )
+    nodes.start_all()
+    try:
+        asyncio.run(wait_until_ready(log_config(Settings(nats_url=nodes.url))))
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+@dataclass
+class Stack:
+    direct: str
+    edges: list[str]
+    unreachable_log_edge: str
+    consumers: list[subprocess.Popen[bytes]]
+    ingest_token: str
+    admin_token: str
+    viewer_token: str
+    env: dict[str, str]
+    log_dir: Path
+
+    def post(self, base_url: str, body: bytes, *, token: str | None = None, ndjson: bool = False) -> httpx.Response:
+        headers = {"Content-Type": "application/x-ndjson" if ndjson else "application/json"}
+        if token != "":
+            headers["Authorization"] = f"Bearer {token or self.ingest_token}"
+        return httpx.post(f"{base_url}/v1/events", content=body, headers=headers, timeout=30)
+
+    def usage(self, customer: str) -> Decimal:
+        response = httpx.post(
+            f"{self.direct}/graphql",
+            json={
+                "query": "query($c: String!) { customer(externalId: $c) { usage { meter { key } quantity } } }",
+                "variables": {"c": customer},
+            },
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            timeout=30,
+        )
+        usage = response.json()["data"]["customer"]["usage"]
+        return sum((Decimal(u["quantity"]) for u in usage if u["meter"]["key"] == "tokens"), Decimal(0))
+
+    def start_consumer(self) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"consume-{len(self.consumers)}.log").open("a")
+        consumer = subprocess.Popen([str(TALLY), "consume"], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.consumers.append(consumer)
+        return consumer
+
+
+def _serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(TALLY), "serve", "--no-jobs", "--port", str(port)], env=env, stdout=log.open("a"), stderr=subprocess.STDOUT
+    )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _wait_healthy(servers: list[tuple[subprocess.Popen[bytes], str]], log_dir: Path) -> None:
+    deadline = time.monotonic() + 60
+    waiting = list(servers)
+    while waiting:
+        process, base_url = waiting[0]
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                waiting.pop(0)
+                continue
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            logs = "\n".join(path.read_text() for path in log_dir.glob("*.log"))
+            raise RuntimeError(f"a server did not start:\n{logs}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    server_url: str, template_url: str, cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    url = clone_database(server_url, "tally_event_log")
+    log_dir = tmp_path_factory.mktemp("event-log")
+    direct_env = {**server_env(url, log_dir), "TALLY_EVENTS_MAX_PER_REQUEST": str(MAX_PER_REQUEST)}
+    log_env = {**direct_env, "TALLY_NATS_URL": cluster.url, "TALLY_NATS_ACK_WAIT_SECONDS": "3"}
+    unreachable_env = {
+        **log_env,
+        "TALLY_NATS_URL": f"nats://127.0.0.1:{free_port()}",
+        "TALLY_NATS_PUBLISH_TIMEOUT_SECONDS": "2",
+    }
+    catalog = log_dir / "catalog.toml"
+    catalog.write_text(CATALOG)
+
+    def cli(*args: str) -> str:
+        result = subprocess.run([str(TALLY), *args], env=direct_env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    cli("catalog", "apply", str(catalog))
+    tokens = [cli("token", "create", "--role", role) for role in ("ingest", "admin", "viewer")]
+    servers = [
+        _serve(env, log_dir / f"{name}.log")
+        for name, env in (
+            ("direct", direct_env),
+            ("edge-1", log_env),
+            ("edge-2", log_env),
+            ("edge-unreachable", unreachable_env),
+        )
+    ]
+    found = Stack(servers[0][1], [servers[1][1], servers[2][1]], servers[3][1], [], *tokens, log_env, log_dir)
+    try:
+        _wait_healthy(servers, log_dir)
+        for customer in [*CUSTOMERS, "org_victim"]:
+            created = httpx.post(
+                f"{found.direct}/graphql",
+                json={
+                    "query": "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { userErrors { code } } }",
+                    "variables": {
+                        "i": {
+                            "externalId": customer,
+                            "name": customer,
+                            "currency": "USD",
+                            "planKey": "metered",
+                            "startedAt": (NOW - timedelta(days=1)).isoformat(),
+                        }
+                    },
+                },
+                headers={"Authorization": f"Bearer {found.admin_token}"},
+                timeout=30,
+            ).json()
+            assert created["data"]["createCustomer"]["userErrors"] == [], created
+        found.start_consumer()
+        found.start_consumer()
+        yield found
+    finally:
+        for process, _ in servers:
+            process.terminate()
+        for consumer in found.consumers:
+            consumer.terminate()
+        for process in [*(p for p, _ in servers), *found.consumers]:
+            process.wait(timeout=20)
+        admin_execute(server_url, "DROP DATABASE IF EXISTS tally_event_log WITH (FORCE)")
+
+
+def token_event(event_id: str, customer: str, tokens: int) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "customer": customer,
+        "type": "llm.tokens",
+        "timestamp": (NOW - timedelta(minutes=1)).isoformat(),
+        "properties": {"model": "fast-1", "tokens": tokens},
+    }
+
+
+def wait_for_usage(stack: Stack, expected: dict[str, Decimal], *, timeout: float = 30) -> dict[str, Decimal]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {customer: stack.usage(customer) for customer in expected}
+        if found == expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.3)
+
+
+def test_overlapping_retried_batches_through_two_edges_and_two_consumers_count_each_event_once(stack: Stack) -> None:
+    """8 clients send overlapping batches (each event id in two or three of them, always with the
+    same payload), each batch twice (a retry, to the other edge); usage is the distinct events."""
+    distinct = 3200
+    events = [token_event(f"log-{n}", CUSTOMERS[n % len(CUSTOMERS)], n % 5 + 1) for n in range(distinct)]
+    expected = {customer: Decimal(0) for customer in CUSTOMERS}
+    for event in events:
+        expected[event["customer"]] += event["properties"]["tokens"]
+    answers: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+    failures: list[str] = []
+
+    def client(number: int) -> None:
+        # Client n sends ids [400n, 400n + 800) (wrapping), in batches of 400: each id is sent by two clients.
+        ids = [(number * 400 + offset) % distinct for offset in range(800)]
+        for start in range(0, len(ids), 400):
+            body = json.dumps([events[i] for i in ids[start : start + 400]]).encode()
+            first = stack.post(stack.edges[number % 2], body)
+            retry = stack.post(stack.edges[(number + 1) % 2], body)
+            if first.status_code != 200 or retry.status_code != 200:
+                failures.append(f"{first.status_code} {first.text} / {retry.status_code} {retry.text}")
+                return
+            answers.append((number, first.json(), retry.json()))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert len(answers) == 8 * 2
+    for _, first, retry in answers:
+        assert first["accepted"] + first["duplicates"] == 400 and first["rejected"] == []
+        # The retry publishes the very same messages: the stream drops them by their Nats-Msg-Id.
+        assert retry == {"accepted": 0, "duplicates": 400, "rejected": []}
+    assert wait_for_usage(stack, expected) == expected
+    time.sleep(1.5)  # whatever is still delivered again counts nothing more
+    assert {customer: stack.usage(customer) for customer in CUSTOMERS} == expected
+
+
+def _event_bytes(event_id: str) -> bytes:
+    return json.dumps(token_event(event_id, "org_victim", 2)).encode()
+
+
+@pytest.mark.parametrize("ndjson", [False, True], ids=["json", "ndjson"])
+def test_hostile_events_get_the_direct_paths_codes_and_messages(stack: Stack, ndjson: bool) -> None:
+    """Each hostile event of tests/e2e/test_hostile_input.py, between two valid ones, and an event
+    of an unknown type: the edge's answer names the same rejections (index, code, message)."""
+    cases = {**HOSTILE_EVENTS, "an unknown type": (lambda: hostile(b'{"tokens": 1}', type='"no.such.type"'), "")}
+    for case, (make_hostile, _) in cases.items():
+        events = [_event_bytes(f"ok-{case}-{ndjson}-1"), make_hostile(), _event_bytes(f"ok-{case}-{ndjson}-2")]
+        body = b"\n".join(events) if ndjson else b"[" + b",".join(events) + b"]"
+        direct, edge = stack.post(stack.direct, body, ndjson=ndjson), stack.post(stack.edges[0], body, ndjson=ndjson)
+        assert (direct.status_code, edge.status_code) == (200, 200), (case, direct.text, edge.text)
+        assert edge.json()["rejected"] == direct.json()["rejected"], case
+        assert len(edge.json()["rejected"]) == 1, case
+
+
+@pytest.mark.parametrize(
+    ("body", "token"),
+    [
+        (b"{not json", None),
+        (b"[1,]", None),
+        (b"\xff", None),
+        (b"[" + b"{}," * MAX_PER_REQUEST + b"{}]", None),
+        (b"[]", ""),
+        (b"[]", "viewer"),
+        (b"[]", "tly_not-a-token"),
+    ],
+    ids=["malformed", "empty element", "not UTF-8", "too many events", "no token", "wrong role", "unknown token"],
+)
+def test_a_refused_request_gets_the_direct_paths_status_and_code(stack: Stack, body: bytes, token: str | None) -> None:
+    chosen = stack.viewer_token if token == "viewer" else token
+    direct, edge = stack.post(stack.direct, body, token=chosen), stack.post(stack.edges[1], body, token=chosen)
+    assert direct.status_code in (400, 401, 403, 413)
+    assert (edge.status_code, edge.json()) == (direct.status_code, direct.json())
+
+
+def test_an_unreachable_log_is_a_coded_503_with_retry_after(stack: Stack) -> None:
+    response = stack.post(stack.unreachable_log_edge, json.dumps([token_event("never-1", CUSTOMERS[0], 1)]).encode())
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "EVENT_LOG_UNAVAILABLE"
+    assert response.headers["Retry-After"] == "1"
+
+
+def test_a_consumer_killed_mid_batch_leaves_its_batch_to_be_delivered_again_and_counted_once(stack: Stack) -> None:
+    """Both consumers are killed (-9) while a backlog drains; a new one takes what they held (after
+    the 3 s acknowledgement wait) and every event is counted once."""
+    customer = CUSTOMERS[3]
+    before = stack.usage(customer)
+    for consumer in stack.consumers:
+        os.kill(consumer.pid, signal.SIGSTOP)  # the backlog builds while they are stopped
+    sent = Decimal(0)
+    for batch in range(10):
+        events = [token_event(f"kill-{batch}-{n}", customer, 1) for n in range(MAX_PER_REQUEST)]
+        assert stack.post(stack.edges[batch % 2], json.dumps(events).encode()).json()["accepted"] == MAX_PER_REQUEST
+        sent += MAX_PER_REQUEST
+    for consumer in stack.consumers:
+        os.kill(consumer.pid, signal.SIGCONT)
+    time.sleep(0.3)  # mid-batch: they have pulled messages and not all are counted yet
+    for consumer in stack.consumers:
+        consumer.kill()
+        consumer.wait()
+    stack.start_consumer()
+    stack.start_consumer()
+    assert wait_for_usage(stack, {customer: before + sent}) == {customer: before + sent}
