@@ -30,6 +30,17 @@ async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection[An
     return driver
 
 
+def share_between_tasks(session: AsyncSession) -> None:
+    """Mark a session that concurrent tasks use at once (a GraphQL request's sibling resolvers):
+    its statements then go one by one, never in a pipeline, because a statement another task sends
+    while a pipeline is open breaks both."""
+    session.info["tally_shared_between_tasks"] = True
+
+
+def may_pipeline(session: AsyncSession) -> bool:
+    return not session.info.get("tally_shared_between_tasks", False)
+
+
 async def call_function(session: AsyncSession, query: str, parameters: Sequence[Any]) -> tuple[Any, ...]:
     """The one row a ledger function returns, called on the session's own psycopg connection."""
     driver = await driver_connection(session)

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from ledger.repository import driver_connection
+from ledger.repository import driver_connection, may_pipeline
 from metering.events import Rejection, ValidEvent, canonical_json
 from metering.models import IngestBatch, QuarantinedEvent
 
@@ -405,8 +405,8 @@ async def read_all(session: AsyncSession, reads: Sequence[Read]) -> list[list[di
     """The rows of each read, in order; several are sent in one pipeline (one round trip), each
     statement still reading its own snapshot, as when sent one by one."""
     connection = await driver_connection(session)
-    if len(reads) == 1 and connection.info.transaction_status != TransactionStatus.IDLE:
-        return [await _rows(session, reads[0].sql, reads[0].params)]
+    if not may_pipeline(session) or (len(reads) == 1 and connection.info.transaction_status != TransactionStatus.IDLE):
+        return [await _rows(session, read.sql, read.params) for read in reads]
     # A transaction's first statement goes in a pipeline even alone: its BEGIN then travels with it.
     async with connection.pipeline():
         cursors = [connection.cursor(row_factory=dict_row) for _ in reads]

@@ -21,6 +21,7 @@ from billing.models import BillingFailure, CreditNote, CreditNoteLine, Invoice, 
 from customers import price_overrides
 from customers import service as customers
 from customers.models import Customer, PriceOverride, Subscription
+from ledger.repository import share_between_tasks
 from pricing import repository as catalog
 from pricing.models import Meter, Plan, PlanCharge, PlanVersion
 
@@ -145,6 +146,7 @@ class Loaders:
 class TallyContext(BaseContext):
     def __init__(self, *, session: AsyncSession, viewer: Viewer | None, settings: Settings):
         super().__init__()
+        share_between_tasks(session)  # sibling fields resolve concurrently on this one session
         self.session = session
         self._viewer = viewer
         self.settings = settings

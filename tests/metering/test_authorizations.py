@@ -324,6 +324,27 @@ async def test_authorize_over_graphql_and_the_live_holds(
     assert found["entitlement"]["remaining"] == "50", "the entitlement read holds nothing and counts no holds"
 
 
+async def test_sibling_graphql_fields_read_usage_at_once_on_the_requests_one_connection(
+    client: httpx.AsyncClient, customers_on_plans: str, token_for
+) -> None:
+    """GraphQL resolves sibling fields concurrently on the request's one session: usage reads that
+    would go out in a pipeline beside another field's statements must not break each other (they
+    did: "cannot enter pipeline mode, connection not idle", a DATABASE_UNAVAILABLE on the page)."""
+    await send(client, customers_on_plans, [request_event(f"sib-{i}") for i in range(3)])
+    admin = await token_for("admin")
+    edge = await token_for("edge")
+    expected = (await client.get("/v1/customers/org_hobby/entitlements/requests", headers=bearer(edge))).json()
+    siblings = " ".join(f'e{i}: entitlement(meter: "requests") {{ used remaining }}' for i in range(6))
+    query = f"""query {{ customer(externalId: "org_hobby") {{ {siblings}
+        upcomingInvoice {{ total {{ amount }} }} balance {{ credits {{ amount }} }} }} }}"""
+    for _ in range(5):
+        answer = (await graphql(client, admin, query)).json()
+        assert "errors" not in answer, answer["errors"]
+        for i in range(6):
+            found = answer["data"]["customer"][f"e{i}"]
+            assert (found["used"], found["remaining"]) == (expected["used"], expected["remaining"])
+
+
 async def test_an_authorization_is_the_entitlement_read_plus_one_insert(
     client: httpx.AsyncClient, customers_on_plans: str, token_for, sent_statements: SentStatements
 ) -> None:
