@@ -1,5 +1,5 @@
 """Reading usage: exact quantities over any range, series for charts, the billing period,
-entitlements and the cost of usage under a plan."""
+the levels charged in advance and the cost of usage under a plan (entitlements: `metering.entitlements`)."""
 
 from __future__ import annotations
 
