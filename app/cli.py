@@ -44,7 +44,7 @@ from app.webhook_cli import webhook_cli
 from billing.invoice_numbers import invoice_number
 from billing.invoices.taxation import use_tax_policy
 from ledger.errors import TallyError
-from pricing.catalog import CatalogInvalid
+from pricing.errors import CatalogInvalid
 from pricing.service import apply_catalog
 
 T = TypeVar("T")

@@ -29,9 +29,9 @@ from app.settings import Settings
 from billing.collection.stripe_gateway import StripeUnavailable, client_secret_of
 from billing.documents import service as documents
 from billing.documents.document import InvoiceDocument, Seller
-from billing.documents.errors import InvoiceLinkExpired, InvoiceLinkInvalid, InvoiceNotFound
+from billing.documents.errors import InvoiceLinkExpired, InvoiceLinkInvalid, InvoiceNotFound, UnknownLocale
 from billing.documents.links import InvoiceLink, read_link, sign_link
-from billing.documents.locales import UnknownLocale, check_locale
+from billing.documents.locales import check_locale
 from billing.documents.render import HostedPage, Payment, render_html
 from ledger.errors import TallyError
 

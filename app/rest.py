@@ -21,9 +21,9 @@ from billing.credits.spend_authorizations import is_spend_request
 from ledger.errors import IdempotencyKeyReused, NotFound, TallyError
 from ledger.money import to_major
 from metering import authorizations, entitlements
-from metering.errors import UnknownMeter
+from metering.errors import BodyNotEvents, UnknownMeter
 from metering.event_log import LogUnavailable
-from metering.events import BodyNotEvents, loads_exact, parse_body
+from metering.events import loads_exact, parse_body
 
 router = APIRouter(prefix="/v1")
 

@@ -28,12 +28,21 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import billing_detail_repository
 from customers.billing_details import SUPPORTED_LOCALES, TAX_EXEMPTIONS
+from customers.errors import (
+    Forbidden,
+    InvalidEmail,
+    TaxIdCountryMismatch,
+    TaxIdRequired,
+    UnknownCountry,
+    UnknownLocale,
+    UnknownTaxExemption,
+)
 from customers.models import BillingDetailChange, Customer
 from customers.selection import lock_customer
 from customers.service import EMAIL_PATTERN
 from customers.webhook_payloads import customer_event
 from ledger import audit
-from ledger.errors import InvalidFields, InvalidInput, LimitExceeded, TallyError
+from ledger.errors import InvalidFields, InvalidInput, LimitExceeded, TallyError, TooLong
 from notifications.webhook_events import emit
 
 
@@ -173,7 +182,7 @@ def _text(raw: Any, name: str, problems: list[TallyError]) -> str | None:
     value = unicodedata.normalize("NFC", raw).strip()
     limit = MAX_LENGTHS.get(name)
     if limit is not None and len(value) > limit:
-        problems.append(InvalidInput(f"must be at most {limit} characters", field=API_FIELDS[name], code="TOO_LONG"))
+        problems.append(TooLong(f"must be at most {limit} characters", field=API_FIELDS[name]))
         return None
     if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value):
         problems.append(InvalidInput("must not contain control or invisible characters", field=API_FIELDS[name]))
@@ -187,10 +196,10 @@ def _email(raw: Any, field: str, problems: list[TallyError]) -> str | None:
         return None
     value = raw.strip()
     if len(value) > MAX_EMAIL_LENGTH:
-        problems.append(InvalidInput(f"must be at most {MAX_EMAIL_LENGTH} characters", field=field, code="TOO_LONG"))
+        problems.append(TooLong(f"must be at most {MAX_EMAIL_LENGTH} characters", field=field))
         return None
     if not EMAIL_PATTERN.match(value) or any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
-        problems.append(InvalidInput(f"{value[:80]!r} is not an email address", field=field, code="INVALID_EMAIL"))
+        problems.append(InvalidEmail(f"{value[:80]!r} is not an email address", field=field))
         return None
     return value
 
@@ -224,7 +233,7 @@ def _tax_id(raw: Any, problems: list[TallyError]) -> str | None:
         return None
     value = "".join(text.split()).upper()
     if len(value) > MAX_TAX_ID_LENGTH:
-        problems.append(InvalidInput(f"must be at most {MAX_TAX_ID_LENGTH} characters", field="taxId", code="TOO_LONG"))
+        problems.append(TooLong(f"must be at most {MAX_TAX_ID_LENGTH} characters", field="taxId"))
         return None
     if not TAX_ID_PATTERN.match(value):
         problems.append(InvalidInput("may hold only letters, digits, '.', '/' and '-'", field="taxId"))
@@ -239,23 +248,24 @@ def _country(raw: Any, problems: list[TallyError]) -> str | None:
     code = text.upper()
     if code not in COUNTRIES:
         problems.append(
-            InvalidInput(
+            UnknownCountry(
                 f"{text[:10]!r} is not an ISO 3166-1 alpha-2 country code (e.g. FR, US)",
                 field="address.country",
-                code="UNKNOWN_COUNTRY",
             )
         )
         return None
     return code
 
 
-def _choice(raw: Any, name: str, allowed: Sequence[str], code: str, problems: list[TallyError]) -> str | None:
+def _choice(
+    raw: Any, name: str, allowed: Sequence[str], refusal: type[InvalidInput], problems: list[TallyError]
+) -> str | None:
     if raw is None:
         problems.append(InvalidInput("cannot be cleared", field=API_FIELDS[name]))
         return None
     value = raw.strip().lower() if isinstance(raw, str) else raw
     if value not in allowed:
-        problems.append(InvalidInput(f"must be one of {', '.join(allowed)}", field=API_FIELDS[name], code=code))
+        problems.append(refusal(f"must be one of {', '.join(allowed)}", field=API_FIELDS[name]))
         return None
     return str(value)
 
@@ -279,9 +289,9 @@ def checked_details(current: StoredDetails, patch: BillingDetailsPatch) -> Store
         elif name == "tax_id":
             values[name] = _tax_id(raw, problems)
         elif name == "tax_exemption":
-            values[name] = _choice(raw, name, TAX_EXEMPTIONS, "UNKNOWN_TAX_EXEMPTION", problems)
+            values[name] = _choice(raw, name, TAX_EXEMPTIONS, UnknownTaxExemption, problems)
         elif name == "locale":
-            values[name] = _choice(raw, name, SUPPORTED_LOCALES, "UNKNOWN_LOCALE", problems)
+            values[name] = _choice(raw, name, SUPPORTED_LOCALES, UnknownLocale, problems)
         elif name == "invoice_emails":
             values[name] = _invoice_emails(raw, problems)
         else:
@@ -301,20 +311,15 @@ def _check_together(after: StoredDetails, given: set[str]) -> None:
     if prefix is not None and after.tax_id is not None and not after.tax_id.startswith(prefix):
         field = "taxId" if "tax_id" in given or "country" not in given else "address.country"
         problems.append(
-            InvalidInput(
+            TaxIdCountryMismatch(
                 f"an EU VAT number starts with its country's code: {prefix} for {after.country} "
                 f"(e.g. {prefix}123456789), not {after.tax_id[:2]!r}",
                 field=field,
-                code="TAX_ID_COUNTRY_MISMATCH",
             )
         )
     if after.tax_exemption == "reverse_charge" and after.tax_id is None:
         field = "taxId" if "tax_id" in given and "tax_exemption" not in given else "taxExemption"
-        problems.append(
-            InvalidInput(
-                "reverse charge needs the buyer's tax id (EU B2B): give taxId", field=field, code="TAX_ID_REQUIRED"
-            )
-        )
+        problems.append(TaxIdRequired("reverse charge needs the buyer's tax id (EU B2B): give taxId", field=field))
     if problems:
         raise InvalidFields(problems)
 
@@ -334,9 +339,7 @@ async def update_billing_details(
     works out the same outcome and writes nothing. A caller that is not staff (a customer's own
     token) passes ``may_set_tax_exemption=False``: whether tax is charged is staff's to say."""
     if not may_set_tax_exemption and not isinstance(patch.tax_exemption, Unset):
-        raise TallyError(
-            "Forbidden: a customer's tax exemption is set by staff", field="taxExemption", code="FORBIDDEN"
-        )
+        raise Forbidden("Forbidden: a customer's tax exemption is set by staff", field="taxExemption")
     customer = await lock_customer(session, customer_id)
     before = StoredDetails.of(customer)
     after = checked_details(before, patch)

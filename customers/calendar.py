@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from customers.errors import InvalidInput
+from customers.errors import InvalidInput, UnknownInterval
 from customers.models import Subscription, SubscriptionPhase
 from customers.periods import ANCHOR_DAYS, INTERVALS, BillingCalendar, BillingPeriod, BillingSchedule
 from pricing.service import plan_version
@@ -20,7 +20,7 @@ def check_anchor_day(anchor_day: int | None, interval: str) -> None:
     if anchor_day is None:
         return
     if interval not in INTERVALS:
-        raise InvalidInput(f"must be one of {', '.join(INTERVALS)}", field="interval", code="UNKNOWN_INTERVAL")
+        raise UnknownInterval(f"must be one of {', '.join(INTERVALS)}", field="interval")
     low, high = ANCHOR_DAYS[interval]
     if not low <= anchor_day <= high:
         what = "an ISO weekday (1 is Monday)" if interval == "week" else "a day of the month"

@@ -30,7 +30,17 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import repository
 from customers.calendar import current_period
-from customers.errors import CustomerNotFound, InvalidInput
+from customers.errors import (
+    AlreadyCanceled,
+    AlreadyPaused,
+    CustomerNotFound,
+    InTrial,
+    InvalidInput,
+    NoSubscription,
+    NothingScheduled,
+    NotPaused,
+    SubscriptionCanceled,
+)
 from customers.models import Subscription, SubscriptionEvent, SubscriptionPhase
 from customers.selection import lock_subscription
 from customers.webhook_payloads import subscription_event
@@ -44,13 +54,6 @@ CANCEL, RESUME, PAUSE, UNPAUSE = "CANCEL", "RESUME", "PAUSE", "UNPAUSE"
 KINDS = (CANCEL, RESUME, PAUSE, UNPAUSE)
 CANCEL_TIMINGS = ("IMMEDIATELY", "PERIOD_END")
 MAX_REASON_LENGTH = 500
-
-
-class SubscriptionStateError(InvalidInput):
-    """The request does not fit the subscription's state (cancel twice, unpause an active one…)."""
-
-    def __init__(self, message: str, *, code: str):
-        super().__init__(message, field="customerId", code=code)
 
 
 @dataclass(frozen=True)
@@ -103,9 +106,9 @@ def check_plan_change(phases: list[SubscriptionPhase], effective_at: datetime) -
     (a back-dated change replaces the phases after it, which would undo them)."""
     ends = cancel_moment(phases)
     if ends is not None:
-        raise SubscriptionStateError(
+        raise SubscriptionCanceled(
             f"the subscription is canceled from {ends.isoformat()}; a canceled subscription keeps its plan",
-            code="SUBSCRIPTION_CANCELED",
+            field="customerId",
         )
     lifecycle = [phase.starts_at for phase in phases if phase.lifecycle_event_id is not None]
     if lifecycle and effective_at <= max(lifecycle):
@@ -177,20 +180,16 @@ def _check_state(kind: str, phases: list[SubscriptionPhase], as_of: datetime) ->
     ends = cancel_moment(phases)
     if kind == CANCEL and ends is not None:
         scheduled = "; resume it first to cancel it otherwise" if ends > as_of else ""
-        raise SubscriptionStateError(
-            f"the subscription is already canceled from {ends.isoformat()}{scheduled}", code="ALREADY_CANCELED"
-        )
+        raise AlreadyCanceled(f"the subscription is already canceled from {ends.isoformat()}{scheduled}")
     if ends is not None and ends <= as_of:
-        raise SubscriptionStateError(
-            f"the subscription was canceled at {ends.isoformat()}", code="SUBSCRIPTION_CANCELED"
-        )
+        raise SubscriptionCanceled(f"the subscription was canceled at {ends.isoformat()}", field="customerId")
     now = status_on(phases, as_of)
     if kind == RESUME and ends is None:
-        raise SubscriptionStateError("no cancel is scheduled: there is nothing to resume", code="NOTHING_SCHEDULED")
+        raise NothingScheduled("no cancel is scheduled: there is nothing to resume")
     if kind == PAUSE and now == PAUSED:
-        raise SubscriptionStateError("the subscription is already paused", code="ALREADY_PAUSED")
+        raise AlreadyPaused("the subscription is already paused")
     if kind == UNPAUSE and now != PAUSED:
-        raise SubscriptionStateError("the subscription is not paused", code="NOT_PAUSED")
+        raise NotPaused("the subscription is not paused")
 
 
 def _phase(
@@ -253,7 +252,7 @@ async def plan_lifecycle_change(
     subscription = await lock_subscription(session, request.customer_id, request.subscription_id)
     if subscription is None:
         if await repository.get_by_ids(session, [request.customer_id]):
-            raise InvalidInput("the customer has no subscription", field="customerId", code="NO_SUBSCRIPTION")
+            raise NoSubscription("the customer has no subscription", field="customerId")
         raise CustomerNotFound()
     phases = await repository.phases_of(session, subscription.id)
     version = await plan_version(session, subscription.version_at(as_of))
@@ -276,9 +275,7 @@ async def plan_lifecycle_change(
     if request.kind == PAUSE and subscription.in_trial(effective_at):
         # A trial bills no fee to pause, and its end starts the first paid period: stopping its
         # clock is what an extension does, with the new end stated.
-        raise SubscriptionStateError(
-            "a trial cannot be paused: extend it (extendTrial) or end it first", code="IN_TRIAL"
-        )
+        raise InTrial("a trial cannot be paused: extend it (extendTrial) or end it first")
     after = phases_after(request.kind, phases, subscription, effective_at)
     return LifecycleChange(subscription, after, effective_at, period_start, period_end)
 

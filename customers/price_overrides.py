@@ -22,7 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from customers import price_override_repository as overrides_sql
 from customers import repository
 from customers.calendar import current_period
-from customers.errors import CustomerNotFound, InvalidInput
+from customers.errors import ChargeNotInPlan, CustomerNotFound, InvalidInput, NoOverride, NoSubscription
 from customers.models import PlanChange, PriceOverride, Subscription, SubscriptionPhase
 from customers.selection import lock_subscription
 from ledger.errors import IdempotencyKeyReused
@@ -154,10 +154,9 @@ async def change_price_override(
     subscription = await lock_subscription(session, request.customer_id, request.subscription_id)
     if subscription is None:
         if await repository.get_by_ids(session, [request.customer_id]):
-            raise InvalidInput(
+            raise NoSubscription(
                 "the customer has no subscription whose prices could be overridden; subscribe them first",
                 field="customerId",
-                code="NO_SUBSCRIPTION",
             )
         raise CustomerNotFound()
     timeline = await overrides_of(session, subscription)
@@ -177,11 +176,10 @@ async def change_price_override(
     in_effect = timeline.in_effect(charge.id, at)
     if request.fields is None:
         if in_effect is None:
-            raise InvalidInput(
+            raise NoOverride(
                 f"the customer pays the plan's price for this charge at {at.isoformat()}: there is no override "
                 "to remove",
                 field="charge",
-                code="NO_OVERRIDE",
             )
         terms: dict[str, object] = {}
     else:
@@ -272,11 +270,10 @@ async def _selected_charge(
     if selector.charge_id is not None:
         found = [(c, m) for c, m in charges if str(c.id) == selector.charge_id.strip()]
         if not found:
-            raise InvalidInput(
+            raise ChargeNotInPlan(
                 f"{selector.charge_id!r} is not a charge of the customer's plan ({plan}): an override belongs "
                 "to a charge of the version the customer is on",
                 field="charge",
-                code="CHARGE_NOT_IN_PLAN",
             )
         return found[0]
     if selector.meter_key is None and selector.position is None:
@@ -290,10 +287,9 @@ async def _selected_charge(
     if not found:
         what = f"on meter {selector.meter_key!r}" if selector.meter_key is not None else ""
         where = f" at position {selector.position}" if selector.position is not None else ""
-        raise InvalidInput(
+        raise ChargeNotInPlan(
             f"the customer's plan ({plan}) has no charge {what}{where}".replace("  ", " "),
             field="charge",
-            code="CHARGE_NOT_IN_PLAN",
         )
     if len(found) > 1:
         positions = ", ".join(str(c.position) for c, _ in found)

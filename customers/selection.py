@@ -14,7 +14,12 @@ from datetime import datetime
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import repository
-from customers.errors import CustomerNotFound, InvalidInput
+from customers.errors import (
+    CustomerNotFound,
+    MeterAlreadyCharged,
+    SubscriptionNotFound,
+    SubscriptionRequired,
+)
 from customers.models import Customer, Subscription
 from pricing.service import charges_of_version, plan_name_of_version
 
@@ -29,12 +34,11 @@ async def lock_subscription(
     if subscription_id is not None and not rows:
         if not await repository.get_by_ids(session, [customer_id]):
             raise CustomerNotFound()
-        raise InvalidInput("the customer has no such subscription", field="subscriptionId", code="NOT_FOUND")
+        raise SubscriptionNotFound("the customer has no such subscription", field="subscriptionId")
     if len(rows) > 1:
-        raise InvalidInput(
+        raise SubscriptionRequired(
             f"the customer has {len(rows)} subscriptions: pass subscriptionId to say which",
             field="subscriptionId",
-            code="SUBSCRIPTION_REQUIRED",
         )
     return rows[0] if rows else None
 
@@ -63,11 +67,10 @@ async def check_meters_free(
             for _, meter in await charges_of_version(session, other_version):
                 if meter.id in charged:
                     plan = await plan_name_of_version(session, other_version)
-                    raise InvalidInput(
+                    raise MeterAlreadyCharged(
                         f"meter {meter.key!r} is already charged by the customer's subscription {other.id} "
                         f"({plan}): a meter's usage belongs to one subscription at a time",
                         field="planKey",
-                        code="METER_ALREADY_CHARGED",
                     )
 
 

@@ -19,7 +19,7 @@ from customers.errors import ExternalIdTaken, InvalidInput, PlanNotFound
 from customers.models import CUSTOMER_STATUSES, Customer, Subscription, SubscriptionPhase
 from customers.webhook_payloads import customer_event, subscription_event
 from ledger import audit
-from ledger.errors import IdempotencyKeyReused
+from ledger.errors import CurrencyMismatch, IdempotencyKeyReused
 from ledger.money import normalize_currency
 from notifications.webhook_events import emit
 from pricing import repository as catalog
@@ -283,11 +283,10 @@ async def add_subscription(
         raise PlanNotFound(new.plan_key)
     version = found[1]
     if version.currency != customer.currency:
-        raise InvalidInput(
+        raise CurrencyMismatch(
             f"plan {new.plan_key!r} has no prices in {customer.currency}, the customer's currency "
             f"(it is priced in {version.currency})",
             field="planKey",
-            code="CURRENCY_MISMATCH",
         )
     await selection.check_meters_free(session, customer.id, version.id, from_moment=started_at)
     subscription = _subscribe(customer, version, started_at, new.trial_days, new.billing_anchor_day, as_of=as_of)

@@ -24,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import repository
 from customers.calendar import check_anchor_day, schedule_of
-from customers.errors import CustomerNotFound, InvalidInput, PlanNotFound
+from customers.errors import CustomerNotFound, InvalidInput, PlanNotFound, SameVersion
 from customers.lifecycle import check_plan_change, status_on
 from customers.models import PlanChange, Subscription, SubscriptionPhase
 from customers.price_overrides import drop_for_plan_change
@@ -229,10 +229,9 @@ def _check_change(
     period_end: datetime,
 ) -> None:
     if new_version.id == current.id:
-        raise InvalidInput(
+        raise SameVersion(
             f"the customer is already on {new_plan.key} version {new_version.version}",
             field="planKey",
-            code="SAME_VERSION",
         )
     if new_version.currency != current.currency:
         raise InvalidInput(

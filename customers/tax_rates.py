@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import repository
-from customers.errors import CustomerNotFound, InvalidInput
+from customers.errors import CustomerNotFound, InvalidInput, UnknownTaxRate
 from pricing.catalog import KEY_PATTERN
 from pricing.repository import current_tax_rates
 
@@ -32,7 +32,7 @@ async def assign_tax_rates(
     known = {rate.key for rate in await current_tax_rates(session)}
     for key in keys:
         if not KEY_PATTERN.match(key) or key not in known:
-            raise InvalidInput(f"no tax rate {key[:64]!r} in the catalog", field="taxRateKeys", code="UNKNOWN_TAX_RATE")
+            raise UnknownTaxRate(f"no tax rate {key[:64]!r} in the catalog", field="taxRateKeys")
     customer = await repository.lock_customer(session, customer_id)
     if customer is None:
         raise CustomerNotFound()

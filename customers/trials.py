@@ -18,7 +18,15 @@ from datetime import UTC, datetime, timedelta
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import repository
-from customers.errors import CustomerNotFound, InvalidInput
+from customers.errors import (
+    CancelScheduled,
+    ChangeScheduled,
+    CustomerNotFound,
+    InvalidInput,
+    NoTrial,
+    SubscriptionCanceled,
+    TrialEnded,
+)
 from customers.models import Subscription, TrialChange
 from customers.selection import lock_subscription
 from customers.webhook_payloads import subscription_event
@@ -82,7 +90,7 @@ async def change_trial(
     subscription = await lock_subscription(session, request.customer_id, request.subscription_id)
     if subscription is None:
         if await repository.get_by_ids(session, [request.customer_id]):
-            raise InvalidInput("the customer has no subscription", field="customerId", code="NO_TRIAL")
+            raise NoTrial("the customer has no subscription", field="customerId")
         raise CustomerNotFound()
     request_hash = _request_hash(request)
     existing = await repository.trial_change_by_key(session, request.idempotency_key)
@@ -93,24 +101,21 @@ async def change_trial(
 
     trial_end = subscription.trial_ends_at
     if trial_end is None:
-        raise InvalidInput("the subscription has no trial", field="customerId", code="NO_TRIAL")
+        raise NoTrial("the subscription has no trial", field="customerId")
     if trial_end <= as_of:
-        raise InvalidInput(
-            f"the trial already ended at {trial_end.isoformat()}", field="customerId", code="TRIAL_ENDED"
-        )
+        raise TrialEnded(f"the trial already ended at {trial_end.isoformat()}", field="customerId")
     if subscription.cancel_at is not None:
         over = subscription.cancel_at <= as_of
-        raise InvalidInput(
+        refusal = SubscriptionCanceled if over else CancelScheduled
+        raise refusal(
             f"the subscription {'was' if over else 'is'} canceled from {subscription.cancel_at.isoformat()}"
             + ("" if over else "; resume it first to change its trial"),
             field="customerId",
-            code="SUBSCRIPTION_CANCELED" if over else "CANCEL_SCHEDULED",
         )
     if subscription.pending_change_at is not None and subscription.pending_change_at > as_of:
-        raise InvalidInput(
+        raise ChangeScheduled(
             "a plan change is scheduled; change the plan now or after the trial instead",
             field="customerId",
-            code="CHANGE_SCHEDULED",
         )
     if request.kind == "end":
         if backdate_limit is not None and at < as_of - backdate_limit:

@@ -1,4 +1,6 @@
-"""The one error type every Tally domain raises, so each boundary can report it the same way."""
+"""The one error type every Tally domain raises, so each boundary can report it the same way, and
+the refusals every domain shares (their codes are part of the public contract: never rename one).
+Each domain lists its own in its ``errors.py``."""
 
 
 class TallyError(Exception):
@@ -50,3 +52,27 @@ class InvalidFields(InvalidInput):
     def __init__(self, errors: list[TallyError]):
         super().__init__("; ".join(f"{error.field}: {error.message}" for error in errors))
         self.errors = errors
+
+
+class TooLong(InvalidInput):
+    """Text longer than its field allows (a name, a note, a URL)."""
+
+    code = "TOO_LONG"
+
+
+class CurrencyMismatch(InvalidInput):
+    """An amount in a currency other than the one the customer or subscription is billed in."""
+
+    code = "CURRENCY_MISMATCH"
+
+
+class PromotionUnavailable(TallyError):
+    """A promotion code that is inactive, expired or fully redeemed."""
+
+    code = "PROMOTION_UNAVAILABLE"
+
+
+class AlreadyRedeemed(TallyError):
+    """A promotion or a coupon this customer already has."""
+
+    code = "ALREADY_REDEEMED"

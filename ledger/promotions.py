@@ -16,7 +16,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from ledger import audit
 from ledger import grants as credit
 from ledger import service as ledger
-from ledger.errors import InvalidFields, InvalidInput, NotFound, Taken, TallyError
+from ledger.errors import (
+    AlreadyRedeemed,
+    InvalidFields,
+    InvalidInput,
+    NotFound,
+    PromotionUnavailable,
+    Taken,
+    TallyError,
+)
 from ledger.models import CreditGrant, Promotion, PromotionRedemption
 from ledger.money import to_major
 
@@ -24,14 +32,6 @@ from ledger.money import to_major
 KEEP = object()
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
-
-
-class PromotionUnavailable(TallyError):
-    code = "PROMOTION_UNAVAILABLE"
-
-
-class AlreadyRedeemed(TallyError):
-    code = "ALREADY_REDEEMED"
 
 
 async def create_promotion(

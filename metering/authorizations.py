@@ -35,7 +35,15 @@ from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.money import plain_decimal
 from metering import repository
 from metering.entitlements import ReadAhead, edge_entitlement, reads_ahead
-from metering.errors import UnknownMeter
+from metering.errors import (
+    InvalidBody,
+    InvalidIdempotencyKey,
+    InvalidMeterKey,
+    InvalidQuantity,
+    InvalidTtl,
+    MeterNotAdditive,
+    UnknownMeter,
+)
 from metering.events import IngestLimits, read_value, text_problem
 
 DEFAULT_TTL_SECONDS = 300
@@ -145,12 +153,12 @@ def read_request(body: Any, limits: IngestLimits) -> AuthorizationRequest:
     """The request of ``POST /v1/customers/{id}/authorizations`` from its decoded JSON (numbers as
     exact decimals); an :class:`InvalidInput` naming the field otherwise."""
     if not isinstance(body, dict):
-        raise InvalidInput("send a JSON object", field="body", code="INVALID_BODY")
+        raise InvalidBody("send a JSON object", field="body")
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
-        raise InvalidInput(f"unknown field {unknown[0]!r}", field=unknown[0][:100], code="INVALID_BODY")
+        raise InvalidBody(f"unknown field {unknown[0]!r}", field=unknown[0][:100])
     return AuthorizationRequest(
-        meter_key=_text(body.get("meter"), "meter", MAX_METER_KEY_LENGTH, "INVALID_METER"),
+        meter_key=_text(body.get("meter"), "meter", MAX_METER_KEY_LENGTH, InvalidMeterKey),
         quantity=quantity_of(body.get("quantity"), limits),
         idempotency_key=key_of(body.get("idempotencyKey")),
         ttl_seconds=ttl_of(body.get("ttlSeconds", DEFAULT_TTL_SECONDS)),
@@ -161,23 +169,21 @@ def ttl_of(raw: Any) -> int:
     """How long a hold lasts unsettled: a whole number of seconds from 1 to :data:`MAX_TTL_SECONDS`."""
     ttl = int(raw) if isinstance(raw, Decimal) and raw.is_finite() and raw == raw.to_integral_value() else raw
     if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL_SECONDS:
-        raise InvalidInput(
-            f"ttlSeconds must be a whole number from 1 to {MAX_TTL_SECONDS}", field="ttlSeconds", code="INVALID_TTL"
-        )
+        raise InvalidTtl(f"ttlSeconds must be a whole number from 1 to {MAX_TTL_SECONDS}", field="ttlSeconds")
     return ttl
 
 
 def key_of(raw: Any) -> str:
     """An idempotency key: non-empty text of at most :data:`MAX_IDEMPOTENCY_KEY_LENGTH` characters."""
-    return _text(raw, "idempotencyKey", MAX_IDEMPOTENCY_KEY_LENGTH, "INVALID_IDEMPOTENCY_KEY")
+    return _text(raw, "idempotencyKey", MAX_IDEMPOTENCY_KEY_LENGTH, InvalidIdempotencyKey)
 
 
-def _text(value: Any, field: str, max_length: int, code: str) -> str:
+def _text(value: Any, field: str, max_length: int, refusal: type[InvalidInput]) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > max_length:
         message = f"{field} must be a non-empty string of at most {max_length} characters"
-        raise InvalidInput(message, field=field, code=code)
+        raise refusal(message, field=field)
     if problem := text_problem(value):
-        raise InvalidInput(f"{field} {problem}", field=field, code=code)
+        raise refusal(f"{field} {problem}", field=field)
     return value
 
 
@@ -193,11 +199,10 @@ def quantity_of(raw: Any, limits: IngestLimits) -> Decimal:
         or value > limits.quantity_max
         or -int(value.as_tuple().exponent) > limits.quantity_max_places
     ):
-        raise InvalidInput(
+        raise InvalidQuantity(
             f"quantity must be a number or a decimal string above 0, at most {bound}, "
             f"with at most {limits.quantity_max_places} decimal places",
             field="quantity",
-            code="INVALID_QUANTITY",
         )
     return value
 
@@ -223,10 +228,9 @@ async def authorize(
     if meter_id is None:
         raise UnknownMeter(request.meter_key)
     if rows[0]["aggregation"] not in ADDITIVE_AGGREGATIONS:
-        raise InvalidInput(
+        raise MeterNotAdditive(
             f"meter {request.meter_key!r} reads a level ({rows[0]['aggregation']}), which cannot be held in advance",
             field="meter",
-            code="METER_NOT_ADDITIVE",
         )
     if found["id"] is not None:
         return Authorized(_replayed(found, meter_id, request), created=False)

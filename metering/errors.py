@@ -1,8 +1,10 @@
-"""Metering's refusals, each with its stable code."""
+"""Metering's refusals, each with its stable code (part of the public contract). The codes of a
+rejected event are :class:`metering.events.Code`; the event log's ``EVENT_LOG_UNAVAILABLE`` is
+:class:`metering.event_log.LogUnavailable`."""
 
 from __future__ import annotations
 
-from ledger.errors import NotFound
+from ledger.errors import InvalidInput, NotFound
 
 
 class UnknownMeter(NotFound):
@@ -13,3 +15,36 @@ class UnknownMeter(NotFound):
 
     def __init__(self, meter_key: str, *, field: str = "meter"):
         super().__init__(f"no meter {meter_key!r}", field=field)
+
+
+class InvalidBody(InvalidInput):
+    """A request body that is not what the endpoint reads (not a JSON object, an unknown field)."""
+
+    code = "INVALID_BODY"
+
+
+class InvalidMeterKey(InvalidInput):
+    code = "INVALID_METER"
+
+
+class InvalidIdempotencyKey(InvalidInput):
+    code = "INVALID_IDEMPOTENCY_KEY"
+
+
+class InvalidQuantity(InvalidInput):
+    code = "INVALID_QUANTITY"
+
+
+class InvalidTtl(InvalidInput):
+    code = "INVALID_TTL"
+
+
+class MeterNotAdditive(InvalidInput):
+    """An authorization against a meter that reads a level rather than a sum: a level cannot be
+    held in advance."""
+
+    code = "METER_NOT_ADDITIVE"
+
+
+class BodyNotEvents(InvalidBody):
+    """The body is neither a JSON array of events nor NDJSON: the whole request is refused."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from ledger.errors import InvalidInput
+from metering.errors import BodyNotEvents
 
 MAX_EVENT_ID_LENGTH = 255
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -50,12 +50,6 @@ class Code:
 
 #: Rejections kept in quarantine, to be replayed once the customer or the meter exists.
 QUARANTINED_CODES = frozenset({Code.UNKNOWN_CUSTOMER, Code.UNKNOWN_EVENT_TYPE})
-
-
-class BodyNotEvents(InvalidInput):
-    """The body is neither a JSON array of events nor NDJSON: the whole request is refused."""
-
-    code = "INVALID_BODY"
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ from urllib.parse import urlsplit
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from ledger.errors import IdempotencyKeyReused, InvalidInput, LimitExceeded, NotFound
+from ledger.errors import IdempotencyKeyReused, InvalidInput, LimitExceeded, NotFound, TooLong
 from notifications import webhook_repository as repository
+from notifications.errors import OutOfRange, RotationInProgress, TooMany, UnknownEventType, UnsupportedScheme
 from notifications.models import (
     WEBHOOK_DELIVERY_STATUSES,
     WebhookDelivery,
@@ -66,7 +67,7 @@ def new_secret() -> str:
 def check_url(url: str) -> str:
     url = url.strip()
     if len(url) > URL_CHARS:
-        raise InvalidInput(f"at most {URL_CHARS} characters", field="url", code="TOO_LONG")
+        raise TooLong(f"at most {URL_CHARS} characters", field="url")
     if CONTROL.search(url):
         raise InvalidInput("no spaces or control characters", field="url")
     try:
@@ -75,7 +76,7 @@ def check_url(url: str) -> str:
     except ValueError:
         raise InvalidInput("not a URL", field="url") from None
     if parts.scheme not in ("http", "https"):
-        raise InvalidInput("use an http:// or https:// URL", field="url", code="UNSUPPORTED_SCHEME")
+        raise UnsupportedScheme("use an http:// or https:// URL", field="url")
     if not parts.hostname or port == 0:
         raise InvalidInput("give a host, e.g. https://example.com/webhooks", field="url")
     return url
@@ -86,13 +87,12 @@ def check_event_types(event_types: tuple[str, ...] | list[str] | None) -> list[s
     if event_types is None:
         return None
     if len(event_types) > len(EVENT_TYPES):
-        raise InvalidInput(f"at most {len(EVENT_TYPES)} types", field="eventTypes", code="TOO_MANY")
+        raise TooMany(f"at most {len(EVENT_TYPES)} types", field="eventTypes")
     unknown = [name for name in event_types if name not in EVENT_TYPES]
     if unknown:
-        raise InvalidInput(
+        raise UnknownEventType(
             f"unknown event type {unknown[0][:64]!r}: see webhookEventTypes",
             field="eventTypes",
-            code="UNKNOWN_EVENT_TYPE",
         )
     if not event_types:
         raise InvalidInput("choose at least one type, or every type", field="eventTypes")
@@ -102,7 +102,7 @@ def check_event_types(event_types: tuple[str, ...] | list[str] | None) -> list[s
 def check_description(description: str) -> str:
     description = description.strip()
     if len(description) > DESCRIPTION_CHARS:
-        raise InvalidInput(f"at most {DESCRIPTION_CHARS} characters", field="description", code="TOO_LONG")
+        raise TooLong(f"at most {DESCRIPTION_CHARS} characters", field="description")
     if "\x00" in description:
         raise InvalidInput("no NUL characters", field="description")
     return description
@@ -217,16 +217,15 @@ async def rotate_secret(
     would otherwise drop the secret the receiver still verifies with. An overlap of 0 (a leaked
     secret) always rotates, and ends every old secret at once."""
     if not timedelta(0) <= overlap <= LONGEST_OVERLAP:
-        raise InvalidInput("between 0 and 168 hours", field="overlapHours", code="OUT_OF_RANGE")
+        raise OutOfRange("between 0 and 168 hours", field="overlapHours")
     found = await endpoint(session, endpoint_id, lock=True)
     overlapping = overlap > timedelta(0)
     if overlapping and len(signing_secrets(found, as_of=as_of)) > 1:
         assert found.previous_secret_until is not None
-        raise InvalidInput(
+        raise RotationInProgress(
             f"the last rotation's overlap runs until {found.previous_secret_until:%Y-%m-%d %H:%M} UTC: rotate after "
             "it, or with an overlap of 0 to end every old secret now",
             field="overlapHours",
-            code="ROTATION_IN_PROGRESS",
         )
     await repository.update_endpoint(
         session,
@@ -279,7 +278,7 @@ async def replay_since(session: AsyncSession, endpoint_id: uuid.UUID, *, since: 
     if since > as_of:
         raise InvalidInput("give a time in the past", field="since")
     if since < as_of - REPLAY_LOOKBACK:
-        raise InvalidInput(f"at most {REPLAY_LOOKBACK.days} days back", field="since", code="OUT_OF_RANGE")
+        raise OutOfRange(f"at most {REPLAY_LOOKBACK.days} days back", field="since")
     values = {"endpoint_id": endpoint_id, "since": since, "as_of": as_of}
     matched = await repository.count_replay(session, values)
     if matched > REPLAY_LIMIT:

@@ -21,6 +21,7 @@ from ledger.money import (
     normalize_currency,
     parse_decimal,
 )
+from pricing.errors import CatalogInvalid, CatalogProblem
 from pricing.tax import KNOWN_COUNTRIES
 from pricing.tax import MAX_RATE as MAX_TAX_RATE
 
@@ -269,25 +270,6 @@ class CatalogSpec:
     meters: tuple[MeterSpec, ...]
     plans: tuple[PlanSpec, ...]
     tax_rates: tuple[TaxRateSpec, ...] = ()
-
-
-@dataclass(frozen=True)
-class CatalogProblem:
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
-
-
-class CatalogInvalid(InvalidInput):
-    """The file has problems; nothing was written."""
-
-    code = "CATALOG_INVALID"
-
-    def __init__(self, problems: list[CatalogProblem]):
-        super().__init__(f"{len(problems)} problem(s) in the catalog", field="catalog")
-        self.problems = problems
 
 
 def _text(value: Decimal | None) -> str | None:

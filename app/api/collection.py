@@ -21,7 +21,8 @@ from app.auth import Capability
 from app.collection import stripe_gateway
 from billing.collection import repository as collection_repository
 from billing.collection import unpaid_invoices as finance
-from billing.collection.customers import CollectionOff, create_setup_intent
+from billing.collection.customers import create_setup_intent
+from billing.collection.errors import CollectionOff
 from billing.collection.stripe_gateway import SetupIntent, client_secret_of
 from billing.collection.webhooks import retry_by_hand
 from billing.invoices import collection_state

@@ -15,7 +15,7 @@ from strawberry.types import Info
 from app.database import in_transaction
 from ledger.errors import InvalidFields, InvalidInput, TallyError
 from ledger.money import to_major
-from pricing.catalog import CatalogInvalid
+from pricing.errors import CatalogInvalid
 
 T = TypeVar("T")
 Node = TypeVar("Node")

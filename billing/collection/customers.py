@@ -10,18 +10,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing.collection.errors import CollectionOff
 from billing.collection.stripe_gateway import SetupIntent, StripeGateway
 from billing.models import StripeCustomer
 from customers import service as customers
 from customers.errors import CustomerNotFound
 from ledger.errors import InvalidInput
-
-
-class CollectionOff(InvalidInput):
-    code = "COLLECTION_OFF"
-
-    def __init__(self) -> None:
-        super().__init__("collection is off: set STRIPE_API_KEY (and STRIPE_API_BASE for a stand-in)", field=None)
 
 
 async def stripe_customer_id(

@@ -25,6 +25,7 @@ from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.collection import repository as collection_repository
+from billing.collection.errors import SignatureInvalid
 from billing.collection.outcomes import (
     Attempt,
     Paid,
@@ -43,10 +44,6 @@ from ledger.money import MAX_MINOR_UNITS, normalize_currency
 
 SIGNATURE_TOLERANCE_SECONDS = 300
 DEFAULT_BACKOFF = Backoff(first=timedelta(minutes=5), longest=timedelta(hours=24))
-
-
-class SignatureInvalid(InvalidInput):
-    code = "SIGNATURE_INVALID"
 
 
 @dataclass(frozen=True)

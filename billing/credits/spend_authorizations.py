@@ -33,12 +33,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.credits import repository as topup_repository
 from billing.credits import topups
+from billing.credits.errors import InvalidAmount, InvalidCurrency
 from billing.invoices.service import BillingWindow, upcoming_invoice
 from customers import service as customers
-from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
+from ledger.errors import CurrencyMismatch, IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.money import MAX_MINOR_UNITS, normalize_currency, parse_decimal, to_minor_exact
 from ledger.service import balances
 from metering.authorizations import DEFAULT_TTL_SECONDS, key_of, ttl_of
+from metering.errors import InvalidBody
 
 #: The largest amount one authorization may hold, in minor units: far above any real purchase and
 #: far below where sums of holds could overflow a bigint.
@@ -117,14 +119,12 @@ def read_spend_request(body: dict[str, Any]) -> SpendRequest:
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
         message = f"unknown field {unknown[0]!r} (an amount is held with amount, currency, idempotencyKey, ttlSeconds)"
-        raise InvalidInput(message, field=unknown[0][:100], code="INVALID_BODY")
+        raise InvalidBody(message, field=unknown[0][:100])
     raw_currency = body.get("currency")
     try:
         currency = normalize_currency(raw_currency if isinstance(raw_currency, str) else "")
     except InvalidInput:
-        raise InvalidInput(
-            "currency must be an ISO 4217 code such as USD", field="currency", code="INVALID_CURRENCY"
-        ) from None
+        raise InvalidCurrency("currency must be an ISO 4217 code such as USD", field="currency") from None
     return SpendRequest(
         amount=amount_of(body.get("amount"), currency),
         currency=currency,
@@ -136,11 +136,10 @@ def read_spend_request(body: dict[str, Any]) -> SpendRequest:
 def amount_of(raw: Any, currency: str) -> int:
     """Minor units of a positive amount written in major units (a JSON number or a decimal
     string), with no fraction of the currency's minor unit."""
-    problem = InvalidInput(
+    problem = InvalidAmount(
         f"amount must be a number or a decimal string above 0 in {currency}, at most "
         f"{MAX_AMOUNT:,} minor units, with no fraction of a minor unit",
         field="amount",
-        code="INVALID_AMOUNT",
     )
     if isinstance(raw, bool) or not isinstance(raw, (str, int, Decimal)):
         raise problem
@@ -210,10 +209,9 @@ async def authorize_spend(
     if found["id"] is not None:
         return SpendAuthorized(_replayed(found, request), created=False)
     if request.currency != customer.currency:
-        raise InvalidInput(
+        raise CurrencyMismatch(
             f"the customer is billed in {customer.currency}, not {request.currency}",
             field="currency",
-            code="CURRENCY_MISMATCH",
         )
     held = int(found["held"])
     standing = await spend_standing(session, customer_id, customer.currency, as_of=as_of, window=window)
@@ -320,11 +318,10 @@ def spend_cap_of(value: Decimal | None, currency: str, *, field: str = "amount")
     unit, or None for no cap."""
     if value is None:
         return None
-    problem = InvalidInput(
+    problem = InvalidAmount(
         f"a spend cap must be an amount above 0 in {currency} with no fraction of a minor unit "
         "(leave it empty for no cap)",
         field=field,
-        code="INVALID_AMOUNT",
     )
     try:
         minor = to_minor_exact(value, currency, field=field) if value.is_finite() else 0

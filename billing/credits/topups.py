@@ -33,6 +33,7 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.credits import repository as topup_repository
+from billing.credits.errors import RechargeInFlight
 from billing.invoices import collection_state, repository
 from billing.invoices.invoicing import DEFAULT_PAYMENT_TERMS
 from billing.invoices.one_off import check_key
@@ -42,7 +43,7 @@ from customers.billing_details import billing_details_of
 from customers.credits import grant_credits
 from customers.errors import CustomerNotFound
 from customers.models import Customer
-from ledger.errors import IdempotencyKeyReused, InvalidInput
+from ledger.errors import CurrencyMismatch, IdempotencyKeyReused, InvalidInput
 from ledger.money import normalize_currency, plain_decimal, to_major, to_minor_exact
 
 #: Stripe's largest charge (99,999,999 minor units): a larger top-up could never be collected.
@@ -106,9 +107,7 @@ async def customer_in(session: AsyncSession, customer_id: uuid.UUID, currency: s
         raise CustomerNotFound()
     code = normalize_currency(currency)
     if code != customer.currency:
-        raise InvalidInput(
-            f"the customer is billed in {customer.currency}, not {code}", field="currency", code="CURRENCY_MISMATCH"
-        )
+        raise CurrencyMismatch(f"the customer is billed in {customer.currency}, not {code}", field="currency")
     return customer
 
 
@@ -160,7 +159,7 @@ async def purchase_credits(
         return PurchaseOutcome(purchase, None)
     stored, created = await topup_repository.insert_purchase(session, purchase)
     if stored is None:  # an auto-recharge while another awaits payment (the partial unique index)
-        raise InvalidInput("an auto-recharge already awaits payment", field="customerId", code="RECHARGE_IN_FLIGHT")
+        raise RechargeInFlight("an auto-recharge already awaits payment", field="customerId")
     if stored.request_hash != purchase.request_hash:
         raise IdempotencyKeyReused()
     if not created:

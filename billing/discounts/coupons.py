@@ -29,10 +29,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.discounts import repository
 from billing.discounts.discounting import Discountable, DiscountTaken, DiscountTerms, discounts_taken
+from billing.discounts.errors import CouponUnavailable
 from billing.models import COUPON_DURATIONS, Coupon, CustomerDiscount
-from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound, Taken, TallyError
+from ledger.errors import AlreadyRedeemed, IdempotencyKeyReused, InvalidInput, NotFound, Taken
 from ledger.money import normalize_currency, places_needed, plain_decimal, to_major, to_minor_exact
-from ledger.promotions import CODE_PATTERN, AlreadyRedeemed
+from ledger.promotions import CODE_PATTERN
 from pricing.service import list_meters
 
 MAX_NAME_LENGTH = 200
@@ -41,10 +42,6 @@ MAX_DURATION_PERIODS = 120
 MAX_APPLIES_TO = 50
 MAX_REDEMPTIONS = 10**9
 MAX_KEY_LENGTH = 255
-
-
-class CouponUnavailable(TallyError):
-    code = "COUPON_UNAVAILABLE"
 
 
 @dataclass(frozen=True)

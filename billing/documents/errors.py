@@ -21,3 +21,9 @@ class InvoiceLinkExpired(TallyError):
 
 class ExpiryOutOfRange(TallyError):
     code = "EXPIRY_OUT_OF_RANGE"
+
+
+class UnknownLocale(TallyError):
+    """A locale invoice documents are not written in."""
+
+    code = "UNKNOWN_LOCALE"

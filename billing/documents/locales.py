@@ -14,8 +14,8 @@ from decimal import Decimal
 from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal
 
+from billing.documents.errors import UnknownLocale
 from customers.billing_details import SUPPORTED_LOCALES
-from ledger.errors import TallyError
 from ledger.money import to_major
 
 LABELS: dict[str, dict[str, str]] = {
@@ -244,10 +244,6 @@ LABELS: dict[str, dict[str, str]] = {
         "credit_note_date": "Fecha de la nota de crédito",
     },
 }
-
-
-class UnknownLocale(TallyError):
-    code = "UNKNOWN_LOCALE"
 
 
 def check_locale(locale: str) -> str:

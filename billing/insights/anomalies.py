@@ -12,6 +12,7 @@ from decimal import Decimal
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.insights import anomaly_repository as repository
+from billing.insights.errors import AlreadyResolved
 from billing.models import ANOMALY_SEVERITIES, ANOMALY_STATUSES, Anomaly
 from ledger.errors import InvalidInput, NotFound
 from ledger.money import plain_decimal
@@ -107,7 +108,7 @@ async def acknowledge(session: AsyncSession, anomaly_id: uuid.UUID, *, actor: st
     """Someone is looking at it. Acknowledging twice keeps the first; a resolved one stays resolved."""
     anomaly = await _for_update(session, anomaly_id)
     if anomaly.status == "resolved":
-        raise InvalidInput("this anomaly is already resolved", field="anomalyId", code="ALREADY_RESOLVED")
+        raise AlreadyResolved("this anomaly is already resolved", field="anomalyId")
     if anomaly.status == "open":
         anomaly.status, anomaly.status_by, anomaly.status_at = "acknowledged", actor, as_of
         session.add(anomaly)
@@ -123,7 +124,7 @@ async def resolve(session: AsyncSession, anomaly_id: uuid.UUID, *, note: str, ac
         raise InvalidInput("say what was found or done: a resolution needs a note", field="note")
     anomaly = await _for_update(session, anomaly_id)
     if anomaly.status == "resolved":
-        raise InvalidInput("this anomaly is already resolved", field="anomalyId", code="ALREADY_RESOLVED")
+        raise AlreadyResolved("this anomaly is already resolved", field="anomalyId")
     anomaly.status, anomaly.note, anomaly.status_by, anomaly.status_at = "resolved", note, actor, as_of
     session.add(anomaly)
     await session.flush()

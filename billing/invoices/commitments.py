@@ -30,12 +30,12 @@ from billing.models import Invoice, MinimumSpend, PrepaidCommitment
 from customers import service as customers
 from customers.billing_details import billing_details_of
 from customers.credits import grant_credits
-from customers.errors import CustomerNotFound
+from customers.errors import CustomerNotFound, NoSubscription, SubscriptionCanceled
 from customers.lifecycle import CANCELED, subscription_status
 from customers.models import Customer
 from customers.subscriptions import phases_of, version_on
 from ledger import repository as ledger_repository
-from ledger.errors import IdempotencyKeyReused, InvalidInput
+from ledger.errors import CurrencyMismatch, IdempotencyKeyReused, InvalidInput
 from ledger.models import CreditGrant
 from ledger.money import normalize_currency, plain_decimal, to_major, to_minor_exact
 from pricing.service import plan_version
@@ -50,10 +50,9 @@ async def _customer_in(session: AsyncSession, customer_id: uuid.UUID, currency: 
     if customer is None:
         raise CustomerNotFound()
     if currency is not None and normalize_currency(currency) != customer.currency:
-        raise InvalidInput(
+        raise CurrencyMismatch(
             f"the customer is billed in {customer.currency}, not {currency.strip().upper()}",
             field="currency",
-            code="CURRENCY_MISMATCH",
         )
     return customer
 
@@ -255,17 +254,15 @@ async def set_minimum_spend(session: AsyncSession, request: MinimumSpendRequest,
     customer = await _customer_in(session, request.customer_id, None)
     subscription = await customers.lock_subscription(session, customer.id, request.subscription_id)
     if subscription is None:
-        raise InvalidInput(
+        raise NoSubscription(
             "the customer has no subscription: a minimum spend is per billing period",
             field="customerId",
-            code="NO_SUBSCRIPTION",
         )
     if subscription_status(subscription, as_of) == CANCELED:
         assert subscription.cancel_at is not None
-        raise InvalidInput(
+        raise SubscriptionCanceled(
             f"the subscription was canceled at {subscription.cancel_at.isoformat()}: it has no periods left",
             field="customerId",
-            code="SUBSCRIPTION_CANCELED",
         )
     amount = request.amount
     if amount is not None:

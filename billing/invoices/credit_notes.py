@@ -40,6 +40,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing import emails
 from billing.invoices import collection_state, repository
 from billing.invoices import credit_notes_repository as notes_repository
+from billing.invoices.errors import CreditExceeded, InvoiceVoid
 from billing.invoices.events import mark_paid
 from billing.invoices.invoicing import REVENUE_ACCOUNTS
 from billing.models import (
@@ -64,17 +65,6 @@ from pricing.tax import allocate
 MAX_NOTE_LENGTH = 1000
 MAX_KEY_LENGTH = 255
 MAX_LINES = 1000
-
-
-class InvoiceVoid(InvalidInput):
-    code = "INVOICE_VOID"
-
-    def __init__(self) -> None:
-        super().__init__("the invoice is void: nothing is left to credit", field="invoiceId")
-
-
-class CreditExceeded(InvalidInput):
-    code = "CREDIT_EXCEEDED"
 
 
 @dataclass(frozen=True)

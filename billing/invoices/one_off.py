@@ -27,15 +27,16 @@ from decimal import Decimal, localcontext
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.invoices import charges_repository
+from billing.invoices.errors import NotPending
 from billing.invoices.invoicing import DraftInvoice, issue, one_off_line
 from billing.invoices.repository import invoice_by_id
 from billing.models import Invoice, OneOffCharge
 from customers import service as customers
-from customers.errors import CustomerNotFound
+from customers.errors import CustomerNotFound, NoSubscription, SubscriptionCanceled
 from customers.lifecycle import CANCELED, subscription_status
 from customers.models import Subscription
 from ledger import audit
-from ledger.errors import IdempotencyKeyReused, InvalidInput, NotFound
+from ledger.errors import CurrencyMismatch, IdempotencyKeyReused, InvalidInput, NotFound
 from ledger.grants import drawable_credits
 from ledger.money import (
     MAX_MINOR_UNITS,
@@ -152,9 +153,7 @@ async def create_one_off_charge(
     description = check_text(request.description, field="description", limit=MAX_DESCRIPTION_LENGTH)
     currency = normalize_currency(request.currency)
     if currency != customer.currency:
-        raise InvalidInput(
-            f"the customer is billed in {customer.currency}, not {currency}", field="currency", code="CURRENCY_MISMATCH"
-        )
+        raise CurrencyMismatch(f"the customer is billed in {customer.currency}, not {currency}", field="currency")
     if request.timing not in TIMINGS:
         raise InvalidInput("must be NOW or NEXT_INVOICE", field="when")
     key = check_key(request.idempotency_key) if not dry_run or request.idempotency_key else ""
@@ -241,18 +240,16 @@ async def _check_next_invoice(
     dry run takes the lock too, released by its rollback."""
     subscription = await customers.lock_subscription(session, customer_id, request.subscription_id)
     if subscription is None:
-        raise InvalidInput(
+        raise NoSubscription(
             "the customer has no subscription, so no next invoice: charge NOW instead",
             field="when",
-            code="NO_SUBSCRIPTION",
         )
     if subscription_status(subscription, as_of) == CANCELED:
         assert subscription.cancel_at is not None
-        raise InvalidInput(
+        raise SubscriptionCanceled(
             f"the subscription was canceled at {subscription.cancel_at.isoformat()}, so no next invoice: "
             "charge NOW instead",
             field="when",
-            code="SUBSCRIPTION_CANCELED",
         )
     return subscription
 
@@ -291,11 +288,10 @@ async def cancel_one_off_charge(
     if charge.status == "canceled" and charge.cancel_key == key:  # a concurrent retry went first
         return charge
     if charge.status != "pending":
-        raise InvalidInput(
+        raise NotPending(
             f"the charge is {charge.status}: only a pending charge can be canceled"
             + ("; credit the customer instead" if charge.status == "invoiced" else ""),
             field="chargeId",
-            code="NOT_PENDING",
         )
     charge.status = "canceled"
     charge.canceled_at, charge.canceled_by = as_of, actor

@@ -31,7 +31,8 @@ from customers.trials import TrialChangeRequest
 from ledger.errors import IdempotencyKeyReused, TallyError
 from metering import entitlements
 from metering import usage as usage_service
-from pricing.catalog import CatalogInvalid, parse_catalog
+from pricing.catalog import parse_catalog
+from pricing.errors import CatalogInvalid
 from pricing.service import apply_catalog
 from tests.billing.lifecycle_support import lifecycle
 from tests.billing.scenario import LIMITS, invoices_of, lines_of

@@ -11,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing.invoices.simulation import PeriodSelection, simulate_pricing
 from customers.lifecycle import CANCEL, PAUSE
 from customers.service import NewCustomer, create_customer
-from pricing.catalog import CatalogInvalid
+from pricing.errors import CatalogInvalid
 from tests.billing.lifecycle_support import lifecycle
 from tests.billing.scenario import CATALOG, FEB_28, JAN_31, MAR_31, send_calls, subscribe
 

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pricing.catalog import CatalogInvalid, parse_catalog
+from pricing.catalog import parse_catalog
+from pricing.errors import CatalogInvalid
 from pricing.service import pricing_hash
 from tests.conftest import CONTRACT, DEMO_CATALOG
 

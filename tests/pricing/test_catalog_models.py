@@ -9,7 +9,8 @@ from decimal import Decimal
 import pytest
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from pricing.catalog import CatalogInvalid, parse_catalog
+from pricing.catalog import parse_catalog
+from pricing.errors import CatalogInvalid
 from pricing.service import apply_catalog, charge_terms, list_plans, pricing_hash
 from tests.conftest import CONTRACT, now
 

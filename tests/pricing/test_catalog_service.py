@@ -9,7 +9,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from pricing.catalog import CatalogInvalid
+from pricing.errors import CatalogInvalid
 from pricing.models import Meter, PlanCharge, PlanVersion
 from pricing.service import apply_catalog, list_plans
 from tests.conftest import CONTRACT, now

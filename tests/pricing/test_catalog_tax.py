@@ -10,7 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from pricing.catalog import CatalogInvalid, parse_catalog
+from pricing.catalog import parse_catalog
+from pricing.errors import CatalogInvalid
 from pricing.repository import current_tax_rates, latest_version_of
 from pricing.service import apply_catalog, charges_of_version
 from tests.conftest import now

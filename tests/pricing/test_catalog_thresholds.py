@@ -10,7 +10,8 @@ import pytest
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from pricing.catalog import CatalogInvalid, parse_catalog
+from pricing.catalog import parse_catalog
+from pricing.errors import CatalogInvalid
 from pricing.models import PlanVersion
 from pricing.repository import latest_version_of
 from pricing.service import apply_catalog, pricing_hash

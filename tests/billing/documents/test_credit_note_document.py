@@ -24,7 +24,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.settings import Settings
-from billing.documents.locales import LABELS, UnknownLocale
+from billing.documents.errors import UnknownLocale
+from billing.documents.locales import LABELS
 from billing.documents.service import credit_note_pdf
 from billing.invoices import credit_notes_repository
 from billing.invoices.credit_notes import CreditNoteRequest, create_credit_note

@@ -19,7 +19,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.settings import Settings
 from billing.documents.document import build_document
-from billing.documents.locales import LABELS, UnknownLocale
+from billing.documents.errors import UnknownLocale
+from billing.documents.locales import LABELS
 from billing.documents.render import TEMPLATES, render_pdf
 from billing.documents.service import invoice_pdf
 from billing.invoices import repository as billing_repository
