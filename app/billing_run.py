@@ -72,10 +72,6 @@ class BillingRunReport:
         """Every due customer is billed: none failed, none waits for a retry."""
         return not self.failed and not self.waiting
 
-    @property
-    def invoices_per_second(self) -> float:
-        return self.invoices_issued / self.seconds if self.seconds else 0.0
-
 
 async def _issue_one(
     sessions: async_sessionmaker[AsyncSession], customer_id: uuid.UUID, as_of: datetime, window: BillingWindow

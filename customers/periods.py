@@ -36,14 +36,6 @@ def add_months(anchor: datetime, months: int) -> datetime:
     return anchor.replace(year=year, month=month, day=day)
 
 
-def add_intervals(anchor: datetime, interval: str, count: int) -> datetime:
-    """The ``count``-th boundary after ``anchor`` (always counted from the anchor, so clamping
-    never drifts)."""
-    if interval == "week":
-        return anchor + WEEK * count
-    return add_months(anchor, MONTHS_IN[interval] * count)
-
-
 def period_containing(anchor: datetime, interval: str, as_of: datetime) -> tuple[datetime, datetime]:
     """The period of a subscription anchored at ``anchor`` that contains ``as_of``.
 
@@ -94,10 +86,6 @@ class BillingPeriod:
     @property
     def cut_short(self) -> bool:
         return self.end < self.natural_end
-
-    @property
-    def is_stub(self) -> bool:
-        return (self.start, self.natural_end) != (self.full_start, self.full_end)
 
 
 @dataclass(frozen=True)

@@ -325,16 +325,6 @@ async def trial_change_by_key(session: AsyncSession, idempotency_key: str) -> Tr
     return (await session.exec(query)).first()
 
 
-async def trial_changes_of(session: AsyncSession, customer_id: uuid.UUID, *, limit: int) -> list[TrialChange]:
-    query = (
-        select(TrialChange)
-        .where(col(TrialChange.customer_id) == customer_id)
-        .order_by(col(TrialChange.requested_at).desc())
-        .limit(limit)
-    )
-    return list(await session.exec(query))
-
-
 async def trials_ending(session: AsyncSession, *, after: datetime, until: datetime) -> list[Subscription]:
     """The subscriptions whose trial ends in ``(after, until]`` and that are not canceled by then."""
     ends = col(Subscription.trial_ends_at)

@@ -163,10 +163,6 @@ async def move_trial_end(session: AsyncSession, subscription: Subscription, tria
     await repository.set_phase_anchor(session, subscription.id, subscription.started_at, trial_end)
 
 
-async def trial_changes(session: AsyncSession, customer_id: uuid.UUID, *, limit: int = 20) -> list[TrialChange]:
-    return await repository.trial_changes_of(session, customer_id, limit=limit)
-
-
 async def announce_trial_endings(session: AsyncSession, *, as_of: datetime) -> int:
     """Tell the product of every trial ending within :data:`TRIAL_ENDING_NOTICE` of ``as_of``
     (``subscription.trial_ending``), once per subscription and trial end: the key names the end, so

@@ -18,7 +18,7 @@ The rules, written down once:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -281,7 +281,3 @@ def carried_over(terms: Mapping[str, Any], charge: PlanCharge) -> Terms:
     allowance, minimum and limit always; prices only where the other charge's model uses them."""
     used = MODEL_TERMS.get(charge.model, set()) | {"included", "minimum", "limit"}
     return {name: value for name, value in terms.items() if name in used}
-
-
-def timeline_of(steps: Iterable[OverrideStep]) -> OverrideTimeline:
-    return OverrideTimeline(tuple(steps))
