@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.cli_support import JsonOption, load_settings, print_json, run_in_session
 from billing.models import UsageAlert, UsageAlertFiring
 from ledger.errors import InvalidInput, NotFound
 from ledger.money import plain_decimal, to_major
@@ -19,8 +20,6 @@ alert_cli = typer.Typer(
     help="Usage and spend alerts: thresholds on a meter's usage or the period's running amount.",
     no_args_is_help=True,
 )
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
 def _decimal(value: str, field: str) -> Decimal:
@@ -80,7 +79,6 @@ def alert_create(
     as_json: JsonOption = False,
 ) -> None:
     """Define an alert on a customer or a plan; the roller fires it after the roll-up that crosses it."""
-    from app.cli import load_settings, print_json, run_in_session
     from billing.insights import alerts
 
     async def work(session: AsyncSession) -> dict[str, Any]:
@@ -112,7 +110,6 @@ def alert_list(
     as_json: JsonOption = False,
 ) -> None:
     """The customer's alerts (their own and their plan's) and what they fired, newest first."""
-    from app.cli import load_settings, print_json, run_in_session
     from billing.insights import alerts
 
     async def work(session: AsyncSession) -> dict[str, Any]:
@@ -161,7 +158,6 @@ def alert_update(
     as_json: JsonOption = False,
 ) -> None:
     """Rename an alert or give it other thresholds; thresholds that fired this period stay fired."""
-    from app.cli import load_settings, print_json, run_in_session
     from billing.insights import alerts
 
     async def work(session: AsyncSession) -> dict[str, Any]:
@@ -194,7 +190,6 @@ def alert_delete(
     as_json: JsonOption = False,
 ) -> None:
     """Stop an alert firing; what it fired stays."""
-    from app.cli import load_settings, print_json, run_in_session
     from billing.insights import alerts
 
     async def work(session: AsyncSession) -> dict[str, Any]:

@@ -5,49 +5,53 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import os
 import signal
-import socket
 import sys
-from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import typer
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import auth
 from app.alert_cli import alert_cli
+from app.cli_support import (
+    JsonOption,
+    bind_refusal,
+    err,
+    fail,
+    load_settings,
+    now,
+    parse_as_of,
+    prepared_database,
+    print_json,
+    run_in_session,
+    traced_database,
+)
 from app.coupon_cli import coupon_cli
 from app.credit_note_cli import credit_note_cli
 from app.customer_cli import customer_cli
-from app.database import create_engine, database_url, latest_revision, libpq_url, migrate, session_factory
+from app.database import create_engine, latest_revision, session_factory
 from app.email_cli import email_cli
 from app.extras_cli import charge_cli, commitment_cli
 from app.interim_cli import interim_cli
 from app.nats_cli import consume, nats_cli
 from app.price_override_cli import prices_cli
-from app.settings import Settings
 from app.subscription_cli import SubscriptionOption, subscription_cli, subscription_id_option
 from app.tax_cli import tax_cli
-from app.telemetry import configure_tracing
 from app.topup_cli import topup_cli
 from app.user_cli import user_cli
 from app.webhook_cli import webhook_cli
 from billing.invoice_numbers import invoice_number
-from billing.invoices.taxation import use_tax_policy
-from ledger.errors import TallyError
 from pricing.errors import CatalogInvalid
 from pricing.service import apply_catalog
 
-T = TypeVar("T")
 cli = typer.Typer(
     help="Tally: usage-based billing.",
     no_args_is_help=True,
@@ -88,100 +92,6 @@ cli.add_typer(nats_cli, name="nats")
 cli.command("consume")(consume)
 trial_cli = typer.Typer(help="Trials: end one now (its invoice issued at once) or extend it.", no_args_is_help=True)
 cli.add_typer(trial_cli, name="trial")
-err = Console(stderr=True)
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-
-
-def fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
-
-
-def load_settings() -> Settings:
-    try:
-        settings = Settings()
-    except ValidationError as error:
-        fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors()))
-    use_tax_policy(settings.tax_policy)
-    return settings
-
-
-def prepared_database(settings: Settings) -> str:
-    """The database URL, with the schema brought up to date."""
-    url = database_url(settings)
-    migrate(url)
-    return url
-
-
-def traced_database(settings: Settings) -> str:
-    """``prepared_database`` for a command doing a server's background work: its spans are kept as
-    the server's would be (and flushed when the command exits), so the Traces page shows them."""
-    url = prepared_database(settings)
-    configure_tracing(settings, libpq_url(url))
-    return url
-
-
-def run_in_session(
-    settings: Settings, work: Callable[[AsyncSession], Awaitable[T]], *, commit: bool = True, traced: bool = False
-) -> T:
-    """Run ``work`` in one transaction: committed if it returns, rolled back if it raises."""
-    url = traced_database(settings) if traced else prepared_database(settings)
-
-    async def main() -> T:
-        engine = create_engine(url)
-        try:
-            async with session_factory(engine)() as session:
-                result = await work(session)
-                if commit:
-                    await session.commit()
-                return result
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(main())
-    except CatalogInvalid:
-        raise  # `catalog apply` lists each problem itself
-    except TallyError as error:
-        fail(f"{error.field}: {error.message}" if error.field else error.message)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def parse_as_of(value: str | None) -> datetime:
-    """The ``--as-of`` option: an ISO 8601 time with its offset, or now."""
-    if value is None:
-        return now()
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        fail(f"--as-of: {value!r} is not an ISO 8601 time, e.g. 2026-12-01T00:00:00Z")
-    if moment.tzinfo is None:
-        fail("--as-of: give a time zone offset, e.g. 2026-12-01T00:00:00Z")
-    return moment.astimezone(UTC)
-
-
-def print_json(value: Any) -> None:
-    """Stable JSON for scripts: times in ISO 8601 (with the "T"), anything else as its text."""
-    typer.echo(json.dumps(value, indent=2, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
-
-
-def bind_refusal(host: str, port: int) -> OSError | None:
-    """Why listening on ``host:port`` would fail now (checked by binding it as uvicorn will, with
-    SO_REUSEADDR), before migrations and the embedded database start; None when it would not."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except socket.gaierror:
-        return None  # a host that does not resolve: uvicorn says so itself
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as error:
-            return error
-    return None
 
 
 @cli.command()

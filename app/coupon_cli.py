@@ -11,12 +11,11 @@ from typing import Annotated, Any
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.cli_support import JsonOption, load_settings, print_json, run_in_session
 from billing.models import Coupon
 from ledger.errors import InvalidInput
 
 coupon_cli = typer.Typer(help="Coupons: discounts on a customer's invoices.", no_args_is_help=True)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
 def _decimal(value: str | None, field: str) -> Decimal | None:
@@ -83,7 +82,6 @@ def coupon_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create a coupon."""
-    from app.cli import load_settings, print_json, run_in_session
     from billing.discounts import coupons
 
     async def work(session: AsyncSession) -> dict[str, Any]:
@@ -111,7 +109,6 @@ def coupon_create(
 @coupon_cli.command("list")
 def coupon_list(as_json: JsonOption = False) -> None:
     """Every coupon, newest first, with how often it was applied."""
-    from app.cli import load_settings, print_json, run_in_session
     from billing.discounts import coupons
 
     async def work(session: AsyncSession) -> list[dict[str, Any]]:
@@ -138,7 +135,6 @@ def coupon_apply(
     as_json: JsonOption = False,
 ) -> None:
     """Give a customer a coupon's discount on their next invoices."""
-    from app.cli import load_settings, print_json, run_in_session
     from billing.discounts import coupons
     from customers import service as customers
     from customers.errors import CustomerNotFound

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.cli_support import fail, load_settings, print_json, run_in_session
 from app.extras_cli import ACTOR, JsonOption, KeyOption, _decimal, customer_id_of
 from billing.invoice_numbers import invoice_number, parse_invoice_number
 
@@ -45,7 +46,6 @@ def _document(note: Any, lines: list[Any], invoice_sequence: int, *, dry_run: bo
 
 
 def _line(value: str) -> tuple[int, str]:
-    from app.cli import fail
 
     position, _, amount = value.partition("=")
     if not position.strip().isdigit() or len(position.strip()) > 9 or not amount:
@@ -68,7 +68,6 @@ def credit_note_create(
     as_json: JsonOption = False,
 ) -> None:
     """Credit an issued invoice, in full or in part, by amount or per line."""
-    from app.cli import fail, load_settings, print_json, run_in_session
     from billing.invoices.credit_notes import CreditNoteRequest, LineCredit, create_credit_note
     from billing.invoices.repository import invoice_by_number
     from ledger.errors import NotFound
@@ -116,7 +115,6 @@ def credit_note_list(
     as_json: JsonOption = False,
 ) -> None:
     """A customer's credit notes, newest first."""
-    from app.cli import load_settings, print_json, run_in_session
     from billing.invoices import credit_notes_repository
     from billing.invoices.credit_notes import credit_notes
     from billing.invoices.repository import invoices_by_id

@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.cli_support import fail, load_settings, print_json, run_in_session
 from ledger.errors import InvalidFields, InvalidInput
 
 customer_cli = typer.Typer(help="Customers: their name, email and billing details.", no_args_is_help=True)
@@ -83,7 +84,6 @@ def customer_update(
 ) -> None:
     """Change a customer's name, email or billing details. Only the options given change; each
     change is kept in the customer's history (actor "cli")."""
-    from app.cli import load_settings, print_json, run_in_session
     from customers import service as customers
     from customers.billing_detail_changes import API_FIELDS, BillingDetailsPatch, update_billing_details
     from customers.errors import CustomerNotFound
@@ -158,6 +158,5 @@ def _shown(value: Any) -> str:
 
 
 def raise_refusal(error: InvalidInput) -> NoReturn:
-    from app.cli import fail
 
     fail(f"{error.field}: {error.message}")

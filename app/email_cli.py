@@ -10,10 +10,10 @@ from typing import Annotated, Any
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.cli_support import JsonOption, err, load_settings, prepared_database, print_json, run_in_session
 from notifications.models import EMAIL_STATUSES, EmailMessage
 
 email_cli = typer.Typer(help="Emails: send what is due, list the outbox.", no_args_is_help=True)
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 NO_EMAIL = 2  # exit code of `send` while email is off
 
 
@@ -38,7 +38,6 @@ def _document(message: EmailMessage) -> dict[str, Any]:
 @email_cli.command("send")
 def send(as_json: JsonOption = False) -> None:
     """Send every email due now, as `tally serve` does; exit 2 while email is off (no TALLY_SMTP_HOST)."""
-    from app.cli import err, load_settings, prepared_database, print_json
     from app.database import create_engine, session_factory
     from app.email import email_delivery, send_emails
 
@@ -71,7 +70,6 @@ def list_messages(
     as_json: JsonOption = False,
 ) -> None:
     """The outbox's messages, newest first: status, attempts and the last error of each."""
-    from app.cli import load_settings, print_json, run_in_session
     from app.extras_cli import customer_id_of
     from notifications import service as notifications
 

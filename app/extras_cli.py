@@ -15,12 +15,12 @@ from typing import Annotated, Any
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.cli_support import JsonOption, fail, load_settings, print_json, run_in_session
 from app.subscription_cli import SubscriptionOption, subscription_id_option
 from billing.invoice_numbers import invoice_number
 
 charge_cli = typer.Typer(help="One-off charges: now, or on the customer's next invoice.", no_args_is_help=True)
 commitment_cli = typer.Typer(help="Prepaid commitments and minimum spend.", no_args_is_help=True)
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 KeyOption = Annotated[
     str | None,
     typer.Option("--idempotency-key", help="Retry-safe key (default: a new one, printed; reuse it to retry)."),
@@ -29,7 +29,6 @@ ACTOR = "cli"
 
 
 def _decimal(value: str, option: str) -> Decimal:
-    from app.cli import fail
 
     try:
         parsed = Decimal(value.strip())
@@ -41,7 +40,6 @@ def _decimal(value: str, option: str) -> Decimal:
 
 
 def _moment(value: str | None, option: str) -> datetime | None:
-    from app.cli import fail
 
     if value is None:
         return None
@@ -105,7 +103,6 @@ def charge_create(
 ) -> None:
     """Charge a customer a one-off fee: on their next invoice (of `--subscription` when they have
     several), or `--now` on its own invoice."""
-    from app.cli import load_settings, print_json, run_in_session
     from billing.invoices.one_off import OneOffChargeRequest, create_one_off_charge
     from customers import service as customers
 
@@ -157,7 +154,6 @@ def charge_list(
     as_json: JsonOption = False,
 ) -> None:
     """A customer's one-off charges, newest first."""
-    from app.cli import fail, load_settings, print_json, run_in_session
     from billing.invoices.one_off import one_off_charges
     from billing.invoices.repository import invoices_by_id
     from billing.models import ONE_OFF_STATUSES
@@ -190,7 +186,6 @@ def charge_cancel(
     as_json: JsonOption = False,
 ) -> None:
     """Cancel a pending one-off charge before an invoice bills it."""
-    from app.cli import fail, load_settings, print_json, run_in_session
     from billing.invoices.one_off import cancel_one_off_charge
 
     try:
@@ -224,7 +219,6 @@ def commitment_create(
     as_json: JsonOption = False,
 ) -> None:
     """Invoice a prepaid commitment now and grant it as credits until --ends-at."""
-    from app.cli import load_settings, print_json, run_in_session
     from billing.invoices.commitments import CommitmentRequest, create_prepaid_commitment
     from customers import service as customers
 
@@ -294,7 +288,6 @@ def commitment_minimum_spend(
 ) -> None:
     """Give the customer's subscription (`--subscription` when they have several) its own minimum
     spend per period (versioned, audited)."""
-    from app.cli import load_settings, print_json, run_in_session
     from billing.invoices.commitments import MinimumSpendRequest, set_minimum_spend
     from ledger.money import quantize_major
 

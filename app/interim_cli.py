@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.cli_support import load_settings, prepared_database, print_json, run_in_session
 from app.extras_cli import JsonOption, customer_id_of
 from billing.invoice_numbers import invoice_number
 
@@ -41,7 +42,6 @@ def interim_list(
 ) -> None:
     """A customer's interim invoices, newest first, and each subscription's usage not billed yet
     against its plan's threshold."""
-    from app.cli import load_settings, print_json, run_in_session
     from billing.invoices import service as billing
     from billing.invoices.threshold_invoicing import INTERIM, unbilled_usage
     from customers.service import all_subscriptions_of
@@ -91,7 +91,6 @@ def interim_list(
 def interim_check(as_json: JsonOption = False) -> None:
     """Issue every interim invoice due now, as the roller does after each roll-up; safe to run
     twice or beside a running server: nothing is issued twice."""
-    from app.cli import load_settings, prepared_database, print_json
     from app.database import create_engine, session_factory
     from app.threshold_run import invoice_thresholds
 

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from app.cli_support import bind_refusal, err, fail, load_settings, prepared_database, print_json
 from app.extras_cli import JsonOption
 from app.nats_cluster import NODES, local_cluster, wait_until_ready
 
@@ -46,7 +47,6 @@ def nats_up(
     the TALLY_NATS_URL to give `tally serve` and `tally consume`, and run in the foreground until
     Ctrl-C (or SIGTERM), which stops the nodes. The stream's data stays under --data-dir, so
     messages not yet consumed are there at the next `tally nats up`."""
-    from app.cli import bind_refusal, err, fail, load_settings, print_json
     from app.usage_ingest import log_config
 
     settings = load_settings()
@@ -110,7 +110,6 @@ def consume(
     the stream's shared durable consumer, one transaction each, acknowledged after the commit.
     Run as many as you like, on as many machines: they share the work, and a batch delivered
     again (a consumer died mid-batch) counts nothing twice. Needs TALLY_NATS_URL."""
-    from app.cli import err, fail, load_settings, prepared_database
     from app.database import create_engine, session_factory
     from app.log_consumption import consume_log
 

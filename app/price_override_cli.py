@@ -11,13 +11,13 @@ import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import billing_window
+from app.cli_support import JsonOption, load_settings, print_json, run_in_session
 from app.subscription_cli import SubscriptionOption, subscription_id_option
 from ledger.errors import InvalidInput
 
 prices_cli = typer.Typer(help="A customer's own prices: overrides of their plan's charges.", no_args_is_help=True)
 
 CustomerArgument = Annotated[str, typer.Argument(help="The customer's external id.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 ChargeOption = Annotated[str | None, typer.Option("--charge", help="The plan charge's id (see `tally prices show`).")]
 MeterOption = Annotated[str | None, typer.Option("--meter", help="Or the charge's meter key…")]
 PositionOption = Annotated[
@@ -102,7 +102,6 @@ def _change(
     as_json: bool,
     subscription: str | None = None,
 ) -> None:
-    from app.cli import load_settings, print_json, run_in_session
     from billing.invoices.price_overrides import change_price_override
     from customers import service as customers
     from customers.errors import CustomerNotFound
@@ -256,7 +255,6 @@ def prices_remove(
 @prices_cli.command("show")
 def prices_show(external_id: CustomerArgument, as_json: JsonOption = False) -> None:
     """Each charge of the customer's plan: the plan's price beside the customer's."""
-    from app.cli import load_settings, print_json, run_in_session
     from customers import price_overrides
     from customers import service as customers
     from customers.errors import CustomerNotFound, InvalidInput

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.cli_support import JsonOption, fail, load_settings, now, parse_as_of, print_json, run_in_session
 from billing.invoice_numbers import invoice_number
 from billing.subscriptions.lifecycle import LifecycleOutcome, change_lifecycle
 from customers import service as customers
@@ -25,7 +26,6 @@ subscription_cli = typer.Typer(
     help="A customer's subscriptions: add one, list them, cancel, resume, pause, unpause.", no_args_is_help=True
 )
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print what it would post; change nothing.")]
 KeyOption = Annotated[
     str | None, typer.Option("--key", help="Idempotency key: rerun with the same key to retry safely (default: new).")
@@ -46,7 +46,6 @@ AtOption = Annotated[
 
 def subscription_id_option(value: str | None) -> uuid.UUID | None:
     """The ``--subscription`` option: a subscription's id (``tally subscription list``), or None."""
-    from app.cli import fail
 
     if value is None:
         return None
@@ -71,7 +70,6 @@ def _request(
     reason: str | None = None,
     subscription: str | None = None,
 ) -> LifecycleRequest:
-    from app.cli import parse_as_of
 
     moment = parse_as_of(at) if at is not None else None
     request = LifecycleRequest(
@@ -88,7 +86,6 @@ def _request(
 
 
 def _report(outcome: LifecycleOutcome, external_id: str, kind: str, dry_run: bool) -> dict[str, Any]:
-    from app.cli import now
 
     currency = outcome.currency
     final = outcome.final_invoice
@@ -127,7 +124,6 @@ def _report(outcome: LifecycleOutcome, external_id: str, kind: str, dry_run: boo
 
 
 def _run(external_id: str, request: LifecycleRequest, *, dry_run: bool, as_json: bool) -> None:
-    from app.cli import load_settings, now, print_json, run_in_session
 
     settings = load_settings()
 
@@ -225,7 +221,6 @@ def unpause(
 
 
 def _listed(subscription: Subscription, plans: dict[uuid.UUID, str]) -> dict[str, Any]:
-    from app.cli import now
 
     return {
         "id": str(subscription.id),
@@ -251,7 +246,6 @@ def create(
     """Add a subscription to an existing customer: another product, or an add-on (a plan with no
     base fee). Refused when its plan charges a meter another of their subscriptions charges. Its
     invoices are its own; its opening invoice is issued by the next billing run."""
-    from app.cli import load_settings, now, parse_as_of, print_json, run_in_session
 
     settings = load_settings()
     started_at = parse_as_of(start) if start is not None else None
@@ -285,7 +279,6 @@ def list_subscriptions(
     as_json: JsonOption = False,
 ) -> None:
     """The customer's subscriptions, the primary one first, with their ids."""
-    from app.cli import load_settings, print_json, run_in_session
     from pricing.service import plan_of_version
 
     settings = load_settings()

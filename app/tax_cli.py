@@ -9,15 +9,14 @@ from typing import Annotated, Any
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-tax_cli = typer.Typer(help="Tax rates: list them, assign them to a customer.", no_args_is_help=True)
+from app.cli_support import JsonOption, load_settings, print_json, run_in_session
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+tax_cli = typer.Typer(help="Tax rates: list them, assign them to a customer.", no_args_is_help=True)
 
 
 @tax_cli.command("rates")
 def tax_rates(as_json: JsonOption = False) -> None:
     """The catalog's tax rates, in their current versions."""
-    from app.cli import load_settings, print_json, run_in_session
     from ledger.money import plain_decimal
     from pricing.repository import current_tax_rates
 
@@ -55,7 +54,6 @@ def tax_assign(
     as_json: JsonOption = False,
 ) -> None:
     """Tax a customer at these rates instead of their address's (replaces their assigned rates)."""
-    from app.cli import load_settings, print_json, run_in_session
     from customers import service as customers
     from customers.errors import CustomerNotFound
     from customers.tax_rates import assign_tax_rates

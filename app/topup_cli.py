@@ -13,12 +13,11 @@ from typing import Annotated, Any
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.cli_support import JsonOption, load_settings, print_json, run_in_session
 from ledger.errors import InvalidInput
 from ledger.money import to_major
 
 topup_cli = typer.Typer(help="Credits: grants, voids, paid top-ups and auto-recharge.", no_args_is_help=True)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
 def _decimal(value: str | None, field: str) -> Decimal | None:
@@ -55,7 +54,6 @@ def credits_buy(
     as_json: JsonOption = False,
 ) -> None:
     """Invoice a purchase of credits, granted when the invoice is paid."""
-    from app.cli import load_settings, print_json, run_in_session
     from billing.credits import topups
 
     idempotency_key = key or f"cli-{uuid.uuid4()}"
@@ -114,7 +112,6 @@ def credits_auto_recharge(
     as_json: JsonOption = False,
 ) -> None:
     """Set a customer's low-balance alert and auto-recharge; the balance is checked at once."""
-    from app.cli import load_settings, print_json, run_in_session
     from billing.credits import balance as credit_balance
 
     async def work(session: AsyncSession) -> dict[str, Any]:
@@ -168,7 +165,6 @@ def credits_spend_cap(
 ) -> None:
     """Set the customer's spend cap, within which `POST /v1/customers/{id}/authorizations` holds
     money (with an `amount`); without a cap, money is held only within the credits."""
-    from app.cli import load_settings, print_json, run_in_session
     from billing.credits import spend_authorizations
 
     if (amount is None) == (not none):
@@ -213,7 +209,6 @@ def credits_grant(
     as_json: JsonOption = False,
 ) -> None:
     """Grant credits, checked and audited as grantCredits is (the operator has no grant limit)."""
-    from app.cli import load_settings, print_json, run_in_session
     from customers import credits
     from ledger.money import to_minor_exact
 
@@ -261,7 +256,6 @@ def credits_void(
     as_json: JsonOption = False,
 ) -> None:
     """Void what remains of a grant, as voidCreditGrant does (what was used stays used)."""
-    from app.cli import load_settings, print_json, run_in_session
     from customers import credits
     from ledger.errors import NotFound
 

@@ -11,11 +11,11 @@ import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import staff
+from app.cli_support import JsonOption, err, load_settings, print_json, run_in_session
 from app.models import StaffUser
 
 user_cli = typer.Typer(help="Console staff users: create, list, disable, enable, reset-password.", no_args_is_help=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 EmailArgument = Annotated[str, typer.Argument(help="The user's email.")]
 PasswordStdin = Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")]
 
@@ -33,7 +33,6 @@ def user_create(
     password_stdin: PasswordStdin = False,
 ) -> None:
     """Create a console user (the password is prompted for, or read with --password-stdin)."""
-    from app.cli import err, load_settings, run_in_session
 
     password = _password(password_stdin)
 
@@ -48,7 +47,6 @@ def user_create(
 def user_list(as_json: JsonOption = False) -> None:
     """List console users: email, role, whether they may sign in (active, locked for now after wrong
     passwords, or disabled), and when they last signed in. Never a password hash."""
-    from app.cli import load_settings, print_json, run_in_session
 
     async def work(session: AsyncSession) -> list[staff.StaffListing]:
         return await staff.list_users(session)
@@ -92,7 +90,6 @@ def _status(user: StaffUser, now: datetime) -> str:
 def user_disable(email: EmailArgument) -> None:
     """Stop a user signing in to the console, and sign them out everywhere at once. Their name stays
     on what they did; `tally user enable` lets them in again."""
-    from app.cli import err, load_settings, run_in_session
 
     async def work(session: AsyncSession) -> tuple[Any, int]:
         return await staff.disable_user(session, email=email, as_of=datetime.now(UTC))
@@ -104,7 +101,6 @@ def user_disable(email: EmailArgument) -> None:
 @user_cli.command("enable")
 def user_enable(email: EmailArgument) -> None:
     """Let a disabled user sign in again (with their password as it was)."""
-    from app.cli import err, load_settings, run_in_session
 
     async def work(session: AsyncSession) -> Any:
         return await staff.enable_user(session, email=email)
@@ -117,7 +113,6 @@ def user_enable(email: EmailArgument) -> None:
 def user_reset_password(email: EmailArgument, password_stdin: PasswordStdin = False) -> None:
     """Set a new password (prompted for, or read with --password-stdin), clear a lockout after wrong
     passwords, and end the user's open sessions (a reset often follows a leak)."""
-    from app.cli import err, load_settings, run_in_session
 
     password = _password(password_stdin)
 

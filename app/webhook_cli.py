@@ -14,12 +14,12 @@ from typing import Annotated, Any
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.cli_support import JsonOption, load_settings, prepared_database, print_json, run_in_session
 from ledger.errors import InvalidInput, NotFound
 from notifications.models import WEBHOOK_DELIVERY_STATUSES, WebhookEndpoint
 from notifications.webhook_endpoints import NO_SUCH_DELIVERY, NO_SUCH_ENDPOINT, DeliveryView
 
 webhook_cli = typer.Typer(help="Outbound webhooks: endpoints, deliveries, resend and replay.", no_args_is_help=True)
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 EndpointArgument = Annotated[str, typer.Argument(help="The endpoint's id (see `tally webhook list`).")]
 EventOption = Annotated[
     list[str] | None, typer.Option("--event", help="An event type to receive (repeatable; none: every type).")
@@ -83,7 +83,6 @@ def _endpoint_command(
     commit: bool = True,
     with_secret: bool = False,
 ) -> None:
-    from app.cli import load_settings, print_json, run_in_session
 
     async def work(session: AsyncSession) -> dict[str, Any]:
         return _document(await work_on(session), with_secret=with_secret)
@@ -100,7 +99,6 @@ def _endpoint_command(
 @webhook_cli.command("event-types")
 def event_types(as_json: JsonOption = False) -> None:
     """Every event type an endpoint may receive."""
-    from app.cli import print_json
     from notifications.webhook_events import EVENT_TYPES
 
     if as_json:
@@ -138,7 +136,6 @@ def list_endpoints(
     as_json: JsonOption = False,
 ) -> None:
     """Every endpoint, oldest first."""
-    from app.cli import load_settings, print_json, run_in_session
     from notifications import webhook_endpoints as endpoints
 
     async def work(session: AsyncSession) -> list[dict[str, Any]]:
@@ -232,7 +229,6 @@ def rotate(
 @webhook_cli.command("delete")
 def delete(endpoint: EndpointArgument, as_json: JsonOption = False) -> None:
     """Remove an endpoint with its delivery history (disable it to keep them)."""
-    from app.cli import load_settings, print_json, run_in_session
     from notifications import webhook_endpoints as endpoints
 
     async def work(session: AsyncSession) -> str:
@@ -255,7 +251,6 @@ def deliveries(
     as_json: JsonOption = False,
 ) -> None:
     """An endpoint's deliveries, newest first: status, tries, the last answer and its latency."""
-    from app.cli import load_settings, print_json, run_in_session
     from notifications import webhook_endpoints as endpoints
 
     async def work(session: AsyncSession) -> list[dict[str, Any]]:
@@ -286,7 +281,6 @@ def resend(
     as_json: JsonOption = False,
 ) -> None:
     """Send a delivered or failed delivery again now."""
-    from app.cli import load_settings, print_json, run_in_session
     from notifications import webhook_endpoints as endpoints
 
     async def work(session: AsyncSession) -> dict[str, Any]:
@@ -309,7 +303,6 @@ def replay(
     as_json: JsonOption = False,
 ) -> None:
     """Queue again every event of the endpoint's types since a time."""
-    from app.cli import load_settings, print_json, run_in_session
     from notifications import webhook_endpoints as endpoints
 
     async def work(session: AsyncSession) -> int:
@@ -330,7 +323,6 @@ def replay(
 @webhook_cli.command("send")
 def send(as_json: JsonOption = False) -> None:
     """Fan out new events and send every delivery due now, as `tally serve` does."""
-    from app.cli import load_settings, prepared_database, print_json
     from app.database import create_engine, session_factory
     from app.webhook_sender import send_webhooks, webhook_sending
 
