@@ -180,6 +180,13 @@ class Viewer:
         support grants up to TALLY_SUPPORT_GRANT_LIMIT; the ledger enforces it."""
         return support_grant_limit if self.role is Role.SUPPORT else None
 
+    def may_see(self, customer_id: uuid.UUID | None) -> bool:
+        """May this viewer see a row owned by ``customer_id``? The one rule, for GraphQL, REST and
+        the documents: a customer's token sees its own rows; rows owned by no customer (Tally-wide
+        ones) are visible only to viewers that are not scoped to a customer."""
+        scope = self.customer_scope
+        return scope is None or (customer_id is not None and customer_id == scope)
+
     @property
     def customer_scope(self) -> uuid.UUID | None:
         """The only customer this viewer may see, or None when it may see all."""

@@ -21,7 +21,6 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.api.scope import may_see
 from app.auth import Capability, Viewer
 from app.collection import stripe_gateway
 from app.dependencies import SessionDep, authenticate
@@ -180,7 +179,7 @@ async def viewer_pdf(
     if locale is not None:
         check_locale(locale)
     customer_id = await kind.customer_of(session, document_id)
-    if customer_id is None or not viewer.can(Capability.READ_INVOICES) or not may_see(viewer, customer_id):
+    if customer_id is None or not viewer.can(Capability.READ_INVOICES) or not viewer.may_see(customer_id):
         raise InvoiceNotFound(f"no {kind.what} {document_id}", field=kind.field)
     pdf = await kind.render(session, document_id, seller=seller_of(settings), as_of=datetime.now(UTC), locale=locale)
     await session.commit()

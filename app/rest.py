@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.api.scope import find_visible_customer, may_see
+from app.api.scope import find_visible_customer
 from app.auth import Capability, Viewer
 from app.billing_run import billing_window
 from app.database import in_transaction
@@ -108,7 +108,7 @@ async def get_entitlement(
     viewer: Annotated[Viewer, Depends(requires(Capability.CHECK_ENTITLEMENTS))],
 ) -> dict[str, object]:
     answer = await entitlements.entitlement_by_external_id(session, external_id, meter_key, as_of=datetime.now(UTC))
-    if answer is None or not may_see(viewer, answer.customer_id):
+    if answer is None or not viewer.may_see(answer.customer_id):
         raise HTTPException(404, detail={"code": "NOT_FOUND", "message": f"no customer {external_id!r}"})
     found = answer.entitlement
     if found is None:
@@ -192,7 +192,7 @@ async def post_authorization(
             done = await in_transaction(
                 session,
                 lambda: authorizations.authorize(
-                    session, external_id, wanted, as_of=datetime.now(UTC), may_see=lambda found: may_see(viewer, found)
+                    session, external_id, wanted, as_of=datetime.now(UTC), may_see=viewer.may_see
                 ),
             )
     except TallyError as error:

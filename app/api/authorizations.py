@@ -13,7 +13,7 @@ from strawberry.types import Info
 
 from app.api.common import Money, UserError, money, run_mutation
 from app.api.permissions import requires
-from app.api.scope import customer_of, may_see
+from app.api.scope import customer_of
 from app.auth import Capability
 from app.billing_run import billing_window
 from app.usage_ingest import ingest_limits
@@ -190,7 +190,7 @@ class AuthorizationsMutation:
                     customer.external_id,
                     request,
                     as_of=context.now(),
-                    may_see=lambda found: may_see(context.viewer, found),
+                    may_see=context.viewer.may_see,
                 )
 
         done, errors = await run_mutation(info, hold)

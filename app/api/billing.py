@@ -27,7 +27,7 @@ from app.api.ledger import LedgerEntry
 from app.api.permissions import requires
 from app.api.price_overrides import PriceOverride, resolve_dropped_price_overrides
 from app.api.provenance import InvoiceLineProvenance
-from app.api.scope import STAFF_ONLY, WHICH_SUBSCRIPTION, may_see, staff_only
+from app.api.scope import STAFF_ONLY, WHICH_SUBSCRIPTION, staff_only
 from app.auth import Capability
 from app.invoice_documents import public_url
 from billing.documents.breakdown import line_explanation
@@ -422,7 +422,7 @@ class BillingQuery:
         elif number is not None:
             parsed = parse_invoice_number(number)
             row = await billing.invoice_by_number(session, parsed) if parsed is not None else None
-        if row is None or not may_see(info.context.viewer, row.customer_id):
+        if row is None or not info.context.viewer.may_see(row.customer_id):
             return None
         return Invoice.from_model(row)
 

@@ -16,7 +16,7 @@ from strawberry.types import Info
 from app.api.billing import Invoice, invoice_number
 from app.api.common import Money, UserError, money, run_mutation
 from app.api.permissions import requires
-from app.api.scope import STAFF_ONLY, customer_of, find_visible_customer, may_see, staff_only
+from app.api.scope import STAFF_ONLY, customer_of, find_visible_customer, staff_only
 from app.auth import Capability
 from app.collection import stripe_gateway
 from billing.collection import repository as collection_repository
@@ -105,7 +105,7 @@ async def _invoice_id(info: Info, value: strawberry.ID) -> uuid.UUID:
     """The invoice a mutation names, when the viewer may see its customer; else NOT_FOUND."""
     invoice_id = _uuid(value, "invoiceId", NO_SUCH_INVOICE)
     found = (await billing.invoices_by_id(info.context.session, [invoice_id])).get(invoice_id)
-    if found is None or not may_see(info.context.viewer, found.customer_id):
+    if found is None or not info.context.viewer.may_see(found.customer_id):
         raise NotFound(NO_SUCH_INVOICE, field="invoiceId")
     return invoice_id
 

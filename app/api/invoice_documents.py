@@ -10,7 +10,6 @@ from strawberry.types import Info
 
 from app.api.common import UserError, run_mutation
 from app.api.permissions import requires
-from app.api.scope import may_see
 from app.auth import Capability
 from app.invoice_documents import create_link, public_url
 from billing.documents.links import InvoiceLink
@@ -59,7 +58,7 @@ class InvoiceDocumentsMutation:
             except ValueError:
                 raise NotFound(NO_SUCH_INVOICE, field="invoiceId") from None
             found = (await billing.invoices_by_id(context.session, [invoice_id])).get(invoice_id)
-            if found is None or not may_see(context.viewer, found.customer_id):
+            if found is None or not context.viewer.may_see(found.customer_id):
                 raise NotFound(NO_SUCH_INVOICE, field="invoiceId")
             return create_link(context.settings, invoice_id, days=input.expires_in_days, as_of=context.now())
 

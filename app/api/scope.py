@@ -1,6 +1,7 @@
 """What a caller may see: the one place customer-owned data is scoped to the request's viewer.
 
 Every resolver (and REST endpoint) that finds a customer, or a row that belongs to one, asks here
+(the rule itself is :meth:`app.auth.Viewer.may_see`, which the hosted documents ask too)
 rather than writing its own check. The rule: a customer token sees its own customer and nothing
 else, and whatever is not its own reads exactly as if it did not exist (the same ``NOT_FOUND``,
 the same null, the same message, so no answer tells a missing customer from someone else's).
@@ -29,17 +30,9 @@ NO_SUCH_CUSTOMER = "no such customer"
 STAFF_ONLY = "Staff only: null for customer tokens."
 
 
-def may_see(viewer: Viewer, customer_id: uuid.UUID | None) -> bool:
-    """May ``viewer`` see a row owned by ``customer_id``? The one rule, for GraphQL, REST and the
-    documents: a customer's token sees its own rows; rows owned by no customer (Tally-wide ones)
-    are visible only to viewers that are not scoped to a customer."""
-    scope = viewer.customer_scope
-    return scope is None or (customer_id is not None and customer_id == scope)
-
-
 def only_visible(viewer: Viewer, rows: Iterable[Row], customer_of: Callable[[Row], uuid.UUID | None]) -> list[Row]:
     """The rows of a list that the viewer may see: a customer token keeps its own rows only."""
-    return [row for row in rows if may_see(viewer, customer_of(row))]
+    return [row for row in rows if viewer.may_see(customer_of(row))]
 
 
 def parse_customer_id(value: object) -> uuid.UUID | None:
@@ -58,7 +51,7 @@ async def find_visible_customer(
     if customer_id is not None and parsed is None:
         return None
     found = await customers.get_customer(session, customer_id=parsed, external_id=external_id)
-    if found is None or not may_see(viewer, found.id):
+    if found is None or not viewer.may_see(found.id):
         return None
     return found
 
@@ -82,7 +75,7 @@ async def customer_of(info: Info, customer_id: object, *, field: str = "customer
 async def load_visible_customer(info: Info, customer_id: uuid.UUID) -> Customer | None:
     """A customer a row refers to (an anomaly's, say), batched through the request's DataLoader;
     None when the viewer may not see it."""
-    if not may_see(info.context.viewer, customer_id):
+    if not info.context.viewer.may_see(customer_id):
         return None
     found: Customer | None = await info.context.loaders.customer.load(customer_id)
     return found
