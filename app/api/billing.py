@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -23,6 +23,7 @@ from app.api.common import (
     not_a_cursor,
     page_size,
 )
+from app.api.credit_notes import CreditNote, notes_of_invoice
 from app.api.ledger import LedgerEntry
 from app.api.permissions import requires
 from app.api.price_overrides import PriceOverride, resolve_dropped_price_overrides
@@ -43,9 +44,6 @@ from customers.subscriptions import plan_changes
 from ledger import service as ledger
 from ledger.money import plain_decimal, round_to_minor, to_minor_exact
 from pricing.tax import REVERSE_CHARGE_NOTE, TaxLine
-
-if TYPE_CHECKING:
-    from app.api.credit_notes import CreditNote
 
 
 @strawberry.enum(
@@ -293,9 +291,7 @@ class Invoice:
         return money(to_minor_exact(self.amount_due.amount, self.total.currency) - reduced, self.total.currency)
 
     @strawberry.field(description="Its credit notes, oldest first.")
-    async def credit_notes(self, info: Info) -> list[Annotated[CreditNote, strawberry.lazy("app.api.credit_notes")]]:
-        from app.api.credit_notes import notes_of_invoice  # that module's payloads name Invoice
-
+    async def credit_notes(self, info: Info) -> list[CreditNote]:
         return await notes_of_invoice(info, uuid.UUID(self.id))
 
     @strawberry.field(description="The ledger transactions this invoice posted: the charge and the credits.")

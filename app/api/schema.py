@@ -29,19 +29,20 @@ from app.api.anomalies import AnomaliesMutation, AnomaliesQuery
 from app.api.audit import AuditQuery
 from app.api.authorizations import AuthorizationsMutation
 from app.api.billing import BillingQuery
-from app.api.billing_details import BillingDetailsMutation
 from app.api.calendar import CalendarMutation
 from app.api.catalog import CatalogQuery
 from app.api.collection import CollectionMutation, CollectionQuery, FinanceMutation, ReconciliationMutation
 from app.api.coupons import CouponsMutation, CouponsQuery
-from app.api.credit_notes import CreditNotesMutation, CreditNotesQuery
+from app.api.credit_note_mutations import CreditNotesMutation
+from app.api.credit_notes import CreditNotesQuery
+from app.api.customer_updates import BillingDetailsMutation
 from app.api.customers import CustomersMutation, CustomersQuery
 from app.api.extras import ExtrasMutation
 from app.api.invoice_documents import InvoiceDocumentsMutation
 from app.api.invoice_list import InvoiceListQuery
 from app.api.ledger import CorrectionsMutation, LedgerMutation
 from app.api.ledger_statement import LedgerStatementQuery
-from app.api.lifecycle import LifecycleMutation
+from app.api.lifecycle_mutations import LifecycleMutation
 from app.api.metering import MeteringMutation, MeteringQuery, QuarantineMutation
 from app.api.notifications import NotificationsMutation, NotificationsQuery
 from app.api.overview import OverviewQuery
