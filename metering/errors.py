@@ -48,3 +48,17 @@ class MeterNotAdditive(InvalidInput):
 
 class BodyNotEvents(InvalidBody):
     """The body is neither a JSON array of events nor NDJSON: the whole request is refused."""
+
+
+class InvalidRange(InvalidInput):
+    """A usage range whose end is not after its start (ranges are half-open: ``[from, to)``)."""
+
+    code = "INVALID_RANGE"
+
+
+class TooManyPoints(InvalidInput):
+    code = "TOO_MANY_POINTS"
+
+
+class TooManyBuckets(InvalidInput):
+    code = "TOO_MANY_BUCKETS"

@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import service as customers
 from metering import authorizations, repository
+from metering.errors import TooManyBuckets
 from metering.events import (
     IngestLimits,
     MeterRule,
@@ -173,6 +174,8 @@ async def count_batch(session: AsyncSession, read: ReadIngest, *, trace_id: str 
 
 
 ROLL_UP_LIMIT = 100_000
+#: The most buckets one metering history answers (a chart's width).
+MAX_HISTORY_BUCKETS = 1000
 
 
 @dataclass(frozen=True)
@@ -311,7 +314,10 @@ async def history(
     session: AsyncSession, *, since: datetime, until: datetime, bucket: timedelta
 ) -> tuple[list[HistoryPoint], list[WatermarkPoint]]:
     """Ingestion per bucket since ``since`` (empty buckets included, as zero volumes and no lag),
-    and the watermark snapshots taken meanwhile."""
+    and the watermark snapshots taken meanwhile; buckets of at least a minute, at most
+    :data:`MAX_HISTORY_BUCKETS` of them."""
+    if bucket < timedelta(minutes=1) or (until - since) / bucket > MAX_HISTORY_BUCKETS:
+        raise TooManyBuckets("between 1 and a size that gives at most 1,000 buckets", field="bucketMinutes")
     minutes = max(int(bucket.total_seconds() // 60), 1)
     rows = {
         row["bucket"]: row for row in await repository.batch_history(session, since=since, until=until, minutes=minutes)

@@ -18,6 +18,7 @@ from customers.periods import calendar_month
 from customers.price_overrides import overrides_of
 from metering import repository
 from metering.aggregation import Partial, merge_all
+from metering.errors import InvalidRange, TooManyPoints
 from metering.events import FUTURE_TOLERANCE, MeterRule, canonical_json, dimension_text, loads_exact, measure
 from pricing.advance import Reading
 from pricing.models import Meter, PlanCharge
@@ -194,6 +195,24 @@ def _add_rollup_rows(kind: str, rows: list[dict[str, Any]], partials: dict[uuid.
 class SeriesPoint:
     start: datetime
     quantity: Decimal
+
+
+#: The most points one usage series answers (hours or days).
+MAX_SERIES_POINTS = 2000
+
+
+def check_range(start: datetime, end: datetime) -> None:
+    """A usage range is half-open, ``[start, end)``, and not empty."""
+    if start >= end:
+        raise InvalidRange("must be after from", field="to")
+
+
+def check_series_range(start: datetime, end: datetime, granularity: str) -> None:
+    """A series' range: not empty, and at most :data:`MAX_SERIES_POINTS` hours or days."""
+    check_range(start, end)
+    step_hours = 24 if granularity == "DAY" else 1
+    if (end - start).total_seconds() / 3600 / step_hours > MAX_SERIES_POINTS:
+        raise TooManyPoints(f"at most {MAX_SERIES_POINTS} points; use DAY or a shorter range", field="from")
 
 
 async def usage_series(

@@ -21,12 +21,10 @@ from app.auth import Capability
 from billing.insights import alerts
 from billing.models import UsageAlert as AlertRow
 from billing.models import UsageAlertFiring as FiringRow
-from ledger.errors import InvalidInput, NotFound
+from ledger.errors import NotFound
 from ledger.money import plain_decimal
 from pricing import service as catalog
 from pricing.repository import plans_by_key
-
-MAX_PLAN_KEY_LENGTH = 200
 
 
 @strawberry.enum
@@ -253,8 +251,6 @@ class AlertsMutation:
             customer_id = None
             if input.customer_id is not None:
                 customer_id = (await customer_of(info, str(input.customer_id))).id
-            if input.plan_key is not None and len(input.plan_key) > MAX_PLAN_KEY_LENGTH:
-                raise InvalidInput("no plan has so long a key", field="planKey")
             row = await alerts.create_alert(
                 context.session,
                 alerts.NewAlert(

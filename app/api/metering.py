@@ -19,7 +19,6 @@ from app.api.common import Money, UserError, page_size, run_mutation
 from app.api.permissions import requires
 from app.auth import Capability
 from app.usage_ingest import ingest_and_commit, ingest_limits
-from ledger.errors import InvalidInput
 from ledger.money import plain_decimal, round_to_minor, to_major
 from metering import entitlements
 from metering import service as metering
@@ -29,8 +28,6 @@ from metering.events import json_size
 from pricing.models import Meter as MeterModel
 from pricing.models import PlanCharge
 from pricing.service import charges_of_version, list_meters, meter_by_key
-
-MAX_SERIES_POINTS = 2000
 
 
 def money(amount: Decimal, currency: str) -> Money:
@@ -156,8 +153,7 @@ async def resolve_usage(
     pricings = await usage_service.current_pricings(session, root.row_id, info.context.now())
     for position, (period, version_id, overrides) in enumerate(pricings):
         start, end = from_ or period.start, to or period.end
-        if start >= end:
-            raise InvalidInput("must be after from", field="to", code="INVALID_RANGE")
+        usage_service.check_range(start, end)
         # At the customer's prices now (an override's limit, allowance and price).
         charged = [
             (overrides.charge_at(charge, info.context.now()), meter)
@@ -225,13 +221,7 @@ async def resolve_usage_series(
     found = await meter_by_key(session, meter)
     if found is None:
         raise UnknownMeter(meter)
-    step_hours = 24 if granularity is Granularity.DAY else 1
-    if from_ >= to:
-        raise InvalidInput("must be after from", field="to", code="INVALID_RANGE")
-    if (to - from_).total_seconds() / 3600 / step_hours > MAX_SERIES_POINTS:
-        raise InvalidInput(
-            f"at most {MAX_SERIES_POINTS} points; use DAY or a shorter range", field="from", code="TOO_MANY_POINTS"
-        )
+    usage_service.check_series_range(from_, to, granularity.value)
     points = await usage_service.usage_series(session, root.row_id, found, from_, to, granularity.value)
     return [UsagePoint(start=p.start, quantity=p.quantity) for p in points]
 
@@ -421,10 +411,6 @@ class MeteringQuery:
         hours), and the watermark snapshots taken meanwhile: for charts."""
         until = info.context.now()
         start = since or until - timedelta(hours=24)
-        if bucket_minutes < 1 or (until - start) / timedelta(minutes=bucket_minutes) > 1000:
-            raise InvalidInput(
-                "between 1 and a size that gives at most 1,000 buckets", field="bucketMinutes", code="TOO_MANY_BUCKETS"
-            )
         points, watermarks = await metering.history(
             info.context.session, since=start, until=until, bucket=timedelta(minutes=bucket_minutes)
         )

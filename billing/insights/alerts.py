@@ -39,6 +39,7 @@ from pricing.models import Meter
 logger = logging.getLogger("tally.alerts")
 MAX_THRESHOLDS = 10
 MAX_NAME_LENGTH = 100
+MAX_PLAN_KEY_LENGTH = 200  # longer than any plan key; refused before the catalog is read
 MAX_PERCENT = Decimal(1000)  # 1000% of a limit: an alert well past it still makes sense, 10^6 % does not
 MAX_QUANTITY = Decimal(10) ** 15
 HUNDRED = Decimal(100)
@@ -71,7 +72,10 @@ def _collect(errors: list[TallyError], check: Any) -> Any:
 
 async def create_alert(session: AsyncSession, new: NewAlert, *, actor: str, as_of: datetime) -> UsageAlert:
     """Validate every field at once (each refusal names its field), then write the alert; a live
-    alert of the same owner and name makes it ``TAKEN`` (also under concurrent creates)."""
+    alert of the same owner and name makes it ``TAKEN`` (also under concurrent creates). A plan key
+    longer than any plan's is refused first, alone."""
+    if new.plan_key is not None and len(new.plan_key) > MAX_PLAN_KEY_LENGTH:
+        raise InvalidInput("no plan has so long a key", field="planKey")
     errors: list[TallyError] = []
     name = _name(new.name, errors)
     if new.metric not in ALERT_METRICS:
