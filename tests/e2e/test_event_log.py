@@ -11,7 +11,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,10 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.nats_cluster import LocalCluster, local_cluster, wait_until_ready
 from app.settings import Settings
 from app.usage_ingest import log_config
+from metering.event_log import partition_of
 from tests.conftest import admin_execute, clone_database
 from tests.e2e.conftest import TALLY, free_port, server_env
 from tests.e2e.test_hostile_input import CATALOG, HOSTILE_EVENTS, hostile
@@ -190,6 +192,32 @@ def token_event(event_id: str, customer: str, tokens: int) -> dict[str, Any]:
     }
 
 
+LOG_BACKLOG = """{ meteringOverview { waitingToRollUp eventLog {
+  state pending oldestPendingAgeMs partitions { partition subject pending oldestPendingAt oldestPendingAgeMs } } } }"""
+
+
+def log_backlog(stack: Stack, base_url: str) -> dict[str, Any]:
+    """The Metering overview's eventLog, as an operator's dashboard would read it."""
+    response = httpx.post(
+        f"{base_url}/graphql",
+        json={"query": LOG_BACKLOG},
+        headers={"Authorization": f"Bearer {stack.admin_token}"},
+        timeout=30,
+    )
+    backlog: dict[str, Any] = response.json()["data"]["meteringOverview"]["eventLog"]
+    return backlog
+
+
+def log_gauges(base_url: str) -> dict[str, dict[str, float]]:
+    """The event log's gauges of a /metrics scrape, by name and then partition."""
+    found: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{base_url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            if sample.name.startswith("tally_event_log_"):
+                found.setdefault(sample.name, {})[sample.labels.get("partition", "")] = sample.value
+    return found
+
+
 def wait_for_usage(stack: Stack, expected: dict[str, Decimal], *, timeout: float = 30) -> dict[str, Decimal]:
     deadline = time.monotonic() + timeout
     while True:
@@ -304,3 +332,69 @@ def test_a_consumer_killed_mid_batch_leaves_its_batch_to_be_delivered_again_and_
     stack.start_consumer()
     stack.start_consumer()
     assert wait_for_usage(stack, {customer: before + sent}) == {customer: before + sent}
+
+
+def test_the_logs_backlog_per_partition_shows_in_graphql_and_metrics_and_drains(stack: Stack) -> None:
+    """With the consumers stopped, three requests for two customers of different partitions wait
+    in the log: each partition's pending messages and oldest age show in the Metering overview and
+    in /metrics, growing with time; once the consumers run again both read 0. A server without a
+    log says so, and one whose log cannot be reached says that, within the read timeout."""
+    partitions = log_config(Settings(nats_url="nats://unused")).partitions
+    first = CUSTOMERS[0]
+    second = next(c for c in CUSTOMERS if partition_of(c, partitions) != partition_of(first, partitions))
+    first_partition, second_partition = (str(partition_of(c, partitions)) for c in (first, second))
+    assert wait_until(lambda: log_backlog(stack, stack.edges[0])["pending"] == 0), "earlier tests' backlog drained"
+    for consumer in stack.consumers:
+        os.kill(consumer.pid, signal.SIGSTOP)
+    try:
+        for request in range(3):
+            events = [token_event(f"backlog-{request}-{customer}", customer, 1) for customer in (first, second)]
+            assert stack.post(stack.edges[request % 2], json.dumps(events).encode()).json()["accepted"] == 2
+        time.sleep(1.2)
+        backlog = log_backlog(stack, stack.edges[1])
+        by_partition = {str(p["partition"]): p for p in backlog["partitions"]}
+        assert backlog["state"] == "READ" and len(by_partition) == partitions
+        assert backlog["pending"] == 6, "one message a partition's share of each request"
+        assert by_partition[first_partition]["pending"] == 3 and by_partition[second_partition]["pending"] == 3
+        assert by_partition[first_partition]["subject"] == f"tally.events.{first_partition}"
+        assert Decimal(by_partition[first_partition]["oldestPendingAgeMs"]) >= 1000
+        assert Decimal(backlog["oldestPendingAgeMs"]) >= Decimal(by_partition[first_partition]["oldestPendingAgeMs"])
+        quiet = [p for p in backlog["partitions"] if str(p["partition"]) not in (first_partition, second_partition)]
+        assert all(p["pending"] == 0 and p["oldestPendingAgeMs"] is None for p in quiet)
+        gauges = log_gauges(stack.edges[0])
+        assert gauges["tally_event_log_pending"][first_partition] == 3
+        assert gauges["tally_event_log_pending"][second_partition] == 3
+        assert sum(gauges["tally_event_log_pending"].values()) == 6
+        assert gauges["tally_event_log_oldest_pending_seconds"][first_partition] >= 1.0
+        assert gauges["tally_event_log_reachable"] == {"": 1.0}
+        time.sleep(1)
+        later = log_gauges(stack.edges[0])["tally_event_log_oldest_pending_seconds"][first_partition]
+        assert later >= gauges["tally_event_log_oldest_pending_seconds"][first_partition] + 0.9, "the lag grows"
+    finally:
+        for consumer in stack.consumers:
+            os.kill(consumer.pid, signal.SIGCONT)
+    assert wait_until(lambda: log_backlog(stack, stack.edges[0])["pending"] == 0), "the backlog drains"
+    drained = log_gauges(stack.edges[1])
+    assert set(drained["tally_event_log_pending"].values()) == {0.0}
+    assert set(drained["tally_event_log_oldest_pending_seconds"].values()) == {0.0}
+
+    assert log_backlog(stack, stack.direct) == {
+        "state": "NOT_IN_USE",
+        "pending": 0,
+        "oldestPendingAgeMs": None,
+        "partitions": [],
+    }
+    assert log_gauges(stack.direct) == {}
+    started = time.monotonic()
+    assert log_backlog(stack, stack.unreachable_log_edge)["state"] == "UNREACHABLE"
+    assert time.monotonic() - started < 3, "reading an unreachable log is bounded"
+    assert log_gauges(stack.unreachable_log_edge) == {"tally_event_log_reachable": {"": 0.0}}
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.3)
+    return True
