@@ -64,10 +64,12 @@ class LogBacklog:
         return None if oldest is None else max(self.read_at - oldest, timedelta(0))
 
 
-async def partitions_backlog(client: Client, config: LogConfig) -> tuple[PartitionBacklog, ...]:
+async def partitions_backlog(
+    client: Client, config: LogConfig, *, event_log_request_seconds: float
+) -> tuple[PartitionBacklog, ...]:
     """Every partition's backlog: the stream's message count per subject (one request), then the
     first message of each partition that has any (its stored time is the oldest pending's)."""
-    manager = client.jsm(timeout=READ_TIMEOUT_SECONDS)
+    manager = client.jsm(timeout=event_log_request_seconds)
     info = await manager.stream_info(config.stream, subjects_filter=f"{SUBJECT_PREFIX}.*")
     counts = info.state.subjects or {}
     first_sequence = info.state.first_seq
@@ -86,18 +88,20 @@ async def partitions_backlog(client: Client, config: LogConfig) -> tuple[Partiti
     )
 
 
-async def read_backlog(event_log: EventLog | None, *, as_of: datetime) -> LogBacklog:
+async def read_backlog(
+    event_log: EventLog | None, *, as_of: datetime, wait_seconds: float = READ_TIMEOUT_SECONDS
+) -> LogBacklog:
     """The log's backlog, never an error: NOT_IN_USE without a log, UNREACHABLE when it did not
-    answer within :data:`READ_TIMEOUT_SECONDS` (a page or a scrape shows that instead)."""
+    answer within ``wait_seconds`` (a page or a scrape shows that instead)."""
     if event_log is None:
         return LogBacklog(LogState.NOT_IN_USE, as_of)
 
     async def read() -> tuple[PartitionBacklog, ...]:
         client, _ = await event_log.jetstream()
-        return await partitions_backlog(client, event_log.config)
+        return await partitions_backlog(client, event_log.config, event_log_request_seconds=wait_seconds)
 
     try:
-        partitions = await asyncio.wait_for(read(), timeout=READ_TIMEOUT_SECONDS)
+        partitions = await asyncio.wait_for(read(), timeout=wait_seconds)
     except (LogUnavailable, TimeoutError, OSError, nats.errors.Error):
         return LogBacklog(LogState.UNREACHABLE, as_of)
     return LogBacklog(LogState.READ, as_of, partitions)
