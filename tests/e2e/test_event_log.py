@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,14 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from nats.js.api import ConsumerInfo
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.database import migrate
 from app.nats_cluster import LocalCluster, local_cluster, wait_until_ready
 from app.settings import Settings
 from app.usage_ingest import log_config
-from metering.event_log import partition_of
-from tests.conftest import admin_execute, clone_database
+from metering.event_log import CONSUMER_NAME, EventLog, partition_of
+from tests.conftest import admin_execute, clone_database, with_database
 from tests.e2e.conftest import TALLY, free_port, server_env
 from tests.e2e.test_hostile_input import CATALOG, HOSTILE_EVENTS, hostile
 
@@ -311,9 +315,13 @@ def test_an_unreachable_log_is_a_coded_503_with_retry_after(stack: Stack) -> Non
     assert response.headers["Retry-After"] == "1"
 
 
-def test_a_consumer_killed_mid_batch_leaves_its_batch_to_be_delivered_again_and_counted_once(stack: Stack) -> None:
-    """Both consumers are killed (-9) while a backlog drains; a new one takes what they held (after
-    the 3 s acknowledgement wait) and every event is counted once."""
+def test_a_consumer_killed_mid_batch_leaves_its_batch_to_be_delivered_again_and_counted_once(
+    stack: Stack, cluster: LocalCluster, server_url: str
+) -> None:
+    """Both consumers are killed (-9) while one of them is inside its counting transaction (seen in
+    PostgreSQL) with messages taken and not acknowledged (seen in JetStream): part of the backlog is
+    not counted then; new consumers take what they held (after the 3 s acknowledgement wait) and
+    every event is counted once, and stays so once nothing is left to deliver."""
     customer = CUSTOMERS[3]
     before = stack.usage(customer)
     for consumer in stack.consumers:
@@ -323,15 +331,112 @@ def test_a_consumer_killed_mid_batch_leaves_its_batch_to_be_delivered_again_and_
         events = [token_event(f"kill-{batch}-{n}", customer, 1) for n in range(MAX_PER_REQUEST)]
         assert stack.post(stack.edges[batch % 2], json.dumps(events).encode()).json()["accepted"] == MAX_PER_REQUEST
         sent += MAX_PER_REQUEST
-    for consumer in stack.consumers:
-        os.kill(consumer.pid, signal.SIGCONT)
-    time.sleep(0.3)  # mid-batch: they have pulled messages and not all are counted yet
-    for consumer in stack.consumers:
-        consumer.kill()
-        consumer.wait()
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        for consumer in stack.consumers:
+            os.kill(consumer.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 20
+        while not admin.execute(COUNTING_TRANSACTIONS).fetchone()[0]:  # type: ignore[index]
+            assert time.monotonic() < deadline, "no consumer started counting"
+            time.sleep(0.005)
+        for consumer in stack.consumers:
+            consumer.kill()
+        for consumer in stack.consumers:
+            consumer.wait()
+    held = asyncio.run(consumer_state(cluster))
+    assert (held.num_ack_pending or 0) > 0, "killed holding messages it had not acknowledged"
+    assert stack.usage(customer) < before + sent, "killed before the backlog was counted"
+    stack.consumers.clear()
     stack.start_consumer()
     stack.start_consumer()
     assert wait_for_usage(stack, {customer: before + sent}) == {customer: before + sent}
+    assert wait_until(lambda: log_backlog(stack, stack.edges[0])["pending"] == 0)
+    assert stack.usage(customer) == before + sent, "nothing counted twice once all was delivered again"
+
+
+#: Counting transactions of the consumers in the stack's database, open now.
+COUNTING_TRANSACTIONS = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = 'tally_event_log' AND backend_type = 'client backend' AND xact_start IS NOT NULL
+  AND state IN ('active', 'idle in transaction') AND query !~* '^\\s*(select|begin)'
+"""
+
+
+async def consumer_state(cluster: LocalCluster) -> ConsumerInfo:
+    event_log = EventLog(log_config(Settings(nats_url=cluster.url)))
+    try:
+        client, _ = await event_log.jetstream()
+        return await client.jsm().consumer_info(event_log.config.stream, CONSUMER_NAME)
+    finally:
+        await event_log.close()
+
+
+async def stream_leader(cluster: LocalCluster) -> str:
+    event_log = EventLog(log_config(Settings(nats_url=cluster.url)))
+    try:
+        client, _ = await event_log.jetstream()
+        info = await client.jsm().stream_info(event_log.config.stream)
+        assert info.cluster is not None and info.cluster.leader is not None
+        return info.cluster.leader
+    finally:
+        await event_log.close()
+
+
+def test_a_nats_node_killed_during_ingestion_loses_nothing_acknowledged_and_ingestion_goes_on(
+    stack: Stack, cluster: LocalCluster
+) -> None:
+    """Two clients send batches of 100 to both edges, each batch again until it is answered 200 (a
+    503 while the cluster elects a new leader is a retry); the stream's leader is killed (-9) in
+    the middle. Batches are answered 200 after the kill, and usage is exactly every acknowledged
+    event, counted once."""
+    customer = CUSTOMERS[5]
+    before = stack.usage(customer)
+    acknowledged: list[float] = []  # when each batch of 100 was answered 200
+    refused: list[int] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client(number: int) -> None:
+        batch = 0
+        while not stop.is_set():
+            body = json.dumps([token_event(f"node-{number}-{batch}-{n}", customer, 1) for n in range(100)]).encode()
+            for attempt in range(60):
+                response = stack.post(stack.edges[(number + attempt) % 2], body)
+                if response.status_code == 200:
+                    answer = response.json()
+                    if answer["accepted"] + answer["duplicates"] != 100 or answer["rejected"]:
+                        failures.append(response.text)
+                    acknowledged.append(time.monotonic())
+                    break
+                refused.append(response.status_code)
+                time.sleep(0.2)
+            else:
+                failures.append(f"batch {number}-{batch} never acknowledged")
+                return
+            batch += 1
+
+    victim = next(node for node in cluster.nodes if node.name == asyncio.run(stream_leader(cluster)))
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(3)
+        cluster.processes[victim.name].kill()
+        cluster.processes[victim.name].wait()
+        killed_at = time.monotonic()
+        time.sleep(10)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        cluster.start(victim)
+    assert failures == []
+    assert set(refused) <= {503}, "a refusal is the log's coded 503, never a 500"
+    assert sum(1 for moment in acknowledged if moment < killed_at) >= 5
+    assert sum(1 for moment in acknowledged if moment > killed_at + 5) >= 5, "ingestion goes on without the node"
+    expected = {customer: before + 100 * len(acknowledged)}
+    assert wait_for_usage(stack, expected, timeout=60) == expected
+    assert wait_until(lambda: log_backlog(stack, stack.edges[0])["pending"] == 0)
+    assert stack.usage(customer) == expected[customer]
 
 
 def test_the_logs_backlog_per_partition_shows_in_graphql_and_metrics_and_drains(stack: Stack) -> None:
@@ -398,3 +503,139 @@ def wait_until(condition: Callable[[], bool], *, timeout: float = 30) -> bool:
             return False
         time.sleep(0.3)
     return True
+
+
+#: A process that starts (or attaches to) an embedded PostgreSQL with the project's helper, prints
+#: its URL and holds it until its stdin closes; being the only process attached, its exit stops it.
+HOLD_POSTGRES = """
+import pathlib, sys
+from app.database import start_embedded_postgres
+print(start_embedded_postgres(pathlib.Path(sys.argv[1])), flush=True)
+sys.stdin.read()
+"""
+
+
+def hold_postgres(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_POSTGRES, str(data_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    return holder, holder.stdout.readline().strip()
+
+
+def release_postgres(holder: subprocess.Popen[str]) -> None:
+    """Stop the held server (pg_ctl stop, as the helper does when its last process leaves)."""
+    assert holder.stdin is not None
+    holder.stdin.close()
+    holder.wait(timeout=60)
+
+
+def test_postgres_down_for_30_seconds_the_edge_answers_200_the_backlog_grows_then_drains_once(
+    tmp_path: Path,
+) -> None:
+    """A stack of its own (its PostgreSQL, its three NATS nodes, an edge and a consumer): with the
+    database stopped for 30 s the edge answers every batch 200 (its token and meters from what it
+    last read), and the log's backlog in /metrics grows in messages and in age at every scrape;
+    once PostgreSQL is back every event is counted once and the backlog drains to 0."""
+    own_cluster = local_cluster(
+        tmp_path / "nats", client_ports=[free_port() for _ in range(3)], cluster_ports=[free_port() for _ in range(3)]
+    )
+    own_cluster.start_all()  # elects its leaders while PostgreSQL starts
+    holder, server = hold_postgres(tmp_path / "pg")
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        admin_execute(server, "CREATE DATABASE tally_outage")
+        url = with_database(server, "tally_outage")
+        migrate(url)
+        env = {
+            **server_env(url, tmp_path),
+            "TALLY_NATS_URL": own_cluster.url,
+            "TALLY_NATS_ACK_WAIT_SECONDS": "3",
+            "TALLY_EVENTS_MAX_PER_REQUEST": str(MAX_PER_REQUEST),
+        }
+        asyncio.run(wait_until_ready(log_config(Settings(nats_url=own_cluster.url))))
+        (tmp_path / "catalog.toml").write_text(CATALOG)
+        for args in (("catalog", "apply", str(tmp_path / "catalog.toml")),):
+            subprocess.run([str(TALLY), *args], env=env, check=True, capture_output=True, timeout=60)
+        ingest_token, admin_token = (
+            subprocess.run(
+                [str(TALLY), "token", "create", "--role", role], env=env, check=True, capture_output=True, text=True
+            ).stdout.strip()
+            for role in ("ingest", "admin")
+        )
+        edge_process, edge = _serve(env, tmp_path / "edge.log")
+        processes.append(edge_process)
+        consume_log = (tmp_path / "consume.log").open("a")
+        processes.append(
+            subprocess.Popen([str(TALLY), "consume"], env=env, stdout=consume_log, stderr=subprocess.STDOUT)
+        )
+        _wait_healthy([(edge_process, edge)], tmp_path)
+        own = Stack(edge, [edge], edge, [], ingest_token, admin_token, admin_token, env, tmp_path)
+        created = httpx.post(
+            f"{edge}/graphql",
+            json={
+                "query": "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { userErrors { code } } }",
+                "variables": {
+                    "i": {
+                        "externalId": "org_outage",
+                        "name": "Outage",
+                        "currency": "USD",
+                        "planKey": "metered",
+                        "startedAt": (NOW - timedelta(days=1)).isoformat(),
+                    }
+                },
+            },
+            headers={"Authorization": f"Bearer {admin_token}"},
+            timeout=30,
+        ).json()
+        assert created["data"]["createCustomer"]["userErrors"] == [], created
+
+        def send(batch: str, count: int) -> httpx.Response:
+            events = [token_event(f"outage-{batch}-{n}", "org_outage", 1) for n in range(count)]
+            return own.post(edge, json.dumps(events).encode())
+
+        assert send("warm", 10).json()["accepted"] == 10
+        assert wait_for_usage(own, {"org_outage": Decimal(10)}) == {"org_outage": Decimal(10)}
+
+        release_postgres(holder)
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(url, connect_timeout=2).close()
+        answers: list[int] = []
+        scrapes: list[tuple[float, float]] = []  # messages pending, oldest age in seconds
+        stopped_at = time.monotonic()
+        while time.monotonic() - stopped_at < 30:
+            answered = send(f"down-{len(answers)}", 50)
+            answers.append(answered.status_code)
+            assert answered.status_code == 200, answered.text
+            assert answered.json()["accepted"] == 50
+            gauges = log_gauges(edge)
+            assert gauges["tally_event_log_reachable"] == {"": 1.0}
+            scrapes.append(
+                (
+                    sum(gauges["tally_event_log_pending"].values()),
+                    max(gauges["tally_event_log_oldest_pending_seconds"].values()),
+                )
+            )
+            time.sleep(1)
+        assert len(answers) >= 15
+        pending, ages = [p for p, _ in scrapes], [a for _, a in scrapes]
+        assert pending == sorted(pending) and pending[-1] >= len(answers), "the backlog grows: a message a batch"
+        assert ages == sorted(ages) and ages[-1] >= 25, "the lag is visible throughout, and grows"
+
+        holder, restarted = hold_postgres(tmp_path / "pg")
+        assert restarted == server
+        expected = {"org_outage": Decimal(10 + 50 * len(answers))}
+        assert wait_for_usage(own, expected, timeout=60) == expected
+        assert wait_until(lambda: log_backlog(own, edge)["pending"] == 0), "the backlog drains"
+        drained = log_gauges(edge)
+        assert set(drained["tally_event_log_pending"].values()) == {0.0}
+        assert set(drained["tally_event_log_oldest_pending_seconds"].values()) == {0.0}
+        time.sleep(3.5)  # past the acknowledgement wait: nothing is delivered and counted again
+        assert own.usage("org_outage") == expected["org_outage"]
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=20)
+        own_cluster.stop()
+        release_postgres(holder)
