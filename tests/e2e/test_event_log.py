@@ -103,7 +103,7 @@ def _serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str
 
 
 def _wait_healthy(servers: list[tuple[subprocess.Popen[bytes], str]], log_dir: Path) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # four servers start at once on two shared cores
     waiting = list(servers)
     while waiting:
         process, base_url = waiting[0]
