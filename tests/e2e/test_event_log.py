@@ -31,6 +31,7 @@ from app.settings import Settings
 from app.usage_ingest import log_config
 from metering.event_log import CONSUMER_NAME, EventLog, partition_of
 from tests.conftest import admin_execute, clone_database, with_database
+from tests.console.test_console import csrf_of
 from tests.e2e.conftest import TALLY, free_port, server_env
 from tests.e2e.test_hostile_input import CATALOG, HOSTILE_EVENTS, hostile
 
@@ -475,6 +476,14 @@ def test_the_logs_backlog_per_partition_shows_in_graphql_and_metrics_and_drains(
         time.sleep(1)
         later = log_gauges(stack.edges[0])["tally_event_log_oldest_pending_seconds"][first_partition]
         assert later >= gauges["tally_event_log_oldest_pending_seconds"][first_partition] + 0.9, "the lag grows"
+        page = metering_page(stack, stack.edges[0])
+        card = page.split("<h3>Event log</h3>")[1].split("</section>")[0]
+        assert "<p>6</p>" in card and "oldest" in card
+        chart = page.split('id="event-log-backlog"')[1].split("</section>")[0]
+        assert 'aria-label="Event log backlog by partition, in messages"' in chart
+        assert chart.count('class="bar"') == partitions, "a column a partition"
+        assert f"partition {first_partition} (tally.events.{first_partition}): 3 messages not yet counted" in chart
+        assert f"<td><code>tally.events.{second_partition}</code></td><td>3</td>" in chart
     finally:
         for consumer in stack.consumers:
             os.kill(consumer.pid, signal.SIGCONT)
@@ -494,6 +503,34 @@ def test_the_logs_backlog_per_partition_shows_in_graphql_and_metrics_and_drains(
     assert log_backlog(stack, stack.unreachable_log_edge)["state"] == "UNREACHABLE"
     assert time.monotonic() - started < 3, "reading an unreachable log is bounded"
     assert log_gauges(stack.unreachable_log_edge) == {"tally_event_log_reachable": {"": 0.0}}
+
+
+def metering_page(stack: Stack, base_url: str) -> str:
+    """The console's Metering page as a support user signed in on that server sees it."""
+    email = "ops@example.com"
+    created = subprocess.run(
+        [str(TALLY), "user", "create", "--email", email, "--role", "support", "--password-stdin"],
+        env=stack.env,
+        input="a long enough passphrase\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert created.returncode == 0 or "already" in created.stderr, created.stderr
+    with httpx.Client(base_url=base_url, timeout=30) as browser:
+        form = browser.get("/console/login").text
+        browser.post(
+            "/console/login",
+            data={
+                "email": email,
+                "password": "a long enough passphrase",
+                "csrftoken": csrf_of(form),
+                "next": "/console/metering",
+            },
+        )
+        page = browser.get("/console/metering")
+        assert page.status_code == 200 and "<h1>Metering</h1>" in page.text, page.text[:500]
+        return page.text
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float = 30) -> bool:
