@@ -25,11 +25,14 @@ import pytest
 from nats.js.api import ConsumerInfo
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.database import migrate
+from app.auth import create_token
+from app.database import create_engine, migrate, session_factory
 from app.nats_cluster import LocalCluster, local_cluster, wait_until_ready
 from app.settings import Settings
 from app.usage_ingest import log_config
+from customers.service import NewCustomer, create_customer
 from metering.event_log import CONSUMER_NAME, EventLog, partition_of
+from pricing.service import apply_catalog
 from tests.conftest import admin_execute, clone_database, with_database
 from tests.console.test_console import csrf_of
 from tests.e2e.conftest import TALLY, free_port, server_env
@@ -567,6 +570,27 @@ def release_postgres(holder: subprocess.Popen[str]) -> None:
     holder.wait(timeout=60)
 
 
+async def catalog_customer_and_tokens(url: str) -> tuple[str, str]:
+    """The test catalog, the customer org_outage and an ingest and an admin token, in one go (no
+    command-line process to start for each)."""
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as session:
+            as_of = datetime.now(UTC)
+            await apply_catalog(session, CATALOG, as_of=as_of)
+            started = NOW - timedelta(days=1)
+            new = NewCustomer("org_outage", "Outage", "USD", plan_key="metered", started_at=started)
+            await create_customer(session, new, as_of=started)
+            tokens = [
+                (await create_token(session, role=role, customer_external_id=None, label=None, as_of=as_of)).token
+                for role in ("ingest", "admin")
+            ]
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return tokens[0], tokens[1]
+
+
 def test_postgres_down_for_30_seconds_the_edge_answers_200_the_backlog_grows_then_drains_once(
     tmp_path: Path,
 ) -> None:
@@ -590,16 +614,8 @@ def test_postgres_down_for_30_seconds_the_edge_answers_200_the_backlog_grows_the
             "TALLY_NATS_ACK_WAIT_SECONDS": "3",
             "TALLY_EVENTS_MAX_PER_REQUEST": str(MAX_PER_REQUEST),
         }
+        ingest_token, admin_token = asyncio.run(catalog_customer_and_tokens(url))
         asyncio.run(wait_until_ready(log_config(Settings(nats_url=own_cluster.url))))
-        (tmp_path / "catalog.toml").write_text(CATALOG)
-        for args in (("catalog", "apply", str(tmp_path / "catalog.toml")),):
-            subprocess.run([str(TALLY), *args], env=env, check=True, capture_output=True, timeout=60)
-        ingest_token, admin_token = (
-            subprocess.run(
-                [str(TALLY), "token", "create", "--role", role], env=env, check=True, capture_output=True, text=True
-            ).stdout.strip()
-            for role in ("ingest", "admin")
-        )
         edge_process, edge = _serve(env, tmp_path / "edge.log")
         processes.append(edge_process)
         consume_log = (tmp_path / "consume.log").open("a")
@@ -608,24 +624,6 @@ def test_postgres_down_for_30_seconds_the_edge_answers_200_the_backlog_grows_the
         )
         _wait_healthy([(edge_process, edge)], tmp_path)
         own = Stack(edge, [edge], edge, [], ingest_token, admin_token, admin_token, env, tmp_path)
-        created = httpx.post(
-            f"{edge}/graphql",
-            json={
-                "query": "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { userErrors { code } } }",
-                "variables": {
-                    "i": {
-                        "externalId": "org_outage",
-                        "name": "Outage",
-                        "currency": "USD",
-                        "planKey": "metered",
-                        "startedAt": (NOW - timedelta(days=1)).isoformat(),
-                    }
-                },
-            },
-            headers={"Authorization": f"Bearer {admin_token}"},
-            timeout=30,
-        ).json()
-        assert created["data"]["createCustomer"]["userErrors"] == [], created
 
         def send(batch: str, count: int) -> httpx.Response:
             events = [token_event(f"outage-{batch}-{n}", "org_outage", 1) for n in range(count)]
