@@ -33,7 +33,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.dependencies import SessionDep
 from billing.insights.gauges import GaugeSnapshot, gauge_snapshot
 from metering.event_log import EventLog
-from metering.log_backlog import LogBacklog, LogState, read_backlog
+from metering.log_backlog import READ_TIMEOUT_SECONDS, LogBacklog, LogState, read_backlog
 
 logger = logging.getLogger("tally.metrics")
 
@@ -84,9 +84,11 @@ async def refresh_gauges(session: AsyncSession, *, as_of: datetime) -> GaugeSnap
     return _snapshot
 
 
-async def refresh_log_gauges(event_log: EventLog | None, *, as_of: datetime) -> LogBacklog:
+async def refresh_log_gauges(
+    event_log: EventLog | None, *, as_of: datetime, wait_seconds: float = READ_TIMEOUT_SECONDS
+) -> LogBacklog:
     global _log_backlog
-    _log_backlog = await read_backlog(event_log, as_of=as_of)
+    _log_backlog = await read_backlog(event_log, as_of=as_of, wait_seconds=wait_seconds)
     return _log_backlog
 
 
