@@ -10,8 +10,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.settings import Settings
+from app.usage_ingest import log_config
 from billing.insights.anomalies import Thresholds
 from billing.insights.detectors import ScanReport, scan
+from metering.event_log import EventLog
+from metering.log_backlog import LogBacklog, read_backlog
 
 
 def thresholds(settings: Settings) -> Thresholds:
@@ -26,6 +29,20 @@ def thresholds(settings: Settings) -> Thresholds:
     )
 
 
+async def event_log_backlog(settings: Settings, *, as_of: datetime) -> LogBacklog | None:
+    """The event log's backlog for METERING_LAG, or None without a log (or when it cannot be read:
+    the scan then judges what PostgreSQL has, and the Metering page shows the log unreachable)."""
+    if not settings.nats_servers:
+        return None
+    event_log = EventLog(log_config(settings))
+    try:
+        # A scan may wait as long as a publish would, for a connection made afresh.
+        backlog = await read_backlog(event_log, as_of=as_of, wait_seconds=settings.nats_publish_timeout_seconds)
+    finally:
+        await event_log.close()
+    return backlog if backlog.partitions else None
+
+
 async def scan_anomalies(
     sessions: async_sessionmaker[AsyncSession],
     settings: Settings,
@@ -33,7 +50,10 @@ async def scan_anomalies(
     as_of: datetime,
     on_detector: Callable[[str], None] = lambda kind: None,
 ) -> ScanReport:
+    log_backlog = await event_log_backlog(settings, as_of=as_of)
     async with sessions() as session:
-        report = await scan(session, as_of=as_of, thresholds=thresholds(settings), on_detector=on_detector)
+        report = await scan(
+            session, as_of=as_of, thresholds=thresholds(settings), log_backlog=log_backlog, on_detector=on_detector
+        )
         await session.commit()
     return report

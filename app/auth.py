@@ -17,6 +17,7 @@ from enum import StrEnum
 
 from cachetools import TTLCache
 from sqlalchemy import func, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -32,6 +33,13 @@ TOKEN_PREFIX = "tly_"
 # in the others. Unknown tokens are never remembered (a new token works at once).
 TOKEN_CACHE_SECONDS = 5
 _viewers: TTLCache[str, Viewer] = TTLCache(maxsize=10_000, ttl=TOKEN_CACHE_SECONDS)
+# While PostgreSQL cannot be reached, a token this process last read as valid (within this many
+# seconds) stays valid: an edge in front of the event log keeps accepting usage through a database
+# outage. No token can be revoked while the database is down; one revoked by another process just
+# before it serves on here until the database answers again, and a token the database answers as
+# unknown or revoked is forgotten here at once.
+TOKEN_OUTAGE_SECONDS = 3600
+_last_known: TTLCache[str, Viewer] = TTLCache(maxsize=10_000, ttl=TOKEN_OUTAGE_SECONDS)
 
 
 class Role(StrEnum):
@@ -270,6 +278,7 @@ async def revoke_token(session: AsyncSession, token_or_id: str, *, as_of: dateti
     if row is None:
         raise NotFound("no such token (give the token or its id from `tally token list`)", field="token")
     _viewers.clear()
+    _last_known.clear()
     return row[0]
 
 
@@ -288,9 +297,16 @@ async def viewer_for_token(session: AsyncSession, token: str) -> Viewer | None:
     if (viewer := _viewers.get(token_hash)) is not None:
         return viewer
     query = select(ApiToken).where(col(ApiToken.token_hash) == token_hash, col(ApiToken.revoked_at).is_(None))
-    row = (await session.exec(query)).first()
+    try:
+        row = (await session.exec(query)).first()
+    except (OSError, OperationalError, InterfaceError):
+        if (remembered := _last_known.get(token_hash)) is not None:
+            await session.rollback()
+            return remembered
+        raise
     if row is None:
+        _last_known.pop(token_hash, None)
         return None
     viewer = Viewer(role=Role(row.role), actor=f"token:{row.prefix}", customer_id=row.customer_id)
-    _viewers[token_hash] = viewer
+    _viewers[token_hash] = _last_known[token_hash] = viewer
     return viewer

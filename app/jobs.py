@@ -20,10 +20,11 @@ from app.billing_run import billing_window, run_billing
 from app.collection import stripe_gateway
 from app.credit_balances import check_credit_balances
 from app.email import email_delivery, send_emails
-from app.metrics import INVOICE_ACCURACY_DIFFERENCES, STRIPE_EVENT_FAILURES, refresh_gauges
+from app.metrics import INVOICE_ACCURACY_DIFFERENCES, STRIPE_EVENT_FAILURES, refresh_gauges, refresh_log_gauges
 from app.settings import Settings
 from app.telemetry import IDLE_ATTRIBUTE, JOB_ATTRIBUTE
 from app.threshold_run import invoice_thresholds
+from app.usage_ingest import log_config
 from app.webhook_sender import send_webhooks, webhook_sending
 from billing.collection.outbox import claim_next, collect, payer_of
 from billing.collection.refunds import claim_next_refund, send_refund
@@ -36,6 +37,7 @@ from billing.reconciliation.service import last_reconciled_at, reconcile
 from customers.credits import expire_grants
 from customers.trials import announce_trial_endings
 from metering import authorizations
+from metering.event_log import EventLog
 from metering.service import ROLL_UP_LIMIT, roll_up_touching, take_snapshot
 from notifications import webhook_delivery
 
@@ -197,8 +199,15 @@ async def snapshot_metering(sessions: async_sessionmaker[AsyncSession], *, as_of
         await session.commit()
 
 
-async def snapshot_gauges(sessions: async_sessionmaker[AsyncSession], *, as_of: datetime) -> None:
-    """Refresh the database gauges for the OTLP export (a Prometheus scrape refreshes them itself)."""
+async def snapshot_gauges(sessions: async_sessionmaker[AsyncSession], settings: Settings, *, as_of: datetime) -> None:
+    """Refresh the event log's gauges and the database's for the OTLP export (a Prometheus scrape
+    refreshes them itself). The log is read over a connection of its own, made for the occasion."""
+    event_log = EventLog(log_config(settings)) if settings.nats_servers else None
+    try:
+        await refresh_log_gauges(event_log, as_of=as_of, wait_seconds=settings.nats_publish_timeout_seconds)
+    finally:
+        if event_log is not None:
+            await event_log.close()
     async with sessions() as session:
         await refresh_gauges(session, as_of=as_of)
 
@@ -340,7 +349,7 @@ async def run_periodic(sessions: async_sessionmaker[AsyncSession], settings: Set
                 lambda: reconcile_daily(sessions, settings, as_of=datetime.now(UTC)),
                 lambda found: found is not None,
             ),
-            ("metrics snapshot", lambda: snapshot_gauges(sessions, as_of=datetime.now(UTC)), never),
+            ("metrics snapshot", lambda: snapshot_gauges(sessions, settings, as_of=datetime.now(UTC)), never),
         ]
         periodic = {
             "anomaly scan": (

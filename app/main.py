@@ -132,12 +132,12 @@ def create_app(settings: Settings, url: str, *, run_jobs: bool = False) -> FastA
     async def graphql_context(request: Request, session: AsyncSession = Depends(get_session)) -> TallyContext:
         if request.method == "GET" and bearer_token(request) is None:
             # Only the GraphiQL page is served over GET (queries via GET are off).
-            return TallyContext(session=session, viewer=None, settings=settings)
+            return TallyContext(session=session, viewer=None, settings=settings, event_log=app.state.event_log)
         viewer = await authenticate(request, session)
         # The connection before Strawberry runs anything: a database that cannot be reached is
         # then the API's JSON 503, not a GraphQL error quoting the driver's message.
         await session.connection()
-        return TallyContext(session=session, viewer=viewer, settings=settings)
+        return TallyContext(session=session, viewer=viewer, settings=settings, event_log=app.state.event_log)
 
     app.include_router(
         TallyGraphQLRouter(

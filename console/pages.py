@@ -140,7 +140,9 @@ async def console_context(request: Request, session: SessionDep) -> AsyncIterato
         await session.commit()
     request.state.staff = {"email": user.email, "role": user.role}
     viewer = Viewer(role=Role(user.role), actor=f"staff:{user.email}")
-    yield TallyContext(session=session, viewer=viewer, settings=request.app.state.settings)
+    yield TallyContext(
+        session=session, viewer=viewer, settings=request.app.state.settings, event_log=request.app.state.event_log
+    )
 
 
 ContextDep = Annotated[TallyContext, Depends(console_context)]

@@ -22,6 +22,7 @@ from console.pages import CSV_ROW_LIMIT, ContextDep, csv_download, query, render
 from console.views import (
     UPCOMING_SECTIONS,
     grouped_amount,
+    readable_duration,
     waterfall,
 )
 
@@ -272,10 +273,30 @@ async def metering_page(request: Request, context: ContextDep, replayed: str | N
         width=560,
         height=240,
     )
+    partitions = data["meteringOverview"]["eventLog"]["partitions"]
+    log_chart = column_chart(
+        "Event log backlog by partition",
+        [f"p{p['partition']}" for p in partitions],
+        [Decimal(p["pending"]) for p in partitions],
+        unit="messages",
+        tooltips=[
+            f"partition {p['partition']} ({p['subject']}): {p['pending']} messages not yet counted"
+            + (f", the oldest waiting {readable_duration(p['oldestPendingAgeMs'])}" if p["pending"] else "")
+            for p in partitions
+        ],
+        width=560,
+        height=220,
+    )
     return render(
         request,
         "metering.html",
-        {**data, "replayed": replayed, "lag_chart": lag_chart, "watermark_chart": watermark_chart},
+        {
+            **data,
+            "replayed": replayed,
+            "lag_chart": lag_chart,
+            "watermark_chart": watermark_chart,
+            "log_chart": log_chart,
+        },
     )
 
 

@@ -22,6 +22,7 @@ from customers import price_overrides
 from customers import service as customers
 from customers.models import Customer, PriceOverride, Subscription
 from ledger.repository import share_between_tasks
+from metering.event_log import EventLog
 from pricing import repository as catalog
 from pricing.models import Meter, Plan, PlanCharge, PlanVersion
 
@@ -144,12 +145,15 @@ class Loaders:
 
 
 class TallyContext(BaseContext):
-    def __init__(self, *, session: AsyncSession, viewer: Viewer | None, settings: Settings):
+    def __init__(
+        self, *, session: AsyncSession, viewer: Viewer | None, settings: Settings, event_log: EventLog | None = None
+    ):
         super().__init__()
         share_between_tasks(session)  # sibling fields resolve concurrently on this one session
         self.session = session
         self._viewer = viewer
         self.settings = settings
+        self.event_log = event_log  # the process's connection to the event log (edge mode), else None
         self.loaders = Loaders(session)
         self._upcoming: dict[uuid.UUID, asyncio.Future[billing.UpcomingInvoice | None]] = {}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import datetime, timedelta
@@ -25,6 +26,7 @@ from metering import service as metering
 from metering import usage as usage_service
 from metering.errors import UnknownMeter
 from metering.events import json_size
+from metering.log_backlog import LogBacklog, LogState, read_backlog
 from pricing.models import Meter as MeterModel
 from pricing.models import PlanCharge
 from pricing.service import charges_of_version, list_meters, meter_by_key
@@ -301,6 +303,58 @@ class WatermarkRow:
     last_received_at: datetime
 
 
+strawberry.enum(
+    LogState,
+    name="EventLogState",
+    description="Whether the event log's backlog could be read: NOT_IN_USE without TALLY_NATS_URL (events go "
+    "straight to PostgreSQL), UNREACHABLE when the log did not answer within a second.",
+)
+
+
+@strawberry.type(description="One partition (subject) of the event log: what it holds that is not counted yet.")
+class EventLogPartition:
+    partition: int
+    subject: str
+    pending: int = strawberry.field(
+        description="Messages not yet counted in PostgreSQL (each one edge request's share of this partition)."
+    )
+    oldest_pending_at: datetime | None = strawberry.field(description="When the log stored the oldest of them.")
+    oldest_pending_age_ms: Decimal | None = strawberry.field(description="How long the oldest of them has waited.")
+
+
+@strawberry.type(
+    description="The event log's backlog (edge mode): events the edges acknowledged that usage does not include yet."
+)
+class EventLogBacklog:
+    state: LogState
+    pending: int = strawberry.field(description="Messages not yet counted, over every partition (0 unless READ).")
+    oldest_pending_age_ms: Decimal | None = strawberry.field(
+        description="How long the oldest message not yet counted has waited in the log, over every partition."
+    )
+    partitions: list[EventLogPartition] = strawberry.field(description="One row a partition when READ, else none.")
+
+    @classmethod
+    def from_backlog(cls, backlog: LogBacklog) -> EventLogBacklog:
+        def age_ms(age: timedelta | None) -> Decimal | None:
+            return None if age is None else _ms(age / timedelta(milliseconds=1))
+
+        return cls(
+            state=backlog.state,
+            pending=backlog.pending,
+            oldest_pending_age_ms=age_ms(backlog.oldest_pending_age()),
+            partitions=[
+                EventLogPartition(
+                    partition=p.partition,
+                    subject=p.subject,
+                    pending=p.pending,
+                    oldest_pending_at=p.oldest_pending_at,
+                    oldest_pending_age_ms=age_ms(p.oldest_pending_age(backlog.read_at)),
+                )
+                for p in backlog.partitions
+            ],
+        )
+
+
 @strawberry.type
 class MeteringOverview:
     since: datetime
@@ -319,6 +373,10 @@ class MeteringOverview:
         description="Counted measurements the roller has not folded into the rollups yet (usage includes them)."
     )
     roll_up_lag_ms: Decimal | None = strawberry.field(description="How long the oldest of them has waited.")
+    event_log: EventLogBacklog = strawberry.field(
+        description="The event log's backlog per partition, before PostgreSQL (usage excludes it); the lag a user "
+        "sees is its oldest age plus the roller's."
+    )
 
 
 @strawberry.type
@@ -380,7 +438,10 @@ class MeteringQuery:
     async def metering_overview(self, info: Info, since: datetime | None = None) -> MeteringOverview:
         """Ingestion since ``since`` (default: the last hour)."""
         until = info.context.now()
-        found = await metering.overview(info.context.session, since=since or until - timedelta(hours=1), until=until)
+        found, log_backlog = await asyncio.gather(
+            metering.overview(info.context.session, since=since or until - timedelta(hours=1), until=until),
+            read_backlog(info.context.event_log, as_of=until),
+        )
         return MeteringOverview(
             since=found.since,
             batches=found.batches,
@@ -401,6 +462,7 @@ class MeteringQuery:
             roll_up_lag_ms=None
             if found.waiting_since is None
             else _ms(max((until - found.waiting_since) / timedelta(milliseconds=1), 0.0)),
+            event_log=EventLogBacklog.from_backlog(log_backlog),
         )
 
     @strawberry.field(permission_classes=[requires(Capability.READ_METERING)])

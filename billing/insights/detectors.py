@@ -10,6 +10,7 @@ decimal strings.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,7 @@ from billing.findings import Finding, raise_anomaly
 from billing.insights.anomalies import Thresholds
 from billing.insights.money_anomalies import invoice_deltas, late_usage, ledger_invariants, unreconciled
 from billing.insights.usage_anomalies import duplicate_rate, metering_lag, quarantine, usage_spikes, zero_usage_active
+from metering.log_backlog import LogBacklog
 
 Detector = Callable[[AsyncSession, datetime, Thresholds], Awaitable[list[Finding]]]
 
@@ -50,13 +52,19 @@ async def scan(
     *,
     as_of: datetime,
     thresholds: Thresholds,
+    log_backlog: LogBacklog | None = None,
     on_detector: Callable[[str], None] = lambda kind: None,
 ) -> ScanReport:
     """Run every detector and store what it finds, in the caller's transaction. Findings already
-    stored (same kind, customer and window) change nothing, so scanning again is harmless."""
+    stored (same kind, customer and window) change nothing, so scanning again is harmless.
+    ``log_backlog`` is the event log's, read by the caller (edge mode): METERING_LAG counts it."""
     found: dict[str, int] = {}
     new: dict[str, int] = {}
-    for kind, detect in DETECTORS.items():
+    detectors: dict[str, Detector] = {
+        **DETECTORS,
+        "METERING_LAG": functools.partial(metering_lag, log_backlog=log_backlog),
+    }
+    for kind, detect in detectors.items():
         findings = await detect(session, as_of, thresholds)
         found[kind] = len(findings)
         new[kind] = sum([await raise_anomaly(session, finding, as_of=as_of) for finding in findings])

@@ -16,6 +16,8 @@ from billing.insights import anomaly_repository as repository
 from billing.insights.anomalies import DAY, HOUR, Thresholds, day_start, hour_start, percent, ratio
 from customers.periods import periods_ending_within
 from ledger.money import plain_decimal, round_to_minor, to_major
+from metering import repository as metering_repository
+from metering.log_backlog import LogBacklog
 
 SPIKE_HISTORY_DAYS = 14
 SPIKE_MIN_HISTORY_DAYS = 7
@@ -202,7 +204,9 @@ async def quarantine(session: AsyncSession, as_of: datetime, thresholds: Thresho
     ]
 
 
-async def metering_lag(session: AsyncSession, as_of: datetime, thresholds: Thresholds) -> list[Finding]:
+async def metering_lag(
+    session: AsyncSession, as_of: datetime, thresholds: Thresholds, *, log_backlog: LogBacklog | None = None
+) -> list[Finding]:
     """METERING_LAG: a customer the edge is sending events to now (within the threshold) whose
     counted usage (the watermark: the latest event time counted) trails that receipt by more than
     the threshold: their events arrive late, so their usage and entitlements are behind.
@@ -212,8 +216,11 @@ async def metering_lag(session: AsyncSession, as_of: datetime, thresholds: Thres
     The cost: an edge that stops sending altogether looks quiet here (a paying customer silent
     for a whole period is ZERO_USAGE_ACTIVE). The window starts at the stuck watermark, so one
     stall is one finding.
+
+    In edge mode the events waiting in the event log (``log_backlog``) are not in PostgreSQL at
+    all, so no watermark can show them: :func:`event_log_lag` judges them.
     """
-    findings = []
+    findings = await event_log_lag(session, as_of, thresholds, log_backlog) if log_backlog is not None else []
     for row in await repository.lagging_watermarks(session, thresholds.metering_lag, as_of):
         behind = row["last_received_at"] - row["watermark"]
         minutes = int(behind.total_seconds() // 60)
@@ -237,3 +244,45 @@ async def metering_lag(session: AsyncSession, as_of: datetime, thresholds: Thres
             )
         )
     return findings
+
+
+async def event_log_lag(
+    session: AsyncSession, as_of: datetime, thresholds: Thresholds, log_backlog: LogBacklog
+) -> list[Finding]:
+    """METERING_LAG of the whole edge (no customer): the lag a user sees is how long the oldest
+    message has waited in the event log plus how long the oldest counted measurement has waited
+    for the roller, judged against the threshold. The window starts at the hour of the log's
+    oldest message, so one stall is one finding while it lasts."""
+    oldest_logged = log_backlog.oldest_pending_at
+    if oldest_logged is None:
+        return []
+    in_log = max(as_of - oldest_logged, timedelta(0))
+    oldest_counted = (await metering_repository.rollup_backlog(session))["oldest"]
+    in_roll_up = timedelta(0) if oldest_counted is None else max(as_of - oldest_counted, timedelta(0))
+    behind = in_log + in_roll_up
+    if behind <= thresholds.metering_lag:
+        return []
+    busiest = max(log_backlog.partitions, key=lambda partition: partition.pending)
+    minutes = int(behind.total_seconds() // 60)
+    return [
+        Finding(
+            kind="METERING_LAG",
+            customer_id=None,
+            window_start=hour_start(oldest_logged),
+            window_end=hour_start(as_of) + HOUR,
+            severity="high" if behind >= DAY else "medium",
+            summary=(
+                f"Usage is {minutes} min behind the edge: {log_backlog.pending} message(s) wait in the event log, "
+                f"the oldest stored {oldest_logged:%Y-%m-%d %H:%M} UTC ({int(in_log.total_seconds() // 60)} min), "
+                f"and the roller is {int(in_roll_up.total_seconds() // 60)} min behind"
+            ),
+            numbers={
+                "lagMinutes": minutes,
+                "logOldestPendingSeconds": int(in_log.total_seconds()),
+                "logPending": log_backlog.pending,
+                "logBusiestPartition": busiest.partition,
+                "rollUpWaitSeconds": int(in_roll_up.total_seconds()),
+                "thresholdMinutes": int(thresholds.metering_lag.total_seconds() // 60),
+            },
+        )
+    ]

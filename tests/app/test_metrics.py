@@ -4,17 +4,21 @@ Counters and histograms are the process's, so they are compared before and after
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.billing_run import run_billing
-from app.jobs import roll_up_usage
+from app.jobs import roll_up_usage, snapshot_gauges
+from app.metrics import REGISTRY
 from app.settings import Settings
 from billing.findings import Finding, raise_anomaly
 from customers.service import NewCustomer, create_customer
@@ -123,3 +127,22 @@ async def test_metrics_after_ingesting_and_billing(
     assert rolled[("tally_metering_rollup_waiting", frozenset())] == 0
     watermark_age = value(rolled, "tally_metering_watermark_age_seconds")
     assert 20 * 86400 <= watermark_age < 20 * 86400 + 60
+
+
+async def test_the_jobs_gauge_snapshot_reads_the_event_log_for_otlp(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    """`tally serve`'s jobs refresh the gauges an OTLP exporter reads: the event log's too, when
+    one is configured (here one that does not answer, within the configured wait)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nobody = probe.getsockname()[1]
+    await snapshot_gauges(sessions, settings, as_of=datetime.now(UTC))
+    assert "tally_event_log_" not in generate_latest(REGISTRY).decode(), "no log configured: no log gauges"
+    edge = settings.model_copy(update={"nats_url": f"nats://127.0.0.1:{nobody}", "nats_publish_timeout_seconds": 0.5})
+    started = time.monotonic()
+    await snapshot_gauges(sessions, edge, as_of=datetime.now(UTC))
+    assert time.monotonic() - started < 5
+    exported = parse(generate_latest(REGISTRY).decode())
+    assert exported[("tally_event_log_reachable", frozenset())] == 0.0
+    assert value(exported, "tally_metering_rollup_waiting") == 0.0, "the database gauges are refreshed as before"

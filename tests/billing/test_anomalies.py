@@ -16,8 +16,10 @@ from app.billing_run import run_billing
 from app.settings import Settings
 from billing.insights.anomalies import AnomalyFilter, Thresholds, anomalies
 from billing.insights.detectors import scan
+from billing.insights.usage_anomalies import metering_lag
 from billing.models import Anomaly
 from ledger.grants import grant_credits
+from metering.log_backlog import LogBacklog, LogState, PartitionBacklog
 from metering.service import ingest, roll_up
 from tests.billing.scenario import FEB_28, JAN_31, LIMITS, MAR_31, send_calls, subscribe
 
@@ -30,6 +32,10 @@ async def scanned(session: AsyncSession, as_of: datetime, kind: str | None = Non
     await roll_up(session)
     await scan(session, as_of=as_of, thresholds=THRESHOLDS)
     await session.commit()
+    return await stored(session, kind)
+
+
+async def stored(session: AsyncSession, kind: str | None = None) -> list[Anomaly]:
     rows = await anomalies(
         session, AnomalyFilter(since=datetime(2000, 1, 1, tzinfo=UTC), kind=kind), after=None, limit=500
     )
@@ -171,6 +177,42 @@ async def test_metering_lag_when_counted_usage_trails_what_the_edge_sends(
     assert [a.customer_id for a in found] == [late]
     assert (found[0].numbers["lagMinutes"], found[0].numbers["thresholdMinutes"]) == (180, 60)
     assert found[0].window_start == now - timedelta(hours=3)
+
+
+async def test_metering_lag_counts_the_event_logs_oldest_message_plus_the_rollers_wait(
+    session: AsyncSession, billing_catalog: None
+) -> None:
+    """Edge mode: 50 minutes in the event log and 15 waiting for the roller is 65 minutes behind, past
+    the hour's threshold, though no watermark trails (the log's events are not in PostgreSQL yet);
+    once the roller caught up, the 50 minutes in the log alone are within it."""
+    await subscribe(session, "edge", "basic", JAN_31)
+    now = datetime.now(UTC)
+    await send_calls(session, "edge", 3, now - timedelta(minutes=2), received=now)  # counted now, not rolled up
+    as_of = now + timedelta(minutes=15)
+    backlog = LogBacklog(
+        LogState.READ,
+        as_of,
+        (
+            PartitionBacklog(0, "tally.events.0", 0, None),
+            PartitionBacklog(1, "tally.events.1", 7, as_of - timedelta(minutes=50)),
+        ),
+    )
+
+    await scan(session, as_of=as_of, thresholds=THRESHOLDS)
+    assert await stored(session, "METERING_LAG") == [], "PostgreSQL alone shows no lag"
+    await scan(session, as_of=as_of, thresholds=THRESHOLDS, log_backlog=backlog)
+    await session.commit()
+    found = await stored(session, "METERING_LAG")
+
+    assert len(found) == 1 and found[0].customer_id is None
+    assert 64 <= found[0].numbers["lagMinutes"] <= 65
+    assert found[0].numbers["logOldestPendingSeconds"] == 50 * 60 and found[0].numbers["logPending"] == 7
+    assert found[0].numbers["logBusiestPartition"] == 1
+    assert 899 <= found[0].numbers["rollUpWaitSeconds"] <= 900
+    assert "7 message(s) wait in the event log" in found[0].summary
+    await roll_up(session)
+    await session.commit()
+    assert await metering_lag(session, as_of, THRESHOLDS, log_backlog=backlog) == []
 
 
 async def test_late_usage_above_a_tenth_of_an_invoice(
