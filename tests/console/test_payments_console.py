@@ -98,6 +98,8 @@ async def test_payments_tab_shows_collection_attempts_dunning_dates_payments_and
     assert "PAST_DUE" in dunning and "INV-000001" in dunning
     assert "<td>2026-01-31 00:02</td>" in dunning, "the first failure"
     assert "<td>2026-02-03 00:02</td>" in dunning, "the retry, 3 days later"
+    due = await scalar(session, "SELECT coalesce(due_at, issued_at) FROM invoices")
+    assert f'<td class="due-at">{due:%Y-%m-%d}</td>' in section(html, "collected-invoices"), "its due date"
     attempts = section(html, "attempts")
     assert "status-failed" in attempts and "Your card was declined." in attempts
     declined_intent = await scalar(session, "SELECT payment_intent_id FROM payment_attempts")
