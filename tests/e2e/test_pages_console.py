@@ -130,6 +130,9 @@ def test_a_phone_reads_the_figures_without_scrolling_sideways(page, live_server:
             assert box and box["x"] + box["width"] <= 390, cell
         still_due = page.locator("#invoice-totals td[data-label='Still due']").first
         assert still_due.bounding_box()["x"] + still_due.bounding_box()["width"] <= 390
+        page.goto(f"{live_server.base_url}/console/customers/org_acme/invoices")
+        amount_due = page.locator("#issued-invoices td[data-label='Amount due']").first.bounding_box()
+        assert amount_due and amount_due["x"] + amount_due["width"] <= 390, "a customer's invoices too"
         page.click("nav >> text=Pricing")
         page.wait_for_url("**/console/pricing")
         screenshot_both_sizes(page, "pricing")
