@@ -307,3 +307,25 @@ async def test_every_money_form_shows_what_was_mistyped_beside_the_field(signed_
         assert f'value="{next(iter(typed.values()))}"' in answer.text or action.endswith("credit-notes/review"), (
             "what was typed stays in the field"
         )
+
+
+async def test_credits_tab_and_promotions_group_thousands(signed_in: SignedIn) -> None:
+    admin = await signed_in.of("admin")
+    url = await credits_url(admin, "org_acme")
+    granted = await admin.post(
+        url.replace("/credits", "/grants"), data=grant_form((await admin.get(url)).text, "12345.5")
+    )
+    assert granted.status_code == 303
+    page = (await admin.get(url)).text
+    held = re.search(r"<h3>Credits</h3><p>([^<]+)</p>", page)
+    assert held and held.group(1).endswith("USD") and "," in held.group(1), "the balance held, 12,3…"
+    latest = page[page.index('id="recent-ledger-entries"') :]
+    assert '<td class="num">12,345.50 USD</td>' in latest, "the grant's ledger entry"
+    assert f'href="{url.removesuffix("/credits")}/ledger"' in latest, "the statement is one click away"
+    promotions = (await admin.get("/console/promotions")).text
+    created = await admin.post(
+        "/console/promotions",
+        data={"csrftoken": csrf_of(promotions), "code": "BIGWINTER", "description": "Big", "credit_amount": "2500"},
+    )
+    assert created.status_code == 303
+    assert "<td>2,500.00 USD</td>" in (await admin.get("/console/promotions")).text
