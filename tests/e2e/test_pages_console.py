@@ -96,6 +96,9 @@ def test_plans_page_lists_versions_prices_and_customers(page, live_server: LiveS
 def test_charts_have_axes_units_and_tooltips(page, live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
     page.goto(f"{live_server.base_url}/console/customers?search=org_acme")
     page.click("table >> text=org_acme")
+    expect(page.locator(".usage-card .quantity").first).to_be_visible()
+    quantities = page.locator(".usage-card .quantity").all_inner_texts()
+    assert any(re.match(r"\d{1,3}(,\d{3})+ ", quantity) for quantity in quantities), quantities
     usage = page.locator("#usage-chart svg.wide-chart")
     expect(usage.locator("text.unit")).to_have_text(re.compile(r"\w+"))
     expect(usage.locator("rect.bar title").first).to_contain_text("UTC:")
