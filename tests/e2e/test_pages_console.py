@@ -136,6 +136,11 @@ def test_a_phone_reads_the_figures_without_scrolling_sideways(page, live_server:
         page.goto(f"{live_server.base_url}/console/customers/org_acme/invoices")
         amount_due = page.locator("#issued-invoices td[data-label='Amount due']").first.bounding_box()
         assert amount_due and amount_due["x"] + amount_due["width"] <= 390, "a customer's invoices too"
+        page.goto(f"{live_server.base_url}/console/invoices?customer=org_acme&status=issued")
+        page.locator("#invoice-list td[data-label='Number'] a").first.click()
+        amount = page.locator(".invoice-lines td[data-label='Amount']").first
+        expect(amount).to_be_visible()
+        assert amount.bounding_box()["x"] + amount.bounding_box()["width"] <= 390, "an invoice line's amount"
         page.click("nav >> text=Pricing")
         page.wait_for_url("**/console/pricing")
         screenshot_both_sizes(page, "pricing")
