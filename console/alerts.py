@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
-from console.forms import field_errors
+from console.forms import field_errors, mutate
 from console.pages import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -84,9 +84,7 @@ async def _create(request: Request, context: TallyContext, customer_id: str, *, 
     variables, errors = alert_input(customer_id, found["currency"], form)
     if errors:
         return await _alerts_page(request, context, customer_id, errors=errors, form=form, status_code=422)
-    payload = (await query(request, "ConsoleCreateUsageAlert", {"input": variables | {"dryRun": dry_run}}, context))[
-        "createUsageAlert"
-    ]
+    payload = await mutate(request, "ConsoleCreateUsageAlert", {"input": variables | {"dryRun": dry_run}}, context)
     if payload["userErrors"]:
         errors = field_errors(payload["userErrors"])
         return await _alerts_page(request, context, customer_id, errors=errors, form=form, status_code=422)
@@ -115,7 +113,7 @@ async def _delete(
     request: Request, context: TallyContext, customer_id: str, alert_id: str, *, dry_run: bool
 ) -> Response:
     variables = {"alertId": alert_id, "dryRun": dry_run}
-    payload = (await query(request, "ConsoleDeleteUsageAlert", {"input": variables}, context))["deleteUsageAlert"]
+    payload = await mutate(request, "ConsoleDeleteUsageAlert", {"input": variables}, context)
     if payload["userErrors"]:
         errors = field_errors(payload["userErrors"])
         return await _alerts_page(request, context, customer_id, errors=errors, status_code=422)

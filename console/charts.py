@@ -4,12 +4,14 @@ month, usage trends. The floats here are pixel positions only; the values printe
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 # Axes: a plot area inside the SVG, the y labels on its left and the x labels under it.
 PLOT_LEFT, PLOT_TOP, PLOT_RIGHT, PLOT_BOTTOM = 84, 12, 16, 28
+# Labels along the bottom of a phone's chart: fewer, so they stay apart at a readable size.
+PHONE_LABELS = 4
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class AxisChart:
     x_ticks: list[Tick]
     columns: list[Column]
     series: list[Series]
+    # The same chart drawn narrow for a phone (shown instead under 640 px): text a phone can read
+    # without the chart scrolling sideways away from its value axis.
+    phone: AxisChart | None = None
 
     @property
     def empty(self) -> bool:
@@ -105,8 +110,10 @@ def column_chart(
     width: int = 720,
     height: int = 220,
     most_labels: int = 12,
+    phone_width: int | None = None,
 ) -> AxisChart:
-    """One column per label (e.g. a month's revenue in one currency)."""
+    """One column per label (e.g. a month's revenue in one currency); with ``phone_width``, also
+    drawn that wide with fewer labels for a phone."""
     plot_width, plot_height = width - PLOT_LEFT - PLOT_RIGHT, height - PLOT_TOP - PLOT_BOTTOM
     y_ticks, top = _value_axis(max(values, default=Decimal(0)), plot_height, tick_label)
     slot = plot_width / max(len(values), 1)
@@ -124,9 +131,23 @@ def column_chart(
         )
     centers = [PLOT_LEFT + index * slot + slot / 2 for index in range(len(labels))]
     x_ticks = _label_ticks(labels, centers, most=most_labels)
-    return AxisChart(
+    chart = AxisChart(
         title, unit, width, height, PLOT_LEFT, PLOT_TOP, PLOT_RIGHT, PLOT_BOTTOM, y_ticks, x_ticks, columns, []
     )
+    if phone_width is None:
+        return chart
+    phone = column_chart(
+        title,
+        labels,
+        values,
+        unit=unit,
+        tooltips=tooltips,
+        tick_label=tick_label,
+        width=phone_width,
+        height=height,
+        most_labels=PHONE_LABELS,
+    )
+    return replace(chart, phone=phone)
 
 
 def lines_chart(

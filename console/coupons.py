@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
-from console.forms import field_errors
+from console.forms import field_errors, mutate
 from console.pages import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -102,7 +102,7 @@ async def create_coupon(request: Request, context: ContextDep) -> Response:
     form = {name: str(submitted.get(name, "")).strip() for name in COUPON_FIELDS}
     variables, errors = coupon_input(form)
     if not errors:
-        payload = (await query(request, "ConsoleCreateCoupon", {"input": variables}, context))["createCoupon"]
+        payload = await mutate(request, "ConsoleCreateCoupon", {"input": variables}, context)
         errors = field_errors(payload["userErrors"])
         if not errors:
             return RedirectResponse(f"/console/promotions?notice=Coupon {payload['coupon']['code']} created", 303)
@@ -115,9 +115,7 @@ async def create_coupon(request: Request, context: ContextDep) -> Response:
 
 @router.post("/coupons/{coupon_id}/archive")
 async def archive_coupon(request: Request, context: ContextDep, coupon_id: str) -> Response:
-    payload = (await query(request, "ConsoleArchiveCoupon", {"input": {"couponId": coupon_id}}, context))[
-        "archiveCoupon"
-    ]
+    payload = await mutate(request, "ConsoleArchiveCoupon", {"input": {"couponId": coupon_id}}, context)
     if payload["userErrors"]:
         return RedirectResponse(f"/console/promotions?notice={payload['userErrors'][0]['message']}", 303)
     return RedirectResponse(f"/console/promotions?notice=Coupon {payload['coupon']['code']} archived", 303)
@@ -161,9 +159,7 @@ async def _apply(request: Request, context: TallyContext, customer_id: str, *, d
     form = {name: str(submitted.get(name, "")).strip() for name in ("code", "idempotency_key")}
     form["idempotency_key"] = form["idempotency_key"] or str(uuid.uuid4())
     variables = {"customerId": customer_id, "code": form["code"], "idempotencyKey": form["idempotency_key"]}
-    payload = (await query(request, "ConsoleApplyCoupon", {"input": variables | {"dryRun": dry_run}}, context))[
-        "applyCoupon"
-    ]
+    payload = await mutate(request, "ConsoleApplyCoupon", {"input": variables | {"dryRun": dry_run}}, context)
     if payload["userErrors"]:
         errors = field_errors(payload["userErrors"])
         return await _discounts_page(request, context, customer_id, errors=errors, form=form, status_code=422)
@@ -193,7 +189,7 @@ async def _remove(
     request: Request, context: TallyContext, customer_id: str, discount_id: str, *, dry_run: bool
 ) -> Response:
     variables = {"customerId": customer_id, "discountId": discount_id, "dryRun": dry_run}
-    payload = (await query(request, "ConsoleRemoveDiscount", {"input": variables}, context))["removeDiscount"]
+    payload = await mutate(request, "ConsoleRemoveDiscount", {"input": variables}, context)
     if payload["userErrors"]:
         errors = field_errors(payload["userErrors"])
         return await _discounts_page(request, context, customer_id, errors=errors, status_code=422)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.api.context import TallyContext
-from console.forms import field_errors
+from console.forms import field_errors, mutate
 from console.pages import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -120,9 +120,7 @@ async def review_charge(request: Request, context: ContextDep, customer_id: str)
     customer = await _customer(request, context, customer_id)
     if customer is None:
         return render(request, "not_found.html", {"what": "customer"}, status_code=404)
-    payload = (await query(request, "ConsoleCreateOneOffCharge", _charge_input(customer, form, dry_run=True), context))[
-        "createOneOffCharge"
-    ]
+    payload = await mutate(request, "ConsoleCreateOneOffCharge", _charge_input(customer, form, dry_run=True), context)
     if payload["userErrors"]:
         return await _refused(request, context, customer_id, "charge", payload["userErrors"], form)
     return render(
@@ -136,9 +134,7 @@ async def create_charge(request: Request, context: ContextDep, customer_id: str)
     customer = await _customer(request, context, customer_id)
     if customer is None:
         return render(request, "not_found.html", {"what": "customer"}, status_code=404)
-    payload = (
-        await query(request, "ConsoleCreateOneOffCharge", _charge_input(customer, form, dry_run=False), context)
-    )["createOneOffCharge"]
+    payload = await mutate(request, "ConsoleCreateOneOffCharge", _charge_input(customer, form, dry_run=False), context)
     if payload["userErrors"]:
         return await _refused(request, context, customer_id, "charge", payload["userErrors"], form)
     amount = payload["amount"]
@@ -151,7 +147,7 @@ async def create_charge(request: Request, context: ContextDep, customer_id: str)
 async def cancel_charge(request: Request, context: ContextDep, customer_id: str, charge_id: str) -> Response:
     form = await _form(request, ("reason", "idempotency_key"))
     variables = {"input": {"chargeId": charge_id, "reason": form["reason"], "idempotencyKey": form["idempotency_key"]}}
-    payload = (await query(request, "ConsoleCancelOneOffCharge", variables, context))["cancelOneOffCharge"]
+    payload = await mutate(request, "ConsoleCancelOneOffCharge", variables, context)
     if payload["userErrors"]:
         return await _refused(request, context, customer_id, "cancel", payload["userErrors"])
     notice = f"Canceled {payload['charge']['description']}"
@@ -188,7 +184,7 @@ async def _commitment(request: Request, context: TallyContext, customer_id: str,
             status_code=422,
         )
     variables = _commitment_input(customer, form, dry_run=dry_run)
-    payload = (await query(request, "ConsoleCreatePrepaidCommitment", variables, context))["createPrepaidCommitment"]
+    payload = await mutate(request, "ConsoleCreatePrepaidCommitment", variables, context)
     if payload["userErrors"]:
         return await _refused(request, context, customer_id, "commitment", payload["userErrors"], form)
     if dry_run:
@@ -224,7 +220,7 @@ async def set_minimum_spend(request: Request, context: ContextDep, customer_id: 
             "idempotencyKey": form["idempotency_key"],
         }
     }
-    payload = (await query(request, "ConsoleSetMinimumSpend", variables, context))["setMinimumSpend"]
+    payload = await mutate(request, "ConsoleSetMinimumSpend", variables, context)
     if payload["userErrors"]:
         return await _refused(request, context, customer_id, "minimum", payload["userErrors"], form)
     amount = payload["setting"]["amount"]

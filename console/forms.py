@@ -19,7 +19,7 @@ from jinja2.runtime import Context
 from markupsafe import Markup, escape
 from num2words import num2words
 
-from app.api.context import TallyContext
+from app.api.context import Loaders, TallyContext
 from console.graphql_client import ConsoleQueryFailed, operation_documents
 from console.views import grouped_amount
 
@@ -51,6 +51,8 @@ def refused_variables(errors: list[GraphQLError]) -> list[dict[str, Any]] | None
         if match is None:
             return None
         path = [part for part in re.split(r"[.\[\]]+", match["path"] or "") if part]
+        while path and path[-1].isdigit():  # an item of a list input (thresholds[0]) is the list's field
+            path.pop()
         code = (error.extensions or {}).get("code", "INVALID")
         reason = "must be a whole number" if match["reason"].startswith("Int cannot represent") else match["reason"]
         found.append({"field": path or None, "code": code, "message": reason})
@@ -61,12 +63,14 @@ async def mutate(request: Request, name: str, variables: dict[str, Any], context
     """Run the mutation operation ``name`` and answer its payload (its one root field): refused
     variables come back as the payload's ``userErrors``, like the domain's own refusals.
 
-    Call it before reading anything else in the request: a dry run or a refusal rolls back, which
-    expires the rows the request's session and data loaders hold."""
+    A dry run or a refusal rolls back, which expires the rows the request's session holds: the
+    context gets fresh data loaders afterwards, so the page that follows reads them again rather
+    than touching an expired row (which fails outside the database's async bridge)."""
     schema = request.app.state.schema
     result = await schema.execute(
         operation_documents()[name], variable_values=variables, context_value=context, operation_name=name
     )
+    context.loaders = Loaders(context.session)
     if result.errors:
         user_errors = refused_variables(result.errors)
         if user_errors is None:

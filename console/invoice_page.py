@@ -16,7 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 from app.api.context import TallyContext
 from app.invoice_documents import CREDIT_NOTE, INVOICE, InvoiceNotFound, pdf_response, viewer_pdf
 from console.billing import invoice_reference
-from console.forms import field_errors
+from console.forms import field_errors, mutate
 from console.pages import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -128,7 +128,7 @@ async def review_credit_note(request: Request, context: ContextDep, reference: s
         return render(request, "not_found.html", {"what": "invoice"}, status_code=404)
     form, lines = await _form(request)
     variables = _input(invoice, form, lines, dry_run=True)
-    payload = (await query(request, "ConsoleCreateCreditNote", variables, context))["createCreditNote"]
+    payload = await mutate(request, "ConsoleCreateCreditNote", variables, context)
     if payload["userErrors"]:
         errors = field_errors(payload["userErrors"], whole_path=True)
         return await _invoice_page(request, context, invoice, form=form, lines=lines, errors=errors, status_code=422)
@@ -153,7 +153,7 @@ async def create_credit_note(request: Request, context: ContextDep, reference: s
         return render(request, "not_found.html", {"what": "invoice"}, status_code=404)
     form, lines = await _form(request)
     variables = _input(invoice, form, lines, dry_run=False)
-    payload = (await query(request, "ConsoleCreateCreditNote", variables, context))["createCreditNote"]
+    payload = await mutate(request, "ConsoleCreateCreditNote", variables, context)
     if payload["userErrors"]:
         errors = field_errors(payload["userErrors"], whole_path=True)
         return await _invoice_page(request, context, invoice, form=form, lines=lines, errors=errors, status_code=422)

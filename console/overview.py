@@ -55,6 +55,7 @@ def revenue_charts(months: list[dict[str, Any]]) -> list[AxisChart]:
                 tooltips=[f"{label}: {grouped_amount(row['billed'])}" for label, row in zip(labels, rows, strict=True)],
                 width=960,
                 height=260,
+                phone_width=360,
             )
         )
     return charts

@@ -243,6 +243,7 @@ def usage_chart(meter: str, unit: str, granularity: str, points: list[dict[str, 
         width=960,
         height=240,
         most_labels=10,
+        phone_width=360,
     )
 
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from console.credits import credits_page
-from console.forms import field_errors
+from console.forms import field_errors, mutate
 from console.pages import ContextDep, query, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -66,7 +66,7 @@ async def _purchase(request: Request, context: ContextDep, customer_id: str, *, 
     ):
         errors = {"purchase_form": "priority and validity are whole numbers"}
         return await credits_page(request, context, customer_id, errors=errors, form=_prefixed(form), status_code=422)
-    payload = (await query(request, "ConsolePurchaseCredits", variables, context))["purchaseCredits"]
+    payload = await mutate(request, "ConsolePurchaseCredits", variables, context)
     if payload["userErrors"]:
         return await credits_page(
             request,
@@ -127,7 +127,7 @@ async def save_settings(request: Request, context: ContextDep, customer_id: str)
             },
         }
     }
-    payload = (await query(request, "ConsoleSetCreditBalanceSettings", variables, context))["setCreditBalanceSettings"]
+    payload = await mutate(request, "ConsoleSetCreditBalanceSettings", variables, context)
     if payload["userErrors"]:
         return await credits_page(
             request,

@@ -196,6 +196,10 @@ class InvoiceCollection:
     first_failed_at: datetime | None = strawberry.field(description="Dunning retries are counted from here.")
     last_error: str | None
 
+    @strawberry.field(description="The invoice itself (its due date, totals and lines), read once per request.")
+    async def invoice(self, info: Info) -> Invoice:
+        return Invoice.from_model(await info.context.loaders.invoice.load(uuid.UUID(self.invoice_id)))
+
 
 @strawberry.type
 class Payment:

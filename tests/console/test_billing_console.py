@@ -98,7 +98,9 @@ async def test_invoice_page_shows_lines_totals_and_ledger_transactions(
     assert f'<a href="/console/customers/{billed}/invoices">Billed Inc</a>' in html
     lines = html[html.index("<h2>Lines</h2>") : html.index("<h2>Ledger transactions</h2>")]
     assert "Pro v1 base fee" in lines and "base fee · service" in lines
-    assert re.search(r'<td class="num">1</td>\s*<td class="num">20</td>', lines), "quantity and unit price"
+    assert re.search(
+        r'<td class="num" data-label="Quantity">1</td>\s*<td class="num" data-label="Unit price">20</td>', lines
+    ), "quantity and unit price"
     assert "20.00 USD" in lines and 'class="exact"' in lines
     assert "awaiting payment" in html
     issued_in = (

@@ -170,12 +170,14 @@ async def test_customer_page_shows_usage_cards_and_a_chart_that_htmx_swaps(
     assert link
     page = await client.get(link.group(1))
     assert "Usage this period" in page.text and "Active seats" in page.text
-    assert '<svg class="chart"' in page.text and page.text.count('class="bar"') == 30
+    wide, phone = page.text.split('<svg class="chart phone-chart"')
+    assert '<svg class="chart wide-chart"' in wide and wide.count('class="bar"') == 30
+    assert phone.count('class="bar"') == 30, "the same columns, drawn narrow for a phone"
     hourly = await client.get(
         link.group(1), params={"meter": "seats", "granularity": "HOUR"}, headers={"HX-Request": "true"}
     )
     assert hourly.text.lstrip().startswith('<section class="card" id="usage-chart">')
-    assert hourly.text.count('class="bar"') == 48 and "<html" not in hourly.text
+    assert hourly.text.count('class="bar"') == 2 * 48 and "<html" not in hourly.text
 
 
 @pytest.mark.demo_usage

@@ -5,10 +5,12 @@ deactivated after a review, and every one of them lands in the audit log."""
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import re
 from collections.abc import AsyncIterator
+from html.parser import HTMLParser
 
 import httpx
 import pytest
@@ -228,3 +230,102 @@ async def test_edit_and_deactivate_a_promotion(signed_in: SignedIn) -> None:
         "expires_at": "2031-10-31T23:59:59.999999+00:00",
     }
     assert {row["actor"] for row in rows} == {"staff:admin@staff.test"}
+
+
+class FormFields(HTMLParser):
+    """The named inputs (and their values) of the form posting to ``action``."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__()
+        self.action, self.inside, self.fields = action, False, dict[str, str]()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        if tag == "form":
+            self.inside = named.get("action") == self.action
+        elif (
+            self.inside
+            and tag in ("input", "select", "textarea")
+            and named.get("name")
+            and (named.get("type") != "checkbox" or "checked" in named)
+        ):
+            self.fields.setdefault(str(named["name"]), named.get("value") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self.inside = False
+
+
+def fields_of(page: str, action: str) -> dict[str, str]:
+    parser = FormFields(action)
+    parser.feed(page)
+    assert parser.fields, f"no form posts to {action}"
+    return parser.fields
+
+
+async def test_every_money_form_shows_what_was_mistyped_beside_the_field(signed_in: SignedIn) -> None:
+    """ "ten" in an amount, a threshold or a price is refused beside that field on the form it was
+    typed in, never on the error page; a refused purchase shows its reason, never an error."""
+    admin = await signed_in.of("admin")
+    customer = (await credits_url(admin, "org_acme")).removesuffix("/credits")
+    listed = (await admin.get("/console/invoices", params={"customer": "org_acme", "status": "issued"})).text
+    invoice = "/console/invoices/" + re.findall(r'href="/console/invoices/(INV-\d+)"', listed)[0]
+    forms = [
+        # the page, the form's action, what is typed, the message beside the field
+        (f"{customer}/credits", f"{customer}/credit-purchases/review", {"amount": "ten"}, "not a decimal number"),
+        (f"{customer}/credits", f"{customer}/credit-purchases/review", {"amount": "-5"}, "must be greater than zero"),
+        (f"{customer}/credits", f"{customer}/credit-purchases/review", {"amount": "2000000"}, "must be at most"),
+        (
+            f"{customer}/credits",
+            f"{customer}/credit-balance-settings",
+            {"low_balance_threshold": "ten"},
+            "not a decimal number",
+        ),
+        (
+            f"{customer}/charges",
+            f"{customer}/charges/review",
+            {"description": "setup", "quantity": "1", "unit_price": "ten"},
+            "not a decimal number",
+        ),
+        (f"{customer}/charges", f"{customer}/minimum-spend", {"amount": "ten"}, "not a decimal number"),
+        (
+            f"{customer}/alerts",
+            f"{customer}/alerts/review",
+            {"name": "spend", "thresholds": "ten"},
+            "not a decimal number",
+        ),
+        (invoice, f"{invoice}/credit-notes/review", {"amount": "ten"}, "not a decimal number"),
+        ("/console/promotions", "/console/coupons", {"code": "TEN", "name": "Ten", "off": "ten"}, "not a decimal"),
+    ]
+    for page, action, typed, message in forms:
+        data = fields_of((await admin.get(page)).text, action) | typed
+        answer = await admin.post(action, data=data)
+        assert answer.status_code == 422, (action, typed, answer.status_code, answer.text[-1500:])
+        assert "could not be answered" not in answer.text and "Unexpected error" not in answer.text, action
+        errors = [html.unescape(e) for e in re.findall(r'class="(?:field-)?error"[^>]*>([^<]+)<', answer.text)]
+        assert any(message in error for error in errors), (action, typed, errors)
+        assert f'value="{next(iter(typed.values()))}"' in answer.text or action.endswith("credit-notes/review"), (
+            "what was typed stays in the field"
+        )
+
+
+async def test_credits_tab_and_promotions_group_thousands(signed_in: SignedIn) -> None:
+    admin = await signed_in.of("admin")
+    url = await credits_url(admin, "org_acme")
+    granted = await admin.post(
+        url.replace("/credits", "/grants"), data=grant_form((await admin.get(url)).text, "12345.5")
+    )
+    assert granted.status_code == 303
+    page = (await admin.get(url)).text
+    held = re.search(r"<h3>Credits</h3><p>([^<]+)</p>", page)
+    assert held and held.group(1).endswith("USD") and "," in held.group(1), "the balance held, 12,3…"
+    latest = page[page.index('id="recent-ledger-entries"') :]
+    assert '<td class="num">12,345.50 USD</td>' in latest, "the grant's ledger entry"
+    assert f'href="{url.removesuffix("/credits")}/ledger"' in latest, "the statement is one click away"
+    promotions = (await admin.get("/console/promotions")).text
+    created = await admin.post(
+        "/console/promotions",
+        data={"csrftoken": csrf_of(promotions), "code": "BIGWINTER", "description": "Big", "credit_amount": "2500"},
+    )
+    assert created.status_code == 303
+    assert "<td>2,500.00 USD</td>" in (await admin.get("/console/promotions")).text

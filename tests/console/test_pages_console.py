@@ -10,10 +10,12 @@ import io
 import pkgutil
 import re
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import console
@@ -215,3 +217,36 @@ async def test_a_customer_token_lists_its_own_invoices_and_sees_no_overview(
         await graphql(client, token, '{ invoiceList(filter: {minTotal: "5", maxTotal: "1"}) { totals { currency } } }')
     ).json()
     assert bad["errors"][0]["extensions"] == {"code": "INVALID", "field": "minTotal"}
+
+
+async def test_overdue_invoices_are_flagged_filtered_and_aged(
+    client: httpx.AsyncClient, session: AsyncSession, admin: None
+) -> None:
+    """The demo as loaded 50 days ago: its invoices were due 14 days after issue, so every unpaid
+    one is 36 days overdue today. The list marks and filters them, the CSV says so, and the
+    overview's receivables show them overdue, aged 31–60 days."""
+    await load_demo(session, as_of=now() - timedelta(days=50), with_usage=False)
+    await session.commit()
+    unpaid = (
+        await session.execute(
+            text(
+                "SELECT count(*) FROM invoices WHERE status = 'issued' AND currency = 'USD' "
+                "AND coalesce(due_at, issued_at) < now()"
+            )
+        )
+    ).scalar_one()
+    assert unpaid > 0, "the demo leaves invoices unpaid"
+    await sign_in(client, "fin@example.com", PASSWORD)
+    filters = {"status": "issued", "overdue": "1", "currency": "USD"}
+    listed = (await client.get("/console/invoices", params=filters)).text
+    rows = re.findall(r'<td data-label="Number">.*?</tr>', listed, re.S)
+    assert len(rows) == min(unpaid, 50) and all('<span class="exact">overdue</span>' in row for row in rows)
+    exported = await client.get("/console/invoices.csv", params=filters)
+    flagged = [row["overdue"] for row in csv.DictReader(io.StringIO(exported.text))]
+    assert len(flagged) == unpaid and set(flagged) == {"yes"}
+    overview = (await client.get("/console/overview")).text
+    start = overview.index('id="receivables"')
+    receivables = overview[start : overview.index("</table>", start)]
+    overdue = re.search(r'class="num overdue" data-label="Overdue"><a [^>]+>([\d,.]+)</a>', receivables)
+    aged = re.search(r'data-label="31–60 days">([\d,.]+)<', receivables)
+    assert overdue and aged and overdue.group(1) == aged.group(1) != "0.00", receivables

@@ -12,6 +12,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -98,6 +99,8 @@ async def test_payments_tab_shows_collection_attempts_dunning_dates_payments_and
     assert "PAST_DUE" in dunning and "INV-000001" in dunning
     assert "<td>2026-01-31 00:02</td>" in dunning, "the first failure"
     assert "<td>2026-02-03 00:02</td>" in dunning, "the retry, 3 days later"
+    due = await scalar(session, "SELECT coalesce(due_at, issued_at) FROM invoices")
+    assert f'<td class="due-at">{due:%Y-%m-%d}</td>' in section(html, "collected-invoices"), "its due date"
     attempts = section(html, "attempts")
     assert "status-failed" in attempts and "Your card was declined." in attempts
     declined_intent = await scalar(session, "SELECT payment_intent_id FROM payment_attempts")
@@ -171,7 +174,8 @@ def action_form(html: str, invoice_id: uuid.UUID) -> dict[str, str]:
 async def test_a_confirmed_write_off_happens_once_however_often_it_is_submitted(
     console: httpx.AsyncClient, declined: tuple[uuid.UUID, Settings], session: AsyncSession
 ) -> None:
-    customer_id, _ = declined
+    customer_id, configured = declined
+    configured.amount_in_words_above = Decimal(5)  # the app's own settings: 10.00 counts as large here
     invoice_id = await scalar(session, "SELECT id FROM invoices")
     await sign_in(console, "fin@example.com", PASSWORD)
     tab = (await console.get(f"/console/customers/{customer_id}/payments")).text
@@ -186,6 +190,7 @@ async def test_a_confirmed_write_off_happens_once_however_often_it_is_submitted(
     confirmation = await console.post(form["action"], data={**fields, "action": "write_off", "reason": "went bust"})
     assert confirmation.status_code == 200
     assert "Write off 10.00 USD of INV-000001 to bad debt?" in confirmation.text
+    assert "<strong>ten US dollars</strong>" in confirmation.text, "a large amount is stated in words"
     assert await scalar(session, "SELECT status FROM invoices") == "issued", "nothing happens before confirming"
     confirm = re.search(r'<form method="post" action="([^"]+/write_off)">(.*?)</form>', confirmation.text, re.S)
     assert confirm

@@ -1,9 +1,9 @@
 """Money actions in a real browser on a real `tally serve`: a viewer sees no action; support's
-grant review refuses "ten dollars" and more than its limit beside the amount; an admin reviews a
-large grant stated in words, then voids it after a review; a promotion is edited and
-deactivated; `tally credits grant` and `void` do the same from the CLI; and the Audit log page
-lists each action with who took it. Every new page is screenshotted at the
-desktop and the phone size for a person to judge."""
+grant review refuses "ten dollars" and more than its limit beside the amount, and its credit
+purchase refuses "ten" likewise; an admin reviews a large grant stated in words, then voids it
+after a review; a promotion is edited and deactivated; `tally credits grant` and `void` do the
+same from the CLI; and the Audit log page lists each action with who took it. Every new page is
+screenshotted at the desktop and the phone size for a person to judge."""
 
 from __future__ import annotations
 
@@ -74,6 +74,11 @@ def test_money_actions_by_role_with_reviews_voids_promotions_and_the_audit_log(
         expect(support.locator("#grant-credits .field-error")).to_contain_text(refusal)
         assert support.input_value("#grant-credits input[name=amount]") == amount, "the form as it was filled"
     screenshot_both_sizes(support, "money-grant-review-refused")
+    support.locator("#buy-credits input[name=amount]").fill("ten")
+    support.locator("#buy-credits button[type=submit]").click()
+    expect(support.locator("#buy-credits .field-error")).to_contain_text("is not a decimal number")
+    assert support.input_value("#buy-credits input[name=amount]") == "ten", "the purchase form as it was filled"
+    screenshot_both_sizes(support, "money-purchase-review-refused")
     support.close()
 
     admin = signed_in_page(browser, as_role(server, "admin"))

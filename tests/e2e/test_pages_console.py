@@ -96,7 +96,10 @@ def test_plans_page_lists_versions_prices_and_customers(page, live_server: LiveS
 def test_charts_have_axes_units_and_tooltips(page, live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
     page.goto(f"{live_server.base_url}/console/customers?search=org_acme")
     page.click("table >> text=org_acme")
-    usage = page.locator("#usage-chart svg")
+    expect(page.locator(".usage-card .quantity").first).to_be_visible()
+    quantities = page.locator(".usage-card .quantity").all_inner_texts()
+    assert any(re.match(r"\d{1,3}(,\d{3})+ ", quantity) for quantity in quantities), quantities
+    usage = page.locator("#usage-chart svg.wide-chart")
     expect(usage.locator("text.unit")).to_have_text(re.compile(r"\w+"))
     expect(usage.locator("rect.bar title").first).to_contain_text("UTC:")
     expect(usage.locator("text.tick").first).to_have_text(re.compile(r"^[\d,.]+$"))
@@ -105,3 +108,41 @@ def test_charts_have_axes_units_and_tooltips(page, live_server: LiveServer) -> N
     lags = page.locator("svg.chart").first
     expect(lags.locator("text.unit")).to_have_text(re.compile(r"^(milliseconds|seconds|minutes|hours)$"))
     screenshot_both_sizes(page, "metering-charts")
+
+
+def test_a_phone_reads_the_figures_without_scrolling_sideways(page, live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    """At 390 px: the header leaves the screen to the page, a summary table's last figure (MRR
+    now, still due) shows without scrolling, a chart's labels stay readable, and the pricing
+    page fits."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        page.goto(f"{live_server.base_url}/console/overview")
+        assert page.locator("header.topbar").bounding_box()["height"] <= 100, "the sections sit on one row"
+        mrr_now = page.locator("#mrr td.mrr-now").first
+        expect(mrr_now).to_be_visible()
+        assert mrr_now.bounding_box()["x"] + mrr_now.bounding_box()["width"] <= 390
+        revenue = page.locator("section[aria-labelledby=revenue-title] svg.chart:visible")
+        expect(revenue).to_have_count(1)
+        label = revenue.locator("text.tick").first.bounding_box()
+        assert label["height"] >= 10, f"a value label {label['height']:.1f} px high cannot be read"
+        expect(revenue.locator("rect.bar")).to_have_count(12)
+        page.goto(f"{live_server.base_url}/console/invoices?status=issued")
+        for cell in ("Total", "Still due", "Due"):
+            figure = page.locator(f"#invoice-list tbody tr >> nth=0 >> td[data-label='{cell}']")
+            box = figure.bounding_box()
+            assert box and box["x"] + box["width"] <= 390, cell
+        still_due = page.locator("#invoice-totals td[data-label='Still due']").first
+        assert still_due.bounding_box()["x"] + still_due.bounding_box()["width"] <= 390
+        page.goto(f"{live_server.base_url}/console/customers/org_acme/invoices")
+        amount_due = page.locator("#issued-invoices td[data-label='Amount due']").first.bounding_box()
+        assert amount_due and amount_due["x"] + amount_due["width"] <= 390, "a customer's invoices too"
+        page.goto(f"{live_server.base_url}/console/invoices?customer=org_acme&status=issued")
+        page.locator("#invoice-list td[data-label='Number'] a").first.click()
+        amount = page.locator(".invoice-lines td[data-label='Amount']").first
+        expect(amount).to_be_visible()
+        assert amount.bounding_box()["x"] + amount.bounding_box()["width"] <= 390, "an invoice line's amount"
+        page.click("nav >> text=Pricing")
+        page.wait_for_url("**/console/pricing")
+        screenshot_both_sizes(page, "pricing")
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})
