@@ -147,10 +147,17 @@ class Counted:
             time.sleep(0.1)
 
 
-async def stream_messages(config: LogConfig) -> int:
+async def left_in_stream(config: LogConfig, *, wait_seconds: float = 10) -> int:
+    """Messages the stream still holds once every event was counted: 0 as soon as the last
+    acknowledgements (sent after each commit) reached it, else what remains after ``wait_seconds``."""
     client = await nats.connect(servers=list(config.servers))
+    deadline = time.monotonic() + wait_seconds
     try:
-        return int((await client.jetstream().stream_info(config.stream)).state.messages)
+        while True:
+            left = int((await client.jetstream().stream_info(config.stream)).state.messages)
+            if left == 0 or time.monotonic() > deadline:
+                return left
+            await asyncio.sleep(0.2)
     finally:
         await client.close()
 
@@ -248,7 +255,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch": args.batch,
         "batches": args.batches,
         "clients": args.clients,
-        "direct_workers": args.direct_workers,
+        "direct_processes": args.direct_processes,
         "backlog": args.backlog,
         "load_average_before": os.getloadavg()[0],
     }
@@ -278,9 +285,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return accepted / seconds
 
         with progress:
-            # (a) the direct path, as `tally serve` runs by default (its roller stays up for the rest).
-            direct = server("direct", "--workers", str(args.direct_workers))
-            results["direct"] = measure(f"(a) direct, {args.direct_workers} workers", [direct], "direct")
+            # (a) the direct path: one `tally serve` with its jobs (its roller stays up for the rest),
+            # the others API processes, as the edges are (rather than `--workers N` behind one port,
+            # whose supervisor kills a worker that is slow to answer its health check on a loaded machine).
+            direct = [
+                server(f"direct-{n}", *(() if n == 1 else ("--no-jobs",)), "--workers", "1")
+                for n in range(1, args.direct_processes + 1)
+            ]
+            results["direct"] = measure(f"(a) direct, {args.direct_processes} processes", direct, "direct")
 
             # (b) edges only: what the log acknowledges.
             edge_env = {"TALLY_NATS_URL": cluster.url}
@@ -332,7 +344,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 os.kill(process.pid, signal.SIGCONT)
             results["drain_seconds"] = counted.wait_for(target, task) - started
             results["drain_rate"] = backlog_events / results["drain_seconds"]
-            results["left_in_stream"] = asyncio.run(stream_messages(config))
+            results["left_in_stream"] = asyncio.run(left_in_stream(config))
         results["load_average_after"] = os.getloadavg()[0]
     return results
 
@@ -349,7 +361,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         f"({os.cpu_count()} cores, load average {results['load_average_before']:.1f} before, "
         f"{results['load_average_after']:.1f} after)"
     )
-    line(f"(a) direct path ({args.direct_workers} workers)", direct)
+    line(f"(a) direct path ({args.direct_processes} processes)", direct)
     line("(b) edge acceptance, 1 edge process", results["edge_1"])
     line("(b) edge acceptance, 2 edge processes", results["edge_2"])
     line(f"(c) end to end, {args.e2e_edges} edge(s), 1 consumer", results["end_to_end_1"])
@@ -371,13 +383,16 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=100, help="requests per measured phase (default 100)")
     parser.add_argument("--batch", type=int, default=1000, help="events per request (default 1,000)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent httpx clients (default 4)")
-    parser.add_argument("--direct-workers", type=int, default=2, help="`tally serve --workers` of the direct path")
+    parser.add_argument("--direct-processes", type=int, default=2, help="`tally serve` processes of the direct path")
     parser.add_argument("--e2e-edges", type=int, choices=(1, 2), default=2, help="edge processes in phase (c)")
     parser.add_argument("--backlog", type=int, default=1_000_000, help="events of the backlog (default 1,000,000)")
     parser.add_argument("--in-flight", type=int, default=64, help="raw publishes awaiting acknowledgement at once")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
     args = parser.parse_args()
     results = run(args)
+    rates = ["direct", "edge_1", "edge_2", "end_to_end_1", "end_to_end_2", "drain_rate", "raw_publish"]
+    results["to_direct"] = {name: results[name] / results["direct"] for name in rates}
+    results["to_raw_publish"] = {name: results[name] / results["raw_publish"] for name in rates}
     if args.json:
         print(json.dumps(results, indent=2))
     else:
