@@ -257,6 +257,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "clients": args.clients,
         "direct_processes": args.direct_processes,
         "backlog": args.backlog,
+        "consume_batch": args.consume_batch,
         "load_average_before": os.getloadavg()[0],
     }
     phase_events = args.batch * args.batches
@@ -307,6 +308,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "DATABASE_URL": url,
                 "TALLY_DATA_DIR": str(root),
                 "TALLY_TRACING": "false",
+                "TALLY_NATS_CONSUME_BATCH": str(args.consume_batch),
                 **edge_env,
             }
             consumers: list[subprocess.Popen[bytes]] = []
@@ -386,6 +388,12 @@ def main() -> None:
     parser.add_argument("--direct-processes", type=int, default=2, help="`tally serve` processes of the direct path")
     parser.add_argument("--e2e-edges", type=int, choices=(1, 2), default=2, help="edge processes in phase (c)")
     parser.add_argument("--backlog", type=int, default=1_000_000, help="events of the backlog (default 1,000,000)")
+    parser.add_argument(
+        "--consume-batch",
+        type=int,
+        default=Settings().nats_consume_batch,
+        help="messages a consumer counts in one transaction",
+    )
     parser.add_argument("--in-flight", type=int, default=64, help="raw publishes awaiting acknowledgement at once")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
     args = parser.parse_args()
