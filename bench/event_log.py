@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import random
 import signal
@@ -229,6 +230,8 @@ def nats_cluster(data_dir: Path) -> Iterator[LocalCluster]:
     )
     cluster.start_all()
     try:
+        # Until the nodes elected their leaders, each attempt logs a warning: expected here.
+        logging.getLogger("tally.event_log").setLevel(logging.ERROR)
         asyncio.run(wait_until_ready(log_config(Settings(nats_url=cluster.url))))
         yield cluster
     finally:
