@@ -139,7 +139,17 @@ def serve(
     # Worker processes build their own app from the environment; they share this process's
     # (possibly embedded) database through DATABASE_URL.
     os.environ["DATABASE_URL"] = url
-    uvicorn.run("app.main:app_from_environment", factory=True, host=host, port=port, workers=workers, log_level="info")
+    uvicorn.run(
+        "app.main:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        # uvicorn restarts a worker that misses its 5 s health check; a worker busy migrating or
+        # on a loaded machine (measured: load average 8 on 2 cores) was killed over and over.
+        timeout_worker_healthcheck=30,
+    )
 
 
 @cli.command("migrate")
