@@ -1,5 +1,6 @@
 """A charge's terms in one line of words, for people (the console's pricing page, the API's
-``Charge.summary``). Pure; amounts are the plan's currency, written as plain decimals."""
+``Charge.summary``). Pure; quantities and prices are plain decimals with thousands separators,
+prices followed by the plan's currency (``0.5 USD per started package of 1,000,000``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pricing.rating import ChargeTerms, Tier
 
 def _plain(value: Decimal) -> str:
     normalized = value.normalize()
-    return format(normalized, "f") if normalized != 0 else "0"
+    return format(normalized, ",f") if normalized != 0 else "0"
 
 
 def _tier_ranges(tiers: tuple[Tier, ...]) -> list[tuple[str, Tier]]:
@@ -27,31 +28,32 @@ def _tier_ranges(tiers: tuple[Tier, ...]) -> list[tuple[str, Tier]]:
     return ranges
 
 
-def _priced_tiers(tiers: tuple[Tier, ...]) -> str:
+def _priced_tiers(tiers: tuple[Tier, ...], currency: str) -> str:
     parts = []
     for label, tier in _tier_ranges(tiers):
-        text = f"{label} at {_plain(tier.unit_price)} each"
+        text = f"{label} at {_plain(tier.unit_price)} {currency} each"
         if tier.flat_fee:
-            text += f" + {_plain(tier.flat_fee)} flat"
+            text += f" + {_plain(tier.flat_fee)} {currency} flat"
         parts.append(text)
     return "; ".join(parts)
 
 
-def describe_charge(terms: ChargeTerms) -> str:
-    """E.g. ``graduated: up to 500 at 0 each; 500 to 2000 at 0.04 each + 10 flat; 500 included``."""
+def describe_charge(terms: ChargeTerms, currency: str) -> str:
+    """E.g. ``graduated, each tier prices its own units: up to 500 at 0 USD each; 500 to 2,000 at
+    0.04 USD each + 10 USD flat; 500 included``."""
     if terms.model == "per_unit":
         assert terms.unit_price is not None
-        text = f"{_plain(terms.unit_price)} per unit"
+        text = f"{_plain(terms.unit_price)} {currency} per unit"
     elif terms.model == "graduated":
-        text = f"graduated, each tier prices its own units: {_priced_tiers(terms.tiers)}"
+        text = f"graduated, each tier prices its own units: {_priced_tiers(terms.tiers, currency)}"
     elif terms.model == "volume":
-        text = f"volume, the tier reached prices every unit: {_priced_tiers(terms.tiers)}"
+        text = f"volume, the tier reached prices every unit: {_priced_tiers(terms.tiers, currency)}"
     elif terms.model == "stair_step":
-        steps = "; ".join(f"{label}: {_plain(tier.flat_fee)}" for label, tier in _tier_ranges(terms.tiers))
+        steps = "; ".join(f"{label}: {_plain(tier.flat_fee)} {currency}" for label, tier in _tier_ranges(terms.tiers))
         text = f"stair steps, one price for the step reached: {steps}"
     elif terms.model == "package":
         assert terms.package_size is not None and terms.package_price is not None
-        size, price = _plain(terms.package_size), _plain(terms.package_price)
+        size, price = _plain(terms.package_size), f"{_plain(terms.package_price)} {currency}"
         if terms.rounding == "down":
             text = f"{price} per whole package of {size} (a partial package is free)"
         else:
@@ -60,12 +62,12 @@ def describe_charge(terms: ChargeTerms) -> str:
         assert terms.percentage_rate is not None
         text = f"{_plain(terms.percentage_rate)}% of the value"
         if terms.fixed_fee:
-            text += f" + {_plain(terms.fixed_fee)} per event"
+            text += f" + {_plain(terms.fixed_fee)} {currency} per event"
         if terms.free_events:
-            text += f"; first {terms.free_events} events free"
+            text += f"; first {terms.free_events:,} events free"
         bounds = [
-            f"at least {_plain(terms.per_event_minimum)}" if terms.per_event_minimum is not None else "",
-            f"at most {_plain(terms.per_event_maximum)}" if terms.per_event_maximum is not None else "",
+            f"at least {_plain(terms.per_event_minimum)} {currency}" if terms.per_event_minimum is not None else "",
+            f"at most {_plain(terms.per_event_maximum)} {currency}" if terms.per_event_maximum is not None else "",
         ]
         if any(bounds):
             text += "; each event " + " and ".join(b for b in bounds if b)
@@ -75,5 +77,5 @@ def describe_charge(terms: ChargeTerms) -> str:
         free = "of the value free" if terms.model == "percentage" else "included"
         text += f"; {_plain(terms.included)} {free}"
     if terms.minimum is not None:
-        text += f"; at least {_plain(terms.minimum)} a period"
+        text += f"; at least {_plain(terms.minimum)} {currency} a period"
     return text

@@ -137,7 +137,7 @@ class Charge:
     )
 
     @classmethod
-    def from_model(cls, charge: PlanCharge, meter: MeterRow) -> Charge:
+    def from_model(cls, charge: PlanCharge, meter: MeterRow, currency: str) -> Charge:
         return cls(
             meter=Meter.from_model(meter),
             model=ChargeModel(charge.model),
@@ -162,7 +162,7 @@ class Charge:
             free_events=charge.free_events,
             per_event_minimum=_plain(charge.per_event_minimum),
             per_event_maximum=_plain(charge.per_event_maximum),
-            summary=describe_charge(catalog.charge_terms(charge))
+            summary=describe_charge(catalog.charge_terms(charge), currency)
             + ("; billed in advance for the value at the period's start" if charge.billed == "in_advance" else ""),
             billed=ChargeBilling(charge.billed),
         )
@@ -208,7 +208,7 @@ class Plan:
     @strawberry.field
     async def charges(self, info: Info) -> list[Charge]:
         rows = await info.context.loaders.charges_by_version.load(self.version_id)
-        return [Charge.from_model(charge, meter) for charge, meter in rows]
+        return [Charge.from_model(charge, meter, self.currency) for charge, meter in rows]
 
     @classmethod
     def from_model(cls, plan: PlanRow, version: PlanVersion) -> Plan:

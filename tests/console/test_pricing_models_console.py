@@ -49,11 +49,11 @@ async def test_the_pricing_page_lists_current_plans_readably(client: httpx.Async
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", section))
     assert "P p v1, month 10.00 USD whole days" in text
     for summary in (
-        "volume, the tier reached prices every unit: up to 5 at 7 each; above 5 at 6 each + 30 flat",
-        "stair steps, one price for the step reached: up to 10: 100; above 10: 300",
-        "1 per whole package of 100 (a partial package is free)",
-        "2.9% of the value + 0.3 per event; first 3 events free; each event at least 0.5 and at most 12; "
-        "500 of the value free",
+        "volume, the tier reached prices every unit: up to 5 at 7 USD each; above 5 at 6 USD each + 30 USD flat",
+        "stair steps, one price for the step reached: up to 10: 100 USD; above 10: 300 USD",
+        "1 USD per whole package of 100 (a partial package is free)",
+        "2.9% of the value + 0.3 USD per event; first 3 events free; each event at least 0.5 USD and at most "
+        "12 USD; 500 of the value free",
     ):
         assert summary in text, summary
     token = csrf_of(page.text)
@@ -107,4 +107,4 @@ async def test_a_charge_billed_in_advance_says_so_on_the_pricing_page(
     page = await client.get("/console/pricing")
     section = html.unescape(page.text[page.text.index('id="current-plans"') : page.text.index('id="simulation"')])
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", section))
-    assert "in advance 10 per unit; billed in advance for the value at the period's start" in text, text
+    assert "in advance 10 USD per unit; billed in advance for the value at the period's start" in text, text
