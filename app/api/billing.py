@@ -101,7 +101,9 @@ class InvoiceLine:
         rows = await info.context.loaders.charges_by_version.load(version_id)
         charge, meter = next(((c, m) for c, m in rows if c.id == charge_id), (None, None))
         unit = meter.unit if meter else ""
-        return line_explanation("usage", self.quantity, self.amount_exact, charge, unit, self.charge_parts)
+        return line_explanation(
+            "usage", self.quantity, self.amount_exact, charge, unit, self.amount.currency, self.charge_parts
+        )
 
     @strawberry.field(
         description="Why this amount: the plan version, and for usage the rollups and raw events that fed the "

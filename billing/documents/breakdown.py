@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
-from ledger.money import plain_decimal
+from ledger.money import plain_decimal, round_to_minor, to_major
 from pricing.models import PlanCharge
 from pricing.rating import ZERO, ChargeTerms, Tier, needs_events, rate, tier_reached
 from pricing.service import charge_terms
@@ -144,13 +144,15 @@ def line_explanation(
     amount_exact: Decimal,
     charge: PlanCharge | None,
     unit: str,
+    currency: str,
     parts: list[tuple[Decimal, Decimal]] | None = None,
 ) -> str | None:
     """:func:`explain_usage` for an invoice line (issued or upcoming) and the charge that rated
     it; None for every other kind of line (a base fee, a proration, late usage: their
     description and service period say it). ``parts`` are the (quantity, exact amount) of every
     line of the same charge and service period when the meter splits it by dimensions: the charge
-    is rated on their sum and each part takes its share, so the working is the whole charge's."""
+    is rated on their sum and each part takes its share, so the working is the whole charge's, and
+    the part's share is shown as the line bills it (rounded once, at the currency's minor unit)."""
     if kind != "usage" or charge is None or quantity is None:
         return None
     terms = charge_terms(charge)
@@ -159,4 +161,5 @@ def line_explanation(
     whole = explain_usage(terms, sum((q for q, _ in parts), ZERO), sum((a for _, a in parts), ZERO), unit)
     if whole is None:
         return None
-    return f"{_number(quantity)} of {whole}; this part's share = {_number(amount_exact)}"
+    share_billed = to_major(round_to_minor(amount_exact, currency), currency)
+    return f"{_number(quantity)} of {whole}; this part's share = {_number(share_billed)}"

@@ -193,6 +193,7 @@ async def test_usage_lines_explain_their_amount(client: httpx.AsyncClient, demo:
             assert number[0] - number[1] == number[2] and number[2] * number[3] == number[4], line
             assert (part is None) == (share is None), line
             if share:
+                assert len(share.partition(".")[2]) <= 2, f"a share is shown as billed, in cents: {line}"
                 shares.append(Decimal(share.replace(",", "")))
     assert any("included" in line for line in explained), explained
     assert any("this part's share" in line for line in explained), "premium requests are split by model"
