@@ -13,6 +13,7 @@ from strawberry.types import Info
 from app.api.common import Money, money
 from app.api.permissions import requires
 from app.auth import Capability
+from app.collection import stripe_gateway
 from billing.insights import overview
 from ledger.money import round_to_minor
 
@@ -110,6 +111,10 @@ class FinanceOverview:
     usage_trend: list[MeterTrend] = strawberry.field(description="The 3 meters with the most events in 30 days.")
     open_anomalies: int
     open_discrepancies: int = strawberry.field(description="Open reconciliation discrepancies.")
+    collection_on: bool = strawberry.field(
+        description="False when no STRIPE_API_KEY is set: nothing is collected through Stripe or reconciled with it, "
+        "so openDiscrepancies says nothing."
+    )
     roll_up_lag_ms: int | None = strawberry.field(
         description="How long the oldest counted measurement has waited to be rolled up; null when none waits."
     )
@@ -173,6 +178,7 @@ class OverviewQuery:
             ],
             open_anomalies=operations.anomalies_open,
             open_discrepancies=operations.discrepancies_open,
+            collection_on=stripe_gateway(info.context.settings) is not None,
             roll_up_lag_ms=_milliseconds(operations.rollup_lag_seconds),
             oldest_watermark_age_ms=_milliseconds(operations.watermark_age_seconds),
         )

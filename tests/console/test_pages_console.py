@@ -56,6 +56,9 @@ async def test_the_overview_is_the_landing_page(client: httpx.AsyncClient, demo:
         "Usage trend",
     ):
         assert heading in page.text
+    attention = page.text[page.text.index('aria-label="Needs attention"') : page.text.index('id="mrr-title"')]
+    assert "Collection is off" in attention, "without Stripe, no count of discrepancies that could not be found"
+    assert "the ledger and Stripe disagree" not in attention
 
 
 async def test_invoices_list_filters_totals_and_csv(client: httpx.AsyncClient, demo: None) -> None:
