@@ -3,6 +3,7 @@ again, and counts it exactly as the direct path counts the same events."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -138,3 +139,24 @@ async def test_a_message_in_an_unknown_format_is_refused_before_it_is_read(setti
     assert [e.event_id for e in read_message(message.payload, headers).events] == ["e1"]
     with pytest.raises(UnknownFormat, match="format '3', which this consumer does not read"):
         read_message(message.payload, {**headers, FORMAT_HEADER: "3"})
+
+
+async def test_a_message_of_an_edge_before_format_2_is_checked_again_in_full(
+    session: AsyncSession, catalog: None, settings: Settings
+) -> None:
+    """Format 1 (no format header: the events' own fields as clients sent them) still counts
+    during an upgrade, through every check of the direct path."""
+    received_at = datetime.now(UTC)
+    await create_customer(session, NewCustomer("org_a", "A", "USD"), as_of=received_at)
+    stamp = received_at.isoformat()
+    legacy = [
+        {"id": "old-1", "customer": "org_a", "type": "request.completed", "timestamp": stamp, "properties": {}},
+        {"id": "old-2", "customer": "org_a", "type": "request.completed", "timestamp": "yesterday"},
+    ]
+    headers = message_headers(received_at, None)
+    del headers[FORMAT_HEADER]
+    batch = read_message(json.dumps(legacy).encode(), headers)
+    assert (batch.events, len(batch.unchecked)) == ([], 2)
+    [result] = await count_logged(session, [batch], limits=ingest_limits(settings))
+    assert result.accepted == 1
+    assert [(r.index, r.code) for r in result.rejected] == [(1, "INVALID_EVENT")]
