@@ -1,7 +1,8 @@
 """The consumer of the event log (edge mode, ``TALLY_NATS_URL``): `tally consume` runs it, and so
 does `tally serve` with its jobs on. Each batch of messages is counted in one transaction and
 acknowledged after the commit; a batch whose transaction failed is delivered again after a pause
-(``nak`` with a delay), which the event ids make harmless."""
+(``nak`` with a delay), which the event ids make harmless. A message in a format this consumer
+does not read (a newer edge's) is left in the log, never acknowledged, for a consumer that does."""
 
 from __future__ import annotations
 
@@ -19,7 +20,15 @@ from app.settings import Settings
 from app.usage_ingest import ingest_limits, log_config
 from metering.event_log import EventLog
 from metering.events import IngestLimits
-from metering.log_consumer import LoggedBatch, UnreadableMessage, count_logged, read_message, subscribe, take
+from metering.log_consumer import (
+    LoggedBatch,
+    UnknownFormat,
+    UnreadableMessage,
+    count_logged,
+    read_message,
+    subscribe,
+    take,
+)
 from metering.service import IngestResult
 
 logger = logging.getLogger("tally.consume")
@@ -28,17 +37,24 @@ FETCH_WAIT_SECONDS = 1.0
 #: How long a batch whose transaction failed waits before it is delivered again, and how long a
 #: consumer that lost the log or the database waits before trying again.
 RETRY_DELAY_SECONDS = 2.0
+#: How long a message in a format this consumer does not read waits before it is offered again
+#: (to any consumer: one that reads it counts it).
+UNKNOWN_FORMAT_DELAY_SECONDS = 30.0
 
 
 async def count_and_acknowledge(
     sessions: async_sessionmaker[AsyncSession], messages: list[Msg], limits: IngestLimits
 ) -> int:
     """Count ``messages`` in one transaction, then acknowledge them; the events counted as new.
-    A message no edge wrote is terminated (never delivered again) and logged."""
+    A message no edge wrote is terminated (never delivered again) and logged; one in a format
+    this consumer does not read is logged and left in the log (``nak`` with a delay)."""
     readable: list[tuple[Msg, LoggedBatch]] = []
     for message in messages:
         try:
             readable.append((message, read_message(message.data, message.headers)))
+        except UnknownFormat as problem:
+            logger.error("event log message %s is in %s", message.reply, problem)
+            await message.nak(delay=UNKNOWN_FORMAT_DELAY_SECONDS)
         except UnreadableMessage as problem:
             logger.error("event log message %s is not a batch of events (%s): dropped", message.reply, problem)
             await message.term()

@@ -143,8 +143,8 @@ async def publish_and_confirm(
         limits=ingest_limits(settings),
     )
     rejected_at = {rejection.index for rejection in screened.rejected}
-    counted = [item for index, item in screened.passed if index not in rejected_at]
-    to_quarantine = [item for index, item in screened.passed if index in rejected_at]
+    counted = [event for index, event in screened.passed if index not in rejected_at]
+    to_quarantine = [event for index, event in screened.passed if index in rejected_at]
     trace_id = current_trace_id()
     published, _ = await asyncio.gather(
         event_log.publish(counted, received_at=received_at, trace_id=trace_id),

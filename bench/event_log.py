@@ -49,10 +49,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.database import libpq_url
 from app.nats_cluster import LocalCluster, local_cluster, wait_until_ready
 from app.settings import Settings
-from app.usage_ingest import log_config
+from app.usage_ingest import ingest_limits, log_config
 from bench._database import scratch_database
 from bench._server import TALLY, cli, running_server
-from metering.event_log import MSG_ID_HEADER, RECEIVED_AT_HEADER, LogConfig, LogMessage, messages_of
+from metering.event_log import MSG_ID_HEADER, LogConfig, LogMessage, message_headers, messages_of
+from metering.events import screen_events
 
 CUSTOMERS = 1000
 CATALOG = Path(__file__).resolve().parents[1] / "app" / "demo" / "catalog.toml"
@@ -174,11 +175,16 @@ async def purge(config: LogConfig) -> None:
 def edge_messages(
     batches: list[list[dict[str, Any]]], config: LogConfig, task: Any
 ) -> list[tuple[LogMessage, dict[str, str]]]:
-    """What edges publish for these batches, each received at its own moment."""
+    """What edges publish for these batches, each received at its own moment (checked as an edge
+    without a catalog checks them)."""
     messages: list[tuple[LogMessage, dict[str, str]]] = []
+    limits = ingest_limits(Settings())
     for batch in batches:
-        headers = {RECEIVED_AT_HEADER: datetime.now(UTC).isoformat()}
-        messages.extend((message, headers) for message in messages_of(batch, config, max_payload=1024 * 1024))
+        received_at = datetime.now(UTC)
+        screened = screen_events(batch, meters_by_event_type=None, received_at=received_at, limits=limits)
+        events = [event for _, event in screened.passed]
+        headers = message_headers(received_at, None)
+        messages.extend((message, headers) for message in messages_of(events, config, max_payload=1024 * 1024))
         progress.advance(task)
     return messages
 

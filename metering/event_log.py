@@ -3,7 +3,8 @@ publishing a batch so that a retried request adds nothing.
 
 A batch's events are split by a stable hash of the customer into ``partitions`` subjects
 (``tally.events.<partition>``); each partition's share is one message (several when it passes
-the server's largest payload), whose ``Nats-Msg-Id`` is a digest of its subject and its events:
+the server's largest payload), in the format its ``Tally-Log-Format`` header names (see
+:class:`LoggedEvent`), whose ``Nats-Msg-Id`` is a digest of its subject and its events:
 a retried identical request publishes identical messages, which the stream drops inside its
 duplicate window. Outside it, the event ids still count each event once (the consumer stores
 through :func:`metering.service.ingest`). The edge answers only after the stream acknowledged
@@ -15,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated
 
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -28,7 +31,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
 from ledger.errors import TallyError
-from metering.events import EVENT_FIELDS, canonical_json
+from metering.events import EventShape
 
 SUBJECT_PREFIX = "tally.events"
 #: The durable pull consumer every consumer process binds: they share its messages between them.
@@ -36,6 +39,13 @@ CONSUMER_NAME = "tally-ingest"
 RECEIVED_AT_HEADER = "Tally-Received-At"
 TRACE_ID_HEADER = "Tally-Trace-Id"
 MSG_ID_HEADER = "Nats-Msg-Id"
+#: The format of a message's payload. "1" (or no header: edges before format 2) is a JSON array of
+#: the events' own fields as clients sent them, checked again by the consumer; "2" is
+#: :class:`LoggedEvent`'s, which the consumer counts as it stands. A consumer leaves a format it
+#: does not know in the log, for one that does.
+FORMAT_HEADER = "Tally-Log-Format"
+LEGACY_FORMAT = "1"
+LOG_FORMAT = "2"
 logger = logging.getLogger("tally.event_log")
 #: Room a message keeps below the server's largest payload for its JSON array's brackets.
 _PAYLOAD_MARGIN = 64
@@ -76,9 +86,45 @@ def partition_of(customer: str, partitions: int) -> int:
     return int.from_bytes(digest, "big") % partitions
 
 
+class LoggedEvent(msgspec.Struct, array_like=True, frozen=True):
+    """An event as format 2 carries it, once an edge checked it: a JSON array
+    ``[id, customer, type, timestamp, authorization or null, properties]`` of its fields in
+    canonical form (the timestamp parsed, with its offset; the authorization a UUID), the
+    properties being exactly the canonical JSON the events table stores. The consumer decodes it
+    straight into these types and keeps the properties as text (``msgspec.Raw``), read only where
+    a meter needs a value of them: it checks nothing again that the edge checked."""
+
+    event_id: str
+    customer: str
+    event_type: str
+    occurred_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    authorization_id: uuid.UUID | None
+    properties: msgspec.Raw
+
+
+_event_encoder = msgspec.json.Encoder()
+_events_decoder = msgspec.json.Decoder(list[LoggedEvent])
+
+
+def logged_event(event: EventShape) -> LoggedEvent:
+    return LoggedEvent(
+        event.event_id,
+        event.customer,
+        event.event_type,
+        event.occurred_at,
+        event.authorization_id,
+        msgspec.Raw(event.properties_json.encode()),
+    )
+
+
+def decode_events(payload: bytes) -> list[LoggedEvent]:
+    """A format 2 payload's events; ``msgspec.DecodeError`` (or ValidationError) if it is not one."""
+    return _events_decoder.decode(payload)
+
+
 @dataclass(frozen=True)
 class LogMessage:
-    """One message of a batch: a JSON array of events, all of one partition."""
+    """One message of a batch: a JSON array of events (:class:`LoggedEvent`), all of one partition."""
 
     subject: str
     payload: bytes
@@ -86,14 +132,13 @@ class LogMessage:
     events: int
 
 
-def messages_of(events: list[dict[str, Any]], config: LogConfig, *, max_payload: int) -> list[LogMessage]:
+def messages_of(events: list[EventShape], config: LogConfig, *, max_payload: int) -> list[LogMessage]:
     """The messages that carry ``events`` (each already screened): one per partition's share,
-    split where a share passes ``max_payload`` bytes. Only an event's own fields travel (others
-    are ignored by ingestion anyway), as canonical JSON with exact numbers."""
+    split where a share passes ``max_payload`` bytes, in format 2."""
     shares: dict[int, list[bytes]] = {}
     for event in events:
-        own = {name: event[name] for name in EVENT_FIELDS if name in event}
-        shares.setdefault(partition_of(event["customer"], config.partitions), []).append(canonical_json(own).encode())
+        row = _event_encoder.encode(logged_event(event))
+        shares.setdefault(partition_of(event.customer, config.partitions), []).append(row)
     messages = []
     for partition, encoded in sorted(shares.items()):
         subject = config.subject(partition)
@@ -102,6 +147,15 @@ def messages_of(events: list[dict[str, Any]], config: LogConfig, *, max_payload:
             digest = hashlib.sha256(subject.encode() + b"\n" + payload).hexdigest()
             messages.append(LogMessage(subject, payload, digest, len(chunk)))
     return messages
+
+
+def message_headers(received_at: datetime, trace_id: str | None) -> dict[str, str]:
+    """The headers every message of a batch carries (the digest aside): its format, the moment the
+    edge received the batch and the request's trace id."""
+    headers = {FORMAT_HEADER: LOG_FORMAT, RECEIVED_AT_HEADER: received_at.isoformat()}
+    if trace_id:
+        headers[TRACE_ID_HEADER] = trace_id
+    return headers
 
 
 def _chunks(encoded: list[bytes], limit: int) -> Iterator[list[bytes]]:
@@ -167,16 +221,14 @@ class EventLog:
                 raise LogUnavailable(UNAVAILABLE_MESSAGE) from None
             return self._client, jetstream
 
-    async def publish(self, events: list[dict[str, Any]], *, received_at: datetime, trace_id: str | None) -> Published:
+    async def publish(self, events: list[EventShape], *, received_at: datetime, trace_id: str | None) -> Published:
         """Publish ``events`` and wait until the stream acknowledged every message; raise
         :class:`LogUnavailable` if one is not acknowledged in time (then some may be stored:
         the client's retry is dropped as a duplicate, or counted once by its event ids)."""
         if not events:
             return Published(0, 0)
         client, jetstream = await self.jetstream()
-        headers = {RECEIVED_AT_HEADER: received_at.isoformat()}
-        if trace_id:
-            headers[TRACE_ID_HEADER] = trace_id
+        headers = message_headers(received_at, trace_id)
         messages = messages_of(events, self.config, max_payload=client.max_payload)
 
         async def publish_one(message: LogMessage) -> bool:

@@ -452,7 +452,7 @@ def read_events(
     for index, item in enumerate(items):
         outcome = _read_event(index, item, customers, meters_by_event_type, received_at, limits)
         if refusals and isinstance(outcome, ValidEvent) and outcome.customer_id in refusals:
-            outcome = _refused(outcome, *refusals[outcome.customer_id])
+            outcome = subscription_refusal(outcome, *refusals[outcome.customer_id])
         if isinstance(outcome, Rejection):
             batch.rejected.append(outcome)
         elif outcome.event_id in seen_ids:
@@ -463,9 +463,10 @@ def read_events(
     return batch
 
 
-def _refused(
+def subscription_refusal(
     event: ValidEvent, canceled_from: datetime | None, paused_from: datetime | None, paused_until: datetime | None
 ) -> ValidEvent | Rejection:
+    """The event, or its rejection when its customer's subscription refuses usage at its time."""
     if canceled_from is not None and event.occurred_at >= canceled_from:
         message = f"the customer's subscription ended at {canceled_from.isoformat()}"
         return Rejection(event.index, Code.SUBSCRIPTION_CANCELED, message, event.event_id)
@@ -480,10 +481,13 @@ def _refused(
 
 
 @dataclass(frozen=True)
-class _Shape:
-    """What an event says about itself, read and checked without the catalog or the customers."""
+class EventShape:
+    """What an event says about itself, read and checked without the catalog or the customers:
+    its fields in canonical form (what an edge publishes to the event log)."""
 
     event_id: str
+    customer: str
+    event_type: str
     properties: dict[str, Any]
     properties_json: str
     authorization_id: uuid.UUID | None
@@ -493,10 +497,11 @@ class _Shape:
 @dataclass
 class ScreenedBatch:
     """A batch checked by :func:`screen_events`: the events to pass on (by their index in the
-    batch: those that passed, and those rejected to quarantine, which the counting quarantines
-    itself), and the rejections, with the codes and messages :func:`read_events` gives."""
+    batch, in canonical form: those that passed, and those rejected to quarantine, which the
+    counting quarantines itself), and the rejections, with the codes and messages
+    :func:`read_events` gives."""
 
-    passed: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    passed: list[tuple[int, EventShape]] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     duplicates_in_batch: int = 0
 
@@ -517,18 +522,22 @@ def screen_events(
     batch = ScreenedBatch()
     seen_ids: set[str] = set()
     for index, item in enumerate(items):
-        outcome: _Shape | tuple[Measurement, ...] | Rejection = _read_shape(index, item, received_at, limits)
-        if meters_by_event_type is not None and isinstance(outcome, _Shape):
-            outcome = _measurements(index, item, outcome, meters_by_event_type, limits)
-        if isinstance(outcome, Rejection):
-            batch.rejected.append(outcome)
-            if outcome.quarantined:
-                batch.passed.append((index, item))
-        elif item["id"] in seen_ids:
+        shape = _read_shape(index, item, received_at, limits)
+        if isinstance(shape, Rejection):
+            batch.rejected.append(shape)
+            continue
+        if meters_by_event_type is not None:
+            measured = _measurements(index, item, shape, meters_by_event_type, limits)
+            if isinstance(measured, Rejection):
+                batch.rejected.append(measured)
+                if measured.quarantined:
+                    batch.passed.append((index, shape))
+                continue
+        if shape.event_id in seen_ids:
             batch.duplicates_in_batch += 1
         else:
-            seen_ids.add(item["id"])
-            batch.passed.append((index, item))
+            seen_ids.add(shape.event_id)
+            batch.passed.append((index, shape))
     return batch
 
 
@@ -547,11 +556,9 @@ def _read_event(
     measurements = _measurements(index, item, shape, meters_by_event_type, limits)
     if isinstance(measurements, Rejection):
         return measurements
-    customer_id = customers.get(item["customer"])
+    customer_id = customers.get(shape.customer)
     if customer_id is None:
-        return Rejection(
-            index, Code.UNKNOWN_CUSTOMER, f"no customer with external id {item['customer']!r}", event_id, _held(item)
-        )
+        return unknown_customer(index, shape.customer, event_id, _held(item))
     return ValidEvent(
         index,
         event_id,
@@ -567,20 +574,14 @@ def _read_event(
 def _measurements(
     index: int,
     item: dict[str, Any],
-    shape: _Shape,
+    shape: EventShape,
     meters_by_event_type: dict[str, list[MeterRule]],
     limits: IngestLimits,
 ) -> tuple[Measurement, ...] | Rejection:
     """What each meter of the event's type reads of it, or why one cannot."""
-    rules = meters_by_event_type.get(item["type"])
+    rules = meters_by_event_type.get(shape.event_type)
     if not rules:
-        return Rejection(
-            index,
-            Code.UNKNOWN_EVENT_TYPE,
-            f"no meter reads events of type {item['type']!r}",
-            shape.event_id,
-            _held(item),
-        )
+        return unknown_event_type(index, shape.event_type, shape.event_id, _held(item))
     measurements = []
     for rule in rules:
         measured = measure(shape.properties, rule, limits)
@@ -590,7 +591,7 @@ def _measurements(
     return tuple(measurements)
 
 
-def _read_shape(index: int, item: Any, received_at: datetime, limits: IngestLimits) -> _Shape | Rejection:
+def _read_shape(index: int, item: Any, received_at: datetime, limits: IngestLimits) -> EventShape | Rejection:
     if isinstance(item, Unreadable):
         return Rejection(index, item.code, item.message)
     if not isinstance(item, dict):
@@ -643,7 +644,9 @@ def _read_shape(index: int, item: Any, received_at: datetime, limits: IngestLimi
             f"timestamp must be within the last {limits.max_age.days} days and at most 5 minutes ahead",
             event_id,
         )
-    return _Shape(event_id, properties, properties_json, authorization_id, occurred_at)
+    return EventShape(
+        event_id, item["customer"], item["type"], properties, properties_json, authorization_id, occurred_at
+    )
 
 
 def _authorization_id(reference: Any) -> uuid.UUID | None:
@@ -653,6 +656,17 @@ def _authorization_id(reference: Any) -> uuid.UUID | None:
         return uuid.UUID(reference)
     except ValueError:
         return None
+
+
+def unknown_customer(index: int, customer: str, event_id: str, payload: dict[str, Any]) -> Rejection:
+    """The rejection (to quarantine) of an event whose customer Tally does not know yet."""
+    return Rejection(index, Code.UNKNOWN_CUSTOMER, f"no customer with external id {customer!r}", event_id, payload)
+
+
+def unknown_event_type(index: int, event_type: str, event_id: str, payload: dict[str, Any]) -> Rejection:
+    """The rejection (to quarantine) of an event that no meter reads yet."""
+    message = f"no meter reads events of type {event_type!r}"
+    return Rejection(index, Code.UNKNOWN_EVENT_TYPE, message, event_id, payload)
 
 
 def _held(item: dict[str, Any]) -> dict[str, Any]:
