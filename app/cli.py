@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import auth
 from app.alert_cli import alert_cli
+from app.charges_cli import charge_cli, commitment_cli
 from app.cli_support import (
     JsonOption,
     bind_refusal,
@@ -39,7 +40,6 @@ from app.credit_note_cli import credit_note_cli
 from app.customer_cli import customer_cli
 from app.database import create_engine, latest_revision, session_factory
 from app.email_cli import email_cli
-from app.extras_cli import charge_cli, commitment_cli
 from app.interim_cli import interim_cli
 from app.nats_cli import consume, nats_cli
 from app.price_override_cli import prices_cli

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -28,6 +30,11 @@ T = TypeVar("T")
 err = Console(stderr=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+KeyOption = Annotated[
+    str | None,
+    typer.Option("--idempotency-key", help="Retry-safe key (default: a new one, printed; reuse it to retry)."),
+]
+ACTOR = "cli"  # who the audit trail says acted, for writes from the command line
 
 
 def fail(message: str) -> NoReturn:
@@ -120,3 +127,24 @@ def bind_refusal(host: str, port: int) -> OSError | None:
         except OSError as error:
             return error
     return None
+
+
+def decimal_option(value: str, option: str) -> Decimal:
+    """A decimal option's value, or a refusal naming the option."""
+    try:
+        parsed = Decimal(value.strip())
+    except InvalidOperation:
+        fail(f"{option}: {value!r} is not a decimal number")
+    if not parsed.is_finite():
+        fail(f"{option}: {value!r} is not a finite decimal number")
+    return parsed
+
+
+async def customer_id_of(session: AsyncSession, external_id: str) -> uuid.UUID:
+    from customers import service as customers
+    from customers.errors import CustomerNotFound
+
+    found = await customers.get_customer(session, external_id=external_id)
+    if found is None:
+        raise CustomerNotFound(field="EXTERNAL_ID")
+    return found.id

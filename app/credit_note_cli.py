@@ -12,8 +12,17 @@ from typing import Annotated, Any
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.cli_support import fail, load_settings, print_json, run_in_session
-from app.extras_cli import ACTOR, JsonOption, KeyOption, _decimal, customer_id_of
+from app.cli_support import (
+    ACTOR,
+    JsonOption,
+    KeyOption,
+    customer_id_of,
+    decimal_option,
+    fail,
+    load_settings,
+    print_json,
+    run_in_session,
+)
 from billing.invoice_numbers import invoice_number, parse_invoice_number
 
 credit_note_cli = typer.Typer(help="Credit notes: correct an issued invoice.", no_args_is_help=True)
@@ -78,8 +87,8 @@ def credit_note_create(
     if number is None:
         fail(f"INVOICE: {invoice!r} is not an invoice number, e.g. INV-000042")
     key = idempotency_key or f"cli-{uuid.uuid4()}"
-    lines = tuple(LineCredit(position, _decimal(value, "--line")) for position, value in map(_line, line or []))
-    parsed = _decimal(amount, "--amount") if amount is not None else None
+    lines = tuple(LineCredit(position, decimal_option(value, "--line")) for position, value in map(_line, line or []))
+    parsed = decimal_option(amount, "--amount") if amount is not None else None
 
     async def work(session: AsyncSession) -> dict[str, Any]:
         found = await invoice_by_number(session, number)

@@ -70,7 +70,7 @@ def list_messages(
     as_json: JsonOption = False,
 ) -> None:
     """The outbox's messages, newest first: status, attempts and the last error of each."""
-    from app.extras_cli import customer_id_of
+    from app.cli_support import customer_id_of
     from notifications import service as notifications
 
     async def work(session: AsyncSession) -> list[dict[str, Any]]:

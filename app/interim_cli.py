@@ -11,8 +11,7 @@ from typing import Annotated, Any
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.cli_support import load_settings, prepared_database, print_json, run_in_session
-from app.extras_cli import JsonOption, customer_id_of
+from app.cli_support import JsonOption, customer_id_of, load_settings, prepared_database, print_json, run_in_session
 from billing.invoice_numbers import invoice_number
 
 interim_cli = typer.Typer(

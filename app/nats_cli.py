@@ -15,8 +15,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli_support import bind_refusal, err, fail, load_settings, prepared_database, print_json
-from app.extras_cli import JsonOption
+from app.cli_support import JsonOption, bind_refusal, err, fail, load_settings, prepared_database, print_json
 from app.nats_cluster import NODES, local_cluster, wait_until_ready
 
 nats_cli = typer.Typer(help="A local NATS JetStream cluster for the scaled-out ingestion.", no_args_is_help=True)

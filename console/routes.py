@@ -366,11 +366,11 @@ def install(app: FastAPI) -> None:
     from console.billing import router as billing_router
     from console.billing_details import router as billing_details_router
     from console.calendar import router as calendar_router
+    from console.charges import router as charges_router
     from console.coupons import router as coupons_router
     from console.credits import router as credits_router
     from console.customer_links import router as customer_links_router
     from console.emails import router as emails_router
-    from console.extras import router as extras_router
     from console.invoice_page import router as invoice_page_router
     from console.invoices import router as invoices_router
     from console.ledger import router as ledger_router
@@ -395,7 +395,7 @@ def install(app: FastAPI) -> None:
     app.include_router(pricing_router)
     app.include_router(anomalies_router)
     app.include_router(payments_router)
-    app.include_router(extras_router)
+    app.include_router(charges_router)
     app.include_router(lifecycle_router)
     app.include_router(price_overrides_router)
     app.include_router(calendar_router)

@@ -34,6 +34,14 @@ from app.api.billing_details import (
     resolve_billing_details_history,
 )
 from app.api.catalog import BillingInterval, Plan
+from app.api.charges import (
+    MinimumSpend,
+    OneOffCharge,
+    PrepaidCommitment,
+    resolve_minimum_spend,
+    resolve_one_off_charges,
+    resolve_prepaid_commitments,
+)
 from app.api.common import (
     Connection,
     UserError,
@@ -46,14 +54,6 @@ from app.api.common import (
     time_cursor,
 )
 from app.api.coupons import Discount, resolve_discounts
-from app.api.extras import (
-    MinimumSpend,
-    OneOffCharge,
-    PrepaidCommitment,
-    resolve_minimum_spend,
-    resolve_one_off_charges,
-    resolve_prepaid_commitments,
-)
 from app.api.ledger import (
     Balance,
     CreditGrant,

@@ -31,13 +31,13 @@ from app.api.authorizations import AuthorizationsMutation
 from app.api.billing import BillingQuery
 from app.api.calendar import CalendarMutation
 from app.api.catalog import CatalogQuery
+from app.api.charges import ChargesMutation
 from app.api.collection import CollectionMutation, CollectionQuery, FinanceMutation, ReconciliationMutation
 from app.api.coupons import CouponsMutation, CouponsQuery
 from app.api.credit_note_mutations import CreditNotesMutation
 from app.api.credit_notes import CreditNotesQuery
 from app.api.customer_updates import BillingDetailsMutation
 from app.api.customers import CustomersMutation, CustomersQuery
-from app.api.extras import ExtrasMutation
 from app.api.invoice_documents import InvoiceDocumentsMutation
 from app.api.invoice_list import InvoiceListQuery
 from app.api.ledger import CorrectionsMutation, LedgerMutation
@@ -111,7 +111,7 @@ Mutation = merge_types(
         FinanceMutation,
         ReconciliationMutation,
         AnomaliesMutation,
-        ExtrasMutation,
+        ChargesMutation,
         InvoiceDocumentsMutation,
         CreditNotesMutation,
         LifecycleMutation,

@@ -18,8 +18,8 @@ from app.staff import create_user
 from billing.invoices.one_off import OneOffChargeRequest, create_one_off_charge
 from customers.service import NewCustomer, create_customer
 from tests.conftest import now
+from tests.console.test_charges_console import hidden_fields
 from tests.console.test_console import PASSWORD, csrf_of, sign_in
-from tests.console.test_extras_console import hidden_fields
 
 
 @pytest.fixture

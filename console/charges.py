@@ -52,7 +52,7 @@ async def _page(
     charges = [edge["node"] for edge in customer["oneOffCharges"]["edges"]]
     return render(
         request,
-        "extras.html",
+        "charges.html",
         {
             "customer": customer,
             "charges": charges,
@@ -124,7 +124,7 @@ async def review_charge(request: Request, context: ContextDep, customer_id: str)
     if payload["userErrors"]:
         return await _refused(request, context, customer_id, "charge", payload["userErrors"], form)
     return render(
-        request, "extras_review.html", {"customer": customer, "form": form, "kind": "charge", "preview": payload}
+        request, "charges_review.html", {"customer": customer, "form": form, "kind": "charge", "preview": payload}
     )
 
 
@@ -190,7 +190,7 @@ async def _commitment(request: Request, context: TallyContext, customer_id: str,
     if dry_run:
         return render(
             request,
-            "extras_review.html",
+            "charges_review.html",
             {"customer": customer, "form": form, "kind": "commitment", "preview": payload},
         )
     amount = payload["amount"]

@@ -9,34 +9,27 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.cli_support import JsonOption, fail, load_settings, print_json, run_in_session
+from app.cli_support import (
+    ACTOR,
+    JsonOption,
+    KeyOption,
+    customer_id_of,
+    decimal_option,
+    fail,
+    load_settings,
+    print_json,
+    run_in_session,
+)
 from app.subscription_cli import SubscriptionOption, subscription_id_option
 from billing.invoice_numbers import invoice_number
 
 charge_cli = typer.Typer(help="One-off charges: now, or on the customer's next invoice.", no_args_is_help=True)
 commitment_cli = typer.Typer(help="Prepaid commitments and minimum spend.", no_args_is_help=True)
-KeyOption = Annotated[
-    str | None,
-    typer.Option("--idempotency-key", help="Retry-safe key (default: a new one, printed; reuse it to retry)."),
-]
-ACTOR = "cli"
-
-
-def _decimal(value: str, option: str) -> Decimal:
-
-    try:
-        parsed = Decimal(value.strip())
-    except InvalidOperation:
-        fail(f"{option}: {value!r} is not a decimal number")
-    if not parsed.is_finite():
-        fail(f"{option}: {value!r} is not a finite decimal number")
-    return parsed
 
 
 def _moment(value: str | None, option: str) -> datetime | None:
@@ -50,16 +43,6 @@ def _moment(value: str | None, option: str) -> datetime | None:
     if moment.tzinfo is None:
         fail(f"{option}: give a time zone offset, e.g. 2027-01-01T00:00:00Z")
     return moment.astimezone(UTC)
-
-
-async def customer_id_of(session: AsyncSession, external_id: str) -> uuid.UUID:
-    from customers import service as customers
-    from customers.errors import CustomerNotFound
-
-    found = await customers.get_customer(session, external_id=external_id)
-    if found is None:
-        raise CustomerNotFound(field="EXTERNAL_ID")
-    return found.id
 
 
 def _major(minor: int | None, currency: str) -> str | None:
@@ -107,7 +90,7 @@ def charge_create(
     from customers import service as customers
 
     key = idempotency_key or f"cli-{uuid.uuid4()}"
-    price, count = _decimal(unit_price, "--unit-price"), _decimal(quantity, "--quantity")
+    price, count = decimal_option(unit_price, "--unit-price"), decimal_option(quantity, "--quantity")
     subscription_id = subscription_id_option(subscription)
 
     async def work(session: AsyncSession) -> Any:
@@ -224,7 +207,7 @@ def commitment_create(
 
     settings = load_settings()
     key = idempotency_key or f"cli-{uuid.uuid4()}"
-    total = _decimal(amount, "--amount")
+    total = decimal_option(amount, "--amount")
     ends, starts = _moment(ends_at, "--ends-at"), _moment(starts_at, "--starts-at")
     assert ends is not None
 
@@ -292,7 +275,7 @@ def commitment_minimum_spend(
     from ledger.money import quantize_major
 
     key = idempotency_key or f"cli-{uuid.uuid4()}"
-    minimum = _decimal(amount, "--amount") if amount is not None else None
+    minimum = decimal_option(amount, "--amount") if amount is not None else None
     moment = _moment(effective_at, "--effective-at")
     subscription_id = subscription_id_option(subscription)
 

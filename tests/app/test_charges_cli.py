@@ -24,7 +24,7 @@ async def customer(session: AsyncSession, catalog: None) -> None:
     await session.commit()
 
 
-def test_every_extras_command_has_help(run) -> None:
+def test_every_charge_and_commitment_command_has_help(run) -> None:
     for command in (
         ["charge"],
         ["charge", "create"],

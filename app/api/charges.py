@@ -311,7 +311,7 @@ class SetMinimumSpendPayload:
 
 
 @strawberry.type
-class ExtrasMutation:
+class ChargesMutation:
     @strawberry.mutation(
         permission_classes=[requires(Capability.ADJUST_BALANCES)],
         description="Charge a customer a one-off fee: on its own invoice now, or on their next invoice.",
