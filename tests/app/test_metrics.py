@@ -27,11 +27,13 @@ Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def parse(exposition: str) -> Series:
-    """Every sample by name and labels, without the OpenTelemetry scope labels."""
+    """Every sample by name and labels, without the OpenTelemetry scope labels, and without empty
+    ones: the exporter writes a label another sample of the family has as ``code=""``, so a
+    series' labels change once the family's first sample with that label is recorded."""
     return {
         (
             sample.name,
-            frozenset((k, v) for k, v in sample.labels.items() if not k.startswith("otel_scope")),
+            frozenset((k, v) for k, v in sample.labels.items() if v and not k.startswith("otel_scope")),
         ): sample.value
         for family in text_string_to_metric_families(exposition)
         for sample in family.samples
@@ -39,7 +41,7 @@ def parse(exposition: str) -> Series:
 
 
 def value(series: Series, name: str, **labels: str) -> float:
-    return series.get((name, frozenset(labels.items())), 0.0)
+    return series.get((name, frozenset((k, v) for k, v in labels.items() if v)), 0.0)
 
 
 async def test_metrics_after_ingesting_and_billing(
