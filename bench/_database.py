@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -20,18 +22,22 @@ from metering import repository
 
 @contextmanager
 def scratch_database() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="tally-bench-") as data_dir:
-        server = os.environ.get("DATABASE_URL") or start_embedded_postgres(Path(data_dir))
-        name = f"bench_{uuid.uuid4().hex[:12]}"
+    data_dir = tempfile.mkdtemp(prefix="tally-bench-")
+    # The embedded server stops in its own exit hook; removing its data directory before that left
+    # servers running without one. Exit hooks run last-registered first, and the server's is
+    # registered when it starts, after this one: the directory goes once the server has stopped.
+    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
+    server = os.environ.get("DATABASE_URL") or start_embedded_postgres(Path(data_dir))
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    url = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+    migrate(url)
+    try:
+        yield url
+    finally:
         with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(f"CREATE DATABASE {name}")
-        url = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
-        migrate(url)
-        try:
-            yield url
-        finally:
-            with psycopg.connect(server, autocommit=True) as admin:
-                admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def derive_daily_rollups(connection: psycopg.Connection[Any]) -> None:
