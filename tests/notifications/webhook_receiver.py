@@ -78,6 +78,8 @@ class Receiver:
         body = b""
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the sender died before its body was complete: like any receiver, process nothing
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
