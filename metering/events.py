@@ -129,6 +129,18 @@ class ReadBatch:
     valid: list[ValidEvent] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     duplicates_in_batch: int = 0
+    _seen_ids: set[str] = field(default_factory=set, repr=False)
+
+    def add(self, outcome: ValidEvent | Rejection) -> None:
+        """Sort one event's outcome: the first occurrence of an id in a batch wins, later ones
+        are duplicates (as they would be across batches)."""
+        if isinstance(outcome, Rejection):
+            self.rejected.append(outcome)
+        elif outcome.event_id in self._seen_ids:
+            self.duplicates_in_batch += 1
+        else:
+            self._seen_ids.add(outcome.event_id)
+            self.valid.append(outcome)
 
 
 def parse_body(body: bytes, *, ndjson: bool) -> list[Any]:
@@ -441,25 +453,18 @@ def read_events(
     limits: IngestLimits,
     refusals: dict[uuid.UUID, tuple[datetime | None, datetime | None, datetime | None]] | None = None,
 ) -> ReadBatch:
-    """Validate each event; the first occurrence of an id in a batch wins, later ones are
-    duplicates (as they would be across batches). Whatever PostgreSQL could not store is refused
-    here, event by event, before the batch's one statement runs. ``refusals`` names the customers
-    whose subscription refuses usage: from when it ended, and from when it was paused (under a
-    plan that refuses usage while paused, up to when a plan that meters it takes over); an event
-    at or after the end, or within the refused part of the pause, is refused."""
+    """Validate each event (:meth:`ReadBatch.add` says which of an id's occurrences counts).
+    Whatever PostgreSQL could not store is refused here, event by event, before the batch's one
+    statement runs. ``refusals`` names the customers whose subscription refuses usage: from when
+    it ended, and from when it was paused (under a plan that refuses usage while paused, up to
+    when a plan that meters it takes over); an event at or after the end, or within the refused
+    part of the pause, is refused."""
     batch = ReadBatch()
-    seen_ids: set[str] = set()
     for index, item in enumerate(items):
         outcome = _read_event(index, item, customers, meters_by_event_type, received_at, limits)
         if refusals and isinstance(outcome, ValidEvent) and outcome.customer_id in refusals:
             outcome = subscription_refusal(outcome, *refusals[outcome.customer_id])
-        if isinstance(outcome, Rejection):
-            batch.rejected.append(outcome)
-        elif outcome.event_id in seen_ids:
-            batch.duplicates_in_batch += 1
-        else:
-            seen_ids.add(outcome.event_id)
-            batch.valid.append(outcome)
+        batch.add(outcome)
     return batch
 
 

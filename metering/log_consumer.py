@@ -1,4 +1,4 @@
-"""Counting the event log: another caller of :func:`metering.service.count_batch`.
+"""Counting the event log: another caller of :func:`metering.service.count_batches`.
 
 Consumers share one durable pull consumer of the stream, so each message goes to one of them at
 a time; a message is acknowledged only after the transaction that counted it committed. One that
@@ -53,7 +53,7 @@ from metering.events import (
     unknown_customer,
     unknown_event_type,
 )
-from metering.service import IngestResult, ReadIngest, count_batch, ingest, meter_rules
+from metering.service import IngestResult, ReadIngest, count_batches, ingest, meter_rules
 
 
 class UnreadableMessage(ValueError):
@@ -130,7 +130,6 @@ def read_logged_events(
     messages and order of checks, minus the checks their edge already made. An event's properties
     are parsed only when a meter of its type reads a value or a dimension of them."""
     batch = ReadBatch()
-    seen_ids: set[str] = set()
     for index, event in enumerate(events):
         rules = meters_by_event_type.get(event.event_type)
         if not rules:
@@ -154,14 +153,7 @@ def read_logged_events(
             measurements,
             event.authorization_id,
         )
-        outcome = subscription_refusal(valid, *refusals[customer_id]) if customer_id in refusals else valid
-        if isinstance(outcome, Rejection):
-            batch.rejected.append(outcome)
-        elif event.event_id in seen_ids:
-            batch.duplicates_in_batch += 1
-        else:
-            seen_ids.add(event.event_id)
-            batch.valid.append(outcome)
+        batch.add(subscription_refusal(valid, *refusals[customer_id]) if customer_id in refusals else valid)
     return batch
 
 
@@ -185,8 +177,9 @@ async def count_logged(
 ) -> list[IngestResult]:
     """Count the events of ``batches`` in the caller's transaction, as the direct path would count
     a request received when their edge received it: the messages of one edge request (the shares
-    of its partitions, which share its moment and trace) are counted together, in one statement.
-    The customers and the meters are read once for all of them."""
+    of its partitions, which share its moment and trace) are counted together, as one batch, and
+    all the requests' batches in one statement per table. The customers and the meters are read
+    once for all of them."""
     started = time.perf_counter()
     requests: dict[tuple[datetime, str | None], list[LoggedEvent]] = {}
     unchecked: dict[tuple[datetime, str | None], list[Any]] = {}
@@ -204,11 +197,20 @@ async def count_logged(
             for customer_id, refusal in refused.items()
         }
         rules = await meter_rules(session)
-        for (received_at, trace_id), events in requests.items():
-            read = read_logged_events(
-                events, customers=known, meters_by_event_type=rules, limits=limits, refusals=refusals
+        reads = [
+            (
+                ReadIngest(
+                    read_logged_events(
+                        events, customers=known, meters_by_event_type=rules, limits=limits, refusals=refusals
+                    ),
+                    received_at,
+                    started,
+                ),
+                trace_id,
             )
-            results.append(await count_batch(session, ReadIngest(read, received_at, started), trace_id=trace_id))
+            for (received_at, trace_id), events in requests.items()
+        ]
+        results.extend(await count_batches(session, reads))
     for (received_at, trace_id), items in unchecked.items():
         results.append(await ingest(session, items, received_at=received_at, limits=limits, trace_id=trace_id))
     return results

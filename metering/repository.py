@@ -40,23 +40,24 @@ MERGE_ROLLUP = """
 STORE_EVENTS = """
 WITH incoming AS (
   SELECT * FROM unnest(%(event_ids)b::text[], %(customer_ids)b::uuid[], %(event_types)b::text[],
-                       %(occurred_at)b::timestamptz[], %(properties)b::text[])
-    AS e(event_id, customer_id, event_type, occurred_at, properties)),
+                       %(occurred_at)b::timestamptz[], %(properties)b::text[], %(received_at)b::timestamptz[],
+                       %(trace_ids)b::text[])
+    AS e(event_id, customer_id, event_type, occurred_at, properties, received_at, trace_id)),
 inserted AS (
   INSERT INTO events (event_id, customer_id, event_type, occurred_at, properties, received_at, trace_id)
-  SELECT event_id, customer_id, event_type, occurred_at, properties::jsonb, %(received_at)s, %(trace_id)s
+  SELECT event_id, customer_id, event_type, occurred_at, properties::jsonb, received_at, trace_id
   FROM incoming ORDER BY event_id
   ON CONFLICT (event_id) DO NOTHING
-  RETURNING event_id, customer_id, occurred_at),
+  RETURNING event_id, customer_id, occurred_at, received_at),
 pending AS (
   INSERT INTO usage_pending (customer_id, meter_id, occurred_at, dimensions, value, unique_value, event_id,
                              received_at)
   SELECT i.customer_id, m.meter_id, i.occurred_at, m.dimensions::jsonb, m.value, m.unique_value, i.event_id,
-         %(received_at)s
+         i.received_at
   FROM unnest(%(measured_ids)b::text[], %(meter_ids)b::uuid[], %(dimensions)b::text[], %(values)b::numeric[],
               %(unique_values)b::text[]) AS m(event_id, meter_id, dimensions, value, unique_value)
   JOIN inserted i USING (event_id))
-SELECT (extract(epoch FROM %(received_at)s - occurred_at) * 1000)::float8 AS lag_ms FROM inserted ORDER BY 1
+SELECT event_id, (extract(epoch FROM received_at - occurred_at) * 1000)::float8 AS lag_ms FROM inserted
 """
 
 # The roller: takes what waits (at most `limit` measurements) and merges each hour's aggregate
@@ -118,25 +119,25 @@ ROLLER_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('tally.metering.roll_up
 
 
 async def store_events(
-    session: AsyncSession, events: Sequence[ValidEvent], *, received_at: datetime, trace_id: str | None
-) -> list[float]:
-    """Store the events new to Tally and their measurements, waiting to be rolled up, in the
-    caller's transaction.
+    session: AsyncSession, events: Sequence[tuple[ValidEvent, datetime, str | None]]
+) -> dict[str, float]:
+    """Store the events new to Tally (each with when it was received and its trace) and their
+    measurements, waiting to be rolled up, in the caller's transaction. An id must appear once.
 
-    Returns the ingest lags in milliseconds of the events that were new (the others were already
-    counted), sorted.
+    Returns the ingest lag in milliseconds of each event that was new, by id (the others were
+    already counted).
     """
     if not events:
-        return []
-    measured = [(e.event_id, m) for e in events for m in e.measurements]
+        return {}
+    measured = [(e.event_id, m) for e, _, _ in events for m in e.measurements]
     params = {
-        "event_ids": [e.event_id for e in events],
-        "customer_ids": [e.customer_id for e in events],
-        "event_types": [e.event_type for e in events],
-        "occurred_at": [e.occurred_at for e in events],
-        "properties": [e.properties_json for e in events],
-        "received_at": received_at,
-        "trace_id": trace_id,
+        "event_ids": [e.event_id for e, _, _ in events],
+        "customer_ids": [e.customer_id for e, _, _ in events],
+        "event_types": [e.event_type for e, _, _ in events],
+        "occurred_at": [e.occurred_at for e, _, _ in events],
+        "properties": [e.properties_json for e, _, _ in events],
+        "received_at": [received_at for _, received_at, _ in events],
+        "trace_ids": [trace_id for _, _, trace_id in events],
         "measured_ids": [event_id for event_id, _ in measured],
         "meter_ids": [m.meter_id for _, m in measured],
         "dimensions": [m.dimensions for _, m in measured],
@@ -145,7 +146,7 @@ async def store_events(
     }
     connection = await driver_connection(session)
     cursor = await connection.execute(STORE_EVENTS, params)
-    return [row[0] for row in await cursor.fetchall()]
+    return dict(await cursor.fetchall())
 
 
 async def roll_up(session: AsyncSession, *, limit: int) -> tuple[int, frozenset[uuid.UUID]] | None:
@@ -161,9 +162,10 @@ async def roll_up(session: AsyncSession, *, limit: int) -> tuple[int, frozenset[
     return int(folded[0]), frozenset(folded[1] or ())
 
 
-async def quarantine(session: AsyncSession, rejections: Sequence[Rejection], *, received_at: datetime) -> None:
-    """Keep events refused for an unknown customer or type; a retried one is kept once."""
-    rows = [r for r in rejections if r.quarantined and r.event_id]
+async def quarantine(session: AsyncSession, rejections: Sequence[tuple[Rejection, datetime]]) -> None:
+    """Keep events refused for an unknown customer or type, each with when it was received; a
+    retried one is kept once."""
+    rows = [(r, received_at) for r, received_at in rejections if r.quarantined and r.event_id]
     if not rows:
         return
     await session.execute(
@@ -180,19 +182,21 @@ async def quarantine(session: AsyncSession, rejections: Sequence[Rejection], *, 
                 "payload": canonical_json(r.payload),
                 "received_at": received_at,
             }
-            for r in rows
+            for r, received_at in rows
         ],
     )
 
 
-async def record_batch(session: AsyncSession, batch: IngestBatch) -> None:
+async def record_batches(session: AsyncSession, batches: Sequence[IngestBatch]) -> None:
+    if not batches:
+        return
     await session.execute(
         text(
             "INSERT INTO ingest_batches (received_at, accepted, duplicates, rejected, ingest_lag_p50_ms, "
             "ingest_lag_max_ms, processing_ms, trace_id) VALUES (:received_at, :accepted, :duplicates, "
             "CAST(:rejected AS jsonb), :ingest_lag_p50_ms, :ingest_lag_max_ms, :processing_ms, :trace_id)"
         ),
-        {**batch.model_dump(exclude={"id"}), "rejected": canonical_json(batch.rejected)},
+        [{**batch.model_dump(exclude={"id"}), "rejected": canonical_json(batch.rejected)} for batch in batches],
     )
 
 

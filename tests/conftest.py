@@ -73,7 +73,14 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     configured = os.environ.get("TALLY_TEST_DATABASE_URL")
     if configured:
         return configured
-    return start_embedded_postgres(tmp_path_factory.mktemp("tally-data"))
+    url = start_embedded_postgres(tmp_path_factory.mktemp("tally-data"))
+    # The tests kill processes (servers, consumers, PostgreSQL itself), never the machine: what
+    # PostgreSQL has written survives them in the kernel's cache, so flushing it to the disk only
+    # slows every commit (3×) and every database dropped after a test (0.9 s to 0.03 s here).
+    admin_execute(
+        url, "ALTER SYSTEM SET fsync = off", "ALTER SYSTEM SET full_page_writes = off", "SELECT pg_reload_conf()"
+    )
+    return url
 
 
 def admin_execute(server_url: str, *statements: str) -> None:
@@ -91,13 +98,14 @@ def template_url(server_url: str) -> str:
 
 
 def clone_database(server_url: str, name: str) -> str:
-    admin_execute(server_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+    """A copy of the template; copying its files is about twice as fast as logging its pages."""
+    admin_execute(server_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB} STRATEGY FILE_COPY")
     return with_database(server_url, name)
 
 
 class DatabasePool:
     """Clones of the template made one test ahead, and finished databases dropped, in a thread
-    beside the tests: cloning 200 relations costs about a third of a second, which the next test
+    beside the tests: cloning 200 relations costs about a tenth of a second, which the next test
     no longer waits for."""
 
     def __init__(self, server_url: str) -> None:

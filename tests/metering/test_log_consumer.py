@@ -22,6 +22,7 @@ from metering.event_log import FORMAT_HEADER, LogConfig, message_headers, messag
 from metering.events import screen_events
 from metering.log_consumer import UnknownFormat, count_logged, read_message
 from metering.service import ingest, meter_rules
+from tests.conftest import SentStatements
 
 CONFIG = LogConfig(
     servers=("nats://127.0.0.1:4222",),
@@ -125,6 +126,56 @@ async def test_the_log_counts_the_rows_the_direct_path_counts_for_the_same_event
     assert len(direct_rows["measurements"]) == 6 and direct_rows["settled"] == [("4",)]
     assert direct_rows["events"][1][3] == at, "the offset +02:00 names the same instant"
     assert "größe-1 ✓" in direct_rows["events"][1][4] and '"x": 1000' in direct_rows["events"][1][4]
+
+
+async def test_the_edge_requests_of_one_transaction_are_stored_together_each_with_its_moment_and_trace(
+    session: AsyncSession, catalog: None, settings: Settings, sent_statements: SentStatements
+) -> None:
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    new = NewCustomer(
+        external_id="org_a", name="org_a", currency="USD", plan_key="pro", started_at=at - timedelta(days=3)
+    )
+    await create_customer(session, new, as_of=at)
+    limits = ingest_limits(settings)
+    rules = await meter_rules(session)
+    stamp = at.isoformat().replace("+00:00", "Z")
+    requests = {  # three edge requests; the third repeats an event of the first
+        "t1": ["e-1", "e-2", "e-3"],
+        "t2": ["e-4", "e-5"],
+        "t3": ["e-2", "e-6", "e-7"],
+    }
+    batches = []
+    for seconds, (trace_id, ids) in enumerate(requests.items()):
+        received_at = at + timedelta(seconds=10 * (seconds + 1))
+        events = [{"id": i, "customer": "org_a", "type": "request.completed", "timestamp": stamp} for i in ids]
+        events.append(
+            {"id": f"{trace_id}-lost", "customer": "org_nobody", "type": "request.completed", "timestamp": stamp}
+        )
+        screened = screen_events(events, meters_by_event_type=rules, received_at=received_at, limits=limits)
+        published = messages_of([event for _, event in screened.passed], CONFIG, max_payload=1024 * 1024)
+        batches += [read_message(m.payload, message_headers(received_at, trace_id)) for m in published]
+    sent_statements.clear()
+
+    results = await count_logged(session, batches, limits=limits)
+
+    assert [(r.accepted, r.duplicates, len(r.rejected)) for r in results] == [(3, 0, 1), (2, 0, 1), (2, 1, 1)]
+    stored = [s for s in sent_statements if "INSERT INTO events" in s]
+    assert len(stored) == 1, "one statement stores the events of every request in the transaction"
+    rows = await session.execute(text("SELECT event_id, received_at, trace_id FROM events ORDER BY event_id"))
+    assert [(event_id, int((received - at).total_seconds()), trace) for event_id, received, trace in rows] == [
+        ("e-1", 10, "t1"), ("e-2", 10, "t1"), ("e-3", 10, "t1"), ("e-4", 20, "t2"), ("e-5", 20, "t2"),
+        ("e-6", 30, "t3"), ("e-7", 30, "t3"),
+    ]  # fmt: skip
+    recorded = await session.execute(
+        text("SELECT trace_id, received_at, accepted, duplicates, rejected::text FROM ingest_batches ORDER BY 1")
+    )
+    assert [(t, int((r - at).total_seconds()), a, d, j) for t, r, a, d, j in recorded] == [
+        ("t1", 10, 3, 0, '{"UNKNOWN_CUSTOMER": 1}'),
+        ("t2", 20, 2, 0, '{"UNKNOWN_CUSTOMER": 1}'),
+        ("t3", 30, 2, 1, '{"UNKNOWN_CUSTOMER": 1}'),
+    ]
+    held = await session.execute(text("SELECT event_id, received_at FROM quarantined_events ORDER BY 1"))
+    assert [(e, int((r - at).total_seconds())) for e, r in held] == [("t1-lost", 10), ("t2-lost", 20), ("t3-lost", 30)]
 
 
 async def test_a_message_in_an_unknown_format_is_refused_before_it_is_read(settings: Settings) -> None:
