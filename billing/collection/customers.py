@@ -6,13 +6,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy.dialects.postgresql import insert
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing.collection import repository as collection_repository
 from billing.collection.errors import CollectionOff
 from billing.collection.stripe_gateway import SetupIntent, StripeGateway
-from billing.models import StripeCustomer
 from customers import service as customers
 from customers.errors import CustomerNotFound
 from ledger.errors import InvalidInput
@@ -23,20 +21,14 @@ async def stripe_customer_id(
 ) -> str:
     """The customer's Stripe customer, created on first need. Two concurrent first needs send the
     same idempotency key, so Stripe answers both with one customer, stored once."""
-    query = select(StripeCustomer).where(col(StripeCustomer.customer_id) == customer_id)
-    found = (await session.exec(query)).first()
+    found = await collection_repository.stripe_customer_id_of(session, customer_id)
     if found is not None:
-        return found.stripe_customer_id
+        return found
     customer = await customers.get_customer(session, customer_id=customer_id)
     if customer is None:
         raise CustomerNotFound()
     created = await gateway.create_customer(tally_customer_id=customer.id, name=customer.name, email=customer.email)
-    await session.execute(
-        insert(StripeCustomer)
-        .values(customer_id=customer.id, stripe_customer_id=created, created_at=as_of)
-        .on_conflict_do_nothing(index_elements=["customer_id"])
-    )
-    return (await session.exec(query.execution_options(populate_existing=True))).one().stripe_customer_id
+    return await collection_repository.store_stripe_customer(session, customer.id, created, created_at=as_of)
 
 
 async def create_setup_intent(

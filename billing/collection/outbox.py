@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.collection import repository as collection_repository
@@ -30,7 +29,6 @@ from billing.collection.stripe_gateway import (
     charge_off_session,
     saved_card,
 )
-from billing.invoices.credit_notes_repository import STILL_DUE
 from billing.tracing import linked_to, tracer
 
 LEASE = timedelta(minutes=10)
@@ -46,30 +44,14 @@ class Claimed:
 
 async def claim_next(session: AsyncSession, *, as_of: datetime) -> Claimed | None:
     """The next invoice to collect, leased to this worker; the caller commits before calling Stripe."""
-    row = (
-        await session.execute(
-            text(
-                f"SELECT o.invoice_id, o.customer_id, o.attempts, o.status, {STILL_DUE}, i.currency, i.trace_id "
-                "FROM collection_outbox o JOIN invoices i ON i.id = o.invoice_id "
-                "WHERE o.status IN ('pending', 'in_flight') AND o.next_attempt_at <= :as_of "
-                "ORDER BY o.next_attempt_at LIMIT 1 FOR UPDATE OF o SKIP LOCKED"
-            ),
-            {"as_of": as_of},
-        )
-    ).first()
-    if row is None:
+    due = await collection_repository.next_due_collection_for_update(session, as_of=as_of)
+    if due is None:
         return None
-    invoice_id, customer_id, attempts, status, amount, currency, invoice_trace_id = row
-    reclaimed = status == "in_flight"
-    number = attempts if reclaimed else attempts + 1
-    await session.execute(
-        text(
-            "UPDATE collection_outbox SET status = 'in_flight', attempts = :attempt, next_attempt_at = :lease "
-            "WHERE invoice_id = :invoice_id"
-        ),
-        {"attempt": number, "lease": as_of + LEASE, "invoice_id": invoice_id},
-    )
-    return Claimed(Attempt(invoice_id, customer_id, number, amount, currency), reclaimed, invoice_trace_id)
+    reclaimed = due.status == "in_flight"
+    number = due.attempts if reclaimed else due.attempts + 1
+    await collection_repository.lease_collection(session, due.invoice_id, attempt=number, lease_until=as_of + LEASE)
+    attempt = Attempt(due.invoice_id, due.customer_id, number, due.still_due, due.currency)
+    return Claimed(attempt, reclaimed, due.invoice_trace_id)
 
 
 async def payer_of(session: AsyncSession, gateway: StripeGateway, claimed: Claimed, *, as_of: datetime) -> str | None:

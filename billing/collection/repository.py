@@ -1,24 +1,50 @@
 """SQL of collection: the outbox and its attempts, the payments Stripe made for invoices (with what
-was refunded and disputed since), Stripe customers and their default card."""
+was refunded and disputed since), Stripe customers and their default card, and the Stripe events
+received by webhook."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.collection.stripe_gateway import Charge
+from billing.invoices.credit_notes_repository import STILL_DUE
 from billing.models import (
     Invoice,
+    StripeCustomer,
     StripeDispute,
     StripeEvent,
     StripePayment,
 )
+
+
+async def stripe_customer_id_of(session: AsyncSession, customer_id: uuid.UUID) -> str | None:
+    """The Stripe customer stored for a Tally customer, if one was made."""
+    query = select(StripeCustomer).where(col(StripeCustomer.customer_id) == customer_id)
+    found = (await session.exec(query)).first()
+    return found.stripe_customer_id if found is not None else None
+
+
+async def store_stripe_customer(
+    session: AsyncSession, customer_id: uuid.UUID, stripe_customer_id: str, *, created_at: datetime
+) -> str:
+    """Keep the customer's Stripe customer once and answer the one stored: a concurrent first need
+    that stored its own first wins (both got the same one from Stripe, by idempotency key)."""
+    await session.execute(
+        insert(StripeCustomer)
+        .values(customer_id=customer_id, stripe_customer_id=stripe_customer_id, created_at=created_at)
+        .on_conflict_do_nothing(index_elements=["customer_id"])
+    )
+    query = select(StripeCustomer).where(col(StripeCustomer.customer_id) == customer_id)
+    return (await session.exec(query.execution_options(populate_existing=True))).one().stripe_customer_id
 
 
 async def is_stripe_customer(session: AsyncSession, stripe_customer_id: str) -> bool:
@@ -250,3 +276,141 @@ async def stripe_events(session: AsyncSession, *, status: str | None, limit: int
 async def stripe_events_by_id(session: AsyncSession, ids: list[str]) -> list[StripeEvent]:
     query = select(StripeEvent).where(col(StripeEvent.id).in_(ids)).execution_options(populate_existing=True)
     return list((await session.exec(query)).all())
+
+
+class DueCollection(NamedTuple):
+    invoice_id: uuid.UUID
+    customer_id: uuid.UUID
+    attempts: int
+    status: str
+    still_due: int
+    currency: str
+    invoice_trace_id: str | None
+
+
+async def next_due_collection_for_update(session: AsyncSession, *, as_of: datetime) -> DueCollection | None:
+    """The outbox row whose attempt is due soonest (pending, or in flight past its lease), locked
+    with SKIP LOCKED so workers share the queue, with what its invoice still owes after credit notes."""
+    row = (
+        await session.execute(
+            text(
+                f"SELECT o.invoice_id, o.customer_id, o.attempts, o.status, {STILL_DUE}, i.currency, i.trace_id "
+                "FROM collection_outbox o JOIN invoices i ON i.id = o.invoice_id "
+                "WHERE o.status IN ('pending', 'in_flight') AND o.next_attempt_at <= :as_of "
+                "ORDER BY o.next_attempt_at LIMIT 1 FOR UPDATE OF o SKIP LOCKED"
+            ),
+            {"as_of": as_of},
+        )
+    ).first()
+    return None if row is None else DueCollection(*row)
+
+
+async def lease_collection(
+    session: AsyncSession, invoice_id: uuid.UUID, *, attempt: int, lease_until: datetime
+) -> None:
+    """Mark the outbox row in flight under ``attempt`` until ``lease_until``, when another worker may claim it."""
+    await session.execute(
+        text(
+            "UPDATE collection_outbox SET status = 'in_flight', attempts = :attempt, next_attempt_at = :lease "
+            "WHERE invoice_id = :invoice_id"
+        ),
+        {"attempt": attempt, "lease": lease_until, "invoice_id": invoice_id},
+    )
+
+
+async def store_stripe_event(
+    session: AsyncSession,
+    event: dict[str, Any],
+    *,
+    object_id: str | None,
+    created: datetime,
+    received_at: datetime,
+    status: str,
+    trace_id: str | None,
+) -> tuple[str, int]:
+    """Insert a Stripe event once by its id, or count one more delivery of it; its stored status
+    and how many deliveries it has had."""
+    row = await session.execute(
+        text(
+            "INSERT INTO stripe_events (id, type, object_id, created, livemode, payload, received_at, deliveries, "
+            "status, trace_id) VALUES (:id, :type, :object_id, :created, :livemode, CAST(:payload AS jsonb), "
+            ":received_at, 1, :status, :trace_id) "
+            "ON CONFLICT (id) DO UPDATE SET deliveries = stripe_events.deliveries + 1 RETURNING status, deliveries"
+        ),
+        {
+            "id": event["id"],
+            "type": event["type"],
+            "object_id": object_id,
+            "created": created,
+            "livemode": bool(event.get("livemode")),
+            "payload": json.dumps(event),
+            "received_at": received_at,
+            "status": status,
+            "trace_id": trace_id,
+        },
+    )
+    stored_status, deliveries = row.one()
+    return stored_status, deliveries
+
+
+class DueStripeEvent(NamedTuple):
+    id: str
+    type: str
+    payload: dict[str, Any]
+    trace_id: str | None
+    attempts: int
+
+
+# Waiting events, and failed ones whose retry is due, oldest first.
+NEXT_EVENT = text("""
+SELECT id, type, payload, trace_id, attempts FROM stripe_events
+WHERE type = ANY(:types) AND (status = 'received' OR (status = 'failed' AND next_attempt_at <= :as_of))
+ORDER BY created, id LIMIT 1 FOR UPDATE SKIP LOCKED
+""")
+
+
+async def next_due_stripe_event_for_update(
+    session: AsyncSession, *, types: list[str], as_of: datetime
+) -> DueStripeEvent | None:
+    """The oldest event of one of ``types`` waiting or due for its retry, locked with SKIP LOCKED
+    (workers share the queue)."""
+    row = (await session.execute(NEXT_EVENT, {"types": types, "as_of": as_of})).first()
+    return None if row is None else DueStripeEvent(*row)
+
+
+async def record_stripe_event_outcome(
+    session: AsyncSession,
+    event_id: str,
+    *,
+    status: str,
+    error: str | None,
+    processed_at: datetime,
+    attempts: int,
+    next_attempt_at: datetime | None,
+) -> None:
+    await session.execute(
+        text(
+            "UPDATE stripe_events SET status = :status, error = :error, processed_at = :at, attempts = :attempts, "
+            "next_attempt_at = :retry_at WHERE id = :id"
+        ),
+        {
+            "status": status,
+            "error": error,
+            "at": processed_at,
+            "attempts": attempts,
+            "retry_at": next_attempt_at,
+            "id": event_id,
+        },
+    )
+
+
+async def requeue_failed_stripe_event(session: AsyncSession, event_id: str, *, types: list[str]) -> bool:
+    """Put a failed event of one of ``types`` back in the queue now; False when there is none."""
+    result = await session.execute(
+        text(
+            "UPDATE stripe_events SET status = 'received', next_attempt_at = NULL "
+            "WHERE id = :id AND status = 'failed' AND type = ANY(:types) RETURNING id"
+        ),
+        {"id": event_id, "types": types},
+    )
+    return result.first() is not None

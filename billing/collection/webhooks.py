@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stripe
-from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.collection import repository as collection_repository
@@ -91,26 +90,15 @@ async def receive(
     """Store a verified event once by its id (a redelivery only counts as one more delivery)."""
     status = "received" if event["type"] in HANDLERS else "ignored"
     created = event.get("created")
-    row = await session.execute(
-        text(
-            "INSERT INTO stripe_events (id, type, object_id, created, livemode, payload, received_at, deliveries, "
-            "status, trace_id) VALUES (:id, :type, :object_id, :created, :livemode, CAST(:payload AS jsonb), "
-            ":received_at, 1, :status, :trace_id) "
-            "ON CONFLICT (id) DO UPDATE SET deliveries = stripe_events.deliveries + 1 RETURNING status, deliveries"
-        ),
-        {
-            "id": event["id"],
-            "type": event["type"],
-            "object_id": _object_id(event),
-            "created": datetime.fromtimestamp(created, UTC) if isinstance(created, int) else as_of,
-            "livemode": bool(event.get("livemode")),
-            "payload": json.dumps(event),
-            "received_at": as_of,
-            "status": status,
-            "trace_id": trace_id,
-        },
+    stored_status, deliveries = await collection_repository.store_stripe_event(
+        session,
+        event,
+        object_id=_object_id(event),
+        created=datetime.fromtimestamp(created, UTC) if isinstance(created, int) else as_of,
+        received_at=as_of,
+        status=status,
+        trace_id=trace_id,
     )
-    stored_status, deliveries = row.one()
     return ReceivedEvent(event["id"], event["type"], duplicate=deliveries > 1, status=stored_status)
 
 
@@ -144,26 +132,23 @@ class ProcessedEvent:
 
 Handler = Callable[[AsyncSession, dict[str, Any], Processing, datetime], Awaitable[Outcome]]
 
-# Waiting events, and failed ones whose retry is due, oldest first.
-NEXT_EVENT = text("""
-SELECT id, type, payload, trace_id, attempts FROM stripe_events
-WHERE type = ANY(:types) AND (status = 'received' OR (status = 'failed' AND next_attempt_at <= :as_of))
-ORDER BY created, id LIMIT 1 FOR UPDATE SKIP LOCKED
-""")
-
 
 async def process_next(session: AsyncSession, processing: Processing, *, as_of: datetime) -> ProcessedEvent | None:
     """Act on the oldest stored event a handler exists for, or a failed one due for its retry
     (SKIP LOCKED: workers share the queue); None when none waits. Whatever the handler raises
     is rolled back to a savepoint and parks the event ``failed``: it never stops the queue. The
     caller commits."""
-    row = (await session.execute(NEXT_EVENT, {"types": sorted(HANDLERS), "as_of": as_of})).first()
-    if row is None:
+    due = await collection_repository.next_due_stripe_event_for_update(session, types=sorted(HANDLERS), as_of=as_of)
+    if due is None:
         return None
-    event_id, event_type, payload, delivery_trace, attempts = row
+    event_id, event_type, payload, delivery_trace, attempts = due
     attempts += 1
     retry_at: datetime | None = None
-    attributes = {"stripe.event_id": event_id, "stripe.event_type": event_type, "stripe.attempt": attempts}
+    attributes: dict[str, str | int] = {
+        "stripe.event_id": event_id,
+        "stripe.event_type": event_type,
+        "stripe.attempt": attempts,
+    }
     with tracer.start_as_current_span(
         "stripe.event", attributes=attributes, links=linked_to(delivery_trace, "webhook delivery")
     ) as span:
@@ -184,33 +169,21 @@ async def process_next(session: AsyncSession, processing: Processing, *, as_of: 
         else:  # a handler's own "failed" keeps what it recorded about the failure (the outbox's status)
             await savepoint.commit()
         span.set_attribute("tally.outcome", outcome.status)
-    await session.execute(
-        text(
-            "UPDATE stripe_events SET status = :status, error = :error, processed_at = :at, attempts = :attempts, "
-            "next_attempt_at = :retry_at WHERE id = :id"
-        ),
-        {
-            "status": outcome.status,
-            "error": outcome.error,
-            "at": as_of,
-            "attempts": attempts,
-            "retry_at": retry_at,
-            "id": event_id,
-        },
+    await collection_repository.record_stripe_event_outcome(
+        session,
+        event_id,
+        status=outcome.status,
+        error=outcome.error,
+        processed_at=as_of,
+        attempts=attempts,
+        next_attempt_at=retry_at,
     )
     return ProcessedEvent(str(event_id), event_type, outcome.status, attempts, retry_at)
 
 
 async def retry_by_hand(session: AsyncSession, event_id: str) -> None:
     """Queue a failed event again, now (someone fixed what made it fail); the caller commits."""
-    result = await session.execute(
-        text(
-            "UPDATE stripe_events SET status = 'received', next_attempt_at = NULL "
-            "WHERE id = :id AND status = 'failed' AND type = ANY(:types) RETURNING id"
-        ),
-        {"id": event_id, "types": sorted(HANDLERS)},
-    )
-    if result.first() is None:
+    if not await collection_repository.requeue_failed_stripe_event(session, event_id, types=sorted(HANDLERS)):
         raise NotFound("no failed Stripe event with this id", field="eventId")
 
 
