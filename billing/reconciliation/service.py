@@ -12,13 +12,11 @@ in Tally with no payment behind it), ``DUPLICATE`` (a second successful payment 
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.collection.stripe_gateway import (
@@ -27,7 +25,7 @@ from billing.collection.stripe_gateway import (
     payment_in_stripe,
     tally_payments_in_stripe,
 )
-from billing.invoices.credit_notes_repository import STILL_DUE
+from billing.reconciliation import repository
 from billing.tracing import tracer
 from ledger.errors import InvalidInput, NotFound
 
@@ -106,13 +104,7 @@ async def _reconcile(
     report.checked = len(in_tally) + len(in_stripe)
     for discrepancy in report.discrepancies:
         report.new += await _record(session, discrepancy, as_of=as_of)
-    await session.execute(
-        text(
-            "INSERT INTO reconciliation_runs (id, as_of, started_at, checked, discrepancies) "
-            "VALUES (:id, :as_of, :as_of, :checked, :found)"
-        ),
-        {"id": uuid.uuid4(), "as_of": as_of, "checked": report.checked, "found": len(report.discrepancies)},
-    )
+    await repository.record_run(session, as_of=as_of, checked=report.checked, discrepancies=len(report.discrepancies))
     return report
 
 
@@ -196,33 +188,16 @@ def _unknown_to_tally(
 async def _invoices_of(session: AsyncSession, refs: list[str]) -> dict[str, tuple[uuid.UUID, uuid.UUID, int]]:
     """Invoices named in Stripe's metadata: (id, customer, number) by the id as written there."""
     ids = [found for found in map(_uuid_or_none, refs) if found is not None]
-    rows = await session.execute(
-        text("SELECT id, customer_id, number FROM invoices WHERE id = ANY(:ids)"), {"ids": ids}
-    )
+    rows = await repository.invoice_customers_and_numbers(session, ids)
     return {str(invoice_id): (invoice_id, customer_id, number) for invoice_id, customer_id, number in rows}
 
 
 async def _tally_payments(session: AsyncSession, *, since: datetime) -> list[_TallyPayment]:
-    rows = await session.execute(
-        text(
-            "SELECT p.payment_intent_id, p.invoice_id, p.customer_id, i.number, i.status, p.amount, p.currency, "
-            "p.refunded FROM stripe_payments p JOIN invoices i ON i.id = p.invoice_id WHERE p.paid_at >= :since "
-            "ORDER BY p.paid_at"
-        ),
-        {"since": since},
-    )
-    return [_TallyPayment(*row) for row in rows]
+    return [_TallyPayment(*row) for row in await repository.payments_since(session, since=since)]
 
 
 async def _paid_without_payment(session: AsyncSession, *, since: datetime) -> list[Discrepancy]:
-    rows = await session.execute(
-        text(
-            f"SELECT i.id, i.customer_id, i.number, i.amount_due, i.currency FROM invoices i "
-            f"WHERE i.status = 'paid' AND {STILL_DUE} > 0 AND i.issued_at >= :since "
-            "AND NOT EXISTS (SELECT 1 FROM stripe_payments p WHERE p.invoice_id = i.id)"
-        ),
-        {"since": since},
-    )
+    rows = await repository.paid_invoices_without_payment(session, since=since)
     return [
         Discrepancy(
             "STATUS_MISMATCH",
@@ -239,48 +214,30 @@ async def _paid_without_payment(session: AsyncSession, *, since: datetime) -> li
 
 async def _record(session: AsyncSession, discrepancy: Discrepancy, *, as_of: datetime) -> int:
     """1 when the discrepancy is new; a known one is only marked seen again (a resolved one stays resolved)."""
-    row = await session.execute(
-        text(
-            "INSERT INTO reconciliation_discrepancies (id, kind, object_id, invoice_id, customer_id, summary, "
-            "tally_side, stripe_side, detected_at, last_seen_at, status) VALUES (:id, :kind, :object_id, "
-            ":invoice_id, :customer_id, :summary, CAST(:tally AS jsonb), CAST(:stripe AS jsonb), :as_of, :as_of, "
-            "'open') ON CONFLICT (kind, object_id) DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at, "
-            "tally_side = EXCLUDED.tally_side, stripe_side = EXCLUDED.stripe_side, summary = EXCLUDED.summary "
-            "RETURNING (xmax = 0) AS inserted"
-        ),
-        {
-            "id": uuid.uuid4(),
-            "kind": discrepancy.kind,
-            "object_id": discrepancy.object_id,
-            "invoice_id": discrepancy.invoice_id,
-            "customer_id": discrepancy.customer_id,
-            "summary": discrepancy.summary,
-            "tally": json.dumps(discrepancy.tally_side) if discrepancy.tally_side is not None else None,
-            "stripe": json.dumps(discrepancy.stripe_side) if discrepancy.stripe_side is not None else None,
-            "as_of": as_of,
-        },
+    inserted = await repository.record_discrepancy(
+        session,
+        kind=discrepancy.kind,
+        object_id=discrepancy.object_id,
+        invoice_id=discrepancy.invoice_id,
+        customer_id=discrepancy.customer_id,
+        summary=discrepancy.summary,
+        tally_side=discrepancy.tally_side,
+        stripe_side=discrepancy.stripe_side,
+        as_of=as_of,
     )
-    return 1 if row.scalar_one() else 0
+    return 1 if inserted else 0
 
 
 async def resolve(session: AsyncSession, discrepancy_id: uuid.UUID, *, note: str, actor: str, as_of: datetime) -> None:
     """Close a discrepancy with what was found or done about it (the note is required)."""
     if not note.strip():
         raise InvalidInput("say what was found or done", field="note")
-    row = await session.execute(
-        text(
-            "UPDATE reconciliation_discrepancies SET status = 'resolved', note = :note, resolved_by = :actor, "
-            "resolved_at = :as_of WHERE id = :id RETURNING id"
-        ),
-        {"note": note.strip(), "actor": actor, "as_of": as_of, "id": discrepancy_id},
-    )
-    if row.first() is None:
+    if not await repository.resolve_discrepancy(session, discrepancy_id, note=note.strip(), actor=actor, as_of=as_of):
         raise NotFound("no such discrepancy", field="discrepancyId")
 
 
 async def last_reconciled_at(session: AsyncSession) -> datetime:
-    row = await session.execute(text("SELECT max(as_of) FROM reconciliation_runs"))
-    return row.scalar_one() or datetime.min.replace(tzinfo=UTC)
+    return await repository.last_run_as_of(session) or datetime.min.replace(tzinfo=UTC)
 
 
 def _uuid_or_none(value: str) -> uuid.UUID | None:
