@@ -5,15 +5,14 @@ changes nothing, so an acknowledged or resolved anomaly stays so."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing import findings_repository
 from billing.webhook_payloads import anomaly_data
 from notifications.webhook_events import Event, emit
 
@@ -33,26 +32,19 @@ async def raise_anomaly(session: AsyncSession, finding: Finding, *, as_of: datet
     """Store a finding unless it is already known; True when it is new, and then (only then) the
     product is told ``anomaly.opened``."""
     anomaly_id = uuid.uuid4()
-    row = await session.execute(
-        text(
-            "INSERT INTO anomalies (id, kind, customer_id, window_start, window_end, severity, summary, numbers, "
-            "detected_at, status) VALUES (:id, :kind, :customer_id, :window_start, :window_end, :severity, :summary, "
-            "CAST(:numbers AS jsonb), :as_of, 'open') "
-            "ON CONFLICT (kind, customer_id, window_start) DO NOTHING RETURNING id"
-        ),
-        {
-            "id": anomaly_id,
-            "kind": finding.kind,
-            "customer_id": finding.customer_id,
-            "window_start": finding.window_start,
-            "window_end": finding.window_end,
-            "severity": finding.severity,
-            "summary": finding.summary,
-            "numbers": json.dumps(finding.numbers, default=str),
-            "as_of": as_of,
-        },
+    stored = await findings_repository.insert_anomaly_once(
+        session,
+        anomaly_id,
+        kind=finding.kind,
+        customer_id=finding.customer_id,
+        window_start=finding.window_start,
+        window_end=finding.window_end,
+        severity=finding.severity,
+        summary=finding.summary,
+        numbers=finding.numbers,
+        detected_at=as_of,
     )
-    if row.first() is None:
+    if not stored:
         return False
     data = anomaly_data(
         anomaly_id,
