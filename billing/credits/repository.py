@@ -1,4 +1,5 @@
-"""SQL of credit purchases and credit balance settings.
+"""SQL of credit purchases, credit balance settings and spend authorizations (money held in
+``usage_authorizations``).
 
 A purchase is written with ``INSERT … ON CONFLICT DO NOTHING`` (no target: either its
 idempotency key or the one-auto-recharge-in-flight index may refuse it): a concurrent request
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, func, or_, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -204,3 +206,66 @@ async def last_recharge_failure(session: AsyncSession, customer_id: uuid.UUID) -
         col(CreditPurchase.status) == "failed",
     )
     return (await session.exec(query)).one()
+
+
+# The customer's turn, then what their live money holds hold and the key's earlier request (if
+# any): two statements in one transaction, the second after the lock is held.
+_TAKE_TURN = text("SELECT pg_advisory_xact_lock(hashtextextended('tally.spend:' || CAST(:customer_id AS text), 0))")
+_HELD_AND_KEYED = text("""
+SELECT (SELECT coalesce(sum(amount), 0) FROM usage_authorizations
+        WHERE customer_id = :customer_id AND meter_id IS NULL AND allowed AND settled_at IS NULL
+          AND expires_at > :as_of) AS held,
+       k.*
+FROM (SELECT 1) AS one
+LEFT JOIN usage_authorizations k ON k.customer_id = :customer_id AND k.idempotency_key = :idempotency_key
+""")
+_RECORD = text("""
+INSERT INTO usage_authorizations (id, customer_id, idempotency_key, amount, currency, ttl_seconds, allowed, reason,
+                                  used, usage_limit, remaining, reserved, credits_available, created_at, expires_at)
+VALUES (:id, :customer_id, :idempotency_key, :amount, :currency, :ttl_seconds, :allowed, :reason, :used,
+        :usage_limit, :remaining, :reserved, :credits_available, :created_at, :expires_at)
+ON CONFLICT (customer_id, idempotency_key) DO NOTHING
+RETURNING id
+""")
+_KEYED = text(
+    "SELECT * FROM usage_authorizations WHERE customer_id = :customer_id AND idempotency_key = :idempotency_key"
+)
+_LIVE = text("""
+SELECT * FROM usage_authorizations
+WHERE customer_id = :customer_id AND meter_id IS NULL AND allowed AND settled_at IS NULL AND expires_at > :as_of
+ORDER BY expires_at, id LIMIT :limit
+""")
+
+
+async def take_spend_turn(session: AsyncSession, customer_id: uuid.UUID) -> None:
+    """Wait for the customer's turn to decide a money hold, held until the transaction ends."""
+    await session.execute(_TAKE_TURN, {"customer_id": customer_id})
+
+
+async def money_held_and_keyed(
+    session: AsyncSession, customer_id: uuid.UUID, *, idempotency_key: str, as_of: datetime
+) -> dict[str, Any]:
+    """``held``: what the customer's live money holds hold at ``as_of``; beside it, the columns of
+    the key's earlier authorization (``id`` None when there is none). Read after the turn is taken."""
+    row = await session.execute(
+        _HELD_AND_KEYED, {"customer_id": customer_id, "idempotency_key": idempotency_key, "as_of": as_of}
+    )
+    return dict(row.mappings().one())
+
+
+async def insert_authorization_once(session: AsyncSession, authorization: dict[str, Any]) -> bool:
+    """Insert a spend authorization; False when the customer's key was taken meanwhile."""
+    return (await session.execute(_RECORD, authorization)).first() is not None
+
+
+async def authorization_by_key(session: AsyncSession, customer_id: uuid.UUID, idempotency_key: str) -> dict[str, Any]:
+    keyed = await session.execute(_KEYED, {"customer_id": customer_id, "idempotency_key": idempotency_key})
+    return dict(keyed.mappings().one())
+
+
+async def live_money_holds(
+    session: AsyncSession, customer_id: uuid.UUID, *, as_of: datetime, limit: int
+) -> list[dict[str, Any]]:
+    """The customer's money holds live at ``as_of``, soonest to expire first."""
+    rows = await session.execute(_LIVE, {"customer_id": customer_id, "as_of": as_of, "limit": limit})
+    return [dict(row) for row in rows.mappings()]

@@ -28,7 +28,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.credits import repository as topup_repository
@@ -153,35 +152,6 @@ def amount_of(raw: Any, currency: str) -> int:
     return minor
 
 
-# The customer's turn, then what their live money holds hold and the key's earlier request (if
-# any): two statements in one transaction, the second after the lock is held.
-_TAKE_TURN = text("SELECT pg_advisory_xact_lock(hashtextextended('tally.spend:' || CAST(:customer_id AS text), 0))")
-_HELD_AND_KEYED = text("""
-SELECT (SELECT coalesce(sum(amount), 0) FROM usage_authorizations
-        WHERE customer_id = :customer_id AND meter_id IS NULL AND allowed AND settled_at IS NULL
-          AND expires_at > :as_of) AS held,
-       k.*
-FROM (SELECT 1) AS one
-LEFT JOIN usage_authorizations k ON k.customer_id = :customer_id AND k.idempotency_key = :idempotency_key
-""")
-_RECORD = text("""
-INSERT INTO usage_authorizations (id, customer_id, idempotency_key, amount, currency, ttl_seconds, allowed, reason,
-                                  used, usage_limit, remaining, reserved, credits_available, created_at, expires_at)
-VALUES (:id, :customer_id, :idempotency_key, :amount, :currency, :ttl_seconds, :allowed, :reason, :used,
-        :usage_limit, :remaining, :reserved, :credits_available, :created_at, :expires_at)
-ON CONFLICT (customer_id, idempotency_key) DO NOTHING
-RETURNING id
-""")
-_KEYED = text(
-    "SELECT * FROM usage_authorizations WHERE customer_id = :customer_id AND idempotency_key = :idempotency_key"
-)
-_LIVE = text("""
-SELECT * FROM usage_authorizations
-WHERE customer_id = :customer_id AND meter_id IS NULL AND allowed AND settled_at IS NULL AND expires_at > :as_of
-ORDER BY expires_at, id LIMIT :limit
-""")
-
-
 async def authorize_spend(
     session: AsyncSession,
     customer_id: uuid.UUID,
@@ -195,16 +165,9 @@ async def authorize_spend(
     customer = await customers.get_customer(session, customer_id=customer_id)
     if customer is None:
         raise NotFound("no such customer", field="customer")
-    await session.execute(_TAKE_TURN, {"customer_id": customer_id})
-    found = dict(
-        (
-            await session.execute(
-                _HELD_AND_KEYED,
-                {"customer_id": customer_id, "idempotency_key": request.idempotency_key, "as_of": as_of},
-            )
-        )
-        .mappings()
-        .one()
+    await topup_repository.take_spend_turn(session, customer_id)
+    found = await topup_repository.money_held_and_keyed(
+        session, customer_id, idempotency_key=request.idempotency_key, as_of=as_of
     )
     if found["id"] is not None:
         return SpendAuthorized(_replayed(found, request), created=False)
@@ -243,10 +206,10 @@ async def authorize_spend(
         "settled_at": None,
         "settled_by_event": None,
     }
-    if (await session.execute(_RECORD, row)).first() is None:
+    if not await topup_repository.insert_authorization_once(session, row):
         # The same key, held for a meter's quantity, committed meanwhile (a meter has its own turn).
-        keyed = await session.execute(_KEYED, {"customer_id": customer_id, "idempotency_key": request.idempotency_key})
-        return SpendAuthorized(_replayed(dict(keyed.mappings().one()), request), created=False)
+        keyed = await topup_repository.authorization_by_key(session, customer_id, request.idempotency_key)
+        return SpendAuthorized(_replayed(keyed, request), created=False)
     return SpendAuthorized(SpendAuthorization.from_row(row), created=True)
 
 
@@ -290,8 +253,8 @@ async def live_spend(
     session: AsyncSession, customer_id: uuid.UUID, *, as_of: datetime, limit: int = 100
 ) -> list[SpendAuthorization]:
     """The customer's money holds live now, soonest to expire first."""
-    rows = await session.execute(_LIVE, {"customer_id": customer_id, "as_of": as_of, "limit": limit})
-    return [SpendAuthorization.from_row(dict(row)) for row in rows.mappings()]
+    rows = await topup_repository.live_money_holds(session, customer_id, as_of=as_of, limit=limit)
+    return [SpendAuthorization.from_row(row) for row in rows]
 
 
 async def set_spend_cap(
