@@ -22,11 +22,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.findings import Finding, raise_anomaly
+from billing.insights import anomaly_repository
 from billing.invoice_numbers import invoice_number
 from billing.invoices.invoicing import rated_usage, usage_terms
 from billing.invoices.repository import interim_billed, lines_of, tax_lines_of
@@ -70,19 +69,6 @@ class AccuracyReport:
     @property
     def differences(self) -> int:
         return sum(len(check.differences) for check in self.checked)
-
-
-async def sample_invoices(session: AsyncSession, size: int) -> list[Invoice]:
-    """A random sample of the issued ``period`` invoices that are not void."""
-    ids = [
-        row[0]
-        for row in await session.execute(
-            text("SELECT id FROM invoices WHERE kind = 'period' AND status <> 'void' ORDER BY random() LIMIT :size"),
-            {"size": size},
-        )
-    ]
-    found = await session.exec(select(Invoice).where(col(Invoice.id).in_(ids)).order_by(col(Invoice.number)))
-    return list(found)
 
 
 def _key(charge_id: uuid.UUID | None, dimensions: dict[str, Any], service_start: datetime) -> LineKey:
@@ -189,7 +175,10 @@ async def _tax_differences(session: AsyncSession, invoice: Invoice) -> list[Line
 
 async def verify_invoices(session: AsyncSession, *, sample: int, as_of: datetime) -> AccuracyReport:
     """Check ``sample`` random issued invoices and raise an anomaly for each one that differs."""
-    checked = [await check_invoice(session, invoice) for invoice in await sample_invoices(session, sample)]
+    checked = [
+        await check_invoice(session, invoice)
+        for invoice in await anomaly_repository.random_period_invoices(session, sample)
+    ]
     raised = 0
     for check in checked:
         if not check.differences:

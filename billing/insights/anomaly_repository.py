@@ -1,4 +1,5 @@
-"""SQL of anomalies: what each detector reads, and the list finance works through."""
+"""SQL of anomalies: what each detector and the invoice accuracy check read, and the list finance
+works through."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sqlalchemy import and_, case, literal, or_, text, tuple_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing.models import Anomaly
+from billing.models import Anomaly, Invoice
 
 DAILY_USAGE = text("""
 SELECT r.customer_id, r.meter_id, m.key AS meter_key, m.unit, date_trunc('day', r.hour, 'UTC') AS day,
@@ -184,3 +185,16 @@ async def anomalies_page(
 async def anomaly_for_update(session: AsyncSession, anomaly_id: uuid.UUID) -> Anomaly | None:
     query = select(Anomaly).where(col(Anomaly.id) == anomaly_id).with_for_update()
     return (await session.exec(query)).first()
+
+
+async def random_period_invoices(session: AsyncSession, size: int) -> list[Invoice]:
+    """A random sample of the issued ``period`` invoices that are not void, in number order."""
+    ids = [
+        row[0]
+        for row in await session.execute(
+            text("SELECT id FROM invoices WHERE kind = 'period' AND status <> 'void' ORDER BY random() LIMIT :size"),
+            {"size": size},
+        )
+    ]
+    found = await session.exec(select(Invoice).where(col(Invoice.id).in_(ids)).order_by(col(Invoice.number)))
+    return list(found)

@@ -7,31 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-OUTBOX_WAITING = ("pending", "in_flight", "action_required")
+from billing.insights import gauge_repository as repository
 
-SNAPSHOT = text("""
-SELECT 'outbox' AS family, status AS label, count(*)::float8 AS value,
-       extract(epoch FROM CAST(:as_of AS timestamptz) - min(created_at))::float8 AS age
-FROM collection_outbox WHERE status IN ('pending', 'in_flight', 'action_required') GROUP BY status
-UNION ALL
-SELECT 'webhooks_failed', NULL, count(*)::float8, NULL FROM stripe_events WHERE status = 'failed'
-UNION ALL
-SELECT 'customers_failing', NULL, count(*)::float8, NULL FROM billing_failures
-UNION ALL
-SELECT 'discrepancies_open', NULL, count(*)::float8, NULL FROM reconciliation_discrepancies WHERE status = 'open'
-UNION ALL
-SELECT 'anomalies_open', kind, count(*)::float8, NULL FROM anomalies WHERE status = 'open' GROUP BY kind
-UNION ALL
-SELECT 'watermark_age', NULL, extract(epoch FROM CAST(:as_of AS timestamptz) - min(watermark))::float8, NULL
-FROM customer_watermarks
-UNION ALL
-SELECT 'rollup_waiting', NULL, count(*)::float8,
-       extract(epoch FROM CAST(:as_of AS timestamptz) - min(counted_at))::float8
-FROM usage_pending
-""")
+OUTBOX_WAITING = ("pending", "in_flight", "action_required")
 
 
 @dataclass(frozen=True)
@@ -51,7 +31,7 @@ class GaugeSnapshot:
 
 
 async def gauge_snapshot(session: AsyncSession, *, as_of: datetime) -> GaugeSnapshot:
-    rows = list(await session.execute(SNAPSHOT, {"as_of": as_of}))
+    rows = await repository.gauge_readings(session, as_of=as_of)
     single = {family: value for family, _, value, _ in rows if family not in ("outbox", "anomalies_open")}
     oldest_wait = next(age for family, _, _, age in rows if family == "rollup_waiting")
     outbox = [(status, value, age) for family, status, value, age in rows if family == "outbox"]
