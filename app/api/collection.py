@@ -20,6 +20,7 @@ from app.api.scope import STAFF_ONLY, customer_of, find_visible_customer, staff_
 from app.auth import Capability
 from app.collection import stripe_gateway
 from billing.collection import repository as collection_repository
+from billing.collection import stripe_event_repository
 from billing.collection import unpaid_invoices as finance
 from billing.collection.customers import create_setup_intent
 from billing.collection.errors import CollectionOff
@@ -420,7 +421,7 @@ class CollectionQuery:
         description="Stripe's webhook events as stored, newest first (status: received, processed, ignored, failed).",
     )
     async def stripe_events(self, info: Info, status: str | None = None, first: int = 50) -> list[StripeEventRow]:
-        rows = await collection_repository.stripe_events(info.context.session, status=status, limit=min(first, 500))
+        rows = await stripe_event_repository.stripe_events(info.context.session, status=status, limit=min(first, 500))
         return [StripeEventRow.from_model(row) for row in rows]
 
     @strawberry.field(
@@ -501,7 +502,7 @@ class ReconciliationMutation:
 
         async def retry() -> StripeEventRow:
             await retry_by_hand(context.session, input.event_id)
-            [row] = await collection_repository.stripe_events_by_id(context.session, [input.event_id])
+            [row] = await stripe_event_repository.stripe_events_by_id(context.session, [input.event_id])
             return StripeEventRow.from_model(row)
 
         event, errors = await run_mutation(info, retry)

@@ -24,6 +24,7 @@ import stripe
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.collection import repository as collection_repository
+from billing.collection import stripe_event_repository
 from billing.collection.errors import SignatureInvalid
 from billing.collection.outcomes import (
     Attempt,
@@ -90,7 +91,7 @@ async def receive(
     """Store a verified event once by its id (a redelivery only counts as one more delivery)."""
     status = "received" if event["type"] in HANDLERS else "ignored"
     created = event.get("created")
-    stored_status, deliveries = await collection_repository.store_stripe_event(
+    stored_status, deliveries = await stripe_event_repository.store_stripe_event(
         session,
         event,
         object_id=_object_id(event),
@@ -138,7 +139,7 @@ async def process_next(session: AsyncSession, processing: Processing, *, as_of: 
     (SKIP LOCKED: workers share the queue); None when none waits. Whatever the handler raises
     is rolled back to a savepoint and parks the event ``failed``: it never stops the queue. The
     caller commits."""
-    due = await collection_repository.next_due_stripe_event_for_update(session, types=sorted(HANDLERS), as_of=as_of)
+    due = await stripe_event_repository.next_due_stripe_event_for_update(session, types=sorted(HANDLERS), as_of=as_of)
     if due is None:
         return None
     event_id, event_type, payload, delivery_trace, attempts = due
@@ -169,7 +170,7 @@ async def process_next(session: AsyncSession, processing: Processing, *, as_of: 
         else:  # a handler's own "failed" keeps what it recorded about the failure (the outbox's status)
             await savepoint.commit()
         span.set_attribute("tally.outcome", outcome.status)
-    await collection_repository.record_stripe_event_outcome(
+    await stripe_event_repository.record_stripe_event_outcome(
         session,
         event_id,
         status=outcome.status,
@@ -183,7 +184,7 @@ async def process_next(session: AsyncSession, processing: Processing, *, as_of: 
 
 async def retry_by_hand(session: AsyncSession, event_id: str) -> None:
     """Queue a failed event again, now (someone fixed what made it fail); the caller commits."""
-    if not await collection_repository.requeue_failed_stripe_event(session, event_id, types=sorted(HANDLERS)):
+    if not await stripe_event_repository.requeue_failed_stripe_event(session, event_id, types=sorted(HANDLERS)):
         raise NotFound("no failed Stripe event with this id", field="eventId")
 
 
