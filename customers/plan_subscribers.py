@@ -7,21 +7,9 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-# Every version (each currency's its own), newest first per plan; a subscription counts until its
-# end (``cancel_at``, past or scheduled), paused ones included (they are still on the plan).
-VERSIONS_AND_SUBSCRIBERS = text("""
-SELECT v.id AS version_id, p.key AS plan_key, v.version, v.currency,
-       max(v.version) OVER (PARTITION BY v.plan_id) AS newest_version,
-       c.id AS customer_id, c.external_id, c.name
-FROM plan_versions v
-JOIN plans p ON p.id = v.plan_id
-LEFT JOIN subscriptions s ON s.plan_version_id = v.id AND (s.cancel_at IS NULL OR s.cancel_at > :as_of)
-LEFT JOIN customers c ON c.id = s.customer_id
-ORDER BY p.key, v.version DESC, v.primary_currency DESC, v.currency, c.name, c.id
-""")
+from customers import repository
 
 
 @dataclass(frozen=True)
@@ -44,7 +32,7 @@ class VersionInUse:
 async def plan_versions_in_use(session: AsyncSession, *, as_of: datetime) -> list[VersionInUse]:
     """Every plan version, newest first per plan, with the customers on it at ``as_of``."""
     found: dict[uuid.UUID, VersionInUse] = {}
-    for row in (await session.execute(VERSIONS_AND_SUBSCRIBERS, {"as_of": as_of})).mappings():
+    for row in await repository.versions_and_subscribers(session, as_of=as_of):
         version = found.setdefault(
             row["version_id"],
             VersionInUse(

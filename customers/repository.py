@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import BindParameter, ColumnElement, bindparam, delete, literal_column, text, tuple_
+from sqlalchemy import BindParameter, ColumnElement, RowMapping, bindparam, delete, literal_column, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -365,3 +365,23 @@ async def tax_profile(
     assert row is not None, "an invoice's customer exists (a foreign key)"
     country, region, tax_id, exemption, keys = row
     return country, region, tax_id, exemption, list(keys)
+
+
+# Every version (each currency's its own), newest first per plan; a subscription counts until its
+# end (``cancel_at``, past or scheduled), paused ones included (they are still on the plan).
+VERSIONS_AND_SUBSCRIBERS = text("""
+SELECT v.id AS version_id, p.key AS plan_key, v.version, v.currency,
+       max(v.version) OVER (PARTITION BY v.plan_id) AS newest_version,
+       c.id AS customer_id, c.external_id, c.name
+FROM plan_versions v
+JOIN plans p ON p.id = v.plan_id
+LEFT JOIN subscriptions s ON s.plan_version_id = v.id AND (s.cancel_at IS NULL OR s.cancel_at > :as_of)
+LEFT JOIN customers c ON c.id = s.customer_id
+ORDER BY p.key, v.version DESC, v.primary_currency DESC, v.currency, c.name, c.id
+""")
+
+
+async def versions_and_subscribers(session: AsyncSession, *, as_of: datetime) -> Sequence[RowMapping]:
+    """One row per plan version and subscriber at ``as_of`` (one with no customer for a version
+    no one is on), in the Plans page's order."""
+    return (await session.execute(VERSIONS_AND_SUBSCRIBERS, {"as_of": as_of})).mappings().all()

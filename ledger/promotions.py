@@ -8,12 +8,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from ledger import audit
+from ledger import audit, promotions_repository, repository
 from ledger import grants as credit
 from ledger import service as ledger
 from ledger.errors import (
@@ -71,13 +68,7 @@ async def create_promotion(
         actor=actor,
         created_at=as_of,
     )
-    statement = (
-        insert(Promotion)
-        .values(promotion.model_dump())
-        .on_conflict_do_nothing(index_elements=["code_key"])
-        .returning(col(Promotion.id))
-    )
-    if (await session.execute(statement)).first() is None:
+    if not await promotions_repository.insert_promotion(session, promotion):
         raise Taken(f"a promotion {code!r} already exists (codes ignore case)", field="code")
     await audit.record(
         session,
@@ -123,14 +114,7 @@ async def update_promotion(
     """Edit a promotion, or deactivate it (``active=False``: no new redemption; the credit already
     granted stays), under its row lock, so a concurrent redemption counts against the new terms.
     Every field is checked at once; a change that changes nothing records nothing."""
-    promotion = (
-        await session.exec(
-            select(Promotion)
-            .where(col(Promotion.id) == promotion_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).first()
+    promotion = await promotions_repository.lock_promotion(session, promotion_id)
     if promotion is None:
         raise NotFound("no such promotion", field="promotionId")
     before = promotion_state(promotion)
@@ -186,12 +170,11 @@ async def update_promotion(
 
 
 async def promotion_by_code(session: AsyncSession, code: str) -> Promotion | None:
-    query = select(Promotion).where(col(Promotion.code_key) == code.strip().lower())
-    return (await session.exec(query)).first()
+    return await promotions_repository.promotion_by_code_key(session, code.strip().lower())
 
 
 async def promotions(session: AsyncSession) -> list[Promotion]:
-    return list(await session.exec(select(Promotion).order_by(col(Promotion.created_at).desc())))
+    return await promotions_repository.promotions_newest_first(session)
 
 
 async def redeem(
@@ -216,28 +199,17 @@ async def redeem(
         raise InvalidInput(
             f"this promotion credits {promotion.currency}, the customer pays in {currency}", field="code"
         )
-    claimed = await session.execute(
-        insert(PromotionRedemption)
-        .values(promotion_id=promotion.id, customer_id=customer_id, idempotency_key=idempotency_key, redeemed_at=as_of)
-        .on_conflict_do_nothing()
-        .returning(col(PromotionRedemption.customer_id))
+    claimed = await promotions_repository.claim_redemption(
+        session, promotion_id=promotion.id, customer_id=customer_id, idempotency_key=idempotency_key, as_of=as_of
     )
-    if claimed.first() is None:
-        earlier = await session.get(PromotionRedemption, (promotion.id, customer_id))
+    if not claimed:
+        earlier = await promotions_repository.redemption(session, promotion.id, customer_id)
         if earlier is None or earlier.idempotency_key != idempotency_key or earlier.grant_id is None:
             raise AlreadyRedeemed("this customer has already redeemed this code", field="code")
-        grant = await session.get(CreditGrant, earlier.grant_id, populate_existing=True)
+        grant = await repository.grant(session, earlier.grant_id)
         assert grant is not None
         return grant
-    counted = await session.execute(
-        text(
-            "UPDATE promotions SET redemptions = redemptions + 1 WHERE id = :id AND active "
-            "AND (max_redemptions IS NULL OR redemptions < max_redemptions) "
-            "AND (expires_at IS NULL OR expires_at > :as_of) RETURNING redemptions"
-        ),
-        {"id": promotion.id, "as_of": as_of},
-    )
-    if counted.first() is None:
+    if not await promotions_repository.count_redemption(session, promotion.id, as_of=as_of):
         raise PromotionUnavailable("this code is inactive, expired or fully redeemed", field="code")
     expires = as_of + timedelta(days=promotion.credit_expires_in_days) if promotion.credit_expires_in_days else None
     grant = await credit.grant_credits(
@@ -252,17 +224,11 @@ async def redeem(
         expires_at=expires,
         source="promotion",
     )
-    await session.execute(
-        text("UPDATE promotion_redemptions SET grant_id = :grant WHERE promotion_id = :p AND customer_id = :c"),
-        {"grant": grant.id, "p": promotion.id, "c": customer_id},
+    await promotions_repository.set_redemption_grant(
+        session, promotion_id=promotion.id, customer_id=customer_id, grant_id=grant.id
     )
     return grant
 
 
 async def redemptions_of(session: AsyncSession, promotion_ids: list[uuid.UUID]) -> list[PromotionRedemption]:
-    query = (
-        select(PromotionRedemption)
-        .where(col(PromotionRedemption.promotion_id).in_(promotion_ids), col(PromotionRedemption.grant_id).isnot(None))
-        .order_by(col(PromotionRedemption.redeemed_at).desc())
-    )
-    return list(await session.exec(query))
+    return await promotions_repository.granted_redemptions(session, promotion_ids)
