@@ -434,7 +434,7 @@ def events_quarantine(
 
 @events_cli.command("replay")
 def events_replay(
-    limit: Annotated[int, typer.Option(help="At most this many events, oldest first.")] = 10_000,
+    limit: Annotated[int, typer.Option(help="At most this many events, oldest first (1 to 100000).")] = 10_000,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest quarantined events again, now that their customers or meters may exist."""

@@ -62,3 +62,14 @@ class TooManyPoints(InvalidInput):
 
 class TooManyBuckets(InvalidInput):
     code = "TOO_MANY_BUCKETS"
+
+
+class ReplayLimitOutOfRange(InvalidInput):
+    """A quarantine replay asked for fewer than one event or more than one transaction should
+    carry. GraphQL and the CLI refuse it alike, before anything is replayed; the code stays the
+    generic ``INVALID`` that ``replayQuarantine`` has always answered with."""
+
+    code = "INVALID"
+
+    def __init__(self, most: int):
+        super().__init__(f"must be between 1 and {most}", field="limit")

@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from customers import service as customers
 from metering import authorizations, repository
-from metering.errors import TooManyBuckets
+from metering.errors import ReplayLimitOutOfRange, TooManyBuckets
 from metering.events import (
     IngestLimits,
     MeterRule,
@@ -227,6 +227,10 @@ async def roll_up(session: AsyncSession, *, limit: int = ROLL_UP_LIMIT) -> int |
     return None if rolled is None else rolled.folded
 
 
+#: The most events one replay takes, in one transaction: every replayed event is a row updated.
+REPLAY_LIMIT_MAX = 100_000
+
+
 @dataclass(frozen=True)
 class ReplayReport:
     accepted: int
@@ -241,8 +245,11 @@ async def replay_quarantine(session: AsyncSession, *, limits: IngestLimits, batc
     Events whose customer or meter still does not exist stay in quarantine untouched: they were
     counted as rejected when they arrived, and a replay that finds them still waiting records
     nothing (no ingest batch, no metric), so the rejection figures do not grow with each replay.
-    The others are counted like any batch and marked replayed with their outcome.
+    The others are counted like any batch and marked replayed with their outcome. A
+    ``batch_size`` outside 1 to :data:`REPLAY_LIMIT_MAX` is refused before anything is read.
     """
+    if not 1 <= batch_size <= REPLAY_LIMIT_MAX:
+        raise ReplayLimitOutOfRange(REPLAY_LIMIT_MAX)
     accepted = duplicates = waiting = rejected = 0
     for held in await repository.waiting_in_quarantine(session, limit=batch_size):
         payload = loads_exact(canonical_json(held.payload))

@@ -523,16 +523,14 @@ class QuarantineMutation:
     async def replay_quarantine(self, info: Info, input: ReplayQuarantineInput) -> ReplayQuarantinePayload:
         """Send quarantined events through ingestion again, now that customers or meters exist."""
         settings = info.context.settings
-        if not 1 <= input.limit <= 100_000:
-            error = UserError(field=["limit"], code="INVALID", message="must be between 1 and 100000")
-            return ReplayQuarantinePayload(accepted=0, duplicates=0, still_waiting=0, rejected=0, user_errors=[error])
         report, errors = await run_mutation(
             info,
             lambda: metering.replay_quarantine(
                 info.context.session, limits=ingest_limits(settings), batch_size=input.limit
             ),
         )
-        assert report is not None
+        if report is None:
+            return ReplayQuarantinePayload(accepted=0, duplicates=0, still_waiting=0, rejected=0, user_errors=errors)
         return ReplayQuarantinePayload(
             accepted=report.accepted,
             duplicates=report.duplicates,

@@ -1,9 +1,12 @@
 """Replaying the quarantine leaves the figures right: an event still waiting is not rejected
 again (Metering overview, /metrics), and what a replay counts waits for the roller from the
-replay, not from its first arrival."""
+replay, not from its first arrival. A replay's limit is the domain's rule, the same from GraphQL and
+the CLI."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,9 +15,12 @@ import httpx
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from tests.app.test_cli import run
 from tests.app.test_metrics import parse, value
 from tests.conftest import graphql
 from tests.metering.test_ingestion_api import request_event, send
+
+__all__ = ["run"]
 
 OVERVIEW = "{ meteringOverview { rejectedByCode { code count } quarantined waitingToRollUp rollUpLagMs } }"
 REPLAY = "mutation { replayQuarantine(input: {}) { accepted stillWaiting rejected } }"
@@ -65,3 +71,35 @@ async def test_replays_count_nothing_twice_and_the_backlog_ages_from_the_replay(
     assert overview["waitingToRollUp"] == 2 and overview["quarantined"] == 0
     assert Decimal(overview["rollUpLagMs"]) < 60_000, "waiting since the replay, not since the first arrival"
     assert overview["rejectedByCode"] == [{"code": "UNKNOWN_CUSTOMER", "count": 2}]
+
+
+async def test_graphql_and_the_cli_refuse_the_same_replay_limits_and_replay_nothing(
+    client: httpx.AsyncClient, catalog: None, session: AsyncSession, token_for, run
+) -> None:
+    """A replay of 0 or of more than 100,000 events is refused by the metering domain, alike from
+    GraphQL (a userError on ``limit``) and from `tally events replay --limit` (exit 1, ``limit``
+    named), though the waiting events could be replayed."""
+    admin, ingest = await token_for("admin"), await token_for("ingest")
+    events = [request_event(f"early-{i}", customer="org_early") for i in (1, 2)]
+    assert (await send(client, ingest, events)).status_code == 200
+    early_customer = {"externalId": "org_early", "name": "Early", "currency": "USD", "planKey": "hobby"}
+    started = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    await data(client, admin, CREATE, {"i": {**early_customer, "startedAt": started}})
+    replay = (
+        "mutation($limit: Int!) { replayQuarantine(input: {limit: $limit}) "
+        "{ accepted userErrors { field code message } } }"
+    )
+    for limit in (0, 100_001):
+        refused = (await data(client, admin, replay, {"limit": limit}))["replayQuarantine"]
+        assert refused == {
+            "accepted": 0,
+            "userErrors": [{"field": ["limit"], "code": "INVALID", "message": "must be between 1 and 100000"}],
+        }
+        # The CLI runs its own event loop: in a thread, beside the test's.
+        result = await asyncio.to_thread(run, "events", "replay", "--limit", str(limit))
+        assert result.exit_code == 1
+        assert "limit: must be between 1 and 100000" in " ".join(result.output.split())
+    waiting = "SELECT count(*) FROM quarantined_events WHERE replayed_at IS NULL"
+    assert (await session.execute(text(waiting))).scalar_one() == 2, "nothing replayed"
+    replayed = await asyncio.to_thread(run, "events", "replay", "--limit", "1", "--json")
+    assert replayed.exit_code == 0 and json.loads(replayed.stdout)["accepted"] == 1
