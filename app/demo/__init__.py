@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +36,11 @@ tracer = trace.get_tracer("tally.demo")
 
 CATALOG_PATH = Path(__file__).with_name("catalog.toml")
 DEMO_ADMIN_EMAIL = "admin@example.com"
+
+# A customer billed by a run three weeks ago who has not paid since: on 14 days' terms its invoices fell
+# due a week ago, so the Overview's aging and the Invoices page's overdue filter have something to show.
+LATE_PAYER = "org_vandelay"
+LATE_PAYER_BILLED_AGO = timedelta(days=20)
 
 # (external id, name, email domain, plan key)
 DEMO_CUSTOMERS = [
@@ -110,6 +116,8 @@ async def load_demo(
     await add_demo_credits(session, as_of=as_of)
     if with_usage:
         await send_demo_usage(session, as_of=as_of, advance=advance)
+    late_payer = (await customers.ids_by_external_id(session, [LATE_PAYER]))[LATE_PAYER]
+    await bill_demo_customers(session, as_of=as_of - LATE_PAYER_BILLED_AGO, only=late_payer)
     await change_demo_plans(session, as_of=as_of)
     await bill_demo_customers(session, as_of=as_of)
     advance("invoices")
@@ -128,13 +136,16 @@ async def change_demo_plans(session: AsyncSession, *, as_of: datetime) -> None:
         await change_plan(session, request, as_of=as_of)
 
 
-async def bill_demo_customers(session: AsyncSession, *, as_of: datetime) -> int:
-    """Every period closed by now, invoiced as `tally billing run` would, in the demo's one
-    transaction: the console shows real invoices, with usage, prorations and credits applied."""
+async def bill_demo_customers(session: AsyncSession, *, as_of: datetime, only: uuid.UUID | None = None) -> int:
+    """Every period closed by ``as_of`` (of the one customer ``only`` names, else of all),
+    invoiced as `tally billing run` would, in the demo's one transaction: the console shows real
+    invoices, with usage, prorations and credits applied, each due ``payment_terms`` after issue."""
     window = BillingWindow(grace=timedelta(hours=1), late_window=timedelta(days=35))
     issued = 0
     with tracer.start_as_current_span("demo.billing", attributes={"tally.as_of": as_of.isoformat()}):
         for customer_id in await billing.due_customers(session, as_of=as_of, window=window):
+            if only is not None and customer_id != only:
+                continue
             while (
                 found := await billing.issue_next_invoice(
                     session, customer_id, as_of=as_of, window=window, trace_id=current_trace_id()

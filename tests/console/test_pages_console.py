@@ -112,6 +112,25 @@ async def test_ledger_view_runs_the_balance_in_sequence_and_links_causes(
     assert "Credits USD" in page.text and "Export CSV" in page.text
 
 
+async def test_the_demo_has_an_overdue_invoice_to_show(client: httpx.AsyncClient, demo: None) -> None:
+    """`make run`'s demo: Vandelay, billed three weeks ago, has not paid invoices due a week ago,
+    so the Invoices page's overdue filter lists them and the overview ages them 1–30 days."""
+    await sign_in(client, "fin@example.com", PASSWORD)
+    listed = (await client.get("/console/invoices", params={"overdue": "1"})).text
+    rows = re.findall(r'<td data-label="Number">.*?</tr>', listed, re.S)
+    assert rows and all('<span class="exact">overdue</span>' in row for row in rows)
+    assert {customer for row in rows for customer in re.findall(r'<span class="exact">(org_\w+)</span>', row)} == {
+        "org_vandelay"
+    }
+    assert all('<span class="status status-issued">issued</span>' in row for row in rows)
+    overview = (await client.get("/console/overview")).text
+    start = overview.index('id="receivables"')
+    receivables = overview[start : overview.index("</table>", start)]
+    overdue = re.search(r'class="num overdue" data-label="Overdue"><a [^>]+>([\d,.]+)</a>', receivables)
+    aged = re.search(r'data-label="1–30 days">([\d,.]+)<', receivables)
+    assert overdue and aged and overdue.group(1) == aged.group(1) != "0.00", receivables
+
+
 def console_get_routes() -> list[str]:
     """Every GET path of every console module's router."""
     paths = []
