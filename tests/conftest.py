@@ -24,6 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth import create_token
 from app.database import create_engine, migrate, session_factory, start_embedded_postgres
+from app.demo import load_demo
 from app.main import create_app
 from app.settings import Settings
 from ledger.verify import CHECKS as LEDGER_CHECKS
@@ -153,10 +154,63 @@ def idle_template_url(template_url: str, database_pool: DatabasePool) -> str:
     return template_url
 
 
+class DemoTemplates:
+    """Templates holding the demo's data (``tally demo``), made the first time a test asks for
+    one and cloned for every test that wants the demo: loading it costs seconds (its month of
+    usage most), a clone a tenth of one. The demo is loaded as of the template's making."""
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = server_url
+        self.loaded_at: dict[bool, datetime] = {}
+
+    def clone(self, *, with_usage: bool) -> str:
+        template = "tally_demo_usage_template" if with_usage else "tally_demo_template"
+        if with_usage not in self.loaded_at:
+            admin_execute(
+                self.server_url,
+                f"DROP DATABASE IF EXISTS {template}",
+                f"CREATE DATABASE {template} TEMPLATE {TEMPLATE_DB} STRATEGY FILE_COPY",
+            )
+            self.loaded_at[with_usage] = now()
+            with ThreadPoolExecutor(1) as thread:  # its own event loop, whatever runs in this one
+                thread.submit(
+                    asyncio.run,
+                    _load_demo(with_database(self.server_url, template), self.loaded_at[with_usage], with_usage),
+                ).result()
+        name = f"test_{uuid.uuid4().hex[:16]}"
+        admin_execute(self.server_url, f"CREATE DATABASE {name} TEMPLATE {template} STRATEGY FILE_COPY")
+        return with_database(self.server_url, name)
+
+
+async def _load_demo(url: str, as_of: datetime, with_usage: bool) -> None:
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as session:
+            await load_demo(session, as_of=as_of, with_usage=with_usage)
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def demo_templates(server_url: str, template_url: str) -> DemoTemplates:
+    return DemoTemplates(server_url)
+
+
 @pytest.fixture
-def database_url(database_pool: DatabasePool) -> Iterator[str]:
+def demo_data() -> None:
+    """Asked for by a test (or its fixtures) that wants the demo's customers, invoices and grants
+    in its database; marked ``demo_usage``, its month of usage too."""
+
+
+@pytest.fixture
+def database_url(database_pool: DatabasePool, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh database for one test; when the test is done, every ledger invariant must hold."""
-    url = database_pool.take()
+    if "demo_data" in request.fixturenames:
+        with_usage = request.node.get_closest_marker("demo_usage") is not None
+        url = request.getfixturevalue("demo_templates").clone(with_usage=with_usage)
+    else:
+        url = database_pool.take()
     yield url
     violations = ledger_violations(url)
     database_pool.drop(url)

@@ -10,7 +10,6 @@ import httpx
 import pytest
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.demo import load_demo
 from app.staff import create_user
 from tests.conftest import now
 
@@ -37,10 +36,9 @@ async def sign_in(client: httpx.AsyncClient, email: str, password: str) -> httpx
 
 
 @pytest.fixture
-async def staff(session: AsyncSession, request: pytest.FixtureRequest) -> None:
+async def staff(session: AsyncSession, demo_data: None) -> None:
     """A support user and the demo customers; with usage only for tests marked ``demo_usage``."""
     await create_user(session, email="cs@example.com", role="support", password=PASSWORD, as_of=now())
-    await load_demo(session, as_of=now(), with_usage=request.node.get_closest_marker("demo_usage") is not None)
     await session.commit()
 
 

@@ -18,7 +18,6 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.demo import load_demo
 from app.staff import create_user
 from tests.conftest import now
 from tests.console.test_console import PASSWORD, csrf_of, sign_in
@@ -27,11 +26,10 @@ ROLES = ("admin", "finance", "support", "viewer")
 
 
 @pytest.fixture
-async def demo(session: AsyncSession) -> None:
+async def demo(session: AsyncSession, demo_data: None) -> None:
     """One console user per staff role, and the demo customers (without usage)."""
     for role in ROLES:
         await create_user(session, email=f"{role}@staff.test", role=role, password=PASSWORD, as_of=now())
-    await load_demo(session, as_of=now(), with_usage=False)
     await session.commit()
 
 

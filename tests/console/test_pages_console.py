@@ -35,11 +35,9 @@ async def admin(session: AsyncSession) -> None:
 
 
 @pytest.fixture
-async def demo(session: AsyncSession, admin: None, request: pytest.FixtureRequest) -> None:
+async def demo(admin: None, demo_data: None) -> None:
     """The demo's customers, invoices and grants; its month of usage only for tests marked
-    ``demo_usage`` (the slow part)."""
-    await load_demo(session, as_of=now(), with_usage=request.node.get_closest_marker("demo_usage") is not None)
-    await session.commit()
+    ``demo_usage``."""
 
 
 async def test_the_overview_is_the_landing_page(client: httpx.AsyncClient, demo: None) -> None:
