@@ -89,7 +89,12 @@ async def consume_log(sessions: async_sessionmaker[AsyncSession], settings: Sett
                 _, jetstream = await event_log.jetstream()
                 subscription = await subscribe(jetstream, event_log.config)
                 while True:
-                    messages = await take(subscription, settings.nats_consume_batch, wait_seconds=FETCH_WAIT_SECONDS)
+                    messages = await take(
+                        subscription,
+                        settings.nats_consume_batch,
+                        wait_seconds=FETCH_WAIT_SECONDS,
+                        linger_seconds=settings.nats_consume_linger_ms / 1000,
+                    )
                     if messages:
                         await traced("event log", functools.partial(count_and_acknowledge, sessions, messages, limits))
             except asyncio.CancelledError:

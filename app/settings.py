@@ -238,6 +238,15 @@ class Settings(BaseSettings):
     nats_consume_batch: int = Field(
         default=64, ge=1, le=1024, description="Messages a consumer takes, counts in one transaction and acknowledges."
     )
+    nats_consume_linger_ms: int = Field(
+        default=50,
+        ge=0,
+        le=1000,
+        description=(
+            "How long a consumer that took less than a full batch waits for more before counting it: "
+            "fewer, larger transactions when it keeps up, at this cost in freshness."
+        ),
+    )
     anomaly_scan_minutes: int = Field(default=60, ge=1, description="How often `tally serve` scans for anomalies.")
     anomaly_lookback_days: int = Field(
         default=7, ge=1, le=35, description="Closed periods and invoices a scan looks back over (covers downtime)."

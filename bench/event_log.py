@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 import nats
+import psutil
 import psycopg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -89,6 +90,56 @@ def make_batches(prefix: str, batches: int, size: int, rng: random.Random) -> li
             )
         made.append(batch)
     return made
+
+
+class CpuUse:
+    """Where a phase's CPU went: the seconds of CPU each kind of process used between two
+    snapshots, and the machine's whole (so whatever else ran shows as "other"). A process that
+    exited during the phase loses its share to "other"."""
+
+    KINDS = ("tally serve", "tally consume", "NATS nodes", "PostgreSQL", "bench client")
+
+    def __init__(self) -> None:
+        self.started = self._snapshot()
+
+    @staticmethod
+    def _kind(process: psutil.Process) -> str | None:
+        if process.pid == os.getpid():
+            return "bench client"
+        name, command = process.name(), process.cmdline()
+        if name == "postgres" or (command and command[0].endswith("postgres")):
+            return "PostgreSQL"
+        if name.startswith("nats-server"):
+            return "NATS nodes"
+        if len(command) >= 3 and Path(command[1]).name == "tally":
+            return f"tally {command[2]}"
+        if len(command) >= 2 and Path(command[0]).name == "tally":
+            return f"tally {command[1]}"
+        return None
+
+    def _snapshot(self) -> tuple[float, dict[int, tuple[str, float]]]:
+        busy = psutil.cpu_times()
+        machine = sum(busy) - busy.idle - getattr(busy, "iowait", 0.0)
+        processes: dict[int, tuple[str, float]] = {}
+        for process in psutil.process_iter():
+            try:
+                kind = self._kind(process)
+                if kind in self.KINDS:
+                    times = process.cpu_times()
+                    processes[process.pid] = (kind, times.user + times.system)
+            except psutil.Error:
+                continue
+        return machine, processes
+
+    def since_start(self) -> dict[str, float]:
+        """CPU seconds by kind since this was made, "other" and "machine" included."""
+        (machine_before, before), (machine_after, after) = self.started, self._snapshot()
+        used = dict.fromkeys(self.KINDS, 0.0)
+        for pid, (kind, seconds) in after.items():
+            used[kind] += seconds - (before[pid][1] if pid in before else 0.0)
+        used["machine"] = machine_after - machine_before
+        used["other"] = max(0.0, used["machine"] - sum(used[kind] for kind in self.KINDS))
+        return used
 
 
 def free_port() -> int:
@@ -267,6 +318,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "direct_processes": args.direct_processes,
         "backlog": args.backlog,
         "consume_batch": args.consume_batch,
+        "consume_linger_ms": args.consume_linger_ms,
         "load_average_before": os.getloadavg()[0],
     }
     phase_events = args.batch * args.batches
@@ -281,6 +333,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def bodies(prefix: str, count: int = args.batches) -> list[bytes]:
             return [json.dumps(batch).encode() for batch in make_batches(prefix, count, args.batch, rng)]
 
+        cpu_per_event: dict[str, dict[str, float]] = results.setdefault("cpu_us_per_event", {})
+
+        def per_event(cpu: CpuUse, events: int) -> dict[str, float]:
+            return {kind: seconds * 1e6 / events for kind, seconds in cpu.since_start().items()}
+
         def server(name: str, *serve_args: str, **env: str) -> str:
             (root / name).mkdir()
             return stack.enter_context(running_server(url, root / name, *serve_args, TALLY_TRACING="false", **env))
@@ -289,9 +346,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             """Send a warm-up request to each server, then the phase's batches: accepted events/s."""
             asyncio.run(send_all(base_urls, token, bodies(f"{prefix}-warm", len(base_urls)), len(base_urls), None))
             task = progress.add_task(name, total=args.batches)
-            seconds, accepted = asyncio.run(send_all(base_urls, token, bodies(prefix), args.clients, task))
+            phase = bodies(prefix)
+            cpu = CpuUse()
+            seconds, accepted = asyncio.run(send_all(base_urls, token, phase, args.clients, task))
             if accepted != phase_events:
                 raise RuntimeError(f"{name}: {accepted:,} of {phase_events:,} events accepted")
+            cpu_per_event[name] = per_event(cpu, accepted)
             return accepted / seconds
 
         with progress:
@@ -318,6 +378,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "TALLY_DATA_DIR": str(root),
                 "TALLY_TRACING": "false",
                 "TALLY_NATS_CONSUME_BATCH": str(args.consume_batch),
+                "TALLY_NATS_CONSUME_LINGER_MS": str(args.consume_linger_ms),
                 **edge_env,
             }
             consumers: list[subprocess.Popen[bytes]] = []
@@ -330,10 +391,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 counted.wait_for(target, progress.add_task("consumer warm-up", total=len(warm) * args.batch))
                 target = counted.now() + phase_events
                 phase = bodies(f"e2e{n}")
-                task = progress.add_task(f"(c) end to end, {n} consumer(s)", total=phase_events)
+                name = f"(c) end to end, {n} consumer(s)"
+                task = progress.add_task(name, total=phase_events)
+                cpu = CpuUse()
                 started = time.perf_counter()
                 asyncio.run(send_all(e2e_edges, token, phase, args.clients, None))
                 results[f"end_to_end_{n}"] = phase_events / (counted.wait_for(target, task) - started)
+                cpu_per_event[name] = per_event(cpu, phase_events)
 
             # (e) raw publish of the backlog's messages while the consumers are stopped ...
             task = progress.add_task("building the backlog's messages", total=args.backlog // args.batch)
@@ -350,10 +414,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # (d) ... then the time they take to count it.
             target = counted.now() + backlog_events
             task = progress.add_task(f"(d) draining {backlog_events:,} events", total=backlog_events)
+            cpu = CpuUse()
             started = time.perf_counter()
             for process in consumers:
                 os.kill(process.pid, signal.SIGCONT)
             results["drain_seconds"] = counted.wait_for(target, task) - started
+            cpu_per_event["(d) backlog drain"] = per_event(cpu, backlog_events)
             results["drain_rate"] = backlog_events / results["drain_seconds"]
             results["left_in_stream"] = asyncio.run(left_in_stream(config))
         results["load_average_after"] = os.getloadavg()[0]
@@ -385,6 +451,11 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         f"  goal: edge acceptance ≥ 2x direct: {best_edge / direct:.2f}x ({'met' if best_edge >= 2 * direct else 'not met'}); "
         f"end to end ≥ direct: {best_e2e / direct:.2f}x ({'met' if best_e2e >= direct else 'not met'})"
     )
+    kinds = [*CpuUse.KINDS, "other", "machine"]
+    print("  CPU per event (µs of one core), by process:")
+    print(f"  {'phase':<38}" + "".join(f"{kind:>15}" for kind in kinds))
+    for phase, used in results["cpu_us_per_event"].items():
+        print(f"  {phase:<38}" + "".join(f"{used[kind]:>15.1f}" for kind in kinds))
     if results["left_in_stream"]:
         print(f"  warning: {results['left_in_stream']} messages still in the stream after the drain")
 
@@ -402,6 +473,12 @@ def main() -> None:
         type=int,
         default=Settings().nats_consume_batch,
         help="messages a consumer counts in one transaction",
+    )
+    parser.add_argument(
+        "--consume-linger-ms",
+        type=int,
+        default=Settings().nats_consume_linger_ms,
+        help="how long a consumer waits to fill a batch",
     )
     parser.add_argument("--in-flight", type=int, default=64, help="raw publishes awaiting acknowledgement at once")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")

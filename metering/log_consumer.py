@@ -221,9 +221,22 @@ async def subscribe(jetstream: JetStreamContext, config: LogConfig) -> JetStream
     return await jetstream.pull_subscribe_bind(durable=CONSUMER_NAME, stream=config.stream)
 
 
-async def take(subscription: JetStreamContext.PullSubscription, batch: int, *, wait_seconds: float) -> list[Msg]:
-    """Up to ``batch`` messages, waiting at most ``wait_seconds`` for the first; [] when none came."""
+async def take(
+    subscription: JetStreamContext.PullSubscription, batch: int, *, wait_seconds: float, linger_seconds: float = 0
+) -> list[Msg]:
+    """Up to ``batch`` messages (a few more when messages delivered too late for an earlier take
+    wait in the client: they join this one), waiting at most ``wait_seconds`` for the first; []
+    when none came. Once one came, a batch not yet full waits up to ``linger_seconds`` more for the rest, so a
+    consumer that keeps up with the edges still counts in large transactions (a transaction's
+    fixed work, reading customers and meters and committing, is then shared by more events)."""
     try:
-        return await subscription.fetch(batch, timeout=wait_seconds)
+        messages = await subscription.fetch(batch, timeout=wait_seconds)
     except TimeoutError:
         return []
+    deadline = time.monotonic() + linger_seconds
+    while len(messages) < batch and (left := deadline - time.monotonic()) > 0:
+        try:
+            messages.extend(await subscription.fetch(batch - len(messages), timeout=left))
+        except TimeoutError:
+            break
+    return messages

@@ -88,3 +88,45 @@ async def test_a_message_in_an_unknown_format_stays_in_the_log_while_its_batch_i
         assert await take(subscription, 10, wait_seconds=1) == [], "offered again only after a delay"
     finally:
         await event_log.close()
+
+
+async def test_a_consumer_that_keeps_up_lingers_to_fill_its_batch_and_no_longer(nats_url: str) -> None:
+    """Edges publish a request's messages one after another: a consumer that took the first waits
+    a moment for the rest, so it counts them in one transaction; a full batch is not kept waiting."""
+    config = LogConfig((nats_url,), "TALLY_TEST", 8, 1, 120, 5, 30)
+    await wait_until_ready(config)
+    event_log = EventLog(config)
+    try:
+        _, jetstream = await event_log.jetstream()
+        published = 0
+
+        async def publish(count: int, *, after_seconds: float = 0) -> None:
+            nonlocal published
+            await asyncio.sleep(after_seconds)
+            for _ in range(count):
+                published += 1
+                await jetstream.publish(
+                    "tally.events.0", b"[]", stream=config.stream, headers={MSG_ID_HEADER: f"m{published}"}
+                )
+
+        subscription = await subscribe(jetstream, config)
+        await publish(1)
+        later = asyncio.create_task(publish(2, after_seconds=0.3))
+        assert len(await take(subscription, 10, wait_seconds=5)) == 1, "without a linger: what was there"
+        await later
+        for message in await take(subscription, 10, wait_seconds=5):
+            await message.ack()
+
+        await publish(1)
+        later = asyncio.create_task(publish(2, after_seconds=0.3))
+        lingered = await take(subscription, 10, wait_seconds=5, linger_seconds=2)
+        await later
+        assert len(lingered) == 3, "the messages published while it lingered joined the batch"
+        for message in lingered:
+            await message.ack()
+
+        await publish(3)
+        full = await asyncio.wait_for(take(subscription, 3, wait_seconds=5, linger_seconds=60), timeout=10)
+        assert len(full) == 3, "a full batch is counted at once, not after the linger"
+    finally:
+        await event_log.close()
