@@ -5,6 +5,7 @@ Tally needs PostgreSQL itself (NUMERIC, jsonb, triggers, SKIP LOCKED); there is 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -179,7 +180,9 @@ def _alembic_config() -> Config:
     return config
 
 
+@functools.cache
 def latest_revision() -> str:
+    """The newest migration's revision (the migration files do not change while a process runs)."""
     from alembic.script import ScriptDirectory
 
     return str(ScriptDirectory.from_config(_alembic_config()).get_current_head())

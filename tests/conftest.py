@@ -7,6 +7,7 @@ import asyncio
 import os
 import socket
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -105,33 +106,39 @@ def clone_database(server_url: str, name: str, template: str = TEMPLATE_DB) -> s
 
 
 class DatabasePool:
-    """Clones of the template made one test ahead, and finished databases dropped, in a thread
-    beside the tests: cloning 200 relations costs about a tenth of a second, which the next test
-    no longer waits for."""
+    """Clones of the template made ahead, and finished databases dropped, in threads beside the
+    tests. While the tests write, a clone takes half a second or more (against a tenth on an
+    idle server), longer than many tests: ``AHEAD`` clones are kept in the making, two at once,
+    so a test seldom waits for its database."""
+
+    AHEAD = 3
 
     def __init__(self, server_url: str) -> None:
         self.server_url = server_url
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-databases")
-        self.next: Future[str] = self._clone()
+        self.workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="test-databases")
+        self.ahead: deque[Future[str]] = deque(self._clone() for _ in range(self.AHEAD))
 
     def _clone(self) -> Future[str]:
-        return self.worker.submit(clone_database, self.server_url, f"test_{uuid.uuid4().hex[:16]}")
+        return self.workers.submit(clone_database, self.server_url, f"test_{uuid.uuid4().hex[:16]}")
 
     def take(self) -> str:
-        url, self.next = self.next.result(), self._clone()
+        url = self.ahead.popleft().result()
+        self.ahead.append(self._clone())
         return url
 
     def settle(self) -> None:
-        """Wait for the clone in flight: a connection to the template while it runs makes it fail."""
-        self.next.result()
+        """Wait for the clones in flight: a connection to the template while one runs makes it fail."""
+        for clone in self.ahead:
+            clone.result()
 
     def drop(self, url: str) -> None:
         name = urlsplit(url).path.lstrip("/")
-        self.worker.submit(admin_execute, self.server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        self.workers.submit(admin_execute, self.server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     def close(self) -> None:
-        self.drop(self.next.result())
-        self.worker.shutdown(wait=True)
+        for clone in self.ahead:
+            self.drop(clone.result())
+        self.workers.shutdown(wait=True)
 
 
 @pytest.fixture(scope="session")

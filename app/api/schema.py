@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from inspect import isawaitable
@@ -201,11 +202,19 @@ def _unexpected(error: GraphQLError) -> bool:
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
+    """The schema with the settings' limits: built once per process for given limits, since
+    building it walks every type and field (a tenth of a second) and it holds no state of its own
+    (its caches live at module level)."""
+    return _schema_with_limits(settings.graphql_max_depth, settings.graphql_max_aliases, settings.graphql_max_tokens)
+
+
+@functools.cache
+def _schema_with_limits(max_depth: int, max_aliases: int, max_tokens: int) -> strawberry.Schema:
     # The limits' validation rules are classes made by their limiter: made once here, so that a
     # document validated once is found in the validation cache (keyed by document and rules).
     limit_rules = [
-        *QueryDepthLimiter(max_depth=settings.graphql_max_depth).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases).validation_rules,
+        *QueryDepthLimiter(max_depth=max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
     ]
     return strawberry.Schema(
         query=Query,
@@ -213,7 +222,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         types=[EntitlementExhaustion],  # no field answers it: the entitlement.exhausted event's data
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=[
-            lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
+            lambda: MaxTokensLimiter(max_token_count=max_tokens),
             lambda: AddValidationRules(limit_rules),
             lambda: ParserCache(maxsize=GRAPHQL_DOCUMENTS_CACHED),
             lambda: ValidationCache(maxsize=GRAPHQL_DOCUMENTS_CACHED),
