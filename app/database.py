@@ -46,6 +46,15 @@ def start_embedded_postgres(data_dir: Path) -> str:
     return uri
 
 
+def stop_embedded_postgres(data_dir: Path) -> None:
+    """Let go of the embedded server under ``data_dir/postgres`` now rather than at exit: it stops
+    unless another process is attached. A process ended by its parent before its exit hooks ran
+    (a test worker, for one) would otherwise leave the server running."""
+    server = _embedded_servers.pop((data_dir / "postgres").resolve(), None)
+    if server is not None:
+        server.cleanup()
+
+
 def is_transient_failure(error: BaseException) -> bool:
     """A deadlock, a serialization failure or a connection the server has dropped: the whole
     transaction may simply be run again. psycopg raises them itself on raw-connection paths;

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth import create_token
-from app.database import create_engine, migrate, session_factory, start_embedded_postgres
+from app.database import create_engine, migrate, session_factory, start_embedded_postgres, stop_embedded_postgres
 from app.demo import load_demo
 from app.main import create_app
 from app.settings import Settings
@@ -70,19 +70,23 @@ def with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The PostgreSQL server: TALLY_TEST_DATABASE_URL if set (a superuser URL), else embedded."""
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The PostgreSQL server: TALLY_TEST_DATABASE_URL if set (a superuser URL), else embedded,
+    stopped when the session ends."""
     configured = os.environ.get("TALLY_TEST_DATABASE_URL")
     if configured:
-        return configured
-    url = start_embedded_postgres(tmp_path_factory.mktemp("tally-data"))
+        yield configured
+        return
+    data_dir = tmp_path_factory.mktemp("tally-data")
+    url = start_embedded_postgres(data_dir)
     # The tests kill processes (servers, consumers, PostgreSQL itself), never the machine: what
     # PostgreSQL has written survives them in the kernel's cache, so flushing it to the disk only
     # slows every commit (3×) and every database dropped after a test (0.9 s to 0.03 s here).
     admin_execute(
         url, "ALTER SYSTEM SET fsync = off", "ALTER SYSTEM SET full_page_writes = off", "SELECT pg_reload_conf()"
     )
-    return url
+    yield url
+    stop_embedded_postgres(data_dir)
 
 
 def admin_execute(server_url: str, *statements: str) -> None:
