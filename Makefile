@@ -69,7 +69,7 @@ typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
 pytest: $(VENV)/.installed-dev
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 3 --dist loadfile
 
 bench: $(VENV)/.installed-dev
 	@for b in bench/bench_customers.py bench/ingest.py bench/usage_query.py bench/ledger.py bench/billing_run.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
