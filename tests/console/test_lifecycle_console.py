@@ -162,4 +162,4 @@ async def test_with_an_add_on_the_page_picks_the_subscription_its_forms_act_on(
         ),
         {"c": subscribed},
     )
-    assert dict(ends.tuples().all()) == {"pro": False, "storage-addon": True}
+    assert {key: ends_at for key, ends_at in ends.all()} == {"pro": False, "storage-addon": True}
