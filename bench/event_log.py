@@ -112,10 +112,9 @@ class CpuUse:
             return "PostgreSQL"
         if name.startswith("nats-server"):
             return "NATS nodes"
-        if len(command) >= 3 and Path(command[1]).name == "tally":
-            return f"tally {command[2]}"
-        if len(command) >= 2 and Path(command[0]).name == "tally":
-            return f"tally {command[1]}"
+        for position in (0, 1):  # `tally serve …`, or `python …/tally serve …`
+            if len(command) > position + 1 and Path(command[position]).name == "tally":
+                return f"tally {command[position + 1]}"
         return None
 
     def _snapshot(self) -> tuple[float, dict[int, tuple[str, float]]]:

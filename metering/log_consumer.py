@@ -226,9 +226,10 @@ async def take(
 ) -> list[Msg]:
     """Up to ``batch`` messages (a few more when messages delivered too late for an earlier take
     wait in the client: they join this one), waiting at most ``wait_seconds`` for the first; []
-    when none came. Once one came, a batch not yet full waits up to ``linger_seconds`` more for the rest, so a
-    consumer that keeps up with the edges still counts in large transactions (a transaction's
-    fixed work, reading customers and meters and committing, is then shared by more events)."""
+    when none came. Once one came, a batch not yet full waits up to ``linger_seconds`` more for
+    the rest, so a consumer that keeps up with the edges still counts in large transactions (a
+    transaction's fixed work, reading customers and meters and committing, is shared by more
+    events)."""
     try:
         messages = await subscription.fetch(batch, timeout=wait_seconds)
     except TimeoutError:
